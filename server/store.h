@@ -1,0 +1,326 @@
+/*
+ * store — the event log engine: an LMDB environment holding the log, its
+ * indexes, stream records and snapshots. The only module that includes
+ * lmdb.h; its key layout is drawn at the top of store.c.
+ *
+ * Threads: one writer thread calls store_append_batch and
+ * store_save_snapshot; any thread may call the read functions at the same
+ * time (each opens, uses and closes its own short read transaction inside
+ * the call). Pointers handed to visitor callbacks are borrowed from LMDB and
+ * valid only during the callback.
+ *
+ * Errors: every function returns an es_err. LMDB and errno codes are
+ * translated once, in store.c (MDB_MAP_FULL and ENOSPC -> ES_ERR_STORE_FULL,
+ * MDB_CORRUPTED / bad CRC -> ES_ERR_CORRUPT, other I/O -> ES_ERR_IO).
+ */
+#ifndef ES_STORE_H
+#define ES_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "es/err.h"
+
+typedef struct store store;
+
+/** Format version written in the meta record; a store with another is refused. */
+#define STORE_FORMAT_VERSION 1u
+#define STORE_ID_BYTES 16u
+#define STORE_DEFAULT_MAP_SIZE_64 (1ull << 40) /* 1 TiB of address space, sparse */
+#define STORE_DEFAULT_MAP_SIZE_32 (1ull << 30)
+#define STORE_DEFAULT_MAX_EVENTS_PER_APPEND 10000u
+#define STORE_DEFAULT_MAX_EVENT_BYTES (8u * 1024u * 1024u)
+#define STORE_DEFAULT_MAX_PAGE 4096u
+#define STORE_MAX_APPENDS_PER_TXN 1024u
+#define STORE_READ_ALL_SCAN_LIMIT 100000u /* records examined per filtered page */
+
+typedef struct store_options {
+    const char *path;        /* data directory; created when missing */
+    uint64_t map_size;       /* 0 = the default for the platform */
+    bool sync;               /* fsync every commit (durable); false = MDB_NOSYNC */
+    bool read_only;          /* open read-only (esctl db stat/check, safe beside esd) */
+    uint32_t max_events_per_append; /* 0 = default */
+    uint32_t max_event_bytes;       /* data + metadata of one event; 0 = default */
+    uint32_t max_readers;           /* 0 = 126 (LMDB's default) */
+} store_options;
+
+/**
+ * @brief Open (creating if needed) the store in a data directory.
+ * @param[in] opts options; opts->path must be set
+ * @param[out] out the store, to be closed with store_close
+ * @param[out] msg a human explanation on failure (may be NULL)
+ * @param msg_len size of msg
+ * @return ES_OK;
+ *   ES_ERR_INCOMPATIBLE_STORE: the directory holds something that is not an
+ *     esd store (foreign files, an LMDB without our meta record) or a store
+ *     of another format version — nothing was changed;
+ *   ES_ERR_IO: the directory cannot be created or opened (see msg);
+ *   ES_ERR_NOT_FOUND: read_only and no store there;
+ *   ES_ERR_NO_MEMORY.
+ * @note Clears stale reader slots (mdb_reader_check) at open.
+ */
+es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_len);
+
+/** @brief Close the store; accepts NULL. No transaction may be in use. */
+void store_close(store *s);
+
+/* ---------------------------------------------------------------- appends -- */
+
+typedef enum store_expect {
+    STORE_EXPECT_ANY = 0,
+    STORE_EXPECT_NO_STREAM = 1,
+    STORE_EXPECT_STREAM_EXISTS = 2,
+    STORE_EXPECT_EXACT = 3,
+} store_expect;
+
+/** One proposed event. All pointers are borrowed for the call. */
+typedef struct store_event_in {
+    const uint8_t *id; /* exactly 16 bytes (callers assign missing ids) */
+    const uint8_t *type;
+    size_t type_len;
+    const uint8_t *data;
+    size_t data_len;
+    const uint8_t *metadata;
+    size_t metadata_len;
+    const uint8_t *content_type; /* optional */
+    size_t content_type_len;
+    const uint8_t *correlation_id; /* optional, 0 or 16 bytes */
+    size_t correlation_id_len;
+    const uint8_t *causation_id; /* optional, 0 or 16 bytes */
+    size_t causation_id_len;
+} store_event_in;
+
+/** The outcome of one append (one stream) inside a batch. */
+typedef struct store_append_result {
+    es_err rv;
+    uint64_t first_revision, last_revision;
+    uint64_t first_position, last_position;
+    bool duplicate; /* idempotent retry: the original result, nothing stored */
+    /* When a check failed: the state the stream was found in. */
+    bool actual_exists;
+    uint64_t actual_revision;
+} store_append_result;
+
+/** One append to one stream. */
+typedef struct store_append_in {
+    const uint8_t *stream;
+    size_t stream_len;
+    store_expect expect;
+    uint64_t revision; /* STORE_EXPECT_EXACT only */
+    const store_event_in *events;
+    size_t n_events;
+    bool allow_reserved; /* '$' streams: only the store's own writers */
+} store_append_in;
+
+/**
+ * A request of a batch: a single append (n_appends == 1) or a multi-stream
+ * transaction (n_appends > 1), all or nothing.
+ */
+typedef struct store_request {
+    const store_append_in *appends;
+    size_t n_appends;
+    /* Results, filled by store_append_batch. */
+    es_err rv;                    /* the request's outcome */
+    store_append_result *results; /* caller-provided, n_appends entries */
+    bool synced;                  /* the commit was fsynced */
+} store_request;
+
+/**
+ * @brief Append a batch of requests in one write transaction (group commit).
+ *
+ * Each request is checked against its expectations on the state that
+ * includes the earlier requests of the same batch. A request that fails a
+ * check (or validation, or does not fit in the map) fails alone, with
+ * nothing of it written; the others commit. A failed commit fails them all.
+ *
+ * Per request, rv is one of: ES_OK (results filled; duplicate set for an
+ * idempotent retry); ES_ERR_WRONG_EXPECTED_REVISION (every append whose
+ * check failed has that rv and actual_exists/actual_revision; the others
+ * have ES_OK but nothing was written); ES_ERR_IDEMPOTENCY_CONFLICT (event
+ * ids already stored in another stream, at other revisions, or only some of
+ * them); ES_ERR_INVALID_STREAM_ID, ES_ERR_RESERVED_STREAM,
+ * ES_ERR_INVALID_EVENT_TYPE, ES_ERR_INVALID_EVENT_ID, ES_ERR_TOO_LARGE,
+ * ES_ERR_TOO_MANY_EVENTS, ES_ERR_INVALID_ARGUMENT (validation: nothing
+ * written); ES_ERR_STORE_FULL (map or disk full); ES_ERR_IO,
+ * ES_ERR_CORRUPT, ES_ERR_NO_MEMORY.
+ *
+ * @return ES_OK when the batch was processed (look at each request's rv),
+ *   or the error that failed the whole batch (also set in every rv).
+ * @note Writer thread only.
+ */
+es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs);
+
+/* ------------------------------------------------------------------ reads -- */
+
+/** A stored event, borrowed from LMDB for the duration of a visit. */
+typedef struct store_record {
+    uint64_t position;
+    const uint8_t *bytes; /* a packed es.v1.RecordedEvent, CRC already checked */
+    size_t len;
+} store_record;
+
+/**
+ * Visitor: return 0 to continue, nonzero to stop (the record counts as
+ * delivered). It must not call back into the store.
+ */
+typedef int (*store_visit_fn)(void *ctx, const store_record *rec);
+
+typedef struct store_page {
+    uint64_t next;     /* the next revision / position to read from */
+    bool end;          /* nothing more in this direction (at the time of reading) */
+    uint64_t head;     /* last position at the time of reading */
+    uint32_t returned; /* records delivered */
+} store_page;
+
+/**
+ * @brief Read a stream forward or backward from a revision (inclusive).
+ * @param from for backward reads, UINT64_MAX means the last revision
+ * @param limit capped at STORE_DEFAULT_MAX_PAGE; 0 means that cap
+ * @return ES_OK (an empty page when from is past the end);
+ *   ES_ERR_NOT_FOUND: the stream does not exist;
+ *   ES_ERR_INVALID_STREAM_ID; ES_ERR_CORRUPT (a record failed its CRC: it
+ *   is never handed to the visitor); ES_ERR_IO.
+ */
+es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uint64_t from,
+                         bool backward, uint32_t limit, store_visit_fn visit, void *ctx,
+                         store_page *page);
+
+typedef enum store_filter_kind {
+    STORE_FILTER_NONE = 0,
+    STORE_FILTER_STREAM_PREFIX,
+    STORE_FILTER_CATEGORY,   /* through the category index, never a scan */
+    STORE_FILTER_EVENT_TYPE, /* through the event-type index, never a scan */
+} store_filter_kind;
+
+typedef struct store_filter {
+    store_filter_kind kind;
+    const uint8_t *name;
+    size_t name_len;
+} store_filter;
+
+/**
+ * @brief Read the global log forward or backward from a position (inclusive).
+ * @param from 0 or 1 = the first event forward; UINT64_MAX = the head backward
+ * @param limit as store_read_stream
+ * A prefix filter walks the log and examines at most
+ * STORE_READ_ALL_SCAN_LIMIT records per call: a page may hold fewer than
+ * limit records with end == false; continue from page->next.
+ * @return ES_OK; ES_ERR_INVALID_ARGUMENT (bad filter); ES_ERR_CORRUPT; ES_ERR_IO.
+ */
+es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool backward,
+                      uint32_t limit, store_visit_fn visit, void *ctx, store_page *page);
+
+/** Plain-C view of a stream record. */
+typedef struct store_stream_info {
+    uint64_t number; /* interned stream number */
+    uint64_t last_revision;
+    uint64_t event_count;
+    uint64_t first_position, last_position;
+    uint64_t created_us, updated_us;
+} store_stream_info;
+
+/** @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_INVALID_STREAM_ID; ES_ERR_IO. */
+es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
+                             store_stream_info *info);
+
+/**
+ * Visitor for store_list_streams; name borrowed for the call.
+ * Return 0 to continue, nonzero to stop.
+ */
+typedef int (*store_stream_visit_fn)(void *ctx, const uint8_t *name, size_t name_len,
+                                     const store_stream_info *info);
+
+/**
+ * @brief List streams in id order, optionally with a prefix, after a given id.
+ * @param[out] more set when more streams follow the last one visited
+ * @return ES_OK; ES_ERR_IO.
+ */
+es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
+                          const uint8_t *after, size_t after_len, uint32_t limit,
+                          store_stream_visit_fn visit, void *ctx, bool *more);
+
+/* -------------------------------------------------------------- snapshots -- */
+
+/**
+ * @brief Store the latest snapshot of a stream (replacing an older one).
+ * @return ES_OK; ES_ERR_INVALID_STREAM_ID; ES_ERR_NOT_FOUND (no such stream);
+ *   ES_ERR_INVALID_ARGUMENT (revision beyond the stream's last revision);
+ *   ES_ERR_TOO_LARGE; ES_ERR_STORE_FULL; ES_ERR_IO.
+ * @note Writer thread only (it opens a write transaction).
+ */
+es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, uint64_t revision,
+                           uint32_t state_format, const uint8_t *data, size_t data_len);
+
+typedef struct store_snapshot {
+    uint64_t revision;
+    uint32_t state_format;
+    uint64_t saved_at_us;
+    uint8_t *data; /* malloc'd copy, owned by the caller: free() it */
+    size_t data_len;
+} store_snapshot;
+
+/** @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_CORRUPT; ES_ERR_NO_MEMORY; ES_ERR_IO. */
+es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
+                           store_snapshot *snap);
+
+/* ---------------------------------------------------------- housekeeping -- */
+
+typedef struct store_stats {
+    uint8_t store_id[STORE_ID_BYTES];
+    uint32_t format_version;
+    uint64_t created_us;
+    uint64_t head_position;
+    uint64_t stream_count;
+    uint64_t event_count;
+    uint64_t map_size;
+    uint64_t map_used;
+    uint32_t readers_used, readers_max;
+    bool sync;
+} store_stats;
+
+/** @return ES_OK; ES_ERR_IO. */
+es_err store_stats_get(store *s, store_stats *st);
+
+/** @brief The last committed position (0 for an empty store). */
+uint64_t store_head(store *s);
+
+/** @brief The store id (16 bytes, valid while the store is open). */
+const uint8_t *store_id(const store *s);
+
+/** @brief Clear reader slots of dead processes; @return slots cleared. */
+int store_reader_check(store *s);
+
+typedef struct store_check_report {
+    uint64_t events_checked;
+    uint64_t streams_checked;
+    uint64_t crc_errors;
+    uint64_t position_gaps;
+    uint64_t revision_errors; /* non-contiguous revisions or bad stream index */
+    uint64_t index_errors;    /* event-id, category or type index mismatches */
+    uint64_t first_bad_position; /* 0 if none */
+} store_check_report;
+
+/** Optional sink for human-readable defect descriptions. */
+typedef void (*store_check_log_fn)(void *ctx, const char *line);
+
+/**
+ * @brief Verify the whole store: every record's CRC, positions gapless from 1,
+ *        revisions contiguous, every index consistent with the log.
+ * Runs in one read transaction (a consistent view, safe beside a writer).
+ * @return ES_OK when clean; ES_ERR_CORRUPT when any defect was found (see
+ *   the report); ES_ERR_IO.
+ */
+es_err store_check(store *s, store_check_report *report, store_check_log_fn log, void *ctx);
+
+/**
+ * @brief Write a consistent, compacted copy of the store to an empty or new
+ *        directory (LMDB's mdb_env_copy2 with MDB_CP_COMPACT).
+ * @return ES_OK; ES_ERR_INVALID_ARGUMENT (destination not empty); ES_ERR_IO.
+ */
+es_err store_backup(store *s, const char *dest_dir);
+
+/** @brief Current time in microseconds since the epoch (the store's clock). */
+uint64_t store_now_us(void);
+
+#endif
