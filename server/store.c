@@ -1114,8 +1114,9 @@ static es_err read_txn(store *s, MDB_txn **txn)
 }
 
 /* Fetch, verify and visit the record at a position. *stop set by the visitor. */
+/* Visit one record; *verdict is the visitor's answer (see store_visit_fn). */
 static es_err visit_position(store *s, MDB_txn *txn, uint64_t pos, store_visit_fn visit,
-                             void *ctx, bool *stop)
+                             void *ctx, int *verdict)
 {
     uint8_t pkey[8];
     put_u64be(pkey, pos);
@@ -1130,7 +1131,7 @@ static es_err visit_position(store *s, MDB_txn *txn, uint64_t pos, store_visit_f
     if (rv != ES_OK) {
         return rv;
     }
-    *stop = visit(ctx, &rec) != 0;
+    *verdict = visit(ctx, &rec);
     return ES_OK;
 }
 
@@ -1181,15 +1182,19 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
     MDB_val k = {16, key};
     MDB_val v;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
-    bool stop = false;
+    int verdict = 0;
     while (rc == MDB_SUCCESS) {
         if (k.mv_size != 16 || v.mv_size != 8 || get_u64be(k.mv_data) != si.number ||
             get_u64be((uint8_t *)k.mv_data + 8) != rev) {
             rv = ES_ERR_CORRUPT;
             break;
         }
-        rv = visit_position(s, txn, get_u64be(v.mv_data), visit, ctx, &stop);
+        rv = visit_position(s, txn, get_u64be(v.mv_data), visit, ctx, &verdict);
         if (rv != ES_OK) {
+            break;
+        }
+        if (verdict < 0) {
+            page->next = rev;
             break;
         }
         page->returned++;
@@ -1209,7 +1214,7 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
             }
         }
         page->next = rev;
-        if (stop || page->returned >= limit) {
+        if (verdict > 0 || page->returned >= limit) {
             break;
         }
         rc = mdb_cursor_get(cur, &k, &v, backward ? MDB_PREV : MDB_NEXT);
@@ -1302,7 +1307,7 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
         }
     }
     uint32_t scanned = 0;
-    bool stop = false;
+    int verdict = 0;
     while (rc == MDB_SUCCESS) {
         uint64_t pos;
         if (indexed) {
@@ -1313,8 +1318,12 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
                 break;
             }
             pos = get_u64be((uint8_t *)k.mv_data + n + 1);
-            rv = visit_position(s, txn, pos, visit, ctx, &stop);
+            rv = visit_position(s, txn, pos, visit, ctx, &verdict);
             if (rv != ES_OK) {
+                break;
+            }
+            if (verdict < 0) {
+                page->next = pos;
                 break;
             }
             page->returned++;
@@ -1341,7 +1350,11 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
                 scanned++;
             }
             if (match) {
-                stop = visit(ctx, &rec) != 0;
+                verdict = visit(ctx, &rec);
+                if (verdict < 0) {
+                    page->next = pos;
+                    break;
+                }
                 page->returned++;
             }
         }
@@ -1354,7 +1367,7 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
         } else {
             page->next = pos + 1;
         }
-        if (stop || page->returned >= limit || scanned >= STORE_READ_ALL_SCAN_LIMIT) {
+        if (verdict > 0 || page->returned >= limit || scanned >= STORE_READ_ALL_SCAN_LIMIT) {
             break;
         }
         rc = mdb_cursor_get(cur, &k, &v, backward ? MDB_PREV : MDB_NEXT);

@@ -161,8 +161,10 @@ typedef struct store_record {
 } store_record;
 
 /**
- * Visitor: return 0 to continue, nonzero to stop (the record counts as
- * delivered). It must not call back into the store.
+ * Visitor: return 0 to continue; > 0 to stop after this record (it counts as
+ * delivered); < 0 to stop before it (it does not count, and page->next
+ * points at it: e.g. a reply that has no room left). It must not call back
+ * into the store.
  */
 typedef int (*store_visit_fn)(void *ctx, const store_record *rec);
 
