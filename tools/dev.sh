@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# dev.sh — build, run and test esd on a Debian 12 machine.
+#
+#   tools/dev.sh run [ESD-ARGS...]
+#       Install missing packages, configure and build ./build, then start
+#       build/server/esd from the repository root (so its default data
+#       directory, ./esd-data, lands there), passing ESD-ARGS through.
+#       Exits 0 with a note when the server is not built yet.
+#
+#   tools/dev.sh test
+#       Install missing packages; check formatting (tools/format.sh --check);
+#       build ./build and run the unit and integration suites; build
+#       ./build-asan with AddressSanitizer + UndefinedBehaviorSanitizer and run
+#       the same suites there. Ends with exactly one line
+#       "N passed, N failed" over both passes, and exits 1 if anything
+#       failed. A failed configure, build or format check counts as one
+#       failure; skipped tests count as neither. The long suite is not run
+#       (meson test -C build --suite long).
+#
+#   tools/dev.sh --help
+#
+# Packages are checked with dpkg-query and installed with apt-get (through
+# sudo when not root); on a machine without dpkg this step is skipped.
+set -euo pipefail
+
+# Debian 12 packages for building, testing and running esd.
+PACKAGES="build-essential meson ninja-build pkg-config liblmdb-dev lmdb-utils libprotobuf-c-dev
+protobuf-c-compiler libevent-dev libcmocka-dev libjansson-dev clang clang-format valgrind"
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+suites_wanted=(unit integration)
+
+usage() {
+    sed -n '2,23s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+say() {
+    printf '==> %s\n' "$*"
+}
+
+# ------------------------------------------------------------ packages --
+
+install_deps() {
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        say "no dpkg-query: not a Debian system, skipping package installation"
+        return 0
+    fi
+    local missing=() p
+    for p in $PACKAGES; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        return 0
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "dev.sh: missing packages (${missing[*]}) and not root; sudo not found" >&2
+            return 1
+        fi
+        sudo=(sudo)
+    fi
+    say "installing: ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
+# --------------------------------------------------------------- build --
+
+# configure DIR [MESON-OPTIONS...]: set up DIR, or apply the options to an
+# existing one (ninja regenerates by itself when meson.build files change).
+configure() {
+    local dir="$1"
+    shift
+    if [ ! -f "$root/$dir/meson-private/coredata.dat" ]; then
+        meson setup "$root/$dir" "$root" "$@"
+    elif [ $# -gt 0 ]; then
+        meson configure "$root/$dir" "$@" >/dev/null ||
+            meson setup --wipe "$root/$dir" "$root" "$@"
+    fi
+}
+
+# ---------------------------------------------------------------- test --
+
+passed=0
+failed=0
+failures=()
+
+note_failure() {
+    failed=$((failed + 1))
+    failures+=("$1")
+    say "FAILED: $1"
+}
+
+# The suites among suites_wanted that DIR defines, one per line.
+suites_in() {
+    meson introspect --tests "$root/$1" | python3 -c '
+import json, sys
+names = {s.split(":")[-1] for t in json.load(sys.stdin) for s in t["suite"]}
+print("\n".join(sorted(names)))'
+}
+
+# Parse meson test's summary from LOG: sets ok, bad (fail + timeout +
+# unexpected pass), found (1 when a summary was there).
+parse_summary() {
+    local out
+    out="$(awk '
+        /^Ok:/              { ok = $2; found = 1 }
+        /^Expected Fail:/   { xfail = $3 }
+        /^Fail:/            { fail = $2 }
+        /^Unexpected Pass:/ { xpass = $3 }
+        /^Timeout:/         { timeout = $2 }
+        END { printf "%d %d %d\n", ok + xfail, fail + timeout + xpass, found }
+    ' "$1")"
+    read -r ok bad found <<<"$out"
+}
+
+# run_pass NAME DIR ENV-ASSIGNMENTS -- MESON-OPTIONS... -- MESON-TEST-ARGS...
+run_pass() {
+    local name="$1" dir="$2"
+    shift 2
+    local envs=() opts=() targs=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        envs+=("$1")
+        shift
+    done
+    shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        opts+=("$1")
+        shift
+    done
+    [ $# -gt 0 ] && shift
+    targs=("$@")
+
+    say "[$name] configure $dir"
+    if ! configure "$dir" "${opts[@]}"; then
+        note_failure "$name: meson setup of $dir"
+        return 0
+    fi
+    say "[$name] build $dir"
+    if ! ninja -C "$root/$dir"; then
+        note_failure "$name: build ($dir)"
+        return 0
+    fi
+
+    local available s args=()
+    if ! available="$(suites_in "$dir")"; then
+        note_failure "$name: cannot list the tests of $dir"
+        return 0
+    fi
+    for s in "${suites_wanted[@]}"; do
+        if grep -qx -- "$s" <<<"$available"; then
+            args+=(--suite "$s")
+        fi
+    done
+    if [ ${#args[@]} -eq 0 ]; then
+        say "[$name] no ${suites_wanted[*]} tests defined"
+        return 0
+    fi
+
+    say "[$name] meson test ${args[*]}"
+    local log rc
+    log="$(mktemp)"
+    set +e
+    env "${envs[@]}" meson test -C "$root/$dir" --no-rebuild --print-errorlogs "${args[@]}" \
+        "${targs[@]}" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    local ok bad found
+    parse_summary "$log"
+    rm -f "$log"
+    passed=$((passed + ok))
+    if [ "$bad" -gt 0 ]; then
+        failed=$((failed + bad))
+        failures+=("$name: $bad test(s)")
+    elif [ "$rc" -ne 0 ] || [ "$found" -ne 1 ]; then
+        note_failure "$name: meson test exited $rc without reporting a failed test"
+    fi
+}
+
+cmd_test() {
+    install_deps
+
+    say "format check"
+    if ! "$root/tools/format.sh" --check; then
+        note_failure "format check"
+    fi
+
+    run_pass plain build -- -Dtests=true --
+
+    local asan="${ASAN_OPTIONS:+$ASAN_OPTIONS:}halt_on_error=1:detect_leaks=1"
+    local ubsan="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1"
+    run_pass sanitizers build-asan "ASAN_OPTIONS=$asan" "UBSAN_OPTIONS=$ubsan" -- \
+        -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false -- \
+        --timeout-multiplier 3
+
+    if [ ${#failures[@]} -gt 0 ]; then
+        say "failures:"
+        printf '    %s\n' "${failures[@]}"
+    fi
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
+
+# ----------------------------------------------------------------- run --
+
+cmd_run() {
+    install_deps
+    configure build
+    ninja -C "$root/build"
+    local esd="$root/build/server/esd"
+    if [ ! -x "$esd" ]; then
+        echo "The server is not built yet (no build/server/esd); nothing to run."
+        exit 0
+    fi
+    cd "$root"
+    exec "$esd" "$@"
+}
+
+# ---------------------------------------------------------------- main --
+
+case "${1:-}" in
+run)
+    shift
+    cmd_run "$@"
+    ;;
+test)
+    shift
+    if [ $# -gt 0 ]; then
+        echo "dev.sh: test takes no arguments" >&2
+        exit 2
+    fi
+    cmd_test
+    ;;
+-h | --help | help)
+    usage
+    ;;
+*)
+    usage >&2
+    exit 2
+    ;;
+esac
