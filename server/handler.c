@@ -1,0 +1,1049 @@
+#include "handler.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "es.pb-c.h"
+#include "frame.h"
+#include "pbwire.h"
+#include "validate.h"
+
+/* ------------------------------------------------------------ allocation -- */
+
+/*
+ * protobuf-c allocations go through one allocator with a per-decode budget:
+ * a frame within the cap can still declare millions of empty repeated
+ * elements, each costing a pointer and a struct. Above the budget the
+ * decode fails with TOO_LARGE instead of growing without bound. The same
+ * allocator frees (free_unpacked), so every unpack is paired with it.
+ * handler_fail_alloc_after() injects failures for the allocation-failure
+ * tests (TESTPLAN T20).
+ */
+#define DECODE_BUDGET_FIXED (32u * 1024u * 1024u)
+
+static _Thread_local size_t budget_left;
+static _Thread_local bool budget_on;
+static _Thread_local bool budget_blown;
+static _Thread_local uint64_t fail_after;
+static _Thread_local uint64_t alloc_count;
+
+void handler_fail_alloc_after(uint64_t n)
+{
+    fail_after = n;
+    alloc_count = 0;
+}
+
+static bool injected_failure(void)
+{
+    return fail_after && ++alloc_count >= fail_after;
+}
+
+static void *h_malloc(size_t n)
+{
+    return injected_failure() ? NULL : malloc(n ? n : 1);
+}
+
+static void *h_calloc(size_t n, size_t size)
+{
+    return injected_failure() ? NULL : calloc(n ? n : 1, size ? size : 1);
+}
+
+static void *pb_alloc(void *data, size_t size)
+{
+    (void)data;
+    if (injected_failure()) {
+        return NULL;
+    }
+    if (budget_on) {
+        if (size > budget_left) {
+            budget_blown = true;
+            return NULL;
+        }
+        budget_left -= size;
+    }
+    return malloc(size ? size : 1);
+}
+
+static void pb_free(void *data, void *p)
+{
+    (void)data;
+    free(p);
+}
+
+static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
+
+/* --------------------------------------------------------------- replies -- */
+
+typedef struct bytebuf {
+    uint8_t *p;
+    size_t len, cap;
+} bytebuf;
+
+static bool bb_reserve(bytebuf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap) {
+        return true;
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra) {
+        cap *= 2;
+    }
+    uint8_t *p = injected_failure() ? NULL : realloc(b->p, cap);
+    if (!p) {
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void bb_free(bytebuf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+static void send_response(session *s, Es__V1__Response *r)
+{
+    if (s->dead) {
+        return;
+    }
+    size_t size = es__v1__response__get_packed_size(r);
+    uint8_t small[512];
+    uint8_t *buf = size + FRAME_HEADER_BYTES <= sizeof small ? small : h_malloc(size + FRAME_HEADER_BYTES);
+    if (!buf) {
+        if (r->kind_case != ES__V1__RESPONSE__KIND_ERROR) {
+            handler_send_error(s, r->id, ES_ERR_NO_MEMORY, "no memory for the reply");
+        }
+        return;
+    }
+    frame_write_header(buf, (uint32_t)size);
+    es__v1__response__pack(r, buf + FRAME_HEADER_BYTES);
+    s->send(s->io, buf, size + FRAME_HEADER_BYTES);
+    if (buf != small) {
+        free(buf);
+    }
+}
+
+/* Send Response{id, <field>: <inner bytes>} where inner is already encoded. */
+static void send_wrapped(session *s, uint64_t id, uint32_t field, const bytebuf *inner)
+{
+    if (s->dead) {
+        return;
+    }
+    uint8_t prefix[FRAME_HEADER_BYTES + 2 * PBW_VARINT_MAX + 2 * PBW_VARINT_MAX];
+    size_t n = FRAME_HEADER_BYTES;
+    if (id) {
+        n += pbw_put_varint_field(prefix + n, 1, id);
+    }
+    n += pbw_put_len_header(prefix + n, field, inner->len);
+    frame_write_header(prefix, (uint32_t)(n - FRAME_HEADER_BYTES + inner->len));
+    s->send(s->io, prefix, n);
+    if (inner->len) {
+        s->send(s->io, inner->p, inner->len);
+    }
+}
+
+void handler_send_error(session *s, uint64_t id, es_err code, const char *message)
+{
+    Es__V1__Error err = ES__V1__ERROR__INIT;
+    err.code = (Es__V1__ErrorCode)code;
+    err.message = (char *)(message ? message : es_strerror(code));
+    Es__V1__Response r = ES__V1__RESPONSE__INIT;
+    r.id = id;
+    r.kind_case = ES__V1__RESPONSE__KIND_ERROR;
+    r.error = &err;
+    send_response(s, &r);
+}
+
+/* --------------------------------------------------------------- session -- */
+
+es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, session_send_fn send)
+{
+    memset(s, 0, sizeof *s);
+    s->srv = srv;
+    s->conn_id = conn_id;
+    s->io = io;
+    s->send = send;
+    s->in_flight_ids = calloc(srv->cfg->max_in_flight ? srv->cfg->max_in_flight : 1,
+                              sizeof *s->in_flight_ids);
+    return s->in_flight_ids ? ES_OK : ES_ERR_NO_MEMORY;
+}
+
+void session_finish(session *s)
+{
+    free(s->in_flight_ids);
+    s->in_flight_ids = NULL;
+}
+
+static bool id_in_flight(const session *s, uint64_t id)
+{
+    for (uint32_t i = 0; i < s->in_flight; i++) {
+        if (s->in_flight_ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void id_release(session *s, uint64_t id)
+{
+    for (uint32_t i = 0; i < s->in_flight; i++) {
+        if (s->in_flight_ids[i] == id) {
+            s->in_flight_ids[i] = s->in_flight_ids[--s->in_flight];
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ validation -- */
+
+static es_err check_stream(const ProtobufCBinaryData *b)
+{
+    return es_validate_stream_id(b->data, b->len, false);
+}
+
+static es_err check_expected(const Es__V1__Expected *e)
+{
+    if (e && (unsigned)e->kind > ES__V1__EXPECTED_KIND__EXPECTED_KIND_EXACT) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    return ES_OK;
+}
+
+/* Validate one Append; msg receives a human reason. */
+static es_err check_append(const server_config *cfg, const Es__V1__Append *a, const char **why)
+{
+    es_err rv = check_stream(&a->stream);
+    if (rv != ES_OK) {
+        *why = rv == ES_ERR_RESERVED_STREAM ? "stream ids starting with '$' are reserved"
+                                            : "stream id must be 1..256 bytes of UTF-8 without "
+                                              "control characters";
+        return rv;
+    }
+    if (check_expected(a->expected) != ES_OK) {
+        *why = "unknown expected-revision kind";
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (a->n_events == 0) {
+        *why = "an append needs at least one event";
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (a->n_events > cfg->max_events_per_append) {
+        *why = "more events than the server accepts in one append";
+        return ES_ERR_TOO_MANY_EVENTS;
+    }
+    for (size_t i = 0; i < a->n_events; i++) {
+        const Es__V1__ProposedEvent *e = a->events[i];
+        if (e->id.len != 0 && e->id.len != ES_EVENT_ID_BYTES) {
+            *why = "event ids are 16 bytes";
+            return ES_ERR_INVALID_EVENT_ID;
+        }
+        if (es_validate_event_type(e->type.data, e->type.len) != ES_OK) {
+            *why = "event type must be 1..256 bytes of UTF-8 without control characters";
+            return ES_ERR_INVALID_EVENT_TYPE;
+        }
+        if (e->data.len + e->metadata.len > cfg->max_event_bytes) {
+            *why = "event data and metadata exceed the server's event size cap";
+            return ES_ERR_TOO_LARGE;
+        }
+        if (e->content_type.len && es_validate_name(e->content_type.data, e->content_type.len)) {
+            *why = "content type must be 1..256 bytes of UTF-8 without control characters";
+            return ES_ERR_INVALID_ARGUMENT;
+        }
+        if ((e->correlation_id.len && e->correlation_id.len != ES_EVENT_ID_BYTES) ||
+            (e->causation_id.len && e->causation_id.len != ES_EVENT_ID_BYTES)) {
+            *why = "correlation and causation ids are 16 bytes";
+            return ES_ERR_INVALID_ARGUMENT;
+        }
+    }
+    return ES_OK;
+}
+
+/* --------------------------------------------------------------- appends -- */
+
+typedef struct pending {
+    write_job job;
+    session *sess;
+    uint64_t id;
+    bool is_txn;
+    size_t body_len;
+    Es__V1__Request *msg;
+    store_append_in *appends;
+    store_event_in *events;
+    store_append_result *results;
+    uint8_t *ids; /* server-assigned event ids */
+} pending;
+
+static void pending_free(pending *p)
+{
+    if (!p) {
+        return;
+    }
+    es__v1__request__free_unpacked(p->msg, &pb_allocator);
+    free(p->appends);
+    free(p->events);
+    free(p->results);
+    free(p->ids);
+    free(p);
+}
+
+static void uuid_v4(uint8_t out[16])
+{
+    if (getrandom(out, 16, 0) != 16) {
+        /* getrandom on Linux does not fail for 16 bytes once the pool is
+         * initialised; fall back to a weaker source rather than an id of 0s */
+        for (int i = 0; i < 16; i++) {
+            out[i] = (uint8_t)random();
+        }
+    }
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40);
+    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
+}
+
+static store_expect map_expect(const Es__V1__Expected *e, uint64_t *rev)
+{
+    *rev = e ? e->revision : 0;
+    if (!e) {
+        return STORE_EXPECT_ANY;
+    }
+    switch (e->kind) {
+    case ES__V1__EXPECTED_KIND__EXPECTED_KIND_NO_STREAM:
+        return STORE_EXPECT_NO_STREAM;
+    case ES__V1__EXPECTED_KIND__EXPECTED_KIND_STREAM_EXISTS:
+        return STORE_EXPECT_STREAM_EXISTS;
+    case ES__V1__EXPECTED_KIND__EXPECTED_KIND_EXACT:
+        return STORE_EXPECT_EXACT;
+    default:
+        return STORE_EXPECT_ANY;
+    }
+}
+
+/* Takes ownership of msg in every case. */
+static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **appends,
+                             size_t n, bool is_txn, size_t body_len)
+{
+    const server_config *cfg = s->srv->cfg;
+    uint64_t id = msg->id;
+    pending *p = h_calloc(1, sizeof *p);
+    if (!p) {
+        es__v1__request__free_unpacked(msg, &pb_allocator);
+        handler_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
+        return ES_OK;
+    }
+    p->msg = msg;
+    p->sess = s;
+    p->id = id;
+    p->is_txn = is_txn;
+    p->body_len = body_len;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        total += appends[i]->n_events;
+    }
+    p->appends = h_calloc(n, sizeof *p->appends);
+    p->results = h_calloc(n, sizeof *p->results);
+    p->events = h_calloc(total, sizeof *p->events);
+    p->ids = h_malloc(total * ES_EVENT_ID_BYTES);
+    if (!p->appends || !p->results || !p->events || !p->ids) {
+        pending_free(p);
+        handler_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
+        return ES_OK;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Es__V1__Append *a = appends[i];
+        store_append_in *sa = &p->appends[i];
+        sa->stream = a->stream.data;
+        sa->stream_len = a->stream.len;
+        sa->expect = map_expect(a->expected, &sa->revision);
+        sa->events = &p->events[k];
+        sa->n_events = a->n_events;
+        for (size_t j = 0; j < a->n_events; j++, k++) {
+            const Es__V1__ProposedEvent *e = a->events[j];
+            store_event_in *se = &p->events[k];
+            if (e->id.len == ES_EVENT_ID_BYTES) {
+                se->id = e->id.data;
+            } else {
+                uuid_v4(p->ids + k * ES_EVENT_ID_BYTES);
+                se->id = p->ids + k * ES_EVENT_ID_BYTES;
+            }
+            se->type = e->type.data;
+            se->type_len = e->type.len;
+            se->data = e->data.data;
+            se->data_len = e->data.len;
+            se->metadata = e->metadata.data;
+            se->metadata_len = e->metadata.len;
+            se->content_type = e->content_type.data;
+            se->content_type_len = e->content_type.len;
+            se->correlation_id = e->correlation_id.data;
+            se->correlation_id_len = e->correlation_id.len;
+            se->causation_id = e->causation_id.data;
+            se->causation_id_len = e->causation_id.len;
+        }
+    }
+    (void)cfg;
+    p->job.kind = WRITE_JOB_APPEND;
+    p->job.req.appends = p->appends;
+    p->job.req.n_appends = n;
+    p->job.req.results = p->results;
+    p->job.owner = p;
+    es_err rv = writer_submit(s->srv->w, &p->job);
+    if (rv != ES_OK) {
+        pending_free(p);
+        handler_send_error(s, id, rv, NULL);
+        return ES_OK;
+    }
+    s->in_flight_ids[s->in_flight++] = id;
+    s->pending_bytes += body_len;
+    return ES_OK;
+}
+
+static void fill_append_result(Es__V1__AppendResult *out, const store_append_result *r, bool synced)
+{
+    out->first_revision = r->first_revision;
+    out->last_revision = r->last_revision;
+    out->first_position = r->first_position;
+    out->last_position = r->last_position;
+    out->duplicate = r->duplicate;
+    out->synced = synced;
+}
+
+static void reply_append_error(session *s, pending *p)
+{
+    es_err rv = p->job.req.rv;
+    size_t n = p->job.req.n_appends;
+    Es__V1__Error err = ES__V1__ERROR__INIT;
+    err.code = (Es__V1__ErrorCode)rv;
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s", es_strerror(rv));
+    err.message = msg;
+    Es__V1__FailedCheck *checks = NULL;
+    Es__V1__FailedCheck **check_ptrs = NULL;
+    Es__V1__Expected *exps = NULL;
+    Es__V1__StreamState *states = NULL;
+    if (rv == ES_ERR_WRONG_EXPECTED_REVISION) {
+        checks = h_calloc(n, sizeof *checks);
+        check_ptrs = h_calloc(n, sizeof *check_ptrs);
+        exps = h_calloc(n, sizeof *exps);
+        states = h_calloc(n, sizeof *states);
+        if (checks && check_ptrs && exps && states) {
+            size_t nc = 0;
+            for (size_t i = 0; i < n; i++) {
+                const store_append_result *r = &p->results[i];
+                if (r->rv != ES_ERR_WRONG_EXPECTED_REVISION) {
+                    continue;
+                }
+                const store_append_in *a = &p->appends[i];
+                es__v1__failed_check__init(&checks[nc]);
+                es__v1__expected__init(&exps[nc]);
+                es__v1__stream_state__init(&states[nc]);
+                checks[nc].stream.data = (uint8_t *)a->stream;
+                checks[nc].stream.len = a->stream_len;
+                exps[nc].kind = (Es__V1__ExpectedKind)a->expect;
+                exps[nc].revision = a->expect == STORE_EXPECT_EXACT ? a->revision : 0;
+                states[nc].exists = r->actual_exists;
+                states[nc].revision = r->actual_revision;
+                checks[nc].expected = &exps[nc];
+                checks[nc].actual = &states[nc];
+                check_ptrs[nc] = &checks[nc];
+                nc++;
+            }
+            err.n_conflicts = nc;
+            err.conflicts = check_ptrs;
+            if (nc == 1) {
+                const store_append_result *r = NULL;
+                for (size_t i = 0; i < n; i++) {
+                    if (p->results[i].rv == ES_ERR_WRONG_EXPECTED_REVISION) {
+                        r = &p->results[i];
+                    }
+                }
+                if (r && r->actual_exists) {
+                    snprintf(msg, sizeof msg, "wrong expected revision: stream is at revision %llu",
+                             (unsigned long long)r->actual_revision);
+                } else {
+                    snprintf(msg, sizeof msg, "wrong expected revision: stream does not exist");
+                }
+            } else {
+                snprintf(msg, sizeof msg, "wrong expected revision: %zu checks failed", nc);
+            }
+        }
+    }
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = p->id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_ERROR;
+    resp.error = &err;
+    send_response(s, &resp);
+    free(checks);
+    free(check_ptrs);
+    free(exps);
+    free(states);
+}
+
+static void reply_append_ok(session *s, pending *p)
+{
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = p->id;
+    bool synced = p->job.req.synced;
+    if (!p->is_txn) {
+        Es__V1__AppendResult ar = ES__V1__APPEND_RESULT__INIT;
+        fill_append_result(&ar, &p->results[0], synced);
+        resp.kind_case = ES__V1__RESPONSE__KIND_APPEND;
+        resp.append = &ar;
+        send_response(s, &resp);
+        return;
+    }
+    size_t n = p->job.req.n_appends;
+    Es__V1__AppendResult *ars = h_calloc(n, sizeof *ars);
+    Es__V1__AppendResult **ptrs = h_calloc(n, sizeof *ptrs);
+    if (!ars || !ptrs) {
+        free(ars);
+        free(ptrs);
+        /* Committed but cannot say so: the client retries with the same ids
+         * and gets the result as a duplicate. */
+        handler_send_error(s, p->id, ES_ERR_NO_MEMORY, "committed; no memory for the reply, retry");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        es__v1__append_result__init(&ars[i]);
+        fill_append_result(&ars[i], &p->results[i], synced);
+        ptrs[i] = &ars[i];
+    }
+    Es__V1__TransactionResult tr = ES__V1__TRANSACTION_RESULT__INIT;
+    tr.n_results = n;
+    tr.results = ptrs;
+    tr.synced = synced;
+    resp.kind_case = ES__V1__RESPONSE__KIND_TRANSACTION;
+    resp.transaction = &tr;
+    send_response(s, &resp);
+    free(ars);
+    free(ptrs);
+}
+
+typedef struct snap_pending {
+    write_job job;
+    session *sess;
+    uint64_t id;
+    size_t body_len;
+    Es__V1__Request *msg;
+} snap_pending;
+
+session *handler_complete(write_job *job)
+{
+    if (job->kind == WRITE_JOB_SNAPSHOT) {
+        snap_pending *sp = job->owner;
+        session *s = sp->sess;
+        id_release(s, sp->id);
+        s->pending_bytes -= sp->body_len;
+        if (job->snapshot.rv == ES_OK) {
+            Es__V1__SnapshotSaved saved = ES__V1__SNAPSHOT_SAVED__INIT;
+            Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+            resp.id = sp->id;
+            resp.kind_case = ES__V1__RESPONSE__KIND_SNAPSHOT_SAVED;
+            resp.snapshot_saved = &saved;
+            send_response(s, &resp);
+        } else {
+            handler_send_error(s, sp->id, job->snapshot.rv, NULL);
+        }
+        es__v1__request__free_unpacked(sp->msg, &pb_allocator);
+        free(sp);
+        return s;
+    }
+    pending *p = job->owner;
+    session *s = p->sess;
+    id_release(s, p->id);
+    s->pending_bytes -= p->body_len;
+    if (p->job.req.rv == ES_OK) {
+        s->srv->counters.appends_ok++;
+        for (size_t i = 0; i < p->job.req.n_appends; i++) {
+            if (!p->results[i].duplicate) {
+                s->srv->counters.events_appended += p->appends[i].n_events;
+            }
+        }
+        reply_append_ok(s, p);
+    } else {
+        s->srv->counters.appends_failed++;
+        reply_append_error(s, p);
+    }
+    pending_free(p);
+    return s;
+}
+
+/* ----------------------------------------------------------------- reads -- */
+
+typedef struct page_ctx {
+    bytebuf buf;
+    size_t budget;
+    bool oom;
+} page_ctx;
+
+static int page_visit(void *ctx, const store_record *rec)
+{
+    page_ctx *pc = ctx;
+    size_t need = pbw_len_header_len(1, rec->len) + rec->len;
+    if (pc->buf.len + need > pc->budget && pc->buf.len > 0) {
+        return -1; /* no room: the next page starts here */
+    }
+    if (!bb_reserve(&pc->buf, need)) {
+        pc->oom = true;
+        return -1;
+    }
+    pc->buf.len += pbw_put_len_header(pc->buf.p + pc->buf.len, 1, rec->len);
+    memcpy(pc->buf.p + pc->buf.len, rec->bytes, rec->len);
+    pc->buf.len += rec->len;
+    return 0;
+}
+
+static uint32_t clamp_limit(const server_config *cfg, uint32_t limit)
+{
+    return (limit == 0 || limit > cfg->max_page) ? cfg->max_page : limit;
+}
+
+static void finish_page(session *s, uint64_t id, page_ctx *pc, es_err rv, const store_page *pg)
+{
+    if (rv == ES_OK && pc->oom) {
+        rv = ES_ERR_NO_MEMORY;
+    }
+    if (rv != ES_OK) {
+        bb_free(&pc->buf);
+        handler_send_error(s, id, rv, rv == ES_ERR_CORRUPT
+                                          ? "a stored record failed its checksum; run esctl db check"
+                                          : NULL);
+        return;
+    }
+    if (!bb_reserve(&pc->buf, 3 * (PBW_VARINT_MAX + 1))) {
+        bb_free(&pc->buf);
+        handler_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
+        return;
+    }
+    uint8_t *p = pc->buf.p;
+    size_t n = pc->buf.len;
+    if (pg->next) {
+        n += pbw_put_varint_field(p + n, 2, pg->next);
+    }
+    if (pg->end) {
+        n += pbw_put_varint_field(p + n, 3, 1);
+    }
+    if (pg->head) {
+        n += pbw_put_varint_field(p + n, 4, pg->head);
+    }
+    pc->buf.len = n;
+    send_wrapped(s, id, ES__V1__RESPONSE__KIND_READ, &pc->buf);
+    bb_free(&pc->buf);
+}
+
+static size_t reply_budget(const server_config *cfg)
+{
+    return cfg->max_frame_bytes - 1024;
+}
+
+static void do_read_stream(session *s, uint64_t id, const Es__V1__ReadStream *r)
+{
+    es_err rv = es_validate_stream_id(r->stream.data, r->stream.len, true);
+    if (rv != ES_OK) {
+        handler_send_error(s, id, ES_ERR_INVALID_STREAM_ID, NULL);
+        return;
+    }
+    page_ctx pc = {.budget = reply_budget(s->srv->cfg)};
+    store_page pg;
+    rv = store_read_stream(s->srv->st, r->stream.data, r->stream.len, r->from_revision, r->backward,
+                           clamp_limit(s->srv->cfg, r->limit), page_visit, &pc, &pg);
+    finish_page(s, id, &pc, rv, &pg);
+}
+
+static void do_read_all(session *s, uint64_t id, const Es__V1__ReadAll *r)
+{
+    store_filter f = {STORE_FILTER_NONE, NULL, 0};
+    if (r->filter) {
+        int set = 0;
+        if (r->filter->stream_prefix.len) {
+            f.kind = STORE_FILTER_STREAM_PREFIX;
+            f.name = r->filter->stream_prefix.data;
+            f.name_len = r->filter->stream_prefix.len;
+            set++;
+        }
+        if (r->filter->category.len) {
+            f.kind = STORE_FILTER_CATEGORY;
+            f.name = r->filter->category.data;
+            f.name_len = r->filter->category.len;
+            set++;
+        }
+        if (r->filter->event_type.len) {
+            f.kind = STORE_FILTER_EVENT_TYPE;
+            f.name = r->filter->event_type.data;
+            f.name_len = r->filter->event_type.len;
+            set++;
+        }
+        if (set > 1) {
+            handler_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "at most one filter at a time");
+            return;
+        }
+        if (set && es_validate_name(f.name, f.name_len) != ES_OK) {
+            handler_send_error(s, id, ES_ERR_INVALID_ARGUMENT,
+                               "filter must be 1..256 bytes of UTF-8 without control characters");
+            return;
+        }
+    }
+    page_ctx pc = {.budget = reply_budget(s->srv->cfg)};
+    store_page pg;
+    es_err rv = store_read_all(s->srv->st, &f, r->from_position, r->backward,
+                               clamp_limit(s->srv->cfg, r->limit), page_visit, &pc, &pg);
+    finish_page(s, id, &pc, rv, &pg);
+}
+
+static void info_to_pb(Es__V1__StreamInfo *out, const uint8_t *name, size_t len,
+                       const store_stream_info *si)
+{
+    es__v1__stream_info__init(out);
+    out->stream.data = (uint8_t *)name;
+    out->stream.len = len;
+    out->last_revision = si->last_revision;
+    out->event_count = si->event_count;
+    out->first_position = si->first_position;
+    out->last_position = si->last_position;
+    out->created_us = si->created_us;
+    out->updated_us = si->updated_us;
+}
+
+static void do_stream_info(session *s, uint64_t id, const Es__V1__StreamInfoRequest *r)
+{
+    store_stream_info si;
+    es_err rv = store_stream_info_get(s->srv->st, r->stream.data, r->stream.len, &si);
+    if (rv != ES_OK) {
+        handler_send_error(s, id, rv, rv == ES_ERR_NOT_FOUND ? "no such stream" : NULL);
+        return;
+    }
+    Es__V1__StreamInfo info;
+    info_to_pb(&info, r->stream.data, r->stream.len, &si);
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_STREAM_INFO;
+    resp.stream_info = &info;
+    send_response(s, &resp);
+}
+
+typedef struct list_ctx {
+    bytebuf buf;
+    bool oom;
+} list_ctx;
+
+static int list_visit(void *ctx, const uint8_t *name, size_t len, const store_stream_info *si)
+{
+    list_ctx *lc = ctx;
+    Es__V1__StreamInfo info;
+    info_to_pb(&info, name, len, si);
+    size_t sz = es__v1__stream_info__get_packed_size(&info);
+    if (!bb_reserve(&lc->buf, sz + 2 * PBW_VARINT_MAX)) {
+        lc->oom = true;
+        return 1;
+    }
+    lc->buf.len += pbw_put_len_header(lc->buf.p + lc->buf.len, 1, sz);
+    lc->buf.len += es__v1__stream_info__pack(&info, lc->buf.p + lc->buf.len);
+    return 0;
+}
+
+static void do_list_streams(session *s, uint64_t id, const Es__V1__ListStreams *r)
+{
+    list_ctx lc = {0};
+    bool more = false;
+    uint32_t limit = r->limit == 0 || r->limit > 1000 ? 1000 : r->limit;
+    es_err rv = store_list_streams(s->srv->st, r->prefix.data, r->prefix.len, r->after.data,
+                                   r->after.len, limit, list_visit, &lc, &more);
+    if (rv == ES_OK && lc.oom) {
+        rv = ES_ERR_NO_MEMORY;
+    }
+    if (rv == ES_OK && !bb_reserve(&lc.buf, 2)) {
+        rv = ES_ERR_NO_MEMORY;
+    }
+    if (rv != ES_OK) {
+        bb_free(&lc.buf);
+        handler_send_error(s, id, rv, NULL);
+        return;
+    }
+    if (more) {
+        lc.buf.len += pbw_put_varint_field(lc.buf.p + lc.buf.len, 2, 1);
+    }
+    send_wrapped(s, id, ES__V1__RESPONSE__KIND_STREAMS, &lc.buf);
+    bb_free(&lc.buf);
+}
+
+static void do_load_snapshot(session *s, uint64_t id, const Es__V1__LoadSnapshot *r)
+{
+    store_snapshot snap;
+    es_err rv = store_load_snapshot(s->srv->st, r->stream.data, r->stream.len, &snap);
+    if (rv != ES_OK) {
+        handler_send_error(s, id, rv, rv == ES_ERR_NOT_FOUND ? "no snapshot for this stream" : NULL);
+        return;
+    }
+    Es__V1__Snapshot sn = ES__V1__SNAPSHOT__INIT;
+    sn.stream = r->stream;
+    sn.revision = snap.revision;
+    sn.state_format = snap.state_format;
+    sn.data.data = snap.data;
+    sn.data.len = snap.data_len;
+    sn.saved_at_us = snap.saved_at_us;
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_SNAPSHOT;
+    resp.snapshot = &sn;
+    send_response(s, &resp);
+    free(snap.data);
+}
+
+static void do_stats(session *s, uint64_t id)
+{
+    store_stats st;
+    es_err rv = store_stats_get(s->srv->st, &st);
+    if (rv != ES_OK) {
+        handler_send_error(s, id, rv, NULL);
+        return;
+    }
+    writer_stats ws;
+    writer_get_stats(s->srv->w, &ws);
+    Es__V1__Stats out = ES__V1__STATS__INIT;
+    out.store_id.data = st.store_id;
+    out.store_id.len = STORE_ID_BYTES;
+    out.head_position = st.head_position;
+    out.stream_count = st.stream_count;
+    out.event_count = st.event_count;
+    out.map_size = st.map_size;
+    out.map_used = st.map_used;
+    out.readers_used = st.readers_used;
+    out.readers_max = st.readers_max;
+    out.uptime_us = store_now_us() - s->srv->start_us;
+    out.connections = s->srv->counters.connections;
+    out.subscriptions = s->srv->counters.subscriptions;
+    out.commits = ws.commits;
+    out.appends_ok = s->srv->counters.appends_ok;
+    out.appends_failed = s->srv->counters.appends_failed;
+    out.events_appended = s->srv->counters.events_appended;
+    out.sync_mode = st.sync ? ES__V1__SYNC_MODE__SYNC_MODE_FULL : ES__V1__SYNC_MODE__SYNC_MODE_NONE;
+    out.mean_commit_batch = ws.commits ? (double)ws.requests / (double)ws.commits : 0.0;
+    out.max_commit_batch = ws.max_batch;
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_STATS;
+    resp.stats = &out;
+    send_response(s, &resp);
+}
+
+static void do_hello(session *s, uint64_t id, const Es__V1__Hello *h)
+{
+    const server_config *cfg = s->srv->cfg;
+    if (s->hello_done) {
+        handler_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "hello already done on this connection");
+        return;
+    }
+    if (h->protocol_version != ESD_PROTOCOL_VERSION) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "protocol version %u not supported; this server speaks %u",
+                 h->protocol_version, ESD_PROTOCOL_VERSION);
+        handler_send_error(s, id, ES_ERR_UNSUPPORTED_VERSION, msg);
+        return;
+    }
+    s->hello_done = true;
+    Es__V1__Limits lim = ES__V1__LIMITS__INIT;
+    lim.max_frame_bytes = cfg->max_frame_bytes;
+    lim.max_events_per_append = cfg->max_events_per_append;
+    lim.max_event_bytes = cfg->max_event_bytes;
+    lim.max_page_size = cfg->max_page;
+    lim.max_in_flight = cfg->max_in_flight;
+    lim.max_appends_per_transaction = STORE_MAX_APPENDS_PER_TXN;
+    Es__V1__HelloOk ok = ES__V1__HELLO_OK__INIT;
+    ok.protocol_version = ESD_PROTOCOL_VERSION;
+    ok.server_version = (char *)ESD_VERSION;
+    ok.limits = &lim;
+    ok.sync_mode = cfg->sync ? ES__V1__SYNC_MODE__SYNC_MODE_FULL : ES__V1__SYNC_MODE__SYNC_MODE_NONE;
+    ok.store_id.data = (uint8_t *)store_id(s->srv->st);
+    ok.store_id.len = STORE_ID_BYTES;
+    ok.role = (char *)"admin";
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_HELLO;
+    resp.hello = &ok;
+    send_response(s, &resp);
+}
+
+/* Takes ownership of msg. */
+static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
+{
+    const Es__V1__SaveSnapshot *r = msg->save_snapshot;
+    uint64_t id = msg->id;
+    es_err rv = es_validate_stream_id(r->stream.data, r->stream.len, false);
+    if (rv == ES_OK && r->data.len > s->srv->cfg->max_event_bytes) {
+        rv = ES_ERR_TOO_LARGE;
+    }
+    if (rv != ES_OK) {
+        es__v1__request__free_unpacked(msg, &pb_allocator);
+        handler_send_error(s, id, rv, NULL);
+        return ES_OK;
+    }
+    snap_pending *sp = h_calloc(1, sizeof *sp);
+    if (!sp) {
+        es__v1__request__free_unpacked(msg, &pb_allocator);
+        handler_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
+        return ES_OK;
+    }
+    sp->sess = s;
+    sp->id = id;
+    sp->msg = msg;
+    sp->body_len = body_len;
+    sp->job.kind = WRITE_JOB_SNAPSHOT;
+    sp->job.owner = sp;
+    sp->job.snapshot.stream = r->stream.data;
+    sp->job.snapshot.stream_len = r->stream.len;
+    sp->job.snapshot.revision = r->revision;
+    sp->job.snapshot.state_format = r->state_format;
+    sp->job.snapshot.data = r->data.data;
+    sp->job.snapshot.data_len = r->data.len;
+    rv = writer_submit(s->srv->w, &sp->job);
+    if (rv != ES_OK) {
+        es__v1__request__free_unpacked(msg, &pb_allocator);
+        free(sp);
+        handler_send_error(s, id, rv, NULL);
+        return ES_OK;
+    }
+    s->in_flight_ids[s->in_flight++] = id;
+    s->pending_bytes += body_len;
+    return ES_OK;
+}
+
+/* -------------------------------------------------------------- dispatch -- */
+
+es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
+{
+    const server_config *cfg = s->srv->cfg;
+    budget_on = true;
+    budget_blown = false;
+    budget_left = DECODE_BUDGET_FIXED + 2 * len;
+    Es__V1__Request *msg = es__v1__request__unpack(&pb_allocator, len, body);
+    budget_on = false;
+    if (!msg) {
+        /* The frame boundary is intact, so the connection can go on; the id
+         * is recovered when the bytes allow it. */
+        uint64_t id = 0;
+        pbw_find_varint(body, len, 1, &id);
+        if (budget_blown) {
+            handler_send_error(s, id, ES_ERR_TOO_LARGE,
+                               "message decodes to more memory than the server allows");
+        } else {
+            handler_send_error(s, id, ES_ERR_MALFORMED, "not a valid es.v1.Request");
+        }
+        return ES_OK;
+    }
+    uint64_t id = msg->id;
+    es_err rv = ES_OK;
+    const char *why = NULL;
+
+    if (msg->kind_case == ES__V1__REQUEST__KIND__NOT_SET) {
+        rv = ES_ERR_UNKNOWN_REQUEST;
+        why = "request kind not set or unknown to this server";
+        goto out_reply_error;
+    }
+    if (msg->kind_case == ES__V1__REQUEST__KIND_HELLO) {
+        do_hello(s, id, msg->hello);
+        goto out_free;
+    }
+    if (!s->hello_done) {
+        rv = ES_ERR_HANDSHAKE_REQUIRED;
+        why = "the first request on a connection must be a hello";
+        goto out_reply_error;
+    }
+    if (s->srv->shutting_down) {
+        rv = ES_ERR_SHUTTING_DOWN;
+        goto out_reply_error;
+    }
+    if (id_in_flight(s, id)) {
+        rv = ES_ERR_DUPLICATE_REQUEST_ID;
+        why = "a request with this id is still in flight on this connection";
+        goto out_reply_error;
+    }
+
+    switch (msg->kind_case) {
+    case ES__V1__REQUEST__KIND_APPEND:
+    case ES__V1__REQUEST__KIND_TRANSACTION:
+    case ES__V1__REQUEST__KIND_SAVE_SNAPSHOT: {
+        if (s->in_flight >= cfg->max_in_flight) {
+            rv = ES_ERR_TOO_MANY_REQUESTS;
+            why = "too many requests in flight on this connection; wait for replies";
+            goto out_reply_error;
+        }
+        if (msg->kind_case == ES__V1__REQUEST__KIND_SAVE_SNAPSHOT) {
+            return submit_snapshot(s, msg, len);
+        }
+        Es__V1__Append **appends;
+        size_t n;
+        bool is_txn = msg->kind_case == ES__V1__REQUEST__KIND_TRANSACTION;
+        if (is_txn) {
+            appends = msg->transaction->appends;
+            n = msg->transaction->n_appends;
+            if (n == 0) {
+                rv = ES_ERR_INVALID_ARGUMENT;
+                why = "a transaction needs at least one append";
+                goto out_reply_error;
+            }
+            if (n > STORE_MAX_APPENDS_PER_TXN) {
+                rv = ES_ERR_TOO_MANY_EVENTS;
+                why = "more appends than the server accepts in one transaction";
+                goto out_reply_error;
+            }
+        } else {
+            appends = &msg->append;
+            n = 1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            rv = check_append(cfg, appends[i], &why);
+            if (rv != ES_OK) {
+                goto out_reply_error;
+            }
+        }
+        return submit_appends(s, msg, appends, n, is_txn, len);
+    }
+    case ES__V1__REQUEST__KIND_READ_STREAM:
+        do_read_stream(s, id, msg->read_stream);
+        break;
+    case ES__V1__REQUEST__KIND_READ_ALL:
+        do_read_all(s, id, msg->read_all);
+        break;
+    case ES__V1__REQUEST__KIND_STREAM_INFO:
+        do_stream_info(s, id, msg->stream_info);
+        break;
+    case ES__V1__REQUEST__KIND_LIST_STREAMS:
+        do_list_streams(s, id, msg->list_streams);
+        break;
+    case ES__V1__REQUEST__KIND_LOAD_SNAPSHOT:
+        do_load_snapshot(s, id, msg->load_snapshot);
+        break;
+    case ES__V1__REQUEST__KIND_STATS:
+        do_stats(s, id);
+        break;
+    case ES__V1__REQUEST__KIND_PING: {
+        Es__V1__Pong pong = ES__V1__PONG__INIT;
+        pong.payload = msg->ping->payload;
+        Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+        resp.id = id;
+        resp.kind_case = ES__V1__RESPONSE__KIND_PONG;
+        resp.pong = &pong;
+        send_response(s, &resp);
+        break;
+    }
+    case ES__V1__REQUEST__KIND_SUBSCRIBE:
+    case ES__V1__REQUEST__KIND_UNSUBSCRIBE:
+        rv = ES_ERR_UNKNOWN_REQUEST;
+        why = "subscriptions are not served by this version of esd";
+        goto out_reply_error;
+    default:
+        rv = ES_ERR_UNKNOWN_REQUEST;
+        goto out_reply_error;
+    }
+out_free:
+    es__v1__request__free_unpacked(msg, &pb_allocator);
+    return ES_OK;
+
+out_reply_error:
+    es__v1__request__free_unpacked(msg, &pb_allocator);
+    handler_send_error(s, id, rv, why);
+    return ES_OK;
+}

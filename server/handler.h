@@ -1,0 +1,74 @@
+/*
+ * handler — one connection's protocol state, request decoding, validation
+ * and dispatch, with no I/O of its own.
+ *
+ * Design notes: the network layer hands over whole frame bodies and a
+ * `send` function; the handler decodes (protobuf-c, under an allocation
+ * budget so a small frame cannot explode into a huge message), checks the
+ * session rules (hello first, request ids unique while in flight, in-flight
+ * cap), validates every field the decoder does not (UTF-8 names, id sizes,
+ * enum values, counts), answers reads directly from the store, and queues
+ * appends, transactions and snapshot saves for the writer. Replies to
+ * queued requests are built when the writer's completion comes back on the
+ * loop thread (handler_complete), and only if the session is still alive.
+ *
+ * Read replies are assembled from stored record bytes (the store keeps the
+ * wire encoding of es.v1.RecordedEvent) without decoding them, and each
+ * page is cut to fit the frame cap.
+ */
+#ifndef ES_HANDLER_H
+#define ES_HANDLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+#include "writer.h"
+
+/** Appends bytes to the connection's output; the handler writes whole frames. */
+typedef void (*session_send_fn)(void *io, const void *data, size_t len);
+
+typedef struct session {
+    server_ctx *srv;
+    uint64_t conn_id;
+    void *io;
+    session_send_fn send;
+    bool hello_done;
+    bool dead;          /* the transport is gone: replies are dropped */
+    uint32_t in_flight; /* requests queued for the writer */
+    uint64_t *in_flight_ids; /* max_in_flight entries */
+    uint64_t pending_bytes;  /* frame bytes held by queued requests */
+} session;
+
+/**
+ * @brief Initialise a session (caller memory).
+ * @return ES_OK; ES_ERR_NO_MEMORY.
+ */
+es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, session_send_fn send);
+
+/** @brief Release what session_init allocated. No request may be in flight. */
+void session_finish(session *s);
+
+/**
+ * @brief Handle one frame body.
+ * @return ES_OK to go on reading; ES_ERR_CLOSED when the connection should
+ *   be closed after its output is flushed (an error reply has been queued).
+ */
+es_err handler_on_frame(session *s, const uint8_t *body, size_t len);
+
+/**
+ * @brief Finish a job the writer completed: reply (unless the session is
+ *        dead), update counters, free the job.
+ * @return the job's session, so the caller can free a dead one whose last
+ *   request just came back (session->in_flight == 0).
+ */
+session *handler_complete(write_job *job);
+
+/** @brief Send an Error response (also used by the network layer). */
+void handler_send_error(session *s, uint64_t id, es_err code, const char *message);
+
+/** @brief Decoding allocator hook for tests: fail the Nth allocation (0 = never). */
+void handler_fail_alloc_after(uint64_t n);
+
+#endif

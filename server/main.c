@@ -1,0 +1,70 @@
+/* esd: parse, wire, run, shut down in order. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "handler.h"
+#include "net.h"
+#include "options.h"
+#include "server.h"
+#include "store.h"
+#include "writer.h"
+
+int main(int argc, char **argv)
+{
+    esd_options opts;
+    char msg[512] = "";
+    if (options_parse(argc, argv, &opts, msg, sizeof msg) != ES_OK) {
+        fprintf(stderr, "esd: %s\nTry 'esd --help'.\n", msg);
+        return 2;
+    }
+    if (opts.help) {
+        options_usage(stdout);
+        return 0;
+    }
+    server_config *cfg = &opts.cfg;
+    log_set_level(cfg->log_level);
+
+    store_options so = {
+        .path = cfg->data_dir,
+        .map_size = cfg->map_size,
+        .sync = cfg->sync,
+        .max_events_per_append = cfg->max_events_per_append,
+        .max_event_bytes = cfg->max_event_bytes,
+    };
+    server_ctx srv = {.cfg = cfg, .start_us = store_now_us()};
+    es_err rv = store_open(&so, &srv.st, msg, sizeof msg);
+    if (rv != ES_OK) {
+        log_msg(LOG_ERROR, "cannot open the store", "error=%s detail=\"%s\"", es_errname(rv), msg);
+        return 1;
+    }
+    store_stats st;
+    store_stats_get(srv.st, &st);
+    log_msg(LOG_INFO, "store open", "data_dir=%s head=%llu streams=%llu sync=%s", cfg->data_dir,
+            (unsigned long long)st.head_position, (unsigned long long)st.stream_count,
+            cfg->sync ? "full" : "none");
+    if (!cfg->sync) {
+        log_msg(LOG_WARN, "sync is off: acknowledged events can be lost in a crash", NULL);
+    }
+    rv = writer_start(srv.st, cfg->max_batch, &srv.w);
+    if (rv != ES_OK) {
+        log_msg(LOG_ERROR, "cannot start the writer thread", "error=%s", es_errname(rv));
+        store_close(srv.st);
+        return 1;
+    }
+    net *n;
+    rv = net_create(&srv, opts.port_file, &n, msg, sizeof msg);
+    if (rv != ES_OK) {
+        log_msg(LOG_ERROR, "cannot start the server", "error=%s detail=\"%s\"", es_errname(rv),
+                msg);
+        writer_stop(srv.w, NULL);
+        store_close(srv.st);
+        return 1;
+    }
+    net_run(n);
+    write_job *leftover = NULL;
+    writer_stop(srv.w, &leftover);
+    net_destroy(n, leftover);
+    store_close(srv.st);
+    log_msg(LOG_INFO, "stopped", NULL);
+    return 0;
+}

@@ -1,0 +1,59 @@
+/*
+ * net — the only module that touches libevent: the listener, connections,
+ * framing on the byte stream, per-connection bounds and timers, the
+ * writer's completion wake-up, signals, and the orderly shutdown.
+ *
+ * Design notes
+ * ------------
+ * Reading: a frame is taken from the input buffer only when complete; its
+ * header is checked against the cap first (frame_next), so a declared
+ * length is never allocated before its bytes have arrived, and the input
+ * buffer itself is capped by a read high-water mark of one frame. A header
+ * over the cap, or of length 0, gets a typed error and the connection is
+ * closed after the reply is flushed: the byte stream can no longer be
+ * trusted. A malformed body inside a well-formed frame gets a typed error
+ * and the connection goes on.
+ *
+ * Bounds per connection: unsent output above max_output_bytes, or request
+ * bytes queued for the writer above max_pending_bytes, stop reading from
+ * that client until it drains (a client that does not read its replies
+ * stalls only itself). A partial frame must complete within
+ * frame_timeout_s (slowloris), the hello must arrive within
+ * handshake_timeout_s, and a connection that sends nothing for
+ * idle_timeout_s is closed. Connections beyond max_connections get a BUSY
+ * error frame and are closed at once; when accept fails for lack of file
+ * descriptors the listener pauses for 100 ms instead of spinning.
+ *
+ * Lifetime: a connection whose client goes away while requests are queued
+ * for the writer is closed at once (socket freed) but its struct stays, as
+ * a zombie, until the last completion comes back; the writer never sees a
+ * connection at all.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting and reading; finish the commits
+ * in flight and flush their replies (at most 5 s), then leave the loop.
+ */
+#ifndef ES_NET_H
+#define ES_NET_H
+
+#include "server.h"
+
+typedef struct net net;
+
+/**
+ * @brief Create the event loop and bind the listener (cfg->listen).
+ * @param port_file when not NULL, the bound port is written there
+ * @return ES_OK; ES_ERR_INVALID_ARGUMENT (bad address); ES_ERR_IO (bind
+ *   failed: msg says why); ES_ERR_NO_MEMORY.
+ */
+es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, size_t msg_len);
+
+/** @brief Run until a shutdown signal has been handled. */
+void net_run(net *n);
+
+/**
+ * @brief Free everything; jobs the stopped writer left completed are
+ *        finished (their sessions are gone by then).
+ */
+void net_destroy(net *n, write_job *leftover);
+
+#endif

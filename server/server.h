@@ -1,0 +1,60 @@
+/*
+ * server.h — the configuration and shared state of one esd instance, as
+ * seen by the handler and the network layer. Deliberately small: it is not
+ * a header that everything includes (the store and writer do not).
+ */
+#ifndef ES_SERVER_H
+#define ES_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "store.h"
+#include "writer.h"
+
+#define ESD_VERSION "0.1.0"
+#define ESD_PROTOCOL_VERSION 1u
+#define ESD_DEFAULT_PORT 7400
+
+typedef struct server_config {
+    const char *listen;   /* HOST:PORT */
+    const char *data_dir; /* default: ./esd-data */
+    bool sync;
+    uint64_t map_size;
+    uint32_t max_frame_bytes;
+    uint32_t max_connections;
+    uint32_t idle_timeout_s;      /* 0 = none */
+    uint32_t handshake_timeout_s; /* hello must arrive within this */
+    uint32_t frame_timeout_s;     /* an incomplete frame must complete within this */
+    uint32_t max_in_flight;       /* requests queued for the writer per connection */
+    uint32_t max_output_bytes;    /* stop reading a client above this much unsent output */
+    uint64_t max_pending_bytes;   /* request bytes held for the writer per connection */
+    uint32_t max_events_per_append;
+    uint32_t max_event_bytes;
+    uint32_t max_page;
+    uint32_t max_batch; /* requests per group commit */
+    log_level log_level;
+} server_config;
+
+/** @brief Fill a config with the defaults. */
+void server_config_defaults(server_config *cfg);
+
+typedef struct server_counters {
+    uint64_t appends_ok;
+    uint64_t appends_failed;
+    uint64_t events_appended;
+    uint32_t connections;
+    uint32_t subscriptions;
+} server_counters;
+
+typedef struct server_ctx {
+    const server_config *cfg;
+    store *st;
+    writer *w;
+    uint64_t start_us;
+    server_counters counters; /* loop thread only */
+    bool shutting_down;
+} server_ctx;
+
+#endif

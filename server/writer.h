@@ -1,0 +1,89 @@
+/*
+ * writer — the single writer thread and its group commit.
+ *
+ * Design notes: the loop thread submits jobs (appends, transactions,
+ * snapshot saves); the writer thread takes every job queued at that moment,
+ * runs all appends of them through ONE store_append_batch (one LMDB write
+ * transaction, one fsync), and hands the finished jobs back through a
+ * completion list, waking the loop thread by writing to an eventfd. The
+ * writer never touches a connection or libevent: a job carries only its own
+ * data, and the loop thread decides what to do with the result (the
+ * connection may be gone by then). Whatever arrives during a commit goes
+ * into the next one: natural batching, no timers.
+ *
+ * Ownership: writer_submit takes the job only when it returns ES_OK; the
+ * loop thread gets it back from writer_take_completed and frees it.
+ */
+#ifndef ES_WRITER_H
+#define ES_WRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+typedef enum write_job_kind {
+    WRITE_JOB_APPEND = 0, /* one store_request: append or transaction */
+    WRITE_JOB_SNAPSHOT,
+} write_job_kind;
+
+typedef struct write_job {
+    struct write_job *next;
+    write_job_kind kind;
+    store_request req; /* WRITE_JOB_APPEND: appends/results owned by the submitter */
+    struct {
+        const uint8_t *stream;
+        size_t stream_len;
+        uint64_t revision;
+        uint32_t state_format;
+        const uint8_t *data;
+        size_t data_len;
+        es_err rv;
+    } snapshot; /* WRITE_JOB_SNAPSHOT */
+    void *owner; /* opaque to the writer */
+} write_job;
+
+typedef struct writer writer;
+
+typedef struct writer_stats {
+    uint64_t commits;
+    uint64_t requests;
+    uint32_t max_batch;
+} writer_stats;
+
+/**
+ * @brief Start the writer thread.
+ * @param max_batch the most requests in one commit (0 = 1024)
+ * @return ES_OK; ES_ERR_NO_MEMORY; ES_ERR_INTERNAL (thread or eventfd).
+ */
+es_err writer_start(store *st, uint32_t max_batch, writer **out);
+
+/** @brief The eventfd the loop thread watches for completions. */
+int writer_fd(const writer *w);
+
+/**
+ * @brief Queue a job. Ownership passes to the writer only on ES_OK.
+ * @return ES_OK; ES_ERR_SHUTTING_DOWN after writer_stop began.
+ */
+es_err writer_submit(writer *w, write_job *job);
+
+/**
+ * @brief Take every completed job, in completion order (a list through
+ *        ->next); clears the eventfd. Loop thread only.
+ */
+write_job *writer_take_completed(writer *w);
+
+/** @brief Jobs submitted and not yet taken back. */
+size_t writer_pending(writer *w);
+
+void writer_get_stats(writer *w, writer_stats *out);
+
+/**
+ * @brief Finish every queued job, stop the thread, and free the writer.
+ *        Completed jobs not yet taken are returned through *leftover (may
+ *        be NULL to free nothing: the caller must then have taken them).
+ */
+void writer_stop(writer *w, write_job **leftover);
+
+#endif
