@@ -1,0 +1,339 @@
+/*
+ * conn — the client's socket: connecting with a deadline, sending and
+ * receiving frames with poll().
+ *
+ * Design notes: the socket is non-blocking and every wait is a poll() with
+ * the caller's deadline, so no call blocks longer than its timeout. Sending
+ * also reads: a pipelining client that only wrote could deadlock against a
+ * server that stops reading while its replies are not consumed. Frames are
+ * assembled from recv() chunks; the 4-byte header is checked against the
+ * receive cap (frame_parse_header) before a single byte is allocated for
+ * the body, and a large body is then received straight into its buffer.
+ * After a framing error the byte stream cannot be trusted and the
+ * connection is dropped.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "frame.h"
+#include "internal.h"
+
+static int remaining_ms(uint64_t deadline_us)
+{
+    uint64_t now = cl_mono_us();
+    if (now >= deadline_us) {
+        return 0;
+    }
+    uint64_t ms = (deadline_us - now + 999) / 1000;
+    return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+static es_err connect_addr(const struct addrinfo *ai, uint64_t deadline_us, int *out, int *err)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+        *err = errno;
+        return ES_ERR_CONNECTION;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (errno != EINPROGRESS && errno != EINTR) {
+            *err = errno;
+            close(fd);
+            return ES_ERR_CONNECTION;
+        }
+        for (;;) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int n = poll(&pfd, 1, remaining_ms(deadline_us));
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                *err = n == 0 ? ETIMEDOUT : errno;
+                close(fd);
+                return ES_ERR_CONNECTION;
+            }
+            break;
+        }
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
+            *err = soerr ? soerr : errno;
+            close(fd);
+            return ES_ERR_CONNECTION;
+        }
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    *out = fd;
+    return ES_OK;
+}
+
+es_err conn_open(es_client *c, uint64_t deadline_us)
+{
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(c->host, c->port, &hints, &res);
+    if (gai != 0) {
+        return cl_fail(c, ES_ERR_CONNECTION, "cannot resolve %s: %s", c->host, gai_strerror(gai));
+    }
+    int err = 0;
+    es_err rv = ES_ERR_CONNECTION;
+    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        rv = connect_addr(ai, deadline_us, &c->fd, &err);
+        if (rv == ES_OK || remaining_ms(deadline_us) == 0) {
+            break;
+        }
+    }
+    freeaddrinfo(res);
+    if (rv != ES_OK) {
+        return cl_fail(c, ES_ERR_CONNECTION, "connect to %s: %s", c->address,
+                       strerror(err ? err : ETIMEDOUT));
+    }
+    memset(c->notice, 0, sizeof(c->notice));
+    return ES_OK;
+}
+
+static void rx_reset(cl_rx *rx)
+{
+    cl_free(rx->body);
+    rx->body = NULL;
+    rx->hdr_have = 0;
+    rx->body_len = 0;
+    rx->body_have = 0;
+}
+
+void conn_drop(es_client *c, es_err reason, const char *fmt, ...)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->ready = false;
+    rx_reset(&c->rx);
+
+    char msg[CL_ERRMSG_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (c->notice[0] != '\0') {
+        cl_fail(c, reason, "%s (server said: %s)", msg, c->notice);
+    } else {
+        cl_fail(c, reason, "%s", msg);
+    }
+
+    /* Complete every request in flight. Deleting shifts later entries
+     * back into slot i, so i only advances past a slot that stays. */
+    ptable *t = &c->pending;
+    for (size_t i = 0; i < t->cap;) {
+        pending *e = &t->slots[i];
+        if (e->id != 0 && e->state == PENDING_WAITING) {
+            e->state = PENDING_DONE;
+            e->err = reason;
+        }
+        if (e->id != 0 && e->abandoned) {
+            cl_resp_free(e->resp);
+            ptable_del(t, e->id);
+            continue;
+        }
+        i++;
+    }
+    c->in_flight = 0;
+}
+
+/* Dispatch the frame being assembled if its body is complete.
+ * @return ES_OK or the reason the connection was dropped. */
+static es_err rx_complete(es_client *c)
+{
+    cl_rx *rx = &c->rx;
+    if (rx->body == NULL || rx->body_have < rx->body_len) {
+        return ES_OK;
+    }
+    uint8_t *body = rx->body;
+    uint32_t blen = rx->body_len;
+    rx->body = NULL;
+    rx->hdr_have = 0;
+    rx->body_len = 0;
+    rx->body_have = 0;
+    es_err rv = cl_on_frame(c, body, blen);
+    cl_free(body);
+    if (rv != ES_OK) {
+        conn_drop(c, rv, "server sent an undecodable frame: connection dropped");
+    }
+    return rv;
+}
+
+/* Feed received bytes into the frame being assembled; dispatch every frame
+ * completed. @return ES_OK or the reason the connection was dropped. */
+static es_err rx_consume(es_client *c, const uint8_t *p, size_t n)
+{
+    cl_rx *rx = &c->rx;
+    while (n > 0) {
+        if (rx->body == NULL) {
+            size_t take = FRAME_HEADER_BYTES - rx->hdr_have;
+            if (take > n) {
+                take = n;
+            }
+            memcpy(rx->hdr + rx->hdr_have, p, take);
+            rx->hdr_have += (uint32_t)take;
+            p += take;
+            n -= take;
+            if (rx->hdr_have < FRAME_HEADER_BYTES) {
+                break;
+            }
+            uint32_t blen = 0;
+            es_err rv = frame_parse_header(rx->hdr, c->recv_cap, &blen);
+            if (rv != ES_OK) {
+                uint32_t declared = ((uint32_t)rx->hdr[0] << 24) | ((uint32_t)rx->hdr[1] << 16) |
+                                    ((uint32_t)rx->hdr[2] << 8) | rx->hdr[3];
+                conn_drop(c, rv, "server sent a frame of %u bytes (cap %u): connection dropped",
+                          declared, c->recv_cap);
+                return rv;
+            }
+            rx->body = cl_malloc(blen);
+            if (rx->body == NULL) {
+                conn_drop(c, ES_ERR_NO_MEMORY, "no memory for a frame of %u bytes", blen);
+                return ES_ERR_NO_MEMORY;
+            }
+            rx->body_len = blen;
+            rx->body_have = 0;
+        } else {
+            size_t take = rx->body_len - rx->body_have;
+            if (take > n) {
+                take = n;
+            }
+            memcpy(rx->body + rx->body_have, p, take);
+            rx->body_have += (uint32_t)take;
+            p += take;
+            n -= take;
+        }
+        es_err rv = rx_complete(c);
+        if (rv != ES_OK) {
+            return rv;
+        }
+    }
+    return ES_OK;
+}
+
+/* One non-blocking read. @return ES_OK (possibly nothing read) or the
+ * reason the connection was dropped. */
+static es_err read_once(es_client *c)
+{
+    cl_rx *rx = &c->rx;
+    for (;;) {
+        ssize_t n;
+        bool direct = rx->body != NULL && rx->body_have < rx->body_len;
+        if (direct) {
+            /* The header is checked and the body allocated: fill it in place. */
+            n = recv(c->fd, rx->body + rx->body_have, rx->body_len - rx->body_have, 0);
+        } else {
+            n = recv(c->fd, rx->chunk, sizeof(rx->chunk), 0);
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return ES_OK;
+            }
+            int e = errno;
+            conn_drop(c, ES_ERR_CLOSED, "connection lost: %s", strerror(e));
+            return ES_ERR_CLOSED;
+        }
+        if (n == 0) {
+            if (rx->hdr_have > 0 || rx->body != NULL) {
+                conn_drop(c, ES_ERR_CLOSED,
+                          "server closed the connection in the middle of a frame");
+            } else {
+                conn_drop(c, ES_ERR_CLOSED, "server closed the connection");
+            }
+            return ES_ERR_CLOSED;
+        }
+        if (direct) {
+            rx->body_have += (uint32_t)n;
+            return rx_complete(c);
+        }
+        return rx_consume(c, rx->chunk, (size_t)n);
+    }
+}
+
+es_err conn_pump(es_client *c, uint64_t deadline_us)
+{
+    if (c->fd < 0) {
+        return ES_ERR_CLOSED;
+    }
+    for (;;) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int n = poll(&pfd, 1, remaining_ms(deadline_us));
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            int e = errno;
+            conn_drop(c, ES_ERR_CLOSED, "poll: %s", strerror(e));
+            return ES_ERR_CLOSED;
+        }
+        if (n == 0) {
+            return ES_ERR_TIMEOUT;
+        }
+        /* On error read_once has dropped the connection: report why. */
+        return read_once(c);
+    }
+}
+
+es_err conn_send(es_client *c, const uint8_t *buf, size_t len, uint64_t deadline_us)
+{
+    size_t off = 0;
+    while (off < len) {
+        if (c->fd < 0) {
+            return ES_ERR_CLOSED;
+        }
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN | POLLOUT};
+        int n = poll(&pfd, 1, remaining_ms(deadline_us));
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            int e = errno;
+            conn_drop(c, ES_ERR_CLOSED, "poll: %s", strerror(e));
+            return ES_ERR_CLOSED;
+        }
+        if (n == 0) {
+            conn_drop(c, ES_ERR_CLOSED, "sending a request timed out: connection dropped");
+            return ES_ERR_TIMEOUT;
+        }
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+            es_err rv = read_once(c);
+            if (rv != ES_OK) {
+                return rv;
+            }
+            if (c->fd < 0) {
+                return ES_ERR_CLOSED;
+            }
+        }
+        if (pfd.revents & POLLOUT) {
+            ssize_t w = send(c->fd, buf + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w < 0) {
+                if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
+                    continue;
+                }
+                int e = errno;
+                conn_drop(c, ES_ERR_CLOSED, "connection lost while sending: %s", strerror(e));
+                return ES_ERR_CLOSED;
+            }
+            off += (size_t)w;
+        }
+    }
+    return ES_OK;
+}

@@ -1,0 +1,179 @@
+/*
+ * internal — the inside of an es_client, shared by the client's modules:
+ *
+ *   client.c  options, lifetime, last-error state, public getters
+ *   call.c    the request engine: connect + Hello with backoff and the
+ *             breaker, submit (id, limits, in-flight cap), wait, and the
+ *             dispatch of every received frame to its request
+ *   conn.c    the socket: connect with a timeout, poll()-driven sending and
+ *             receiving, frame assembly with the cap checked on the header
+ *   ops.c     appends, transactions, stream info/list, snapshots, stats, ping
+ *   read.c    the paging iterators
+ *   uuid.c    UUIDv4 generation and formatting
+ *
+ * Arrows mean "may call": ops/read → call → conn → call's frame dispatch
+ * (cl_on_frame, the one upward edge, made explicit here).
+ *
+ * Design notes: one connection, blocking calls with poll() deadlines, no
+ * threads. A request is registered in the pending table (ptable) before it
+ * is sent; every frame received, whichever call happens to be reading,
+ * completes the entry with its id, so pipelined replies arriving in any
+ * order reach their owners. Push frames (subscription events, caught-up,
+ * dropped) carry the id of the Subscribe request and go to cl_on_push,
+ * where subscriptions will be dispatched (a later issue; until then they
+ * are counted and dropped).
+ */
+#ifndef ES_CLIENT_INTERNAL_H
+#define ES_CLIENT_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "es.pb-c.h"
+#include "es/client.h"
+#include "ptable.h"
+#include "resil.h"
+
+#define CL_ERRMSG_BYTES 512
+/* A reply that is not a page (append result, error, info, stats...) is
+ * small: anything larger is a protocol violation. */
+#define CL_SMALL_REPLY_CAP (64u * 1024u)
+/* Cap on the fields of one event inside a page (11 are defined); more is a
+ * decoding bomb (protobuf-c allocates for every unknown field). */
+#define CL_MAX_EVENT_FIELDS  64u
+#define CL_DEFAULT_IN_FLIGHT 64u
+#define CL_DEFAULT_PAGE      1000u
+#define CL_RX_CHUNK          16384u
+
+/** Receive state: the frame being assembled. */
+typedef struct cl_rx {
+    uint8_t hdr[4];
+    uint32_t hdr_have;
+    uint8_t *body; /* allocated only after the header passed the cap check */
+    uint32_t body_len, body_have;
+    uint8_t chunk[CL_RX_CHUNK];
+} cl_rx;
+
+/** Hooks for tests: the breaker's clock and the backoff's sleep. */
+typedef uint64_t (*cl_clock_fn)(void *ctx);
+typedef void (*cl_sleep_fn)(void *ctx, uint64_t us);
+
+struct es_client {
+    /* options, with the strings copied */
+    es_client_options opts;
+    char *address, *client_name, *user;
+    uint8_t *token;
+    char host[256], port[16];
+
+    /* connection */
+    int fd;     /* -1: none */
+    bool ready; /* Hello done */
+    cl_rx rx;
+    uint32_t send_cap, recv_cap, inflight_cap;
+    es_server_info info;
+    bool have_info;
+    char notice[256]; /* the server's last connection-level error (id 0) */
+
+    /* requests */
+    uint64_t next_id;
+    ptable pending;
+    uint32_t in_flight;   /* entries PENDING_WAITING */
+    uint32_t uncollected; /* async append handles not collected/discarded */
+
+    /* resilience */
+    breaker br;
+    uint64_t rng;
+    cl_clock_fn clock;
+    cl_sleep_fn sleep;
+    void *hook_ctx;
+
+    /* counters (tests, diagnostics) */
+    uint64_t connect_attempts;
+    uint64_t replies_dropped;
+    uint64_t pushes_dropped;
+
+    /* the last failure */
+    char errmsg[CL_ERRMSG_BYTES];
+    es_conflict *conflicts;
+    size_t n_conflicts;
+};
+
+/* ---- client.c -- */
+
+/** @brief Record a failure (message only, conflicts cleared); @return rv. */
+es_err cl_fail(es_client *c, es_err rv, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** @brief Forget the conflicts of the previous failure. */
+void cl_clear_conflicts(es_client *c);
+/** @brief Monotonic clock in microseconds (real, for I/O deadlines). */
+uint64_t cl_mono_us(void);
+/** @brief Replace the breaker's clock and the backoff's sleep (tests). */
+void cl_set_hooks(es_client *c, cl_clock_fn clock, cl_sleep_fn sleep_fn, void *ctx);
+
+/* ---- call.c -- */
+
+/** @brief Connected and greeted, or reconnect (backoff, breaker). */
+es_err cl_ensure(es_client *c);
+
+/**
+ * @brief Register and send a request (its id is assigned here).
+ * @param max_items cap on the reply's repeated elements
+ * @param reply_cap cap on the reply's body bytes
+ * @param[out] id the request id
+ * @return ES_OK; ES_ERR_TOO_LARGE (not sent); ES_ERR_CLOSED, ES_ERR_TIMEOUT
+ *   (connection dropped); ES_ERR_NO_MEMORY. On error no entry remains.
+ */
+es_err cl_submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
+                 uint64_t *id);
+
+/**
+ * @brief Wait for a request's reply and take it out of the table.
+ * @param[out] resp the reply (free with cl_resp_free), never an Error: an
+ *   Error reply is turned into its code, message and conflicts
+ * @return ES_OK; the server's error code; ES_ERR_CLOSED, ES_ERR_TIMEOUT,
+ *   ES_ERR_MALFORMED, ES_ERR_TOO_LARGE; ES_ERR_NOT_FOUND (unknown id).
+ */
+es_err cl_wait(es_client *c, uint64_t id, Es__V1__Response **resp);
+
+/** @brief cl_ensure + cl_submit + cl_wait. */
+es_err cl_call(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
+               Es__V1__Response **resp);
+
+void cl_resp_free(Es__V1__Response *resp);
+
+/**
+ * @brief Handle one complete received frame (called by conn.c).
+ * @return ES_OK; an error when the frame stream can no longer be trusted
+ *   (the connection is then dropped with that reason).
+ */
+es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len);
+
+/* ---- conn.c -- */
+
+/** @brief Resolve and connect (no Hello) before a deadline; sets c->fd. */
+es_err conn_open(es_client *c, uint64_t deadline_us);
+
+/**
+ * @brief Close the connection: every request in flight completes with
+ *        reason; abandoned entries are freed.
+ */
+void conn_drop(es_client *c, es_err reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/**
+ * @brief Send bytes, reading (and dispatching) replies meanwhile so that
+ *        neither side blocks the other.
+ * @return ES_OK; ES_ERR_TIMEOUT or ES_ERR_CLOSED (the connection was dropped).
+ */
+es_err conn_send(es_client *c, const uint8_t *buf, size_t len, uint64_t deadline_us);
+
+/**
+ * @brief Wait up to a deadline for input and process what arrived.
+ * @return ES_OK (something may have completed: look again);
+ *   ES_ERR_TIMEOUT (deadline passed, connection kept); the reason the
+ *   connection was dropped.
+ */
+es_err conn_pump(es_client *c, uint64_t deadline_us);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * uuid — random (version 4) event ids and their text form.
+ *
+ * Design notes: ids come from getrandom(2), the kernel's CSPRNG, so that
+ * independent clients never collide; /dev/urandom is the fallback for
+ * kernels without the system call. Retries are idempotent only because the
+ * id of an event is fixed once, before its first send (es_event.has_id).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "es/client.h"
+
+static es_err fill_random(uint8_t *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (got == n) {
+        return ES_OK;
+    }
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return ES_ERR_IO;
+    }
+    got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    return got == n ? ES_OK : ES_ERR_IO;
+}
+
+es_err es_uuid_generate(uint8_t out[ES_UUID_BYTES])
+{
+    es_err rv = fill_random(out, ES_UUID_BYTES);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40); /* version 4 */
+    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80); /* variant 10 (RFC 4122) */
+    return ES_OK;
+}
+
+void es_uuid_format(const uint8_t id[ES_UUID_BYTES], char out[ES_UUID_STRLEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < ES_UUID_BYTES; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            out[o++] = '-';
+        }
+        out[o++] = hex[id[i] >> 4];
+        out[o++] = hex[id[i] & 0x0f];
+    }
+    out[o] = '\0';
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') {
+        return ch - '0';
+    }
+    if (ch >= 'a' && ch <= 'f') {
+        return ch - 'a' + 10;
+    }
+    if (ch >= 'A' && ch <= 'F') {
+        return ch - 'A' + 10;
+    }
+    return -1;
+}
+
+es_err es_uuid_parse(const char *s, uint8_t out[ES_UUID_BYTES])
+{
+    if (s == NULL || strlen(s) != ES_UUID_STRLEN) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    uint8_t tmp[ES_UUID_BYTES];
+    size_t b = 0;
+    for (size_t i = 0; i < ES_UUID_STRLEN;) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') {
+                return ES_ERR_INVALID_ARGUMENT;
+            }
+            i++;
+            continue;
+        }
+        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        if (hi < 0 || lo < 0) {
+            return ES_ERR_INVALID_ARGUMENT;
+        }
+        tmp[b++] = (uint8_t)(hi << 4 | lo);
+        i += 2;
+    }
+    memcpy(out, tmp, ES_UUID_BYTES);
+    return ES_OK;
+}
