@@ -8,166 +8,25 @@
 #include "es.pb-c.h"
 #include "frame.h"
 #include "pbwire.h"
+#include "reply.h"
+#include "subs.h"
 #include "validate.h"
 
-/* ------------------------------------------------------------ allocation -- */
-
-/*
- * protobuf-c allocations go through one allocator with a per-decode budget:
- * a frame within the cap can still declare millions of empty repeated
- * elements, each costing a pointer and a struct. Above the budget the
- * decode fails with TOO_LARGE instead of growing without bound. The same
- * allocator frees (free_unpacked), so every unpack is paired with it.
- * handler_fail_alloc_after() injects failures for the allocation-failure
- * tests (TESTPLAN T20).
- */
+/* Decoding budget: fixed room for structs plus twice the frame (bytes fields
+ * are copied). Far above any legitimate request within the caps. */
 #define DECODE_BUDGET_FIXED (32u * 1024u * 1024u)
-
-static _Thread_local size_t budget_left;
-static _Thread_local bool budget_on;
-static _Thread_local bool budget_blown;
-static _Thread_local uint64_t fail_after;
-static _Thread_local uint64_t alloc_count;
-
-void handler_fail_alloc_after(uint64_t n)
-{
-    fail_after = n;
-    alloc_count = 0;
-}
-
-static bool injected_failure(void)
-{
-    return fail_after && ++alloc_count >= fail_after;
-}
-
-static void *h_malloc(size_t n)
-{
-    return injected_failure() ? NULL : malloc(n ? n : 1);
-}
-
-static void *h_calloc(size_t n, size_t size)
-{
-    return injected_failure() ? NULL : calloc(n ? n : 1, size ? size : 1);
-}
-
-static void *pb_alloc(void *data, size_t size)
-{
-    (void)data;
-    if (injected_failure()) {
-        return NULL;
-    }
-    if (budget_on) {
-        if (size > budget_left) {
-            budget_blown = true;
-            return NULL;
-        }
-        budget_left -= size;
-    }
-    return malloc(size ? size : 1);
-}
-
-static void pb_free(void *data, void *p)
-{
-    (void)data;
-    free(p);
-}
-
-static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
-
-/* --------------------------------------------------------------- replies -- */
-
-typedef struct bytebuf {
-    uint8_t *p;
-    size_t len, cap;
-} bytebuf;
-
-static bool bb_reserve(bytebuf *b, size_t extra)
-{
-    if (b->len + extra <= b->cap) {
-        return true;
-    }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra) {
-        cap *= 2;
-    }
-    uint8_t *p = injected_failure() ? NULL : realloc(b->p, cap);
-    if (!p) {
-        return false;
-    }
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static void bb_free(bytebuf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
-static void send_response(session *s, Es__V1__Response *r)
-{
-    if (s->dead) {
-        return;
-    }
-    size_t size = es__v1__response__get_packed_size(r);
-    uint8_t small[512];
-    uint8_t *buf = size + FRAME_HEADER_BYTES <= sizeof small ? small : h_malloc(size + FRAME_HEADER_BYTES);
-    if (!buf) {
-        if (r->kind_case != ES__V1__RESPONSE__KIND_ERROR) {
-            handler_send_error(s, r->id, ES_ERR_NO_MEMORY, "no memory for the reply");
-        }
-        return;
-    }
-    frame_write_header(buf, (uint32_t)size);
-    es__v1__response__pack(r, buf + FRAME_HEADER_BYTES);
-    s->send(s->io, buf, size + FRAME_HEADER_BYTES);
-    if (buf != small) {
-        free(buf);
-    }
-}
-
-/* Send Response{id, <field>: <inner bytes>} where inner is already encoded. */
-static void send_wrapped(session *s, uint64_t id, uint32_t field, const bytebuf *inner)
-{
-    if (s->dead) {
-        return;
-    }
-    uint8_t prefix[FRAME_HEADER_BYTES + 2 * PBW_VARINT_MAX + 2 * PBW_VARINT_MAX];
-    size_t n = FRAME_HEADER_BYTES;
-    if (id) {
-        n += pbw_put_varint_field(prefix + n, 1, id);
-    }
-    n += pbw_put_len_header(prefix + n, field, inner->len);
-    frame_write_header(prefix, (uint32_t)(n - FRAME_HEADER_BYTES + inner->len));
-    s->send(s->io, prefix, n);
-    if (inner->len) {
-        s->send(s->io, inner->p, inner->len);
-    }
-}
-
-void handler_send_error(session *s, uint64_t id, es_err code, const char *message)
-{
-    Es__V1__Error err = ES__V1__ERROR__INIT;
-    err.code = (Es__V1__ErrorCode)code;
-    err.message = (char *)(message ? message : es_strerror(code));
-    Es__V1__Response r = ES__V1__RESPONSE__INIT;
-    r.id = id;
-    r.kind_case = ES__V1__RESPONSE__KIND_ERROR;
-    r.error = &err;
-    send_response(s, &r);
-}
 
 /* --------------------------------------------------------------- session -- */
 
-es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, session_send_fn send)
+es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, session_send_fn send,
+                    session_outlen_fn outlen)
 {
     memset(s, 0, sizeof *s);
     s->srv = srv;
     s->conn_id = conn_id;
     s->io = io;
     s->send = send;
+    s->outlen = outlen;
     s->in_flight_ids = calloc(srv->cfg->max_in_flight ? srv->cfg->max_in_flight : 1,
                               sizeof *s->in_flight_ids);
     return s->in_flight_ids ? ES_OK : ES_ERR_NO_MEMORY;
@@ -175,6 +34,7 @@ es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, ses
 
 void session_finish(session *s)
 {
+    subs_drop_session(s);
     free(s->in_flight_ids);
     s->in_flight_ids = NULL;
 }
@@ -283,7 +143,7 @@ static void pending_free(pending *p)
     if (!p) {
         return;
     }
-    es__v1__request__free_unpacked(p->msg, &pb_allocator);
+    es__v1__request__free_unpacked(p->msg, &reply_pb_allocator);
     free(p->appends);
     free(p->events);
     free(p->results);
@@ -328,10 +188,10 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
 {
     const server_config *cfg = s->srv->cfg;
     uint64_t id = msg->id;
-    pending *p = h_calloc(1, sizeof *p);
+    pending *p = reply_calloc(1, sizeof *p);
     if (!p) {
-        es__v1__request__free_unpacked(msg, &pb_allocator);
-        handler_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
+        es__v1__request__free_unpacked(msg, &reply_pb_allocator);
+        reply_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
         return ES_OK;
     }
     p->msg = msg;
@@ -343,13 +203,13 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
     for (size_t i = 0; i < n; i++) {
         total += appends[i]->n_events;
     }
-    p->appends = h_calloc(n, sizeof *p->appends);
-    p->results = h_calloc(n, sizeof *p->results);
-    p->events = h_calloc(total, sizeof *p->events);
-    p->ids = h_malloc(total * ES_EVENT_ID_BYTES);
+    p->appends = reply_calloc(n, sizeof *p->appends);
+    p->results = reply_calloc(n, sizeof *p->results);
+    p->events = reply_calloc(total, sizeof *p->events);
+    p->ids = reply_malloc(total * ES_EVENT_ID_BYTES);
     if (!p->appends || !p->results || !p->events || !p->ids) {
         pending_free(p);
-        handler_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
+        reply_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
         return ES_OK;
     }
     size_t k = 0;
@@ -393,7 +253,7 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
     es_err rv = writer_submit(s->srv->w, &p->job);
     if (rv != ES_OK) {
         pending_free(p);
-        handler_send_error(s, id, rv, NULL);
+        reply_send_error(s, id, rv, NULL);
         return ES_OK;
     }
     s->in_flight_ids[s->in_flight++] = id;
@@ -425,10 +285,10 @@ static void reply_append_error(session *s, pending *p)
     Es__V1__Expected *exps = NULL;
     Es__V1__StreamState *states = NULL;
     if (rv == ES_ERR_WRONG_EXPECTED_REVISION) {
-        checks = h_calloc(n, sizeof *checks);
-        check_ptrs = h_calloc(n, sizeof *check_ptrs);
-        exps = h_calloc(n, sizeof *exps);
-        states = h_calloc(n, sizeof *states);
+        checks = reply_calloc(n, sizeof *checks);
+        check_ptrs = reply_calloc(n, sizeof *check_ptrs);
+        exps = reply_calloc(n, sizeof *exps);
+        states = reply_calloc(n, sizeof *states);
         if (checks && check_ptrs && exps && states) {
             size_t nc = 0;
             for (size_t i = 0; i < n; i++) {
@@ -475,7 +335,7 @@ static void reply_append_error(session *s, pending *p)
     resp.id = p->id;
     resp.kind_case = ES__V1__RESPONSE__KIND_ERROR;
     resp.error = &err;
-    send_response(s, &resp);
+    reply_send(s, &resp);
     free(checks);
     free(check_ptrs);
     free(exps);
@@ -492,18 +352,18 @@ static void reply_append_ok(session *s, pending *p)
         fill_append_result(&ar, &p->results[0], synced);
         resp.kind_case = ES__V1__RESPONSE__KIND_APPEND;
         resp.append = &ar;
-        send_response(s, &resp);
+        reply_send(s, &resp);
         return;
     }
     size_t n = p->job.req.n_appends;
-    Es__V1__AppendResult *ars = h_calloc(n, sizeof *ars);
-    Es__V1__AppendResult **ptrs = h_calloc(n, sizeof *ptrs);
+    Es__V1__AppendResult *ars = reply_calloc(n, sizeof *ars);
+    Es__V1__AppendResult **ptrs = reply_calloc(n, sizeof *ptrs);
     if (!ars || !ptrs) {
         free(ars);
         free(ptrs);
         /* Committed but cannot say so: the client retries with the same ids
          * and gets the result as a duplicate. */
-        handler_send_error(s, p->id, ES_ERR_NO_MEMORY, "committed; no memory for the reply, retry");
+        reply_send_error(s, p->id, ES_ERR_NO_MEMORY, "committed; no memory for the reply, retry");
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -517,7 +377,7 @@ static void reply_append_ok(session *s, pending *p)
     tr.synced = synced;
     resp.kind_case = ES__V1__RESPONSE__KIND_TRANSACTION;
     resp.transaction = &tr;
-    send_response(s, &resp);
+    reply_send(s, &resp);
     free(ars);
     free(ptrs);
 }
@@ -543,11 +403,11 @@ session *handler_complete(write_job *job)
             resp.id = sp->id;
             resp.kind_case = ES__V1__RESPONSE__KIND_SNAPSHOT_SAVED;
             resp.snapshot_saved = &saved;
-            send_response(s, &resp);
+            reply_send(s, &resp);
         } else {
-            handler_send_error(s, sp->id, job->snapshot.rv, NULL);
+            reply_send_error(s, sp->id, job->snapshot.rv, NULL);
         }
-        es__v1__request__free_unpacked(sp->msg, &pb_allocator);
+        es__v1__request__free_unpacked(sp->msg, &reply_pb_allocator);
         free(sp);
         return s;
     }
@@ -573,29 +433,6 @@ session *handler_complete(write_job *job)
 
 /* ----------------------------------------------------------------- reads -- */
 
-typedef struct page_ctx {
-    bytebuf buf;
-    size_t budget;
-    bool oom;
-} page_ctx;
-
-static int page_visit(void *ctx, const store_record *rec)
-{
-    page_ctx *pc = ctx;
-    size_t need = pbw_len_header_len(1, rec->len) + rec->len;
-    if (pc->buf.len + need > pc->budget && pc->buf.len > 0) {
-        return -1; /* no room: the next page starts here */
-    }
-    if (!bb_reserve(&pc->buf, need)) {
-        pc->oom = true;
-        return -1;
-    }
-    pc->buf.len += pbw_put_len_header(pc->buf.p + pc->buf.len, 1, rec->len);
-    memcpy(pc->buf.p + pc->buf.len, rec->bytes, rec->len);
-    pc->buf.len += rec->len;
-    return 0;
-}
-
 static uint32_t clamp_limit(const server_config *cfg, uint32_t limit)
 {
     return (limit == 0 || limit > cfg->max_page) ? cfg->max_page : limit;
@@ -608,14 +445,14 @@ static void finish_page(session *s, uint64_t id, page_ctx *pc, es_err rv, const 
     }
     if (rv != ES_OK) {
         bb_free(&pc->buf);
-        handler_send_error(s, id, rv, rv == ES_ERR_CORRUPT
+        reply_send_error(s, id, rv, rv == ES_ERR_CORRUPT
                                           ? "a stored record failed its checksum; run esctl db check"
                                           : NULL);
         return;
     }
     if (!bb_reserve(&pc->buf, 3 * (PBW_VARINT_MAX + 1))) {
         bb_free(&pc->buf);
-        handler_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
+        reply_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
         return;
     }
     uint8_t *p = pc->buf.p;
@@ -630,23 +467,18 @@ static void finish_page(session *s, uint64_t id, page_ctx *pc, es_err rv, const 
         n += pbw_put_varint_field(p + n, 4, pg->head);
     }
     pc->buf.len = n;
-    send_wrapped(s, id, ES__V1__RESPONSE__KIND_READ, &pc->buf);
+    reply_send_wrapped(s, id, ES__V1__RESPONSE__KIND_READ, &pc->buf);
     bb_free(&pc->buf);
-}
-
-static size_t reply_budget(const server_config *cfg)
-{
-    return cfg->max_frame_bytes - 1024;
 }
 
 static void do_read_stream(session *s, uint64_t id, const Es__V1__ReadStream *r)
 {
     es_err rv = es_validate_stream_id(r->stream.data, r->stream.len, true);
     if (rv != ES_OK) {
-        handler_send_error(s, id, ES_ERR_INVALID_STREAM_ID, NULL);
+        reply_send_error(s, id, ES_ERR_INVALID_STREAM_ID, NULL);
         return;
     }
-    page_ctx pc = {.budget = reply_budget(s->srv->cfg)};
+    page_ctx pc = {.budget = reply_page_budget(s->srv->cfg)};
     store_page pg;
     rv = store_read_stream(s->srv->st, r->stream.data, r->stream.len, r->from_revision, r->backward,
                            clamp_limit(s->srv->cfg, r->limit), page_visit, &pc, &pg);
@@ -677,16 +509,16 @@ static void do_read_all(session *s, uint64_t id, const Es__V1__ReadAll *r)
             set++;
         }
         if (set > 1) {
-            handler_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "at most one filter at a time");
+            reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "at most one filter at a time");
             return;
         }
         if (set && es_validate_name(f.name, f.name_len) != ES_OK) {
-            handler_send_error(s, id, ES_ERR_INVALID_ARGUMENT,
+            reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT,
                                "filter must be 1..256 bytes of UTF-8 without control characters");
             return;
         }
     }
-    page_ctx pc = {.budget = reply_budget(s->srv->cfg)};
+    page_ctx pc = {.budget = reply_page_budget(s->srv->cfg)};
     store_page pg;
     es_err rv = store_read_all(s->srv->st, &f, r->from_position, r->backward,
                                clamp_limit(s->srv->cfg, r->limit), page_visit, &pc, &pg);
@@ -712,7 +544,7 @@ static void do_stream_info(session *s, uint64_t id, const Es__V1__StreamInfoRequ
     store_stream_info si;
     es_err rv = store_stream_info_get(s->srv->st, r->stream.data, r->stream.len, &si);
     if (rv != ES_OK) {
-        handler_send_error(s, id, rv, rv == ES_ERR_NOT_FOUND ? "no such stream" : NULL);
+        reply_send_error(s, id, rv, rv == ES_ERR_NOT_FOUND ? "no such stream" : NULL);
         return;
     }
     Es__V1__StreamInfo info;
@@ -721,7 +553,7 @@ static void do_stream_info(session *s, uint64_t id, const Es__V1__StreamInfoRequ
     resp.id = id;
     resp.kind_case = ES__V1__RESPONSE__KIND_STREAM_INFO;
     resp.stream_info = &info;
-    send_response(s, &resp);
+    reply_send(s, &resp);
 }
 
 typedef struct list_ctx {
@@ -759,13 +591,13 @@ static void do_list_streams(session *s, uint64_t id, const Es__V1__ListStreams *
     }
     if (rv != ES_OK) {
         bb_free(&lc.buf);
-        handler_send_error(s, id, rv, NULL);
+        reply_send_error(s, id, rv, NULL);
         return;
     }
     if (more) {
         lc.buf.len += pbw_put_varint_field(lc.buf.p + lc.buf.len, 2, 1);
     }
-    send_wrapped(s, id, ES__V1__RESPONSE__KIND_STREAMS, &lc.buf);
+    reply_send_wrapped(s, id, ES__V1__RESPONSE__KIND_STREAMS, &lc.buf);
     bb_free(&lc.buf);
 }
 
@@ -774,7 +606,7 @@ static void do_load_snapshot(session *s, uint64_t id, const Es__V1__LoadSnapshot
     store_snapshot snap;
     es_err rv = store_load_snapshot(s->srv->st, r->stream.data, r->stream.len, &snap);
     if (rv != ES_OK) {
-        handler_send_error(s, id, rv, rv == ES_ERR_NOT_FOUND ? "no snapshot for this stream" : NULL);
+        reply_send_error(s, id, rv, rv == ES_ERR_NOT_FOUND ? "no snapshot for this stream" : NULL);
         return;
     }
     Es__V1__Snapshot sn = ES__V1__SNAPSHOT__INIT;
@@ -788,7 +620,7 @@ static void do_load_snapshot(session *s, uint64_t id, const Es__V1__LoadSnapshot
     resp.id = id;
     resp.kind_case = ES__V1__RESPONSE__KIND_SNAPSHOT;
     resp.snapshot = &sn;
-    send_response(s, &resp);
+    reply_send(s, &resp);
     free(snap.data);
 }
 
@@ -797,7 +629,7 @@ static void do_stats(session *s, uint64_t id)
     store_stats st;
     es_err rv = store_stats_get(s->srv->st, &st);
     if (rv != ES_OK) {
-        handler_send_error(s, id, rv, NULL);
+        reply_send_error(s, id, rv, NULL);
         return;
     }
     writer_stats ws;
@@ -826,21 +658,21 @@ static void do_stats(session *s, uint64_t id)
     resp.id = id;
     resp.kind_case = ES__V1__RESPONSE__KIND_STATS;
     resp.stats = &out;
-    send_response(s, &resp);
+    reply_send(s, &resp);
 }
 
 static void do_hello(session *s, uint64_t id, const Es__V1__Hello *h)
 {
     const server_config *cfg = s->srv->cfg;
     if (s->hello_done) {
-        handler_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "hello already done on this connection");
+        reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "hello already done on this connection");
         return;
     }
     if (h->protocol_version != ESD_PROTOCOL_VERSION) {
         char msg[96];
         snprintf(msg, sizeof msg, "protocol version %u not supported; this server speaks %u",
                  h->protocol_version, ESD_PROTOCOL_VERSION);
-        handler_send_error(s, id, ES_ERR_UNSUPPORTED_VERSION, msg);
+        reply_send_error(s, id, ES_ERR_UNSUPPORTED_VERSION, msg);
         return;
     }
     s->hello_done = true;
@@ -863,7 +695,7 @@ static void do_hello(session *s, uint64_t id, const Es__V1__Hello *h)
     resp.id = id;
     resp.kind_case = ES__V1__RESPONSE__KIND_HELLO;
     resp.hello = &ok;
-    send_response(s, &resp);
+    reply_send(s, &resp);
 }
 
 /* Takes ownership of msg. */
@@ -876,14 +708,14 @@ static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
         rv = ES_ERR_TOO_LARGE;
     }
     if (rv != ES_OK) {
-        es__v1__request__free_unpacked(msg, &pb_allocator);
-        handler_send_error(s, id, rv, NULL);
+        es__v1__request__free_unpacked(msg, &reply_pb_allocator);
+        reply_send_error(s, id, rv, NULL);
         return ES_OK;
     }
-    snap_pending *sp = h_calloc(1, sizeof *sp);
+    snap_pending *sp = reply_calloc(1, sizeof *sp);
     if (!sp) {
-        es__v1__request__free_unpacked(msg, &pb_allocator);
-        handler_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
+        es__v1__request__free_unpacked(msg, &reply_pb_allocator);
+        reply_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
         return ES_OK;
     }
     sp->sess = s;
@@ -900,9 +732,9 @@ static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
     sp->job.snapshot.data_len = r->data.len;
     rv = writer_submit(s->srv->w, &sp->job);
     if (rv != ES_OK) {
-        es__v1__request__free_unpacked(msg, &pb_allocator);
+        es__v1__request__free_unpacked(msg, &reply_pb_allocator);
         free(sp);
-        handler_send_error(s, id, rv, NULL);
+        reply_send_error(s, id, rv, NULL);
         return ES_OK;
     }
     s->in_flight_ids[s->in_flight++] = id;
@@ -915,21 +747,19 @@ static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
 es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
 {
     const server_config *cfg = s->srv->cfg;
-    budget_on = true;
-    budget_blown = false;
-    budget_left = DECODE_BUDGET_FIXED + 2 * len;
-    Es__V1__Request *msg = es__v1__request__unpack(&pb_allocator, len, body);
-    budget_on = false;
+    reply_budget_begin(DECODE_BUDGET_FIXED + 2 * len);
+    Es__V1__Request *msg = es__v1__request__unpack(&reply_pb_allocator, len, body);
+    bool budget_blown = reply_budget_end();
     if (!msg) {
         /* The frame boundary is intact, so the connection can go on; the id
          * is recovered when the bytes allow it. */
         uint64_t id = 0;
         pbw_find_varint(body, len, 1, &id);
         if (budget_blown) {
-            handler_send_error(s, id, ES_ERR_TOO_LARGE,
+            reply_send_error(s, id, ES_ERR_TOO_LARGE,
                                "message decodes to more memory than the server allows");
         } else {
-            handler_send_error(s, id, ES_ERR_MALFORMED, "not a valid es.v1.Request");
+            reply_send_error(s, id, ES_ERR_MALFORMED, "not a valid es.v1.Request");
         }
         return ES_OK;
     }
@@ -955,7 +785,7 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
         rv = ES_ERR_SHUTTING_DOWN;
         goto out_reply_error;
     }
-    if (id_in_flight(s, id)) {
+    if (id_in_flight(s, id) || subs_has(s, id)) {
         rv = ES_ERR_DUPLICATE_REQUEST_ID;
         why = "a request with this id is still in flight on this connection";
         goto out_reply_error;
@@ -1026,24 +856,25 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
         resp.id = id;
         resp.kind_case = ES__V1__RESPONSE__KIND_PONG;
         resp.pong = &pong;
-        send_response(s, &resp);
+        reply_send(s, &resp);
         break;
     }
     case ES__V1__REQUEST__KIND_SUBSCRIBE:
+        subs_subscribe(s, id, msg->subscribe);
+        break;
     case ES__V1__REQUEST__KIND_UNSUBSCRIBE:
-        rv = ES_ERR_UNKNOWN_REQUEST;
-        why = "subscriptions are not served by this version of esd";
-        goto out_reply_error;
+        subs_unsubscribe(s, id, msg->unsubscribe->subscription_id);
+        break;
     default:
         rv = ES_ERR_UNKNOWN_REQUEST;
         goto out_reply_error;
     }
 out_free:
-    es__v1__request__free_unpacked(msg, &pb_allocator);
+    es__v1__request__free_unpacked(msg, &reply_pb_allocator);
     return ES_OK;
 
 out_reply_error:
-    es__v1__request__free_unpacked(msg, &pb_allocator);
-    handler_send_error(s, id, rv, why);
+    es__v1__request__free_unpacked(msg, &reply_pb_allocator);
+    reply_send_error(s, id, rv, why);
     return ES_OK;
 }

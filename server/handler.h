@@ -24,30 +24,18 @@
 #include <stdint.h>
 
 #include "server.h"
+#include "session.h"
 #include "writer.h"
-
-/** Appends bytes to the connection's output; the handler writes whole frames. */
-typedef void (*session_send_fn)(void *io, const void *data, size_t len);
-
-typedef struct session {
-    server_ctx *srv;
-    uint64_t conn_id;
-    void *io;
-    session_send_fn send;
-    bool hello_done;
-    bool dead;          /* the transport is gone: replies are dropped */
-    uint32_t in_flight; /* requests queued for the writer */
-    uint64_t *in_flight_ids; /* max_in_flight entries */
-    uint64_t pending_bytes;  /* frame bytes held by queued requests */
-} session;
 
 /**
  * @brief Initialise a session (caller memory).
  * @return ES_OK; ES_ERR_NO_MEMORY.
  */
-es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, session_send_fn send);
+es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, session_send_fn send,
+                    session_outlen_fn outlen);
 
-/** @brief Release what session_init allocated. No request may be in flight. */
+/** @brief Drop the session's subscriptions and release what session_init
+ *  allocated. No request may be in flight. */
 void session_finish(session *s);
 
 /**
@@ -65,10 +53,5 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len);
  */
 session *handler_complete(write_job *job);
 
-/** @brief Send an Error response (also used by the network layer). */
-void handler_send_error(session *s, uint64_t id, es_err code, const char *message);
-
-/** @brief Decoding allocator hook for tests: fail the Nth allocation (0 = never). */
-void handler_fail_alloc_after(uint64_t n);
 
 #endif

@@ -7,6 +7,7 @@
 #include "options.h"
 #include "server.h"
 #include "store.h"
+#include "subs.h"
 #include "writer.h"
 
 int main(int argc, char **argv)
@@ -45,9 +46,15 @@ int main(int argc, char **argv)
     if (!cfg->sync) {
         log_msg(LOG_WARN, "sync is off: acknowledged events can be lost in a crash", NULL);
     }
+    rv = subs_create(&srv, &srv.subs);
+    if (rv != ES_OK) {
+        store_close(srv.st);
+        return 1;
+    }
     rv = writer_start(srv.st, cfg->max_batch, &srv.w);
     if (rv != ES_OK) {
         log_msg(LOG_ERROR, "cannot start the writer thread", "error=%s", es_errname(rv));
+        subs_destroy(srv.subs);
         store_close(srv.st);
         return 1;
     }
@@ -57,6 +64,7 @@ int main(int argc, char **argv)
         log_msg(LOG_ERROR, "cannot start the server", "error=%s detail=\"%s\"", es_errname(rv),
                 msg);
         writer_stop(srv.w, NULL);
+        subs_destroy(srv.subs);
         store_close(srv.st);
         return 1;
     }
@@ -64,6 +72,7 @@ int main(int argc, char **argv)
     write_job *leftover = NULL;
     writer_stop(srv.w, &leftover);
     net_destroy(n, leftover);
+    subs_destroy(srv.subs);
     store_close(srv.st);
     log_msg(LOG_INFO, "stopped", NULL);
     return 0;

@@ -20,6 +20,8 @@
 #include "es.pb-c.h"
 #include "frame.h"
 #include "handler.h"
+#include "reply.h"
+#include "subs.h"
 
 #define SHUTDOWN_GRACE_S 5
 #define CLOSE_FLUSH_S 2
@@ -37,6 +39,7 @@ struct conn {
     bool paused;  /* reading stopped for backpressure */
     bool closing; /* flush the output, then close */
     bool zombie;  /* socket gone; waiting for queued requests */
+    bool idle_armed; /* the idle (read) timeout is set */
     char peer[64];
 };
 
@@ -49,6 +52,7 @@ struct net {
     struct event *accept_retry;
     struct event *reader_check;
     struct event *shutdown_check;
+    struct event *deliver_ev;
     uint64_t shutdown_deadline_us;
     conn *conns; /* live connections (not zombies) */
     uint64_t next_conn_id;
@@ -61,6 +65,29 @@ static void conn_send(void *io, const void *data, size_t len)
     conn *c = io;
     if (c->bev) {
         bufferevent_write(c->bev, data, len);
+    }
+}
+
+static size_t conn_outlen(void *io)
+{
+    conn *c = io;
+    return c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+}
+
+/* A connection with subscriptions may legitimately send nothing for a
+ * long time: the idle timeout applies only to connections without. */
+static void update_idle_timeout(conn *c)
+{
+    bool want = c->sess.n_subs == 0 && c->n->srv->cfg->idle_timeout_s > 0;
+    if (want == c->idle_armed) {
+        return;
+    }
+    c->idle_armed = want;
+    if (want) {
+        struct timeval idle = {c->n->srv->cfg->idle_timeout_s, 0};
+        bufferevent_set_timeouts(c->bev, &idle, NULL);
+    } else {
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
     }
 }
 
@@ -111,6 +138,7 @@ static void conn_close(conn *c, const char *reason)
     }
     conn_unlink(c);
     n->srv->counters.connections--;
+    subs_drop_session(&c->sess);
     c->sess.dead = true;
     c->zombie = true;
     if (c->sess.in_flight == 0) {
@@ -196,7 +224,7 @@ static void process_input(conn *c)
         uint32_t blen;
         es_err rv = frame_parse_header(hdr, cfg->max_frame_bytes, &blen);
         if (rv != ES_OK) {
-            handler_send_error(&c->sess, 0, rv,
+            reply_send_error(&c->sess, 0, rv,
                                rv == ES_ERR_TOO_LARGE ? "frame length above the server's cap"
                                                       : "frame length 0");
             log_msg(LOG_INFO, "bad frame header; closing", "conn=%llu peer=%s error=%s",
@@ -209,7 +237,7 @@ static void process_input(conn *c)
         }
         uint8_t *frame = evbuffer_pullup(in, (ev_ssize_t)(FRAME_HEADER_BYTES + blen));
         if (!frame) {
-            handler_send_error(&c->sess, 0, ES_ERR_NO_MEMORY, NULL);
+            reply_send_error(&c->sess, 0, ES_ERR_NO_MEMORY, NULL);
             conn_close_after_flush(c, "no memory");
             return;
         }
@@ -218,6 +246,7 @@ static void process_input(conn *c)
             return;
         }
         evbuffer_drain(in, FRAME_HEADER_BYTES + blen);
+        update_idle_timeout(c);
         if (c->sess.hello_done && c->handshake_timer) {
             event_free(c->handshake_timer);
             c->handshake_timer = NULL;
@@ -266,6 +295,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
         return;
     }
     maybe_resume(c);
+    subs_on_writable(&c->sess);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -344,7 +374,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     c->n = n;
     format_peer(sa, c->peer, sizeof c->peer);
-    if (session_init(&c->sess, n->srv, ++n->next_conn_id, c, conn_send) != ES_OK) {
+    if (session_init(&c->sess, n->srv, ++n->next_conn_id, c, conn_send, conn_outlen) != ES_OK) {
         free(c);
         refuse_fd(fd, ES_ERR_NO_MEMORY, "out of memory");
         return;
@@ -376,10 +406,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     /* Output: the write callback fires when unsent output drops below half
      * the cap, which is when a paused reader resumes. */
     bufferevent_setwatermark(c->bev, EV_WRITE, cfg->max_output_bytes / 2, 0);
-    if (cfg->idle_timeout_s) {
-        struct timeval idle = {cfg->idle_timeout_s, 0};
-        bufferevent_set_timeouts(c->bev, &idle, NULL);
-    }
+    update_idle_timeout(c);
     struct timeval hs = {cfg->handshake_timeout_s, 0};
     evtimer_add(c->handshake_timer, &hs);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -440,6 +467,30 @@ static void completion_cb(evutil_socket_t fd, short what, void *arg)
             maybe_resume(c);
         }
         list = next;
+    }
+    subs_on_commit(n->srv->subs);
+}
+
+/* --------------------------------------------------------- subscriptions -- */
+
+static void deliver_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    net *n = arg;
+    if (subs_deliver(n->srv->subs)) {
+        /* More to send: come back on the next loop turn, after I/O. */
+        struct timeval now = {0, 0};
+        evtimer_add(n->deliver_ev, &now);
+    }
+}
+
+static void kick_delivery(void *arg)
+{
+    net *n = arg;
+    if (!evtimer_pending(n->deliver_ev, NULL)) {
+        struct timeval now = {0, 0};
+        evtimer_add(n->deliver_ev, &now);
     }
 }
 
@@ -591,11 +642,14 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     n->sigint_ev = evsignal_new(n->base, SIGINT, signal_cb, n);
     n->reader_check = event_new(n->base, -1, EV_PERSIST, reader_check_cb, n);
     n->shutdown_check = evtimer_new(n->base, shutdown_check_cb, n);
+    n->deliver_ev = evtimer_new(n->base, deliver_cb, n);
     if (!n->accept_retry || !n->completion_ev || !n->sigterm_ev || !n->sigint_ev ||
-        !n->reader_check || !n->shutdown_check) {
+        !n->reader_check || !n->shutdown_check || !n->deliver_ev) {
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
+    srv->kick = kick_delivery;
+    srv->kick_ctx = n;
     event_add(n->completion_ev, NULL);
     event_add(n->sigterm_ev, NULL);
     event_add(n->sigint_ev, NULL);
@@ -646,8 +700,9 @@ void net_destroy(net *n, write_job *leftover)
     if (n->listener) {
         evconnlistener_free(n->listener);
     }
-    struct event *evs[] = {n->accept_retry, n->completion_ev, n->sigterm_ev,
-                           n->sigint_ev,     n->reader_check,  n->shutdown_check};
+    n->srv->kick = NULL;
+    struct event *evs[] = {n->accept_retry, n->completion_ev, n->sigterm_ev,   n->sigint_ev,
+                           n->reader_check, n->shutdown_check, n->deliver_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {
             event_free(evs[i]);

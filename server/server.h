@@ -48,10 +48,16 @@ typedef struct server_counters {
     uint32_t subscriptions;
 } server_counters;
 
+struct subs;
+
 typedef struct server_ctx {
     const server_config *cfg;
     store *st;
     writer *w;
+    struct subs *subs;
+    /* Asks the loop for a subscription delivery pass (set by net). */
+    void (*kick)(void *kick_ctx);
+    void *kick_ctx;
     uint64_t start_us;
     server_counters counters; /* loop thread only */
     bool shutting_down;

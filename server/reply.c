@@ -1,0 +1,178 @@
+#include "reply.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "pbwire.h"
+
+/* ------------------------------------------------------------ allocation -- */
+
+#define DECODE_BUDGET_FIXED (32u * 1024u * 1024u)
+
+static _Thread_local size_t budget_left;
+static _Thread_local bool budget_on;
+static _Thread_local bool budget_blown;
+static _Thread_local uint64_t fail_after;
+static _Thread_local uint64_t alloc_count;
+
+void reply_fail_alloc_after(uint64_t n)
+{
+    fail_after = n;
+    alloc_count = 0;
+}
+
+static bool injected_failure(void)
+{
+    return fail_after && ++alloc_count >= fail_after;
+}
+
+void *reply_malloc(size_t n)
+{
+    return injected_failure() ? NULL : malloc(n ? n : 1);
+}
+
+void *reply_calloc(size_t n, size_t size)
+{
+    return injected_failure() ? NULL : calloc(n ? n : 1, size ? size : 1);
+}
+
+static void *pb_alloc(void *data, size_t size)
+{
+    (void)data;
+    if (injected_failure()) {
+        return NULL;
+    }
+    if (budget_on) {
+        if (size > budget_left) {
+            budget_blown = true;
+            return NULL;
+        }
+        budget_left -= size;
+    }
+    return malloc(size ? size : 1);
+}
+
+static void pb_free(void *data, void *p)
+{
+    (void)data;
+    free(p);
+}
+
+ProtobufCAllocator reply_pb_allocator = {pb_alloc, pb_free, NULL};
+
+void reply_budget_begin(size_t bytes)
+{
+    budget_on = true;
+    budget_blown = false;
+    budget_left = bytes;
+}
+
+bool reply_budget_end(void)
+{
+    budget_on = false;
+    return budget_blown;
+}
+
+/* --------------------------------------------------------------- replies -- */
+
+bool bb_reserve(bytebuf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap) {
+        return true;
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra) {
+        cap *= 2;
+    }
+    uint8_t *p = injected_failure() ? NULL : realloc(b->p, cap);
+    if (!p) {
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+void bb_free(bytebuf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+void reply_send(session *s, Es__V1__Response *r)
+{
+    if (s->dead) {
+        return;
+    }
+    size_t size = es__v1__response__get_packed_size(r);
+    uint8_t small[512];
+    uint8_t *buf = size + FRAME_HEADER_BYTES <= sizeof small ? small : reply_malloc(size + FRAME_HEADER_BYTES);
+    if (!buf) {
+        if (r->kind_case != ES__V1__RESPONSE__KIND_ERROR) {
+            reply_send_error(s, r->id, ES_ERR_NO_MEMORY, "no memory for the reply");
+        }
+        return;
+    }
+    frame_write_header(buf, (uint32_t)size);
+    es__v1__response__pack(r, buf + FRAME_HEADER_BYTES);
+    s->send(s->io, buf, size + FRAME_HEADER_BYTES);
+    if (buf != small) {
+        free(buf);
+    }
+}
+
+/* Send Response{id, <field>: <inner bytes>} where inner is already encoded. */
+void reply_send_wrapped(session *s, uint64_t id, uint32_t field, const bytebuf *inner)
+{
+    if (s->dead) {
+        return;
+    }
+    uint8_t prefix[FRAME_HEADER_BYTES + 2 * PBW_VARINT_MAX + 2 * PBW_VARINT_MAX];
+    size_t n = FRAME_HEADER_BYTES;
+    if (id) {
+        n += pbw_put_varint_field(prefix + n, 1, id);
+    }
+    n += pbw_put_len_header(prefix + n, field, inner->len);
+    frame_write_header(prefix, (uint32_t)(n - FRAME_HEADER_BYTES + inner->len));
+    s->send(s->io, prefix, n);
+    if (inner->len) {
+        s->send(s->io, inner->p, inner->len);
+    }
+}
+
+void reply_send_error(session *s, uint64_t id, es_err code, const char *message)
+{
+    Es__V1__Error err = ES__V1__ERROR__INIT;
+    err.code = (Es__V1__ErrorCode)code;
+    err.message = (char *)(message ? message : es_strerror(code));
+    Es__V1__Response r = ES__V1__RESPONSE__INIT;
+    r.id = id;
+    r.kind_case = ES__V1__RESPONSE__KIND_ERROR;
+    r.error = &err;
+    reply_send(s, &r);
+}
+
+int page_visit(void *ctx, const store_record *rec)
+{
+    page_ctx *pc = ctx;
+    size_t need = pbw_len_header_len(1, rec->len) + rec->len;
+    if (pc->buf.len + need > pc->budget && pc->buf.len > 0) {
+        return -1; /* no room: the next page starts here */
+    }
+    if (!bb_reserve(&pc->buf, need)) {
+        pc->oom = true;
+        return -1;
+    }
+    pc->buf.len += pbw_put_len_header(pc->buf.p + pc->buf.len, 1, rec->len);
+    memcpy(pc->buf.p + pc->buf.len, rec->bytes, rec->len);
+    pc->buf.len += rec->len;
+    return 0;
+}
+
+size_t reply_page_budget(const server_config *cfg)
+{
+    return cfg->max_frame_bytes - 1024;
+}
+

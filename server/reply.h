@@ -1,0 +1,74 @@
+/*
+ * reply — building and sending responses, and the allocation hooks of the
+ * request path.
+ *
+ * Design notes: replies are whole frames handed to session->send. Small
+ * replies are packed with protobuf-c; pages of events are assembled from
+ * stored record bytes (the wire encoding of es.v1.RecordedEvent) with the
+ * pbwire primitives, never decoded and re-encoded, and cut to fit one frame.
+ *
+ * Every allocation on the request path (protobuf-c decoding included) goes
+ * through reply_malloc/reply_calloc or reply_pb_allocator, so the
+ * allocation-failure tests (TESTPLAN T20) can fail the Nth one. Decoding
+ * runs under a budget: a frame within the cap can still declare millions
+ * of empty repeated elements, each costing a pointer and a struct; above
+ * the budget the decode fails with TOO_LARGE instead of growing.
+ */
+#ifndef ES_REPLY_H
+#define ES_REPLY_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "es.pb-c.h"
+#include "session.h"
+#include "store.h"
+
+/** The allocator for every unpack and its free_unpacked. */
+extern ProtobufCAllocator reply_pb_allocator;
+
+void *reply_malloc(size_t n);
+void *reply_calloc(size_t n, size_t size);
+
+/** @brief Fail the Nth allocation from now on the calling thread (0 = never). */
+void reply_fail_alloc_after(uint64_t n);
+
+/** @brief Start a decode budget of `bytes` on this thread. */
+void reply_budget_begin(size_t bytes);
+/** @brief End it; @return true when an allocation was refused for the budget. */
+bool reply_budget_end(void);
+
+typedef struct bytebuf {
+    uint8_t *p;
+    size_t len, cap;
+} bytebuf;
+
+/** @return false when out of memory (the buffer is unchanged). */
+bool bb_reserve(bytebuf *b, size_t extra);
+void bb_free(bytebuf *b);
+
+/** @brief Pack and send a Response frame (dropped if the session is dead). */
+void reply_send(session *s, Es__V1__Response *r);
+
+/** @brief Send Response{id, <field>: inner} where inner is already encoded. */
+void reply_send_wrapped(session *s, uint64_t id, uint32_t field, const bytebuf *inner);
+
+/** @brief Send an Error response; message NULL = es_strerror(code). */
+void reply_send_error(session *s, uint64_t id, es_err code, const char *message);
+
+/** Accumulates stored records as `repeated RecordedEvent events = 1`. */
+typedef struct page_ctx {
+    bytebuf buf;
+    size_t budget; /* bytes; a page stops before the record that would pass it */
+    bool oom;
+} page_ctx;
+
+/** A store_visit_fn for page_ctx. */
+int page_visit(void *ctx, const store_record *rec);
+
+/** @brief The byte budget of one page under the frame cap. */
+size_t reply_page_budget(const server_config *cfg);
+
+#endif

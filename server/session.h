@@ -1,0 +1,37 @@
+/*
+ * session — one connection's protocol state, shared by the handler (which
+ * owns it) and the subscription registry. The network layer embeds a
+ * session in each connection and supplies the two I/O callbacks.
+ */
+#ifndef ES_SESSION_H
+#define ES_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+
+/** Appends bytes to the connection's output; callers write whole frames. */
+typedef void (*session_send_fn)(void *io, const void *data, size_t len);
+/** Bytes queued in the connection's output and not yet sent. */
+typedef size_t (*session_outlen_fn)(void *io);
+
+struct sub;
+
+typedef struct session {
+    server_ctx *srv;
+    uint64_t conn_id;
+    void *io;
+    session_send_fn send;
+    session_outlen_fn outlen;
+    bool hello_done;
+    bool dead;               /* the transport is gone: replies are dropped */
+    uint32_t in_flight;      /* requests queued for the writer */
+    uint64_t *in_flight_ids; /* max_in_flight entries */
+    uint64_t pending_bytes;  /* frame bytes held by queued requests */
+    struct sub *subs;        /* this connection's subscriptions */
+    uint32_t n_subs;
+} session;
+
+#endif

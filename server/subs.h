@@ -1,0 +1,67 @@
+/*
+ * subs — catch-up subscriptions: history first, then a caught-up marker,
+ * then live events, all read from the log.
+ *
+ * Design notes
+ * ------------
+ * A subscription is a cursor (a position, or a revision for a one-stream
+ * subscription) plus a filter. There is no in-memory copy of new events and
+ * no separate live path: after every commit the registry only *marks* the
+ * subscriptions dirty (Redis's blocked.c habit: writes mark, readers are
+ * served once per loop turn), and a delivery pass reads each dirty
+ * subscription's next batch from LMDB — in a fresh, short read transaction
+ * — and pushes it, if and only if its connection's unsent output is below
+ * the low-water mark (half of max_output_bytes). Catch-up and live are the
+ * same code, so the switch between them can have neither a gap nor a
+ * duplicate; a slow subscriber costs at most one batch of memory beyond
+ * that mark and simply falls behind. One batch per subscription per pass
+ * keeps one busy subscriber from starving the others and the loop.
+ *
+ * The caught-up marker is sent once, the first time a read reaches the head
+ * of the log as it was in that read's transaction.
+ *
+ * Pushes are Responses carrying the id of the Subscribe request: events
+ * (EventsBatch), caught_up (CaughtUp), dropped (SubscriptionDropped, after
+ * which the subscription is gone).
+ */
+#ifndef ES_SUBS_H
+#define ES_SUBS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "es.pb-c.h"
+#include "session.h"
+
+#define SUBS_MAX_PER_SESSION 64u
+#define SUBS_DEFAULT_BATCH 256u
+
+typedef struct subs subs;
+
+/** @return ES_OK; ES_ERR_NO_MEMORY. */
+es_err subs_create(server_ctx *srv, subs **out);
+/** @brief Free the registry; every session must have dropped its subscriptions. */
+void subs_destroy(subs *r);
+
+/** @brief Open a subscription (replies SubscribeOk or an Error itself). */
+void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req);
+/** @brief Close one (replies UnsubscribeOk or SUBSCRIPTION_NOT_FOUND). */
+void subs_unsubscribe(session *s, uint64_t id, uint64_t sub_id);
+/** @brief True when the session has a subscription opened with this id. */
+bool subs_has(const session *s, uint64_t id);
+/** @brief Drop every subscription of a session (connection closing). */
+void subs_drop_session(session *s);
+
+/** @brief New events were committed: mark every subscription dirty. */
+void subs_on_commit(subs *r);
+/** @brief The session's output drained below the low-water mark. */
+void subs_on_writable(session *s);
+
+/**
+ * @brief One delivery pass: at most one batch per dirty subscription whose
+ *        connection has room.
+ * @return true when work remains for another pass.
+ */
+bool subs_deliver(subs *r);
+
+#endif
