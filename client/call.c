@@ -256,6 +256,8 @@ es_err cl_submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_
     if (c->fd < 0) {
         return cl_fail(c, ES_ERR_CLOSED, "not connected");
     }
+    /* The id is part of the encoding: set it before measuring. */
+    req->id = c->next_id + 1;
     size_t size = es__v1__request__get_packed_size(req);
     if (size > c->send_cap) {
         return cl_fail(c, ES_ERR_TOO_LARGE,
@@ -281,7 +283,8 @@ es_err cl_submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_
     if (buf == NULL) {
         return cl_fail(c, ES_ERR_NO_MEMORY, "no memory for a request of %zu bytes", size);
     }
-    req->id = ++c->next_id;
+    /* Waiting above may not send anything, so the id is still free. */
+    c->next_id = req->id;
     frame_write_header(buf, (uint32_t)size);
     es__v1__request__pack(req, buf + FRAME_HEADER_BYTES);
 
