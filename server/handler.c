@@ -755,7 +755,9 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
          * is recovered when the bytes allow it. */
         uint64_t id = 0;
         pbw_find_varint(body, len, 1, &id);
-        if (budget_blown) {
+        if (reply_alloc_failed_take()) {
+            reply_send_error(s, id, ES_ERR_NO_MEMORY, "out of memory decoding the request");
+        } else if (budget_blown) {
             reply_send_error(s, id, ES_ERR_TOO_LARGE,
                                "message decodes to more memory than the server allows");
         } else {

@@ -8,8 +8,6 @@
 
 /* ------------------------------------------------------------ allocation -- */
 
-#define DECODE_BUDGET_FIXED (32u * 1024u * 1024u)
-
 static _Thread_local size_t budget_left;
 static _Thread_local bool budget_on;
 static _Thread_local bool budget_blown;
@@ -22,9 +20,29 @@ void reply_fail_alloc_after(uint64_t n)
     alloc_count = 0;
 }
 
+static _Thread_local bool alloc_failed;
+static _Thread_local uint64_t injected_total;
+
 static bool injected_failure(void)
 {
-    return fail_after && ++alloc_count >= fail_after;
+    if (fail_after && ++alloc_count >= fail_after) {
+        alloc_failed = true;
+        injected_total++;
+        return true;
+    }
+    return false;
+}
+
+uint64_t reply_injected_failures(void)
+{
+    return injected_total;
+}
+
+bool reply_alloc_failed_take(void)
+{
+    bool f = alloc_failed;
+    alloc_failed = false;
+    return f;
 }
 
 void *reply_malloc(size_t n)
@@ -50,7 +68,11 @@ static void *pb_alloc(void *data, size_t size)
         }
         budget_left -= size;
     }
-    return malloc(size ? size : 1);
+    void *p = malloc(size ? size : 1);
+    if (!p) {
+        alloc_failed = true;
+    }
+    return p;
 }
 
 static void pb_free(void *data, void *p)

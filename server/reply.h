@@ -35,6 +35,13 @@ void *reply_calloc(size_t n, size_t size);
 /** @brief Fail the Nth allocation from now on the calling thread (0 = never). */
 void reply_fail_alloc_after(uint64_t n);
 
+/** @brief How many allocations were failed by injection on this thread, ever. */
+uint64_t reply_injected_failures(void);
+
+/** @brief True when an allocation failed (injected or real) since the last
+ *  call; clears the flag. */
+bool reply_alloc_failed_take(void);
+
 /** @brief Start a decode budget of `bytes` on this thread. */
 void reply_budget_begin(size_t bytes);
 /** @brief End it; @return true when an allocation was refused for the budget. */

@@ -10,7 +10,9 @@
  * returning (MDB_NOTLS, so any thread may read, and nothing is held across a
  * return to the event loop). No MDB_WRITEMAP: with it a full disk is a
  * SIGBUS instead of an error. `sync = false` sets MDB_NOSYNC, and every
- * acknowledgement says so (store_request.synced).
+ * acknowledgement says so (store_request.synced). A directory refused as
+ * INCOMPATIBLE_STORE is left as it was found: a lock.mdb that the failed
+ * open created is removed again.
  *
  * Key layout (all integers in keys are big-endian so that memcmp order is
  * numeric order; values are little-endian):
@@ -47,6 +49,7 @@
  *               its ids forever, not for a time window.
  *
  *   categories  category bytes | 0x00 | position u64 BE -> (empty)
+ *               (the category of "-x" is empty: its key starts with 0x00)
  *   types       event type bytes | 0x00 | position u64 BE -> (empty)
  *               Names never contain NUL (validate.h), so the 0x00 separator
  *               makes "acc" and "account" distinct ranges; filtered reads
@@ -319,6 +322,19 @@ static es_err check_directory(const char *path, bool read_only, char *msg, size_
         set_msg(msg, msg_len, "%s: %s", path, "no esd store here");
         return ES_ERR_NOT_FOUND;
     }
+    if (has_data) {
+        /* LMDB would take an empty data.mdb for a new environment: a store
+         * truncated to nothing would come back empty, with a new store id,
+         * and hand out positions from 1 again. */
+        char data_path[4096];
+        int n = snprintf(data_path, sizeof data_path, "%s/data.mdb", path);
+        if (n > 0 && (size_t)n < sizeof data_path && stat(data_path, &st) == 0 &&
+            st.st_size == 0) {
+            set_msg(msg, msg_len, "%s: %s", path,
+                    "data.mdb is empty (truncated?); refusing to create a new store over it");
+            return ES_ERR_INCOMPATIBLE_STORE;
+        }
+    }
     return ES_OK;
 }
 
@@ -426,6 +442,33 @@ static uint64_t last_position(MDB_txn *txn, MDB_dbi events)
     return head;
 }
 
+/*
+ * A data file shorter than the pages its meta page says are in use (a
+ * truncated copy, a disk that lost the tail) would be a SIGBUS at the first
+ * read of a missing page: refuse it before any read. The meta page is read
+ * first, the file size after it, so a writer growing the file meanwhile
+ * cannot make a sound file look short.
+ */
+static es_err check_file_size(MDB_env *env, const char *path, char *msg, size_t msg_len)
+{
+    MDB_envinfo info;
+    MDB_stat est;
+    int fd;
+    struct stat st;
+    if (mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &est) != 0 ||
+        mdb_env_get_fd(env, &fd) != 0 || fstat(fd, &st) != 0) {
+        set_msg(msg, msg_len, "%s: %s", path, "cannot read the size of the data file");
+        return ES_ERR_IO;
+    }
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
+    if ((uint64_t)st.st_size < need) {
+        set_msg(msg, msg_len, "%s: data file is %llu bytes, its pages need %llu: truncated", path,
+                (unsigned long long)st.st_size, (unsigned long long)need);
+        return ES_ERR_CORRUPT;
+    }
+    return ES_OK;
+}
+
 es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_len)
 {
     *out = NULL;
@@ -461,6 +504,13 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     if (opts->max_readers) {
         mdb_env_set_maxreaders(s->env, opts->max_readers);
     }
+    /* LMDB creates lock.mdb on open, also when it then refuses the data
+     * file: remember whether it was there, so that a refused directory is
+     * left as it was found. */
+    char lock_path[4096];
+    int lp_len = snprintf(lock_path, sizeof lock_path, "%s/lock.mdb", opts->path);
+    bool lock_created = lp_len > 0 && (size_t)lp_len < sizeof lock_path &&
+                        access(lock_path, F_OK) != 0 && errno == ENOENT;
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
     if (opts->read_only) {
         flags |= MDB_RDONLY;
@@ -471,6 +521,10 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     if (rc) {
         rv = map_err(rc);
         set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path, mdb_strerror(rc));
+        goto out_close_env;
+    }
+    rv = check_file_size(s->env, opts->path, msg, msg_len);
+    if (rv != ES_OK) {
         goto out_close_env;
     }
     int dead = 0;
@@ -538,6 +592,9 @@ out_abort_txn:
     mdb_txn_abort(txn);
 out_close_env:
     mdb_env_close(s->env);
+    if (rv == ES_ERR_INCOMPATIBLE_STORE && lock_created) {
+        unlink(lock_path); /* ours: nothing else can have used a foreign dir */
+    }
     free(s);
     return rv;
 }
@@ -1620,8 +1677,8 @@ static void defect(check_ctx *c, uint64_t pos, const char *what, uint64_t a, uin
 static bool index_has(MDB_txn *txn, MDB_dbi dbi, const uint8_t *name, size_t len, uint64_t pos)
 {
     uint8_t key[ES_MAX_NAME_BYTES + 9];
-    if (len == 0 || len > ES_MAX_NAME_BYTES) {
-        return false;
+    if (len > ES_MAX_NAME_BYTES) {
+        return false; /* len 0 is the empty category of "-x" */
     }
     MDB_val k = {name_pos_key(key, name, len, pos), key};
     MDB_val v;

@@ -150,7 +150,9 @@ void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req)
                          "name must be 1..256 bytes of UTF-8 without control characters");
         return;
     }
-    memcpy(tmp.name, name, name_len);
+    if (name_len) {
+        memcpy(tmp.name, name, name_len); /* name is NULL when empty */
+    }
     tmp.name_len = name_len;
     tmp.batch = req->batch_size == 0 ? SUBS_DEFAULT_BATCH : req->batch_size;
     if (tmp.batch > cfg->max_page) {

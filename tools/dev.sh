@@ -17,6 +17,10 @@
 #       failure; skipped tests count as neither. The long suite is not run
 #       (meson test -C build --suite long).
 #
+#   tools/dev.sh fuzz [SECONDS]
+#       Only the fuzz pass (also part of test): libFuzzer + ASan + UBSan
+#       targets in ./build-fuzz, SECONDS each (default 60).
+#
 #   tools/dev.sh --help
 #
 # Packages are checked with dpkg-query and installed with apt-get (through
@@ -31,7 +35,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 suites_wanted=(unit integration)
 
 usage() {
-    sed -n '2,23s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 say() {
@@ -180,6 +184,43 @@ run_pass() {
     fi
 }
 
+# Fuzz pass (TESTPLAN T12): a clang build with libFuzzer + ASan + UBSan;
+# every target runs FUZZ_SECONDS (default 60) from its seed corpus. A
+# crash, sanitizer report or leak fails the target; its reproducer is kept
+# in build-fuzz/artifacts/.
+run_fuzz() {
+    local secs="${FUZZ_SECONDS:-60}" dir="$root/build-fuzz"
+    say "[fuzz] configure build-fuzz (clang, libFuzzer, ASan+UBSan)"
+    if [ ! -f "$dir/meson-private/coredata.dat" ]; then
+        if ! CC=clang CFLAGS=-fsanitize=fuzzer-no-link meson setup "$dir" "$root" -Dfuzz=true \
+            -Db_sanitize=address,undefined -Db_lundef=false; then
+            note_failure "fuzz: meson setup"
+            return 0
+        fi
+    fi
+    if ! ninja -C "$dir" tests/fuzz/fuzz_request tests/fuzz/fuzz_stream; then
+        note_failure "fuzz: build"
+        return 0
+    fi
+    mkdir -p "$dir/artifacts"
+    local t corpus work
+    for t in request stream; do
+        work="$(mktemp -d)"
+        say "[fuzz] fuzz_$t for ${secs}s"
+        if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            "$dir/tests/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+            -artifact_prefix="$dir/artifacts/$t-" -print_final_stats=1 \
+            "$work" "$root/tests/fuzz/corpus/$t" 2>"$dir/fuzz_$t.log"; then
+            passed=$((passed + 1))
+            grep -E '^stat::number_of_executed_units' "$dir/fuzz_$t.log" || true
+        else
+            tail -40 "$dir/fuzz_$t.log"
+            note_failure "fuzz: fuzz_$t (see build-fuzz/fuzz_$t.log and build-fuzz/artifacts)"
+        fi
+        rm -rf "$work"
+    done
+}
+
 cmd_test() {
     install_deps
 
@@ -195,6 +236,8 @@ cmd_test() {
     run_pass sanitizers build-asan "ASAN_OPTIONS=$asan" "UBSAN_OPTIONS=$ubsan" -- \
         -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false -- \
         --timeout-multiplier 3
+
+    run_fuzz
 
     if [ ${#failures[@]} -gt 0 ]; then
         say "failures:"
@@ -233,6 +276,14 @@ test)
         exit 2
     fi
     cmd_test
+    ;;
+fuzz)
+    shift
+    FUZZ_SECONDS="${1:-${FUZZ_SECONDS:-60}}"
+    install_deps
+    run_fuzz
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
     ;;
 -h | --help | help)
     usage
