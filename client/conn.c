@@ -97,8 +97,7 @@ es_err conn_open(es_client *c, uint64_t deadline_us)
     }
     freeaddrinfo(res);
     if (rv != ES_OK) {
-        return cl_fail(c, ES_ERR_CONNECTION, "connect to %s: %s", c->address,
-                       strerror(err ? err : ETIMEDOUT));
+        return cl_fail(c, ES_ERR_CONNECTION, "%s", strerror(err ? err : ETIMEDOUT));
     }
     memset(c->notice, 0, sizeof(c->notice));
     return ES_OK;

@@ -1,0 +1,1021 @@
+/*
+ * esctl — inspect and drive an esd event store from the shell.
+ *
+ *   esctl [-s HOST:PORT] [--json] COMMAND [ARGS] [OPTIONS]
+ *
+ * Commands talking to esd (through libesclient): ping, stats, append,
+ * read, read-all, streams, info. Offline commands on a data directory
+ * (through the store library, read-only): db stat, db check, db backup.
+ *
+ * Design notes: global options are accepted before and after the command.
+ * The server address comes from -s, else $ES_SERVER, else
+ * ES_DEFAULT_ADDRESS. Credentials come from --user/$ES_USER and $ES_TOKEN:
+ * the token is never taken from the command line, where `ps` would show
+ * it. The connection is made explicitly first, so that "cannot connect"
+ * (exit 3) is told apart from a failed operation (exit 1).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "esctl.h"
+
+#define MAX_INPUT_BYTES (64u * 1024u * 1024u)
+
+enum {
+    OPT_JSON = 0x100,
+    OPT_USER,
+    OPT_TIMEOUT,
+    OPT_EXPECTED,
+    OPT_ID,
+    OPT_METADATA,
+    OPT_CONTENT_TYPE,
+    OPT_FROM,
+    OPT_BACKWARD,
+    OPT_LIMIT,
+    OPT_AFTER,
+    OPT_CATEGORY,
+    OPT_TYPE,
+    OPT_PREFIX,
+};
+
+#define GLOBAL_LONGOPTS                                                                            \
+    {"server", required_argument, NULL, 's'}, {"json", no_argument, NULL, OPT_JSON},               \
+        {"user", required_argument, NULL, OPT_USER},                                               \
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},                                         \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+
+static const char *user_name;
+
+static const char GLOBAL_HELP[] =
+    "Global options (before or after the command):\n"
+    "  -s, --server HOST:PORT  the server (default $ES_SERVER, else " ES_DEFAULT_ADDRESS ")\n"
+    "      --json              one JSON object per line\n"
+    "      --user NAME         user for the handshake (default $ES_USER; token from $ES_TOKEN)\n"
+    "      --timeout MS        request timeout in milliseconds (default 30000)\n"
+    "  -h, --help              this help\n";
+
+static void usage_main(FILE *f)
+{
+    fprintf(f,
+            "usage: esctl [-s HOST:PORT] [--json] COMMAND [ARGS] [OPTIONS]\n"
+            "\n"
+            "Commands:\n"
+            "  ping                          round trip to the server\n"
+            "  stats                         server statistics\n"
+            "  append STREAM TYPE DATA       append one event (DATA: JSON text, @FILE or -)\n"
+            "  read STREAM                   events of a stream\n"
+            "  read-all                      events of the global log\n"
+            "  streams                       list streams\n"
+            "  info STREAM                   a stream's record\n"
+            "  db stat DIR                   offline: statistics of a data directory\n"
+            "  db check DIR                  offline: verify a data directory\n"
+            "  db backup DIR DEST            offline: consistent compacted copy\n"
+            "  help [COMMAND]                help on a command\n"
+            "\n"
+            "%s"
+            "\n"
+            "Exit status: 0 ok, 1 the operation failed, 2 usage error, 3 cannot connect.\n",
+            GLOBAL_HELP);
+}
+
+/* ------------------------------------------------------------- helpers -- */
+
+bool parse_u64(const char *s, uint64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9') {
+        return false;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* A global option met while parsing a command's options. @return true
+ * when it was one (and handled). */
+static bool global_opt(esctl *x, int opt, const char *arg, int *rc)
+{
+    uint64_t v;
+    switch (opt) {
+    case 's':
+        x->server = arg;
+        return true;
+    case OPT_JSON:
+        x->json = true;
+        return true;
+    case OPT_USER:
+        user_name = arg;
+        return true;
+    case OPT_TIMEOUT:
+        if (!parse_u64(arg, &v) || v == 0 || v > UINT32_MAX) {
+            fprintf(stderr, "esctl: --timeout wants milliseconds > 0\n");
+            *rc = EXIT_USAGE;
+        } else {
+            x->timeout_ms = (uint32_t)v;
+        }
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A usage error: the message, then ": arg" when arg is set. */
+static int usage_error(const char *usage, const char *msg, const char *arg)
+{
+    if (arg != NULL) {
+        fprintf(stderr, "esctl: %s: %s\n", msg, arg);
+    } else {
+        fprintf(stderr, "esctl: %s\n", msg);
+    }
+    fprintf(stderr, "usage: %s\n(esctl --help for more)\n", usage);
+    return EXIT_USAGE;
+}
+
+static int help(const char *usage, const char *details)
+{
+    printf("usage: %s\n\n%s\n%s", usage, details, GLOBAL_HELP);
+    return EXIT_OK;
+}
+
+/* Connect (exit 3 on failure). */
+static int open_client(const esctl *x, es_client **out)
+{
+    es_client_options o;
+    es_client_options_init(&o);
+    o.address = x->server;
+    o.client_name = "esctl";
+    o.user = user_name ? user_name : getenv("ES_USER");
+    const char *tok = getenv("ES_TOKEN");
+    if (tok != NULL) {
+        o.token = (const uint8_t *)tok;
+        o.token_len = strlen(tok);
+    }
+    o.connect_timeout_ms = 3000;
+    o.request_timeout_ms = x->timeout_ms ? x->timeout_ms : 30000;
+    o.reconnect_attempts = 2;
+    o.breaker_threshold = 0;
+    es_client *c = NULL;
+    es_err rv = es_client_create(&o, &c);
+    if (rv != ES_OK) {
+        fprintf(stderr, "esctl: bad server address \"%s\": %s\n", x->server, es_strerror(rv));
+        return rv == ES_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILED;
+    }
+    rv = es_client_connect(c);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "connect");
+        es_client_destroy(c);
+        return EXIT_CONNECT;
+    }
+    *out = c;
+    return EXIT_OK;
+}
+
+/* Parse options shared by every command: returns -1 to go on, or an exit
+ * code. `handle` deals with the command's own options. */
+typedef int (*opt_handler)(void *ctx, int opt, const char *arg);
+
+static int parse_opts(esctl *x, int argc, char **argv, const struct option *longopts,
+                      opt_handler handle, void *ctx, const char *usage, const char *details)
+{
+    optind = 0;
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+s:h", longopts, NULL)) != -1) {
+        int rc = -1;
+        if (opt == 'h') {
+            return help(usage, details);
+        }
+        if (opt == '?' || opt == ':') {
+            return usage_error(usage, "bad option or missing value", argv[optind - 1]);
+        }
+        if (global_opt(x, opt, optarg, &rc)) {
+            if (rc >= 0) {
+                return rc;
+            }
+            continue;
+        }
+        rc = handle ? handle(ctx, opt, optarg) : EXIT_USAGE;
+        if (rc == EXIT_USAGE) {
+            const char *name = "?";
+            for (const struct option *o = longopts; o->name != NULL; o++) {
+                if (o->val == opt) {
+                    name = o->name;
+                }
+            }
+            char msg[64];
+            snprintf(msg, sizeof(msg), "bad value for --%s", name);
+            return usage_error(usage, msg, optarg);
+        }
+        if (rc >= 0) {
+            return rc;
+        }
+    }
+    return -1;
+}
+
+/* Options may follow positional arguments: collect the positionals after
+ * option parsing (getopt_long with "+" stops at the first one, so parse in
+ * rounds). */
+static int parse_cmd(esctl *x, int argc, char **argv, const struct option *longopts,
+                     opt_handler handle, void *ctx, const char *usage, const char *details,
+                     char **pos, int npos_min, int npos_max, int *npos)
+{
+    *npos = 0;
+    int i = 1;
+    while (i < argc) {
+        /* Parse the options from argv[i - 1] on (argv[i - 1] plays argv[0]). */
+        int rc =
+            parse_opts(x, argc - (i - 1), argv + (i - 1), longopts, handle, ctx, usage, details);
+        if (rc >= 0) {
+            return rc;
+        }
+        i += optind - 1;
+        if (i >= argc) {
+            break;
+        }
+        if (*npos >= npos_max) {
+            return usage_error(usage, "unexpected argument", argv[i]);
+        }
+        pos[(*npos)++] = argv[i];
+        i++;
+    }
+    if (*npos < npos_min) {
+        return usage_error(usage, "missing argument", NULL);
+    }
+    return -1;
+}
+
+static int no_opts(void *ctx, int opt, const char *arg)
+{
+    return EXIT_USAGE;
+}
+
+/* ---------------------------------------------------------------- ping -- */
+
+static int cmd_ping(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
+    const char *usage = "esctl ping";
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, no_opts, NULL, usage,
+                       "Round trip to the server; prints the time and what the server announced.\n",
+                       NULL, 0, 0, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    uint64_t rtt = 0;
+    es_err rv = es_client_ping(c, &rtt);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "ping");
+        es_client_destroy(c);
+        return EXIT_FAILED;
+    }
+    es_server_info info;
+    es_client_server_info(c, &info);
+    json_t *o = json_object();
+    json_object_set_new(o, "server", json_string(x->server));
+    json_object_set_new(o, "rtt_us", json_integer((json_int_t)rtt));
+    json_object_set_new(o, "server_version", json_string(info.server_version));
+    json_object_set_new(o, "protocol_version", json_integer(info.protocol_version));
+    if (info.role[0] != '\0') {
+        json_object_set_new(o, "role", json_string(info.role));
+    }
+    json_object_set_new(o, "sync_mode",
+                        json_string(info.sync_mode == ES_SYNC_NONE ? "none" : "full"));
+    if (info.store_id_len == ES_UUID_BYTES) {
+        char id[ES_UUID_STRLEN + 1];
+        es_uuid_format(info.store_id, id);
+        json_object_set_new(o, "store_id", json_string(id));
+    }
+    json_t *lim = json_object();
+    json_object_set_new(lim, "max_frame_bytes", json_integer(info.limits.max_frame_bytes));
+    json_object_set_new(lim, "max_events_per_append",
+                        json_integer(info.limits.max_events_per_append));
+    json_object_set_new(lim, "max_event_bytes", json_integer(info.limits.max_event_bytes));
+    json_object_set_new(lim, "max_page_size", json_integer(info.limits.max_page_size));
+    json_object_set_new(lim, "max_in_flight", json_integer(info.limits.max_in_flight));
+    json_object_set_new(lim, "max_appends_per_transaction",
+                        json_integer(info.limits.max_appends_per_transaction));
+    json_object_set_new(o, "limits", lim);
+    out_object(x, o);
+    es_client_destroy(c);
+    return EXIT_OK;
+}
+
+/* --------------------------------------------------------------- stats -- */
+
+static int cmd_stats(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
+    const char *usage = "esctl stats";
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, no_opts, NULL, usage,
+                       "The server's statistics: the store, its map, commits and appends.\n", NULL,
+                       0, 0, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    es_stats st;
+    es_err rv = es_stats_get(c, &st);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "stats");
+        es_client_destroy(c);
+        return EXIT_FAILED;
+    }
+    char id[ES_UUID_STRLEN + 1];
+    es_uuid_format(st.store_id, id);
+    json_t *o = json_object();
+    json_object_set_new(o, "store_id", json_string(id));
+    json_object_set_new(o, "head_position", json_integer((json_int_t)st.head_position));
+    json_object_set_new(o, "stream_count", json_integer((json_int_t)st.stream_count));
+    json_object_set_new(o, "event_count", json_integer((json_int_t)st.event_count));
+    json_object_set_new(o, "map_size", json_integer((json_int_t)st.map_size));
+    json_object_set_new(o, "map_used", json_integer((json_int_t)st.map_used));
+    json_object_set_new(o, "readers_used", json_integer(st.readers_used));
+    json_object_set_new(o, "readers_max", json_integer(st.readers_max));
+    json_object_set_new(o, "uptime_us", json_integer((json_int_t)st.uptime_us));
+    json_object_set_new(o, "connections", json_integer(st.connections));
+    json_object_set_new(o, "subscriptions", json_integer(st.subscriptions));
+    json_object_set_new(o, "commits", json_integer((json_int_t)st.commits));
+    json_object_set_new(o, "appends_ok", json_integer((json_int_t)st.appends_ok));
+    json_object_set_new(o, "appends_failed", json_integer((json_int_t)st.appends_failed));
+    json_object_set_new(o, "events_appended", json_integer((json_int_t)st.events_appended));
+    json_object_set_new(o, "sync_mode",
+                        json_string(st.sync_mode == ES_SYNC_NONE ? "none" : "full"));
+    json_object_set_new(o, "mean_commit_batch", json_real(st.mean_commit_batch));
+    json_object_set_new(o, "max_commit_batch", json_integer(st.max_commit_batch));
+    out_object(x, o);
+    es_client_destroy(c);
+    return EXIT_OK;
+}
+
+/* -------------------------------------------------------------- append -- */
+
+typedef struct append_opts {
+    es_expected expected;
+    bool has_id;
+    uint8_t id[ES_UUID_BYTES];
+    const char *metadata;
+    const char *content_type;
+} append_opts;
+
+static int append_opt(void *ctx, int opt, const char *arg)
+{
+    append_opts *a = ctx;
+    switch (opt) {
+    case OPT_EXPECTED:
+        if (strcmp(arg, "any") == 0) {
+            a->expected = (es_expected){ES_EXPECT_ANY, 0};
+        } else if (strcmp(arg, "no-stream") == 0) {
+            a->expected = (es_expected){ES_EXPECT_NO_STREAM, 0};
+        } else if (strcmp(arg, "exists") == 0) {
+            a->expected = (es_expected){ES_EXPECT_STREAM_EXISTS, 0};
+        } else {
+            uint64_t n;
+            if (!parse_u64(arg, &n)) {
+                return EXIT_USAGE;
+            }
+            a->expected = (es_expected){ES_EXPECT_EXACT, n};
+        }
+        return -1;
+    case OPT_ID:
+        if (es_uuid_parse(arg, a->id) != ES_OK) {
+            return EXIT_USAGE;
+        }
+        a->has_id = true;
+        return -1;
+    case OPT_METADATA:
+        a->metadata = arg;
+        return -1;
+    case OPT_CONTENT_TYPE:
+        a->content_type = arg;
+        return -1;
+    default:
+        return EXIT_USAGE;
+    }
+}
+
+/* Read all of a stream (file or stdin), at most MAX_INPUT_BYTES. */
+static int read_input(FILE *f, const char *name, uint8_t **out, size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL) {
+        fprintf(stderr, "esctl: out of memory\n");
+        return EXIT_FAILED;
+    }
+    for (;;) {
+        if (n == cap) {
+            if (cap >= MAX_INPUT_BYTES) {
+                free(buf);
+                fprintf(stderr, "esctl: %s: more than %u bytes\n", name, MAX_INPUT_BYTES);
+                return EXIT_FAILED;
+            }
+            uint8_t *nb = realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                fprintf(stderr, "esctl: out of memory\n");
+                return EXIT_FAILED;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) {
+                int e = errno;
+                free(buf);
+                fprintf(stderr, "esctl: %s: %s\n", name, strerror(e));
+                return EXIT_FAILED;
+            }
+            break;
+        }
+    }
+    *out = buf;
+    *len = n;
+    return EXIT_OK;
+}
+
+static bool is_json(const uint8_t *p, size_t len)
+{
+    json_error_t err;
+    json_t *v = json_loadb((const char *)p, len, JSON_DECODE_ANY, &err);
+    json_decref(v);
+    return v != NULL;
+}
+
+static int cmd_append(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {GLOBAL_LONGOPTS,
+                                       {"expected", required_argument, NULL, OPT_EXPECTED},
+                                       {"id", required_argument, NULL, OPT_ID},
+                                       {"metadata", required_argument, NULL, OPT_METADATA},
+                                       {"content-type", required_argument, NULL, OPT_CONTENT_TYPE},
+                                       {NULL, 0, NULL, 0}};
+    const char *usage = "esctl append STREAM TYPE DATA [--expected any|no-stream|exists|N] "
+                        "[--id UUID] [--metadata JSON] [--content-type CT]";
+    const char *details =
+        "Append one event to STREAM and print its revision and position.\n"
+        "\n"
+        "  DATA                  JSON text; @FILE for the bytes of a file; - for stdin\n"
+        "  --expected E          any (default), no-stream, exists, or the stream's last\n"
+        "                        revision N; a mismatch fails with both revisions (exit 1)\n"
+        "  --id UUID             the event id (default: a random UUIDv4); repeating an\n"
+        "                        append with the same id is idempotent\n"
+        "  --metadata JSON       event metadata (JSON text)\n"
+        "  --content-type CT     default application/json when DATA is JSON, else\n"
+        "                        application/octet-stream\n";
+    append_opts ao;
+    memset(&ao, 0, sizeof(ao));
+    char *pos[3];
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, append_opt, &ao, usage, details, pos, 3, 3, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    const char *stream = pos[0], *type = pos[1], *data_arg = pos[2];
+
+    uint8_t *data = NULL;
+    size_t data_len = 0;
+    bool owned = false;
+    if (strcmp(data_arg, "-") == 0) {
+        if ((rc = read_input(stdin, "stdin", &data, &data_len)) != EXIT_OK) {
+            return rc;
+        }
+        owned = true;
+    } else if (data_arg[0] == '@') {
+        FILE *f = fopen(data_arg + 1, "rb");
+        if (f == NULL) {
+            fprintf(stderr, "esctl: %s: %s\n", data_arg + 1, strerror(errno));
+            return EXIT_FAILED;
+        }
+        rc = read_input(f, data_arg + 1, &data, &data_len);
+        fclose(f);
+        if (rc != EXIT_OK) {
+            return rc;
+        }
+        owned = true;
+    } else {
+        data = (uint8_t *)data_arg;
+        data_len = strlen(data_arg);
+        if (!is_json(data, data_len)) {
+            return usage_error(usage, "DATA is not valid JSON (use @FILE or - for other bytes)",
+                               NULL);
+        }
+    }
+    if (ao.metadata != NULL && !is_json((const uint8_t *)ao.metadata, strlen(ao.metadata))) {
+        if (owned) {
+            free(data);
+        }
+        return usage_error(usage, "--metadata is not valid JSON", NULL);
+    }
+
+    es_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = type;
+    ev.data = data;
+    ev.data_len = data_len;
+    ev.metadata = ao.metadata;
+    ev.metadata_len = ao.metadata ? strlen(ao.metadata) : 0;
+    ev.content_type = ao.content_type           ? ao.content_type
+                      : is_json(data, data_len) ? "application/json"
+                                                : "application/octet-stream";
+    if (ao.has_id) {
+        memcpy(ev.id, ao.id, ES_UUID_BYTES);
+        ev.has_id = true;
+    }
+
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        if (owned) {
+            free(data);
+        }
+        return rc;
+    }
+    es_append_result res;
+    es_err rv = es_stream_append(c, stream, ao.expected, &ev, 1, &res);
+    if (owned) {
+        free(data);
+    }
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "append");
+        es_client_destroy(c);
+        return rv == ES_ERR_INVALID_STREAM_ID || rv == ES_ERR_INVALID_EVENT_TYPE ||
+                       rv == ES_ERR_RESERVED_STREAM
+                   ? EXIT_USAGE
+                   : EXIT_FAILED;
+    }
+    char id[ES_UUID_STRLEN + 1];
+    es_uuid_format(ev.id, id);
+    if (x->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "stream", json_string(stream));
+        json_object_set_new(o, "revision", json_integer((json_int_t)res.first_revision));
+        json_object_set_new(o, "position", json_integer((json_int_t)res.first_position));
+        json_object_set_new(o, "id", json_string(id));
+        json_object_set_new(o, "duplicate", json_boolean(res.duplicate));
+        json_object_set_new(o, "synced", json_boolean(res.synced));
+        out_json_line(o);
+    } else {
+        printf("appended to %s: revision %llu, position %llu, id %s%s%s\n", stream,
+               (unsigned long long)res.first_revision, (unsigned long long)res.first_position, id,
+               res.duplicate ? " (duplicate: already stored)" : "",
+               res.synced ? "" : " (not synced to disk)");
+    }
+    es_client_destroy(c);
+    return EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- read -- */
+
+typedef struct read_opts {
+    es_read_options ro;
+    bool has_from;
+    uint64_t after;
+    bool has_after;
+    int filters;
+} read_opts;
+
+static int read_opt(void *ctx, int opt, const char *arg)
+{
+    read_opts *r = ctx;
+    uint64_t v;
+    switch (opt) {
+    case OPT_FROM:
+        if (!parse_u64(arg, &v)) {
+            return EXIT_USAGE;
+        }
+        r->ro.from = v;
+        r->has_from = true;
+        return -1;
+    case OPT_AFTER:
+        if (!parse_u64(arg, &v)) {
+            return EXIT_USAGE;
+        }
+        r->after = v;
+        r->has_after = true;
+        return -1;
+    case OPT_BACKWARD:
+        r->ro.backward = true;
+        return -1;
+    case OPT_LIMIT:
+        if (!parse_u64(arg, &v) || v == 0) {
+            return EXIT_USAGE;
+        }
+        r->ro.max_count = v;
+        return -1;
+    case OPT_CATEGORY:
+        r->ro.filter = ES_FILTER_CATEGORY;
+        r->ro.filter_name = arg;
+        r->filters++;
+        return -1;
+    case OPT_TYPE:
+        r->ro.filter = ES_FILTER_EVENT_TYPE;
+        r->ro.filter_name = arg;
+        r->filters++;
+        return -1;
+    case OPT_PREFIX:
+        r->ro.filter = ES_FILTER_STREAM_PREFIX;
+        r->ro.filter_name = arg;
+        r->filters++;
+        return -1;
+    default:
+        return EXIT_USAGE;
+    }
+}
+
+static int print_events(esctl *x, es_client *c, es_read_iter *it, bool all)
+{
+    static const char *const h_stream[] = {"REVISION", "POSITION", "RECORDED AT", "TYPE", "DATA"};
+    static const char *const h_all[] = {"POSITION",    "STREAM", "REVISION",
+                                        "RECORDED AT", "TYPE",   "DATA"};
+    out_table *t = NULL;
+    if (!x->json) {
+        t = all ? out_table_create(h_all, 6) : out_table_create(h_stream, 5);
+        if (t == NULL) {
+            fprintf(stderr, "esctl: out of memory\n");
+            return EXIT_FAILED;
+        }
+    }
+    int rc = EXIT_OK;
+    uint64_t n = 0;
+    for (;;) {
+        const es_recorded_event *ev = NULL;
+        es_err rv = es_read_next(it, &ev);
+        if (rv != ES_OK) {
+            out_table_finish(t);
+            t = NULL;
+            out_error(x, c, rv, rv == ES_ERR_NOT_FOUND ? "read: no such stream" : "read");
+            rc = EXIT_FAILED;
+            break;
+        }
+        if (ev == NULL) {
+            break;
+        }
+        n++;
+        if (x->json) {
+            out_json_line(out_event_json(ev));
+            continue;
+        }
+        char rev[24], pos[24], when[40];
+        snprintf(rev, sizeof(rev), "%llu", (unsigned long long)ev->revision);
+        snprintf(pos, sizeof(pos), "%llu", (unsigned long long)ev->position);
+        out_time(ev->recorded_at_us, when, sizeof(when));
+        char *data = out_bytes_text(ev->data, ev->data_len);
+        if (all) {
+            const char *cells[6] = {pos, ev->stream, rev, when, ev->type, data};
+            out_table_row(t, cells);
+        } else {
+            const char *cells[5] = {rev, pos, when, ev->type, data};
+            out_table_row(t, cells);
+        }
+        free(data);
+    }
+    out_table_finish(t);
+    if (rc == EXIT_OK && n == 0 && !x->json) {
+        fprintf(stderr, "(no events)\n");
+    }
+    return rc;
+}
+
+static int cmd_read(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {GLOBAL_LONGOPTS,
+                                       {"from", required_argument, NULL, OPT_FROM},
+                                       {"backward", no_argument, NULL, OPT_BACKWARD},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {NULL, 0, NULL, 0}};
+    const char *usage = "esctl read STREAM [--from N] [--backward] [--limit N]";
+    const char *details = "Print the events of STREAM in revision order.\n"
+                          "\n"
+                          "  --from N      first revision (default 0; with --backward, the last)\n"
+                          "  --backward    newest first\n"
+                          "  --limit N     at most N events (default all)\n";
+    read_opts r;
+    memset(&r, 0, sizeof(r));
+    char *pos[1];
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, read_opt, &r, usage, details, pos, 1, 1, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    if (r.ro.backward && !r.has_from) {
+        r.ro.from = ES_READ_END;
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    es_read_iter *it = NULL;
+    es_err rv = es_read_stream(c, pos[0], &r.ro, &it);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "read");
+        es_client_destroy(c);
+        return EXIT_USAGE;
+    }
+    rc = print_events(x, c, it, false);
+    es_read_destroy(it);
+    es_client_destroy(c);
+    return rc;
+}
+
+static int cmd_read_all(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {GLOBAL_LONGOPTS,
+                                       {"after", required_argument, NULL, OPT_AFTER},
+                                       {"backward", no_argument, NULL, OPT_BACKWARD},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {"category", required_argument, NULL, OPT_CATEGORY},
+                                       {"type", required_argument, NULL, OPT_TYPE},
+                                       {"prefix", required_argument, NULL, OPT_PREFIX},
+                                       {NULL, 0, NULL, 0}};
+    const char *usage = "esctl read-all [--after POS] [--backward] [--limit N] "
+                        "[--category C | --type T | --prefix P]";
+    const char *details =
+        "Print the events of the global log in position order.\n"
+        "\n"
+        "  --after POS     start after this position (default 0: from the first event);\n"
+        "                  with --backward, start before it (default: from the last)\n"
+        "  --backward      newest first\n"
+        "  --limit N       at most N events (default all)\n"
+        "  --category C    only streams \"C-...\"\n"
+        "  --type T        only events of type T\n"
+        "  --prefix P      only streams whose id starts with P\n";
+    read_opts r;
+    memset(&r, 0, sizeof(r));
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, read_opt, &r, usage, details, NULL, 0, 0, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    if (r.filters > 1) {
+        return usage_error(usage, "at most one of --category, --type, --prefix", NULL);
+    }
+    if (r.ro.backward) {
+        if (r.has_after && r.after == 0) {
+            return usage_error(usage, "nothing lies before position 0", NULL);
+        }
+        r.ro.from = r.has_after ? r.after - 1 : ES_READ_END;
+        if (r.has_after && r.after == 1) {
+            return EXIT_OK; /* nothing before the first event */
+        }
+    } else {
+        if (r.has_after && r.after == UINT64_MAX) {
+            return EXIT_OK;
+        }
+        r.ro.from = r.has_after ? r.after + 1 : 0;
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    es_read_iter *it = NULL;
+    es_err rv = es_read_all(c, &r.ro, &it);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "read-all");
+        es_client_destroy(c);
+        return EXIT_USAGE;
+    }
+    rc = print_events(x, c, it, true);
+    es_read_destroy(it);
+    es_client_destroy(c);
+    return rc;
+}
+
+/* ------------------------------------------------------- streams, info -- */
+
+static json_t *stream_json(const es_stream_info *si)
+{
+    char t[40];
+    json_t *o = json_object();
+    json_object_set_new(o, "stream", json_string(si->stream));
+    json_object_set_new(o, "last_revision", json_integer((json_int_t)si->last_revision));
+    json_object_set_new(o, "event_count", json_integer((json_int_t)si->event_count));
+    json_object_set_new(o, "first_position", json_integer((json_int_t)si->first_position));
+    json_object_set_new(o, "last_position", json_integer((json_int_t)si->last_position));
+    out_time(si->created_us, t, sizeof(t));
+    json_object_set_new(o, "created_at", json_string(t));
+    out_time(si->updated_us, t, sizeof(t));
+    json_object_set_new(o, "updated_at", json_string(t));
+    return o;
+}
+
+typedef struct list_ctx {
+    const esctl *x;
+    out_table *t;
+    uint64_t n;
+} list_ctx;
+
+static int visit_stream(void *ctx, const es_stream_info *si)
+{
+    list_ctx *lc = ctx;
+    lc->n++;
+    if (lc->x->json) {
+        out_json_line(stream_json(si));
+        return 0;
+    }
+    char ev[24], rev[24], fp[24], lp[24], upd[40];
+    snprintf(ev, sizeof(ev), "%llu", (unsigned long long)si->event_count);
+    snprintf(rev, sizeof(rev), "%llu", (unsigned long long)si->last_revision);
+    snprintf(fp, sizeof(fp), "%llu", (unsigned long long)si->first_position);
+    snprintf(lp, sizeof(lp), "%llu", (unsigned long long)si->last_position);
+    out_time(si->updated_us, upd, sizeof(upd));
+    const char *cells[6] = {si->stream, ev, rev, fp, lp, upd};
+    out_table_row(lc->t, cells);
+    return 0;
+}
+
+typedef struct streams_opts {
+    const char *prefix;
+    const char *after;
+    uint64_t limit;
+} streams_opts;
+
+static int streams_opt(void *ctx, int opt, const char *arg)
+{
+    streams_opts *s = ctx;
+    switch (opt) {
+    case OPT_PREFIX:
+        s->prefix = arg;
+        return -1;
+    case OPT_AFTER:
+        s->after = arg;
+        return -1;
+    case OPT_LIMIT:
+        return parse_u64(arg, &s->limit) && s->limit > 0 ? -1 : EXIT_USAGE;
+    default:
+        return EXIT_USAGE;
+    }
+}
+
+static int cmd_streams(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {GLOBAL_LONGOPTS,
+                                       {"prefix", required_argument, NULL, OPT_PREFIX},
+                                       {"after", required_argument, NULL, OPT_AFTER},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {NULL, 0, NULL, 0}};
+    const char *usage = "esctl streams [--prefix P] [--after STREAM] [--limit N]";
+    const char *details = "List streams in id order.\n"
+                          "\n"
+                          "  --prefix P        only ids starting with P\n"
+                          "  --after STREAM    continue after this id\n"
+                          "  --limit N         at most N streams (default all)\n";
+    streams_opts so;
+    memset(&so, 0, sizeof(so));
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, streams_opt, &so, usage, details, NULL, 0, 0, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    static const char *const hdr[] = {"STREAM",    "EVENTS",   "LAST REV",
+                                      "FIRST POS", "LAST POS", "UPDATED"};
+    list_ctx lc = {.x = x};
+    if (!x->json) {
+        lc.t = out_table_create(hdr, 6);
+    }
+    bool more = false;
+    es_err rv = es_stream_list(c, so.prefix, so.after, so.limit, visit_stream, &lc, &more);
+    out_table_finish(lc.t);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "streams");
+        es_client_destroy(c);
+        return EXIT_FAILED;
+    }
+    if (!x->json && lc.n == 0) {
+        fprintf(stderr, "(no streams)\n");
+    } else if (!x->json && more) {
+        fprintf(stderr, "(more streams follow: --after and --limit page through them)\n");
+    }
+    es_client_destroy(c);
+    return EXIT_OK;
+}
+
+static int cmd_info(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
+    const char *usage = "esctl info STREAM";
+    char *pos[1];
+    int npos;
+    int rc =
+        parse_cmd(x, argc, argv, lo, no_opts, NULL, usage,
+                  "The record of one stream: revisions, positions, times.\n", pos, 1, 1, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    es_stream_info si;
+    es_err rv = es_stream_info_get(c, pos[0], &si);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, rv == ES_ERR_NOT_FOUND ? "info: no such stream" : "info");
+        es_client_destroy(c);
+        return rv == ES_ERR_INVALID_STREAM_ID ? EXIT_USAGE : EXIT_FAILED;
+    }
+    out_object(x, stream_json(&si));
+    es_client_destroy(c);
+    return EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- main -- */
+
+typedef struct command {
+    const char *name;
+    int (*run)(esctl *x, int argc, char **argv);
+} command;
+
+static const command COMMANDS[] = {
+    {"ping", cmd_ping},         {"stats", cmd_stats},
+    {"append", cmd_append},     {"read", cmd_read},
+    {"read-all", cmd_read_all}, {"streams", cmd_streams},
+    {"info", cmd_info},         {"db", cmd_db},
+};
+
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++) {
+        if (strcmp(COMMANDS[i].name, name) == 0) {
+            return &COMMANDS[i];
+        }
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    esctl x = {.server = getenv("ES_SERVER")};
+    if (x.server == NULL || x.server[0] == '\0') {
+        x.server = ES_DEFAULT_ADDRESS;
+    }
+    static const struct option lo[] = {GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+s:h", lo, NULL)) != -1) {
+        int rc = -1;
+        if (opt == 'h') {
+            usage_main(stdout);
+            return EXIT_OK;
+        }
+        if (opt == '?' || opt == ':' || !global_opt(&x, opt, optarg, &rc)) {
+            fprintf(stderr, "esctl: bad option or missing value: %s\n", argv[optind - 1]);
+            usage_main(stderr);
+            return EXIT_USAGE;
+        }
+        if (rc >= 0) {
+            return rc;
+        }
+    }
+    if (optind >= argc) {
+        usage_main(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[optind];
+    if (strcmp(name, "help") == 0) {
+        if (optind + 1 >= argc) {
+            usage_main(stdout);
+            return EXIT_OK;
+        }
+        const command *cmd = find_command(argv[optind + 1]);
+        if (cmd == NULL) {
+            fprintf(stderr, "esctl: unknown command \"%s\"\n", argv[optind + 1]);
+            return EXIT_USAGE;
+        }
+        char *hargv[3] = {argv[optind + 1], (char *)"--help", NULL};
+        return cmd->run(&x, 2, hargv);
+    }
+    const command *cmd = find_command(name);
+    if (cmd == NULL) {
+        fprintf(stderr, "esctl: unknown command \"%s\"\n", name);
+        usage_main(stderr);
+        return EXIT_USAGE;
+    }
+    int rc = cmd->run(&x, argc - optind, argv + optind);
+    if (fflush(stdout) != 0 && rc == EXIT_OK) {
+        rc = EXIT_FAILED;
+    }
+    return rc;
+}
