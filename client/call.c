@@ -551,7 +551,13 @@ static bool is_refusal(es_err rv)
 es_err cl_ensure(es_client *c)
 {
     if (c->ready && c->fd >= 0) {
-        return ES_OK;
+        /* Notice a connection the server closed while we were idle (and
+         * take in any reply already there), so that the call reconnects
+         * instead of failing on a dead socket. One poll() with no wait. */
+        (void)conn_pump(c, 0);
+        if (c->ready && c->fd >= 0) {
+            return ES_OK;
+        }
     }
     if (c->fd >= 0) {
         conn_drop(c, ES_ERR_CLOSED, "stale connection dropped");

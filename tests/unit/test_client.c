@@ -933,6 +933,43 @@ static void script_serve_pings(fake *f, int fd, unsigned conn_no)
     }
 }
 
+/* Connection 1 answers one ping and closes; later ones serve. */
+static void script_close_when_idle(fake *f, int fd, unsigned conn_no)
+{
+    if (!srv_hello(f, fd)) {
+        return;
+    }
+    Es__V1__Request *req;
+    int served = 0;
+    while ((conn_no > 1 || served < 1) && (req = srv_recv(fd)) != NULL) {
+        Es__V1__Pong pong = ES__V1__PONG__INIT;
+        pong.payload = req->ping->payload;
+        Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+        resp.id = req->id;
+        resp.kind_case = ES__V1__RESPONSE__KIND_PONG;
+        resp.pong = &pong;
+        srv_send(fd, &resp);
+        srv_free(req);
+        served++;
+    }
+}
+
+static void test_reconnect_after_idle_close(void **state)
+{
+    fake f;
+    fake_start(&f, script_close_when_idle, NULL);
+    es_client *c = mk_client(&f, NULL);
+    CHECK_RV(es_client_ping(c, NULL), ES_OK);
+    /* Wait (without sleeping) until the server's close reached us. */
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    /* The loss is noticed before sending: the call reconnects, no error. */
+    CHECK_RV(es_client_ping(c, NULL), ES_OK);
+    assert_int_equal(atomic_load(&f.accepts), 2);
+    es_client_destroy(c);
+    fake_stop(&f);
+}
+
 static void test_circuit_breaker(void **state)
 {
     fake f;
@@ -1468,6 +1505,7 @@ int main(void)
         cmocka_unit_test(test_close_mid_frame),
         cmocka_unit_test(test_in_flight_fail_at_close),
         cmocka_unit_test(test_reconnect_with_backoff),
+        cmocka_unit_test(test_reconnect_after_idle_close),
         cmocka_unit_test(test_circuit_breaker),
         cmocka_unit_test(test_pipelined_out_of_order),
         cmocka_unit_test(test_pipelined_in_flight_cap),
