@@ -970,6 +970,43 @@ static void test_reconnect_after_idle_close(void **state)
     fake_stop(&f);
 }
 
+/* Every connection answers one ping and closes. */
+static void script_one_ping(fake *f, int fd, unsigned conn_no)
+{
+    if (!srv_hello(f, fd)) {
+        return;
+    }
+    Es__V1__Request *req = srv_recv(fd);
+    if (req == NULL) {
+        return;
+    }
+    Es__V1__Pong pong = ES__V1__PONG__INIT;
+    pong.payload = req->ping->payload;
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = req->id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_PONG;
+    resp.pong = &pong;
+    srv_send(fd, &resp);
+    srv_free(req);
+}
+
+/* TESTPLAN T19: 1,000 reconnects (run under valgrind by the CI's memcheck). */
+static void test_many_reconnects(void **state)
+{
+    fake f;
+    fake_start(&f, script_one_ping, NULL);
+    es_client *c = mk_client(&f, NULL);
+    for (int i = 0; i < 1000; i++) {
+        CHECK_RV(es_client_ping(c, NULL), ES_OK);
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 5000), 1);
+    }
+    assert_int_equal(atomic_load(&f.accepts), 1000);
+    assert_int_equal(c->connect_attempts, 1000);
+    es_client_destroy(c);
+    fake_stop(&f);
+}
+
 static void test_circuit_breaker(void **state)
 {
     fake f;
@@ -1506,6 +1543,7 @@ int main(void)
         cmocka_unit_test(test_in_flight_fail_at_close),
         cmocka_unit_test(test_reconnect_with_backoff),
         cmocka_unit_test(test_reconnect_after_idle_close),
+        cmocka_unit_test(test_many_reconnects),
         cmocka_unit_test(test_circuit_breaker),
         cmocka_unit_test(test_pipelined_out_of_order),
         cmocka_unit_test(test_pipelined_in_flight_cap),
