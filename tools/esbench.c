@@ -1,0 +1,730 @@
+/*
+ * esbench — load generator and benchmark for esd, on libesclient.
+ *
+ *   esbench [-s HOST:PORT] WORKLOAD [options]
+ *
+ * Without -s it starts its own esd (next to this binary, or --esd PATH) in
+ * a temporary directory on a free loopback port, durable unless --sync none,
+ * and stops and removes it at the end.
+ *
+ * Workloads
+ *   append       N connections, each one thread with its own client, append
+ *                --batch events per request to random streams out of
+ *                --streams for --duration seconds (expected any, or exact with
+ *                the revision each thread tracks; conflicts are counted and
+ *                retried).
+ *   read-stream  write one stream of --events events, then replay it.
+ *   read-all     write --events events over --streams streams, then read the
+ *                whole log.
+ *   subscribe    write --events events, then catch up a subscription from the
+ *                start, then measure live delivery while appending.
+ *   latency      append -> subscriber delivery latency under --connections
+ *                appenders.
+ *
+ * Latencies go into a log-linear histogram (1/16 of a power of two
+ * resolution, about 6 %); percentiles are read from it.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "es/client.h"
+
+/* ------------------------------------------------------------- histogram -- */
+
+#define HIST_SUB 16
+#define HIST_BUCKETS (64 * HIST_SUB)
+
+typedef struct hist {
+    uint64_t n[HIST_BUCKETS];
+    uint64_t count;
+} hist;
+
+static unsigned hist_index(uint64_t v)
+{
+    if (v < HIST_SUB) {
+        return (unsigned)v;
+    }
+    unsigned msb = 63 - (unsigned)__builtin_clzll(v);
+    unsigned shift = msb - 4; /* keep 4 bits below the msb: 16 sub-buckets */
+    unsigned sub = (unsigned)((v >> shift) & (HIST_SUB - 1));
+    return (msb - 3) * HIST_SUB + sub;
+}
+
+static uint64_t hist_value(unsigned idx)
+{
+    if (idx < HIST_SUB) {
+        return idx;
+    }
+    unsigned msb = idx / HIST_SUB + 3;
+    unsigned sub = idx % HIST_SUB;
+    unsigned shift = msb - 4;
+    /* the middle of the bucket */
+    return ((uint64_t)(HIST_SUB + sub) << shift) + ((1ull << shift) >> 1);
+}
+
+static void hist_add(hist *h, uint64_t v)
+{
+    unsigned i = hist_index(v);
+    if (i >= HIST_BUCKETS) {
+        i = HIST_BUCKETS - 1;
+    }
+    h->n[i]++;
+    h->count++;
+}
+
+static void hist_merge(hist *into, const hist *h)
+{
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        into->n[i] += h->n[i];
+    }
+    into->count += h->count;
+}
+
+static uint64_t hist_pct(const hist *h, double p)
+{
+    if (!h->count) {
+        return 0;
+    }
+    uint64_t want = (uint64_t)ceil(p / 100.0 * (double)h->count);
+    if (want == 0) {
+        want = 1;
+    }
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->n[i];
+        if (seen >= want) {
+            return hist_value(i);
+        }
+    }
+    return hist_value(HIST_BUCKETS - 1);
+}
+
+/* ----------------------------------------------------------------- setup -- */
+
+typedef enum workload { W_APPEND, W_READ_STREAM, W_READ_ALL, W_SUBSCRIBE, W_LATENCY } workload;
+
+typedef struct config {
+    const char *server;
+    const char *esd_path;
+    workload w;
+    const char *wname;
+    unsigned connections;
+    unsigned batch;
+    unsigned streams;
+    uint64_t events;
+    unsigned event_size;
+    bool exact;
+    double duration;
+    bool sync;
+    bool json;
+    char address[128];
+} config;
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: esbench [-s HOST:PORT] WORKLOAD [options]\n"
+            "\n"
+            "Workloads: append, read-stream, read-all, subscribe, latency\n"
+            "\n"
+            "Options:\n"
+            "  -s, --server HOST:PORT  benchmark a running esd (default: start one in a\n"
+            "                          temporary directory, stopped at the end)\n"
+            "  --connections N         client connections, one thread each (default 1)\n"
+            "  --batch N               events per append request (default 1)\n"
+            "  --streams N             streams appended to at random (default 10000)\n"
+            "  --events N              events written for read/subscribe workloads\n"
+            "                          (default 100000)\n"
+            "  --event-size BYTES      data bytes per event (default 200)\n"
+            "  --expected any|exact    expectation of appends (default any)\n"
+            "  --duration SECONDS      length of timed phases (default 10)\n"
+            "  --sync full|none        durability of the esd esbench starts (default full)\n"
+            "  --esd PATH              the esd binary to start (default: beside esbench)\n"
+            "  --json                  print one JSON object\n"
+            "  -h, --help              this help\n"
+            "\n"
+            "Exit status: 0 done, 1 the benchmark failed, 2 usage, 3 cannot connect.\n");
+}
+
+static bool parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v < min || v > max) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* ------------------------------------------------------- the esd we start -- */
+
+static pid_t esd_pid;
+static char esd_dir[256];
+
+static int rmtree(const char *path)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    return system(cmd);
+}
+
+static void stop_esd(void)
+{
+    if (esd_pid > 0) {
+        kill(esd_pid, SIGTERM);
+        int st;
+        waitpid(esd_pid, &st, 0);
+        esd_pid = 0;
+    }
+    if (esd_dir[0]) {
+        rmtree(esd_dir);
+        esd_dir[0] = 0;
+    }
+}
+
+static const char *find_esd(const char *argv0, char *buf, size_t len)
+{
+    const char *slash = strrchr(argv0, '/');
+    if (slash) {
+        snprintf(buf, len, "%.*s/../server/esd", (int)(slash - argv0), argv0);
+        if (access(buf, X_OK) == 0) {
+            return buf;
+        }
+        snprintf(buf, len, "%.*s/esd", (int)(slash - argv0), argv0);
+        if (access(buf, X_OK) == 0) {
+            return buf;
+        }
+    }
+    return "esd";
+}
+
+static int start_esd(config *cfg, const char *argv0)
+{
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(esd_dir, sizeof esd_dir, "%s/esbench-XXXXXX", tmp);
+    if (!mkdtemp(esd_dir)) {
+        perror("esbench: mkdtemp");
+        return -1;
+    }
+    char data[300], port_file[300], path_buf[PATH_MAX];
+    snprintf(data, sizeof data, "%s/data", esd_dir);
+    snprintf(port_file, sizeof port_file, "%s/port", esd_dir);
+    const char *esd = cfg->esd_path ? cfg->esd_path : find_esd(argv0, path_buf, sizeof path_buf);
+    esd_pid = fork();
+    if (esd_pid < 0) {
+        perror("esbench: fork");
+        return -1;
+    }
+    if (esd_pid == 0) {
+        char log[300];
+        snprintf(log, sizeof log, "%s/esd.log", esd_dir);
+        FILE *f = freopen(log, "w", stderr);
+        (void)f;
+        execlp(esd, esd, "--listen", "127.0.0.1:0", "--port-file", port_file, "--data-dir", data,
+               "--sync", cfg->sync ? "full" : "none", "--log-level", "warn", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(port_file, "r");
+        if (f) {
+            unsigned port = 0;
+            int n = fscanf(f, "%u", &port);
+            fclose(f);
+            if (n == 1 && port) {
+                snprintf(cfg->address, sizeof cfg->address, "127.0.0.1:%u", port);
+                return 0;
+            }
+        }
+        int st;
+        if (waitpid(esd_pid, &st, WNOHANG) == esd_pid) {
+            fprintf(stderr, "esbench: %s exited at start (see its log in %s)\n", esd, esd_dir);
+            esd_pid = 0;
+            return -1;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "esbench: %s did not start listening within 10 s\n", esd);
+    return -1;
+}
+
+static es_err connect_client(const config *cfg, es_client **out)
+{
+    es_client_options o;
+    es_client_options_init(&o);
+    o.address = cfg->address;
+    o.client_name = "esbench";
+    o.max_in_flight = 0;
+    es_err rv = es_client_create(&o, out);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    rv = es_client_connect(*out);
+    if (rv != ES_OK) {
+        fprintf(stderr, "esbench: cannot connect to %s: %s\n", cfg->address,
+                es_client_errmsg(*out));
+        es_client_destroy(*out);
+        *out = NULL;
+    }
+    return rv;
+}
+
+/* ---------------------------------------------------------------- append -- */
+
+typedef struct worker {
+    pthread_t th;
+    const config *cfg;
+    unsigned index;
+    uint64_t seed;
+    hist lat;
+    uint64_t requests, events, conflicts, errors;
+    es_err fatal;
+    uint64_t *revs; /* exact mode: known last revision + 1 per stream (0 = unknown) */
+} worker;
+
+static _Atomic bool stop_flag;
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static void *append_main(void *arg)
+{
+    worker *w = arg;
+    const config *cfg = w->cfg;
+    es_client *c;
+    w->fatal = connect_client(cfg, &c);
+    if (w->fatal != ES_OK) {
+        return NULL;
+    }
+    uint8_t *payload = malloc(cfg->event_size ? cfg->event_size : 1);
+    es_event *evs = calloc(cfg->batch, sizeof *evs);
+    if (!payload || !evs) {
+        w->fatal = ES_ERR_NO_MEMORY;
+        goto out;
+    }
+    memset(payload, 'x', cfg->event_size);
+    if (cfg->event_size >= 2) {
+        payload[0] = '"';
+        payload[cfg->event_size - 1] = '"';
+    }
+    while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
+        unsigned sn = (unsigned)(xorshift(&w->seed) % cfg->streams);
+        char stream[48];
+        snprintf(stream, sizeof stream, "bench-%u", sn);
+        for (unsigned i = 0; i < cfg->batch; i++) {
+            memset(&evs[i], 0, sizeof evs[i]);
+            evs[i].type = "BenchEvent";
+            evs[i].data = payload;
+            evs[i].data_len = cfg->event_size;
+        }
+        es_expected exp = {ES_EXPECT_ANY, 0};
+        if (cfg->exact) {
+            exp.kind = w->revs[sn] ? ES_EXPECT_EXACT : ES_EXPECT_NO_STREAM;
+            exp.revision = w->revs[sn] ? w->revs[sn] - 1 : 0;
+        }
+        es_append_result res;
+        uint64_t t0 = now_us();
+        es_err rv = es_stream_append(c, stream, exp, evs, cfg->batch, &res);
+        uint64_t t1 = now_us();
+        if (rv == ES_OK) {
+            hist_add(&w->lat, t1 - t0);
+            w->requests++;
+            w->events += cfg->batch;
+            if (cfg->exact) {
+                w->revs[sn] = res.last_revision + 1;
+            }
+        } else if (rv == ES_ERR_WRONG_EXPECTED_REVISION) {
+            w->conflicts++;
+            size_t n;
+            const es_conflict *cf = es_client_conflicts(c, &n);
+            if (n == 1) {
+                w->revs[sn] = cf[0].actual_exists ? cf[0].actual_revision + 1 : 0;
+            }
+        } else {
+            w->errors++;
+            if (rv == ES_ERR_CONNECTION || rv == ES_ERR_CIRCUIT_OPEN) {
+                w->fatal = rv;
+                break;
+            }
+        }
+    }
+out:
+    free(payload);
+    free(evs);
+    es_client_destroy(c);
+    return NULL;
+}
+
+typedef struct result {
+    double seconds;
+    uint64_t events, requests, conflicts, errors;
+    uint64_t bytes;
+    hist lat;
+    double mean_batch;
+    uint32_t max_batch;
+    uint64_t commits;
+} result;
+
+static int run_append(const config *cfg, result *out)
+{
+    worker *ws = calloc(cfg->connections, sizeof *ws);
+    if (!ws) {
+        return 1;
+    }
+    es_client *c;
+    es_stats before = {0}, after = {0};
+    if (connect_client(cfg, &c) != ES_OK) {
+        free(ws);
+        return 3;
+    }
+    es_stats_get(c, &before);
+    atomic_store(&stop_flag, false);
+    for (unsigned i = 0; i < cfg->connections; i++) {
+        ws[i].cfg = cfg;
+        ws[i].index = i;
+        ws[i].seed = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)now_us();
+        if (cfg->exact) {
+            ws[i].revs = calloc(cfg->streams, sizeof *ws[i].revs);
+        }
+        pthread_create(&ws[i].th, NULL, append_main, &ws[i]);
+    }
+    uint64_t t0 = now_us();
+    struct timespec ts = {(time_t)cfg->duration,
+                          (long)((cfg->duration - (double)(time_t)cfg->duration) * 1e9)};
+    nanosleep(&ts, NULL);
+    atomic_store(&stop_flag, true);
+    int rc = 0;
+    for (unsigned i = 0; i < cfg->connections; i++) {
+        pthread_join(ws[i].th, NULL);
+    }
+    uint64_t t1 = now_us();
+    memset(out, 0, sizeof *out);
+    out->seconds = (double)(t1 - t0) / 1e6;
+    for (unsigned i = 0; i < cfg->connections; i++) {
+        if (ws[i].fatal != ES_OK) {
+            fprintf(stderr, "esbench: connection %u failed: %s\n", i, es_strerror(ws[i].fatal));
+            rc = ws[i].fatal == ES_ERR_CONNECTION ? 3 : 1;
+        }
+        out->events += ws[i].events;
+        out->requests += ws[i].requests;
+        out->conflicts += ws[i].conflicts;
+        out->errors += ws[i].errors;
+        hist_merge(&out->lat, &ws[i].lat);
+        free(ws[i].revs);
+    }
+    out->bytes = out->events * cfg->event_size;
+    if (es_stats_get(c, &after) == ES_OK && after.commits > before.commits) {
+        out->commits = after.commits - before.commits;
+        out->mean_batch = (double)(after.appends_ok + after.appends_failed - before.appends_ok -
+                                   before.appends_failed) /
+                          (double)out->commits;
+        out->max_batch = after.max_commit_batch;
+    }
+    es_client_destroy(c);
+    free(ws);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ reads -- */
+
+/* Write `events` events (pipelined, batches of 100) to one stream or round
+ * robin over `streams`. */
+static int fill(const config *cfg, es_client *c, const char *single_stream)
+{
+    uint8_t *payload = malloc(cfg->event_size ? cfg->event_size : 1);
+    if (!payload) {
+        return 1;
+    }
+    memset(payload, 'y', cfg->event_size);
+    enum { BATCH = 100, WINDOW = 32 };
+    es_event evs[BATCH];
+    uint64_t handles[WINDOW];
+    unsigned inflight = 0;
+    uint64_t written = 0;
+    unsigned sn = 0;
+    int rc = 0;
+    while (written < cfg->events || inflight) {
+        if (written < cfg->events && inflight < WINDOW) {
+            size_t n = cfg->events - written < BATCH ? (size_t)(cfg->events - written) : BATCH;
+            for (size_t i = 0; i < n; i++) {
+                memset(&evs[i], 0, sizeof evs[i]);
+                evs[i].type = "BenchEvent";
+                evs[i].data = payload;
+                evs[i].data_len = cfg->event_size;
+            }
+            char stream[48];
+            if (single_stream) {
+                snprintf(stream, sizeof stream, "%s", single_stream);
+            } else {
+                snprintf(stream, sizeof stream, "bench-%u", sn++ % cfg->streams);
+            }
+            es_expected any = {ES_EXPECT_ANY, 0};
+            es_err rv = es_stream_append_send(c, stream, any, evs, n, &handles[inflight]);
+            if (rv != ES_OK) {
+                fprintf(stderr, "esbench: fill: %s\n", es_client_errmsg(c));
+                rc = 1;
+                break;
+            }
+            inflight++;
+            written += n;
+            continue;
+        }
+        es_append_result res;
+        es_err rv = es_stream_append_wait(c, handles[0], &res);
+        memmove(handles, handles + 1, (inflight - 1) * sizeof handles[0]);
+        inflight--;
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: fill: %s\n", es_client_errmsg(c));
+            rc = 1;
+            break;
+        }
+    }
+    free(payload);
+    return rc;
+}
+
+static int run_read(const config *cfg, bool all, result *out)
+{
+    es_client *c;
+    if (connect_client(cfg, &c) != ES_OK) {
+        return 3;
+    }
+    char stream[64];
+    snprintf(stream, sizeof stream, "replay-%llu", (unsigned long long)now_us());
+    int rc = fill(cfg, c, all ? NULL : stream);
+    if (rc) {
+        es_client_destroy(c);
+        return rc;
+    }
+    memset(out, 0, sizeof *out);
+    /* Several replays within --duration; the median-free total is reported. */
+    uint64_t t0 = now_us();
+    uint64_t deadline = t0 + (uint64_t)(cfg->duration * 1e6);
+    do {
+        es_read_options ro = {0};
+        es_read_iter *it;
+        uint64_t r0 = now_us();
+        es_err rv = all ? es_read_all(c, &ro, &it) : es_read_stream(c, stream, &ro, &it);
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: read: %s\n", es_client_errmsg(c));
+            rc = 1;
+            break;
+        }
+        const es_recorded_event *ev;
+        uint64_t n = 0;
+        while ((rv = es_read_next(it, &ev)) == ES_OK) {
+            n++;
+            out->bytes += ev->data_len;
+        }
+        es_read_destroy(it);
+        if (rv != ES_ERR_NOT_FOUND) {
+            fprintf(stderr, "esbench: read: %s\n", es_strerror(rv));
+            rc = 1;
+            break;
+        }
+        hist_add(&out->lat, now_us() - r0);
+        out->events += n;
+        out->requests++;
+    } while (now_us() < deadline);
+    out->seconds = (double)(now_us() - t0) / 1e6;
+    es_client_destroy(c);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- report -- */
+
+static void report(const config *cfg, const result *r)
+{
+    double eps = r->seconds > 0 ? (double)r->events / r->seconds : 0;
+    double mbs = r->seconds > 0 ? (double)r->bytes / r->seconds / 1e6 : 0;
+    uint64_t p50 = hist_pct(&r->lat, 50), p99 = hist_pct(&r->lat, 99),
+             p999 = hist_pct(&r->lat, 99.9);
+    if (cfg->json) {
+        printf("{\"workload\":\"%s\",\"connections\":%u,\"batch\":%u,\"streams\":%u,"
+               "\"events\":%" PRIu64 ",\"event_size\":%u,\"expected\":\"%s\",\"duration\":%.3f,"
+               "\"sync\":\"%s\",\"events_total\":%" PRIu64 ",\"requests\":%" PRIu64
+               ",\"conflicts\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"events_per_sec\":%.1f,"
+               "\"mb_per_sec\":%.2f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
+               ",\"p999_us\":%" PRIu64 ",\"commits\":%" PRIu64 ",\"mean_commit_batch\":%.2f}\n",
+               cfg->wname, cfg->connections, cfg->batch, cfg->streams, cfg->events,
+               cfg->event_size, cfg->exact ? "exact" : "any", r->seconds,
+               cfg->sync ? "full" : "none", r->events, r->requests, r->conflicts, r->errors, eps,
+               mbs, p50, p99, p999, r->commits, r->mean_batch);
+        return;
+    }
+    printf("workload     %s (%u connection%s, batch %u, %u-byte events, %s, sync %s)\n",
+           cfg->wname, cfg->connections, cfg->connections == 1 ? "" : "s", cfg->batch,
+           cfg->event_size, cfg->exact ? "exact" : "any", cfg->sync ? "full" : "none");
+    printf("events       %" PRIu64 " in %.2f s\n", r->events, r->seconds);
+    printf("events/s     %.0f\n", eps);
+    printf("MB/s         %.2f\n", mbs);
+    printf("%-12s p50 %" PRIu64 " us, p99 %" PRIu64 " us, p999 %" PRIu64 " us\n",
+           cfg->w == W_APPEND ? "latency" : "per replay", p50, p99, p999);
+    if (cfg->w == W_APPEND) {
+        printf("requests     %" PRIu64 " ok, %" PRIu64 " conflicts, %" PRIu64 " errors\n",
+               r->requests, r->conflicts, r->errors);
+        if (r->commits) {
+            printf("commits      %" PRIu64 ", mean batch %.2f requests, max %u\n", r->commits,
+                   r->mean_batch, r->max_batch);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"server", required_argument, NULL, 's'},
+        {"connections", required_argument, NULL, 'c'},
+        {"batch", required_argument, NULL, 'b'},
+        {"streams", required_argument, NULL, 'S'},
+        {"events", required_argument, NULL, 'e'},
+        {"event-size", required_argument, NULL, 'z'},
+        {"expected", required_argument, NULL, 'x'},
+        {"duration", required_argument, NULL, 'd'},
+        {"sync", required_argument, NULL, 'y'},
+        {"esd", required_argument, NULL, 'E'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    config cfg = {.connections = 1, .batch = 1, .streams = 10000, .events = 100000,
+                  .event_size = 200, .duration = 10, .sync = true};
+    int ch;
+    uint64_t v;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
+        bool ok = true;
+        switch (ch) {
+        case 's':
+            cfg.server = optarg;
+            break;
+        case 'c':
+            ok = parse_uint(optarg, 1, 4096, &v);
+            cfg.connections = (unsigned)v;
+            break;
+        case 'b':
+            ok = parse_uint(optarg, 1, 10000, &v);
+            cfg.batch = (unsigned)v;
+            break;
+        case 'S':
+            ok = parse_uint(optarg, 1, 100000000, &v);
+            cfg.streams = (unsigned)v;
+            break;
+        case 'e':
+            ok = parse_uint(optarg, 1, UINT64_MAX / 2, &cfg.events);
+            break;
+        case 'z':
+            ok = parse_uint(optarg, 0, 8u << 20, &v);
+            cfg.event_size = (unsigned)v;
+            break;
+        case 'x':
+            ok = !strcmp(optarg, "any") || !strcmp(optarg, "exact");
+            cfg.exact = !strcmp(optarg, "exact");
+            break;
+        case 'd': {
+            char *end;
+            cfg.duration = strtod(optarg, &end);
+            ok = *end == '\0' && cfg.duration > 0 && cfg.duration <= 86400;
+            break;
+        }
+        case 'y':
+            ok = !strcmp(optarg, "full") || !strcmp(optarg, "none");
+            cfg.sync = !strcmp(optarg, "full");
+            break;
+        case 'E':
+            cfg.esd_path = optarg;
+            break;
+        case 'j':
+            cfg.json = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "esbench: bad option %s\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "esbench: invalid value '%s' for %s\n", optarg, argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 2;
+    }
+    cfg.wname = argv[optind];
+    if (!strcmp(cfg.wname, "append")) {
+        cfg.w = W_APPEND;
+    } else if (!strcmp(cfg.wname, "read-stream")) {
+        cfg.w = W_READ_STREAM;
+    } else if (!strcmp(cfg.wname, "read-all")) {
+        cfg.w = W_READ_ALL;
+    } else if (!strcmp(cfg.wname, "subscribe")) {
+        cfg.w = W_SUBSCRIBE;
+    } else if (!strcmp(cfg.wname, "latency")) {
+        cfg.w = W_LATENCY;
+    } else {
+        fprintf(stderr, "esbench: unknown workload '%s'\n", cfg.wname);
+        return 2;
+    }
+    if (cfg.server) {
+        snprintf(cfg.address, sizeof cfg.address, "%s", cfg.server);
+    } else if (start_esd(&cfg, argv[0]) != 0) {
+        stop_esd();
+        return 3;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    result r;
+    int rc;
+    switch (cfg.w) {
+    case W_APPEND:
+        rc = run_append(&cfg, &r);
+        break;
+    case W_READ_STREAM:
+        rc = run_read(&cfg, false, &r);
+        break;
+    case W_READ_ALL:
+        rc = run_read(&cfg, true, &r);
+        break;
+    default:
+        fprintf(stderr, "esbench: workload '%s' needs the subscription client API\n", cfg.wname);
+        rc = 1;
+        break;
+    }
+    if (rc == 0) {
+        report(&cfg, &r);
+    }
+    stop_esd();
+    return rc;
+}
