@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -31,15 +30,19 @@ typedef struct conn conn;
 struct conn {
     session sess; /* first: handler_complete returns &conn->sess */
     net *n;
-    struct bufferevent *bev;
-    struct event *handshake_timer;
-    struct event *frame_timer;
-    struct event *close_timer;
-    conn *prev, *next;
-    bool paused;  /* reading stopped for backpressure */
-    bool closing; /* flush the output, then close */
-    bool zombie;  /* socket gone; waiting for queued requests */
-    bool idle_armed; /* the idle (read) timeout is set */
+    evutil_socket_t fd;
+    struct evbuffer *in, *out;
+    struct event *read_ev, *write_ev;
+    struct event *handshake_timer, *frame_timer, *close_timer, *idle_timer;
+    conn *prev, *next;  /* live connections */
+    conn *flush_next;   /* connections with output to flush this loop turn */
+    bool in_flush_list;
+    bool reading;    /* read_ev is added */
+    bool writing;    /* write_ev is added: the socket was full */
+    bool paused;     /* reading stopped for backpressure */
+    bool closing;    /* flush the output, then close */
+    bool zombie;     /* socket gone; waiting for queued requests */
+    bool idle_armed; /* the idle timer runs */
     char peer[64];
 };
 
@@ -54,41 +57,47 @@ struct net {
     struct event *shutdown_check;
     struct event *deliver_ev;
     uint64_t shutdown_deadline_us;
-    conn *conns; /* live connections (not zombies) */
+    conn *conns;      /* live connections (not zombies) */
+    conn *flush_list; /* see conn_send */
     uint64_t next_conn_id;
+    size_t input_cap; /* one whole frame and a little */
 };
+
+static void conn_flush(conn *c);
+
+static bool retriable(int e)
+{
+    return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
+}
+static void process_input(conn *c);
 
 /* ---------------------------------------------------------- connections -- */
 
+/*
+ * Output: replies are appended to the connection's buffer and the
+ * connection is put on the flush list; every callback ends with
+ * flush_all(), which writes each buffer straight to its socket (one
+ * writev for everything a loop turn produced). Only when the socket is
+ * full is a write event registered — no epoll_ctl churn per reply.
+ */
 static void conn_send(void *io, const void *data, size_t len)
 {
     conn *c = io;
-    if (c->bev) {
-        bufferevent_write(c->bev, data, len);
+    if (c->zombie) {
+        return;
+    }
+    evbuffer_add(c->out, data, len);
+    if (!c->in_flush_list) {
+        c->in_flush_list = true;
+        c->flush_next = c->n->flush_list;
+        c->n->flush_list = c;
     }
 }
 
 static size_t conn_outlen(void *io)
 {
     conn *c = io;
-    return c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
-}
-
-/* A connection with subscriptions may legitimately send nothing for a
- * long time: the idle timeout applies only to connections without. */
-static void update_idle_timeout(conn *c)
-{
-    bool want = c->sess.n_subs == 0 && c->n->srv->cfg->idle_timeout_s > 0;
-    if (want == c->idle_armed) {
-        return;
-    }
-    c->idle_armed = want;
-    if (want) {
-        struct timeval idle = {c->n->srv->cfg->idle_timeout_s, 0};
-        bufferevent_set_timeouts(c->bev, &idle, NULL);
-    } else {
-        bufferevent_set_timeouts(c->bev, NULL, NULL);
-    }
+    return c->out ? evbuffer_get_length(c->out) : 0;
 }
 
 static void conn_unlink(conn *c)
@@ -111,6 +120,22 @@ static void conn_free_struct(conn *c)
     free(c);
 }
 
+/* A zombie is freed once nothing refers to it any more. */
+static void conn_maybe_free(conn *c)
+{
+    if (c->zombie && c->sess.in_flight == 0 && !c->in_flush_list) {
+        conn_free_struct(c);
+    }
+}
+
+static void free_event(struct event **ev)
+{
+    if (*ev) {
+        event_free(*ev);
+        *ev = NULL;
+    }
+}
+
 /* Close the socket now; keep the struct while the writer holds requests. */
 static void conn_close(conn *c, const char *reason)
 {
@@ -120,29 +145,42 @@ static void conn_close(conn *c, const char *reason)
     net *n = c->n;
     log_msg(LOG_DEBUG, "connection closed", "conn=%llu peer=%s reason=\"%s\"",
             (unsigned long long)c->sess.conn_id, c->peer, reason);
-    if (c->handshake_timer) {
-        event_free(c->handshake_timer);
-        c->handshake_timer = NULL;
+    free_event(&c->handshake_timer);
+    free_event(&c->frame_timer);
+    free_event(&c->close_timer);
+    free_event(&c->idle_timer);
+    free_event(&c->read_ev);
+    free_event(&c->write_ev);
+    if (c->in) {
+        evbuffer_free(c->in);
+        c->in = NULL;
     }
-    if (c->frame_timer) {
-        event_free(c->frame_timer);
-        c->frame_timer = NULL;
+    if (c->out) {
+        evbuffer_free(c->out);
+        c->out = NULL;
     }
-    if (c->close_timer) {
-        event_free(c->close_timer);
-        c->close_timer = NULL;
-    }
-    if (c->bev) {
-        bufferevent_free(c->bev);
-        c->bev = NULL;
-    }
+    evutil_closesocket(c->fd);
+    c->fd = -1;
     conn_unlink(c);
     n->srv->counters.connections--;
     subs_drop_session(&c->sess);
     c->sess.dead = true;
     c->zombie = true;
-    if (c->sess.in_flight == 0) {
-        conn_free_struct(c);
+    conn_maybe_free(c);
+}
+
+static void flush_all(net *n)
+{
+    while (n->flush_list) {
+        conn *c = n->flush_list;
+        n->flush_list = c->flush_next;
+        c->in_flush_list = false;
+        c->flush_next = NULL;
+        if (c->zombie) {
+            conn_maybe_free(c);
+        } else {
+            conn_flush(c);
+        }
     }
 }
 
@@ -150,7 +188,10 @@ static void close_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    conn_close(arg, "flush deadline");
+    conn *c = arg;
+    net *n = c->n;
+    conn_close(c, "flush deadline");
+    flush_all(n);
 }
 
 /* Stop reading, flush what is queued, then close. */
@@ -160,24 +201,110 @@ static void conn_close_after_flush(conn *c, const char *reason)
         return;
     }
     c->closing = true;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && c->sess.in_flight == 0) {
-        conn_close(c, reason);
-        return;
+    if (c->reading) {
+        event_del(c->read_ev);
+        c->reading = false;
     }
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     c->close_timer = evtimer_new(c->n->base, close_timer_cb, c);
     if (c->close_timer) {
         struct timeval tv = {CLOSE_FLUSH_S, 0};
         evtimer_add(c->close_timer, &tv);
     }
+    (void)reason;
+    conn_send(c, "", 0); /* make sure a flush (and so the close) happens */
 }
 
 static bool over_budget(const conn *c)
 {
     const server_config *cfg = c->n->srv->cfg;
-    return evbuffer_get_length(bufferevent_get_output(c->bev)) > cfg->max_output_bytes ||
+    return evbuffer_get_length(c->out) > cfg->max_output_bytes ||
            c->sess.pending_bytes > cfg->max_pending_bytes;
+}
+
+static void set_reading(conn *c, bool on)
+{
+    if (on && !c->reading) {
+        event_add(c->read_ev, NULL);
+        c->reading = true;
+    } else if (!on && c->reading) {
+        event_del(c->read_ev);
+        c->reading = false;
+    }
+}
+
+/* A connection with subscriptions may legitimately send nothing for a
+ * long time: the idle timeout applies only to connections without. */
+static void update_idle_timer(conn *c, bool activity)
+{
+    bool want = c->sess.n_subs == 0 && c->n->srv->cfg->idle_timeout_s > 0;
+    if (want && (activity || !c->idle_armed)) {
+        struct timeval idle = {c->n->srv->cfg->idle_timeout_s, 0};
+        evtimer_add(c->idle_timer, &idle);
+    } else if (!want && c->idle_armed) {
+        evtimer_del(c->idle_timer);
+    }
+    c->idle_armed = want;
+}
+
+static void maybe_resume(conn *c)
+{
+    if (c->paused && !c->zombie && !c->closing && !c->n->srv->shutting_down && !over_budget(c)) {
+        c->paused = false;
+        set_reading(c, true);
+        process_input(c);
+    }
+}
+
+/* After output left: close a closing connection, resume a paused reader,
+ * wake subscriptions waiting for room. */
+static void after_write(conn *c)
+{
+    size_t left = evbuffer_get_length(c->out);
+    if (c->closing) {
+        if (left == 0 && c->sess.in_flight == 0) {
+            conn_close(c, "closed after flushing");
+        }
+        return;
+    }
+    if (left <= c->n->srv->cfg->max_output_bytes / 2) {
+        maybe_resume(c);
+        subs_on_writable(&c->sess);
+    }
+}
+
+static void conn_flush(conn *c)
+{
+    if (!c->writing && evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0 && !retriable(errno)) {
+            conn_close(c, "write error");
+            return;
+        }
+        if (evbuffer_get_length(c->out) > 0) {
+            event_add(c->write_ev, NULL);
+            c->writing = true;
+        }
+    }
+    after_write(c);
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    conn *c = arg;
+    net *n = c->n;
+    int w = evbuffer_write(c->out, fd);
+    if (w < 0 && !retriable(errno)) {
+        conn_close(c, "write error");
+        flush_all(n);
+        return;
+    }
+    if (evbuffer_get_length(c->out) == 0) {
+        event_del(c->write_ev);
+        c->writing = false;
+    }
+    after_write(c);
+    flush_all(n);
 }
 
 static void frame_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -185,9 +312,11 @@ static void frame_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn *c = arg;
+    net *n = c->n;
     log_msg(LOG_INFO, "incomplete frame deadline passed; closing", "conn=%llu peer=%s",
             (unsigned long long)c->sess.conn_id, c->peer);
     conn_close(c, "incomplete frame deadline");
+    flush_all(n);
 }
 
 static void handshake_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -195,23 +324,41 @@ static void handshake_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn *c = arg;
+    net *n = c->n;
     if (!c->sess.hello_done) {
         log_msg(LOG_INFO, "no hello before the deadline; closing", "conn=%llu peer=%s",
                 (unsigned long long)c->sess.conn_id, c->peer);
         conn_close(c, "handshake deadline");
+        flush_all(n);
     }
+}
+
+static void idle_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn *c = arg;
+    net *n = c->n;
+    if (c->paused || c->sess.in_flight || c->sess.n_subs) {
+        update_idle_timer(c, true); /* waiting on us, not idle */
+        return;
+    }
+    log_msg(LOG_DEBUG, "idle timeout", "conn=%llu peer=%s", (unsigned long long)c->sess.conn_id,
+            c->peer);
+    conn_close(c, "idle timeout");
+    flush_all(n);
 }
 
 /* Take every complete frame from the input, within the budgets. */
 static void process_input(conn *c)
 {
     const server_config *cfg = c->n->srv->cfg;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     while (!c->closing && !c->zombie) {
         if (over_budget(c)) {
             if (!c->paused) {
                 c->paused = true;
-                bufferevent_disable(c->bev, EV_READ);
+                set_reading(c, false);
             }
             break;
         }
@@ -225,8 +372,8 @@ static void process_input(conn *c)
         es_err rv = frame_parse_header(hdr, cfg->max_frame_bytes, &blen);
         if (rv != ES_OK) {
             reply_send_error(&c->sess, 0, rv,
-                               rv == ES_ERR_TOO_LARGE ? "frame length above the server's cap"
-                                                      : "frame length 0");
+                             rv == ES_ERR_TOO_LARGE ? "frame length above the server's cap"
+                                                    : "frame length 0");
             log_msg(LOG_INFO, "bad frame header; closing", "conn=%llu peer=%s error=%s",
                     (unsigned long long)c->sess.conn_id, c->peer, es_errname(rv));
             conn_close_after_flush(c, "bad frame header");
@@ -246,10 +393,8 @@ static void process_input(conn *c)
             return;
         }
         evbuffer_drain(in, FRAME_HEADER_BYTES + blen);
-        update_idle_timeout(c);
         if (c->sess.hello_done && c->handshake_timer) {
-            event_free(c->handshake_timer);
-            c->handshake_timer = NULL;
+            free_event(&c->handshake_timer);
         }
         if (rv != ES_OK) {
             conn_close_after_flush(c, es_errname(rv));
@@ -259,59 +404,48 @@ static void process_input(conn *c)
     if (c->zombie || c->closing) {
         return;
     }
+    update_idle_timer(c, false);
     /* A partial frame must complete within the deadline. */
     if (evbuffer_get_length(in) > 0) {
-        if (c->frame_timer && !evtimer_pending(c->frame_timer, NULL)) {
+        if (!evtimer_pending(c->frame_timer, NULL)) {
             struct timeval tv = {cfg->frame_timeout_s, 0};
             evtimer_add(c->frame_timer, &tv);
         }
-    } else if (c->frame_timer) {
+    } else {
         evtimer_del(c->frame_timer);
     }
 }
 
-static void maybe_resume(conn *c)
+static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
-    if (c->paused && !c->zombie && !c->closing && !c->n->srv->shutting_down && !over_budget(c)) {
-        c->paused = false;
-        bufferevent_enable(c->bev, EV_READ);
-        process_input(c);
-    }
-}
-
-static void read_cb(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    process_input(arg);
-}
-
-static void write_cb(struct bufferevent *bev, void *arg)
-{
+    (void)what;
     conn *c = arg;
-    if (c->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0 && c->sess.in_flight == 0) {
-            conn_close(c, "closed after flushing");
+    net *n = c->n;
+    size_t have = evbuffer_get_length(c->in);
+    /* The input holds at most one whole frame and a little more; a frame
+     * never needs more, so a full buffer always has one to take. */
+    int room = have < n->input_cap ? (int)(n->input_cap - have) : 0;
+    if (room > 0) {
+        int r = evbuffer_read(c->in, fd, room > 1 << 20 ? 1 << 20 : room);
+        if (r == 0) {
+            conn_close(c, "peer closed");
+            flush_all(n);
+            return;
         }
-        return;
+        if (r < 0) {
+            if (!retriable(errno)) {
+                conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                flush_all(n);
+            }
+            return;
+        }
+        update_idle_timer(c, true);
     }
-    maybe_resume(c);
-    subs_on_writable(&c->sess);
+    process_input(c);
+    flush_all(n);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    conn *c = arg;
-    if (what & BEV_EVENT_TIMEOUT) {
-        conn_close(c, "idle timeout");
-    } else if (what & BEV_EVENT_EOF) {
-        conn_close(c, "peer closed");
-    } else if (what & BEV_EVENT_ERROR) {
-        conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    }
-}
-
-/* A BUSY error frame written straight to a socket we will not serve. */
+/* An error frame written straight to a socket we will not serve. */
 static void refuse_fd(evutil_socket_t fd, es_err code, const char *message)
 {
     Es__V1__Error err = ES__V1__ERROR__INIT;
@@ -373,6 +507,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     c->n = n;
+    c->fd = fd;
     format_peer(sa, c->peer, sizeof c->peer);
     if (session_init(&c->sess, n->srv, ++n->next_conn_id, c, conn_send, conn_outlen) != ES_OK) {
         free(c);
@@ -381,35 +516,25 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->bev = bufferevent_socket_new(n->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    evutil_make_socket_nonblocking(fd);
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->read_ev = event_new(n->base, fd, EV_READ | EV_PERSIST, read_cb, c);
+    c->write_ev = event_new(n->base, fd, EV_WRITE | EV_PERSIST, write_cb, c);
     c->handshake_timer = evtimer_new(n->base, handshake_timer_cb, c);
     c->frame_timer = evtimer_new(n->base, frame_timer_cb, c);
-    if (!c->bev || !c->handshake_timer || !c->frame_timer) {
-        if (c->bev) {
-            bufferevent_free(c->bev);
-        } else {
-            evutil_closesocket(fd);
-        }
-        if (c->handshake_timer) {
-            event_free(c->handshake_timer);
-        }
-        if (c->frame_timer) {
-            event_free(c->frame_timer);
-        }
-        conn_free_struct(c);
+    c->idle_timer = evtimer_new(n->base, idle_timer_cb, c);
+    if (!c->in || !c->out || !c->read_ev || !c->write_ev || !c->handshake_timer ||
+        !c->frame_timer || !c->idle_timer) {
+        /* Not linked yet: undo by hand. */
+        n->srv->counters.connections++;
+        conn_close(c, "out of memory");
         return;
     }
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    /* Input: at most one whole frame (plus a little) is buffered. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0,
-                             (size_t)cfg->max_frame_bytes + FRAME_HEADER_BYTES + 65536);
-    /* Output: the write callback fires when unsent output drops below half
-     * the cap, which is when a paused reader resumes. */
-    bufferevent_setwatermark(c->bev, EV_WRITE, cfg->max_output_bytes / 2, 0);
-    update_idle_timeout(c);
     struct timeval hs = {cfg->handshake_timeout_s, 0};
     evtimer_add(c->handshake_timer, &hs);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    update_idle_timer(c, true);
+    set_reading(c, true);
     c->next = n->conns;
     if (n->conns) {
         n->conns->prev = c;
@@ -456,19 +581,16 @@ static void completion_cb(evutil_socket_t fd, short what, void *arg)
         session *s = handler_complete(list);
         conn *c = (conn *)s; /* sess is the first member */
         if (c->zombie) {
-            if (s->in_flight == 0) {
-                conn_free_struct(c);
-            }
+            conn_maybe_free(c);
         } else if (c->closing) {
-            if (s->in_flight == 0 && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-                conn_close(c, "closed after flushing");
-            }
-        } else {
+            conn_send(c, "", 0); /* the flush closes it once drained */
+        } else if (c->paused) {
             maybe_resume(c);
         }
         list = next;
     }
     subs_on_commit(n->srv->subs);
+    flush_all(n);
 }
 
 /* --------------------------------------------------------- subscriptions -- */
@@ -483,6 +605,7 @@ static void deliver_cb(evutil_socket_t fd, short what, void *arg)
         struct timeval now = {0, 0};
         evtimer_add(n->deliver_ev, &now);
     }
+    flush_all(n);
 }
 
 static void kick_delivery(void *arg)
@@ -502,7 +625,7 @@ static bool all_flushed(net *n)
         return false;
     }
     for (conn *c = n->conns; c; c = c->next) {
-        if (c->sess.in_flight || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+        if (c->sess.in_flight || evbuffer_get_length(c->out) > 0) {
             return false;
         }
     }
@@ -539,7 +662,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         n->listener = NULL;
     }
     for (conn *c = n->conns; c; c = c->next) {
-        bufferevent_disable(c->bev, EV_READ);
+        set_reading(c, false);
     }
     n->shutdown_deadline_us = store_now_us() + SHUTDOWN_GRACE_S * 1000000ull;
     shutdown_check_cb(-1, 0, n);
@@ -606,6 +729,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
         return ES_ERR_NO_MEMORY;
     }
     n->srv = srv;
+    n->input_cap = (size_t)srv->cfg->max_frame_bytes + FRAME_HEADER_BYTES + 65536;
     n->base = event_base_new();
     if (!n->base) {
         free(n);
@@ -688,6 +812,7 @@ void net_destroy(net *n, write_job *leftover)
     while (n->conns) {
         conn_close(n->conns, "server stopped");
     }
+    flush_all(n);
     while (leftover) {
         write_job *next = leftover->next;
         session *s = handler_complete(leftover);
