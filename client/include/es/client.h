@@ -584,6 +584,112 @@ typedef struct es_stats {
  */
 ES_API es_err es_stats_get(es_client *c, es_stats *st);
 
+/* ========================================================= subscriptions == */
+
+/**
+ * Subscriptions: history first, then a caught-up notification, then live
+ * events, pushed by the server over the client's connection. The library
+ * remembers the last event it delivered; when the connection is lost, the
+ * next es_sub_poll() reconnects (backoff and breaker as for any call) and
+ * resubscribes strictly after that point, so the callback sees every
+ * event exactly once and in order, also across reconnects.
+ *
+ * @note A subscription uses its client's connection; while one is open the
+ *   same client may still send other requests (their replies and the
+ *   pushes are told apart by request id), but only from the thread that
+ *   polls the subscription.
+ */
+
+/** What to subscribe to. */
+typedef enum es_sub_target {
+    ES_SUB_ALL = 0,           /**< the whole log; name unused */
+    ES_SUB_STREAM = 1,        /**< one stream; positions are revisions */
+    ES_SUB_CATEGORY = 2,      /**< streams "<name>-..." */
+    ES_SUB_EVENT_TYPE = 3,    /**< events of type name */
+    ES_SUB_STREAM_PREFIX = 4, /**< streams whose id starts with name */
+} es_sub_target;
+
+/** Where to start. */
+typedef enum es_sub_start {
+    ES_SUB_FROM_START = 0, /**< the first event */
+    ES_SUB_FROM_END = 1,   /**< only events committed after subscribing */
+    ES_SUB_AFTER = 2,      /**< strictly after `after` (a revision for ES_SUB_STREAM,
+                                a position otherwise) */
+} es_sub_start;
+
+typedef struct es_sub_options {
+    es_sub_target target;
+    const char *name; /**< copied; NULL for ES_SUB_ALL */
+    es_sub_start start;
+    uint64_t after;      /**< ES_SUB_AFTER only */
+    uint32_t batch_size; /**< events per push; 0 = the server's default */
+} es_sub_options;
+
+typedef struct es_subscription es_subscription;
+
+/**
+ * Called with each batch of events, in order. The events and everything
+ * they point to are valid only during the call.
+ * @return 0 when the whole batch was consumed (the library then counts it
+ *   as delivered); nonzero to stop: es_sub_poll() returns ES_ERR_REFUSED,
+ *   the batch is NOT counted as delivered, and a later poll or a new
+ *   subscription resumes with it.
+ */
+typedef int (*es_sub_batch_fn)(void *ctx, const es_recorded_event *events, size_t n);
+
+/**
+ * Called once per (re)subscription when the history is delivered and live
+ * events begin. position: the head of the log the server had read to.
+ */
+typedef void (*es_sub_caught_up_fn)(void *ctx, uint64_t position);
+
+/**
+ * @brief Open a subscription on the client's connection.
+ * @param[in] c the client (it connects if needed)
+ * @param[in] opts target, start point, batch size
+ * @param on_batch required; on_caught_up optional; ctx passed to both
+ * @param[out] out the subscription, to be ended with es_sub_destroy()
+ * @return ES_OK (the server confirmed it; nothing is delivered until
+ *   es_sub_poll());
+ *   ES_ERR_INVALID_ARGUMENT (bad target/name, or a start beyond the end);
+ *   ES_ERR_INVALID_STREAM_ID; ES_ERR_TOO_MANY_REQUESTS (too many
+ *   subscriptions on the connection); the connection errors of any call
+ *   (ES_ERR_CONNECTION, ES_ERR_CIRCUIT_OPEN, ES_ERR_TIMEOUT, ES_ERR_CLOSED);
+ *   ES_ERR_NO_MEMORY.
+ */
+ES_API es_err es_subscribe(es_client *c, const es_sub_options *opts, es_sub_batch_fn on_batch,
+                           es_sub_caught_up_fn on_caught_up, void *ctx, es_subscription **out);
+
+/**
+ * @brief Wait up to timeout_ms for pushes and deliver them to the callbacks.
+ * @param timeout_ms 0 = only what has arrived; -1 = until something arrives
+ * @return ES_OK (delivered something or timed out quietly); ES_ERR_REFUSED
+ *   (the callback asked to stop); ES_ERR_CLOSED / ES_ERR_CONNECTION /
+ *   ES_ERR_CIRCUIT_OPEN (the connection is gone and could not be remade
+ *   this time — call again to retry, the position is kept);
+ *   the server's reason (e.g. ES_ERR_CORRUPT) when it dropped the
+ *   subscription (SubscriptionDropped; es_client_errmsg() says why; the
+ *   subscription is then closed).
+ */
+ES_API es_err es_sub_poll(es_subscription *sub, int timeout_ms);
+
+/**
+ * @brief The last delivered point: a revision for ES_SUB_STREAM, a
+ *        position otherwise. Before any delivery: the start point (the
+ *        head seen when subscribing, for ES_SUB_FROM_END).
+ * @param[out] has false when nothing was delivered and the start was
+ *             ES_SUB_FROM_START
+ */
+ES_API uint64_t es_sub_last(const es_subscription *sub, bool *has);
+
+/** @brief True once the subscription has caught up at least once. */
+ES_API bool es_sub_caught_up(const es_subscription *sub);
+
+/**
+ * @brief Unsubscribe (best effort, if connected) and free. Accepts NULL.
+ */
+ES_API void es_sub_destroy(es_subscription *sub);
+
 /* ================================================================== uuid == */
 
 /**
