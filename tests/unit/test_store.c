@@ -31,6 +31,7 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "es.pb-c.h"
@@ -1265,6 +1266,82 @@ static void test_txn_large_and_invalid_shapes(void **state)
         evset_free(&e[i]);
         evset_free(&more[i]);
     }
+    assert_check_clean(f->s);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The largest transaction: 1024 appends. Duplicate ids are found wherever
+ * they are, and checking them does not take time quadratic in the events
+ * (that let one 100,000-event request stall the writer for 30 s). */
+static void test_txn_max_appends_duplicate_ids(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    enum { NA = STORE_MAX_APPENDS_PER_TXN, NE = 100 };
+    store_append_in *ap = calloc(NA, sizeof *ap);
+    store_append_result *res = calloc(NA, sizeof *res);
+    evset *e = calloc(NA, sizeof *e);
+    char (*names)[16] = calloc(NA, sizeof *names);
+    assert_non_null(ap);
+    assert_non_null(res);
+    assert_non_null(e);
+    assert_non_null(names);
+    for (size_t i = 0; i < NA; i++) {
+        evset_make(&e[i], f, NE, "T");
+        snprintf(names[i], sizeof names[i], "m-%zu", i);
+        ap[i] = mk_append(names[i], STORE_EXPECT_NO_STREAM, 0, &e[i]);
+    }
+    store_request r = {.appends = ap, .n_appends = NA, .results = res};
+    /* The last id of the last append repeats the first of the first. */
+    uint8_t saved[16];
+    memcpy(saved, e[NA - 1].ids[NE - 1], 16);
+    memcpy(e[NA - 1].ids[NE - 1], e[0].ids[0], 16);
+    double t0 = mono_s();
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    double secs = mono_s() - t0;
+    assert_rv(ES_ERR_INVALID_EVENT_ID, r.rv);
+    assert_int_equal(store_head(f->s), 0);
+    if (secs > 5.0) {
+        fail_msg("validating %d events took %.1f s", NA * NE, secs);
+    }
+    /* Neighbours in the middle. */
+    memcpy(e[NA - 1].ids[NE - 1], saved, 16);
+    memcpy(e[511].ids[7], e[511].ids[8], 16);
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_ERR_INVALID_EVENT_ID, r.rv);
+    /* Ids that differ only in their last byte are distinct. */
+    set_id(e[511].ids[7], 1000000000);
+    set_id(e[511].ids[8], 1000000001);
+    t0 = mono_s();
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    secs = mono_s() - t0;
+    assert_rv(ES_OK, r.rv);
+    assert_int_equal(store_head(f->s), (uint64_t)NA * NE);
+    for (size_t i = 0; i < NA; i++) {
+        assert_int_equal(res[i].first_position, i * NE + 1);
+        assert_int_equal(res[i].last_revision, NE - 1);
+    }
+    if (secs > 20.0) {
+        fail_msg("appending %d events in one transaction took %.1f s", NA * NE, secs);
+    }
+    /* Retried as a whole: a duplicate, nothing new. */
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_OK, r.rv);
+    assert_true(res[NA - 1].duplicate);
+    assert_int_equal(store_head(f->s), (uint64_t)NA * NE);
+    for (size_t i = 0; i < NA; i++) {
+        evset_free(&e[i]);
+    }
+    free(ap);
+    free(res);
+    free(e);
+    free(names);
     assert_check_clean(f->s);
 }
 
@@ -3594,6 +3671,7 @@ int main(void)
         T(test_txn_one_failing_check),
         T(test_txn_two_failing_checks),
         T(test_txn_large_and_invalid_shapes),
+        T(test_txn_max_appends_duplicate_ids),
         T(test_batch_middle_request_invalid),
         T(test_idempotent_retry),
         T(test_idempotency_conflicts),
