@@ -65,7 +65,10 @@
  * every check is written, so a failing request leaves nothing behind. When
  * a write hits MDB_MAP_FULL the transaction is unusable: it is aborted,
  * that request is marked STORE_FULL, and the batch is redone without it
- * (at most once per request). A failed commit fails every request.
+ * (at most once per request). A failed commit fails every request; one
+ * that failed for want of disk space (ENOSPC, EDQUOT, EFBIG, or the EIO that
+ * LMDB makes of a short write on a full file system: see commit_err) is
+ * STORE_FULL, and the next batch succeeds once there is room again.
  * mdb_txn_commit frees the transaction even on failure: it is never
  * aborted afterwards.
  */
@@ -81,7 +84,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -121,6 +126,7 @@ static es_err map_err(int rc)
     case MDB_MAP_FULL:
     case ENOSPC:
     case EDQUOT:
+    case EFBIG: /* the file may not grow (file system or RLIMIT_FSIZE limit) */
         return ES_ERR_STORE_FULL;
     case MDB_NOTFOUND:
         return ES_ERR_NOT_FOUND;
@@ -141,6 +147,38 @@ static es_err map_err(int rc)
     default:
         return ES_ERR_IO;
     }
+}
+
+/*
+ * The outcome of a failed mdb_txn_commit. LMDB reports a short write -- the
+ * file system filled up in the middle of writing the pages -- as EIO ("short
+ * write, filesystem full?"), and a full disk usually shows up that way
+ * rather than as ENOSPC. Tell it from other I/O errors by asking what room
+ * is left: under 1 MiB free on the file system, or the file within 1 MiB of
+ * the process's file-size limit, is a full store.
+ */
+#define FULL_MARGIN_BYTES (1u << 20)
+
+static es_err commit_err(const store *s, int rc)
+{
+    if (rc != EIO) {
+        return map_err(rc);
+    }
+    int fd;
+    struct stat st;
+    struct statvfs vfs;
+    struct rlimit rl;
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0) {
+        return ES_ERR_IO;
+    }
+    if (fstatvfs(fd, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < FULL_MARGIN_BYTES) {
+        return ES_ERR_STORE_FULL;
+    }
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (uint64_t)st.st_size + FULL_MARGIN_BYTES > (uint64_t)rl.rlim_cur) {
+        return ES_ERR_STORE_FULL;
+    }
+    return ES_ERR_IO;
 }
 
 static void put_u64be(uint8_t *p, uint64_t v)
@@ -1161,8 +1199,9 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
             for (size_t i = 0; i < n_reqs; i++) {
                 reqs[i].rv = ES_OK; /* so that fail_all overwrites every outcome */
             }
-            fail_all(reqs, n_reqs, map_err(rc));
-            return map_err(rc);
+            es_err crv = commit_err(s, rc);
+            fail_all(reqs, n_reqs, crv);
+            return crv;
         }
         atomic_store(&s->head, head);
         for (size_t i = 0; i < n_reqs; i++) {
@@ -1590,7 +1629,8 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
         memcpy(p + SNAPSHOT_HEADER_BYTES, data, data_len);
     }
     put_u32le(p, crc32c(0, p + 4, SNAPSHOT_HEADER_BYTES - 4 + data_len));
-    return map_err(mdb_txn_commit(txn));
+    rc = mdb_txn_commit(txn);
+    return rc ? commit_err(s, rc) : ES_OK;
 }
 
 es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,

@@ -23,12 +23,14 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
-#include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -3103,6 +3105,146 @@ static void test_store_full_fails_alone(void **state)
     }
 }
 
+/*
+ * The disk refuses to grow the data file (RLIMIT_FSIZE: the write fails
+ * with EFBIG, as a full disk fails with ENOSPC), inside the commit rather
+ * than at a put. Run in a child: the limit and SIGXFSZ are process-wide.
+ * Returns 0 when every promise held, else the line that failed.
+ */
+#define CHILD_CHECK(cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "child: line %d: %s\n", __LINE__, #cond);                              \
+            return __LINE__;                                                                       \
+        }                                                                                          \
+    } while (0)
+
+static int file_limit_child(fx *f, bool sync)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    store *s = NULL;
+    CHILD_CHECK(try_open(f->path, TEST_MAP_SIZE, sync, false, &s, NULL, 0) == ES_OK);
+    static uint8_t payload[1000];
+    memset(payload, 'L', sizeof payload);
+    char data[700];
+    snprintf(data, sizeof data, "%s/data.mdb", f->path);
+    struct stat st;
+    CHILD_CHECK(stat(data, &st) == 0);
+    struct rlimit old, rl;
+    CHILD_CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)st.st_size + 200000;
+    CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    es_err seen = ES_OK;
+    int batch_failures = 0;
+    for (int i = 0; i < 1000 && seen == ES_OK; i++) {
+        evset big, small;
+        evset_make(&big, f, 10, "Big");
+        evset_make(&small, f, 1, "Small");
+        for (size_t k = 0; k < big.n; k++) {
+            big.in[k].data = payload;
+            big.in[k].data_len = sizeof payload;
+        }
+        char name[32];
+        snprintf(name, sizeof name, "grow-%d", i);
+        store_append_in a = mk_append(name, STORE_EXPECT_NO_STREAM, 0, &big);
+        store_append_in b = mk_append("small-1", STORE_EXPECT_ANY, 0, &small);
+        store_append_result ra, rb;
+        store_request reqs[2] = {
+            {.appends = &a, .n_appends = 1, .results = &ra},
+            {.appends = &b, .n_appends = 1, .results = &rb},
+        };
+        uint64_t head_before = store_head(s);
+        es_err brv = store_append_batch(s, reqs, 2);
+        if (brv != ES_OK) {
+            /* The commit failed: every request says so, nothing is visible. */
+            if (brv != ES_ERR_STORE_FULL) {
+                fprintf(stderr, "child: commit failed with %s\n", es_errname(brv));
+            }
+            CHILD_CHECK(brv == ES_ERR_STORE_FULL);
+            CHILD_CHECK(reqs[0].rv == brv && reqs[1].rv == brv && ra.rv == brv && rb.rv == brv);
+            CHILD_CHECK(!reqs[0].synced && !reqs[1].synced);
+            CHILD_CHECK(store_head(s) == head_before);
+            store_stream_info si;
+            CHILD_CHECK(store_stream_info_get(s, U8(name), strlen(name), &si) ==
+                        ES_ERR_NOT_FOUND);
+            batch_failures++;
+            seen = brv;
+        } else if (reqs[0].rv != ES_OK) {
+            CHILD_CHECK(reqs[0].rv == ES_ERR_STORE_FULL);
+            seen = reqs[0].rv;
+        } else {
+            CHILD_CHECK(reqs[1].rv == ES_OK);
+            CHILD_CHECK(store_head(s) == head_before + 11);
+        }
+        evset_free(&big);
+        evset_free(&small);
+    }
+    CHILD_CHECK(seen == ES_ERR_STORE_FULL);
+    CHILD_CHECK(batch_failures == 1); /* it is the commit that fails here */
+    /* Everything stored before is intact. */
+    uint64_t n = 0, from = 0;
+    store_page pg;
+    do {
+        CHILD_CHECK(store_read_all(s, NULL, from, false, 0, count_visit, &n, &pg) == ES_OK);
+        from = pg.next;
+    } while (!pg.end);
+    CHILD_CHECK(n == store_head(s));
+    store_check_report rep;
+    CHILD_CHECK(store_check(s, &rep, NULL, NULL) == ES_OK);
+    /* Space returns: the service resumes without a reopen. */
+    CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    uint64_t head = store_head(s);
+    for (int i = 0; i < 20; i++) {
+        evset e;
+        evset_make(&e, f, 10, "After");
+        for (size_t k = 0; k < e.n; k++) {
+            e.in[k].data = payload;
+            e.in[k].data_len = sizeof payload;
+        }
+        store_append_in a = mk_append("after-1", STORE_EXPECT_ANY, 0, &e);
+        store_append_result r;
+        store_request q = {.appends = &a, .n_appends = 1, .results = &r};
+        CHILD_CHECK(store_append_batch(s, &q, 1) == ES_OK && q.rv == ES_OK);
+        CHILD_CHECK(r.first_position == head + 1);
+        head += 10;
+        evset_free(&e);
+    }
+    CHILD_CHECK(store_check(s, &rep, NULL, NULL) == ES_OK);
+    store_close(s);
+    s = NULL;
+    CHILD_CHECK(try_open(f->path, TEST_MAP_SIZE, sync, false, &s, NULL, 0) == ES_OK);
+    CHILD_CHECK(store_head(s) == head);
+    CHILD_CHECK(store_check(s, &rep, NULL, NULL) == ES_OK);
+    store_close(s);
+    return 0;
+}
+
+static void test_disk_refuses_to_grow(void **state)
+{
+    fx *f = *state;
+    for (int sync = 0; sync <= 1; sync++) {
+        rm_rf(f->path);
+        fx_open(f);
+        add(f, "before-1", 200);
+        store_close(f->s);
+        f->s = NULL;
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            _exit(file_limit_child(f, sync));
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fail_msg("sync=%d: child %s %d", sync,
+                     WIFSIGNALED(status) ? "killed by signal" : "failed at line",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        }
+    }
+}
+
 /* ============================================================ corruption == */
 
 typedef struct pos_log {
@@ -3694,6 +3836,7 @@ int main(void)
         T(test_validation_default_caps),
         T(test_store_full),
         T(test_store_full_fails_alone),
+        T(test_disk_refuses_to_grow),
         T(test_flipped_byte_caught),
         T(test_damaged_record_header_caught),
         T(test_check_finds_index_damage),
