@@ -1533,8 +1533,13 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
         return map_err(rc);
     }
     MDB_val k, v;
-    bool use_after = after_len > 0 && (prefix_len == 0 || after_len < prefix_len ||
-                                       memcmp(after, prefix, prefix_len) >= 0);
+    /* Start after `after` only when it sorts at or past the prefix; an
+     * `after` below the prefix range would walk every stream in between. */
+    bool use_after = after_len > 0;
+    if (use_after && prefix_len) {
+        int c = memcmp(after, prefix, after_len < prefix_len ? after_len : prefix_len);
+        use_after = c > 0 || (c == 0 && after_len >= prefix_len);
+    }
     if (use_after) {
         k.mv_size = after_len;
         k.mv_data = (void *)after;

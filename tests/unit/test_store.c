@@ -2536,6 +2536,28 @@ static void test_list_streams(void **state)
               store_list_streams(f->s, NULL, 0, U8("account-11"), 10, 0, list_visit, &c, &more));
     assert_int_equal(c.n, 5);
     assert_string_equal(c.names[0], "account-2");
+    /* after below, at, and inside the prefix range. */
+    const struct {
+        const char *after;
+        size_t n;
+        const char *first;
+    } around[] = {
+        {"acc", 3, "account-1"},      {"account", 3, "account-1"}, {"account-", 3, "account-1"},
+        {"account-1", 2, "account-10"}, {"account-0", 3, "account-1"}, {"account-3", 0, NULL},
+        {"accounting", 0, NULL},      {"", 3, "account-1"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(around); i++) {
+        c.n = 0;
+        assert_rv(ES_OK, store_list_streams(f->s, U8("account-"), 8, U8(around[i].after),
+                                            strlen(around[i].after), 0, list_visit, &c, &more));
+        if (c.n != around[i].n) {
+            fail_msg("after '%s': %zu streams, expected %zu", around[i].after, c.n, around[i].n);
+        }
+        if (around[i].first) {
+            assert_string_equal(c.names[0], around[i].first);
+        }
+        assert_false(more);
+    }
     /* Visitor stop: more says whether anything follows. */
     c.n = 0;
     c.stop_after = 1;
