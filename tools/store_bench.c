@@ -11,9 +11,9 @@
  * "100x1" = one call holding 100 single-event requests (a group commit of
  * many clients' appends). Each shape runs with sync off (MDB_NOSYNC) and
  * with sync on (an fsync per commit, i.e. per batch); the sync-on count is
- * --sync-events (smaller: it is bounded by the disk's fsync rate) and is
- * printed. The replay measurement appends --replay events to one stream and
- * reads it back forward with store_read_stream in pages (--page, capped by
+ * --sync-events (by default the same as --events; lower it on a disk with
+ * a slow fsync) and is printed. The replay measurement appends --replay
+ * events to one stream and reads it back forward with store_read_stream in pages (--page, capped by
  * the store) with a visitor that touches every record; a second line also
  * decodes each record with protobuf-c, as a client rehydrating an aggregate
  * would. Timing is CLOCK_MONOTONIC around the measured calls only (event
@@ -39,7 +39,7 @@
 
 typedef struct bench_opts {
     uint64_t events;      /* appends with sync off */
-    uint64_t sync_events; /* appends with sync on */
+    uint64_t sync_events; /* appends with sync on; UINT64_MAX = as events */
     uint32_t batch;       /* events per store_append_batch call */
     uint32_t streams;     /* streams picked from at random */
     uint32_t size;        /* bytes of data per event */
@@ -336,7 +336,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: store_bench [options]\n"
             "  --events N       events appended per sync-off measurement (1000000)\n"
-            "  --sync-events N  events appended per sync-on measurement (20000)\n"
+            "  --sync-events N  events appended per sync-on measurement (as --events;\n"
+            "                   each batch is one fsync: lower it on slow disks)\n"
             "  --batch N        events per store_append_batch call (100)\n"
             "  --streams N      streams picked from at random (10000)\n"
             "  --size N         data bytes per event (200)\n"
@@ -365,7 +366,7 @@ int main(int argc, char **argv)
     const char *tmp = getenv("TMPDIR");
     bench_opts o = {
         .events = 1000000,
-        .sync_events = 20000,
+        .sync_events = UINT64_MAX,
         .batch = 100,
         .streams = 10000,
         .size = 200,
@@ -427,6 +428,9 @@ int main(int argc, char **argv)
     }
     bench_append(&o, false, true, o.events);
     bench_append(&o, false, false, o.events);
+    if (o.sync_events == UINT64_MAX) {
+        o.sync_events = o.events;
+    }
     bench_append(&o, true, true, o.sync_events);
     bench_append(&o, true, false, o.sync_events);
     bench_replay(&o);
