@@ -123,8 +123,10 @@ int t_esd_start(child *c, const char *dir, int timeout_ms)
     snprintf(c->port_file, sizeof c->port_file, "%s/esd.port", dir);
     snprintf(c->log_file, sizeof c->log_file, "%s/esd.log", dir);
     unlink(c->port_file);
-    const char *argv[] = {bin,          "--listen", "127.0.0.1:0", "--port-file", c->port_file,
-                          "--data-dir", data,       "--sync",      "none",        NULL};
+    char listen[32];
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", (unsigned)c->port);
+    const char *argv[] = {bin,          "--listen", listen,   "--port-file", c->port_file,
+                          "--data-dir", data,       "--sync", "none",        NULL};
     c->pid = spawn(argv, c->log_file);
     if (c->pid < 0 || wait_port(c, timeout_ms) != 0) {
         t_child_dump_log(c);

@@ -38,7 +38,8 @@ void t_rm_rf(const char *dir);
 
 /**
  * @brief Start esd in dir (data in dir/data) on 127.0.0.1:0 with
- *        --sync none, and wait for its port.
+ *        --sync none, and wait for its port. When c->port is already set
+ *        (a restart), esd listens on that port again.
  * @return 0; -1 (the log is printed to stderr).
  */
 int t_esd_start(child *c, const char *dir, int timeout_ms);

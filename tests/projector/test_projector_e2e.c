@@ -33,6 +33,8 @@ typedef struct fixture {
     es_client *c;
     es_projector *p;
     uint64_t applied;
+    uint64_t fail_once_at; /* apply fails (once) at this position; 0 = never */
+    uint64_t failures;
 } fixture;
 
 static const es_projector_db dbs[] = {{"seen", 0}};
@@ -40,6 +42,11 @@ static const es_projector_db dbs[] = {{"seen", 0}};
 static es_err apply_fn(void *ctx, MDB_txn *txn, const es_recorded_event *ev)
 {
     fixture *f = ctx;
+    if (f->fail_once_at && ev->position == f->fail_once_at) {
+        f->fail_once_at = 0;
+        f->failures++;
+        return ES_ERR_IO; /* e.g. a transient failure of the read model's storage */
+    }
     uint8_t kb[8];
     uint64_t v = ev->position;
     for (int i = 7; i >= 0; i--) {
@@ -299,6 +306,82 @@ static void test_run_thread_category_lag(void **state)
     assert_int_equal(seen_entries(f->p), 4000);
 }
 
+/*
+ * esd restarts under a running projector (same port, same data): the
+ * subscription resumes after the last delivered event, and the read model
+ * ends with every event once.
+ */
+static void test_server_restart(void **state)
+{
+    fixture *f = *state;
+    append_events(f, "x", 3000);
+    char msg[256] = "";
+    assert_int_equal(
+        open_projector(f, f->esd.port, ES_SUB_ALL, NULL, ES_PROJECTOR_SYNC_NONE, msg, sizeof msg),
+        ES_OK);
+    runner r = {.p = f->p, .result = ES_ERR_INTERNAL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_thread, &r), 0);
+    for (int round = 0; round < 3; round++) {
+        append_events(f, "x", 2000);
+        int status;
+        assert_int_equal(t_child_stop(&f->esd, SIGTERM, 5000, &status), 0);
+        assert_int_equal(t_esd_start(&f->esd, f->dir, 10000), 0); /* same port */
+        es_client_close(f->c);
+    }
+    append_events(f, "x", 1000);
+    uint64_t head = server_head(f);
+    assert_int_equal(head, 10000);
+    int64_t end = t_now_ms() + 60000;
+    while (es_projector_checkpoint(f->p, NULL) < head && t_now_ms() < end) {
+        t_pause_ms(20);
+    }
+    es_projector_stop(f->p);
+    pthread_join(th, NULL);
+    assert_int_equal(r.result, ES_OK);
+    assert_int_equal(es_projector_checkpoint(f->p, NULL), head);
+    assert_int_equal(seen_entries(f->p), head);
+    es_projector_status st;
+    es_projector_status_get(f->p, &st);
+    assert_int_equal(st.events_applied, head);
+    assert_int_equal(st.batches_failed, 0);
+}
+
+/*
+ * An apply failure in the middle of a live projection: the batch is
+ * aborted and not acknowledged (the batch callback returns nonzero), the
+ * projector resubscribes after its checkpoint, and the batch comes again:
+ * every event applied once, none skipped.
+ */
+static void test_refused_batch_redelivered(void **state)
+{
+    fixture *f = *state;
+    append_events(f, "r", 5000);
+    char msg[256] = "";
+    assert_int_equal(
+        open_projector(f, f->esd.port, ES_SUB_ALL, NULL, ES_PROJECTOR_SYNC_NONE, msg, sizeof msg),
+        ES_OK);
+    f->fail_once_at = 2345;
+    bool saw_error = false;
+    int64_t end = t_now_ms() + 30000;
+    while (es_projector_checkpoint(f->p, NULL) < 5000 && t_now_ms() < end) {
+        es_err err = es_projector_step(f->p, 100);
+        if (err == ES_ERR_IO) {
+            saw_error = true;
+            assert_true(es_projector_checkpoint(f->p, NULL) < 2345);
+        }
+    }
+    assert_true(saw_error);
+    assert_int_equal(f->failures, 1);
+    assert_int_equal(es_projector_checkpoint(f->p, NULL), 5000);
+    assert_int_equal(seen_entries(f->p), 5000);
+    es_projector_status st;
+    es_projector_status_get(f->p, &st);
+    assert_int_equal(st.batches_failed, 1);
+    assert_int_equal(st.events_applied, 5000);
+    assert_int_equal(st.last_error, ES_OK); /* cleared by the next commit */
+}
+
 /* A read model built from one store is refused by another until rebuilt. */
 static void test_other_store_refused(void **state)
 {
@@ -345,6 +428,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_catch_up_live_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catch_up_nosync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_thread_category_lag, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_batch_redelivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_store_refused, setup, teardown),
     };
     return cmocka_run_group_tests_name("projector_e2e", tests, NULL, NULL);
