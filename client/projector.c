@@ -77,6 +77,8 @@ struct es_projector {
     es_subscription *sub;
     es_err batch_err;
     int64_t head_refreshed_ms; /* monotonic; 0 = never */
+    uint64_t refreshed_head;   /* the head the last refresh returned */
+    uint64_t batches_seen;     /* batch callbacks so far */
     unsigned int seed;
 
     /* Shared with other threads. */
@@ -721,6 +723,7 @@ void es_projector_request_rebuild(es_projector *p)
 static int on_batch(void *ctx, const es_recorded_event *events, size_t n)
 {
     es_projector *p = ctx;
+    p->batches_seen++;
     p->batch_err = es_projector_apply_batch(p, events, n);
     return p->batch_err != ES_OK;
 }
@@ -752,6 +755,7 @@ static es_err refresh_head(es_projector *p)
     es_err err = es_stats_get(p->client, &st);
     if (err == ES_OK) {
         raise_head(p, st.head_position);
+        p->refreshed_head = st.head_position;
     }
     return err;
 }
@@ -865,6 +869,7 @@ static es_err subscribe_now(es_projector *p)
 
 es_err es_projector_step(es_projector *p, int timeout_ms)
 {
+    bool refreshed = false;
     if (atomic_exchange(&p->rebuild_requested, false)) {
         es_err err = es_projector_rebuild(p);
         if (err != ES_OK) {
@@ -880,12 +885,27 @@ es_err es_projector_step(es_projector *p, int timeout_ms)
         /* Best effort: a failure shows up in the poll below. */
         if (refresh_head(p) == ES_OK) {
             p->head_refreshed_ms = now_ms();
+            refreshed = true;
         }
     }
+    uint64_t batches_before = p->batches_seen;
     p->batch_err = ES_OK;
     es_err err = es_sub_poll(p->sub, timeout_ms);
     switch (err) {
     case ES_OK:
+        /*
+         * Filtered and caught up, the head just read, then a quiet wait:
+         * whatever matched up to that head has been delivered (live events
+         * are pushed as they commit), so count the head as scanned. Only
+         * the lag figure depends on this, never what is applied.
+         */
+        if (refreshed && timeout_ms > 0 && p->batches_seen == batches_before &&
+            !gapless(p->target) && atomic_load(&p->caught_up)) {
+            uint64_t cur = atomic_load(&p->scanned);
+            while (p->refreshed_head > cur &&
+                   !atomic_compare_exchange_weak(&p->scanned, &cur, p->refreshed_head)) {
+            }
+        }
         return ES_OK;
     case ES_ERR_REFUSED:
         /* Our own refusal: resubscribe after the LMDB checkpoint. */

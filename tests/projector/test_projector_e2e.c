@@ -296,6 +296,20 @@ static void test_run_thread_category_lag(void **state)
     assert_true(st.connected);
     assert_int_equal(st.head, head);
     assert_int_equal(st.lag, 0);
+
+    /* events outside the filter move the head; a caught-up projector
+     * reports lag 0 again once it has seen the head and waited quietly */
+    append_events(f, "other", 500);
+    head = server_head(f);
+    end = t_now_ms() + 10000;
+    do {
+        t_pause_ms(20);
+        es_projector_status_get(f->p, &st);
+    } while ((st.head != head || st.lag != 0) && t_now_ms() < end);
+    assert_int_equal(st.head, head);
+    assert_int_equal(st.lag, 0);
+    assert_int_equal(st.events_applied, 4000);
+
     int64_t t0 = t_now_ms();
     es_projector_stop(f->p);
     pthread_join(th, NULL);

@@ -42,10 +42,11 @@
  *   es_stats_get() on the projector's own connection (at most every
  *   head_refresh_ms) and raised by every delivered event and caught-up
  *   notification. For a filtered subscription the "checkpoint" used for the
- *   lag is the furthest point the server has scanned (the caught-up
- *   position), since events outside the filter never reach the projector;
- *   events outside the filter committed after the last catch-up count as
- *   lag until the next one.
+ *   lag is the furthest point known to be scanned, since events outside the
+ *   filter never reach the projector: the caught-up position, and, while
+ *   caught up, a head just refreshed that a quiet poll then followed (live
+ *   events are pushed as they commit). The lag is a monitoring figure;
+ *   nothing that is applied depends on it.
  *
  * @note Threads: es_projector_run()/es_projector_step() and
  *   es_projector_apply_batch(), es_projector_rebuild() belong to one thread
