@@ -1,0 +1,494 @@
+/*
+ * test_damage — TESTPLAN T22: bit flips and truncation of the data file,
+ * offline.
+ *
+ *   test_damage --trials 20      (suite reliability)
+ *   test_damage --trials 1000    (suite long)
+ *
+ * Design notes
+ * ------------
+ * A healthy store is written once through store.h (3,000 events in 24
+ * streams over many commits, contents derived from (stream, revision) as in
+ * rel.h; the map of position -> (stream, revision) is kept). Each trial
+ * copies its data.mdb into a fresh directory and damages the copy in one of
+ * these ways, chosen from the trial's own seed:
+ *
+ *   0 flip one random bit anywhere in the file
+ *   1 flip 2..16 random bits anywhere
+ *   2 flip 1..8 bits inside one random page
+ *   3 truncate to a random length
+ *   4 truncate to a random page boundary
+ *   5 overwrite one random page with random bytes
+ *   6 overwrite one random page with zeros
+ *
+ * Then `esctl db check DIR` runs, esd is started on the copy and the whole
+ * log is read through the client, forward over the global log and stream
+ * by stream. The pass criterion, per trial:
+ *
+ *   - no crash: neither esctl nor esd dies of a signal, nor hangs;
+ *   - no corrupt record served as valid: every event the server hands out
+ *     is byte for byte the one stored at that position, stream and
+ *     revision. Refusing to open, ES_ERR_CORRUPT and other read errors are
+ *     all acceptable answers to damage.
+ *
+ * Also counted and printed (not failures): damage that left every answer
+ * intact (flips in free space or slack), reads that ended early without an
+ * error (e.g. LMDB fell back to its older meta page: an older, consistent
+ * state), and trials where `esctl db check` passed but a read failed.
+ *
+ * A failing trial prints its number, seed and damage; rerun it alone with
+ * --seed S --first-trial N --trials 1. The damaged copy of the first
+ * failing trial is kept (its path is printed).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rel.h"
+#include "store.h"
+
+#define PREFIX     "dmg"
+#define N_STREAMS  24u
+#define N_EVENTS   3000u
+#define PER_COMMIT 60u
+#define MAX_DATA   300u
+#define PAGE       4096u
+
+static uint64_t salt;
+static uint32_t orig_stream[N_EVENTS + 1];
+static uint64_t orig_rev[N_EVENTS + 1];
+
+/* Write the healthy store; remember where every event went. */
+static void make_store(const char *dir)
+{
+    store_options o = {.path = dir, .sync = false};
+    store *s = NULL;
+    char msg[256] = "";
+    es_err rv = store_open(&o, &s, msg, sizeof msg);
+    if (rv != ES_OK) {
+        rel_fail("store_open %s: %s %s", dir, es_errname(rv), msg);
+    }
+    uint64_t next_rev[N_STREAMS] = {0};
+    static rel_ev ev[PER_COMMIT];
+    static store_event_in in[PER_COMMIT];
+    static store_append_in ap[PER_COMMIT];
+    static store_append_result res[PER_COMMIT];
+    static store_request req[PER_COMMIT];
+    static char names[PER_COMMIT][16];
+    rel_rng g = {salt};
+    uint64_t pos = 0;
+    for (uint32_t done = 0; done < N_EVENTS; done += PER_COMMIT) {
+        for (uint32_t i = 0; i < PER_COMMIT; i++) {
+            uint32_t st = (uint32_t)rel_range(&g, 0, N_STREAMS - 1);
+            uint64_t r = next_rev[st]++;
+            rel_ev_make(&ev[i], salt, st, r, MAX_DATA);
+            snprintf(names[i], sizeof names[i], "%s-%u", PREFIX, st);
+            in[i] = (store_event_in){.id = ev[i].id,
+                                     .type = (const uint8_t *)ev[i].type,
+                                     .type_len = strlen(ev[i].type),
+                                     .data = ev[i].data,
+                                     .data_len = ev[i].data_len};
+            ap[i] = (store_append_in){.stream = (const uint8_t *)names[i],
+                                      .stream_len = strlen(names[i]),
+                                      .expect = STORE_EXPECT_ANY,
+                                      .events = &in[i],
+                                      .n_events = 1};
+            req[i] = (store_request){.appends = &ap[i], .n_appends = 1, .results = &res[i]};
+            pos++;
+            orig_stream[pos] = st;
+            orig_rev[pos] = r;
+        }
+        rv = store_append_batch(s, req, PER_COMMIT);
+        for (uint32_t i = 0; rv == ES_OK && i < PER_COMMIT; i++) {
+            if (req[i].rv != ES_OK || res[i].first_position != pos - PER_COMMIT + 1 + i) {
+                rv = req[i].rv != ES_OK ? req[i].rv : ES_ERR_INTERNAL;
+            }
+        }
+        if (rv != ES_OK) {
+            rel_fail("writing the healthy store: %s", es_errname(rv));
+        }
+    }
+    store_close(s);
+}
+
+typedef struct trial_result {
+    bool refused;       /* esd would not open it */
+    bool check_failed;  /* esctl db check exited 1 */
+    bool read_error;    /* some read ended in an error */
+    bool corrupt_error; /* ... ES_ERR_CORRUPT among them */
+    bool short_read;    /* ended early without an error */
+    uint64_t served;    /* events served (all checked) */
+} trial_result;
+
+static const char *const damage_names[] = {
+    "flip 1 bit",
+    "flip 2..16 bits",
+    "flip bits in one page",
+    "truncate",
+    "truncate at a page boundary",
+    "random page",
+    "zeroed page",
+};
+
+/* Damage the file; describe what was done. @return 0 or -1. */
+static int damage(const char *path, rel_rng *g, char *desc, size_t cap)
+{
+    int fd = open(path, O_RDWR);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 2 * (off_t)PAGE) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t pages = size / PAGE;
+    int kind = (int)rel_range(g, 0, 6);
+    int n = snprintf(desc, cap, "%s:", damage_names[kind]);
+    size_t used = n > 0 ? (size_t)n : 0;
+    int rc = 0;
+    if (kind <= 2) {
+        int flips = kind == 0 ? 1 : (int)rel_range(g, kind == 1 ? 2 : 1, kind == 1 ? 16 : 8);
+        uint64_t page = rel_range(g, 0, pages - 1);
+        for (int i = 0; i < flips; i++) {
+            uint64_t off =
+                kind == 2 ? page * PAGE + rel_range(g, 0, PAGE - 1) : rel_range(g, 0, size - 1);
+            uint8_t b;
+            if (pread(fd, &b, 1, (off_t)off) != 1) {
+                rc = -1;
+                break;
+            }
+            int bit = (int)rel_range(g, 0, 7);
+            b ^= (uint8_t)(1u << bit);
+            if (pwrite(fd, &b, 1, (off_t)off) != 1) {
+                rc = -1;
+                break;
+            }
+            if (used < cap) {
+                n = snprintf(desc + used, cap - used, " %" PRIu64 ".%d(page %" PRIu64 ")", off, bit,
+                             off / PAGE);
+                used += n > 0 ? (size_t)n : 0;
+            }
+        }
+    } else if (kind <= 4) {
+        uint64_t len = kind == 3 ? rel_range(g, 0, size - 1) : rel_range(g, 0, pages - 1) * PAGE;
+        rc = ftruncate(fd, (off_t)len);
+        snprintf(desc + used, cap > used ? cap - used : 0, " %" PRIu64 " of %" PRIu64 " bytes", len,
+                 size);
+    } else {
+        uint64_t page = rel_range(g, 0, pages - 1);
+        uint8_t buf[PAGE];
+        for (size_t i = 0; i < PAGE; i++) {
+            buf[i] = kind == 5 ? (uint8_t)rel_rand(g) : 0;
+        }
+        if (pwrite(fd, buf, PAGE, (off_t)(page * PAGE)) != (ssize_t)PAGE) {
+            rc = -1;
+        }
+        snprintf(desc + used, cap > used ? cap - used : 0, " page %" PRIu64 " of %" PRIu64, page,
+                 pages);
+    }
+    if (close(fd) != 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
+/* The served event must be the original one at its position. */
+static bool served_ok(const es_recorded_event *ev, char *why, size_t cap)
+{
+    if (ev->position == 0 || ev->position > N_EVENTS) {
+        snprintf(why, cap, "an event at position %" PRIu64 " (the log has 1..%u)", ev->position,
+                 N_EVENTS);
+        return false;
+    }
+    uint32_t s = orig_stream[ev->position];
+    uint64_t r = orig_rev[ev->position];
+    char name[32];
+    snprintf(name, sizeof name, "%s-%u", PREFIX, s);
+    rel_ev want;
+    rel_ev_make(&want, salt, s, r, MAX_DATA);
+    if (strcmp(ev->stream, name) != 0 || ev->revision != r || !rel_ev_equal(&want, ev)) {
+        snprintf(why, cap,
+                 "position %" PRIu64 " served as %s revision %" PRIu64
+                 " (%zu data bytes) but %s revision %" PRIu64 " was stored there",
+                 ev->position, ev->stream, ev->revision, ev->data_len, name, r);
+        return false;
+    }
+    return true;
+}
+
+/* Drain an iterator, checking every event. @return false on a bad event (why set). */
+static bool drain(es_read_iter *it, trial_result *tr, uint64_t *count, es_err *rv_out, char *why,
+                  size_t cap)
+{
+    for (;;) {
+        const es_recorded_event *ev = NULL;
+        es_err rv = es_read_next(it, &ev);
+        if (rv != ES_OK) {
+            *rv_out = rv;
+            tr->read_error = true;
+            if (rv == ES_ERR_CORRUPT) {
+                tr->corrupt_error = true;
+            }
+            return true;
+        }
+        if (!ev) {
+            *rv_out = ES_OK;
+            return true;
+        }
+        if (!served_ok(ev, why, cap)) {
+            return false;
+        }
+        (*count)++;
+        tr->served++;
+    }
+}
+
+/*
+ * One trial. @return NULL when it passed, else a description of the
+ * failure (static buffer).
+ */
+static const char *serve_trial(rel_esd *e, trial_result *tr);
+
+/*
+ * One trial: esctl db check, then esd and the reads (also after a check
+ * that crashed, to know whether esd does too).
+ * @return NULL when it passed, else a description of the failure.
+ */
+static const char *run_trial(rel_esd *e, const char *check_out, trial_result *tr)
+{
+    static char fail[1500];
+    char b[128];
+    memset(tr, 0, sizeof *tr);
+    const char *a[] = {"db", "check", e->data_dir, NULL};
+    int cst = rel_esctl(a, check_out, 60000);
+    const char *check_fail = NULL;
+    if (cst < 0) {
+        check_fail = "esctl db check hung (killed after 60 s)";
+    } else if (WIFSIGNALED(cst)) {
+        check_fail = "esctl db check CRASHED";
+    } else {
+        tr->check_failed = WEXITSTATUS(cst) != 0;
+    }
+    const char *esd_fail = serve_trial(e, tr);
+    if (!check_fail && !esd_fail) {
+        return NULL;
+    }
+    char last[300] = "";
+    if (check_fail && cst >= 0) {
+        /* The line LMDB printed before aborting, if any. */
+        FILE *f = fopen(check_out, "r");
+        char line[300];
+        while (f && fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(last, sizeof last, "%s", line);
+        }
+        if (f) {
+            fclose(f);
+        }
+    }
+    snprintf(fail, sizeof fail, "%s%s%s%s%s%s%s", check_fail ? check_fail : "",
+             check_fail && cst >= 0 ? ": " : "",
+             check_fail && cst >= 0 ? rel_status_str(cst, b, sizeof b) : "",
+             last[0] ? ", last output: " : "", last, check_fail && esd_fail ? "; " : "",
+             esd_fail ? esd_fail : (check_fail ? "; esd and its reads: no failure" : ""));
+    return fail;
+}
+
+/* Start esd on the damaged copy and read everything. @return NULL or a failure. */
+static const char *serve_trial(rel_esd *e, trial_result *tr)
+{
+    static char fail[700];
+    char b[128], why[400];
+    int st;
+    if (rel_esd_start(e, 20000, &st) != 0) {
+        if (st == 0) {
+            snprintf(fail, sizeof fail, "esd neither started nor exited within 20 s");
+            return fail;
+        }
+        if (WIFSIGNALED(st)) {
+            snprintf(fail, sizeof fail, "esd CRASHED at start: %s",
+                     rel_status_str(st, b, sizeof b));
+            return fail;
+        }
+        tr->refused = true;
+        return NULL;
+    }
+    es_client *c = rel_client(e->address, 20000);
+    const char *bad = NULL;
+    es_err rv = ES_OK;
+    uint64_t count = 0;
+    st = 0;
+    es_read_iter *it = NULL;
+    if (es_read_all(c, NULL, &it) != ES_OK) {
+        rel_fail("es_read_all");
+    }
+    if (!drain(it, tr, &count, &rv, why, sizeof why)) {
+        bad = "global log";
+    } else if (rv == ES_OK && count < N_EVENTS) {
+        tr->short_read = true;
+    }
+    es_read_destroy(it);
+    if (rv != ES_OK) {
+        rel_esd_alive(e, &st); /* a read error may be esd dying: then no more reads */
+    }
+    for (uint32_t s = 0; !bad && s < N_STREAMS && e->pid; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s-%u", PREFIX, s);
+        if (es_read_stream(c, name, NULL, &it) != ES_OK) {
+            rel_fail("es_read_stream");
+        }
+        count = 0;
+        if (!drain(it, tr, &count, &rv, why, sizeof why)) {
+            bad = name;
+        }
+        es_read_destroy(it);
+        if (rv != ES_OK && !rel_esd_alive(e, &st)) {
+            break;
+        }
+    }
+    es_client_destroy(c);
+    if (bad) {
+        snprintf(fail, sizeof fail, "CORRUPT RECORD SERVED AS VALID (%s): %s", bad, why);
+        return fail;
+    }
+    if (!e->pid || !rel_esd_alive(e, &st)) {
+        if (WIFSIGNALED(st)) {
+            snprintf(fail, sizeof fail, "esd CRASHED while serving reads: %s",
+                     rel_status_str(st, b, sizeof b));
+            return fail;
+        }
+        snprintf(fail, sizeof fail, "esd exited while serving reads: %s",
+                 rel_status_str(st, b, sizeof b));
+        return fail;
+    }
+    if (rel_esd_stop(e, SIGTERM, 10000, &st) != 0) {
+        snprintf(fail, sizeof fail, "esd did not stop within 10 s of SIGTERM");
+        return fail;
+    }
+    if (WIFSIGNALED(st)) {
+        snprintf(fail, sizeof fail, "esd CRASHED on SIGTERM: %s", rel_status_str(st, b, sizeof b));
+        return fail;
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const names[] = {"trials", "first-trial", NULL};
+    uint64_t val[] = {20, 1};
+    rel_args(argc, argv, "test_damage", names, val);
+    rel_rng rng = {rel_seed()};
+    salt = rel_rand(&rng);
+    int64_t t0 = rel_now_ms();
+
+    char base[256], healthy[300], healthy_file[320], out[320];
+    if (rel_mkdtemp("t22", base, sizeof base) != 0) {
+        rel_fail("cannot make a temporary directory");
+    }
+    snprintf(healthy, sizeof healthy, "%s/healthy", base);
+    snprintf(healthy_file, sizeof healthy_file, "%s/data.mdb", healthy);
+    snprintf(out, sizeof out, "%s/check.out", base);
+    make_store(healthy);
+    {
+        const char *a[] = {"db", "check", healthy, NULL};
+        int cst = rel_esctl(a, out, 60000);
+        if (cst != 0) {
+            rel_dump_tail(out, 20);
+            rel_fail("esctl db check of the healthy store failed");
+        }
+    }
+    struct stat hst;
+    stat(healthy_file, &hst);
+    rel_log("healthy store: %u events in %u streams, data.mdb %lld bytes (%lld pages)", N_EVENTS,
+            N_STREAMS, (long long)hst.st_size, (long long)hst.st_size / PAGE);
+
+    uint64_t n_refused = 0, n_check = 0, n_corrupt = 0, n_err = 0, n_short = 0, n_intact = 0;
+    uint64_t n_check_missed = 0, served = 0, failures = 0;
+    uint64_t per_kind[7] = {0};
+    bool kept = false;
+    for (uint64_t t = val[1]; t < val[1] + val[0]; t++) {
+        rel_esd e;
+        if (rel_esd_init(&e, "t22trial") != 0) {
+            rel_fail("cannot make a temporary directory");
+        }
+        char file[400], desc[600];
+        snprintf(file, sizeof file, "%s/data.mdb", e.data_dir);
+        if (mkdir(e.data_dir, 0700) != 0 || rel_copy_file(healthy_file, file) != 0) {
+            rel_fail("copying the healthy store: %s", strerror(errno));
+        }
+        rel_rng g = {rel_mix(rel_seed() ^ rel_mix(t))};
+        rel_rng peek = g;
+        per_kind[rel_range(&peek, 0, 6)]++;
+        if (damage(file, &g, desc, sizeof desc) != 0) {
+            rel_fail("trial %" PRIu64 ": cannot damage the copy", t);
+        }
+        trial_result tr;
+        const char *f = run_trial(&e, out, &tr);
+        if (f) {
+            failures++;
+            fprintf(stderr, "trial %" PRIu64 " (seed %" PRIu64 ", damage %s): %s\n", t, rel_seed(),
+                    desc, f);
+            rel_dump_tail(e.log_file, 8);
+            if (!kept) {
+                rel_esd_stop(&e, SIGKILL, 5000, NULL);
+                fprintf(stderr,
+                        "  damaged copy kept in %s (rerun: --seed %" PRIu64
+                        " --first-trial %" PRIu64 " --trials 1)\n",
+                        e.data_dir, rel_seed(), t);
+                kept = true;
+                continue;
+            }
+        } else {
+            n_refused += tr.refused;
+            n_check += tr.check_failed;
+            n_corrupt += tr.corrupt_error;
+            n_err += tr.read_error && !tr.corrupt_error;
+            n_short += tr.short_read;
+            served += tr.served;
+            bool intact = !tr.refused && !tr.check_failed && !tr.read_error && !tr.short_read;
+            n_intact += intact;
+            n_check_missed += !tr.check_failed && (tr.read_error || tr.short_read);
+            if (val[0] <= 50) {
+                rel_log("trial %" PRIu64 ": %s -> %s%s%s%s%s", t, desc,
+                        tr.check_failed ? "check found damage" : "check clean",
+                        tr.refused ? "; esd refused to open" : "",
+                        tr.corrupt_error ? "; reads: CORRUPT"
+                        : tr.read_error  ? "; reads: error"
+                                         : "",
+                        tr.short_read ? "; reads ended early without error" : "",
+                        intact ? "; nothing affected" : "");
+            }
+        }
+        rel_esd_destroy(&e);
+        if (val[0] > 50 && (t - val[1] + 1) % 100 == 0) {
+            rel_log("%" PRIu64 "/%" PRIu64 " trials, %" PRIu64 " failed", t - val[1] + 1, val[0],
+                    failures);
+        }
+    }
+    rel_log("%" PRIu64 " trials in %.1f s (%" PRIu64 " 1-bit, %" PRIu64 " multi-bit, %" PRIu64
+            " in-page flips, %" PRIu64 " truncations, %" PRIu64 " at page boundary, %" PRIu64
+            " random pages, %" PRIu64 " zeroed pages)",
+            val[0], (double)(rel_now_ms() - t0) / 1000.0, per_kind[0], per_kind[1], per_kind[2],
+            per_kind[3], per_kind[4], per_kind[5], per_kind[6]);
+    rel_log("outcomes: esd refused to open %" PRIu64 "; db check found damage %" PRIu64
+            "; reads answered CORRUPT %" PRIu64 ", another error %" PRIu64
+            "; ended early without an error %" PRIu64 "; check clean but reads affected %" PRIu64
+            "; nothing affected %" PRIu64 "; %" PRIu64 " events served, all byte-identical",
+            n_refused, n_check, n_corrupt, n_err, n_short, n_check_missed, n_intact, served);
+    if (failures) {
+        rel_fail("%" PRIu64 " of %" PRIu64 " trials crashed, hung or served a corrupt record "
+                 "(details above)",
+                 failures, val[0]);
+    }
+    rel_rm_rf(base);
+    rel_log("PASS T22: no crash, no corrupt record served as valid");
+    return 0;
+}
