@@ -906,6 +906,7 @@ es_err es_projector_step(es_projector *p, int timeout_ms)
                    !atomic_compare_exchange_weak(&p->scanned, &cur, p->refreshed_head)) {
             }
         }
+        clear_error(p); /* the status shows the current health */
         return ES_OK;
     case ES_ERR_REFUSED:
         /* Our own refusal: resubscribe after the LMDB checkpoint. */

@@ -468,6 +468,26 @@ static void test_bank_run_with_kills(void **state)
     int64_t sum2;
     verify_accounts(f, &sum2);
     assert_int_equal(sum2, sum);
+
+    /* ---- esd gone: queries still served, /stats says so, SIGTERM still prompt ---- */
+    assert_int_equal(t_child_stop(&f->esd, SIGTERM, 5000, NULL), 0);
+    int64_t gone = t_now_ms();
+    json_t *j = NULL;
+    do {
+        json_decref(j);
+        t_pause_ms(50);
+        j = get_json(f, "/stats", 200);
+    } while (json_is_null(json_object_get(j, "error")) && t_now_ms() - gone < 10000);
+    assert_true(json_is_string(json_object_get(j, "error")));
+    assert_false(json_is_true(json_object_get(j, "caught_up")));
+    assert_int_equal(jint(j, "events"), head);
+    json_decref(j);
+    j = get_json(f, "/accounts/1", 200);
+    json_decref(j);
+    s0 = t_now_ms();
+    assert_int_equal(t_child_stop(&f->view, SIGTERM, 5000, &status), 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    print_message("SIGTERM with esd down: exit 0 after %lld ms\n", (long long)(t_now_ms() - s0));
 }
 
 int main(void)

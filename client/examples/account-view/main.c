@@ -267,6 +267,12 @@ int main(int argc, char **argv)
     es_client_options_init(&copts);
     copts.address = o.server;
     copts.client_name = "es-account-view";
+    /* The projector loop backs off by itself and checks for a stop between
+     * attempts: keep each call short so that SIGTERM is served promptly
+     * even while esd is unreachable. */
+    copts.reconnect_attempts = 1;
+    copts.connect_timeout_ms = 2000;
+    copts.request_timeout_ms = 10000;
     es_projector_options popts;
     es_projector_options_init(&popts);
     char perr[512] = "";

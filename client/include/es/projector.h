@@ -172,7 +172,8 @@ typedef struct es_projector_status {
     uint64_t batches_committed; /**< since open */
     uint64_t batches_failed;    /**< aborted: apply or commit failure */
     uint64_t rebuilds;          /**< since open */
-    es_err last_error;          /**< of the last failed batch or step; ES_OK if none */
+    es_err last_error;          /**< of the last failed batch or step; ES_OK once a later poll or
+                                     commit succeeded */
     char last_error_msg[256];   /**< its explanation, NUL-terminated */
 } es_projector_status;
 
@@ -338,7 +339,11 @@ ES_API es_err es_projector_step(es_projector *p, int timeout_ms);
  *   ES_ERR_INVALID_STREAM_ID, ES_ERR_STORE_FULL). Every other failure —
  *   including a batch the apply function refuses — is retried with the
  *   backoff and shows in es_projector_status_get().
- * @note Stops within about 200 ms of es_projector_stop().
+ * @note Stops within about 200 ms of es_projector_stop() while connected;
+ *   a call that is reconnecting or waiting for a reply first runs into the
+ *   client's limits (connect_timeout_ms × reconnect_attempts plus backoff,
+ *   request_timeout_ms), so a service that must stop promptly sets them low
+ *   (e.g. reconnect_attempts = 1): this loop does its own backoff.
  */
 ES_API es_err es_projector_run(es_projector *p);
 
