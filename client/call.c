@@ -23,8 +23,10 @@
  *  elements (events of a page, results and conflicts of a transaction,
  *  streams of a listing) against what was asked for. Only then does
  *  protobuf-c unpack it, with the library's allocator. A reply for an id
- *  nobody waits for is dropped; a push goes to cl_on_push (subscriptions,
- *  a later issue). A reply that fails its checks fails its own request
+ *  nobody waits for is dropped; a push goes to the queue of the
+ *  subscription opened by its id (subscribe.c), which checks it there
+ *  (size, number of events) with the same care. A reply that fails its
+ *  checks fails its own request
  *  with ES_ERR_MALFORMED; only bytes that cannot be parsed at all drop the
  *  connection.
  *
@@ -158,19 +160,6 @@ static es_err check_items(const pending *e, uint32_t kind, const uint8_t *data, 
     return rv;
 }
 
-/* Subscription pushes. Subscriptions come in a later issue: this is where
- * a push will be routed to the subscription opened by request `id`. */
-static es_err cl_on_push(es_client *c, uint64_t id, uint32_t kind, const uint8_t *body,
-                         uint32_t len)
-{
-    (void)id;
-    (void)kind;
-    (void)body;
-    (void)len;
-    c->pushes_dropped++;
-    return ES_OK;
-}
-
 es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len)
 {
     /* Scan the top level: the id (field 1) and the kind (the oneof field,
@@ -204,7 +193,14 @@ es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len)
 
     if (kind == ES__V1__RESPONSE__KIND_EVENTS || kind == ES__V1__RESPONSE__KIND_CAUGHT_UP ||
         kind == ES__V1__RESPONSE__KIND_DROPPED) {
-        return cl_on_push(c, id, kind, body, len);
+        /* Subscription pushes: queued on their subscription (subscribe.c),
+         * delivered by es_sub_poll(). */
+        if (id == 0) {
+            c->pushes_dropped++;
+            return ES_OK;
+        }
+        cl_sub_on_push(c, id, kind, kdata, klen);
+        return ES_OK;
     }
 
     if (id == 0) {
@@ -530,6 +526,7 @@ static es_err connect_once(es_client *c)
         c->inflight_cap = CL_DEFAULT_IN_FLIGHT;
     }
     c->ready = true;
+    c->epoch++;
     return ES_OK;
 }
 

@@ -154,6 +154,7 @@ es_err es_client_create(const es_client_options *opts, es_client **out)
     }
     c->fd = -1;
     c->opts = *opts;
+    c->sub_queue_cap = CL_SUB_QUEUE_BYTES;
     if (parse_address(opts->address, c->host, sizeof(c->host), c->port, sizeof(c->port)) != ES_OK) {
         cl_free(c);
         return ES_ERR_INVALID_ARGUMENT;
@@ -218,6 +219,7 @@ void es_client_destroy(es_client *c)
         return;
     }
     es_client_close(c);
+    cl_subs_detach(c);
     for (size_t i = 0; i < c->pending.cap; i++) {
         if (c->pending.slots[i].id != 0) {
             cl_resp_free(c->pending.slots[i].resp);

@@ -9,19 +9,22 @@
  *             receiving, frame assembly with the cap checked on the header
  *   ops.c     appends, transactions, stream info/list, snapshots, stats, ping
  *   read.c    the paging iterators
+ *   subscribe.c  subscriptions: push queues, delivery, resubscription
  *   uuid.c    UUIDv4 generation and formatting
  *
- * Arrows mean "may call": ops/read → call → conn → call's frame dispatch
- * (cl_on_frame, the one upward edge, made explicit here).
+ * Arrows mean "may call": ops/read/subscribe → call → conn → call's frame
+ * dispatch (cl_on_frame, the one upward edge, made explicit here), which
+ * hands pushes to subscribe.c (cl_sub_on_push: it only queues, never calls
+ * back into the application or sends).
  *
  * Design notes: one connection, blocking calls with poll() deadlines, no
  * threads. A request is registered in the pending table (ptable) before it
  * is sent; every frame received, whichever call happens to be reading,
  * completes the entry with its id, so pipelined replies arriving in any
  * order reach their owners. Push frames (subscription events, caught-up,
- * dropped) carry the id of the Subscribe request and go to cl_on_push,
- * where subscriptions will be dispatched (a later issue; until then they
- * are counted and dropped).
+ * dropped) carry the id of the Subscribe request and are queued on the
+ * subscription opened by it (subscribe.c), whichever call read them; they
+ * reach the application's callbacks only in es_sub_poll().
  */
 #ifndef ES_CLIENT_INTERNAL_H
 #define ES_CLIENT_INTERNAL_H
@@ -46,6 +49,9 @@
 #define CL_DEFAULT_IN_FLIGHT 64u
 #define CL_DEFAULT_PAGE      1000u
 #define CL_RX_CHUNK          16384u
+/* Bytes of pushes a subscription may hold undelivered (beyond one frame)
+ * before it stops queueing and resubscribes later (subscribe.c). */
+#define CL_SUB_QUEUE_BYTES (4u * 1024u * 1024u)
 
 /** Receive state: the frame being assembled. */
 typedef struct cl_rx {
@@ -75,12 +81,18 @@ struct es_client {
     es_server_info info;
     bool have_info;
     char notice[256]; /* the server's last connection-level error (id 0) */
+    uint64_t epoch;   /* connections greeted so far: a subscription opened on
+                         an older one is gone with it */
 
     /* requests */
     uint64_t next_id;
     ptable pending;
     uint32_t in_flight;   /* entries PENDING_WAITING */
     uint32_t uncollected; /* async append handles not collected/discarded */
+
+    /* subscriptions opened on this client (subscribe.c) */
+    es_subscription *subs;
+    uint32_t sub_queue_cap; /* CL_SUB_QUEUE_BYTES; tests lower it */
 
     /* resilience */
     breaker br;
@@ -148,6 +160,21 @@ void cl_resp_free(Es__V1__Response *resp);
  *   (the connection is then dropped with that reason).
  */
 es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len);
+
+/* ---- subscribe.c -- */
+
+/**
+ * @brief A push (EventsBatch, CaughtUp, SubscriptionDropped) arrived for
+ *        request id: queue it on its subscription (bounded), or drop it
+ *        when no subscription waits for it. Never calls the application,
+ *        never sends: it runs inside whichever call is reading.
+ * @param kind the Response kind (ES__V1__RESPONSE__KIND_EVENTS, ...)
+ * @param data, len the bytes of the push message (the oneof field's value)
+ */
+void cl_sub_on_push(es_client *c, uint64_t id, uint32_t kind, const uint8_t *data, size_t len);
+
+/** @brief The client is being destroyed: detach its subscriptions. */
+void cl_subs_detach(es_client *c);
 
 /* ---- conn.c -- */
 

@@ -16,10 +16,20 @@
  *   read-stream  write one stream of --events events, then replay it.
  *   read-all     write --events events over --streams streams, then read the
  *                whole log.
- *   subscribe    write --events events, then catch up a subscription from the
- *                start, then measure live delivery while appending.
- *   latency      append -> subscriber delivery latency under --connections
- *                appenders.
+ *   subscribe    write --events events, then time a subscription from the
+ *                start up to its caught-up notification (catch-up events/s),
+ *                then follow it live for --duration seconds while
+ *                --connections appenders write (live events/s, append ->
+ *                delivery latency).
+ *   latency      --connections appenders for --duration seconds, one
+ *                subscriber from the end: latency = delivery time - send
+ *                time of each event, the send time carried in its data.
+ *
+ * For the subscription workloads the appenders stamp each event's data with
+ * the monotonic time just before the append is sent (a JSON string of
+ * --event-size bytes, at least 22: a quote, 20 digits of microseconds,
+ * padding, a quote); the subscriber, in the same process and so on the same
+ * clock, subtracts it from the time its callback sees the event.
  *
  * Latencies go into a log-linear histogram (1/16 of a power of two
  * resolution, about 6 %); percentiles are read from it.
@@ -36,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -45,7 +56,7 @@
 
 /* ------------------------------------------------------------- histogram -- */
 
-#define HIST_SUB 16
+#define HIST_SUB     16
 #define HIST_BUCKETS (64 * HIST_SUB)
 
 typedef struct hist {
@@ -131,6 +142,7 @@ typedef struct config {
     double duration;
     bool sync;
     bool json;
+    bool stamp; /* appenders write their send time into the data */
     char address[128];
 } config;
 
@@ -143,28 +155,27 @@ static uint64_t now_us(void)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: esbench [-s HOST:PORT] WORKLOAD [options]\n"
-            "\n"
-            "Workloads: append, read-stream, read-all, subscribe, latency\n"
-            "\n"
-            "Options:\n"
-            "  -s, --server HOST:PORT  benchmark a running esd (default: start one in a\n"
-            "                          temporary directory, stopped at the end)\n"
-            "  --connections N         client connections, one thread each (default 1)\n"
-            "  --batch N               events per append request (default 1)\n"
-            "  --streams N             streams appended to at random (default 10000)\n"
-            "  --events N              events written for read/subscribe workloads\n"
-            "                          (default 100000)\n"
-            "  --event-size BYTES      data bytes per event (default 200)\n"
-            "  --expected any|exact    expectation of appends (default any)\n"
-            "  --duration SECONDS      length of timed phases (default 10)\n"
-            "  --sync full|none        durability of the esd esbench starts (default full)\n"
-            "  --esd PATH              the esd binary to start (default: beside esbench)\n"
-            "  --json                  print one JSON object\n"
-            "  -h, --help              this help\n"
-            "\n"
-            "Exit status: 0 done, 1 the benchmark failed, 2 usage, 3 cannot connect.\n");
+    fprintf(out, "Usage: esbench [-s HOST:PORT] WORKLOAD [options]\n"
+                 "\n"
+                 "Workloads: append, read-stream, read-all, subscribe, latency\n"
+                 "\n"
+                 "Options:\n"
+                 "  -s, --server HOST:PORT  benchmark a running esd (default: start one in a\n"
+                 "                          temporary directory, stopped at the end)\n"
+                 "  --connections N         client connections, one thread each (default 1)\n"
+                 "  --batch N               events per append request (default 1)\n"
+                 "  --streams N             streams appended to at random (default 10000)\n"
+                 "  --events N              events written for read/subscribe workloads\n"
+                 "                          (default 100000)\n"
+                 "  --event-size BYTES      data bytes per event (default 200)\n"
+                 "  --expected any|exact    expectation of appends (default any)\n"
+                 "  --duration SECONDS      length of timed phases (default 10)\n"
+                 "  --sync full|none        durability of the esd esbench starts (default full)\n"
+                 "  --esd PATH              the esd binary to start (default: beside esbench)\n"
+                 "  --json                  print one JSON object\n"
+                 "  -h, --help              this help\n"
+                 "\n"
+                 "Exit status: 0 done, 1 the benchmark failed, 2 usage, 3 cannot connect.\n");
 }
 
 static bool parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -239,6 +250,8 @@ static int start_esd(config *cfg, const char *argv0)
         return -1;
     }
     if (esd_pid == 0) {
+        /* Our esd must not outlive us, whatever ends us. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         char log[300];
         snprintf(log, sizeof log, "%s/esd.log", esd_dir);
         FILE *f = freopen(log, "w", stderr);
@@ -316,6 +329,34 @@ static uint64_t xorshift(uint64_t *s)
     return *s = x;
 }
 
+/* Bytes of a stamped event's data: a quote, 20 digits, a quote at least. */
+#define STAMP_MIN_BYTES 22u
+
+static void stamp_payload(uint8_t *p, size_t len, uint64_t t)
+{
+    char digits[24];
+    snprintf(digits, sizeof digits, "%020" PRIu64, t);
+    p[0] = '"';
+    memcpy(p + 1, digits, 20);
+    p[len - 1] = '"';
+}
+
+/* The send time of a stamped event; 0 when the data carries none. */
+static uint64_t parse_stamp(const uint8_t *p, size_t len)
+{
+    if (len < STAMP_MIN_BYTES || p[0] != '"') {
+        return 0;
+    }
+    uint64_t t = 0;
+    for (unsigned i = 1; i <= 20; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+        t = t * 10 + (uint64_t)(p[i] - '0');
+    }
+    return t;
+}
+
 static void *append_main(void *arg)
 {
     worker *w = arg;
@@ -325,16 +366,20 @@ static void *append_main(void *arg)
     if (w->fatal != ES_OK) {
         return NULL;
     }
-    uint8_t *payload = malloc(cfg->event_size ? cfg->event_size : 1);
+    size_t size = cfg->event_size;
+    if (cfg->stamp && size < STAMP_MIN_BYTES) {
+        size = STAMP_MIN_BYTES;
+    }
+    uint8_t *payload = malloc(size ? size : 1);
     es_event *evs = calloc(cfg->batch, sizeof *evs);
     if (!payload || !evs) {
         w->fatal = ES_ERR_NO_MEMORY;
         goto out;
     }
-    memset(payload, 'x', cfg->event_size);
-    if (cfg->event_size >= 2) {
+    memset(payload, 'x', size);
+    if (size >= 2) {
         payload[0] = '"';
-        payload[cfg->event_size - 1] = '"';
+        payload[size - 1] = '"';
     }
     while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
         unsigned sn = (unsigned)(xorshift(&w->seed) % cfg->streams);
@@ -344,7 +389,7 @@ static void *append_main(void *arg)
             memset(&evs[i], 0, sizeof evs[i]);
             evs[i].type = "BenchEvent";
             evs[i].data = payload;
-            evs[i].data_len = cfg->event_size;
+            evs[i].data_len = size;
         }
         es_expected exp = {ES_EXPECT_ANY, 0};
         if (cfg->exact) {
@@ -353,6 +398,9 @@ static void *append_main(void *arg)
         }
         es_append_result res;
         uint64_t t0 = now_us();
+        if (cfg->stamp) {
+            stamp_payload(payload, size, t0);
+        }
         es_err rv = es_stream_append(c, stream, exp, evs, cfg->batch, &res);
         uint64_t t1 = now_us();
         if (rv == ES_OK) {
@@ -392,55 +440,93 @@ typedef struct result {
     double mean_batch;
     uint32_t max_batch;
     uint64_t commits;
+    /* subscribe, latency: the live phase */
+    double live_seconds;
+    uint64_t live_events;  /* stamped events delivered */
+    uint64_t appended;     /* events the appenders stored meanwhile */
+    uint64_t order_errors; /* deliveries out of order or repeated */
 } result;
+
+/* Appender threads, started and stopped around a timed phase. */
+typedef struct appenders {
+    worker *ws;
+    unsigned n;
+} appenders;
+
+static int appenders_start(const config *cfg, appenders *a)
+{
+    a->n = cfg->connections;
+    a->ws = calloc(a->n, sizeof *a->ws);
+    if (!a->ws) {
+        return 1;
+    }
+    atomic_store(&stop_flag, false);
+    for (unsigned i = 0; i < a->n; i++) {
+        a->ws[i].cfg = cfg;
+        a->ws[i].index = i;
+        a->ws[i].seed = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)now_us();
+        if (cfg->exact) {
+            a->ws[i].revs = calloc(cfg->streams, sizeof *a->ws[i].revs);
+        }
+        pthread_create(&a->ws[i].th, NULL, append_main, &a->ws[i]);
+    }
+    return 0;
+}
+
+/* Stop and join the appenders; their counts and append latencies go into
+ * out (when not NULL). @return 0, or the exit status of a failure. */
+static int appenders_stop(appenders *a, result *out)
+{
+    atomic_store(&stop_flag, true);
+    int rc = 0;
+    for (unsigned i = 0; i < a->n; i++) {
+        pthread_join(a->ws[i].th, NULL);
+    }
+    for (unsigned i = 0; i < a->n; i++) {
+        if (a->ws[i].fatal != ES_OK) {
+            fprintf(stderr, "esbench: connection %u failed: %s\n", i, es_strerror(a->ws[i].fatal));
+            rc = a->ws[i].fatal == ES_ERR_CONNECTION ? 3 : 1;
+        }
+        if (out) {
+            out->events += a->ws[i].events;
+            out->requests += a->ws[i].requests;
+            out->conflicts += a->ws[i].conflicts;
+            out->errors += a->ws[i].errors;
+            hist_merge(&out->lat, &a->ws[i].lat);
+        }
+        free(a->ws[i].revs);
+    }
+    free(a->ws);
+    a->ws = NULL;
+    return rc;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
 
 static int run_append(const config *cfg, result *out)
 {
-    worker *ws = calloc(cfg->connections, sizeof *ws);
-    if (!ws) {
-        return 1;
-    }
     es_client *c;
     es_stats before = {0}, after = {0};
     if (connect_client(cfg, &c) != ES_OK) {
-        free(ws);
         return 3;
     }
     es_stats_get(c, &before);
-    atomic_store(&stop_flag, false);
-    for (unsigned i = 0; i < cfg->connections; i++) {
-        ws[i].cfg = cfg;
-        ws[i].index = i;
-        ws[i].seed = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)now_us();
-        if (cfg->exact) {
-            ws[i].revs = calloc(cfg->streams, sizeof *ws[i].revs);
-        }
-        pthread_create(&ws[i].th, NULL, append_main, &ws[i]);
+    appenders a;
+    if (appenders_start(cfg, &a) != 0) {
+        es_client_destroy(c);
+        return 1;
     }
     uint64_t t0 = now_us();
-    struct timespec ts = {(time_t)cfg->duration,
-                          (long)((cfg->duration - (double)(time_t)cfg->duration) * 1e9)};
-    nanosleep(&ts, NULL);
-    atomic_store(&stop_flag, true);
-    int rc = 0;
-    for (unsigned i = 0; i < cfg->connections; i++) {
-        pthread_join(ws[i].th, NULL);
-    }
-    uint64_t t1 = now_us();
+    sleep_s(cfg->duration);
     memset(out, 0, sizeof *out);
+    int rc = appenders_stop(&a, out);
+    uint64_t t1 = now_us();
     out->seconds = (double)(t1 - t0) / 1e6;
-    for (unsigned i = 0; i < cfg->connections; i++) {
-        if (ws[i].fatal != ES_OK) {
-            fprintf(stderr, "esbench: connection %u failed: %s\n", i, es_strerror(ws[i].fatal));
-            rc = ws[i].fatal == ES_ERR_CONNECTION ? 3 : 1;
-        }
-        out->events += ws[i].events;
-        out->requests += ws[i].requests;
-        out->conflicts += ws[i].conflicts;
-        out->errors += ws[i].errors;
-        hist_merge(&out->lat, &ws[i].lat);
-        free(ws[i].revs);
-    }
     out->bytes = out->events * cfg->event_size;
     if (es_stats_get(c, &after) == ES_OK && after.commits > before.commits) {
         out->commits = after.commits - before.commits;
@@ -450,7 +536,6 @@ static int run_append(const config *cfg, result *out)
         out->max_batch = after.max_commit_batch;
     }
     es_client_destroy(c);
-    free(ws);
     return rc;
 }
 
@@ -541,12 +626,12 @@ static int run_read(const config *cfg, bool all, result *out)
         }
         const es_recorded_event *ev;
         uint64_t n = 0;
-        while ((rv = es_read_next(it, &ev)) == ES_OK) {
+        while ((rv = es_read_next(it, &ev)) == ES_OK && ev != NULL) {
             n++;
             out->bytes += ev->data_len;
         }
         es_read_destroy(it);
-        if (rv != ES_ERR_NOT_FOUND) {
+        if (rv != ES_OK) {
             fprintf(stderr, "esbench: read: %s\n", es_strerror(rv));
             rc = 1;
             break;
@@ -556,6 +641,241 @@ static int run_read(const config *cfg, bool all, result *out)
         out->requests++;
     } while (now_us() < deadline);
     out->seconds = (double)(now_us() - t0) / 1e6;
+    es_client_destroy(c);
+    return rc;
+}
+
+/* --------------------------------------------------------- subscriptions -- */
+
+/* Events per push asked for by the subscriber: with 200-byte events, pushes
+ * of about 250 KB. Measured on this machine, 256 to 1024 events per push
+ * catch up several times faster than 4096 (pushes of 1 MB and more). */
+#define SUB_BATCH 1024u
+
+/* What the subscriber of subscribe/latency saw. */
+typedef struct sub_seen {
+    uint64_t events, bytes;
+    uint64_t last; /* last position delivered */
+    bool has_last;
+    uint64_t order_errors;
+    bool caught_up;
+    uint64_t caught_up_us;
+    bool live;        /* measure stamped events */
+    uint64_t stamped; /* stamped events delivered while live */
+    hist lat;         /* their append -> delivery latency */
+} sub_seen;
+
+static int seen_batch(void *ctx, const es_recorded_event *evs, size_t n)
+{
+    sub_seen *ss = ctx;
+    uint64_t now = now_us();
+    for (size_t i = 0; i < n; i++) {
+        const es_recorded_event *e = &evs[i];
+        if (ss->has_last && e->position != ss->last + 1) {
+            ss->order_errors++;
+        }
+        ss->last = e->position;
+        ss->has_last = true;
+        ss->bytes += e->data_len;
+        if (ss->live) {
+            uint64_t t = parse_stamp(e->data, e->data_len);
+            if (t != 0 && t <= now) {
+                hist_add(&ss->lat, now - t);
+                ss->stamped++;
+            }
+        }
+    }
+    ss->events += n;
+    return 0;
+}
+
+static void seen_caught_up(void *ctx, uint64_t position)
+{
+    sub_seen *ss = ctx;
+    if (!ss->caught_up) {
+        ss->caught_up = true;
+        ss->caught_up_us = now_us();
+    }
+}
+
+static es_err sub_open(const config *cfg, es_client *c, es_sub_start start, sub_seen *ss,
+                       es_subscription **out)
+{
+    es_server_info info;
+    es_sub_options so = {.target = ES_SUB_ALL, .start = start, .batch_size = SUB_BATCH};
+    if (es_client_server_info(c, &info) == ES_OK && info.limits.max_page_size != 0 &&
+        info.limits.max_page_size < SUB_BATCH) {
+        so.batch_size = info.limits.max_page_size;
+    }
+    if (start == ES_SUB_FROM_END) {
+        ss->live = true;
+    }
+    es_err rv = es_subscribe(c, &so, seen_batch, seen_caught_up, ss, out);
+    if (rv != ES_OK) {
+        fprintf(stderr, "esbench: subscribe: %s\n", es_client_errmsg(c));
+    }
+    return rv;
+}
+
+/* Poll until `until` (monotonic us); @return 0 or 1 (the subscription failed). */
+static int sub_follow(es_client *c, es_subscription *sub, uint64_t until)
+{
+    while (now_us() < until) {
+        uint64_t left_ms = (until - now_us()) / 1000;
+        es_err rv = es_sub_poll(sub, left_ms > 100 ? 100 : (int)left_ms);
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: subscription: %s\n", es_client_errmsg(c));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* After the appenders stopped: poll until the subscriber has the head (at
+ * most 10 s). */
+static int sub_drain(const config *cfg, es_client *c, es_subscription *sub, sub_seen *ss)
+{
+    es_stats st;
+    if (es_stats_get(c, &st) != ES_OK) {
+        fprintf(stderr, "esbench: stats: %s\n", es_client_errmsg(c));
+        return 1;
+    }
+    uint64_t until = now_us() + 10000000u;
+    while ((!ss->has_last || ss->last < st.head_position) && now_us() < until) {
+        es_err rv = es_sub_poll(sub, 100);
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: subscription: %s\n", es_client_errmsg(c));
+            return 1;
+        }
+    }
+    if (!ss->has_last || ss->last < st.head_position) {
+        fprintf(stderr, "esbench: the subscriber did not reach the head (%" PRIu64 ") in 10 s\n",
+                st.head_position);
+        return 1;
+    }
+    return 0;
+}
+
+static int run_subscribe(const config *cfg, result *out)
+{
+    memset(out, 0, sizeof *out);
+    es_client *c, *sc;
+    if (connect_client(cfg, &c) != ES_OK) {
+        return 3;
+    }
+    int rc = fill(cfg, c, NULL);
+    if (rc) {
+        es_client_destroy(c);
+        return rc;
+    }
+    if (connect_client(cfg, &sc) != ES_OK) {
+        es_client_destroy(c);
+        return 3;
+    }
+    sub_seen *ss = calloc(1, sizeof *ss);
+    es_subscription *sub = NULL;
+    if (!ss) {
+        rc = 1;
+        goto out;
+    }
+
+    /* Catch-up: from the first event to the caught-up notification. */
+    uint64_t t0 = now_us();
+    if (sub_open(cfg, sc, ES_SUB_FROM_START, ss, &sub) != ES_OK) {
+        rc = 1;
+        goto out;
+    }
+    while (!ss->caught_up) {
+        es_err rv = es_sub_poll(sub, 1000);
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: subscription: %s\n", es_client_errmsg(sc));
+            rc = 1;
+            goto out;
+        }
+    }
+    out->events = ss->events;
+    out->bytes = ss->bytes;
+    out->seconds = (double)(ss->caught_up_us - t0) / 1e6;
+    out->requests = 1;
+
+    /* Live: the appenders write, the subscriber follows. */
+    ss->live = true;
+    uint64_t live0 = ss->events;
+    appenders a;
+    if (appenders_start(cfg, &a) != 0) {
+        rc = 1;
+        goto out;
+    }
+    uint64_t l0 = now_us();
+    rc = sub_follow(sc, sub, l0 + (uint64_t)(cfg->duration * 1e6));
+    result ar;
+    memset(&ar, 0, sizeof ar);
+    int arc = appenders_stop(&a, &ar);
+    rc = rc ? rc : arc;
+    if (rc == 0) {
+        rc = sub_drain(cfg, c, sub, ss);
+    }
+    out->live_seconds = (double)(now_us() - l0) / 1e6;
+    out->live_events = ss->events - live0;
+    out->appended = ar.events;
+    out->errors = ar.errors;
+    out->order_errors = ss->order_errors;
+    out->lat = ss->lat;
+out:
+    es_sub_destroy(sub);
+    free(ss);
+    es_client_destroy(sc);
+    es_client_destroy(c);
+    return rc;
+}
+
+static int run_latency(const config *cfg, result *out)
+{
+    memset(out, 0, sizeof *out);
+    es_client *c, *sc;
+    if (connect_client(cfg, &c) != ES_OK) {
+        return 3;
+    }
+    if (connect_client(cfg, &sc) != ES_OK) {
+        es_client_destroy(c);
+        return 3;
+    }
+    int rc = 0;
+    sub_seen *ss = calloc(1, sizeof *ss);
+    es_subscription *sub = NULL;
+    if (!ss || sub_open(cfg, sc, ES_SUB_FROM_END, ss, &sub) != ES_OK) {
+        rc = 1;
+        goto out;
+    }
+    appenders a;
+    if (appenders_start(cfg, &a) != 0) {
+        rc = 1;
+        goto out;
+    }
+    uint64_t t0 = now_us();
+    rc = sub_follow(sc, sub, t0 + (uint64_t)(cfg->duration * 1e6));
+    result ar;
+    memset(&ar, 0, sizeof ar);
+    int arc = appenders_stop(&a, &ar);
+    rc = rc ? rc : arc;
+    if (rc == 0) {
+        rc = sub_drain(cfg, c, sub, ss);
+    }
+    out->seconds = (double)(now_us() - t0) / 1e6;
+    out->events = ss->stamped;
+    out->bytes = ss->bytes;
+    out->requests = ar.requests;
+    out->errors = ar.errors;
+    out->conflicts = ar.conflicts;
+    out->appended = ar.events;
+    out->live_events = ss->events;
+    out->live_seconds = out->seconds;
+    out->order_errors = ss->order_errors;
+    out->lat = ss->lat;
+out:
+    es_sub_destroy(sub);
+    free(ss);
+    es_client_destroy(sc);
     es_client_destroy(c);
     return rc;
 }
@@ -574,16 +894,44 @@ static void report(const config *cfg, const result *r)
                "\"sync\":\"%s\",\"events_total\":%" PRIu64 ",\"requests\":%" PRIu64
                ",\"conflicts\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"events_per_sec\":%.1f,"
                "\"mb_per_sec\":%.2f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
-               ",\"p999_us\":%" PRIu64 ",\"commits\":%" PRIu64 ",\"mean_commit_batch\":%.2f}\n",
-               cfg->wname, cfg->connections, cfg->batch, cfg->streams, cfg->events,
-               cfg->event_size, cfg->exact ? "exact" : "any", r->seconds,
-               cfg->sync ? "full" : "none", r->events, r->requests, r->conflicts, r->errors, eps,
-               mbs, p50, p99, p999, r->commits, r->mean_batch);
+               ",\"p999_us\":%" PRIu64 ",\"commits\":%" PRIu64 ",\"mean_commit_batch\":%.2f",
+               cfg->wname, cfg->connections, cfg->batch, cfg->streams, cfg->events, cfg->event_size,
+               cfg->exact ? "exact" : "any", r->seconds, cfg->sync ? "full" : "none", r->events,
+               r->requests, r->conflicts, r->errors, eps, mbs, p50, p99, p999, r->commits,
+               r->mean_batch);
+        if (cfg->w == W_SUBSCRIBE || cfg->w == W_LATENCY) {
+            /* The live phase's figures, after the common keys. */
+            printf(",\"live_seconds\":%.3f,\"live_events\":%" PRIu64
+                   ",\"live_events_per_sec\":%.1f,\"appended\":%" PRIu64
+                   ",\"order_errors\":%" PRIu64,
+                   r->live_seconds, r->live_events,
+                   r->live_seconds > 0 ? (double)r->live_events / r->live_seconds : 0, r->appended,
+                   r->order_errors);
+        }
+        printf("}\n");
         return;
     }
-    printf("workload     %s (%u connection%s, batch %u, %u-byte events, %s, sync %s)\n",
-           cfg->wname, cfg->connections, cfg->connections == 1 ? "" : "s", cfg->batch,
-           cfg->event_size, cfg->exact ? "exact" : "any", cfg->sync ? "full" : "none");
+    printf("workload     %s (%u connection%s, batch %u, %u-byte events, %s, sync %s)\n", cfg->wname,
+           cfg->connections, cfg->connections == 1 ? "" : "s", cfg->batch, cfg->event_size,
+           cfg->exact ? "exact" : "any", cfg->sync ? "full" : "none");
+    if (cfg->w == W_SUBSCRIBE || cfg->w == W_LATENCY) {
+        const char *what = cfg->w == W_SUBSCRIBE ? "catch-up" : "delivered";
+        printf("events       %" PRIu64 " in %.2f s (%s)\n", r->events, r->seconds, what);
+        printf("events/s     %.0f\n", eps);
+        printf("MB/s         %.2f\n", mbs);
+        printf("live         %" PRIu64 " events delivered in %.2f s (%.0f/s) while %u connection%s "
+               "appended %" PRIu64 "\n",
+               r->live_events, r->live_seconds,
+               r->live_seconds > 0 ? (double)r->live_events / r->live_seconds : 0, cfg->connections,
+               cfg->connections == 1 ? "" : "s", r->appended);
+        printf("%-12s p50 %" PRIu64 " us, p99 %" PRIu64 " us, p999 %" PRIu64 " us (%" PRIu64
+               " events)\n",
+               "append->delivery", p50, p99, p999, r->lat.count);
+        if (r->order_errors) {
+            printf("ORDER ERRORS %" PRIu64 " (events out of order or repeated)\n", r->order_errors);
+        }
+        return;
+    }
     printf("events       %" PRIu64 " in %.2f s\n", r->events, r->seconds);
     printf("events/s     %.0f\n", eps);
     printf("MB/s         %.2f\n", mbs);
@@ -616,8 +964,13 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    config cfg = {.connections = 1, .batch = 1, .streams = 10000, .events = 100000,
-                  .event_size = 200, .duration = 10, .sync = true};
+    config cfg = {.connections = 1,
+                  .batch = 1,
+                  .streams = 10000,
+                  .events = 100000,
+                  .event_size = 200,
+                  .duration = 10,
+                  .sync = true};
     int ch;
     uint64_t v;
     opterr = 0;
@@ -684,6 +1037,7 @@ int main(int argc, char **argv)
         return 2;
     }
     cfg.wname = argv[optind];
+    cfg.stamp = false;
     if (!strcmp(cfg.wname, "append")) {
         cfg.w = W_APPEND;
     } else if (!strcmp(cfg.wname, "read-stream")) {
@@ -692,8 +1046,10 @@ int main(int argc, char **argv)
         cfg.w = W_READ_ALL;
     } else if (!strcmp(cfg.wname, "subscribe")) {
         cfg.w = W_SUBSCRIBE;
+        cfg.stamp = true;
     } else if (!strcmp(cfg.wname, "latency")) {
         cfg.w = W_LATENCY;
+        cfg.stamp = true;
     } else {
         fprintf(stderr, "esbench: unknown workload '%s'\n", cfg.wname);
         return 2;
@@ -706,7 +1062,8 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     result r;
-    int rc;
+    memset(&r, 0, sizeof r);
+    int rc = 1;
     switch (cfg.w) {
     case W_APPEND:
         rc = run_append(&cfg, &r);
@@ -717,12 +1074,17 @@ int main(int argc, char **argv)
     case W_READ_ALL:
         rc = run_read(&cfg, true, &r);
         break;
-    default:
-        fprintf(stderr, "esbench: workload '%s' needs the subscription client API\n", cfg.wname);
-        rc = 1;
+    case W_SUBSCRIBE:
+        rc = run_subscribe(&cfg, &r);
+        break;
+    case W_LATENCY:
+        rc = run_latency(&cfg, &r);
         break;
     }
-    if (rc == 0) {
+    if (rc == 0 && r.order_errors) {
+        rc = 1; /* reported below: a delivery out of order is a bug */
+    }
+    if (rc == 0 || r.order_errors) {
         report(&cfg, &r);
     }
     stop_esd();

@@ -4,7 +4,8 @@
  *   esctl [-s HOST:PORT] [--json] COMMAND [ARGS] [OPTIONS]
  *
  * Commands talking to esd (through libesclient): ping, stats, append,
- * read, read-all, streams, info. Offline commands on a data directory
+ * read, read-all, streams, info, tail (a subscription followed until
+ * SIGINT/SIGTERM). Offline commands on a data directory
  * (through the store library, read-only): db stat, db check, db backup.
  *
  * Design notes: global options are accepted before and after the command.
@@ -16,9 +17,11 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "esctl.h"
 
@@ -39,6 +42,8 @@ enum {
     OPT_CATEGORY,
     OPT_TYPE,
     OPT_PREFIX,
+    OPT_ALL,
+    OPT_FROM_START,
 };
 
 #define GLOBAL_LONGOPTS                                                                            \
@@ -72,6 +77,7 @@ static void usage_main(FILE *f)
             "  read-all                      events of the global log\n"
             "  streams                       list streams\n"
             "  info STREAM                   a stream's record\n"
+            "  tail [STREAM | --all | ...]   follow new events as they are appended (tail -f)\n"
             "  db stat DIR                   offline: statistics of a data directory\n"
             "  db check DIR                  offline: verify a data directory\n"
             "  db backup DIR DEST            offline: consistent compacted copy\n"
@@ -642,14 +648,43 @@ static int read_opt(void *ctx, int opt, const char *arg)
     }
 }
 
+static const char *const H_STREAM[] = {"REVISION", "POSITION", "RECORDED AT", "TYPE", "DATA"};
+static const char *const H_ALL[] = {"POSITION",    "STREAM", "REVISION",
+                                    "RECORDED AT", "TYPE",   "DATA"};
+
+/* A table for events of one stream (all = false) or of the global log. */
+static out_table *events_table(bool all)
+{
+    return all ? out_table_create(H_ALL, 6) : out_table_create(H_STREAM, 5);
+}
+
+/* One event: a JSON line, or a row of t. */
+static void print_event(const esctl *x, out_table *t, const es_recorded_event *ev, bool all)
+{
+    if (x->json) {
+        out_json_line(out_event_json(ev));
+        return;
+    }
+    char rev[24], pos[24], when[40];
+    snprintf(rev, sizeof(rev), "%llu", (unsigned long long)ev->revision);
+    snprintf(pos, sizeof(pos), "%llu", (unsigned long long)ev->position);
+    out_time(ev->recorded_at_us, when, sizeof(when));
+    char *data = out_bytes_text(ev->data, ev->data_len);
+    if (all) {
+        const char *cells[6] = {pos, ev->stream, rev, when, ev->type, data};
+        out_table_row(t, cells);
+    } else {
+        const char *cells[5] = {rev, pos, when, ev->type, data};
+        out_table_row(t, cells);
+    }
+    free(data);
+}
+
 static int print_events(esctl *x, es_client *c, es_read_iter *it, bool all)
 {
-    static const char *const h_stream[] = {"REVISION", "POSITION", "RECORDED AT", "TYPE", "DATA"};
-    static const char *const h_all[] = {"POSITION",    "STREAM", "REVISION",
-                                        "RECORDED AT", "TYPE",   "DATA"};
     out_table *t = NULL;
     if (!x->json) {
-        t = all ? out_table_create(h_all, 6) : out_table_create(h_stream, 5);
+        t = events_table(all);
         if (t == NULL) {
             fprintf(stderr, "esctl: out of memory\n");
             return EXIT_FAILED;
@@ -671,23 +706,7 @@ static int print_events(esctl *x, es_client *c, es_read_iter *it, bool all)
             break;
         }
         n++;
-        if (x->json) {
-            out_json_line(out_event_json(ev));
-            continue;
-        }
-        char rev[24], pos[24], when[40];
-        snprintf(rev, sizeof(rev), "%llu", (unsigned long long)ev->revision);
-        snprintf(pos, sizeof(pos), "%llu", (unsigned long long)ev->position);
-        out_time(ev->recorded_at_us, when, sizeof(when));
-        char *data = out_bytes_text(ev->data, ev->data_len);
-        if (all) {
-            const char *cells[6] = {pos, ev->stream, rev, when, ev->type, data};
-            out_table_row(t, cells);
-        } else {
-            const char *cells[5] = {rev, pos, when, ev->type, data};
-            out_table_row(t, cells);
-        }
-        free(data);
+        print_event(x, t, ev, all);
     }
     out_table_finish(t);
     if (rc == EXIT_OK && n == 0 && !x->json) {
@@ -796,6 +815,221 @@ static int cmd_read_all(esctl *x, int argc, char **argv)
     }
     rc = print_events(x, c, it, true);
     es_read_destroy(it);
+    es_client_destroy(c);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- tail -- */
+
+static volatile sig_atomic_t tail_stop;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    tail_stop = 1;
+}
+
+typedef struct tail_opts {
+    es_sub_options so;
+    int targets; /* --all, --category, --type, --prefix given */
+    bool has_after;
+    bool from_start;
+} tail_opts;
+
+static int tail_opt(void *ctx, int opt, const char *arg)
+{
+    tail_opts *t = ctx;
+    switch (opt) {
+    case OPT_ALL:
+        t->so.target = ES_SUB_ALL;
+        t->so.name = NULL;
+        t->targets++;
+        return -1;
+    case OPT_CATEGORY:
+        t->so.target = ES_SUB_CATEGORY;
+        t->so.name = arg;
+        t->targets++;
+        return -1;
+    case OPT_TYPE:
+        t->so.target = ES_SUB_EVENT_TYPE;
+        t->so.name = arg;
+        t->targets++;
+        return -1;
+    case OPT_PREFIX:
+        t->so.target = ES_SUB_STREAM_PREFIX;
+        t->so.name = arg;
+        t->targets++;
+        return -1;
+    case OPT_AFTER:
+        if (!parse_u64(arg, &t->so.after)) {
+            return EXIT_USAGE;
+        }
+        t->has_after = true;
+        return -1;
+    case OPT_FROM_START:
+        t->from_start = true;
+        return -1;
+    default:
+        return EXIT_USAGE;
+    }
+}
+
+typedef struct tail_ctx {
+    const esctl *x;
+    out_table *t;
+    bool all;
+    bool told_caught_up;
+} tail_ctx;
+
+static int tail_batch(void *ctx, const es_recorded_event *evs, size_t n)
+{
+    tail_ctx *tc = ctx;
+    for (size_t i = 0; i < n; i++) {
+        print_event(tc->x, tc->t, &evs[i], tc->all);
+    }
+    out_table_flush(tc->t);
+    fflush(stdout);
+    return 0;
+}
+
+static void tail_caught_up(void *ctx, uint64_t position)
+{
+    tail_ctx *tc = ctx;
+    if (!tc->x->json && !tc->told_caught_up) {
+        fprintf(stderr, "(caught up at position %llu; following, Ctrl-C to stop)\n",
+                (unsigned long long)position);
+    }
+    tc->told_caught_up = true;
+}
+
+/* A pause of about ms milliseconds that a stop signal cuts short. */
+static void tail_pause(int ms)
+{
+    for (int i = 0; i < ms / 50 && !tail_stop; i++) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static bool connection_error(es_err rv)
+{
+    return rv == ES_ERR_CLOSED || rv == ES_ERR_TIMEOUT || rv == ES_ERR_CONNECTION ||
+           rv == ES_ERR_CIRCUIT_OPEN || rv == ES_ERR_SHUTTING_DOWN;
+}
+
+static int cmd_tail(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {GLOBAL_LONGOPTS,
+                                       {"all", no_argument, NULL, OPT_ALL},
+                                       {"category", required_argument, NULL, OPT_CATEGORY},
+                                       {"type", required_argument, NULL, OPT_TYPE},
+                                       {"prefix", required_argument, NULL, OPT_PREFIX},
+                                       {"after", required_argument, NULL, OPT_AFTER},
+                                       {"from-start", no_argument, NULL, OPT_FROM_START},
+                                       {NULL, 0, NULL, 0}};
+    const char *usage = "esctl tail [STREAM | --all | --category C | --type T | --prefix P] "
+                        "[--after POS | --from-start] [--json]";
+    const char *details =
+        "Follow events as they are appended, like tail -f, until interrupted\n"
+        "(SIGINT or SIGTERM: exit status 0). The rows are those of `esctl read`\n"
+        "(STREAM) or `esctl read-all` (the others); --json prints one object per\n"
+        "event line. A lost connection is remade, and the events resume right\n"
+        "after the last one printed: none is missed or printed twice.\n"
+        "\n"
+        "  STREAM          the events of one stream\n"
+        "  --all           the whole log\n"
+        "  --category C    streams \"C-...\"\n"
+        "  --type T        events of type T\n"
+        "  --prefix P      streams whose id starts with P\n"
+        "  --after POS     first print what follows POS (a position; a revision for\n"
+        "                  STREAM), then follow; default: only new events\n"
+        "  --from-start    first print everything from the first event, then follow\n";
+    tail_opts to;
+    memset(&to, 0, sizeof(to));
+    char *pos[1];
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, tail_opt, &to, usage, details, pos, 0, 1, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    if (to.targets + npos != 1) {
+        return usage_error(usage,
+                           to.targets + npos == 0
+                               ? "what to follow: STREAM, --all, --category, --type or --prefix"
+                               : "only one of STREAM, --all, --category, --type, --prefix",
+                           NULL);
+    }
+    if (to.has_after && to.from_start) {
+        return usage_error(usage, "--after and --from-start exclude each other", NULL);
+    }
+    if (npos == 1) {
+        to.so.target = ES_SUB_STREAM;
+        to.so.name = pos[0];
+    }
+    to.so.start = to.from_start ? ES_SUB_FROM_START : to.has_after ? ES_SUB_AFTER : ES_SUB_FROM_END;
+
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    tail_ctx tc = {.x = x, .all = to.so.target != ES_SUB_STREAM};
+    if (!x->json) {
+        tc.t = events_table(tc.all);
+        if (tc.t == NULL) {
+            fprintf(stderr, "esctl: out of memory\n");
+            es_client_destroy(c);
+            return EXIT_FAILED;
+        }
+    }
+    /* No SA_RESTART: a signal only sets the flag, which the poll loop
+     * checks at least every TAIL_POLL_MS. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    es_subscription *sub = NULL;
+    es_err rv = es_subscribe(c, &to.so, tail_batch, tail_caught_up, &tc, &sub);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "tail");
+        out_table_finish(tc.t);
+        es_client_destroy(c);
+        return rv == ES_ERR_INVALID_STREAM_ID ? EXIT_USAGE
+               : connection_error(rv)         ? EXIT_CONNECT
+                                              : EXIT_FAILED;
+    }
+    enum { TAIL_POLL_MS = 200 };
+    bool lost = false;
+    rc = EXIT_OK;
+    while (!tail_stop) {
+        rv = es_sub_poll(sub, TAIL_POLL_MS);
+        if (rv == ES_OK) {
+            if (lost && es_client_connected(c)) {
+                if (!x->json) {
+                    fprintf(stderr, "esctl: tail: connected again\n");
+                }
+                lost = false;
+            }
+            continue;
+        }
+        if (connection_error(rv)) {
+            /* The subscription keeps its place: the next poll reconnects
+             * and resumes right after the last event printed. */
+            if (!lost) {
+                out_error(x, c, rv, "tail: connection lost, retrying");
+                lost = true;
+            }
+            tail_pause(1000);
+            continue;
+        }
+        out_error(x, c, rv, "tail");
+        rc = EXIT_FAILED;
+        break;
+    }
+    es_sub_destroy(sub);
+    out_table_finish(tc.t);
     es_client_destroy(c);
     return rc;
 }
@@ -949,10 +1183,9 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
-    {"ping", cmd_ping},         {"stats", cmd_stats},
-    {"append", cmd_append},     {"read", cmd_read},
-    {"read-all", cmd_read_all}, {"streams", cmd_streams},
-    {"info", cmd_info},         {"db", cmd_db},
+    {"ping", cmd_ping}, {"stats", cmd_stats},       {"append", cmd_append},
+    {"read", cmd_read}, {"read-all", cmd_read_all}, {"streams", cmd_streams},
+    {"info", cmd_info}, {"tail", cmd_tail},         {"db", cmd_db},
 };
 
 static const command *find_command(const char *name)

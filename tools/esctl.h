@@ -70,6 +70,8 @@ typedef struct out_table out_table;
 out_table *out_table_create(const char *const *headers, size_t ncols);
 /** @brief Add a row; the cells are copied. */
 void out_table_row(out_table *t, const char *const *cells);
+/** @brief Print the rows buffered so far (a table that follows a live feed). */
+void out_table_flush(out_table *t);
 /** @brief Print what is buffered and free the table. */
 void out_table_finish(out_table *t);
 

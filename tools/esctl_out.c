@@ -265,6 +265,13 @@ void out_table_row(out_table *t, const char *const *cells)
     t->rows++;
 }
 
+void out_table_flush(out_table *t)
+{
+    if (t != NULL) {
+        flush(t);
+    }
+}
+
 void out_table_finish(out_table *t)
 {
     if (t == NULL) {

@@ -170,6 +170,8 @@ ES_API void es_client_close(es_client *c);
  * @brief Close the connection and free the client. Accepts NULL.
  * @note Every iterator opened on the client must be destroyed first.
  *   Handles of es_stream_append_send that were not collected are dropped.
+ *   Subscriptions still open are detached: their es_sub_poll() then
+ *   returns ES_ERR_CLOSED and es_sub_destroy() only frees them.
  */
 ES_API void es_client_destroy(es_client *c);
 
@@ -594,10 +596,29 @@ ES_API es_err es_stats_get(es_client *c, es_stats *st);
  * resubscribes strictly after that point, so the callback sees every
  * event exactly once and in order, also across reconnects.
  *
+ * Callbacks run only inside es_sub_poll() of their subscription, never
+ * inside another call that happens to read the connection: pushes read by
+ * other calls (an append waiting for its reply, another subscription's
+ * poll) are queued on their subscription. A callback may call the other
+ * functions of the client (append, read, es_client_close(), ...), but not
+ * es_sub_poll() or es_sub_destroy() of its own subscription, nor
+ * es_client_destroy().
+ *
+ * Memory is bounded: a push is a frame, capped like any frame, and holds
+ * at most the batch asked for; a subscription queues at most 4 MiB of
+ * pushes beyond one frame. When a subscription that is not polled fills
+ * its queue, it stops queueing, and its next poll delivers what it holds
+ * and then resubscribes after the last event delivered (nothing is lost,
+ * nothing repeated).
+ *
  * @note A subscription uses its client's connection; while one is open the
  *   same client may still send other requests (their replies and the
  *   pushes are told apart by request id), but only from the thread that
- *   polls the subscription.
+ *   polls the subscription. Several subscriptions may share a client: poll
+ *   each of them.
+ * @note A subscription is tied to the store it was opened on: if a
+ *   reconnect finds a server with another store id, the subscription is
+ *   closed with ES_ERR_INCOMPATIBLE_STORE.
  */
 
 /** What to subscribe to. */
@@ -612,24 +633,30 @@ typedef enum es_sub_target {
 /** Where to start. */
 typedef enum es_sub_start {
     ES_SUB_FROM_START = 0, /**< the first event */
-    ES_SUB_FROM_END = 1,   /**< only events committed after subscribing */
+    ES_SUB_FROM_END = 1,   /**< only events committed after subscribing (for
+                                ES_SUB_STREAM: after the stream's last revision,
+                                read just before subscribing) */
     ES_SUB_AFTER = 2,      /**< strictly after `after` (a revision for ES_SUB_STREAM,
-                                a position otherwise) */
+                                a position otherwise; 0 included: from the first
+                                event use ES_SUB_FROM_START) */
 } es_sub_start;
 
+/** Options of es_subscribe(). Zero-initialise, then set what you need. */
 typedef struct es_sub_options {
     es_sub_target target;
-    const char *name; /**< copied; NULL for ES_SUB_ALL */
+    const char *name; /**< copied; NULL (or "") for ES_SUB_ALL */
     es_sub_start start;
     uint64_t after;      /**< ES_SUB_AFTER only */
     uint32_t batch_size; /**< events per push; 0 = the server's default */
 } es_sub_options;
 
+/** A subscription; opaque. */
 typedef struct es_subscription es_subscription;
 
 /**
- * Called with each batch of events, in order. The events and everything
- * they point to are valid only during the call.
+ * Called with each batch of events, in order (one push of the server, at
+ * most batch_size events). The events and everything they point to are
+ * valid only during the call.
  * @return 0 when the whole batch was consumed (the library then counts it
  *   as delivered); nonzero to stop: es_sub_poll() returns ES_ERR_REFUSED,
  *   the batch is NOT counted as delivered, and a later poll or a new
@@ -639,7 +666,8 @@ typedef int (*es_sub_batch_fn)(void *ctx, const es_recorded_event *events, size_
 
 /**
  * Called once per (re)subscription when the history is delivered and live
- * events begin. position: the head of the log the server had read to.
+ * events begin. position: the head of the log the server had read to (a
+ * global position, also for ES_SUB_STREAM).
  */
 typedef void (*es_sub_caught_up_fn)(void *ctx, uint64_t position);
 
@@ -662,23 +690,36 @@ ES_API es_err es_subscribe(es_client *c, const es_sub_options *opts, es_sub_batc
 
 /**
  * @brief Wait up to timeout_ms for pushes and deliver them to the callbacks.
+ *
+ * Returns as soon as something was delivered (every push queued at that
+ * moment is delivered), or when the time is up. Reconnecting and
+ * resubscribing happen inside this call.
  * @param timeout_ms 0 = only what has arrived; -1 = until something arrives
- * @return ES_OK (delivered something or timed out quietly); ES_ERR_REFUSED
- *   (the callback asked to stop); ES_ERR_CLOSED / ES_ERR_CONNECTION /
- *   ES_ERR_CIRCUIT_OPEN (the connection is gone and could not be remade
- *   this time — call again to retry, the position is kept);
+ * @return ES_OK (delivered something or timed out quietly);
+ *   ES_ERR_REFUSED (the callback asked to stop);
+ *   ES_ERR_CLOSED / ES_ERR_TIMEOUT / ES_ERR_CONNECTION / ES_ERR_CIRCUIT_OPEN
+ *     (the connection is gone and could not be remade this time — call
+ *     again to retry, the position is kept);
+ *   ES_ERR_MALFORMED (the server pushed something invalid: it was dropped,
+ *     and the next poll resubscribes after the last delivered event);
+ *   ES_ERR_NO_MEMORY (call again);
  *   the server's reason (e.g. ES_ERR_CORRUPT) when it dropped the
- *   subscription (SubscriptionDropped; es_client_errmsg() says why; the
- *   subscription is then closed).
+ *   subscription (SubscriptionDropped; es_client_errmsg() says why), or the
+ *   error that refused a resubscription for good (e.g.
+ *   ES_ERR_INVALID_ARGUMENT, ES_ERR_INCOMPATIBLE_STORE): the subscription
+ *   is then closed and every later poll returns the same code;
+ *   ES_ERR_CLOSED without a message once the client was destroyed.
  */
 ES_API es_err es_sub_poll(es_subscription *sub, int timeout_ms);
 
 /**
  * @brief The last delivered point: a revision for ES_SUB_STREAM, a
- *        position otherwise. Before any delivery: the start point (the
- *        head seen when subscribing, for ES_SUB_FROM_END).
+ *        position otherwise. Before any delivery: the start point (`after`
+ *        for ES_SUB_AFTER; for ES_SUB_FROM_END the head seen when
+ *        subscribing, or the stream's last revision for ES_SUB_STREAM).
  * @param[out] has false when nothing was delivered and the start was
- *             ES_SUB_FROM_START
+ *             ES_SUB_FROM_START (or ES_SUB_FROM_END on a stream that did
+ *             not exist yet); may be NULL
  */
 ES_API uint64_t es_sub_last(const es_subscription *sub, bool *has);
 
@@ -686,7 +727,8 @@ ES_API uint64_t es_sub_last(const es_subscription *sub, bool *has);
 ES_API bool es_sub_caught_up(const es_subscription *sub);
 
 /**
- * @brief Unsubscribe (best effort, if connected) and free. Accepts NULL.
+ * @brief Unsubscribe (best effort, if connected; the reply is not waited
+ *        for) and free; pushes still queued are discarded. Accepts NULL.
  */
 ES_API void es_sub_destroy(es_subscription *sub);
 
