@@ -1620,7 +1620,17 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
         return ES_ERR_INVALID_ARGUMENT;
     }
     MDB_val k = {stream_len, (void *)stream};
-    MDB_val v = {SNAPSHOT_HEADER_BYTES + data_len, NULL};
+    MDB_val v;
+    /* Keep a newer snapshot of the same format: concurrent savers must not
+     * replace a later state with an earlier one. */
+    if (mdb_get(txn, s->snapshots, &k, &v) == 0 && v.mv_size >= SNAPSHOT_HEADER_BYTES &&
+        get_u32le((uint8_t *)v.mv_data + 4) == state_format &&
+        get_u64le((uint8_t *)v.mv_data + 8) > revision) {
+        mdb_txn_abort(txn);
+        return ES_OK;
+    }
+    v.mv_size = SNAPSHOT_HEADER_BYTES + data_len;
+    v.mv_data = NULL;
     rc = mdb_put(txn, s->snapshots, &k, &v, MDB_RESERVE);
     if (rc) {
         mdb_txn_abort(txn);

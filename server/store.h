@@ -245,7 +245,10 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
 /* -------------------------------------------------------------- snapshots -- */
 
 /**
- * @brief Store the latest snapshot of a stream (replacing an older one).
+ * @brief Store the latest snapshot of a stream. It replaces the stored one
+ *        unless that one has the same state_format and a higher revision
+ *        (then nothing changes and ES_OK is returned: a concurrent saver
+ *        never replaces a later state with an earlier one).
  * @return ES_OK; ES_ERR_INVALID_STREAM_ID; ES_ERR_NOT_FOUND (no such stream);
  *   ES_ERR_INVALID_ARGUMENT (revision beyond the stream's last revision);
  *   ES_ERR_TOO_LARGE; ES_ERR_STORE_FULL; ES_ERR_IO.
