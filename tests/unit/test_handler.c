@@ -293,6 +293,14 @@ static void test_reads_info_snapshots_stats(void **state)
     harness_drain(h);
     r = expect_reply(h, 33, ES__V1__RESPONSE__KIND_SNAPSHOT_SAVED);
     es__v1__response__free_unpacked(r, NULL);
+    /* An older snapshot of the same format does not replace the newer one. */
+    ss.revision = 1;
+    ss.data.data = (uint8_t *)"older";
+    req.id = 39;
+    harness_send(h, &req);
+    harness_drain(h);
+    es__v1__response__free_unpacked(expect_reply(h, 39, ES__V1__RESPONSE__KIND_SNAPSHOT_SAVED),
+                                    NULL);
     Es__V1__LoadSnapshot ls = ES__V1__LOAD_SNAPSHOT__INIT;
     ls.stream = rs.stream;
     req.id = 34;
