@@ -20,7 +20,7 @@ void server_config_defaults(server_config *cfg)
     cfg->handshake_timeout_s = 10;
     cfg->frame_timeout_s = 30;
     cfg->max_in_flight = 1024;
-    cfg->max_output_bytes = 8u * 1024u * 1024u;
+    cfg->max_output_bytes = FRAME_DEFAULT_MAX_BODY;
     cfg->max_pending_bytes = 64ull * 1024u * 1024u;
     cfg->max_events_per_append = STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
     cfg->max_event_bytes = STORE_DEFAULT_MAX_EVENT_BYTES;
@@ -51,7 +51,7 @@ void options_usage(FILE *out)
             "  --frame-timeout SECONDS   a started frame must complete within this (default 30)\n"
             "  --max-in-flight N         queued writes per connection (default 1024)\n"
             "  --max-output-bytes SIZE   unsent replies per connection before reading stops\n"
-            "                            (default 8M)\n"
+            "                            (default 16M, never below --max-frame-bytes)\n"
             "  --max-events-per-append N (default 10000)\n"
             "  --max-event-bytes SIZE    data + metadata of one event (default 8M)\n"
             "  --max-page N              events per read page (default 4096)\n"
