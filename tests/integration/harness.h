@@ -1,0 +1,263 @@
+/*
+ * harness — what the integration tests share: start the real esd in a
+ * temporary directory on port 0, talk to it with raw frames, look at the
+ * process from /proc, stop it and clean up.
+ *
+ * Design notes
+ * ------------
+ * The tests speak the wire protocol directly (4-byte big-endian length, one
+ * es.v1.Request / es.v1.Response), built and parsed with the generated
+ * protobuf-c code, so that a test can send exactly the bytes it means to,
+ * including malformed ones. Every wait is a poll() with a deadline; nothing
+ * sleeps to synchronise. The esd binary comes from the ESD_BIN environment
+ * variable, set by tests/integration/meson.build to esd.full_path().
+ *
+ * Functions here never call cmocka (several are used from worker threads);
+ * they return a status and the tests assert on it.
+ */
+#ifndef ES_TEST_HARNESS_H
+#define ES_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "es.pb-c.h"
+#include "es/err.h"
+
+/* ------------------------------------------------------------------ esd -- */
+
+#define H_MAX_ARGS 40
+
+typedef struct esd_proc {
+    pid_t pid;          /* 0 when not running */
+    char dir[256];      /* the temporary directory (owned: removed by esd_destroy) */
+    char data_dir[320]; /* dir/data */
+    char port_file[320];
+    char log_file[320];
+    uint16_t port;
+    const char *args[H_MAX_ARGS]; /* extra arguments, borrowed (string literals) */
+    int n_args;
+    unsigned long nofile; /* RLIMIT_NOFILE for the child; 0 = inherit */
+} esd_proc;
+
+/**
+ * @brief Prepare an esd_proc: make its temporary directory and remember the
+ *        extra arguments (a NULL-terminated list of borrowed strings).
+ * @return 0; -1 (mkdtemp failed or too many arguments).
+ */
+int esd_init(esd_proc *e, const char *const *args);
+
+/**
+ * @brief Start esd on 127.0.0.1:0 with the remembered arguments and wait
+ *        (polling, at most timeout_ms) for the port file.
+ * @return 0; -1 (spawn failed, esd exited, or no port in time: see the log,
+ *         which is printed to stderr).
+ */
+int esd_start(esd_proc *e, int timeout_ms);
+
+/**
+ * @brief Send sig and wait at most timeout_ms for esd to exit.
+ * @param[out] status the wait status (may be NULL)
+ * @param[out] elapsed_ms how long the exit took (may be NULL)
+ * @return 0 when esd exited and was reaped; -1 on timeout (it is then
+ *         killed with SIGKILL and reaped, and -1 still returned).
+ */
+int esd_stop(esd_proc *e, int sig, int timeout_ms, int *status, int *elapsed_ms);
+
+/** @brief True while esd is running (reaps it when it has exited). */
+bool esd_alive(esd_proc *e);
+
+/**
+ * @brief The orderly end of a test: SIGTERM, exit 0 within timeout_ms, no
+ *        sanitizer report (ASan/UBSan/LSan) in esd's log; then esd_destroy.
+ * @return 0; -1 (the reason and the log tail are printed to stderr).
+ */
+int esd_finish(esd_proc *e, int timeout_ms);
+
+/** @brief True when esd's log holds a sanitizer report. */
+bool esd_log_has_sanitizer_report(const esd_proc *e);
+
+/** @brief Kill esd if running, reap it, remove the temporary directory. */
+void esd_destroy(esd_proc *e);
+
+/** @brief Print the tail of esd's log to stderr (for failure diagnostics). */
+void esd_dump_log(const esd_proc *e);
+
+/* --------------------------------------------------------------- /proc -- */
+
+/** @brief A "Name:  N kB" field of /proc/PID/status, in kB; -1 if absent. */
+long h_proc_status_kb(pid_t pid, const char *field);
+
+/** @brief Reset the peak RSS (VmHWM) of a process (/proc/PID/clear_refs). @return 0 or -1. */
+int h_proc_reset_hwm(pid_t pid);
+
+/** @brief utime + stime of a process, in clock ticks; -1 on error. */
+long long h_proc_cpu_ticks(pid_t pid);
+
+/** @brief Number of open file descriptors of a process; -1 on error. */
+int h_proc_fd_count(pid_t pid);
+
+/**
+ * @brief True when esd was built with sanitizers (ESD_SANITIZED, set by
+ *        meson from b_sanitize): RSS figures are then meaningless (ASan's
+ *        quarantine and shadow memory) and memory bounds are not asserted.
+ */
+bool h_sanitized(void);
+
+/* ------------------------------------------------------------------ time -- */
+
+/** @brief Monotonic clock in milliseconds. */
+int64_t h_now_ms(void);
+
+/** @brief Monotonic clock in microseconds. */
+int64_t h_now_us(void);
+
+/* ------------------------------------------------------------ byte buffer -- */
+
+/** A growable byte buffer (frames to send). Aborts on allocation failure. */
+typedef struct hbuf {
+    uint8_t *p;
+    size_t len, cap;
+} hbuf;
+
+void hbuf_put(hbuf *b, const void *data, size_t len);
+void hbuf_put_byte(hbuf *b, uint8_t v);
+void hbuf_put_varint(hbuf *b, uint64_t v);
+/** A protobuf tag: (field << 3) | wire. */
+void hbuf_put_tag(hbuf *b, uint32_t field, uint32_t wire);
+/** A length-delimited field: tag, length, bytes. */
+void hbuf_put_lenfield(hbuf *b, uint32_t field, const void *data, size_t len);
+/** A 4-byte big-endian frame header. */
+void hbuf_put_header(hbuf *b, uint32_t len);
+/** A whole frame around body. */
+void hbuf_put_frame(hbuf *b, const void *body, size_t len);
+void hbuf_free(hbuf *b);
+
+/* ------------------------------------------------------------ connections -- */
+
+enum {
+    H_OK = 0,
+    H_TIMEOUT = 1,  /* nothing (or not enough) arrived before the deadline */
+    H_CLOSED = 2,   /* the peer closed (EOF or reset) */
+    H_BADFRAME = 3, /* bytes arrived that are not a valid Response frame */
+    H_ERR = 4,      /* a local error (errno set) */
+};
+
+/** @brief Connect to 127.0.0.1:port (blocking connect, TCP_NODELAY). @return fd or -1. */
+int h_connect(uint16_t port);
+
+/** @brief Like h_connect with a small receive buffer set before connecting. */
+int h_connect_rcvbuf(uint16_t port, int rcvbuf);
+
+/** @brief Send all bytes, waiting at most timeout_ms. @return H_OK, H_TIMEOUT, H_CLOSED, H_ERR. */
+int h_send_all(int fd, const void *data, size_t len, int timeout_ms);
+
+/**
+ * @brief Send bytes without blocking as far as the socket accepts them.
+ * @return bytes sent (0 when the socket is full); -1 when the peer is gone.
+ */
+ssize_t h_send_some(int fd, const void *data, size_t len);
+
+/** @brief Append one framed Request to b. */
+void h_put_req(hbuf *b, const Es__V1__Request *req);
+
+/** @brief Send one framed Request. @return as h_send_all. */
+int h_send_req(int fd, const Es__V1__Request *req, int timeout_ms);
+
+/**
+ * @brief Receive one Response frame.
+ * @param[out] out the unpacked response (free with h_resp_free), NULL unless H_OK
+ * @param[out] body_len the body length of the frame (may be NULL)
+ * @return H_OK; H_TIMEOUT; H_CLOSED (EOF before a whole frame); H_BADFRAME.
+ */
+int h_recv(int fd, int timeout_ms, Es__V1__Response **out, size_t *body_len);
+
+/**
+ * @brief Receive one Response frame on a socket whose SO_RCVTIMEO was set
+ *        with h_set_recv_timeout: two blocking recv() calls, no poll (for
+ *        request/response loops where syscalls per request matter).
+ * @return as h_recv (H_TIMEOUT when SO_RCVTIMEO expired).
+ */
+int h_recv_blocking(int fd, Es__V1__Response **out);
+
+/** @brief Set SO_RCVTIMEO. @return 0 or -1. */
+int h_set_recv_timeout(int fd, int timeout_ms);
+
+/**
+ * @brief Wait for the peer to close, discarding frames that arrive.
+ * @param[out] frames number of whole frames discarded (may be NULL)
+ * @return H_CLOSED; H_TIMEOUT.
+ */
+int h_wait_closed(int fd, int timeout_ms, int *frames);
+
+void h_resp_free(Es__V1__Response *r);
+
+/** @brief Send a request and receive one reply (NULL on timeout or close). */
+Es__V1__Response *h_call(int fd, const Es__V1__Request *req, int timeout_ms);
+
+/** @brief Hello with protocol version 1. @return true when HelloOk came back. */
+bool h_hello(int fd);
+
+/** @brief Connect and hello. @return fd or -1. */
+int h_open(uint16_t port);
+
+/** @brief A fresh connection does hello + ping. */
+bool h_server_ok(uint16_t port);
+
+/** @brief Stats head_position over a fresh connection; UINT64_MAX on failure. */
+uint64_t h_head(uint16_t port);
+
+/* -------------------------------------------------------- request builders -- */
+
+/** A proposed event. Lengths of 0 with a non-NULL pointer mean strlen. */
+typedef struct h_ev {
+    const void *id; /* NULL: the server assigns one */
+    size_t id_len;
+    const char *type; /* NULL: "Test" */
+    size_t type_len;
+    const void *data;
+    size_t data_len;
+    const void *meta;
+    size_t meta_len;
+} h_ev;
+
+#define H_NO_EXPECTED (-1)
+
+/** One append. */
+typedef struct h_app {
+    const char *stream; /* stream_len 0: strlen */
+    size_t stream_len;
+    int kind; /* an ExpectedKind value, or H_NO_EXPECTED to leave Expected out */
+    uint64_t rev;
+    const h_ev *evs; /* NULL: n events {type "Test", data "x"} with server ids */
+    size_t n;
+} h_app;
+
+void h_put_append(hbuf *b, uint64_t id, const h_app *a);
+void h_put_txn(hbuf *b, uint64_t id, const h_app *apps, size_t n);
+void h_put_ping(hbuf *b, uint64_t id, const void *payload, size_t len);
+void h_put_hello(hbuf *b, uint64_t id, uint32_t version);
+void h_put_stats(hbuf *b, uint64_t id);
+void h_put_read_stream(hbuf *b, uint64_t id, const char *stream, size_t stream_len, uint64_t from,
+                       bool backward, uint32_t limit);
+void h_put_read_all(hbuf *b, uint64_t id, uint64_t from, bool backward, uint32_t limit,
+                    const char *prefix, const char *category, const char *type);
+
+/** @brief Send b's bytes, then reset b. @return as h_send_all. */
+int h_flush(int fd, hbuf *b, int timeout_ms);
+
+/** @brief Append and wait for its reply (NULL on timeout/close). */
+Es__V1__Response *h_append(int fd, uint64_t id, const h_app *a, int timeout_ms);
+
+/** @brief The error code of a response: ES_OK when it is not an error. */
+es_err h_code(const Es__V1__Response *r);
+
+/** @brief A short description of a response for failure messages (static buffer). */
+const char *h_describe(const Es__V1__Response *r);
+
+/** @brief Fill 16 bytes with a unique test event id (counter + tag). */
+void h_make_id(uint8_t out[16], uint32_t tag, uint64_t n);
+
+#endif
