@@ -507,6 +507,28 @@ static es_err check_file_size(MDB_env *env, const char *path, char *msg, size_t 
     return ES_OK;
 }
 
+/*
+ * LMDB has no page checksums: a damaged B-tree page is found by its
+ * internal assertions, which abort() after calling this hook. The record
+ * CRC catches damage inside records; this turns damage in LMDB's own pages
+ * into a clear message and a distinct exit status instead of a crash. The
+ * process cannot go on: LMDB's state is undefined after the assertion.
+ */
+static void on_lmdb_assert(MDB_env *env, const char *msg)
+{
+    (void)env;
+    char line[512];
+    int n = snprintf(line, sizeof line,
+                     "fatal: the store's data file is damaged (LMDB: %s); run esctl db check "
+                     "and restore from a backup\n",
+                     msg);
+    if (n > 0) {
+        ssize_t wr = write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line);
+        (void)wr;
+    }
+    _exit(STORE_EXIT_DAMAGED);
+}
+
 es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_len)
 {
     *out = NULL;
@@ -539,6 +561,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     }
     mdb_env_set_mapsize(s->env, (size_t)map_size);
     mdb_env_set_maxdbs(s->env, 16);
+    mdb_env_set_assert(s->env, on_lmdb_assert);
     if (opts->max_readers) {
         mdb_env_set_maxreaders(s->env, opts->max_readers);
     }
@@ -1218,9 +1241,18 @@ static uint32_t page_limit(uint32_t limit)
     return (limit == 0 || limit > STORE_DEFAULT_MAX_PAGE) ? STORE_DEFAULT_MAX_PAGE : limit;
 }
 
+/* A reader table full of slots left by dead processes is cleared and the
+ * transaction tried again, instead of failing until the periodic check. */
 static es_err read_txn(store *s, MDB_txn **txn)
 {
-    return map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn));
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_READERS_FULL) {
+        int dead = 0;
+        if (mdb_reader_check(s->env, &dead) == 0 && dead > 0) {
+            rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+        }
+    }
+    return map_err(rc);
 }
 
 /* Fetch, verify and visit the record at a position. *stop set by the visitor. */

@@ -35,6 +35,13 @@ typedef struct store store;
 #define STORE_MAX_APPENDS_PER_TXN 1024u
 #define STORE_READ_ALL_SCAN_LIMIT 100000u /* records examined per filtered page */
 
+/**
+ * Exit status of a process whose store turned out to be structurally
+ * damaged while in use (an LMDB page fails LMDB's own checks): the store
+ * prints why on stderr and exits with this status instead of aborting.
+ */
+#define STORE_EXIT_DAMAGED 70
+
 typedef struct store_options {
     const char *path;        /* data directory; created when missing */
     uint64_t map_size;       /* 0 = the default for the platform */
