@@ -76,6 +76,9 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <lmdb.h>
 #include <stdarg.h>
@@ -514,9 +517,17 @@ static es_err check_file_size(MDB_env *env, const char *path, char *msg, size_t 
  * into a clear message and a distinct exit status instead of a crash. The
  * process cannot go on: LMDB's state is undefined after the assertion.
  */
+static _Thread_local sigjmp_buf *read_guard;
+static _Thread_local bool in_visitor; /* caller code runs: faults are not LMDB's */
+
 static void on_lmdb_assert(MDB_env *env, const char *msg)
 {
     (void)env;
+    if (read_guard) {
+        sigjmp_buf *jb = read_guard;
+        read_guard = NULL;
+        siglongjmp(*jb, 1);
+    }
     char line[512];
     int n = snprintf(line, sizeof line,
                      "fatal: the store's data file is damaged (LMDB: %s); run esctl db check "
@@ -529,6 +540,38 @@ static void on_lmdb_assert(MDB_env *env, const char *msg)
     _exit(STORE_EXIT_DAMAGED);
 }
 
+/*
+ * A damaged page can also point LMDB outside the file, and reading the map
+ * there raises SIGBUS (past the end of the file) or SIGSEGV. During a
+ * guarded read, outside the caller's visitor, such a fault is the damaged
+ * file's: the handler jumps back to the guard like an assertion does. Any
+ * other fault gets the default action, so real bugs still crash loudly.
+ */
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+    (void)si;
+    (void)uc;
+    if (read_guard && !in_visitor) {
+        sigjmp_buf *jb = read_guard;
+        read_guard = NULL;
+        siglongjmp(*jb, 2);
+    }
+    signal(sig, SIG_DFL); /* returning re-runs the access: default action */
+}
+
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+
+static void install_fault_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGSEGV, &sa, NULL);
+}
+
 es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_len)
 {
     *out = NULL;
@@ -536,6 +579,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         set_msg(msg, msg_len, "%s%s", "no data directory given", "");
         return ES_ERR_INVALID_ARGUMENT;
     }
+    pthread_once(&fault_once, install_fault_handlers);
     es_err rv = check_directory(opts->path, opts->read_only, msg, msg_len);
     if (rv != ES_OK) {
         return rv;
@@ -1241,6 +1285,36 @@ static uint32_t page_limit(uint32_t limit)
     return (limit == 0 || limit > STORE_DEFAULT_MAX_PAGE) ? STORE_DEFAULT_MAX_PAGE : limit;
 }
 
+/*
+ * Reads survive damage in LMDB's own pages: each read function arms a
+ * thread-local guard (READ_GUARD, a setjmp) right after opening its read
+ * transaction, and on_lmdb_assert jumps back to it, so the read ends with
+ * ES_ERR_CORRUPT instead of the process. Read transactions change nothing
+ * shared but their reader slot, which read_end releases; a cursor open at
+ * the jump is leaked (a few hundred bytes per damaged read). Outside a
+ * guarded read (the writer, open) the process still ends, see above.
+ */
+
+#define READ_GUARD(txn)                                                                            \
+    sigjmp_buf guard_jb_;                                                                          \
+    if (sigsetjmp(guard_jb_, 1) != 0) {                                                            \
+        read_end(txn);                                                                             \
+        return ES_ERR_CORRUPT;                                                                     \
+    }                                                                                              \
+    read_guard = &guard_jb_
+
+/* After the jump only `txn` is used, and it is never changed after the
+ * setjmp; GCC's -Wclobbered cannot see that the other locals are dead on
+ * that path. */
+#pragma GCC diagnostic ignored "-Wclobbered"
+
+static void read_end(MDB_txn *txn)
+{
+    read_guard = NULL;
+    in_visitor = false;
+    mdb_txn_abort(txn);
+}
+
 /* A reader table full of slots left by dead processes is cleared and the
  * transaction tried again, instead of failing until the periodic check. */
 static es_err read_txn(store *s, MDB_txn **txn)
@@ -1273,7 +1347,9 @@ static es_err visit_position(store *s, MDB_txn *txn, uint64_t pos, store_visit_f
     if (rv != ES_OK) {
         return rv;
     }
+    in_visitor = true;
     *verdict = visit(ctx, &rec);
+    in_visitor = false;
     return ES_OK;
 }
 
@@ -1292,6 +1368,7 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
     if (rv != ES_OK) {
         return rv;
     }
+    READ_GUARD(txn);
     page->head = last_position(txn, s->events);
     store_stream_info si;
     rv = stream_lookup(txn, s, stream, stream_len, &si);
@@ -1367,7 +1444,7 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
 out_close_cursor:
     mdb_cursor_close(cur);
 out_abort_txn:
-    mdb_txn_abort(txn);
+    read_end(txn);
     return rv;
 }
 
@@ -1421,6 +1498,7 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
     if (rv != ES_OK) {
         return rv;
     }
+    READ_GUARD(txn);
     page->head = last_position(txn, s->events);
     MDB_cursor *cur;
     MDB_dbi dbi = filter->kind == STORE_FILTER_CATEGORY   ? s->categories
@@ -1428,7 +1506,7 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
                                                             : s->events;
     int rc = mdb_cursor_open(txn, dbi, &cur);
     if (rc) {
-        mdb_txn_abort(txn);
+        read_end(txn);
         return map_err(rc);
     }
     MDB_val k, v;
@@ -1492,7 +1570,9 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
                 scanned++;
             }
             if (match) {
+                in_visitor = true;
                 verdict = visit(ctx, &rec);
+                in_visitor = false;
                 if (verdict < 0) {
                     page->next = pos;
                     break;
@@ -1524,7 +1604,7 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
         }
     }
     mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    read_end(txn);
     return rv;
 }
 
@@ -1539,8 +1619,9 @@ es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
     if (rv != ES_OK) {
         return rv;
     }
+    READ_GUARD(txn);
     rv = stream_lookup(txn, s, stream, stream_len, info);
-    mdb_txn_abort(txn);
+    read_end(txn);
     return rv;
 }
 
@@ -1558,10 +1639,11 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
     if (rv != ES_OK) {
         return rv;
     }
+    READ_GUARD(txn);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, s->streams, &cur);
     if (rc) {
-        mdb_txn_abort(txn);
+        read_end(txn);
         return map_err(rc);
     }
     MDB_val k, v;
@@ -1605,7 +1687,10 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
             break;
         }
         n++;
-        if (visit(ctx, k.mv_data, k.mv_size, &si)) {
+        in_visitor = true;
+        int stop = visit(ctx, k.mv_data, k.mv_size, &si);
+        in_visitor = false;
+        if (stop) {
             /* The visitor stopped: say whether anything follows. */
             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
             *more = rc == MDB_SUCCESS &&
@@ -1618,7 +1703,7 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
         rv = map_err(rc);
     }
     mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    read_end(txn);
     return rv;
 }
 
@@ -1692,17 +1777,18 @@ es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
     if (rv != ES_OK) {
         return rv;
     }
+    READ_GUARD(txn);
     MDB_val k = {stream_len, (void *)stream};
     MDB_val v;
     int rc = mdb_get(txn, s->snapshots, &k, &v);
     if (rc) {
-        mdb_txn_abort(txn);
+        read_end(txn);
         return map_err(rc);
     }
     const uint8_t *p = v.mv_data;
     if (v.mv_size < SNAPSHOT_HEADER_BYTES ||
         crc32c(0, p + 4, v.mv_size - 4) != get_u32le(p)) {
-        mdb_txn_abort(txn);
+        read_end(txn);
         return ES_ERR_CORRUPT;
     }
     snap->state_format = get_u32le(p + 4);
@@ -1711,11 +1797,11 @@ es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
     snap->data_len = v.mv_size - SNAPSHOT_HEADER_BYTES;
     snap->data = malloc(snap->data_len ? snap->data_len : 1);
     if (!snap->data) {
-        mdb_txn_abort(txn);
+        read_end(txn);
         return ES_ERR_NO_MEMORY;
     }
     memcpy(snap->data, p + SNAPSHOT_HEADER_BYTES, snap->data_len);
-    mdb_txn_abort(txn);
+    read_end(txn);
     return ES_OK;
 }
 
@@ -1742,6 +1828,7 @@ es_err store_stats_get(store *s, store_stats *st)
     if (rv != ES_OK) {
         return rv;
     }
+    READ_GUARD(txn);
     MDB_stat ms;
     if (mdb_stat(txn, s->events, &ms) == 0) {
         st->event_count = ms.ms_entries;
@@ -1750,7 +1837,7 @@ es_err store_stats_get(store *s, store_stats *st)
         st->stream_count = ms.ms_entries;
     }
     st->head_position = last_position(txn, s->events);
-    mdb_txn_abort(txn);
+    read_end(txn);
     return ES_OK;
 }
 
@@ -1770,7 +1857,9 @@ static void defect(check_ctx *c, uint64_t pos, const char *what, uint64_t a, uin
         char line[256];
         snprintf(line, sizeof line, "position %llu: %s (%llu, %llu)", (unsigned long long)pos,
                  what, (unsigned long long)a, (unsigned long long)b);
+        in_visitor = true;
         c->log(c->log_ctx, line);
+        in_visitor = false;
     }
     c->lines++;
 }
@@ -1801,10 +1890,11 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
     if (rv != ES_OK) {
         return rv;
     }
+    READ_GUARD(txn);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, s->events, &cur);
     if (rc) {
-        mdb_txn_abort(txn);
+        read_end(txn);
         return map_err(rc);
     }
     MDB_val k, v;
@@ -1875,7 +1965,7 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
     }
     mdb_cursor_close(cur);
     if (rc != MDB_NOTFOUND) {
-        mdb_txn_abort(txn);
+        read_end(txn);
         return map_err(rc);
     }
 
@@ -1883,7 +1973,7 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
      * first/last positions of the stream record right. */
     rc = mdb_cursor_open(txn, s->streams, &cur);
     if (rc) {
-        mdb_txn_abort(txn);
+        read_end(txn);
         return map_err(rc);
     }
     uint64_t revs_total = 0;
@@ -1937,7 +2027,7 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         defect(&c, 0, "index sizes differ from the log (stream index, event ids)", revs_total,
                db_entries(txn, s->event_ids));
     }
-    mdb_txn_abort(txn);
+    read_end(txn);
     if (report->crc_errors || report->position_gaps || report->revision_errors ||
         report->index_errors) {
         return ES_ERR_CORRUPT;
