@@ -2640,7 +2640,6 @@ static void test_snapshots(void **state)
     assert_int_equal(snap.data_len, big_len);
     assert_memory_equal(snap.data, big, big_len);
     free(snap.data);
-    free(big);
     /* Too large, invalid id. */
     size_t huge_len = 16u * 1024u * 1024u + 1;
     uint8_t *huge = calloc(1, huge_len);
@@ -2649,6 +2648,26 @@ static void test_snapshots(void **state)
     free(huge);
     assert_rv(ES_ERR_INVALID_STREAM_ID, store_save_snapshot(f->s, U8(""), 0, 0, 1, U8("x"), 1));
     assert_rv(ES_ERR_INVALID_STREAM_ID, store_load_snapshot(f->s, U8("a\x01"), 2, &snap));
+    /* An older snapshot of the same format never replaces a newer one (a
+     * slow concurrent saver); the same revision, or another format, does. */
+    assert_rv(ES_OK, store_save_snapshot(f->s, U8("s-1"), 3, 1, 2, U8("old"), 3));
+    assert_rv(ES_OK, store_load_snapshot(f->s, U8("s-1"), 3, &snap));
+    assert_int_equal(snap.revision, 3);
+    assert_int_equal(snap.data_len, big_len);
+    free(snap.data);
+    assert_rv(ES_OK, store_save_snapshot(f->s, U8("s-1"), 3, 3, 2, U8("same"), 4));
+    assert_rv(ES_OK, store_load_snapshot(f->s, U8("s-1"), 3, &snap));
+    assert_int_equal(snap.revision, 3);
+    assert_int_equal(snap.data_len, 4);
+    assert_memory_equal(snap.data, "same", 4);
+    free(snap.data);
+    assert_rv(ES_OK, store_save_snapshot(f->s, U8("s-1"), 3, 1, 5, U8("v5"), 2));
+    assert_rv(ES_OK, store_load_snapshot(f->s, U8("s-1"), 3, &snap));
+    assert_int_equal(snap.revision, 1);
+    assert_int_equal(snap.state_format, 5);
+    free(snap.data);
+    assert_rv(ES_OK, store_save_snapshot(f->s, U8("s-1"), 3, 3, 2, big, big_len));
+    free(big);
     /* Snapshots are beside the log, not in it. */
     assert_int_equal(store_head(f->s), 5);
     assert_check_clean(f->s);
