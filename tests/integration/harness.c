@@ -572,12 +572,22 @@ static int recv_exact(int fd, uint8_t *p, size_t len, int64_t deadline)
     return H_OK;
 }
 
+/* Once a frame has started, this long is allowed for the rest of it. */
+#define H_FRAME_REST_MS 10000
+
 int h_recv(int fd, int timeout_ms, Es__V1__Response **out, size_t *body_len)
 {
     *out = NULL;
-    int64_t deadline = h_now_ms() + timeout_ms;
+    /* timeout_ms bounds the wait for the first byte only: nothing is
+     * consumed on H_TIMEOUT, so a caller may poll with short timeouts
+     * without losing its place in the byte stream. */
+    int r = wait_fd(fd, POLLIN, h_now_ms() + timeout_ms);
+    if (r != H_OK) {
+        return r;
+    }
+    int64_t deadline = h_now_ms() + (timeout_ms > H_FRAME_REST_MS ? timeout_ms : H_FRAME_REST_MS);
     uint8_t hdr[4];
-    int r = recv_exact(fd, hdr, 4, deadline);
+    r = recv_exact(fd, hdr, 4, deadline);
     if (r != H_OK) {
         return r;
     }

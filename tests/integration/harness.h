@@ -168,6 +168,9 @@ int h_send_req(int fd, const Es__V1__Request *req, int timeout_ms);
 
 /**
  * @brief Receive one Response frame.
+ * @param timeout_ms how long to wait for the frame to start; nothing is
+ *        consumed on H_TIMEOUT. Once it has started, the rest of the frame
+ *        may take up to max(timeout_ms, 10 s).
  * @param[out] out the unpacked response (free with h_resp_free), NULL unless H_OK
  * @param[out] body_len the body length of the frame (may be NULL)
  * @return H_OK; H_TIMEOUT; H_CLOSED (EOF before a whole frame); H_BADFRAME.
