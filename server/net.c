@@ -24,6 +24,8 @@
 
 #define SHUTDOWN_GRACE_S 5
 #define CLOSE_FLUSH_S 2
+/* After the client's FIN: time for its queued requests and their replies. */
+#define PEER_FIN_FLUSH_S 30
 
 typedef struct conn conn;
 
@@ -195,7 +197,7 @@ static void close_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Stop reading, flush what is queued, then close. */
-static void conn_close_after_flush(conn *c, const char *reason)
+static void conn_close_after_flush(conn *c, const char *reason, int seconds)
 {
     if (c->closing || c->zombie) {
         return;
@@ -207,7 +209,7 @@ static void conn_close_after_flush(conn *c, const char *reason)
     }
     c->close_timer = evtimer_new(c->n->base, close_timer_cb, c);
     if (c->close_timer) {
-        struct timeval tv = {CLOSE_FLUSH_S, 0};
+        struct timeval tv = {seconds, 0};
         evtimer_add(c->close_timer, &tv);
     }
     (void)reason;
@@ -313,6 +315,9 @@ static void frame_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     conn *c = arg;
     net *n = c->n;
+    if (c->paused) {
+        return; /* we are not reading: the client is not the slow one */
+    }
     log_msg(LOG_INFO, "incomplete frame deadline passed; closing", "conn=%llu peer=%s",
             (unsigned long long)c->sess.conn_id, c->peer);
     conn_close(c, "incomplete frame deadline");
@@ -354,13 +359,17 @@ static void process_input(conn *c)
 {
     const server_config *cfg = c->n->srv->cfg;
     struct evbuffer *in = c->in;
+    bool progressed = false; /* a frame completed: the deadline starts anew */
     while (!c->closing && !c->zombie) {
         if (over_budget(c)) {
             if (!c->paused) {
                 c->paused = true;
                 set_reading(c, false);
             }
-            break;
+            /* The server stopped reading, not the client: no frame
+             * deadline runs while paused (it restarts on resume). */
+            evtimer_del(c->frame_timer);
+            return;
         }
         size_t avail = evbuffer_get_length(in);
         if (avail < FRAME_HEADER_BYTES) {
@@ -376,7 +385,7 @@ static void process_input(conn *c)
                                                     : "frame length 0");
             log_msg(LOG_INFO, "bad frame header; closing", "conn=%llu peer=%s error=%s",
                     (unsigned long long)c->sess.conn_id, c->peer, es_errname(rv));
-            conn_close_after_flush(c, "bad frame header");
+            conn_close_after_flush(c, "bad frame header", CLOSE_FLUSH_S);
             return;
         }
         if (avail - FRAME_HEADER_BYTES < blen) {
@@ -385,7 +394,7 @@ static void process_input(conn *c)
         uint8_t *frame = evbuffer_pullup(in, (ev_ssize_t)(FRAME_HEADER_BYTES + blen));
         if (!frame) {
             reply_send_error(&c->sess, 0, ES_ERR_NO_MEMORY, NULL);
-            conn_close_after_flush(c, "no memory");
+            conn_close_after_flush(c, "no memory", CLOSE_FLUSH_S);
             return;
         }
         rv = handler_on_frame(&c->sess, frame + FRAME_HEADER_BYTES, blen);
@@ -393,11 +402,12 @@ static void process_input(conn *c)
             return;
         }
         evbuffer_drain(in, FRAME_HEADER_BYTES + blen);
+        progressed = true;
         if (c->sess.hello_done && c->handshake_timer) {
             free_event(&c->handshake_timer);
         }
         if (rv != ES_OK) {
-            conn_close_after_flush(c, es_errname(rv));
+            conn_close_after_flush(c, es_errname(rv), CLOSE_FLUSH_S);
             return;
         }
     }
@@ -405,9 +415,10 @@ static void process_input(conn *c)
         return;
     }
     update_idle_timer(c, false);
-    /* A partial frame must complete within the deadline. */
+    /* A partial frame must complete within the deadline, counted from when
+     * the previous frame completed (or reading resumed). */
     if (evbuffer_get_length(in) > 0) {
-        if (!evtimer_pending(c->frame_timer, NULL)) {
+        if (progressed || !evtimer_pending(c->frame_timer, NULL)) {
             struct timeval tv = {cfg->frame_timeout_s, 0};
             evtimer_add(c->frame_timer, &tv);
         }
@@ -428,7 +439,13 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     if (room > 0) {
         int r = evbuffer_read(c->in, fd, room > 1 << 20 ? 1 << 20 : room);
         if (r == 0) {
-            conn_close(c, "peer closed");
+            /* FIN: the client sends nothing more, but may still be reading
+             * (half-close). Answer every complete request it sent, finish
+             * those queued for the writer, flush, then close. */
+            process_input(c);
+            if (!c->zombie) {
+                conn_close_after_flush(c, "peer closed", PEER_FIN_FLUSH_S);
+            }
             flush_all(n);
             return;
         }

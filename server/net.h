@@ -18,11 +18,20 @@
  * bytes queued for the writer above max_pending_bytes, stop reading from
  * that client until it drains (a client that does not read its replies
  * stalls only itself). A partial frame must complete within
- * frame_timeout_s (slowloris), the hello must arrive within
+ * frame_timeout_s of the previous frame (slowloris; the clock stops while
+ * the server itself is not reading), the hello must arrive within
  * handshake_timeout_s, and a connection that sends nothing for
  * idle_timeout_s is closed. Connections beyond max_connections get a BUSY
  * error frame and are closed at once; when accept fails for lack of file
  * descriptors the listener pauses for 100 ms instead of spinning.
+ *
+ * A FIN from the client (half-close) stops reading only: its complete
+ * requests are answered, queued ones finished and flushed, then the
+ * connection is closed.
+ *
+ * Output: replies are appended to the connection's buffer and flushed to
+ * the socket at the end of every callback (one write per connection per
+ * loop turn); a write event is registered only when the socket is full.
  *
  * Lifetime: a connection whose client goes away while requests are queued
  * for the writer is closed at once (socket freed) but its struct stays, as
