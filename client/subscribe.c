@@ -505,6 +505,7 @@ static bool transient(es_err rv)
     case ES_ERR_IO:
     case ES_ERR_INTERNAL:
     case ES_ERR_MALFORMED:
+    case ES_ERR_TOO_LARGE:
         return true;
     default:
         return false;
@@ -782,6 +783,26 @@ es_err es_subscribe(es_client *c, const es_sub_options *opts, es_sub_batch_fn on
     return ES_OK;
 }
 
+/* A frame above the client's max_frame_bytes dropped the connection (its
+ * header is refused before its id is known: most likely a push of ours).
+ * Resubscribing with the same batch would fail the same way forever, so
+ * halve it (the server's default is 256); a single event that does not fit
+ * ends the subscription. */
+static es_err shrink_batch(es_subscription *s)
+{
+    es_client *c = s->c;
+    if (s->batch_size == 1) {
+        return close_sub(s, ES_ERR_TOO_LARGE,
+                         "one event is larger than this client's max_frame_bytes (%u)",
+                         c->recv_cap);
+    }
+    s->batch_size = s->batch_size == 0 ? 128 : s->batch_size / 2;
+    return cl_fail(c, ES_ERR_TOO_LARGE,
+                   "a frame exceeded this client's max_frame_bytes (%u): resubscribing with "
+                   "batches of %u events",
+                   c->recv_cap, s->batch_size);
+}
+
 es_err es_sub_poll(es_subscription *s, int timeout_ms)
 {
     if (s == NULL) {
@@ -828,6 +849,9 @@ es_err es_sub_poll(es_subscription *s, int timeout_ms)
         es_err rv = conn_pump(c, until);
         if (rv == ES_ERR_TIMEOUT && cl_mono_us() >= deadline) {
             return ES_OK;
+        }
+        if (rv == ES_ERR_TOO_LARGE) {
+            return shrink_batch(s);
         }
         /* ES_OK: something was read; another error: the connection is gone
          * and the next turn resubscribes on a new one. */

@@ -29,6 +29,9 @@
  * filtered ones: the events of its category or stream), each once, in
  * order; after a checkpoint resume nothing at or below the checkpoint may
  * come again.
+ *
+ * A second test puts two subscriptions (the whole log, one stream) on the
+ * client that also appends, and closes its connection three times.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -539,10 +542,89 @@ static void test_t7_resumes(void **state)
     assert_true(ok);
 }
 
+/* ---------------------------------------------- two subscriptions, one client -- */
+
+typedef struct shared_seen {
+    bool stream;
+    sh_u64s keys;
+    uint64_t violations;
+} shared_seen;
+
+static int shared_batch(void *ctx, const es_recorded_event *evs, size_t n)
+{
+    shared_seen *s = ctx;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t key = s->stream ? evs[i].revision : evs[i].position;
+        s->violations += s->keys.n > 0 && key <= s->keys.v[s->keys.n - 1];
+        sh_u64s_push(&s->keys, key);
+    }
+    return 0;
+}
+
+/* Two subscriptions (the whole log, one stream) on the client that also
+ * appends: the appends' reads queue the pushes of both, each poll delivers
+ * its own; the connection is closed three times on the way. */
+static void test_two_subscriptions_one_client(void **state)
+{
+    assert_int_equal(sh_esd_start(&esd, NULL), 0);
+    es_client *c = sh_client(&esd, "t7-shared");
+    assert_non_null(c);
+    shared_seen all = {.stream = false}, one = {.stream = true};
+    es_subscription *sa = NULL, *so = NULL;
+    es_sub_options oa = {.target = ES_SUB_ALL, .start = ES_SUB_FROM_START, .batch_size = 7};
+    es_sub_options os = {.target = ES_SUB_STREAM, .name = "pair-1", .start = ES_SUB_FROM_START};
+    assert_int_equal(es_subscribe(c, &oa, shared_batch, NULL, &all, &sa), ES_OK);
+    assert_int_equal(es_subscribe(c, &os, shared_batch, NULL, &one, &so), ES_OK);
+    char data[] = "{}";
+    for (unsigned i = 0; i < 600; i++) {
+        es_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.type = "Pair";
+        ev.data = data;
+        ev.data_len = 2;
+        assert_int_equal(es_stream_append(c, i % 3 ? "pair-2" : "pair-1",
+                                          (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL),
+                         ES_OK);
+        if (i % 50 == 0) {
+            assert_int_equal(es_sub_poll(sa, 0), ES_OK);
+        }
+        if (i % 70 == 0) {
+            assert_int_equal(es_sub_poll(so, 0), ES_OK);
+        }
+        if (i == 150 || i == 320 || i == 480) {
+            es_client_close(c);
+        }
+    }
+    uint64_t deadline = sh_now_us() + 20000000u;
+    while ((all.keys.n < 600 || one.keys.n < 200) && sh_now_us() < deadline) {
+        es_err rv = es_sub_poll(sa, 10);
+        assert_true(rv == ES_OK || rv == ES_ERR_CLOSED);
+        rv = es_sub_poll(so, 10);
+        assert_true(rv == ES_OK || rv == ES_ERR_CLOSED);
+    }
+    printf("T7: two subscriptions on one client: %zu and %zu events\n", all.keys.n, one.keys.n);
+    assert_int_equal(all.keys.n, 600);
+    assert_int_equal(one.keys.n, 200);
+    for (size_t i = 0; i < all.keys.n; i++) {
+        assert_int_equal(all.keys.v[i], i + 1);
+    }
+    for (size_t i = 0; i < one.keys.n; i++) {
+        assert_int_equal(one.keys.v[i], i);
+    }
+    assert_int_equal(all.violations + one.violations, 0);
+    es_sub_destroy(sa);
+    es_sub_destroy(so);
+    sh_u64s_free(&all.keys);
+    sh_u64s_free(&one.keys);
+    es_client_destroy(c);
+    sh_esd_destroy(&esd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_t7_resumes),
+        cmocka_unit_test(test_two_subscriptions_one_client),
     };
     return cmocka_run_group_tests_name("subs_t7", tests, NULL, NULL);
 }

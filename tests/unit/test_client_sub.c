@@ -18,7 +18,8 @@
  * dropped by the server, a refused batch delivered again, the bounded queue
  * (a subscription that overflows unsubscribes and resubscribes after its
  * last event), pushes that break the rules (too many events, a gap, a
- * duplicate), the heartbeat of a quiet subscription, and a change of store.
+ * duplicate), a push above the client's frame cap (the batch is halved),
+ * the heartbeat of a quiet subscription, and a change of store.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1374,6 +1375,113 @@ static void test_store_changed(void **state)
     fake_stop(&f);
 }
 
+/* ---- a push above the client's frame cap -- */
+
+/* The client's max_frame_bytes is 2048: a frame declared larger drops the
+ * connection before anything is allocated for it. Connection 1 (batch 0,
+ * the server's default) and 2 (batch 128) push such a frame; connection 3
+ * must ask for batches of 64 and gets small pushes. A subscription with
+ * batches of 1 that meets one is closed. */
+static void srv_huge_frame(int fd)
+{
+    uint8_t hdr[8] = {0, 0, 0x10, 0, 8, 1, 0xf2, 1}; /* declares 4096 bytes */
+    write_full(fd, hdr, sizeof(hdr));
+    srv_drain(fd);
+}
+
+static void script_too_large(fake *f, int fd, unsigned conn_no)
+{
+    if (!srv_hello(f, fd)) {
+        return;
+    }
+    Es__V1__Request *r = srv_expect_sub(f, fd);
+    if (r == NULL) {
+        return;
+    }
+    uint64_t id = r->id;
+    uint32_t batch = r->subscribe->batch_size;
+    uint64_t after = r->subscribe->after;
+    srv_free(r);
+    srv_sub_ok(fd, id, 3);
+    if (conn_no == 1) {
+        SRV_CHECK(f, batch == 0);
+        srv_huge_frame(fd);
+        return;
+    }
+    if (conn_no == 2) {
+        SRV_CHECK(f, batch == 128);
+        srv_range(fd, id, 1, 1); /* one small push gets through first */
+        srv_huge_frame(fd);
+        return;
+    }
+    SRV_CHECK(f, conn_no == 3 && batch == 64 && after == 1);
+    srv_range(fd, id, 2, 3);
+    srv_caught_up(fd, id, 3);
+    /* The client ends that one and subscribes with batches of 1. */
+    for (;;) {
+        r = srv_recv(fd);
+        if (r == NULL || r->kind_case == ES__V1__REQUEST__KIND_SUBSCRIBE) {
+            break;
+        }
+        SRV_CHECK(f, r->kind_case == ES__V1__REQUEST__KIND_UNSUBSCRIBE);
+        srv_free(r);
+    }
+    SRV_CHECK(f, r != NULL && r->subscribe->batch_size == 1);
+    if (r == NULL) {
+        return;
+    }
+    srv_sub_ok(fd, r->id, 3);
+    srv_free(r);
+    srv_huge_frame(fd);
+}
+
+static void test_push_above_frame_cap(void **state)
+{
+    fake f;
+    fake_start(&f, script_too_large, NULL);
+    es_client_options o;
+    es_client_options_init(&o);
+    o.address = f.addr;
+    o.max_frame_bytes = 2048;
+    o.reconnect_attempts = 2;
+    o.breaker_threshold = 0;
+    es_client *c = NULL;
+    CHECK_RV(es_client_create(&o, &c), ES_OK);
+    cl_set_hooks(c, fclock_now, fclock_sleep, NULL);
+    seen s;
+    seen_init(&s, false);
+    es_subscription *sub = NULL;
+    es_sub_options so = {.target = ES_SUB_ALL, .start = ES_SUB_FROM_START};
+    CHECK_RV(es_subscribe(c, &so, on_batch, on_caught_up, &s, &sub), ES_OK);
+    unsigned too_large = 0;
+    for (int i = 0; i < 500 && (s.n < 3 || s.caught_up == 0); i++) {
+        es_err rv = es_sub_poll(sub, 10);
+        if (rv == ES_ERR_TOO_LARGE) {
+            too_large++;
+            assert_non_null(strstr(es_client_errmsg(c), "max_frame_bytes"));
+            continue;
+        }
+        CHECK_RV(rv, ES_OK);
+    }
+    assert_int_equal(too_large, 2);
+    assert_keys(&s, 1, 3);
+    es_sub_destroy(sub);
+
+    /* Batches of one event, and still too large: closed. */
+    so.batch_size = 1;
+    CHECK_RV(es_subscribe(c, &so, on_batch, NULL, &s, &sub), ES_OK);
+    es_err rv = ES_OK;
+    for (int i = 0; i < 500 && rv == ES_OK; i++) {
+        rv = es_sub_poll(sub, 10);
+    }
+    CHECK_RV(rv, ES_ERR_TOO_LARGE);
+    CHECK_RV(es_sub_poll(sub, 0), ES_ERR_TOO_LARGE);
+    assert_non_null(strstr(es_client_errmsg(c), "one event"));
+    es_sub_destroy(sub);
+    es_client_destroy(c);
+    fake_stop(&f);
+}
+
 /* ---- arguments and refusals -- */
 
 static void script_refuse_subscribe(fake *f, int fd, unsigned conn_no)
@@ -1481,6 +1589,7 @@ int main(void)
         cmocka_unit_test(test_bad_pushes),
         cmocka_unit_test(test_heartbeat),
         cmocka_unit_test(test_store_changed),
+        cmocka_unit_test(test_push_above_frame_cap),
         cmocka_unit_test(test_arguments_and_refusal),
     };
     return cmocka_run_group_tests_name("client_sub", tests, group_setup, group_teardown);

@@ -703,6 +703,10 @@ ES_API es_err es_subscribe(es_client *c, const es_sub_options *opts, es_sub_batc
  *   ES_ERR_MALFORMED (the server pushed something invalid: it was dropped,
  *     and the next poll resubscribes after the last delivered event);
  *   ES_ERR_NO_MEMORY (call again);
+ *   ES_ERR_TOO_LARGE (a frame exceeded the client's max_frame_bytes and the
+ *     connection was dropped: the next poll resubscribes with half the
+ *     batch size; if one event alone is too large, the subscription is
+ *     closed with this code);
  *   the server's reason (e.g. ES_ERR_CORRUPT) when it dropped the
  *   subscription (SubscriptionDropped; es_client_errmsg() says why), or the
  *   error that refused a resubscription for good (e.g.
