@@ -1,8 +1,9 @@
 /*
- * uuid — random (version 4) event ids and their text form.
+ * uuid — time-ordered random (version 7) event ids and their text form.
  *
- * Design notes: ids come from getrandom(2), the kernel's CSPRNG, so that
- * independent clients never collide; /dev/urandom is the fallback for
+ * Design notes: a millisecond timestamp followed by 74 bits from
+ * getrandom(2), the kernel's CSPRNG, so that independent clients never
+ * collide and the store's id index stays append-mostly; /dev/urandom is the fallback for
  * kernels without the system call. Retries are idempotent only because the
  * id of an event is fixed once, before its first send (es_event.has_id).
  */
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "es/client.h"
@@ -55,8 +57,18 @@ es_err es_uuid_generate(uint8_t out[ES_UUID_BYTES])
     if (rv != ES_OK) {
         return rv;
     }
-    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40); /* version 4 */
-    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80); /* variant 10 (RFC 4122) */
+    /* Version 7 (RFC 9562): 48 bits of Unix time in milliseconds first,
+     * then 74 random bits. Ids made close in time sort close together, so
+     * the store's event-id index grows at its right edge instead of
+     * dirtying a random B-tree page per event. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    for (int i = 0; i < 6; i++) {
+        out[i] = (uint8_t)(ms >> (40 - 8 * i));
+    }
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x70); /* version 7 */
+    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80); /* variant 10 (RFC 9562) */
     return ES_OK;
 }
 

@@ -151,7 +151,9 @@ static void pending_free(pending *p)
     free(p);
 }
 
-static void uuid_v4(uint8_t out[16])
+/* A version 7 UUID (RFC 9562): time first, so ids assigned by the server
+ * keep the event-id index append-mostly, like the client library's. */
+static void uuid_v7(uint8_t out[16])
 {
     if (getrandom(out, 16, 0) != 16) {
         /* getrandom on Linux does not fail for 16 bytes once the pool is
@@ -160,7 +162,11 @@ static void uuid_v4(uint8_t out[16])
             out[i] = (uint8_t)random();
         }
     }
-    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40);
+    uint64_t ms = store_now_us() / 1000u;
+    for (int i = 0; i < 6; i++) {
+        out[i] = (uint8_t)(ms >> (40 - 8 * i));
+    }
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x70);
     out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
 }
 
@@ -227,7 +233,7 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
             if (e->id.len == ES_EVENT_ID_BYTES) {
                 se->id = e->id.data;
             } else {
-                uuid_v4(p->ids + k * ES_EVENT_ID_BYTES);
+                uuid_v7(p->ids + k * ES_EVENT_ID_BYTES);
                 se->id = p->ids + k * ES_EVENT_ID_BYTES;
             }
             se->type = e->type.data;

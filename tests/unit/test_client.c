@@ -618,9 +618,21 @@ static void test_append_result(void **state)
     assert_false(res.duplicate);
     assert_true(res.synced);
 
-    /* The missing id was generated (UUIDv4) and written back; the given one kept. */
+    /* The missing id was generated (UUIDv7: version 7, and its first 48
+     * bits are the current Unix time in ms) and written back; the given
+     * one kept. */
     assert_true(ev[0].has_id);
-    assert_int_equal(ev[0].id[6] >> 4, 4);
+    assert_int_equal(ev[0].id[6] >> 4, 7);
+    {
+        uint64_t ms = 0;
+        for (int i = 0; i < 6; i++) {
+            ms = (ms << 8) | ev[0].id[i];
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        uint64_t now_ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+        assert_true(ms <= now_ms && now_ms - ms < 60000);
+    }
     assert_int_equal(ev[0].id[8] & 0xc0, 0x80);
     assert_memory_equal(ev[1].id, given, 16);
 
@@ -1469,8 +1481,10 @@ static void test_uuid(void **state)
     CHECK_RV(es_uuid_generate(a), ES_OK);
     CHECK_RV(es_uuid_generate(b), ES_OK);
     assert_memory_not_equal(a, b, 16);
-    assert_int_equal(a[6] >> 4, 4);
+    assert_int_equal(a[6] >> 4, 7);
     assert_int_equal(a[8] & 0xc0, 0x80);
+    /* Time-ordered: b was made after a, so its 48-bit ms prefix is not smaller. */
+    assert_true(memcmp(a, b, 6) <= 0);
     char s[ES_UUID_STRLEN + 1];
     es_uuid_format(a, s);
     assert_int_equal(strlen(s), 36);

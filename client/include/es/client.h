@@ -21,7 +21,7 @@
  *    attempt (half-open) which closes the circuit on success or re-opens it
  *    on failure.
  *  - Appends are idempotent when retried with the same event ids. Events
- *    passed without an id get a random UUIDv4 written back into the
+ *    passed without an id get a time-ordered random UUID (version 7) written back into the
  *    caller's es_event, so calling again with the same array after
  *    ES_ERR_CLOSED or ES_ERR_TIMEOUT is safe: the server answers a retry of
  *    an append it already stored with the original result and
@@ -281,7 +281,7 @@ ES_API es_err es_client_ping(es_client *c, uint64_t *rtt_us);
 /**
  * An event proposed for appending. Pointers are borrowed for the call.
  * id/has_id are in/out: when has_id is false the library generates a random
- * UUIDv4, stores it in id and sets has_id, so that passing the same array
+ * UUIDv7, stores it in id and sets has_id, so that passing the same array
  * again is an idempotent retry.
  */
 typedef struct es_event {
@@ -739,7 +739,7 @@ ES_API void es_sub_destroy(es_subscription *sub);
 /* ================================================================== uuid == */
 
 /**
- * @brief A random (version 4) UUID from the kernel's CSPRNG.
+ * @brief A version 7 UUID: Unix time in ms, then 74 bits from the kernel's CSPRNG.
  * @return ES_OK; ES_ERR_IO when no randomness is available.
  */
 ES_API es_err es_uuid_generate(uint8_t out[ES_UUID_BYTES]);
