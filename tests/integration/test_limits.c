@@ -793,7 +793,7 @@ static void test_slow_reader(void **state)
         if (oc.failures) {
             fail_msg("%s: the other client was disturbed: %s", what, oc.error);
         }
-        if (during < 5) {
+        if (during < (h_sanitized() ? 2 : 5)) {
             fail_msg("%s: the other client made only %d round trips in 1 s", what, during);
         }
         /* Generous: the CI box may be loaded; an unserved client would time out. */
@@ -802,11 +802,13 @@ static void test_slow_reader(void **state)
         }
         /* Reading now: every reply comes, and the rest of the requests go through. */
         int got = 0, errors = 0;
+        int big = 4 * 1024 * 1024;
+        setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
         int64_t read_t0 = h_now_ms();
-        int64_t deadline = read_t0 + 60000;
+        int64_t deadline = read_t0 + 150000;
         while (got < n) {
             if (h_now_ms() > deadline) {
-                fail_msg("%s: only %d of %d replies within 60 s of reading", what, got, n);
+                fail_msg("%s: only %d of %d replies within 150 s of reading", what, got, n);
             }
             if (sent < all.len) {
                 ssize_t w = h_send_some(slow, all.p + sent, all.len - sent);
