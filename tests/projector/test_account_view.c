@@ -1,16 +1,19 @@
 /*
  * test_account_view.c — es-account-view against the real esd.
  *
- * The bank run: a writer thread opens ACCOUNTS accounts and streams
+ * The bank run: a writer thread opens RAW_ACCOUNTS accounts and streams
  * deposits and transfers (MoneyWithdrawn + MoneyDeposited in one
- * es_txn_commit, exact expectations) into esd, while the main thread
+ * es_txn_commit, exact expectations) into esd, a second one drives
+ * AGG_ACCOUNTS more through the account example's aggregate (es-account's
+ * deposit, withdraw and transfer commands), while the main thread
  * SIGKILLs es-account-view at random moments KILLS times and restarts it on
  * the same read model. After each restart, /stats must show a read model
  * whose folded-event count equals its checkpoint (every event of the log is
  * an account event, so anything applied twice or skipped shows). At the
  * end, when the view has caught up with the server's head, every account
  * from GET /accounts/ID must equal a fresh fold of its stream read through
- * libesclient (and the writer's own bookkeeping), and /stats must agree
+ * libesclient, the account example's rehydration (es_agg_load) and the
+ * raw writer's own bookkeeping, and /stats must agree
  * with the sums. Then the HTTP queries and their error cases, a clean
  * SIGTERM, and a --rebuild that must give the same answers.
  */
@@ -29,18 +32,24 @@
 
 #include <cmocka.h>
 
+#include "account.h"
+#include "es/aggregate.h"
 #include "es/client.h"
 #include "support.h"
 
-#define ACCOUNTS 40
-#define KILLS    10
-#define OWNERS   5
+#define RAW_ACCOUNTS 40 /* ids 1..40: written with raw appends and transactions */
+#define AGG_ACCOUNTS 10 /* ids 41..50: written by the account example's aggregate */
+#define ACCOUNTS     (RAW_ACCOUNTS + AGG_ACCOUNTS)
+#define AGG_OWNER    "agg-owner"
+#define KILLS        10
+#define OWNERS       5
 
-typedef struct account {
+/* The raw writer's books of one account. */
+typedef struct book {
     int64_t balance;
     uint64_t next_rev; /* revision of the next event */
     char owner[32];
-} account;
+} book;
 
 typedef struct fixture {
     char dir[256];
@@ -51,10 +60,15 @@ typedef struct fixture {
 
     pthread_t writer;
     atomic_bool stop_writer;
-    account acc[ACCOUNTS + 1]; /* 1-based ids; owned by the writer until joined */
+    book acc[RAW_ACCOUNTS + 1]; /* 1-based ids; owned by the writer until joined */
     uint64_t deposits, transfers;
     es_err writer_err;
     char writer_msg[256];
+
+    pthread_t agg_writer;
+    uint64_t agg_commands, agg_refusals;
+    es_err agg_err;
+    char agg_msg[256];
 } fixture;
 
 static es_client *make_client(uint16_t port)
@@ -105,7 +119,7 @@ static void *writer_main(void *arg)
     es_err err = ES_OK;
     char stream_a[32], stream_b[32], data_a[64], data_b[64];
     es_event ea, eb;
-    for (int i = 1; i <= ACCOUNTS && err == ES_OK; i++) {
+    for (int i = 1; i <= RAW_ACCOUNTS && err == ES_OK; i++) {
         snprintf(stream_a, sizeof stream_a, "account-%d", i);
         snprintf(f->acc[i].owner, sizeof f->acc[i].owner, "owner-%d", i % OWNERS);
         memset(&ea, 0, sizeof ea);
@@ -123,7 +137,7 @@ static void *writer_main(void *arg)
         f->deposits++;
     }
     while (err == ES_OK && !atomic_load(&f->stop_writer)) {
-        int a = 1 + (int)(rand_r(&seed) % ACCOUNTS);
+        int a = 1 + (int)(rand_r(&seed) % RAW_ACCOUNTS);
         snprintf(stream_a, sizeof stream_a, "account-%d", a);
         if (rand_r(&seed) % 10 < 5) {
             long long amount = 1 + rand_r(&seed) % 500;
@@ -136,7 +150,7 @@ static void *writer_main(void *arg)
             }
             continue;
         }
-        int b = 1 + (int)(rand_r(&seed) % ACCOUNTS);
+        int b = 1 + (int)(rand_r(&seed) % RAW_ACCOUNTS);
         if (b == a || f->acc[a].balance == 0) {
             continue;
         }
@@ -160,6 +174,69 @@ static void *writer_main(void *arg)
     if (err != ES_OK) {
         snprintf(f->writer_msg, sizeof f->writer_msg, "%s", es_client_errmsg(c));
     }
+    es_client_destroy(c);
+    return NULL;
+}
+
+/*
+ * The second writer: the account example's write side (es_agg with
+ * account_ops: load, decide, append with the loaded revision, retry on
+ * conflict; transfers through account_transfer in one transaction) on
+ * accounts 41..50. Refusals (insufficient funds) are part of the game.
+ */
+static void *agg_writer_main(void *arg)
+{
+    fixture *f = arg;
+    es_client *c = make_client(f->esd.port);
+    es_agg *agg = NULL;
+    /* Connect first: es_snapshot_load() (the first call of a load) on a client
+     * that never connected fails with ES_ERR_MALFORMED (client/ops.c takes
+     * c->recv_cap, still 0, as the reply cap before cl_call connects). */
+    es_err err = c ? es_client_connect(c) : ES_ERR_NO_MEMORY;
+    if (err == ES_OK) {
+        err = es_agg_create(c, &account_ops, NULL, NULL, &agg);
+    }
+    unsigned seed = 99;
+    char id[16], to[16], stream[ACCOUNT_STREAM_BYTES];
+    for (int i = RAW_ACCOUNTS + 1; i <= ACCOUNTS && err == ES_OK; i++) {
+        snprintf(id, sizeof id, "%d", i);
+        account_stream(id, stream);
+        account_cmd open = {.kind = ACCOUNT_CMD_OPEN, .id = id, .owner = AGG_OWNER};
+        account_cmd dep = {.kind = ACCOUNT_CMD_DEPOSIT, .id = id, .amount = 1000};
+        if ((err = es_agg_execute(agg, stream, account_decide, &open, NULL, NULL)) == ES_OK) {
+            err = es_agg_execute(agg, stream, account_decide, &dep, NULL, NULL);
+        }
+        f->agg_commands += 2;
+    }
+    while (err == ES_OK && !atomic_load(&f->stop_writer)) {
+        int a = RAW_ACCOUNTS + 1 + (int)(rand_r(&seed) % AGG_ACCOUNTS);
+        int b = RAW_ACCOUNTS + 1 + (int)(rand_r(&seed) % AGG_ACCOUNTS);
+        int64_t amount = 1 + (int64_t)(rand_r(&seed) % 800);
+        snprintf(id, sizeof id, "%d", a);
+        snprintf(to, sizeof to, "%d", b);
+        unsigned kind = rand_r(&seed) % 3;
+        if (kind == 0) {
+            account_stream(id, stream);
+            account_cmd cmd = {.kind = ACCOUNT_CMD_DEPOSIT, .id = id, .amount = amount};
+            err = es_agg_execute(agg, stream, account_decide, &cmd, NULL, NULL);
+        } else if (kind == 1) {
+            account_stream(id, stream);
+            account_cmd cmd = {.kind = ACCOUNT_CMD_WITHDRAW, .id = id, .amount = amount};
+            err = es_agg_execute(agg, stream, account_decide, &cmd, NULL, NULL);
+        } else {
+            err = account_transfer(agg, id, to, amount, NULL, NULL, NULL, NULL);
+        }
+        f->agg_commands++;
+        if (err == ES_ERR_REFUSED) {
+            f->agg_refusals++;
+            err = ES_OK;
+        }
+    }
+    f->agg_err = err;
+    if (err != ES_OK) {
+        snprintf(f->agg_msg, sizeof f->agg_msg, "%s", agg ? es_agg_errmsg(agg) : "no client");
+    }
+    es_agg_destroy(agg);
     es_client_destroy(c);
     return NULL;
 }
@@ -275,31 +352,56 @@ static void fold_stream(es_client *c, int id, folded *out)
     es_read_destroy(it);
 }
 
-/* Every account from HTTP equals the fold of its stream and the writer's books. */
-static void verify_accounts(fixture *f, int64_t *sum)
+/*
+ * Every account from HTTP equals a fresh fold of its stream, the account
+ * example's rehydration (es_agg_load with account_ops) and, for the raw
+ * writer's accounts, its books. balances[i] receives the balance.
+ */
+static void verify_accounts(fixture *f, int64_t *sum, int64_t balances[ACCOUNTS + 1])
 {
     *sum = 0;
+    es_agg_options ao;
+    es_agg_options_init(&ao);
+    ao.read_snapshots = false; /* a full replay, not a snapshot */
+    es_agg *agg = NULL;
+    assert_int_equal(es_agg_create(f->c, &account_ops, NULL, &ao, &agg), ES_OK);
     for (int i = 1; i <= ACCOUNTS; i++) {
         folded fo;
         fold_stream(f->c, i, &fo);
+        char idbuf[16], stream[ACCOUNT_STREAM_BYTES];
+        snprintf(idbuf, sizeof idbuf, "%d", i);
+        account_stream(idbuf, stream);
+        account st;
+        es_agg_load_info info;
+        assert_int_equal(es_agg_load(agg, stream, &st, &info), ES_OK);
         char path[64];
         snprintf(path, sizeof path, "/accounts/%d", i);
         json_t *a = get_json(f, path, 200);
-        char idbuf[16];
-        snprintf(idbuf, sizeof idbuf, "%d", i);
         assert_string_equal(json_string_value(json_object_get(a, "id")), idbuf);
         assert_string_equal(json_string_value(json_object_get(a, "owner")), fo.owner);
-        assert_string_equal(fo.owner, f->acc[i].owner);
-        if (jint(a, "balance") != fo.balance || fo.balance != f->acc[i].balance) {
-            fail_msg("account %d: view %lld, fold %lld, writer %lld", i, jint(a, "balance"),
-                     (long long)fo.balance, (long long)f->acc[i].balance);
+        assert_string_equal(st.owner, fo.owner);
+        if (jint(a, "balance") != fo.balance || st.balance != fo.balance ||
+            (i <= RAW_ACCOUNTS && fo.balance != f->acc[i].balance)) {
+            fail_msg("account %d: view %lld, fold %lld, rehydrated %lld, books %lld", i,
+                     jint(a, "balance"), (long long)fo.balance, (long long)st.balance,
+                     i <= RAW_ACCOUNTS ? (long long)f->acc[i].balance : -1LL);
         }
         assert_int_equal(jint(a, "revision"), fo.revision);
-        assert_int_equal(fo.revision + 1, f->acc[i].next_rev);
+        assert_true(info.exists);
+        assert_int_equal(info.revision, fo.revision);
+        if (i <= RAW_ACCOUNTS) {
+            assert_string_equal(fo.owner, f->acc[i].owner);
+            assert_int_equal(fo.revision + 1, f->acc[i].next_rev);
+        } else {
+            assert_string_equal(fo.owner, AGG_OWNER);
+        }
         assert_true(json_is_string(json_object_get(a, "updated_at")));
+        es_agg_state_finish(agg, &st);
+        balances[i] = fo.balance;
         *sum += fo.balance;
         json_decref(a);
     }
+    es_agg_destroy(agg);
 }
 
 static uint64_t server_head(fixture *f)
@@ -344,6 +446,7 @@ static void test_bank_run_with_kills(void **state)
     fixture *f = *state;
     assert_int_equal(t_view_start(&f->view, f->dir, f->esd.port, f->view_data, NULL, 10000), 0);
     assert_int_equal(pthread_create(&f->writer, NULL, writer_main, f), 0);
+    assert_int_equal(pthread_create(&f->agg_writer, NULL, agg_writer_main, f), 0);
 
     unsigned seed = 4242;
     int kills = 0;
@@ -365,8 +468,12 @@ static void test_bank_run_with_kills(void **state)
     }
     atomic_store(&f->stop_writer, true);
     pthread_join(f->writer, NULL);
+    pthread_join(f->agg_writer, NULL);
     if (f->writer_err != ES_OK) {
         fail_msg("writer: %s (%s)", es_strerror(f->writer_err), f->writer_msg);
+    }
+    if (f->agg_err != ES_OK) {
+        fail_msg("aggregate writer: %s (%s)", es_strerror(f->agg_err), f->agg_msg);
     }
     uint64_t head = server_head(f);
     int64_t t0 = t_now_ms();
@@ -376,10 +483,14 @@ static void test_bank_run_with_kills(void **state)
                   (unsigned long long)f->deposits, (unsigned long long)f->transfers,
                   (unsigned long long)head, (long long)(t0 - run_start), kills,
                   (long long)(t_now_ms() - t0));
+    print_message("aggregate writer: %llu commands (%llu refused)\n",
+                  (unsigned long long)f->agg_commands, (unsigned long long)f->agg_refusals);
     assert_true(f->transfers > 100);
+    assert_true(f->agg_commands > 100);
 
     int64_t sum;
-    verify_accounts(f, &sum);
+    int64_t balances[ACCOUNTS + 1];
+    verify_accounts(f, &sum, balances);
     assert_int_equal(jint(st, "accounts"), ACCOUNTS);
     assert_int_equal(jint(st, "total_balance"), sum);
     assert_int_equal(jint(st, "events"), head); /* each event of the log folded exactly once */
@@ -403,23 +514,26 @@ static void test_bank_run_with_kills(void **state)
                             idbuf);
     }
     json_decref(l);
-    l = get_json(f, "/accounts?page=6&per_page=7", 200); /* 40 = 5 x 7 + 5 */
-    assert_int_equal(json_array_size(json_object_get(l, "accounts")), 5);
+    l = get_json(f, "/accounts?page=8&per_page=7", 200); /* 50 = 7 x 7 + 1 */
+    assert_int_equal(json_array_size(json_object_get(l, "accounts")), 1);
     assert_string_equal(
         json_string_value(json_object_get(json_array_get(json_object_get(l, "accounts"), 0), "id")),
-        "36");
+        "50");
     json_decref(l);
     l = get_json(f, "/accounts", 200); /* defaults */
     assert_int_equal(jint(l, "per_page"), 20);
     assert_int_equal(json_array_size(json_object_get(l, "accounts")), 20);
     json_decref(l);
     l = get_json(f, "/accounts?owner=owner-3&per_page=1000", 200);
-    assert_int_equal(jint(l, "total"), ACCOUNTS / OWNERS);
+    assert_int_equal(jint(l, "total"), RAW_ACCOUNTS / OWNERS);
+    json_decref(l);
+    l = get_json(f, "/accounts?owner=" AGG_OWNER, 200);
+    assert_int_equal(jint(l, "total"), AGG_ACCOUNTS);
     json_decref(l);
     int64_t threshold = 1000;
     int want = 0;
     for (int i = 1; i <= ACCOUNTS; i++) {
-        want += f->acc[i].balance >= threshold;
+        want += balances[i] >= threshold;
     }
     l = get_json(f, "/accounts?min_balance=1000&per_page=1000", 200);
     assert_int_equal(jint(l, "total"), want);
@@ -466,7 +580,7 @@ static void test_bank_run_with_kills(void **state)
     assert_int_equal(jint(st, "rebuilds"), 1);
     json_decref(st);
     int64_t sum2;
-    verify_accounts(f, &sum2);
+    verify_accounts(f, &sum2, balances);
     assert_int_equal(sum2, sum);
 
     /* ---- esd gone: queries still served, /stats says so, SIGTERM still prompt ---- */
