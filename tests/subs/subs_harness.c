@@ -1,6 +1,7 @@
 #include "subs_harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -205,6 +206,61 @@ long sh_proc_kb(pid_t pid, const char *field)
     }
     fclose(f);
     return v;
+}
+
+long long sh_proc_cpu_ticks(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces: fields count from the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL) {
+        return -1;
+    }
+    unsigned long long ut = 0, st = 0;
+    /* After ')': state (3), then fields 4..13, utime (14), stime (15). */
+    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) {
+        return -1;
+    }
+    return (long long)(ut + st);
+}
+
+long long sh_proc_wait_us(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        return -1;
+    }
+    long long total = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        char file[sizeof(path) + sizeof(de->d_name) + 16];
+        snprintf(file, sizeof(file), "%s/%s/schedstat", path, de->d_name);
+        FILE *f = fopen(file, "r");
+        if (f == NULL) {
+            continue;
+        }
+        unsigned long long run = 0, wait = 0;
+        if (fscanf(f, "%llu %llu", &run, &wait) == 2) {
+            total += (long long)(wait / 1000u);
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return total;
 }
 
 /* -------------------------------------------------------------- clients -- */

@@ -53,6 +53,17 @@ void sh_esd_dump_log(const sh_esd *e);
 /** @brief A "Field:  N kB" line of /proc/PID/status in kB; -1 if absent. */
 long sh_proc_kb(pid_t pid, const char *field);
 
+/** @brief utime + stime of a process in clock ticks (sysconf(_SC_CLK_TCK)); -1 on error. */
+long long sh_proc_cpu_ticks(pid_t pid);
+
+/**
+ * @brief Time the threads of a process spent runnable but waiting for a CPU
+ *        (sum of /proc/PID/task/x/schedstat's second field), in
+ *        microseconds; -1 on error. Rising in a window means the machine,
+ *        not the process, was busy.
+ */
+long long sh_proc_wait_us(pid_t pid);
+
 /** @brief Monotonic clock in microseconds. */
 uint64_t sh_now_us(void);
 
