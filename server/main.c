@@ -40,9 +40,10 @@ int main(int argc, char **argv)
     }
     store_stats st;
     store_stats_get(srv.st, &st);
-    log_msg(LOG_INFO, "store open", "data_dir=%s head=%llu streams=%llu sync=%s", cfg->data_dir,
-            (unsigned long long)st.head_position, (unsigned long long)st.stream_count,
-            cfg->sync ? "full" : "none");
+    log_msg(LOG_INFO, "store open", "data_dir=%s head=%llu streams=%llu sync=%s map_size=%llu",
+            cfg->data_dir, (unsigned long long)st.head_position,
+            (unsigned long long)st.stream_count, cfg->sync ? "full" : "none",
+            (unsigned long long)st.map_size);
     if (!cfg->sync) {
         log_msg(LOG_WARN, "sync is off: acknowledged events can be lost in a crash", NULL);
     }

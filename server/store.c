@@ -594,21 +594,6 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         opts->max_events_per_append ? opts->max_events_per_append : STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
     s->max_event_bytes = opts->max_event_bytes ? opts->max_event_bytes : STORE_DEFAULT_MAX_EVENT_BYTES;
 
-    int rc = mdb_env_create(&s->env);
-    if (rc) {
-        free(s);
-        return map_err(rc);
-    }
-    uint64_t map_size = opts->map_size;
-    if (!map_size) {
-        map_size = sizeof(size_t) >= 8 ? STORE_DEFAULT_MAP_SIZE_64 : STORE_DEFAULT_MAP_SIZE_32;
-    }
-    mdb_env_set_mapsize(s->env, (size_t)map_size);
-    mdb_env_set_maxdbs(s->env, 16);
-    mdb_env_set_assert(s->env, on_lmdb_assert);
-    if (opts->max_readers) {
-        mdb_env_set_maxreaders(s->env, opts->max_readers);
-    }
     /* LMDB creates lock.mdb on open, also when it then refuses the data
      * file: remember whether it was there, so that a refused directory is
      * left as it was found. */
@@ -622,7 +607,37 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     } else if (!opts->sync) {
         flags |= MDB_NOSYNC;
     }
-    rc = mdb_env_open(s->env, opts->path, flags, 0600);
+    /* The default map is large address space, not disk. Where the process
+     * may not reserve that much (an address-space rlimit, ThreadSanitizer's
+     * memory layout), the default halves down to 1 GiB; the size in use is
+     * in store_stats. An explicit map_size is used as given or fails. */
+    uint64_t map_size = opts->map_size;
+    bool default_size = map_size == 0;
+    if (default_size) {
+        map_size = sizeof(size_t) >= 8 ? STORE_DEFAULT_MAP_SIZE_64 : STORE_DEFAULT_MAP_SIZE_32;
+    }
+    int rc;
+    for (;;) {
+        rc = mdb_env_create(&s->env);
+        if (rc) {
+            free(s);
+            return map_err(rc);
+        }
+        mdb_env_set_mapsize(s->env, (size_t)map_size);
+        mdb_env_set_maxdbs(s->env, 16);
+        mdb_env_set_assert(s->env, on_lmdb_assert);
+        if (opts->max_readers) {
+            mdb_env_set_maxreaders(s->env, opts->max_readers);
+        }
+        rc = mdb_env_open(s->env, opts->path, flags, 0600);
+        if (rc == ENOMEM && default_size && map_size > (1ull << 30)) {
+            mdb_env_close(s->env);
+            s->env = NULL;
+            map_size /= 2;
+            continue;
+        }
+        break;
+    }
     if (rc) {
         rv = map_err(rc);
         set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path, mdb_strerror(rc));

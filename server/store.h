@@ -44,7 +44,8 @@ typedef struct store store;
 
 typedef struct store_options {
     const char *path;        /* data directory; created when missing */
-    uint64_t map_size;       /* 0 = the default for the platform */
+    uint64_t map_size;       /* 0 = the default for the platform (halved down to
+                                1 GiB where the process cannot reserve it) */
     bool sync;               /* fsync every commit (durable); false = MDB_NOSYNC */
     bool read_only;          /* open read-only (esctl db stat/check, safe beside esd) */
     uint32_t max_events_per_append; /* 0 = default */
