@@ -9,9 +9,11 @@
 #
 #   tools/dev.sh test
 #       Install missing packages; check formatting (tools/format.sh --check);
-#       build ./build and run the unit and integration suites; build
-#       ./build-asan with AddressSanitizer + UndefinedBehaviorSanitizer and run
-#       the same suites there. Ends with exactly one line
+#       build ./build and run the unit, integration and reliability suites;
+#       build ./build-asan with AddressSanitizer + UndefinedBehaviorSanitizer
+#       and run the same suites there; build ./build-tsan with
+#       ThreadSanitizer and run the unit and integration suites; run every
+#       libFuzzer target for FUZZ_SECONDS (default 60) in ./build-fuzz. Ends with exactly one line
 #       "N passed, N failed" over both passes, and exits 1 if anything
 #       failed. A failed configure, build or format check counts as one
 #       failure; skipped tests count as neither. The long suite is not run
@@ -32,7 +34,7 @@ PACKAGES="build-essential meson ninja-build pkg-config liblmdb-dev lmdb-utils li
 protobuf-c-compiler libevent-dev libcmocka-dev libjansson-dev clang clang-format valgrind"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-suites_wanted=(unit integration)
+suites_wanted=(unit integration reliability)
 
 usage() {
     sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
@@ -231,11 +233,25 @@ cmd_test() {
 
     run_pass plain build -- -Dtests=true --
 
+    # The sanitizer passes run the same suites; T5 (64 clients x 1,000
+    # increments, minutes of CPU) is shrunk there to 100 successes each —
+    # its figure comes from the plain pass.
     local asan="${ASAN_OPTIONS:+$ASAN_OPTIONS:}halt_on_error=1:detect_leaks=1"
     local ubsan="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1"
-    run_pass sanitizers build-asan "ASAN_OPTIONS=$asan" "UBSAN_OPTIONS=$ubsan" -- \
+    run_pass sanitizers build-asan "ASAN_OPTIONS=$asan" "UBSAN_OPTIONS=$ubsan" \
+        ESD_T5_SUCCESSES=100 -- \
         -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false -- \
         --timeout-multiplier 3
+
+    # TESTPLAN T18: ThreadSanitizer over the unit and integration suites
+    # (the writer thread against the loop thread, the client's threads).
+    local saved=("${suites_wanted[@]}")
+    suites_wanted=(unit integration)
+    run_pass tsan build-tsan "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1" \
+        ESD_T5_SUCCESSES=100 -- \
+        -Dtests=true -Db_sanitize=thread -Db_lundef=false -- \
+        --timeout-multiplier 4
+    suites_wanted=("${saved[@]}")
 
     run_fuzz
 
