@@ -30,6 +30,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -833,7 +834,7 @@ typedef struct worker {
     uint32_t tag; /* id namespace */
     uint64_t seq;
     char stream[64];
-    volatile bool *stop;
+    _Atomic bool *stop;
     int max_events; /* 1..max_events per append */
     ack_list acks;
     int failures;
@@ -944,7 +945,7 @@ static void restart_or_fail(const char *when)
 
 static void run_workers(worker *ws, int n, int ms, ack_list *all)
 {
-    volatile bool stop = false;
+    _Atomic bool stop = false;
     for (int i = 0; i < n; i++) {
         ws[i].stop = &stop;
         assert_int_equal(pthread_create(&ws[i].th, NULL, worker_main, &ws[i]), 0);
@@ -1042,7 +1043,7 @@ static void test_t25_sigterm_under_load(void **state)
         if (cycle > 0) {
             restart_or_fail("T25: restart");
         }
-        volatile bool stop = false;
+        _Atomic bool stop = false;
         worker ws[T25_WORKERS];
         memset(ws, 0, sizeof ws);
         for (int i = 0; i < T25_WORKERS; i++) {

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,7 +250,7 @@ static int setup_t15(void **state)
 
 typedef struct legit_client {
     uint16_t port;
-    volatile bool stop;
+    _Atomic bool stop;
     int appends;
     int failures;
     int64_t max_us;
@@ -630,7 +631,7 @@ static int setup_slow_reader(void **state)
 
 typedef struct other_client {
     uint16_t port;
-    volatile bool stop;
+    _Atomic bool stop;
     int ops;
     int failures;
     int64_t max_us;
