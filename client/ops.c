@@ -507,6 +507,12 @@ es_err es_snapshot_load(es_client *c, const char *stream, es_snapshot *snap)
     Es__V1__Request req = ES__V1__REQUEST__INIT;
     req.kind_case = ES__V1__REQUEST__KIND_LOAD_SNAPSHOT;
     req.load_snapshot = &ls;
+    /* Connect first: the reply cap (recv_cap) comes from the server's Hello
+     * and is 0 on a client that never connected. */
+    rv = cl_ensure(c);
+    if (rv != ES_OK) {
+        return rv;
+    }
     Es__V1__Response *resp = NULL;
     rv = cl_call(c, &req, 0, c->recv_cap, &resp);
     if (rv != ES_OK) {

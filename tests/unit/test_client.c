@@ -647,6 +647,49 @@ static void test_append_result(void **state)
     assert_memory_equal(ax.ids[1], given, 16);
 }
 
+/* Serves one snapshot for "account-42". */
+static void script_snapshot(fake *f, int fd, unsigned conn_no)
+{
+    if (!srv_hello(f, fd)) {
+        return;
+    }
+    Es__V1__Request *req;
+    while ((req = srv_recv(fd)) != NULL) {
+        SRV_CHECK(f, req->kind_case == ES__V1__REQUEST__KIND_LOAD_SNAPSHOT);
+        Es__V1__Snapshot sn = ES__V1__SNAPSHOT__INIT;
+        sn.stream.data = (uint8_t *)"account-42";
+        sn.stream.len = 10;
+        sn.revision = 7;
+        sn.state_format = 3;
+        sn.data.data = (uint8_t *)"state";
+        sn.data.len = 5;
+        Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+        resp.id = req->id;
+        resp.kind_case = ES__V1__RESPONSE__KIND_SNAPSHOT;
+        resp.snapshot = &sn;
+        srv_free(req);
+        srv_send(fd, &resp);
+    }
+}
+
+/* Regression: loading a snapshot as the very first call of a client (no
+ * connect before) used a reply cap of 0 and failed with MALFORMED. */
+static void test_snapshot_load_first_call(void **state)
+{
+    fake f;
+    fake_start(&f, script_snapshot, NULL);
+    es_client *c = mk_client(&f, NULL);
+    es_snapshot snap;
+    CHECK_RV(es_snapshot_load(c, "account-42", &snap), ES_OK);
+    assert_int_equal(snap.revision, 7);
+    assert_int_equal(snap.state_format, 3);
+    assert_int_equal(snap.data_len, 5);
+    assert_memory_equal(snap.data, "state", 5);
+    es_snapshot_finish(&snap);
+    es_client_destroy(c);
+    fake_stop(&f);
+}
+
 static void test_append_invalid_args(void **state)
 {
     fake f;
@@ -1551,6 +1594,7 @@ int main(void)
         cmocka_unit_test(test_hello_wrong_version),
         cmocka_unit_test(test_append_result),
         cmocka_unit_test(test_append_invalid_args),
+        cmocka_unit_test(test_snapshot_load_first_call),
         cmocka_unit_test(test_conflict_details),
         cmocka_unit_test(test_refused_connect),
         cmocka_unit_test(test_close_mid_frame),
