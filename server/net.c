@@ -26,6 +26,9 @@
 #define CLOSE_FLUSH_S 2
 /* After the client's FIN: time for its queued requests and their replies. */
 #define PEER_FIN_FLUSH_S 30
+/* Work taken from one connection's input per loop turn. */
+#define FRAMES_PER_TURN 64
+#define OUTPUT_PER_TURN (4u * 1024u * 1024u)
 
 typedef struct conn conn;
 
@@ -360,7 +363,18 @@ static void process_input(conn *c)
     const server_config *cfg = c->n->srv->cfg;
     struct evbuffer *in = c->in;
     bool progressed = false; /* a frame completed: the deadline starts anew */
+    unsigned frames = 0;
+    size_t out_start = evbuffer_get_length(c->out);
     while (!c->closing && !c->zombie) {
+        /* Fairness: one connection's pipeline gets a bounded share of a
+         * loop turn; the rest of it is taken on the next turn. */
+        if (frames >= FRAMES_PER_TURN ||
+            evbuffer_get_length(c->out) - out_start > OUTPUT_PER_TURN) {
+            if (evbuffer_get_length(in) >= FRAME_HEADER_BYTES) {
+                event_active(c->read_ev, EV_READ, 0);
+            }
+            break;
+        }
         if (over_budget(c)) {
             if (!c->paused) {
                 c->paused = true;
@@ -403,6 +417,7 @@ static void process_input(conn *c)
         }
         evbuffer_drain(in, FRAME_HEADER_BYTES + blen);
         progressed = true;
+        frames++;
         if (c->sess.hello_done && c->handshake_timer) {
             free_event(&c->handshake_timer);
         }
@@ -453,10 +468,12 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
             if (!retriable(errno)) {
                 conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
                 flush_all(n);
+                return;
             }
-            return;
+            /* nothing new: go on with what is buffered (a continued turn) */
+        } else {
+            update_idle_timer(c, true);
         }
-        update_idle_timer(c, true);
     }
     process_input(c);
     flush_all(n);

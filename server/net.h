@@ -29,6 +29,10 @@
  * requests are answered, queued ones finished and flushed, then the
  * connection is closed.
  *
+ * Fairness: at most 64 frames, or 4 MiB of replies, are taken from one
+ * connection per loop turn; the rest waits for the next turn, so a deep
+ * pipeline of large reads does not stall the other connections.
+ *
  * Output: replies are appended to the connection's buffer and flushed to
  * the socket at the end of every callback (one write per connection per
  * loop turn); a write event is registered only when the socket is full.
