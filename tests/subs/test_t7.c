@@ -620,11 +620,18 @@ static void test_two_subscriptions_one_client(void **state)
     sh_esd_destroy(&esd);
 }
 
+/* Whatever happened in the test: no esd or temporary directory is left. */
+static int teardown(void **state)
+{
+    sh_esd_destroy(&esd);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_t7_resumes),
-        cmocka_unit_test(test_two_subscriptions_one_client),
+        cmocka_unit_test_teardown(test_t7_resumes, teardown),
+        cmocka_unit_test_teardown(test_two_subscriptions_one_client, teardown),
     };
     return cmocka_run_group_tests_name("subs_t7", tests, NULL, NULL);
 }

@@ -384,10 +384,17 @@ static void test_t8_stalled_subscriber(void **state)
     assert_true(n_stall * 2 >= n_base);
 }
 
+/* Whatever happened in the test: no esd or temporary directory is left. */
+static int teardown(void **state)
+{
+    sh_esd_destroy(&esd);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_t8_stalled_subscriber),
+        cmocka_unit_test_teardown(test_t8_stalled_subscriber, teardown),
     };
     return cmocka_run_group_tests_name("subs_t8", tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +54,8 @@ static void spawn(proc *p, const char *const *args)
     p->pid = fork();
     assert_true(p->pid >= 0);
     if (p->pid == 0) {
+        /* A failed test must not leave an esctl retrying forever. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(o[1], 1);
         dup2(e[1], 2);
         execv(bin, (char *const *)argv);
@@ -253,10 +256,17 @@ static void test_tail(void **state)
     sh_esd_destroy(&esd);
 }
 
+/* Whatever happened in the test: no esd or temporary directory is left. */
+static int teardown(void **state)
+{
+    sh_esd_destroy(&esd);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tail),
+        cmocka_unit_test_teardown(test_tail, teardown),
     };
     return cmocka_run_group_tests_name("subs_tail", tests, NULL, NULL);
 }
