@@ -27,8 +27,8 @@ es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, ses
     s->io = io;
     s->send = send;
     s->outlen = outlen;
-    s->in_flight_ids = calloc(srv->cfg->max_in_flight ? srv->cfg->max_in_flight : 1,
-                              sizeof *s->in_flight_ids);
+    s->in_flight_ids =
+        calloc(srv->cfg->max_in_flight ? srv->cfg->max_in_flight : 1, sizeof *s->in_flight_ids);
     return s->in_flight_ids ? ES_OK : ES_ERR_NO_MEMORY;
 }
 
@@ -189,8 +189,8 @@ static store_expect map_expect(const Es__V1__Expected *e, uint64_t *rev)
 }
 
 /* Takes ownership of msg in every case. */
-static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **appends,
-                             size_t n, bool is_txn, size_t body_len)
+static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **appends, size_t n,
+                             bool is_txn, size_t body_len)
 {
     const server_config *cfg = s->srv->cfg;
     uint64_t id = msg->id;
@@ -451,9 +451,10 @@ static void finish_page(session *s, uint64_t id, page_ctx *pc, es_err rv, const 
     }
     if (rv != ES_OK) {
         bb_free(&pc->buf);
-        reply_send_error(s, id, rv, rv == ES_ERR_CORRUPT
-                                          ? "a stored record failed its checksum; run esctl db check"
-                                          : NULL);
+        reply_send_error(s, id, rv,
+                         rv == ES_ERR_CORRUPT
+                             ? "a stored record failed its checksum; run esctl db check"
+                             : NULL);
         return;
     }
     if (!bb_reserve(&pc->buf, 3 * (PBW_VARINT_MAX + 1))) {
@@ -520,7 +521,7 @@ static void do_read_all(session *s, uint64_t id, const Es__V1__ReadAll *r)
         }
         if (set && es_validate_name(f.name, f.name_len) != ES_OK) {
             reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT,
-                               "filter must be 1..256 bytes of UTF-8 without control characters");
+                             "filter must be 1..256 bytes of UTF-8 without control characters");
             return;
         }
     }
@@ -693,7 +694,8 @@ static void do_hello(session *s, uint64_t id, const Es__V1__Hello *h)
     ok.protocol_version = ESD_PROTOCOL_VERSION;
     ok.server_version = (char *)ESD_VERSION;
     ok.limits = &lim;
-    ok.sync_mode = cfg->sync ? ES__V1__SYNC_MODE__SYNC_MODE_FULL : ES__V1__SYNC_MODE__SYNC_MODE_NONE;
+    ok.sync_mode =
+        cfg->sync ? ES__V1__SYNC_MODE__SYNC_MODE_FULL : ES__V1__SYNC_MODE__SYNC_MODE_NONE;
     ok.store_id.data = (uint8_t *)store_id(s->srv->st);
     ok.store_id.len = STORE_ID_BYTES;
     ok.role = (char *)"admin";
@@ -765,7 +767,7 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
             reply_send_error(s, id, ES_ERR_NO_MEMORY, "out of memory decoding the request");
         } else if (budget_blown) {
             reply_send_error(s, id, ES_ERR_TOO_LARGE,
-                               "message decodes to more memory than the server allows");
+                             "message decodes to more memory than the server allows");
         } else {
             reply_send_error(s, id, ES_ERR_MALFORMED, "not a valid es.v1.Request");
         }

@@ -53,5 +53,4 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len);
  */
 session *handler_complete(write_job *job);
 
-
 #endif

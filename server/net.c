@@ -23,7 +23,7 @@
 #include "subs.h"
 
 #define SHUTDOWN_GRACE_S 5
-#define CLOSE_FLUSH_S 2
+#define CLOSE_FLUSH_S    2
 /* After the client's FIN: time for its queued requests and their replies. */
 #define PEER_FIN_FLUSH_S 30
 /* Work taken from one connection's input per loop turn. */
@@ -39,8 +39,8 @@ struct conn {
     struct evbuffer *in, *out;
     struct event *read_ev, *write_ev;
     struct event *handshake_timer, *frame_timer, *close_timer, *idle_timer;
-    conn *prev, *next;  /* live connections */
-    conn *flush_next;   /* connections with output to flush this loop turn */
+    conn *prev, *next; /* live connections */
+    conn *flush_next;  /* connections with output to flush this loop turn */
     bool in_flush_list;
     bool reading;    /* read_ev is added */
     bool writing;    /* write_ev is added: the socket was full */
@@ -860,7 +860,7 @@ void net_destroy(net *n, write_job *leftover)
         evconnlistener_free(n->listener);
     }
     n->srv->kick = NULL;
-    struct event *evs[] = {n->accept_retry, n->completion_ev, n->sigterm_ev,   n->sigint_ev,
+    struct event *evs[] = {n->accept_retry, n->completion_ev,  n->sigterm_ev, n->sigint_ev,
                            n->reader_check, n->shutdown_check, n->deliver_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {

@@ -130,7 +130,8 @@ void reply_send(session *s, Es__V1__Response *r)
     }
     size_t size = es__v1__response__get_packed_size(r);
     uint8_t small[512];
-    uint8_t *buf = size + FRAME_HEADER_BYTES <= sizeof small ? small : reply_malloc(size + FRAME_HEADER_BYTES);
+    uint8_t *buf =
+        size + FRAME_HEADER_BYTES <= sizeof small ? small : reply_malloc(size + FRAME_HEADER_BYTES);
     if (!buf) {
         if (r->kind_case != ES__V1__RESPONSE__KIND_ERROR) {
             reply_send_error(s, r->id, ES_ERR_NO_MEMORY, "no memory for the reply");
@@ -197,4 +198,3 @@ size_t reply_page_budget(const server_config *cfg)
 {
     return cfg->max_frame_bytes - 1024;
 }
-

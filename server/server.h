@@ -13,9 +13,9 @@
 #include "store.h"
 #include "writer.h"
 
-#define ESD_VERSION "0.1.0"
+#define ESD_VERSION          "0.1.0"
 #define ESD_PROTOCOL_VERSION 1u
-#define ESD_DEFAULT_PORT 7400
+#define ESD_DEFAULT_PORT     7400
 
 typedef struct server_config {
     const char *listen;   /* HOST:PORT */

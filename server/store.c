@@ -97,14 +97,14 @@
 #include "pbwire.h"
 #include "validate.h"
 
-#define STORE_MAGIC "esd-store"
-#define STORE_MAGIC_LEN 9
-#define RECORD_HEADER_BYTES 8
-#define RECORD_VERSION 1
-#define STREAM_RECORD_BYTES 56
-#define SNAPSHOT_HEADER_BYTES 24
+#define STORE_MAGIC              "esd-store"
+#define STORE_MAGIC_LEN          9
+#define RECORD_HEADER_BYTES      8
+#define RECORD_VERSION           1
+#define STREAM_RECORD_BYTES      56
+#define SNAPSHOT_HEADER_BYTES    24
 #define STORE_MAX_SNAPSHOT_BYTES (16u * 1024u * 1024u)
-#define CHECK_LOG_MAX_LINES 50
+#define CHECK_LOG_MAX_LINES      50
 
 struct store {
     MDB_env *env;
@@ -226,8 +226,7 @@ static void put_u32le(uint8_t *p, uint32_t v)
 
 static uint32_t get_u32le(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 uint64_t store_now_us(void)
@@ -238,7 +237,7 @@ uint64_t store_now_us(void)
 }
 
 __attribute__((format(printf, 3, 4))) static void set_msg(char *msg, size_t msg_len,
-                                                           const char *fmt, ...)
+                                                          const char *fmt, ...)
 {
     if (msg && msg_len) {
         va_list ap;
@@ -369,8 +368,7 @@ static es_err check_directory(const char *path, bool read_only, char *msg, size_
          * and hand out positions from 1 again. */
         char data_path[4096];
         int n = snprintf(data_path, sizeof data_path, "%s/data.mdb", path);
-        if (n > 0 && (size_t)n < sizeof data_path && stat(data_path, &st) == 0 &&
-            st.st_size == 0) {
+        if (n > 0 && (size_t)n < sizeof data_path && stat(data_path, &st) == 0 && st.st_size == 0) {
             set_msg(msg, msg_len, "%s: %s", path,
                     "data.mdb is empty (truncated?); refusing to create a new store over it");
             return ES_ERR_INCOMPATIBLE_STORE;
@@ -455,9 +453,9 @@ static int open_dbis(store *s, MDB_txn *txn, unsigned flags)
         const char *name;
         MDB_dbi *dbi;
     } t[] = {
-        {"events", &s->events},         {"streams", &s->streams},
+        {"events", &s->events},           {"streams", &s->streams},
         {"stream_revs", &s->stream_revs}, {"event_ids", &s->event_ids},
-        {"categories", &s->categories}, {"types", &s->types},
+        {"categories", &s->categories},   {"types", &s->types},
         {"snapshots", &s->snapshots},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
@@ -590,9 +588,10 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     }
     s->sync = opts->sync;
     s->read_only = opts->read_only;
-    s->max_events_per_append =
-        opts->max_events_per_append ? opts->max_events_per_append : STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
-    s->max_event_bytes = opts->max_event_bytes ? opts->max_event_bytes : STORE_DEFAULT_MAX_EVENT_BYTES;
+    s->max_events_per_append = opts->max_events_per_append ? opts->max_events_per_append
+                                                           : STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
+    s->max_event_bytes =
+        opts->max_event_bytes ? opts->max_event_bytes : STORE_DEFAULT_MAX_EVENT_BYTES;
 
     /* LMDB creates lock.mdb on open, also when it then refuses the data
      * file: remember whether it was there, so that a refused directory is
@@ -962,10 +961,10 @@ static size_t record_size(const store_append_in *a, const store_event_in *e, uin
                           uint64_t pos, uint64_t now)
 {
     return len_field(1, a->stream_len) + varint_field(2, rev) + varint_field(3, pos) +
-           len_field(4, ES_EVENT_ID_BYTES) + len_field(5, e->type_len) +
-           len_field(6, e->data_len) + len_field(7, e->metadata_len) +
-           len_field(8, e->content_type_len) + len_field(9, e->correlation_id_len) +
-           len_field(10, e->causation_id_len) + varint_field(11, now);
+           len_field(4, ES_EVENT_ID_BYTES) + len_field(5, e->type_len) + len_field(6, e->data_len) +
+           len_field(7, e->metadata_len) + len_field(8, e->content_type_len) +
+           len_field(9, e->correlation_id_len) + len_field(10, e->causation_id_len) +
+           varint_field(11, now);
 }
 
 static size_t record_write(uint8_t *p, const store_append_in *a, const store_event_in *e,
@@ -1267,8 +1266,9 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
             }
             /* Reset the outcome of the others: they are redone. */
             for (size_t i = 0; i < n_reqs; i++) {
-                bool excluded = (reqs[i].rv == ES_ERR_STORE_FULL || reqs[i].rv == ES_ERR_TOO_LARGE) &&
-                                reqs[i].n_appends && reqs[i].results[0].rv == reqs[i].rv;
+                bool excluded =
+                    (reqs[i].rv == ES_ERR_STORE_FULL || reqs[i].rv == ES_ERR_TOO_LARGE) &&
+                    reqs[i].n_appends && reqs[i].results[0].rv == reqs[i].rv;
                 if (!excluded) {
                     reqs[i].rv = ES_OK;
                 }
@@ -1346,8 +1346,8 @@ static es_err read_txn(store *s, MDB_txn **txn)
 
 /* Fetch, verify and visit the record at a position. *stop set by the visitor. */
 /* Visit one record; *verdict is the visitor's answer (see store_visit_fn). */
-static es_err visit_position(store *s, MDB_txn *txn, uint64_t pos, store_visit_fn visit,
-                             void *ctx, int *verdict)
+static es_err visit_position(store *s, MDB_txn *txn, uint64_t pos, store_visit_fn visit, void *ctx,
+                             int *verdict)
 {
     uint8_t pkey[8];
     put_u64be(pkey, pos);
@@ -1516,7 +1516,7 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
     READ_GUARD(txn);
     page->head = last_position(txn, s->events);
     MDB_cursor *cur;
-    MDB_dbi dbi = filter->kind == STORE_FILTER_CATEGORY   ? s->categories
+    MDB_dbi dbi = filter->kind == STORE_FILTER_CATEGORY     ? s->categories
                   : filter->kind == STORE_FILTER_EVENT_TYPE ? s->types
                                                             : s->events;
     int rc = mdb_cursor_open(txn, dbi, &cur);
@@ -1640,9 +1640,9 @@ es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
     return rv;
 }
 
-es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
-                          const uint8_t *after, size_t after_len, uint32_t limit,
-                          store_stream_visit_fn visit, void *ctx, bool *more)
+es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
+                          size_t after_len, uint32_t limit, store_stream_visit_fn visit, void *ctx,
+                          bool *more)
 {
     *more = false;
     if (prefix_len > ES_MAX_NAME_BYTES || after_len > ES_MAX_NAME_BYTES) {
@@ -1708,8 +1708,8 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
         if (stop) {
             /* The visitor stopped: say whether anything follows. */
             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-            *more = rc == MDB_SUCCESS &&
-                    (!prefix_len || (k.mv_size >= prefix_len && !memcmp(k.mv_data, prefix, prefix_len)));
+            *more = rc == MDB_SUCCESS && (!prefix_len || (k.mv_size >= prefix_len &&
+                                                          !memcmp(k.mv_data, prefix, prefix_len)));
             break;
         }
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -1780,8 +1780,7 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
     return rc ? commit_err(s, rc) : ES_OK;
 }
 
-es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
-                           store_snapshot *snap)
+es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len, store_snapshot *snap)
 {
     memset(snap, 0, sizeof *snap);
     if (es_validate_stream_id(stream, stream_len, true) != ES_OK) {
@@ -1801,8 +1800,7 @@ es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
         return map_err(rc);
     }
     const uint8_t *p = v.mv_data;
-    if (v.mv_size < SNAPSHOT_HEADER_BYTES ||
-        crc32c(0, p + 4, v.mv_size - 4) != get_u32le(p)) {
+    if (v.mv_size < SNAPSHOT_HEADER_BYTES || crc32c(0, p + 4, v.mv_size - 4) != get_u32le(p)) {
         read_end(txn);
         return ES_ERR_CORRUPT;
     }
@@ -1870,8 +1868,8 @@ static void defect(check_ctx *c, uint64_t pos, const char *what, uint64_t a, uin
     }
     if (c->log && c->lines < CHECK_LOG_MAX_LINES) {
         char line[256];
-        snprintf(line, sizeof line, "position %llu: %s (%llu, %llu)", (unsigned long long)pos,
-                 what, (unsigned long long)a, (unsigned long long)b);
+        snprintf(line, sizeof line, "position %llu: %s (%llu, %llu)", (unsigned long long)pos, what,
+                 (unsigned long long)a, (unsigned long long)b);
         in_visitor = true;
         c->log(c->log_ctx, line);
         in_visitor = false;
@@ -1959,8 +1957,8 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         if (mdb_get(txn, s->stream_revs, &rk, &rv2) != 0 || rv2.mv_size != 8 ||
             get_u64be(rv2.mv_data) != pos) {
             report->revision_errors++;
-            defect(&c, pos, "stream index does not point at the record (revision, stream no)",
-                   rrev, si.number);
+            defect(&c, pos, "stream index does not point at the record (revision, stream no)", rrev,
+                   si.number);
         }
         MDB_val ik = {ES_EVENT_ID_BYTES, (void *)eid}, iv;
         if (mdb_get(txn, s->event_ids, &ik, &iv) != 0 || iv.mv_size != 24 ||

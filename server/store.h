@@ -25,15 +25,15 @@
 typedef struct store store;
 
 /** Format version written in the meta record; a store with another is refused. */
-#define STORE_FORMAT_VERSION 1u
-#define STORE_ID_BYTES 16u
-#define STORE_DEFAULT_MAP_SIZE_64 (1ull << 40) /* 1 TiB of address space, sparse */
-#define STORE_DEFAULT_MAP_SIZE_32 (1ull << 30)
+#define STORE_FORMAT_VERSION                1u
+#define STORE_ID_BYTES                      16u
+#define STORE_DEFAULT_MAP_SIZE_64           (1ull << 40) /* 1 TiB of address space, sparse */
+#define STORE_DEFAULT_MAP_SIZE_32           (1ull << 30)
 #define STORE_DEFAULT_MAX_EVENTS_PER_APPEND 10000u
-#define STORE_DEFAULT_MAX_EVENT_BYTES (8u * 1024u * 1024u)
-#define STORE_DEFAULT_MAX_PAGE 4096u
-#define STORE_MAX_APPENDS_PER_TXN 1024u
-#define STORE_READ_ALL_SCAN_LIMIT 100000u /* records examined per filtered page */
+#define STORE_DEFAULT_MAX_EVENT_BYTES       (8u * 1024u * 1024u)
+#define STORE_DEFAULT_MAX_PAGE              4096u
+#define STORE_MAX_APPENDS_PER_TXN           1024u
+#define STORE_READ_ALL_SCAN_LIMIT           100000u /* records examined per filtered page */
 
 /**
  * Exit status of a process whose store turned out to be structurally
@@ -43,11 +43,11 @@ typedef struct store store;
 #define STORE_EXIT_DAMAGED 70
 
 typedef struct store_options {
-    const char *path;        /* data directory; created when missing */
-    uint64_t map_size;       /* 0 = the default for the platform (halved down to
-                                1 GiB where the process cannot reserve it) */
-    bool sync;               /* fsync every commit (durable); false = MDB_NOSYNC */
-    bool read_only;          /* open read-only (esctl db stat/check, safe beside esd) */
+    const char *path;               /* data directory; created when missing */
+    uint64_t map_size;              /* 0 = the default for the platform (halved down to
+                                       1 GiB where the process cannot reserve it) */
+    bool sync;                      /* fsync every commit (durable); false = MDB_NOSYNC */
+    bool read_only;                 /* open read-only (esctl db stat/check, safe beside esd) */
     uint32_t max_events_per_append; /* 0 = default */
     uint32_t max_event_bytes;       /* data + metadata of one event; 0 = default */
     uint32_t max_readers;           /* 0 = 126 (LMDB's default) */
@@ -246,9 +246,9 @@ typedef int (*store_stream_visit_fn)(void *ctx, const uint8_t *name, size_t name
  * @param[out] more set when more streams follow the last one visited
  * @return ES_OK; ES_ERR_IO.
  */
-es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len,
-                          const uint8_t *after, size_t after_len, uint32_t limit,
-                          store_stream_visit_fn visit, void *ctx, bool *more);
+es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
+                          size_t after_len, uint32_t limit, store_stream_visit_fn visit, void *ctx,
+                          bool *more);
 
 /* -------------------------------------------------------------- snapshots -- */
 
@@ -309,8 +309,8 @@ typedef struct store_check_report {
     uint64_t streams_checked;
     uint64_t crc_errors;
     uint64_t position_gaps;
-    uint64_t revision_errors; /* non-contiguous revisions or bad stream index */
-    uint64_t index_errors;    /* event-id, category or type index mismatches */
+    uint64_t revision_errors;    /* non-contiguous revisions or bad stream index */
+    uint64_t index_errors;       /* event-id, category or type index mismatches */
     uint64_t first_bad_position; /* 0 if none */
 } store_check_report;
 

@@ -13,7 +13,7 @@ typedef struct sub {
     struct sub *next_in_session;
     session *sess;
     uint64_t id;
-    bool one_stream;       /* cursor is a revision of one stream */
+    bool one_stream;        /* cursor is a revision of one stream */
     store_filter_kind kind; /* otherwise a filter over the global log */
     uint8_t name[ES_MAX_NAME_BYTES];
     size_t name_len;
@@ -107,7 +107,8 @@ void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req)
         return;
     }
     if (s->n_subs >= SUBS_MAX_PER_SESSION) {
-        reply_send_error(s, id, ES_ERR_TOO_MANY_REQUESTS, "too many subscriptions on this connection");
+        reply_send_error(s, id, ES_ERR_TOO_MANY_REQUESTS,
+                         "too many subscriptions on this connection");
         return;
     }
     sub tmp = {0};
@@ -312,7 +313,8 @@ static bool deliver_one(subs *r, sub *x)
     if (rv != ES_OK) {
         bb_free(&pc.buf);
         send_dropped(s, x->id, rv,
-                     rv == ES_ERR_CORRUPT ? "a stored record failed its checksum" : es_strerror(rv));
+                     rv == ES_ERR_CORRUPT ? "a stored record failed its checksum"
+                                          : es_strerror(rv));
         sub_unlink_free(r, s, x);
         return false;
     }

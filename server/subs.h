@@ -34,7 +34,7 @@
 #include "session.h"
 
 #define SUBS_MAX_PER_SESSION 64u
-#define SUBS_DEFAULT_BATCH 256u
+#define SUBS_DEFAULT_BATCH   256u
 
 typedef struct subs subs;
 

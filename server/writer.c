@@ -72,10 +72,9 @@ static void *writer_main(void *arg)
             if (j->kind == WRITE_JOB_APPEND) {
                 j->req = w->reqs[k++]; /* results were written through the pointers */
             } else {
-                j->snapshot.rv = store_save_snapshot(w->st, j->snapshot.stream,
-                                                     j->snapshot.stream_len, j->snapshot.revision,
-                                                     j->snapshot.state_format, j->snapshot.data,
-                                                     j->snapshot.data_len);
+                j->snapshot.rv = store_save_snapshot(
+                    w->st, j->snapshot.stream, j->snapshot.stream_len, j->snapshot.revision,
+                    j->snapshot.state_format, j->snapshot.data, j->snapshot.data_len);
             }
         }
         pthread_mutex_lock(&w->mu);

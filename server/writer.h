@@ -40,7 +40,7 @@ typedef struct write_job {
         const uint8_t *data;
         size_t data_len;
         es_err rv;
-    } snapshot; /* WRITE_JOB_SNAPSHOT */
+    } snapshot;  /* WRITE_JOB_SNAPSHOT */
     void *owner; /* opaque to the writer */
 } write_job;
 

@@ -47,7 +47,7 @@ typedef struct bench_opts {
     uint32_t page;        /* page size of the replay */
     const char *tmp;      /* parent of the temporary directories */
     bool keep;
-    const char *only;     /* run only measurements whose label contains this */
+    const char *only; /* run only measurements whose label contains this */
 } bench_opts;
 
 static double now_s(void)
@@ -139,8 +139,8 @@ static void bench_append(const bench_opts *o, bool sync, bool one_request, uint6
     store *s = open_fresh(o, sync, dir, sizeof dir);
     uint32_t b = o->batch;
     uint8_t *payload = malloc(o->size ? o->size : 1);
-    uint8_t (*ids)[16] = calloc(b, sizeof *ids);
-    char (*names)[24] = calloc(b, sizeof *names);
+    uint8_t(*ids)[16] = calloc(b, sizeof *ids);
+    char(*names)[24] = calloc(b, sizeof *names);
     store_event_in *ev = calloc(b, sizeof *ev);
     store_append_in *ap = calloc(b, sizeof *ap);
     store_append_result *res = calloc(b, sizeof *res);
@@ -172,8 +172,7 @@ static void bench_append(const bench_opts *o, bool sync, bool one_request, uint6
         }
         size_t nreq;
         if (one_request) {
-            snprintf(names[0], sizeof names[0], "bench-%" PRIu64,
-                     rng_next(&rng) % o->streams);
+            snprintf(names[0], sizeof names[0], "bench-%" PRIu64, rng_next(&rng) % o->streams);
             ap[0] = (store_append_in){.stream = (const uint8_t *)names[0],
                                       .stream_len = strlen(names[0]),
                                       .expect = STORE_EXPECT_ANY,
@@ -183,8 +182,7 @@ static void bench_append(const bench_opts *o, bool sync, bool one_request, uint6
             nreq = 1;
         } else {
             for (uint32_t i = 0; i < n; i++) {
-                snprintf(names[i], sizeof names[i], "bench-%" PRIu64,
-                         rng_next(&rng) % o->streams);
+                snprintf(names[i], sizeof names[i], "bench-%" PRIu64, rng_next(&rng) % o->streams);
                 ap[i] = (store_append_in){.stream = (const uint8_t *)names[i],
                                           .stream_len = strlen(names[i]),
                                           .expect = STORE_EXPECT_ANY,
@@ -264,7 +262,7 @@ static void bench_replay(const bench_opts *o)
     store *s = open_fresh(o, false, dir, sizeof dir);
     uint8_t *payload = malloc(o->size ? o->size : 1);
     enum { CHUNK = 1000 };
-    uint8_t (*ids)[16] = calloc(CHUNK, sizeof *ids);
+    uint8_t(*ids)[16] = calloc(CHUNK, sizeof *ids);
     store_event_in *ev = calloc(CHUNK, sizeof *ev);
     if (!payload || !ids || !ev) {
         fprintf(stderr, "store_bench: out of memory\n");
@@ -333,20 +331,19 @@ static void bench_replay(const bench_opts *o)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: store_bench [options]\n"
-            "  --events N       events appended per sync-off measurement (1000000)\n"
-            "  --sync-events N  events appended per sync-on measurement (as --events;\n"
-            "                   each batch is one fsync: lower it on slow disks)\n"
-            "  --batch N        events per store_append_batch call (100)\n"
-            "  --streams N      streams picked from at random (10000)\n"
-            "  --size N         data bytes per event (200)\n"
-            "  --replay N       events in the replayed stream (100000)\n"
-            "  --page N         replay page size, capped by the store (0 = the cap)\n"
-            "  --only WORD      run only measurements whose label contains WORD\n"
-            "                   (e.g. replay, sync=on, 100x1)\n"
-            "  --dir PATH       parent of the temporary stores ($TMPDIR or /tmp)\n"
-            "  --keep           keep the stores\n");
+    fprintf(out, "usage: store_bench [options]\n"
+                 "  --events N       events appended per sync-off measurement (1000000)\n"
+                 "  --sync-events N  events appended per sync-on measurement (as --events;\n"
+                 "                   each batch is one fsync: lower it on slow disks)\n"
+                 "  --batch N        events per store_append_batch call (100)\n"
+                 "  --streams N      streams picked from at random (10000)\n"
+                 "  --size N         data bytes per event (200)\n"
+                 "  --replay N       events in the replayed stream (100000)\n"
+                 "  --page N         replay page size, capped by the store (0 = the cap)\n"
+                 "  --only WORD      run only measurements whose label contains WORD\n"
+                 "                   (e.g. replay, sync=on, 100x1)\n"
+                 "  --dir PATH       parent of the temporary stores ($TMPDIR or /tmp)\n"
+                 "  --keep           keep the stores\n");
 }
 
 static uint64_t parse_u64(const char *flag, const char *v, uint64_t max)

@@ -632,7 +632,7 @@ static int setup_slow_reader(void **state)
 typedef struct other_client {
     uint16_t port;
     _Atomic bool stop;
-    _Atomic int ops;      /* read by the main thread while this one runs */
+    _Atomic int ops; /* read by the main thread while this one runs */
     _Atomic int failures;
     int64_t max_us;
     char error[256];

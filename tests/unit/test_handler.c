@@ -432,7 +432,8 @@ static void test_malformed_keeps_session(void **state)
 {
     harness *h = *state;
     hello(h);
-    const uint8_t bad[][4] = {{0x00, 0x01, 0x02, 0x03}, {0x0b, 0x00, 0x00, 0x00}, {0x08, 0xff, 0xff, 0xff}};
+    const uint8_t bad[][4] = {
+        {0x00, 0x01, 0x02, 0x03}, {0x0b, 0x00, 0x00, 0x00}, {0x08, 0xff, 0xff, 0xff}};
     for (size_t i = 0; i < 3; i++) {
         harness_send_raw(h, bad[i], 4);
         Es__V1__Response *r = harness_next(h);
@@ -463,7 +464,8 @@ static void test_subscription_catch_up_then_live(void **state)
     for (int i = 0; i < 5; i++) {
         char stream[32];
         snprintf(stream, sizeof stream, "account-%d", i);
-        build_append(&a, 100 + (uint64_t)i, stream, ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0, 1, 0);
+        build_append(&a, 100 + (uint64_t)i, stream, ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0, 1,
+                     0);
         harness_send(h, &a.req);
     }
     build_append(&a, 199, "other-1", ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0, 1, 0);
@@ -531,8 +533,7 @@ static void test_subscription_catch_up_then_live(void **state)
     req.kind_case = ES__V1__REQUEST__KIND_UNSUBSCRIBE;
     req.unsubscribe = &un;
     harness_send(h, &req);
-    es__v1__response__free_unpacked(expect_reply(h, 61, ES__V1__RESPONSE__KIND_UNSUBSCRIBED),
-                                    NULL);
+    es__v1__response__free_unpacked(expect_reply(h, 61, ES__V1__RESPONSE__KIND_UNSUBSCRIBED), NULL);
     harness_send(h, &req);
     expect_error(h, 61, ES_ERR_SUBSCRIPTION_NOT_FOUND);
 
@@ -600,7 +601,8 @@ static void test_allocation_failures(void **state)
         Es__V1__Response *r = harness_next(h);
         assert_non_null(r);
         store_stream_info si;
-        es_err have = store_stream_info_get(h->srv.st, (const uint8_t *)stream, strlen(stream), &si);
+        es_err have =
+            store_stream_info_get(h->srv.st, (const uint8_t *)stream, strlen(stream), &si);
         if (r->kind_case == ES__V1__RESPONSE__KIND_APPEND) {
             assert_int_equal(have, ES_OK); /* acknowledged => stored */
             assert_int_equal(si.event_count, 2);
@@ -615,9 +617,9 @@ static void test_allocation_failures(void **state)
             assert_non_null(r2);
             assert_int_equal(r2->kind_case, ES__V1__RESPONSE__KIND_APPEND);
             es__v1__response__free_unpacked(r2, NULL);
-            assert_int_equal(store_stream_info_get(h->srv.st, (const uint8_t *)stream,
-                                                   strlen(stream), &si),
-                             ES_OK);
+            assert_int_equal(
+                store_stream_info_get(h->srv.st, (const uint8_t *)stream, strlen(stream), &si),
+                ES_OK);
             assert_int_equal(si.event_count, 2);
         }
         es__v1__response__free_unpacked(r, NULL);

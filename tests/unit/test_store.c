@@ -52,8 +52,8 @@
         }                                                                                          \
     } while (0)
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define U8(s) ((const uint8_t *)(s))
+#define ARRAY_LEN(a)  (sizeof(a) / sizeof((a)[0]))
+#define U8(s)         ((const uint8_t *)(s))
 #define TEST_MAP_SIZE (1ull << 30)
 
 /* ---------------------------------------------------------------- fixture -- */
@@ -194,8 +194,7 @@ static void evset_free(evset *e)
     memset(e, 0, sizeof *e);
 }
 
-static store_append_in mk_append(const char *stream, store_expect ex, uint64_t rev,
-                                 const evset *e)
+static store_append_in mk_append(const char *stream, store_expect ex, uint64_t rev, const evset *e)
 {
     store_append_in a = {
         .stream = U8(stream),
@@ -226,8 +225,8 @@ static es_err append_one(store *s, const store_append_in *a, store_append_result
     return r.rv;
 }
 
-static es_err append_ev(store *s, const char *stream, store_expect ex, uint64_t rev,
-                        const evset *e, store_append_result *res)
+static es_err append_ev(store *s, const char *stream, store_expect ex, uint64_t rev, const evset *e,
+                        store_append_result *res)
 {
     store_append_in a = mk_append(stream, ex, rev, e);
     return append_one(s, &a, res);
@@ -402,8 +401,8 @@ static MDB_env *raw_env(const char *path)
     return env;
 }
 
-static void raw_put(const char *path, const char *db, const void *key, size_t klen,
-                    const void *val, size_t vlen)
+static void raw_put(const char *path, const char *db, const void *key, size_t klen, const void *val,
+                    size_t vlen)
 {
     MDB_env *env = raw_env(path);
     MDB_txn *txn;
@@ -551,8 +550,8 @@ static void test_open_default_map_size_and_readers(void **state)
     f->s = open_opts(&o);
     store_stats ss;
     assert_rv(ES_OK, store_stats_get(f->s, &ss));
-    assert_int_equal(ss.map_size, sizeof(size_t) >= 8 ? STORE_DEFAULT_MAP_SIZE_64
-                                                      : STORE_DEFAULT_MAP_SIZE_32);
+    assert_int_equal(ss.map_size,
+                     sizeof(size_t) >= 8 ? STORE_DEFAULT_MAP_SIZE_64 : STORE_DEFAULT_MAP_SIZE_32);
     assert_int_equal(ss.readers_max, 7);
     assert_true(ss.map_used > 0 && ss.map_used <= ss.map_size);
     assert_true(ss.sync == false);
@@ -713,7 +712,8 @@ static void test_open_plain_lmdb_named_db_only_refused(void **state)
     assert_int_equal(mkdir(f->path, 0700), 0);
     raw_put(f->path, "other", "k", 1, "v", 1);
     store *s = NULL;
-    assert_rv(ES_ERR_INCOMPATIBLE_STORE, try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
+    assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+              try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
     assert_null(s);
     /* Still the other program's environment, with its data. */
     MDB_env *env = raw_env(f->path);
@@ -736,7 +736,8 @@ static void test_open_plain_lmdb_meta_value_refused(void **state)
     raw_put(f->path, NULL, "meta", 4, "not a db", 8);
     for (int ro = 0; ro <= 1; ro++) {
         store *s = (store *)1;
-        assert_rv(ES_ERR_INCOMPATIBLE_STORE, try_open(f->path, TEST_MAP_SIZE, false, ro, &s, NULL, 0));
+        assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+                  try_open(f->path, TEST_MAP_SIZE, false, ro, &s, NULL, 0));
         assert_null(s);
     }
     /* An esd store that lost one of its databases: refused read-only. */
@@ -792,7 +793,8 @@ static void test_open_not_lmdb_refused(void **state)
     /* A data file shorter than one LMDB page. */
     write_file(data, "short", 5);
     store *s = NULL;
-    assert_rv(ES_ERR_INCOMPATIBLE_STORE, try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
+    assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+              try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
     assert_null(s);
     after = read_file(data, &len);
     assert_int_equal(len, 5);
@@ -819,7 +821,8 @@ static void test_open_wrong_format_refused(void **state)
     /* A format field of the wrong size. */
     raw_put(f->path, "meta", "format", 6, fmt, 3);
     store *s = NULL;
-    assert_rv(ES_ERR_INCOMPATIBLE_STORE, try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
+    assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+              try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
     /* Format 1 again: opens with its events. */
     fmt[0] = 1;
     raw_put(f->path, "meta", "format", 6, fmt, 4);
@@ -829,7 +832,8 @@ static void test_open_wrong_format_refused(void **state)
     f->s = NULL;
     /* The magic gone: not an esd store. */
     raw_del(f->path, "meta", "magic", 5);
-    assert_rv(ES_ERR_INCOMPATIBLE_STORE, try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
+    assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+              try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
     assert_null(s);
 }
 
@@ -1247,8 +1251,8 @@ static void test_txn_large_and_invalid_shapes(void **state)
     for (size_t i = 0; i <= STORE_MAX_APPENDS_PER_TXN; i++) {
         many[i] = ap[0];
     }
-    store_request big = {.appends = many, .n_appends = STORE_MAX_APPENDS_PER_TXN + 1,
-                         .results = mres};
+    store_request big = {
+        .appends = many, .n_appends = STORE_MAX_APPENDS_PER_TXN + 1, .results = mres};
     assert_rv(ES_OK, store_append_batch(f->s, &big, 1));
     assert_rv(ES_ERR_INVALID_ARGUMENT, big.rv);
     free(many);
@@ -1289,7 +1293,7 @@ static void test_txn_max_appends_duplicate_ids(void **state)
     store_append_in *ap = calloc(NA, sizeof *ap);
     store_append_result *res = calloc(NA, sizeof *res);
     evset *e = calloc(NA, sizeof *e);
-    char (*names)[16] = calloc(NA, sizeof *names);
+    char(*names)[16] = calloc(NA, sizeof *names);
     assert_non_null(ap);
     assert_non_null(res);
     assert_non_null(e);
@@ -1720,8 +1724,8 @@ static void test_revision_order_across_byte_boundaries(void **state)
         bool backward;
         uint32_t limit;
     } cases[] = {
-        {250, false, 10},   {260, true, 10},   {65530, false, 10}, {65540, true, 10},
-        {0, false, 300},    {300, true, 0},    {65000, false, 0},  {66000, true, 2000},
+        {250, false, 10},   {260, true, 10},        {65530, false, 10}, {65540, true, 10},
+        {0, false, 300},    {300, true, 0},         {65000, false, 0},  {66000, true, 2000},
         {69990, false, 50}, {UINT64_MAX, true, 20},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -1748,16 +1752,16 @@ static void test_revision_order_across_byte_boundaries(void **state)
     uint64_t from = 0;
     store_page pg;
     do {
-        assert_rv(ES_OK, store_read_stream(f->s, U8("big-1"), 5, from, false, 0, rev_visit, &fw,
-                                           &pg));
+        assert_rv(ES_OK,
+                  store_read_stream(f->s, U8("big-1"), 5, from, false, 0, rev_visit, &fw, &pg));
         from = pg.next;
     } while (!pg.end);
     assert_int_equal(fw.n, total);
     rev_check bw = {.next = total - 1, .backward = true};
     from = UINT64_MAX;
     do {
-        assert_rv(ES_OK, store_read_stream(f->s, U8("big-1"), 5, from, true, 3000, rev_visit, &bw,
-                                           &pg));
+        assert_rv(ES_OK,
+                  store_read_stream(f->s, U8("big-1"), 5, from, true, 3000, rev_visit, &bw, &pg));
         from = pg.next;
     } while (!pg.end);
     assert_int_equal(bw.n, total);
@@ -1798,8 +1802,11 @@ static void test_recorded_event_fields(void **state)
     ev[1].type_len = 5;
     add(f, "x-0", 2);
     uint64_t t0 = store_now_us();
-    store_append_in a = {.stream = U8("account-42"), .stream_len = 10,
-                         .expect = STORE_EXPECT_NO_STREAM, .events = ev, .n_events = 2};
+    store_append_in a = {.stream = U8("account-42"),
+                         .stream_len = 10,
+                         .expect = STORE_EXPECT_NO_STREAM,
+                         .events = ev,
+                         .n_events = 2};
     store_append_result r;
     assert_rv(ES_OK, append_one(f->s, &a, &r));
     uint64_t t1 = store_now_us();
@@ -1855,8 +1862,8 @@ static void test_read_stream_paging(void **state)
     int pages = 0;
     for (;;) {
         size_t before = c.n;
-        assert_rv(ES_OK, store_read_stream(f->s, U8("s-1"), 3, from, false, 3, coll_visit, &c,
-                                           &pg));
+        assert_rv(ES_OK,
+                  store_read_stream(f->s, U8("s-1"), 3, from, false, 3, coll_visit, &c, &pg));
         pages++;
         assert_int_equal(pg.head, 11);
         assert_int_equal(pg.returned, c.n - before);
@@ -1888,8 +1895,7 @@ static void test_read_stream_paging(void **state)
     from = UINT64_MAX;
     uint64_t expect = 9;
     for (pages = 0;; pages++) {
-        assert_rv(ES_OK, store_read_stream(f->s, U8("s-1"), 3, from, true, 4, coll_visit, &c,
-                                           &pg));
+        assert_rv(ES_OK, store_read_stream(f->s, U8("s-1"), 3, from, true, 4, coll_visit, &c, &pg));
         if (pg.end) {
             break;
         }
@@ -1922,8 +1928,8 @@ static void test_read_stream_paging(void **state)
     /* Forward from beyond the end: an empty page, end. */
     const uint64_t beyond[] = {10, 11, UINT64_MAX - 1, UINT64_MAX};
     for (size_t i = 0; i < ARRAY_LEN(beyond); i++) {
-        assert_rv(ES_OK, store_read_stream(f->s, U8("s-1"), 3, beyond[i], false, 10, coll_visit,
-                                           &c, &pg));
+        assert_rv(ES_OK,
+                  store_read_stream(f->s, U8("s-1"), 3, beyond[i], false, 10, coll_visit, &c, &pg));
         assert_int_equal(c.n, 0);
         assert_int_equal(pg.returned, 0);
         assert_true(pg.end);
@@ -2107,9 +2113,9 @@ static void fill_for_read_all(fx *f)
     const struct {
         const char *stream, *type;
     } t[] = {
-        {"account-1", "Opened"},   {"acc-1", "Opened"},       {"account-1", "Deposited"},
-        {"accounting", "Opened"},  {"account", "Deposited"},  {"account-2", "Opened"},
-        {"user-1", "Opened"},      {"account-1", "Deposited"}, {"account-2", "Withdrawn"},
+        {"account-1", "Opened"},  {"acc-1", "Opened"},        {"account-1", "Deposited"},
+        {"accounting", "Opened"}, {"account", "Deposited"},   {"account-2", "Opened"},
+        {"user-1", "Opened"},     {"account-1", "Deposited"}, {"account-2", "Withdrawn"},
     };
     for (size_t i = 0; i < ARRAY_LEN(t); i++) {
         evset e;
@@ -2135,8 +2141,8 @@ static void expect_filtered(store *s, store_filter_kind kind, const char *name, 
     /* One big page. */
     coll c = {0};
     store_page pg;
-    assert_rv(ES_OK, store_read_all(s, &flt, backward ? UINT64_MAX : 0, backward, 0, coll_visit,
-                                    &c, &pg));
+    assert_rv(ES_OK,
+              store_read_all(s, &flt, backward ? UINT64_MAX : 0, backward, 0, coll_visit, &c, &pg));
     assert_true(pg.end);
     if (c.n != n_want) {
         fail_msg("filter %d '%s' %s: %zu records, expected %zu", kind, name ? name : "",
@@ -2313,8 +2319,11 @@ static void test_read_all_filters(void **state)
     for (size_t i = 0; i < 3; i++) {
         store_filter pf = {STORE_FILTER_STREAM_PREFIX, U8("account-"), 8};
         c.stop_after = 1;
-        assert_rv(ES_OK, store_read_all(f->s, i == 0 ? &pf : i == 1 ? &typ : &cat, UINT64_MAX,
-                                        true, 0, coll_visit, &c, &pg));
+        assert_rv(ES_OK, store_read_all(f->s,
+                                        i == 0   ? &pf
+                                        : i == 1 ? &typ
+                                                 : &cat,
+                                        UINT64_MAX, true, 0, coll_visit, &c, &pg));
         assert_int_equal(c.n, 1);
         assert_false(pg.end);
         coll_free(&c);
@@ -2462,8 +2471,8 @@ static void test_list_streams(void **state)
         add(f, names[i], i + 1);
     }
     /* All, in byte order. */
-    const char *sorted[] = {"a",      "acc-1", "account-1", "account-10", "account-2",
-                            "accounting", "b-1", "user-1", "user-2"};
+    const char *sorted[] = {"a",          "acc-1", "account-1", "account-10", "account-2",
+                            "accounting", "b-1",   "user-1",    "user-2"};
     assert_rv(ES_OK, store_list_streams(f->s, NULL, 0, NULL, 0, 0, list_visit, &c, &more));
     assert_int_equal(c.n, 9);
     assert_false(more);
@@ -2510,8 +2519,8 @@ static void test_list_streams(void **state)
     }
     assert_int_equal(total, 9);
     c.n = 0;
-    assert_rv(ES_OK, store_list_streams(f->s, U8("account-"), 8, NULL, 0, 2, list_visit, &c,
-                                        &more));
+    assert_rv(ES_OK,
+              store_list_streams(f->s, U8("account-"), 8, NULL, 0, 2, list_visit, &c, &more));
     assert_int_equal(c.n, 2);
     assert_true(more);
     c.n = 0;
@@ -2527,8 +2536,7 @@ static void test_list_streams(void **state)
     assert_int_equal(c.n, 2);
     assert_string_equal(c.names[0], "user-1");
     c.n = 0;
-    assert_rv(ES_OK,
-              store_list_streams(f->s, U8("acc"), 3, U8("b"), 1, 0, list_visit, &c, &more));
+    assert_rv(ES_OK, store_list_streams(f->s, U8("acc"), 3, U8("b"), 1, 0, list_visit, &c, &more));
     assert_int_equal(c.n, 0);
     assert_false(more);
     c.n = 0;
@@ -2542,9 +2550,9 @@ static void test_list_streams(void **state)
         size_t n;
         const char *first;
     } around[] = {
-        {"acc", 3, "account-1"},      {"account", 3, "account-1"}, {"account-", 3, "account-1"},
+        {"acc", 3, "account-1"},        {"account", 3, "account-1"},   {"account-", 3, "account-1"},
         {"account-1", 2, "account-10"}, {"account-0", 3, "account-1"}, {"account-3", 0, NULL},
-        {"accounting", 0, NULL},      {"", 3, "account-1"},
+        {"accounting", 0, NULL},        {"", 3, "account-1"},
     };
     for (size_t i = 0; i < ARRAY_LEN(around); i++) {
         c.n = 0;
@@ -2565,8 +2573,8 @@ static void test_list_streams(void **state)
     assert_int_equal(c.n, 1);
     assert_true(more);
     c.n = 0;
-    assert_rv(ES_OK, store_list_streams(f->s, U8("user-"), 5, U8("user-1"), 6, 0, list_visit, &c,
-                                        &more));
+    assert_rv(ES_OK,
+              store_list_streams(f->s, U8("user-"), 5, U8("user-1"), 6, 0, list_visit, &c, &more));
     assert_int_equal(c.n, 1);
     assert_false(more);
     c.n = 0;
@@ -2820,7 +2828,9 @@ static void test_validation_stream_ids(void **state)
 static void test_validation_events(void **state)
 {
     fx *f = *state;
-    store_options o = {.path = f->path, .map_size = TEST_MAP_SIZE, .max_events_per_append = 5,
+    store_options o = {.path = f->path,
+                       .map_size = TEST_MAP_SIZE,
+                       .max_events_per_append = 5,
                        .max_event_bytes = 1000};
     f->s = open_opts(&o);
     add(f, "s-1", 1);
@@ -2849,8 +2859,12 @@ static void test_validation_events(void **state)
         size_t data, meta;
         es_err want;
     } sizes[] = {
-        {1001, 0, ES_ERR_TOO_LARGE}, {0, 1001, ES_ERR_TOO_LARGE},  {600, 401, ES_ERR_TOO_LARGE},
-        {2000, 0, ES_ERR_TOO_LARGE}, {1000, 0, ES_OK},             {0, 1000, ES_OK},
+        {1001, 0, ES_ERR_TOO_LARGE},
+        {0, 1001, ES_ERR_TOO_LARGE},
+        {600, 401, ES_ERR_TOO_LARGE},
+        {2000, 0, ES_ERR_TOO_LARGE},
+        {1000, 0, ES_OK},
+        {0, 1000, ES_OK},
         {600, 400, ES_OK},
     };
     for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
@@ -2913,12 +2927,9 @@ static void test_validation_events(void **state)
         size_t corr_len, caus_len;
         es_err want;
     } opt[] = {
-        {"a\x01", 2, 0, 0, ES_ERR_INVALID_ARGUMENT},
-        {"\xff", 1, 0, 0, ES_ERR_INVALID_ARGUMENT},
-        {NULL, 0, 15, 0, ES_ERR_INVALID_ARGUMENT},
-        {NULL, 0, 17, 0, ES_ERR_INVALID_ARGUMENT},
-        {NULL, 0, 0, 1, ES_ERR_INVALID_ARGUMENT},
-        {"application/json", 16, 16, 16, ES_OK},
+        {"a\x01", 2, 0, 0, ES_ERR_INVALID_ARGUMENT}, {"\xff", 1, 0, 0, ES_ERR_INVALID_ARGUMENT},
+        {NULL, 0, 15, 0, ES_ERR_INVALID_ARGUMENT},   {NULL, 0, 17, 0, ES_ERR_INVALID_ARGUMENT},
+        {NULL, 0, 0, 1, ES_ERR_INVALID_ARGUMENT},    {"application/json", 16, 16, 16, ES_OK},
     };
     for (size_t i = 0; i < ARRAY_LEN(opt); i++) {
         evset_make(&e, f, 1, "T");
@@ -3207,8 +3218,7 @@ static int file_limit_child(fx *f, bool sync)
             CHILD_CHECK(!reqs[0].synced && !reqs[1].synced);
             CHILD_CHECK(store_head(s) == head_before);
             store_stream_info si;
-            CHILD_CHECK(store_stream_info_get(s, U8(name), strlen(name), &si) ==
-                        ES_ERR_NOT_FOUND);
+            CHILD_CHECK(store_stream_info_get(s, U8(name), strlen(name), &si) == ES_ERR_NOT_FOUND);
             batch_failures++;
             seen = brv;
         } else if (reqs[0].rv != ES_OK) {
@@ -3503,8 +3513,8 @@ static void test_truncated_data_file(void **state)
     size_t len;
     uint8_t *orig = read_file(data, &len);
     assert_true(len > 64 * 4096);
-    const size_t cuts[] = {len - 1, len - 4096, len - 3 * 4096, len / 2, len / 10,
-                           2 * 4096, 4096 + 100, 4096, 100, 0};
+    const size_t cuts[] = {len - 1,  len - 4096, len - 3 * 4096, len / 2, len / 10,
+                           2 * 4096, 4096 + 100, 4096,           100,     0};
     for (size_t i = 0; i < ARRAY_LEN(cuts); i++) {
         write_file(data, orig, len);
         assert_int_equal(truncate(data, (off_t)cuts[i]), 0);
