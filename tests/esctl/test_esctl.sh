@@ -501,10 +501,11 @@ else
 		printf 'XXXXX' | dd of="$DMG/data.mdb" bs=1 seek=$((o + 6)) conv=notrunc 2>/dev/null
 	done
 	run db check "$DMG"
-	want_rc 1
+	want_rc 1; out_has "DEFECTS FOUND"; out_has "1 CRC errors"
 	done_case "db check: damaged copy exit 1 (flipped at$(echo $OFFS | tr '\n' ' '))"
 	run --json db check "$DMG"
-	want_rc 1; out_json; out_has '"ok":false'
+	want_rc 1; out_json; out_has '"ok":false'; out_has '"crc_errors":1'
+	out_has '"first_bad_position":6'
 	done_case "db check: damaged copy --json ok:false"
 fi
 
