@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
+#include "auth.h"
 #include "es.pb-c.h"
 #include "frame.h"
 #include "pbwire.h"
@@ -668,20 +670,105 @@ static void do_stats(session *s, uint64_t id)
     reply_send(s, &resp);
 }
 
-static void do_hello(session *s, uint64_t id, const Es__V1__Hello *h)
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A peer-supplied name made safe for a log line: only the characters a
+ * user name may have, at most AUTH_NAME_MAX of them. */
+static void log_safe_name(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; in && in[i] && o + 4 < cap; i++) {
+        char c = in[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '@' || c == '-';
+        if (i == AUTH_NAME_MAX) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        out[o++] = ok ? c : '?';
+    }
+    out[o] = '\0';
+}
+
+/*
+ * Check the hello's credentials (when the server has an auth file).
+ * @return ES_OK when authenticated (s->role set); ES_ERR_UNAUTHENTICATED
+ *   when refused and the connection may go on (the error has been sent);
+ *   ES_ERR_CLOSED when refused and the peer has used up its failures.
+ */
+static es_err authenticate(session *s, uint64_t id, const Es__V1__Hello *h)
+{
+    server_ctx *srv = s->srv;
+    if (!srv->auth) {
+        s->role = AUTH_ROLE_ADMIN;
+        s->user[0] = '\0';
+        return ES_OK;
+    }
+    const char *addr = s->peer_addr[0] ? s->peer_addr : "local";
+    uint64_t now = mono_ms();
+    if (srv->limiter && !auth_limiter_allow(srv->limiter, addr, now)) {
+        srv->counters.auth_failures++;
+        s->auth_failed = true;
+        log_msg(LOG_WARN, "authentication refused: too many failures from this address; closing",
+                "conn=%llu peer=%s", (unsigned long long)s->conn_id, addr);
+        reply_send_error(s, id, ES_ERR_UNAUTHENTICATED,
+                         "too many failed authentications from this address; try again later");
+        return ES_ERR_CLOSED;
+    }
+    const char *user = h->user ? h->user : "";
+    auth_role role;
+    char name[AUTH_NAME_MAX + 1];
+    if (auth_check(srv->auth, (const uint8_t *)user, strlen(user), h->token.data, h->token.len,
+                   &role, name)) {
+        s->role = role;
+        memcpy(s->user, name, sizeof s->user);
+        return ES_OK;
+    }
+    srv->counters.auth_failures++;
+    s->auth_failed = true;
+    char who[AUTH_NAME_MAX + 8];
+    log_safe_name(user, who, sizeof who);
+    bool more = !srv->limiter || auth_limiter_fail(srv->limiter, addr, now);
+    /* Never the token: only whether one was sent. */
+    log_msg(LOG_WARN, "authentication failed", "conn=%llu peer=%s user=\"%s\" reason=\"%s\"%s",
+            (unsigned long long)s->conn_id, addr, who,
+            h->token.len == 0 ? "no token" : "unknown user or wrong token",
+            more ? "" : " action=close");
+    reply_send_error(s, id, ES_ERR_UNAUTHENTICATED,
+                     h->token.len == 0 ? "this server needs credentials: a token in the hello"
+                                       : "unknown user or wrong token");
+    return more ? ES_ERR_UNAUTHENTICATED : ES_ERR_CLOSED;
+}
+
+static es_err do_hello(session *s, uint64_t id, const Es__V1__Hello *h)
 {
     const server_config *cfg = s->srv->cfg;
     if (s->hello_done) {
         reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "hello already done on this connection");
-        return;
+        return ES_OK;
     }
     if (h->protocol_version != ESD_PROTOCOL_VERSION) {
         char msg[96];
         snprintf(msg, sizeof msg, "protocol version %u not supported; this server speaks %u",
                  h->protocol_version, ESD_PROTOCOL_VERSION);
         reply_send_error(s, id, ES_ERR_UNSUPPORTED_VERSION, msg);
-        return;
+        return ES_OK;
     }
+    es_err rv = authenticate(s, id, h);
+    if (rv != ES_OK) {
+        return rv == ES_ERR_CLOSED ? ES_ERR_CLOSED : ES_OK;
+    }
+    if (s->srv->auth) {
+        log_msg(LOG_DEBUG, "authenticated", "conn=%llu user=%s role=%s",
+                (unsigned long long)s->conn_id, s->user, auth_role_name(s->role));
+    }
+    s->auth_failed = false;
     s->hello_done = true;
     Es__V1__Limits lim = ES__V1__LIMITS__INIT;
     lim.max_frame_bytes = cfg->max_frame_bytes;
@@ -698,12 +785,13 @@ static void do_hello(session *s, uint64_t id, const Es__V1__Hello *h)
         cfg->sync ? ES__V1__SYNC_MODE__SYNC_MODE_FULL : ES__V1__SYNC_MODE__SYNC_MODE_NONE;
     ok.store_id.data = (uint8_t *)store_id(s->srv->st);
     ok.store_id.len = STORE_ID_BYTES;
-    ok.role = (char *)"admin";
+    ok.role = (char *)auth_role_name(s->role);
     Es__V1__Response resp = ES__V1__RESPONSE__INIT;
     resp.id = id;
     resp.kind_case = ES__V1__RESPONSE__KIND_HELLO;
     resp.hello = &ok;
     reply_send(s, &resp);
+    return ES_OK;
 }
 
 /* Takes ownership of msg. */
@@ -752,6 +840,76 @@ static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
 
 /* -------------------------------------------------------------- dispatch -- */
 
+/*
+ * Who may send what: the least role for each request kind.
+ *
+ *   request kind                                         read  write  admin
+ *   hello (always first; checks the credentials)          yes   yes    yes
+ *   ping, read_stream, read_all, stream_info,
+ *   list_streams, load_snapshot, subscribe,
+ *   unsubscribe, stats                                    yes   yes    yes
+ *   append, transaction, save_snapshot                     -    yes    yes
+ *   any kind this table does not know                      -     -     yes
+ *
+ * stats is open to readers because projectors read the head position from
+ * it. Without an auth file every connection is admin.
+ */
+static auth_role required_role(Es__V1__Request__KindCase k)
+{
+    switch (k) {
+    case ES__V1__REQUEST__KIND_PING:
+    case ES__V1__REQUEST__KIND_READ_STREAM:
+    case ES__V1__REQUEST__KIND_READ_ALL:
+    case ES__V1__REQUEST__KIND_STREAM_INFO:
+    case ES__V1__REQUEST__KIND_LIST_STREAMS:
+    case ES__V1__REQUEST__KIND_LOAD_SNAPSHOT:
+    case ES__V1__REQUEST__KIND_SUBSCRIBE:
+    case ES__V1__REQUEST__KIND_UNSUBSCRIBE:
+    case ES__V1__REQUEST__KIND_STATS:
+        return AUTH_ROLE_READ;
+    case ES__V1__REQUEST__KIND_APPEND:
+    case ES__V1__REQUEST__KIND_TRANSACTION:
+    case ES__V1__REQUEST__KIND_SAVE_SNAPSHOT:
+        return AUTH_ROLE_WRITE;
+    default:
+        return AUTH_ROLE_ADMIN;
+    }
+}
+
+const char *handler_kind_name(int kind)
+{
+    switch ((Es__V1__Request__KindCase)kind) {
+    case ES__V1__REQUEST__KIND_HELLO:
+        return "hello";
+    case ES__V1__REQUEST__KIND_APPEND:
+        return "append";
+    case ES__V1__REQUEST__KIND_TRANSACTION:
+        return "transaction";
+    case ES__V1__REQUEST__KIND_READ_STREAM:
+        return "read_stream";
+    case ES__V1__REQUEST__KIND_READ_ALL:
+        return "read_all";
+    case ES__V1__REQUEST__KIND_SUBSCRIBE:
+        return "subscribe";
+    case ES__V1__REQUEST__KIND_UNSUBSCRIBE:
+        return "unsubscribe";
+    case ES__V1__REQUEST__KIND_STREAM_INFO:
+        return "stream_info";
+    case ES__V1__REQUEST__KIND_LIST_STREAMS:
+        return "list_streams";
+    case ES__V1__REQUEST__KIND_SAVE_SNAPSHOT:
+        return "save_snapshot";
+    case ES__V1__REQUEST__KIND_LOAD_SNAPSHOT:
+        return "load_snapshot";
+    case ES__V1__REQUEST__KIND_STATS:
+        return "stats";
+    case ES__V1__REQUEST__KIND_PING:
+        return "ping";
+    default:
+        return "unknown";
+    }
+}
+
 es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
 {
     const server_config *cfg = s->srv->cfg;
@@ -776,19 +934,41 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
     uint64_t id = msg->id;
     es_err rv = ES_OK;
     const char *why = NULL;
+    char why_buf[128];
 
+    if (msg->kind_case == ES__V1__REQUEST__KIND_HELLO) {
+        rv = do_hello(s, id, msg->hello);
+        es__v1__request__free_unpacked(msg, &reply_pb_allocator);
+        return rv;
+    }
+    /* Nothing but a hello is served before a hello succeeded, whatever the
+     * kind, known or not. */
+    if (!s->hello_done) {
+        if (s->auth_failed) {
+            rv = ES_ERR_UNAUTHENTICATED;
+            why = "authentication failed on this connection: nothing is served";
+        } else {
+            rv = ES_ERR_HANDSHAKE_REQUIRED;
+            why = "the first request on a connection must be a hello";
+        }
+        goto out_reply_error;
+    }
     if (msg->kind_case == ES__V1__REQUEST__KIND__NOT_SET) {
         rv = ES_ERR_UNKNOWN_REQUEST;
         why = "request kind not set or unknown to this server";
         goto out_reply_error;
     }
-    if (msg->kind_case == ES__V1__REQUEST__KIND_HELLO) {
-        do_hello(s, id, msg->hello);
-        goto out_free;
-    }
-    if (!s->hello_done) {
-        rv = ES_ERR_HANDSHAKE_REQUIRED;
-        why = "the first request on a connection must be a hello";
+    if (s->role < required_role(msg->kind_case)) {
+        s->srv->counters.permission_denied++;
+        snprintf(why_buf, sizeof why_buf, "role '%s' may not send %s requests",
+                 auth_role_name(s->role), handler_kind_name((int)msg->kind_case));
+        /* The first refusal on a connection at info, the rest at debug: a
+         * misconfigured client must not flood the log. */
+        log_msg(s->denials++ == 0 ? LOG_INFO : LOG_DEBUG, "permission denied",
+                "conn=%llu user=%s role=%s request=%s", (unsigned long long)s->conn_id, s->user,
+                auth_role_name(s->role), handler_kind_name((int)msg->kind_case));
+        rv = ES_ERR_PERMISSION_DENIED;
+        why = why_buf;
         goto out_reply_error;
     }
     if (s->srv->shutting_down) {
@@ -879,7 +1059,6 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
         rv = ES_ERR_UNKNOWN_REQUEST;
         goto out_reply_error;
     }
-out_free:
     es__v1__request__free_unpacked(msg, &reply_pb_allocator);
     return ES_OK;
 

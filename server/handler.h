@@ -6,11 +6,22 @@
  * `send` function; the handler decodes (protobuf-c, under an allocation
  * budget so a small frame cannot explode into a huge message), checks the
  * session rules (hello first, request ids unique while in flight, in-flight
- * cap), validates every field the decoder does not (UTF-8 names, id sizes,
+ * cap), authenticates the hello (auth.h) and checks every later request
+ * against the connection's role (the matrix is at required_role in
+ * handler.c), validates every field the decoder does not (UTF-8 names, id sizes,
  * enum values, counts), answers reads directly from the store, and queues
  * appends, transactions and snapshot saves for the writer. Replies to
  * queued requests are built when the writer's completion comes back on the
  * loop thread (handler_complete), and only if the session is still alive.
+ *
+ * Authentication: before a hello has succeeded nothing else is served —
+ * every other request, of any kind, known or not, pipelined behind the
+ * hello or not, gets HANDSHAKE_REQUIRED, or UNAUTHENTICATED once a hello
+ * was refused. A refused hello may be retried on the same connection until
+ * the peer address has used up its failure budget (auth.h); then
+ * handler_on_frame returns ES_ERR_CLOSED. Failures are logged with the
+ * connection, the peer address and the (sanitised) user name, never with
+ * the token.
  *
  * Read replies are assembled from stored record bytes (the store keeps the
  * wire encoding of es.v1.RecordedEvent) without decoding them, and each
@@ -52,5 +63,9 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len);
  *   request just came back (session->in_flight == 0).
  */
 session *handler_complete(write_job *job);
+
+/** @brief "append", "read_stream", ... for an Es__V1__Request__KindCase
+ *  ("unknown" otherwise). Static storage. */
+const char *handler_kind_name(int kind);
 
 #endif

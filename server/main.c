@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "auth.h"
 #include "handler.h"
 #include "net.h"
 #include "options.h"
@@ -25,6 +26,34 @@ int main(int argc, char **argv)
     server_config *cfg = &opts.cfg;
     log_set_level(cfg->log_level);
 
+    auth *users = NULL;
+    auth_limiter *limiter = NULL;
+    if (cfg->auth_file) {
+        es_err arv = auth_load(cfg->auth_file, &users, msg, sizeof msg);
+        if (arv != ES_OK) {
+            log_msg(LOG_ERROR, "cannot use the auth file", "error=%s detail=\"%s\"",
+                    es_errname(arv), msg);
+            return 1;
+        }
+        limiter = auth_limiter_create(cfg->auth_failures);
+        if (!limiter) {
+            auth_destroy(users);
+            return 1;
+        }
+        log_msg(LOG_INFO, "authentication on", "auth_file=%s users=%zu", cfg->auth_file,
+                auth_count(users));
+    } else if (cfg->insecure) {
+        log_msg(LOG_WARN,
+                "authentication off and --insecure: anyone who can reach the listen address "
+                "can read and write",
+                "listen=%s", cfg->listen);
+    } else {
+        log_msg(LOG_WARN,
+                "authentication off (no --auth-file): every client is admin; serving loopback "
+                "only",
+                "listen=%s", cfg->listen);
+    }
+
     store_options so = {
         .path = cfg->data_dir,
         .map_size = cfg->map_size,
@@ -32,11 +61,12 @@ int main(int argc, char **argv)
         .max_events_per_append = cfg->max_events_per_append,
         .max_event_bytes = cfg->max_event_bytes,
     };
-    server_ctx srv = {.cfg = cfg, .start_us = store_now_us()};
+    server_ctx srv = {.cfg = cfg, .start_us = store_now_us(), .auth = users, .limiter = limiter};
+    int status = 1;
     es_err rv = store_open(&so, &srv.st, msg, sizeof msg);
     if (rv != ES_OK) {
         log_msg(LOG_ERROR, "cannot open the store", "error=%s detail=\"%s\"", es_errname(rv), msg);
-        return 1;
+        goto out_free_auth;
     }
     store_stats st;
     store_stats_get(srv.st, &st);
@@ -49,15 +79,12 @@ int main(int argc, char **argv)
     }
     rv = subs_create(&srv, &srv.subs);
     if (rv != ES_OK) {
-        store_close(srv.st);
-        return 1;
+        goto out_close_store;
     }
     rv = writer_start(srv.st, cfg->max_batch, &srv.w);
     if (rv != ES_OK) {
         log_msg(LOG_ERROR, "cannot start the writer thread", "error=%s", es_errname(rv));
-        subs_destroy(srv.subs);
-        store_close(srv.st);
-        return 1;
+        goto out_destroy_subs;
     }
     net *n;
     rv = net_create(&srv, opts.port_file, &n, msg, sizeof msg);
@@ -65,16 +92,22 @@ int main(int argc, char **argv)
         log_msg(LOG_ERROR, "cannot start the server", "error=%s detail=\"%s\"", es_errname(rv),
                 msg);
         writer_stop(srv.w, NULL);
-        subs_destroy(srv.subs);
-        store_close(srv.st);
-        return 1;
+        goto out_destroy_subs;
     }
     net_run(n);
     write_job *leftover = NULL;
     writer_stop(srv.w, &leftover);
     net_destroy(n, leftover);
+    status = 0;
+out_destroy_subs:
     subs_destroy(srv.subs);
+out_close_store:
     store_close(srv.st);
-    log_msg(LOG_INFO, "stopped", NULL);
-    return 0;
+out_free_auth:
+    auth_destroy(users);
+    auth_limiter_destroy(limiter);
+    if (status == 0) {
+        log_msg(LOG_INFO, "stopped", NULL);
+    }
+    return status;
 }

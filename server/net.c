@@ -518,6 +518,35 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t len)
     }
 }
 
+/* The address without its port, for the per-address failure budget. */
+static void format_host(const struct sockaddr *sa, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)len);
+    } else if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)len);
+    }
+}
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+        return (a >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a)) {
+            return true;
+        }
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            return a->s6_addr[12] == 127;
+        }
+    }
+    return false;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -548,6 +577,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         refuse_fd(fd, ES_ERR_NO_MEMORY, "out of memory");
         return;
     }
+    format_host(sa, c->sess.peer_addr, sizeof c->sess.peer_addr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evutil_make_socket_nonblocking(fd);
@@ -777,6 +807,15 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
         free(n);
         return ES_ERR_INVALID_ARGUMENT;
     }
+    if (!srv->auth && !srv->cfg->insecure && !is_loopback((struct sockaddr *)&ss)) {
+        snprintf(msg, msg_len,
+                 "refusing to listen on %s without authentication: give --auth-file FILE, "
+                 "or --insecure to let anyone who can reach it read and write",
+                 srv->cfg->listen);
+        event_base_free(n->base);
+        free(n);
+        return ES_ERR_INVALID_ARGUMENT;
+    }
     n->listener = evconnlistener_new_bind(
         n->base, accept_cb, n, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
         512, (struct sockaddr *)&ss, sslen);
@@ -814,7 +853,8 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     struct timeval rc = {60, 0};
     event_add(n->reader_check, &rc);
     signal(SIGPIPE, SIG_IGN);
-    log_msg(LOG_INFO, "listening", "addr=%s", addr);
+    log_msg(LOG_INFO, "listening", "addr=%s auth=%s", addr,
+            srv->auth ? "on" : (srv->cfg->insecure ? "off-insecure" : "off-loopback-only"));
     if (port_file) {
         FILE *f = fopen(port_file, "w");
         const char *port = strrchr(addr, ':');

@@ -37,6 +37,11 @@
  * the socket at the end of every callback (one write per connection per
  * loop turn); a write event is registered only when the socket is full.
  *
+ * Exposure: without an auth file (srv->auth NULL) the listener binds only
+ * to a loopback address (127.0.0.0/8, ::1) unless cfg->insecure; any other
+ * address is refused at start. Each connection's peer address (without its
+ * port) is handed to the session for the per-address failure budget.
+ *
  * Lifetime: a connection whose client goes away while requests are queued
  * for the writer is closed at once (socket freed) but its struct stays, as
  * a zombie, until the last completion comes back; the writer never sees a
@@ -55,7 +60,8 @@ typedef struct net net;
 /**
  * @brief Create the event loop and bind the listener (cfg->listen).
  * @param port_file when not NULL, the bound port is written there
- * @return ES_OK; ES_ERR_INVALID_ARGUMENT (bad address); ES_ERR_IO (bind
+ * @return ES_OK; ES_ERR_INVALID_ARGUMENT (bad address, or not loopback
+ *   without authentication and without --insecure); ES_ERR_IO (bind
  *   failed: msg says why); ES_ERR_NO_MEMORY.
  */
 es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, size_t msg_len);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "frame.h"
 
 void server_config_defaults(server_config *cfg)
@@ -27,6 +28,7 @@ void server_config_defaults(server_config *cfg)
     cfg->max_page = STORE_DEFAULT_MAX_PAGE;
     cfg->max_batch = 1024;
     cfg->log_level = LOG_INFO;
+    cfg->auth_failures = AUTH_FAIL_BURST;
 }
 
 void options_usage(FILE *out)
@@ -56,6 +58,12 @@ void options_usage(FILE *out)
         "  --max-events-per-append N (default 10000)\n"
         "  --max-event-bytes SIZE    data + metadata of one event (default 8M)\n"
         "  --max-page N              events per read page (default 4096)\n"
+        "  --auth-file FILE          users, roles and tokens (NAME ROLE SECRET a line;\n"
+        "                            mode 0600); without it esd serves only loopback\n"
+        "  --insecure                without --auth-file, listen on any address anyway\n"
+        "  --auth-failures N         failed hellos one address may make at once; one more\n"
+        "                            each second; beyond, its connections are closed\n"
+        "                            (default 10)\n"
         "  --port-file FILE          write the bound port to FILE once listening\n"
         "  --log-level LEVEL         debug, info, warn or error (default info)\n"
         "  -h, --help                show this help\n"
@@ -136,6 +144,9 @@ enum {
     OPT_PAGE,
     OPT_PORT_FILE,
     OPT_LOG_LEVEL,
+    OPT_AUTH_FILE,
+    OPT_INSECURE,
+    OPT_AUTH_FAILURES,
 };
 
 es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t msg_len)
@@ -157,6 +168,9 @@ es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t
         {"max-page", required_argument, NULL, OPT_PAGE},
         {"port-file", required_argument, NULL, OPT_PORT_FILE},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"auth-file", required_argument, NULL, OPT_AUTH_FILE},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"auth-failures", required_argument, NULL, OPT_AUTH_FAILURES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -221,6 +235,16 @@ es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t
             break;
         case OPT_LOG_LEVEL:
             ok = log_parse_level(a, &cfg->log_level);
+            break;
+        case OPT_AUTH_FILE:
+            ok = a[0] != '\0';
+            cfg->auth_file = a;
+            break;
+        case OPT_INSECURE:
+            cfg->insecure = true;
+            break;
+        case OPT_AUTH_FAILURES:
+            ok = parse_u32(a, 1, 1000000, &cfg->auth_failures);
             break;
         case 'h':
             opts->help = 1;

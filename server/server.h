@@ -35,6 +35,9 @@ typedef struct server_config {
     uint32_t max_page;
     uint32_t max_batch; /* requests per group commit */
     log_level log_level;
+    const char *auth_file;  /* NULL: no authentication (loopback only unless insecure) */
+    bool insecure;          /* serve without authentication on any address */
+    uint32_t auth_failures; /* failed hellos per peer address at once (refilled 1/s) */
 } server_config;
 
 /** @brief Fill a config with the defaults. */
@@ -46,15 +49,21 @@ typedef struct server_counters {
     uint64_t events_appended;
     uint32_t connections;
     uint32_t subscriptions;
+    uint64_t auth_failures;
+    uint64_t permission_denied;
 } server_counters;
 
 struct subs;
+struct auth;
+struct auth_limiter;
 
 typedef struct server_ctx {
     const server_config *cfg;
     store *st;
     writer *w;
     struct subs *subs;
+    struct auth *auth;            /* NULL: authentication off, every client is admin */
+    struct auth_limiter *limiter; /* failed hellos per peer address (NULL: no limit) */
     /* Asks the loop for a subscription delivery pass (set by net). */
     void (*kick)(void *kick_ctx);
     void *kick_ctx;

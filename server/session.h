@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "server.h"
 
 /** Appends bytes to the connection's output; callers write whole frames. */
@@ -25,7 +26,12 @@ typedef struct session {
     void *io;
     session_send_fn send;
     session_outlen_fn outlen;
-    bool hello_done;
+    bool hello_done;              /* a hello succeeded: requests are served */
+    bool auth_failed;             /* a hello was refused: requests get UNAUTHENTICATED */
+    auth_role role;               /* what this connection may do (after the hello) */
+    char user[AUTH_NAME_MAX + 1]; /* the authenticated user ("" without auth) */
+    char peer_addr[48];           /* the peer's address without port ("" in tests) */
+    uint32_t denials;             /* requests refused for the role (log throttling) */
     bool dead;               /* the transport is gone: replies are dropped */
     uint32_t in_flight;      /* requests queued for the writer */
     uint64_t *in_flight_ids; /* max_in_flight entries */

@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include "es/client.h"
+#include "token.h"
 
 /* ------------------------------------------------------------- histogram -- */
 
@@ -143,6 +144,9 @@ typedef struct config {
     bool sync;
     bool json;
     bool stamp; /* appenders write their send time into the data */
+    const char *user;       /* --user, else $ES_USER */
+    const char *token_file; /* --token-file (see token.h) */
+    tool_token token;
     char address[128];
 } config;
 
@@ -173,6 +177,9 @@ static void usage(FILE *out)
                  "  --sync full|none        durability of the esd esbench starts (default full)\n"
                  "  --esd PATH              the esd binary to start (default: beside esbench)\n"
                  "  --json                  print one JSON object\n"
+                 "  --user NAME             user for the hello (default $ES_USER)\n"
+                 "  --token-file FILE       token for the hello (default $ES_TOKEN_FILE, else\n"
+                 "                          the token in $ES_TOKEN)\n"
                  "  -h, --help              this help\n"
                  "\n"
                  "Exit status: 0 done, 1 the benchmark failed, 2 usage, 3 cannot connect.\n");
@@ -291,7 +298,12 @@ static es_err connect_client(const config *cfg, es_client **out)
     o.address = cfg->address;
     o.client_name = "esbench";
     o.max_in_flight = 0;
-    es_err rv = es_client_create(&o, out);
+    o.user = cfg->user;
+    if (cfg->token.len > 0) {
+        o.token = cfg->token.bytes;
+        o.token_len = cfg->token.len;
+    }
+    es_err rv = es_client_create(&o, out); /* copies the token */
     if (rv != ES_OK) {
         return rv;
     }
@@ -961,6 +973,8 @@ int main(int argc, char **argv)
         {"sync", required_argument, NULL, 'y'},
         {"esd", required_argument, NULL, 'E'},
         {"json", no_argument, NULL, 'j'},
+        {"user", required_argument, NULL, 'U'},
+        {"token-file", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1019,6 +1033,12 @@ int main(int argc, char **argv)
         case 'j':
             cfg.json = true;
             break;
+        case 'U':
+            cfg.user = optarg;
+            break;
+        case 'T':
+            cfg.token_file = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -1038,6 +1058,12 @@ int main(int argc, char **argv)
     }
     cfg.wname = argv[optind];
     cfg.stamp = false;
+    if (!cfg.user) {
+        cfg.user = getenv("ES_USER");
+    }
+    if (tool_token_load(&cfg.token, cfg.token_file, "esbench") != 0) {
+        return 2;
+    }
     if (!strcmp(cfg.wname, "append")) {
         cfg.w = W_APPEND;
     } else if (!strcmp(cfg.wname, "read-stream")) {

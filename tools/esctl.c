@@ -10,10 +10,10 @@
  *
  * Design notes: global options are accepted before and after the command.
  * The server address comes from -s, else $ES_SERVER, else
- * ES_DEFAULT_ADDRESS. Credentials come from --user/$ES_USER and $ES_TOKEN:
- * the token is never taken from the command line, where `ps` would show
- * it. The connection is made explicitly first, so that "cannot connect"
- * (exit 3) is told apart from a failed operation (exit 1).
+ * ES_DEFAULT_ADDRESS. Credentials come from --user/$ES_USER and from
+ * --token-file, $ES_TOKEN_FILE or $ES_TOKEN (token.h): the token itself is
+ * never taken from the command line, where `ps` would show it. The connection is made explicitly
+ * first, so that "cannot connect" (exit 3) is told apart from a failed operation (exit 1).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,12 +24,14 @@
 #include <time.h>
 
 #include "esctl.h"
+#include "token.h"
 
 #define MAX_INPUT_BYTES (64u * 1024u * 1024u)
 
 enum {
     OPT_JSON = 0x100,
     OPT_USER,
+    OPT_TOKEN_FILE,
     OPT_TIMEOUT,
     OPT_EXPECTED,
     OPT_ID,
@@ -49,18 +51,22 @@ enum {
 #define GLOBAL_LONGOPTS                                                                            \
     {"server", required_argument, NULL, 's'}, {"json", no_argument, NULL, OPT_JSON},               \
         {"user", required_argument, NULL, OPT_USER},                                               \
+        {"token-file", required_argument, NULL, OPT_TOKEN_FILE},                                   \
         {"timeout", required_argument, NULL, OPT_TIMEOUT},                                         \
     {                                                                                              \
         "help", no_argument, NULL, 'h'                                                             \
     }
 
 static const char *user_name;
+static const char *token_file;
 
 static const char GLOBAL_HELP[] =
     "Global options (before or after the command):\n"
     "  -s, --server HOST:PORT  the server (default $ES_SERVER, else " ES_DEFAULT_ADDRESS ")\n"
     "      --json              one JSON object per line\n"
-    "      --user NAME         user for the handshake (default $ES_USER; token from $ES_TOKEN)\n"
+    "      --user NAME         user for the handshake (default $ES_USER)\n"
+    "      --token-file FILE   token for the handshake (default $ES_TOKEN_FILE, else\n"
+    "                          the token in $ES_TOKEN)\n"
     "      --timeout MS        request timeout in milliseconds (default 30000)\n"
     "  -h, --help              this help\n";
 
@@ -121,6 +127,9 @@ static bool global_opt(esctl *x, int opt, const char *arg, int *rc)
     case OPT_USER:
         user_name = arg;
         return true;
+    case OPT_TOKEN_FILE:
+        token_file = arg;
+        return true;
     case OPT_TIMEOUT:
         if (!parse_u64(arg, &v) || v == 0 || v > UINT32_MAX) {
             fprintf(stderr, "esctl: --timeout wants milliseconds > 0\n");
@@ -160,10 +169,13 @@ static int open_client(const esctl *x, es_client **out)
     o.address = x->server;
     o.client_name = "esctl";
     o.user = user_name ? user_name : getenv("ES_USER");
-    const char *tok = getenv("ES_TOKEN");
-    if (tok != NULL) {
-        o.token = (const uint8_t *)tok;
-        o.token_len = strlen(tok);
+    static tool_token tok; /* lives as long as the process; the client copies it */
+    if (tool_token_load(&tok, token_file, "esctl") != 0) {
+        return EXIT_USAGE;
+    }
+    if (tok.len > 0) {
+        o.token = tok.bytes;
+        o.token_len = tok.len;
     }
     o.connect_timeout_ms = 3000;
     o.request_timeout_ms = x->timeout_ms ? x->timeout_ms : 30000;
@@ -171,6 +183,7 @@ static int open_client(const esctl *x, es_client **out)
     o.breaker_threshold = 0;
     es_client *c = NULL;
     es_err rv = es_client_create(&o, &c);
+    tool_token_wipe(&tok);
     if (rv != ES_OK) {
         fprintf(stderr, "esctl: bad server address \"%s\": %s\n", x->server, es_strerror(rv));
         return rv == ES_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILED;
