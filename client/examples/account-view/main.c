@@ -37,6 +37,7 @@
 
 #include "http.h"
 #include "model.h"
+#include "token.h"
 
 #define RETRY_PERMANENT_MS 10000
 
@@ -60,6 +61,9 @@ static const char USAGE[] =
     "      --map-size MIB      LMDB map size in MiB (default 1024)\n"
     "      --rebuild           empty the read model and rebuild it from the first event\n"
     "      --no-sync           do not fsync read-model commits (tests, benchmarks)\n"
+    "      --user NAME         user for esd's hello (default $ES_USER)\n"
+    "      --token-file FILE   token for esd's hello (default $ES_TOKEN_FILE, else the\n"
+    "                          token in $ES_TOKEN)\n"
     "  -h, --help              this help\n"
     "\n"
     "SIGTERM and SIGINT stop the service cleanly (exit 0).\n";
@@ -72,6 +76,8 @@ typedef struct options {
     size_t map_mib;
     bool rebuild;
     bool no_sync;
+    const char *user;
+    const char *token_file;
 } options;
 
 typedef struct app {
@@ -165,7 +171,16 @@ static bool split_host_port(const char *s, char *host, size_t host_len, uint16_t
 
 static int parse_options(int argc, char **argv, options *o)
 {
-    enum { OPT_LISTEN = 0x100, OPT_PORT_FILE, OPT_DATA_DIR, OPT_MAP, OPT_REBUILD, OPT_NO_SYNC };
+    enum {
+        OPT_LISTEN = 0x100,
+        OPT_PORT_FILE,
+        OPT_DATA_DIR,
+        OPT_MAP,
+        OPT_REBUILD,
+        OPT_NO_SYNC,
+        OPT_USER,
+        OPT_TOKEN_FILE
+    };
     static const struct option lo[] = {
         {"server", required_argument, NULL, 's'},
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -174,6 +189,8 @@ static int parse_options(int argc, char **argv, options *o)
         {"map-size", required_argument, NULL, OPT_MAP},
         {"rebuild", no_argument, NULL, OPT_REBUILD},
         {"no-sync", no_argument, NULL, OPT_NO_SYNC},
+        {"user", required_argument, NULL, OPT_USER},
+        {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -213,6 +230,12 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case OPT_NO_SYNC:
             o->no_sync = true;
+            break;
+        case OPT_USER:
+            o->user = optarg;
+            break;
+        case OPT_TOKEN_FILE:
+            o->token_file = optarg;
             break;
         case 'h':
             fputs(USAGE, stdout);
@@ -267,6 +290,15 @@ int main(int argc, char **argv)
     es_client_options_init(&copts);
     copts.address = o.server;
     copts.client_name = "es-account-view";
+    copts.user = o.user ? o.user : getenv("ES_USER");
+    static tool_token tok; /* the projector's client copies it */
+    if (tool_token_load(&tok, o.token_file, "es-account-view") != 0) {
+        return 2;
+    }
+    if (tok.len > 0) {
+        copts.token = tok.bytes;
+        copts.token_len = tok.len;
+    }
     /* The projector loop backs off by itself and checks for a stop between
      * attempts: keep each call short so that SIGTERM is served promptly
      * even while esd is unreachable. */

@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "account.h"
+#include "token.h"
 
 enum {
     EXIT_DONE = 0,
@@ -38,6 +39,8 @@ enum {
 
 typedef struct cli {
     const char *server;
+    const char *user;       /* --user, else $ES_USER */
+    const char *token_file; /* --token-file (token.h) */
     bool json;
     bool help;
     uint32_t snapshot_every;
@@ -59,6 +62,9 @@ typedef struct command {
 static const char GLOBAL_HELP[] =
     "Options (anywhere on the line):\n"
     "  -s, --server HOST:PORT  the server (default $ES_SERVER, else " ES_DEFAULT_ADDRESS ")\n"
+    "      --user NAME         user for the hello (default $ES_USER)\n"
+    "      --token-file FILE   token for the hello (default $ES_TOKEN_FILE, else the\n"
+    "                          token in $ES_TOKEN)\n"
     "      --json              results as one JSON object per line, errors as JSON on stderr\n"
     "      --snapshot-every N  save a snapshot once N events follow the last one\n"
     "                          (default 100; 0: never automatically)\n"
@@ -487,6 +493,16 @@ static int parse(cli *x, int argc, char **argv, const command **cmdp)
                     return usage_error(NULL, "%s needs HOST:PORT", a);
                 }
                 x->server = v;
+            } else if ((m = opt_value(argc, argv, &i, "--user", NULL, &v)) != 0) {
+                if (m < 0) {
+                    return usage_error(NULL, "%s needs a NAME", a);
+                }
+                x->user = v;
+            } else if ((m = opt_value(argc, argv, &i, "--token-file", NULL, &v)) != 0) {
+                if (m < 0) {
+                    return usage_error(NULL, "%s needs a FILE", a);
+                }
+                x->token_file = v;
             } else if ((m = opt_value(argc, argv, &i, "--owner", NULL, &v)) != 0) {
                 if (m < 0) {
                     return usage_error(NULL, "%s needs a NAME", a);
@@ -610,8 +626,18 @@ int main(int argc, char **argv)
     o.connect_timeout_ms = 3000;
     o.reconnect_attempts = 2;
     o.breaker_threshold = 0;
+    o.user = x.user ? x.user : getenv("ES_USER");
+    static tool_token tok; /* es_client_create copies it */
+    if (tool_token_load(&tok, x.token_file, "es-account") != 0) {
+        return EXIT_USAGE;
+    }
+    if (tok.len > 0) {
+        o.token = tok.bytes;
+        o.token_len = tok.len;
+    }
     es_client *cl = NULL;
     es_err rv = es_client_create(&o, &cl);
+    tool_token_wipe(&tok);
     if (rv != ES_OK) {
         return usage_error(NULL, "bad server address \"%s\"", x.server);
     }
