@@ -143,7 +143,7 @@ typedef struct config {
     double duration;
     bool sync;
     bool json;
-    bool stamp; /* appenders write their send time into the data */
+    bool stamp;             /* appenders write their send time into the data */
     const char *user;       /* --user, else $ES_USER */
     const char *token_file; /* --token-file (see token.h) */
     tool_token token;
