@@ -378,7 +378,15 @@ static void test_t8_stalled_subscriber(void **state)
     }
     es_client_destroy(c);
     sh_esd_destroy(&esd);
-    assert_true(worst_anon <= bound_kb);
+    /* Under ASan/TSan esd's heap holds quarantined and shadow memory: the
+     * RSS bound is meaningful only in a plain build (meson sets
+     * ESD_SANITIZED to the build's b_sanitize). */
+    const char *san = getenv("ESD_SANITIZED");
+    if (san && *san && strcmp(san, "none") != 0) {
+        printf("T8: sanitizer build (%s): the RSS bound is not asserted\n", san);
+    } else {
+        assert_true(worst_anon <= bound_kb);
+    }
     assert_true((uint64_t)ms <= (uint64_t)mb * 5 + 5000);
     assert_true(cpu_s <= cpu_b * 1.5);
     assert_true(n_stall * 2 >= n_base);
