@@ -17,14 +17,29 @@ int main(int argc, char **argv)
     char msg[512] = "";
     if (options_parse(argc, argv, &opts, msg, sizeof msg) != ES_OK) {
         fprintf(stderr, "esd: %s\nTry 'esd --help'.\n", msg);
+        options_finish(&opts);
         return 2;
     }
-    if (opts.help) {
-        options_usage(stdout);
+    if (opts.help || opts.version || opts.print_config) {
+        if (opts.help) {
+            options_usage(stdout);
+        } else if (opts.version) {
+            printf("esd %s (protocol es.v%u)\n", ESD_VERSION, ESD_PROTOCOL_VERSION);
+        } else {
+            options_print(stdout, &opts);
+        }
+        options_finish(&opts);
         return 0;
     }
     server_config *cfg = &opts.cfg;
     log_set_level(cfg->log_level);
+    if (opts.config_file) {
+        log_msg(LOG_INFO, "configuration read", "config=%s", opts.config_file);
+    }
+    if (opts.unknown_env[0]) {
+        log_msg(LOG_WARN, "ignoring environment variables that name no option", "vars=%s",
+                opts.unknown_env);
+    }
 
     auth *users = NULL;
     auth_limiter *limiter = NULL;
@@ -33,11 +48,13 @@ int main(int argc, char **argv)
         if (arv != ES_OK) {
             log_msg(LOG_ERROR, "cannot use the auth file", "error=%s detail=\"%s\"",
                     es_errname(arv), msg);
+            options_finish(&opts);
             return 1;
         }
         limiter = auth_limiter_create(cfg->auth_failures);
         if (!limiter) {
             auth_destroy(users);
+            options_finish(&opts);
             return 1;
         }
         log_msg(LOG_INFO, "authentication on", "auth_file=%s users=%zu", cfg->auth_file,
@@ -109,5 +126,6 @@ out_free_auth:
     if (status == 0) {
         log_msg(LOG_INFO, "stopped", NULL);
     }
+    options_finish(&opts);
     return status;
 }
