@@ -1321,7 +1321,9 @@ static uint32_t page_limit(uint32_t limit)
 /* After the jump only `txn` is used, and it is never changed after the
  * setjmp; GCC's -Wclobbered cannot see that the other locals are dead on
  * that path. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wclobbered"
+#endif
 
 static void read_end(MDB_txn *txn)
 {
