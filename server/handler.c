@@ -125,12 +125,94 @@ static es_err check_append(const server_config *cfg, const Es__V1__Append *a, co
     return ES_OK;
 }
 
+/* ------------------------------------------------------------- timings -- */
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Slow-request lines are limited to SLOW_LOG_PER_S a second (the rest are
+ * counted and summed up in the next line), so that an overloaded server
+ * does not also drown its log. */
+#define SLOW_LOG_PER_S 20
+
+static void log_slow(session *s, int kind, uint64_t id, uint64_t us, uint64_t now)
+{
+    static uint64_t window_s, in_window, suppressed;
+    if (now / 1000000u != window_s) {
+        if (suppressed) {
+            log_msg(LOG_INFO, "slow requests not logged", "count=%llu",
+                    (unsigned long long)suppressed);
+        }
+        window_s = now / 1000000u;
+        in_window = suppressed = 0;
+    }
+    if (in_window++ >= SLOW_LOG_PER_S) {
+        suppressed++;
+        return;
+    }
+    log_msg(LOG_INFO, "slow request", "conn=%llu id=%llu request=%s duration_ms=%.3f",
+            (unsigned long long)s->conn_id, (unsigned long long)id, handler_kind_name(kind),
+            (double)us / 1000.0);
+}
+
+/* A request was answered: its latency by kind, and a line if slow. */
+static void request_done(session *s, int kind, uint64_t id, uint64_t t0_us)
+{
+    uint64_t now = mono_us();
+    uint64_t us = now > t0_us ? now - t0_us : 0;
+    metrics *m = &s->srv->metrics;
+    hist_observe(&m->request_us[metrics_kind_index(kind)], &hist_latency_us, us);
+    uint32_t slow_ms = s->srv->cfg->slow_request_ms;
+    if (slow_ms && us >= (uint64_t)slow_ms * 1000u) {
+        m->slow_requests++;
+        log_slow(s, kind, id, us, now);
+    }
+}
+
+/* Events and data bytes of an append or transaction request. */
+static void append_size(const Es__V1__Request *msg, uint64_t *events, uint64_t *bytes)
+{
+    *events = *bytes = 0;
+    Es__V1__Append *const *apps = NULL;
+    size_t n = 0;
+    if (msg->kind_case == ES__V1__REQUEST__KIND_APPEND && msg->append) {
+        apps = &msg->append;
+        n = 1;
+    } else if (msg->kind_case == ES__V1__REQUEST__KIND_TRANSACTION && msg->transaction) {
+        apps = msg->transaction->appends;
+        n = msg->transaction->n_appends;
+    }
+    for (size_t i = 0; i < n; i++) {
+        *events += apps[i]->n_events;
+        for (size_t j = 0; j < apps[i]->n_events; j++) {
+            *bytes += apps[i]->events[j]->data.len + apps[i]->events[j]->metadata.len;
+        }
+    }
+}
+
+/* An append or transaction that ended before reaching the writer. */
+static void note_append_refused(session *s, const Es__V1__Request *msg, es_err rv)
+{
+    if (msg->kind_case != ES__V1__REQUEST__KIND_APPEND &&
+        msg->kind_case != ES__V1__REQUEST__KIND_TRANSACTION) {
+        return;
+    }
+    uint64_t events, bytes;
+    append_size(msg, &events, &bytes);
+    metrics_append(&s->srv->metrics, rv, events, bytes);
+}
+
 /* --------------------------------------------------------------- appends -- */
 
 typedef struct pending {
     write_job job;
     session *sess;
     uint64_t id;
+    uint64_t t0_us; /* arrival, for the latency metric */
     bool is_txn;
     size_t body_len;
     Es__V1__Request *msg;
@@ -198,6 +280,7 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
     uint64_t id = msg->id;
     pending *p = reply_calloc(1, sizeof *p);
     if (!p) {
+        note_append_refused(s, msg, ES_ERR_NO_MEMORY);
         es__v1__request__free_unpacked(msg, &reply_pb_allocator);
         reply_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
         return ES_OK;
@@ -205,6 +288,7 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
     p->msg = msg;
     p->sess = s;
     p->id = id;
+    p->t0_us = s->req_t0_us;
     p->is_txn = is_txn;
     p->body_len = body_len;
     size_t total = 0;
@@ -216,6 +300,7 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
     p->events = reply_calloc(total, sizeof *p->events);
     p->ids = reply_malloc(total * ES_EVENT_ID_BYTES);
     if (!p->appends || !p->results || !p->events || !p->ids) {
+        note_append_refused(s, msg, ES_ERR_NO_MEMORY);
         pending_free(p);
         reply_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
         return ES_OK;
@@ -260,12 +345,14 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
     p->job.owner = p;
     es_err rv = writer_submit(s->srv->w, &p->job);
     if (rv != ES_OK) {
+        note_append_refused(s, msg, rv);
         pending_free(p);
         reply_send_error(s, id, rv, NULL);
         return ES_OK;
     }
     s->in_flight_ids[s->in_flight++] = id;
     s->pending_bytes += body_len;
+    s->req_deferred = true; /* answered (and timed) by handler_complete */
     return ES_OK;
 }
 
@@ -394,6 +481,7 @@ typedef struct snap_pending {
     write_job job;
     session *sess;
     uint64_t id;
+    uint64_t t0_us;
     size_t body_len;
     Es__V1__Request *msg;
 } snap_pending;
@@ -415,6 +503,7 @@ session *handler_complete(write_job *job)
         } else {
             reply_send_error(s, sp->id, job->snapshot.rv, NULL);
         }
+        request_done(s, ES__V1__REQUEST__KIND_SAVE_SNAPSHOT, sp->id, sp->t0_us);
         es__v1__request__free_unpacked(sp->msg, &reply_pb_allocator);
         free(sp);
         return s;
@@ -435,6 +524,16 @@ session *handler_complete(write_job *job)
         s->srv->counters.appends_failed++;
         reply_append_error(s, p);
     }
+    uint64_t events = 0, bytes = 0;
+    for (size_t i = 0; i < p->job.req.n_appends; i++) {
+        events += p->appends[i].n_events;
+        for (size_t j = 0; j < p->appends[i].n_events; j++) {
+            bytes += p->appends[i].events[j].data_len + p->appends[i].events[j].metadata_len;
+        }
+    }
+    metrics_append(&s->srv->metrics, p->job.req.rv, events, bytes);
+    request_done(s, p->is_txn ? ES__V1__REQUEST__KIND_TRANSACTION : ES__V1__REQUEST__KIND_APPEND,
+                 p->id, p->t0_us);
     pending_free(p);
     return s;
 }
@@ -816,6 +915,7 @@ static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
     }
     sp->sess = s;
     sp->id = id;
+    sp->t0_us = s->req_t0_us;
     sp->msg = msg;
     sp->body_len = body_len;
     sp->job.kind = WRITE_JOB_SNAPSHOT;
@@ -835,6 +935,7 @@ static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
     }
     s->in_flight_ids[s->in_flight++] = id;
     s->pending_bytes += body_len;
+    s->req_deferred = true;
     return ES_OK;
 }
 
@@ -910,7 +1011,7 @@ const char *handler_kind_name(int kind)
     }
 }
 
-es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
+static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
 {
     const server_config *cfg = s->srv->cfg;
     reply_budget_begin(DECODE_BUDGET_FIXED + 2 * len);
@@ -935,6 +1036,8 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
     es_err rv = ES_OK;
     const char *why = NULL;
     char why_buf[128];
+    s->req_kind = (int)msg->kind_case;
+    s->req_id = id;
 
     if (msg->kind_case == ES__V1__REQUEST__KIND_HELLO) {
         rv = do_hello(s, id, msg->hello);
@@ -1063,7 +1166,21 @@ es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
     return ES_OK;
 
 out_reply_error:
+    note_append_refused(s, msg, rv);
     es__v1__request__free_unpacked(msg, &reply_pb_allocator);
     reply_send_error(s, id, rv, why);
     return ES_OK;
+}
+
+es_err handler_on_frame(session *s, const uint8_t *body, size_t len)
+{
+    s->req_t0_us = mono_us();
+    s->req_deferred = false;
+    s->req_kind = 0;
+    s->req_id = 0;
+    es_err rv = dispatch_frame(s, body, len);
+    if (!s->req_deferred) {
+        request_done(s, s->req_kind, s->req_id, s->req_t0_us);
+    }
+    return rv;
 }

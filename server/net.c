@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 #include <netdb.h>
@@ -19,6 +20,7 @@
 #include "es.pb-c.h"
 #include "frame.h"
 #include "handler.h"
+#include "metrics.h"
 #include "reply.h"
 #include "subs.h"
 
@@ -61,6 +63,7 @@ struct net {
     struct event *reader_check;
     struct event *shutdown_check;
     struct event *deliver_ev;
+    struct evhttp *http; /* --metrics-listen: /metrics, /healthz, /readyz */
     uint64_t shutdown_deadline_us;
     conn *conns;      /* live connections (not zombies) */
     conn *flush_list; /* see conn_send */
@@ -555,12 +558,16 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     net *n = arg;
     const server_config *cfg = n->srv->cfg;
     if (n->srv->shutting_down) {
+        n->srv->metrics.connections_refused++;
         refuse_fd(fd, ES_ERR_SHUTTING_DOWN, "server shutting down");
         return;
     }
     if (n->srv->counters.connections >= cfg->max_connections) {
-        log_msg(LOG_WARN, "connection refused: max connections reached", "max=%u",
+        char peer[64];
+        format_peer(sa, peer, sizeof peer);
+        log_msg(LOG_WARN, "connection refused: max connections reached", "peer=%s max=%u", peer,
                 cfg->max_connections);
+        n->srv->metrics.connections_refused++;
         refuse_fd(fd, ES_ERR_BUSY, "too many connections");
         return;
     }
@@ -605,6 +612,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     n->conns = c;
     n->srv->counters.connections++;
+    n->srv->metrics.connections_total++;
     log_msg(LOG_DEBUG, "connection accepted", "conn=%llu peer=%s",
             (unsigned long long)c->sess.conn_id, c->peer);
 }
@@ -785,6 +793,117 @@ static int parse_listen(const char *spec, struct sockaddr_storage *ss, int *len)
     return 0;
 }
 
+/* --------------------------------------------------------------- metrics -- */
+
+/*
+ * The HTTP endpoint of --metrics-listen, on the same event base: evhttp
+ * parses the requests, the handlers run on the loop thread like everything
+ * else, so the figures need no locks. GET or HEAD only.
+ *
+ *   /metrics  Prometheus text (metrics_render)
+ *   /healthz  200 while the loop turns (a scrape that gets an answer is the
+ *             proof)
+ *   /readyz   200 while esd serves requests; 503 once it is shutting down
+ */
+static void http_reply(struct evhttp_request *req, int code, const char *reason, const char *ctype,
+                       const char *body, size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_add(b, body, len);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+}
+
+static void http_cb(struct evhttp_request *req, void *arg)
+{
+    net *n = arg;
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        evhttp_send_error(req, 405, "Method Not Allowed");
+        return;
+    }
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (!path) {
+        evhttp_send_error(req, 400, "Bad Request");
+        return;
+    }
+    if (!strcmp(path, "/healthz")) {
+        http_reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n", 3);
+    } else if (!strcmp(path, "/readyz")) {
+        if (n->srv->shutting_down) {
+            http_reply(req, 503, "Service Unavailable", "text/plain; charset=utf-8",
+                       "shutting down\n", 14);
+        } else {
+            http_reply(req, 200, "OK", "text/plain; charset=utf-8", "ready\n", 6);
+        }
+    } else if (!strcmp(path, "/metrics")) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (!f) {
+            evhttp_send_error(req, 500, "out of memory");
+            return;
+        }
+        metrics_render(f, n->srv);
+        if (fclose(f) != 0 || !text) {
+            free(text);
+            evhttp_send_error(req, 500, "out of memory");
+            return;
+        }
+        http_reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
+        free(text);
+    } else {
+        evhttp_send_error(req, 404, "Not Found");
+    }
+}
+
+static es_err start_http(net *n, char *msg, size_t msg_len)
+{
+    const char *spec = n->srv->cfg->metrics_listen;
+    struct sockaddr_storage ss;
+    int sslen = 0;
+    if (parse_listen(spec, &ss, &sslen) != 0) {
+        snprintf(msg, msg_len, "bad metrics-listen address '%s' (expected HOST:PORT)", spec);
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    n->http = evhttp_new(n->base);
+    if (!n->http) {
+        return ES_ERR_NO_MEMORY;
+    }
+    evhttp_set_timeout(n->http, 10);
+    evhttp_set_max_headers_size(n->http, 16384);
+    evhttp_set_max_body_size(n->http, 4096);
+    evhttp_set_allowed_methods(n->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_gencb(n->http, http_cb, n);
+    struct evconnlistener *l = evconnlistener_new_bind(
+        n->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
+        (struct sockaddr *)&ss, sslen);
+    if (!l) {
+        snprintf(msg, msg_len, "cannot listen on %s (metrics): %s", spec, strerror(errno));
+        return ES_ERR_IO;
+    }
+    if (!evhttp_bind_listener(n->http, l)) {
+        evconnlistener_free(l);
+        return ES_ERR_NO_MEMORY;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    char addr[80] = "?";
+    if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &blen) == 0) {
+        format_peer((struct sockaddr *)&bound, addr, sizeof addr);
+    }
+    log_msg(LOG_INFO, "metrics listening", "addr=%s paths=/metrics,/healthz,/readyz", addr);
+    return ES_OK;
+}
+
 es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, size_t msg_len)
 {
     *out = NULL;
@@ -845,6 +964,13 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
+    if (srv->cfg->metrics_listen) {
+        es_err hrv = start_http(n, msg, msg_len);
+        if (hrv != ES_OK) {
+            net_destroy(n, NULL);
+            return hrv;
+        }
+    }
     srv->kick = kick_delivery;
     srv->kick_ctx = n;
     event_add(n->completion_ev, NULL);
@@ -898,6 +1024,9 @@ void net_destroy(net *n, write_job *leftover)
     }
     if (n->listener) {
         evconnlistener_free(n->listener);
+    }
+    if (n->http) {
+        evhttp_free(n->http); /* its bound listeners and connections too */
     }
     n->srv->kick = NULL;
     struct event *evs[] = {n->accept_retry, n->completion_ev,  n->sigterm_ev, n->sigint_ev,

@@ -42,6 +42,11 @@
  * address is refused at start. Each connection's peer address (without its
  * port) is handed to the session for the per-address failure budget.
  *
+ * Metrics (cfg->metrics_listen): an evhttp server on the same event base
+ * serves /metrics (metrics.h renders the text), /healthz and /readyz; its
+ * callbacks run on the loop thread like everything else, so the loop's
+ * figures need no locks, and it never touches client connections.
+ *
  * Lifetime: a connection whose client goes away while requests are queued
  * for the writer is closed at once (socket freed) but its struct stays, as
  * a zombie, until the last completion comes back; the writer never sees a

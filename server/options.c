@@ -32,6 +32,7 @@ void server_config_defaults(server_config *cfg)
     cfg->max_batch = 1024;
     cfg->log_level = LOG_INFO;
     cfg->auth_failures = AUTH_FAIL_BURST;
+    cfg->slow_request_ms = 1000;
 }
 
 /* ------------------------------------------------------------- the table -- */
@@ -104,6 +105,12 @@ static const opt_def defs[] = {
      "failed hellos one address may make at once; one more\n"
      "each second; beyond, its connections are closed\n"
      "(default 10)"},
+    {{"metrics-listen", NULL, "HOST:PORT", "127.0.0.1:9400"}, T_STR, CFG(metrics_listen), 1, 0,
+     false,
+     "serve Prometheus metrics at http://HOST:PORT/metrics,\n"
+     "and /healthz and /readyz (default: off)"},
+    {{"slow-request-ms", NULL, "MS", "250"}, T_U32, CFG(slow_request_ms), 0, 3600000, false,
+     "log requests that take longer (default 1000, 0 = never)"},
     {{"port-file", NULL, "FILE", "/run/esd/port"}, T_STR, offsetof(esd_options, port_file), 1, 0,
      false, "write the bound port to FILE once listening"},
     {{"log-level", NULL, "LEVEL", "debug"}, T_LEVEL, CFG(log_level), 0, 0, false,

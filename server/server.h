@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "writer.h"
 
@@ -35,9 +36,11 @@ typedef struct server_config {
     uint32_t max_page;
     uint32_t max_batch; /* requests per group commit */
     log_level log_level;
-    const char *auth_file;  /* NULL: no authentication (loopback only unless insecure) */
-    bool insecure;          /* serve without authentication on any address */
-    uint32_t auth_failures; /* failed hellos per peer address at once (refilled 1/s) */
+    const char *auth_file;      /* NULL: no authentication (loopback only unless insecure) */
+    bool insecure;              /* serve without authentication on any address */
+    uint32_t auth_failures;     /* failed hellos per peer address at once (refilled 1/s) */
+    const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint, NULL = none */
+    uint32_t slow_request_ms;   /* log requests slower than this (0 = never) */
 } server_config;
 
 /** @brief Fill a config with the defaults. */
@@ -69,6 +72,7 @@ typedef struct server_ctx {
     void *kick_ctx;
     uint64_t start_us;
     server_counters counters; /* loop thread only */
+    metrics metrics;          /* loop thread only (metrics.h) */
     bool shutting_down;
 } server_ctx;
 

@@ -32,11 +32,16 @@ typedef struct session {
     char user[AUTH_NAME_MAX + 1]; /* the authenticated user ("" without auth) */
     char peer_addr[48];           /* the peer's address without port ("" in tests) */
     uint32_t denials;             /* requests refused for the role (log throttling) */
-    bool dead;                    /* the transport is gone: replies are dropped */
-    uint32_t in_flight;           /* requests queued for the writer */
-    uint64_t *in_flight_ids;      /* max_in_flight entries */
-    uint64_t pending_bytes;       /* frame bytes held by queued requests */
-    struct sub *subs;             /* this connection's subscriptions */
+    /* the request being handled (handler_on_frame), for its latency */
+    uint64_t req_t0_us;
+    uint64_t req_id;
+    int req_kind;
+    bool req_deferred;       /* queued for the writer: timed when it completes */
+    bool dead;               /* the transport is gone: replies are dropped */
+    uint32_t in_flight;      /* requests queued for the writer */
+    uint64_t *in_flight_ids; /* max_in_flight entries */
+    uint64_t pending_bytes;  /* frame bytes held by queued requests */
+    struct sub *subs;        /* this connection's subscriptions */
     uint32_t n_subs;
 } session;
 

@@ -357,3 +357,18 @@ bool subs_deliver(subs *r)
     }
     return more;
 }
+
+void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (const sub *x = r->all; x; x = x->next_all) {
+        if (x->one_stream) {
+            out->behind += !x->caught_up_sent;
+            continue;
+        }
+        uint64_t lag = head >= x->cursor ? head - x->cursor + 1 : 0;
+        out->sum += lag;
+        out->max = lag > out->max ? lag : out->max;
+        out->behind += lag > 0;
+    }
+}

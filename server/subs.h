@@ -57,6 +57,22 @@ void subs_on_commit(subs *r);
 /** @brief The session's output drained below the low-water mark. */
 void subs_on_writable(session *s);
 
+/** How far subscriptions are behind the head (metrics). */
+typedef struct subs_lag_stats {
+    uint64_t max;    /* positions, over subscriptions to the log */
+    uint64_t sum;    /* positions, over subscriptions to the log */
+    uint64_t behind; /* subscriptions (of any kind) not caught up to the head */
+} subs_lag_stats;
+
+/**
+ * @brief Lag of the open subscriptions against head. A subscription to the
+ *        log (all, category, type, prefix) is `head - cursor + 1` positions
+ *        behind (an upper bound: positions its filter skips count too); a
+ *        subscription to one stream counts in `behind` only, when it has
+ *        not sent its caught-up marker yet.
+ */
+void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out);
+
 /**
  * @brief One delivery pass: at most one batch per dirty subscription whose
  *        connection has room.

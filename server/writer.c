@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -23,7 +24,15 @@ struct writer {
     write_job **batch;
     _Atomic uint64_t commits, requests;
     _Atomic uint32_t max_seen;
+    ahist batch_hist, commit_hist;
 };
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 static void *writer_main(void *arg)
 {
@@ -59,7 +68,10 @@ static void *writer_main(void *arg)
             }
         }
         if (nreq) {
+            uint64_t t0 = mono_us();
             store_append_batch(w->st, w->reqs, nreq);
+            ahist_observe(&w->commit_hist, &hist_latency_us, mono_us() - t0);
+            ahist_observe(&w->batch_hist, &hist_batch, nreq);
             atomic_fetch_add(&w->commits, 1);
             atomic_fetch_add(&w->requests, nreq);
             if (nreq > atomic_load(&w->max_seen)) {
@@ -176,6 +188,8 @@ void writer_get_stats(writer *w, writer_stats *out)
     out->commits = atomic_load(&w->commits);
     out->requests = atomic_load(&w->requests);
     out->max_batch = atomic_load(&w->max_seen);
+    ahist_read(&w->batch_hist, &out->batch);
+    ahist_read(&w->commit_hist, &out->commit_us);
 }
 
 void writer_stop(writer *w, write_job **leftover)

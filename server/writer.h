@@ -11,6 +11,10 @@
  * connection may be gone by then). Whatever arrives during a commit goes
  * into the next one: natural batching, no timers.
  *
+ * Figures (writer_get_stats): counters and two histograms — requests per
+ * commit and the duration of each group commit — kept with relaxed
+ * atomics by the writer thread and read by the loop thread (metrics.h).
+ *
  * Ownership: writer_submit takes the job only when it returns ES_OK; the
  * loop thread gets it back from writer_take_completed and frees it.
  */
@@ -21,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "metrics.h"
 #include "store.h"
 
 typedef enum write_job_kind {
@@ -50,6 +55,8 @@ typedef struct writer_stats {
     uint64_t commits;
     uint64_t requests;
     uint32_t max_batch;
+    hist batch;     /* requests per commit (hist_batch) */
+    hist commit_us; /* duration of store_append_batch (hist_latency_us) */
 } writer_stats;
 
 /**

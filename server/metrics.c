@@ -1,0 +1,247 @@
+#include "metrics.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "handler.h"
+#include "server.h"
+#include "store.h"
+#include "subs.h"
+#include "writer.h"
+
+static const uint64_t latency_bounds[] = {
+    50,    100,    250,    500,    1000,    2500,    5000,    10000,    25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+
+const hist_spec hist_latency_us = {latency_bounds,
+                                   sizeof latency_bounds / sizeof latency_bounds[0]};
+const hist_spec hist_batch = {batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]};
+
+_Static_assert(sizeof latency_bounds / sizeof latency_bounds[0] <= HIST_MAX_BUCKETS, "buckets");
+
+static size_t bucket_of(const hist_spec *spec, uint64_t v)
+{
+    size_t i = 0;
+    while (i < spec->n && v > spec->bounds[i]) {
+        i++;
+    }
+    return i; /* spec->n is +Inf */
+}
+
+void hist_observe(hist *h, const hist_spec *spec, uint64_t v)
+{
+    h->buckets[bucket_of(spec, v)]++;
+    h->count++;
+    h->sum += v;
+}
+
+void ahist_observe(ahist *h, const hist_spec *spec, uint64_t v)
+{
+    atomic_fetch_add_explicit(&h->buckets[bucket_of(spec, v)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+void ahist_read(const ahist *h, hist *out)
+{
+    /* Buckets first and the count last, so a reader racing a writer sees
+     * at most a count that trails the buckets: the +Inf bucket is derived
+     * from the buckets (never below them), _count from the same sum. */
+    uint64_t total = 0;
+    for (size_t i = 0; i <= HIST_MAX_BUCKETS; i++) {
+        out->buckets[i] = atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
+        total += out->buckets[i];
+    }
+    out->sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
+    out->count = total;
+}
+
+size_t metrics_kind_index(int kind_case)
+{
+    return kind_case >= 10 && kind_case < 10 + METRICS_KINDS - 1 ? (size_t)(kind_case - 9) : 0;
+}
+
+void metrics_append(metrics *m, es_err rv, uint64_t events, uint64_t bytes)
+{
+    size_t r = (unsigned)rv < METRICS_RESULTS ? (size_t)rv : ES_ERR_INTERNAL;
+    m->append_requests[r]++;
+    m->append_events[r] += events;
+    m->append_bytes[r] += bytes;
+}
+
+/* ------------------------------------------------------------ exposition -- */
+
+static void family(FILE *out, const char *name, const char *type, const char *help)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void gauge(FILE *out, const char *name, const char *help, double v)
+{
+    family(out, name, "gauge", help);
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+        fprintf(out, "%s %.0f\n", name, v); /* integers exactly, without exponent */
+    } else {
+        fprintf(out, "%s %.9g\n", name, v);
+    }
+}
+
+static void counter(FILE *out, const char *name, const char *help, uint64_t v)
+{
+    family(out, name, "counter", help);
+    fprintf(out, "%s %llu\n", name, (unsigned long long)v);
+}
+
+/* The samples of one histogram; labels ("kind=\"x\"") may be "". scale
+ * turns the observation unit into the exposed one (1e-6: us -> s). */
+static void hist_samples(FILE *out, const char *name, const char *labels, const hist_spec *spec,
+                         const hist *h, double scale)
+{
+    const char *sep = labels[0] ? "," : "";
+    uint64_t cum = 0;
+    for (size_t i = 0; i < spec->n; i++) {
+        cum += h->buckets[i];
+        fprintf(out, "%s_bucket{%s%sle=\"%.6g\"} %llu\n", name, labels, sep,
+                (double)spec->bounds[i] * scale, (unsigned long long)cum);
+    }
+    cum += h->buckets[spec->n];
+    fprintf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
+    if (labels[0]) {
+        fprintf(out, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n", name, labels, (double)h->sum * scale,
+                name, labels, (unsigned long long)cum);
+    } else {
+        fprintf(out, "%s_sum %.9g\n%s_count %llu\n", name, (double)h->sum * scale, name,
+                (unsigned long long)cum);
+    }
+}
+
+static const char *result_name(size_t r)
+{
+    return r == 0 ? "ok" : es_errname((es_err)r);
+}
+
+static void by_result(FILE *out, const char *name, const char *help, const uint64_t *v)
+{
+    family(out, name, "counter", help);
+    /* "ok" always, so that a rate over it exists from the first scrape */
+    fprintf(out, "%s{result=\"ok\"} %llu\n", name, (unsigned long long)v[0]);
+    for (size_t r = 1; r < METRICS_RESULTS; r++) {
+        if (v[r]) {
+            fprintf(out, "%s{result=\"%s\"} %llu\n", name, result_name(r),
+                    (unsigned long long)v[r]);
+        }
+    }
+}
+
+void metrics_render(FILE *out, server_ctx *srv)
+{
+    const metrics *m = &srv->metrics;
+    const server_counters *c = &srv->counters;
+
+    family(out, "esd_build_info", "gauge", "Version of esd and of its protocol.");
+    fprintf(out, "esd_build_info{version=\"%s\",protocol=\"es.v%u\"} 1\n", ESD_VERSION,
+            ESD_PROTOCOL_VERSION);
+    gauge(out, "esd_uptime_seconds", "Seconds since esd started.",
+          (double)(store_now_us() - srv->start_us) / 1e6);
+    gauge(out, "esd_ready", "1 while esd serves requests, 0 once it is shutting down.",
+          srv->shutting_down ? 0 : 1);
+
+    /* connections and sessions */
+    gauge(out, "esd_connections", "Open client connections.", c->connections);
+    counter(out, "esd_connections_accepted_total", "Client connections accepted.",
+            m->connections_total);
+    counter(out, "esd_connections_refused_total",
+            "Client connections refused at accept (connection limit, shutdown).",
+            m->connections_refused);
+    counter(out, "esd_auth_failures_total", "Hellos refused for their credentials.",
+            c->auth_failures);
+    counter(out, "esd_permission_denied_total", "Requests refused for the connection's role.",
+            c->permission_denied);
+
+    /* appends */
+    by_result(out, "esd_append_requests_total",
+              "Append and transaction requests, by result (ok or the error code).",
+              m->append_requests);
+    by_result(out, "esd_append_events_total",
+              "Events in append and transaction requests, by result.", m->append_events);
+    by_result(out, "esd_append_bytes_total",
+              "Data and metadata bytes in append and transaction requests, by result.",
+              m->append_bytes);
+
+    /* the writer */
+    writer_stats ws;
+    writer_get_stats(srv->w, &ws);
+    counter(out, "esd_commits_total", "Group commits (LMDB write transactions) of appends.",
+            ws.commits);
+    family(out, "esd_commit_batch_requests", "histogram",
+           "Append and transaction requests per group commit.");
+    hist_samples(out, "esd_commit_batch_requests", "", &hist_batch, &ws.batch, 1.0);
+    family(out, "esd_commit_duration_seconds", "histogram",
+           "Duration of one group commit in the writer thread: checks, writes, LMDB commit "
+           "and, with sync full, its fsync.");
+    hist_samples(out, "esd_commit_duration_seconds", "", &hist_latency_us, &ws.commit_us, 1e-6);
+    gauge(out, "esd_writer_queue", "Write jobs submitted and not yet completed.",
+          (double)writer_pending(srv->w));
+
+    /* requests */
+    family(out, "esd_request_duration_seconds", "histogram",
+           "Time from a request's arrival to its reply, by request kind.");
+    for (size_t k = 0; k < METRICS_KINDS; k++) {
+        if (m->request_us[k].count == 0 && k == 0) {
+            continue;
+        }
+        char labels[64];
+        snprintf(labels, sizeof labels, "kind=\"%s\"",
+                 k == 0 ? "unknown" : handler_kind_name((int)k + 9));
+        hist_samples(out, "esd_request_duration_seconds", labels, &hist_latency_us,
+                     &m->request_us[k], 1e-6);
+    }
+    counter(out, "esd_slow_requests_total", "Requests slower than --slow-request-ms.",
+            m->slow_requests);
+
+    /* subscriptions */
+    uint64_t head = store_head(srv->st);
+    subs_lag_stats lag = {0};
+    if (srv->subs) {
+        subs_lag(srv->subs, head, &lag);
+    }
+    gauge(out, "esd_subscriptions", "Open subscriptions.", c->subscriptions);
+    gauge(out, "esd_subscription_lag_max_positions",
+          "Largest distance in log positions between the head and a subscription's next "
+          "event (subscriptions to the log, a category, a type or a prefix).",
+          (double)lag.max);
+    gauge(out, "esd_subscription_lag_sum_positions",
+          "Sum of those distances over the subscriptions to the log.", (double)lag.sum);
+    gauge(out, "esd_subscriptions_behind", "Subscriptions that have not delivered up to the head.",
+          (double)lag.behind);
+
+    /* the store */
+    store_stats st;
+    if (store_stats_get(srv->st, &st) == ES_OK) {
+        gauge(out, "esd_head_position", "The last committed global position.",
+              (double)st.head_position);
+        gauge(out, "esd_streams", "Streams in the store.", (double)st.stream_count);
+        gauge(out, "esd_events", "Events in the store.", (double)st.event_count);
+        gauge(out, "esd_store_map_size_bytes", "LMDB map size.", (double)st.map_size);
+        gauge(out, "esd_store_map_used_bytes", "LMDB map in use (pages of the last transaction).",
+              (double)st.map_used);
+        gauge(out, "esd_store_map_used_ratio", "map_used / map_size.",
+              st.map_size ? (double)st.map_used / (double)st.map_size : 0.0);
+        gauge(out, "esd_store_readers", "LMDB reader slots in use.", st.readers_used);
+        gauge(out, "esd_store_readers_max", "LMDB reader slots.", st.readers_max);
+        gauge(out, "esd_sync_full", "1 when every commit is fsynced (--sync full).",
+              st.sync ? 1 : 0);
+    }
+    char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/data.mdb", srv->cfg->data_dir);
+    if (stat(path, &sb) == 0) {
+        gauge(out, "esd_store_file_bytes", "Size of the data file (data.mdb).", (double)sb.st_size);
+        gauge(out, "esd_store_disk_bytes", "Disk space taken by the data file.",
+              (double)sb.st_blocks * 512.0);
+    }
+}
