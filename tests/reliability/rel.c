@@ -560,6 +560,9 @@ int rel_esctl(const char *const *args, const char *out_path, int timeout_ms)
         argv[n++] = (char *)args[i];
     }
     argv[n] = NULL;
+    if (out_path) {
+        unlink(out_path); /* only this run's output in it */
+    }
     int st;
     if (rel_run(argv, out_path, timeout_ms, &st) != 0) {
         return -1;

@@ -24,7 +24,8 @@
  * an event is correct exactly when it equals what rel_ev_make gives for the
  * stream and revision it was found at. Stream ids are "<prefix>-<s>".
  *
- * Nothing here calls exit() except rel_fail(); helpers return a status.
+ * Only rel_fail() (1), rel_skip() (77) and a usage error in rel_args() (2)
+ * exit; every other helper returns a status.
  */
 #ifndef ES_REL_H
 #define ES_REL_H
@@ -156,7 +157,7 @@ void rel_esd_destroy(rel_esd *e);
 long rel_proc_kb(pid_t pid, const char *field);
 
 /**
- * @brief `esctl db check DIR` (or another db subcommand).
+ * @brief Run esctl with args, its output (replacing the file) in out_path.
  * @return the wait status (0 = exit 0), or -1 when it could not run / timed out.
  */
 int rel_esctl(const char *const *args, const char *out_path, int timeout_ms);

@@ -200,6 +200,24 @@ static int damage(const char *path, rel_rng *g, char *desc, size_t cap)
     return rc;
 }
 
+/* The last non-empty line of a file (what LMDB printed before aborting). */
+static void last_line(const char *path, char *out, size_t cap)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return;
+    }
+    char line[400];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0]) {
+            snprintf(out, cap, "%s", line);
+        }
+    }
+    fclose(f);
+}
+
 /* The served event must be the original one at its position. */
 static bool served_ok(const es_recorded_event *ev, char *why, size_t cap)
 {
@@ -283,16 +301,7 @@ static const char *run_trial(rel_esd *e, const char *check_out, trial_result *tr
     }
     char last[300] = "";
     if (check_fail && cst >= 0) {
-        /* The line LMDB printed before aborting, if any. */
-        FILE *f = fopen(check_out, "r");
-        char line[300];
-        while (f && fgets(line, sizeof line, f)) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(last, sizeof last, "%s", line);
-        }
-        if (f) {
-            fclose(f);
-        }
+        last_line(check_out, last, sizeof last);
     }
     snprintf(fail, sizeof fail, "%s%s%s%s%s%s%s", check_fail ? check_fail : "",
              check_fail && cst >= 0 ? ": " : "",
@@ -314,8 +323,9 @@ static const char *serve_trial(rel_esd *e, trial_result *tr)
             return fail;
         }
         if (WIFSIGNALED(st)) {
-            snprintf(fail, sizeof fail, "esd CRASHED at start: %s",
-                     rel_status_str(st, b, sizeof b));
+            last_line(e->log_file, why, sizeof why);
+            snprintf(fail, sizeof fail, "esd CRASHED at start: %s, last output: %s",
+                     rel_status_str(st, b, sizeof b), why);
             return fail;
         }
         tr->refused = true;
@@ -361,8 +371,9 @@ static const char *serve_trial(rel_esd *e, trial_result *tr)
     }
     if (!e->pid || !rel_esd_alive(e, &st)) {
         if (WIFSIGNALED(st)) {
-            snprintf(fail, sizeof fail, "esd CRASHED while serving reads: %s",
-                     rel_status_str(st, b, sizeof b));
+            last_line(e->log_file, why, sizeof why);
+            snprintf(fail, sizeof fail, "esd CRASHED while serving reads: %s, last output: %s",
+                     rel_status_str(st, b, sizeof b), why);
             return fail;
         }
         snprintf(fail, sizeof fail, "esd exited while serving reads: %s",
@@ -374,7 +385,9 @@ static const char *serve_trial(rel_esd *e, trial_result *tr)
         return fail;
     }
     if (WIFSIGNALED(st)) {
-        snprintf(fail, sizeof fail, "esd CRASHED on SIGTERM: %s", rel_status_str(st, b, sizeof b));
+        last_line(e->log_file, why, sizeof why);
+        snprintf(fail, sizeof fail, "esd CRASHED (found at SIGTERM): %s, last output: %s",
+                 rel_status_str(st, b, sizeof b), why);
         return fail;
     }
     return NULL;
@@ -436,7 +449,6 @@ int main(int argc, char **argv)
             failures++;
             fprintf(stderr, "trial %" PRIu64 " (seed %" PRIu64 ", damage %s): %s\n", t, rel_seed(),
                     desc, f);
-            rel_dump_tail(e.log_file, 8);
             if (!kept) {
                 rel_esd_stop(&e, SIGKILL, 5000, NULL);
                 fprintf(stderr,

@@ -159,8 +159,8 @@ static void *writer_main(void *arg)
     writer *w = arg;
     es_client *c = rel_client(w->address, 10000);
     w->has_unknown = false;
-    /* Re-read the revisions of the owned streams (they must match what the
-     * verifier found; checked by the main thread). */
+    /* w->rev holds the revisions the main thread re-read from the server
+     * (es_stream_info_get) after the last restart. */
     for (;;) {
         uint32_t k = (uint32_t)rel_range(&w->rng, 0, STREAMS_PER_WRITER - 1);
         uint32_t s = w->no * STREAMS_PER_WRITER + k;
