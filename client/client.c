@@ -163,6 +163,8 @@ es_err es_client_create(const es_client_options *opts, es_client **out)
     c->address = dup_opt(opts->address, &failed);
     c->client_name = dup_opt(opts->client_name, &failed);
     c->user = dup_opt(opts->user, &failed);
+    c->tls_ca_file = dup_opt(opts->tls_ca_file, &failed);
+    c->tls_server_name = dup_opt(opts->tls_server_name, &failed);
     if (opts->token_len > 0) {
         c->token = cl_malloc(opts->token_len);
         if (c->token == NULL) {
@@ -180,6 +182,11 @@ es_err es_client_create(const es_client_options *opts, es_client **out)
     c->opts.client_name = c->client_name;
     c->opts.user = c->user;
     c->opts.token = c->token;
+    c->opts.tls_ca_file = c->tls_ca_file;
+    c->opts.tls_server_name = c->tls_server_name;
+    if (c->opts.tls_ca_file != NULL) {
+        c->opts.tls = true;
+    }
     if (c->opts.reconnect_attempts == 0) {
         c->opts.reconnect_attempts = 1;
     }
@@ -230,6 +237,9 @@ void es_client_destroy(es_client *c)
     cl_free(c->address);
     cl_free(c->client_name);
     cl_free(c->user);
+    cl_free(c->tls_ca_file);
+    cl_free(c->tls_server_name);
+    conn_tls_free(c);
     if (c->token != NULL) {
         /* Credentials do not linger in freed memory. */
         volatile uint8_t *t = c->token;

@@ -11,9 +11,22 @@
  * the body, and a large body is then received straight into its buffer.
  * After a framing error the byte stream cannot be trusted and the
  * connection is dropped.
+ *
+ * TLS (opts.tls): after the TCP connect, an OpenSSL handshake on the same
+ * non-blocking socket, polled against the same deadline; TLS 1.2 or newer,
+ * the certificate verified against the CA file or the system's store and
+ * its name against tls_server_name or the address's host (unless
+ * tls_insecure). Afterwards SSL_read and SSL_write take the place of recv
+ * and send, and a read first drains what OpenSSL already holds (no poll()
+ * would announce it). The context is made once, at the first connection,
+ * so a bad CA file is reported by es_client_connect with its reason.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -76,6 +89,189 @@ static es_err connect_addr(const struct addrinfo *ai, uint64_t deadline_us, int 
     return ES_OK;
 }
 
+/* ------------------------------------------------------------------- TLS -- */
+
+static void tls_reason(char *buf, size_t len)
+{
+    unsigned long e = ERR_get_error();
+    if (e == 0) {
+        snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed");
+    } else {
+        ERR_error_string_n(e, buf, len);
+    }
+    ERR_clear_error();
+}
+
+void conn_tls_free(es_client *c)
+{
+    if (c->tls_ctx != NULL) {
+        SSL_CTX_free(c->tls_ctx);
+        c->tls_ctx = NULL;
+    }
+}
+
+static es_err tls_make_ctx(es_client *c)
+{
+    char why[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        return cl_fail(c, ES_ERR_NO_MEMORY, "no memory for a TLS context");
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    int ok = c->opts.tls_ca_file != NULL
+                 ? SSL_CTX_load_verify_locations(ctx, c->opts.tls_ca_file, NULL)
+                 : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        tls_reason(why, sizeof(why));
+        SSL_CTX_free(ctx);
+        return cl_fail(c, ES_ERR_INVALID_ARGUMENT, "cannot load the CA certificates %s: %s",
+                       c->opts.tls_ca_file ? c->opts.tls_ca_file : "of the system", why);
+    }
+    SSL_CTX_set_verify(ctx, c->opts.tls_insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    c->tls_ctx = ctx;
+    return ES_OK;
+}
+
+static bool is_ip_literal(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* The TLS handshake on c->fd before the deadline. On failure the socket
+ * is closed and the reason recorded. */
+static es_err tls_connect(es_client *c, uint64_t deadline_us)
+{
+    es_err rv;
+    if (c->tls_ctx == NULL && (rv = tls_make_ctx(c)) != ES_OK) {
+        close(c->fd);
+        c->fd = -1;
+        return rv;
+    }
+    const char *name = c->opts.tls_server_name ? c->opts.tls_server_name : c->host;
+    SSL *ssl = SSL_new(c->tls_ctx);
+    if (ssl == NULL || SSL_set_fd(ssl, c->fd) != 1) {
+        SSL_free(ssl);
+        close(c->fd);
+        c->fd = -1;
+        return cl_fail(c, ES_ERR_NO_MEMORY, "no memory for a TLS session");
+    }
+    if (is_ip_literal(name)) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
+    } else {
+        SSL_set_tlsext_host_name(ssl, name);
+        SSL_set1_host(ssl, name);
+    }
+    ERR_clear_error();
+    for (;;) {
+        int r = SSL_connect(ssl);
+        if (r == 1) {
+            break;
+        }
+        int e = SSL_get_error(ssl, r);
+        short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        if (ev != 0) {
+            struct pollfd pfd = {.fd = c->fd, .events = ev};
+            int n = poll(&pfd, 1, remaining_ms(deadline_us));
+            if (n > 0 || (n < 0 && errno == EINTR)) {
+                continue;
+            }
+            SSL_free(ssl);
+            close(c->fd);
+            c->fd = -1;
+            return cl_fail(c, ES_ERR_CONNECTION, "TLS handshake with %s timed out", c->address);
+        }
+        char why[512];
+        long vr = SSL_get_verify_result(ssl);
+        if (vr != X509_V_OK) {
+            snprintf(why, sizeof(why), "the server's certificate is not trusted for \"%s\": %s",
+                     name, X509_verify_cert_error_string(vr));
+            ERR_clear_error();
+        } else {
+            tls_reason(why, sizeof(why));
+        }
+        SSL_free(ssl);
+        close(c->fd);
+        c->fd = -1;
+        return cl_fail(c, ES_ERR_CONNECTION, "TLS handshake with %s failed: %s", c->address, why);
+    }
+    c->ssl = ssl;
+    return ES_OK;
+}
+
+/* recv() or SSL_read(). @return > 0 bytes; 0 the server closed; -1 nothing
+ * now; -2 failed (why). */
+static ssize_t xrecv(es_client *c, void *buf, size_t len, char *why, size_t why_len)
+{
+    if (c->ssl == NULL) {
+        for (;;) {
+            ssize_t n = recv(c->fd, buf, len, 0);
+            if (n >= 0) {
+                return n;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return -1;
+            }
+            snprintf(why, why_len, "connection lost: %s", strerror(errno));
+            return -2;
+        }
+    }
+    int want = len > 0x7fffffff ? 0x7fffffff : (int)len;
+    errno = 0;
+    int n = SSL_read(c->ssl, buf, want);
+    if (n > 0) {
+        return n;
+    }
+    int e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        return -1;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN ||
+        (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && (errno == 0 || errno == ECONNRESET))) {
+        ERR_clear_error();
+        return 0;
+    }
+    char r[200];
+    tls_reason(r, sizeof(r));
+    snprintf(why, why_len, "connection lost: TLS: %s", r);
+    return -2;
+}
+
+/* send() or SSL_write(). @return bytes written (0: the socket is full);
+ * -2 failed (why). */
+static ssize_t xsend(es_client *c, const void *buf, size_t len, char *why, size_t why_len)
+{
+    if (c->ssl == NULL) {
+        ssize_t w = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w >= 0) {
+            return w;
+        }
+        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        snprintf(why, why_len, "connection lost while sending: %s", strerror(errno));
+        return -2;
+    }
+    int want = len > 0x7fffffff ? 0x7fffffff : (int)len;
+    int w = SSL_write(c->ssl, buf, want);
+    if (w > 0) {
+        return w;
+    }
+    int e = SSL_get_error(c->ssl, w);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        return 0;
+    }
+    char r[200];
+    tls_reason(r, sizeof(r));
+    snprintf(why, why_len, "connection lost while sending: TLS: %s", r);
+    return -2;
+}
+
 es_err conn_open(es_client *c, uint64_t deadline_us)
 {
     struct addrinfo hints;
@@ -100,6 +296,9 @@ es_err conn_open(es_client *c, uint64_t deadline_us)
         return cl_fail(c, ES_ERR_CONNECTION, "%s", strerror(err ? err : ETIMEDOUT));
     }
     memset(c->notice, 0, sizeof(c->notice));
+    if (c->opts.tls) {
+        return tls_connect(c, deadline_us);
+    }
     return ES_OK;
 }
 
@@ -114,6 +313,11 @@ static void rx_reset(cl_rx *rx)
 
 void conn_drop(es_client *c, es_err reason, const char *fmt, ...)
 {
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl); /* no close_notify: the socket is closed at once */
+        c->ssl = NULL;
+        ERR_clear_error();
+    }
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -230,47 +434,44 @@ static es_err rx_consume(es_client *c, const uint8_t *p, size_t n)
 static es_err read_once(es_client *c)
 {
     cl_rx *rx = &c->rx;
-    for (;;) {
-        ssize_t n;
-        bool direct = rx->body != NULL && rx->body_have < rx->body_len;
-        if (direct) {
-            /* The header is checked and the body allocated: fill it in place. */
-            n = recv(c->fd, rx->body + rx->body_have, rx->body_len - rx->body_have, 0);
-        } else {
-            n = recv(c->fd, rx->chunk, sizeof(rx->chunk), 0);
-        }
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return ES_OK;
-            }
-            int e = errno;
-            conn_drop(c, ES_ERR_CLOSED, "connection lost: %s", strerror(e));
-            return ES_ERR_CLOSED;
-        }
-        if (n == 0) {
-            if (rx->hdr_have > 0 || rx->body != NULL) {
-                conn_drop(c, ES_ERR_CLOSED,
-                          "server closed the connection in the middle of a frame");
-            } else {
-                conn_drop(c, ES_ERR_CLOSED, "server closed the connection");
-            }
-            return ES_ERR_CLOSED;
-        }
-        if (direct) {
-            rx->body_have += (uint32_t)n;
-            return rx_complete(c);
-        }
-        return rx_consume(c, rx->chunk, (size_t)n);
+    char why[256];
+    ssize_t n;
+    bool direct = rx->body != NULL && rx->body_have < rx->body_len;
+    if (direct) {
+        /* The header is checked and the body allocated: fill it in place. */
+        n = xrecv(c, rx->body + rx->body_have, rx->body_len - rx->body_have, why, sizeof(why));
+    } else {
+        n = xrecv(c, rx->chunk, sizeof(rx->chunk), why, sizeof(why));
     }
+    if (n == -1) {
+        return ES_OK;
+    }
+    if (n == -2) {
+        conn_drop(c, ES_ERR_CLOSED, "%s", why);
+        return ES_ERR_CLOSED;
+    }
+    if (n == 0) {
+        if (rx->hdr_have > 0 || rx->body != NULL) {
+            conn_drop(c, ES_ERR_CLOSED, "server closed the connection in the middle of a frame");
+        } else {
+            conn_drop(c, ES_ERR_CLOSED, "server closed the connection");
+        }
+        return ES_ERR_CLOSED;
+    }
+    if (direct) {
+        rx->body_have += (uint32_t)n;
+        return rx_complete(c);
+    }
+    return rx_consume(c, rx->chunk, (size_t)n);
 }
 
 es_err conn_pump(es_client *c, uint64_t deadline_us)
 {
     if (c->fd < 0) {
         return ES_ERR_CLOSED;
+    }
+    if (c->ssl != NULL && SSL_has_pending(c->ssl)) {
+        return read_once(c); /* OpenSSL holds bytes no poll() announces */
     }
     for (;;) {
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
@@ -322,13 +523,10 @@ es_err conn_send(es_client *c, const uint8_t *buf, size_t len, uint64_t deadline
             }
         }
         if (pfd.revents & POLLOUT) {
-            ssize_t w = send(c->fd, buf + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            char why[256];
+            ssize_t w = xsend(c, buf + off, len - off, why, sizeof(why));
             if (w < 0) {
-                if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
-                    continue;
-                }
-                int e = errno;
-                conn_drop(c, ES_ERR_CLOSED, "connection lost while sending: %s", strerror(e));
+                conn_drop(c, ES_ERR_CLOSED, "%s", why);
                 return ES_ERR_CLOSED;
             }
             off += (size_t)w;

@@ -66,16 +66,22 @@ typedef struct cl_rx {
 typedef uint64_t (*cl_clock_fn)(void *ctx);
 typedef void (*cl_sleep_fn)(void *ctx, uint64_t us);
 
+struct ssl_st;
+struct ssl_ctx_st;
+
 struct es_client {
     /* options, with the strings copied */
     es_client_options opts;
     char *address, *client_name, *user;
     uint8_t *token;
+    char *tls_ca_file, *tls_server_name;
     char host[256], port[16];
 
     /* connection */
-    int fd;     /* -1: none */
-    bool ready; /* Hello done */
+    int fd;                     /* -1: none */
+    struct ssl_st *ssl;         /* opts.tls: the session on fd */
+    struct ssl_ctx_st *tls_ctx; /* opts.tls: made at the first connection */
+    bool ready;                 /* Hello done */
     cl_rx rx;
     uint32_t send_cap, recv_cap, inflight_cap;
     es_server_info info;
@@ -178,7 +184,11 @@ void cl_subs_detach(es_client *c);
 
 /* ---- conn.c -- */
 
-/** @brief Resolve and connect (no Hello) before a deadline; sets c->fd. */
+/** @brief Free the TLS context (es_client_destroy). */
+void conn_tls_free(es_client *c);
+
+/** @brief Resolve and connect (no Hello) before a deadline; sets c->fd
+ *  (and, with opts.tls, c->ssl after the TLS handshake). */
 es_err conn_open(es_client *c, uint64_t deadline_us);
 
 /**

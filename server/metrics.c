@@ -157,6 +157,10 @@ void metrics_render(FILE *out, server_ctx *srv)
     counter(out, "esd_connections_refused_total",
             "Client connections refused at accept (connection limit, shutdown).",
             m->connections_refused);
+    counter(out, "esd_tls_handshake_failures_total", "TLS handshakes that failed.",
+            m->tls_handshake_failures);
+    counter(out, "esd_tls_plaintext_refused_total",
+            "Plaintext connections refused on the TLS port.", m->tls_plaintext_refused);
     counter(out, "esd_auth_failures_total", "Hellos refused for their credentials.",
             c->auth_failures);
     counter(out, "esd_permission_denied_total", "Requests refused for the connection's role.",

@@ -80,6 +80,8 @@ typedef struct metrics {
     uint64_t connections_total;
     uint64_t connections_refused;
     uint64_t slow_requests;
+    uint64_t tls_handshake_failures;
+    uint64_t tls_plaintext_refused; /* plaintext clients on the TLS port */
 } metrics;
 
 /** @brief The index of a request kind (Es__V1__Request__KindCase) for request_us. */

@@ -10,6 +10,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@
 #include "metrics.h"
 #include "reply.h"
 #include "subs.h"
+#include "tls.h"
 
 #define SHUTDOWN_GRACE_S 5
 #define CLOSE_FLUSH_S    2
@@ -50,6 +53,12 @@ struct conn {
     bool closing;    /* flush the output, then close */
     bool zombie;     /* socket gone; waiting for queued requests */
     bool idle_armed; /* the idle timer runs */
+    /* TLS (see "Transport" below); ssl NULL for a plaintext connection */
+    SSL *ssl;
+    bool tls_accepting;   /* the handshake is not finished */
+    bool tls_peeked;      /* the first byte was checked for a ClientHello */
+    bool tls_want_write;  /* OpenSSL waits for the socket to take more */
+    size_t tls_retry_len; /* an SSL_write to repeat with this length */
     char peer[64];
 };
 
@@ -64,6 +73,7 @@ struct net {
     struct event *shutdown_check;
     struct event *deliver_ev;
     struct evhttp *http; /* --metrics-listen: /metrics, /healthz, /readyz */
+    SSL_CTX *tls;        /* --tls-cert/--tls-key: every connection is TLS */
     uint64_t shutdown_deadline_us;
     conn *conns;      /* live connections (not zombies) */
     conn *flush_list; /* see conn_send */
@@ -167,6 +177,14 @@ static void conn_close(conn *c, const char *reason)
         evbuffer_free(c->out);
         c->out = NULL;
     }
+    if (c->ssl) {
+        if (!c->tls_accepting) {
+            (void)SSL_shutdown(c->ssl); /* best effort: one close_notify, no wait */
+        }
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        ERR_clear_error();
+    }
     evutil_closesocket(c->fd);
     c->fd = -1;
     conn_unlink(c);
@@ -222,6 +240,215 @@ static void conn_close_after_flush(conn *c, const char *reason, int seconds)
     conn_send(c, "", 0); /* make sure a flush (and so the close) happens */
 }
 
+/* -------------------------------------------------------------- transport -- */
+
+/*
+ * Bytes in and out of a connection: plaintext through evbuffer_read and
+ * evbuffer_write, TLS through SSL_read and SSL_write on the same
+ * non-blocking socket (net.h says why). Everything above — framing, the
+ * budgets, the flush list — sees only c->in and c->out.
+ */
+
+/* Write interest: the socket was full, or OpenSSL needs to write. */
+static void sync_write_ev(conn *c)
+{
+    if (c->writing || c->tls_want_write) {
+        event_add(c->write_ev, NULL);
+    } else {
+        event_del(c->write_ev);
+    }
+}
+
+/* OpenSSL may hold decrypted or undecrypted bytes that no socket event
+ * will announce: read them on the next turn. */
+static void tls_kick_pending(conn *c)
+{
+    if (c->ssl && !c->tls_accepting && c->reading && !c->paused && !c->closing &&
+        SSL_has_pending(c->ssl) && evbuffer_get_length(c->in) < c->n->input_cap) {
+        event_active(c->read_ev, EV_READ, 0);
+    }
+}
+
+/*
+ * Read into c->in, at most room bytes.
+ * @return > 0 bytes read; 0 the peer closed (FIN, or TLS close_notify);
+ *   -1 nothing to read now; -2 a fatal error (why says which).
+ */
+static int transport_read(conn *c, int room, char *why, size_t why_len)
+{
+    if (!c->ssl) {
+        int r = evbuffer_read(c->in, c->fd, room);
+        if (r < 0) {
+            if (retriable(errno)) {
+                return -1;
+            }
+            snprintf(why, why_len, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            return -2;
+        }
+        return r;
+    }
+    int total = 0;
+    while (total < room) {
+        int want = room - total > 65536 ? 65536 : room - total;
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(c->in, want, &v, 1) < 1) {
+            snprintf(why, why_len, "out of memory");
+            return -2;
+        }
+        int len = v.iov_len < (size_t)want ? (int)v.iov_len : want;
+        errno = 0;
+        int r = SSL_read(c->ssl, v.iov_base, len);
+        if (r > 0) {
+            v.iov_len = (size_t)r;
+            evbuffer_commit_space(c->in, &v, 1);
+            total += r;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ) {
+            break;
+        }
+        if (e == SSL_ERROR_WANT_WRITE) {
+            c->tls_want_write = true;
+            sync_write_ev(c);
+            break;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN ||
+            (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
+            /* close_notify, or a FIN without one */
+            ERR_clear_error();
+            return total > 0 ? total : 0;
+        }
+        if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+            snprintf(why, why_len, "%s", strerror(errno));
+        } else {
+            tls_error_string(why, why_len);
+        }
+        return -2;
+    }
+    return total > 0 ? total : -1;
+}
+
+/* Write what c->out holds until the socket is full. @return 0; -1 on a
+ * fatal error (the caller closes). */
+static int transport_write(conn *c)
+{
+    if (!c->ssl) {
+        int w = evbuffer_write(c->out, c->fd);
+        return w < 0 && !retriable(errno) ? -1 : 0;
+    }
+    if (c->tls_accepting) {
+        return 0; /* nothing is sent before the handshake is done */
+    }
+    while (evbuffer_get_length(c->out) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(c->out, -1, NULL, &v, 1) < 1) {
+            break;
+        }
+        /* A write that OpenSSL asked to repeat is repeated with the same
+         * length (the first chunk can only have grown meanwhile). */
+        size_t len = c->tls_retry_len ? c->tls_retry_len : (v.iov_len < 16384 ? v.iov_len : 16384);
+        int w = SSL_write(c->ssl, v.iov_base, (int)len);
+        if (w > 0) {
+            evbuffer_drain(c->out, (size_t)w);
+            c->tls_retry_len = 0;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, w);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            c->tls_retry_len = len;
+            break;
+        }
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
+/* An es.v1 Error frame written straight to a socket, best effort. */
+static void write_error_frame(evutil_socket_t fd, es_err code, const char *message)
+{
+    Es__V1__Error err = ES__V1__ERROR__INIT;
+    err.code = (Es__V1__ErrorCode)code;
+    err.message = (char *)message;
+    Es__V1__Response r = ES__V1__RESPONSE__INIT;
+    r.kind_case = ES__V1__RESPONSE__KIND_ERROR;
+    r.error = &err;
+    uint8_t buf[256];
+    size_t size = es__v1__response__get_packed_size(&r);
+    if (size + FRAME_HEADER_BYTES <= sizeof buf) {
+        frame_write_header(buf, (uint32_t)size);
+        es__v1__response__pack(&r, buf + FRAME_HEADER_BYTES);
+        ssize_t wr = send(fd, buf, size + FRAME_HEADER_BYTES, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)wr; /* the socket is closed next either way */
+    }
+}
+
+/*
+ * Drive the TLS handshake of a new connection. A first byte that cannot
+ * start a TLS record (0x16, handshake) is a plaintext client: it gets an
+ * es.v1 Error frame in plaintext saying so, and the connection is closed.
+ * @return 1 done; 0 in progress; -1 failed (the connection is closed).
+ */
+static int tls_handshake(conn *c)
+{
+    net *n = c->n;
+    if (!c->tls_peeked) {
+        uint8_t b;
+        ssize_t r = recv(c->fd, &b, 1, MSG_PEEK);
+        if (r < 0 && retriable(errno)) {
+            return 0;
+        }
+        if (r <= 0) {
+            conn_close(c, r == 0 ? "peer closed" : "read error");
+            return -1;
+        }
+        c->tls_peeked = true;
+        if (b != 0x16) {
+            n->srv->metrics.tls_plaintext_refused++;
+            log_msg(LOG_INFO, "plaintext on the TLS port; refused", "conn=%llu peer=%s",
+                    (unsigned long long)c->sess.conn_id, c->peer);
+            write_error_frame(c->fd, ES_ERR_REFUSED,
+                              "this server requires TLS: connect with TLS (esctl --tls or "
+                              "--tls-ca FILE)");
+            conn_close(c, "plaintext on the TLS port");
+            return -1;
+        }
+    }
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->tls_accepting = false;
+        if (log_enabled(LOG_DEBUG)) {
+            char desc[128];
+            tls_describe(c->ssl, desc, sizeof desc);
+            log_msg(LOG_DEBUG, "TLS established", "conn=%llu peer=%s tls=\"%s\"",
+                    (unsigned long long)c->sess.conn_id, c->peer, desc);
+        }
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        c->tls_want_write = true;
+        sync_write_ev(c);
+        return 0;
+    }
+    char why[256] = "";
+    if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        snprintf(why, sizeof why, "%s", errno ? strerror(errno) : "peer closed");
+    } else {
+        tls_error_string(why, sizeof why);
+    }
+    n->srv->metrics.tls_handshake_failures++;
+    log_msg(LOG_INFO, "TLS handshake failed; closing", "conn=%llu peer=%s error=\"%s\"",
+            (unsigned long long)c->sess.conn_id, c->peer, why);
+    conn_close(c, "TLS handshake failed");
+    return -1;
+}
+
 static bool over_budget(const conn *c)
 {
     const server_config *cfg = c->n->srv->cfg;
@@ -234,6 +461,7 @@ static void set_reading(conn *c, bool on)
     if (on && !c->reading) {
         event_add(c->read_ev, NULL);
         c->reading = true;
+        tls_kick_pending(c);
     } else if (!on && c->reading) {
         event_del(c->read_ev);
         c->reading = false;
@@ -283,14 +511,13 @@ static void after_write(conn *c)
 static void conn_flush(conn *c)
 {
     if (!c->writing && evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
-        if (n < 0 && !retriable(errno)) {
+        if (transport_write(c) < 0) {
             conn_close(c, "write error");
             return;
         }
         if (evbuffer_get_length(c->out) > 0) {
-            event_add(c->write_ev, NULL);
             c->writing = true;
+            sync_write_ev(c);
         }
     }
     after_write(c);
@@ -298,18 +525,37 @@ static void conn_flush(conn *c)
 
 static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
     (void)what;
     conn *c = arg;
     net *n = c->n;
-    int w = evbuffer_write(c->out, fd);
-    if (w < 0 && !retriable(errno)) {
+    if (c->tls_want_write) {
+        /* OpenSSL wanted to write in a handshake or a read: go on there */
+        c->tls_want_write = false;
+        sync_write_ev(c);
+        if (c->tls_accepting) {
+            if (tls_handshake(c) == 1 && c->reading) {
+                event_active(c->read_ev, EV_READ, 0);
+            }
+            flush_all(n);
+            return;
+        }
+        if (c->reading) {
+            event_active(c->read_ev, EV_READ, 0);
+        }
+        if (!c->writing) {
+            flush_all(n);
+            return;
+        }
+    }
+    if (transport_write(c) < 0) {
         conn_close(c, "write error");
         flush_all(n);
         return;
     }
     if (evbuffer_get_length(c->out) == 0) {
-        event_del(c->write_ev);
         c->writing = false;
+        sync_write_ev(c);
     }
     after_write(c);
     flush_all(n);
@@ -450,12 +696,21 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     conn *c = arg;
     net *n = c->n;
+    (void)fd;
+    if (c->ssl && c->tls_accepting) {
+        int h = tls_handshake(c);
+        if (h <= 0) {
+            flush_all(n);
+            return;
+        }
+    }
     size_t have = evbuffer_get_length(c->in);
     /* The input holds at most one whole frame and a little more; a frame
      * never needs more, so a full buffer always has one to take. */
     int room = have < n->input_cap ? (int)(n->input_cap - have) : 0;
     if (room > 0) {
-        int r = evbuffer_read(c->in, fd, room > 1 << 20 ? 1 << 20 : room);
+        char why[256] = "";
+        int r = transport_read(c, room > 1 << 20 ? 1 << 20 : room, why, sizeof why);
         if (r == 0) {
             /* FIN: the client sends nothing more, but may still be reading
              * (half-close). Answer every complete request it sent, finish
@@ -467,38 +722,32 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
             flush_all(n);
             return;
         }
-        if (r < 0) {
-            if (!retriable(errno)) {
-                conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-                flush_all(n);
-                return;
+        if (r == -2) {
+            if (c->ssl) {
+                log_msg(LOG_INFO, "TLS error; closing", "conn=%llu peer=%s error=\"%s\"",
+                        (unsigned long long)c->sess.conn_id, c->peer, why);
             }
-            /* nothing new: go on with what is buffered (a continued turn) */
-        } else {
+            conn_close(c, why);
+            flush_all(n);
+            return;
+        }
+        if (r > 0) {
             update_idle_timer(c, true);
         }
+        /* r == -1: nothing new; go on with what is buffered (a continued turn) */
     }
     process_input(c);
+    if (!c->zombie) {
+        tls_kick_pending(c);
+    }
     flush_all(n);
 }
 
-/* An error frame written straight to a socket we will not serve. */
+/* An error frame written straight to a socket we will not serve (in
+ * plaintext: a TLS client sees a failed handshake, which is refusal enough). */
 static void refuse_fd(evutil_socket_t fd, es_err code, const char *message)
 {
-    Es__V1__Error err = ES__V1__ERROR__INIT;
-    err.code = (Es__V1__ErrorCode)code;
-    err.message = (char *)message;
-    Es__V1__Response r = ES__V1__RESPONSE__INIT;
-    r.kind_case = ES__V1__RESPONSE__KIND_ERROR;
-    r.error = &err;
-    uint8_t buf[256];
-    size_t size = es__v1__response__get_packed_size(&r);
-    if (size + FRAME_HEADER_BYTES <= sizeof buf) {
-        frame_write_header(buf, (uint32_t)size);
-        es__v1__response__pack(&r, buf + FRAME_HEADER_BYTES);
-        ssize_t wr = send(fd, buf, size + FRAME_HEADER_BYTES, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)wr; /* best effort: the socket is closed next either way */
-    }
+    write_error_frame(fd, code, message);
     evutil_closesocket(fd);
 }
 
@@ -588,6 +837,20 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evutil_make_socket_nonblocking(fd);
+    if (n->tls) {
+        c->ssl = SSL_new(n->tls);
+        if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+            if (c->ssl) {
+                SSL_free(c->ssl);
+            }
+            session_finish(&c->sess);
+            free(c);
+            refuse_fd(fd, ES_ERR_NO_MEMORY, "out of memory");
+            return;
+        }
+        SSL_set_accept_state(c->ssl);
+        c->tls_accepting = true;
+    }
     c->in = evbuffer_new();
     c->out = evbuffer_new();
     c->read_ev = event_new(n->base, fd, EV_READ | EV_PERSIST, read_cb, c);
@@ -935,11 +1198,22 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
         free(n);
         return ES_ERR_INVALID_ARGUMENT;
     }
+    if (srv->cfg->tls_cert) {
+        es_err trv = tls_server_ctx(srv->cfg->tls_cert, srv->cfg->tls_key, &n->tls, msg, msg_len);
+        if (trv != ES_OK) {
+            event_base_free(n->base);
+            free(n);
+            return trv;
+        }
+    }
     n->listener = evconnlistener_new_bind(
         n->base, accept_cb, n, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
         512, (struct sockaddr *)&ss, sslen);
     if (!n->listener) {
         snprintf(msg, msg_len, "cannot listen on %s: %s", srv->cfg->listen, strerror(errno));
+        if (n->tls) {
+            SSL_CTX_free(n->tls);
+        }
         event_base_free(n->base);
         free(n);
         return ES_ERR_IO;
@@ -979,8 +1253,9 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     struct timeval rc = {60, 0};
     event_add(n->reader_check, &rc);
     signal(SIGPIPE, SIG_IGN);
-    log_msg(LOG_INFO, "listening", "addr=%s auth=%s", addr,
-            srv->auth ? "on" : (srv->cfg->insecure ? "off-insecure" : "off-loopback-only"));
+    log_msg(LOG_INFO, "listening", "addr=%s auth=%s tls=%s", addr,
+            srv->auth ? "on" : (srv->cfg->insecure ? "off-insecure" : "off-loopback-only"),
+            n->tls ? "on" : "off");
     if (port_file) {
         FILE *f = fopen(port_file, "w");
         const char *port = strrchr(addr, ':');
@@ -1035,6 +1310,9 @@ void net_destroy(net *n, write_job *leftover)
         if (evs[i]) {
             event_free(evs[i]);
         }
+    }
+    if (n->tls) {
+        SSL_CTX_free(n->tls);
     }
     event_base_free(n->base);
     free(n);

@@ -42,6 +42,24 @@
  * address is refused at start. Each connection's peer address (without its
  * port) is handed to the session for the per-address failure budget.
  *
+ * TLS (cfg->tls_cert): every connection is TLS 1.2+, and OpenSSL runs
+ * each session directly on the connection's non-blocking socket — SSL_read
+ * into c->in, SSL_write from c->out — rather than through libevent's
+ * OpenSSL bufferevents. The connection core is built on raw events and two
+ * evbuffers so that a loop turn's replies leave in one write and write
+ * events exist only while a socket is full; bufferevents bring their own
+ * buffering, watermarks and write scheduling, and would have made TLS
+ * connections a second, different code path. With OpenSSL under the two
+ * transport functions, everything above them (framing, budgets,
+ * backpressure, the flush list, fairness, half-close) is one code for
+ * plaintext and TLS. The price is handled in the transport section of
+ * net.c: WANT_READ/WANT_WRITE (a write interest while OpenSSL waits for
+ * the socket), an SSL_write repeated with its original length, and bytes
+ * OpenSSL holds that no socket event will announce (SSL_has_pending: the
+ * read event is activated by hand). A first byte that cannot begin a TLS
+ * record is a plaintext client: it gets a plaintext REFUSED frame and a
+ * close. The handshake counts against the hello deadline.
+ *
  * Metrics (cfg->metrics_listen): an evhttp server on the same event base
  * serves /metrics (metrics.h renders the text), /healthz and /readyz; its
  * callbacks run on the loop thread like everything else, so the loop's

@@ -105,6 +105,11 @@ static const opt_def defs[] = {
      "failed hellos one address may make at once; one more\n"
      "each second; beyond, its connections are closed\n"
      "(default 10)"},
+    {{"tls-cert", NULL, "FILE", "/etc/esd/tls/cert.pem"}, T_STR, CFG(tls_cert), 1, 0, false,
+     "serve TLS (1.2 or newer) only, with this PEM\n"
+     "certificate chain (needs --tls-key)"},
+    {{"tls-key", NULL, "FILE", "/etc/esd/tls/key.pem"}, T_STR, CFG(tls_key), 1, 0, false,
+     "the PEM private key of --tls-cert"},
     {{"metrics-listen", NULL, "HOST:PORT", "127.0.0.1:9400"}, T_STR, CFG(metrics_listen), 1, 0,
      false,
      "serve Prometheus metrics at http://HOST:PORT/metrics,\n"
@@ -599,6 +604,14 @@ es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t
         char where[256];
         origin_of(opts, (size_t)find_def("map-size"), where, sizeof where);
         snprintf(msg, msg_len, "map-size (from %s) must be 0 (the default) or at least 1M", where);
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        char where[256];
+        origin_of(opts, (size_t)find_def(cfg->tls_cert ? "tls-cert" : "tls-key"), where,
+                  sizeof where);
+        snprintf(msg, msg_len, "%s (from %s) needs %s too", cfg->tls_cert ? "tls-cert" : "tls-key",
+                 where, cfg->tls_cert ? "tls-key" : "tls-cert");
         return ES_ERR_INVALID_ARGUMENT;
     }
     /* One event (plus its envelope) must always fit in one reply frame. */

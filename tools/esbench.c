@@ -146,6 +146,8 @@ typedef struct config {
     bool stamp;             /* appenders write their send time into the data */
     const char *user;       /* --user, else $ES_USER */
     const char *token_file; /* --token-file (see token.h) */
+    bool tls, tls_insecure; /* --tls, --tls-insecure */
+    const char *tls_ca;     /* --tls-ca */
     tool_token token;
     char address[128];
 } config;
@@ -180,6 +182,9 @@ static void usage(FILE *out)
                  "  --user NAME             user for the hello (default $ES_USER)\n"
                  "  --token-file FILE       token for the hello (default $ES_TOKEN_FILE, else\n"
                  "                          the token in $ES_TOKEN)\n"
+                 "  --tls                   TLS, verifying the server against the system's CAs\n"
+                 "  --tls-ca FILE           TLS, verifying the server against the CAs in FILE\n"
+                 "  --tls-insecure          TLS without verifying the server (tests only)\n"
                  "  -h, --help              this help\n"
                  "\n"
                  "Exit status: 0 done, 1 the benchmark failed, 2 usage, 3 cannot connect.\n");
@@ -299,6 +304,9 @@ static es_err connect_client(const config *cfg, es_client **out)
     o.client_name = "esbench";
     o.max_in_flight = 0;
     o.user = cfg->user;
+    o.tls = cfg->tls || cfg->tls_insecure || cfg->tls_ca;
+    o.tls_ca_file = cfg->tls_ca;
+    o.tls_insecure = cfg->tls_insecure;
     if (cfg->token.len > 0) {
         o.token = cfg->token.bytes;
         o.token_len = cfg->token.len;
@@ -975,6 +983,9 @@ int main(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {"user", required_argument, NULL, 'U'},
         {"token-file", required_argument, NULL, 'T'},
+        {"tls", no_argument, NULL, 'L'},
+        {"tls-ca", required_argument, NULL, 'A'},
+        {"tls-insecure", no_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1038,6 +1049,16 @@ int main(int argc, char **argv)
             break;
         case 'T':
             cfg.token_file = optarg;
+            break;
+        case 'L':
+            cfg.tls = true;
+            break;
+        case 'A':
+            cfg.tls_ca = optarg;
+            break;
+        case 'I':
+            cfg.tls_insecure = true;
+            fprintf(stderr, "esbench: warning: --tls-insecure: the server is not verified\n");
             break;
         case 'h':
             usage(stdout);

@@ -32,6 +32,10 @@ enum {
     OPT_JSON = 0x100,
     OPT_USER,
     OPT_TOKEN_FILE,
+    OPT_TLS,
+    OPT_TLS_CA,
+    OPT_TLS_INSECURE,
+    OPT_TLS_NAME,
     OPT_TIMEOUT,
     OPT_EXPECTED,
     OPT_ID,
@@ -52,6 +56,9 @@ enum {
     {"server", required_argument, NULL, 's'}, {"json", no_argument, NULL, OPT_JSON},               \
         {"user", required_argument, NULL, OPT_USER},                                               \
         {"token-file", required_argument, NULL, OPT_TOKEN_FILE},                                   \
+        {"tls", no_argument, NULL, OPT_TLS}, {"tls-ca", required_argument, NULL, OPT_TLS_CA},      \
+        {"tls-insecure", no_argument, NULL, OPT_TLS_INSECURE},                                     \
+        {"tls-server-name", required_argument, NULL, OPT_TLS_NAME},                                \
         {"timeout", required_argument, NULL, OPT_TIMEOUT},                                         \
     {                                                                                              \
         "help", no_argument, NULL, 'h'                                                             \
@@ -59,6 +66,8 @@ enum {
 
 static const char *user_name;
 static const char *token_file;
+static bool tls_on, tls_insecure;
+static const char *tls_ca, *tls_name;
 
 static const char GLOBAL_HELP[] =
     "Global options (before or after the command):\n"
@@ -67,6 +76,13 @@ static const char GLOBAL_HELP[] =
     "      --user NAME         user for the handshake (default $ES_USER)\n"
     "      --token-file FILE   token for the handshake (default $ES_TOKEN_FILE, else\n"
     "                          the token in $ES_TOKEN)\n"
+    "      --tls               TLS, verifying the server against the system's CAs\n"
+    "                          (default: on when $ES_TLS is 1)\n"
+    "      --tls-ca FILE       TLS, verifying the server against the CAs in FILE\n"
+    "                          (default $ES_TLS_CA)\n"
+    "      --tls-server-name N the name the server's certificate must carry\n"
+    "                          (default: the host of --server)\n"
+    "      --tls-insecure      TLS without verifying the server (tests only)\n"
     "      --timeout MS        request timeout in milliseconds (default 30000)\n"
     "  -h, --help              this help\n";
 
@@ -130,6 +146,18 @@ static bool global_opt(esctl *x, int opt, const char *arg, int *rc)
     case OPT_TOKEN_FILE:
         token_file = arg;
         return true;
+    case OPT_TLS:
+        tls_on = true;
+        return true;
+    case OPT_TLS_CA:
+        tls_ca = arg;
+        return true;
+    case OPT_TLS_INSECURE:
+        tls_insecure = true;
+        return true;
+    case OPT_TLS_NAME:
+        tls_name = arg;
+        return true;
     case OPT_TIMEOUT:
         if (!parse_u64(arg, &v) || v == 0 || v > UINT32_MAX) {
             fprintf(stderr, "esctl: --timeout wants milliseconds > 0\n");
@@ -176,6 +204,16 @@ static int open_client(const esctl *x, es_client **out)
     if (tok.len > 0) {
         o.token = tok.bytes;
         o.token_len = tok.len;
+    }
+    const char *env_tls = getenv("ES_TLS");
+    const char *ca = tls_ca ? tls_ca : getenv("ES_TLS_CA");
+    o.tls = tls_on || tls_insecure || (ca && *ca) || (env_tls && !strcmp(env_tls, "1"));
+    o.tls_ca_file = ca && *ca ? ca : NULL;
+    o.tls_server_name = tls_name;
+    o.tls_insecure = tls_insecure;
+    if (tls_insecure) {
+        fprintf(stderr, "esctl: warning: --tls-insecure: the server's certificate is not "
+                        "verified; anyone on the path can impersonate it\n");
     }
     o.connect_timeout_ms = 3000;
     o.request_timeout_ms = x->timeout_ms ? x->timeout_ms : 30000;

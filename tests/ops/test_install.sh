@@ -129,7 +129,7 @@ int main(int argc, char **argv)
     memset(&ro, 0, sizeof ro);
     const es_recorded_event *got = NULL;
     if (es_read_stream(c, "install-1", &ro, &it) != ES_OK || es_read_next(it, &got) != ES_OK ||
-        strcmp(got->type, "Installed") != 0) {
+        got == NULL || strcmp(got->type, "Installed") != 0) {
         fprintf(stderr, "read back failed\n");
         return 1;
     }

@@ -410,7 +410,7 @@ static void *reader_main(void *arg)
         if (es_read_all(c, &ro, &it) == ES_OK) {
             const es_recorded_event *ev;
             int k = 0;
-            while (k++ < 200 && es_read_next(it, &ev) == ES_OK) {
+            while (k++ < 200 && es_read_next(it, &ev) == ES_OK && ev != NULL) {
             }
             es_read_destroy(it);
         }

@@ -141,6 +141,10 @@ static void test_every_option_everywhere(void **state)
     char msg[512], text[512], flag[512];
     for (size_t i = 0; i < n; i++) {
         esd_options o;
+        /* tls-cert and tls-key go together: the other one as a flag */
+        const char *pair = !strcmp(t[i].name, "tls-cert")  ? "--tls-key=/k"
+                           : !strcmp(t[i].name, "tls-key") ? "--tls-cert=/c"
+                                                           : NULL;
         /* file, with the dashed and the underscored spelling */
         for (int us = 0; us < 2; us++) {
             char key[64];
@@ -149,7 +153,7 @@ static void test_every_option_everywhere(void **state)
                 *p = *p == '-' ? '_' : *p;
             }
             snprintf(text, sizeof text, "# sample\n\n%s = %s\n", key, t[i].sample);
-            if (parse(&o, msg, sizeof msg, "--config", conf(text), NULL) != ES_OK) {
+            if (parse(&o, msg, sizeof msg, "--config", conf(text), pair, NULL) != ES_OK) {
                 fail_msg("file %s: %s", key, msg);
             }
             check_value(&o, t[i].name, t[i].sample);
@@ -160,7 +164,7 @@ static void test_every_option_everywhere(void **state)
         /* environment */
         assert_string_equal(strncmp(t[i].env, "ESD_", 4) ? "" : "ESD_", "ESD_");
         setenv(t[i].env, t[i].sample, 1);
-        if (parse(&o, msg, sizeof msg, NULL) != ES_OK) {
+        if (parse(&o, msg, sizeof msg, pair, NULL) != ES_OK) {
             fail_msg("$%s: %s", t[i].env, msg);
         }
         check_value(&o, t[i].name, t[i].sample);
@@ -169,7 +173,7 @@ static void test_every_option_everywhere(void **state)
         unsetenv(t[i].env);
         /* flag */
         snprintf(flag, sizeof flag, "--%s=%s", t[i].name, t[i].sample);
-        if (parse(&o, msg, sizeof msg, flag, NULL) != ES_OK) {
+        if (parse(&o, msg, sizeof msg, flag, pair, NULL) != ES_OK) {
             fail_msg("%s: %s", flag, msg);
         }
         check_value(&o, t[i].name, t[i].sample);
@@ -320,6 +324,10 @@ static void test_errors(void **state)
     check_error(ES_ERR_INVALID_ARGUMENT, "needs a value", "--listen", NULL);
     check_error(ES_ERR_INVALID_ARGUMENT, "unexpected argument", "stray", NULL);
     check_error(ES_ERR_INVALID_ARGUMENT, "map-size", "--map-size", "4K", NULL);
+    check_error(ES_ERR_INVALID_ARGUMENT, "needs tls-key", "--tls-cert", "/c", NULL);
+    setenv("ESD_TLS_KEY", "/k", 1);
+    check_error(ES_ERR_INVALID_ARGUMENT, "tls-key (from $ESD_TLS_KEY) needs tls-cert", NULL);
+    unsetenv("ESD_TLS_KEY");
     /* a cross-check names the origin of the value it refuses */
     setenv("ESD_MAX_EVENT_BYTES", "32M", 1);
     check_error(ES_ERR_INVALID_ARGUMENT, "$ESD_MAX_EVENT_BYTES", NULL);

@@ -122,6 +122,23 @@ typedef struct es_client_options {
     uint32_t max_in_flight;
     /** Cap on handles of es_stream_append_send not yet collected. Default 4096. */
     uint32_t max_pending;
+
+    /** TLS 1.2 or newer instead of plain TCP. The server's certificate is
+     *  verified against the trust store (tls_ca_file, else the system's) and
+     *  its name against tls_server_name (else the host of address). Default
+     *  false. */
+    bool tls;
+    /** A PEM file of the CA certificates to trust instead of the system's;
+     *  implies tls. NULL: the system's trust store. */
+    const char *tls_ca_file;
+    /** The name the certificate must carry (also sent as SNI); NULL: the host
+     *  of address. An IP address is matched against the certificate's IP
+     *  entries. */
+    const char *tls_server_name;
+    /** Skip the verification of the certificate and name: the connection is
+     *  encrypted but anyone on the path can impersonate the server. For
+     *  tests only. */
+    bool tls_insecure;
 } es_client_options;
 
 /**
