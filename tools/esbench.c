@@ -146,8 +146,7 @@ typedef struct config {
     bool stamp;             /* appenders write their send time into the data */
     const char *user;       /* --user, else $ES_USER */
     const char *token_file; /* --token-file (see token.h) */
-    bool tls, tls_insecure; /* --tls, --tls-insecure */
-    const char *tls_ca;     /* --tls-ca */
+    tool_tls tls;           /* --tls, --tls-ca, --tls-insecure */
     tool_token token;
     char address[128];
 } config;
@@ -304,9 +303,7 @@ static es_err connect_client(const config *cfg, es_client **out)
     o.client_name = "esbench";
     o.max_in_flight = 0;
     o.user = cfg->user;
-    o.tls = cfg->tls || cfg->tls_insecure || cfg->tls_ca;
-    o.tls_ca_file = cfg->tls_ca;
-    o.tls_insecure = cfg->tls_insecure;
+    tool_tls_apply(&cfg->tls, &o, "esbench");
     if (cfg->token.len > 0) {
         o.token = cfg->token.bytes;
         o.token_len = cfg->token.len;
@@ -1051,14 +1048,13 @@ int main(int argc, char **argv)
             cfg.token_file = optarg;
             break;
         case 'L':
-            cfg.tls = true;
+            cfg.tls.tls = true;
             break;
         case 'A':
-            cfg.tls_ca = optarg;
+            cfg.tls.ca_file = optarg;
             break;
         case 'I':
-            cfg.tls_insecure = true;
-            fprintf(stderr, "esbench: warning: --tls-insecure: the server is not verified\n");
+            cfg.tls.insecure = true;
             break;
         case 'h':
             usage(stdout);

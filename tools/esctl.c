@@ -66,8 +66,7 @@ enum {
 
 static const char *user_name;
 static const char *token_file;
-static bool tls_on, tls_insecure;
-static const char *tls_ca, *tls_name;
+static tool_tls tls_opts;
 
 static const char GLOBAL_HELP[] =
     "Global options (before or after the command):\n"
@@ -147,16 +146,16 @@ static bool global_opt(esctl *x, int opt, const char *arg, int *rc)
         token_file = arg;
         return true;
     case OPT_TLS:
-        tls_on = true;
+        tls_opts.tls = true;
         return true;
     case OPT_TLS_CA:
-        tls_ca = arg;
+        tls_opts.ca_file = arg;
         return true;
     case OPT_TLS_INSECURE:
-        tls_insecure = true;
+        tls_opts.insecure = true;
         return true;
     case OPT_TLS_NAME:
-        tls_name = arg;
+        tls_opts.server_name = arg;
         return true;
     case OPT_TIMEOUT:
         if (!parse_u64(arg, &v) || v == 0 || v > UINT32_MAX) {
@@ -205,16 +204,7 @@ static int open_client(const esctl *x, es_client **out)
         o.token = tok.bytes;
         o.token_len = tok.len;
     }
-    const char *env_tls = getenv("ES_TLS");
-    const char *ca = tls_ca ? tls_ca : getenv("ES_TLS_CA");
-    o.tls = tls_on || tls_insecure || (ca && *ca) || (env_tls && !strcmp(env_tls, "1"));
-    o.tls_ca_file = ca && *ca ? ca : NULL;
-    o.tls_server_name = tls_name;
-    o.tls_insecure = tls_insecure;
-    if (tls_insecure) {
-        fprintf(stderr, "esctl: warning: --tls-insecure: the server's certificate is not "
-                        "verified; anyone on the path can impersonate it\n");
-    }
+    tool_tls_apply(&tls_opts, &o, "esctl");
     o.connect_timeout_ms = 3000;
     o.request_timeout_ms = x->timeout_ms ? x->timeout_ms : 30000;
     o.reconnect_attempts = 2;

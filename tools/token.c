@@ -91,6 +91,27 @@ int tool_token_load(tool_token *tok, const char *token_file, const char *prog)
     return 0;
 }
 
+void tool_tls_apply(const tool_tls *t, es_client_options *o, const char *prog)
+{
+    const char *env_tls = getenv("ES_TLS");
+    const char *ca = t->ca_file ? t->ca_file : getenv("ES_TLS_CA");
+    if (ca != NULL && *ca == '\0') {
+        ca = NULL;
+    }
+    o->tls = t->tls || t->insecure || ca != NULL || (env_tls != NULL && !strcmp(env_tls, "1"));
+    o->tls_ca_file = ca;
+    o->tls_server_name = t->server_name;
+    o->tls_insecure = t->insecure;
+    static bool warned; /* once per process, not once per connection */
+    if (t->insecure && !warned) {
+        warned = true;
+        fprintf(stderr,
+                "%s: warning: --tls-insecure: the server's certificate is not verified; anyone "
+                "on the path can impersonate it\n",
+                prog);
+    }
+}
+
 void tool_token_wipe(tool_token *tok)
 {
     volatile uint8_t *p = tok->bytes;

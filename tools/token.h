@@ -12,8 +12,11 @@
 #ifndef ES_TOOLS_TOKEN_H
 #define ES_TOOLS_TOKEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "es/client.h"
 
 #define TOKEN_MAX_BYTES 1024
 
@@ -33,5 +36,22 @@ int tool_token_load(tool_token *tok, const char *token_file, const char *prog);
 
 /** @brief Wipe the token. */
 void tool_token_wipe(tool_token *tok);
+
+/** The TLS choices of a command line (--tls, --tls-ca, --tls-server-name,
+ *  --tls-insecure). */
+typedef struct tool_tls {
+    bool tls;
+    bool insecure;
+    const char *ca_file;
+    const char *server_name;
+} tool_tls;
+
+/**
+ * @brief Set the TLS fields of client options: from t, else $ES_TLS_CA (a
+ *        CA file, implies TLS) and $ES_TLS=1 (TLS with the system's CAs).
+ *        --tls-insecure prints a warning on stderr.
+ * @note The strings are borrowed: t's and the environment's.
+ */
+void tool_tls_apply(const tool_tls *t, es_client_options *o, const char *prog);
 
 #endif

@@ -256,12 +256,22 @@ static void part_good(rel_esd *e, const char *ca)
     int st = rel_esctl(
         (const char *const[]){"-s", e->address, "--tls-ca", ca, "read", "tls-a", NULL}, out, 20000);
     REL_CHECK(st == 0 && file_has(out, "TlsTxn"), "esctl --tls-ca read: status %d", st);
+    /* es-account through the same options */
+    const char *acct = getenv("ES_ACCOUNT_BIN");
+    if (acct && *acct) {
+        char *argv[] = {(char *)acct,    (char *)"-s", (char *)e->address, (char *)"--tls-ca",
+                        (char *)ca,      (char *)"open", (char *)"tls-acct-1", (char *)"--owner",
+                        (char *)"Ada", NULL};
+        REL_CHECK(rel_run(argv, out, 20000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "es-account --tls-ca open failed");
+    }
     st = rel_esctl((const char *const[]){"-s", e->address, "--tls", "ping", NULL}, out, 20000);
     REL_CHECK(st != 0 && file_has(out, "not trusted"),
               "esctl --tls (system CAs) accepted a test CA: status %d", st);
     unsetenv("ES_TOKEN");
     rel_log("good certificate: by IP and name; 2,000 x 3 KB and a 2 MiB event written and read "
-            "back, a transaction, 500 pipelined appends, a subscription, esctl --tls-ca");
+            "back, a transaction, 500 pipelined appends, a subscription, esctl and es-account "
+            "--tls-ca");
 }
 
 /* ------------------------------------------------------------ refusals -- */

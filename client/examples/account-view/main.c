@@ -64,6 +64,12 @@ static const char USAGE[] =
     "      --user NAME         user for esd's hello (default $ES_USER)\n"
     "      --token-file FILE   token for esd's hello (default $ES_TOKEN_FILE, else the\n"
     "                          token in $ES_TOKEN)\n"
+    "      --tls               TLS to esd, verified against the system's CAs\n"
+    "                          (default: on when $ES_TLS is 1)\n"
+    "      --tls-ca FILE       TLS to esd, verified against the CAs in FILE\n"
+    "                          (default $ES_TLS_CA)\n"
+    "      --tls-server-name N the name esd's certificate must carry\n"
+    "      --tls-insecure      TLS without verifying esd (tests only)\n"
     "  -h, --help              this help\n"
     "\n"
     "SIGTERM and SIGINT stop the service cleanly (exit 0).\n";
@@ -78,6 +84,7 @@ typedef struct options {
     bool no_sync;
     const char *user;
     const char *token_file;
+    tool_tls tls;
 } options;
 
 typedef struct app {
@@ -179,7 +186,11 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_REBUILD,
         OPT_NO_SYNC,
         OPT_USER,
-        OPT_TOKEN_FILE
+        OPT_TOKEN_FILE,
+        OPT_TLS,
+        OPT_TLS_CA,
+        OPT_TLS_NAME,
+        OPT_TLS_INSECURE
     };
     static const struct option lo[] = {
         {"server", required_argument, NULL, 's'},
@@ -191,6 +202,10 @@ static int parse_options(int argc, char **argv, options *o)
         {"no-sync", no_argument, NULL, OPT_NO_SYNC},
         {"user", required_argument, NULL, OPT_USER},
         {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-server-name", required_argument, NULL, OPT_TLS_NAME},
+        {"tls-insecure", no_argument, NULL, OPT_TLS_INSECURE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -236,6 +251,18 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case OPT_TOKEN_FILE:
             o->token_file = optarg;
+            break;
+        case OPT_TLS:
+            o->tls.tls = true;
+            break;
+        case OPT_TLS_CA:
+            o->tls.ca_file = optarg;
+            break;
+        case OPT_TLS_NAME:
+            o->tls.server_name = optarg;
+            break;
+        case OPT_TLS_INSECURE:
+            o->tls.insecure = true;
             break;
         case 'h':
             fputs(USAGE, stdout);
@@ -291,6 +318,7 @@ int main(int argc, char **argv)
     copts.address = o.server;
     copts.client_name = "es-account-view";
     copts.user = o.user ? o.user : getenv("ES_USER");
+    tool_tls_apply(&o.tls, &copts, "es-account-view");
     static tool_token tok; /* the projector's client copies it */
     if (tool_token_load(&tok, o.token_file, "es-account-view") != 0) {
         return 2;

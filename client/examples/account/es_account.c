@@ -41,6 +41,7 @@ typedef struct cli {
     const char *server;
     const char *user;       /* --user, else $ES_USER */
     const char *token_file; /* --token-file (token.h) */
+    tool_tls tls;           /* --tls, --tls-ca, --tls-server-name, --tls-insecure */
     bool json;
     bool help;
     uint32_t snapshot_every;
@@ -65,6 +66,12 @@ static const char GLOBAL_HELP[] =
     "      --user NAME         user for the hello (default $ES_USER)\n"
     "      --token-file FILE   token for the hello (default $ES_TOKEN_FILE, else the\n"
     "                          token in $ES_TOKEN)\n"
+    "      --tls               TLS, verifying the server against the system's CAs\n"
+    "                          (default: on when $ES_TLS is 1)\n"
+    "      --tls-ca FILE       TLS, verifying the server against the CAs in FILE\n"
+    "                          (default $ES_TLS_CA)\n"
+    "      --tls-server-name N the name the server's certificate must carry\n"
+    "      --tls-insecure      TLS without verifying the server (tests only)\n"
     "      --json              results as one JSON object per line, errors as JSON on stderr\n"
     "      --snapshot-every N  save a snapshot once N events follow the last one\n"
     "                          (default 100; 0: never automatically)\n"
@@ -486,6 +493,20 @@ static int parse(cli *x, int argc, char **argv, const command **cmdp)
                 only_pos = true;
             } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
                 x->help = true;
+            } else if (strcmp(a, "--tls") == 0) {
+                x->tls.tls = true;
+            } else if (strcmp(a, "--tls-insecure") == 0) {
+                x->tls.insecure = true;
+            } else if ((m = opt_value(argc, argv, &i, "--tls-ca", NULL, &v)) != 0) {
+                if (m < 0) {
+                    return usage_error(NULL, "%s needs a FILE", a);
+                }
+                x->tls.ca_file = v;
+            } else if ((m = opt_value(argc, argv, &i, "--tls-server-name", NULL, &v)) != 0) {
+                if (m < 0) {
+                    return usage_error(NULL, "%s needs a NAME", a);
+                }
+                x->tls.server_name = v;
             } else if (strcmp(a, "--json") == 0) {
                 x->json = true;
             } else if ((m = opt_value(argc, argv, &i, "--server", "-s", &v)) != 0) {
@@ -627,6 +648,7 @@ int main(int argc, char **argv)
     o.reconnect_attempts = 2;
     o.breaker_threshold = 0;
     o.user = x.user ? x.user : getenv("ES_USER");
+    tool_tls_apply(&x.tls, &o, "es-account");
     static tool_token tok; /* es_client_create copies it */
     if (tool_token_load(&tok, x.token_file, "es-account") != 0) {
         return EXIT_USAGE;
