@@ -259,9 +259,11 @@ static void part_good(rel_esd *e, const char *ca)
     /* es-account through the same options */
     const char *acct = getenv("ES_ACCOUNT_BIN");
     if (acct && *acct) {
-        char *argv[] = {(char *)acct,    (char *)"-s", (char *)e->address, (char *)"--tls-ca",
-                        (char *)ca,      (char *)"open", (char *)"tls-acct-1", (char *)"--owner",
-                        (char *)"Ada", NULL};
+        char *argv[] = {(char *)acct,         (char *)"-s",
+                        (char *)e->address,   (char *)"--tls-ca",
+                        (char *)ca,           (char *)"open",
+                        (char *)"tls-acct-1", (char *)"--owner",
+                        (char *)"Ada",        NULL};
         REL_CHECK(rel_run(argv, out, 20000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
                   "es-account --tls-ca open failed");
     }
