@@ -25,7 +25,7 @@
 typedef struct store store;
 
 /** Format version written in the meta record; a store with another is refused. */
-#define STORE_FORMAT_VERSION                1u
+#define STORE_FORMAT_VERSION                2u /* 2: write-once stream records */
 #define STORE_ID_BYTES                      16u
 #define STORE_DEFAULT_MAP_SIZE_64           (1ull << 40) /* 1 TiB of address space, sparse */
 #define STORE_DEFAULT_MAP_SIZE_32           (1ull << 30)

@@ -8,7 +8,8 @@
  * and stops and removes it at the end.
  *
  * Workloads
- *   append       N connections, each one thread with its own client, append
+ *   append       N connections (split over --threads threads, each driving
+ *                its share with one append in flight per connection), append
  *                --batch events per request to random streams out of
  *                --streams for --duration seconds (expected any, or exact with
  *                the revision each thread tracks; conflicts are counted and
@@ -135,6 +136,7 @@ typedef struct config {
     workload w;
     const char *wname;
     unsigned connections;
+    unsigned threads; /* appender threads; the connections are split over them */
     unsigned batch;
     unsigned streams;
     uint64_t events;
@@ -167,7 +169,10 @@ static void usage(FILE *out)
                  "Options:\n"
                  "  -s, --server HOST:PORT  benchmark a running esd (default: start one in a\n"
                  "                          temporary directory, stopped at the end)\n"
-                 "  --connections N         client connections, one thread each (default 1)\n"
+                 "  --connections N         client connections, one append in flight on each\n"
+                 "                          (default 1)\n"
+                 "  --threads N             appender threads the connections are split over\n"
+                 "                          (default 2, at most one per connection)\n"
                  "  --batch N               events per append request (default 1)\n"
                  "  --streams N             streams appended to at random (default 10000)\n"
                  "  --events N              events written for read/subscribe workloads\n"
@@ -324,10 +329,20 @@ static es_err connect_client(const config *cfg, es_client **out)
 
 /* ---------------------------------------------------------------- append -- */
 
+/* One connection of an appender thread: at most one append in flight. */
+typedef struct conn_slot {
+    es_client *c;
+    uint64_t handle;
+    uint64_t t0;  /* send time */
+    unsigned sn;  /* stream number of the append in flight */
+    bool pending; /* an append was sent and is not collected yet */
+} conn_slot;
+
 typedef struct worker {
     pthread_t th;
     const config *cfg;
     unsigned index;
+    unsigned first, count; /* the connections this thread drives */
     uint64_t seed;
     hist lat;
     uint64_t requests, events, conflicts, errors;
@@ -374,22 +389,85 @@ static uint64_t parse_stamp(const uint8_t *p, size_t len)
     return t;
 }
 
+/* Send the next append on a slot (a random stream; the events in evs, the
+ * payload stamped when asked). @return ES_OK or the error of the send. */
+static es_err slot_send(worker *w, conn_slot *s, es_event *evs, uint8_t *payload, size_t size)
+{
+    const config *cfg = w->cfg;
+    s->sn = (unsigned)(xorshift(&w->seed) % cfg->streams);
+    char stream[48];
+    snprintf(stream, sizeof stream, "bench-%u", s->sn);
+    es_expected exp = {ES_EXPECT_ANY, 0};
+    if (cfg->exact) {
+        exp.kind = w->revs[s->sn] ? ES_EXPECT_EXACT : ES_EXPECT_NO_STREAM;
+        exp.revision = w->revs[s->sn] ? w->revs[s->sn] - 1 : 0;
+    }
+    for (unsigned i = 0; i < cfg->batch; i++) {
+        evs[i].has_id = false; /* the library assigns fresh ids on every send */
+    }
+    s->t0 = now_us();
+    if (cfg->stamp) {
+        stamp_payload(payload, size, s->t0);
+    }
+    es_err rv = es_stream_append_send(s->c, stream, exp, evs, cfg->batch, &s->handle);
+    s->pending = rv == ES_OK;
+    return rv;
+}
+
+/* Collect a slot's append and count it. @return false when the connection
+ * is gone (w->fatal set). */
+static bool slot_collect(worker *w, conn_slot *s)
+{
+    const config *cfg = w->cfg;
+    es_append_result res;
+    es_err rv = es_stream_append_wait(s->c, s->handle, &res);
+    s->pending = false;
+    if (rv == ES_OK) {
+        hist_add(&w->lat, now_us() - s->t0);
+        w->requests++;
+        w->events += cfg->batch;
+        if (cfg->exact) {
+            w->revs[s->sn] = res.last_revision + 1;
+        }
+        return true;
+    }
+    if (rv == ES_ERR_WRONG_EXPECTED_REVISION) {
+        w->conflicts++;
+        size_t n;
+        const es_conflict *cf = es_client_conflicts(s->c, &n);
+        if (n == 1) {
+            w->revs[s->sn] = cf[0].actual_exists ? cf[0].actual_revision + 1 : 0;
+        }
+        return true;
+    }
+    w->errors++;
+    if (rv == ES_ERR_CONNECTION || rv == ES_ERR_CIRCUIT_OPEN || rv == ES_ERR_CLOSED ||
+        rv == ES_ERR_TIMEOUT) {
+        w->fatal = rv;
+        return false;
+    }
+    return true;
+}
+
+/*
+ * An appender thread drives its connections like an event loop would: one
+ * append in flight on each, the next sent on a connection as soon as its
+ * reply is collected (in connection order; a reply that arrives early waits
+ * in its client). Latency is send -> collected, so it includes the time the
+ * thread spent on the connections before it (conservative).
+ */
 static void *append_main(void *arg)
 {
     worker *w = arg;
     const config *cfg = w->cfg;
-    es_client *c;
-    w->fatal = connect_client(cfg, &c);
-    if (w->fatal != ES_OK) {
-        return NULL;
-    }
     size_t size = cfg->event_size;
     if (cfg->stamp && size < STAMP_MIN_BYTES) {
         size = STAMP_MIN_BYTES;
     }
     uint8_t *payload = malloc(size ? size : 1);
     es_event *evs = calloc(cfg->batch, sizeof *evs);
-    if (!payload || !evs) {
+    conn_slot *slots = calloc(w->count, sizeof *slots);
+    if (!payload || !evs || !slots) {
         w->fatal = ES_ERR_NO_MEMORY;
         goto out;
     }
@@ -398,54 +476,54 @@ static void *append_main(void *arg)
         payload[0] = '"';
         payload[size - 1] = '"';
     }
+    for (unsigned i = 0; i < cfg->batch; i++) {
+        evs[i].type = "BenchEvent";
+        evs[i].data = payload;
+        evs[i].data_len = size;
+    }
+    for (unsigned i = 0; i < w->count; i++) {
+        w->fatal = connect_client(cfg, &slots[i].c);
+        if (w->fatal != ES_OK) {
+            goto out;
+        }
+    }
+    for (unsigned i = 0; i < w->count; i++) {
+        es_err rv = slot_send(w, &slots[i], evs, payload, size);
+        if (rv != ES_OK) {
+            w->fatal = rv;
+            goto out;
+        }
+    }
     while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
-        unsigned sn = (unsigned)(xorshift(&w->seed) % cfg->streams);
-        char stream[48];
-        snprintf(stream, sizeof stream, "bench-%u", sn);
-        for (unsigned i = 0; i < cfg->batch; i++) {
-            memset(&evs[i], 0, sizeof evs[i]);
-            evs[i].type = "BenchEvent";
-            evs[i].data = payload;
-            evs[i].data_len = size;
-        }
-        es_expected exp = {ES_EXPECT_ANY, 0};
-        if (cfg->exact) {
-            exp.kind = w->revs[sn] ? ES_EXPECT_EXACT : ES_EXPECT_NO_STREAM;
-            exp.revision = w->revs[sn] ? w->revs[sn] - 1 : 0;
-        }
-        es_append_result res;
-        uint64_t t0 = now_us();
-        if (cfg->stamp) {
-            stamp_payload(payload, size, t0);
-        }
-        es_err rv = es_stream_append(c, stream, exp, evs, cfg->batch, &res);
-        uint64_t t1 = now_us();
-        if (rv == ES_OK) {
-            hist_add(&w->lat, t1 - t0);
-            w->requests++;
-            w->events += cfg->batch;
-            if (cfg->exact) {
-                w->revs[sn] = res.last_revision + 1;
+        for (unsigned i = 0; i < w->count; i++) {
+            if (!slot_collect(w, &slots[i])) {
+                goto out;
             }
-        } else if (rv == ES_ERR_WRONG_EXPECTED_REVISION) {
-            w->conflicts++;
-            size_t n;
-            const es_conflict *cf = es_client_conflicts(c, &n);
-            if (n == 1) {
-                w->revs[sn] = cf[0].actual_exists ? cf[0].actual_revision + 1 : 0;
-            }
-        } else {
-            w->errors++;
-            if (rv == ES_ERR_CONNECTION || rv == ES_ERR_CIRCUIT_OPEN) {
-                w->fatal = rv;
+            if (atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
                 break;
+            }
+            es_err rv = slot_send(w, &slots[i], evs, payload, size);
+            if (rv != ES_OK) {
+                w->fatal = rv;
+                goto out;
             }
         }
     }
+    /* Collect what is still in flight so every stored event is counted. */
+    for (unsigned i = 0; i < w->count; i++) {
+        if (slots[i].pending && !slot_collect(w, &slots[i])) {
+            break;
+        }
+    }
 out:
+    if (slots) {
+        for (unsigned i = 0; i < w->count; i++) {
+            es_client_destroy(slots[i].c);
+        }
+    }
+    free(slots);
     free(payload);
     free(evs);
-    es_client_destroy(c);
     return NULL;
 }
 
@@ -472,7 +550,7 @@ typedef struct appenders {
 
 static int appenders_start(const config *cfg, appenders *a)
 {
-    a->n = cfg->connections;
+    a->n = cfg->threads < cfg->connections ? cfg->threads : cfg->connections;
     a->ws = calloc(a->n, sizeof *a->ws);
     if (!a->ws) {
         return 1;
@@ -481,6 +559,8 @@ static int appenders_start(const config *cfg, appenders *a)
     for (unsigned i = 0; i < a->n; i++) {
         a->ws[i].cfg = cfg;
         a->ws[i].index = i;
+        a->ws[i].first = i * cfg->connections / a->n;
+        a->ws[i].count = (i + 1) * cfg->connections / a->n - a->ws[i].first;
         a->ws[i].seed = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)now_us();
         if (cfg->exact) {
             a->ws[i].revs = calloc(cfg->streams, sizeof *a->ws[i].revs);
@@ -906,13 +986,13 @@ static void report(const config *cfg, const result *r)
     uint64_t p50 = hist_pct(&r->lat, 50), p99 = hist_pct(&r->lat, 99),
              p999 = hist_pct(&r->lat, 99.9);
     if (cfg->json) {
-        printf("{\"workload\":\"%s\",\"connections\":%u,\"batch\":%u,\"streams\":%u,"
+        printf("{\"workload\":\"%s\",\"connections\":%u,\"threads\":%u,\"batch\":%u,\"streams\":%u,"
                "\"events\":%" PRIu64 ",\"event_size\":%u,\"expected\":\"%s\",\"duration\":%.3f,"
                "\"sync\":\"%s\",\"events_total\":%" PRIu64 ",\"requests\":%" PRIu64
                ",\"conflicts\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"events_per_sec\":%.1f,"
                "\"mb_per_sec\":%.2f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
                ",\"p999_us\":%" PRIu64 ",\"commits\":%" PRIu64 ",\"mean_commit_batch\":%.2f",
-               cfg->wname, cfg->connections, cfg->batch, cfg->streams, cfg->events, cfg->event_size,
+               cfg->wname, cfg->connections, cfg->threads, cfg->batch, cfg->streams, cfg->events, cfg->event_size,
                cfg->exact ? "exact" : "any", r->seconds, cfg->sync ? "full" : "none", r->events,
                r->requests, r->conflicts, r->errors, eps, mbs, p50, p99, p999, r->commits,
                r->mean_batch);
@@ -969,6 +1049,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"connections", required_argument, NULL, 'c'},
+        {"threads", required_argument, NULL, 't'},
         {"batch", required_argument, NULL, 'b'},
         {"streams", required_argument, NULL, 'S'},
         {"events", required_argument, NULL, 'e'},
@@ -987,6 +1068,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     config cfg = {.connections = 1,
+                  .threads = 2,
                   .batch = 1,
                   .streams = 10000,
                   .events = 100000,
@@ -1005,6 +1087,10 @@ int main(int argc, char **argv)
         case 'c':
             ok = parse_uint(optarg, 1, 4096, &v);
             cfg.connections = (unsigned)v;
+            break;
+        case 't':
+            ok = parse_uint(optarg, 1, 4096, &v);
+            cfg.threads = (unsigned)v;
             break;
         case 'b':
             ok = parse_uint(optarg, 1, 10000, &v);

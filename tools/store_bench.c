@@ -107,11 +107,13 @@ static void close_fresh(const bench_opts *o, store *s, const char *dir)
     }
 }
 
+/* Event ids ordered by creation, as libesclient's UUIDv7 ids are: the run
+ * and the event number big-endian, so the id index grows at its right edge. */
 static void set_id(uint8_t id[16], uint64_t run, uint64_t n)
 {
     for (int i = 0; i < 8; i++) {
-        id[i] = (uint8_t)(run >> (8 * i));
-        id[8 + i] = (uint8_t)(n >> (8 * i));
+        id[i] = (uint8_t)(run >> (56 - 8 * i));
+        id[8 + i] = (uint8_t)(n >> (56 - 8 * i));
     }
 }
 

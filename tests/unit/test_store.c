@@ -808,7 +808,7 @@ static void test_open_wrong_format_refused(void **state)
     add(f, "a-1", 2);
     store_close(f->s);
     f->s = NULL;
-    uint8_t fmt[4] = {2, 0, 0, 0}; /* format 2, little-endian */
+    uint8_t fmt[4] = {STORE_FORMAT_VERSION + 1, 0, 0, 0}; /* the next format, little-endian */
     raw_put(f->path, "meta", "format", 6, fmt, 4);
     for (int ro = 0; ro <= 1; ro++) {
         store *s = (store *)1;
@@ -816,15 +816,17 @@ static void test_open_wrong_format_refused(void **state)
         assert_rv(ES_ERR_INCOMPATIBLE_STORE,
                   try_open(f->path, TEST_MAP_SIZE, false, ro, &s, msg, sizeof msg));
         assert_null(s);
-        assert_non_null(strstr(msg, "format 2"));
+        char want[32];
+        snprintf(want, sizeof want, "format %u", STORE_FORMAT_VERSION + 1);
+        assert_non_null(strstr(msg, want));
     }
     /* A format field of the wrong size. */
     raw_put(f->path, "meta", "format", 6, fmt, 3);
     store *s = NULL;
     assert_rv(ES_ERR_INCOMPATIBLE_STORE,
               try_open(f->path, TEST_MAP_SIZE, false, false, &s, NULL, 0));
-    /* Format 1 again: opens with its events. */
-    fmt[0] = 1;
+    /* The current format again: opens with its events. */
+    fmt[0] = STORE_FORMAT_VERSION;
     raw_put(f->path, "meta", "format", 6, fmt, 4);
     fx_open(f);
     assert_int_equal(store_head(f->s), 2);
