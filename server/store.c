@@ -662,8 +662,8 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     }
     /* The default map is large address space, not disk. Where the process
      * may not reserve that much (an address-space rlimit, ThreadSanitizer's
-     * memory layout: ENOMEM; valgrind: EINVAL), the default halves down to 1 GiB; the size in use is
-     * in store_stats. An explicit map_size is used as given or fails. */
+     * memory layout: ENOMEM; valgrind: EINVAL), the default halves down to 1 GiB; the size in use
+     * is in store_stats. An explicit map_size is used as given or fails. */
     uint64_t map_size = opts->map_size;
     bool default_size = map_size == 0;
     if (default_size) {

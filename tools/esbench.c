@@ -992,10 +992,10 @@ static void report(const config *cfg, const result *r)
                ",\"conflicts\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"events_per_sec\":%.1f,"
                "\"mb_per_sec\":%.2f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
                ",\"p999_us\":%" PRIu64 ",\"commits\":%" PRIu64 ",\"mean_commit_batch\":%.2f",
-               cfg->wname, cfg->connections, cfg->threads, cfg->batch, cfg->streams, cfg->events, cfg->event_size,
-               cfg->exact ? "exact" : "any", r->seconds, cfg->sync ? "full" : "none", r->events,
-               r->requests, r->conflicts, r->errors, eps, mbs, p50, p99, p999, r->commits,
-               r->mean_batch);
+               cfg->wname, cfg->connections, cfg->threads, cfg->batch, cfg->streams, cfg->events,
+               cfg->event_size, cfg->exact ? "exact" : "any", r->seconds,
+               cfg->sync ? "full" : "none", r->events, r->requests, r->conflicts, r->errors, eps,
+               mbs, p50, p99, p999, r->commits, r->mean_batch);
         if (cfg->w == W_SUBSCRIBE || cfg->w == W_LATENCY) {
             /* The live phase's figures, after the common keys. */
             printf(",\"live_seconds\":%.3f,\"live_events\":%" PRIu64
