@@ -51,6 +51,14 @@ void cl_resp_free(Es__V1__Response *resp)
     }
 }
 
+void cl_pending_release(pending *e)
+{
+    cl_resp_free(e->resp);
+    e->resp = NULL;
+    cl_free(e->raw);
+    e->raw = NULL;
+}
+
 /* ------------------------------------------------------------ receiving -- */
 
 /* The Response kind that answers a Request kind. */
@@ -228,8 +236,22 @@ es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len)
 
     if (len > e->reply_cap) {
         e->err = ES_ERR_MALFORMED;
-    } else if (kind != 0 && check_items(e, kind, kdata, klen) != ES_OK) {
+    } else if (kind != 0 && !(e->want_raw && kind == ES__V1__RESPONSE__KIND_READ) &&
+               check_items(e, kind, kdata, klen) != ES_OK) {
+        /* (A raw page is counted by its reader and decoded in place, one
+         * event at a time: no allocation depends on its contents.) */
         e->err = ES_ERR_MALFORMED;
+    } else if (e->want_raw && kind == ES__V1__RESPONSE__KIND_READ) {
+        /* One copy of the page; its events are decoded in place later. */
+        e->raw = cl_malloc(klen ? klen : 1);
+        if (e->raw == NULL) {
+            e->err = ES_ERR_NO_MEMORY;
+        } else {
+            if (klen) {
+                memcpy(e->raw, kdata, klen);
+            }
+            e->raw_len = (uint32_t)klen;
+        }
     } else {
         e->resp = es__v1__response__unpack(&cl_pb_allocator, len, body);
         if (e->resp == NULL) {
@@ -237,7 +259,7 @@ es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len)
         }
     }
     if (e->abandoned) {
-        cl_resp_free(e->resp);
+        cl_pending_release(e);
         ptable_del(&c->pending, id);
         c->replies_dropped++;
     }
@@ -246,8 +268,17 @@ es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len)
 
 /* -------------------------------------------------------------- sending -- */
 
+static es_err submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
+                     bool want_raw, uint64_t *id);
+
 es_err cl_submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
                  uint64_t *id)
+{
+    return submit(c, req, max_items, reply_cap, false, id);
+}
+
+static es_err submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
+                     bool want_raw, uint64_t *id)
 {
     if (c->fd < 0) {
         return cl_fail(c, ES_ERR_CLOSED, "not connected");
@@ -296,6 +327,7 @@ es_err cl_submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_
     e->state = PENDING_WAITING;
     e->max_items = max_items;
     e->reply_cap = reply_cap;
+    e->want_raw = want_raw;
     e->deadline_us = now + timeout * 1000;
     c->in_flight++;
 
@@ -305,7 +337,7 @@ es_err cl_submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_
         /* conn_drop completed the entry; the caller gets the error here. */
         e = ptable_get(&c->pending, req->id);
         if (e != NULL) {
-            cl_resp_free(e->resp);
+            cl_pending_release(e);
             ptable_del(&c->pending, req->id);
         }
         return rv;
@@ -356,7 +388,9 @@ static es_err take_error(es_client *c, const Es__V1__Error *err)
     return code;
 }
 
-es_err cl_wait(es_client *c, uint64_t id, Es__V1__Response **resp)
+/* cl_wait, and for a read sent with want_raw its bytes in *raw. */
+static es_err wait_reply(es_client *c, uint64_t id, Es__V1__Response **resp, uint8_t **raw,
+                         uint32_t *raw_len)
 {
     *resp = NULL;
     for (;;) {
@@ -369,6 +403,13 @@ es_err cl_wait(es_client *c, uint64_t id, Es__V1__Response **resp)
             Es__V1__Response *r = e->resp;
             es_err err = e->err;
             uint32_t want = reply_kind_of(e->kind);
+            if (e->raw != NULL) {
+                *raw = e->raw;
+                *raw_len = e->raw_len;
+                e->raw = NULL;
+                ptable_del(&c->pending, id);
+                return ES_OK;
+            }
             ptable_del(&c->pending, id);
             if (r == NULL) {
                 switch (err) {
@@ -604,6 +645,13 @@ es_err cl_ensure(es_client *c)
                    cause, made, made == 1 ? "" : "s");
 }
 
+es_err cl_wait(es_client *c, uint64_t id, Es__V1__Response **resp)
+{
+    uint8_t *raw = NULL;
+    uint32_t raw_len = 0;
+    return wait_reply(c, id, resp, &raw, &raw_len); /* no entry of cl_submit wants raw */
+}
+
 es_err cl_call(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
                Es__V1__Response **resp)
 {
@@ -618,4 +666,38 @@ es_err cl_call(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t 
         return rv;
     }
     return cl_wait(c, id, resp);
+}
+
+es_err cl_submit_read(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
+                      uint64_t *id)
+{
+    return submit(c, req, max_items, reply_cap, true, id);
+}
+
+void cl_abandon(es_client *c, uint64_t id)
+{
+    pending *e = ptable_get(&c->pending, id);
+    if (e == NULL) {
+        return;
+    }
+    if (e->state == PENDING_DONE) {
+        cl_pending_release(e);
+        ptable_del(&c->pending, id);
+    } else {
+        e->abandoned = true;
+    }
+}
+
+es_err cl_wait_read(es_client *c, uint64_t id, uint8_t **raw, uint32_t *raw_len)
+{
+    *raw = NULL;
+    *raw_len = 0;
+    Es__V1__Response *resp = NULL;
+    es_err rv = wait_reply(c, id, &resp, raw, raw_len);
+    if (rv == ES_OK && *raw == NULL) {
+        /* A successful reply of the read kind always arrives raw. */
+        cl_resp_free(resp);
+        return cl_fail(c, ES_ERR_MALFORMED, "the server answered with a reply of another kind");
+    }
+    return rv;
 }

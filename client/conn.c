@@ -346,7 +346,7 @@ void conn_drop(es_client *c, es_err reason, const char *fmt, ...)
             e->err = reason;
         }
         if (e->id != 0 && e->abandoned) {
-            cl_resp_free(e->resp);
+            cl_pending_release(e);
             ptable_del(t, e->id);
             continue;
         }

@@ -158,7 +158,43 @@ es_err cl_wait(es_client *c, uint64_t id, Es__V1__Response **resp);
 es_err cl_call(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
                Es__V1__Response **resp);
 
+/**
+ * @brief cl_submit for a read whose ReadResult is to come back as its wire
+ *        bytes (checked against the byte cap), collected with cl_wait_read
+ *        and decoded lazily by the caller with cl_parse_event instead of
+ *        being unpacked into a message per event (the caller counts the
+ *        events against max_items).
+ */
+es_err cl_submit_read(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
+                      uint64_t *id);
+
+/**
+ * @brief Wait for a read sent by cl_submit_read.
+ * @param[out] raw the ReadResult bytes (free with cl_free)
+ * @return as cl_wait.
+ */
+es_err cl_wait_read(es_client *c, uint64_t id, uint8_t **raw, uint32_t *raw_len);
+
+/** @brief Nobody will collect this request: drop its reply (now or on arrival). */
+void cl_abandon(es_client *c, uint64_t id);
+
 void cl_resp_free(Es__V1__Response *resp);
+
+/** @brief Free what a completed entry holds (unpacked reply or raw bytes). */
+void cl_pending_release(pending *e);
+
+/* ---- event.c -- */
+
+/**
+ * @brief Decode one RecordedEvent (fields as in es.proto; last one wins;
+ *        unknown fields skipped). The stream, type and content type are
+ *        copied NUL-terminated to *sp (advanced; room for the event's bytes
+ *        plus three NULs is enough); data, metadata and the ids point into
+ *        the message.
+ * @return false when the event is invalid (an id of the wrong size, a
+ *   missing or overlong name, a NUL in a name, a field of the wrong type).
+ */
+bool cl_parse_event(const uint8_t *p, size_t len, es_recorded_event *e, char **sp);
 
 /**
  * @brief Handle one complete received frame (called by conn.c).

@@ -33,6 +33,9 @@ typedef struct pending {
     uint64_t deadline_us;
     es_err err;             /* PENDING_DONE without resp: the local failure */
     Es__V1__Response *resp; /* PENDING_DONE: the reply, owned by the entry */
+    bool want_raw;          /* a Read reply is kept as bytes (raw), not unpacked */
+    uint8_t *raw;           /* PENDING_DONE, want_raw: the ReadResult's bytes */
+    uint32_t raw_len;
 } pending;
 
 typedef struct ptable {

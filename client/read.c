@@ -1,12 +1,16 @@
 /*
  * read — iterators over a stream or the global log that hide the paging.
  *
- * Design notes: an iterator holds at most one page (one decoded reply) at
- * a time, and the page holds at most the number of events it asked for:
- * the count is checked on the wire before decoding (call.c), so a server
- * cannot make the client allocate more than one frame's worth. The event
- * handed out points into that page and stays valid until the next call.
- * The iterator remembers where the next page starts; when fetching fails
+ * Design notes: an iterator holds at most one page at a time, and the page
+ * holds at most the number of events it asked for: the count is checked on
+ * the wire before anything else (call.c), so a server cannot make the
+ * client allocate more than one frame's worth. The page is kept as the
+ * ReadResult's wire bytes (cl_call_read) and each event is decoded in
+ * place when es_read_next reaches it (cl_parse_event: no allocation per
+ * event). While a page is consumed the request for the next one is already
+ * out (read-ahead), so the server builds page N+1 while the caller works on
+ * page N; an iterator holds at most two pages. The event handed out points into that page and stays
+ * valid until the next call. The iterator remembers where the next page starts; when fetching fails
  * (connection lost, timeout) the caller may call es_read_next again and it
  * reconnects and resumes from there.
  */
@@ -14,6 +18,7 @@
 
 #include "alloc.h"
 #include "internal.h"
+#include "pbwire.h"
 #include "validate.h"
 
 struct es_read_iter {
@@ -30,13 +35,14 @@ struct es_read_iter {
     bool end;
     uint64_t head;
 
-    Es__V1__Response *page;
-    size_t idx;
+    uint8_t *page; /* the ReadResult's bytes, or NULL */
+    bool ahead;    /* the request for the page after this one is out */
+    uint64_t ahead_id;
+    uint32_t ahead_limit;
+    const uint8_t *rp, *rend; /* where the page's next event is looked for */
 
     es_recorded_event cur;
-    char cur_stream[ES_MAX_NAME_BYTES + 1];
-    char cur_type[ES_MAX_NAME_BYTES + 1];
-    char cur_ctype[ES_MAX_NAME_BYTES + 1];
+    char cur_strs[3 * (ES_MAX_NAME_BYTES + 1)]; /* stream, type, content type */
 };
 
 static es_err open_iter(es_client *c, const es_read_options *opts, bool all, es_read_iter **out)
@@ -122,7 +128,10 @@ void es_read_destroy(es_read_iter *it)
     if (it == NULL) {
         return;
     }
-    cl_resp_free(it->page);
+    if (it->ahead) {
+        cl_abandon(it->c, it->ahead_id);
+    }
+    cl_free(it->page);
     cl_free(it->stream);
     cl_free(it->filter_name);
     cl_free(it);
@@ -133,55 +142,12 @@ uint64_t es_read_head(const es_read_iter *it)
     return it != NULL ? it->head : 0;
 }
 
-/* Copy a name into a NUL-terminated buffer; false when it does not fit or
- * holds a NUL (a server bug). */
-static bool copy_name(char *dst, const ProtobufCBinaryData *b, bool required)
-{
-    if ((required && b->len == 0) || b->len > ES_MAX_NAME_BYTES ||
-        (b->len > 0 && memchr(b->data, '\0', b->len) != NULL)) {
-        return false;
-    }
-    if (b->len > 0) {
-        memcpy(dst, b->data, b->len);
-    }
-    dst[b->len] = '\0';
-    return true;
-}
-
-static es_err convert(es_read_iter *it, const Es__V1__RecordedEvent *r)
-{
-    es_recorded_event *e = &it->cur;
-    memset(e, 0, sizeof(*e));
-    if (!copy_name(it->cur_stream, &r->stream, true) || !copy_name(it->cur_type, &r->type, true) ||
-        !copy_name(it->cur_ctype, &r->content_type, false) || r->id.len != ES_UUID_BYTES ||
-        (r->correlation_id.len != 0 && r->correlation_id.len != ES_UUID_BYTES) ||
-        (r->causation_id.len != 0 && r->causation_id.len != ES_UUID_BYTES)) {
-        return cl_fail(it->c, ES_ERR_MALFORMED, "the server sent an invalid event at position %llu",
-                       (unsigned long long)r->position);
-    }
-    e->stream = it->cur_stream;
-    e->revision = r->revision;
-    e->position = r->position;
-    memcpy(e->id, r->id.data, ES_UUID_BYTES);
-    e->type = it->cur_type;
-    e->data = r->data.data;
-    e->data_len = r->data.len;
-    e->metadata = r->metadata.data;
-    e->metadata_len = r->metadata.len;
-    e->content_type = it->cur_ctype;
-    e->correlation_id = r->correlation_id.len ? r->correlation_id.data : NULL;
-    e->causation_id = r->causation_id.len ? r->causation_id.data : NULL;
-    e->recorded_at_us = r->recorded_at_us;
-    return ES_OK;
-}
-
-static es_err fetch_page(es_read_iter *it)
+/* Send the request for the page that starts at `from`, asking for at most
+ * `left` events unless the iterator is unlimited. */
+static es_err send_page_request(es_read_iter *it, uint64_t from, uint64_t left, uint64_t *id,
+                                uint32_t *limit_out)
 {
     es_client *c = it->c;
-    es_err rv = cl_ensure(c);
-    if (rv != ES_OK) {
-        return rv;
-    }
     uint32_t limit = it->page_size;
     if (limit == 0) {
         limit = c->info.limits.max_page_size ? c->info.limits.max_page_size : CL_DEFAULT_PAGE;
@@ -189,8 +155,8 @@ static es_err fetch_page(es_read_iter *it)
     if (c->info.limits.max_page_size != 0 && limit > c->info.limits.max_page_size) {
         limit = c->info.limits.max_page_size;
     }
-    if (!it->unlimited && it->left < limit) {
-        limit = (uint32_t)it->left;
+    if (!it->unlimited && left < limit) {
+        limit = (uint32_t)left;
     }
 
     Es__V1__Request req = ES__V1__REQUEST__INIT;
@@ -198,7 +164,7 @@ static es_err fetch_page(es_read_iter *it)
     Es__V1__ReadAll ra = ES__V1__READ_ALL__INIT;
     Es__V1__Filter f = ES__V1__FILTER__INIT;
     if (it->all) {
-        ra.from_position = it->next;
+        ra.from_position = from;
         ra.backward = it->backward;
         ra.limit = limit;
         if (it->filter != ES_FILTER_NONE) {
@@ -217,30 +183,121 @@ static es_err fetch_page(es_read_iter *it)
     } else {
         rs.stream.data = (uint8_t *)it->stream;
         rs.stream.len = strlen(it->stream);
-        rs.from_revision = it->next;
+        rs.from_revision = from;
         rs.backward = it->backward;
         rs.limit = limit;
         req.kind_case = ES__V1__REQUEST__KIND_READ_STREAM;
         req.read_stream = &rs;
     }
+    *limit_out = limit;
+    return cl_submit_read(c, &req, limit, c->recv_cap, id);
+}
 
-    Es__V1__Response *resp = NULL;
-    rv = cl_call(c, &req, limit, c->recv_cap, &resp);
+static es_err fetch_page(es_read_iter *it)
+{
+    es_client *c = it->c;
+    uint64_t id;
+    uint32_t limit;
+    es_err rv;
+    if (it->ahead) {
+        /* Asked for while the previous page was being consumed. */
+        it->ahead = false;
+        id = it->ahead_id;
+        limit = it->ahead_limit;
+    } else {
+        rv = cl_ensure(c);
+        if (rv != ES_OK) {
+            return rv;
+        }
+        rv = send_page_request(it, it->next, it->left, &id, &limit);
+        if (rv != ES_OK) {
+            return rv;
+        }
+    }
+    uint8_t *raw = NULL;
+    uint32_t raw_len = 0;
+    rv = cl_wait_read(c, id, &raw, &raw_len);
     if (rv != ES_OK) {
         return rv;
     }
-    const Es__V1__ReadResult *rr = resp->read;
-    if (rr->n_events == 0 && !rr->end_of_stream && rr->next == it->next) {
+    /* ReadResult: events = 1, next = 2, end_of_stream = 3, head_position =
+     * 4 (last one wins); the events are decoded one by one later. */
+    uint64_t n_events = 0, next = 0, end = 0, head = 0;
+    const uint8_t *p = raw, *pend = raw + raw_len;
+    for (;;) {
+        pbw_field fl;
+        rv = pbw_next(&p, pend, &fl);
+        if (rv == ES_ERR_NOT_FOUND) {
+            break;
+        }
+        bool varint = fl.number >= 2 && fl.number <= 4;
+        if (rv != ES_OK || (fl.number >= 1 && fl.number <= 4 &&
+                            fl.wire != (varint ? PBW_WIRE_VARINT : PBW_WIRE_LEN))) {
+            cl_free(raw);
+            return cl_fail(c, ES_ERR_MALFORMED, "the server's page does not decode");
+        }
+        if (fl.number == 1) {
+            n_events++;
+        } else if (fl.number == 2) {
+            next = fl.varint;
+        } else if (fl.number == 3) {
+            end = fl.varint;
+        } else if (fl.number == 4) {
+            head = fl.varint;
+        }
+    }
+    if (n_events > limit) {
+        cl_free(raw);
+        return cl_fail(c, ES_ERR_MALFORMED, "the server sent %llu events for a page of %u",
+                       (unsigned long long)n_events, limit);
+    }
+    if (n_events == 0 && !end && next == it->next) {
         /* A page that neither delivers nor moves on would loop forever. */
-        cl_resp_free(resp);
+        cl_free(raw);
         return cl_fail(c, ES_ERR_MALFORMED, "the server's page made no progress");
     }
-    it->page = resp;
-    it->idx = 0;
-    it->next = rr->next;
-    it->end = rr->end_of_stream;
-    it->head = rr->head_position;
+    it->page = raw;
+    it->rp = raw;
+    it->rend = raw + raw_len;
+    it->next = next;
+    it->end = end != 0;
+    it->head = head;
+    /* Read ahead: ask for the next page now, so the server builds it while
+     * this one is consumed (at most two pages per iterator). A failure to
+     * send is not reported here: the next fetch sends again and says why. */
+    uint64_t left = it->unlimited ? 0 : it->left - n_events;
+    if (!it->end && (it->unlimited || left > 0) && c->fd >= 0 &&
+        send_page_request(it, it->next, left, &it->ahead_id, &it->ahead_limit) == ES_OK) {
+        it->ahead = true;
+    }
     return ES_OK;
+}
+
+/* The page's next event into it->cur. @return ES_OK with *found false at
+ * the end of the page; ES_ERR_MALFORMED for an invalid event. */
+static es_err page_next(es_read_iter *it, bool *found)
+{
+    *found = false;
+    for (;;) {
+        pbw_field f;
+        es_err rv = pbw_next(&it->rp, it->rend, &f);
+        if (rv == ES_ERR_NOT_FOUND) {
+            return ES_OK;
+        }
+        if (rv != ES_OK) {
+            break;
+        }
+        if (f.number != 1) {
+            continue;
+        }
+        char *sp = it->cur_strs;
+        if (!cl_parse_event(f.data, f.len, &it->cur, &sp)) {
+            break;
+        }
+        *found = true;
+        return ES_OK;
+    }
+    return cl_fail(it->c, ES_ERR_MALFORMED, "the server sent an invalid event in a page");
 }
 
 es_err es_read_next(es_read_iter *it, const es_recorded_event **ev)
@@ -253,23 +310,23 @@ es_err es_read_next(es_read_iter *it, const es_recorded_event **ev)
         if (!it->unlimited && it->left == 0) {
             return ES_OK;
         }
-        if (it->page != NULL && it->idx < it->page->read->n_events) {
-            es_err rv = convert(it, it->page->read->events[it->idx]);
+        if (it->page != NULL) {
+            bool found;
+            es_err rv = page_next(it, &found);
             if (rv != ES_OK) {
                 /* Drop the page; calling again resumes after it. */
-                cl_resp_free(it->page);
+                cl_free(it->page);
                 it->page = NULL;
                 return rv;
             }
-            it->idx++;
-            if (!it->unlimited) {
-                it->left--;
+            if (found) {
+                if (!it->unlimited) {
+                    it->left--;
+                }
+                *ev = &it->cur;
+                return ES_OK;
             }
-            *ev = &it->cur;
-            return ES_OK;
-        }
-        if (it->page != NULL) {
-            cl_resp_free(it->page);
+            cl_free(it->page);
             it->page = NULL;
         }
         if (it->end) {

@@ -38,7 +38,7 @@ size_t pbw_put_varint_field(uint8_t *p, uint32_t field, uint64_t v)
     return n + pbw_put_varint(p + n, v);
 }
 
-static es_err get_varint(const uint8_t **pos, const uint8_t *end, uint64_t *out)
+static es_err get_varint_slow(const uint8_t **pos, const uint8_t *end, uint64_t *out)
 {
     const uint8_t *p = *pos;
     uint64_t v = 0;
@@ -58,6 +58,18 @@ static es_err get_varint(const uint8_t **pos, const uint8_t *end, uint64_t *out)
         }
     }
     return ES_ERR_MALFORMED;
+}
+
+/* Tags and most lengths are one byte: that case inline, the rest above. */
+static inline es_err get_varint(const uint8_t **pos, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *pos;
+    if (p < end && !(*p & 0x80)) {
+        *out = *p;
+        *pos = p + 1;
+        return ES_OK;
+    }
+    return get_varint_slow(pos, end, out);
 }
 
 es_err pbw_next(const uint8_t **pos, const uint8_t *end, pbw_field *f)

@@ -1419,6 +1419,38 @@ static void test_read_iterator_pages(void **state)
     assert_int_equal(rc.pages, 3);
 }
 
+/* The iterator asks for page N+1 while page N is consumed: an iterator
+ * dropped in the middle leaves that request behind, and its late reply must
+ * not reach the next iterator on the same client. */
+static void test_read_ahead_abandoned(void **state)
+{
+    read_ctx rc = {.events = 7};
+    fake f;
+    fake_start(&f, script_read, &rc);
+    es_client *c = mk_client(&f, NULL);
+    es_read_options ro = {.page_size = 2};
+    for (int round = 0; round < 3; round++) {
+        es_read_iter *it = NULL;
+        CHECK_RV(es_read_stream(c, "clock-1", &ro, &it), ES_OK);
+        const es_recorded_event *ev = NULL;
+        uint64_t want = round == 2 ? 7 : 3; /* the last round reads to the end */
+        for (uint64_t i = 0; i < want; i++) {
+            CHECK_RV(es_read_next(it, &ev), ES_OK);
+            assert_non_null(ev);
+            assert_int_equal(ev->revision, i);
+        }
+        if (round == 2) {
+            CHECK_RV(es_read_next(it, &ev), ES_OK);
+            assert_null(ev);
+        }
+        es_read_destroy(it);
+    }
+    es_client_destroy(c);
+    fake_stop(&f);
+    /* Rounds 0 and 1: pages 0-1, 2-3 and the read-ahead 4-5; round 2: four. */
+    assert_int_equal(rc.pages, 10);
+}
+
 static void test_read_more_than_asked(void **state)
 {
     read_ctx rc = {.events = 8, .extra = 3};
@@ -1610,6 +1642,7 @@ int main(void)
         cmocka_unit_test(test_request_timeout),
         cmocka_unit_test(test_read_iterator_pages),
         cmocka_unit_test(test_read_more_than_asked),
+        cmocka_unit_test(test_read_ahead_abandoned),
     };
     return cmocka_run_group_tests_name("client", tests, group_setup, group_teardown);
 }
