@@ -4,11 +4,16 @@
  * Design notes: a millisecond timestamp followed by 74 bits from
  * getrandom(2), the kernel's CSPRNG, so that independent clients never
  * collide and the store's id index stays append-mostly; /dev/urandom is the fallback for
- * kernels without the system call. Retries are idempotent only because the
- * id of an event is fixed once, before its first send (es_event.has_id).
+ * kernels without the system call. The random bytes are drawn 1 KiB at a
+ * time into a per-thread buffer (one system call per ~100 ids instead of
+ * one per id); a fork invalidates every buffer (pthread_atfork bumps a
+ * generation), so parent and child never hand out the same bytes. Retries are idempotent only
+ * because the id of an event is fixed once, before its first send (es_event.has_id).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -51,9 +56,50 @@ static es_err fill_random(uint8_t *p, size_t n)
     return got == n ? ES_OK : ES_ERR_IO;
 }
 
+#define RANDOM_POOL_BYTES 1024u
+
+static atomic_uint fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+/* n random bytes from this thread's pool, refilled from the kernel. */
+static es_err take_random(uint8_t *out, size_t n)
+{
+    static _Thread_local uint8_t pool[RANDOM_POOL_BYTES];
+    static _Thread_local size_t left;
+    static _Thread_local unsigned gen;
+    pthread_once(&atfork_once, register_atfork);
+    unsigned now_gen = atomic_load(&fork_generation);
+    if (gen != now_gen) {
+        left = 0; /* a forked child: never reuse the parent's bytes */
+        gen = now_gen;
+    }
+    if (left < n) {
+        es_err rv = fill_random(pool, sizeof pool);
+        if (rv != ES_OK) {
+            left = 0;
+            return rv;
+        }
+        left = sizeof pool;
+    }
+    memcpy(out, pool + sizeof pool - left, n);
+    memset(pool + sizeof pool - left, 0, n); /* hand each byte out once */
+    left -= n;
+    return ES_OK;
+}
+
 es_err es_uuid_generate(uint8_t out[ES_UUID_BYTES])
 {
-    es_err rv = fill_random(out, ES_UUID_BYTES);
+    es_err rv = take_random(out, ES_UUID_BYTES);
     if (rv != ES_OK) {
         return rv;
     }

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1574,6 +1575,38 @@ static void test_uuid(void **state)
     CHECK_RV(es_uuid_parse(NULL, p), ES_ERR_INVALID_ARGUMENT);
 }
 
+/* Ids come from a per-thread pool of random bytes: every id distinct, and
+ * a forked child never repeats the bytes its parent will hand out next. */
+static void test_uuid_pool_unique_across_fork(void **state)
+{
+    enum { N = 5000 };
+    static uint8_t ids[N][16];
+    for (int i = 0; i < N; i++) {
+        CHECK_RV(es_uuid_generate(ids[i]), ES_OK);
+    }
+    for (int i = 1; i < N; i++) {
+        assert_memory_not_equal(ids[i - 1] + 6, ids[i] + 6, 10);
+    }
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        uint8_t child[16];
+        _exit(es_uuid_generate(child) == ES_OK && write(fds[1], child, 16) == 16 ? 0 : 1);
+    }
+    uint8_t mine[16], theirs[16];
+    CHECK_RV(es_uuid_generate(mine), ES_OK);
+    assert_int_equal(read(fds[0], theirs, 16), 16);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    /* The random part (bytes 6..15 less the version and variant bits). */
+    assert_memory_not_equal(mine + 9, theirs + 9, 7);
+}
+
 static void test_options(void **state)
 {
     es_client_options o;
@@ -1643,6 +1676,7 @@ int main(void)
         cmocka_unit_test(test_read_iterator_pages),
         cmocka_unit_test(test_read_more_than_asked),
         cmocka_unit_test(test_read_ahead_abandoned),
+        cmocka_unit_test(test_uuid_pool_unique_across_fork),
     };
     return cmocka_run_group_tests_name("client", tests, group_setup, group_teardown);
 }
