@@ -38,6 +38,8 @@
  */
 #include "model.h"
 
+#include "bytes.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,34 +69,6 @@ void av_model_init(av_model *m, const es_projector *p)
 }
 
 /* ------------------------------------------------------------ encoding -- */
-
-static void put_u64le(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t get_u64le(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-static void put_u32le(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint32_t get_u32le(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
 
 bool av_valid_id(const char *id)
 {
