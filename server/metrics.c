@@ -188,6 +188,10 @@ void metrics_render(FILE *out, server_ctx *srv)
            "Duration of one group commit in the writer thread: checks, writes, LMDB commit "
            "and, with sync full, its fsync.");
     hist_samples(out, "esd_commit_duration_seconds", "", &hist_latency_us, &ws.commit_us, 1e-6);
+    family(out, "esd_commit_sync_duration_seconds", "histogram",
+           "Of each group commit, the time in LMDB's commit call: writing the dirty pages and, "
+           "with sync full, its two fsyncs (data pages, then the meta page).");
+    hist_samples(out, "esd_commit_sync_duration_seconds", "", &hist_latency_us, &ws.sync_us, 1e-6);
     gauge(out, "esd_writer_queue", "Write jobs submitted and not yet completed.",
           (double)writer_pending(srv->w));
 

@@ -122,7 +122,8 @@ struct store {
     uint8_t id[STORE_ID_BYTES];
     uint32_t format;
     uint64_t created_us;
-    _Atomic uint64_t head; /* last committed position */
+    _Atomic uint64_t head;        /* last committed position */
+    uint64_t last_commit_call_us; /* writer thread: time in mdb_txn_commit */
 };
 
 /* ------------------------------------------------------------ utilities -- */
@@ -1210,8 +1211,14 @@ static void fail_all(store_request *reqs, size_t n, es_err rv)
     }
 }
 
+uint64_t store_last_commit_call_us(const store *s)
+{
+    return s->last_commit_call_us;
+}
+
 es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
 {
+    s->last_commit_call_us = 0;
     if (s->read_only) {
         for (size_t i = 0; i < n_reqs; i++) {
             reqs[i].rv = ES_ERR_READ_ONLY;
@@ -1289,7 +1296,12 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
             continue;
         }
         uint64_t head = b.next_position - 1;
+        struct timespec c0, c1;
+        clock_gettime(CLOCK_MONOTONIC, &c0);
         rc = mdb_txn_commit(b.txn); /* frees the txn, also on failure */
+        clock_gettime(CLOCK_MONOTONIC, &c1);
+        s->last_commit_call_us = (uint64_t)(c1.tv_sec - c0.tv_sec) * 1000000u +
+                                 (uint64_t)(c1.tv_nsec / 1000) - (uint64_t)(c0.tv_nsec / 1000);
         if (rc) {
             for (size_t i = 0; i < n_reqs; i++) {
                 reqs[i].rv = ES_OK; /* so that fail_all overwrites every outcome */

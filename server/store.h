@@ -159,6 +159,14 @@ typedef struct store_request {
  */
 es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs);
 
+/**
+ * @brief Microseconds the last store_append_batch spent in LMDB's commit
+ *        call: writing the dirty pages and, with sync, its two fsyncs (data
+ *        pages, then the meta page). 0 when no commit was made. Writer
+ *        thread only.
+ */
+uint64_t store_last_commit_call_us(const store *s);
+
 /* ------------------------------------------------------------------ reads -- */
 
 /** A stored event, borrowed from LMDB for the duration of a visit. */

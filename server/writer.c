@@ -24,7 +24,7 @@ struct writer {
     write_job **batch;
     _Atomic uint64_t commits, requests;
     _Atomic uint32_t max_seen;
-    ahist batch_hist, commit_hist;
+    ahist batch_hist, commit_hist, sync_hist;
 };
 
 static uint64_t mono_us(void)
@@ -71,6 +71,7 @@ static void *writer_main(void *arg)
             uint64_t t0 = mono_us();
             store_append_batch(w->st, w->reqs, nreq);
             ahist_observe(&w->commit_hist, &hist_latency_us, mono_us() - t0);
+            ahist_observe(&w->sync_hist, &hist_latency_us, store_last_commit_call_us(w->st));
             ahist_observe(&w->batch_hist, &hist_batch, nreq);
             atomic_fetch_add(&w->commits, 1);
             atomic_fetch_add(&w->requests, nreq);
@@ -190,6 +191,7 @@ void writer_get_stats(writer *w, writer_stats *out)
     out->max_batch = atomic_load(&w->max_seen);
     ahist_read(&w->batch_hist, &out->batch);
     ahist_read(&w->commit_hist, &out->commit_us);
+    ahist_read(&w->sync_hist, &out->sync_us);
 }
 
 void writer_stop(writer *w, write_job **leftover)

@@ -57,6 +57,7 @@ typedef struct writer_stats {
     uint32_t max_batch;
     hist batch;     /* requests per commit (hist_batch) */
     hist commit_us; /* duration of store_append_batch (hist_latency_us) */
+    hist sync_us;   /* of which LMDB's commit call: page writes + fsyncs */
 } writer_stats;
 
 /**

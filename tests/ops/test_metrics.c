@@ -568,7 +568,10 @@ int main(int argc, char **argv)
               "subscribe latency");
     double commits = value_of(fin, "esd_commits_total");
     REL_CHECK(commits > 0 && value_of(fin, "esd_commit_batch_requests_count") == commits &&
-                  value_of(fin, "esd_commit_duration_seconds_count") == commits,
+                  value_of(fin, "esd_commit_duration_seconds_count") == commits &&
+                  value_of(fin, "esd_commit_sync_duration_seconds_count") == commits &&
+                  value_of(fin, "esd_commit_sync_duration_seconds_sum") <=
+                      value_of(fin, "esd_commit_duration_seconds_sum"),
               "commit histograms do not count every commit");
     REL_CHECK(value_of(fin, "esd_commit_batch_requests_sum") == (double)(ok + conflicts),
               "batch sum %g != appends %llu", value_of(fin, "esd_commit_batch_requests_sum"),

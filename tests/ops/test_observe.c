@@ -104,6 +104,7 @@ static void test_figures(void **state)
     assert_non_null(strstr(text, "esd_commits_total 2\n"));
     assert_non_null(strstr(text, "esd_commit_batch_requests_bucket{le=\"1\"} 2\n"));
     assert_non_null(strstr(text, "esd_commit_duration_seconds_count 2\n"));
+    assert_non_null(strstr(text, "esd_commit_sync_duration_seconds_count 2\n"));
     assert_non_null(strstr(text, "esd_head_position 1\n"));
     assert_non_null(strstr(text, "esd_ready 1\n"));
     free(text);
