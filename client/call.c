@@ -51,11 +51,11 @@ void cl_resp_free(Es__V1__Response *resp)
     }
 }
 
-void cl_pending_release(pending *e)
+void cl_pending_release(es_client *c, pending *e)
 {
     cl_resp_free(e->resp);
     e->resp = NULL;
-    cl_free(e->raw);
+    cl_buf_put(c, e->raw, e->raw_cap);
     e->raw = NULL;
 }
 
@@ -168,8 +168,37 @@ static es_err check_items(const pending *e, uint32_t kind, const uint8_t *data, 
     return rv;
 }
 
-es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len)
+uint8_t *cl_buf_get(es_client *c, uint32_t need, uint32_t *cap)
 {
+    if (c->spare != NULL && c->spare_cap >= need) {
+        uint8_t *b = c->spare;
+        *cap = c->spare_cap;
+        c->spare = NULL;
+        c->spare_cap = 0;
+        return b;
+    }
+    uint8_t *b = cl_malloc(need ? need : 1);
+    *cap = b != NULL ? (need ? need : 1) : 0;
+    return b;
+}
+
+void cl_buf_put(es_client *c, uint8_t *buf, uint32_t cap)
+{
+    if (buf == NULL) {
+        return;
+    }
+    if (c == NULL || cap <= c->spare_cap) {
+        cl_free(buf);
+        return;
+    }
+    cl_free(c->spare);
+    c->spare = buf;
+    c->spare_cap = cap;
+}
+
+es_err cl_on_frame(es_client *c, uint8_t *body, uint32_t len, uint32_t cap, bool *taken)
+{
+    *taken = false;
     /* Scan the top level: the id (field 1) and the kind (the oneof field,
      * 9..32, last one wins as in protobuf). */
     const uint8_t *p = body, *end = body + len;
@@ -242,16 +271,13 @@ es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len)
          * event at a time: no allocation depends on its contents.) */
         e->err = ES_ERR_MALFORMED;
     } else if (e->want_raw && kind == ES__V1__RESPONSE__KIND_READ) {
-        /* One copy of the page; its events are decoded in place later. */
-        e->raw = cl_malloc(klen ? klen : 1);
-        if (e->raw == NULL) {
-            e->err = ES_ERR_NO_MEMORY;
-        } else {
-            if (klen) {
-                memcpy(e->raw, kdata, klen);
-            }
-            e->raw_len = (uint32_t)klen;
-        }
+        /* The frame itself becomes the page: its events are decoded in
+         * place later, without a copy. */
+        *taken = true;
+        e->raw = body;
+        e->raw_cap = cap;
+        e->raw_off = (uint32_t)(kdata - body);
+        e->raw_len = (uint32_t)klen;
     } else {
         e->resp = es__v1__response__unpack(&cl_pb_allocator, len, body);
         if (e->resp == NULL) {
@@ -259,7 +285,7 @@ es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len)
         }
     }
     if (e->abandoned) {
-        cl_pending_release(e);
+        cl_pending_release(c, e);
         ptable_del(&c->pending, id);
         c->replies_dropped++;
     }
@@ -337,7 +363,7 @@ static es_err submit(es_client *c, Es__V1__Request *req, uint32_t max_items, uin
         /* conn_drop completed the entry; the caller gets the error here. */
         e = ptable_get(&c->pending, req->id);
         if (e != NULL) {
-            cl_pending_release(e);
+            cl_pending_release(c, e);
             ptable_del(&c->pending, req->id);
         }
         return rv;
@@ -389,8 +415,7 @@ static es_err take_error(es_client *c, const Es__V1__Error *err)
 }
 
 /* cl_wait, and for a read sent with want_raw its bytes in *raw. */
-static es_err wait_reply(es_client *c, uint64_t id, Es__V1__Response **resp, uint8_t **raw,
-                         uint32_t *raw_len)
+static es_err wait_reply(es_client *c, uint64_t id, Es__V1__Response **resp, cl_page *raw)
 {
     *resp = NULL;
     for (;;) {
@@ -404,8 +429,10 @@ static es_err wait_reply(es_client *c, uint64_t id, Es__V1__Response **resp, uin
             es_err err = e->err;
             uint32_t want = reply_kind_of(e->kind);
             if (e->raw != NULL) {
-                *raw = e->raw;
-                *raw_len = e->raw_len;
+                raw->buf = e->raw;
+                raw->cap = e->raw_cap;
+                raw->data = e->raw + e->raw_off;
+                raw->len = e->raw_len;
                 e->raw = NULL;
                 ptable_del(&c->pending, id);
                 return ES_OK;
@@ -647,9 +674,8 @@ es_err cl_ensure(es_client *c)
 
 es_err cl_wait(es_client *c, uint64_t id, Es__V1__Response **resp)
 {
-    uint8_t *raw = NULL;
-    uint32_t raw_len = 0;
-    return wait_reply(c, id, resp, &raw, &raw_len); /* no entry of cl_submit wants raw */
+    cl_page raw = {0};
+    return wait_reply(c, id, resp, &raw); /* no entry of cl_submit wants raw */
 }
 
 es_err cl_call(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
@@ -681,20 +707,19 @@ void cl_abandon(es_client *c, uint64_t id)
         return;
     }
     if (e->state == PENDING_DONE) {
-        cl_pending_release(e);
+        cl_pending_release(c, e);
         ptable_del(&c->pending, id);
     } else {
         e->abandoned = true;
     }
 }
 
-es_err cl_wait_read(es_client *c, uint64_t id, uint8_t **raw, uint32_t *raw_len)
+es_err cl_wait_read(es_client *c, uint64_t id, cl_page *page)
 {
-    *raw = NULL;
-    *raw_len = 0;
+    memset(page, 0, sizeof *page);
     Es__V1__Response *resp = NULL;
-    es_err rv = wait_reply(c, id, &resp, raw, raw_len);
-    if (rv == ES_OK && *raw == NULL) {
+    es_err rv = wait_reply(c, id, &resp, page);
+    if (rv == ES_OK && page->buf == NULL) {
         /* A successful reply of the read kind always arrives raw. */
         cl_resp_free(resp);
         return cl_fail(c, ES_ERR_MALFORMED, "the server answered with a reply of another kind");

@@ -234,6 +234,7 @@ void es_client_destroy(es_client *c)
     }
     ptable_finish(&c->pending);
     cl_clear_conflicts(c);
+    cl_free(c->spare);
     cl_free(c->address);
     cl_free(c->client_name);
     cl_free(c->user);

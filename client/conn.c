@@ -306,6 +306,7 @@ static void rx_reset(cl_rx *rx)
 {
     cl_free(rx->body);
     rx->body = NULL;
+    rx->body_cap = 0;
     rx->hdr_have = 0;
     rx->body_len = 0;
     rx->body_have = 0;
@@ -346,7 +347,7 @@ void conn_drop(es_client *c, es_err reason, const char *fmt, ...)
             e->err = reason;
         }
         if (e->id != 0 && e->abandoned) {
-            cl_pending_release(e);
+            cl_pending_release(c, e);
             ptable_del(t, e->id);
             continue;
         }
@@ -364,13 +365,17 @@ static es_err rx_complete(es_client *c)
         return ES_OK;
     }
     uint8_t *body = rx->body;
-    uint32_t blen = rx->body_len;
+    uint32_t blen = rx->body_len, bcap = rx->body_cap;
     rx->body = NULL;
+    rx->body_cap = 0;
     rx->hdr_have = 0;
     rx->body_len = 0;
     rx->body_have = 0;
-    es_err rv = cl_on_frame(c, body, blen);
-    cl_free(body);
+    bool taken = false;
+    es_err rv = cl_on_frame(c, body, blen, bcap, &taken);
+    if (!taken) {
+        cl_buf_put(c, body, bcap);
+    }
     if (rv != ES_OK) {
         conn_drop(c, rv, "server sent an undecodable frame: connection dropped");
     }
@@ -404,7 +409,7 @@ static es_err rx_consume(es_client *c, const uint8_t *p, size_t n)
                           declared, c->recv_cap);
                 return rv;
             }
-            rx->body = cl_malloc(blen);
+            rx->body = cl_buf_get(c, blen, &rx->body_cap);
             if (rx->body == NULL) {
                 conn_drop(c, ES_ERR_NO_MEMORY, "no memory for a frame of %u bytes", blen);
                 return ES_ERR_NO_MEMORY;

@@ -59,6 +59,7 @@ typedef struct cl_rx {
     uint32_t hdr_have;
     uint8_t *body; /* allocated only after the header passed the cap check */
     uint32_t body_len, body_have;
+    uint32_t body_cap; /* bytes allocated at body (>= body_len: a reused buffer) */
     uint8_t chunk[CL_RX_CHUNK];
 } cl_rx;
 
@@ -70,6 +71,10 @@ struct ssl_st;
 struct ssl_ctx_st;
 
 struct es_client {
+    /* One spare frame buffer (see cl_buf_get): a reply page of a megabyte
+     * is not allocated, faulted in and handed back to the kernel each time. */
+    uint8_t *spare;
+    uint32_t spare_cap;
     /* options, with the strings copied */
     es_client_options opts;
     char *address, *client_name, *user;
@@ -168,20 +173,36 @@ es_err cl_call(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t 
 es_err cl_submit_read(es_client *c, Es__V1__Request *req, uint32_t max_items, uint32_t reply_cap,
                       uint64_t *id);
 
+/** A read reply kept as bytes: the frame buffer and the ReadResult in it. */
+typedef struct cl_page {
+    uint8_t *buf; /* give back with cl_buf_put(c, buf, cap) */
+    uint32_t cap;
+    const uint8_t *data; /* the ReadResult's bytes, inside buf */
+    uint32_t len;
+} cl_page;
+
 /**
  * @brief Wait for a read sent by cl_submit_read.
- * @param[out] raw the ReadResult bytes (free with cl_free)
  * @return as cl_wait.
  */
-es_err cl_wait_read(es_client *c, uint64_t id, uint8_t **raw, uint32_t *raw_len);
+es_err cl_wait_read(es_client *c, uint64_t id, cl_page *page);
 
 /** @brief Nobody will collect this request: drop its reply (now or on arrival). */
 void cl_abandon(es_client *c, uint64_t id);
 
 void cl_resp_free(Es__V1__Response *resp);
 
+/**
+ * @brief A buffer of at least `need` bytes: the client's spare one when it
+ *        is large enough, else a new one. *cap is its size.
+ */
+uint8_t *cl_buf_get(es_client *c, uint32_t need, uint32_t *cap);
+
+/** @brief Give a buffer back: kept as the spare when larger than the spare. */
+void cl_buf_put(es_client *c, uint8_t *buf, uint32_t cap);
+
 /** @brief Free what a completed entry holds (unpacked reply or raw bytes). */
-void cl_pending_release(pending *e);
+void cl_pending_release(es_client *c, pending *e);
 
 /* ---- event.c -- */
 
@@ -197,11 +218,13 @@ void cl_pending_release(pending *e);
 bool cl_parse_event(const uint8_t *p, size_t len, es_recorded_event *e, char **sp);
 
 /**
- * @brief Handle one complete received frame (called by conn.c).
+ * @brief Handle one complete received frame (called by conn.c). The
+ *        frame buffer (cap bytes) stays the caller's unless *taken is set
+ *        (a read page kept as bytes by its request).
  * @return ES_OK; an error when the frame stream can no longer be trusted
  *   (the connection is then dropped with that reason).
  */
-es_err cl_on_frame(es_client *c, const uint8_t *body, uint32_t len);
+es_err cl_on_frame(es_client *c, uint8_t *body, uint32_t len, uint32_t cap, bool *taken);
 
 /* ---- subscribe.c -- */
 

@@ -251,7 +251,7 @@ es_err es_stream_append_discard(es_client *c, uint64_t handle)
     }
     c->uncollected--;
     if (e->state == PENDING_DONE) {
-        cl_pending_release(e);
+        cl_pending_release(c, e);
         ptable_del(&c->pending, handle);
     } else {
         e->abandoned = true;

@@ -31,11 +31,12 @@ typedef struct pending {
     uint32_t max_items; /* cap on the repeated elements of the reply */
     uint32_t reply_cap; /* cap on the reply's body bytes */
     uint64_t deadline_us;
-    es_err err;             /* PENDING_DONE without resp: the local failure */
-    Es__V1__Response *resp; /* PENDING_DONE: the reply, owned by the entry */
-    bool want_raw;          /* a Read reply is kept as bytes (raw), not unpacked */
-    uint8_t *raw;           /* PENDING_DONE, want_raw: the ReadResult's bytes */
-    uint32_t raw_len;
+    es_err err;                /* PENDING_DONE without resp: the local failure */
+    Es__V1__Response *resp;    /* PENDING_DONE: the reply, owned by the entry */
+    bool want_raw;             /* a Read reply is kept as bytes (raw), not unpacked */
+    uint8_t *raw;              /* PENDING_DONE, want_raw: the reply frame (a cl_buf_get buffer) */
+    uint32_t raw_cap;          /* its size */
+    uint32_t raw_off, raw_len; /* where the ReadResult's bytes are in it */
 } pending;
 
 typedef struct ptable {

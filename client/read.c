@@ -35,8 +35,8 @@ struct es_read_iter {
     bool end;
     uint64_t head;
 
-    uint8_t *page; /* the ReadResult's bytes, or NULL */
-    bool ahead;    /* the request for the page after this one is out */
+    cl_page page; /* page.buf NULL: no page */
+    bool ahead;   /* the request for the page after this one is out */
     uint64_t ahead_id;
     uint32_t ahead_limit;
     const uint8_t *rp, *rend; /* where the page's next event is looked for */
@@ -131,7 +131,7 @@ void es_read_destroy(es_read_iter *it)
     if (it->ahead) {
         cl_abandon(it->c, it->ahead_id);
     }
-    cl_free(it->page);
+    cl_buf_put(it->c, it->page.buf, it->page.cap);
     cl_free(it->stream);
     cl_free(it->filter_name);
     cl_free(it);
@@ -214,16 +214,15 @@ static es_err fetch_page(es_read_iter *it)
             return rv;
         }
     }
-    uint8_t *raw = NULL;
-    uint32_t raw_len = 0;
-    rv = cl_wait_read(c, id, &raw, &raw_len);
+    cl_page pg;
+    rv = cl_wait_read(c, id, &pg);
     if (rv != ES_OK) {
         return rv;
     }
     /* ReadResult: events = 1, next = 2, end_of_stream = 3, head_position =
      * 4 (last one wins); the events are decoded one by one later. */
     uint64_t n_events = 0, next = 0, end = 0, head = 0;
-    const uint8_t *p = raw, *pend = raw + raw_len;
+    const uint8_t *p = pg.data, *pend = pg.data + pg.len;
     for (;;) {
         pbw_field fl;
         rv = pbw_next(&p, pend, &fl);
@@ -233,7 +232,7 @@ static es_err fetch_page(es_read_iter *it)
         bool varint = fl.number >= 2 && fl.number <= 4;
         if (rv != ES_OK || (fl.number >= 1 && fl.number <= 4 &&
                             fl.wire != (varint ? PBW_WIRE_VARINT : PBW_WIRE_LEN))) {
-            cl_free(raw);
+            cl_buf_put(c, pg.buf, pg.cap);
             return cl_fail(c, ES_ERR_MALFORMED, "the server's page does not decode");
         }
         if (fl.number == 1) {
@@ -247,18 +246,18 @@ static es_err fetch_page(es_read_iter *it)
         }
     }
     if (n_events > limit) {
-        cl_free(raw);
+        cl_buf_put(c, pg.buf, pg.cap);
         return cl_fail(c, ES_ERR_MALFORMED, "the server sent %llu events for a page of %u",
                        (unsigned long long)n_events, limit);
     }
     if (n_events == 0 && !end && next == it->next) {
         /* A page that neither delivers nor moves on would loop forever. */
-        cl_free(raw);
+        cl_buf_put(c, pg.buf, pg.cap);
         return cl_fail(c, ES_ERR_MALFORMED, "the server's page made no progress");
     }
-    it->page = raw;
-    it->rp = raw;
-    it->rend = raw + raw_len;
+    it->page = pg;
+    it->rp = pg.data;
+    it->rend = pg.data + pg.len;
     it->next = next;
     it->end = end != 0;
     it->head = head;
@@ -310,13 +309,13 @@ es_err es_read_next(es_read_iter *it, const es_recorded_event **ev)
         if (!it->unlimited && it->left == 0) {
             return ES_OK;
         }
-        if (it->page != NULL) {
+        if (it->page.buf != NULL) {
             bool found;
             es_err rv = page_next(it, &found);
             if (rv != ES_OK) {
                 /* Drop the page; calling again resumes after it. */
-                cl_free(it->page);
-                it->page = NULL;
+                cl_buf_put(it->c, it->page.buf, it->page.cap);
+                it->page.buf = NULL;
                 return rv;
             }
             if (found) {
@@ -326,8 +325,8 @@ es_err es_read_next(es_read_iter *it, const es_recorded_event **ev)
                 *ev = &it->cur;
                 return ES_OK;
             }
-            cl_free(it->page);
-            it->page = NULL;
+            cl_buf_put(it->c, it->page.buf, it->page.cap);
+            it->page.buf = NULL;
         }
         if (it->end) {
             return ES_OK;

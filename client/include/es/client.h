@@ -499,7 +499,8 @@ ES_API es_err es_read_next(es_read_iter *it, const es_recorded_event **ev);
 /** @brief The server's last position when the latest page was read (0 before). */
 ES_API uint64_t es_read_head(const es_read_iter *it);
 
-/** @brief Free an iterator; accepts NULL. */
+/** @brief Free an iterator; accepts NULL. Call it before es_client_destroy()
+ *  of its client (it hands its page buffer back to the client). */
 ES_API void es_read_destroy(es_read_iter *it);
 
 /* =============================================================== streams == */
