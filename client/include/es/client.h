@@ -594,6 +594,13 @@ typedef struct es_stats {
     es_sync_mode sync_mode;
     double mean_commit_batch;
     uint32_t max_commit_batch;
+    /* Replication (README "Beyond one machine"); zero when off. */
+    bool relay_on;                 /* esd --relay-nats */
+    uint64_t relay_acked_position; /* highest position JetStream acknowledged */
+    uint64_t relay_lag;            /* head_position - relay_acked_position */
+    bool follower;                 /* esd --follow-nats: a read-only replica */
+    uint64_t follower_pending;     /* stream messages not yet fetched */
+    bool follower_halted;          /* a message was refused: consuming stopped */
 } es_stats;
 
 /**
