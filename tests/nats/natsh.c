@@ -1,0 +1,312 @@
+#include "natsh.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "rel.h"
+
+static const char *server_bin(void)
+{
+    const char *b = getenv("NATS_SERVER_BIN");
+    return b && *b ? b : "nats-server";
+}
+
+void natsh_require_server(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", server_bin());
+    if (system(cmd) != 0) {
+        rel_skip("nats-server is not installed (apt-get install nats-server; tools/dev.sh "
+                 "installs it)");
+    }
+}
+
+static uint16_t free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        rel_fail("cannot find a free port");
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void spawn_node(natsh_node *nd)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        rel_fail("fork failed");
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(nd->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execlp(server_bin(), server_bin(), "-c", nd->conf, (char *)NULL);
+        _exit(127);
+    }
+    nd->pid = pid;
+}
+
+static void write_conf(natsh_cluster *c, int i)
+{
+    natsh_node *nd = &c->nodes[i];
+    FILE *f = fopen(nd->conf, "w");
+    if (!f) {
+        rel_fail("cannot write %s", nd->conf);
+    }
+    fprintf(f,
+            "server_name: %s\nlisten: 127.0.0.1:%u\n"
+            "jetstream { store_dir: \"%s\", max_memory_store: 64MB, max_file_store: 2GB }\n",
+            nd->name, (unsigned)nd->client_port, nd->store_dir);
+    if (c->n > 1) {
+        fprintf(f, "cluster {\n  name: esdtest\n  listen: 127.0.0.1:%u\n  routes: [\n",
+                (unsigned)nd->cluster_port);
+        for (int k = 0; k < c->n; k++) {
+            if (k != i) {
+                fprintf(f, "    nats-route://127.0.0.1:%u\n", (unsigned)c->nodes[k].cluster_port);
+            }
+        }
+        fprintf(f, "  ]\n}\n");
+    }
+    fclose(f);
+}
+
+static bool js_ready(const char *url)
+{
+    natsConnection *nc = NULL;
+    natsOptions *o = NULL;
+    natsOptions_Create(&o);
+    natsOptions_SetURL(o, url);
+    natsOptions_SetTimeout(o, 1000);
+    natsOptions_SetMaxReconnect(o, 0);
+    bool ok = false;
+    if (natsConnection_Connect(&nc, o) == NATS_OK) {
+        jsCtx *js = NULL;
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = 1000;
+        if (natsConnection_JetStream(&js, nc, &jo) == NATS_OK) {
+            jsAccountInfo *ai = NULL;
+            if (js_GetAccountInfo(&ai, js, NULL, NULL) == NATS_OK) {
+                ok = true;
+                jsAccountInfo_Destroy(ai);
+            }
+            jsCtx_Destroy(js);
+        }
+        natsConnection_Destroy(nc);
+    }
+    natsOptions_Destroy(o);
+    return ok;
+}
+
+static void wait_ready(natsh_cluster *c, int i)
+{
+    char url[64];
+    snprintf(url, sizeof url, "nats://127.0.0.1:%u", (unsigned)c->nodes[i].client_port);
+    int64_t deadline = rel_now_ms() + 60000;
+    while (!js_ready(url)) {
+        int st;
+        if (waitpid(c->nodes[i].pid, &st, WNOHANG) == c->nodes[i].pid) {
+            rel_dump_tail(c->nodes[i].log, 20);
+            rel_fail("nats-server %s exited", c->nodes[i].name);
+        }
+        if (rel_now_ms() > deadline) {
+            rel_dump_tail(c->nodes[i].log, 20);
+            rel_fail("JetStream on %s not ready within 60 s", c->nodes[i].name);
+        }
+        rel_sleep_ms(100);
+    }
+}
+
+void natsh_start(natsh_cluster *c, int n, const char *base)
+{
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    snprintf(c->base, sizeof c->base, "%s", base);
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        natsh_node *nd = &c->nodes[i];
+        snprintf(nd->name, sizeof nd->name, "n%d", i + 1);
+        nd->client_port = free_port();
+        nd->cluster_port = free_port();
+        snprintf(nd->conf, sizeof nd->conf, "%s/%s.conf", base, nd->name);
+        snprintf(nd->log, sizeof nd->log, "%s/%s.log", base, nd->name);
+        snprintf(nd->store_dir, sizeof nd->store_dir, "%s/%s-js", base, nd->name);
+        used += (size_t)snprintf(c->urls + used, sizeof c->urls - used, "%snats://127.0.0.1:%u",
+                                 i ? "," : "", (unsigned)nd->client_port);
+    }
+    for (int i = 0; i < n; i++) {
+        write_conf(c, i);
+        spawn_node(&c->nodes[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        wait_ready(c, i);
+    }
+}
+
+void natsh_restart(natsh_cluster *c, int i)
+{
+    spawn_node(&c->nodes[i]);
+}
+
+void natsh_kill(natsh_cluster *c, int i)
+{
+    if (c->nodes[i].pid > 0) {
+        kill(c->nodes[i].pid, SIGKILL);
+        waitpid(c->nodes[i].pid, NULL, 0);
+        c->nodes[i].pid = 0;
+    }
+}
+
+void natsh_stop(natsh_cluster *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        if (c->nodes[i].pid > 0) {
+            kill(c->nodes[i].pid, SIGTERM);
+        }
+    }
+    for (int i = 0; i < c->n; i++) {
+        if (c->nodes[i].pid > 0) {
+            waitpid(c->nodes[i].pid, NULL, 0);
+            c->nodes[i].pid = 0;
+        }
+    }
+}
+
+int natsh_node_by_name(const natsh_cluster *c, const char *name)
+{
+    for (int i = 0; i < c->n; i++) {
+        if (!strcmp(c->nodes[i].name, name)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+void natsh_connect(const natsh_cluster *c, natsConnection **nc, jsCtx **js)
+{
+    natsOptions *o = NULL;
+    natsOptions_Create(&o);
+    natsOptions_SetURL(o, c->urls);
+    natsOptions_SetMaxReconnect(o, -1);
+    natsOptions_SetReconnectWait(o, 100);
+    natsStatus s = natsConnection_Connect(nc, o);
+    natsOptions_Destroy(o);
+    if (s != NATS_OK) {
+        rel_fail("cannot connect to NATS at %s: %s", c->urls, natsStatus_GetText(s));
+    }
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    if (natsConnection_JetStream(js, *nc, &jo) != NATS_OK) {
+        rel_fail("no JetStream context");
+    }
+}
+
+void natsh_stream_leader(jsCtx *js, const char *stream, char *out, size_t cap)
+{
+    out[0] = '\0';
+    jsStreamInfo *si = NULL;
+    if (js_GetStreamInfo(&si, js, stream, NULL, NULL) == NATS_OK) {
+        if (si->Cluster && si->Cluster->Leader) {
+            snprintf(out, cap, "%s", si->Cluster->Leader);
+        }
+        jsStreamInfo_Destroy(si);
+    }
+}
+
+static uint64_t header_u64(natsMsg *m, const char *key)
+{
+    const char *v = NULL;
+    if (natsMsgHeader_Get(m, key, &v) != NATS_OK || !v) {
+        return UINT64_MAX;
+    }
+    return strtoull(v, NULL, 10);
+}
+
+void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uint64_t expect)
+{
+    jsStreamInfo *si = NULL;
+    int64_t deadline = rel_now_ms() + 30000;
+    while (js_GetStreamInfo(&si, js, stream, NULL, NULL) != NATS_OK) {
+        if (rel_now_ms() > deadline) {
+            rel_fail("no stream info for %s", stream);
+        }
+        rel_sleep_ms(100);
+    }
+    uint64_t msgs = si->State.Msgs, first = si->State.FirstSeq, last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    REL_CHECK(msgs == expect && first == 1 && last == expect,
+              "the copy holds %" PRIu64 " messages (sequences %" PRIu64 "..%" PRIu64
+              "), expected exactly %" PRIu64,
+              msgs, first, last, expect);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    so.ManualAck = true;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    so.Config.AckPolicy = js_AckAll;
+    so.Config.MaxAckPending = 20000;
+    natsSubscription *sub = NULL;
+    char subject[64];
+    jsStreamInfo *si2 = NULL;
+    js_GetStreamInfo(&si2, js, stream, NULL, NULL);
+    snprintf(subject, sizeof subject, "%s", si2->Config->Subjects[0]);
+    jsStreamInfo_Destroy(si2);
+    natsStatus s = js_PullSubscribe(&sub, js, subject, NULL, NULL, &so, NULL);
+    REL_CHECK(s == NATS_OK, "pull subscribe: %s", natsStatus_GetText(s));
+    uint64_t next = 1;
+    deadline = rel_now_ms() + 120000;
+    while (next <= expect) {
+        natsMsgList list = {0};
+        s = natsSubscription_Fetch(&list, sub, 1000, 2000, NULL);
+        if (list.Count == 0) {
+            REL_CHECK(rel_now_ms() < deadline, "reading the copy stalled at %" PRIu64 ": %s", next,
+                      natsStatus_GetText(s));
+            continue;
+        }
+        for (int i = 0; i < list.Count; i++) {
+            natsMsg *m = list.Msgs[i];
+            uint64_t pos = header_u64(m, "Es-Position");
+            REL_CHECK(pos == next, "message %" PRIu64 " of the copy holds position %" PRIu64, next,
+                      pos);
+            const char *id = NULL, *crc = NULL;
+            natsMsgHeader_Get(m, "Nats-Msg-Id", &id);
+            natsMsgHeader_Get(m, "Es-Crc32c", &crc);
+            char want[64];
+            snprintf(want, sizeof want, "%s:%" PRIu64, store_hex, pos);
+            REL_CHECK(id && !strcmp(id, want), "message %" PRIu64 " has id %s, expected %s", next,
+                      id ? id : "(none)", want);
+            char got[9];
+            snprintf(got, sizeof got, "%08x",
+                     crc32c(0, (const uint8_t *)natsMsg_GetData(m),
+                            (size_t)natsMsg_GetDataLength(m)));
+            REL_CHECK(crc && !strcmp(crc, got), "message %" PRIu64 " fails its Es-Crc32c", next);
+            next++;
+        }
+        natsMsg_Ack(list.Msgs[list.Count - 1], NULL);
+        natsMsgList_Destroy(&list);
+    }
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+}
