@@ -17,6 +17,7 @@
 
 #include "crc32c.h"
 #include "log.h"
+#include "natsconn.h"
 #include "pbwire.h"
 #include "validate.h"
 
@@ -40,6 +41,8 @@ struct follow {
     natsSubscription *sub;
     _Atomic bool connected, halted;
     _Atomic uint64_t imported, pending, upstream;
+    uint64_t last_seq; /* stream sequence of the last message fetched */
+    int empty_fetches; /* in a row */
     store_import_in recs[FOLLOW_BATCH];
     uint64_t seqs[FOLLOW_BATCH];
 };
@@ -75,85 +78,6 @@ static bool wait_ms(follow *f, int ms)
     return s;
 }
 
-static const char *nats_err(natsStatus s)
-{
-    const char *last = nats_GetLastError(NULL);
-    return last && *last ? last : natsStatus_GetText(s);
-}
-
-/* Strict decimal u64 of at most 20 digits. */
-static bool parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || !*s || strlen(s) > 20) {
-        return false;
-    }
-    uint64_t v = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
-            return false;
-        }
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    *out = v;
-    return true;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-/* 8-4-4-4-12 hex -> 16 bytes. */
-static bool parse_uuid(const char *s, uint8_t out[16])
-{
-    if (!s || strlen(s) != 36) {
-        return false;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < 36;) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') {
-                return false;
-            }
-            i++;
-            continue;
-        }
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-        if (hi < 0 || lo < 0) {
-            return false;
-        }
-        out[k++] = (uint8_t)(hi << 4 | lo);
-        i += 2;
-    }
-    return true;
-}
-
-static bool parse_crc(const char *s, uint32_t *out)
-{
-    if (!s || strlen(s) != 8) {
-        return false;
-    }
-    uint32_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        int h = hexval(s[i]);
-        if (h < 0) {
-            return false;
-        }
-        v = v << 4 | (uint32_t)h;
-    }
-    *out = v;
-    return true;
-}
-
 /* ---------------------------------------------------------------- checks -- */
 
 /*
@@ -181,11 +105,11 @@ static bool check_msg(follow *f, natsMsg *m, uint64_t *pos, char *why, size_t wh
     uint64_t rev;
     uint8_t id[16];
     uint32_t crc;
-    if (!parse_u64(hpos, pos) || *pos == 0) {
+    if (!natsconn_parse_u64(hpos, pos) || *pos == 0) {
         snprintf(why, why_len, "%s", "missing or garbled Es-Position header");
         return false;
     }
-    if (!parse_u64(hrev, &rev)) {
+    if (!natsconn_parse_u64(hrev, &rev)) {
         snprintf(why, why_len, "%s", "missing or garbled Es-Revision header");
         return false;
     }
@@ -193,11 +117,11 @@ static bool check_msg(follow *f, natsMsg *m, uint64_t *pos, char *why, size_t wh
         snprintf(why, why_len, "%s", "missing or oversized Es-Stream header");
         return false;
     }
-    if (!parse_uuid(hid, id)) {
+    if (!natsconn_parse_uuid(hid, id)) {
         snprintf(why, why_len, "%s", "missing or garbled Es-Event-Id header");
         return false;
     }
-    if (!parse_crc(hcrc, &crc)) {
+    if (!natsconn_parse_crc(hcrc, &crc)) {
         snprintf(why, why_len, "%s", "missing or garbled Es-Crc32c header");
         return false;
     }
@@ -251,27 +175,7 @@ static void disconnect(follow *f)
 
 static es_err connect_nats(follow *f)
 {
-    natsOptions *o = NULL;
-    natsStatus s = natsOptions_Create(&o);
-    if (s == NATS_OK) {
-        s = natsOptions_SetURL(o, f->cfg->follow_nats);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetName(o, "esd-follower");
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetMaxReconnect(o, -1);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetReconnectWait(o, 250);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetTimeout(o, 2000);
-    }
-    if (s == NATS_OK) {
-        s = natsConnection_Connect(&f->nc, o);
-    }
-    natsOptions_Destroy(o);
+    natsStatus s = natsconn_connect(f->cfg->follow_nats, "esd-follower", NULL, NULL, NULL, &f->nc);
     if (s == NATS_OK) {
         jsOptions jo;
         jsOptions_Init(&jo);
@@ -280,7 +184,7 @@ static es_err connect_nats(follow *f)
     }
     if (s != NATS_OK) {
         log_msg(LOG_WARN, "follower: cannot connect to NATS", "url=%s error=\"%s\"",
-                f->cfg->follow_nats, nats_err(s));
+                f->cfg->follow_nats, natsconn_err(s));
         disconnect(f);
         return ES_ERR_CONNECTION;
     }
@@ -326,7 +230,7 @@ static bool same_history(follow *f, uint64_t head)
     uint64_t pos = 0;
     uint8_t id[16];
     bool ok = true;
-    if (parse_u64(hpos, &pos) && pos == head && parse_uuid(hid, id)) {
+    if (natsconn_parse_u64(hpos, &pos) && pos == head && natsconn_parse_uuid(hid, id)) {
         id_probe probe = {.found = false};
         store_page page;
         store_read_all(f->st, NULL, head, false, 1, probe_visit, &probe, &page);
@@ -350,7 +254,8 @@ static es_err subscribe_from(follow *f, uint64_t start)
     natsStatus s = js_GetStreamInfo(&si, f->js, f->cfg->follow_stream, NULL, &jerr);
     if (s != NATS_OK) {
         log_msg(LOG_WARN, "follower: cannot read the JetStream stream (waiting for it)",
-                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, nats_err(s), (int)jerr);
+                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, natsconn_err(s),
+                (int)jerr);
         return ES_ERR_CONNECTION;
     }
     char subject[SUBJECT_CAP] = "";
@@ -378,11 +283,14 @@ static es_err subscribe_from(follow *f, uint64_t start)
     s = js_PullSubscribe(&f->sub, f->js, subject, NULL, NULL, &so, &jerr);
     if (s != NATS_OK) {
         log_msg(LOG_WARN, "follower: cannot create the consumer",
-                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, nats_err(s), (int)jerr);
+                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, natsconn_err(s),
+                (int)jerr);
         f->sub = NULL;
         return ES_ERR_CONNECTION;
     }
     atomic_store(&f->connected, true);
+    f->last_seq = start - 1;
+    f->empty_fetches = 0;
     log_msg(LOG_INFO, "follower: consuming", "stream=%s from_sequence=%" PRIu64,
             f->cfg->follow_stream, start);
     return ES_OK;
@@ -413,6 +321,7 @@ static void import_list(follow *f, natsMsgList *list)
         uint64_t seq = 0;
         if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
             seq = meta->Sequence.Stream;
+            f->last_seq = seq;
             jsMsgMetaData_Destroy(last_meta);
             last_meta = meta;
         }
@@ -454,6 +363,34 @@ static void import_list(follow *f, natsMsgList *list)
         }
     }
     jsMsgMetaData_Destroy(last_meta);
+}
+
+/*
+ * After FOLLOW_STALL_FETCHES empty fetches in a row: does the stream hold
+ * messages after the last one fetched? Then the consumer is stuck (one
+ * placed on a replica still catching up after a restart can stop
+ * delivering) and a new one is made. Also keeps the pending figure true.
+ */
+static bool consumer_stalled(follow *f)
+{
+    if (++f->empty_fetches < FOLLOW_STALL_FETCHES) {
+        return false;
+    }
+    f->empty_fetches = 0;
+    jsStreamInfo *si = NULL;
+    if (js_GetStreamInfo(&si, f->js, f->cfg->follow_stream, NULL, NULL) != NATS_OK) {
+        return false; /* the next fetch tells */
+    }
+    uint64_t last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    atomic_store(&f->pending, last > f->last_seq ? last - f->last_seq : 0);
+    if (last > f->last_seq) {
+        log_msg(LOG_WARN, "follower: the consumer delivers nothing while the stream has more",
+                "stream=%s last_fetched_seq=%" PRIu64 " stream_last_seq=%" PRIu64,
+                f->cfg->follow_stream, f->last_seq, last);
+        return true;
+    }
+    return false;
 }
 
 static void *follow_main(void *arg)
@@ -499,18 +436,19 @@ static void *follow_main(void *arg)
         natsStatus s =
             natsSubscription_Fetch(&list, f->sub, FOLLOW_BATCH, FOLLOW_FETCH_WAIT_MS, &jerr);
         if (list.Count > 0) {
+            f->empty_fetches = 0;
             import_list(f, &list);
             natsMsgList_Destroy(&list);
             backoff = BACKOFF_MIN_MS;
             continue;
         }
         natsMsgList_Destroy(&list);
-        if (s == NATS_TIMEOUT) {
-            atomic_store(&f->pending, 0);
+        if (s == NATS_TIMEOUT && !consumer_stalled(f)) {
             continue;
         }
-        log_msg(LOG_WARN, "follower: fetch failed; consuming again from the head",
-                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, nats_err(s), (int)jerr);
+        log_msg(LOG_WARN, "follower: fetch failed or stalled; consuming again from the head",
+                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, natsconn_err(s),
+                (int)jerr);
         drop_sub(f);
         atomic_store(&f->connected, false);
         if (wait_ms(f, backoff)) {

@@ -36,8 +36,11 @@
  *
  * Connection failures, a missing stream, a consumer lost in a leader
  * election: the thread drops the consumer, waits (backoff 100 ms to 5 s)
- * and creates a new one at head + 1. Lag: NumPending of the last message
- * fetched (messages in the stream after it).
+ * and creates a new one at head + 1; so it does when fetches come back
+ * empty for FOLLOW_STALL_FETCHES in a row while the stream info says there
+ * is more (a consumer stuck on a replica that is catching up). Lag:
+ * NumPending of the last message fetched (messages in the stream after
+ * it), refreshed from the stream info while idle.
  *
  * Promotion is manual: stop the follower, start esd on the same data
  * directory without --follow-nats; it is then a primary (README).
@@ -54,6 +57,7 @@
 #define FOLLOW_BATCH          1024u
 #define FOLLOW_ENVELOPE_BYTES (64u * 1024u) /* record fields beyond data and metadata */
 #define FOLLOW_FETCH_WAIT_MS  500
+#define FOLLOW_STALL_FETCHES  6 /* empty fetches before the stream is asked */
 
 typedef struct follow follow;
 

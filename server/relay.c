@@ -15,14 +15,15 @@
 
 #include "crc32c.h"
 #include "log.h"
+#include "natsconn.h"
 #include "pbwire.h"
 #include "validate.h"
 
 #define BACKOFF_MIN_MS  100
 #define BACKOFF_MAX_MS  5000
-#define PUB_MAX_WAIT_MS 5000
-#define STALL_WAIT_MS   5000
-#define API_WAIT_MS     5000
+#define PUB_MAX_WAIT_MS 2000
+#define STALL_WAIT_MS   2000
+#define API_WAIT_MS     2000
 #define BATCH_MAX_BYTES (8u * 1024u * 1024u)
 #define MSG_ID_MAX      (2u * STORE_ID_BYTES + 1u + 20u + 1u)
 #define SUBJECT_MAX     (64u + 2u * RELAY_TOKEN_MAX + 2u)
@@ -102,30 +103,6 @@ static void hex_of(const uint8_t *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static void uuid_of(const uint8_t id[16], char out[37])
-{
-    char h[33];
-    hex_of(id, 16, h);
-    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
-}
-
-/* Strict decimal u64 (a header value from the stream). */
-static bool parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || !*s || strlen(s) > 20) {
-        return false;
-    }
-    uint64_t v = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
-            return false;
-        }
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    *out = v;
-    return true;
-}
-
 static bool is_stopping(relay *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -156,12 +133,6 @@ static bool wait_ms(relay *r, int ms)
     return s;
 }
 
-static const char *nats_err(natsStatus s)
-{
-    const char *last = nats_GetLastError(NULL);
-    return last && *last ? last : natsStatus_GetText(s);
-}
-
 /* ------------------------------------------------------- acknowledgements -- */
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -171,7 +142,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     if (pa) {
         const char *v = NULL;
         uint64_t pos;
-        if (natsMsgHeader_Get(msg, "Es-Position", &v) == NATS_OK && parse_u64(v, &pos)) {
+        if (natsMsgHeader_Get(msg, "Es-Position", &v) == NATS_OK && natsconn_parse_u64(v, &pos)) {
             uint64_t cur = atomic_load(&r->acked);
             while (pos > cur && !atomic_compare_exchange_weak(&r->acked, &cur, pos)) {
             }
@@ -224,36 +195,11 @@ static void disconnect(relay *r)
 
 static es_err connect_nats(relay *r)
 {
-    natsOptions *o = NULL;
-    natsStatus s = natsOptions_Create(&o);
-    if (s == NATS_OK) {
-        s = natsOptions_SetURL(o, r->cfg->relay_nats);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetName(o, "esd-relay");
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetMaxReconnect(o, -1);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetReconnectWait(o, 250);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetTimeout(o, 2000);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetDisconnectedCB(o, disconnected_cb, r);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetReconnectedCB(o, reconnected_cb, r);
-    }
-    if (s == NATS_OK) {
-        s = natsConnection_Connect(&r->nc, o);
-    }
-    natsOptions_Destroy(o);
+    natsStatus s = natsconn_connect(r->cfg->relay_nats, "esd-relay", disconnected_cb,
+                                    reconnected_cb, r, &r->nc);
     if (s != NATS_OK) {
         log_msg(LOG_WARN, "relay: cannot connect to NATS", "url=%s error=\"%s\"",
-                r->cfg->relay_nats, nats_err(s));
+                r->cfg->relay_nats, natsconn_err(s));
         disconnect(r);
         return ES_ERR_CONNECTION;
     }
@@ -266,7 +212,7 @@ static es_err connect_nats(relay *r)
     jo.PublishAsync.StallWait = STALL_WAIT_MS;
     s = natsConnection_JetStream(&r->js, r->nc, &jo);
     if (s != NATS_OK) {
-        log_msg(LOG_WARN, "relay: no JetStream context", "error=\"%s\"", nats_err(s));
+        log_msg(LOG_WARN, "relay: no JetStream context", "error=\"%s\"", natsconn_err(s));
         disconnect(r);
         return ES_ERR_CONNECTION;
     }
@@ -299,7 +245,8 @@ static es_err ensure_stream(relay *r, uint64_t *last_seq, uint64_t *n_msgs)
         if (s != NATS_OK) {
             log_msg(LOG_WARN, "relay: cannot create the JetStream stream",
                     "stream=%s subjects=%s replicas=%u error=\"%s\" js_code=%d",
-                    r->cfg->relay_stream, subject, r->cfg->relay_replicas, nats_err(s), (int)jerr);
+                    r->cfg->relay_stream, subject, r->cfg->relay_replicas, natsconn_err(s),
+                    (int)jerr);
             return ES_ERR_CONNECTION;
         }
         log_msg(LOG_INFO, "relay: created the JetStream stream",
@@ -307,7 +254,8 @@ static es_err ensure_stream(relay *r, uint64_t *last_seq, uint64_t *n_msgs)
                 r->cfg->relay_replicas);
     } else if (s != NATS_OK) {
         log_msg(LOG_WARN, "relay: cannot read the JetStream stream's state",
-                "stream=%s error=\"%s\" js_code=%d", r->cfg->relay_stream, nats_err(s), (int)jerr);
+                "stream=%s error=\"%s\" js_code=%d", r->cfg->relay_stream, natsconn_err(s),
+                (int)jerr);
         return ES_ERR_CONNECTION;
     }
     *last_seq = si->State.LastSeq;
@@ -357,7 +305,7 @@ static es_err resume_point(relay *r, uint64_t *next, char *prev, size_t prev_cap
     if (s != NATS_OK) {
         log_msg(LOG_WARN, "relay: cannot read the stream's last message",
                 "stream=%s seq=%" PRIu64 " messages=%" PRIu64 " error=\"%s\" js_code=%d",
-                r->cfg->relay_stream, last_seq, n_msgs, nats_err(s), (int)jerr);
+                r->cfg->relay_stream, last_seq, n_msgs, natsconn_err(s), (int)jerr);
         return ES_ERR_CONNECTION;
     }
     const char *pos_s = NULL, *id_s = NULL, *ev_s = NULL;
@@ -366,7 +314,8 @@ static es_err resume_point(relay *r, uint64_t *next, char *prev, size_t prev_cap
     natsMsgHeader_Get(m, "Es-Event-Id", &ev_s);
     uint64_t pos = 0;
     rv = ES_OK;
-    if (!parse_u64(pos_s, &pos) || pos == 0 || !id_s || strlen(id_s) >= prev_cap || !ev_s) {
+    if (!natsconn_parse_u64(pos_s, &pos) || pos == 0 || !id_s || strlen(id_s) >= prev_cap ||
+        !ev_s) {
         log_msg(LOG_ERROR,
                 "relay: the stream's last message is not an esd event (no Es-Position, "
                 "Nats-Msg-Id or Es-Event-Id): relay into an esd stream of its own",
@@ -388,7 +337,7 @@ static es_err resume_point(relay *r, uint64_t *next, char *prev, size_t prev_cap
         es_err rrv = store_read_all(r->st, NULL, pos, false, 1, probe_visit, &probe, &page);
         char mine[37] = "?";
         if (probe.found) {
-            uuid_of(probe.id, mine);
+            natsconn_format_uuid(probe.id, mine);
         }
         if (rrv != ES_OK || !probe.found || strcmp(mine, ev_s) != 0) {
             log_msg(LOG_ERROR,
@@ -480,7 +429,7 @@ static natsStatus make_msg(relay *r, const uint8_t *rec, size_t len, uint64_t po
     if (s == NATS_OK) {
         s = natsMsgHeader_Set(m, "Es-Type", tname);
     }
-    uuid_of(id, uuid);
+    natsconn_format_uuid(id, uuid);
     if (s == NATS_OK) {
         s = natsMsgHeader_Set(m, "Es-Event-Id", uuid);
     }
@@ -562,7 +511,7 @@ static void publish_run(relay *r, uint64_t next, char *prev)
             if (s != NATS_OK) {
                 if (!atomic_exchange(&r->failed, true)) {
                     log_msg(LOG_WARN, "relay: publish failed; resuming",
-                            "position=%" PRIu64 " error=\"%s\"", next, nats_err(s));
+                            "position=%" PRIu64 " error=\"%s\"", next, natsconn_err(s));
                 }
                 return;
             }

@@ -207,7 +207,13 @@ void natsh_connect(const natsh_cluster *c, natsConnection **nc, jsCtx **js)
 {
     natsOptions *o = NULL;
     natsOptions_Create(&o);
-    natsOptions_SetURL(o, c->urls);
+    char urls[NATSH_MAX_NODES][64];
+    const char *list[NATSH_MAX_NODES];
+    for (int i = 0; i < c->n; i++) {
+        snprintf(urls[i], sizeof urls[i], "nats://127.0.0.1:%u", (unsigned)c->nodes[i].client_port);
+        list[i] = urls[i];
+    }
+    natsOptions_SetServers(o, list, c->n);
     natsOptions_SetMaxReconnect(o, -1);
     natsOptions_SetReconnectWait(o, 100);
     natsStatus s = natsConnection_Connect(nc, o);
@@ -260,31 +266,51 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
               "the copy holds %" PRIu64 " messages (sequences %" PRIu64 "..%" PRIu64
               "), expected exactly %" PRIu64,
               msgs, first, last, expect);
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = stream;
-    so.ManualAck = true;
-    so.Config.DeliverPolicy = js_DeliverAll;
-    so.Config.AckPolicy = js_AckAll;
-    so.Config.MaxAckPending = 20000;
-    natsSubscription *sub = NULL;
     char subject[64];
     jsStreamInfo *si2 = NULL;
     js_GetStreamInfo(&si2, js, stream, NULL, NULL);
     snprintf(subject, sizeof subject, "%s", si2->Config->Subjects[0]);
     jsStreamInfo_Destroy(si2);
-    natsStatus s = js_PullSubscribe(&sub, js, subject, NULL, NULL, &so, NULL);
-    REL_CHECK(s == NATS_OK, "pull subscribe: %s", natsStatus_GetText(s));
+    natsSubscription *sub = NULL;
     uint64_t next = 1;
+    int64_t last_progress = rel_now_ms();
     deadline = rel_now_ms() + 120000;
     while (next <= expect) {
+        if (!sub) {
+            /* A consumer from `next`; made again when it stalls (a consumer
+             * placed on a replica that is still catching up after a
+             * restart can stop delivering). */
+            jsSubOptions so;
+            jsSubOptions_Init(&so);
+            so.Stream = stream;
+            so.ManualAck = true;
+            so.Config.DeliverPolicy = js_DeliverByStartSequence;
+            so.Config.OptStartSeq = next;
+            so.Config.AckPolicy = js_AckAll;
+            so.Config.MaxAckPending = 20000;
+            natsStatus s = js_PullSubscribe(&sub, js, subject, NULL, NULL, &so, NULL);
+            if (s != NATS_OK) {
+                REL_CHECK(rel_now_ms() < deadline, "pull subscribe: %s", natsStatus_GetText(s));
+                sub = NULL;
+                rel_sleep_ms(200);
+                continue;
+            }
+            last_progress = rel_now_ms();
+        }
         natsMsgList list = {0};
-        s = natsSubscription_Fetch(&list, sub, 1000, 2000, NULL);
+        natsStatus s = natsSubscription_Fetch(&list, sub, 1000, 1000, NULL);
         if (list.Count == 0) {
             REL_CHECK(rel_now_ms() < deadline, "reading the copy stalled at %" PRIu64 ": %s", next,
                       natsStatus_GetText(s));
+            if (rel_now_ms() - last_progress > 3000) {
+                rel_log("reading the copy: no message for 3 s at %" PRIu64 "; new consumer", next);
+                natsSubscription_Unsubscribe(sub);
+                natsSubscription_Destroy(sub);
+                sub = NULL;
+            }
             continue;
         }
+        last_progress = rel_now_ms();
         for (int i = 0; i < list.Count; i++) {
             natsMsg *m = list.Msgs[i];
             uint64_t pos = header_u64(m, "Es-Position");
@@ -298,9 +324,9 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
             REL_CHECK(id && !strcmp(id, want), "message %" PRIu64 " has id %s, expected %s", next,
                       id ? id : "(none)", want);
             char got[9];
-            snprintf(got, sizeof got, "%08x",
-                     crc32c(0, (const uint8_t *)natsMsg_GetData(m),
-                            (size_t)natsMsg_GetDataLength(m)));
+            snprintf(
+                got, sizeof got, "%08x",
+                crc32c(0, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m)));
             REL_CHECK(crc && !strcmp(crc, got), "message %" PRIu64 " fails its Es-Crc32c", next);
             next++;
         }

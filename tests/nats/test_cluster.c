@@ -115,8 +115,7 @@ static void compare_logs(const char *primary, const char *follower, uint64_t hea
 {
     es_client *a = rel_client(primary, 30000), *b = rel_client(follower, 30000);
     es_read_iter *ia, *ib;
-    REL_CHECK(es_read_all(a, NULL, &ia) == ES_OK && es_read_all(b, NULL, &ib) == ES_OK,
-              "read-all");
+    REL_CHECK(es_read_all(a, NULL, &ia) == ES_OK && es_read_all(b, NULL, &ib) == ES_OK, "read-all");
     uint64_t n = 0;
     for (;;) {
         const es_recorded_event *x = NULL, *y = NULL;
@@ -127,16 +126,15 @@ static void compare_logs(const char *primary, const char *follower, uint64_t hea
             REL_CHECK(!x && !y, "one log ends after %" PRIu64 " events, the other does not", n);
             break;
         }
-        REL_CHECK(x->position == y->position && !strcmp(x->stream, y->stream) &&
-                      x->revision == y->revision && !memcmp(x->id, y->id, ES_UUID_BYTES) &&
-                      !strcmp(x->type, y->type) &&
-                      bytes_eq(x->data, x->data_len, y->data, y->data_len) &&
-                      bytes_eq(x->metadata, x->metadata_len, y->metadata, y->metadata_len) &&
-                      !strcmp(x->content_type, y->content_type) &&
-                      x->recorded_at_us == y->recorded_at_us,
-                  "the follower differs from the primary at position %" PRIu64
-                  " (primary %s@%" PRIu64 ", follower %s@%" PRIu64 ")",
-                  x->position, x->stream, x->revision, y->stream, y->revision);
+        REL_CHECK(
+            x->position == y->position && !strcmp(x->stream, y->stream) &&
+                x->revision == y->revision && !memcmp(x->id, y->id, ES_UUID_BYTES) &&
+                !strcmp(x->type, y->type) && bytes_eq(x->data, x->data_len, y->data, y->data_len) &&
+                bytes_eq(x->metadata, x->metadata_len, y->metadata, y->metadata_len) &&
+                !strcmp(x->content_type, y->content_type) && x->recorded_at_us == y->recorded_at_us,
+            "the follower differs from the primary at position %" PRIu64 " (primary %s@%" PRIu64
+            ", follower %s@%" PRIu64 ")",
+            x->position, x->stream, x->revision, y->stream, y->revision);
         n++;
     }
     REL_CHECK(n == head, "compared %" PRIu64 " events, expected %" PRIu64, n, head);
@@ -182,9 +180,9 @@ int main(int argc, char **argv)
     jsCtx *js;
     natsh_connect(&c, &nc, &js);
 
-    const char *relay_args[] = {"--relay-nats", c.urls,  "--relay-stream", STREAM,
-                                "--relay-replicas", "3", "--sync",         "none",
-                                NULL};
+    const char *relay_args[] = {
+        "--relay-nats", c.urls, "--relay-stream", STREAM, "--relay-replicas", "3", "--sync",
+        "none",         NULL};
     memcpy(p.args, relay_args, sizeof relay_args);
     int status;
     REL_CHECK(rel_esd_start(&p, 10000, &status) == 0, "primary esd did not start");
@@ -274,10 +272,9 @@ int main(int argc, char **argv)
     es_err rv = es_stream_append(fc, "acct-0", (es_expected){ES_EXPECT_ANY, 0}, &e, 1, NULL);
     REL_CHECK(rv == ES_ERR_FOLLOWER, "append to the follower: %s", es_strerror(rv));
     es_event e2 = {.type = "T", .data = "{}", .data_len = 2};
-    es_append_req tx[2] = {{.stream = "acct-1", .expected = {ES_EXPECT_ANY, 0}, .events = &e,
-                            .n_events = 1},
-                           {.stream = "acct-2", .expected = {ES_EXPECT_ANY, 0}, .events = &e2,
-                            .n_events = 1}};
+    es_append_req tx[2] = {
+        {.stream = "acct-1", .expected = {ES_EXPECT_ANY, 0}, .events = &e, .n_events = 1},
+        {.stream = "acct-2", .expected = {ES_EXPECT_ANY, 0}, .events = &e2, .n_events = 1}};
     rv = es_txn_commit(fc, tx, 2, NULL);
     REL_CHECK(rv == ES_ERR_FOLLOWER, "transaction on the follower: %s", es_strerror(rv));
     rv = es_snapshot_save(fc, "acct-0", 0, 1, "s", 1);
@@ -305,8 +302,8 @@ int main(int argc, char **argv)
         REL_CHECK(rel_now_ms() < deadline, "the follower's subscriber got %" PRIu64 " of 2",
                   live.got);
     }
-    REL_CHECK(live.last == head + 2, "live events end at %" PRIu64 ", expected %" PRIu64,
-              live.last, head + 2);
+    REL_CHECK(live.last == head + 2, "live events end at %" PRIu64 ", expected %" PRIu64, live.last,
+              head + 2);
     es_sub_destroy(sub);
     es_client_destroy(fc);
     rel_log("a subscriber of the follower saw events appended to the primary live");

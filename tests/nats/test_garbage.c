@@ -157,8 +157,8 @@ int main(int argc, char **argv)
     uint8_t first_id[16];
     for (uint32_t i = 0; i < N0; i++) {
         es_event e = {.type = "T", .data = "{}", .data_len = 2};
-        es_err rv = es_stream_append(pc, i % 2 ? "a-1" : "b-1", (es_expected){ES_EXPECT_ANY, 0},
-                                     &e, 1, NULL);
+        es_err rv = es_stream_append(pc, i % 2 ? "a-1" : "b-1", (es_expected){ES_EXPECT_ANY, 0}, &e,
+                                     1, NULL);
         REL_CHECK(rv == ES_OK, "append: %s", es_strerror(rv));
         if (i == 0) {
             memcpy(first_id, e.id, 16);
@@ -172,9 +172,8 @@ int main(int argc, char **argv)
     }
     REL_CHECK(rel_esd_stop(&p, SIGTERM, 10000, &status) == 0, "primary stop");
 
-    const char *follow_args[] = {"--follow-nats", c.urls,  "--follow-stream",
-                                 STREAM,          "--max-event-bytes", "4K",
-                                 NULL};
+    const char *follow_args[] = {
+        "--follow-nats", c.urls, "--follow-stream", STREAM, "--max-event-bytes", "4K", NULL};
     memcpy(f.args, follow_args, sizeof follow_args);
 
     const bad_case cases[] = {
@@ -201,14 +200,13 @@ int main(int argc, char **argv)
             REL_CHECK(rel_now_ms() < deadline, "case '%s': the follower did not halt", bc->name);
             rel_sleep_ms(20);
         }
-        REL_CHECK(st.head_position == N0, "case '%s': head %" PRIu64 " after a refusal",
-                  bc->name, st.head_position);
+        REL_CHECK(st.head_position == N0, "case '%s': head %" PRIu64 " after a refusal", bc->name,
+                  st.head_position);
         REL_CHECK(log_has(f.log_file, "refusing a message", log_from),
                   "case '%s': no log line says why", bc->name);
         rel_log("case '%s' (seq %" PRIu64 "): refused, consuming stopped, head kept", bc->name,
                 seq);
-        REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0,
-                  "follower stop");
+        REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0, "follower stop");
         REL_CHECK(js_DeleteMsg(js, STREAM, seq, NULL, NULL) == NATS_OK, "delete message");
     }
     /* A good message for the next position is imported after all that. */
