@@ -1218,6 +1218,10 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
     if (s->follower) {
         for (size_t i = 0; i < n_reqs; i++) {
             reqs[i].rv = ES_ERR_FOLLOWER;
+            for (size_t j = 0; reqs[i].results && j < reqs[i].n_appends; j++) {
+                memset(&reqs[i].results[j], 0, sizeof reqs[i].results[j]);
+                reqs[i].results[j].rv = ES_ERR_FOLLOWER;
+            }
         }
         return ES_ERR_FOLLOWER;
     }
