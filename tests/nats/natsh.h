@@ -24,7 +24,7 @@
 #define NATSH_MAX_NODES 3
 
 typedef struct natsh_node {
-    char name[8];
+    char name[16];
     uint16_t client_port, cluster_port;
     char conf[512];
     char log[512];
