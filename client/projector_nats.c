@@ -349,7 +349,9 @@ es_err pnats_fetch(pnats *n, uint64_t after, uint32_t max, int timeout_ms,
         span names[3] = {stream, type, ctype};
         const char **dst[3] = {&e->stream, &e->type, &e->content_type};
         for (int j = 0; j < 3; j++) {
-            memcpy(sp, names[j].p, names[j].len);
+            if (names[j].len > 0) {
+                memcpy(sp, names[j].p, names[j].len);
+            }
             sp[names[j].len] = '\0';
             *dst[j] = sp;
             sp += names[j].len + 1;
