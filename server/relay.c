@@ -38,6 +38,7 @@ struct relay {
     char store_hex[2 * STORE_ID_BYTES + 1];
     natsConnection *nc;
     jsCtx *js;
+    bool js_used; /* js has made an async publish (see drop_in_flight) */
     /* set by the acknowledgement callback (a libnats thread) */
     _Atomic bool failed;
     _Atomic uint64_t acked, published, errors;
@@ -186,6 +187,7 @@ static void disconnect(relay *r)
         jsCtx_Destroy(r->js);
         r->js = NULL;
     }
+    r->js_used = false;
     if (r->nc) {
         natsConnection_Destroy(r->nc);
         r->nc = NULL;
@@ -447,11 +449,13 @@ static natsStatus make_msg(relay *r, const uint8_t *rec, size_t len, uint64_t po
 }
 
 /* Drop what is in flight after a failure: its acknowledgements no longer
- * matter (the resume reads the stream itself). */
+ * matter (the resume reads the stream itself). libnats 3.4.1 crashes in
+ * js_PublishAsyncGetPendingList on a context that never published
+ * asynchronously, hence js_used. */
 static void drop_in_flight(relay *r)
 {
     natsMsgList pending = {0};
-    if (r->js && js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
+    if (r->js && r->js_used && js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
         natsMsgList_Destroy(&pending);
     }
 }
@@ -506,6 +510,7 @@ static void publish_run(relay *r, uint64_t next, char *prev)
                 po.ExpectLastMsgId = prev[0] ? prev : NULL;
                 po.MaxWait = PUB_MAX_WAIT_MS;
                 s = js_PublishMsgAsync(r->js, &m, &po);
+                r->js_used = true;
             }
             natsMsg_Destroy(m); /* NULL when the library took it */
             if (s != NATS_OK) {
@@ -571,7 +576,7 @@ static void *relay_main(void *arg)
         }
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
-    if (r->js) {
+    if (r->js && r->js_used) {
         jsPubOptions po;
         jsPubOptions_Init(&po);
         po.MaxWait = 2000;

@@ -167,6 +167,7 @@ void natsh_start(natsh_cluster *c, int n, const char *base)
 void natsh_restart(natsh_cluster *c, int i)
 {
     spawn_node(&c->nodes[i]);
+    wait_ready(c, i);
 }
 
 void natsh_kill(natsh_cluster *c, int i)

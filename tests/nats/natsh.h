@@ -48,7 +48,7 @@ void natsh_require_server(void);
  */
 void natsh_start(natsh_cluster *c, int n, const char *base);
 
-/** @brief Start node i again (same ports and store) after natsh_kill. */
+/** @brief Start node i again (same ports and store) after natsh_kill; wait until it answers. */
 void natsh_restart(natsh_cluster *c, int i);
 
 /** @brief SIGKILL node i and reap it. */

@@ -3,7 +3,9 @@
  *
  * Design notes
  * ------------
- * One JetStream node. A primary relays 100 events and stops; a follower
+ * One JetStream node. A primary starts relaying; the node is killed and
+ * restarted before any event exists (the relay must survive an idle
+ * disconnection). The primary relays 100 events and stops; a follower
  * (--max-event-bytes 4K) copies them. Then, one case at a time, the test
  * publishes a bad message straight into the stream: no headers; a payload
  * over the follower's cap; a wrong checksum; headers that disagree with
@@ -153,6 +155,19 @@ int main(int argc, char **argv)
     memcpy(p.args, relay_args, sizeof relay_args);
     int status;
     REL_CHECK(rel_esd_start(&p, 10000, &status) == 0, "primary did not start");
+    /* NATS gone and back while the relay has published nothing yet (a
+     * libnats crash once: js_PublishAsyncGetPendingList on an unused
+     * context). */
+    int64_t deadline = rel_now_ms() + 10000;
+    while (!stats_of(p.address).relay_on) {
+        REL_CHECK(rel_now_ms() < deadline, "no relay");
+        rel_sleep_ms(20);
+    }
+    rel_sleep_ms(300); /* pacing: let the relay reach its idle loop */
+    natsh_kill(&c, 0);
+    rel_sleep_ms(1500); /* pacing: the relay notices and retries meanwhile */
+    natsh_restart(&c, 0);
+    REL_CHECK(rel_esd_alive(&p, &status), "esd died while NATS was down");
     es_client *pc = rel_client(p.address, 10000);
     uint8_t first_id[16];
     for (uint32_t i = 0; i < N0; i++) {
@@ -165,7 +180,7 @@ int main(int argc, char **argv)
         }
     }
     es_client_destroy(pc);
-    int64_t deadline = rel_now_ms() + 30000;
+    deadline = rel_now_ms() + 30000;
     while (stats_of(p.address).relay_acked_position < N0) {
         REL_CHECK(rel_now_ms() < deadline, "relay did not finish");
         rel_sleep_ms(20);
