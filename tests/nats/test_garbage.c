@@ -12,8 +12,10 @@
  * the payload; a position that leaves a gap; an event id already stored.
  * Each time the follower must log why, stop consuming (stats:
  * follower_halted) and keep its head; the bad message is then deleted from
- * the stream and the follower restarted. At the end a good message for the
- * next position is imported, so the refusals left nothing behind.
+ * the stream and the follower restarted. Before that, the node is killed
+ * and restarted under the idle follower, which must stay up. At the end a
+ * good message for the next position is imported: the refusals left
+ * nothing behind.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -190,6 +192,21 @@ int main(int argc, char **argv)
     const char *follow_args[] = {
         "--follow-nats", c.urls, "--follow-stream", STREAM, "--max-event-bytes", "4K", NULL};
     memcpy(f.args, follow_args, sizeof follow_args);
+
+    /* NATS gone and back under an idle follower (before the bad messages:
+     * a killed nats-server may bring deleted messages back). */
+    REL_CHECK(rel_esd_start(&f, 10000, &status) == 0, "follower did not start");
+    deadline = rel_now_ms() + 30000;
+    while (stats_of(f.address).head_position < N0) {
+        REL_CHECK(rel_now_ms() < deadline, "follower did not catch up");
+        rel_sleep_ms(20);
+    }
+    natsh_kill(&c, 0);
+    rel_sleep_ms(1500); /* pacing: the follower's fetches fail meanwhile */
+    natsh_restart(&c, 0);
+    REL_CHECK(rel_esd_alive(&f, &status), "the follower died while NATS was down");
+    REL_CHECK(!stats_of(f.address).follower_halted, "the follower halted after a NATS restart");
+    REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0, "follower stop");
 
     const bad_case cases[] = {
         {"no headers", false, N0 + 1, 0, "", 10, false, false},
