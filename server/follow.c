@@ -139,10 +139,14 @@ static bool check_msg(follow *f, natsMsg *m, uint64_t *pos, char *why, size_t wh
         snprintf(why, why_len, "%s", "the payload is not an es.v1.RecordedEvent");
         return false;
     }
-    if (rpos != *pos || rrev != rev || rstream_len != strlen(hstream) ||
-        memcmp(rstream, hstream, rstream_len) != 0 || rid_len != 16 || memcmp(rid, id, 16) != 0) {
+    /* Es-Stream is not compared: NATS may trim the blanks around a header
+     * value, and a stream id may begin or end with one. The payload is
+     * what is stored, under its checksum. */
+    (void)rstream;
+    (void)rstream_len;
+    if (rpos != *pos || rrev != rev || rid_len != 16 || memcmp(rid, id, 16) != 0) {
         snprintf(why, why_len, "%s",
-                 "the headers (position, revision, stream, event id) disagree with the payload");
+                 "the headers (position, revision, event id) disagree with the payload");
         return false;
     }
     return true;

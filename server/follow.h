@@ -24,8 +24,10 @@
  * checks hold whatever the peer sends:
  *   - payload at most max_event_bytes + FOLLOW_ENVELOPE_BYTES;
  *   - headers Es-Position, Es-Stream, Es-Revision, Es-Event-Id and
- *     Es-Crc32c present, each of bounded length and strict syntax, and
- *     equal to what the payload (a packed es.v1.RecordedEvent) says;
+ *     Es-Crc32c present, each of bounded length and strict syntax; position,
+ *     revision and event id equal to what the payload (a packed
+ *     es.v1.RecordedEvent) says (Es-Stream is not compared: NATS may trim
+ *     blanks around a header value, and a stream id may have them);
  *   - the payload's CRC32C equals Es-Crc32c;
  *   - then store_import_batch: position = head + 1, revision = the
  *     stream's next, event id new, names valid.

@@ -294,21 +294,25 @@ int main(int argc, char **argv)
     es_event w2 = {.type = "Weird", .data = "{}", .data_len = 2};
     rv = es_stream_append(pc, "-x", (es_expected){ES_EXPECT_ANY, 0}, &w2, 1, NULL);
     REL_CHECK(rv == ES_OK, "append: %s", es_strerror(rv));
+    es_event w3 = {.type = " Padded ", .data = "{}", .data_len = 2};
+    rv = es_stream_append(pc, " sp-1 ", (es_expected){ES_EXPECT_ANY, 0}, &w3, 1, NULL);
+    REL_CHECK(rv == ES_OK, "append: %s", es_strerror(rv));
     es_client_destroy(pc);
     deadline = rel_now_ms() + 30000;
-    while (live.got < 2) {
+    while (live.got < 3) {
         rv = es_sub_poll(sub, 200);
         REL_CHECK(rv == ES_OK, "poll: %s", es_strerror(rv));
-        REL_CHECK(rel_now_ms() < deadline, "the follower's subscriber got %" PRIu64 " of 2",
+        REL_CHECK(rel_now_ms() < deadline, "the follower's subscriber got %" PRIu64 " of 3",
                   live.got);
     }
-    REL_CHECK(live.last == head + 2, "live events end at %" PRIu64 ", expected %" PRIu64, live.last,
-              head + 2);
+    REL_CHECK(live.last == head + 3, "live events end at %" PRIu64 ", expected %" PRIu64, live.last,
+              head + 3);
     es_sub_destroy(sub);
     es_client_destroy(fc);
     rel_log("a subscriber of the follower saw events appended to the primary live");
-    static const char *const want[] = {"es.we%2Eird%20%2A%3E.we%2Eird%20%2A%3E-x", "es.%00.-x"};
-    for (int i = 0; i < 2; i++) {
+    static const char *const want[] = {"es.we%2Eird%20%2A%3E.we%2Eird%20%2A%3E-x", "es.%00.-x",
+                                       "es.%20sp.%20sp-1%20"};
+    for (int i = 0; i < 3; i++) {
         natsMsg *m = NULL;
         REL_CHECK(js_GetMsg(&m, js, STREAM, head + 1 + (uint64_t)i, NULL, NULL) == NATS_OK,
                   "get message %" PRIu64, head + 1 + (uint64_t)i);
@@ -316,7 +320,9 @@ int main(int argc, char **argv)
                   natsMsg_GetSubject(m), want[i]);
         natsMsg_Destroy(m);
     }
-    rel_log("subjects escaped as documented (%s, %s)", want[0], want[1]);
+    rel_log("subjects escaped as documented (%s, %s, %s)", want[0], want[1], want[2]);
+    compare_logs(p.address, f.address, head + 3);
+    rel_log("the follower still equals the primary (awkward stream ids and types included)");
 
     REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0, "follower stop");
     REL_CHECK(rel_esd_stop(&p, SIGTERM, 10000, &status) == 0 && status == 0, "primary stop");

@@ -212,7 +212,7 @@ int main(int argc, char **argv)
         {"no headers", false, N0 + 1, 0, "", 10, false, false},
         {"oversized payload", true, N0 + 1, N0 + 1, "bad-1", 100 * 1024, false, false},
         {"wrong checksum", true, N0 + 1, N0 + 1, "bad-1", 10, true, false},
-        {"headers disagree with the payload", true, N0 + 1, N0 + 1, "other-1", 10, false, false},
+        {"headers disagree with the payload", true, N0 + 1, N0 + 3, "bad-1", 10, false, false},
         {"position gap", true, N0 + 2, N0 + 2, "bad-1", 10, false, false},
         {"event id already stored", true, N0 + 1, N0 + 1, "bad-1", 10, false, true},
     };
