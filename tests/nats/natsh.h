@@ -75,4 +75,11 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
 /** @brief The stream's current leader's server name ("" if unknown). */
 void natsh_stream_leader(jsCtx *js, const char *stream, char *out, size_t cap);
 
+/**
+ * @brief The value of an unlabelled sample in esd's /metrics (esd started
+ *        with --metrics-listen 127.0.0.1:0; the port is read from the last
+ *        "metrics listening" line of its log). -1 when absent.
+ */
+double natsh_metric(const char *log_file, const char *name);
+
 #endif

@@ -153,7 +153,8 @@ int main(int argc, char **argv)
     jsCtx *js;
     natsh_connect(&c, &nc, &js);
 
-    const char *relay_args[] = {"--relay-nats", c.urls, "--relay-stream", STREAM, NULL};
+    const char *relay_args[] = {
+        "--relay-nats", c.urls, "--relay-stream", STREAM, "--metrics-listen", "127.0.0.1:0", NULL};
     memcpy(p.args, relay_args, sizeof relay_args);
     int status;
     REL_CHECK(rel_esd_start(&p, 10000, &status) == 0, "primary did not start");
@@ -187,10 +188,24 @@ int main(int argc, char **argv)
         REL_CHECK(rel_now_ms() < deadline, "relay did not finish");
         rel_sleep_ms(20);
     }
+    REL_CHECK(natsh_metric(p.log_file, "esd_relay_acked_position") == N0 &&
+                  natsh_metric(p.log_file, "esd_relay_lag_positions") == 0 &&
+                  natsh_metric(p.log_file, "esd_relay_connected") == 1 &&
+                  natsh_metric(p.log_file, "esd_relay_published_total") >= N0,
+              "relay metrics: acked %.0f lag %.0f",
+              natsh_metric(p.log_file, "esd_relay_acked_position"),
+              natsh_metric(p.log_file, "esd_relay_lag_positions"));
     REL_CHECK(rel_esd_stop(&p, SIGTERM, 10000, &status) == 0, "primary stop");
 
-    const char *follow_args[] = {
-        "--follow-nats", c.urls, "--follow-stream", STREAM, "--max-event-bytes", "4K", NULL};
+    const char *follow_args[] = {"--follow-nats",
+                                 c.urls,
+                                 "--follow-stream",
+                                 STREAM,
+                                 "--max-event-bytes",
+                                 "4K",
+                                 "--metrics-listen",
+                                 "127.0.0.1:0",
+                                 NULL};
     memcpy(f.args, follow_args, sizeof follow_args);
 
     /* NATS gone and back under an idle follower (before the bad messages:
@@ -236,6 +251,8 @@ int main(int argc, char **argv)
                   st.head_position);
         REL_CHECK(log_has(f.log_file, "refusing a message", log_from),
                   "case '%s': no log line says why", bc->name);
+        REL_CHECK(natsh_metric(f.log_file, "esd_follower_halted") == 1,
+                  "case '%s': the metrics do not say halted", bc->name);
         rel_log("case '%s' (seq %" PRIu64 "): refused, consuming stopped, head kept", bc->name,
                 seq);
         REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0, "follower stop");
