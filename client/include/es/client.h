@@ -353,6 +353,8 @@ typedef struct es_append_req {
  *     same events (their ids make the retry idempotent);
  *   ES_ERR_STORE_FULL, ES_ERR_READ_ONLY, ES_ERR_SHUTTING_DOWN, ES_ERR_BUSY,
  *   ES_ERR_IO: the server could not store it; nothing was stored;
+ *   ES_ERR_FOLLOWER: the server is a read-only follower (esd
+ *     --follow-nats): send writes to the primary; nothing was stored;
  *   ES_ERR_PERMISSION_DENIED; the connection errors of es_client_connect().
  */
 ES_API es_err es_stream_append(es_client *c, const char *stream, es_expected expected,
