@@ -581,6 +581,12 @@ es_err es_stats_get(es_client *c, es_stats *st)
     st->sync_mode = s->sync_mode == ES__V1__SYNC_MODE__SYNC_MODE_NONE ? ES_SYNC_NONE : ES_SYNC_FULL;
     st->mean_commit_batch = s->mean_commit_batch;
     st->max_commit_batch = s->max_commit_batch;
+    st->relay_on = s->relay_on;
+    st->relay_acked_position = s->relay_acked_position;
+    st->relay_lag = s->relay_lag;
+    st->follower = s->follower;
+    st->follower_pending = s->follower_pending;
+    st->follower_halted = s->follower_halted;
     cl_resp_free(resp);
     return ES_OK;
 }

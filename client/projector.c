@@ -32,6 +32,10 @@
  * under err_lock. The environment is opened with MDB_NOTLS so that query
  * threads can run read transactions alongside.
  *
+ * The source is an esd subscription, or (options nats_url/nats_stream) the
+ * JetStream stream an esd relay writes (projector_nats.h): the same
+ * checkpoint, the same transaction, the same argument.
+ *
  * A batch the projector refuses makes es_sub_poll() return ES_ERR_REFUSED;
  * the subscription is then destroyed and made again after the LMDB
  * checkpoint on the next step, rather than trusting the library's own idea
@@ -53,6 +57,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "projector_nats.h"
 
 #define PROJECTOR_FORMAT        1u
 #define CHECKPOINT_BYTES        9
@@ -77,6 +83,7 @@ struct es_projector {
     /* Projector thread only. */
     es_client *client;
     es_subscription *sub;
+    pnats *nats; /* opts->nats_url: JetStream instead of sub */
     es_err batch_err;
     int64_t head_refreshed_ms; /* monotonic; 0 = never */
     uint64_t refreshed_head;   /* the head the last refresh returned */
@@ -409,6 +416,18 @@ es_err es_projector_open(const es_projector_options *opts, es_projector **out)
         goto out_free;
     }
 
+    if (opts->nats_url) {
+        if (!opts->nats_stream || opts->target == ES_SUB_STREAM) {
+            open_msg(opts, "%s",
+                     "nats_url needs nats_stream, and a target other than ES_SUB_STREAM");
+            err = ES_ERR_INVALID_ARGUMENT;
+            goto out_free;
+        }
+        if ((err = pnats_create(opts->nats_url, opts->nats_stream, opts->target, p->name,
+                                &p->nats)) != ES_OK) {
+            goto out_free;
+        }
+    }
     es_client_options copts;
     if (opts->client) {
         copts = *opts->client;
@@ -488,6 +507,7 @@ out_close_env:
 out_destroy_client:
     es_client_destroy(p->client);
 out_free:
+    pnats_destroy(p->nats);
     free(p->name);
     pthread_mutex_destroy(&p->err_lock);
     free(p);
@@ -500,6 +520,7 @@ void es_projector_close(es_projector *p)
         return;
     }
     es_sub_destroy(p->sub);
+    pnats_destroy(p->nats);
     es_client_destroy(p->client);
     mdb_env_close(p->env);
     free(p->name);
@@ -645,6 +666,9 @@ static void drop_subscription(es_projector *p)
 {
     es_sub_destroy(p->sub);
     p->sub = NULL;
+    if (p->nats) {
+        pnats_reset(p->nats);
+    }
     atomic_store(&p->connected, false);
     atomic_store(&p->caught_up, false);
 }
@@ -841,6 +865,45 @@ static es_err subscribe_now(es_projector *p)
     return ES_OK;
 }
 
+/* One step from JetStream: fetch after the checkpoint, apply, commit, and
+ * only then acknowledge (projector_nats.h). */
+static es_err step_nats(es_projector *p, int timeout_ms)
+{
+    bool has;
+    uint64_t after = es_projector_checkpoint(p, &has);
+    const es_recorded_event *evs = NULL;
+    size_t n = 0;
+    uint64_t scanned = 0, head = 0;
+    char msg[256] = "";
+    es_err err = pnats_fetch(p->nats, has ? after : 0, p->batch_size, timeout_ms, &evs, &n,
+                             &scanned, &head, msg, sizeof msg);
+    if (err != ES_OK) {
+        atomic_store(&p->connected, false);
+        atomic_store(&p->caught_up, false);
+        set_error(p, err, "JetStream: %s", msg);
+        return err;
+    }
+    atomic_store(&p->connected, true);
+    raise_head(p, head);
+    if (n > 0) {
+        p->batches_seen++;
+        err = es_projector_apply_batch(p, evs, n);
+        if (err != ES_OK) {
+            pnats_reset(p->nats); /* the batch comes again after the checkpoint */
+            return err;
+        }
+    }
+    if (scanned) {
+        uint64_t cur = atomic_load(&p->scanned);
+        while (scanned > cur && !atomic_compare_exchange_weak(&p->scanned, &cur, scanned)) {
+        }
+        pnats_ack(p->nats);
+    }
+    atomic_store(&p->caught_up, head != 0 ? scanned >= head : n == 0);
+    clear_error(p);
+    return ES_OK;
+}
+
 es_err es_projector_step(es_projector *p, int timeout_ms)
 {
     bool refreshed = false;
@@ -849,6 +912,9 @@ es_err es_projector_step(es_projector *p, int timeout_ms)
         if (err != ES_OK) {
             return err;
         }
+    }
+    if (p->nats) {
+        return step_nats(p, timeout_ms);
     }
     if (!p->sub) {
         es_err err = subscribe_now(p);

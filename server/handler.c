@@ -8,8 +8,10 @@
 
 #include "auth.h"
 #include "es.pb-c.h"
+#include "follow.h"
 #include "frame.h"
 #include "pbwire.h"
+#include "relay.h"
 #include "reply.h"
 #include "subs.h"
 #include "validate.h"
@@ -762,6 +764,21 @@ static void do_stats(session *s, uint64_t id)
     out.sync_mode = st.sync ? ES__V1__SYNC_MODE__SYNC_MODE_FULL : ES__V1__SYNC_MODE__SYNC_MODE_NONE;
     out.mean_commit_batch = ws.commits ? (double)ws.requests / (double)ws.commits : 0.0;
     out.max_commit_batch = ws.max_batch;
+    if (s->srv->relay) {
+        relay_stats rs;
+        relay_get_stats(s->srv->relay, &rs);
+        out.relay_on = true;
+        out.relay_acked_position = rs.acked_position;
+        out.relay_lag =
+            st.head_position > rs.acked_position ? st.head_position - rs.acked_position : 0;
+    }
+    if (s->srv->follow) {
+        follow_stats fs;
+        follow_get_stats(s->srv->follow, &fs);
+        out.follower = true;
+        out.follower_pending = fs.pending;
+        out.follower_halted = fs.halted;
+    }
     Es__V1__Response resp = ES__V1__RESPONSE__INIT;
     resp.id = id;
     resp.kind_case = ES__V1__RESPONSE__KIND_STATS;

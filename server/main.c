@@ -2,11 +2,15 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "auth.h"
+#include "follow.h"
 #include "handler.h"
 #include "net.h"
 #include "options.h"
+#include "relay.h"
 #include "server.h"
 #include "store.h"
 #include "subs.h"
@@ -91,8 +95,10 @@ int main(int argc, char **argv)
         .sync = cfg->sync,
         .max_events_per_append = cfg->max_events_per_append,
         .max_event_bytes = cfg->max_event_bytes,
+        .follower = cfg->follow_nats != NULL,
     };
-    server_ctx srv = {.cfg = cfg, .start_us = store_now_us(), .auth = users, .limiter = limiter};
+    server_ctx srv = {
+        .cfg = cfg, .start_us = store_now_us(), .auth = users, .limiter = limiter, .import_fd = -1};
     int status = 1;
     es_err rv = store_open(&so, &srv.st, msg, sizeof msg);
     if (rv != ES_OK) {
@@ -117,20 +123,43 @@ int main(int argc, char **argv)
         log_msg(LOG_ERROR, "cannot start the writer thread", "error=%s", es_errname(rv));
         goto out_destroy_subs;
     }
+    /* Replication (README "Beyond one machine"): a relay reads the store in
+     * its own thread; a follower imports in its own thread and wakes the
+     * subscriptions through import_fd. */
+    if (cfg->relay_nats && relay_start(srv.st, cfg, &srv.relay) != ES_OK) {
+        log_msg(LOG_ERROR, "cannot start the relay thread", NULL);
+        writer_stop(srv.w, NULL);
+        goto out_destroy_subs;
+    }
+    if (cfg->follow_nats) {
+        srv.import_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (srv.import_fd < 0 || follow_start(srv.st, cfg, srv.import_fd, &srv.follow) != ES_OK) {
+            log_msg(LOG_ERROR, "cannot start the follower thread", NULL);
+            writer_stop(srv.w, NULL);
+            goto out_destroy_subs;
+        }
+    }
     net *n;
     rv = net_create(&srv, opts.port_file, &n, msg, sizeof msg);
     if (rv != ES_OK) {
         log_msg(LOG_ERROR, "cannot start the server", "error=%s detail=\"%s\"", es_errname(rv),
                 msg);
+        relay_stop(srv.relay);
+        follow_stop(srv.follow);
         writer_stop(srv.w, NULL);
         goto out_destroy_subs;
     }
     net_run(n);
+    relay_stop(srv.relay);
+    follow_stop(srv.follow);
     write_job *leftover = NULL;
     writer_stop(srv.w, &leftover);
     net_destroy(n, leftover);
     status = 0;
 out_destroy_subs:
+    if (srv.import_fd >= 0) {
+        close(srv.import_fd);
+    }
     subs_destroy(srv.subs);
 out_close_store:
     store_close(srv.st);

@@ -5,8 +5,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "follow.h"
 #include "handler.h"
 #include "server.h"
+#include "relay.h"
 #include "store.h"
 #include "subs.h"
 #include "writer.h"
@@ -243,6 +245,43 @@ void metrics_render(FILE *out, server_ctx *srv)
         gauge(out, "esd_store_readers_max", "LMDB reader slots.", st.readers_max);
         gauge(out, "esd_sync_full", "1 when every commit is fsynced (--sync full).",
               st.sync ? 1 : 0);
+    }
+    /* replication */
+    if (srv->relay) {
+        relay_stats rs;
+        relay_get_stats(srv->relay, &rs);
+        gauge(out, "esd_relay_connected", "1 while the relay's NATS connection is up.",
+              rs.connected ? 1 : 0);
+        gauge(out, "esd_relay_publishing",
+              "1 while the relay knows where the JetStream stream ends and publishes.",
+              rs.resumed ? 1 : 0);
+        gauge(out, "esd_relay_acked_position",
+              "Highest log position JetStream acknowledged to the relay.",
+              (double)rs.acked_position);
+        gauge(out, "esd_relay_lag_positions",
+              "Head position minus the highest position JetStream acknowledged.",
+              (double)(head > rs.acked_position ? head - rs.acked_position : 0));
+        counter(out, "esd_relay_published_total", "Events JetStream acknowledged to the relay.",
+                rs.published);
+        counter(out, "esd_relay_errors_total",
+                "Relay failures (refused or lost publishes, lost connections) that made it "
+                "resume from the stream's last message.",
+                rs.errors);
+    }
+    if (srv->follow) {
+        follow_stats fs;
+        follow_get_stats(srv->follow, &fs);
+        gauge(out, "esd_follower_connected", "1 while the follower has a JetStream consumer.",
+              fs.connected ? 1 : 0);
+        gauge(out, "esd_follower_halted",
+              "1 when the follower refused a message and stopped consuming (see the log).",
+              fs.halted ? 1 : 0);
+        gauge(out, "esd_follower_pending_messages",
+              "Messages in the JetStream stream after the last one the follower fetched.",
+              (double)fs.pending);
+        gauge(out, "esd_follower_upstream_position",
+              "Position of the last message the follower fetched.", (double)fs.upstream_position);
+        counter(out, "esd_follower_imported_total", "Events the follower imported.", fs.imported);
     }
     char path[4096];
     struct stat sb;

@@ -22,7 +22,8 @@
  * microseconds and exposed in seconds. Gauges that live elsewhere (head
  * position, store and map size, readers, subscriptions and their lag) are
  * read at scrape time from the store, the writer and the subscription
- * registry.
+ * registry, and the relay's and follower's figures from their threads'
+ * atomics (relay.h, follow.h).
  *
  * The exposition format is version 0.0.4 of the text format: `# HELP`,
  * `# TYPE`, then samples; every family has the `esd_` prefix.

@@ -67,6 +67,7 @@ struct net {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *completion_ev;
+    struct event *import_ev; /* a follower's imports (srv->import_fd) */
     struct event *sigterm_ev, *sigint_ev;
     struct event *accept_retry;
     struct event *reader_check;
@@ -928,6 +929,19 @@ static void completion_cb(evutil_socket_t fd, short what, void *arg)
     flush_all(n);
 }
 
+/* A follower committed imported events: the same wake-up as after a group
+ * commit, with no jobs to complete. */
+static void import_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    net *n = arg;
+    uint64_t cnt;
+    ssize_t rd = read(fd, &cnt, sizeof cnt);
+    (void)rd; /* EAGAIN when another callback already cleared it: fine */
+    subs_on_commit(n->srv->subs);
+    flush_all(n);
+}
+
 /* --------------------------------------------------------- subscriptions -- */
 
 static void deliver_cb(evutil_socket_t fd, short what, void *arg)
@@ -1238,6 +1252,14 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
+    if (srv->follow) {
+        n->import_ev = event_new(n->base, srv->import_fd, EV_READ | EV_PERSIST, import_cb, n);
+        if (!n->import_ev) {
+            net_destroy(n, NULL);
+            return ES_ERR_NO_MEMORY;
+        }
+        event_add(n->import_ev, NULL);
+    }
     if (srv->cfg->metrics_listen) {
         es_err hrv = start_http(n, msg, msg_len);
         if (hrv != ES_OK) {
@@ -1304,8 +1326,8 @@ void net_destroy(net *n, write_job *leftover)
         evhttp_free(n->http); /* its bound listeners and connections too */
     }
     n->srv->kick = NULL;
-    struct event *evs[] = {n->accept_retry, n->completion_ev,  n->sigterm_ev, n->sigint_ev,
-                           n->reader_check, n->shutdown_check, n->deliver_ev};
+    struct event *evs[] = {n->accept_retry, n->completion_ev, n->import_ev,      n->sigterm_ev,
+                           n->sigint_ev,    n->reader_check,  n->shutdown_check, n->deliver_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {
             event_free(evs[i]);

@@ -1,7 +1,8 @@
 /*
  * net — the only module that touches libevent: the listener, connections,
  * framing on the byte stream, per-connection bounds and timers, the
- * writer's completion wake-up, signals, and the orderly shutdown.
+ * writer's completion wake-up (and a follower's import wake-up, which wakes
+ * the subscriptions in the same way), signals, and the orderly shutdown.
  *
  * Design notes
  * ------------

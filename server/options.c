@@ -33,6 +33,10 @@ void server_config_defaults(server_config *cfg)
     cfg->log_level = LOG_INFO;
     cfg->auth_failures = AUTH_FAIL_BURST;
     cfg->slow_request_ms = 1000;
+    cfg->relay_stream = "esd";
+    cfg->relay_subject = "es";
+    cfg->relay_replicas = 1;
+    cfg->follow_stream = "esd";
 }
 
 /* ------------------------------------------------------------- the table -- */
@@ -116,6 +120,23 @@ static const opt_def defs[] = {
      "and /healthz and /readyz (default: off)"},
     {{"slow-request-ms", NULL, "MS", "250"}, T_U32, CFG(slow_request_ms), 0, 3600000, false,
      "log requests that take longer (default 1000, 0 = never)"},
+    {{"relay-nats", NULL, "URL", "nats://nats.example:4222"}, T_STR, CFG(relay_nats), 1, 0, false,
+     "relay every committed event, in position order, to a\n"
+     "NATS JetStream stream at URL (several: comma-\n"
+     "separated); default: off"},
+    {{"relay-stream", NULL, "NAME", "orders"}, T_STR, CFG(relay_stream), 1, 0, false,
+     "the JetStream stream of --relay-nats, created when\n"
+     "missing (default esd)"},
+    {{"relay-subject", NULL, "PREFIX", "shop.es"}, T_STR, CFG(relay_subject), 1, 0, false,
+     "subject prefix of relayed events: PREFIX.<category>.\n"
+     "<stream id> (default es)"},
+    {{"relay-replicas", NULL, "N", "3"}, T_U32, CFG(relay_replicas), 1, 5, false,
+     "replicas of the stream the relay creates (default 1)"},
+    {{"follow-nats", NULL, "URL", "nats://nats.example:4222"}, T_STR, CFG(follow_nats), 1, 0, false,
+     "be a read-only follower: copy the JetStream stream\n"
+     "--follow-stream at URL into this store (default: off)"},
+    {{"follow-stream", NULL, "NAME", "orders"}, T_STR, CFG(follow_stream), 1, 0, false,
+     "the JetStream stream a follower copies (default esd)"},
     {{"port-file", NULL, "FILE", "/run/esd/port"}, T_STR, offsetof(esd_options, port_file), 1, 0,
      false, "write the bound port to FILE once listening"},
     {{"log-level", NULL, "LEVEL", "debug"}, T_LEVEL, CFG(log_level), 0, 0, false,
@@ -573,6 +594,31 @@ static void origin_of(const esd_options *o, size_t i, char *buf, size_t len)
     }
 }
 
+/* A JetStream stream name, or (dots = true) a subject prefix of such
+ * tokens: no wildcards, whitespace or empty tokens. */
+static bool nats_name_ok(const char *s, bool dots)
+{
+    size_t n = strlen(s), token = 0;
+    if (n == 0 || n > 64) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (dots && ch == '.') {
+            if (token == 0) {
+                return false;
+            }
+            token = 0;
+            continue;
+        }
+        if (!isalnum((unsigned char)ch) && ch != '_' && ch != '-') {
+            return false;
+        }
+        token++;
+    }
+    return token > 0;
+}
+
 es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t msg_len)
 {
     table_init();
@@ -613,6 +659,23 @@ es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t
         snprintf(msg, msg_len, "%s (from %s) needs %s too", cfg->tls_cert ? "tls-cert" : "tls-key",
                  where, cfg->tls_cert ? "tls-key" : "tls-cert");
         return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (cfg->relay_nats && cfg->follow_nats) {
+        snprintf(msg, msg_len,
+                 "relay-nats and follow-nats cannot be combined: a follower "
+                 "copies a stream, a primary relays to one");
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    static const char *const names[] = {"relay-stream", "follow-stream", "relay-subject"};
+    const char *values[] = {cfg->relay_stream, cfg->follow_stream, cfg->relay_subject};
+    for (size_t i = 0; i < 3; i++) {
+        if (!nats_name_ok(values[i], i == 2)) {
+            char where[256];
+            origin_of(opts, (size_t)find_def(names[i]), where, sizeof where);
+            snprintf(msg, msg_len, "%s '%s' (from %s): use 1..64 of A-Z a-z 0-9 _ -%s", names[i],
+                     values[i], where, i == 2 ? " in dot-separated tokens" : "");
+            return ES_ERR_INVALID_ARGUMENT;
+        }
     }
     /* One event (plus its envelope) must always fit in one reply frame. */
     uint32_t room = cfg->max_frame_bytes - 4096;

@@ -43,6 +43,12 @@ typedef struct server_config {
     uint32_t slow_request_ms;   /* log requests slower than this (0 = never) */
     const char *tls_cert;       /* PEM certificate chain: serve TLS only (NULL: plaintext) */
     const char *tls_key;        /* PEM private key of tls_cert */
+    const char *relay_nats;     /* NATS URL(s) to relay the log to (NULL: no relay) */
+    const char *relay_stream;   /* the JetStream stream the relay writes (default "esd") */
+    const char *relay_subject;  /* subject prefix of relayed events (default "es") */
+    uint32_t relay_replicas;    /* replicas of the stream when the relay creates it */
+    const char *follow_nats;    /* NATS URL(s): be a read-only follower (NULL: a primary) */
+    const char *follow_stream;  /* the JetStream stream the follower copies (default "esd") */
 } server_config;
 
 /** @brief Fill a config with the defaults. */
@@ -59,6 +65,8 @@ typedef struct server_counters {
 } server_counters;
 
 struct subs;
+struct relay;
+struct follow;
 struct auth;
 struct auth_limiter;
 
@@ -67,6 +75,11 @@ typedef struct server_ctx {
     store *st;
     writer *w;
     struct subs *subs;
+    struct relay *relay;   /* NULL unless --relay-nats */
+    struct follow *follow; /* NULL unless --follow-nats */
+    /* With follow: an eventfd the follower writes after each import
+     * commit, so that net wakes the subscriptions (as after a group commit). */
+    int import_fd;
     struct auth *auth;            /* NULL: authentication off, every client is admin */
     struct auth_limiter *limiter; /* failed hellos per peer address (NULL: no limit) */
     /* Asks the loop for a subscription delivery pass (set by net). */

@@ -76,6 +76,14 @@
  * STORE_FULL, and the next batch succeeds once there is room again.
  * mdb_txn_commit frees the transaction even on failure: it is never
  * aborted afterwards.
+ *
+ * Imports (a follower, esd --follow-nats): store_import_batch writes
+ * records that a primary already positioned, byte for byte, in one write
+ * transaction per batch, all or nothing. The same indexes are written as
+ * by an append; the checks differ: position must be head + 1, revision the
+ * stream's next one, the event id new. A store opened as a follower
+ * refuses appends and snapshot saves (ES_ERR_FOLLOWER), so its importing
+ * thread is its only writer.
  */
 #include "store.h"
 
@@ -117,6 +125,7 @@ struct store {
     MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
     bool sync;
     bool read_only;
+    bool follower;
     uint32_t max_events_per_append;
     uint32_t max_event_bytes;
     uint8_t id[STORE_ID_BYTES];
@@ -599,6 +608,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     }
     s->sync = opts->sync;
     s->read_only = opts->read_only;
+    s->follower = opts->follower;
     s->max_events_per_append = opts->max_events_per_append ? opts->max_events_per_append
                                                            : STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
     s->max_event_bytes =
@@ -1225,6 +1235,16 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
         }
         return ES_ERR_READ_ONLY;
     }
+    if (s->follower) {
+        for (size_t i = 0; i < n_reqs; i++) {
+            reqs[i].rv = ES_ERR_FOLLOWER;
+            for (size_t j = 0; reqs[i].results && j < reqs[i].n_appends; j++) {
+                memset(&reqs[i].results[j], 0, sizeof reqs[i].results[j]);
+                reqs[i].results[j].rv = ES_ERR_FOLLOWER;
+            }
+        }
+        return ES_ERR_FOLLOWER;
+    }
     for (size_t i = 0; i < n_reqs; i++) {
         reqs[i].rv = ES_OK;
         reqs[i].synced = false;
@@ -1316,6 +1336,266 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
         }
         return ES_OK;
     }
+}
+
+/* --------------------------------------------------------------- imports -- */
+
+/* The fields of a RecordedEvent that an import checks and indexes. */
+typedef struct import_rec {
+    const uint8_t *stream, *id, *type, *content_type, *corr, *caus;
+    size_t stream_len, id_len, type_len, content_type_len, corr_len, caus_len;
+    size_t data_len, metadata_len;
+    uint64_t revision, position, recorded_at_us;
+} import_rec;
+
+/* Decode strictly: the fields 1..11 of es.v1.RecordedEvent, each of its
+ * wire type and at most once, nothing else. */
+static es_err import_decode(const uint8_t *buf, size_t len, import_rec *r, char *msg,
+                            size_t msg_len)
+{
+    memset(r, 0, sizeof *r);
+    const uint8_t *p = buf, *end = buf + len;
+    uint32_t seen = 0;
+    pbw_field f;
+    es_err rv;
+    while ((rv = pbw_next(&p, end, &f)) == ES_OK) {
+        bool is_len = f.number != 2 && f.number != 3 && f.number != 11;
+        if (f.number < 1 || f.number > 11 || f.wire != (is_len ? PBW_WIRE_LEN : PBW_WIRE_VARINT) ||
+            (seen & (1u << f.number))) {
+            set_msg(msg, msg_len, "unexpected, repeated or mistyped field %u in the record",
+                    f.number);
+            return ES_ERR_MALFORMED;
+        }
+        seen |= 1u << f.number;
+        switch (f.number) {
+        case 1:
+            r->stream = f.data;
+            r->stream_len = f.len;
+            break;
+        case 2:
+            r->revision = f.varint;
+            break;
+        case 3:
+            r->position = f.varint;
+            break;
+        case 4:
+            r->id = f.data;
+            r->id_len = f.len;
+            break;
+        case 5:
+            r->type = f.data;
+            r->type_len = f.len;
+            break;
+        case 6:
+            r->data_len = f.len;
+            break;
+        case 7:
+            r->metadata_len = f.len;
+            break;
+        case 8:
+            r->content_type = f.data;
+            r->content_type_len = f.len;
+            break;
+        case 9:
+            r->corr = f.data;
+            r->corr_len = f.len;
+            break;
+        case 10:
+            r->caus = f.data;
+            r->caus_len = f.len;
+            break;
+        default:
+            r->recorded_at_us = f.varint;
+            break;
+        }
+    }
+    if (rv != ES_ERR_NOT_FOUND) {
+        set_msg(msg, msg_len, "%s", "the record is not valid protobuf");
+        return ES_ERR_MALFORMED;
+    }
+    if (!r->stream || !r->type || r->position == 0 || r->id_len != ES_EVENT_ID_BYTES) {
+        set_msg(msg, msg_len, "%s", "the record lacks a stream id, type, position or 16-byte id");
+        return ES_ERR_MALFORMED;
+    }
+    return ES_OK;
+}
+
+static es_err import_validate(const store *s, const import_rec *r, char *msg, size_t msg_len)
+{
+    if (es_validate_stream_id(r->stream, r->stream_len, true) != ES_OK) {
+        set_msg(msg, msg_len, "%s", "invalid stream id");
+        return ES_ERR_INVALID_STREAM_ID;
+    }
+    if (es_validate_event_type(r->type, r->type_len) != ES_OK) {
+        set_msg(msg, msg_len, "%s", "invalid event type");
+        return ES_ERR_INVALID_EVENT_TYPE;
+    }
+    if ((r->content_type && es_validate_name(r->content_type, r->content_type_len) != ES_OK) ||
+        (r->corr && r->corr_len != ES_EVENT_ID_BYTES) ||
+        (r->caus && r->caus_len != ES_EVENT_ID_BYTES)) {
+        set_msg(msg, msg_len, "%s", "invalid content type, correlation or causation id");
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (r->data_len + r->metadata_len > s->max_event_bytes) {
+        set_msg(msg, msg_len, "data + metadata of %zu bytes exceed max-event-bytes %u",
+                r->data_len + r->metadata_len, s->max_event_bytes);
+        return ES_ERR_TOO_LARGE;
+    }
+    return ES_OK;
+}
+
+/* Check one decoded record against the transaction's state and write it.
+ * @return ES_OK or the refusal; *rc an LMDB code when a write failed. */
+static es_err import_one(store *s, batch_state *b, const import_rec *r, const uint8_t *bytes,
+                         size_t len, char *msg, size_t msg_len, int *rc)
+{
+    *rc = 0;
+    if (r->position != b->next_position) {
+        set_msg(msg, msg_len, "position %llu does not follow the head %llu",
+                (unsigned long long)r->position, (unsigned long long)(b->next_position - 1));
+        return ES_ERR_WRONG_EXPECTED_REVISION;
+    }
+    store_stream_info si;
+    es_err rv = stream_lookup(b->txn, s, r->stream, r->stream_len, &si);
+    bool exists = rv == ES_OK;
+    if (rv != ES_OK && rv != ES_ERR_NOT_FOUND) {
+        return rv;
+    }
+    uint64_t next_rev = exists ? si.event_count : 0;
+    if (r->revision != next_rev) {
+        set_msg(msg, msg_len, "revision %llu of stream '%.*s' at position %llu: expected %llu",
+                (unsigned long long)r->revision, (int)r->stream_len, (const char *)r->stream,
+                (unsigned long long)r->position, (unsigned long long)next_rev);
+        return ES_ERR_WRONG_EXPECTED_REVISION;
+    }
+    MDB_val ik = {ES_EVENT_ID_BYTES, (void *)r->id};
+    MDB_val iv;
+    int grc = mdb_get(b->txn, s->event_ids, &ik, &iv);
+    if (grc == MDB_SUCCESS) {
+        set_msg(msg, msg_len, "the event id at position %llu is already stored",
+                (unsigned long long)r->position);
+        return ES_ERR_IDEMPOTENCY_CONFLICT;
+    }
+    if (grc != MDB_NOTFOUND) {
+        return map_err(grc);
+    }
+    if (!exists) {
+        memset(&si, 0, sizeof si);
+        si.number = b->next_stream++;
+        b->next_stream_dirty = true;
+        si.created_us = r->recorded_at_us;
+        si.first_position = r->position;
+    }
+    uint64_t pos = b->next_position++;
+    uint8_t pkey[8];
+    put_u64be(pkey, pos);
+    MDB_val k = {8, pkey};
+    MDB_val v = {RECORD_HEADER_BYTES + len, NULL};
+    if ((*rc = mdb_put(b->txn, s->events, &k, &v, MDB_APPEND | MDB_RESERVE)) != 0) {
+        return map_err(*rc);
+    }
+    uint8_t *rec = v.mv_data;
+    memcpy(rec + RECORD_HEADER_BYTES, bytes, len);
+    rec[0] = RECORD_VERSION;
+    rec[1] = 0;
+    rec[2] = rec[3] = 0;
+    put_u32le(rec + 4, crc32c(0, rec + RECORD_HEADER_BYTES, len));
+
+    uint8_t key[ES_MAX_NAME_BYTES + 9];
+    uint8_t val[24];
+    put_u64be(key, si.number);
+    put_u64be(key + 8, r->revision);
+    MDB_val rk = {16, key};
+    MDB_val rvv = {8, pkey};
+    if ((*rc = mdb_put(b->txn, s->stream_revs, &rk, &rvv, 0)) != 0) {
+        return map_err(*rc);
+    }
+    put_u64be(val, si.number);
+    put_u64be(val + 8, r->revision);
+    put_u64be(val + 16, pos);
+    iv = (MDB_val){24, val};
+    if ((*rc = mdb_put(b->txn, s->event_ids, &ik, &iv, 0)) != 0) {
+        return map_err(*rc);
+    }
+    MDB_val empty = {0, NULL};
+    size_t cat_len = es_category_len(r->stream, r->stream_len);
+    MDB_val ck = {name_pos_key(key, r->stream, cat_len, pos), key};
+    if ((*rc = mdb_put(b->txn, s->categories, &ck, &empty, 0)) != 0) {
+        return map_err(*rc);
+    }
+    MDB_val tk = {name_pos_key(key, r->type, r->type_len, pos), key};
+    if ((*rc = mdb_put(b->txn, s->types, &tk, &empty, 0)) != 0) {
+        return map_err(*rc);
+    }
+    if (!exists) {
+        /* Written once, at creation (format 2: the count and last position
+         * are read from stream_revs, the updated time from the record). */
+        uint8_t sbuf[STREAM_RECORD_BYTES];
+        stream_encode(sbuf, &si);
+        MDB_val sk = {r->stream_len, (void *)r->stream};
+        MDB_val sv = {STREAM_RECORD_BYTES, sbuf};
+        if ((*rc = mdb_put(b->txn, s->streams, &sk, &sv, 0)) != 0) {
+            return map_err(*rc);
+        }
+    }
+    return ES_OK;
+}
+
+es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_t *bad, char *msg,
+                          size_t msg_len)
+{
+    *bad = n;
+    set_msg(msg, msg_len, "%s", "");
+    if (s->read_only) {
+        return ES_ERR_READ_ONLY;
+    }
+    if (n == 0 || n > STORE_MAX_IMPORT_BATCH) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    batch_state b = {0};
+    int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
+    if (rc) {
+        return map_err(rc);
+    }
+    MDB_val v;
+    rc = meta_get(b.txn, s->meta, "next_stream", &v);
+    if (rc || v.mv_size != 8) {
+        mdb_txn_abort(b.txn);
+        return rc ? map_err(rc) : ES_ERR_CORRUPT;
+    }
+    b.next_stream = get_u64le(v.mv_data);
+    b.next_position = last_position(b.txn, s->events) + 1;
+    es_err rv = ES_OK;
+    for (size_t i = 0; i < n && rv == ES_OK; i++) {
+        import_rec r;
+        rv = import_decode(recs[i].record, recs[i].len, &r, msg, msg_len);
+        if (rv == ES_OK) {
+            rv = import_validate(s, &r, msg, msg_len);
+        }
+        if (rv == ES_OK) {
+            rv = import_one(s, &b, &r, recs[i].record, recs[i].len, msg, msg_len, &rc);
+        }
+        if (rv != ES_OK && rc == 0) {
+            *bad = i;
+        }
+    }
+    if (rv == ES_OK && b.next_stream_dirty) {
+        uint8_t nbuf[8];
+        put_u64le(nbuf, b.next_stream);
+        rc = meta_put(b.txn, s->meta, "next_stream", nbuf, 8);
+        rv = map_err(rc);
+    }
+    if (rv != ES_OK) {
+        mdb_txn_abort(b.txn);
+        return rv;
+    }
+    uint64_t head = b.next_position - 1;
+    rc = mdb_txn_commit(b.txn); /* frees the txn, also on failure */
+    if (rc) {
+        return commit_err(s, rc);
+    }
+    atomic_store(&s->head, head);
+    return ES_OK;
 }
 
 /* ------------------------------------------------------------------ reads -- */
@@ -1765,6 +2045,9 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
 {
     if (s->read_only) {
         return ES_ERR_READ_ONLY;
+    }
+    if (s->follower) {
+        return ES_ERR_FOLLOWER;
     }
     if (es_validate_stream_id(stream, stream_len, true) != ES_OK) {
         return ES_ERR_INVALID_STREAM_ID;

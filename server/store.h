@@ -4,7 +4,8 @@
  * lmdb.h; its key layout is drawn at the top of store.c.
  *
  * Threads: one writer thread calls store_append_batch and
- * store_save_snapshot; any thread may call the read functions at the same
+ * store_save_snapshot (in a follower, one importing thread calls
+ * store_import_batch instead); any thread may call the read functions at the same
  * time (each opens, uses and closes its own short read transaction inside
  * the call). Pointers handed to visitor callbacks are borrowed from LMDB and
  * valid only during the callback.
@@ -51,6 +52,8 @@ typedef struct store_options {
     uint32_t max_events_per_append; /* 0 = default */
     uint32_t max_event_bytes;       /* data + metadata of one event; 0 = default */
     uint32_t max_readers;           /* 0 = 126 (LMDB's default) */
+    bool follower;                  /* a replica: appends and snapshot saves are refused with
+                                       ES_ERR_FOLLOWER; events arrive through store_import_batch */
 } store_options;
 
 /**
@@ -154,7 +157,9 @@ typedef struct store_request {
  * ES_ERR_CORRUPT, ES_ERR_NO_MEMORY.
  *
  * @return ES_OK when the batch was processed (look at each request's rv),
- *   or the error that failed the whole batch (also set in every rv).
+ *   or the error that failed the whole batch (also set in every rv);
+ *   ES_ERR_READ_ONLY (opened read_only) and ES_ERR_FOLLOWER (opened as a
+ *   follower) fail every request.
  * @note Writer thread only.
  */
 es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs);
@@ -166,6 +171,53 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs);
  *        thread only.
  */
 uint64_t store_last_commit_call_us(const store *s);
+
+/* ---------------------------------------------------------------- imports -- */
+
+/** Most records in one store_import_batch call (one write transaction). */
+#define STORE_MAX_IMPORT_BATCH 4096u
+
+/**
+ * @brief Import events that another store already positioned (a follower
+ *        copying a primary), in one write transaction, all or nothing.
+ *
+ * Each record is a packed es.v1.RecordedEvent exactly as the primary stored
+ * and served it; it is stored byte for byte (so reads from the copy are
+ * identical), with the CRC computed here. Checked, in this order, against
+ * the state that includes the earlier records of the batch:
+ *   - the record decodes: known fields only, each of its wire type, at
+ *     most once; stream id, event id (16 bytes), type and position present;
+ *   - stream id, type and content type valid (validate.h), correlation and
+ *     causation ids 0 or 16 bytes, data + metadata within max_event_bytes;
+ *   - position == head + 1 (no gap, no repeat);
+ *   - revision == the stream's next revision (0 for a new stream);
+ *   - the event id is not stored yet.
+ * Stream records take their created/updated times from the records'
+ * recorded_at, so stream info equals the primary's.
+ *
+ * @param recs n records (pointers borrowed for the call)
+ * @param n 1..STORE_MAX_IMPORT_BATCH
+ * @param[out] bad index of the record refused (when not ES_OK and a record
+ *   was at fault; n otherwise)
+ * @param[out] msg why, for a log line (may be NULL)
+ * @return ES_OK (all imported and committed; store_head() moved);
+ *   ES_ERR_MALFORMED (a record does not decode as described);
+ *   ES_ERR_INVALID_STREAM_ID, ES_ERR_INVALID_EVENT_TYPE,
+ *   ES_ERR_INVALID_ARGUMENT, ES_ERR_TOO_LARGE (validation);
+ *   ES_ERR_WRONG_EXPECTED_REVISION (position or revision out of sequence);
+ *   ES_ERR_IDEMPOTENCY_CONFLICT (event id already stored);
+ *   ES_ERR_READ_ONLY; ES_ERR_STORE_FULL; ES_ERR_IO; ES_ERR_NO_MEMORY.
+ *   Nothing of the batch is stored unless ES_OK.
+ * @note One writer at a time: in a follower the importing thread is the only
+ *   one that writes (appends and snapshot saves are refused).
+ */
+typedef struct store_import_in {
+    const uint8_t *record;
+    size_t len;
+} store_import_in;
+
+es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_t *bad, char *msg,
+                          size_t msg_len);
 
 /* ------------------------------------------------------------------ reads -- */
 
@@ -267,7 +319,8 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
  *        never replaces a later state with an earlier one).
  * @return ES_OK; ES_ERR_INVALID_STREAM_ID; ES_ERR_NOT_FOUND (no such stream);
  *   ES_ERR_INVALID_ARGUMENT (revision beyond the stream's last revision);
- *   ES_ERR_TOO_LARGE; ES_ERR_STORE_FULL; ES_ERR_IO.
+ *   ES_ERR_TOO_LARGE; ES_ERR_STORE_FULL; ES_ERR_IO; ES_ERR_READ_ONLY;
+ *   ES_ERR_FOLLOWER (opened as a follower).
  * @note Writer thread only (it opens a write transaction).
  */
 es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, uint64_t revision,

@@ -9,7 +9,7 @@
 #
 #   tools/dev.sh test
 #       Install missing packages; check formatting (tools/format.sh --check);
-#       build ./build and run the unit, integration and reliability suites;
+#       build ./build and run the unit, integration, reliability and nats suites;
 #       build ./build-asan with AddressSanitizer + UndefinedBehaviorSanitizer
 #       and run the same suites there; build ./build-tsan with
 #       ThreadSanitizer and run the unit and integration suites; run every
@@ -31,10 +31,11 @@ set -euo pipefail
 
 # Debian 12 packages for building, testing and running esd.
 PACKAGES="build-essential meson ninja-build pkg-config liblmdb-dev lmdb-utils libprotobuf-c-dev
-protobuf-c-compiler libevent-dev libcmocka-dev libjansson-dev libssl-dev libinih-dev clang libclang-rt-14-dev clang-format valgrind"
+protobuf-c-compiler libevent-dev libcmocka-dev libjansson-dev libssl-dev libinih-dev clang libclang-rt-14-dev clang-format valgrind
+nats-server libnats-dev"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-suites_wanted=(unit integration reliability)
+suites_wanted=(unit integration reliability nats)
 tests_excluded=()
 
 usage() {

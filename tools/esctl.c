@@ -408,6 +408,16 @@ static int cmd_stats(esctl *x, int argc, char **argv)
                         json_string(st.sync_mode == ES_SYNC_NONE ? "none" : "full"));
     json_object_set_new(o, "mean_commit_batch", json_real(st.mean_commit_batch));
     json_object_set_new(o, "max_commit_batch", json_integer(st.max_commit_batch));
+    if (st.relay_on) {
+        json_object_set_new(o, "relay_acked_position",
+                            json_integer((json_int_t)st.relay_acked_position));
+        json_object_set_new(o, "relay_lag", json_integer((json_int_t)st.relay_lag));
+    }
+    if (st.follower) {
+        json_object_set_new(o, "follower", json_true());
+        json_object_set_new(o, "follower_pending", json_integer((json_int_t)st.follower_pending));
+        json_object_set_new(o, "follower_halted", json_boolean(st.follower_halted));
+    }
     out_object(x, o);
     es_client_destroy(c);
     return EXIT_OK;

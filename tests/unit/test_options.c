@@ -382,12 +382,52 @@ static void test_print_round_trip(void **state)
     free(out);
 }
 
+/* The replication options: defaults, names JetStream accepts, exclusivity. */
+static void test_replication_options(void **state)
+{
+    (void)state;
+    esd_options o;
+    char msg[512];
+    assert_int_equal(parse(&o, msg, sizeof msg, NULL), ES_OK);
+    assert_null(o.cfg.relay_nats);
+    assert_null(o.cfg.follow_nats);
+    assert_string_equal(o.cfg.relay_stream, "esd");
+    assert_string_equal(o.cfg.relay_subject, "es");
+    assert_string_equal(o.cfg.follow_stream, "esd");
+    assert_int_equal(o.cfg.relay_replicas, 1);
+    options_finish(&o);
+    assert_int_equal(parse(&o, msg, sizeof msg, "--relay-nats=nats://a:1", "--relay-subject=x.y-z",
+                           "--relay-replicas=3", NULL),
+                     ES_OK);
+    assert_int_equal(o.cfg.relay_replicas, 3);
+    options_finish(&o);
+    assert_int_equal(
+        parse(&o, msg, sizeof msg, "--relay-nats=nats://a:1", "--follow-nats=nats://b:1", NULL),
+        ES_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(msg, "cannot be combined"));
+    options_finish(&o);
+    static const char *const bad[] = {
+        "--relay-stream=a.b", "--follow-stream=a*", "--relay-subject=a..b",
+        "--relay-subject=.a", "--relay-subject=a.", "--relay-subject=a.>",
+        "--relay-stream=a b", "--relay-replicas=0", "--relay-replicas=6"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (parse(&o, msg, sizeof msg, bad[i], NULL) != ES_ERR_INVALID_ARGUMENT) {
+            fail_msg("%s was accepted", bad[i]);
+        }
+        options_finish(&o);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_every_option_everywhere),
-        cmocka_unit_test(test_precedence), cmocka_unit_test(test_booleans),
-        cmocka_unit_test(test_errors),     cmocka_unit_test(test_print_round_trip),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_every_option_everywhere),
+        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_booleans),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_print_round_trip),
+        cmocka_unit_test(test_replication_options),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -3839,6 +3839,112 @@ static void test_stats(void **state)
     assert_int_equal(st.event_count, 1006);
 }
 
+/* ================================================================ imports == */
+
+typedef struct rawset {
+    size_t n;
+    uint8_t *bytes[16];
+    size_t len[16];
+} rawset;
+
+static int raw_visit(void *ctx, const store_record *rec)
+{
+    rawset *r = ctx;
+    assert_true(r->n < 16);
+    r->bytes[r->n] = malloc(rec->len);
+    assert_non_null(r->bytes[r->n]);
+    memcpy(r->bytes[r->n], rec->bytes, rec->len);
+    r->len[r->n] = rec->len;
+    r->n++;
+    return 0;
+}
+
+static void rawset_free(rawset *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->bytes[i]);
+    }
+}
+
+static es_err import_range(store *s, const rawset *r, size_t from, size_t n, size_t *bad)
+{
+    store_import_in in[16];
+    for (size_t i = 0; i < n; i++) {
+        in[i].record = r->bytes[from + i];
+        in[i].len = r->len[from + i];
+    }
+    char msg[256];
+    return store_import_batch(s, in, n, bad, msg, sizeof msg);
+}
+
+/* A follower's store rebuilt from a primary's records equals it. */
+static void test_import_copies_a_store(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "a-1", 3);
+    add(f, "b-1", 2);
+    add(f, "a-1", 2);
+    rawset raw = {0};
+    store_page page;
+    assert_rv(ES_OK, store_read_all(f->s, NULL, 1, false, 0, raw_visit, &raw, &page));
+    assert_int_equal(raw.n, 7);
+
+    char fpath[700];
+    snprintf(fpath, sizeof fpath, "%s/follower", f->root);
+    store_options o = {.path = fpath, .map_size = TEST_MAP_SIZE, .follower = true};
+    store *fs = open_opts(&o);
+    size_t bad;
+    assert_rv(ES_OK, import_range(fs, &raw, 0, 4, &bad));
+    assert_int_equal(store_head(fs), 4);
+    /* All or nothing: a garbled record after a good one stores neither. */
+    uint8_t junk[] = {0xff, 0xff, 0xff};
+    store_import_in two[2] = {{raw.bytes[4], raw.len[4]}, {junk, sizeof junk}};
+    char msg[256];
+    assert_rv(ES_ERR_MALFORMED, store_import_batch(fs, two, 2, &bad, msg, sizeof msg));
+    assert_int_equal(bad, 1);
+    assert_int_equal(store_head(fs), 4);
+    /* A repeat and a gap are refused. */
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, import_range(fs, &raw, 3, 1, &bad));
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, import_range(fs, &raw, 5, 1, &bad));
+    assert_int_equal(bad, 0);
+    assert_rv(ES_OK, import_range(fs, &raw, 4, 3, &bad));
+    assert_int_equal(store_head(fs), 7);
+
+    /* Byte for byte, and the same stream records. */
+    rawset copy = {0};
+    assert_rv(ES_OK, store_read_all(fs, NULL, 1, false, 0, raw_visit, &copy, &page));
+    assert_int_equal(copy.n, 7);
+    for (size_t i = 0; i < 7; i++) {
+        assert_int_equal(copy.len[i], raw.len[i]);
+        assert_memory_equal(copy.bytes[i], raw.bytes[i], raw.len[i]);
+    }
+    store_stream_info a, b;
+    assert_rv(ES_OK, store_stream_info_get(f->s, U8("a-1"), 3, &a));
+    assert_rv(ES_OK, store_stream_info_get(fs, U8("a-1"), 3, &b));
+    assert_int_equal(a.last_revision, b.last_revision);
+    assert_int_equal(a.first_position, b.first_position);
+    assert_int_equal(a.last_position, b.last_position);
+    assert_int_equal(a.created_us, b.created_us);
+    assert_int_equal(a.updated_us, b.updated_us);
+    store_check_report rep;
+    assert_rv(ES_OK, store_check(fs, &rep, NULL, NULL));
+    assert_int_equal(rep.events_checked, 7);
+
+    /* A record from before the head is a repeat, never stored twice. */
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, import_range(fs, &raw, 0, 1, &bad));
+
+    /* A follower refuses appends and snapshot saves. */
+    evset e;
+    evset_make(&e, f, 1, "T");
+    assert_rv(ES_ERR_FOLLOWER, append_ev(fs, "c-1", STORE_EXPECT_ANY, 0, &e, NULL));
+    evset_free(&e);
+    assert_rv(ES_ERR_FOLLOWER, store_save_snapshot(fs, U8("a-1"), 3, 1, 1, U8("x"), 1));
+    store_close(fs);
+    rawset_free(&raw);
+    rawset_free(&copy);
+}
+
 /* ================================================================== main == */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -3898,6 +4004,7 @@ int main(void)
         T(test_check_clean_many_streams),
         T(test_backup),
         T(test_stats),
+        T(test_import_copies_a_store),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -413,7 +413,8 @@ typedef struct es_agg_result {
  *   any error decide returned other than ES_ERR_REFUSED;
  *   the append errors of es_stream_append() (ES_ERR_INVALID_EVENT_TYPE,
  *     ES_ERR_TOO_LARGE, ES_ERR_TOO_MANY_EVENTS, ES_ERR_STORE_FULL,
- *     ES_ERR_READ_ONLY, ES_ERR_PERMISSION_DENIED, ...): nothing was stored;
+ *     ES_ERR_READ_ONLY, ES_ERR_FOLLOWER, ES_ERR_PERMISSION_DENIED, ...):
+ *     nothing was stored;
  *   ES_ERR_NO_MEMORY.
  *   When the command was stored but building state_out afterwards failed,
  *   the return is ES_OK only if state_out is NULL; otherwise the error of

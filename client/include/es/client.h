@@ -353,6 +353,8 @@ typedef struct es_append_req {
  *     same events (their ids make the retry idempotent);
  *   ES_ERR_STORE_FULL, ES_ERR_READ_ONLY, ES_ERR_SHUTTING_DOWN, ES_ERR_BUSY,
  *   ES_ERR_IO: the server could not store it; nothing was stored;
+ *   ES_ERR_FOLLOWER: the server is a read-only follower (esd
+ *     --follow-nats): send writes to the primary; nothing was stored;
  *   ES_ERR_PERMISSION_DENIED; the connection errors of es_client_connect().
  */
 ES_API es_err es_stream_append(es_client *c, const char *stream, es_expected expected,
@@ -595,6 +597,13 @@ typedef struct es_stats {
     es_sync_mode sync_mode;
     double mean_commit_batch;
     uint32_t max_commit_batch;
+    /* Replication (README "Beyond one machine"); zero when off. */
+    bool relay_on;                 /* esd --relay-nats */
+    uint64_t relay_acked_position; /* highest position JetStream acknowledged */
+    uint64_t relay_lag;            /* head_position - relay_acked_position */
+    bool follower;                 /* esd --follow-nats: a read-only replica */
+    uint64_t follower_pending;     /* stream messages not yet fetched */
+    bool follower_halted;          /* a message was refused: consuming stopped */
 } es_stats;
 
 /**

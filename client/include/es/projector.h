@@ -152,6 +152,16 @@ typedef struct es_projector_options {
     /** Least interval between two head refreshes (es_stats_get); 0 = 1000 ms. */
     uint32_t head_refresh_ms;
 
+    /** Consume from NATS JetStream instead of esd: the server URLs
+     *  (comma-separated) and the stream an `esd --relay-nats` writes (README
+     *  "Beyond one machine"). NULL (default) = subscribe to esd through
+     *  `client`. The checkpoint is the position, as with esd, stored in the
+     *  read model's transaction: the same exactly-once guarantee. Targets:
+     *  ES_SUB_ALL, ES_SUB_CATEGORY, ES_SUB_EVENT_TYPE, ES_SUB_STREAM_PREFIX
+     *  (filtered by the projector); ES_SUB_STREAM is refused. */
+    const char *nats_url;
+    const char *nats_stream;
+
     /** Optional: receives an explanation when es_projector_open() fails
      *  (NUL-terminated, truncated to errmsg_len). */
     char *errmsg;

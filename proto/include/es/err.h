@@ -49,7 +49,8 @@ extern "C" {
     X(READ_ONLY, 30, "store is read-only")                                                         \
     X(CIRCUIT_OPEN, 31, "circuit breaker open")                                                    \
     X(REFUSED, 32, "command refused")                                                              \
-    X(BUSY, 33, "busy")
+    X(BUSY, 33, "busy")                                                                            \
+    X(FOLLOWER, 34, "read-only follower: write to the primary")
 
 typedef enum es_err {
 #define ES_ERR_ENUM_(name, num, msg) ES_ERR_##name = num,

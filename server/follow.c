@@ -1,0 +1,515 @@
+/*
+ * follow.c — the follower's thread: JetStream -> store_import_batch. The
+ * design notes are in follow.h.
+ */
+#include "follow.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "log.h"
+#include "natsconn.h"
+#include "pbwire.h"
+#include "validate.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define API_WAIT_MS    5000
+#define SUBJECT_CAP    128
+#define INACTIVE_NS    (30ll * 1000000000ll)
+#define ACK_WAIT_NS    (30ll * 1000000000ll)
+
+struct follow {
+    store *st;
+    const server_config *cfg;
+    int fd;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping; /* under mu */
+    natsConnection *nc;
+    jsCtx *js;
+    natsSubscription *sub;
+    _Atomic bool connected, halted;
+    _Atomic uint64_t imported, pending, upstream;
+    uint64_t last_seq; /* stream sequence of the last message fetched */
+    int empty_fetches; /* in a row */
+    store_import_in recs[FOLLOW_BATCH];
+    uint64_t seqs[FOLLOW_BATCH];
+};
+
+/* ------------------------------------------------------------- helpers -- */
+
+static bool is_stopping(follow *f)
+{
+    pthread_mutex_lock(&f->mu);
+    bool s = f->stopping;
+    pthread_mutex_unlock(&f->mu);
+    return s;
+}
+
+static bool wait_ms(follow *f, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&f->mu);
+    while (!f->stopping) {
+        if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    bool s = f->stopping;
+    pthread_mutex_unlock(&f->mu);
+    return s;
+}
+
+/* ---------------------------------------------------------------- checks -- */
+
+/*
+ * Check one message against its caps and its own headers.
+ * @return true with *pos; false with why.
+ */
+static bool check_msg(follow *f, natsMsg *m, uint64_t *pos, char *why, size_t why_len)
+{
+    const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    size_t cap = (size_t)f->cfg->max_event_bytes + FOLLOW_ENVELOPE_BYTES;
+    if (len <= 0 || !data || (size_t)len > cap) {
+        snprintf(why, why_len,
+                 "payload of %d bytes (allowed 1..%zu: raise --max-event-bytes to at least the "
+                 "primary's)",
+                 len, cap);
+        return false;
+    }
+    const char *hpos = NULL, *hrev = NULL, *hstream = NULL, *hid = NULL, *hcrc = NULL;
+    natsMsgHeader_Get(m, "Es-Position", &hpos);
+    natsMsgHeader_Get(m, "Es-Revision", &hrev);
+    natsMsgHeader_Get(m, "Es-Stream", &hstream);
+    natsMsgHeader_Get(m, "Es-Event-Id", &hid);
+    natsMsgHeader_Get(m, "Es-Crc32c", &hcrc);
+    uint64_t rev;
+    uint8_t id[16];
+    uint32_t crc;
+    if (!natsconn_parse_u64(hpos, pos) || *pos == 0) {
+        snprintf(why, why_len, "%s", "missing or garbled Es-Position header");
+        return false;
+    }
+    if (!natsconn_parse_u64(hrev, &rev)) {
+        snprintf(why, why_len, "%s", "missing or garbled Es-Revision header");
+        return false;
+    }
+    if (!hstream || strlen(hstream) == 0 || strlen(hstream) > ES_MAX_NAME_BYTES) {
+        snprintf(why, why_len, "%s", "missing or oversized Es-Stream header");
+        return false;
+    }
+    if (!natsconn_parse_uuid(hid, id)) {
+        snprintf(why, why_len, "%s", "missing or garbled Es-Event-Id header");
+        return false;
+    }
+    if (!natsconn_parse_crc(hcrc, &crc)) {
+        snprintf(why, why_len, "%s", "missing or garbled Es-Crc32c header");
+        return false;
+    }
+    if (crc32c(0, data, (size_t)len) != crc) {
+        snprintf(why, why_len, "%s", "the payload fails its Es-Crc32c checksum");
+        return false;
+    }
+    uint64_t rpos = 0, rrev = 0;
+    const uint8_t *rstream = NULL, *rid = NULL;
+    size_t rstream_len = 0, rid_len = 0;
+    if (pbw_find_varint(data, (size_t)len, 3, &rpos) != ES_OK ||
+        pbw_find_varint(data, (size_t)len, 2, &rrev) == ES_ERR_MALFORMED ||
+        pbw_find_bytes(data, (size_t)len, 1, &rstream, &rstream_len) != ES_OK ||
+        pbw_find_bytes(data, (size_t)len, 4, &rid, &rid_len) != ES_OK) {
+        snprintf(why, why_len, "%s", "the payload is not an es.v1.RecordedEvent");
+        return false;
+    }
+    /* Es-Stream is not compared: NATS may trim the blanks around a header
+     * value, and a stream id may begin or end with one. The payload is
+     * what is stored, under its checksum. */
+    (void)rstream;
+    (void)rstream_len;
+    if (rpos != *pos || rrev != rev || rid_len != 16 || memcmp(rid, id, 16) != 0) {
+        snprintf(why, why_len, "%s",
+                 "the headers (position, revision, event id) disagree with the payload");
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------ connection -- */
+
+static void drop_sub(follow *f)
+{
+    if (f->sub) {
+        natsSubscription_Unsubscribe(f->sub);
+        natsSubscription_Destroy(f->sub);
+        f->sub = NULL;
+    }
+}
+
+static void disconnect(follow *f)
+{
+    drop_sub(f);
+    if (f->js) {
+        jsCtx_Destroy(f->js);
+        f->js = NULL;
+    }
+    if (f->nc) {
+        natsConnection_Destroy(f->nc);
+        f->nc = NULL;
+    }
+    atomic_store(&f->connected, false);
+}
+
+static es_err connect_nats(follow *f)
+{
+    natsStatus s = natsconn_connect(f->cfg->follow_nats, "esd-follower", NULL, NULL, NULL, &f->nc);
+    if (s == NATS_OK) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = API_WAIT_MS;
+        s = natsConnection_JetStream(&f->js, f->nc, &jo);
+    }
+    if (s != NATS_OK) {
+        log_msg(LOG_WARN, "follower: cannot connect to NATS", "url=%s error=\"%s\"",
+                f->cfg->follow_nats, natsconn_err(s));
+        disconnect(f);
+        return ES_ERR_CONNECTION;
+    }
+    log_msg(LOG_INFO, "follower: connected to NATS", "url=%s stream=%s", f->cfg->follow_nats,
+            f->cfg->follow_stream);
+    return ES_OK;
+}
+
+typedef struct id_probe {
+    uint8_t id[16];
+    bool found;
+} id_probe;
+
+static int probe_visit(void *ctx, const store_record *rec)
+{
+    id_probe *p = ctx;
+    const uint8_t *id;
+    size_t len;
+    if (pbw_find_bytes(rec->bytes, rec->len, 4, &id, &len) == ES_OK && len == 16) {
+        memcpy(p->id, id, 16);
+        p->found = true;
+    }
+    return 1;
+}
+
+/*
+ * Is this store a copy of that stream? The message at sequence = head must
+ * be our last event (when the stream still has it at that sequence).
+ * @return false when it is certainly another history (logged).
+ */
+static bool same_history(follow *f, uint64_t head)
+{
+    if (head == 0) {
+        return true;
+    }
+    natsMsg *m = NULL;
+    if (js_GetMsg(&m, f->js, f->cfg->follow_stream, head, NULL, NULL) != NATS_OK) {
+        return true; /* not there (limits, purge): the import checks still hold */
+    }
+    const char *hpos = NULL, *hid = NULL;
+    natsMsgHeader_Get(m, "Es-Position", &hpos);
+    natsMsgHeader_Get(m, "Es-Event-Id", &hid);
+    uint64_t pos = 0;
+    uint8_t id[16];
+    bool ok = true;
+    if (natsconn_parse_u64(hpos, &pos) && pos == head && natsconn_parse_uuid(hid, id)) {
+        id_probe probe = {.found = false};
+        store_page page;
+        store_read_all(f->st, NULL, head, false, 1, probe_visit, &probe, &page);
+        if (!probe.found || memcmp(probe.id, id, 16) != 0) {
+            log_msg(LOG_ERROR,
+                    "follower: this store is not a copy of the JetStream stream (another event "
+                    "at its head); consuming stopped",
+                    "stream=%s position=%" PRIu64 " stream_event=%s", f->cfg->follow_stream, head,
+                    hid);
+            ok = false;
+        }
+    }
+    natsMsg_Destroy(m);
+    return ok;
+}
+
+static es_err subscribe_from(follow *f, uint64_t start)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, f->js, f->cfg->follow_stream, NULL, &jerr);
+    if (s != NATS_OK) {
+        log_msg(LOG_WARN, "follower: cannot read the JetStream stream (waiting for it)",
+                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, natsconn_err(s),
+                (int)jerr);
+        return ES_ERR_CONNECTION;
+    }
+    char subject[SUBJECT_CAP] = "";
+    if (si->Config && si->Config->SubjectsLen >= 1 && si->Config->Subjects[0] &&
+        strlen(si->Config->Subjects[0]) < sizeof subject) {
+        snprintf(subject, sizeof subject, "%s", si->Config->Subjects[0]);
+    }
+    bool one_subject = si->Config && si->Config->SubjectsLen == 1;
+    jsStreamInfo_Destroy(si);
+    if (!subject[0] || !one_subject) {
+        log_msg(LOG_ERROR, "follower: the stream is not an esd relay's (one subject PREFIX.>)",
+                "stream=%s", f->cfg->follow_stream);
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = f->cfg->follow_stream;
+    so.ManualAck = true;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = start;
+    so.Config.AckPolicy = js_AckAll;
+    so.Config.AckWait = ACK_WAIT_NS;
+    so.Config.MaxAckPending = 4 * FOLLOW_BATCH;
+    so.Config.InactiveThreshold = INACTIVE_NS;
+    s = js_PullSubscribe(&f->sub, f->js, subject, NULL, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        log_msg(LOG_WARN, "follower: cannot create the consumer",
+                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, natsconn_err(s),
+                (int)jerr);
+        f->sub = NULL;
+        return ES_ERR_CONNECTION;
+    }
+    atomic_store(&f->connected, true);
+    f->last_seq = start - 1;
+    f->empty_fetches = 0;
+    log_msg(LOG_INFO, "follower: consuming", "stream=%s from_sequence=%" PRIu64,
+            f->cfg->follow_stream, start);
+    return ES_OK;
+}
+
+/* ---------------------------------------------------------------- import -- */
+
+static void halt(follow *f, uint64_t seq, const char *what, const char *why)
+{
+    log_msg(LOG_ERROR, "follower: refusing a message of the JetStream stream; consuming stopped",
+            "stream=%s seq=%" PRIu64 " head=%" PRIu64 " error=%s detail=\"%s\"",
+            f->cfg->follow_stream, seq, store_head(f->st), what, why);
+    atomic_store(&f->halted, true);
+}
+
+/* Check and import one fetched batch. */
+static void import_list(follow *f, natsMsgList *list)
+{
+    uint64_t head = store_head(f->st);
+    size_t n = 0;
+    char why[256];
+    bool bad = false;
+    uint64_t bad_seq = 0;
+    jsMsgMetaData *last_meta = NULL;
+    for (int i = 0; i < list->Count && !bad; i++) {
+        natsMsg *m = list->Msgs[i];
+        jsMsgMetaData *meta = NULL;
+        uint64_t seq = 0;
+        if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
+            seq = meta->Sequence.Stream;
+            f->last_seq = seq;
+            jsMsgMetaData_Destroy(last_meta);
+            last_meta = meta;
+        }
+        uint64_t pos;
+        if (!check_msg(f, m, &pos, why, sizeof why)) {
+            bad = true;
+            bad_seq = seq;
+            break;
+        }
+        atomic_store(&f->upstream, pos);
+        if (pos <= head) {
+            continue; /* a redelivery of what is stored */
+        }
+        f->recs[n].record = (const uint8_t *)natsMsg_GetData(m);
+        f->recs[n].len = (size_t)natsMsg_GetDataLength(m);
+        f->seqs[n] = seq;
+        n++;
+    }
+    if (n > 0) {
+        size_t at = n;
+        char msg[256];
+        es_err rv = store_import_batch(f->st, f->recs, n, &at, msg, sizeof msg);
+        if (rv != ES_OK) {
+            halt(f, at < n ? f->seqs[at] : 0, es_errname(rv), msg);
+            jsMsgMetaData_Destroy(last_meta);
+            return;
+        }
+        atomic_fetch_add(&f->imported, n);
+        uint64_t one = 1;
+        ssize_t wr = write(f->fd, &one, sizeof one);
+        (void)wr; /* an eventfd write only fails at a count near 2^64 */
+    }
+    if (bad) {
+        halt(f, bad_seq, "MALFORMED", why);
+    } else if (list->Count > 0) {
+        natsMsg_Ack(list->Msgs[list->Count - 1], NULL); /* AckAll: everything up to it */
+        if (last_meta) {
+            atomic_store(&f->pending, last_meta->NumPending);
+        }
+    }
+    jsMsgMetaData_Destroy(last_meta);
+}
+
+/*
+ * After FOLLOW_STALL_FETCHES empty fetches in a row: does the stream hold
+ * messages after the last one fetched? Then the consumer is stuck (one
+ * placed on a replica still catching up after a restart can stop
+ * delivering) and a new one is made. Also keeps the pending figure true.
+ */
+static bool consumer_stalled(follow *f)
+{
+    if (++f->empty_fetches < FOLLOW_STALL_FETCHES) {
+        return false;
+    }
+    f->empty_fetches = 0;
+    jsStreamInfo *si = NULL;
+    if (js_GetStreamInfo(&si, f->js, f->cfg->follow_stream, NULL, NULL) != NATS_OK) {
+        return false; /* the next fetch tells */
+    }
+    uint64_t last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    atomic_store(&f->pending, last > f->last_seq ? last - f->last_seq : 0);
+    if (last > f->last_seq) {
+        log_msg(LOG_WARN, "follower: the consumer delivers nothing while the stream has more",
+                "stream=%s last_fetched_seq=%" PRIu64 " stream_last_seq=%" PRIu64,
+                f->cfg->follow_stream, f->last_seq, last);
+        return true;
+    }
+    return false;
+}
+
+static void *follow_main(void *arg)
+{
+    follow *f = arg;
+    int backoff = BACKOFF_MIN_MS;
+    bool checked = false;
+    while (!is_stopping(f)) {
+        if (atomic_load(&f->halted)) {
+            drop_sub(f);
+            atomic_store(&f->connected, false);
+            if (wait_ms(f, 1000)) {
+                break;
+            }
+            continue;
+        }
+        if (!f->nc && connect_nats(f) != ES_OK) {
+            if (wait_ms(f, backoff)) {
+                break;
+            }
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        if (!f->sub) {
+            uint64_t head = store_head(f->st);
+            if (!checked) {
+                if (!same_history(f, head)) {
+                    atomic_store(&f->halted, true);
+                    continue;
+                }
+                checked = true;
+            }
+            if (subscribe_from(f, head + 1) != ES_OK) {
+                if (wait_ms(f, backoff)) {
+                    break;
+                }
+                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+        }
+        natsMsgList list = {0};
+        jsErrCode jerr = 0;
+        natsStatus s =
+            natsSubscription_Fetch(&list, f->sub, FOLLOW_BATCH, FOLLOW_FETCH_WAIT_MS, &jerr);
+        if (list.Count > 0) {
+            f->empty_fetches = 0;
+            import_list(f, &list);
+            natsMsgList_Destroy(&list);
+            backoff = BACKOFF_MIN_MS;
+            continue;
+        }
+        natsMsgList_Destroy(&list);
+        if (s == NATS_TIMEOUT && !consumer_stalled(f)) {
+            continue;
+        }
+        log_msg(LOG_WARN, "follower: fetch failed or stalled; consuming again from the head",
+                "stream=%s error=\"%s\" js_code=%d", f->cfg->follow_stream, natsconn_err(s),
+                (int)jerr);
+        drop_sub(f);
+        atomic_store(&f->connected, false);
+        if (wait_ms(f, backoff)) {
+            break;
+        }
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    disconnect(f);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle -- */
+
+es_err follow_start(store *st, const server_config *cfg, int import_fd, follow **out)
+{
+    follow *f = calloc(1, sizeof *f);
+    if (!f) {
+        return ES_ERR_NO_MEMORY;
+    }
+    f->st = st;
+    f->cfg = cfg;
+    f->fd = import_fd;
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    if (pthread_create(&f->thread, NULL, follow_main, f) != 0) {
+        pthread_mutex_destroy(&f->mu);
+        pthread_cond_destroy(&f->cv);
+        free(f);
+        return ES_ERR_INTERNAL;
+    }
+    log_msg(LOG_INFO, "follower on: appends, transactions and snapshot saves are refused",
+            "url=%s stream=%s", cfg->follow_nats, cfg->follow_stream);
+    *out = f;
+    return ES_OK;
+}
+
+void follow_stop(follow *f)
+{
+    if (!f) {
+        return;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->stopping = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->thread, NULL);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f);
+    nats_Close();
+}
+
+void follow_get_stats(follow *f, follow_stats *out)
+{
+    out->connected = atomic_load(&f->connected);
+    out->halted = atomic_load(&f->halted);
+    out->imported = atomic_load(&f->imported);
+    out->pending = atomic_load(&f->pending);
+    out->upstream_position = atomic_load(&f->upstream);
+}
