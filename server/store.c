@@ -1653,14 +1653,63 @@ static es_err read_txn(store *s, MDB_txn **txn)
 
 /* Fetch, verify and visit the record at a position. *stop set by the visitor. */
 /* Visit one record; *verdict is the visitor's answer (see store_visit_fn). */
-static es_err visit_position(store *s, MDB_txn *txn, uint64_t pos, store_visit_fn visit, void *ctx,
-                             int *verdict)
+/*
+ * Records fetched by position in order (a stream's revisions, a category's
+ * or type's entries): a cursor on `events` that steps to the neighbouring
+ * record when the wanted position is the next (or, backward, the previous)
+ * one, and seeks otherwise. A stream written in batches has runs of
+ * consecutive positions, and each step saves a B-tree descent per record.
+ */
+typedef struct pos_reader {
+    MDB_cursor *cur; /* NULL: plain lookups */
+    uint64_t at;     /* the position the cursor is on; 0: not positioned */
+} pos_reader;
+
+static void pos_reader_open(pos_reader *pr, const store *s, MDB_txn *txn)
+{
+    pr->at = 0;
+    if (mdb_cursor_open(txn, s->events, &pr->cur) != MDB_SUCCESS) {
+        pr->cur = NULL;
+    }
+}
+
+static void pos_reader_close(pos_reader *pr)
+{
+    if (pr->cur) {
+        mdb_cursor_close(pr->cur);
+    }
+}
+
+static int pos_reader_get(const store *s, MDB_txn *txn, pos_reader *pr, uint64_t pos, MDB_val *v)
 {
     uint8_t pkey[8];
     put_u64be(pkey, pos);
     MDB_val k = {8, pkey};
+    if (!pr->cur) {
+        return mdb_get(txn, s->events, &k, v);
+    }
+    int rc = MDB_NOTFOUND;
+    if (pr->at != 0 && (pos == pr->at + 1 || pos + 1 == pr->at)) {
+        MDB_val nk;
+        rc = mdb_cursor_get(pr->cur, &nk, v, pos > pr->at ? MDB_NEXT : MDB_PREV);
+        if (rc == MDB_SUCCESS && (nk.mv_size != 8 || get_u64be(nk.mv_data) != pos)) {
+            rc = MDB_NOTFOUND; /* not adjacent after all: seek below */
+        }
+    }
+    if (rc != MDB_SUCCESS) {
+        k.mv_size = 8;
+        k.mv_data = pkey;
+        rc = mdb_cursor_get(pr->cur, &k, v, MDB_SET_KEY);
+    }
+    pr->at = rc == MDB_SUCCESS ? pos : 0;
+    return rc;
+}
+
+static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t pos,
+                             store_visit_fn visit, void *ctx, int *verdict)
+{
     MDB_val v;
-    int rc = mdb_get(txn, s->events, &k, &v);
+    int rc = pos_reader_get(s, txn, pr, pos, &v);
     if (rc) {
         return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : map_err(rc); /* index points nowhere */
     }
@@ -1703,6 +1752,8 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
         rv = map_err(rc);
         goto out_abort_txn;
     }
+    pos_reader pr;
+    pos_reader_open(&pr, s, txn);
     uint64_t rev;
     if (backward) {
         if (from > si.last_revision) {
@@ -1730,7 +1781,7 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
             rv = ES_ERR_CORRUPT;
             break;
         }
-        rv = visit_position(s, txn, get_u64be(v.mv_data), visit, ctx, &verdict);
+        rv = visit_position(s, txn, &pr, get_u64be(v.mv_data), visit, ctx, &verdict);
         if (rv != ES_OK) {
             break;
         }
@@ -1764,6 +1815,7 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
         rv = ES_ERR_CORRUPT; /* the stream record promises more revisions */
     }
 out_close_cursor:
+    pos_reader_close(&pr);
     mdb_cursor_close(cur);
 out_abort_txn:
     read_end(txn);
@@ -1848,6 +1900,10 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
             }
         }
     }
+    pos_reader pr = {NULL, 0};
+    if (indexed) {
+        pos_reader_open(&pr, s, txn);
+    }
     uint32_t scanned = 0;
     int verdict = 0;
     while (rc == MDB_SUCCESS) {
@@ -1860,7 +1916,7 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
                 break;
             }
             pos = get_u64be((uint8_t *)k.mv_data + n + 1);
-            rv = visit_position(s, txn, pos, visit, ctx, &verdict);
+            rv = visit_position(s, txn, &pr, pos, visit, ctx, &verdict);
             if (rv != ES_OK) {
                 break;
             }
@@ -1925,6 +1981,7 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
             page->end = true;
         }
     }
+    pos_reader_close(&pr);
     mdb_cursor_close(cur);
     read_end(txn);
     return rv;
