@@ -19,6 +19,7 @@
 #include "log.h"
 #include "natsconn.h"
 #include "pbwire.h"
+#include "stopper.h"
 #include "validate.h"
 
 #define BACKOFF_MIN_MS 100
@@ -33,9 +34,7 @@ struct follow {
     const server_config *cfg;
     int fd;
     pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stopping; /* under mu */
+    stopper stop; /* set by the stopping thread */
     natsConnection *nc;
     jsCtx *js;
     natsSubscription *sub;
@@ -48,35 +47,6 @@ struct follow {
 };
 
 /* ------------------------------------------------------------- helpers -- */
-
-static bool is_stopping(follow *f)
-{
-    pthread_mutex_lock(&f->mu);
-    bool s = f->stopping;
-    pthread_mutex_unlock(&f->mu);
-    return s;
-}
-
-static bool wait_ms(follow *f, int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&f->mu);
-    while (!f->stopping) {
-        if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) == ETIMEDOUT) {
-            break;
-        }
-    }
-    bool s = f->stopping;
-    pthread_mutex_unlock(&f->mu);
-    return s;
-}
 
 /* ---------------------------------------------------------------- checks -- */
 
@@ -197,23 +167,6 @@ static es_err connect_nats(follow *f)
     return ES_OK;
 }
 
-typedef struct id_probe {
-    uint8_t id[16];
-    bool found;
-} id_probe;
-
-static int probe_visit(void *ctx, const store_record *rec)
-{
-    id_probe *p = ctx;
-    const uint8_t *id;
-    size_t len;
-    if (pbw_find_bytes(rec->bytes, rec->len, 4, &id, &len) == ES_OK && len == 16) {
-        memcpy(p->id, id, 16);
-        p->found = true;
-    }
-    return 1;
-}
-
 /*
  * Is this store a copy of that stream? The message at sequence = head must
  * be our last event (when the stream still has it at that sequence).
@@ -235,10 +188,8 @@ static bool same_history(follow *f, uint64_t head)
     uint8_t id[16];
     bool ok = true;
     if (natsconn_parse_u64(hpos, &pos) && pos == head && natsconn_parse_uuid(hid, id)) {
-        id_probe probe = {.found = false};
-        store_page page;
-        store_read_all(f->st, NULL, head, false, 1, probe_visit, &probe, &page);
-        if (!probe.found || memcmp(probe.id, id, 16) != 0) {
+        uint8_t mine[ES_EVENT_ID_BYTES];
+        if (store_event_id_at(f->st, head, mine) != ES_OK || memcmp(mine, id, 16) != 0) {
             log_msg(LOG_ERROR,
                     "follower: this store is not a copy of the JetStream stream (another event "
                     "at its head); consuming stopped",
@@ -402,17 +353,17 @@ static void *follow_main(void *arg)
     follow *f = arg;
     int backoff = BACKOFF_MIN_MS;
     bool checked = false;
-    while (!is_stopping(f)) {
+    while (!stopper_is_set(&f->stop)) {
         if (atomic_load(&f->halted)) {
             drop_sub(f);
             atomic_store(&f->connected, false);
-            if (wait_ms(f, 1000)) {
+            if (stopper_wait_ms(&f->stop, 1000)) {
                 break;
             }
             continue;
         }
         if (!f->nc && connect_nats(f) != ES_OK) {
-            if (wait_ms(f, backoff)) {
+            if (stopper_wait_ms(&f->stop, backoff)) {
                 break;
             }
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -428,7 +379,7 @@ static void *follow_main(void *arg)
                 checked = true;
             }
             if (subscribe_from(f, head + 1) != ES_OK) {
-                if (wait_ms(f, backoff)) {
+                if (stopper_wait_ms(&f->stop, backoff)) {
                     break;
                 }
                 backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -455,7 +406,7 @@ static void *follow_main(void *arg)
                 (int)jerr);
         drop_sub(f);
         atomic_store(&f->connected, false);
-        if (wait_ms(f, backoff)) {
+        if (stopper_wait_ms(&f->stop, backoff)) {
             break;
         }
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -475,11 +426,9 @@ es_err follow_start(store *st, const server_config *cfg, int import_fd, follow *
     f->st = st;
     f->cfg = cfg;
     f->fd = import_fd;
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->cv, NULL);
+    stopper_init(&f->stop);
     if (pthread_create(&f->thread, NULL, follow_main, f) != 0) {
-        pthread_mutex_destroy(&f->mu);
-        pthread_cond_destroy(&f->cv);
+        stopper_destroy(&f->stop);
         free(f);
         return ES_ERR_INTERNAL;
     }
@@ -494,13 +443,9 @@ void follow_stop(follow *f)
     if (!f) {
         return;
     }
-    pthread_mutex_lock(&f->mu);
-    f->stopping = true;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
+    stopper_stop(&f->stop);
     pthread_join(f->thread, NULL);
-    pthread_mutex_destroy(&f->mu);
-    pthread_cond_destroy(&f->cv);
+    stopper_destroy(&f->stop);
     free(f);
     nats_Close();
 }

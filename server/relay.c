@@ -17,6 +17,7 @@
 #include "log.h"
 #include "natsconn.h"
 #include "pbwire.h"
+#include "stopper.h"
 #include "validate.h"
 
 #define BACKOFF_MIN_MS  100
@@ -32,9 +33,7 @@ struct relay {
     store *st;
     const server_config *cfg;
     pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stopping; /* under mu */
+    stopper stop; /* set by the stopping thread */
     char store_hex[2 * STORE_ID_BYTES + 1];
     natsConnection *nc;
     jsCtx *js;
@@ -102,36 +101,6 @@ static void hex_of(const uint8_t *p, size_t n, char *out)
         out[2 * i + 1] = hex[p[i] & 15];
     }
     out[2 * n] = '\0';
-}
-
-static bool is_stopping(relay *r)
-{
-    pthread_mutex_lock(&r->mu);
-    bool s = r->stopping;
-    pthread_mutex_unlock(&r->mu);
-    return s;
-}
-
-/* Sleep ms unless stopped meanwhile; @return true when stopping. */
-static bool wait_ms(relay *r, int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&r->mu);
-    while (!r->stopping) {
-        if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT) {
-            break;
-        }
-    }
-    bool s = r->stopping;
-    pthread_mutex_unlock(&r->mu);
-    return s;
 }
 
 /* ------------------------------------------------------- acknowledgements -- */
@@ -266,23 +235,6 @@ static es_err ensure_stream(relay *r, uint64_t *last_seq, uint64_t *n_msgs)
     return ES_OK;
 }
 
-typedef struct id_probe {
-    uint8_t id[16];
-    bool found;
-} id_probe;
-
-static int probe_visit(void *ctx, const store_record *rec)
-{
-    id_probe *p = ctx;
-    const uint8_t *id;
-    size_t len;
-    if (pbw_find_bytes(rec->bytes, rec->len, 4, &id, &len) == ES_OK && len == 16) {
-        memcpy(p->id, id, 16);
-        p->found = true;
-    }
-    return 1;
-}
-
 /*
  * Where to go on: the successor of the stream's last message.
  * @return ES_OK with *next and prev (the last message id, "" for an empty
@@ -334,14 +286,13 @@ static es_err resume_point(relay *r, uint64_t *next, char *prev, size_t prev_cap
         rv = ES_ERR_CORRUPT;
     }
     if (rv == ES_OK) {
-        id_probe probe = {.found = false};
-        store_page page;
-        es_err rrv = store_read_all(r->st, NULL, pos, false, 1, probe_visit, &probe, &page);
+        uint8_t my_id[ES_EVENT_ID_BYTES];
+        es_err rrv = store_event_id_at(r->st, pos, my_id);
         char mine[37] = "?";
-        if (probe.found) {
-            natsconn_format_uuid(probe.id, mine);
+        if (rrv == ES_OK) {
+            natsconn_format_uuid(my_id, mine);
         }
-        if (rrv != ES_OK || !probe.found || strcmp(mine, ev_s) != 0) {
+        if (rrv != ES_OK || strcmp(mine, ev_s) != 0) {
             log_msg(LOG_ERROR,
                     "relay: the JetStream stream holds another event at its last position: "
                     "it is not this store's log; nothing is published",
@@ -466,12 +417,12 @@ static void publish_run(relay *r, uint64_t next, char *prev)
     uint64_t last_log_us = 0;
     while (!atomic_load(&r->failed)) {
         if (next > store_head(r->st)) {
-            if (wait_ms(r, RELAY_POLL_MS)) {
+            if (stopper_wait_ms(&r->stop, RELAY_POLL_MS)) {
                 return;
             }
             continue;
         }
-        if (is_stopping(r)) {
+        if (stopper_is_set(&r->stop)) {
             return;
         }
         r->n_recs = 0;
@@ -485,7 +436,7 @@ static void publish_run(relay *r, uint64_t next, char *prev)
                         next, es_errname(rv));
                 last_log_us = now;
             }
-            if (wait_ms(r, BACKOFF_MAX_MS)) {
+            if (stopper_wait_ms(&r->stop, BACKOFF_MAX_MS)) {
                 return;
             }
             continue;
@@ -530,9 +481,9 @@ static void *relay_main(void *arg)
 {
     relay *r = arg;
     int backoff = BACKOFF_MIN_MS;
-    while (!is_stopping(r)) {
+    while (!stopper_is_set(&r->stop)) {
         if (!r->nc && connect_nats(r) != ES_OK) {
-            if (wait_ms(r, backoff)) {
+            if (stopper_wait_ms(&r->stop, backoff)) {
                 break;
             }
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -544,7 +495,7 @@ static void *relay_main(void *arg)
         es_err rv = resume_point(r, &next, prev, sizeof prev);
         if (rv != ES_OK) {
             atomic_store(&r->resumed, false);
-            if (wait_ms(r, rv == ES_ERR_CORRUPT ? BACKOFF_MAX_MS : backoff)) {
+            if (stopper_wait_ms(&r->stop, rv == ES_ERR_CORRUPT ? BACKOFF_MAX_MS : backoff)) {
                 break;
             }
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -560,7 +511,7 @@ static void *relay_main(void *arg)
                 r->cfg->relay_stream, next, store_head(r->st));
         uint64_t errors_before = atomic_load(&r->errors);
         publish_run(r, next, prev);
-        if (is_stopping(r)) {
+        if (stopper_is_set(&r->stop)) {
             break;
         }
         atomic_store(&r->resumed, false);
@@ -571,7 +522,7 @@ static void *relay_main(void *arg)
             backoff = BACKOFF_MIN_MS;
         }
         (void)errors_before;
-        if (wait_ms(r, backoff)) {
+        if (stopper_wait_ms(&r->stop, backoff)) {
             break;
         }
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -598,11 +549,9 @@ es_err relay_start(store *st, const server_config *cfg, relay **out)
     r->st = st;
     r->cfg = cfg;
     hex_of(store_id(st), STORE_ID_BYTES, r->store_hex);
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    stopper_init(&r->stop);
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
-        pthread_mutex_destroy(&r->mu);
-        pthread_cond_destroy(&r->cv);
+        stopper_destroy(&r->stop);
         free(r);
         return ES_ERR_INTERNAL;
     }
@@ -617,13 +566,9 @@ void relay_stop(relay *r)
     if (!r) {
         return;
     }
-    pthread_mutex_lock(&r->mu);
-    r->stopping = true;
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    stopper_stop(&r->stop);
     pthread_join(r->thread, NULL);
-    pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
+    stopper_destroy(&r->stop);
     free(r->buf);
     free(r);
     nats_Close();

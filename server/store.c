@@ -1987,6 +1987,33 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
     return rv;
 }
 
+es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16])
+{
+    MDB_txn *txn;
+    es_err rv = read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    uint8_t pkey[8];
+    put_u64be(pkey, position);
+    MDB_val k = {8, pkey}, v;
+    int rc = mdb_get(txn, s->events, &k, &v);
+    const uint8_t *rec, *eid;
+    size_t len, eid_len;
+    if (rc != MDB_SUCCESS) {
+        rv = map_err(rc);
+    } else if ((rv = record_open(&v, &rec, &len)) == ES_OK) {
+        if (pbw_find_bytes(rec, len, 4, &eid, &eid_len) != ES_OK || eid_len != ES_EVENT_ID_BYTES) {
+            rv = ES_ERR_CORRUPT;
+        } else {
+            memcpy(id, eid, ES_EVENT_ID_BYTES);
+        }
+    }
+    read_end(txn);
+    return rv;
+}
+
 es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
                              store_stream_info *info)
 {

@@ -172,6 +172,13 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs);
  */
 uint64_t store_last_commit_call_us(const store *s);
 
+/**
+ * @brief The event id of the record at a position (its CRC verified).
+ * @return ES_OK; ES_ERR_NOT_FOUND (no such position); ES_ERR_CORRUPT;
+ *   ES_ERR_IO.
+ */
+es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16]);
+
 /* ---------------------------------------------------------------- imports -- */
 
 /** Most records in one store_import_batch call (one write transaction). */
