@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "es/client.h"
 
 static es_err fill_random(uint8_t *p, size_t n)
@@ -130,20 +131,6 @@ void es_uuid_format(const uint8_t id[ES_UUID_BYTES], char out[ES_UUID_STRLEN + 1
         out[o++] = hex[id[i] & 0x0f];
     }
     out[o] = '\0';
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    if (ch >= 'a' && ch <= 'f') {
-        return ch - 'a' + 10;
-    }
-    if (ch >= 'A' && ch <= 'F') {
-        return ch - 'A' + 10;
-    }
-    return -1;
 }
 
 es_err es_uuid_parse(const char *s, uint8_t out[ES_UUID_BYTES])

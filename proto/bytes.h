@@ -2,8 +2,8 @@
  * bytes — fixed-width integers to and from byte buffers, independent of the
  * host's byte order. Big-endian where keys must sort numerically under
  * memcmp (the store's LMDB keys), little-endian for values and checkpoint
- * records. Header-only; shared by the store, the projector and the
- * account-view read model.
+ * records; and the value of a hex digit. Header-only; shared by the store,
+ * the projector, the account-view read model, auth and the NATS helpers.
  */
 #ifndef ES_BYTES_H
 #define ES_BYTES_H
@@ -53,6 +53,21 @@ static inline void put_u32le(uint8_t *p, uint32_t v)
 static inline uint32_t get_u32le(const uint8_t *p)
 {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* The value of a hexadecimal digit (either case), or -1. */
+static inline int hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
 }
 
 #endif

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bytes.h"
+
 #define DIGEST_BYTES   32
 #define LINE_MAX_BYTES 4096
 #define FILE_MAX_BYTES (16u * 1024u * 1024u)
@@ -70,20 +72,6 @@ static bool name_ok(const char *s, size_t n)
         }
     }
     return true;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
 }
 
 static bool parse_role(const char *s, size_t n, auth_role *out)

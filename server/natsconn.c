@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
+
 natsStatus natsconn_connect(const char *urls, const char *name, natsConnectionHandler disconnected,
                             natsConnectionHandler reconnected, void *ctx, natsConnection **nc)
 {
@@ -69,20 +71,6 @@ bool natsconn_parse_u64(const char *s, uint64_t *out)
     }
     *out = v;
     return true;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
 }
 
 bool natsconn_parse_uuid(const char *s, uint8_t out[16])

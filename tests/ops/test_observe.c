@@ -19,25 +19,6 @@
 #include "metrics.h"
 #include "server_harness.h"
 
-static int setup(void **state)
-{
-    harness *h = malloc(sizeof *h);
-    if (!h || harness_init(h, "/tmp") != 0) {
-        free(h);
-        return -1;
-    }
-    *state = h;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    harness *h = *state;
-    harness_finish(h);
-    free(h);
-    return 0;
-}
-
 static void send_append(harness *h, uint64_t id, const char *stream, Es__V1__ExpectedKind kind)
 {
     Es__V1__ProposedEvent ev = ES__V1__PROPOSED_EVENT__INIT;
@@ -182,9 +163,9 @@ static void test_slow_request(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_figures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_figures, harness_setup, harness_teardown),
         cmocka_unit_test(test_histogram_buckets),
-        cmocka_unit_test_setup_teardown(test_slow_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_request, harness_setup, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -161,3 +161,22 @@ es_err harness_hello(harness *h, uint64_t id)
     req.hello = &hello;
     return harness_send(h, &req);
 }
+
+int harness_setup(void **state)
+{
+    harness *h = malloc(sizeof *h);
+    if (!h || harness_init(h, "/tmp") != 0) {
+        free(h);
+        return -1;
+    }
+    *state = h;
+    return 0;
+}
+
+int harness_teardown(void **state)
+{
+    harness *h = *state;
+    harness_finish(h);
+    free(h);
+    return 0;
+}

@@ -31,6 +31,10 @@ int harness_init(harness *h, const char *dir_base);
 /** @brief Stop everything and remove the directory. */
 void harness_finish(harness *h);
 
+/** @brief cmocka fixtures: *state is a harness of its own under /tmp. */
+int harness_setup(void **state);
+int harness_teardown(void **state);
+
 /** @brief Pack a request and hand it to the handler as one frame body. */
 es_err harness_send(harness *h, const Es__V1__Request *req);
 /** @brief Hand raw bytes to the handler as one frame body. */

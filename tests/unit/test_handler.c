@@ -18,25 +18,6 @@
 #include "reply.h"
 #include "server_harness.h"
 
-static int setup(void **state)
-{
-    harness *h = malloc(sizeof *h);
-    if (!h || harness_init(h, "/tmp") != 0) {
-        free(h);
-        return -1;
-    }
-    *state = h;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    harness *h = *state;
-    harness_finish(h);
-    free(h);
-    return 0;
-}
-
 static Es__V1__Response *expect_reply(harness *h, uint64_t id, Es__V1__Response__KindCase kind)
 {
     Es__V1__Response *r = harness_next(h);
@@ -637,17 +618,23 @@ static void test_allocation_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_hello_first, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_version, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_append_conflict_and_retry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_transaction_reports_every_check, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reads_info_snapshots_stats, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_in_flight_rules, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_decode_budget, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_malformed_keeps_session, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_subscription_catch_up_then_live, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_subscribe_all_without_name, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_allocation_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hello_first, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_version, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_append_conflict_and_retry, harness_setup,
+                                        harness_teardown),
+        cmocka_unit_test_setup_teardown(test_transaction_reports_every_check, harness_setup,
+                                        harness_teardown),
+        cmocka_unit_test_setup_teardown(test_reads_info_snapshots_stats, harness_setup,
+                                        harness_teardown),
+        cmocka_unit_test_setup_teardown(test_in_flight_rules, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_decode_budget, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_keeps_session, harness_setup,
+                                        harness_teardown),
+        cmocka_unit_test_setup_teardown(test_subscription_catch_up_then_live, harness_setup,
+                                        harness_teardown),
+        cmocka_unit_test_setup_teardown(test_subscribe_all_without_name, harness_setup,
+                                        harness_teardown),
+        cmocka_unit_test_setup_teardown(test_allocation_failures, harness_setup, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
