@@ -78,6 +78,16 @@ static es_err check_expected(const Es__V1__Expected *e)
     return ES_OK;
 }
 
+static bool is_nil_id(const uint8_t id[ES_EVENT_ID_BYTES])
+{
+    for (size_t i = 0; i < ES_EVENT_ID_BYTES; i++) {
+        if (id[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Validate one Append; msg receives a human reason. */
 static es_err check_append(const server_config *cfg, const Es__V1__Append *a, const char **why)
 {
@@ -104,6 +114,12 @@ static es_err check_append(const server_config *cfg, const Es__V1__Append *a, co
         const Es__V1__ProposedEvent *e = a->events[i];
         if (e->id.len != 0 && e->id.len != ES_EVENT_ID_BYTES) {
             *why = "event ids are 16 bytes";
+            return ES_ERR_INVALID_EVENT_ID;
+        }
+        /* The nil UUID is what a zeroed buffer holds: taken as an id it
+         * would make unrelated events retries of each other. */
+        if (e->id.len == ES_EVENT_ID_BYTES && is_nil_id(e->id.data)) {
+            *why = "the all-zero event id is not an id: leave the id empty for one from the server";
             return ES_ERR_INVALID_EVENT_ID;
         }
         if (es_validate_event_type(e->type.data, e->type.len) != ES_OK) {
@@ -1056,6 +1072,14 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
     s->req_kind = (int)msg->kind_case;
     s->req_id = id;
 
+    /* Id 0 is reserved for errors that answer no request (a bad frame, a
+     * reused id): a request that carries it is refused, hello included. */
+    if (id == 0) {
+        rv = ES_ERR_INVALID_ARGUMENT;
+        why = "request id 0 is reserved: use ids from 1";
+        goto out_reply_error;
+    }
+
     if (msg->kind_case == ES__V1__REQUEST__KIND_HELLO) {
         rv = do_hello(s, id, msg->hello);
         es__v1__request__free_unpacked(msg, &reply_pb_allocator);
@@ -1096,9 +1120,15 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
         goto out_reply_error;
     }
     if (id_in_flight(s, id) || subs_has(s, id)) {
-        rv = ES_ERR_DUPLICATE_REQUEST_ID;
-        why = "a request with this id is still in flight on this connection";
-        goto out_reply_error;
+        /* Answered with id 0: the id belongs to the request in flight,
+         * whose own reply must stay the only one that carries it. */
+        snprintf(why_buf, sizeof why_buf,
+                 "request id %llu is still in flight on this connection: request not served",
+                 (unsigned long long)id);
+        note_append_refused(s, msg, ES_ERR_DUPLICATE_REQUEST_ID);
+        es__v1__request__free_unpacked(msg, &reply_pb_allocator);
+        reply_send_error(s, 0, ES_ERR_DUPLICATE_REQUEST_ID, why_buf);
+        return ES_OK;
     }
 
     switch (msg->kind_case) {
@@ -1169,9 +1199,17 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
         reply_send(s, &resp);
         break;
     }
-    case ES__V1__REQUEST__KIND_SUBSCRIBE:
-        subs_subscribe(s, id, msg->subscribe);
+    case ES__V1__REQUEST__KIND_SUBSCRIBE: {
+        const Es__V1__Subscribe *sub = msg->subscribe;
+        if ((sub->from_start && sub->from_end) ||
+            ((sub->from_start || sub->from_end) && sub->after != 0)) {
+            rv = ES_ERR_INVALID_ARGUMENT;
+            why = "give one start: from_start, from_end or after";
+            goto out_reply_error;
+        }
+        subs_subscribe(s, id, sub);
         break;
+    }
     case ES__V1__REQUEST__KIND_UNSUBSCRIBE:
         subs_unsubscribe(s, id, msg->unsubscribe->subscription_id);
         break;

@@ -23,6 +23,12 @@
  * connection, the peer address and the (sanitised) user name, never with
  * the token.
  *
+ * Request ids: id 0 is reserved for errors that answer no request, so a
+ * request carrying it (a hello included) is refused under id 0, and a
+ * request reusing an id in flight (or an open subscription's) is refused
+ * under id 0 too: the request holding the id keeps the only reply with it.
+ * docs/protocol.md is the specification these rules are part of.
+ *
  * Read replies are assembled from stored record bytes (the store keeps the
  * wire encoding of es.v1.RecordedEvent) without decoding them, and each
  * page is cut to fit the frame cap.
