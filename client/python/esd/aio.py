@@ -21,15 +21,14 @@ are those of the blocking client (esd.client, esd._core).
 import asyncio
 import ssl
 import time
-from collections import deque
 from typing import AsyncIterator, Iterable, List, Optional
 
 from . import _core as core
 from . import errors
 from ._pb import pb
+from .client import Subscription as _SyncSubscription
 from .client import _TRANSIENT, _append_result, _txn_result
-from .types import (END, AppendResult, CaughtUp, Event, RecordedEvent, ServerInfo, Snapshot,
-                    Stats, StreamInfo)
+from .types import END, AppendResult, Event, RecordedEvent, ServerInfo, Snapshot, Stats, StreamInfo
 
 __all__ = ["Client", "PendingAppend", "Subscription"]
 
@@ -518,49 +517,29 @@ class Client:
         if from_end and target == core.TARGET_STREAM:
             sub._from_end = False
             try:
-                sub._last = (await self.stream_info(stream)).last_revision
+                sub._last = sub._seen = (await self.stream_info(stream)).last_revision
             except errors.NotFoundError:
                 pass
         await sub._subscribe_now()
         return sub
 
 
-class Subscription:
-    """An asyncio catch-up subscription (see esd.client.Subscription):
-    ``async for ev in sub`` yields events; ``items(timeout)`` also yields
-    CaughtUp markers; ``await poll(timeout)`` returns what arrived."""
+class Subscription(_SyncSubscription):
+    """An asyncio catch-up subscription (see esd.client.Subscription, whose
+    bookkeeping it shares): ``async for ev in sub`` yields events;
+    ``items(timeout)`` also yields CaughtUp markers; ``await poll(timeout)``
+    returns what arrived."""
 
     def __init__(self, client: Client, target, name, last, from_end, batch_size):
-        self._c = client
-        self._target = target
-        self._name = name
-        self._last = last
-        self._from_end = from_end
-        self._batch = batch_size
-        self._id = 0
-        self._epoch = -1
-        self._queue = deque()
-        self._queued = 0
-        self._discard = False
-        self._closed = None
-        self._caught_up = False
-        self._store_id = None
+        super().__init__(client, target, name, last, from_end, batch_size)
         self._wake = asyncio.Event()
-        self._last_rx = time.monotonic()
 
-    @property
-    def last(self) -> Optional[int]:
-        """The last point handed out (before any: the start point, or None)."""
-        return self._last
+    def _on_push(self, kind, resp, size) -> None:
+        super()._on_push(kind, resp, size)
+        self._wake.set()
 
-    @property
-    def caught_up(self) -> bool:
-        """True once the history was delivered (at least once)."""
-        return self._caught_up
-
-    def _attached(self) -> bool:
-        c = self._c
-        return c.connected and self._id != 0 and self._epoch == c._epoch
+    def __iter__(self):
+        raise TypeError("an asyncio subscription: use async for")
 
     async def _subscribe_now(self) -> None:
         c = self._c
@@ -572,7 +551,7 @@ class Subscription:
                 "subscription's positions mean nothing there"))
             raise self._closed
         await c._room()
-        fut = c._submit(core.subscribe_request(self._target, self._name, self._last,
+        fut = c._submit(core.subscribe_request(self._target, self._name, self._seen,
                                                self._from_end, self._batch))
         rid = c._next_id
         self._id = rid
@@ -580,7 +559,7 @@ class Subscription:
         self._discard = False
         c._subs[rid] = self
         try:
-            ok = core.check_reply(await c._wait(fut), "subscribe")
+            ok = core.check_reply(await fut, "subscribe")
         except errors.EsdError as e:
             c._subs.pop(rid, None)
             self._id = 0
@@ -591,36 +570,10 @@ class Subscription:
             raise
         if self._from_end:
             self._from_end = False
-            self._last = ok.head_position
+            self._last = self._seen = ok.head_position
         if self._store_id is None and info is not None:
             self._store_id = info.store_id
         self._last_rx = time.monotonic()
-
-    def _close(self, exc) -> None:
-        self._closed = exc
-        self._c._subs.pop(self._id, None)
-        self._id = 0
-        self._queue.clear()
-        self._queued = 0
-
-    def _on_push(self, kind, resp, size) -> None:
-        if self._discard or self._closed is not None:
-            return
-        self._last_rx = time.monotonic()
-        if kind == "events":
-            if self._queue and self._queued + size > core.SUB_QUEUE_BYTES:
-                self._discard = True
-                self._wake.set()
-                return
-            self._queue.append((resp.events.events, size))
-            self._queued += size
-        elif kind == "caught_up":
-            self._queue.append(CaughtUp(resp.caught_up.position))
-        else:
-            self._queue.append(errors.make_error(
-                resp.dropped.reason,
-                f"the server dropped the subscription: {resp.dropped.message}"))
-        self._wake.set()
 
     async def _resubscribe(self) -> None:
         c = self._c
@@ -637,6 +590,11 @@ class Subscription:
     async def poll(self, timeout: Optional[float] = 0.0) -> List[object]:
         """Wait up to timeout seconds (None: until something comes); return
         the events and CaughtUp markers that arrived, in order."""
+        if not self._ready:
+            await self._fill(timeout)
+        return self._take_all()
+
+    async def _fill(self, timeout: Optional[float]) -> bool:
         if self._closed is not None:
             raise self._closed
         c = self._c
@@ -644,7 +602,9 @@ class Subscription:
         beat = c._o.request_timeout
         while True:
             if self._queue:
-                return self._deliver()
+                self._deliver()
+            if self._ready:
+                return True
             if self._discard or not self._attached():
                 await self._resubscribe()
                 continue
@@ -659,7 +619,7 @@ class Subscription:
             until = self._last_rx + beat
             if deadline is not None:
                 if now >= deadline:
-                    return []
+                    return False
                 until = min(until, deadline)
             self._wake.clear()
             try:
@@ -667,47 +627,11 @@ class Subscription:
             except asyncio.TimeoutError:
                 pass
 
-    def _deliver(self) -> List[object]:
-        out = []
-        gapless = self._target in (core.TARGET_ALL, core.TARGET_STREAM)
-        stream = self._target == core.TARGET_STREAM
-        while self._queue:
-            item = self._queue.popleft()
-            if isinstance(item, CaughtUp):
-                self._caught_up = True
-                out.append(item)
-                continue
-            if isinstance(item, errors.EsdError):
-                self._close(item)
-                if out:
-                    return out
-                raise item
-            msgs, size = item
-            self._queued -= size
-            for m in msgs:
-                key = m.revision if stream else m.position
-                last = self._last
-                if last is not None and key <= last:
-                    continue
-                want = (last + 1) if last is not None else (0 if stream else 1)
-                if gapless and key != want:
-                    self._queue.clear()
-                    self._queued = 0
-                    self._discard = True
-                    return out
-                self._last = key
-                out.append(RecordedEvent(m))
-        return out
-
     async def items(self, timeout: Optional[float] = None) -> AsyncIterator[object]:
         """Yield events and CaughtUp markers; stop after timeout seconds with
-        nothing (None: never)."""
-        while True:
-            got = await self.poll(timeout)
-            if not got:
-                return
-            for item in got:
-                yield item
+        nothing (None: never). An item counts as delivered when yielded."""
+        while self._ready or await self._fill(timeout):
+            yield self._hand_out(self._ready.popleft())
 
     async def __aiter__(self) -> AsyncIterator[RecordedEvent]:
         async for item in self.items(None):

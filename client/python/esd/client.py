@@ -647,7 +647,7 @@ class Client:
             # Revisions: SubscribeOk's head is a position, so take the
             # stream's last revision now and start after it.
             try:
-                sub._last = self.stream_info(stream).last_revision
+                sub._last = sub._seen = self.stream_info(stream).last_revision
                 sub._from_end = False
             except errors.NotFoundError:
                 sub._from_end = False
@@ -682,7 +682,9 @@ class Subscription:
         self._c = client
         self._target = target
         self._name = name
-        self._last = last
+        self._last = last  # handed out to the caller
+        self._seen = last  # decoded from the pushes (>= _last)
+        self._ready = deque()  # decoded, not handed out yet
         self._from_end = from_end
         self._batch = batch_size
         self._id = 0
@@ -718,7 +720,7 @@ class Subscription:
                 "the server now serves another store (its store id changed): the "
                 "subscription's positions mean nothing there"))
             raise self._closed
-        req = core.subscribe_request(self._target, self._name, self._last, self._from_end,
+        req = core.subscribe_request(self._target, self._name, self._seen, self._from_end,
                                      self._batch)
         rid = c._submit(req)
         self._id = rid
@@ -737,7 +739,7 @@ class Subscription:
             raise
         if self._from_end:
             self._from_end = False
-            self._last = ok.head_position
+            self._last = self._seen = ok.head_position
         if self._store_id is None and info is not None:
             self._store_id = info.store_id
         self._last_rx = time.monotonic()
@@ -783,12 +785,10 @@ class Subscription:
 
     def items(self, timeout: Optional[float] = None) -> Iterator[object]:
         """Yield events and CaughtUp markers as they come; stop after timeout
-        seconds with nothing (None: never)."""
-        while True:
-            got = self.poll(timeout)
-            if not got:
-                return
-            yield from got
+        seconds with nothing (None: never). An item counts as delivered when
+        it is yielded: stopping early loses nothing."""
+        while self._ready or self._fill(timeout):
+            yield self._hand_out(self._ready.popleft())
 
     def __iter__(self) -> Iterator[RecordedEvent]:
         for item in self.items(None):
@@ -799,6 +799,12 @@ class Subscription:
         """Wait up to timeout seconds (None: until something comes) and return
         what arrived: RecordedEvent objects and CaughtUp markers, in order.
         Resubscribes after a lost connection, strictly after ``last``."""
+        if not self._ready:
+            self._fill(timeout)
+        return self._take_all()
+
+    def _fill(self, timeout: Optional[float]) -> bool:
+        """Wait up to timeout for items; whether some are ready."""
         if self._closed is not None:
             raise self._closed
         c = self._c
@@ -806,7 +812,9 @@ class Subscription:
         beat = c._o.request_timeout
         while True:
             if self._queue:
-                return self._deliver()
+                self._deliver()
+            if self._ready:
+                return True
             if self._discard or not self._attached():
                 self._resubscribe()
                 continue
@@ -821,45 +829,68 @@ class Subscription:
             until = self._last_rx + beat
             if deadline is not None:
                 if now >= deadline:
-                    return []
+                    return False
                 until = min(until, deadline)
             c._flush()
             c._pump(until - now)
 
-    def _deliver(self) -> List[object]:
-        out = []
+    def _deliver(self) -> None:
+        """Decode the queued pushes into _ready, dropping what was seen
+        already; a gap in a gapless target discards the rest and
+        resubscribes after the last event seen."""
         gapless = self._target in (core.TARGET_ALL, core.TARGET_STREAM)
         stream = self._target == core.TARGET_STREAM
+        ready = self._ready
         while self._queue:
             item = self._queue.popleft()
-            if isinstance(item, CaughtUp):
-                self._caught_up = True
-                out.append(item)
+            if not isinstance(item, tuple):
+                ready.append(item)  # a CaughtUp, or the error that ended it
+                if isinstance(item, errors.EsdError):
+                    self._queue.clear()
+                    self._queued = 0
+                    self._c._subs.pop(self._id, None)
+                    self._id = 0
                 continue
-            if isinstance(item, errors.EsdError):
-                self._close(item)
-                if out:
-                    self._closed = item
-                    return out
-                raise item
             msgs, size = item
             self._queued -= size
             for m in msgs:
                 key = m.revision if stream else m.position
-                last = self._last
-                if last is not None and key <= last:
+                seen = self._seen
+                if seen is not None and key <= seen:
                     continue  # delivered already: never twice
-                want = (last + 1) if last is not None else (0 if stream else 1)
+                want = (seen + 1) if seen is not None else (0 if stream else 1)
                 if gapless and key != want:
-                    # A gap: fetch it again by resubscribing after last.
                     self._queue.clear()
                     self._queued = 0
                     self._discard = True
-                    return out
-                self._last = key
-                out.append(RecordedEvent(m))
-        if not self._queue:
-            self._queued = 0
+                    return
+                self._seen = key
+                ready.append(RecordedEvent(m))
+
+    def _hand_out(self, item):
+        if isinstance(item, errors.EsdError):
+            self._ready.appendleft(item)
+            self._close_for_good(item)
+            raise item
+        if isinstance(item, CaughtUp):
+            self._caught_up = True
+        else:
+            self._last = item._m.revision if self._target == core.TARGET_STREAM \
+                else item._m.position
+        return item
+
+    def _close_for_good(self, exc) -> None:
+        self._ready.clear()
+        self._close(exc)
+
+    def _take_all(self) -> List[object]:
+        out = []
+        while self._ready:
+            item = self._ready[0]
+            if isinstance(item, errors.EsdError) and out:
+                break
+            self._ready.popleft()
+            out.append(self._hand_out(item))
         return out
 
     def close(self) -> None:
