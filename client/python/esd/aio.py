@@ -590,6 +590,8 @@ class Subscription(_SyncSubscription):
     async def poll(self, timeout: Optional[float] = 0.0) -> List[object]:
         """Wait up to timeout seconds (None: until something comes); return
         the events and CaughtUp markers that arrived, in order."""
+        if self._closed is not None:
+            raise self._closed
         if not self._ready:
             await self._fill(timeout)
         return self._take_all()

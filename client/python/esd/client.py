@@ -748,6 +748,7 @@ class Subscription:
         self._closed = exc
         self._c._subs.pop(self._id, None)
         self._id = 0
+        self._ready.clear()
         self._queue.clear()
         self._queued = 0
 
@@ -799,6 +800,8 @@ class Subscription:
         """Wait up to timeout seconds (None: until something comes) and return
         what arrived: RecordedEvent objects and CaughtUp markers, in order.
         Resubscribes after a lost connection, strictly after ``last``."""
+        if self._closed is not None:
+            raise self._closed
         if not self._ready:
             self._fill(timeout)
         return self._take_all()
