@@ -382,6 +382,9 @@ class Client:
                     f"connection dropped"))
                 return True
             if n - off - 4 < blen:
+                if blen > _RECV_BYTES and off == 0:
+                    # A large frame: receive the rest straight into its buffer.
+                    return self._recv_body(blen)
                 break
             body = bytes(buf[off + 4:off + 4 + blen])
             off += 4 + blen
@@ -389,6 +392,35 @@ class Client:
             if self._sock is None:
                 return True
         del buf[:off]
+        return True
+
+    def _recv_body(self, blen: int) -> bool:
+        """Receive the rest of a frame whose header is at the start of _in."""
+        body = bytearray(blen)
+        have = len(self._in) - 4
+        body[:have] = memoryview(self._in)[4:]
+        self._in.clear()
+        view = memoryview(body)
+        sock = self._sock
+        deadline = time.monotonic() + self._o.request_timeout
+        try:
+            while have < blen:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                got = sock.recv_into(view[have:])
+                if got == 0:
+                    self._drop(errors.ClosedError(
+                        "server closed the connection in the middle of a frame"))
+                    return True
+                have += got
+        except (socket.timeout, ssl.SSLWantReadError):
+            self._drop(errors.ClosedError("a frame did not complete in time: connection dropped"))
+            return True
+        except OSError as e:
+            self._drop(errors.ClosedError(f"connection lost: {e}"))
+            return True
+        finally:
+            view.release()
+        self._dispatch(bytes(body))
         return True
 
     def _dispatch(self, body: bytes) -> None:
@@ -578,52 +610,54 @@ class Client:
         resumes = 0
         pending_id = None
         pending_epoch = 0
+        last = None  # the last event handed out: where a resumed read restarts
 
-        def limit():
+        def limit(n_left):
             lim = page_size
-            if left is not None and (lim == 0 or left < lim):
-                lim = left
+            if n_left is not None and (lim == 0 or n_left < lim):
+                lim = n_left
             return lim
 
-        while left is None or left > 0:
-            try:
-                if pending_id is None or pending_epoch != self._epoch:
-                    self._ensure()
-                    pending_id = self._submit(make(frm, limit()))
-                    pending_epoch = self._epoch
-                page = core.check_reply(self._wait(pending_id), "read_stream")
-            except (errors.ClosedError, errors.TimeoutError):
+        try:
+            while left is None or left > 0:
+                try:
+                    if pending_id is None or pending_epoch != self._epoch:
+                        if last is not None:
+                            key = last.revision if by_revision else last.position
+                            frm = key - 1 if backward else key + 1
+                        self._ensure()
+                        pending_id = self._submit(make(frm, limit(left)))
+                        pending_epoch = self._epoch
+                    page = core.check_reply(self._wait(pending_id), "read_stream")
+                except (errors.ClosedError, errors.TimeoutError):
+                    pending_id = None
+                    if resumes >= _READ_RESUMES:
+                        raise
+                    resumes += 1
+                    continue
                 pending_id = None
-                if resumes >= _READ_RESUMES:
-                    raise
-                resumes += 1
-                continue
-            pending_id = None
-            events = page.events
-            n = len(events)
-            if not page.end_of_stream and n and (left is None or left > n):
-                # Read ahead: the next page travels while this one is consumed.
-                nxt = page.next
-                left_after = None if left is None else left - n
-                lim = page_size
-                if left_after is not None and (lim == 0 or left_after < lim):
-                    lim = left_after
-                pending_id = self._submit(make(nxt, lim))
-                pending_epoch = self._epoch
-            for m in events:
-                ev = RecordedEvent(m)
-                key = m.revision if by_revision else m.position
-                frm = (key - 1) if backward else (key + 1)
-                yield ev
+                events = page.events
+                n = len(events)
+                more = not page.end_of_stream and n > 0
                 if left is not None:
-                    left -= 1
-                    if left == 0:
-                        break
-            if page.end_of_stream or n == 0:
-                break
-            frm = page.next
-        if pending_id is not None:
-            self._abandon(pending_id)
+                    if n >= left:
+                        events = events[:left]
+                        n = left
+                        more = False
+                    left -= n
+                if more:
+                    # Read ahead: the next page travels while this one is consumed.
+                    pending_id = self._submit(make(page.next, limit(left)))
+                    pending_epoch = self._epoch
+                for m in events:
+                    last = m
+                    yield RecordedEvent(m)
+                if not more:
+                    break
+                frm = page.next
+        finally:
+            if pending_id is not None:
+                self._abandon(pending_id)
 
     # ----------------------------------------------------- subscriptions --
 
