@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 import uuid
@@ -45,6 +46,33 @@ class Schema(unittest.TestCase):
                 stack.extend(m.nested_type)
         self.assertEqual(got.package, "es.v1")
         self.assertEqual(got, want, f"{_pb.origin} differs from {PROTO}: regenerate it")
+
+    @unittest.skipUnless(PROTOC, "no protoc")
+    def test_pip_install_generates_the_module(self):
+        # pip install of a copy of the package (offline: no index, the
+        # build backend from the system), then the installed module is
+        # checked against the schema in a fresh interpreter.
+        with tempfile.TemporaryDirectory() as d:
+            src = os.path.join(d, "src")
+            shutil.copytree(harness.PKG, src, ignore=shutil.ignore_patterns(
+                "build", "*.egg-info", "__pycache__", "es_pb2.py"))
+            target = os.path.join(d, "site")
+            env = dict(os.environ, ESD_PROTO=PROTO, PROTOC=PROTOC)
+            env.pop("ESD_PB_DIR", None)
+            p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index",
+                                "--no-build-isolation", "--no-deps", "--target", target, src],
+                               capture_output=True, text=True, env=env, cwd=d)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertTrue(os.path.isfile(os.path.join(target, "esd", "es_pb2.py")))
+            self.assertFalse(os.path.exists(os.path.join(harness.PKG, "esd", "es_pb2.py")))
+            env["PYTHONPATH"] = target
+            p = subprocess.run([sys.executable, "-c", "import esd._pb as p, esd.aio; "
+                                "print(p.origin); print(p.pb.DESCRIPTOR.serialized_pb.hex())"],
+                               capture_output=True, text=True, env=env, cwd=d)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            origin, blob = p.stdout.split()
+            self.assertTrue(origin.startswith(target))
+            self.assertEqual(bytes.fromhex(blob), _pb.pb.DESCRIPTOR.serialized_pb)
 
     def test_error_classes_follow_the_wire_and_err_h(self):
         enum = {v.number: v.name.removeprefix("ERROR_CODE_")
