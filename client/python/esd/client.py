@@ -217,6 +217,8 @@ class Client:
 
     def _ensure(self) -> None:
         if self._sock is not None and self._ready:
+            if self._in_flight:
+                return  # a lost connection shows when the replies are awaited
             # Notice a connection the server closed while we were idle.
             self._pump(0.0)
             if self._sock is not None:
