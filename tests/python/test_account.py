@@ -123,9 +123,9 @@ class Interop(harness.EsdTestCase):
                     except account.Refused as e:
                         if e.reason != "insufficient_funds":
                             errors.append(("inproc", e))
-        threads = [threading.Thread(target=worker, args=("c", 1, 12)),
-                   threading.Thread(target=worker, args=("py", 2, 12)),
-                   threading.Thread(target=worker, args=("c", 3, 12)),
+        threads = [threading.Thread(target=worker, args=("c", 1, 8)),
+                   threading.Thread(target=worker, args=("py", 2, 8)),
+                   threading.Thread(target=worker, args=("c", 3, 8)),
                    threading.Thread(target=in_process, args=(4, 60)),
                    threading.Thread(target=in_process, args=(5, 60))]
         for t in threads:

@@ -21,6 +21,7 @@ are those of the blocking client (esd.client, esd._core).
 import asyncio
 import ssl
 import time
+from collections import deque
 from typing import AsyncIterator, Iterable, List, Optional
 
 from . import _core as core
@@ -80,7 +81,7 @@ class Client:
         self._next_id = 0
         self._pending = {}  # id -> Future
         self._inflight_cap = 1
-        self._slot = None  # an Event set when in-flight room appears
+        self._waiters = deque()  # futures of senders waiting for room in flight
         self._recv_cap = core.clamp_frame(self._o.max_frame_bytes)
         self._send_cap = core.DEFAULT_MAX_FRAME
         self._subs = {}
@@ -146,8 +147,10 @@ class Client:
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: no "never retrieved" warnings
-        if self._slot is not None:
-            self._slot.set()
+        waiters, self._waiters = self._waiters, deque()
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
         for sub in list(self._subs.values()):
             sub._wake.set()
 
@@ -292,8 +295,7 @@ class Client:
         if fut is not None:
             if not fut.done():
                 fut.set_result(resp)
-            if self._slot is not None:
-                self._slot.set()
+            self._wake_one()
         return True
 
     def _submit(self, req, deadline: Optional[float] = None) -> "asyncio.Future":
@@ -335,18 +337,23 @@ class Client:
         self._out.clear()
 
     async def _room(self) -> None:
-        """Wait until a request may be sent (fewer than the cap in flight)."""
+        """Wait until a request may be sent (fewer than the cap in flight).
+        Waiters are woken one per reply, in order; no timer of their own:
+        a request in flight that times out drops the connection, which
+        wakes them all."""
         while self._writer is not None and len(self._pending) >= self._inflight_cap:
-            if self._slot is None:
-                self._slot = asyncio.Event()
-            self._slot.clear()
-            try:
-                await asyncio.wait_for(self._slot.wait(), self._o.request_timeout)
-            except asyncio.TimeoutError:
-                self._drop(errors.ClosedError(
-                    f"no reply within {self._o.request_timeout:g} s: connection dropped"))
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
         if self._writer is None:
             raise errors.ClosedError("connection lost while waiting to send")
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
 
     async def _send(self, req) -> "asyncio.Future":
         await self._ensure()
@@ -364,6 +371,7 @@ class Client:
         fut = self._pending.pop(rid, None)
         if fut is None or fut.done():
             return
+        self._wake_one()
         fut.set_exception(errors.TimeoutError("no reply within the request timeout"))
         self._drop(errors.ClosedError("a reply did not come in time: connection dropped"))
 
