@@ -170,6 +170,19 @@ class Aio(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(got, list(range(1, 11)))
         await c.close()
 
+    async def test_quiet_subscription_pings(self):
+        c = esd.aio.Client(self.server.address, request_timeout=0.2)
+        s = self.stream()
+        sub = await c.subscribe(s, from_end=True)
+        got = await sub.poll(0.7) + await sub.poll(0.7)
+        self.assertEqual([i for i in got if isinstance(i, esd.RecordedEvent)], [])
+        self.assertTrue(c.connected)
+        await self.c.append(s, [esd.Event("T")])
+        async for ev in sub:
+            self.assertEqual(ev.revision, 0)
+            break
+        await c.close()
+
     async def test_failures(self):
         closed = esd.aio.Client("127.0.0.1:1", reconnect_attempts=2, backoff_initial=0.001,
                                 backoff_max=0.002, breaker_threshold=2)

@@ -395,6 +395,19 @@ class Subscriptions(harness.EsdTestCase):
             esd.Client(srv.address, reconnect_attempts=1).connect()
         self.assertIsInstance(sub, esd.Subscription)
 
+    def test_quiet_subscription_pings(self):
+        c = esd.Client(self.server.address, request_timeout=0.2)
+        self.addCleanup(c.close)
+        s = self.stream()
+        sub = c.subscribe(s, from_end=True)
+        before = c.stats().head_position
+        got = sub.poll(0.7) + sub.poll(0.7)  # quiet: pinged, still subscribed
+        self.assertEqual([i for i in got if isinstance(i, esd.RecordedEvent)], [])
+        self.assertTrue(c.connected)
+        self.c.append(s, [esd.Event("T")])
+        (ev,) = self.collect(sub, 1)
+        self.assertEqual((ev.revision, ev.position > before), (0, True))
+
     def test_server_stopping_drops_or_closes(self):
         srv = harness.Esd().start()
         self.addCleanup(srv.cleanup)
