@@ -253,6 +253,7 @@ class Requests(harness.EsdTestCase):
         s = self.stream()
         handles = [self.c.append_async(s, [esd.Event("T", str(i))]) for i in range(10000)]
         self.assertGreater(self.c.in_flight, 0)
+        self.c.flush()
         results = [h.result() for h in handles]
         self.assertEqual([r.first_revision for r in results], list(range(10000)))
         positions = [r.first_position for r in results]

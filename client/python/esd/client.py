@@ -334,6 +334,11 @@ class Client:
             self._flush()
         return rid
 
+    def flush(self) -> None:
+        """Write out the requests queued by append_async now (they are
+        written anyway once 64 KiB are queued or a reply is waited for)."""
+        self._flush()
+
     def _flush(self) -> None:
         if not self._out or self._sock is None:
             return
