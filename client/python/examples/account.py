@@ -194,6 +194,13 @@ def decide_withdraw(id_, amount):
     return decide
 
 
+def decide_same_account(id_):
+    """The decision of a transfer from an account to itself: refused."""
+    def decide(acc):
+        raise Refused("same_account", f"cannot transfer from account {id_} to itself")
+    return decide
+
+
 def decide_transfer(frm, to, amount):
     """The decision of a transfer over (FROM, TO)."""
     def decide(a, b):
@@ -471,8 +478,9 @@ def cmd_transfer(x, repo):
     frm, to, amount = x.pos[0], x.pos[1], parse_amount(x.pos[2])
     try:
         if frm == to:
-            repo.execute(PREFIX + frm, lambda acc: (_ for _ in ()).throw(Refused(
-                "same_account", f"cannot transfer from account {frm} to itself")))
+            # One stream cannot take two appends of one transaction: the
+            # account's own decision refuses it (as es-account does).
+            repo.execute(PREFIX + frm, decide_same_account(frm))
         res = repo.execute_many([PREFIX + frm, PREFIX + to], decide_transfer(frm, to, amount))
     except esd.EsdError as e:
         return report(x, e, "transfer")
