@@ -5,7 +5,7 @@ import socket
 import struct
 import threading
 
-import harness  # noqa: F401 - puts the package on the path
+import harness  # noqa: F401  (puts the package on the path)
 from esd._pb import pb
 
 

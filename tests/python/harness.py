@@ -98,7 +98,9 @@ class Esd:
             self.proc = None
 
     def restart(self) -> None:
-        """Stop it and start it again on the same port and data."""
+        """Stop it and start it again on the same port and data (the port
+        the kernel chose at the first start: clients reconnect to the same
+        address, as they would to a restarted production server)."""
         port = self.port
         self.stop()
         self.start(port)
