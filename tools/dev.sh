@@ -32,7 +32,7 @@ set -euo pipefail
 # Debian 12 packages for building, testing and running esd.
 PACKAGES="build-essential meson ninja-build pkg-config liblmdb-dev lmdb-utils libprotobuf-c-dev
 protobuf-c-compiler libevent-dev libcmocka-dev libjansson-dev libssl-dev libinih-dev clang libclang-rt-14-dev clang-format valgrind
-nats-server libnats-dev"
+nats-server libnats-dev python3-protobuf protobuf-compiler python3-coverage python3-setuptools python3-pip python3-wheel"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 suites_wanted=(unit integration reliability nats)
