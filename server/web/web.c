@@ -804,6 +804,8 @@ es_err web_start(struct event_base *base, server_ctx *srv, SSL_CTX *tls, web **o
     }
     struct timeval tv = {0, WEB_TICK_MS * 1000};
     event_add(w->tick, &tv);
+    w->last_sample_ms = mono_ms();
+    webapi_series_sample(&w->series, srv, w->last_sample_ms);
     log_msg(LOG_INFO, "web console listening", "addr=%s:%d tls=%s auth=%s", host, bound_port,
             tls ? "on" : "off", srv->auth ? "on" : "off");
     *out = w;

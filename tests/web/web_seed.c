@@ -55,8 +55,8 @@ int main(int argc, char **argv)
             evs[k].data = "{\"seed\":true}";
             evs[k].data_len = 13;
             evs[k].content_type = "application/json";
-            reqs[k] = (es_append_req){.stream = names[k], .expected = any,
-                                      .events = &evs[k], .n_events = 1};
+            reqs[k] = (es_append_req){
+                .stream = names[k], .expected = any, .events = &evs[k], .n_events = 1};
         }
         rv = es_txn_commit(c, reqs, k, NULL);
         if (rv != ES_OK) {
@@ -78,8 +78,11 @@ int main(int argc, char **argv)
                        .causation_id = first.id};
     second.data_len = strlen(second.data);
     static const uint8_t raw[] = {0x00, 0xff, 0xfe, 0x41, 0x42, 0x0a, 0x80};
-    es_event third = {.type = "BinaryBlob", .data = raw, .data_len = sizeof raw,
-                      .content_type = "application/octet-stream", .correlation_id = first.id};
+    es_event third = {.type = "BinaryBlob",
+                      .data = raw,
+                      .data_len = sizeof raw,
+                      .content_type = "application/octet-stream",
+                      .correlation_id = first.id};
     if (rv == ES_OK) {
         rv = es_stream_append(c, "needle-orders-42", any, &second, 1, NULL);
     }

@@ -171,8 +171,10 @@ async function pageOverview() {
     el("div", { class: "chart" }, el("div", { class: "legend" },
       el("span", { class: "a" }, "appends/s"), el("span", { class: "e" }, "events/s"),
       el("span", { class: "muted" }, "last 5 minutes, one point a second")), canvas));
+  let refreshes = 0;
   const refresh = async () => {
     const o = await api("/api/overview");
+    cards.dataset.refreshes = ++refreshes;
     const pct = o.map_size ? ((100 * o.map_used) / o.map_size).toFixed(3) + " % of the map" : "";
     const relay = o.relay
       ? card("Relay", o.relay.connected ? "connected" : "disconnected", "acked " + fmtInt(o.relay.acked_position) + ", lag " + fmtInt(o.relay.lag), "relay")
