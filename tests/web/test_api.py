@@ -2,6 +2,7 @@
 rules, 401/403/404/405, CSRF, static files and path traversal, the session
 cookie's attributes, expiry by logout and by an admin, secrets kept out of
 the log, and the console's refusal to start open on a non-loopback address."""
+import http.client
 import json
 import os
 import subprocess
@@ -246,6 +247,29 @@ try:
     check(st == 200, 'no auth file: logout with the CSRF token')
 finally:
     esd.stop()
+# ---- over TLS: the TCP port's certificate, Secure cookies, no plaintext
+esd = Esd(auth=True, tls=True)
+try:
+    c = Client(esd)
+    st, _, _ = c.get('/api/overview')
+    check(st == 401, 'TLS: the API needs a login')
+    st, j, r = c.post('/api/login', {'user': ADMIN[0], 'token': ADMIN[1]})
+    cookie_hdr = r.getheader('Set-Cookie') or ''
+    check(st == 200 and 'Secure' in cookie_hdr and 'HttpOnly' in cookie_hdr, 'TLS: login sets a Secure cookie')
+    check('max-age' in (r.getheader('Strict-Transport-Security') or ''), 'TLS: Strict-Transport-Security')
+    st, o, _ = c.get('/api/overview')
+    check(st == 200 and o['head'] == 0, 'TLS: overview over HTTPS')
+    c.close()
+    plain = http.client.HTTPConnection('127.0.0.1', esd.http_port, timeout=30)
+    try:
+        plain.request('GET', '/api/overview')
+        got = plain.getresponse().status
+    except (http.client.HTTPException, OSError):
+        got = None
+    check(got is None, 'TLS: a plaintext request gets no HTTP answer (%s)' % got)
+finally:
+    esd.stop()
+
 out = subprocess.run([os.environ['ESD_BIN'], '--data-dir', '/nonexistent-never', '--listen', '127.0.0.1:0',
                       '--http-listen', '0.0.0.0:0'], capture_output=True, timeout=30)
 check(out.returncode != 0 and b'web console' in out.stderr, 'no auth file: a non-loopback --http-listen is refused')

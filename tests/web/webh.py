@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,16 @@ WRITER = ('carol', 'carol-token-0123456789')
 
 
 class Esd:
-    def __init__(self, auth=True, args=()):
+    def __init__(self, auth=True, args=(), tls=False):
         self.dir = tempfile.mkdtemp(prefix='esd-web-')
+        self.tls = tls
+        args = list(args)
+        if tls:
+            cert, key = os.path.join(self.dir, 'cert.pem'), os.path.join(self.dir, 'key.pem')
+            subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key,
+                            '-out', cert, '-subj', '/CN=localhost', '-days', '2'],
+                           check=True, capture_output=True)
+            args += ['--tls-cert', cert, '--tls-key', key]
         self.log_path = os.path.join(self.dir, 'esd.log')
         port_file = os.path.join(self.dir, 'port')
         cmd = [os.environ['ESD_BIN'], '--data-dir', os.path.join(self.dir, 'data'),
@@ -53,7 +62,7 @@ class Esd:
         if self.port is None or self.http_port is None:
             raise RuntimeError('esd did not start: ' + open(self.log_path).read())
         self.address = '127.0.0.1:%d' % self.port
-        self.url = 'http://127.0.0.1:%d' % self.http_port
+        self.url = '%s://127.0.0.1:%d' % ('https' if tls else 'http', self.http_port)
 
     def env(self, who=ADMIN):
         e = dict(os.environ)
@@ -95,7 +104,15 @@ class Client:
         self.esd = esd
         self.cookie = None
         self.csrf = None
-        self.conn = http.client.HTTPConnection('127.0.0.1', esd.http_port, timeout=30)
+        self.conn = self.connect()
+
+    def connect(self):
+        if self.esd.tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection('127.0.0.1', self.esd.http_port, timeout=30, context=ctx)
+        return http.client.HTTPConnection('127.0.0.1', self.esd.http_port, timeout=30)
 
     def request(self, method, path, body=None, headers=None, raw_body=None):
         h = {}
@@ -117,7 +134,7 @@ class Client:
                 if attempt:
                     raise
                 self.conn.close()
-                self.conn = http.client.HTTPConnection('127.0.0.1', self.esd.http_port, timeout=30)
+                self.conn = self.connect()
         for k, v in r.getheaders():
             if k.lower() == 'set-cookie' and v.startswith('esd_session='):
                 val = v.split(';')[0].split('=', 1)[1]
