@@ -1,9 +1,15 @@
 #include "websess.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
+
+static bool sha256(const uint8_t *b, size_t n, uint8_t out[32])
+{
+    return EVP_Digest(b, n, out, NULL, EVP_sha256(), NULL) == 1;
+}
 
 static void to_hex(const uint8_t *b, size_t n, char *out)
 {
@@ -60,7 +66,7 @@ es_err websess_open(websess_table *t, const char *user, auth_role role, uint64_t
         return ES_ERR_INTERNAL;
     }
     websess_end(slot);
-    if (auth_sha256(id, sizeof id, slot->id_hash) != ES_OK) {
+    if (!sha256(id, sizeof id, slot->id_hash)) {
         OPENSSL_cleanse(id, sizeof id);
         return ES_ERR_INTERNAL;
     }
@@ -101,9 +107,9 @@ websess *websess_find(websess_table *t, const char *cookie, uint64_t now_ms)
         }
         id[i] = (uint8_t)(hi << 4 | lo);
     }
-    es_err rv = auth_sha256(id, sizeof id, hash);
+    bool ok = sha256(id, sizeof id, hash);
     OPENSSL_cleanse(id, sizeof id);
-    if (rv != ES_OK) {
+    if (!ok) {
         return NULL;
     }
     /* Every slot is compared, without an early exit. */
