@@ -232,6 +232,40 @@ static bool csrf_ok(struct evhttp_request *req, const websess *s)
     return t && strlen(t) == WEBSESS_ID_HEX && CRYPTO_memcmp(t, s->csrf, WEBSESS_ID_HEX) == 0;
 }
 
+/*
+ * Without an auth file the API answers anyone who reaches the loopback
+ * port. A page of another site that gets its host name to resolve to
+ * 127.0.0.1 (DNS rebinding) would be same-origin with the console in the
+ * browser's eyes; its requests still carry its own host name in Host. So
+ * without authentication only a loopback Host (an IP literal or
+ * "localhost", with any port) is served. With authentication the session
+ * cookie, bound to the console's own host name, is what protects it.
+ */
+static bool host_is_loopback(struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+    if (!h) {
+        return false;
+    }
+    char host[128];
+    size_t n = strlen(h);
+    if (n >= sizeof host) {
+        return false;
+    }
+    memcpy(host, h, n + 1);
+    char *port = host[0] == '[' ? strstr(host, "]:") : strrchr(host, ':');
+    if (port) {
+        port[host[0] == '[' ? 1 : 0] = '\0';
+    }
+    if (!strcmp(host, "localhost") || !strcmp(host, "[::1]")) {
+        return true;
+    }
+    unsigned a, b, c, d;
+    char extra;
+    return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 &&
+           c < 256 && d < 256;
+}
+
 static void peer_of(struct evhttp_request *req, char *out, size_t cap)
 {
     char *addr = NULL;
@@ -578,6 +612,10 @@ static void api(web *w, struct evhttp_request *req, const char *path, struct evk
         return;
     }
     server_ctx *srv = w->srv;
+    if (!srv->auth && !host_is_loopback(req)) {
+        send_error(w, req, 403, "without authentication only a loopback Host is served");
+        return;
+    }
     websess *s = session_of(w, req);
     if (!s && !strcmp(path, "/api/session") && !srv->auth) {
         char cookie[WEBSESS_ID_HEX + 1];

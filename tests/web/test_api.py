@@ -222,6 +222,30 @@ try:
     check(rest.endswith(b'\r\n0\r\n') and b'data:' not in rest,
           'the tail of a logged-out session is ended by the server (last chunk sent)')
 
+    # ---- caps: live tails, header block
+    tails = []
+    for i in range(64):
+        t = Client(esd)
+        t.conn.request('GET', '/api/tail', headers={'Cookie': 'esd_session=' + writer.cookie})
+        tails.append((t, t.conn.getresponse()))
+    check(all(r.status == 200 for _, r in tails), '64 live tails are served')
+    st, j, _ = writer.get('/api/tail')
+    check(st == 503, 'the 65th live tail: 503')
+    for t, _ in tails:
+        t.close()
+    st, _, _ = writer.get('/api/overview', headers={'X-Big': 'x' * 9000})
+    check(st in (400, 413, 431), 'a header block over 8 KiB is refused (%d)' % st)
+
+    # ---- failed logins count against the per-address limit (10 at once;
+    # one failed above already, and the bucket refills one a second)
+    lim = Client(esd)
+    codes = [lim.post('/api/login', {'user': 'alice', 'token': 'wrong-%d' % i})[0] for i in range(11)]
+    first = codes.index(429) if 429 in codes else None
+    check(first in (8, 9, 10) and set(codes[:first]) == {401} and set(codes[first:]) == {429},
+          'failed logins beyond the 10 an address may have: 429 (%s)' % codes)
+    st, _, _ = lim.post('/api/login', {'user': ADMIN[0], 'token': ADMIN[1]})
+    check(st == 429 and lim.cookie is None, 'over the limit even the right token is not checked: 429')
+
     log = esd.log_text()
     secrets = [ADMIN[1], READER[1], WRITER[1], saved, old]
     check(not any(s in log for s in secrets), 'no token, cookie or CSRF token in the log')
@@ -245,6 +269,12 @@ try:
     check(st == 400, 'no auth file: login is 400')
     st, _, _ = c.post('/api/logout', {})
     check(st == 200, 'no auth file: logout with the CSRF token')
+    for host in ['localhost:%d' % esd.http_port, '127.0.0.1', '[::1]:80']:
+        st, _, _ = c.get('/api/overview', headers={'Host': host})
+        check(st == 200, 'no auth file: Host %s is served' % host)
+    for host in ['evil.example:%d' % esd.http_port, '127.0.0.1.evil.example', 'localhost.evil', '']:
+        st, _, _ = c.get('/api/overview', headers={'Host': host})
+        check(st == 403, 'no auth file: Host %r refused (DNS rebinding)' % host)
 finally:
     esd.stop()
 # ---- over TLS: the TCP port's certificate, Secure cookies, no plaintext
