@@ -114,6 +114,17 @@ try {
   check(imgs === 0 && dialogs.length === 0, `no element made and no script ran (images ${imgs}, dialogs ${dialogs})`);
   await shot(page, "xss");
 
+  // ---- a big event: cut in the list, whole on demand
+  await page.goto(url + "/#/stream/big-1", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#events .event button.show-all");
+  const cut = await text(page, "#events .event pre.data");
+  check(cut.length === 2048 && (await text(page, "#events .event .enc")).includes("truncated"),
+    `a big event is cut in the list (${cut.length} characters shown)`);
+  await page.click("#events .event button.show-all");
+  await page.waitForFunction(() => document.querySelector("h1")?.textContent.startsWith("Event at position"), { timeout: 10000 });
+  const whole = await text(page, ".event pre.data");
+  check(whole.includes('"pad": "' + "x".repeat(6000) + '"'), `"Show all" shows the whole event, pretty-printed (${whole.length} characters)`);
+
   // ---- live tail
   await page.goto(url + "/#/log", { waitUntil: "domcontentloaded" });
   await page.waitForSelector("#live");

@@ -25,6 +25,7 @@ try:
     needle, first_id = esd.seed(10000)
     esd.esctl('append', 'xss-1', 'Injected', '-', '--content-type', 'text/plain',
               data=b'<img src=x onerror=alert(1)>')
+    esd.esctl('append', 'big-1', 'Big', '{"pad": "%s"}' % ('x' * 6000))
     env = dict(os.environ)
     env.update({'WEB_URL': esd.url, 'ES_ADDRESS': esd.address, 'CHROMIUM': chromium,
                 'ADMIN_USER': ADMIN[0], 'ADMIN_TOKEN': ADMIN[1],
