@@ -271,14 +271,16 @@ async function pageStream(id, params) {
   if (from) pager.appendChild(el("a", { href: "#/stream/" + encodeURIComponent(id) }, "« Newest"));
   if (r.next !== null) pager.appendChild(el("a", { id: "older", href: "#/stream/" + encodeURIComponent(id) + qs({ from: r.next }) }, "Older events »"));
   show(el("h1", { id: "stream-title" }, "Stream " + r.stream),
-    el("p", { class: "muted" }, fmtInt(r.info.event_count) + " events, last revision " + r.info.last_revision +
+    el("p", { class: "muted" }, fmtInt(r.info.event_count) + (r.info.event_count === 1 ? " event" : " events") + ", last revision " + r.info.last_revision +
       ", created " + fmtTime(r.info.created_us) + ", last update " + fmtTime(r.info.updated_us) + ". Newest first."),
     list, pager);
 }
 
 async function pageEvent(kind, key) {
   const e = await api("/api/event" + (kind === "position" ? qs({ position: key }) : qs({ id: key })));
-  show(el("h1", {}, "Event at position " + e.position), eventView(e));
+  const view = eventView(e);
+  view.classList.add("full");
+  show(el("h1", {}, "Event at position " + e.position), view);
 }
 
 // -------------------------------------------------------------------- log --
