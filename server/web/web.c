@@ -396,11 +396,19 @@ static void tail_unlink(tail *t)
     }
 }
 
-/* The client went away: evhttp frees the request itself. */
+/*
+ * The connection is going away. When the client went (EOF, write error or
+ * timeout) while the reply was still open, libevent has already detached
+ * the request from the connection and left it to us (its evcon is NULL):
+ * free it. Otherwise the connection frees it itself.
+ */
 static void tail_closed(struct evhttp_connection *evcon, void *arg)
 {
     tail *t = arg;
     tail_unlink(t);
+    if (evhttp_request_get_connection(t->req) == NULL) {
+        evhttp_request_free(t->req);
+    }
     free(t);
 }
 

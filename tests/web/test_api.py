@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import subprocess
+import time
 import urllib.parse
 
 from webh import ADMIN, READER, WRITER, Client, Esd, check, finish
@@ -233,6 +234,23 @@ try:
     check(st == 503, 'the 65th live tail: 503')
     for t, _ in tails:
         t.close()
+    # the server notices the clients gone when it writes to them (an event,
+    # or the heartbeat) and frees their tails: a new tail is served again
+    esd.esctl('append', 'wake-1', 'Wake', '{}')
+    deadline = time.monotonic() + 60
+    live = None
+    while time.monotonic() < deadline:
+        st, o2, _ = writer.get('/api/overview')
+        live = o2['web_tails']
+        if live == 0:
+            break
+        time.sleep(0.2)
+    check(live == 0, 'tails of clients that went away are freed (%s left)' % live)
+    st, j, _ = writer.get('/api/overview')
+    t = Client(esd)
+    t.conn.request('GET', '/api/tail', headers={'Cookie': 'esd_session=' + writer.cookie})
+    check(t.conn.getresponse().status == 200, 'a new tail is served after they went')
+    t.close()
     st, _, _ = writer.get('/api/overview', headers={'X-Big': 'x' * 9000})
     check(st in (400, 413, 431), 'a header block over 8 KiB is refused (%d)' % st)
 
