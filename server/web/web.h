@@ -36,7 +36,9 @@
  *     sessions, WEB_MAX_TAILS live tails, each page of a listing capped
  *     (webapi.h); a tail whose client does not read (over WEB_TAIL_BUFFER
  *     unsent) is skipped until it drains. Connections idle for
- *     WEB_TIMEOUT_S are closed.
+ *     WEB_TIMEOUT_S are closed. The number of connections itself is not
+ *     capped: libevent 2.1's evhttp has no setting for it (2.2 adds
+ *     evhttp_set_max_connections); the process's descriptor limit holds.
  *   - every reply carries a Content-Security-Policy allowing only the
  *     console's own scripts and styles, nosniff, no framing, no referrer.
  *
