@@ -26,6 +26,7 @@
 #include "reply.h"
 #include "subs.h"
 #include "tls.h"
+#include "web/web.h"
 
 #define SHUTDOWN_GRACE_S 5
 #define CLOSE_FLUSH_S    2
@@ -74,6 +75,7 @@ struct net {
     struct event *shutdown_check;
     struct event *deliver_ev;
     struct evhttp *http; /* --metrics-listen: /metrics, /healthz, /readyz */
+    web *web;            /* --http-listen: the web console (web/web.h) */
     SSL_CTX *tls;        /* --tls-cert/--tls-key: every connection is TLS */
     uint64_t shutdown_deadline_us;
     conn *conns;      /* live connections (not zombies) */
@@ -1267,6 +1269,13 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
             return hrv;
         }
     }
+    if (srv->cfg->http_listen) {
+        es_err wrv = web_start(n->base, srv, n->tls, &n->web, msg, msg_len);
+        if (wrv != ES_OK) {
+            net_destroy(n, NULL);
+            return wrv;
+        }
+    }
     srv->kick = kick_delivery;
     srv->kick_ctx = n;
     event_add(n->completion_ev, NULL);
@@ -1325,6 +1334,7 @@ void net_destroy(net *n, write_job *leftover)
     if (n->http) {
         evhttp_free(n->http); /* its bound listeners and connections too */
     }
+    web_stop(n->web);
     n->srv->kick = NULL;
     struct event *evs[] = {n->accept_retry, n->completion_ev, n->import_ev,      n->sigterm_ev,
                            n->sigint_ev,    n->reader_check,  n->shutdown_check, n->deliver_ev};

@@ -66,6 +66,10 @@
  * callbacks run on the loop thread like everything else, so the loop's
  * figures need no locks, and it never touches client connections.
  *
+ * Web console (cfg->http_listen): web/web.h runs its own evhttp server on
+ * the same event base, with the TCP port's TLS context and exposure rules;
+ * net only starts and stops it.
+ *
  * Lifetime: a connection whose client goes away while requests are queued
  * for the writer is closed at once (socket freed) but its struct stays, as
  * a zombie, until the last completion comes back; the writer never sees a

@@ -118,6 +118,10 @@ static const opt_def defs[] = {
      false,
      "serve Prometheus metrics at http://HOST:PORT/metrics,\n"
      "and /healthz and /readyz (default: off)"},
+    {{"http-listen", NULL, "HOST:PORT", "127.0.0.1:9401"}, T_STR, CFG(http_listen), 1, 0,
+     false,
+     "serve the web console and its JSON API at\n"
+     "http(s)://HOST:PORT/ (default: off)"},
     {{"slow-request-ms", NULL, "MS", "250"}, T_U32, CFG(slow_request_ms), 0, 3600000, false,
      "log requests that take longer (default 1000, 0 = never)"},
     {{"relay-nats", NULL, "URL", "nats://nats.example:4222"}, T_STR, CFG(relay_nats), 1, 0, false,

@@ -40,6 +40,7 @@ typedef struct server_config {
     bool insecure;              /* serve without authentication on any address */
     uint32_t auth_failures;     /* failed hellos per peer address at once (refilled 1/s) */
     const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint, NULL = none */
+    const char *http_listen;    /* HOST:PORT of the web console, NULL = none */
     uint32_t slow_request_ms;   /* log requests slower than this (0 = never) */
     const char *tls_cert;       /* PEM certificate chain: serve TLS only (NULL: plaintext) */
     const char *tls_key;        /* PEM private key of tls_cert */

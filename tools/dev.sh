@@ -32,7 +32,8 @@ set -euo pipefail
 # Debian 12 packages for building, testing and running esd.
 PACKAGES="build-essential meson ninja-build pkg-config liblmdb-dev lmdb-utils libprotobuf-c-dev
 protobuf-c-compiler libevent-dev libcmocka-dev libjansson-dev libssl-dev libinih-dev clang libclang-rt-14-dev clang-format valgrind
-nats-server libnats-dev python3-protobuf protobuf-compiler python3-coverage python3-setuptools python3-pip python3-wheel"
+nats-server libnats-dev python3-protobuf protobuf-compiler python3-coverage python3-setuptools python3-pip python3-wheel
+chromium nodejs npm"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 suites_wanted=(unit integration reliability nats)
@@ -73,6 +74,25 @@ install_deps() {
     say "installing: ${missing[*]}"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
+# The web console's browser test drives chromium with puppeteer-core, pinned
+# in tests/web/package-lock.json: `npm ci` installs exactly the lockfile's
+# versions (from npm's cache when they are there), never a newer one, and
+# downloads no browser (puppeteer-core has none).
+npm_deps() {
+    local dir="$root/tests/web"
+    if [ -d "$dir/node_modules/puppeteer-core" ] &&
+        [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        say "no npm: the web_browser test will be skipped"
+        return 0
+    fi
+    say "npm ci in tests/web (from package-lock.json)"
+    (cd "$dir" && npm ci --no-audit --no-fund --prefer-offline) ||
+        say "npm ci failed: the web_browser test will be skipped"
 }
 
 # --------------------------------------------------------------- build --
@@ -244,6 +264,7 @@ run_fuzz() {
 
 cmd_test() {
     install_deps
+    npm_deps
 
     say "format check"
     if ! "$root/tools/format.sh" --check; then
@@ -272,10 +293,11 @@ cmd_test() {
     # shadow memory and 5-15x slowdown make meaningless) and the suites that
     # are single-threaded on both sides and take minutes under TSan (the
     # store's unit tests, the malformed-input catalogue, limits, the CLI
-    # suites); they run in the plain and ASan passes.
+    # suites, and the web console's browser and load tests, whose esd side
+    # is the loop thread only); they run in the plain and ASan passes.
     local saved=("${suites_wanted[@]}")
     suites_wanted=(unit integration)
-    tests_excluded=(subs_t8 store malformed limits account-cli esctl)
+    tests_excluded=(subs_t8 store malformed limits account-cli esctl web_browser web_load)
     run_pass tsan build-tsan "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1" \
         ESD_T5_SUCCESSES=100 -- \
         -Dtests=true -Db_sanitize=thread -Db_lundef=false -- \

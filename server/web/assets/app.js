@@ -1,0 +1,394 @@
+// esd web console. Plain JavaScript, no libraries. Every piece of data from
+// the server (stream ids, types, event data) is put into the page with
+// textContent / text nodes only, never as HTML.
+"use strict";
+
+const state = { session: null, timer: null, tail: null };
+const $ = (id) => document.getElementById(id);
+
+// el("tag", {attr: value, onclick: fn}, child...): children are nodes or
+// strings (strings become text nodes).
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    e.appendChild(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
+  }
+  return e;
+}
+
+function show(...nodes) {
+  const m = $("main");
+  m.replaceChildren(...nodes);
+}
+
+class HttpError extends Error {
+  constructor(status, msg) { super(msg); this.status = status; }
+}
+
+async function api(path, body) {
+  const opts = { credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    opts.method = "POST";
+    opts.headers["Content-Type"] = "application/json";
+    if (state.session) opts.headers["X-CSRF-Token"] = state.session.csrf;
+    opts.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, opts);
+  let j = null;
+  try { j = await r.json(); } catch (e) { j = null; }
+  if (r.status === 401 && !path.startsWith("/api/login")) {
+    const had = state.session !== null;
+    state.session = null;
+    renderLogin(had ? "Your session has ended: log in again." : "");
+    throw new HttpError(401, "not logged in");
+  }
+  if (!r.ok) throw new HttpError(r.status, (j && j.error) || r.statusText);
+  return j;
+}
+
+function qs(params) {
+  const u = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") u.set(k, v);
+  const s = u.toString();
+  return s ? "?" + s : "";
+}
+
+const fmtInt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
+function fmtBytes(n) {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + u[i];
+}
+function fmtTime(us) {
+  if (!us) return "–";
+  const d = new Date(us / 1000);
+  return d.toISOString().replace("T", " ").replace("Z", " UTC");
+}
+function fmtUs(us) {
+  if (us >= 1000000) return (us / 1000000).toFixed(2) + " s";
+  if (us >= 1000) return (us / 1000).toFixed(1) + " ms";
+  return Math.round(us) + " µs";
+}
+
+// ------------------------------------------------------------------ login --
+
+function renderLogin(msg) {
+  stopPage();
+  $("nav").hidden = true;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  const err = el("p", { class: "error", id: "login-error" }, msg || "");
+  const form = el("form", { class: "login", id: "login-form" },
+    el("h1", {}, "Log in to esd"),
+    el("label", { for: "user" }, "User"),
+    el("input", { id: "user", name: "user", autocomplete: "username", required: true }),
+    el("label", { for: "token" }, "Token"),
+    el("input", { id: "token", name: "token", type: "password", autocomplete: "current-password", required: true }),
+    el("button", { class: "primary", type: "submit", id: "login-button" }, "Log in"),
+    err);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      state.session = await api("/api/login", { user: $("user").value, token: $("token").value });
+      $("token").value = "";
+      startApp();
+    } catch (e) {
+      err.textContent = e.status === 429 ? e.message : "Login failed: " + e.message;
+    }
+  });
+  show(form);
+}
+
+async function logout() {
+  try { await api("/api/logout", {}); } catch (e) { /* the session may be gone already */ }
+  state.session = null;
+  location.hash = "";
+  renderLogin("Logged out.");
+}
+
+function askConfirm(text) {
+  return new Promise((resolve) => {
+    $("confirm-text").textContent = text;
+    $("confirm").hidden = false;
+    const done = (v) => { $("confirm").hidden = true; $("confirm-yes").onclick = $("confirm-no").onclick = null; resolve(v); };
+    $("confirm-yes").onclick = () => done(true);
+    $("confirm-no").onclick = () => done(false);
+  });
+}
+
+// --------------------------------------------------------------- overview --
+
+function card(label, value, sub, id) {
+  return el("div", { class: "card" }, el("div", { class: "label" }, label),
+    el("div", { class: "value", id: id }, value), sub ? el("div", { class: "sub" }, sub) : null);
+}
+
+// A line chart of the series on a canvas: our own few lines, no library.
+function drawChart(canvas, t, series) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  canvas.width = w * dpr; canvas.height = h * dpr;
+  const g = canvas.getContext("2d");
+  g.scale(dpr, dpr);
+  g.clearRect(0, 0, w, h);
+  const left = 56, right = 10, top = 10, bottom = 24;
+  let max = 1;
+  for (const s of series) for (const v of s.values) max = Math.max(max, v);
+  const pow = Math.pow(10, Math.floor(Math.log10(max)));
+  max = Math.ceil(max / pow) * pow;
+  const span = 300;
+  const x = (ts) => left + (w - left - right) * (1 + ts / span);
+  const y = (v) => top + (h - top - bottom) * (1 - v / max);
+  g.strokeStyle = "#dde1e8"; g.fillStyle = "#6b7385"; g.font = "11px system-ui"; g.lineWidth = 1;
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    g.beginPath(); g.moveTo(left, y(v)); g.lineTo(w - right, y(v)); g.stroke();
+    g.fillText(v >= 1000 ? (v / 1000).toFixed(1) + "k" : String(Math.round(v * 10) / 10), 4, y(v) + 4);
+  }
+  for (let m = 0; m <= 5; m++) {
+    const ts = -m * 60;
+    g.fillText(m ? "-" + m + " min" : "now", x(ts) - (m ? 18 : 20), h - 6);
+  }
+  for (const s of series) {
+    g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
+    s.values.forEach((v, i) => { const px = x(t[i]), py = y(v); if (i) g.lineTo(px, py); else g.moveTo(px, py); });
+    g.stroke();
+  }
+}
+
+async function pageOverview() {
+  const cards = el("div", { class: "cards", id: "cards" });
+  const canvas = el("canvas", { id: "chart" });
+  show(el("h1", {}, "Overview"), cards,
+    el("div", { class: "chart" }, el("div", { class: "legend" },
+      el("span", { class: "a" }, "appends/s"), el("span", { class: "e" }, "events/s"),
+      el("span", { class: "muted" }, "last 5 minutes, one point a second")), canvas));
+  let refreshes = 0;
+  const refresh = async () => {
+    const o = await api("/api/overview");
+    cards.dataset.refreshes = ++refreshes;
+    const pct = o.map_size ? ((100 * o.map_used) / o.map_size).toFixed(3) + " % of the map" : "";
+    const relay = o.relay
+      ? card("Relay", o.relay.connected ? "connected" : "disconnected", "acked " + fmtInt(o.relay.acked_position) + ", lag " + fmtInt(o.relay.lag), "relay")
+      : card("Relay", "off", "no --relay-nats");
+    const follow = o.follow
+      ? card("Follower", o.follow.halted ? "halted" : o.follow.connected ? "connected" : "disconnected", "imported " + fmtInt(o.follow.imported) + ", pending " + fmtInt(o.follow.pending), "follow")
+      : card("Role", o.role, "store " + o.store_id.slice(0, 8));
+    cards.replaceChildren(
+      card("Head position", fmtInt(o.head), "last committed event", "head"),
+      card("Streams", fmtInt(o.streams), fmtInt(o.events) + " events", "streams"),
+      card("Store used", fmtBytes(o.map_used), pct, "store"),
+      card("Readers", o.readers_used + " / " + o.readers_max, o.sync ? "sync: full" : "sync: none"),
+      card("Connections", fmtInt(o.connections), fmtInt(o.web_sessions) + " web sessions", "connections"),
+      card("Subscriptions", fmtInt(o.subscriptions), fmtInt(o.subscriptions_behind) + " behind, max lag " + fmtInt(o.subscription_lag_max), "subscriptions"),
+      card("Commit batch", o.commits.batch_avg.toFixed(1), "requests per commit (last minute), max " + fmtInt(o.commits.max_batch)),
+      card("Commit latency", fmtUs(o.commits.latency_avg_us), "avg last minute; p99 ≤ " + fmtUs(o.commits.latency_p99_us)),
+      card("Appends", fmtInt(o.appends_ok), fmtInt(o.appends_failed) + " failed, " + fmtInt(o.events_appended) + " events"),
+      relay, follow,
+      card("Uptime", Math.floor(o.uptime_s / 3600) + " h " + Math.floor((o.uptime_s % 3600) / 60) + " min", "esd " + o.version));
+    drawChart(canvas, o.series.t_s, [
+      { values: o.series.appends_per_s, color: "#2f6fdb" },
+      { values: o.series.events_per_s, color: "#e0832f" }]);
+  };
+  await refresh();
+  state.timer = setInterval(() => refresh().catch(() => {}), 1000);
+}
+
+// ---------------------------------------------------------------- streams --
+
+async function pageStreams(params) {
+  const prefix = params.get("prefix") || "";
+  const after = params.get("after") || "";
+  const input = el("input", { id: "prefix", placeholder: "stream id prefix", value: prefix, size: 30 });
+  const form = el("form", { class: "bar", id: "streams-form" }, input, el("button", { type: "submit", class: "primary" }, "Search"));
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = "#/streams" + qs({ prefix: input.value }); });
+  const body = el("tbody", { id: "streams-body" });
+  const pager = el("div", { class: "bar" });
+  show(el("h1", {}, "Streams"), form,
+    el("table", { id: "streams-table" }, el("thead", {}, el("tr", {}, el("th", {}, "Stream"), el("th", { class: "num" }, "Events"),
+      el("th", { class: "num" }, "Last revision"), el("th", {}, "Last update"))), body), pager);
+  const r = await api("/api/streams" + qs({ prefix, after, limit: 50 }));
+  for (const s of r.streams) {
+    body.appendChild(el("tr", {}, el("td", {}, el("a", { href: "#/stream/" + encodeURIComponent(s.id) }, s.id)),
+      el("td", { class: "num" }, fmtInt(s.event_count)), el("td", { class: "num" }, fmtInt(s.last_revision)),
+      el("td", {}, fmtTime(s.updated_us))));
+  }
+  if (!r.streams.length) body.appendChild(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No stream" + (prefix ? " starts with this prefix." : "."))));
+  if (after) pager.appendChild(el("a", { href: "#/streams" + qs({ prefix }) }, "« First page"));
+  if (r.more) pager.appendChild(el("a", { id: "streams-next", href: "#/streams" + qs({ prefix, after: r.next_after }) }, "Next page »"));
+}
+
+// ----------------------------------------------------------------- events --
+
+function payload(p, position) {
+  if (!p) return el("span", { class: "muted" }, "none");
+  let text = p.text;
+  let enc = p.encoding === "hex" ? "hex (not UTF-8)" : "text";
+  if (p.encoding === "hex") {
+    text = text.replace(/(..)/g, "$1 ").replace(/((?:.. ){16})/g, "$1\n");
+  } else if (!p.truncated) {
+    try { text = JSON.stringify(JSON.parse(text), null, 2); enc = "JSON"; } catch (e) { /* not JSON: as it is */ }
+  }
+  const box = el("div", {}, el("pre", { class: "data" }, text));
+  const label = el("span", { class: "enc" }, enc + ", " + fmtInt(p.bytes) + " bytes" + (p.truncated ? ", truncated" : ""));
+  if (p.truncated && position) {
+    box.appendChild(el("button", { type: "button", class: "show-all", onclick: () => { location.hash = "#/event/" + position; } }, "Show all " + fmtInt(p.bytes) + " bytes"));
+  }
+  return el("div", {}, label, box);
+}
+
+function idLink(label, id) {
+  if (!id) return null;
+  return el("span", { class: "meta" }, label + " ", el("a", { href: "#/find/" + encodeURIComponent(id) }, id));
+}
+
+function eventView(e, fresh) {
+  return el("div", { class: "event" + (fresh ? " fresh" : ""), "data-position": e.position },
+    el("div", { class: "head" },
+      el("span", { class: "type" }, e.type),
+      el("span", {}, el("a", { href: "#/stream/" + encodeURIComponent(e.stream) }, e.stream), " @ revision " + e.revision),
+      el("span", { class: "meta" }, "position ", el("a", { href: "#/event/" + e.position }, String(e.position))),
+      el("span", { class: "meta" }, fmtTime(e.recorded_at_us)),
+      el("span", { class: "meta" }, e.content_type || "no content type")),
+    el("div", { class: "head" }, el("span", { class: "meta" }, "id " + e.id), idLink("correlation", e.correlation_id), idLink("causation", e.causation_id)),
+    payload(e.data, e.position),
+    e.metadata ? el("div", {}, el("span", { class: "meta" }, "metadata"), payload(e.metadata, e.position)) : null);
+}
+
+async function pageStream(id, params) {
+  const from = params.get("from") || "";
+  const r = await api("/api/stream" + qs({ id, from, limit: 20 }));
+  const list = el("div", { id: "events" }, r.events.map((e) => eventView(e)));
+  const pager = el("div", { class: "bar" });
+  if (from) pager.appendChild(el("a", { href: "#/stream/" + encodeURIComponent(id) }, "« Newest"));
+  if (r.next !== null) pager.appendChild(el("a", { id: "older", href: "#/stream/" + encodeURIComponent(id) + qs({ from: r.next }) }, "Older events »"));
+  show(el("h1", { id: "stream-title" }, "Stream " + r.stream),
+    el("p", { class: "muted" }, fmtInt(r.info.event_count) + (r.info.event_count === 1 ? " event" : " events") + ", last revision " + r.info.last_revision +
+      ", created " + fmtTime(r.info.created_us) + ", last update " + fmtTime(r.info.updated_us) + ". Newest first."),
+    list, pager);
+}
+
+async function pageEvent(kind, key) {
+  const e = await api("/api/event" + (kind === "position" ? qs({ position: key }) : qs({ id: key })));
+  const view = eventView(e);
+  view.classList.add("full");
+  show(el("h1", {}, "Event at position " + e.position), view);
+}
+
+// -------------------------------------------------------------------- log --
+
+async function pageLog(params) {
+  const kind = params.get("kind") || "";
+  const name = params.get("name") || "";
+  const from = params.get("from") || "";
+  const sel = el("select", { id: "filter-kind" },
+    ["", "category", "type", "prefix"].map((k) => el("option", { value: k, selected: k === kind }, k || "all events")));
+  const input = el("input", { id: "filter-name", placeholder: "category, event type or stream prefix", value: name, size: 30 });
+  const tailBox = el("input", { type: "checkbox", id: "live" });
+  const status = el("span", { class: "muted", id: "tail-status" }, "");
+  const form = el("form", { class: "bar", id: "log-form" }, sel, input, el("button", { type: "submit", class: "primary" }, "Filter"),
+    el("label", {}, tailBox, " live tail"), status);
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = "#/log" + qs({ kind: sel.value, name: sel.value ? input.value : "" }); });
+  const list = el("div", { id: "events" });
+  const pager = el("div", { class: "bar" });
+  show(el("h1", {}, "Global log"), form, list, pager);
+  const filter = kind && name ? { [kind]: name } : {};
+  const r = await api("/api/log" + qs({ ...filter, from, limit: 50 }));
+  for (const e of r.events) list.appendChild(eventView(e));
+  if (!r.events.length) list.appendChild(el("p", { class: "muted", id: "no-events" }, "No events."));
+  if (r.next !== null) pager.appendChild(el("a", { id: "older", href: "#/log" + qs({ kind, name, from: r.next }) }, "Older events »"));
+  tailBox.addEventListener("change", () => {
+    if (state.tail) { state.tail.close(); state.tail = null; }
+    if (!tailBox.checked) { status.textContent = ""; return; }
+    const es = new EventSource("/api/tail" + qs({ ...filter, from: r.head + 1 }));
+    state.tail = es;
+    es.onopen = () => { status.textContent = "live"; };
+    es.onerror = () => { status.textContent = "reconnecting…"; };
+    es.addEventListener("event", (m) => {
+      const e = JSON.parse(m.data);
+      const none = $("no-events");
+      if (none) none.remove();
+      list.insertBefore(eventView(e, true), list.firstChild);
+      while (list.children.length > 500) list.lastChild.remove();
+    });
+  });
+}
+
+// --------------------------------------------------------------- sessions --
+
+async function pageSessions() {
+  const r = await api("/api/sessions");
+  const body = el("tbody", {});
+  for (const s of r.sessions) {
+    const end = el("button", { type: "button", class: "danger admin-action", onclick: async () => {
+      if (!(await askConfirm("End the web session of " + (s.user || "(anonymous)") + "? Its tab will be asked to log in again."))) return;
+      try { await api("/api/sessions/end", { handle: s.handle }); route(); } catch (e) { show(el("p", { class: "error", id: "page-error" }, "Could not end it: " + e.message)); }
+    } }, "End session");
+    body.appendChild(el("tr", {}, el("td", {}, s.user || "(anonymous)"), el("td", {}, s.role),
+      el("td", { class: "num" }, fmtInt(s.age_s) + " s"), el("td", { class: "num" }, fmtInt(s.idle_s) + " s"),
+      el("td", {}, s.current ? el("span", { class: "pill ok" }, "this session") : end)));
+  }
+  show(el("h1", {}, "Web sessions"), el("p", { class: "muted" }, "Admin only. Ending a session logs its user out of the console."),
+    el("table", { id: "sessions-table" }, el("thead", {}, el("tr", {}, el("th", {}, "User"), el("th", {}, "Role"),
+      el("th", { class: "num" }, "Age"), el("th", { class: "num" }, "Idle"), el("th", {}, ""))), body));
+}
+
+// ---------------------------------------------------------------- routing --
+
+function stopPage() {
+  if (state.timer) { clearInterval(state.timer); state.timer = null; }
+  if (state.tail) { state.tail.close(); state.tail = null; }
+}
+
+async function route() {
+  stopPage();
+  if (!state.session) return;
+  const hash = location.hash.replace(/^#/, "") || "/overview";
+  const q = hash.indexOf("?");
+  const path = q < 0 ? hash : hash.slice(0, q);
+  const params = new URLSearchParams(q < 0 ? "" : hash.slice(q + 1));
+  const parts = path.split("/").filter(Boolean);
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === parts[0]);
+  try {
+    if (parts[0] === "overview") await pageOverview();
+    else if (parts[0] === "streams") await pageStreams(params);
+    else if (parts[0] === "stream" && parts[1]) await pageStream(decodeURIComponent(parts.slice(1).join("/")), params);
+    else if (parts[0] === "log") await pageLog(params);
+    else if (parts[0] === "event" && parts[1]) await pageEvent("position", parts[1]);
+    else if (parts[0] === "find" && parts[1]) await pageEvent("id", decodeURIComponent(parts[1]));
+    else if (parts[0] === "sessions") await pageSessions();
+    else show(el("h1", {}, "Not found"), el("p", {}, el("a", { href: "#/overview" }, "Overview")));
+  } catch (e) {
+    if (e.status !== 401) show(el("h1", {}, "Error"), el("p", { class: "error", id: "page-error" }, e.message));
+  }
+}
+
+function startApp() {
+  const s = state.session;
+  $("nav").hidden = false;
+  $("nav-sessions").hidden = !s.admin;
+  $("logout").hidden = !s.auth;
+  $("who").textContent = s.auth ? s.user + " (" + s.role + ")" : "no authentication (loopback)";
+  route();
+}
+
+async function boot() {
+  $("logout").addEventListener("click", logout);
+  window.addEventListener("hashchange", route);
+  try {
+    state.session = await api("/api/session");
+    startApp();
+  } catch (e) {
+    if (e.status !== 401) show(el("p", { class: "error" }, "Cannot reach esd: " + e.message));
+  }
+}
+
+boot();

@@ -1,0 +1,83 @@
+/*
+ * web — esd's web console: an HTTP(S) listener (esd --http-listen) on the
+ * loop's event base that serves the embedded pages (server/web/assets/),
+ * the JSON API they use (webapi.h; described in docs/web.md), a live tail
+ * of the log as server-sent events, and the login sessions (websess.h).
+ *
+ * Design notes
+ * ------------
+ * Its own listener, not the --metrics-listen one: the metrics endpoint is
+ * plain HTTP without credentials, made for a scraper on a private network,
+ * while the console carries sessions and must follow the TCP port's rules
+ * (TLS with the same --tls-cert/--tls-key, loopback only without an auth
+ * file unless --insecure). Keeping two evhttp servers leaves /metrics
+ * exactly as it was; /healthz and /readyz are answered on both, without a
+ * login, so a load balancer in front of the console can probe it.
+ *
+ * Everything runs on the loop thread (evhttp callbacks and one 200 ms
+ * timer), like net.c, so the loop's figures are read without locks; store
+ * reads are short read transactions inside single store.h calls.
+ *
+ * Security, per request:
+ *   - without --auth-file every caller is admin (as on the TCP port), and
+ *     GET /api/session hands out an anonymous session whose only use is
+ *     the CSRF token;
+ *   - with it, every /api/ call but login and session needs the session
+ *     cookie (401 otherwise), and the session's role must be at least the
+ *     call's (403): read for every GET, admin for the session admin calls;
+ *   - every POST needs Content-Type application/json (a cross-site form
+ *     cannot send it without a CORS preflight, which is never granted), an
+ *     Origin, when sent, equal to the Host, and, except login, the
+ *     session's CSRF token in X-CSRF-Token (403 otherwise);
+ *   - login failures count against the TCP port's per-address limiter;
+ *   - no secret in a URL (login is a POST body) or a log line (the token,
+ *     the cookie and the CSRF token are never logged);
+ *   - caps: header block WEB_MAX_HEADERS, body WEB_MAX_BODY, WEBSESS_MAX
+ *     sessions, WEB_MAX_TAILS live tails, each page of a listing capped
+ *     (webapi.h); a tail whose client does not read (over WEB_TAIL_BUFFER
+ *     unsent) is skipped until it drains. Connections idle for
+ *     WEB_TIMEOUT_S are closed. The number of connections itself is not
+ *     capped: libevent 2.1's evhttp has no setting for it (2.2 adds
+ *     evhttp_set_max_connections); the process's descriptor limit holds.
+ *   - every reply carries a Content-Security-Policy allowing only the
+ *     console's own scripts and styles, nosniff, no framing, no referrer.
+ *
+ * The live tail: each tail remembers the next position it owes its client;
+ * every WEB_TICK_MS the timer reads from there (one bounded read, with the
+ * tail's filter) when the head has moved, and sends the events as SSE
+ * messages. A tail ends with its session (logout, expiry).
+ */
+#ifndef ES_WEB_H
+#define ES_WEB_H
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "server.h"
+
+#define WEB_MAX_HEADERS  8192u
+#define WEB_MAX_BODY     4096u
+#define WEB_MAX_TAILS    64u
+#define WEB_TAIL_BUFFER  (1024u * 1024u)
+#define WEB_TAIL_BATCH   200u
+#define WEB_TICK_MS      200u
+#define WEB_TIMEOUT_S    30
+#define WEB_HEARTBEAT_MS 5000u
+
+typedef struct web web;
+
+/**
+ * @brief Listen on cfg->http_listen and serve the console.
+ * @param tls the TCP port's TLS context (NULL: plain HTTP); borrowed, must
+ *   outlive the web server
+ * @return ES_OK; ES_ERR_INVALID_ARGUMENT (bad address, or not loopback
+ *   without --auth-file and without --insecure: msg says why); ES_ERR_IO
+ *   (cannot listen); ES_ERR_NO_MEMORY.
+ */
+es_err web_start(struct event_base *base, server_ctx *srv, SSL_CTX *tls, web **out, char *msg,
+                 size_t msg_len);
+
+/** @brief Close every connection and free; accepts NULL. Loop thread. */
+void web_stop(web *w);
+
+#endif

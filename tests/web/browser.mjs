@@ -1,0 +1,191 @@
+// The web console in a real browser: Debian's chromium, headless, driven by
+// puppeteer-core. Started by run_browser.py, which runs esd (10,000 streams
+// seeded) and passes everything through the environment. Prints one line a
+// check; exits 1 when any failed. Screenshots go to $SHOTS.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import puppeteer from "puppeteer-core";
+
+const env = process.env;
+const url = env.WEB_URL;
+let failed = 0;
+function check(cond, what) {
+  console.log((cond ? "ok   " : "FAIL ") + what);
+  if (!cond) failed++;
+}
+function esctl(...args) {
+  return execFileSync(env.ESCTL_BIN, ["-s", env.ES_ADDRESS, ...args], {
+    env: { ...env, ES_USER: env.ADMIN_USER, ES_TOKEN: env.ADMIN_TOKEN },
+  }).toString();
+}
+
+const profile = mkdtempSync(join(tmpdir(), "esd-web-chromium-"));
+const browser = await puppeteer.launch({
+  executablePath: env.CHROMIUM,
+  headless: false, // the flags below say --headless themselves
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--user-data-dir=" + profile, "--window-size=1280,900"],
+  defaultViewport: { width: 1280, height: 900 },
+});
+
+// Every dialog (alert, confirm, prompt) and page error is recorded: the
+// injected event must not run any script.
+const dialogs = [];
+const pageErrors = [];
+async function newPage(context) {
+  const page = await context.newPage();
+  page.on("dialog", async (d) => { dialogs.push(d.type() + ": " + d.message()); await d.dismiss(); });
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  return page;
+}
+const text = (page, sel) => page.$eval(sel, (e) => e.textContent);
+const shot = (page, name) => page.screenshot({ path: join(env.SHOTS, name + ".png"), fullPage: true });
+
+async function login(page, user, token) {
+  await page.goto(url + "/", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#login-form");
+  await page.type("#user", user);
+  await page.type("#token", token);
+  await page.click("#login-button");
+  await page.waitForSelector("#head");
+}
+
+try {
+  // ---- admin: log in, overview
+  const admin = await browser.createBrowserContext();
+  const page = await newPage(admin);
+  await page.goto(url + "/", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#login-form");
+  await shot(page, "login");
+  await login(page, env.ADMIN_USER, env.ADMIN_TOKEN);
+  const stats = JSON.parse(esctl("--json", "stats").split("\n")[0]);
+  const want = Number(stats.head_position).toLocaleString("en-US");
+  await page.waitForFunction((w) => document.getElementById("head").textContent === w, { timeout: 10000 }, want)
+    .catch(() => {});
+  const head = await text(page, "#head");
+  check(head === want, `overview shows head ${head}, esctl stats says ${stats.head_position}`);
+  check(!(await page.$eval("#nav-sessions", (e) => e.hidden)), "admin sees the Sessions page in the menu");
+  // the page refreshes itself: wait for a few refreshes so the chart has a line
+  await page.waitForFunction(() => Number(document.getElementById("cards").dataset.refreshes) >= 4,
+    { timeout: 20000 });
+  const refreshedHead = await text(page, "#head");
+  check(refreshedHead === want, "overview still right after live refreshes");
+  await shot(page, "overview");
+
+  // ---- streams: find one by prefix among 10,000
+  await page.goto(url + "/#/streams", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#streams-body tr");
+  const firstPage = await page.$$eval("#streams-body tr", (rows) => rows.length);
+  check(firstPage === 50 && (await page.$("#streams-next")) !== null, "streams page: 50 rows and a next page");
+  await page.click("#prefix", { clickCount: 3 });
+  await page.type("#prefix", "needle");
+  await page.click("#streams-form button");
+  await page.waitForFunction(() => location.hash.includes("prefix=needle") &&
+    document.querySelectorAll("#streams-body tr").length === 1 &&
+    document.querySelector("#streams-body a") !== null, { timeout: 10000 });
+  const found = await page.$$eval("#streams-body a", (as) => as.map((a) => a.textContent));
+  check(found.length === 1 && found[0] === env.NEEDLE, `prefix "needle" finds ${found} among 10,000 streams`);
+  await shot(page, "streams");
+
+  // ---- a stream's events
+  await page.click("#streams-body a");
+  await page.waitForSelector("#stream-title");
+  const types = await page.$$eval("#events .event .type", (es) => es.map((e) => e.textContent));
+  check(types.join(",") === "BinaryBlob,OrderPaid,OrderPlaced", `stream page: events newest first (${types})`);
+  const pretty = await page.$$eval("#events .event pre.data", (es) => es.map((e) => e.textContent));
+  check(pretty[2].includes('\n  "order": 42'), "stream page: JSON data pretty-printed");
+  check(pretty[0].startsWith("00 ff fe 41 42 0a 80"), "stream page: non-UTF-8 data shown as hex");
+  const links = await page.$$eval("#events .event a[href^='#/find/']", (as) => as.map((a) => a.textContent));
+  check(links.includes(env.FIRST_ID), "stream page: correlation/causation ids are links");
+  await shot(page, "stream");
+  await page.click(`#events .event a[href='#/find/${env.FIRST_ID}']`);
+  await page.waitForFunction(() => document.querySelector("h1")?.textContent.startsWith("Event at position"), { timeout: 10000 });
+  check((await text(page, ".event .type")) === "OrderPlaced", "a causation link opens the event it names");
+
+  // ---- untrusted data stays text
+  await page.goto(url + "/#/stream/xss-1", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#events .event pre.data");
+  const xss = await text(page, "#events .event pre.data");
+  const imgs = await page.$$eval("img", (is) => is.length);
+  check(xss === "<img src=x onerror=alert(1)>", "the injected event shows its characters");
+  check(imgs === 0 && dialogs.length === 0, `no element made and no script ran (images ${imgs}, dialogs ${dialogs})`);
+  await shot(page, "xss");
+
+  // ---- a big event: cut in the list, whole on demand
+  await page.goto(url + "/#/stream/big-1", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#events .event button.show-all");
+  const cut = await text(page, "#events .event pre.data");
+  check(cut.length === 2048 && (await text(page, "#events .event .enc")).includes("truncated"),
+    `a big event is cut in the list (${cut.length} characters shown)`);
+  await page.click("#events .event button.show-all");
+  await page.waitForFunction(() => document.querySelector("h1")?.textContent.startsWith("Event at position"), { timeout: 10000 });
+  const whole = await text(page, ".event pre.data");
+  check(whole.includes('"pad": "' + "x".repeat(6000) + '"'), `"Show all" shows the whole event, pretty-printed (${whole.length} characters)`);
+
+  // ---- live tail
+  await page.goto(url + "/#/log", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#live");
+  await page.click("#live");
+  await page.waitForFunction(() => document.getElementById("tail-status").textContent === "live", { timeout: 10000 });
+  const t0 = Date.now();
+  esctl("append", "tail-1", "TailedEvent", '{"n":1}');
+  const appended = Date.now();
+  let seen = false;
+  try {
+    await page.waitForFunction(() => [...document.querySelectorAll("#events .event.fresh .type")]
+      .some((e) => e.textContent === "TailedEvent"), { timeout: 2000, polling: 50 });
+    seen = true;
+  } catch (e) { seen = false; }
+  const shown = Date.now();
+  check(seen, `live tail shows the appended event within 2 s (esctl ${appended - t0} ms, then shown after ${shown - appended} ms)`);
+  await shot(page, "log");
+
+  // ---- admin sessions page
+  await page.goto(url + "/#/sessions", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#sessions-table");
+  await shot(page, "sessions");
+
+  // ---- a reader: no admin action, forged request refused
+  const rctx = await browser.createBrowserContext();
+  const rpage = await newPage(rctx);
+  await login(rpage, env.READER_USER, env.READER_TOKEN);
+  check(await rpage.$eval("#nav-sessions", (e) => e.hidden), "reader: no Sessions page in the menu");
+  for (const hash of ["#/overview", "#/streams", "#/stream/" + env.NEEDLE, "#/log", "#/sessions"]) {
+    await rpage.goto(url + "/" + hash, { waitUntil: "domcontentloaded" });
+    await rpage.waitForSelector("h1");
+    await rpage.waitForFunction(() => !document.querySelector("main p.muted")?.textContent.startsWith("Loading"));
+    const actions = await rpage.$$eval(".admin-action, button.danger:not(#confirm-yes)", (b) => b.length);
+    check(actions === 0, `reader sees no admin action on ${hash}`);
+  }
+  const forged = await rpage.evaluate(async () => {
+    const s = await (await fetch("/api/session")).json();
+    const r = await fetch("/api/sessions/end", { method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": s.csrf }, body: JSON.stringify({ handle: "0.1" }) });
+    return r.status;
+  });
+  check(forged === 403, `reader's forged admin request (with its CSRF token): ${forged}`);
+  const noCsrf = await rpage.evaluate(async () => (await fetch("/api/logout", { method: "POST",
+    headers: { "Content-Type": "application/json" }, body: "{}" })).status);
+  check(noCsrf === 403, `a POST without the CSRF token: ${noCsrf}`);
+
+  // ---- logout ends the session
+  const before = await page.cookies();
+  await page.goto(url + "/#/overview", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#head");
+  await page.click("#logout");
+  await page.waitForSelector("#login-form");
+  await page.setCookie(...before);
+  const after = await page.evaluate(async () => (await fetch("/api/overview")).status);
+  check(after === 401, `after logout the old session cookie gets ${after}`);
+  check(pageErrors.length === 0, `no page errors (${pageErrors})`);
+} catch (e) {
+  check(false, "browser test: " + (e.stack || e));
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(failed ? `${failed} check(s) failed` : "all checks passed");
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,40 @@
+"""Runs browser.mjs (puppeteer-core + Debian's chromium, headless) against a
+real esd with 10,000 streams: starts and seeds esd, hands the addresses,
+credentials and the screenshot folder to the script through its environment,
+and stops esd. Exit 77 (skipped) when chromium, node or the npm packages
+(`npm ci` in tests/web/, done by tools/dev.sh) are missing."""
+import os
+import shutil
+import subprocess
+import sys
+
+from webh import ADMIN, READER, Esd
+
+here = os.path.dirname(os.path.abspath(__file__))
+chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+node = shutil.which('node')
+if not chromium or not node or not os.path.isdir(os.path.join(here, 'node_modules', 'puppeteer-core')):
+    print('skipped: needs chromium, node and `npm ci` in tests/web (tools/dev.sh does both)')
+    sys.exit(77)
+
+shots = os.path.join(os.environ.get('WEB_ARTIFACTS', here), 'screenshots')
+os.makedirs(shots, exist_ok=True)
+esd = Esd(auth=True)
+rc = 1
+try:
+    needle, first_id = esd.seed(10000)
+    esd.esctl('append', 'xss-1', 'Injected', '-', '--content-type', 'text/plain',
+              data=b'<img src=x onerror=alert(1)>')
+    esd.esctl('append', 'big-1', 'Big', '{"pad": "%s"}' % ('x' * 6000))
+    env = dict(os.environ)
+    env.update({'WEB_URL': esd.url, 'ES_ADDRESS': esd.address, 'CHROMIUM': chromium,
+                'ADMIN_USER': ADMIN[0], 'ADMIN_TOKEN': ADMIN[1],
+                'READER_USER': READER[0], 'READER_TOKEN': READER[1],
+                'NEEDLE': needle, 'FIRST_ID': first_id, 'SHOTS': shots})
+    rc = subprocess.run([node, os.path.join(here, 'browser.mjs')], env=env).returncode
+finally:
+    stopped = esd.stop()
+if stopped != 0:
+    print('esd exited with status %s' % stopped)
+    rc = rc or 1
+sys.exit(rc)
