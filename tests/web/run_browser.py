@@ -2,7 +2,8 @@
 real esd with 10,000 streams: starts and seeds esd, hands the addresses,
 credentials and the screenshot folder to the script through its environment,
 and stops esd. Exit 77 (skipped) when chromium, node or the npm packages
-(`npm ci` in tests/web/, done by tools/dev.sh) are missing."""
+(`npm ci` in tests/web/, done by tools/dev.sh) are missing, unless
+ESD_REQUIRE_BROWSER=1 (tools/dev.sh test sets it): then their absence fails."""
 import os
 import shutil
 import subprocess
@@ -14,8 +15,8 @@ here = os.path.dirname(os.path.abspath(__file__))
 chromium = shutil.which('chromium') or shutil.which('chromium-browser')
 node = shutil.which('node')
 if not chromium or not node or not os.path.isdir(os.path.join(here, 'node_modules', 'puppeteer-core')):
-    print('skipped: needs chromium, node and `npm ci` in tests/web (tools/dev.sh does both)')
-    sys.exit(77)
+    print('needs chromium, node and `npm ci` in tests/web (tools/dev.sh does both)')
+    sys.exit(1 if os.environ.get('ESD_REQUIRE_BROWSER') == '1' else 77)
 
 shots = os.path.join(os.environ.get('WEB_ARTIFACTS', here), 'screenshots')
 os.makedirs(shots, exist_ok=True)
