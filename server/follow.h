@@ -53,7 +53,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "server.h"
+#include "config.h"
 #include "store.h"
 
 #define FOLLOW_BATCH          1024u

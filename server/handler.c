@@ -166,8 +166,8 @@ static void request_done(session *s, int kind, uint64_t id, uint64_t t0_us)
 {
     uint64_t now = mono_us();
     uint64_t us = now > t0_us ? now - t0_us : 0;
-    metrics *m = &s->srv->metrics;
-    hist_observe(&m->request_us[metrics_kind_index(kind)], &hist_latency_us, us);
+    loopstats *m = &s->srv->metrics;
+    hist_observe(&m->request_us[loopstats_kind_index(kind)], &hist_latency_us, us);
     uint32_t slow_ms = s->srv->cfg->slow_request_ms;
     if (slow_ms && us >= (uint64_t)slow_ms * 1000u) {
         m->slow_requests++;
@@ -205,7 +205,7 @@ static void note_append_refused(session *s, const Es__V1__Request *msg, es_err r
     }
     uint64_t events, bytes;
     append_size(msg, &events, &bytes);
-    metrics_append(&s->srv->metrics, rv, events, bytes);
+    loopstats_append(&s->srv->metrics, rv, events, bytes);
 }
 
 /* --------------------------------------------------------------- appends -- */
@@ -533,7 +533,7 @@ session *handler_complete(write_job *job)
             bytes += p->appends[i].events[j].data_len + p->appends[i].events[j].metadata_len;
         }
     }
-    metrics_append(&s->srv->metrics, p->job.req.rv, events, bytes);
+    loopstats_append(&s->srv->metrics, p->job.req.rv, events, bytes);
     request_done(s, p->is_txn ? ES__V1__REQUEST__KIND_TRANSACTION : ES__V1__REQUEST__KIND_APPEND,
                  p->id, p->t0_us);
     pending_free(p);
