@@ -45,7 +45,7 @@
  * it), refreshed from the stream info while idle.
  *
  * Promotion is manual: stop the follower, start esd on the same data
- * directory without --follow-nats; it is then a primary (README).
+ * directory without --follow-nats; it is then a primary (docs/replication.md).
  */
 #ifndef ES_FOLLOW_H
 #define ES_FOLLOW_H

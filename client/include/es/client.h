@@ -21,8 +21,8 @@
  *    attempt (half-open) which closes the circuit on success or re-opens it
  *    on failure.
  *  - Appends are idempotent when retried with the same event ids. Events
- *    passed without an id get a time-ordered random UUID (version 7) written back into the
- *    caller's es_event, so calling again with the same array after
+ *    passed without an id get a time-ordered random UUID (version 7)
+ *    written back into the caller's es_event, so calling again with the same array after
  *    ES_ERR_CLOSED or ES_ERR_TIMEOUT is safe: the server answers a retry of
  *    an append it already stored with the original result and
  *    duplicate = true.
@@ -606,7 +606,7 @@ typedef struct es_stats {
     es_sync_mode sync_mode;
     double mean_commit_batch;
     uint32_t max_commit_batch;
-    /* Replication (README "Beyond one machine"); zero when off. */
+    /* Replication (docs/replication.md); zero when off. */
     bool relay_on;                 /* esd --relay-nats */
     uint64_t relay_acked_position; /* highest position JetStream acknowledged */
     uint64_t relay_lag;            /* head_position - relay_acked_position */

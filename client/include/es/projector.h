@@ -156,8 +156,8 @@ typedef struct es_projector_options {
     uint32_t head_refresh_ms;
 
     /** Consume from NATS JetStream instead of esd: the server URLs
-     *  (comma-separated) and the stream an `esd --relay-nats` writes (README
-     *  "Beyond one machine"). NULL (default) = subscribe to esd through
+     *  (comma-separated) and the stream an `esd --relay-nats` writes
+     *  (docs/replication.md). NULL (default) = subscribe to esd through
      *  `client`. The checkpoint is the position, as with esd, stored in the
      *  read model's transaction: the same exactly-once guarantee. Targets:
      *  ES_SUB_ALL, ES_SUB_CATEGORY, ES_SUB_EVENT_TYPE, ES_SUB_STREAM_PREFIX
