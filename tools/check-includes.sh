@@ -33,7 +33,10 @@ for f in "${files[@]}"; do
 done
 
 resolve() { # including file, included name -> header path under DIR, or nothing
-    local from_dir="$(dirname "$1")" inc="$2" p
+    local from_dir="." inc="$2" p
+    case "$1" in
+    */*) from_dir="${1%/*}" ;;
+    esac
     for p in "$from_dir/$inc" "$inc"; do
         p="${p#./}"
         if [ -n "${module_of[$p]+x}" ]; then
