@@ -213,7 +213,7 @@ es_err es_client_connect(es_client *c)
     return cl_ensure(c);
 }
 
-void es_client_close(es_client *c)
+void es_client_disconnect(es_client *c)
 {
     if (c != NULL && c->fd >= 0) {
         conn_drop(c, ES_ERR_CLOSED, "connection closed by the application");
@@ -225,7 +225,7 @@ void es_client_destroy(es_client *c)
     if (c == NULL) {
         return;
     }
-    es_client_close(c);
+    es_client_disconnect(c);
     cl_subs_detach(c);
     for (size_t i = 0; i < c->pending.cap; i++) {
         if (c->pending.slots[i].id != 0) {

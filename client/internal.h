@@ -10,7 +10,7 @@
  *   ops.c     appends, transactions, stream info/list, snapshots, stats, ping
  *   read.c    the paging iterators
  *   subscribe.c  subscriptions: push queues, delivery, resubscription
- *   uuid.c    UUIDv4 generation and formatting
+ *   uuid.c    UUID (version 7) generation, formatting and parsing
  *
  * Arrows mean "may call": ops/read/subscribe → call → conn → call's frame
  * dispatch (cl_on_frame, the one upward edge, made explicit here), which

@@ -389,7 +389,7 @@ static es_err check_options(const es_projector_options *opts)
     return ES_OK;
 }
 
-es_err es_projector_open(const es_projector_options *opts, es_projector **out)
+es_err es_projector_create(const es_projector_options *opts, es_projector **out)
 {
     if (!opts || !out) {
         return ES_ERR_INVALID_ARGUMENT;
@@ -514,7 +514,7 @@ out_free:
     return err;
 }
 
-void es_projector_close(es_projector *p)
+void es_projector_destroy(es_projector *p)
 {
     if (!p) {
         return;

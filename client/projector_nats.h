@@ -1,6 +1,6 @@
 /*
  * projector_nats — the projector's other source: the JetStream stream an
- * esd relay writes (README "Beyond one machine"), instead of an esd
+ * esd relay writes (docs/replication.md), instead of an esd
  * subscription. Internal to libesprojector.
  *
  * Design notes

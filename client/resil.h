@@ -1,22 +1,22 @@
 /*
  * resil — the resilience policy of the client: exponential backoff with
- * full jitter, and a circuit breaker (ARTICLE.txt §4.1, §4.2).
+ * full jitter, and a circuit breaker.
  *
  * Design notes: pure functions over plain state and a caller-supplied clock
  * and random number, so the policy is tested without sockets or sleeping.
  *
  * Backoff ("full jitter", as in AWS's architecture note): the delay before
  * retry number k (k = 0 for the first retry) is uniform in
- * [0, min(max, initial * 2^k)]. Unlike the article's 0.5..1.5 factor this
- * spreads a herd of clients over the whole window, and it never exceeds
- * the ceiling.
+ * [0, min(max, initial * 2^k)]. Unlike a delay scaled by a random factor
+ * around 1 (0.5..1.5, say), this spreads a herd of clients over the whole window, and it never
+ * exceeds the ceiling.
  *
  * Breaker: counts consecutive failed connection attempts (a request that
  * fails on a healthy connection is the server's answer, not a failure of
  * the connection). CLOSED → OPEN after `threshold` failures; OPEN refuses
  * every attempt until reset_us have passed since it opened; then it admits
  * exactly one trial (HALF_OPEN): success closes it, failure re-opens it for
- * another reset_us. The article's half_open_max_calls is 1 here, since one
+ * another reset_us. One trial call rather than several, since one
  * successful handshake proves the server is back. A threshold of 0 disables
  * the breaker.
  */

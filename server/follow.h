@@ -45,7 +45,7 @@
  * it), refreshed from the stream info while idle.
  *
  * Promotion is manual: stop the follower, start esd on the same data
- * directory without --follow-nats; it is then a primary (README).
+ * directory without --follow-nats; it is then a primary (docs/replication.md).
  */
 #ifndef ES_FOLLOW_H
 #define ES_FOLLOW_H
@@ -53,7 +53,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "server.h"
+#include "config.h"
 #include "store.h"
 
 #define FOLLOW_BATCH          1024u

@@ -182,8 +182,8 @@ static void request_done(session *s, int kind, uint64_t id, uint64_t t0_us)
 {
     uint64_t now = mono_us();
     uint64_t us = now > t0_us ? now - t0_us : 0;
-    metrics *m = &s->srv->metrics;
-    hist_observe(&m->request_us[metrics_kind_index(kind)], &hist_latency_us, us);
+    loopstats *m = &s->srv->metrics;
+    hist_observe(&m->request_us[loopstats_kind_index(kind)], &hist_latency_us, us);
     uint32_t slow_ms = s->srv->cfg->slow_request_ms;
     if (slow_ms && us >= (uint64_t)slow_ms * 1000u) {
         m->slow_requests++;
@@ -221,7 +221,7 @@ static void note_append_refused(session *s, const Es__V1__Request *msg, es_err r
     }
     uint64_t events, bytes;
     append_size(msg, &events, &bytes);
-    metrics_append(&s->srv->metrics, rv, events, bytes);
+    loopstats_append(&s->srv->metrics, rv, events, bytes);
 }
 
 /* --------------------------------------------------------------- appends -- */
@@ -549,7 +549,7 @@ session *handler_complete(write_job *job)
             bytes += p->appends[i].events[j].data_len + p->appends[i].events[j].metadata_len;
         }
     }
-    metrics_append(&s->srv->metrics, p->job.req.rv, events, bytes);
+    loopstats_append(&s->srv->metrics, p->job.req.rv, events, bytes);
     request_done(s, p->is_txn ? ES__V1__REQUEST__KIND_TRANSACTION : ES__V1__REQUEST__KIND_APPEND,
                  p->id, p->t0_us);
     pending_free(p);
@@ -1044,9 +1044,61 @@ const char *handler_kind_name(int kind)
     }
 }
 
-static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
+/* A request refused before it reached the writer or a reader: counted,
+ * freed, answered with rv. Takes msg. */
+static es_err refuse_request(session *s, Es__V1__Request *msg, es_err rv, const char *why)
+{
+    uint64_t id = msg->id;
+    note_append_refused(s, msg, rv);
+    es__v1__request__free_unpacked(msg, &reply_pb_allocator);
+    reply_send_error(s, id, rv, why);
+    return ES_OK;
+}
+
+/* The requests that go to the writer (appends, transactions, snapshot
+ * saves), once the connection may send them: the per-connection limit on
+ * requests in flight, then the checks that need no store, then submission.
+ * Takes msg: freed here on a refusal, or by the submitted job. */
+static es_err dispatch_write(session *s, Es__V1__Request *msg, size_t len)
 {
     const server_config *cfg = s->srv->cfg;
+    if (s->in_flight >= cfg->max_in_flight) {
+        return refuse_request(s, msg, ES_ERR_TOO_MANY_REQUESTS,
+                              "too many requests in flight on this connection; wait for replies");
+    }
+    if (msg->kind_case == ES__V1__REQUEST__KIND_SAVE_SNAPSHOT) {
+        return submit_snapshot(s, msg, len);
+    }
+    Es__V1__Append **appends;
+    size_t n;
+    bool is_txn = msg->kind_case == ES__V1__REQUEST__KIND_TRANSACTION;
+    if (is_txn) {
+        appends = msg->transaction->appends;
+        n = msg->transaction->n_appends;
+        if (n == 0) {
+            return refuse_request(s, msg, ES_ERR_INVALID_ARGUMENT,
+                                  "a transaction needs at least one append");
+        }
+        if (n > STORE_MAX_APPENDS_PER_TXN) {
+            return refuse_request(s, msg, ES_ERR_TOO_MANY_EVENTS,
+                                  "more appends than the server accepts in one transaction");
+        }
+    } else {
+        appends = &msg->append;
+        n = 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *why = NULL;
+        es_err rv = check_append(cfg, appends[i], &why);
+        if (rv != ES_OK) {
+            return refuse_request(s, msg, rv, why);
+        }
+    }
+    return submit_appends(s, msg, appends, n, is_txn, len);
+}
+
+static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
+{
     reply_budget_begin(DECODE_BUDGET_FIXED + 2 * len);
     Es__V1__Request *msg = es__v1__request__unpack(&reply_pb_allocator, len, body);
     bool budget_blown = reply_budget_end();
@@ -1134,43 +1186,8 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
     switch (msg->kind_case) {
     case ES__V1__REQUEST__KIND_APPEND:
     case ES__V1__REQUEST__KIND_TRANSACTION:
-    case ES__V1__REQUEST__KIND_SAVE_SNAPSHOT: {
-        if (s->in_flight >= cfg->max_in_flight) {
-            rv = ES_ERR_TOO_MANY_REQUESTS;
-            why = "too many requests in flight on this connection; wait for replies";
-            goto out_reply_error;
-        }
-        if (msg->kind_case == ES__V1__REQUEST__KIND_SAVE_SNAPSHOT) {
-            return submit_snapshot(s, msg, len);
-        }
-        Es__V1__Append **appends;
-        size_t n;
-        bool is_txn = msg->kind_case == ES__V1__REQUEST__KIND_TRANSACTION;
-        if (is_txn) {
-            appends = msg->transaction->appends;
-            n = msg->transaction->n_appends;
-            if (n == 0) {
-                rv = ES_ERR_INVALID_ARGUMENT;
-                why = "a transaction needs at least one append";
-                goto out_reply_error;
-            }
-            if (n > STORE_MAX_APPENDS_PER_TXN) {
-                rv = ES_ERR_TOO_MANY_EVENTS;
-                why = "more appends than the server accepts in one transaction";
-                goto out_reply_error;
-            }
-        } else {
-            appends = &msg->append;
-            n = 1;
-        }
-        for (size_t i = 0; i < n; i++) {
-            rv = check_append(cfg, appends[i], &why);
-            if (rv != ES_OK) {
-                goto out_reply_error;
-            }
-        }
-        return submit_appends(s, msg, appends, n, is_txn, len);
-    }
+    case ES__V1__REQUEST__KIND_SAVE_SNAPSHOT:
+        return dispatch_write(s, msg, len);
     case ES__V1__REQUEST__KIND_READ_STREAM:
         do_read_stream(s, id, msg->read_stream);
         break;
@@ -1221,10 +1238,7 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
     return ES_OK;
 
 out_reply_error:
-    note_append_refused(s, msg, rv);
-    es__v1__request__free_unpacked(msg, &reply_pb_allocator);
-    reply_send_error(s, id, rv, why);
-    return ES_OK;
+    return refuse_request(s, msg, rv, why);
 }
 
 es_err handler_on_frame(session *s, const uint8_t *body, size_t len)

@@ -28,15 +28,25 @@ static void tune_malloc(void)
     mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
+/*
+ * Start-up builds the parts in order (authentication, store, subscriptions,
+ * the follower's eventfd, writer, relay, follower, network) and shutdown
+ * takes them down in reverse through one chain of labels, each named after
+ * what it undoes; a failure jumps to the label of the last part built. One
+ * exception to the reverse order: the network layer is destroyed after the
+ * writer stops, since jobs the writer finishes after the loop has stopped
+ * belong to its connections and go back to it (net_destroy).
+ */
 int main(int argc, char **argv)
 {
     tune_malloc();
     esd_options opts;
     char msg[512] = "";
+    int status = 1;
     if (options_parse(argc, argv, &opts, msg, sizeof msg) != ES_OK) {
         fprintf(stderr, "esd: %s\nTry 'esd --help'.\n", msg);
-        options_finish(&opts);
-        return 2;
+        status = 2;
+        goto out_finish_options;
     }
     if (opts.help || opts.version || opts.print_config) {
         if (opts.help) {
@@ -46,8 +56,8 @@ int main(int argc, char **argv)
         } else {
             options_print(stdout, &opts);
         }
-        options_finish(&opts);
-        return 0;
+        status = 0;
+        goto out_finish_options;
     }
     server_config *cfg = &opts.cfg;
     log_set_level(cfg->log_level);
@@ -61,19 +71,19 @@ int main(int argc, char **argv)
 
     auth *users = NULL;
     auth_limiter *limiter = NULL;
+    server_ctx srv = {.cfg = cfg, .import_fd = -1};
+    net *n = NULL;
+    write_job *leftover = NULL;
     if (cfg->auth_file) {
         es_err arv = auth_load(cfg->auth_file, &users, msg, sizeof msg);
         if (arv != ES_OK) {
             log_msg(LOG_ERROR, "cannot use the auth file", "error=%s detail=\"%s\"",
                     es_errname(arv), msg);
-            options_finish(&opts);
-            return 1;
+            goto out_finish_options;
         }
         limiter = auth_limiter_create(cfg->auth_failures);
         if (!limiter) {
-            auth_destroy(users);
-            options_finish(&opts);
-            return 1;
+            goto out_destroy_auth;
         }
         log_msg(LOG_INFO, "authentication on", "auth_file=%s users=%zu", cfg->auth_file,
                 auth_count(users));
@@ -88,6 +98,8 @@ int main(int argc, char **argv)
                 "only",
                 "listen=%s", cfg->listen);
     }
+    srv.auth = users;
+    srv.limiter = limiter;
 
     store_options so = {
         .path = cfg->data_dir,
@@ -97,13 +109,11 @@ int main(int argc, char **argv)
         .max_event_bytes = cfg->max_event_bytes,
         .follower = cfg->follow_nats != NULL,
     };
-    server_ctx srv = {
-        .cfg = cfg, .start_us = store_now_us(), .auth = users, .limiter = limiter, .import_fd = -1};
-    int status = 1;
+    srv.start_us = store_now_us();
     es_err rv = store_open(&so, &srv.st, msg, sizeof msg);
     if (rv != ES_OK) {
         log_msg(LOG_ERROR, "cannot open the store", "error=%s detail=\"%s\"", es_errname(rv), msg);
-        goto out_free_auth;
+        goto out_destroy_auth;
     }
     store_stats st;
     store_stats_get(srv.st, &st);
@@ -118,57 +128,59 @@ int main(int argc, char **argv)
     if (rv != ES_OK) {
         goto out_close_store;
     }
-    rv = writer_start(srv.st, cfg->max_batch, &srv.w);
-    if (rv != ES_OK) {
-        log_msg(LOG_ERROR, "cannot start the writer thread", "error=%s", es_errname(rv));
-        goto out_destroy_subs;
-    }
-    /* Replication (README "Beyond one machine"): a relay reads the store in
-     * its own thread; a follower imports in its own thread and wakes the
-     * subscriptions through import_fd. */
-    if (cfg->relay_nats && relay_start(srv.st, cfg, &srv.relay) != ES_OK) {
-        log_msg(LOG_ERROR, "cannot start the relay thread", NULL);
-        writer_stop(srv.w, NULL);
-        goto out_destroy_subs;
-    }
+    /* Replication: a relay reads the store in its own thread; a follower
+     * imports in its own thread and wakes the subscriptions through
+     * import_fd. */
     if (cfg->follow_nats) {
         srv.import_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (srv.import_fd < 0 || follow_start(srv.st, cfg, srv.import_fd, &srv.follow) != ES_OK) {
+        if (srv.import_fd < 0) {
             log_msg(LOG_ERROR, "cannot start the follower thread", NULL);
-            writer_stop(srv.w, NULL);
             goto out_destroy_subs;
         }
     }
-    net *n;
+    rv = writer_start(srv.st, cfg->max_batch, &srv.w);
+    if (rv != ES_OK) {
+        log_msg(LOG_ERROR, "cannot start the writer thread", "error=%s", es_errname(rv));
+        goto out_close_import_fd;
+    }
+    if (cfg->relay_nats && relay_start(srv.st, cfg, &srv.relay) != ES_OK) {
+        log_msg(LOG_ERROR, "cannot start the relay thread", NULL);
+        goto out_stop_writer;
+    }
+    if (cfg->follow_nats && follow_start(srv.st, cfg, srv.import_fd, &srv.follow) != ES_OK) {
+        log_msg(LOG_ERROR, "cannot start the follower thread", NULL);
+        goto out_stop_relay;
+    }
     rv = net_create(&srv, opts.port_file, &n, msg, sizeof msg);
     if (rv != ES_OK) {
         log_msg(LOG_ERROR, "cannot start the server", "error=%s detail=\"%s\"", es_errname(rv),
                 msg);
-        relay_stop(srv.relay);
-        follow_stop(srv.follow);
-        writer_stop(srv.w, NULL);
-        goto out_destroy_subs;
+        goto out_stop_follow;
     }
     net_run(n);
-    relay_stop(srv.relay);
-    follow_stop(srv.follow);
-    write_job *leftover = NULL;
-    writer_stop(srv.w, &leftover);
-    net_destroy(n, leftover);
     status = 0;
-out_destroy_subs:
+out_stop_follow:
+    follow_stop(srv.follow);
+out_stop_relay:
+    relay_stop(srv.relay);
+out_stop_writer:
+    writer_stop(srv.w, &leftover);
+    net_destroy(n, leftover); /* n is NULL when the network never started: nothing was submitted */
+out_close_import_fd:
     if (srv.import_fd >= 0) {
         close(srv.import_fd);
     }
+out_destroy_subs:
     subs_destroy(srv.subs);
 out_close_store:
     store_close(srv.st);
-out_free_auth:
-    auth_destroy(users);
+out_destroy_auth:
     auth_limiter_destroy(limiter);
+    auth_destroy(users);
     if (status == 0) {
         log_msg(LOG_INFO, "stopped", NULL);
     }
+out_finish_options:
     options_finish(&opts);
     return status;
 }

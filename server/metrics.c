@@ -7,73 +7,11 @@
 
 #include "follow.h"
 #include "handler.h"
-#include "server.h"
 #include "relay.h"
+#include "server.h"
 #include "store.h"
 #include "subs.h"
 #include "writer.h"
-
-static const uint64_t latency_bounds[] = {
-    50,    100,    250,    500,    1000,    2500,    5000,    10000,    25000,
-    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
-};
-static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
-
-const hist_spec hist_latency_us = {latency_bounds,
-                                   sizeof latency_bounds / sizeof latency_bounds[0]};
-const hist_spec hist_batch = {batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]};
-
-_Static_assert(sizeof latency_bounds / sizeof latency_bounds[0] <= HIST_MAX_BUCKETS, "buckets");
-
-static size_t bucket_of(const hist_spec *spec, uint64_t v)
-{
-    size_t i = 0;
-    while (i < spec->n && v > spec->bounds[i]) {
-        i++;
-    }
-    return i; /* spec->n is +Inf */
-}
-
-void hist_observe(hist *h, const hist_spec *spec, uint64_t v)
-{
-    h->buckets[bucket_of(spec, v)]++;
-    h->count++;
-    h->sum += v;
-}
-
-void ahist_observe(ahist *h, const hist_spec *spec, uint64_t v)
-{
-    atomic_fetch_add_explicit(&h->buckets[bucket_of(spec, v)], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
-}
-
-void ahist_read(const ahist *h, hist *out)
-{
-    /* Buckets first and the count last, so a reader racing a writer sees
-     * at most a count that trails the buckets: the +Inf bucket is derived
-     * from the buckets (never below them), _count from the same sum. */
-    uint64_t total = 0;
-    for (size_t i = 0; i <= HIST_MAX_BUCKETS; i++) {
-        out->buckets[i] = atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
-        total += out->buckets[i];
-    }
-    out->sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
-    out->count = total;
-}
-
-size_t metrics_kind_index(int kind_case)
-{
-    return kind_case >= 10 && kind_case < 10 + METRICS_KINDS - 1 ? (size_t)(kind_case - 9) : 0;
-}
-
-void metrics_append(metrics *m, es_err rv, uint64_t events, uint64_t bytes)
-{
-    size_t r = (unsigned)rv < METRICS_RESULTS ? (size_t)rv : ES_ERR_INTERNAL;
-    m->append_requests[r]++;
-    m->append_events[r] += events;
-    m->append_bytes[r] += bytes;
-}
 
 /* ------------------------------------------------------------ exposition -- */
 
@@ -131,7 +69,7 @@ static void by_result(FILE *out, const char *name, const char *help, const uint6
     family(out, name, "counter", help);
     /* "ok" always, so that a rate over it exists from the first scrape */
     fprintf(out, "%s{result=\"ok\"} %llu\n", name, (unsigned long long)v[0]);
-    for (size_t r = 1; r < METRICS_RESULTS; r++) {
+    for (size_t r = 1; r < LOOPSTATS_RESULTS; r++) {
         if (v[r]) {
             fprintf(out, "%s{result=\"%s\"} %llu\n", name, result_name(r),
                     (unsigned long long)v[r]);
@@ -141,7 +79,7 @@ static void by_result(FILE *out, const char *name, const char *help, const uint6
 
 void metrics_render(FILE *out, server_ctx *srv)
 {
-    const metrics *m = &srv->metrics;
+    const loopstats *m = &srv->metrics;
     const server_counters *c = &srv->counters;
 
     family(out, "esd_build_info", "gauge", "Version of esd and of its protocol.");
@@ -200,7 +138,7 @@ void metrics_render(FILE *out, server_ctx *srv)
     /* requests */
     family(out, "esd_request_duration_seconds", "histogram",
            "Time from a request's arrival to its reply, by request kind.");
-    for (size_t k = 0; k < METRICS_KINDS; k++) {
+    for (size_t k = 0; k < LOOPSTATS_KINDS; k++) {
         if (m->request_us[k].count == 0 && k == 0) {
             continue;
         }

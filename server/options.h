@@ -36,7 +36,8 @@
 
 #include <stdio.h>
 
-#include "server.h"
+#include "config.h"
+#include "es/err.h"
 
 /** Where an option's value came from, lowest precedence first. */
 typedef enum opt_origin {

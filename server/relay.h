@@ -60,7 +60,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "server.h"
+#include "config.h"
 #include "store.h"
 
 #define RELAY_MAX_IN_FLIGHT 1024u

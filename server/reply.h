@@ -9,7 +9,7 @@
  *
  * Every allocation on the request path (protobuf-c decoding included) goes
  * through reply_malloc/reply_calloc or reply_pb_allocator, so the
- * allocation-failure tests (TESTPLAN T20) can fail the Nth one. Decoding
+ * allocation-failure tests (test_handler.c) can fail the Nth one. Decoding
  * runs under a budget: a frame within the cap can still declare millions
  * of empty repeated elements, each costing a pointer and a struct; above
  * the budget the decode fails with TOO_LARGE instead of growing.

@@ -1,7 +1,9 @@
 /*
- * server.h — the configuration and shared state of one esd instance, as
- * seen by the handler and the network layer. Deliberately small: it is not
- * a header that everything includes (the store and writer do not).
+ * server.h — the running state of one esd instance, as seen by the handler
+ * and the network layer: its configuration (config.h), the store, the
+ * writer, the subscriptions, and the loop thread's figures. Deliberately
+ * small: it is not a header that everything includes (the store, the
+ * writer, the options, the relay and the follower do not).
  */
 #ifndef ES_SERVER_H
 #define ES_SERVER_H
@@ -9,51 +11,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "log.h"
-#include "metrics.h"
+#include "config.h"
+#include "loopstats.h"
 #include "store.h"
 #include "writer.h"
-
-#define ESD_VERSION          "0.1.0"
-#define ESD_PROTOCOL_VERSION 1u
-#define ESD_DEFAULT_PORT     7400
-
-typedef struct server_config {
-    const char *listen;   /* HOST:PORT */
-    const char *data_dir; /* default: ./esd-data */
-    bool sync;
-    uint64_t map_size;
-    uint32_t max_frame_bytes;
-    uint32_t max_connections;
-    uint32_t idle_timeout_s;      /* 0 = none */
-    uint32_t handshake_timeout_s; /* hello must arrive within this */
-    uint32_t frame_timeout_s;     /* an incomplete frame must complete within this */
-    uint32_t max_in_flight;       /* requests queued for the writer per connection */
-    uint32_t max_output_bytes;    /* stop reading a client above this much unsent output */
-    uint64_t max_pending_bytes;   /* request bytes held for the writer per connection */
-    uint32_t max_events_per_append;
-    uint32_t max_event_bytes;
-    uint32_t max_page;
-    uint32_t max_batch; /* requests per group commit */
-    log_level log_level;
-    const char *auth_file;      /* NULL: no authentication (loopback only unless insecure) */
-    bool insecure;              /* serve without authentication on any address */
-    uint32_t auth_failures;     /* failed hellos per peer address at once (refilled 1/s) */
-    const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint, NULL = none */
-    const char *http_listen;    /* HOST:PORT of the web console, NULL = none */
-    uint32_t slow_request_ms;   /* log requests slower than this (0 = never) */
-    const char *tls_cert;       /* PEM certificate chain: serve TLS only (NULL: plaintext) */
-    const char *tls_key;        /* PEM private key of tls_cert */
-    const char *relay_nats;     /* NATS URL(s) to relay the log to (NULL: no relay) */
-    const char *relay_stream;   /* the JetStream stream the relay writes (default "esd") */
-    const char *relay_subject;  /* subject prefix of relayed events (default "es") */
-    uint32_t relay_replicas;    /* replicas of the stream when the relay creates it */
-    const char *follow_nats;    /* NATS URL(s): be a read-only follower (NULL: a primary) */
-    const char *follow_stream;  /* the JetStream stream the follower copies (default "esd") */
-} server_config;
-
-/** @brief Fill a config with the defaults. */
-void server_config_defaults(server_config *cfg);
 
 typedef struct server_counters {
     uint64_t appends_ok;
@@ -88,7 +49,7 @@ typedef struct server_ctx {
     void *kick_ctx;
     uint64_t start_us;
     server_counters counters; /* loop thread only */
-    metrics metrics;          /* loop thread only (metrics.h) */
+    loopstats metrics;        /* loop thread only (loopstats.h); read by metrics.h */
     bool shutting_down;
 } server_ctx;
 

@@ -13,7 +13,8 @@
  *
  * Figures (writer_get_stats): counters and two histograms — requests per
  * commit and the duration of each group commit — kept with relaxed
- * atomics by the writer thread and read by the loop thread (metrics.h).
+ * atomics by the writer thread (histogram.h) and read by the loop thread
+ * for the Prometheus page (metrics.c).
  *
  * Ownership: writer_submit takes the job only when it returns ES_OK; the
  * loop thread gets it back from writer_take_completed and frees it.
@@ -25,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "metrics.h"
+#include "histogram.h"
 #include "store.h"
 
 typedef enum write_job_kind {

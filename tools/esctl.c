@@ -535,7 +535,7 @@ static int cmd_append(esctl *x, int argc, char **argv)
         "  DATA                  JSON text; @FILE for the bytes of a file; - for stdin\n"
         "  --expected E          any (default), no-stream, exists, or the stream's last\n"
         "                        revision N; a mismatch fails with both revisions (exit 1)\n"
-        "  --id UUID             the event id (default: a random UUIDv4); repeating an\n"
+        "  --id UUID             the event id (default: a new UUIDv7); repeating an\n"
         "                        append with the same id is idempotent\n"
         "  --metadata JSON       event metadata (JSON text)\n"
         "  --content-type CT     default application/json when DATA is JSON, else\n"

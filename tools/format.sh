@@ -6,7 +6,7 @@
 #                              formatted and exit 1 if there are any
 #   tools/format.sh [--check] FILE...   only these files
 #
-# Files: *.c and *.h under server/ client/ proto/ tools/ tests/, skipping
+# Files: *.c and *.h under server/ client/ proto/ natsconn/ tools/ tests/, skipping
 # build directories (build*/ anywhere) and generated protobuf-c code
 # (*.pb-c.c, *.pb-c.h). The style is the committed .clang-format at the
 # repository root. CLANG_FORMAT overrides the binary.
@@ -20,7 +20,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dirs=(server client proto tools tests)
+dirs=(server client proto natsconn tools tests)
 
 usage() {
     sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"

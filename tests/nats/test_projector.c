@@ -84,7 +84,7 @@ static es_projector *open_model(model *m, const char *dir, const char *urls, es_
     char err[256] = "";
     o.errmsg = err;
     o.errmsg_len = sizeof err;
-    es_err rv = es_projector_open(&o, &m->p);
+    es_err rv = es_projector_create(&o, &m->p);
     REL_CHECK(rv == ES_OK, "projector open: %s: %s", es_strerror(rv), err);
     return m->p;
 }
@@ -214,8 +214,8 @@ int main(int argc, char **argv)
     REL_CHECK(all.failed, "the injected failure did not happen");
     rel_log("both projectors at the head (%" PRIu64 "), one batch failed once and was redone",
             head);
-    es_projector_close(all.p);
-    es_projector_close(cat.p);
+    es_projector_destroy(all.p);
+    es_projector_destroy(cat.p);
 
     append_some(p.address, 1000);
     head = wait_relayed(p.address);
@@ -244,8 +244,8 @@ int main(int argc, char **argv)
               head * (head + 1) / 2);
     rel_log("read models exact: every event applied once (%" PRIu64 " events, %u streams)", head,
             N_ACCT + N_OTHER);
-    es_projector_close(all.p);
-    es_projector_close(cat.p);
+    es_projector_destroy(all.p);
+    es_projector_destroy(cat.p);
     REL_CHECK(rel_esd_stop(&p, SIGTERM, 10000, &status) == 0 && status == 0, "primary stop");
     natsh_stop(&c);
     nats_Close();

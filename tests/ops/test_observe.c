@@ -63,14 +63,14 @@ static void test_figures(void **state)
     harness_drain(h);
     send_append(h, 4, "$reserved", ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY); /* refused early */
     harness_drain(h);
-    const metrics *m = &h->srv.metrics;
+    const loopstats *m = &h->srv.metrics;
     assert_int_equal(m->append_requests[ES_OK], 1);
     assert_int_equal(m->append_events[ES_OK], 1);
     assert_int_equal(m->append_bytes[ES_OK], 10);
     assert_int_equal(m->append_requests[ES_ERR_WRONG_EXPECTED_REVISION], 1);
     assert_int_equal(m->append_requests[ES_ERR_RESERVED_STREAM], 1);
-    assert_int_equal(m->request_us[metrics_kind_index(ES__V1__REQUEST__KIND_HELLO)].count, 1);
-    assert_int_equal(m->request_us[metrics_kind_index(ES__V1__REQUEST__KIND_APPEND)].count, 3);
+    assert_int_equal(m->request_us[loopstats_kind_index(ES__V1__REQUEST__KIND_HELLO)].count, 1);
+    assert_int_equal(m->request_us[loopstats_kind_index(ES__V1__REQUEST__KIND_APPEND)].count, 3);
 
     char *text = render(h);
     assert_non_null(strstr(text, "# TYPE esd_append_requests_total counter\n"));

@@ -54,7 +54,7 @@ static int setup(void **state)
     o.target = ES_SUB_CATEGORY;
     o.name = AV_CATEGORY;
     o.sync = ES_PROJECTOR_SYNC_NONE;
-    if (es_projector_open(&o, &f->p) != ES_OK) {
+    if (es_projector_create(&o, &f->p) != ES_OK) {
         return -1;
     }
     av_model_init(&f->m, f->p);
@@ -65,7 +65,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    es_projector_close(f->p);
+    es_projector_destroy(f->p);
     nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(f);
     return 0;

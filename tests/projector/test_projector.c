@@ -130,7 +130,7 @@ static es_err open_p(fixture *f, es_sub_target target, const char *name, size_t 
     o.errmsg = errmsg;
     o.errmsg_len = errmsg_len;
     f->m.p = NULL;
-    es_err err = es_projector_open(&o, &f->m.p);
+    es_err err = es_projector_create(&o, &f->m.p);
     f->m.key_is_revision = target == ES_SUB_STREAM;
     return err;
 }
@@ -151,7 +151,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    es_projector_close(f->m.p);
+    es_projector_destroy(f->m.p);
     rm_rf(f->dir);
     free(f);
     return 0;
@@ -255,7 +255,7 @@ static void test_apply_and_reopen(void **state)
     assert_int_equal(st.batches_committed, 1);
     assert_int_equal(st.head, 10);
     assert_int_equal(st.lag, 0);
-    es_projector_close(f->m.p);
+    es_projector_destroy(f->m.p);
     f->m.p = NULL;
 
     assert_es(open_p(f, ES_SUB_ALL, NULL, 0, NULL, 0), ES_OK);
@@ -311,7 +311,7 @@ static void test_crash_before_commit(void **state)
     fixture *f = *state;
     assert_es(open_p(f, ES_SUB_ALL, NULL, 0, NULL, 0), ES_OK);
     assert_es(apply_range(f->m.p, 1, 10), ES_OK);
-    es_projector_close(f->m.p);
+    es_projector_destroy(f->m.p);
     f->m.p = NULL;
 
     pid_t pid = fork();
@@ -383,7 +383,7 @@ static void test_random_kills(void **state)
         assert_es(open_p(f, ES_SUB_ALL, NULL, 0, NULL, 0), ES_OK);
         uint64_t cp = es_projector_checkpoint(f->m.p, NULL);
         assert_model(f->m.p, cp); /* read model == checkpoint, after any death */
-        es_projector_close(f->m.p);
+        es_projector_destroy(f->m.p);
         f->m.p = NULL;
         if (cp == total) {
             break;
@@ -465,7 +465,7 @@ static void test_rebuild(void **state)
     es_projector_status st;
     es_projector_status_get(f->m.p, &st);
     assert_int_equal(st.rebuilds, 1);
-    es_projector_close(f->m.p); /* the rebuild is durable */
+    es_projector_destroy(f->m.p); /* the rebuild is durable */
     f->m.p = NULL;
     assert_es(open_p(f, ES_SUB_ALL, NULL, 0, NULL, 0), ES_OK);
     assert_false(es_projector_checkpoint(f->m.p, &has) != 0 || has);
@@ -478,7 +478,7 @@ static void test_other_projection_refused(void **state)
 {
     fixture *f = *state;
     assert_es(open_p(f, ES_SUB_CATEGORY, "account", 0, NULL, 0), ES_OK);
-    es_projector_close(f->m.p);
+    es_projector_destroy(f->m.p);
     f->m.p = NULL;
     char msg[256] = "";
     assert_es(open_p(f, ES_SUB_CATEGORY, "order", 0, msg, sizeof msg), ES_ERR_INCOMPATIBLE_STORE);
@@ -494,29 +494,29 @@ static void test_invalid_options(void **state)
     es_projector *p = NULL;
     es_projector_options o;
     es_projector_options_init(&o);
-    assert_es(es_projector_open(&o, &p), ES_ERR_INVALID_ARGUMENT); /* no dir, no apply */
+    assert_es(es_projector_create(&o, &p), ES_ERR_INVALID_ARGUMENT); /* no dir, no apply */
     o.dir = f->dir;
-    assert_es(es_projector_open(&o, &p), ES_ERR_INVALID_ARGUMENT); /* no apply */
+    assert_es(es_projector_create(&o, &p), ES_ERR_INVALID_ARGUMENT); /* no apply */
     o.apply = apply_fn;
     o.ctx = &f->m;
     es_projector_db bad[] = {{"$x", 0}};
     o.dbs = bad;
     o.n_dbs = 1;
-    assert_es(es_projector_open(&o, &p), ES_ERR_INVALID_ARGUMENT);
+    assert_es(es_projector_create(&o, &p), ES_ERR_INVALID_ARGUMENT);
     es_projector_db twice[] = {{"a", 0}, {"a", 0}};
     o.dbs = twice;
     o.n_dbs = 2;
-    assert_es(es_projector_open(&o, &p), ES_ERR_INVALID_ARGUMENT);
+    assert_es(es_projector_create(&o, &p), ES_ERR_INVALID_ARGUMENT);
     o.n_dbs = 1;
     o.name = "x"; /* a name with ES_SUB_ALL */
-    assert_es(es_projector_open(&o, &p), ES_ERR_INVALID_ARGUMENT);
+    assert_es(es_projector_create(&o, &p), ES_ERR_INVALID_ARGUMENT);
     o.name = NULL;
     o.target = ES_SUB_CATEGORY; /* no name */
-    assert_es(es_projector_open(&o, &p), ES_ERR_INVALID_ARGUMENT);
+    assert_es(es_projector_create(&o, &p), ES_ERR_INVALID_ARGUMENT);
     o.target = (es_sub_target)42;
-    assert_es(es_projector_open(&o, &p), ES_ERR_INVALID_ARGUMENT);
+    assert_es(es_projector_create(&o, &p), ES_ERR_INVALID_ARGUMENT);
     assert_null(p);
-    assert_es(es_projector_open(NULL, &p), ES_ERR_INVALID_ARGUMENT);
+    assert_es(es_projector_create(NULL, &p), ES_ERR_INVALID_ARGUMENT);
     /* a file where the directory should be */
     char path[300];
     snprintf(path, sizeof path, "%s/file", f->dir);
@@ -525,7 +525,7 @@ static void test_invalid_options(void **state)
     fclose(fp);
     o.target = ES_SUB_ALL;
     o.dir = path;
-    assert_true(es_projector_open(&o, &p) != ES_OK);
+    assert_true(es_projector_create(&o, &p) != ES_OK);
     assert_null(p);
 }
 

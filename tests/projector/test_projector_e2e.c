@@ -86,7 +86,7 @@ static es_err open_projector(fixture *f, uint16_t port, es_sub_target target, co
     o.errmsg = msg;
     o.errmsg_len = msg_len;
     f->p = NULL;
-    return es_projector_open(&o, &f->p);
+    return es_projector_create(&o, &f->p);
 }
 
 static uint64_t seen_entries(es_projector *p)
@@ -180,7 +180,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    es_projector_close(f->p);
+    es_projector_destroy(f->p);
     es_client_destroy(f->c);
     t_child_stop(&f->esd, SIGTERM, 5000, NULL);
     t_rm_rf(f->dir);
@@ -227,7 +227,7 @@ static void test_catch_up_live_resume(void **state)
     assert_true(st.caught_up);
 
     /* close, append meanwhile, reopen: resumes strictly after the checkpoint */
-    es_projector_close(f->p);
+    es_projector_destroy(f->p);
     f->p = NULL;
     append_events(f, "later", 777);
     assert_int_equal(
@@ -341,7 +341,7 @@ static void test_server_restart(void **state)
         int status;
         assert_int_equal(t_child_stop(&f->esd, SIGTERM, 5000, &status), 0);
         assert_int_equal(t_esd_start(&f->esd, f->dir, 10000), 0); /* same port */
-        es_client_close(f->c);
+        es_client_disconnect(f->c);
     }
     append_events(f, "x", 1000);
     uint64_t head = server_head(f);
@@ -406,7 +406,7 @@ static void test_other_store_refused(void **state)
         open_projector(f, f->esd.port, ES_SUB_ALL, NULL, ES_PROJECTOR_SYNC_META, msg, sizeof msg),
         ES_OK);
     step_until(f, 50, 20000);
-    es_projector_close(f->p);
+    es_projector_destroy(f->p);
     f->p = NULL;
 
     char dir2[256];
@@ -430,7 +430,7 @@ static void test_other_store_refused(void **state)
         assert_true(err == ES_OK || err == ES_ERR_TIMEOUT);
     }
     assert_int_equal(seen_entries(f->p), 0);
-    es_projector_close(f->p);
+    es_projector_destroy(f->p);
     f->p = NULL;
     t_child_stop(&esd2, SIGTERM, 5000, NULL);
     t_rm_rf(dir2);

@@ -17,7 +17,7 @@
  * A resume is triggered either after a random number of events or exactly
  * at the switch from history to live (inside on_caught_up of the previous
  * resubscription), and is made in one of two ways:
- *   - close: es_client_close() — the library notices, reconnects and
+ *   - close: es_client_disconnect() — the library notices, reconnects and
  *     resubscribes after the last delivered event by itself;
  *   - checkpoint: the application takes es_sub_last() as its checkpoint,
  *     refuses what is still being delivered, destroys the subscription and
@@ -173,7 +173,7 @@ static void do_resume(follower *f, bool at_switch)
     f->at_switch += at_switch;
     f->while_writing += !atomic_load(&writers_done);
     if (f->next_mode == MODE_CLOSE) {
-        es_client_close(f->c);
+        es_client_disconnect(f->c);
         f->by_close++;
     } else {
         f->checkpoint = es_sub_last(f->sub, &f->has_checkpoint);
@@ -592,7 +592,7 @@ static void test_two_subscriptions_one_client(void **state)
             assert_int_equal(es_sub_poll(so, 0), ES_OK);
         }
         if (i == 150 || i == 320 || i == 480) {
-            es_client_close(c);
+            es_client_disconnect(c);
         }
     }
     uint64_t deadline = sh_now_us() + 20000000u;

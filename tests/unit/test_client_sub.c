@@ -450,7 +450,7 @@ typedef struct seen {
     uint64_t caught_up_at;
     bool stream;
     int refuse_batch;              /* refuse the batch with this index once (-1: never) */
-    es_client *close_at_caught_up; /* es_client_close() from on_caught_up, once */
+    es_client *close_at_caught_up; /* es_client_disconnect() from on_caught_up, once */
 } seen;
 
 static void seen_init(seen *s, bool stream)
@@ -489,7 +489,7 @@ static void on_caught_up(void *ctx, uint64_t position)
     s->caught_up++;
     s->caught_up_at = position;
     if (s->close_at_caught_up != NULL) {
-        es_client_close(s->close_at_caught_up);
+        es_client_disconnect(s->close_at_caught_up);
         s->close_at_caught_up = NULL;
     }
 }

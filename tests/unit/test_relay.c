@@ -1,6 +1,6 @@
 /*
  * test_relay — the relay's subject-token escaping (server/relay.h) and the
- * header parsers shared with the follower (server/natsconn.h).
+ * header parsers shared with the follower (natsconn/natsconn.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>

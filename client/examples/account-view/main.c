@@ -348,7 +348,7 @@ int main(int argc, char **argv)
     popts.client = &copts;
     popts.errmsg = perr;
     popts.errmsg_len = sizeof perr;
-    es_err err = es_projector_open(&popts, &a.proj);
+    es_err err = es_projector_create(&popts, &a.proj);
     if (err != ES_OK) {
         logmsg("error", "msg=\"cannot open the read model\" err=%s detail=\"%s\"", es_errname(err),
                perr);
@@ -358,7 +358,7 @@ int main(int argc, char **argv)
     if (o.rebuild) {
         if ((err = es_projector_rebuild(a.proj)) != ES_OK) {
             logmsg("error", "msg=\"rebuild failed\" err=%s", es_errname(err));
-            es_projector_close(a.proj);
+            es_projector_destroy(a.proj);
             return 1;
         }
         logmsg("info", "msg=\"read model emptied; rebuilding from the first event\"");
@@ -432,6 +432,6 @@ out_free_http:
 out_free_base:
     event_base_free(a.base);
 out_close:
-    es_projector_close(a.proj);
+    es_projector_destroy(a.proj);
     return status;
 }

@@ -33,11 +33,10 @@
  *    is ignored and the stream is replayed from the start: a snapshot is an
  *    optimisation, never a source of truth.
  *
- * The retry loop is the cure for the race of the article's transfer_money
- * (ARTICLE.txt §3.4: read, check the balance, append, with nothing
- * stopping a concurrent withdrawal in between) and the transaction the cure
- * for its missing atomicity (two appends, the second of which may never
- * happen).
+ * The retry loop is the cure for the race of a naive money transfer (read,
+ * check the balance, append, with nothing stopping a concurrent withdrawal
+ * in between) and the transaction the cure for its missing atomicity (two
+ * appends, the second of which may never happen).
  *
  * Design notes
  * ------------

@@ -21,11 +21,19 @@
  *    attempt (half-open) which closes the circuit on success or re-opens it
  *    on failure.
  *  - Appends are idempotent when retried with the same event ids. Events
- *    passed without an id get a time-ordered random UUID (version 7) written back into the
- *    caller's es_event, so calling again with the same array after
+ *    passed without an id get a time-ordered random UUID (version 7)
+ *    written back into the caller's es_event, so calling again with the same array after
  *    ES_ERR_CLOSED or ES_ERR_TIMEOUT is safe: the server answers a retry of
  *    an append it already stored with the original result and
  *    duplicate = true.
+ *
+ * Names and ownership, the same in every es/ header: an object the library
+ * allocates comes from es_<thing>_create() (or from the call that opens it:
+ * es_read_stream(), es_subscribe()) and is freed by es_<thing>_destroy(),
+ * which accepts NULL; a structure in the caller's memory is filled by
+ * es_<thing>_init() (or by the call that loads it: es_snapshot_load()) and
+ * what it holds is released by es_<thing>_finish(). No other call frees:
+ * es_client_disconnect() drops the connection and keeps the client.
  *
  * Every function that can fail returns an es_err (es/err.h); results travel
  * through out-parameters. After a failure, es_client_errmsg() explains it and
@@ -178,10 +186,11 @@ ES_API es_err es_client_create(const es_client_options *opts, es_client **out);
 ES_API es_err es_client_connect(es_client *c);
 
 /**
- * @brief Drop the connection (if any). Requests in flight fail with
- *        ES_ERR_CLOSED; the next call reconnects. Accepts NULL.
+ * @brief Drop the connection (if any) and keep the client: requests in
+ *        flight fail with ES_ERR_CLOSED and the next call reconnects.
+ *        Accepts NULL. Free the client with es_client_destroy().
  */
-ES_API void es_client_close(es_client *c);
+ES_API void es_client_disconnect(es_client *c);
 
 /**
  * @brief Close the connection and free the client. Accepts NULL.
@@ -597,7 +606,7 @@ typedef struct es_stats {
     es_sync_mode sync_mode;
     double mean_commit_batch;
     uint32_t max_commit_batch;
-    /* Replication (README "Beyond one machine"); zero when off. */
+    /* Replication (docs/replication.md); zero when off. */
     bool relay_on;                 /* esd --relay-nats */
     uint64_t relay_acked_position; /* highest position JetStream acknowledged */
     uint64_t relay_lag;            /* head_position - relay_acked_position */
@@ -627,8 +636,8 @@ ES_API es_err es_stats_get(es_client *c, es_stats *st);
  * inside another call that happens to read the connection: pushes read by
  * other calls (an append waiting for its reply, another subscription's
  * poll) are queued on their subscription. A callback may call the other
- * functions of the client (append, read, es_client_close(), ...), but not
- * es_sub_poll() or es_sub_destroy() of its own subscription, nor
+ * functions of the client (append, read, es_client_disconnect(), ...), but
+ * not es_sub_poll() or es_sub_destroy() of its own subscription, nor
  * es_client_destroy().
  *
  * Memory is bounded: a push is a frame, capped like any frame, and holds

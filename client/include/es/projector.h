@@ -57,6 +57,9 @@
  *   the read model with their own read-only transactions on
  *   es_projector_env() (the environment is opened with MDB_NOTLS, so a
  *   read transaction is not tied to its thread); they must never write.
+ * @note Names and ownership as in es/client.h: es_projector_create() and
+ *   es_projector_destroy() (which accepts NULL), es_projector_options_init()
+ *   for the options in the caller's memory.
  * @note The library is libesprojector (pkg-config esprojector), linked with
  *   libesclient and liblmdb; only es_projector_* symbols are exported.
  */
@@ -128,7 +131,7 @@ typedef struct es_projector_options {
     es_projector_sync sync;
 
     /** The read model's databases (0..ES_PROJECTOR_MAX_DBS), opened (and
-     *  created) by es_projector_open(); es_projector_dbi(p, i) gives the
+     *  created) by es_projector_create(); es_projector_dbi(p, i) gives the
      *  handle of dbs[i]. es_projector_rebuild() empties all of them. */
     const es_projector_db *dbs;
     size_t n_dbs;
@@ -147,14 +150,14 @@ typedef struct es_projector_options {
     uint32_t batch_size;
 
     /** The connection used by es_projector_run()/es_projector_step(); NULL =
-     *  es_client_options_init() defaults. Copied by es_projector_open(). */
+     *  es_client_options_init() defaults. Copied by es_projector_create(). */
     const es_client_options *client;
     /** Least interval between two head refreshes (es_stats_get); 0 = 1000 ms. */
     uint32_t head_refresh_ms;
 
     /** Consume from NATS JetStream instead of esd: the server URLs
-     *  (comma-separated) and the stream an `esd --relay-nats` writes (README
-     *  "Beyond one machine"). NULL (default) = subscribe to esd through
+     *  (comma-separated) and the stream an `esd --relay-nats` writes
+     *  (docs/replication.md). NULL (default) = subscribe to esd through
      *  `client`. The checkpoint is the position, as with esd, stored in the
      *  read model's transaction: the same exactly-once guarantee. Targets:
      *  ES_SUB_ALL, ES_SUB_CATEGORY, ES_SUB_EVENT_TYPE, ES_SUB_STREAM_PREFIX
@@ -162,7 +165,7 @@ typedef struct es_projector_options {
     const char *nats_url;
     const char *nats_stream;
 
-    /** Optional: receives an explanation when es_projector_open() fails
+    /** Optional: receives an explanation when es_projector_create() fails
      *  (NUL-terminated, truncated to errmsg_len). */
     char *errmsg;
     size_t errmsg_len;
@@ -177,11 +180,11 @@ typedef struct es_projector_status {
     uint64_t lag;               /**< head − checkpoint (see the design notes); 0 when unknown */
     bool caught_up;             /**< the current subscription delivered its history */
     bool connected;             /**< a subscription is open */
-    uint64_t events_applied;    /**< since open */
+    uint64_t events_applied;    /**< since es_projector_create() */
     uint64_t events_skipped;    /**< redelivered events at or below the checkpoint */
-    uint64_t batches_committed; /**< since open */
+    uint64_t batches_committed; /**< since es_projector_create() */
     uint64_t batches_failed;    /**< aborted: apply or commit failure */
-    uint64_t rebuilds;          /**< since open */
+    uint64_t rebuilds;          /**< since es_projector_create() */
     es_err last_error;          /**< of the last failed batch or step; ES_OK once a later poll or
                                      commit succeeded */
     char last_error_msg[256];   /**< its explanation, NUL-terminated */
@@ -198,11 +201,12 @@ typedef struct es_projector_status {
 ES_API void es_projector_options_init(es_projector_options *opts);
 
 /**
- * @brief Open (creating if needed) the environment and the read model's
- *        databases, and load the checkpoint. No network I/O.
+ * @brief Create a projector: open (creating if needed) the environment and
+ *        the read model's databases, and load the checkpoint. No network
+ *        I/O.
  * @param[in] opts options; strings and arrays are copied. dir is created
  *   if missing (its parent must exist).
- * @param[out] out the projector, to be freed with es_projector_close()
+ * @param[out] out the projector, to be freed with es_projector_destroy()
  * @return ES_OK;
  *   ES_ERR_INVALID_ARGUMENT: opts/out/dir/apply missing, too many or
  *     invalid database names, a target without a name (or a name for
@@ -216,26 +220,26 @@ ES_API void es_projector_options_init(es_projector_options *opts);
  *   ES_ERR_IO: the directory cannot be created or opened (errno kept);
  *   ES_ERR_NO_MEMORY.
  */
-ES_API es_err es_projector_open(const es_projector_options *opts, es_projector **out);
+ES_API es_err es_projector_create(const es_projector_options *opts, es_projector **out);
 
 /**
- * @brief Close the subscription and connection, the environment, and free.
- *        Accepts NULL.
+ * @brief Close the subscription, the connection and the environment, and
+ *        free the projector. Accepts NULL.
  * @note No other thread may still use the projector or hold a read
  *   transaction on its environment.
  */
-ES_API void es_projector_close(es_projector *p);
+ES_API void es_projector_destroy(es_projector *p);
 
 /**
  * @brief The LMDB environment, for read-only transactions of query code.
- * @return borrowed; valid until es_projector_close().
+ * @return borrowed; valid until es_projector_destroy().
  */
 ES_API MDB_env *es_projector_env(const es_projector *p);
 
 /**
  * @brief The handle of the read model's database opts.dbs[index].
  * @return the handle; 0 (LMDB's main database, never a read model's) when
- *   index is out of range. Valid until es_projector_close().
+ *   index is out of range. Valid until es_projector_destroy().
  */
 ES_API MDB_dbi es_projector_dbi(const es_projector *p, size_t index);
 

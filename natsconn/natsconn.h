@@ -1,7 +1,9 @@
 /*
- * natsconn — what the relay and the follower share about NATS: opening a
- * connection from esd's URL option, and the strict parsers of the header
- * values they exchange (relay.h documents the message format).
+ * natsconn — what the server's relay and follower and the client's
+ * projector share about NATS: opening a connection from a URL option, and
+ * the strict parsers of the header values they exchange (server/relay.h
+ * documents the message format). Below both the server and the client: it
+ * includes nothing of either.
  *
  * Design notes: the URL option may list several servers, comma-separated
  * (any node of a cluster will do; libnats learns the others and fails

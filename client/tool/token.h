@@ -1,6 +1,8 @@
 /*
- * token — where the command-line tools (esctl, esbench) get the token for
- * the hello: --token-file FILE, else $ES_TOKEN_FILE, else $ES_TOKEN.
+ * token — where the command-line programs (esctl, esbench, es-account,
+ * es-account-view) get the token for the hello: --token-file FILE, else
+ * $ES_TOKEN_FILE, else $ES_TOKEN; and their TLS settings. An internal
+ * library of client/ (client/tool/meson.build), not libesclient's API.
  *
  * Design notes: a token is never taken from a command-line argument, where
  * `ps` would show it. A token file holds the token and at most a trailing
@@ -9,8 +11,8 @@
  * not a refusal: the server refuses its own credentials file in that case,
  * but a client file is the user's business.
  */
-#ifndef ES_TOOLS_TOKEN_H
-#define ES_TOOLS_TOKEN_H
+#ifndef ES_CLIENT_TOOL_TOKEN_H
+#define ES_CLIENT_TOOL_TOKEN_H
 
 #include <stdbool.h>
 #include <stddef.h>
