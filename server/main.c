@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "auth_limiter.h"
 #include "follow.h"
 #include "handler.h"
 #include "net.h"
@@ -69,7 +70,8 @@ int main(int argc, char **argv)
             options_finish(&opts);
             return 1;
         }
-        limiter = auth_limiter_create(cfg->auth_failures);
+        auth_limits lim = {.burst = cfg->auth_failures, .global_rate = cfg->auth_failures_global};
+        limiter = auth_limiter_create(&lim);
         if (!limiter) {
             auth_destroy(users);
             options_finish(&opts);

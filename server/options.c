@@ -7,9 +7,12 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
+#include "auth_limiter.h"
 #include "frame.h"
+#include "regfile.h"
 
 void server_config_defaults(server_config *cfg)
 {
@@ -32,6 +35,8 @@ void server_config_defaults(server_config *cfg)
     cfg->max_batch = 1024;
     cfg->log_level = LOG_INFO;
     cfg->auth_failures = AUTH_FAIL_BURST;
+    cfg->auth_failures_global = AUTH_GLOBAL_RATE;
+    cfg->max_pending_hellos = 64;
     cfg->slow_request_ms = 1000;
     cfg->relay_stream = "esd";
     cfg->relay_subject = "es";
@@ -109,6 +114,16 @@ static const opt_def defs[] = {
      "failed hellos one address may make at once; one more\n"
      "each second; beyond, its connections are closed\n"
      "(default 10)"},
+    {{"auth-failures-global", NULL, "N", "20"}, T_U32, CFG(auth_failures_global), 0, 1000000,
+     false,
+     "failed hellos per second over all addresses (also\n"
+     "the burst); beyond, hellos are refused unchecked\n"
+     "but for users that logged in from the same address\n"
+     "(default 50, 0 = no global limit)"},
+    {{"max-pending-hellos", NULL, "N", "16"}, T_U32, CFG(max_pending_hellos), 1, 1000000, false,
+     "connections from one address (IPv6: one /64) that\n"
+     "have not completed the hello; a new one beyond\n"
+     "closes the oldest (default 64)"},
     {{"tls-cert", NULL, "FILE", "/etc/esd/tls/cert.pem"}, T_STR, CFG(tls_cert), 1, 0, false,
      "serve TLS (1.2 or newer) only, with this PEM\n"
      "certificate chain (needs --tls-key)"},
@@ -423,10 +438,16 @@ static int file_handler(void *user, const char *section, const char *name, const
 
 static es_err read_file(esd_options *o, char *msg, size_t msg_len)
 {
-    FILE *f = fopen(o->config_file, "re");
+    int fd;
+    es_err orv = regfile_open(o->config_file, "the configuration file", &fd, msg, msg_len);
+    if (orv != ES_OK) {
+        return orv;
+    }
+    FILE *f = fdopen(fd, "r");
     if (!f) {
         snprintf(msg, msg_len, "cannot read the configuration file %s: %s", o->config_file,
                  strerror(errno));
+        close(fd);
         return ES_ERR_IO;
     }
     /* libinih's switches (Debian builds it with them as variables). */
