@@ -70,7 +70,7 @@ int main(int argc, char **argv)
             options_finish(&opts);
             return 1;
         }
-        auth_limits lim = {.burst = cfg->auth_failures, .global_rate = cfg->auth_failures_global};
+        auth_limits lim = {.burst = cfg->auth_failures, .global_rate = cfg->auth_global_rate};
         limiter = auth_limiter_create(&lim);
         if (!limiter) {
             auth_destroy(users);

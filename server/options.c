@@ -35,8 +35,8 @@ void server_config_defaults(server_config *cfg)
     cfg->max_batch = 1024;
     cfg->log_level = LOG_INFO;
     cfg->auth_failures = AUTH_FAIL_BURST;
-    cfg->auth_failures_global = AUTH_GLOBAL_RATE;
-    cfg->max_pending_hellos = 64;
+    cfg->auth_global_rate = AUTH_GLOBAL_RATE;
+    cfg->max_prehello = 64;
     cfg->slow_request_ms = 1000;
     cfg->relay_stream = "esd";
     cfg->relay_subject = "es";
@@ -114,13 +114,13 @@ static const opt_def defs[] = {
      "failed hellos one address may make at once; one more\n"
      "each second; beyond, its connections are closed\n"
      "(default 10)"},
-    {{"auth-failures-global", NULL, "N", "20"}, T_U32, CFG(auth_failures_global), 0, 1000000,
+    {{"auth-failures-global", NULL, "N", "20"}, T_U32, CFG(auth_global_rate), 0, 1000000,
      false,
      "failed hellos per second over all addresses (also\n"
      "the burst); beyond, hellos are refused unchecked\n"
      "but for users that logged in from the same address\n"
      "(default 50, 0 = no global limit)"},
-    {{"max-pending-hellos", NULL, "N", "16"}, T_U32, CFG(max_pending_hellos), 1, 1000000, false,
+    {{"max-pending-hellos", NULL, "N", "16"}, T_U32, CFG(max_prehello), 1, 1000000, false,
      "connections from one address (IPv6: one /64) that\n"
      "have not completed the hello; a new one beyond\n"
      "closes the oldest (default 64)"},
