@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,7 +30,9 @@
 #include "tls.h"
 
 #define SHUTDOWN_GRACE_S 5
-#define CLOSE_FLUSH_S    2
+/* Input discarded per call while shutting down. */
+#define DRAIN_MAX_BYTES (1u << 20)
+#define CLOSE_FLUSH_S   2
 /* After the client's FIN: time for its queued requests and their replies. */
 #define PEER_FIN_FLUSH_S 30
 /* Work taken from one connection's input per loop turn. */
@@ -53,6 +57,7 @@ struct conn {
     bool closing;    /* flush the output, then close */
     bool zombie;     /* socket gone; waiting for queued requests */
     bool idle_armed; /* the idle timer runs */
+    bool wr_shut;    /* shutting down: FIN sent after the replies; input is discarded */
     /* TLS (see "Transport" below); ssl NULL for a plaintext connection */
     SSL *ssl;
     bool tls_accepting;   /* the handshake is not finished */
@@ -102,7 +107,7 @@ static void process_input(conn *c);
 static void conn_send(void *io, const void *data, size_t len)
 {
     conn *c = io;
-    if (c->zombie) {
+    if (c->zombie || c->wr_shut) {
         return;
     }
     evbuffer_add(c->out, data, len);
@@ -155,6 +160,29 @@ static void free_event(struct event **ev)
     }
 }
 
+/*
+ * Read and discard what the peer sent, at most DRAIN_MAX_BYTES a call (a
+ * peer that sends for ever must not hold the loop).
+ * @return true when the peer is gone (EOF or an error); false when there
+ *   is nothing more to read now.
+ */
+static bool drain_input(conn *c)
+{
+    char buf[16384];
+    for (size_t total = 0; total < DRAIN_MAX_BYTES;) {
+        ssize_t r = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (r > 0) {
+            total += (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        return r == 0 || !retriable(errno);
+    }
+    return false;
+}
+
 /* Close the socket now; keep the struct while the writer holds requests. */
 static void conn_close(conn *c, const char *reason)
 {
@@ -179,12 +207,16 @@ static void conn_close(conn *c, const char *reason)
         c->out = NULL;
     }
     if (c->ssl) {
-        if (!c->tls_accepting) {
+        if (!c->tls_accepting && !c->wr_shut) {
             (void)SSL_shutdown(c->ssl); /* best effort: one close_notify, no wait */
         }
         SSL_free(c->ssl);
         c->ssl = NULL;
         ERR_clear_error();
+    }
+    if (c->wr_shut) {
+        /* Unread input would make close() send a reset (see "Shutdown"). */
+        (void)drain_input(c);
     }
     evutil_closesocket(c->fd);
     c->fd = -1;
@@ -698,6 +730,13 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     conn *c = arg;
     net *n = c->n;
     (void)fd;
+    if (c->wr_shut) {
+        if (drain_input(c)) {
+            conn_close(c, "peer closed after the shutdown");
+        }
+        flush_all(n);
+        return;
+    }
     if (c->ssl && c->tls_accepting) {
         int h = tls_handshake(c);
         if (h <= 0) {
@@ -968,6 +1007,26 @@ static void kick_delivery(void *arg)
 
 /* ------------------------------------------------------------- shutdown -- */
 
+/*
+ * Shutdown (SIGTERM, SIGINT): stop accepting and stop reading requests;
+ * let the writer finish what it holds and every reply be written; then,
+ * connection by connection, once its replies are all handed to the kernel:
+ *
+ *   1. a TLS close_notify, then shutdown(SHUT_WR): the kernel sends a FIN
+ *      after the last reply, so the client reads every reply, then EOF;
+ *   2. from then on, what the client sends is read and discarded;
+ *   3. the socket is closed when the client closes (EOF), or once the
+ *      kernel has had every byte and the FIN acknowledged (SIOCOUTQ is 0),
+ *      draining the input once more just before.
+ *
+ * close() of a socket with unread input makes Linux send a reset and drop
+ * whatever it had not sent yet, and a peer's stack may discard replies it
+ * received but its application had not read: the input is therefore
+ * always drained before the close. The loop ends when no connection is
+ * left, or at the grace deadline (SHUTDOWN_GRACE_S); then the remaining
+ * connections are shut and drained the same way, and whatever the kernel
+ * still holds for them is sent after esd has exited.
+ */
 static bool all_flushed(net *n)
 {
     if (writer_pending(n->srv->w) > 0) {
@@ -981,15 +1040,62 @@ static bool all_flushed(net *n)
     return true;
 }
 
+/* Step 1 above (and the end of every output: anything unsent is dropped). */
+static void conn_shut_write(conn *c)
+{
+    if (c->wr_shut || c->zombie) {
+        return;
+    }
+    subs_drop_session(&c->sess);
+    evbuffer_drain(c->out, evbuffer_get_length(c->out));
+    c->writing = false;
+    c->tls_want_write = false;
+    event_del(c->write_ev);
+    evtimer_del(c->frame_timer);
+    evtimer_del(c->idle_timer);
+    if (c->handshake_timer) {
+        evtimer_del(c->handshake_timer);
+    }
+    if (c->ssl && !c->tls_accepting) {
+        (void)SSL_shutdown(c->ssl); /* close_notify, best effort */
+        ERR_clear_error();
+    }
+    shutdown(c->fd, SHUT_WR);
+    c->wr_shut = true;
+    c->paused = false;
+    set_reading(c, true); /* read_cb now only drains */
+}
+
+/* Every byte written and the FIN acknowledged by the peer. */
+static bool all_acked(const conn *c)
+{
+    int unacked = 0;
+    return ioctl(c->fd, SIOCOUTQ, &unacked) != 0 || unacked == 0;
+}
+
 static void shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     net *n = arg;
-    if (all_flushed(n) || store_now_us() >= n->shutdown_deadline_us) {
-        if (!all_flushed(n)) {
-            log_msg(LOG_WARN, "shutdown grace period over with replies unsent", NULL);
+    bool late = store_now_us() >= n->shutdown_deadline_us;
+    if (late && !all_flushed(n)) {
+        log_msg(LOG_WARN, "shutdown grace period over with replies unsent", NULL);
+    }
+    bool flushed = late || all_flushed(n);
+    conn *next;
+    for (conn *c = n->conns; c; c = next) {
+        next = c->next;
+        if (!c->wr_shut && (late || (c->sess.in_flight == 0 && evbuffer_get_length(c->out) == 0 &&
+                                     !c->writing && !c->tls_want_write))) {
+            conn_shut_write(c);
         }
+        if (c->wr_shut && (drain_input(c) || all_acked(c) || late)) {
+            conn_close(c, "shut down");
+        }
+    }
+    flush_all(n);
+    if ((flushed && !n->conns) || late) {
         event_base_loopexit(n->base, NULL);
         return;
     }
