@@ -18,13 +18,9 @@ enum key_kind {
     KEY_OTHER = 4, /* an address string that is neither: its first 16 bytes */
 };
 
-typedef struct key {
-    uint8_t kind;
-    uint8_t b[16];
-} key;
+typedef auth_key key;
 
-/* The address's key and, for IPv6, its /64's (net->kind KEY_FREE otherwise). */
-static void parse_addr(const char *s, key *addr, key *net)
+void auth_key_parse(const char *s, auth_key *addr, auth_key *net)
 {
     memset(addr, 0, sizeof *addr);
     memset(net, 0, sizeof *net);
@@ -48,6 +44,11 @@ static void parse_addr(const char *s, key *addr, key *net)
         size_t n = strnlen(s, sizeof addr->b);
         memcpy(addr->b, s, n);
     }
+}
+
+static void parse_addr(const char *s, key *addr, key *net)
+{
+    auth_key_parse(s, addr, net);
 }
 
 static bool key_eq(const key *a, const key *b)

@@ -66,6 +66,20 @@
 #define AUTH_LIMITER_PROBE  8
 #define AUTH_TRUST_MS       (24ull * 3600u * 1000u)
 
+/** A peer address as a fixed-size key (kind 0 = none). */
+typedef struct auth_key {
+    uint8_t kind;
+    uint8_t b[16];
+} auth_key;
+
+/**
+ * @brief The key of an address (as inet_ntop writes it) and, for IPv6, of
+ *        its /64 (net->kind 0 otherwise). An IPv4-mapped IPv6 address is
+ *        its IPv4 address; a string that is no address (e.g. "local") is
+ *        one opaque key.
+ */
+void auth_key_parse(const char *addr_str, auth_key *addr, auth_key *net);
+
 typedef struct auth_limits {
     uint32_t burst;       /* failures one address may make at once (>= 1) */
     uint32_t global_rate; /* failures per second over all addresses; 0 = no global limit */

@@ -25,6 +25,7 @@
 #include "frame.h"
 #include "handler.h"
 #include "metrics.h"
+#include "prehello.h"
 #include "reply.h"
 #include "subs.h"
 #include "tls.h"
@@ -51,13 +52,14 @@ struct conn {
     conn *prev, *next; /* live connections */
     conn *flush_next;  /* connections with output to flush this loop turn */
     bool in_flush_list;
-    bool reading;    /* read_ev is added */
-    bool writing;    /* write_ev is added: the socket was full */
-    bool paused;     /* reading stopped for backpressure */
-    bool closing;    /* flush the output, then close */
-    bool zombie;     /* socket gone; waiting for queued requests */
-    bool idle_armed; /* the idle timer runs */
-    bool wr_shut;    /* shutting down: FIN sent after the replies; input is discarded */
+    bool reading;      /* read_ev is added */
+    bool writing;      /* write_ev is added: the socket was full */
+    bool paused;       /* reading stopped for backpressure */
+    bool closing;      /* flush the output, then close */
+    bool zombie;       /* socket gone; waiting for queued requests */
+    bool idle_armed;   /* the idle timer runs */
+    bool wr_shut;      /* shutting down: FIN sent after the replies; input is discarded */
+    prehello_link pre; /* in net's count of connections before their hello */
     /* TLS (see "Transport" below); ssl NULL for a plaintext connection */
     SSL *ssl;
     bool tls_accepting;   /* the handshake is not finished */
@@ -85,6 +87,7 @@ struct net {
     conn *flush_list; /* see conn_send */
     uint64_t next_conn_id;
     size_t input_cap; /* one whole frame and a little */
+    prehello *pre;    /* connections without a hello, per source (prehello.h) */
 };
 
 static void conn_flush(conn *c);
@@ -220,6 +223,7 @@ static void conn_close(conn *c, const char *reason)
     }
     evutil_closesocket(c->fd);
     c->fd = -1;
+    prehello_remove(n->pre, &c->pre);
     conn_unlink(c);
     n->srv->counters.connections--;
     subs_drop_session(&c->sess);
@@ -702,6 +706,7 @@ static void process_input(conn *c)
         frames++;
         if (c->sess.hello_done && c->handshake_timer) {
             free_event(&c->handshake_timer);
+            prehello_remove(c->n->pre, &c->pre);
         }
         if (rv != ES_OK) {
             conn_close_after_flush(c, es_errname(rv), CLOSE_FLUSH_S);
@@ -918,6 +923,17 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     n->srv->metrics.connections_total++;
     log_msg(LOG_DEBUG, "connection accepted", "conn=%llu peer=%s",
             (unsigned long long)c->sess.conn_id, c->peer);
+    prehello_link *oldest = prehello_add(n->pre, c->sess.peer_addr, &c->pre);
+    if (oldest) {
+        conn *v = (conn *)(void *)((char *)oldest - offsetof(conn, pre));
+        n->srv->metrics.prehello_closed++;
+        log_msg(LOG_INFO,
+                "too many connections without a hello from one address; closing the oldest",
+                "conn=%llu peer=%s max=%u", (unsigned long long)v->sess.conn_id, v->peer,
+                cfg->max_prehello);
+        conn_close(v, "too many connections without a hello");
+        flush_all(n);
+    }
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -1296,8 +1312,10 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     }
     n->srv = srv;
     n->input_cap = (size_t)srv->cfg->max_frame_bytes + FRAME_HEADER_BYTES + 65536;
-    n->base = event_base_new();
+    n->pre = prehello_create(srv->cfg->max_prehello);
+    n->base = n->pre ? event_base_new() : NULL;
     if (!n->base) {
+        prehello_destroy(n->pre);
         free(n);
         return ES_ERR_NO_MEMORY;
     }
@@ -1306,6 +1324,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     if (parse_listen(srv->cfg->listen, &ss, &sslen) != 0) {
         snprintf(msg, msg_len, "bad listen address '%s' (expected HOST:PORT)", srv->cfg->listen);
         event_base_free(n->base);
+        prehello_destroy(n->pre);
         free(n);
         return ES_ERR_INVALID_ARGUMENT;
     }
@@ -1315,6 +1334,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
                  "or --insecure to let anyone who can reach it read and write",
                  srv->cfg->listen);
         event_base_free(n->base);
+        prehello_destroy(n->pre);
         free(n);
         return ES_ERR_INVALID_ARGUMENT;
     }
@@ -1322,6 +1342,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
         es_err trv = tls_server_ctx(srv->cfg->tls_cert, srv->cfg->tls_key, &n->tls, msg, msg_len);
         if (trv != ES_OK) {
             event_base_free(n->base);
+            prehello_destroy(n->pre);
             free(n);
             return trv;
         }
@@ -1335,6 +1356,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
             SSL_CTX_free(n->tls);
         }
         event_base_free(n->base);
+        prehello_destroy(n->pre);
         free(n);
         return ES_ERR_IO;
     }
@@ -1443,5 +1465,6 @@ void net_destroy(net *n, write_job *leftover)
         SSL_CTX_free(n->tls);
     }
     event_base_free(n->base);
+    prehello_destroy(n->pre);
     free(n);
 }

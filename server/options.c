@@ -36,7 +36,7 @@ void server_config_defaults(server_config *cfg)
     cfg->log_level = LOG_INFO;
     cfg->auth_failures = AUTH_FAIL_BURST;
     cfg->auth_global_rate = AUTH_GLOBAL_RATE;
-    cfg->max_prehello = 64;
+    cfg->max_prehello = 256;
     cfg->slow_request_ms = 1000;
     cfg->relay_stream = "esd";
     cfg->relay_subject = "es";
@@ -120,10 +120,10 @@ static const opt_def defs[] = {
      "the burst); beyond, hellos are refused unchecked\n"
      "but for users that logged in from the same address\n"
      "(default 50, 0 = no global limit)"},
-    {{"max-pending-hellos", NULL, "N", "16"}, T_U32, CFG(max_prehello), 1, 1000000, false,
+    {{"max-prehello", NULL, "N", "16"}, T_U32, CFG(max_prehello), 1, 1000000, false,
      "connections from one address (IPv6: one /64) that\n"
      "have not completed the hello; a new one beyond\n"
-     "closes the oldest (default 64)"},
+     "closes the oldest (default 256)"},
     {{"tls-cert", NULL, "FILE", "/etc/esd/tls/cert.pem"}, T_STR, CFG(tls_cert), 1, 0, false,
      "serve TLS (1.2 or newer) only, with this PEM\n"
      "certificate chain (needs --tls-key)"},
