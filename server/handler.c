@@ -872,9 +872,19 @@ static es_err authenticate(session *s, uint64_t id, const Es__V1__Hello *h)
     }
     if (v >= AUTH_REFUSE_ADDRESS) {
         s->auth_failed = true;
-        log_msg(LOG_WARN, "authentication refused: too many failures; closing",
-                "conn=%llu peer=%s limit=%s", (unsigned long long)s->conn_id, addr,
-                auth_verdict_name(v));
+        /* A flood must not flood the log too: one line a second at most,
+         * with the number left out since (the metrics count every one). */
+        static uint64_t last_log_ms, unlogged;
+        if (last_log_ms == 0 || now - last_log_ms >= 1000) {
+            log_msg(LOG_WARN, "authentication refused: too many failures; closing",
+                    "conn=%llu peer=%s limit=%s unlogged_before=%llu",
+                    (unsigned long long)s->conn_id, addr, auth_verdict_name(v),
+                    (unsigned long long)unlogged);
+            last_log_ms = now;
+            unlogged = 0;
+        } else {
+            unlogged++;
+        }
         reply_send_error(s, id, ES_ERR_UNAUTHENTICATED,
                          v == AUTH_REFUSE_ADDRESS
                              ? "too many failed authentications from this address; try again later"

@@ -927,7 +927,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (oldest) {
         conn *v = (conn *)(void *)((char *)oldest - offsetof(conn, pre));
         n->srv->metrics.prehello_closed++;
-        log_msg(LOG_INFO,
+        log_msg(LOG_DEBUG,
                 "too many connections without a hello from one address; closing the oldest",
                 "conn=%llu peer=%s max=%u", (unsigned long long)v->sess.conn_id, v->peer,
                 cfg->max_prehello);
