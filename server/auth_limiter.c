@@ -18,8 +18,6 @@ enum key_kind {
     KEY_OTHER = 4, /* an address string that is neither: its first 16 bytes */
 };
 
-typedef auth_key key;
-
 void auth_key_parse(const char *s, auth_key *addr, auth_key *net)
 {
     memset(addr, 0, sizeof *addr);
@@ -46,12 +44,7 @@ void auth_key_parse(const char *s, auth_key *addr, auth_key *net)
     }
 }
 
-static void parse_addr(const char *s, key *addr, key *net)
-{
-    auth_key_parse(s, addr, net);
-}
-
-static bool key_eq(const key *a, const key *b)
+static bool key_eq(const auth_key *a, const auth_key *b)
 {
     return a->kind == b->kind && !memcmp(a->b, b->b, sizeof a->b);
 }
@@ -72,13 +65,13 @@ static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
 /* --------------------------------------------------------------- buckets -- */
 
 typedef struct bucket {
-    key k; /* kind KEY_FREE = free */
+    auth_key k; /* kind KEY_FREE = free */
     double tokens;
     uint64_t updated_ms;
 } bucket;
 
 typedef struct trust {
-    key addr; /* kind KEY_FREE = free */
+    auth_key addr; /* kind KEY_FREE = free */
     uint8_t user_len;
     char user[AUTH_NAME_MAX];
     uint64_t ok_ms; /* last success */
@@ -131,7 +124,7 @@ void auth_limiter_destroy(auth_limiter *l)
     free(l);
 }
 
-static double burst_of(const auth_limiter *l, const key *k)
+static double burst_of(const auth_limiter *l, const auth_key *k)
 {
     return k->kind == KEY_NET64 ? l->burst * AUTH_NET_FACTOR : l->burst;
 }
@@ -149,7 +142,7 @@ static double level(const auth_limiter *l, const bucket *b, uint64_t now_ms)
 
 /* The key's bucket, refilled to now; create = false returns NULL for an
  * unknown key (a full bucket, as far as the caller is concerned). */
-static bucket *find(auth_limiter *l, const key *k, uint64_t now_ms, bool create)
+static bucket *find(auth_limiter *l, const auth_key *k, uint64_t now_ms, bool create)
 {
     size_t h = (size_t)(hash_bytes(l->seed, k, sizeof *k) % AUTH_LIMITER_SLOTS);
     bucket *victim = NULL;
@@ -199,7 +192,7 @@ static double global_level(auth_limiter *l, uint64_t now_ms)
 
 /* ----------------------------------------------------------------- trust -- */
 
-static size_t trust_home(const auth_limiter *l, const key *addr, const uint8_t *user,
+static size_t trust_home(const auth_limiter *l, const auth_key *addr, const uint8_t *user,
                          size_t user_len)
 {
     uint64_t h = hash_bytes(l->seed, addr, sizeof *addr);
@@ -211,7 +204,8 @@ static bool trust_live(const trust *t, uint64_t now_ms)
     return t->addr.kind != KEY_FREE && now_ms - t->ok_ms < AUTH_TRUST_MS;
 }
 
-static trust *trust_find(auth_limiter *l, const key *addr, const uint8_t *user, size_t user_len)
+static trust *trust_find(auth_limiter *l, const auth_key *addr, const uint8_t *user,
+                         size_t user_len)
 {
     if (user_len == 0 || user_len > AUTH_NAME_MAX) {
         return NULL;
@@ -232,8 +226,8 @@ static trust *trust_find(auth_limiter *l, const key *addr, const uint8_t *user, 
 auth_verdict auth_limiter_admit(auth_limiter *l, const char *addr, const uint8_t *user,
                                 size_t user_len, uint64_t now_ms)
 {
-    key a, net;
-    parse_addr(addr, &a, &net);
+    auth_key a, net;
+    auth_key_parse(addr, &a, &net);
     auth_verdict v = AUTH_CHECK;
     bucket *b = find(l, &a, now_ms, false);
     if (b && b->tokens < 1.0) {
@@ -258,8 +252,8 @@ auth_verdict auth_limiter_admit(auth_limiter *l, const char *addr, const uint8_t
 bool auth_limiter_fail(auth_limiter *l, const char *addr, const uint8_t *user, size_t user_len,
                        uint64_t now_ms)
 {
-    key a, net;
-    parse_addr(addr, &a, &net);
+    auth_key a, net;
+    auth_key_parse(addr, &a, &net);
     trust *t = trust_find(l, &a, user, user_len);
     if (t) {
         memset(t, 0, sizeof *t);
@@ -288,8 +282,8 @@ void auth_limiter_succeed(auth_limiter *l, const char *addr, const char *user, u
     if (user_len == 0 || user_len > AUTH_NAME_MAX) {
         return;
     }
-    key a, net;
-    parse_addr(addr, &a, &net);
+    auth_key a, net;
+    auth_key_parse(addr, &a, &net);
     trust *t = trust_find(l, &a, (const uint8_t *)user, user_len);
     if (!t) {
         size_t h = trust_home(l, &a, (const uint8_t *)user, user_len);
