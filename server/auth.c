@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "regfile.h"
 
 #define DIGEST_BYTES   32
 #define LINE_MAX_BYTES 4096
@@ -198,7 +199,8 @@ static es_err parse_line(auth *a, char *line, unsigned lineno, char *msg, size_t
 }
 
 /* Read the whole file through the descriptor that was checked. */
-static es_err slurp(int fd, size_t size, char **out, char *msg, size_t msg_len, const char *path)
+static es_err slurp(int fd, size_t size, char **out, size_t *out_len, char *msg, size_t msg_len,
+                    const char *path)
 {
     char *buf = malloc(size + 1);
     if (!buf) {
@@ -223,27 +225,37 @@ static es_err slurp(int fd, size_t size, char **out, char *msg, size_t msg_len, 
     }
     buf[have] = '\0';
     *out = buf;
+    *out_len = have;
     return ES_OK;
+}
+
+/* The first byte of a line that no valid line holds: NUL, or a control
+ * character other than tab and carriage return (the separators); NULL
+ * when there is none. */
+static const char *bad_byte(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) {
+            return p + i;
+        }
+    }
+    return NULL;
 }
 
 es_err auth_load(const char *path, auth **out, char *msg, size_t msg_len)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        snprintf(msg, msg_len, "cannot open the auth file %s: %s", path, strerror(errno));
-        return ES_ERR_IO;
+    int fd;
+    es_err orv = regfile_open(path, "the auth file", &fd, msg, msg_len);
+    if (orv != ES_OK) {
+        return orv == ES_ERR_INVALID_ARGUMENT ? ES_ERR_PERMISSION_DENIED : orv;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         snprintf(msg, msg_len, "cannot stat the auth file %s: %s", path, strerror(errno));
         close(fd);
         return ES_ERR_IO;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(msg, msg_len, "the auth file %s is not a regular file", path);
-        close(fd);
-        return ES_ERR_PERMISSION_DENIED;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
         snprintf(msg, msg_len,
@@ -260,7 +272,8 @@ es_err auth_load(const char *path, auth **out, char *msg, size_t msg_len)
     }
     char *text = NULL;
     size_t size = (size_t)st.st_size;
-    es_err rv = slurp(fd, size, &text, msg, msg_len, path);
+    size_t len = 0;
+    es_err rv = slurp(fd, size, &text, &len, msg, msg_len, path);
     close(fd);
     if (rv != ES_OK) {
         return rv;
@@ -271,27 +284,36 @@ es_err auth_load(const char *path, auth **out, char *msg, size_t msg_len)
         free(text);
         return ES_ERR_NO_MEMORY;
     }
+    /* The text may hold NUL bytes: lines are found by length, not as C
+     * strings, and a NUL is an error of its line (read as a C string, it
+     * would silently end the file there and drop every user after it). */
     unsigned lineno = 0;
-    char *p = text;
-    while (*p && rv == ES_OK) {
+    size_t at = 0;
+    while (at < len && rv == ES_OK) {
         lineno++;
-        char *nl = strchr(p, '\n');
-        char *next = nl ? nl + 1 : p + strlen(p);
-        if (nl) {
-            *nl = '\0';
-        }
-        if (strlen(p) > LINE_MAX_BYTES) {
+        char *p = text + at;
+        char *nl = memchr(p, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - p) : len - at;
+        at += n + (nl ? 1 : 0);
+        if (n > LINE_MAX_BYTES) {
             snprintf(msg, msg_len, "%s: line %u is longer than %u bytes", path, lineno,
                      LINE_MAX_BYTES);
             rv = ES_ERR_INVALID_ARGUMENT;
             break;
         }
+        p[n] = '\0';
         char why[256] = "";
+        const char *bad = bad_byte(p, n);
+        if (bad) {
+            snprintf(msg, msg_len, "%s: line %u: %s at column %zu", path, lineno,
+                     *bad == '\0' ? "a NUL byte" : "a control character", (size_t)(bad - p) + 1);
+            rv = ES_ERR_INVALID_ARGUMENT;
+            break;
+        }
         rv = parse_line(a, p, lineno, why, sizeof why);
         if (rv == ES_ERR_INVALID_ARGUMENT) {
             snprintf(msg, msg_len, "%s: %s", path, why);
         }
-        p = next;
     }
     wipe(text, size + 1);
     free(text);
@@ -369,105 +391,4 @@ bool auth_check(const auth *a, const uint8_t *user, size_t user_len, const uint8
     *role = a->entries[found].role;
     memcpy(name, a->entries[found].name, a->entries[found].name_len + 1);
     return true;
-}
-
-/* --------------------------------------------------------------- limiter -- */
-
-#define ADDR_MAX 48
-#define PROBE    8
-
-typedef struct bucket {
-    char addr[ADDR_MAX]; /* "" = free */
-    double tokens;
-    uint64_t updated_ms;
-} bucket;
-
-struct auth_limiter {
-    double burst;
-    bucket slots[AUTH_LIMITER_SLOTS];
-};
-
-auth_limiter *auth_limiter_create(uint32_t burst)
-{
-    auth_limiter *l = calloc(1, sizeof(auth_limiter));
-    if (l) {
-        l->burst = burst ? burst : 1;
-    }
-    return l;
-}
-
-void auth_limiter_destroy(auth_limiter *l)
-{
-    free(l);
-}
-
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) {
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    }
-    return h;
-}
-
-static double level(const auth_limiter *l, const bucket *b, uint64_t now_ms)
-{
-    double t = b->tokens;
-    if (now_ms > b->updated_ms) {
-        t += (double)(now_ms - b->updated_ms) / AUTH_FAIL_REFILL_MS;
-    }
-    return t > l->burst ? l->burst : t;
-}
-
-/* The address's bucket, refilled to now; create = false returns NULL for an
- * unknown address (a full bucket, as far as the caller is concerned). */
-static bucket *find(auth_limiter *l, const char *addr, uint64_t now_ms, bool create)
-{
-    size_t h = (size_t)(fnv1a(addr) % AUTH_LIMITER_SLOTS);
-    bucket *victim = NULL;
-    for (size_t i = 0; i < PROBE; i++) {
-        bucket *b = &l->slots[(h + i) % AUTH_LIMITER_SLOTS];
-        if (b->addr[0] && !strncmp(b->addr, addr, ADDR_MAX - 1)) {
-            b->tokens = level(l, b, now_ms);
-            b->updated_ms = now_ms;
-            return b;
-        }
-        /* Preference for a new address: a free slot, then a bucket that is
-         * full again, then the one touched longest ago. */
-        if (!victim || !b->addr[0]) {
-            if (!victim || victim->addr[0]) {
-                victim = b;
-            }
-            continue;
-        }
-        if (!victim->addr[0] || level(l, victim, now_ms) >= l->burst) {
-            continue;
-        }
-        if (level(l, b, now_ms) >= l->burst || b->updated_ms < victim->updated_ms) {
-            victim = b;
-        }
-    }
-    if (!create || !victim) {
-        return NULL;
-    }
-    snprintf(victim->addr, ADDR_MAX, "%s", addr);
-    victim->tokens = l->burst;
-    victim->updated_ms = now_ms;
-    return victim;
-}
-
-bool auth_limiter_allow(auth_limiter *l, const char *addr, uint64_t now_ms)
-{
-    bucket *b = find(l, addr, now_ms, false);
-    return !b || b->tokens >= 1.0;
-}
-
-bool auth_limiter_fail(auth_limiter *l, const char *addr, uint64_t now_ms)
-{
-    bucket *b = find(l, addr, now_ms, true);
-    if (!b) {
-        return false;
-    }
-    b->tokens = b->tokens >= 1.0 ? b->tokens - 1.0 : 0.0;
-    return b->tokens >= 1.0;
 }

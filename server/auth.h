@@ -21,7 +21,13 @@
  * unique too (two users with one token could not be told apart when a
  * client sends no user name). The file must be a regular file that neither
  * group nor others may read, write or execute (mode 0600 or 0400), as ssh
- * does for private keys: esd refuses to start otherwise.
+ * does for private keys: esd refuses to start otherwise. A FIFO, directory
+ * or device is refused without being read (regfile.h: it is opened
+ * non-blocking and checked on the descriptor). A NUL byte or a control
+ * character other than tab and carriage return anywhere in a line makes
+ * that line invalid: like every invalid line, it stops the start with a
+ * message naming the line (lines are split by length, so a NUL cannot
+ * silently end the file early).
  *
  * Only SHA-256 digests are kept in memory: a literal token is hashed when
  * the file is read and the line buffer wiped. A presented token is hashed
@@ -35,15 +41,8 @@
  * the least role that may send them lives in the handler (it owns the
  * request kinds); this module only orders and names the roles.
  *
- * Failures are rate-limited per peer address (not per connection, so a
- * client cannot reset its budget by reconnecting) with a token bucket:
- * `burst` failures at once (esd --auth-failures, default
- * AUTH_FAIL_BURST), then one more every AUTH_FAIL_REFILL_MS. A peer whose bucket is empty is
- * refused before its credentials are even checked, and its connection closed. The table of buckets
- * is fixed-size (AUTH_LIMITER_SLOTS): a new address takes a slot whose bucket is full again (it
- * holds no information) or, failing that, the least recently used one, so memory stays bounded
- * whatever the number of addresses; an attacker with very many addresses can only evict buckets,
- * which costs it the same as starting fresh.
+ * Failed hellos are limited per address, per IPv6 network and over all
+ * addresses by auth_limiter.h.
  */
 #ifndef ES_AUTH_H
 #define ES_AUTH_H
@@ -54,11 +53,8 @@
 
 #include "es/err.h"
 
-#define AUTH_NAME_MAX       64
-#define AUTH_TOKEN_MAX      1024
-#define AUTH_FAIL_BURST     10
-#define AUTH_FAIL_REFILL_MS 1000
-#define AUTH_LIMITER_SLOTS  4096
+#define AUTH_NAME_MAX  64
+#define AUTH_TOKEN_MAX 1024
 
 typedef enum auth_role {
     AUTH_ROLE_NONE = 0, /* not authenticated */
@@ -79,8 +75,9 @@ typedef struct auth auth;
  * @param[out] msg why it was refused (never contains a secret)
  * @return ES_OK; ES_ERR_IO (cannot open or stat: msg says why);
  *   ES_ERR_PERMISSION_DENIED (group or others have access, or not a regular
- *   file); ES_ERR_INVALID_ARGUMENT (a bad line: msg gives its number and
- *   what is wrong; an empty file is refused too); ES_ERR_NO_MEMORY.
+ *   file: a FIFO is refused without blocking); ES_ERR_INVALID_ARGUMENT (a bad
+ *   line, a NUL or control byte included: msg gives its number and what is
+ *   wrong; an empty file is refused too); ES_ERR_NO_MEMORY.
  */
 es_err auth_load(const char *path, auth **out, char *msg, size_t msg_len);
 
@@ -108,31 +105,5 @@ bool auth_check(const auth *a, const uint8_t *user, size_t user_len, const uint8
  * @return ES_OK; ES_ERR_INTERNAL when libcrypto fails.
  */
 es_err auth_sha256(const void *data, size_t len, uint8_t out[32]);
-
-/* ------------------------------------------------------------- limiter -- */
-
-typedef struct auth_limiter auth_limiter;
-
-/**
- * @param burst failures an address may have at once (>= 1)
- * @return the limiter, or NULL when out of memory.
- */
-auth_limiter *auth_limiter_create(uint32_t burst);
-void auth_limiter_destroy(auth_limiter *l);
-
-/**
- * @brief May this address try to authenticate now?
- * @param addr the peer's address without its port (NUL-terminated)
- * @param now_ms a monotonic clock in milliseconds
- * @return true when its bucket holds at least one token.
- */
-bool auth_limiter_allow(auth_limiter *l, const char *addr, uint64_t now_ms);
-
-/**
- * @brief Record one failure of this address (takes one token).
- * @return true when the address may still try again; false when its
- *   bucket is now empty (the caller closes the connection).
- */
-bool auth_limiter_fail(auth_limiter *l, const char *addr, uint64_t now_ms);
 
 #endif

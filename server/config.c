@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#include "auth.h"
+#include "auth_limiter.h"
 #include "frame.h"
 #include "store.h"
 
@@ -27,6 +27,8 @@ void server_config_defaults(server_config *cfg)
     cfg->max_batch = 1024;
     cfg->log_level = LOG_INFO;
     cfg->auth_failures = AUTH_FAIL_BURST;
+    cfg->auth_global_rate = AUTH_GLOBAL_RATE;
+    cfg->max_prehello = 256;
     cfg->slow_request_ms = 1000;
     cfg->relay_stream = "esd";
     cfg->relay_subject = "es";

@@ -42,6 +42,8 @@ typedef struct server_config {
     const char *auth_file;      /* NULL: no authentication (loopback only unless insecure) */
     bool insecure;              /* serve without authentication on any address */
     uint32_t auth_failures;     /* failed hellos per peer address at once (refilled 1/s) */
+    uint32_t auth_global_rate;  /* failed hellos per second over all addresses (0 = none) */
+    uint32_t max_prehello;      /* connections per address (IPv6: /64) before their hello */
     const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint, NULL = none */
     const char *http_listen;    /* HOST:PORT of the web console, NULL = none */
     uint32_t slow_request_ms;   /* log requests slower than this (0 = never) */

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "auth_limiter.h"
 #include "es.pb-c.h"
 #include "follow.h"
 #include "frame.h"
@@ -829,7 +830,42 @@ static void log_safe_name(const char *in, char *out, size_t cap)
 }
 
 /*
- * Check the hello's credentials (when the server has an auth file).
+ * The user names a hello may carry: no NUL and no control character. A
+ * protobuf string is decoded into a C string, so "billing\0x" would read as
+ * "billing": the check is made on the wire bytes of every user field of
+ * every hello field in the frame (protobuf merges repeated ones).
+ * @return true when every user field is acceptable.
+ */
+#define REQUEST_HELLO_FIELD 10 /* es.v1.Request.hello */
+#define HELLO_USER_FIELD    3  /* es.v1.Hello.user */
+
+static bool hello_user_ok(const uint8_t *body, size_t len)
+{
+    const uint8_t *pos = body, *end = body + len;
+    pbw_field f;
+    while (pbw_next(&pos, end, &f) == ES_OK) {
+        if (f.number != REQUEST_HELLO_FIELD || f.wire != PBW_WIRE_LEN) {
+            continue;
+        }
+        const uint8_t *hp = f.data, *hend = f.data + f.len;
+        pbw_field u;
+        while (pbw_next(&hp, hend, &u) == ES_OK) {
+            if (u.number != HELLO_USER_FIELD || u.wire != PBW_WIRE_LEN) {
+                continue;
+            }
+            for (size_t i = 0; i < u.len; i++) {
+                if (u.data[i] < 0x20 || u.data[i] == 0x7f) {
+                    return false;
+                }
+            }
+        }
+    }
+    return true;
+}
+
+/*
+ * Check the hello's credentials (when the server has an auth file), within
+ * the failed-login limits (auth_limiter.h).
  * @return ES_OK when authenticated (s->role set); ES_ERR_UNAUTHENTICATED
  *   when refused and the connection may go on (the error has been sent);
  *   ES_ERR_CLOSED when refused and the peer has used up its failures.
@@ -843,46 +879,81 @@ static es_err authenticate(session *s, uint64_t id, const Es__V1__Hello *h)
         return ES_OK;
     }
     const char *addr = s->peer_addr[0] ? s->peer_addr : "local";
+    const char *user = h->user ? h->user : "";
+    size_t user_len = strlen(user);
     uint64_t now = mono_ms();
-    if (srv->limiter && !auth_limiter_allow(srv->limiter, addr, now)) {
-        srv->counters.auth_failures++;
+    auth_verdict v = AUTH_CHECK;
+    if (srv->limiter) {
+        v = auth_limiter_admit(srv->limiter, addr, (const uint8_t *)user, user_len, now);
+    }
+    if (v >= AUTH_REFUSE_ADDRESS) {
         s->auth_failed = true;
-        log_msg(LOG_WARN, "authentication refused: too many failures from this address; closing",
-                "conn=%llu peer=%s", (unsigned long long)s->conn_id, addr);
+        /* A flood must not flood the log too: one line a second at most,
+         * with the number left out since (the metrics count every one). */
+        static uint64_t last_log_ms, unlogged;
+        if (last_log_ms == 0 || now - last_log_ms >= 1000) {
+            log_msg(LOG_WARN, "authentication refused: too many failures; closing",
+                    "conn=%llu peer=%s limit=%s unlogged_before=%llu",
+                    (unsigned long long)s->conn_id, addr, auth_verdict_name(v),
+                    (unsigned long long)unlogged);
+            last_log_ms = now;
+            unlogged = 0;
+        } else {
+            unlogged++;
+        }
         reply_send_error(s, id, ES_ERR_UNAUTHENTICATED,
-                         "too many failed authentications from this address; try again later");
+                         v == AUTH_REFUSE_ADDRESS
+                             ? "too many failed authentications from this address; try again later"
+                         : v == AUTH_REFUSE_NETWORK
+                             ? "too many failed authentications from this network; try again later"
+                             : "too many failed authentications; try again later");
         return ES_ERR_CLOSED;
     }
-    const char *user = h->user ? h->user : "";
     auth_role role;
     char name[AUTH_NAME_MAX + 1];
-    if (auth_check(srv->auth, (const uint8_t *)user, strlen(user), h->token.data, h->token.len,
-                   &role, name)) {
+    if (auth_check(srv->auth, (const uint8_t *)user, user_len, h->token.data, h->token.len, &role,
+                   name)) {
         s->role = role;
         memcpy(s->user, name, sizeof s->user);
+        if (srv->limiter) {
+            auth_limiter_succeed(srv->limiter, addr, name, now);
+        }
         return ES_OK;
     }
     srv->counters.auth_failures++;
     s->auth_failed = true;
     char who[AUTH_NAME_MAX + 8];
     log_safe_name(user, who, sizeof who);
-    bool more = !srv->limiter || auth_limiter_fail(srv->limiter, addr, now);
+    bool more = !srv->limiter ||
+                auth_limiter_fail(srv->limiter, addr, (const uint8_t *)user, user_len, now);
     /* Never the token: only whether one was sent. */
-    log_msg(LOG_WARN, "authentication failed", "conn=%llu peer=%s user=\"%s\" reason=\"%s\"%s",
+    log_msg(LOG_WARN, "authentication failed", "conn=%llu peer=%s user=\"%s\" reason=\"%s\"%s%s",
             (unsigned long long)s->conn_id, addr, who,
             h->token.len == 0 ? "no token" : "unknown user or wrong token",
-            more ? "" : " action=close");
+            v == AUTH_CHECK_TRUSTED ? " trusted=ended" : "", more ? "" : " action=close");
     reply_send_error(s, id, ES_ERR_UNAUTHENTICATED,
                      h->token.len == 0 ? "this server needs credentials: a token in the hello"
                                        : "unknown user or wrong token");
     return more ? ES_ERR_UNAUTHENTICATED : ES_ERR_CLOSED;
 }
 
-static es_err do_hello(session *s, uint64_t id, const Es__V1__Hello *h)
+static es_err do_hello(session *s, uint64_t id, const Es__V1__Hello *h, const uint8_t *body,
+                       size_t len)
 {
     const server_config *cfg = s->srv->cfg;
     if (s->hello_done) {
         reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "hello already done on this connection");
+        return ES_OK;
+    }
+    if (!hello_user_ok(body, len)) {
+        /* A malformed name, not a guess: refused before any credential
+         * check, and the connection stays (it may send a proper hello). */
+        s->auth_failed = s->srv->auth != NULL;
+        log_msg(LOG_INFO, "hello refused: user name with a NUL or control character",
+                "conn=%llu peer=%s", (unsigned long long)s->conn_id,
+                s->peer_addr[0] ? s->peer_addr : "local");
+        reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT,
+                         "user name contains a NUL byte or a control character");
         return ES_OK;
     }
     if (h->protocol_version != ESD_PROTOCOL_VERSION) {
@@ -1133,7 +1204,7 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
     }
 
     if (msg->kind_case == ES__V1__REQUEST__KIND_HELLO) {
-        rv = do_hello(s, id, msg->hello);
+        rv = do_hello(s, id, msg->hello, body, len);
         es__v1__request__free_unpacked(msg, &reply_pb_allocator);
         return rv;
     }

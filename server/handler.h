@@ -18,8 +18,11 @@
  * every other request, of any kind, known or not, pipelined behind the
  * hello or not, gets HANDSHAKE_REQUIRED, or UNAUTHENTICATED once a hello
  * was refused. A refused hello may be retried on the same connection until
- * the peer address has used up its failure budget (auth.h); then
- * handler_on_frame returns ES_ERR_CLOSED. Failures are logged with the
+ * the peer address, its IPv6 /64 or all addresses together have used up
+ * their failure budget (auth_limiter.h); then handler_on_frame returns
+ * ES_ERR_CLOSED. A hello whose user name holds a NUL or a control
+ * character (checked on the wire bytes: a C string would stop at the NUL)
+ * gets INVALID_ARGUMENT before any check. Failures are logged with the
  * connection, the peer address and the (sanitised) user name, never with
  * the token.
  *

@@ -34,6 +34,7 @@ typedef struct loopstats {
     uint64_t slow_requests;
     uint64_t tls_handshake_failures;
     uint64_t tls_plaintext_refused; /* plaintext clients on the TLS port */
+    uint64_t prehello_closed;       /* oldest connection without a hello closed (per-source cap) */
 } loopstats;
 
 /** @brief The index of a request kind (Es__V1__Request__KindCase) for request_us. */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "auth_limiter.h"
 #include "follow.h"
 #include "handler.h"
 #include "net.h"
@@ -81,7 +82,8 @@ int main(int argc, char **argv)
                     es_errname(arv), msg);
             goto out_finish_options;
         }
-        limiter = auth_limiter_create(cfg->auth_failures);
+        auth_limits lim = {.burst = cfg->auth_failures, .global_rate = cfg->auth_global_rate};
+        limiter = auth_limiter_create(&lim);
         if (!limiter) {
             goto out_destroy_auth;
         }

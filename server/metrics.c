@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "auth_limiter.h"
 #include "follow.h"
 #include "handler.h"
 #include "relay.h"
@@ -105,6 +106,11 @@ void metrics_render(FILE *out, server_ctx *srv)
             c->auth_failures);
     counter(out, "esd_permission_denied_total", "Requests refused for the connection's role.",
             c->permission_denied);
+    counter(out, "esd_prehello_closed_total",
+            "Connections closed because their address (IPv6: /64) had more than --max-prehello "
+            "connections without a completed hello (the oldest is closed).",
+            m->prehello_closed);
+    auth_limiter_render(out, srv->limiter);
 
     /* appends */
     by_result(out, "esd_append_requests_total",

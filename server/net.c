@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,13 +25,16 @@
 #include "frame.h"
 #include "handler.h"
 #include "metrics.h"
+#include "prehello.h"
 #include "reply.h"
 #include "subs.h"
 #include "tls.h"
 #include "web/web.h"
 
 #define SHUTDOWN_GRACE_S 5
-#define CLOSE_FLUSH_S    2
+/* Input discarded per call while shutting down. */
+#define DRAIN_MAX_BYTES (1u << 20)
+#define CLOSE_FLUSH_S   2
 /* After the client's FIN: time for its queued requests and their replies. */
 #define PEER_FIN_FLUSH_S 30
 /* Work taken from one connection's input per loop turn. */
@@ -48,12 +53,14 @@ struct conn {
     conn *prev, *next; /* live connections */
     conn *flush_next;  /* connections with output to flush this loop turn */
     bool in_flush_list;
-    bool reading;    /* read_ev is added */
-    bool writing;    /* write_ev is added: the socket was full */
-    bool paused;     /* reading stopped for backpressure */
-    bool closing;    /* flush the output, then close */
-    bool zombie;     /* socket gone; waiting for queued requests */
-    bool idle_armed; /* the idle timer runs */
+    bool reading;      /* read_ev is added */
+    bool writing;      /* write_ev is added: the socket was full */
+    bool paused;       /* reading stopped for backpressure */
+    bool closing;      /* flush the output, then close */
+    bool zombie;       /* socket gone; waiting for queued requests */
+    bool idle_armed;   /* the idle timer runs */
+    bool wr_shut;      /* shutting down: FIN sent after the replies; input is discarded */
+    prehello_link pre; /* in net's count of connections before their hello */
     /* TLS (see "Transport" below); ssl NULL for a plaintext connection */
     SSL *ssl;
     bool tls_accepting;   /* the handshake is not finished */
@@ -82,6 +89,7 @@ struct net {
     conn *flush_list; /* see conn_send */
     uint64_t next_conn_id;
     size_t input_cap; /* one whole frame and a little */
+    prehello *pre;    /* connections without a hello, per source (prehello.h) */
 };
 
 static void conn_flush(conn *c);
@@ -104,7 +112,7 @@ static void process_input(conn *c);
 static void conn_send(void *io, const void *data, size_t len)
 {
     conn *c = io;
-    if (c->zombie) {
+    if (c->zombie || c->wr_shut) {
         return;
     }
     evbuffer_add(c->out, data, len);
@@ -157,6 +165,29 @@ static void free_event(struct event **ev)
     }
 }
 
+/*
+ * Read and discard what the peer sent, at most DRAIN_MAX_BYTES a call (a
+ * peer that sends for ever must not hold the loop).
+ * @return true when the peer is gone (EOF or an error); false when there
+ *   is nothing more to read now.
+ */
+static bool drain_input(conn *c)
+{
+    char buf[16384];
+    for (size_t total = 0; total < DRAIN_MAX_BYTES;) {
+        ssize_t r = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (r > 0) {
+            total += (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        return r == 0 || !retriable(errno);
+    }
+    return false;
+}
+
 /* Close the socket now; keep the struct while the writer holds requests. */
 static void conn_close(conn *c, const char *reason)
 {
@@ -181,15 +212,20 @@ static void conn_close(conn *c, const char *reason)
         c->out = NULL;
     }
     if (c->ssl) {
-        if (!c->tls_accepting) {
+        if (!c->tls_accepting && !c->wr_shut) {
             (void)SSL_shutdown(c->ssl); /* best effort: one close_notify, no wait */
         }
         SSL_free(c->ssl);
         c->ssl = NULL;
         ERR_clear_error();
     }
+    if (c->wr_shut) {
+        /* Unread input would make close() send a reset (see "Shutdown"). */
+        (void)drain_input(c);
+    }
     evutil_closesocket(c->fd);
     c->fd = -1;
+    prehello_remove(n->pre, &c->pre);
     conn_unlink(c);
     n->srv->counters.connections--;
     subs_drop_session(&c->sess);
@@ -672,6 +708,7 @@ static void process_input(conn *c)
         frames++;
         if (c->sess.hello_done && c->handshake_timer) {
             free_event(&c->handshake_timer);
+            prehello_remove(c->n->pre, &c->pre);
         }
         if (rv != ES_OK) {
             conn_close_after_flush(c, es_errname(rv), CLOSE_FLUSH_S);
@@ -700,6 +737,13 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     conn *c = arg;
     net *n = c->n;
     (void)fd;
+    if (c->wr_shut) {
+        if (drain_input(c)) {
+            conn_close(c, "peer closed after the shutdown");
+        }
+        flush_all(n);
+        return;
+    }
     if (c->ssl && c->tls_accepting) {
         int h = tls_handshake(c);
         if (h <= 0) {
@@ -881,6 +925,17 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     n->srv->metrics.connections_total++;
     log_msg(LOG_DEBUG, "connection accepted", "conn=%llu peer=%s",
             (unsigned long long)c->sess.conn_id, c->peer);
+    prehello_link *oldest = prehello_add(n->pre, c->sess.peer_addr, &c->pre);
+    if (oldest) {
+        conn *v = (conn *)(void *)((char *)oldest - offsetof(conn, pre));
+        n->srv->metrics.prehello_closed++;
+        log_msg(LOG_DEBUG,
+                "too many connections without a hello from one address; closing the oldest",
+                "conn=%llu peer=%s max=%u", (unsigned long long)v->sess.conn_id, v->peer,
+                cfg->max_prehello);
+        conn_close(v, "too many connections without a hello");
+        flush_all(n);
+    }
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -970,6 +1025,26 @@ static void kick_delivery(void *arg)
 
 /* ------------------------------------------------------------- shutdown -- */
 
+/*
+ * Shutdown (SIGTERM, SIGINT): stop accepting and stop reading requests;
+ * let the writer finish what it holds and every reply be written; then,
+ * connection by connection, once its replies are all handed to the kernel:
+ *
+ *   1. a TLS close_notify, then shutdown(SHUT_WR): the kernel sends a FIN
+ *      after the last reply, so the client reads every reply, then EOF;
+ *   2. from then on, what the client sends is read and discarded;
+ *   3. the socket is closed when the client closes (EOF), or once the
+ *      kernel has had every byte and the FIN acknowledged (SIOCOUTQ is 0),
+ *      draining the input once more just before.
+ *
+ * close() of a socket with unread input makes Linux send a reset and drop
+ * whatever it had not sent yet, and a peer's stack may discard replies it
+ * received but its application had not read: the input is therefore
+ * always drained before the close. The loop ends when no connection is
+ * left, or at the grace deadline (SHUTDOWN_GRACE_S); then the remaining
+ * connections are shut and drained the same way, and whatever the kernel
+ * still holds for them is sent after esd has exited.
+ */
 static bool all_flushed(net *n)
 {
     if (writer_pending(n->srv->w) > 0) {
@@ -983,15 +1058,62 @@ static bool all_flushed(net *n)
     return true;
 }
 
+/* Step 1 above (and the end of every output: anything unsent is dropped). */
+static void conn_shut_write(conn *c)
+{
+    if (c->wr_shut || c->zombie) {
+        return;
+    }
+    subs_drop_session(&c->sess);
+    evbuffer_drain(c->out, evbuffer_get_length(c->out));
+    c->writing = false;
+    c->tls_want_write = false;
+    event_del(c->write_ev);
+    evtimer_del(c->frame_timer);
+    evtimer_del(c->idle_timer);
+    if (c->handshake_timer) {
+        evtimer_del(c->handshake_timer);
+    }
+    if (c->ssl && !c->tls_accepting) {
+        (void)SSL_shutdown(c->ssl); /* close_notify, best effort */
+        ERR_clear_error();
+    }
+    shutdown(c->fd, SHUT_WR);
+    c->wr_shut = true;
+    c->paused = false;
+    set_reading(c, true); /* read_cb now only drains */
+}
+
+/* Every byte written and the FIN acknowledged by the peer. */
+static bool all_acked(const conn *c)
+{
+    int unacked = 0;
+    return ioctl(c->fd, SIOCOUTQ, &unacked) != 0 || unacked == 0;
+}
+
 static void shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     net *n = arg;
-    if (all_flushed(n) || store_now_us() >= n->shutdown_deadline_us) {
-        if (!all_flushed(n)) {
-            log_msg(LOG_WARN, "shutdown grace period over with replies unsent", NULL);
+    bool late = store_now_us() >= n->shutdown_deadline_us;
+    if (late && !all_flushed(n)) {
+        log_msg(LOG_WARN, "shutdown grace period over with replies unsent", NULL);
+    }
+    bool flushed = late || all_flushed(n);
+    conn *next;
+    for (conn *c = n->conns; c; c = next) {
+        next = c->next;
+        if (!c->wr_shut && (late || (c->sess.in_flight == 0 && evbuffer_get_length(c->out) == 0 &&
+                                     !c->writing && !c->tls_want_write))) {
+            conn_shut_write(c);
         }
+        if (c->wr_shut && (drain_input(c) || all_acked(c) || late)) {
+            conn_close(c, "shut down");
+        }
+    }
+    flush_all(n);
+    if ((flushed && !n->conns) || late) {
         event_base_loopexit(n->base, NULL);
         return;
     }
@@ -1192,8 +1314,10 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     }
     n->srv = srv;
     n->input_cap = (size_t)srv->cfg->max_frame_bytes + FRAME_HEADER_BYTES + 65536;
-    n->base = event_base_new();
+    n->pre = prehello_create(srv->cfg->max_prehello);
+    n->base = n->pre ? event_base_new() : NULL;
     if (!n->base) {
+        prehello_destroy(n->pre);
         free(n);
         return ES_ERR_NO_MEMORY;
     }
@@ -1202,6 +1326,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     if (parse_listen(srv->cfg->listen, &ss, &sslen) != 0) {
         snprintf(msg, msg_len, "bad listen address '%s' (expected HOST:PORT)", srv->cfg->listen);
         event_base_free(n->base);
+        prehello_destroy(n->pre);
         free(n);
         return ES_ERR_INVALID_ARGUMENT;
     }
@@ -1211,6 +1336,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
                  "or --insecure to let anyone who can reach it read and write",
                  srv->cfg->listen);
         event_base_free(n->base);
+        prehello_destroy(n->pre);
         free(n);
         return ES_ERR_INVALID_ARGUMENT;
     }
@@ -1218,6 +1344,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
         es_err trv = tls_server_ctx(srv->cfg->tls_cert, srv->cfg->tls_key, &n->tls, msg, msg_len);
         if (trv != ES_OK) {
             event_base_free(n->base);
+            prehello_destroy(n->pre);
             free(n);
             return trv;
         }
@@ -1231,6 +1358,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
             SSL_CTX_free(n->tls);
         }
         event_base_free(n->base);
+        prehello_destroy(n->pre);
         free(n);
         return ES_ERR_IO;
     }
@@ -1347,5 +1475,6 @@ void net_destroy(net *n, write_job *leftover)
         SSL_CTX_free(n->tls);
     }
     event_base_free(n->base);
+    prehello_destroy(n->pre);
     free(n);
 }

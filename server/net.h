@@ -75,8 +75,15 @@
  * a zombie, until the last completion comes back; the writer never sees a
  * connection at all.
  *
+ * Connections that have not completed their hello are capped per source
+ * (an IPv4 address or an IPv6 /64, max_prehello): one more closes the
+ * source's oldest (prehello.h says why the oldest).
+ *
  * Shutdown (SIGTERM/SIGINT): stop accepting and reading; finish the commits
- * in flight and flush their replies (at most 5 s), then leave the loop.
+ * in flight and flush their replies (at most 5 s); end each connection with
+ * shutdown(SHUT_WR) after its last reply and drain its input before the
+ * close, so that no connection is reset (net.c, "Shutdown"); then leave
+ * the loop.
  */
 #ifndef ES_NET_H
 #define ES_NET_H

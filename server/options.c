@@ -7,9 +7,12 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
+#include "auth_limiter.h"
 #include "frame.h"
+#include "regfile.h"
 #include "store.h" /* the limits' defaults (STORE_DEFAULT_*) */
 
 /* ------------------------------------------------------------- the table -- */
@@ -82,6 +85,16 @@ static const opt_def defs[] = {
      "failed hellos one address may make at once; one more\n"
      "each second; beyond, its connections are closed\n"
      "(default 10)"},
+    {{"auth-failures-global", NULL, "N", "20"}, T_U32, CFG(auth_global_rate), 0, 1000000,
+     false,
+     "failed hellos per second over all addresses (also\n"
+     "the burst); beyond, hellos are refused unchecked\n"
+     "but for users that logged in from the same address\n"
+     "(default 50, 0 = no global limit)"},
+    {{"max-prehello", NULL, "N", "16"}, T_U32, CFG(max_prehello), 1, 1000000, false,
+     "connections from one address (IPv6: one /64) that\n"
+     "have not completed the hello; a new one beyond\n"
+     "closes the oldest (default 256)"},
     {{"tls-cert", NULL, "FILE", "/etc/esd/tls/cert.pem"}, T_STR, CFG(tls_cert), 1, 0, false,
      "serve TLS (1.2 or newer) only, with this PEM\n"
      "certificate chain (needs --tls-key)"},
@@ -400,10 +413,16 @@ static int file_handler(void *user, const char *section, const char *name, const
 
 static es_err read_file(esd_options *o, char *msg, size_t msg_len)
 {
-    FILE *f = fopen(o->config_file, "re");
+    int fd;
+    es_err orv = regfile_open(o->config_file, "the configuration file", &fd, msg, msg_len);
+    if (orv != ES_OK) {
+        return orv;
+    }
+    FILE *f = fdopen(fd, "r");
     if (!f) {
         snprintf(msg, msg_len, "cannot read the configuration file %s: %s", o->config_file,
                  strerror(errno));
+        close(fd);
         return ES_ERR_IO;
     }
     /* libinih's switches (Debian builds it with them as variables). */

@@ -6,6 +6,8 @@
 #include <openssl/x509.h>
 #include <stdio.h>
 
+#include "regfile.h"
+
 void tls_error_string(char *buf, size_t len)
 {
     unsigned long e = ERR_get_error();
@@ -27,6 +29,14 @@ es_err tls_server_ctx(const char *cert_file, const char *key_file, SSL_CTX **out
 {
     *out = NULL;
     char why[256];
+    /* OpenSSL opens the files by name and would block on a FIFO. */
+    es_err rv = regfile_check(cert_file, "the TLS certificate", msg, msg_len);
+    if (rv == ES_OK) {
+        rv = regfile_check(key_file, "the TLS key", msg, msg_len);
+    }
+    if (rv != ES_OK) {
+        return rv;
+    }
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         return ES_ERR_NO_MEMORY;

@@ -22,8 +22,9 @@
  * @param[out] out the context; free with SSL_CTX_free
  * @param[out] msg why it failed (file names and OpenSSL's reason)
  * @return ES_OK; ES_ERR_IO (a file cannot be read or parsed);
- *   ES_ERR_INVALID_ARGUMENT (the key does not match the certificate);
- *   ES_ERR_NO_MEMORY.
+ *   ES_ERR_INVALID_ARGUMENT (the key does not match the certificate, or
+ *   a file is not a regular file: a FIFO is refused, never opened for
+ *   reading, see regfile.h); ES_ERR_NO_MEMORY.
  */
 es_err tls_server_ctx(const char *cert_file, const char *key_file, SSL_CTX **out, char *msg,
                       size_t msg_len);

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "auth_limiter.h"
 #include "validate.h"
 #include "web_assets.h"
 #include "webapi.h"
@@ -286,13 +287,6 @@ static void do_login(web *w, struct evhttp_request *req)
     char peer[64];
     peer_of(req, peer, sizeof peer);
     uint64_t now = mono_ms();
-    if (srv->limiter && !auth_limiter_allow(srv->limiter, peer, now)) {
-        srv->counters.auth_failures++;
-        log_msg(LOG_WARN, "web login refused: too many failures from this address", "peer=%s",
-                peer);
-        send_error(w, req, 429, "too many failed logins from this address; try again later");
-        return;
-    }
     json_t *body = body_json(req);
     const char *user = body ? json_string_value(json_object_get(body, "user")) : NULL;
     json_t *tok = body ? json_object_get(body, "token") : NULL;
@@ -306,6 +300,21 @@ static void do_login(web *w, struct evhttp_request *req)
         send_error(w, req, 400, "send {\"user\": NAME, \"token\": TOKEN}");
         return;
     }
+    /* The same limiter as the Hello: refused unchecked once a budget is spent
+     * (unless this user logged in from this address before). */
+    if (srv->limiter) {
+        auth_verdict v =
+            auth_limiter_admit(srv->limiter, peer, (const uint8_t *)user, strlen(user), now);
+        if (v != AUTH_CHECK && v != AUTH_CHECK_TRUSTED) {
+            OPENSSL_cleanse((char *)token, token_len);
+            json_decref(body);
+            srv->counters.auth_failures++;
+            log_msg(LOG_WARN, "web login refused: too many failed logins", "peer=%s limit=%s",
+                    peer, auth_verdict_name(v));
+            send_error(w, req, 429, "too many failed logins; try again later");
+            return;
+        }
+    }
     auth_role role = AUTH_ROLE_NONE;
     char name[AUTH_NAME_MAX + 1];
     bool ok = auth_check(srv->auth, (const uint8_t *)user, strlen(user), (const uint8_t *)token,
@@ -313,12 +322,16 @@ static void do_login(web *w, struct evhttp_request *req)
     OPENSSL_cleanse((char *)token, token_len);
     char who[AUTH_NAME_MAX + 8];
     safe_name(user, who, sizeof who);
+    if (srv->limiter) {
+        if (ok) {
+            auth_limiter_succeed(srv->limiter, peer, name, now);
+        } else {
+            (void)auth_limiter_fail(srv->limiter, peer, (const uint8_t *)user, strlen(user), now);
+        }
+    }
     json_decref(body);
     if (!ok) {
         srv->counters.auth_failures++;
-        if (srv->limiter) {
-            auth_limiter_fail(srv->limiter, peer, now);
-        }
         log_msg(LOG_WARN, "web login failed", "peer=%s user=\"%s\"", peer, who);
         send_error(w, req, 401, "unknown user or wrong token");
         return;

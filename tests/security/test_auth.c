@@ -1,9 +1,10 @@
 /*
  * Authentication and roles without sockets (TESTPLAN T23, unit half): the
- * credentials file and its refusals, the credential check, the failure
- * limiter, and the handler's rules on a real store behind one in-memory
- * session — every request kind before the hello and after a refused one,
- * every write kind with read-only credentials, each role's hello.
+ * credentials file and its refusals, the credential check, the handler's
+ * failure limit (the limiter itself: test_limiter.c), and the handler's
+ * rules on a real store behind one in-memory session — every request kind
+ * before the hello and after a refused one, every write kind with read-only
+ * credentials, each role's hello.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <cmocka.h>
 
 #include "auth.h"
+#include "auth_limiter.h"
 #include "reqs.h"
 #include "server_harness.h"
 
@@ -209,39 +211,6 @@ static void test_load_refusals(void **state)
     auth_destroy(a);
 }
 
-/* --------------------------------------------------------------- limiter -- */
-
-static void test_limiter(void **state)
-{
-    (void)state;
-    auth_limiter *l = auth_limiter_create(3);
-    assert_non_null(l);
-    uint64_t t = 1000000;
-    assert_true(auth_limiter_allow(l, "10.0.0.1", t));
-    assert_true(auth_limiter_fail(l, "10.0.0.1", t));
-    assert_true(auth_limiter_fail(l, "10.0.0.1", t));
-    assert_false(auth_limiter_fail(l, "10.0.0.1", t)); /* the third empties the bucket */
-    assert_false(auth_limiter_allow(l, "10.0.0.1", t));
-    assert_false(auth_limiter_allow(l, "10.0.0.1", t + AUTH_FAIL_REFILL_MS - 1));
-    /* another address is not affected */
-    assert_true(auth_limiter_allow(l, "10.0.0.2", t));
-    /* one refill: one more try */
-    assert_true(auth_limiter_allow(l, "10.0.0.1", t + AUTH_FAIL_REFILL_MS));
-    assert_false(auth_limiter_fail(l, "10.0.0.1", t + AUTH_FAIL_REFILL_MS));
-    assert_false(auth_limiter_allow(l, "10.0.0.1", t + AUTH_FAIL_REFILL_MS));
-    /* a flood of addresses: memory is fixed, each new one starts full, and
-     * the blocked address is either still blocked or was evicted */
-    char addr[48];
-    for (unsigned i = 0; i < 3 * AUTH_LIMITER_SLOTS; i++) {
-        snprintf(addr, sizeof addr, "192.168.%u.%u", i / 256, i % 256);
-        assert_true(auth_limiter_allow(l, addr, t + 2000));
-        auth_limiter_fail(l, addr, t + 2000);
-    }
-    assert_true(auth_limiter_allow(l, "172.16.0.1", t + 2000));
-    auth_limiter_destroy(l);
-    auth_limiter_destroy(NULL);
-}
-
 /* --------------------------------------------------------------- handler -- */
 
 typedef struct fixture {
@@ -261,7 +230,7 @@ static int setup_auth(void **state)
         return -1;
     }
     f->h.srv.auth = f->a;
-    f->h.srv.limiter = auth_limiter_create(1000);
+    f->h.srv.limiter = auth_limiter_create(&(auth_limits){.burst = 1000});
     snprintf(f->h.sess.peer_addr, sizeof f->h.sess.peer_addr, "127.0.0.1");
     *state = f;
     return 0;
@@ -435,7 +404,7 @@ static void test_failure_limit(void **state)
     fixture *f = *state;
     harness *h = &f->h;
     auth_limiter_destroy(h->srv.limiter);
-    h->srv.limiter = auth_limiter_create(4);
+    h->srv.limiter = auth_limiter_create(&(auth_limits){.burst = 4});
     sec_req r;
     for (uint64_t id = 1; id <= 3; id++) {
         assert_int_equal(harness_send(h, sec_hello(&r, id, "admin", "wrong")), ES_OK);
@@ -466,7 +435,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_good),
         cmocka_unit_test(test_load_refusals),
-        cmocka_unit_test(test_limiter),
         cmocka_unit_test_setup_teardown(test_nothing_before_hello, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_refused_hello, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_read_role, setup_auth, teardown_auth),
