@@ -309,8 +309,8 @@ static void do_login(web *w, struct evhttp_request *req)
             OPENSSL_cleanse((char *)token, token_len);
             json_decref(body);
             srv->counters.auth_failures++;
-            log_msg(LOG_WARN, "web login refused: too many failed logins", "peer=%s limit=%s",
-                    peer, auth_verdict_name(v));
+            log_msg(LOG_WARN, "web login refused: too many failed logins", "peer=%s limit=%s", peer,
+                    auth_verdict_name(v));
             send_error(w, req, 429, "too many failed logins; try again later");
             return;
         }
