@@ -1,7 +1,7 @@
 /*
- * it — what the account integration tests share on top of the esd harness
- * of tests/integration (esd_init/esd_start/esd_stop/esd_destroy: the real
- * esd on port 0 in a temporary directory): clients of libesclient on that
+ * it — what the account integration tests share on top of the test-support
+ * library (esd_init/esd_start/esd_stop/esd_destroy: the real esd on port 0
+ * in a temporary directory): clients of libesclient on that
  * port, and running the es-account binary with its output captured.
  *
  * The es-account binary comes from ES_ACCOUNT_BIN, esd from ESD_BIN (both
@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "es/aggregate.h"
-#include "harness.h"
+#include "support.h"
 
 #define IT_CHECK_RV(expr, want)                                                                    \
     do {                                                                                           \

@@ -40,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "support.h"
 
 #define REPLY_MS 5000
 

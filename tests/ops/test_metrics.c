@@ -32,6 +32,7 @@
 
 #include "es/client.h"
 #include "rel.h"
+#include "support.h"
 
 #define WRITERS     4
 #define EVENT_BYTES 100
@@ -54,7 +55,7 @@ static char *http(uint16_t port, const char *method, const char *path, int *stat
     REL_CHECK(send(fd, req, (size_t)n, MSG_NOSIGNAL) == n, "send");
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
-    int64_t deadline = rel_now_ms() + 10000;
+    int64_t deadline = h_now_ms() + 10000;
     for (;;) {
         if (len + 1 >= cap) {
             cap *= 2;
@@ -62,7 +63,7 @@ static char *http(uint16_t port, const char *method, const char *path, int *stat
             REL_CHECK(buf != NULL, "realloc");
         }
         struct pollfd pfd = {fd, POLLIN, 0};
-        int left = (int)(deadline - rel_now_ms());
+        int left = (int)(deadline - h_now_ms());
         REL_CHECK(left > 0, "no complete HTTP answer within 10 s");
         if (poll(&pfd, 1, left) <= 0) {
             continue;
@@ -431,8 +432,8 @@ static int on_batch(void *ctx, const es_recorded_event *events, size_t n)
 /* The metrics port from esd's log line "metrics listening addr=...:PORT". */
 static uint16_t metrics_port(const char *log_file)
 {
-    int64_t deadline = rel_now_ms() + 10000;
-    while (rel_now_ms() < deadline) {
+    int64_t deadline = h_now_ms() + 10000;
+    while (h_now_ms() < deadline) {
         FILE *f = fopen(log_file, "r");
         char line[1024];
         while (f && fgets(line, sizeof line, f)) {
@@ -452,7 +453,7 @@ static uint16_t metrics_port(const char *log_file)
         if (f) {
             fclose(f);
         }
-        rel_sleep_ms(10);
+        h_sleep_ms(10);
     }
     rel_fail("no 'metrics listening' line in %s", log_file);
 }
@@ -462,15 +463,15 @@ int main(int argc, char **argv)
     const char *const names[] = {"seconds", NULL};
     uint64_t values[] = {3};
     rel_args(argc, argv, "metrics", names, values);
-    rel_esd e;
-    REL_CHECK(rel_esd_init(&e, "metrics") == 0, "temporary directory");
+    esd_proc e;
+    REL_CHECK(esd_init(&e, NULL) == 0, "temporary directory");
     e.args[0] = "--metrics-listen";
     e.args[1] = "127.0.0.1:0";
     e.args[2] = "--sync";
     e.args[3] = "none";
     e.args[4] = NULL;
     int st;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) == 0, "esd did not start");
+    REL_CHECK(esd_start(&e, 10000) == 0, "esd did not start");
     uint16_t mport = metrics_port(e.log_file);
     rel_log("esd on %s, metrics on port %u", e.address, mport);
 
@@ -507,8 +508,8 @@ int main(int argc, char **argv)
     static scrape a, b;
     scrape *prev = &a, *cur = &b;
     unsigned scrapes = 0;
-    int64_t end = rel_now_ms() + (int64_t)values[0] * 1000;
-    while (rel_now_ms() < end || scrapes < 5) {
+    int64_t end = h_now_ms() + (int64_t)values[0] * 1000;
+    while (h_now_ms() < end || scrapes < 5) {
         body = http(mport, "GET", "/metrics", &code);
         REL_CHECK(code == 200, "/metrics: %d", code);
         parse_scrape(body, cur);
@@ -522,7 +523,7 @@ int main(int argc, char **argv)
         cur = t;
         scrapes++;
         es_sub_poll(sub, 0);
-        rel_sleep_ms(50); /* pacing the scrapes, not synchronising */
+        h_sleep_ms(50); /* pacing the scrapes, not synchronising */
     }
     const scrape *during = prev;
     double during_ok = value_of(during, "esd_append_requests_total{result=\"ok\"}");
@@ -595,7 +596,7 @@ int main(int argc, char **argv)
 
     es_sub_destroy(sub);
     es_client_destroy(subc);
-    REL_CHECK(rel_esd_stop(&e, SIGTERM, 10000, &st) == 0, "stop");
+    REL_CHECK(esd_stop(&e, SIGTERM, 10000, &st, NULL) == 0, "stop");
 
     /* a metrics address that is taken: esd refuses to start */
     char taken[32];
@@ -609,9 +610,9 @@ int main(int argc, char **argv)
     getsockname(blocker, (struct sockaddr *)&sa, &sl);
     snprintf(taken, sizeof taken, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
     e.args[1] = taken;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) != 0, "esd started with its metrics port taken");
+    REL_CHECK(esd_start(&e, 10000) != 0, "esd started with its metrics port taken");
     close(blocker);
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
     rel_log("PASS");
     return 0;
 }

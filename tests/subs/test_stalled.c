@@ -60,7 +60,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "subs_harness.h"
+#include "rel.h"
+#include "support.h"
 
 #define HISTORY     200000u
 #define EVENT_BYTES 200u
@@ -72,7 +73,18 @@
 #define MAX_OUTPUT  (8u << 20)
 #define SAMPLES_CAP (4u << 20)
 
-static sh_esd esd;
+static esd_proc esd;
+
+/* esd on port 0 in a temporary directory, without fsync and with warnings
+ * only in its log, plus the test's arguments (NULL-terminated, may be NULL). */
+static int start_esd(const char *const *extra)
+{
+    static const char *const base[] = {"--sync", "none", "--log-level", "warn", NULL};
+    if (esd_init(&esd, base) != 0 || esd_add_args(&esd, extra) != 0) {
+        return -1;
+    }
+    return esd_start(&esd, 10000);
+}
 static atomic_bool stop_writers;
 
 /* ----------------------------------------------------------------- writers -- */
@@ -89,12 +101,12 @@ typedef struct writer {
 static void *writer_main(void *arg)
 {
     writer *w = arg;
-    es_client *c = sh_client(&esd, "t8-writer");
+    es_client *c = h_client(esd.address, "t8-writer");
     if (c == NULL) {
         snprintf(w->error, sizeof(w->error), "cannot connect");
         return NULL;
     }
-    uint64_t seed = 0x2545f4914f6cdd1dull * (w->index + 3);
+    rel_rng seed = {0x2545f4914f6cdd1dull * (w->index + 3)};
     char data[EVENT_BYTES + 1];
     memset(data, 'w', EVENT_BYTES);
     data[0] = '"';
@@ -102,15 +114,15 @@ static void *writer_main(void *arg)
     data[EVENT_BYTES] = '\0';
     while (!atomic_load(&stop_writers) && w->n < SAMPLES_CAP) {
         char stream[32];
-        snprintf(stream, sizeof(stream), "t8w-%u", (unsigned)(sh_rand(&seed) % 1000));
+        snprintf(stream, sizeof(stream), "t8w-%u", (unsigned)(rel_rand(&seed) % 1000));
         es_event ev;
         memset(&ev, 0, sizeof(ev));
         ev.type = "T8";
         ev.data = data;
         ev.data_len = EVENT_BYTES;
-        uint64_t t0 = sh_now_us();
+        uint64_t t0 = (uint64_t)h_now_us();
         es_err rv = es_stream_append(c, stream, (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL);
-        uint64_t t1 = sh_now_us();
+        uint64_t t1 = (uint64_t)h_now_us();
         if (rv != ES_OK) {
             snprintf(w->error, sizeof(w->error), "append: %s", es_client_errmsg(c));
             break;
@@ -178,15 +190,15 @@ static void sample_until(uint64_t until, rss *r)
 {
     memset(r, 0, sizeof(*r));
     for (;;) {
-        long vm = sh_proc_kb(esd.pid, "VmRSS:");
-        long anon = sh_proc_kb(esd.pid, "RssAnon:");
+        long vm = h_proc_status_kb(esd.pid, "VmRSS:");
+        long anon = h_proc_status_kb(esd.pid, "RssAnon:");
         if (vm > r->vm_kb) {
             r->vm_kb = vm;
         }
         if (anon > r->anon_kb) {
             r->anon_kb = anon;
         }
-        uint64_t now = sh_now_us();
+        uint64_t now = (uint64_t)h_now_us();
         if (now >= until) {
             return;
         }
@@ -242,9 +254,9 @@ static void prefill(es_client *c)
  * the SubscribeOk, and then never reads again. @return its fd. */
 static int stalled_subscriber(void)
 {
-    int fd = sh_raw_connect(esd.port, 4096);
+    int fd = h_connect_rcvbuf(esd.port, 4096);
     assert_true(fd >= 0);
-    assert_int_equal(sh_raw_hello(fd), 0);
+    assert_true(h_hello(fd));
     Es__V1__Subscribe s = ES__V1__SUBSCRIBE__INIT;
     s.target = ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_ALL;
     s.from_start = true;
@@ -253,8 +265,9 @@ static int stalled_subscriber(void)
     req.id = 2;
     req.kind_case = ES__V1__REQUEST__KIND_SUBSCRIBE;
     req.subscribe = &s;
-    assert_int_equal(sh_raw_send(fd, &req), 0);
-    Es__V1__Response *r = sh_raw_recv(fd, 5000);
+    assert_int_equal(h_send_req(fd, &req, 5000), H_OK);
+    Es__V1__Response *r = NULL;
+    assert_int_equal(h_recv(fd, 5000, &r, NULL), H_OK);
     assert_non_null(r);
     assert_int_equal(r->id, 2);
     assert_int_equal(r->kind_case, ES__V1__RESPONSE__KIND_SUBSCRIBED);
@@ -274,13 +287,13 @@ static void test_t8_stalled_subscriber(void **state)
                                 "--max-event-bytes",
                                 "65536",
                                 NULL};
-    assert_int_equal(sh_esd_start(&esd, args), 0);
-    es_client *c = sh_client(&esd, "t8-main");
+    assert_int_equal(start_esd(args), 0);
+    es_client *c = h_client(esd.address, "t8-main");
     assert_non_null(c);
-    uint64_t t0 = sh_now_us();
+    uint64_t t0 = (uint64_t)h_now_us();
     prefill(c);
     printf("T8: %u events of history written in %.2f s\n", HISTORY,
-           (double)(sh_now_us() - t0) / 1e6);
+           (double)((uint64_t)h_now_us() - t0) / 1e6);
 
     writer ws[WRITERS];
     memset(ws, 0, sizeof(ws));
@@ -295,30 +308,30 @@ static void test_t8_stalled_subscriber(void **state)
     }
     /* Warm up: the writers' connections, the allocator, the map. */
     rss warm;
-    sample_until(sh_now_us() + 1000000u, &warm);
+    sample_until((uint64_t)h_now_us() + 1000000u, &warm);
 
     uint64_t base_from[ROUNDS], base_to[ROUNDS], stall_from[ROUNDS], stall_to[ROUNDS];
     long long base_cpu[ROUNDS], stall_cpu[ROUNDS], base_wait[ROUNDS], stall_wait[ROUNDS];
     rss base_rss[ROUNDS], stall_rss[ROUNDS];
     es_stats st;
     for (int r = 0; r < ROUNDS; r++) {
-        base_from[r] = sh_now_us();
-        base_cpu[r] = sh_proc_cpu_ticks(esd.pid);
-        base_wait[r] = sh_proc_wait_us(esd.pid);
+        base_from[r] = (uint64_t)h_now_us();
+        base_cpu[r] = h_proc_cpu_ticks(esd.pid);
+        base_wait[r] = h_proc_wait_us(esd.pid);
         sample_until(base_from[r] + WINDOW_US, &base_rss[r]);
-        base_to[r] = sh_now_us();
-        base_cpu[r] = sh_proc_cpu_ticks(esd.pid) - base_cpu[r];
-        base_wait[r] = sh_proc_wait_us(esd.pid) - base_wait[r];
+        base_to[r] = (uint64_t)h_now_us();
+        base_cpu[r] = h_proc_cpu_ticks(esd.pid) - base_cpu[r];
+        base_wait[r] = h_proc_wait_us(esd.pid) - base_wait[r];
 
         int fd = stalled_subscriber();
-        sample_until(sh_now_us() + SETTLE_US, &stall_rss[r]);
-        stall_from[r] = sh_now_us();
-        stall_cpu[r] = sh_proc_cpu_ticks(esd.pid);
-        stall_wait[r] = sh_proc_wait_us(esd.pid);
+        sample_until((uint64_t)h_now_us() + SETTLE_US, &stall_rss[r]);
+        stall_from[r] = (uint64_t)h_now_us();
+        stall_cpu[r] = h_proc_cpu_ticks(esd.pid);
+        stall_wait[r] = h_proc_wait_us(esd.pid);
         sample_until(stall_from[r] + WINDOW_US, &stall_rss[r]);
-        stall_to[r] = sh_now_us();
-        stall_cpu[r] = sh_proc_cpu_ticks(esd.pid) - stall_cpu[r];
-        stall_wait[r] = sh_proc_wait_us(esd.pid) - stall_wait[r];
+        stall_to[r] = (uint64_t)h_now_us();
+        stall_cpu[r] = h_proc_cpu_ticks(esd.pid) - stall_cpu[r];
+        stall_wait[r] = h_proc_wait_us(esd.pid) - stall_wait[r];
         /* The stalled subscriber is still there (neither dropped nor
          * closed: it simply lags). */
         assert_int_equal(es_stats_get(c, &st), ES_OK);
@@ -377,7 +390,7 @@ static void test_t8_stalled_subscriber(void **state)
         free(ws[i].lat_us);
     }
     es_client_destroy(c);
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
     /* Under ASan/TSan esd's heap holds quarantined and shadow memory: the
      * RSS bound is meaningful only in a plain build (meson sets
      * ESD_SANITIZED to the build's b_sanitize). */
@@ -395,7 +408,7 @@ static void test_t8_stalled_subscriber(void **state)
 /* Whatever happened in the test: no esd or temporary directory is left. */
 static int teardown(void **state)
 {
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
     return 0;
 }
 

@@ -34,6 +34,7 @@
 #include "es/client.h"
 #include "frame.h"
 #include "rel.h"
+#include "support.h"
 #include "reqs.h"
 
 #define T_ADMIN  "t23-admin-Zq8uP1vR7cLm"
@@ -81,7 +82,7 @@ static int read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
 {
     size_t have = 0;
     while (have < n) {
-        int left = (int)(deadline - rel_now_ms());
+        int left = (int)(deadline - h_now_ms());
         if (left <= 0) {
             return -1;
         }
@@ -105,7 +106,7 @@ static int read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
 /* The next reply; NULL at EOF. Fails the test on a timeout (5 s). */
 static Es__V1__Response *raw_next(int fd)
 {
-    int64_t deadline = rel_now_ms() + 5000;
+    int64_t deadline = h_now_ms() + 5000;
     uint8_t hdr[FRAME_HEADER_BYTES];
     int r = read_full(fd, hdr, sizeof hdr, deadline);
     REL_CHECK(r >= 0, "no reply within 5 s");
@@ -239,7 +240,7 @@ static bool file_has(const char *path, const char *needle)
 
 /* ----------------------------------------------------------------- parts -- */
 
-static void part_before_hello(rel_esd *e)
+static void part_before_hello(esd_proc *e)
 {
     sec_req r;
     for (size_t i = 0; i < sec_n_kinds; i++) {
@@ -255,7 +256,7 @@ static void part_before_hello(rel_esd *e)
     rel_log("1: %zu request kinds before the hello: all HANDSHAKE_REQUIRED", sec_n_kinds);
 }
 
-static void part_pipelined(rel_esd *e)
+static void part_pipelined(esd_proc *e)
 {
     static uint8_t buf[1 << 16];
     size_t len = 0;
@@ -305,7 +306,7 @@ static void part_pipelined(rel_esd *e)
             refused, refused);
 }
 
-static void part_bad_credentials(rel_esd *e)
+static void part_bad_credentials(esd_proc *e)
 {
     const char *bad[][2] = {
         {"admin", T_READER}, {"admin", "not-a-token"}, {"admin", NULL},      {NULL, NULL},
@@ -339,7 +340,7 @@ static void part_bad_credentials(rel_esd *e)
     rel_log("3: %zu wrong or empty credentials refused; 3 roles announced", n);
 }
 
-static void part_reader_writes(rel_esd *e)
+static void part_reader_writes(esd_proc *e)
 {
     es_client *c = client_as(e->address, "reader", T_READER);
     unsigned attempts = 0, refused = 0;
@@ -387,7 +388,7 @@ static void part_reader_writes(rel_esd *e)
             attempts);
 }
 
-static int esctl_run(rel_esd *e, const char *out, const char *const *args)
+static int esctl_run(esd_proc *e, const char *out, const char *const *args)
 {
     const char *argv[16];
     int n = 0;
@@ -397,16 +398,16 @@ static int esctl_run(rel_esd *e, const char *out, const char *const *args)
         argv[n++] = args[i];
     }
     argv[n] = NULL;
-    return rel_esctl(argv, out, 20000);
+    return h_esctl(argv, out, 20000);
 }
 
-static void part_esctl(rel_esd *e)
+static void part_esctl(esd_proc *e)
 {
     char tf_reader[400], tf_writer[400], tf_bad[400], out[400];
-    snprintf(tf_reader, sizeof tf_reader, "%s/reader.token", e->base);
-    snprintf(tf_writer, sizeof tf_writer, "%s/writer.token", e->base);
-    snprintf(tf_bad, sizeof tf_bad, "%s/bad.token", e->base);
-    snprintf(out, sizeof out, "%s/esctl.out", e->base);
+    snprintf(tf_reader, sizeof tf_reader, "%s/reader.token", e->dir);
+    snprintf(tf_writer, sizeof tf_writer, "%s/writer.token", e->dir);
+    snprintf(tf_bad, sizeof tf_bad, "%s/bad.token", e->dir);
+    snprintf(out, sizeof out, "%s/esctl.out", e->dir);
     write_text(tf_reader, T_READER "\n", 0600);
     write_text(tf_writer, T_WRITER, 0600);
     write_text(tf_bad, "nope\n", 0600);
@@ -441,7 +442,7 @@ static void part_esctl(rel_esd *e)
     rel_log("5: esctl --token-file, $ES_TOKEN_FILE and $ES_TOKEN work; reader refused");
 }
 
-static void part_rate_limit(rel_esd *e)
+static void part_rate_limit(esd_proc *e)
 {
     /* esd runs with --auth-failures 3 */
     static uint8_t buf[8192];
@@ -469,9 +470,9 @@ static void part_rate_limit(rel_esd *e)
     REL_CHECK(raw_next(fd) == NULL, "rate-limited connection not closed");
     close(fd);
     /* and served again once it refills (one per second) */
-    int64_t deadline = rel_now_ms() + 5000;
+    int64_t deadline = h_now_ms() + 5000;
     bool ok = false;
-    while (!ok && rel_now_ms() < deadline) {
+    while (!ok && h_now_ms() < deadline) {
         fd = raw_connect(e->port);
         raw_send(fd, sec_hello(&r, 1, "admin", T_ADMIN));
         resp = raw_next(fd);
@@ -481,7 +482,7 @@ static void part_rate_limit(rel_esd *e)
         }
         close(fd);
         if (!ok) {
-            rel_sleep_ms(200); /* pacing the retries, not synchronising */
+            h_sleep_ms(200); /* pacing the retries, not synchronising */
         }
     }
     REL_CHECK(ok, "the right token was still refused 5 s after the failures");
@@ -489,7 +490,7 @@ static void part_rate_limit(rel_esd *e)
     rel_log("6: %u wrong hellos answered then closed; address refused, then served again", refused);
 }
 
-static void part_start_refusals(rel_esd *e, const char *users)
+static void part_start_refusals(esd_proc *e, const char *users)
 {
     int st;
     /* an auth file that others can read */
@@ -497,24 +498,24 @@ static void part_start_refusals(rel_esd *e, const char *users)
     e->args[0] = "--auth-file";
     e->args[1] = users;
     e->args[2] = NULL;
-    REL_CHECK(rel_esd_start(e, 10000, &st) != 0, "esd started with a world-readable auth file");
+    REL_CHECK(esd_start(e, 10000) != 0, "esd started with a world-readable auth file");
     REL_CHECK(file_has(e->log_file, "chmod 600"), "no hint about the mode in the log");
     REL_CHECK(chmod(users, 0600) == 0, "chmod");
     /* a public address without --auth-file */
     e->args[0] = "--listen";
     e->args[1] = "0.0.0.0:0";
     e->args[2] = NULL;
-    REL_CHECK(rel_esd_start(e, 10000, &st) != 0, "esd served 0.0.0.0 without authentication");
+    REL_CHECK(esd_start(e, 10000) != 0, "esd served 0.0.0.0 without authentication");
     REL_CHECK(file_has(e->log_file, "refusing to listen"), "no reason for refusing 0.0.0.0");
     /* ... unless --insecure */
     e->args[2] = "--insecure";
     e->args[3] = NULL;
-    REL_CHECK(rel_esd_start(e, 10000, &st) == 0, "esd --insecure did not start");
+    REL_CHECK(esd_start(e, 10000) == 0, "esd --insecure did not start");
     REL_CHECK(file_has(e->log_file, "--insecure"), "no warning about --insecure");
-    REL_CHECK(rel_esd_stop(e, SIGTERM, 10000, &st) == 0, "stop");
+    REL_CHECK(esd_stop(e, SIGTERM, 10000, &e->status, NULL) == 0, "stop");
     /* loopback without --auth-file: served, with a warning */
     e->args[0] = NULL;
-    REL_CHECK(rel_esd_start(e, 10000, &st) == 0, "esd on loopback did not start");
+    REL_CHECK(esd_start(e, 10000) == 0, "esd on loopback did not start");
     REL_CHECK(file_has(e->log_file, "authentication off"), "no warning about authentication");
     es_client *c = client_as(e->address, NULL, NULL);
     es_server_info info;
@@ -522,17 +523,17 @@ static void part_start_refusals(rel_esd *e, const char *users)
               "no-auth connect");
     REL_CHECK(!strcmp(info.role, "admin"), "no-auth role %s", info.role);
     es_client_destroy(c);
-    REL_CHECK(rel_esd_stop(e, SIGTERM, 10000, &st) == 0, "stop");
+    REL_CHECK(esd_stop(e, SIGTERM, 10000, &st, NULL) == 0, "stop");
     rel_log("7: world-readable auth file and public address without auth refused at start");
 }
 
 int main(int argc, char **argv)
 {
     rel_args(argc, argv, "t23-auth", NULL, NULL);
-    rel_esd e;
-    REL_CHECK(rel_esd_init(&e, "t23") == 0, "temporary directory");
+    esd_proc e;
+    REL_CHECK(esd_init(&e, NULL) == 0, "temporary directory");
     char users[400];
-    snprintf(users, sizeof users, "%s/users", e.base);
+    snprintf(users, sizeof users, "%s/users", e.dir);
     uint8_t d[32];
     REL_CHECK(auth_sha256(T_WRITER, strlen(T_WRITER), d) == ES_OK, "sha256");
     char text[512];
@@ -553,24 +554,24 @@ int main(int argc, char **argv)
     e.args[5] = "1000";
     e.args[6] = NULL;
     int st;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) == 0, "esd did not start");
+    REL_CHECK(esd_start(&e, 10000) == 0, "esd did not start");
     part_before_hello(&e);
     part_pipelined(&e);
     part_bad_credentials(&e);
     part_reader_writes(&e);
     part_esctl(&e);
-    REL_CHECK(rel_esd_stop(&e, SIGTERM, 10000, &st) == 0, "esd did not stop");
+    REL_CHECK(esd_stop(&e, SIGTERM, 10000, &st, NULL) == 0, "esd did not stop");
     REL_CHECK(file_has(e.log_file, "authentication failed"), "failures are not logged");
 
     e.args[5] = "3";
-    REL_CHECK(rel_esd_start(&e, 10000, &st) == 0, "esd did not restart");
+    REL_CHECK(esd_start(&e, 10000) == 0, "esd did not restart");
     part_rate_limit(&e);
-    REL_CHECK(rel_esd_stop(&e, SIGTERM, 10000, &st) == 0, "esd did not stop");
+    REL_CHECK(esd_stop(&e, SIGTERM, 10000, &e.status, NULL) == 0, "esd did not stop");
 
     part_start_refusals(&e, users);
     check_no_tokens(e.log_file);
     rel_log("no token in esd's log (%s)", e.log_file);
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
     rel_log("PASS");
     return 0;
 }
