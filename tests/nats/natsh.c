@@ -354,66 +354,22 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
 }
 
 /* The port of the last "metrics listening addr=HOST:PORT" line. */
-static uint16_t metrics_port(const char *log_file)
+double natsh_metric(const esd_proc *e, const char *name)
 {
-    FILE *f = fopen(log_file, "r");
-    char line[1024];
-    uint16_t port = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *m = strstr(line, "msg=\"metrics listening\" addr=");
-        if (m) {
-            const char *sp = strchr(m + 30, ' ');
-            const char *c = sp ? sp : m + strlen(m);
-            while (c > m && c[-1] != ':') {
-                c--;
-            }
-            port = (uint16_t)atoi(c);
-        }
-    }
-    if (f) {
-        fclose(f);
-    }
-    return port;
-}
-
-double natsh_metric(const char *log_file, const char *name)
-{
-    uint16_t port = metrics_port(log_file);
-    REL_CHECK(port != 0, "no 'metrics listening' line in %s", log_file);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REL_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0,
-              "connect to the metrics port %u: %s", (unsigned)port, strerror(errno));
-    const char req[] = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    REL_CHECK(send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof req - 1), "send");
-    static char buf[1 << 20];
-    size_t len = 0;
-    int64_t deadline = h_now_ms() + 10000;
-    for (;;) {
-        REL_CHECK(len + 1 < sizeof buf, "metrics text too long");
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int left = (int)(deadline - h_now_ms());
-        REL_CHECK(left > 0, "no complete HTTP answer within 10 s");
-        if (poll(&pfd, 1, left) <= 0) {
-            continue;
-        }
-        ssize_t r = recv(fd, buf + len, sizeof buf - len - 1, 0);
-        if (r == 0) {
-            break;
-        }
-        REL_CHECK(r > 0 || errno == EINTR, "recv: %s", strerror(errno));
-        if (r > 0) {
-            len += (size_t)r;
-        }
-    }
-    close(fd);
-    buf[len] = '\0';
+    uint16_t port = esd_metrics_port(e, 0);
+    REL_CHECK(port != 0, "no 'metrics listening' line in %s", e->log_file);
+    int status = 0;
+    char *buf = NULL;
+    REL_CHECK(h_http(port, "GET", "/metrics", &status, &buf) == 0 && status == 200,
+              "GET /metrics on port %u: no answer or status %d", (unsigned)port, status);
     size_t nl = strlen(name);
+    double v = -1.0;
     for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
         if (!strncmp(l, name, nl) && l[nl] == ' ') {
-            return strtod(l + nl + 1, NULL);
+            v = strtod(l + nl + 1, NULL);
+            break;
         }
     }
-    return -1.0;
+    free(buf);
+    return v;
 }

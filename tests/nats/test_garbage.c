@@ -189,13 +189,12 @@ int main(int argc, char **argv)
         REL_CHECK(h_now_ms() < deadline, "relay did not finish");
         h_sleep_ms(20);
     }
-    REL_CHECK(natsh_metric(p.log_file, "esd_relay_acked_position") == N0 &&
-                  natsh_metric(p.log_file, "esd_relay_lag_positions") == 0 &&
-                  natsh_metric(p.log_file, "esd_relay_connected") == 1 &&
-                  natsh_metric(p.log_file, "esd_relay_published_total") >= N0,
-              "relay metrics: acked %.0f lag %.0f",
-              natsh_metric(p.log_file, "esd_relay_acked_position"),
-              natsh_metric(p.log_file, "esd_relay_lag_positions"));
+    REL_CHECK(natsh_metric(&p, "esd_relay_acked_position") == N0 &&
+                  natsh_metric(&p, "esd_relay_lag_positions") == 0 &&
+                  natsh_metric(&p, "esd_relay_connected") == 1 &&
+                  natsh_metric(&p, "esd_relay_published_total") >= N0,
+              "relay metrics: acked %.0f lag %.0f", natsh_metric(&p, "esd_relay_acked_position"),
+              natsh_metric(&p, "esd_relay_lag_positions"));
     REL_CHECK(esd_stop(&p, SIGTERM, 10000, &status, NULL) == 0, "primary stop");
 
     const char *follow_args[] = {"--follow-nats",
@@ -252,7 +251,7 @@ int main(int argc, char **argv)
                   st.head_position);
         REL_CHECK(log_has(f.log_file, "refusing a message", log_from),
                   "case '%s': no log line says why", bc->name);
-        REL_CHECK(natsh_metric(f.log_file, "esd_follower_halted") == 1,
+        REL_CHECK(natsh_metric(&f, "esd_follower_halted") == 1,
                   "case '%s': the metrics do not say halted", bc->name);
         rel_log("case '%s' (seq %" PRIu64 "): refused, consuming stopped, head kept", bc->name,
                 seq);

@@ -1,5 +1,5 @@
 /*
- * Metrics under load (issue 8): esd --metrics-listen serves Prometheus text
+ * Metrics under load: esd --metrics-listen serves Prometheus text
  * while 4 writers append (some with wrong expectations), a reader reads
  * and a subscription is open; the test scrapes /metrics repeatedly during
  * the load and parses every scrape strictly:
@@ -39,54 +39,14 @@
 
 /* ------------------------------------------------------------- HTTP GET -- */
 
-/* One request; the status in *status, the body (malloc'ed) returned. */
+/* One request; the status in *status, the body (malloc'ed) returned. A
+ * chunked reply fails (evhttp sends Content-Length for complete replies). */
 static char *http(uint16_t port, const char *method, const char *path, int *status)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    REL_CHECK(fd >= 0, "socket");
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REL_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect metrics: %s",
-              strerror(errno));
-    char req[256];
-    int n =
-        snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                 method, path);
-    REL_CHECK(send(fd, req, (size_t)n, MSG_NOSIGNAL) == n, "send");
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    int64_t deadline = h_now_ms() + 10000;
-    for (;;) {
-        if (len + 1 >= cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            REL_CHECK(buf != NULL, "realloc");
-        }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int left = (int)(deadline - h_now_ms());
-        REL_CHECK(left > 0, "no complete HTTP answer within 10 s");
-        if (poll(&pfd, 1, left) <= 0) {
-            continue;
-        }
-        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
-        if (r == 0) {
-            break;
-        }
-        REL_CHECK(r > 0 || errno == EINTR, "recv: %s", strerror(errno));
-        if (r > 0) {
-            len += (size_t)r;
-        }
-    }
-    close(fd);
-    buf[len] = '\0';
-    REL_CHECK(sscanf(buf, "HTTP/1.%*d %d", status) == 1, "not an HTTP answer: %.80s", buf);
-    char *body = strstr(buf, "\r\n\r\n");
-    REL_CHECK(body != NULL, "no header end");
-    char *out = strdup(body + 4);
-    /* chunked? evhttp sends Content-Length for complete replies */
-    REL_CHECK(strstr(buf, "Transfer-Encoding: chunked") == NULL, "chunked reply");
-    free(buf);
-    return out;
+    char *body = NULL;
+    REL_CHECK(h_http(port, method, path, status, &body) == 0,
+              "%s %s on port %u: no complete, unchunked HTTP answer", method, path, (unsigned)port);
+    return body;
 }
 
 /* ------------------------------------------------------------ the parser -- */
@@ -429,35 +389,6 @@ static int on_batch(void *ctx, const es_recorded_event *events, size_t n)
     return 0;
 }
 
-/* The metrics port from esd's log line "metrics listening addr=...:PORT". */
-static uint16_t metrics_port(const char *log_file)
-{
-    int64_t deadline = h_now_ms() + 10000;
-    while (h_now_ms() < deadline) {
-        FILE *f = fopen(log_file, "r");
-        char line[1024];
-        while (f && fgets(line, sizeof line, f)) {
-            const char *m = strstr(line, "msg=\"metrics listening\" addr=");
-            if (m) {
-                const char *addr = strchr(m, '=') + 1;
-                addr = strstr(addr, "addr=") + 5;
-                const char *colon = strchr(addr, ' ');
-                const char *c = colon ? colon : addr + strlen(addr);
-                while (c > addr && c[-1] != ':') {
-                    c--;
-                }
-                fclose(f);
-                return (uint16_t)atoi(c);
-            }
-        }
-        if (f) {
-            fclose(f);
-        }
-        h_sleep_ms(10);
-    }
-    rel_fail("no 'metrics listening' line in %s", log_file);
-}
-
 int main(int argc, char **argv)
 {
     const char *const names[] = {"seconds", NULL};
@@ -472,7 +403,8 @@ int main(int argc, char **argv)
     e.args[4] = NULL;
     int st;
     REL_CHECK(esd_start(&e, 10000) == 0, "esd did not start");
-    uint16_t mport = metrics_port(e.log_file);
+    uint16_t mport = esd_metrics_port(&e, 10000);
+    REL_CHECK(mport != 0, "no 'metrics listening' line in %s", e.log_file);
     rel_log("esd on %s, metrics on port %u", e.address, mport);
 
     int code;

@@ -1,5 +1,5 @@
 /*
- * TLS (issue 8) against the real esd, with certificates made by the
+ * TLS against the real esd, with certificates made by the
  * openssl command at the start (skipped when it is missing):
  *
  *  - a good certificate: the client verifies it through its CA file, by IP
@@ -254,8 +254,8 @@ static void part_good(esd_proc *e, const char *ca)
     char out[400];
     path_of(out, sizeof out, "esctl.out");
     setenv("ES_TOKEN", TOKEN, 1);
-    int st = h_esctl(
-        (const char *const[]){"-s", e->address, "--tls-ca", ca, "read", "tls-a", NULL}, out, 20000);
+    int st = h_esctl((const char *const[]){"-s", e->address, "--tls-ca", ca, "read", "tls-a", NULL},
+                     out, 20000);
     REL_CHECK(st == 0 && file_has(out, "TlsTxn"), "esctl --tls-ca read: status %d", st);
     /* es-account through the same options */
     const char *acct = getenv("ES_ACCOUNT_BIN");

@@ -579,8 +579,7 @@ static void test_bank_run_with_kills(void **state)
     print_message("SIGTERM: exit 0 after %lld ms\n", (long long)(h_now_ms() - s0));
 
     /* ---- rebuild from zero gives the same read model ---- */
-    assert_int_equal(view_start(f, "--rebuild"),
-                     0);
+    assert_int_equal(view_start(f, "--rebuild"), 0);
     int64_t r0 = h_now_ms();
     st = wait_caught_up(f, head, 60000);
     int64_t rms = h_now_ms() - r0;

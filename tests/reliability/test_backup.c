@@ -1,5 +1,5 @@
 /*
- * test_backup — TESTPLAN T26: hot backup while 32 writers run.
+ * test_backup — hot backup while 32 writers run.
  *
  *   test_backup --backups 2      (suite reliability)
  *   test_backup --backups 20     (suite long)
@@ -252,7 +252,8 @@ int main(int argc, char **argv)
                          b + 1, p);
             }
         }
-        if (esd_stop(&r, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        if (esd_stop(&r, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) ||
+            WEXITSTATUS(st) != 0) {
             rel_fail("backup %" PRIu64 ": esd on the backup did not exit 0: %s", b + 1,
                      h_status_str(st, why, sizeof why));
         }
@@ -268,7 +269,8 @@ int main(int argc, char **argv)
     if (esd_stop(&e, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         rel_fail("esd did not exit 0 on SIGTERM: %s", h_status_str(st, why, sizeof why));
     }
-    rel_log("PASS T26: %" PRIu64 " hot backups under 32 writers, all consistent and restorable; "
+    rel_log("PASS hot backup: %" PRIu64
+            " hot backups under 32 writers, all consistent and restorable; "
             "%" PRIu64 " events verified in backups, %" PRIu64 " appends in total, %.1f s",
             n_backups, verified, total_acks(ws), (double)(h_now_ms() - t0) / 1000.0);
     for (uint32_t i = 0; i < N_WRITERS; i++) {

@@ -1,5 +1,5 @@
 /*
- * test_damage — TESTPLAN T22: bit flips and truncation of the data file,
+ * test_damage — damage: bit flips and truncation of the data file,
  * offline.
  *
  *   test_damage --trials 20      (suite reliability)
@@ -403,7 +403,7 @@ int main(int argc, char **argv)
     int64_t t0 = h_now_ms();
 
     char base[256], healthy[300], healthy_file[320], out[320];
-    if (h_mkdtemp("t22", base, sizeof base) != 0) {
+    if (h_mkdtemp("esd-damage", base, sizeof base) != 0) {
         rel_fail("cannot make a temporary directory");
     }
     snprintf(healthy, sizeof healthy, "%s/healthy", base);
@@ -502,6 +502,6 @@ int main(int argc, char **argv)
                  failures, val[0]);
     }
     h_rm_rf(base);
-    rel_log("PASS T22: no crash, no corrupt record served as valid");
+    rel_log("PASS damage: no crash, no corrupt record served as valid");
     return 0;
 }

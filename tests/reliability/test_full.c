@@ -1,8 +1,8 @@
 /*
- * test_full — TESTPLAN T9/T10: the store runs out of room.
+ * test_full — the store runs out of room: the disk is full, or the map is.
  *
- *   test_full --disk 0 --cycles 1     T10 map full (a 2 MiB --map-size)
- *   test_full --disk 1 --cycles 1     T9 disk full (a 4 MiB tmpfs; needs the
+ *   test_full --disk 0 --cycles 1     map full (a 2 MiB --map-size)
+ *   test_full --disk 1 --cycles 1     disk full (a 4 MiB tmpfs; needs the
  *                                     right to mount, else exit 77)
  *
  * Design notes
@@ -263,7 +263,7 @@ static void one_cycle(bool disk, uint64_t cy, rel_rng *rng, uint64_t *events_tot
             int err = errno;
             esd_destroy(&e);
             rel_skip("cannot mount a 4 MiB tmpfs (%s): the disk-full case needs "
-                     "CAP_SYS_ADMIN (run as root); the map-full case (T10) still runs",
+                     "CAP_SYS_ADMIN (run as root); the map-full case still runs",
                      strerror(err));
         }
         snprintf(mounted, sizeof mounted, "%s", e.data_dir);
@@ -318,7 +318,8 @@ static void one_cycle(bool disk, uint64_t cy, rel_rng *rng, uint64_t *events_tot
         check_offline(e.data_dir, out, "map full");
         e.args[1] = "64M";
         if (esd_start(&e, 20000) != 0) {
-            rel_fail("esd did not restart with a bigger map: %s", h_status_str(e.status, b, sizeof b));
+            rel_fail("esd did not restart with a bigger map: %s",
+                     h_status_str(e.status, b, sizeof b));
         }
         verify(&e, ws, salt, "restart with a bigger map");
         run_writers(ws, e.address, false, 200);
@@ -355,7 +356,7 @@ int main(int argc, char **argv)
     }
     rel_log("PASS %s: %" PRIu64 " cycles in %.1f s; %" PRIu64 " STORE_FULL refusals, none "
             "acknowledged or visible; %" PRIu64 " events verified; appends resumed every time",
-            disk ? "T9 disk full" : "T10 map full", val[1], (double)(h_now_ms() - t0) / 1000.0,
-            refusals, events);
+            disk ? "disk full" : "map full", val[1], (double)(h_now_ms() - t0) / 1000.0, refusals,
+            events);
     return 0;
 }

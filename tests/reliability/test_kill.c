@@ -1,9 +1,9 @@
 /*
- * test_kill — TESTPLAN T1 (kill -9 loop) and T3 (kill between commit and
- * reply, retried with the same event ids).
+ * test_kill — the kill loop (kill -9 while writers append) and the kill
+ * retry (kill between commit and reply, retried with the same event ids).
  *
- *   test_kill --mode 1 --cycles 50      T1 (suite reliability); 1,000 in long
- *   test_kill --mode 3 --cycles 50      T3 (suite reliability); 500 in long
+ *   test_kill --mode 1 --cycles 50      kill loop (suite reliability); 1,000 in long
+ *   test_kill --mode 3 --cycles 50      kill retry (suite reliability); 500 in long
  *
  * Design notes
  * ------------
@@ -28,9 +28,9 @@
  *   - every unknown-outcome append of the cycle is either wholly absent
  *     (the stream ends before its first revision) or wholly present once
  *     (the stream ends exactly at its last revision) — never in part;
- *   - T1: writers start the next cycle from the revisions they re-read
+ *   - kill loop: writers start the next cycle from the revisions they re-read
  *     with es_stream_info_get (which must agree with the walk);
- *   - T3: each unknown-outcome append is retried first, with the same ids
+ *   - kill retry: each unknown-outcome append is retried first, with the same ids
  *     and the same expectation (EXACT or ANY, chosen at random per append:
  *     ANY is the case where only idempotency prevents a second copy). If it
  *     had been stored, the retry must answer duplicate = true with the
@@ -235,7 +235,7 @@ int main(int argc, char **argv)
     uint64_t cycles = val[1];
     uint64_t max_delay = val[2];
     if (mode != 1 && mode != 3) {
-        rel_fail("--mode must be 1 (T1) or 3 (T3)");
+        rel_fail("--mode must be 1 (kill loop) or 3 (kill retry)");
     }
     rel_rng rng = {rel_seed()};
     uint64_t salt = rel_rand(&rng);
@@ -493,7 +493,8 @@ int main(int argc, char **argv)
                  cycles);
     }
     if (mode == 3) {
-        rel_log("T3 retries with the same ids: %" PRIu64 " duplicate=true with the original "
+        rel_log("kill retry: retries with the same ids: %" PRIu64
+                " duplicate=true with the original "
                 "positions (committed, reply lost), %" PRIu64 " stored new, 0 second copies",
                 retry_dup, retry_new);
     }

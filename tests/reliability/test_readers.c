@@ -1,5 +1,5 @@
 /*
- * test_readers — TESTPLAN T11: stale readers. Processes that hold a read
+ * test_readers — stale readers. Processes that hold a read
  * transaction are killed with SIGKILL, over and over; their LMDB reader
  * slots stay taken (nobody released them) until someone runs
  * mdb_reader_check. The promise: neither esd nor another process opening
@@ -320,7 +320,7 @@ int main(int argc, char **argv)
         h_dump_tail(out, 20);
         rel_fail("esctl db check: %s", h_status_str(cst, why, sizeof why));
     }
-    rel_log("PASS T11: %" PRIu64 " readers killed holding a read transaction (%" PRIu64
+    rel_log("PASS stale readers: %" PRIu64 " readers killed holding a read transaction (%" PRIu64
             " rounds filling all %u slots: %" PRIu64 " with esd asked first, %" PRIu64
             " with another open first) in %.1f s; no open or read failed",
             kills, round, m, rounds_a, rounds_b, (double)(h_now_ms() - t0) / 1000.0);

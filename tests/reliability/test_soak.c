@@ -1,5 +1,5 @@
 /*
- * test_soak — TESTPLAN T17: a steady mixed load for a long time; esd's
+ * test_soak — the soak: a steady mixed load for a long time; esd's
  * memory must stay bounded.
  *
  *   test_soak --seconds 120     (suite reliability)
@@ -491,7 +491,7 @@ int main(int argc, char **argv)
         }
     }
     free(anon);
-    rel_log("PASS T17: %" PRIu64 " s soak%s; %" PRIu64 " appends (%" PRIu64 " events), %" PRIu64
+    rel_log("PASS soak: %" PRIu64 " s soak%s; %" PRIu64 " appends (%" PRIu64 " events), %" PRIu64
             " stream reads (%" PRIu64 " events checked), %" PRIu64 " log pages, %" PRIu64
             " connection churns, %" PRIu64 " events to subscribers over %" PRIu64
             " resubscriptions; final walk, SIGTERM exit 0 and db check clean",

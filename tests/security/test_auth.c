@@ -1,5 +1,5 @@
 /*
- * Authentication and roles without sockets (TESTPLAN T23, unit half): the
+ * Authentication and roles without sockets (the unit half of auth-tcp): the
  * credentials file and its refusals, the credential check, the failure
  * limiter, and the handler's rules on a real store behind one in-memory
  * session — every request kind before the hello and after a refused one,

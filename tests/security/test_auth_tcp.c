@@ -1,5 +1,5 @@
 /*
- * T23 (TESTPLAN.md): authentication against the real esd over TCP.
+ * test_auth_tcp — authentication against the real esd over TCP.
  *
  *   1. every request kind before the hello, each on a fresh connection;
  *   2. requests pipelined with hellos in one write: before any hello,
@@ -37,9 +37,9 @@
 #include "support.h"
 #include "reqs.h"
 
-#define T_ADMIN  "t23-admin-Zq8uP1vR7cLm"
-#define T_WRITER "t23-writer-Hk3nW9xB2dTe"
-#define T_READER "t23-reader-Jy6gF4sA0pQo"
+#define T_ADMIN  "sec-admin-Zq8uP1vR7cLm"
+#define T_WRITER "sec-writer-Hk3nW9xB2dTe"
+#define T_READER "sec-reader-Jy6gF4sA0pQo"
 
 static const char *const all_tokens[] = {T_ADMIN, T_WRITER, T_READER};
 
@@ -47,81 +47,31 @@ static const char *const all_tokens[] = {T_ADMIN, T_WRITER, T_READER};
 
 static int raw_connect(uint16_t port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    REL_CHECK(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REL_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect: %s", strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int fd = h_connect(port);
+    REL_CHECK(fd >= 0, "connect: %s", strerror(errno));
     return fd;
 }
 
 static void raw_write(int fd, const uint8_t *buf, size_t len)
 {
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = send(fd, buf + off, len - off, MSG_NOSIGNAL);
-        REL_CHECK(w > 0 || errno == EINTR, "send: %s", strerror(errno));
-        if (w > 0) {
-            off += (size_t)w;
-        }
-    }
+    int r = h_send_all(fd, buf, len, 5000);
+    REL_CHECK(r == H_OK, "send: %s", r == H_CLOSED ? "closed" : strerror(errno));
 }
 
 static void raw_send(int fd, const Es__V1__Request *req)
 {
-    uint8_t buf[4096];
-    size_t n = sec_frame(req, buf, 0, sizeof buf);
-    REL_CHECK(n > 0, "frame too big");
-    raw_write(fd, buf, n);
+    int r = h_send_req(fd, req, 5000);
+    REL_CHECK(r == H_OK, "send: %s", r == H_CLOSED ? "closed" : strerror(errno));
 }
 
-/* Read exactly n bytes by the deadline. @return 1 done, 0 EOF, -1 timeout. */
-static int read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
-{
-    size_t have = 0;
-    while (have < n) {
-        int left = (int)(deadline - h_now_ms());
-        if (left <= 0) {
-            return -1;
-        }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        if (poll(&pfd, 1, left) <= 0) {
-            continue;
-        }
-        ssize_t r = recv(fd, p + have, n - have, 0);
-        if (r == 0 || (r < 0 && errno == ECONNRESET)) {
-            return 0;
-        }
-        if (r < 0) {
-            REL_CHECK(errno == EINTR || errno == EAGAIN, "recv: %s", strerror(errno));
-            continue;
-        }
-        have += (size_t)r;
-    }
-    return 1;
-}
-
-/* The next reply; NULL at EOF. Fails the test on a timeout (5 s). */
+/* The next reply; NULL at EOF. Fails the test on a timeout (5 s) or a bad frame. */
 static Es__V1__Response *raw_next(int fd)
 {
-    int64_t deadline = h_now_ms() + 5000;
-    uint8_t hdr[FRAME_HEADER_BYTES];
-    int r = read_full(fd, hdr, sizeof hdr, deadline);
-    REL_CHECK(r >= 0, "no reply within 5 s");
-    if (r == 0) {
-        return NULL;
-    }
-    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-    REL_CHECK(len > 0 && len < (16u << 20), "bad reply length %u", len);
-    uint8_t *body = malloc(len);
-    REL_CHECK(body != NULL, "malloc");
-    r = read_full(fd, body, len, deadline);
-    REL_CHECK(r == 1, "reply cut short");
-    Es__V1__Response *resp = es__v1__response__unpack(NULL, len, body);
-    free(body);
-    REL_CHECK(resp != NULL, "undecodable reply");
+    Es__V1__Response *resp = NULL;
+    int r = h_recv(fd, 5000, &resp, NULL);
+    REL_CHECK(r != H_TIMEOUT, "no reply within 5 s");
+    REL_CHECK(r != H_BADFRAME, "undecodable reply or bad reply length");
+    REL_CHECK(r == H_OK || r == H_CLOSED, "recv: %s", strerror(errno));
     return resp;
 }
 
@@ -139,18 +89,13 @@ static Es__V1__Response *raw_next_reply(int fd)
     }
 }
 
-static es_err code_of(const Es__V1__Response *r)
-{
-    return r->kind_case == ES__V1__RESPONSE__KIND_ERROR ? (es_err)r->error->code : ES_OK;
-}
-
 static void expect_code(Es__V1__Response *r, uint64_t id, es_err want, const char *what)
 {
     REL_CHECK(r != NULL, "%s: connection closed instead of a reply to %llu", what,
               (unsigned long long)id);
     REL_CHECK(r->id == id, "%s: reply to %llu, expected %llu", what, (unsigned long long)r->id,
               (unsigned long long)id);
-    es_err got = code_of(r);
+    es_err got = h_code(r);
     REL_CHECK(got == want, "%s: request %llu got %s (%s), want %s", what, (unsigned long long)id,
               es_errname(got), got ? r->error->message : "", es_errname(want));
     es__v1__response__free_unpacked(r, NULL);
@@ -160,7 +105,7 @@ static void expect_code(Es__V1__Response *r, uint64_t id, es_err want, const cha
 static void expect_served(Es__V1__Response *r, uint64_t id, const char *what)
 {
     REL_CHECK(r != NULL && r->id == id, "%s: no reply to %llu", what, (unsigned long long)id);
-    es_err got = code_of(r);
+    es_err got = h_code(r);
     REL_CHECK(got != ES_ERR_PERMISSION_DENIED && got != ES_ERR_UNAUTHENTICATED &&
                   got != ES_ERR_HANDSHAKE_REQUIRED,
               "%s: request %llu refused: %s", what, (unsigned long long)id, es_errname(got));
@@ -174,7 +119,7 @@ static es_client *client_as(const char *address, const char *user, const char *t
     es_client_options o;
     es_client_options_init(&o);
     o.address = address;
-    o.client_name = "t23";
+    o.client_name = "auth-tcp";
     o.user = user;
     if (token) {
         o.token = (const uint8_t *)token;
@@ -346,25 +291,25 @@ static void part_reader_writes(esd_proc *e)
     unsigned attempts = 0, refused = 0;
     char data[32];
     for (unsigned i = 0; i < 1000; i++) {
-        es_event ev = {.type = "T23Written", .data = data};
+        es_event ev = {.type = "AtcWritten", .data = data};
         ev.data_len = (size_t)snprintf(data, sizeof data, "{\"i\":%u}", i);
         char stream[32];
-        snprintf(stream, sizeof stream, "t23-%u", i % 10);
+        snprintf(stream, sizeof stream, "atc-%u", i % 10);
         es_err rv = es_stream_append(c, stream, (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL);
         attempts++;
         refused += rv == ES_ERR_PERMISSION_DENIED;
     }
     for (unsigned i = 0; i < 100; i++) {
-        es_event ev1 = {.type = "T23Written", .data = "{}", .data_len = 2};
+        es_event ev1 = {.type = "AtcWritten", .data = "{}", .data_len = 2};
         es_event ev2 = ev1;
         es_append_req reqs[2] = {
-            {"t23-a", {ES_EXPECT_ANY, 0}, &ev1, 1},
-            {"t23-b", {ES_EXPECT_ANY, 0}, &ev2, 1},
+            {"atc-a", {ES_EXPECT_ANY, 0}, &ev1, 1},
+            {"atc-b", {ES_EXPECT_ANY, 0}, &ev2, 1},
         };
         es_err rv = es_txn_commit(c, reqs, 2, NULL);
         attempts++;
         refused += rv == ES_ERR_PERMISSION_DENIED;
-        rv = es_snapshot_save(c, "t23-a", 0, 1, "s", 1);
+        rv = es_snapshot_save(c, "atc-a", 0, 1, "s", 1);
         attempts++;
         refused += rv == ES_ERR_PERMISSION_DENIED;
     }
@@ -378,8 +323,8 @@ static void part_reader_writes(esd_proc *e)
 
     c = client_as(e->address, "writer", T_WRITER);
     for (unsigned i = 0; i < 100; i++) {
-        es_event ev = {.type = "T23Written", .data = "{}", .data_len = 2};
-        es_err rv = es_stream_append(c, "t23-w", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL);
+        es_event ev = {.type = "AtcWritten", .data = "{}", .data_len = 2};
+        es_err rv = es_stream_append(c, "atc-w", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL);
         REL_CHECK(rv == ES_OK, "writer append: %s", es_client_errmsg(c));
     }
     es_client_destroy(c);
@@ -419,7 +364,7 @@ static void part_esctl(esd_proc *e)
     REL_CHECK(st == 0, "esctl ping --token-file reader: status %d", st);
     st = esctl_run(
         e, out,
-        (const char *const[]){"--token-file", tf_reader, "append", "t23-c", "T", "{}", NULL});
+        (const char *const[]){"--token-file", tf_reader, "append", "atc-c", "T", "{}", NULL});
     REL_CHECK(st != 0 && st != -1, "esctl append as reader succeeded");
     REL_CHECK(file_has(out, "permission") || file_has(out, "PERMISSION"),
               "esctl append as reader: no permission error in its output");
@@ -428,12 +373,12 @@ static void part_esctl(esd_proc *e)
     st = esctl_run(e, out, (const char *const[]){"ping", "--token-file", tf_bad, NULL});
     REL_CHECK(st != 0, "esctl ping with a bad token succeeded");
     setenv("ES_TOKEN_FILE", tf_writer, 1);
-    st = esctl_run(e, out, (const char *const[]){"append", "t23-c", "T", "{}", NULL});
+    st = esctl_run(e, out, (const char *const[]){"append", "atc-c", "T", "{}", NULL});
     REL_CHECK(st == 0, "esctl append with $ES_TOKEN_FILE (writer): status %d", st);
     unsetenv("ES_TOKEN_FILE");
     setenv("ES_TOKEN", T_WRITER, 1);
     setenv("ES_USER", "writer", 1);
-    st = esctl_run(e, out, (const char *const[]){"append", "t23-c", "T", "{}", NULL});
+    st = esctl_run(e, out, (const char *const[]){"append", "atc-c", "T", "{}", NULL});
     REL_CHECK(st == 0, "esctl append with $ES_TOKEN (writer): status %d", st);
     unsetenv("ES_TOKEN");
     unsetenv("ES_USER");
@@ -456,8 +401,8 @@ static void part_rate_limit(esd_proc *e)
     unsigned refused = 0;
     Es__V1__Response *resp;
     while ((resp = raw_next(fd)) != NULL) {
-        REL_CHECK(code_of(resp) == ES_ERR_UNAUTHENTICATED, "wrong hello: %s",
-                  es_errname(code_of(resp)));
+        REL_CHECK(h_code(resp) == ES_ERR_UNAUTHENTICATED, "wrong hello: %s",
+                  es_errname(h_code(resp)));
         es__v1__response__free_unpacked(resp, NULL);
         refused++;
     }
@@ -476,7 +421,7 @@ static void part_rate_limit(esd_proc *e)
         fd = raw_connect(e->port);
         raw_send(fd, sec_hello(&r, 1, "admin", T_ADMIN));
         resp = raw_next(fd);
-        ok = resp && code_of(resp) == ES_OK;
+        ok = resp && h_code(resp) == ES_OK;
         if (resp) {
             es__v1__response__free_unpacked(resp, NULL);
         }
@@ -529,7 +474,7 @@ static void part_start_refusals(esd_proc *e, const char *users)
 
 int main(int argc, char **argv)
 {
-    rel_args(argc, argv, "t23-auth", NULL, NULL);
+    rel_args(argc, argv, "auth-tcp", NULL, NULL);
     esd_proc e;
     REL_CHECK(esd_init(&e, NULL) == 0, "temporary directory");
     char users[400];
@@ -538,7 +483,7 @@ int main(int argc, char **argv)
     REL_CHECK(auth_sha256(T_WRITER, strlen(T_WRITER), d) == ES_OK, "sha256");
     char text[512];
     int n = snprintf(text, sizeof text,
-                     "# T23 users\nadmin admin " T_ADMIN "\nreader read " T_READER
+                     "# test users\nadmin admin " T_ADMIN "\nreader read " T_READER
                      "\nwriter write sha256:");
     for (int i = 0; i < 32; i++) {
         n += snprintf(text + n, sizeof text - (size_t)n, "%02x", d[i]);

@@ -1,9 +1,9 @@
 /*
- * test_t7 — TESTPLAN T7 at PR size: subscriptions resumed at random points
+ * test_resume — subscriptions resumed at random points
  * while 16 writers append, against the real esd.
  *
- * Sixteen writer threads append to 16 streams of two categories (t7a-*,
- * t7b-*) in batches of 1..4 events while five subscribers, each on its own
+ * Sixteen writer threads append to 16 streams of two categories (rsa-*,
+ * rsb-*) in batches of 1..4 events while five subscribers, each on its own
  * client and thread, follow the log:
  *
  *   all-start   the whole log from the first event       20 resumes
@@ -11,8 +11,8 @@
  *               prefilled history
  *   all-end     the whole log from the end (taken while  20 resumes
  *               the writers run)
- *   category    category t7a from the first event        10 resumes
- *   stream      stream t7a-3 from its first revision     10 resumes
+ *   category    category rsa from the first event        10 resumes
+ *   stream      stream rsa-3 from its first revision     10 resumes
  *
  * A resume is triggered either after a random number of events or exactly
  * at the switch from history to live (inside on_caught_up of the previous
@@ -54,7 +54,7 @@
 #define PER_WRITER    1500u
 #define STREAMS       8 /* per category */
 #define DEADLINE_US   (90u * 1000000u)
-#define STREAM_FOLLOW "t7a-3"
+#define STREAM_FOLLOW "rsa-3"
 
 static esd_proc esd;
 
@@ -112,7 +112,7 @@ typedef struct writer {
 static void *writer_main(void *arg)
 {
     writer *w = arg;
-    es_client *c = h_client(esd.address, "t7-writer");
+    es_client *c = h_client(esd.address, "resume-writer");
     if (c == NULL) {
         snprintf(w->error, sizeof(w->error), "cannot connect");
         return NULL;
@@ -127,13 +127,13 @@ static void *writer_main(void *arg)
             n = PER_WRITER - w->written;
         }
         char stream[32];
-        snprintf(stream, sizeof(stream), "t7%c-%u", (r >> 8) & 1 ? 'a' : 'b',
+        snprintf(stream, sizeof(stream), "rs%c-%u", (r >> 8) & 1 ? 'a' : 'b',
                  (unsigned)((r >> 16) % STREAMS));
         snprintf(data, sizeof(data), "{\"w\":%u,\"n\":%llu}", w->index,
                  (unsigned long long)w->written);
         for (size_t i = 0; i < n; i++) {
             memset(&evs[i], 0, sizeof(evs[i]));
-            evs[i].type = "T7";
+            evs[i].type = "Rs";
             evs[i].data = data;
             evs[i].data_len = strlen(data);
         }
@@ -352,12 +352,12 @@ static void prefill(es_client *c)
     for (unsigned b = 0; b < PREFILL / 100; b++) {
         for (unsigned i = 0; i < 100; i++) {
             memset(&evs[i], 0, sizeof(evs[i]));
-            evs[i].type = "T7";
+            evs[i].type = "Rs";
             evs[i].data = data;
             evs[i].data_len = strlen(data);
         }
         char stream[32];
-        snprintf(stream, sizeof(stream), "t7%c-%u", b & 1 ? 'a' : 'b', (b / 2) % STREAMS);
+        snprintf(stream, sizeof(stream), "rs%c-%u", b & 1 ? 'a' : 'b', (b / 2) % STREAMS);
         es_err rv = es_stream_append(c, stream, (es_expected){ES_EXPECT_ANY, 0}, evs, 100, NULL);
         if (rv != ES_OK) {
             fail_msg("prefill: %s", es_client_errmsg(c));
@@ -416,7 +416,7 @@ static void expected_of(const follower *f, const log_copy *lc, u64s *keys, u64s 
         uint64_t pos = i + 1;
         const char *s = lc->stream[i];
         bool match = f->opts.target == ES_SUB_ALL ||
-                     (f->opts.target == ES_SUB_CATEGORY && strncmp(s, "t7a-", 4) == 0) ||
+                     (f->opts.target == ES_SUB_CATEGORY && strncmp(s, "rsa-", 4) == 0) ||
                      (f->opts.target == ES_SUB_STREAM && strcmp(s, STREAM_FOLLOW) == 0);
         if (!match) {
             continue;
@@ -430,11 +430,11 @@ static void expected_of(const follower *f, const log_copy *lc, u64s *keys, u64s 
     }
 }
 
-static void test_t7_resumes(void **state)
+static void test_resumes(void **state)
 {
     const char *const args[] = {"--max-page", "500", NULL};
     assert_int_equal(start_esd(args), 0);
-    es_client *c = h_client(esd.address, "t7-main");
+    es_client *c = h_client(esd.address, "resume-main");
     assert_non_null(c);
     prefill(c);
 
@@ -452,7 +452,7 @@ static void test_t7_resumes(void **state)
          .wanted = 20,
          .spread = 2000},
         {.label = "category",
-         .opts = {.target = ES_SUB_CATEGORY, .name = "t7a", .start = ES_SUB_FROM_START},
+         .opts = {.target = ES_SUB_CATEGORY, .name = "rsa", .start = ES_SUB_FROM_START},
          .wanted = 10,
          .spread = 2500},
         {.label = "stream",
@@ -501,7 +501,7 @@ static void test_t7_resumes(void **state)
                           .backward = true,
                           .max_count = 1,
                           .filter = ES_FILTER_CATEGORY,
-                          .filter_name = "t7a"};
+                          .filter_name = "rsa"};
     es_read_iter *it = NULL;
     const es_recorded_event *ev = NULL;
     assert_int_equal(es_read_all(c, &ro, &it), ES_OK);
@@ -523,7 +523,7 @@ static void test_t7_resumes(void **state)
     log_copy lc;
     read_log(c, &lc);
     assert_int_equal(lc.n, target_all);
-    printf("T7: %llu events (%u prefilled, %d writers x %u) written in %.2f s; "
+    printf("resume: %llu events (%u prefilled, %d writers x %u) written in %.2f s; "
            "all followers done in %.2f s\n",
            (unsigned long long)lc.n, PREFILL, WRITERS, PER_WRITER, (double)t_writers / 1e6,
            (double)t_all / 1e6);
@@ -535,7 +535,7 @@ static void test_t7_resumes(void **state)
         bool same = keys.n == f->keys.n &&
                     memcmp(keys.v, f->keys.v, keys.n * sizeof(uint64_t)) == 0 &&
                     memcmp(positions.v, f->positions.v, keys.n * sizeof(uint64_t)) == 0;
-        printf("T7: %-10s start %s%-6llu delivered %6zu (expected %6zu) %s; resumes %d "
+        printf("resume: %-10s start %s%-6llu delivered %6zu (expected %6zu) %s; resumes %d "
                "(%d at the caught-up switch, %d by close, %d by checkpoint, %d while writing), "
                "caught-up %llu times, violations %llu\n",
                f->label, f->has_start ? "after " : "first ",
@@ -544,7 +544,7 @@ static void test_t7_resumes(void **state)
                f->by_checkpoint, f->while_writing, (unsigned long long)f->caught_ups,
                (unsigned long long)f->violations);
         if (f->error[0] != '\0') {
-            printf("T7: %s: %s\n", f->label, f->error);
+            printf("resume: %s: %s\n", f->label, f->error);
             ok = false;
         }
         if (!same) {
@@ -552,13 +552,13 @@ static void test_t7_resumes(void **state)
             while (j < keys.n && j < f->keys.n && keys.v[j] == f->keys.v[j]) {
                 j++;
             }
-            printf("T7: %s: first difference at index %zu: expected %llu, got %llu\n", f->label, j,
-                   j < keys.n ? (unsigned long long)keys.v[j] : 0ull,
+            printf("resume: %s: first difference at index %zu: expected %llu, got %llu\n", f->label,
+                   j, j < keys.n ? (unsigned long long)keys.v[j] : 0ull,
                    j < f->keys.n ? (unsigned long long)f->keys.v[j] : 0ull);
             ok = false;
         }
         if (f->violations != 0) {
-            printf("T7: %s: first violation at key %llu\n", f->label,
+            printf("resume: %s: first violation at key %llu\n", f->label,
                    (unsigned long long)f->first_violation);
             ok = false;
         }
@@ -605,7 +605,7 @@ static int shared_batch(void *ctx, const es_recorded_event *evs, size_t n)
 static void test_two_subscriptions_one_client(void **state)
 {
     assert_int_equal(start_esd(NULL), 0);
-    es_client *c = h_client(esd.address, "t7-shared");
+    es_client *c = h_client(esd.address, "resume-shared");
     assert_non_null(c);
     shared_seen all = {.stream = false}, one = {.stream = true};
     es_subscription *sa = NULL, *so = NULL;
@@ -640,7 +640,7 @@ static void test_two_subscriptions_one_client(void **state)
         rv = es_sub_poll(so, 10);
         assert_true(rv == ES_OK || rv == ES_ERR_CLOSED);
     }
-    printf("T7: two subscriptions on one client: %zu and %zu events\n", all.keys.n, one.keys.n);
+    printf("resume: two subscriptions on one client: %zu and %zu events\n", all.keys.n, one.keys.n);
     assert_int_equal(all.keys.n, 600);
     assert_int_equal(one.keys.n, 200);
     for (size_t i = 0; i < all.keys.n; i++) {
@@ -668,8 +668,8 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_t7_resumes, teardown),
+        cmocka_unit_test_teardown(test_resumes, teardown),
         cmocka_unit_test_teardown(test_two_subscriptions_one_client, teardown),
     };
-    return cmocka_run_group_tests_name("subs_t7", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("subs_resume", tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 /*
- * test_t8 — TESTPLAN T8 at PR size: a subscriber that never reads.
+ * test_stalled — a subscriber that never reads.
  *
  * esd runs with --max-frame-bytes 1 MiB and --max-output-bytes 8 MiB over a
  * log of 200,000 events of about 200 bytes (some 50 MB of history). Four
@@ -101,7 +101,7 @@ typedef struct writer {
 static void *writer_main(void *arg)
 {
     writer *w = arg;
-    es_client *c = h_client(esd.address, "t8-writer");
+    es_client *c = h_client(esd.address, "stalled-writer");
     if (c == NULL) {
         snprintf(w->error, sizeof(w->error), "cannot connect");
         return NULL;
@@ -114,10 +114,10 @@ static void *writer_main(void *arg)
     data[EVENT_BYTES] = '\0';
     while (!atomic_load(&stop_writers) && w->n < SAMPLES_CAP) {
         char stream[32];
-        snprintf(stream, sizeof(stream), "t8w-%u", (unsigned)(rel_rand(&seed) % 1000));
+        snprintf(stream, sizeof(stream), "slw-%u", (unsigned)(rel_rand(&seed) % 1000));
         es_event ev;
         memset(&ev, 0, sizeof(ev));
-        ev.type = "T8";
+        ev.type = "Sl";
         ev.data = data;
         ev.data_len = EVENT_BYTES;
         uint64_t t0 = (uint64_t)h_now_us();
@@ -229,12 +229,12 @@ static void prefill(es_client *c)
         }
         for (unsigned i = 0; i < BATCH; i++) {
             memset(&evs[slot][i], 0, sizeof(evs[slot][i]));
-            evs[slot][i].type = "T8History";
+            evs[slot][i].type = "SlHistory";
             evs[slot][i].data = data;
             evs[slot][i].data_len = EVENT_BYTES;
         }
         char stream[32];
-        snprintf(stream, sizeof(stream), "t8h-%u", b % 100);
+        snprintf(stream, sizeof(stream), "slh-%u", b % 100);
         es_err rv = es_stream_append_send(c, stream, (es_expected){ES_EXPECT_ANY, 0}, evs[slot],
                                           BATCH, &handles[slot]);
         if (rv != ES_OK) {
@@ -275,7 +275,7 @@ static int stalled_subscriber(void)
     return fd;
 }
 
-static void test_t8_stalled_subscriber(void **state)
+static void test_stalled_subscriber(void **state)
 {
     char frame[16], output[16];
     snprintf(frame, sizeof(frame), "%u", MAX_FRAME);
@@ -288,11 +288,11 @@ static void test_t8_stalled_subscriber(void **state)
                                 "65536",
                                 NULL};
     assert_int_equal(start_esd(args), 0);
-    es_client *c = h_client(esd.address, "t8-main");
+    es_client *c = h_client(esd.address, "stalled-main");
     assert_non_null(c);
     uint64_t t0 = (uint64_t)h_now_us();
     prefill(c);
-    printf("T8: %u events of history written in %.2f s\n", HISTORY,
+    printf("stalled: %u events of history written in %.2f s\n", HISTORY,
            (double)((uint64_t)h_now_us() - t0) / 1e6);
 
     writer ws[WRITERS];
@@ -358,7 +358,7 @@ static void test_t8_stalled_subscriber(void **state)
         long d_vm = stall_rss[r].vm_kb - base_rss[r].vm_kb;
         worst_anon = d_anon > worst_anon ? d_anon : worst_anon;
         worst_vm = d_vm > worst_vm ? d_vm : worst_vm;
-        printf("T8: round %d: append p99 %u us without (%zu appends, esd waited %lld ms for a "
+        printf("stalled: round %d: append p99 %u us without (%zu appends, esd waited %lld ms for a "
                "CPU), %u us with the stalled subscriber (%zu appends, waited %lld ms); esd "
                "RssAnon %ld -> %ld kB (%+ld), VmRSS %ld -> %ld kB (%+ld)\n",
                r + 1, p_base[r], nb, base_wait[r] / 1000, p_stall[r], ns, stall_wait[r] / 1000,
@@ -372,18 +372,19 @@ static void test_t8_stalled_subscriber(void **state)
     }
     uint32_t mb = median(p_base, ROUNDS), ms = median(p_stall, ROUNDS);
     long bound_kb = (long)(MAX_OUTPUT + 4096u) / 1024;
-    printf("T8: median append p99: %u us without, %u us with the stalled subscriber (%.2fx); "
+    printf("stalled: median append p99: %u us without, %u us with the stalled subscriber (%.2fx); "
            "appends %zu without, %zu with\n",
            mb, ms, mb ? (double)ms / mb : 0.0, n_base, n_stall);
     double tick_ms = 1000.0 / (double)sysconf(_SC_CLK_TCK);
     double cpu_b = n_base ? (double)cpu_base * tick_ms * 1000.0 / (double)n_base : 0.0;
     double cpu_s = n_stall ? (double)cpu_stall * tick_ms * 1000.0 / (double)n_stall : 0.0;
-    printf("T8: esd CPU per 1000 appends: %.1f ms without, %.1f ms with the stalled subscriber\n",
-           cpu_b, cpu_s);
-    printf("T8: largest growth while stalled: RssAnon %+ld kB (bound %ld kB = "
+    printf(
+        "stalled: esd CPU per 1000 appends: %.1f ms without, %.1f ms with the stalled subscriber\n",
+        cpu_b, cpu_s);
+    printf("stalled: largest growth while stalled: RssAnon %+ld kB (bound %ld kB = "
            "--max-output-bytes + one page), VmRSS %+ld kB\n",
            worst_anon, bound_kb, worst_vm);
-    printf("T8: target p99 within 1.5x: %s on this run\n",
+    printf("stalled: target p99 within 1.5x: %s on this run\n",
            (uint64_t)ms * 2 <= (uint64_t)mb * 3 ? "met" : "NOT met");
     for (int i = 0; i < WRITERS; i++) {
         free(ws[i].start_us);
@@ -396,7 +397,7 @@ static void test_t8_stalled_subscriber(void **state)
      * ESD_SANITIZED to the build's b_sanitize). */
     const char *san = getenv("ESD_SANITIZED");
     if (san && *san && strcmp(san, "none") != 0) {
-        printf("T8: sanitizer build (%s): the RSS bound is not asserted\n", san);
+        printf("stalled: sanitizer build (%s): the RSS bound is not asserted\n", san);
     } else {
         assert_true(worst_anon <= bound_kb);
     }
@@ -415,7 +416,7 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_t8_stalled_subscriber, teardown),
+        cmocka_unit_test_teardown(test_stalled_subscriber, teardown),
     };
-    return cmocka_run_group_tests_name("subs_t8", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("subs_stalled", tests, NULL, NULL);
 }

@@ -512,6 +512,35 @@ void esd_dump_log(const esd_proc *e)
     h_dump_tail(e->log_file, 40);
 }
 
+uint16_t esd_metrics_port(const esd_proc *e, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        FILE *f = fopen(e->log_file, "r");
+        char line[1024];
+        uint16_t port = 0;
+        while (f && fgets(line, sizeof line, f)) {
+            const char *m = strstr(line, "msg=\"metrics listening\" addr=");
+            if (m) {
+                const char *addr = m + strlen("msg=\"metrics listening\" addr=");
+                const char *sp = strchr(addr, ' ');
+                const char *c = sp ? sp : addr + strlen(addr);
+                while (c > addr && c[-1] != ':') {
+                    c--;
+                }
+                port = (uint16_t)atoi(c);
+            }
+        }
+        if (f) {
+            fclose(f);
+        }
+        if (port || h_now_ms() >= deadline) {
+            return port;
+        }
+        h_sleep_ms(10);
+    }
+}
+
 /* --------------------------------------------------------------- /proc -- */
 
 long h_proc_status_kb(pid_t pid, const char *field)

@@ -48,12 +48,12 @@ typedef struct esd_proc {
     char address[32];             /* "127.0.0.1:PORT" once started */
     const char *args[H_MAX_ARGS]; /* extra arguments (borrowed) up to the first NULL; a
                                      test may change them between starts */
-    unsigned long nofile; /* RLIMIT_NOFILE for the child; 0 = inherit */
-    const char *bin_env;  /* environment variable naming the program; NULL: ESD_BIN */
-    uint16_t listen_port; /* 0: a free port; else listen on this one (a restart in place) */
-    bool quiet;           /* exits are expected: no diagnostics on stderr when it exits */
-    int status;           /* wait status of the last exit reaped; 0 if killed by esd_start */
-    int starts;           /* how many times it was started */
+    unsigned long nofile;         /* RLIMIT_NOFILE for the child; 0 = inherit */
+    const char *bin_env;          /* environment variable naming the program; NULL: ESD_BIN */
+    uint16_t listen_port;         /* 0: a free port; else listen on this one (a restart in place) */
+    bool quiet;                   /* exits are expected: no diagnostics on stderr when it exits */
+    int status; /* wait status of the last exit reaped; 0 if killed by esd_start */
+    int starts; /* how many times it was started */
 } esd_proc;
 
 /**
@@ -114,6 +114,13 @@ void esd_destroy(esd_proc *e);
 
 /** @brief Print the tail of esd's log to stderr (for failure diagnostics). */
 void esd_dump_log(const esd_proc *e);
+
+/**
+ * @brief The port of esd's --metrics-listen 127.0.0.1:0, from the last
+ *        "metrics listening" line of its log, waiting (polling) at most
+ *        timeout_ms for one. @return the port; 0 when there is none.
+ */
+uint16_t esd_metrics_port(const esd_proc *e, int timeout_ms);
 
 /* -------------------------------------------------------------- programs -- */
 

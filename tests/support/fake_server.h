@@ -45,14 +45,14 @@ struct fake {
     atomic_uint errors;
     char errmsg[256];
     /* announced in the HelloOk (defaults set by fake_init) */
-    uint32_t hello_version;   /* 1 */
-    uint32_t max_in_flight;   /* 16 */
-    uint32_t max_frame_bytes; /* 0 */
-    uint32_t max_event_bytes; /* 1 MiB */
-    uint32_t max_page_size;   /* 100 */
+    uint32_t hello_version;     /* 1 */
+    uint32_t max_in_flight;     /* 16 */
+    uint32_t max_frame_bytes;   /* 0 */
+    uint32_t max_event_bytes;   /* 1 MiB */
+    uint32_t max_page_size;     /* 100 */
     Es__V1__SyncMode sync_mode; /* none */
-    const char *role;         /* "leader"; NULL: left out */
-    uint8_t store_tag;        /* added to the last byte of FAKE_STORE_ID */
+    const char *role;           /* "leader"; NULL: left out */
+    uint8_t store_tag;          /* added to the last byte of FAKE_STORE_ID */
     /* observed by scripts */
     atomic_uint max_unanswered;
 };

@@ -752,6 +752,11 @@ int h_http(uint16_t port, const char *method, const char *path, int *status, cha
         free(buf);
         return -1;
     }
+    *hdr_end = '\0';
+    if (strcasestr(buf, "Transfer-Encoding: chunked")) {
+        free(buf); /* not decoded here: the body would be wrong */
+        return -1;
+    }
     *status = code;
     *body = strdup(hdr_end + 4);
     free(buf);

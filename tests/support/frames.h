@@ -174,7 +174,6 @@ const char *h_describe(const Es__V1__Response *r);
 /** @brief Fill 16 bytes with a unique test event id (counter + tag). */
 void h_make_id(uint8_t out[16], uint32_t tag, uint64_t n);
 
-
 /* ------------------------------------------------------------------- HTTP -- */
 
 /**
@@ -184,7 +183,8 @@ void h_make_id(uint8_t out[16], uint32_t tag, uint64_t n);
  * @param method "GET", "POST", ...
  * @param[out] status the HTTP status code
  * @param[out] body the body, malloc'd and NUL-terminated (free it)
- * @return 0; -1 (connect or I/O failure, malformed reply).
+ * @return 0; -1 (connect or I/O failure, malformed reply, or a chunked
+ *         reply, which is not decoded here).
  */
 int h_http(uint16_t port, const char *method, const char *path, int *status, char **body);
 

@@ -807,7 +807,7 @@ static void script_one_ping(fake *f, int fd, unsigned conn_no)
     srv_free(req);
 }
 
-/* TESTPLAN T19: 1,000 reconnects (run under valgrind by the CI's memcheck). */
+/* 1,000 reconnects (also run under valgrind: the client_valgrind test). */
 static void test_many_reconnects(void **state)
 {
     fake f;
