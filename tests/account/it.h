@@ -18,14 +18,7 @@
 #include "es/aggregate.h"
 #include "support.h"
 
-#define IT_CHECK_RV(expr, want)                                                                    \
-    do {                                                                                           \
-        es_err rv_ = (expr);                                                                       \
-        if (rv_ != (want)) {                                                                       \
-            fail_msg("%s = %s (%s), want %s", #expr, es_errname(rv_), es_strerror(rv_),            \
-                     es_errname(want));                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check_rv.h"
 
 /** @brief A client of 127.0.0.1:port, connected. @return NULL on failure. */
 es_client *it_client(uint16_t port);

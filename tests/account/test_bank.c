@@ -203,7 +203,7 @@ static void check_global_log(es_client *c, long expected_transfers, uint64_t set
     memset(acc, 0, sizeof(acc));
     es_read_options ro = {.filter = ES_FILTER_CATEGORY, .filter_name = "account"};
     es_read_iter *it = NULL;
-    IT_CHECK_RV(es_read_all(c, &ro, &it), ES_OK);
+    CHECK_RV(es_read_all(c, &ro, &it), ES_OK);
     long pairs = 0, boundaries = 0;
     uint64_t events = 0;
     bool pending = false; /* a withdrawal waits for its deposit */
@@ -212,7 +212,7 @@ static void check_global_log(es_client *c, long expected_transfers, uint64_t set
     uint8_t pending_corr[16];
     for (;;) {
         const es_recorded_event *ev = NULL;
-        IT_CHECK_RV(es_read_next(it, &ev), ES_OK);
+        CHECK_RV(es_read_next(it, &ev), ES_OK);
         if (ev == NULL) {
             break;
         }
@@ -285,8 +285,8 @@ static void check_accounts(es_client *c, int *from_snapshot_with_later)
         assert_true(account_stream(ids[i], stream));
         account a, b;
         es_agg_load_info fi, si;
-        IT_CHECK_RV(es_agg_load(full, stream, &a, &fi), ES_OK);
-        IT_CHECK_RV(es_agg_load(snap, stream, &b, &si), ES_OK);
+        CHECK_RV(es_agg_load(full, stream, &a, &fi), ES_OK);
+        CHECK_RV(es_agg_load(snap, stream, &b, &si), ES_OK);
         assert_false(fi.from_snapshot);
         assert_int_equal(fi.replayed, fi.revision + 1);
         assert_true(a.open);
@@ -326,12 +326,12 @@ static void test_bank_invariant(void **state)
         char stream[ACCOUNT_STREAM_BYTES];
         assert_true(account_stream(ids[i], stream));
         account_cmd open = {.kind = ACCOUNT_CMD_OPEN, .id = ids[i], .owner = "Bank"};
-        IT_CHECK_RV(es_agg_execute(a, stream, account_decide, &open, NULL, NULL), ES_OK);
+        CHECK_RV(es_agg_execute(a, stream, account_decide, &open, NULL, NULL), ES_OK);
         account_cmd dep = {.kind = ACCOUNT_CMD_DEPOSIT, .id = ids[i], .amount = INITIAL};
-        IT_CHECK_RV(es_agg_execute(a, stream, account_decide, &dep, NULL, NULL), ES_OK);
+        CHECK_RV(es_agg_execute(a, stream, account_decide, &dep, NULL, NULL), ES_OK);
     }
     es_stats st0;
-    IT_CHECK_RV(es_stats_get(c, &st0), ES_OK);
+    CHECK_RV(es_stats_get(c, &st0), ES_OK);
     uint64_t setup_end = st0.head_position;
 
     /* The contention. */
@@ -368,7 +368,7 @@ static void test_bank_invariant(void **state)
     uint64_t commit_attempts = attempts - (uint64_t)refused;
     double rate = commit_attempts ? 100.0 * (double)conflicts / (double)commit_attempts : 0;
     es_stats st;
-    IT_CHECK_RV(es_stats_get(c, &st), ES_OK);
+    CHECK_RV(es_stats_get(c, &st), ES_OK);
     printf("bank: %ld transfers by %d clients in %.1f s (%.0f/s), sync %s; %" PRIu64
            " commit attempts, %" PRIu64 " conflicts: conflict rate %.1f %%; %ld refused "
            "(insufficient funds); %ld gave up after max_attempts conflicts; %" PRIu64
@@ -401,16 +401,16 @@ static void test_bank_invariant(void **state)
     char s0[ACCOUNT_STREAM_BYTES];
     assert_true(account_stream(ids[0], s0));
     uint64_t snap_rev = 0;
-    IT_CHECK_RV(es_agg_snapshot(a, s0, &snap_rev, NULL), ES_OK);
+    CHECK_RV(es_agg_snapshot(a, s0, &snap_rev, NULL), ES_OK);
     for (int k = 0; k < 3; k++) {
         es_err rv = account_transfer(a, ids[1 + k], ids[0], 1, NULL, NULL, NULL, NULL);
-        IT_CHECK_RV(rv, ES_OK);
+        CHECK_RV(rv, ES_OK);
     }
     es_agg *full = make(c, false);
     account x, y;
     es_agg_load_info xi, yi;
-    IT_CHECK_RV(es_agg_load(a, s0, &x, &xi), ES_OK);
-    IT_CHECK_RV(es_agg_load(full, s0, &y, &yi), ES_OK);
+    CHECK_RV(es_agg_load(a, s0, &x, &xi), ES_OK);
+    CHECK_RV(es_agg_load(full, s0, &y, &yi), ES_OK);
     assert_true(xi.from_snapshot);
     assert_int_equal(xi.snapshot_revision, snap_rev);
     assert_int_equal(xi.replayed, 3);

@@ -33,7 +33,6 @@
 
 #include "es.pb-c.h"
 #include "es/client.h"
-#include "frame.h"
 #include "rel.h"
 #include "support.h"
 
@@ -317,41 +316,20 @@ static void part_plaintext(esd_proc *e)
               "plaintext client: message \"%s\" does not say TLS is required", es_client_errmsg(c));
     es_client_destroy(c);
     /* raw: a plaintext hello gets a plaintext REFUSED frame, then EOF */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(e->port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REL_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect");
-    Es__V1__Hello h = ES__V1__HELLO__INIT;
-    h.protocol_version = 1;
-    Es__V1__Request req = ES__V1__REQUEST__INIT;
-    req.id = 1;
-    req.kind_case = ES__V1__REQUEST__KIND_HELLO;
-    req.hello = &h;
-    uint8_t buf[512];
-    size_t len = es__v1__request__get_packed_size(&req);
-    frame_write_header(buf, (uint32_t)len);
-    es__v1__request__pack(&req, buf + FRAME_HEADER_BYTES);
-    REL_CHECK(send(fd, buf, len + FRAME_HEADER_BYTES, MSG_NOSIGNAL) > 0, "send");
-    size_t have = 0;
-    int64_t deadline = h_now_ms() + 5000;
-    for (;;) {
-        struct pollfd pfd = {fd, POLLIN, 0};
-        REL_CHECK(poll(&pfd, 1, (int)(deadline - h_now_ms())) > 0, "no answer within 5 s");
-        ssize_t r = recv(fd, buf + have, sizeof buf - have, 0);
-        if (r <= 0) {
-            break; /* EOF or reset after the frame */
-        }
-        have += (size_t)r;
-    }
-    close(fd);
-    REL_CHECK(have > FRAME_HEADER_BYTES, "no frame before the close");
-    uint32_t blen =
-        (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
-    REL_CHECK(blen + FRAME_HEADER_BYTES <= have, "frame cut");
-    Es__V1__Response *resp = es__v1__response__unpack(NULL, blen, buf + FRAME_HEADER_BYTES);
-    REL_CHECK(resp && resp->kind_case == ES__V1__RESPONSE__KIND_ERROR &&
+    int fd = h_connect(e->port);
+    REL_CHECK(fd >= 0, "connect");
+    hbuf hello = {0};
+    h_put_hello(&hello, 1, 1);
+    REL_CHECK(h_flush(fd, &hello, 5000) == H_OK, "send");
+    hbuf_free(&hello);
+    Es__V1__Response *resp = NULL;
+    int rv_recv = h_recv(fd, 5000, &resp, NULL);
+    REL_CHECK(rv_recv == H_OK, "no frame before the close (%d)", rv_recv);
+    REL_CHECK(resp->kind_case == ES__V1__RESPONSE__KIND_ERROR &&
                   resp->error->code == ES__V1__ERROR_CODE__ERROR_CODE_REFUSED,
               "not a REFUSED error frame");
+    REL_CHECK(h_wait_closed(fd, 5000, NULL) == H_CLOSED, "the connection stayed open");
+    close(fd);
     es__v1__response__free_unpacked(resp, NULL);
 
     /* a TLS 1.1 client */
@@ -360,8 +338,8 @@ static void part_plaintext(esd_proc *e)
     SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION);
     SSL_CTX_set_max_proto_version(ctx, TLS1_1_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    REL_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect");
+    fd = h_connect(e->port);
+    REL_CHECK(fd >= 0, "connect");
     SSL *ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
     REL_CHECK(SSL_connect(ssl) != 1, "a TLS 1.1 handshake succeeded");

@@ -32,7 +32,6 @@
 
 #include "auth.h"
 #include "es/client.h"
-#include "frame.h"
 #include "rel.h"
 #include "support.h"
 #include "reqs.h"

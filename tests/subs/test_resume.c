@@ -58,16 +58,8 @@
 
 static esd_proc esd;
 
-/* esd on port 0 in a temporary directory, without fsync and with warnings
- * only in its log, plus the test's arguments (NULL-terminated, may be NULL). */
-static int start_esd(const char *const *extra)
-{
-    static const char *const base[] = {"--sync", "none", "--log-level", "warn", NULL};
-    if (esd_init(&esd, base) != 0 || esd_add_args(&esd, extra) != 0) {
-        return -1;
-    }
-    return esd_start(&esd, 10000);
-}
+/* esd without fsync and with warnings only in its log (plus a test's own arguments). */
+static const char *const esd_args[] = {"--sync", "none", "--log-level", "warn", NULL};
 
 /* A growable array of u64 (aborts when out of memory: test code). */
 typedef struct u64s {
@@ -433,7 +425,7 @@ static void expected_of(const follower *f, const log_copy *lc, u64s *keys, u64s 
 static void test_resumes(void **state)
 {
     const char *const args[] = {"--max-page", "500", NULL};
-    assert_int_equal(start_esd(args), 0);
+    assert_int_equal(esd_launch(&esd, esd_args, args, 10000), 0);
     es_client *c = h_client(esd.address, "resume-main");
     assert_non_null(c);
     prefill(c);
@@ -604,7 +596,7 @@ static int shared_batch(void *ctx, const es_recorded_event *evs, size_t n)
  * its own; the connection is closed three times on the way. */
 static void test_two_subscriptions_one_client(void **state)
 {
-    assert_int_equal(start_esd(NULL), 0);
+    assert_int_equal(esd_launch(&esd, esd_args, NULL, 10000), 0);
     es_client *c = h_client(esd.address, "resume-shared");
     assert_non_null(c);
     shared_seen all = {.stream = false}, one = {.stream = true};

@@ -75,16 +75,8 @@
 
 static esd_proc esd;
 
-/* esd on port 0 in a temporary directory, without fsync and with warnings
- * only in its log, plus the test's arguments (NULL-terminated, may be NULL). */
-static int start_esd(const char *const *extra)
-{
-    static const char *const base[] = {"--sync", "none", "--log-level", "warn", NULL};
-    if (esd_init(&esd, base) != 0 || esd_add_args(&esd, extra) != 0) {
-        return -1;
-    }
-    return esd_start(&esd, 10000);
-}
+/* esd without fsync and with warnings only in its log (plus a test's own arguments). */
+static const char *const esd_args[] = {"--sync", "none", "--log-level", "warn", NULL};
 static atomic_bool stop_writers;
 
 /* ----------------------------------------------------------------- writers -- */
@@ -287,7 +279,7 @@ static void test_stalled_subscriber(void **state)
                                 "--max-event-bytes",
                                 "65536",
                                 NULL};
-    assert_int_equal(start_esd(args), 0);
+    assert_int_equal(esd_launch(&esd, esd_args, args, 10000), 0);
     es_client *c = h_client(esd.address, "stalled-main");
     assert_non_null(c);
     uint64_t t0 = (uint64_t)h_now_us();

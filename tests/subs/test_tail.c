@@ -26,16 +26,8 @@
 
 static esd_proc esd;
 
-/* esd on port 0 in a temporary directory, without fsync and with warnings
- * only in its log, plus the test's arguments (NULL-terminated, may be NULL). */
-static int start_esd(const char *const *extra)
-{
-    static const char *const base[] = {"--sync", "none", "--log-level", "warn", NULL};
-    if (esd_init(&esd, base) != 0 || esd_add_args(&esd, extra) != 0) {
-        return -1;
-    }
-    return esd_start(&esd, 10000);
-}
+/* esd without fsync and with warnings only in its log (plus a test's own arguments). */
+static const char *const esd_args[] = {"--sync", "none", "--log-level", "warn", NULL};
 
 /* A running esctl with its stdout (and stderr) in a pipe. */
 typedef struct proc {
@@ -169,7 +161,7 @@ static int run_status(const char *const *args)
 
 static void test_tail(void **state)
 {
-    assert_int_equal(start_esd(NULL), 0);
+    assert_int_equal(esd_launch(&esd, esd_args, NULL, 10000), 0);
     es_client *c = h_client(esd.address, "tail-test");
     assert_non_null(c);
     append(c, "acct-1", "Opened", "{\"owner\":\"ann\"}");

@@ -303,6 +303,14 @@ int esd_add_args(esd_proc *e, const char *const *args)
     return 0;
 }
 
+int esd_launch(esd_proc *e, const char *const *args, const char *const *more, int timeout_ms)
+{
+    if (esd_init(e, args) != 0 || esd_add_args(e, more) != 0) {
+        return -1;
+    }
+    return esd_start(e, timeout_ms);
+}
+
 /* The port in the port file; -1 while it is not (completely) written. */
 static int read_port(const char *path, uint16_t *port)
 {

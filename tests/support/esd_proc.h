@@ -71,6 +71,13 @@ int esd_init(esd_proc *e, const char *const *args);
 int esd_add_args(esd_proc *e, const char *const *args);
 
 /**
+ * @brief esd_init with two argument lists (e.g. a suite's defaults and a
+ *        test's own; either may be NULL), then esd_start.
+ * @return 0; -1 (as esd_init or esd_start).
+ */
+int esd_launch(esd_proc *e, const char *const *args, const char *const *more, int timeout_ms);
+
+/**
  * @brief Start the program: `$BIN --listen 127.0.0.1:P --data-dir DATA
  *        --port-file FILE ARGS...` (P = listen_port, 0 by default), and wait
  *        (polling, at most timeout_ms) for the port file.
