@@ -576,13 +576,13 @@ bool h_hello(int fd)
 {
     hbuf b = {0};
     h_put_hello(&b, 1, 1);
-    int r = h_send_all(fd, b.p, b.len, 2000);
+    int r = h_send_all(fd, b.p, b.len, 5000);
     hbuf_free(&b);
     if (r != H_OK) {
         return false;
     }
     Es__V1__Response *resp = NULL;
-    h_recv(fd, 2000, &resp, NULL);
+    h_recv(fd, 5000, &resp, NULL);
     bool ok = resp && resp->kind_case == ES__V1__RESPONSE__KIND_HELLO && resp->id == 1;
     h_resp_free(resp);
     return ok;

@@ -111,7 +111,7 @@ void h_resp_free(Es__V1__Response *r);
 /** @brief Send a request and receive one reply (NULL on timeout or close). */
 Es__V1__Response *h_call(int fd, const Es__V1__Request *req, int timeout_ms);
 
-/** @brief Hello with protocol version 1. @return true when HelloOk came back. */
+/** @brief Hello with protocol version 1 (5 s at most). @return true when HelloOk came back. */
 bool h_hello(int fd);
 
 /** @brief Connect and hello. @return fd or -1. */
