@@ -601,47 +601,43 @@ int h_open(uint16_t port)
     return fd;
 }
 
-bool h_server_ok(uint16_t port)
+/* The requests in b over a fresh connection (hello first), and the first
+ * reply after the HelloOk; NULL when there is none within 2 s. */
+static Es__V1__Response *fresh_call(uint16_t port, hbuf *b)
 {
     int fd = h_open(port);
-    if (fd < 0) {
-        return false;
-    }
-    hbuf b = {0};
-    h_put_ping(&b, 77, "alive", 5);
-    int r = h_flush(fd, &b, 2000);
-    hbuf_free(&b);
     Es__V1__Response *resp = NULL;
-    if (r == H_OK) {
+    if (fd >= 0 && h_flush(fd, b, 2000) == H_OK) {
         h_recv(fd, 2000, &resp, NULL);
     }
+    hbuf_free(b);
+    if (fd >= 0) {
+        close(fd);
+    }
+    return resp;
+}
+
+bool h_server_ok(uint16_t port)
+{
+    hbuf b = {0};
+    h_put_ping(&b, 77, "alive", 5);
+    Es__V1__Response *resp = fresh_call(port, &b);
     bool ok = resp && resp->kind_case == ES__V1__RESPONSE__KIND_PONG && resp->id == 77 &&
               resp->pong->payload.len == 5 && !memcmp(resp->pong->payload.data, "alive", 5);
     h_resp_free(resp);
-    close(fd);
     return ok;
 }
 
 uint64_t h_head(uint16_t port)
 {
-    int fd = h_open(port);
-    if (fd < 0) {
-        return UINT64_MAX;
-    }
     hbuf b = {0};
     h_put_stats(&b, 5);
-    int r = h_flush(fd, &b, 2000);
-    hbuf_free(&b);
-    Es__V1__Response *resp = NULL;
-    if (r == H_OK) {
-        h_recv(fd, 2000, &resp, NULL);
-    }
+    Es__V1__Response *resp = fresh_call(port, &b);
     uint64_t head = UINT64_MAX;
     if (resp && resp->kind_case == ES__V1__RESPONSE__KIND_STATS) {
         head = resp->stats->head_position;
     }
     h_resp_free(resp);
-    close(fd);
     return head;
 }
 
