@@ -1,6 +1,6 @@
 /*
  * test_cluster — the relay and the follower against a 3-node JetStream
- * cluster (README "Beyond one machine").
+ * cluster.
  *
  *   test_cluster --events 100000     (suite nats)
  *
