@@ -8,10 +8,13 @@
 #       Exits 0 with a note when the server is not built yet.
 #
 #   tools/dev.sh test
-#       Install missing packages; check formatting (tools/format.sh --check);
-#       build ./build and run the unit, integration, reliability and nats suites;
-#       build ./build-asan with AddressSanitizer + UndefinedBehaviorSanitizer
-#       and run the same suites there; build ./build-tsan with
+#       Install missing packages (and tests/web's npm packages from their
+#       lockfile); check formatting (tools/format.sh --check); build ./build
+#       and run the unit, integration, reliability and nats suites, plus the
+#       Python client (python-coverage) and the web console's browser and
+#       load tests (web); build ./build-asan with AddressSanitizer +
+#       UndefinedBehaviorSanitizer and run the unit, integration, reliability
+#       and nats suites there; build ./build-tsan with
 #       ThreadSanitizer and run the unit and integration suites; run every
 #       libFuzzer target for FUZZ_SECONDS (default 60) in ./build-fuzz. Ends with exactly one line
 #       "N passed, N failed" over both passes, and exits 1 if anything
@@ -227,7 +230,7 @@ for t in json.load(sys.stdin):
     fi
 }
 
-# Fuzz pass (TESTPLAN T12): a clang build with libFuzzer + ASan + UBSan;
+# Fuzz pass: a clang build with libFuzzer + ASan + UBSan;
 # every target runs FUZZ_SECONDS (default 60) from its seed corpus. A
 # crash, sanitizer report or leak fails the target; its reproducer is kept
 # in build-fuzz/artifacts/.
@@ -277,35 +280,39 @@ cmd_test() {
         note_failure "format check"
     fi
 
+    # The plain pass also runs the Python client under coverage and the web
+    # console in a browser; neither is C that the sanitizers would watch.
+    local saved=("${suites_wanted[@]}")
+    suites_wanted+=(python-coverage web)
     run_pass plain build -- -Dtests=true --
+    suites_wanted=("${saved[@]}")
 
-    # The sanitizer passes run the same suites; T5 (64 clients x 1,000
-    # increments, minutes of CPU) is shrunk there to 100 successes each —
-    # its figure comes from the plain pass.
+    # The sanitizer passes run the C suites; the lost-update test (64
+    # clients x 1,000 increments, minutes of CPU) is shrunk there to 100
+    # successes each — its figure comes from the plain pass.
     local asan="${ASAN_OPTIONS:+$ASAN_OPTIONS:}halt_on_error=1:detect_leaks=1"
     local ubsan="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1"
-    # The 2-minute soak (T17) measures RSS, which ASan's quarantine blurs:
+    # The 2-minute soak measures RSS, which ASan's quarantine blurs:
     # it runs in the plain pass only.
-    tests_excluded=(t17-soak)
+    tests_excluded=(soak)
     run_pass sanitizers build-asan "ASAN_OPTIONS=$asan" "UBSAN_OPTIONS=$ubsan" \
-        ESD_T5_SUCCESSES=100 -- \
+        ESD_LOST_UPDATE_SUCCESSES=100 -- \
         -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false -- \
         --timeout-multiplier 3
     tests_excluded=()
 
-    # TESTPLAN T18: ThreadSanitizer over the unit and integration suites
-    # (the writer thread against the loop thread, the client's threads).
-    # Left out under TSan: subs_t8 (RSS and latency figures that TSan's
+    # ThreadSanitizer over the unit and integration suites (the writer
+    # thread against the loop thread, the client's threads). Left out under
+    # TSan: subs_stalled (RSS and latency figures that TSan's
     # shadow memory and 5-15x slowdown make meaningless) and the suites that
     # are single-threaded on both sides and take minutes under TSan (the
     # store's unit tests, the malformed-input catalogue, limits, the CLI
-    # suites, and the web console's browser and load tests, whose esd side
-    # is the loop thread only); they run in the plain and ASan passes.
-    local saved=("${suites_wanted[@]}")
+    # suites); they run in the plain and ASan passes.
+    saved=("${suites_wanted[@]}")
     suites_wanted=(unit integration)
-    tests_excluded=(subs_t8 store malformed limits account-cli esctl web_browser web_load)
+    tests_excluded=(subs_stalled store malformed limits account-cli esctl)
     run_pass tsan build-tsan "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1" \
-        ESD_T5_SUCCESSES=100 -- \
+        ESD_LOST_UPDATE_SUCCESSES=100 -- \
         -Dtests=true -Db_sanitize=thread -Db_lundef=false -- \
         --timeout-multiplier 4
     tests_excluded=()

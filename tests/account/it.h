@@ -1,8 +1,8 @@
 /*
- * it — what the account integration tests share on top of the esd harness
- * of tests/integration (esd_init/esd_start/esd_stop/esd_destroy: the real
- * esd on port 0 in a temporary directory): clients of libesclient on that
- * port, and running the es-account binary with its output captured.
+ * it — what the account integration tests share on top of the test-support
+ * library (esd_init/esd_start/esd_stop/esd_destroy: the real esd on port 0
+ * in a temporary directory): clients of libesclient on that port, and
+ * running the es-account binary with its output captured.
  *
  * The es-account binary comes from ES_ACCOUNT_BIN, esd from ESD_BIN (both
  * set by tests/account/meson.build). Nothing here calls cmocka, so worker
@@ -15,17 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "check_rv.h"
 #include "es/aggregate.h"
-#include "harness.h"
-
-#define IT_CHECK_RV(expr, want)                                                                    \
-    do {                                                                                           \
-        es_err rv_ = (expr);                                                                       \
-        if (rv_ != (want)) {                                                                       \
-            fail_msg("%s = %s (%s), want %s", #expr, es_errname(rv_), es_strerror(rv_),            \
-                     es_errname(want));                                                            \
-        }                                                                                          \
-    } while (0)
+#include "support.h"
 
 /** @brief A client of 127.0.0.1:port, connected. @return NULL on failure. */
 es_client *it_client(uint16_t port);

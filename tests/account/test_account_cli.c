@@ -150,7 +150,7 @@ static void test_usage_errors(void **state)
         assert_true(strlen(r.err) > 0);
     }
     es_stream_info info;
-    IT_CHECK_RV(es_stream_info_get(cl, "account-42", &info), ES_ERR_NOT_FOUND);
+    CHECK_RV(es_stream_info_get(cl, "account-42", &info), ES_ERR_NOT_FOUND);
     RUN(&r, 2, "deposit", "42", "-3");
     assert_non_null(strstr(r.err, "bad amount \"-3\""));
     RUN(&r, 2, "deposit", "42", "9223372036854775808");
@@ -228,7 +228,7 @@ static void test_open_deposit_withdraw(void **state)
     assert_string_equal(jstr(o, "reason"), "not_open");
     json_decref(o);
     es_stream_info info;
-    IT_CHECK_RV(es_stream_info_get(cl, "account-nobody", &info), ES_ERR_NOT_FOUND);
+    CHECK_RV(es_stream_info_get(cl, "account-nobody", &info), ES_ERR_NOT_FOUND);
 }
 
 static void test_int64_edge(void **state)
@@ -288,11 +288,11 @@ static void test_transfer(void **state)
     assert_non_null(strstr(r.err, "insufficient funds: account t1 has 800"));
     /* None of the refusals wrote anything. */
     es_stream_info info;
-    IT_CHECK_RV(es_stream_info_get(cl, "account-t1", &info), ES_OK);
+    CHECK_RV(es_stream_info_get(cl, "account-t1", &info), ES_OK);
     assert_int_equal(info.last_revision, 3);
-    IT_CHECK_RV(es_stream_info_get(cl, "account-t2", &info), ES_OK);
+    CHECK_RV(es_stream_info_get(cl, "account-t2", &info), ES_OK);
     assert_int_equal(info.last_revision, 2);
-    IT_CHECK_RV(es_stream_info_get(cl, "account-t9", &info), ES_ERR_NOT_FOUND);
+    CHECK_RV(es_stream_info_get(cl, "account-t9", &info), ES_ERR_NOT_FOUND);
 }
 
 static void test_balance_and_history(void **state)
@@ -381,8 +381,8 @@ static void test_snapshots(void **state)
 
     /* An older state format claiming a fortune is ignored, not trusted. */
     const char *lie = "{\"balance\":999999,\"open\":true,\"owner\":\"Snap\"}";
-    IT_CHECK_RV(es_snapshot_save(cl, "account-s1", 12, ACCOUNT_STATE_FORMAT - 1, lie, strlen(lie)),
-                ES_OK);
+    CHECK_RV(es_snapshot_save(cl, "account-s1", 12, ACCOUNT_STATE_FORMAT - 1, lie, strlen(lie)),
+             ES_OK);
     RUN(&r, 0, "balance", "s1");
     assert_string_equal(r.out, "account s1 (owner Snap): balance 120, revision 12, replayed 13 "
                                "events (a snapshot of another format was ignored)\n");
@@ -397,15 +397,15 @@ static void test_snapshots(void **state)
     assert_int_equal(jint(o, "replayed"), 7);
     json_decref(o);
     es_snapshot snap;
-    IT_CHECK_RV(es_snapshot_load(cl, "account-s2", &snap), ES_ERR_NOT_FOUND);
+    CHECK_RV(es_snapshot_load(cl, "account-s2", &snap), ES_ERR_NOT_FOUND);
 }
 
 static void test_foreign_event(void **state)
 {
     RUN(&r, 0, "open", "f1", "--owner", "F");
     es_event ev = {.type = "MoneyDeposited", .data = "{\"amount\":-5}", .data_len = 13};
-    IT_CHECK_RV(es_stream_append(cl, "account-f1", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL),
-                ES_OK);
+    CHECK_RV(es_stream_append(cl, "account-f1", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL),
+             ES_OK);
     RUN(&r, 1, "balance", "f1");
     assert_non_null(strstr(r.err, "revision 1"));
     RUN(&r, 1, "deposit", "f1", "5");

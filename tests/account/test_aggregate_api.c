@@ -169,14 +169,14 @@ static es_agg *make(const es_agg_ops *ops, uint32_t snapshot_every, uint32_t max
     o.backoff_initial_ms = 1;
     o.backoff_max_ms = 20;
     es_agg *a = NULL;
-    IT_CHECK_RV(es_agg_create(cl, ops, NULL, &o, &a), ES_OK);
+    CHECK_RV(es_agg_create(cl, ops, NULL, &o, &a), ES_OK);
     return a;
 }
 
 static uint64_t last_revision(const char *stream)
 {
     es_stream_info info;
-    IT_CHECK_RV(es_stream_info_get(other, stream, &info), ES_OK);
+    CHECK_RV(es_stream_info_get(other, stream, &info), ES_OK);
     return info.last_revision;
 }
 
@@ -188,7 +188,7 @@ static void test_load_missing(void **state)
     counter c;
     es_agg_load_info info;
     memset(&info, 0xff, sizeof(info));
-    IT_CHECK_RV(es_agg_load(a, "ctr-missing", &c, &info), ES_OK);
+    CHECK_RV(es_agg_load(a, "ctr-missing", &c, &info), ES_OK);
     assert_false(info.exists);
     assert_false(info.from_snapshot);
     assert_int_equal(info.replayed, 0);
@@ -204,7 +204,7 @@ static void test_execute_and_load(void **state)
         ctr_cmd cmd = {.add = i};
         counter after;
         es_agg_result res;
-        IT_CHECK_RV(es_agg_execute(a, "ctr-basic", ctr_decide, &cmd, &after, &res), ES_OK);
+        CHECK_RV(es_agg_execute(a, "ctr-basic", ctr_decide, &cmd, &after, &res), ES_OK);
         assert_int_equal(res.revision, (uint64_t)(i - 1));
         assert_true(res.exists);
         assert_int_equal(res.n_events, 1);
@@ -217,7 +217,7 @@ static void test_execute_and_load(void **state)
     }
     counter c;
     es_agg_load_info info;
-    IT_CHECK_RV(es_agg_load(a, "ctr-basic", &c, &info), ES_OK);
+    CHECK_RV(es_agg_load(a, "ctr-basic", &c, &info), ES_OK);
     assert_true(info.exists);
     assert_int_equal(info.revision, 4);
     assert_int_equal(info.replayed, 5);
@@ -235,11 +235,11 @@ static void test_refusals_and_decide_errors(void **state)
 {
     es_agg *a = make(&counter_ops, 0, 4, true);
     ctr_cmd ok = {.add = 1};
-    IT_CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &ok, NULL, NULL), ES_OK);
+    CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &ok, NULL, NULL), ES_OK);
 
     ctr_cmd cmd = {.add = 1, .refuse = 1};
     es_agg_result res;
-    IT_CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &cmd, NULL, &res), ES_ERR_REFUSED);
+    CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &cmd, NULL, &res), ES_ERR_REFUSED);
     assert_string_equal(es_agg_errmsg(a), "no: value is 1");
     assert_int_equal(es_agg_refusal_reason(a), 42);
     assert_int_equal(res.attempts, 1);
@@ -247,17 +247,17 @@ static void test_refusals_and_decide_errors(void **state)
     assert_int_equal(last_revision("ctr-refuse"), 0);
 
     cmd.refuse = 2;
-    IT_CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &cmd, NULL, &res), ES_ERR_REFUSED);
+    CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &cmd, NULL, &res), ES_ERR_REFUSED);
     assert_string_equal(es_agg_errmsg(a), es_strerror(ES_ERR_REFUSED));
     assert_int_equal(es_agg_refusal_reason(a), 0);
 
     cmd.refuse = 3;
-    IT_CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &cmd, NULL, &res), ES_ERR_INTERNAL);
+    CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &cmd, NULL, &res), ES_ERR_INTERNAL);
     assert_non_null(strstr(es_agg_errmsg(a), "decide"));
     assert_int_equal(last_revision("ctr-refuse"), 0);
 
     /* A success clears the refusal. */
-    IT_CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &ok, NULL, NULL), ES_OK);
+    CHECK_RV(es_agg_execute(a, "ctr-refuse", ctr_decide, &ok, NULL, NULL), ES_OK);
     assert_string_equal(es_agg_errmsg(a), "");
     assert_int_equal(es_agg_refusal_reason(a), 0);
     es_agg_stats st;
@@ -271,11 +271,11 @@ static void test_empty_decision(void **state)
     es_agg *a = make(&counter_ops, 0, 4, true);
     ctr_cmd cmd = {.nothing = true};
     es_agg_result res;
-    IT_CHECK_RV(es_agg_execute(a, "ctr-empty", ctr_decide, &cmd, NULL, &res), ES_OK);
+    CHECK_RV(es_agg_execute(a, "ctr-empty", ctr_decide, &cmd, NULL, &res), ES_OK);
     assert_false(res.exists);
     assert_int_equal(res.n_events, 0);
     es_stream_info info;
-    IT_CHECK_RV(es_stream_info_get(other, "ctr-empty", &info), ES_ERR_NOT_FOUND);
+    CHECK_RV(es_stream_info_get(other, "ctr-empty", &info), ES_ERR_NOT_FOUND);
     es_agg_destroy(a);
 }
 
@@ -283,12 +283,12 @@ static void test_conflicts_retried(void **state)
 {
     es_agg *a = make(&counter_ops, 0, 8, true);
     ctr_cmd first = {.add = 1};
-    IT_CHECK_RV(es_agg_execute(a, "ctr-conflict", ctr_decide, &first, NULL, NULL), ES_OK);
+    CHECK_RV(es_agg_execute(a, "ctr-conflict", ctr_decide, &first, NULL, NULL), ES_OK);
 
     ctr_cmd cmd = {.add = 1, .stream = "ctr-conflict", .interfere = 3};
     counter after;
     es_agg_result res;
-    IT_CHECK_RV(es_agg_execute(a, "ctr-conflict", ctr_decide, &cmd, &after, &res), ES_OK);
+    CHECK_RV(es_agg_execute(a, "ctr-conflict", ctr_decide, &cmd, &after, &res), ES_OK);
     assert_int_equal(res.conflicts, 3);
     assert_int_equal(res.attempts, 4);
     assert_int_equal(cmd.calls, 4);
@@ -312,12 +312,12 @@ static void test_retries_bounded(void **state)
     o.backoff_initial_ms = 40;
     o.backoff_max_ms = 40;
     es_agg *a = NULL;
-    IT_CHECK_RV(es_agg_create(cl, &counter_ops, NULL, &o, &a), ES_OK);
+    CHECK_RV(es_agg_create(cl, &counter_ops, NULL, &o, &a), ES_OK);
     ctr_cmd cmd = {.add = 1, .stream = "ctr-bounded", .interfere = 1000};
     es_agg_result res;
     int64_t t0 = h_now_ms();
-    IT_CHECK_RV(es_agg_execute(a, "ctr-bounded", ctr_decide, &cmd, NULL, &res),
-                ES_ERR_WRONG_EXPECTED_REVISION);
+    CHECK_RV(es_agg_execute(a, "ctr-bounded", ctr_decide, &cmd, NULL, &res),
+             ES_ERR_WRONG_EXPECTED_REVISION);
     int64_t elapsed = h_now_ms() - t0;
     assert_int_equal(res.attempts, 3);
     assert_int_equal(res.conflicts, 3);
@@ -346,7 +346,7 @@ static void test_no_stream_expectation(void **state)
     es_agg *a = make(&counter_ops, 0, 4, true);
     ctr_cmd cmd = {.add = 7, .stream = "ctr-created", .interfere = 1};
     es_agg_result res;
-    IT_CHECK_RV(es_agg_execute(a, "ctr-created", ctr_decide, &cmd, NULL, &res), ES_OK);
+    CHECK_RV(es_agg_execute(a, "ctr-created", ctr_decide, &cmd, NULL, &res), ES_OK);
     assert_int_equal(res.conflicts, 1);
     assert_int_equal(cmd.seen, 100);
     assert_int_equal(res.revision, 1);
@@ -360,7 +360,7 @@ static void test_snapshot_every(void **state)
     for (int i = 0; i < 25; i++) {
         ctr_cmd cmd = {.add = 2};
         es_agg_result res;
-        IT_CHECK_RV(es_agg_execute(a, "ctr-snap", ctr_decide, &cmd, NULL, &res), ES_OK);
+        CHECK_RV(es_agg_execute(a, "ctr-snap", ctr_decide, &cmd, NULL, &res), ES_OK);
         saved += res.snapshots_saved;
         /* Snapshots at revisions 9 and 19 (10 events each). */
         assert_int_equal(res.snapshots_saved, (i == 9 || i == 19) ? 1 : 0);
@@ -368,13 +368,13 @@ static void test_snapshot_every(void **state)
     assert_int_equal(saved, 2);
     counter c, full;
     es_agg_load_info info, finfo;
-    IT_CHECK_RV(es_agg_load(a, "ctr-snap", &c, &info), ES_OK);
+    CHECK_RV(es_agg_load(a, "ctr-snap", &c, &info), ES_OK);
     assert_true(info.from_snapshot);
     assert_int_equal(info.snapshot_revision, 19);
     assert_int_equal(info.replayed, 5);
     assert_int_equal(info.revision, 24);
     es_agg *replay = make(&counter_ops, 0, 4, false);
-    IT_CHECK_RV(es_agg_load(replay, "ctr-snap", &full, &finfo), ES_OK);
+    CHECK_RV(es_agg_load(replay, "ctr-snap", &full, &finfo), ES_OK);
     assert_false(finfo.from_snapshot);
     assert_int_equal(finfo.replayed, 25);
     assert_int_equal(finfo.revision, 24);
@@ -389,23 +389,23 @@ static void test_snapshot_formats(void **state)
     es_agg *a = make(&counter_ops, 0, 4, true);
     for (int i = 0; i < 6; i++) {
         ctr_cmd cmd = {.add = 3};
-        IT_CHECK_RV(es_agg_execute(a, "ctr-format", ctr_decide, &cmd, NULL, NULL), ES_OK);
+        CHECK_RV(es_agg_execute(a, "ctr-format", ctr_decide, &cmd, NULL, NULL), ES_OK);
     }
     /* An older format that claims a different value: not trusted. */
     counter lie = {999999, 6};
-    IT_CHECK_RV(es_snapshot_save(other, "ctr-format", 5, COUNTER_FORMAT - 1, &lie, sizeof(lie)),
-                ES_OK);
+    CHECK_RV(es_snapshot_save(other, "ctr-format", 5, COUNTER_FORMAT - 1, &lie, sizeof(lie)),
+             ES_OK);
     counter c;
     es_agg_load_info info;
-    IT_CHECK_RV(es_agg_load(a, "ctr-format", &c, &info), ES_OK);
+    CHECK_RV(es_agg_load(a, "ctr-format", &c, &info), ES_OK);
     assert_true(info.snapshot_ignored);
     assert_false(info.from_snapshot);
     assert_int_equal(info.replayed, 6);
     assert_int_equal(c.value, 18);
 
     /* The right format number, but bytes decode() rejects: ignored too. */
-    IT_CHECK_RV(es_snapshot_save(other, "ctr-format", 5, COUNTER_FORMAT, "junk", 4), ES_OK);
-    IT_CHECK_RV(es_agg_load(a, "ctr-format", &c, &info), ES_OK);
+    CHECK_RV(es_snapshot_save(other, "ctr-format", 5, COUNTER_FORMAT, "junk", 4), ES_OK);
+    CHECK_RV(es_agg_load(a, "ctr-format", &c, &info), ES_OK);
     assert_true(info.snapshot_ignored);
     assert_int_equal(info.replayed, 6);
     assert_int_equal(c.value, 18);
@@ -413,10 +413,10 @@ static void test_snapshot_formats(void **state)
     /* A snapshot saved on demand replaces it and is used. */
     uint64_t rev = 0;
     bool saved = false;
-    IT_CHECK_RV(es_agg_snapshot(a, "ctr-format", &rev, &saved), ES_OK);
+    CHECK_RV(es_agg_snapshot(a, "ctr-format", &rev, &saved), ES_OK);
     assert_true(saved);
     assert_int_equal(rev, 5);
-    IT_CHECK_RV(es_agg_load(a, "ctr-format", &c, &info), ES_OK);
+    CHECK_RV(es_agg_load(a, "ctr-format", &c, &info), ES_OK);
     assert_true(info.from_snapshot);
     assert_false(info.snapshot_ignored);
     assert_int_equal(info.snapshot_revision, 5);
@@ -434,21 +434,21 @@ static void test_snapshot_on_demand(void **state)
     es_agg *a = make(&counter_ops, 0, 4, true);
     uint64_t rev = 99;
     bool saved = true;
-    IT_CHECK_RV(es_agg_snapshot(a, "ctr-demand", &rev, &saved), ES_ERR_NOT_FOUND);
+    CHECK_RV(es_agg_snapshot(a, "ctr-demand", &rev, &saved), ES_ERR_NOT_FOUND);
     assert_false(saved);
     for (int i = 0; i < 3; i++) {
         ctr_cmd cmd = {.add = 1};
-        IT_CHECK_RV(es_agg_execute(a, "ctr-demand", ctr_decide, &cmd, NULL, NULL), ES_OK);
+        CHECK_RV(es_agg_execute(a, "ctr-demand", ctr_decide, &cmd, NULL, NULL), ES_OK);
     }
-    IT_CHECK_RV(es_agg_snapshot(a, "ctr-demand", &rev, &saved), ES_OK);
+    CHECK_RV(es_agg_snapshot(a, "ctr-demand", &rev, &saved), ES_OK);
     assert_true(saved);
     assert_int_equal(rev, 2);
-    IT_CHECK_RV(es_agg_snapshot(a, "ctr-demand", &rev, &saved), ES_OK);
+    CHECK_RV(es_agg_snapshot(a, "ctr-demand", &rev, &saved), ES_OK);
     assert_false(saved); /* already current */
     assert_int_equal(rev, 2);
     ctr_cmd cmd = {.add = 1};
-    IT_CHECK_RV(es_agg_execute(a, "ctr-demand", ctr_decide, &cmd, NULL, NULL), ES_OK);
-    IT_CHECK_RV(es_agg_snapshot(a, "ctr-demand", &rev, &saved), ES_OK);
+    CHECK_RV(es_agg_execute(a, "ctr-demand", ctr_decide, &cmd, NULL, NULL), ES_OK);
+    CHECK_RV(es_agg_snapshot(a, "ctr-demand", &rev, &saved), ES_OK);
     assert_true(saved);
     assert_int_equal(rev, 3);
     es_agg_destroy(a);
@@ -458,18 +458,17 @@ static void test_apply_refuses_foreign_event(void **state)
 {
     es_agg *a = make(&counter_ops, 0, 4, true);
     ctr_cmd cmd = {.add = 1};
-    IT_CHECK_RV(es_agg_execute(a, "ctr-foreign", ctr_decide, &cmd, NULL, NULL), ES_OK);
+    CHECK_RV(es_agg_execute(a, "ctr-foreign", ctr_decide, &cmd, NULL, NULL), ES_OK);
     es_event ev = {.type = "Bogus", .data = "x", .data_len = 1};
-    IT_CHECK_RV(
-        es_stream_append(other, "ctr-foreign", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL),
-        ES_OK);
+    CHECK_RV(es_stream_append(other, "ctr-foreign", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL),
+             ES_OK);
     counter c;
-    IT_CHECK_RV(es_agg_load(a, "ctr-foreign", &c, NULL), ES_ERR_MALFORMED);
+    CHECK_RV(es_agg_load(a, "ctr-foreign", &c, NULL), ES_ERR_MALFORMED);
     assert_non_null(strstr(es_agg_errmsg(a), "revision 1"));
     assert_non_null(strstr(es_agg_errmsg(a), "Bogus"));
     /* A command on it fails the same way, before deciding. */
     ctr_cmd more = {.add = 1};
-    IT_CHECK_RV(es_agg_execute(a, "ctr-foreign", ctr_decide, &more, NULL, NULL), ES_ERR_MALFORMED);
+    CHECK_RV(es_agg_execute(a, "ctr-foreign", ctr_decide, &more, NULL, NULL), ES_ERR_MALFORMED);
     assert_int_equal(more.calls, 0);
     es_agg_destroy(a);
 }
@@ -507,10 +506,10 @@ static void open_with(es_agg *a, const char *id, int64_t amount)
     char stream[ACCOUNT_STREAM_BYTES];
     assert_true(account_stream(id, stream));
     account_cmd open = {.kind = ACCOUNT_CMD_OPEN, .id = id, .owner = "Test"};
-    IT_CHECK_RV(es_agg_execute(a, stream, account_decide, &open, NULL, NULL), ES_OK);
+    CHECK_RV(es_agg_execute(a, stream, account_decide, &open, NULL, NULL), ES_OK);
     if (amount > 0) {
         account_cmd dep = {.kind = ACCOUNT_CMD_DEPOSIT, .id = id, .amount = amount};
-        IT_CHECK_RV(es_agg_execute(a, stream, account_decide, &dep, NULL, NULL), ES_OK);
+        CHECK_RV(es_agg_execute(a, stream, account_decide, &dep, NULL, NULL), ES_OK);
     }
 }
 
@@ -519,7 +518,7 @@ static account load_account(es_agg *a, const char *id, es_agg_load_info *info)
     char stream[ACCOUNT_STREAM_BYTES];
     assert_true(account_stream(id, stream));
     account acc;
-    IT_CHECK_RV(es_agg_load(a, stream, &acc, info), ES_OK);
+    CHECK_RV(es_agg_load(a, stream, &acc, info), ES_OK);
     return acc;
 }
 
@@ -528,9 +527,9 @@ static void last_event(const char *stream, uint8_t corr[16], uint64_t *position)
 {
     es_read_options ro = {.from = ES_READ_END, .backward = true, .max_count = 1};
     es_read_iter *it = NULL;
-    IT_CHECK_RV(es_read_stream(other, stream, &ro, &it), ES_OK);
+    CHECK_RV(es_read_stream(other, stream, &ro, &it), ES_OK);
     const es_recorded_event *ev = NULL;
-    IT_CHECK_RV(es_read_next(it, &ev), ES_OK);
+    CHECK_RV(es_read_next(it, &ev), ES_OK);
     assert_non_null(ev);
     assert_non_null(ev->correlation_id);
     memcpy(corr, ev->correlation_id, 16);
@@ -557,7 +556,7 @@ static void test_transfer_one_transaction(void **state)
         {.agg = a, .stream = "account-tx-b", .state_out = &ta},
     };
     es_agg_result res;
-    IT_CHECK_RV(es_agg_execute_many(tg, 2, transfer_decide, &t, &res), ES_OK);
+    CHECK_RV(es_agg_execute_many(tg, 2, transfer_decide, &t, &res), ES_OK);
     assert_int_equal(res.conflicts, 1);
     assert_int_equal(res.attempts, 2);
     assert_int_equal(res.n_events, 2);
@@ -598,8 +597,7 @@ static void test_transfer_all_or_nothing(void **state)
     es_agg_target tg[2] = {{.agg = a, .stream = "account-an-a"},
                            {.agg = a, .stream = "account-an-b"}};
     es_agg_result res;
-    IT_CHECK_RV(es_agg_execute_many(tg, 2, transfer_decide, &t, &res),
-                ES_ERR_WRONG_EXPECTED_REVISION);
+    CHECK_RV(es_agg_execute_many(tg, 2, transfer_decide, &t, &res), ES_ERR_WRONG_EXPECTED_REVISION);
     size_t n = 0;
     const es_conflict *cf = es_client_conflicts(cl, &n);
     assert_int_equal(n, 1);
@@ -613,7 +611,7 @@ static void test_transfer_all_or_nothing(void **state)
     /* A refusal: nothing on either side. */
     t.interfere = 0;
     t.cmd.amount = 5000;
-    IT_CHECK_RV(es_agg_execute_many(tg, 2, transfer_decide, &t, &res), ES_ERR_REFUSED);
+    CHECK_RV(es_agg_execute_many(tg, 2, transfer_decide, &t, &res), ES_ERR_REFUSED);
     assert_int_equal(es_agg_refusal_reason(a), ACCOUNT_REFUSED_INSUFFICIENT_FUNDS);
     assert_string_equal(es_agg_errmsg(a),
                         "insufficient funds: account an-a has 1005, cannot withdraw 5000");
@@ -625,12 +623,12 @@ static void test_transfer_all_or_nothing(void **state)
                            {.agg = a, .stream = "account-an-none"}};
     t.cmd.amount = 10;
     t.cmd.to = "an-none";
-    IT_CHECK_RV(es_agg_execute_many(tc, 2, transfer_decide, &t, &res), ES_ERR_REFUSED);
+    CHECK_RV(es_agg_execute_many(tc, 2, transfer_decide, &t, &res), ES_ERR_REFUSED);
     assert_int_equal(es_agg_refusal_reason(a), ACCOUNT_REFUSED_NOT_OPEN);
     assert_int_equal(last_revision("account-an-a"), 2);
 
     /* The helper refuses a transfer to the same account. */
-    IT_CHECK_RV(account_transfer(a, "an-a", "an-a", 1, NULL, NULL, NULL, &res), ES_ERR_REFUSED);
+    CHECK_RV(account_transfer(a, "an-a", "an-a", 1, NULL, NULL, NULL, &res), ES_ERR_REFUSED);
     assert_int_equal(es_agg_refusal_reason(a), ACCOUNT_REFUSED_SAME_ACCOUNT);
     assert_int_equal(last_revision("account-an-a"), 2);
     es_agg_destroy(a);

@@ -1,5 +1,6 @@
 /*
- * test_bank — the bank invariant T4 of TESTPLAN.md at its PR size.
+ * test_bank — the bank invariant (concurrent transfers neither create nor
+ * lose money) at its PR size.
  *
  * 100 accounts are opened with 1,000 (minor units) each; then 32 threads,
  * each with its own client, transfer random amounts (1..200) between
@@ -26,8 +27,8 @@
  *
  * The server runs durable (--sync full, its default): group commit keeps
  * the run near 15 s on a 2-core machine, and the longer commits make the
- * contention higher. ES_T4_SYNC=none runs it without fsync (about twice as
- * fast); ES_T4_TRANSFERS and ES_T4_CLIENTS scale it.
+ * contention higher. ES_BANK_SYNC=none runs it without fsync (about twice as
+ * fast); ES_BANK_TRANSFERS and ES_BANK_CLIENTS scale it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -70,16 +71,16 @@ static long env_long(const char *name, long def, long lo, long hi)
 
 static int setup(void **state)
 {
-    n_transfers = env_long("ES_T4_TRANSFERS", n_transfers, 1, 100000000);
-    n_clients = (int)env_long("ES_T4_CLIENTS", n_clients, 1, MAX_CLIENTS);
-    const char *sync = getenv("ES_T4_SYNC");
+    n_transfers = env_long("ES_BANK_TRANSFERS", n_transfers, 1, 100000000);
+    n_clients = (int)env_long("ES_BANK_CLIENTS", n_clients, 1, MAX_CLIENTS);
+    const char *sync = getenv("ES_BANK_SYNC");
     /* A 1 GiB map (the run stores a few MB): ThreadSanitizer's shadow
      * memory leaves no room for esd's default reservation of 1 TiB. */
     static const char *args_none[] = {"--sync", "none", "--map-size", "1G", NULL};
     static const char *args_full[] = {"--sync", "full", "--map-size", "1G", NULL};
     const char *const *args = (sync && strcmp(sync, "none") == 0) ? args_none : args_full;
     for (int i = 0; i < ACCOUNTS; i++) {
-        snprintf(ids[i], sizeof(ids[i]), "t4-%03d", i);
+        snprintf(ids[i], sizeof(ids[i]), "bank-%03d", i);
     }
     if (esd_init(&esd, args) != 0 || esd_start(&esd, 10000) != 0) {
         return -1;
@@ -100,7 +101,7 @@ static es_agg *make(es_client *c, bool read_snapshots)
     es_agg_options_init(&o);
     o.read_snapshots = read_snapshots;
     /* About 4 snapshots per account at the PR size, and some even when
-     * ES_T4_TRANSFERS makes the run smaller. */
+     * ES_BANK_TRANSFERS makes the run smaller. */
     o.snapshot_every = 50;
     es_agg *a = NULL;
     if (es_agg_create(c, &account_ops, NULL, &o, &a) != ES_OK) {
@@ -189,7 +190,7 @@ static void *work(void *arg)
 static int account_index(const char *stream)
 {
     int i;
-    if (sscanf(stream, "account-t4-%d", &i) != 1 || i < 0 || i >= ACCOUNTS) {
+    if (sscanf(stream, "account-bank-%d", &i) != 1 || i < 0 || i >= ACCOUNTS) {
         return -1;
     }
     return i;
@@ -202,7 +203,7 @@ static void check_global_log(es_client *c, long expected_transfers, uint64_t set
     memset(acc, 0, sizeof(acc));
     es_read_options ro = {.filter = ES_FILTER_CATEGORY, .filter_name = "account"};
     es_read_iter *it = NULL;
-    IT_CHECK_RV(es_read_all(c, &ro, &it), ES_OK);
+    CHECK_RV(es_read_all(c, &ro, &it), ES_OK);
     long pairs = 0, boundaries = 0;
     uint64_t events = 0;
     bool pending = false; /* a withdrawal waits for its deposit */
@@ -211,7 +212,7 @@ static void check_global_log(es_client *c, long expected_transfers, uint64_t set
     uint8_t pending_corr[16];
     for (;;) {
         const es_recorded_event *ev = NULL;
-        IT_CHECK_RV(es_read_next(it, &ev), ES_OK);
+        CHECK_RV(es_read_next(it, &ev), ES_OK);
         if (ev == NULL) {
             break;
         }
@@ -266,7 +267,7 @@ static void check_global_log(es_client *c, long expected_transfers, uint64_t set
     es_read_destroy(it);
     assert_false(pending);
     assert_int_equal(pairs, expected_transfers);
-    printf("T4: global log: %" PRIu64 " events, %ld transfers, each withdrawal adjacent to its "
+    printf("bank: global log: %" PRIu64 " events, %ld transfers, each withdrawal adjacent to its "
            "deposit; total %" PRId64 " at all %ld transaction boundaries\n",
            events, pairs, TOTAL, boundaries);
 }
@@ -284,8 +285,8 @@ static void check_accounts(es_client *c, int *from_snapshot_with_later)
         assert_true(account_stream(ids[i], stream));
         account a, b;
         es_agg_load_info fi, si;
-        IT_CHECK_RV(es_agg_load(full, stream, &a, &fi), ES_OK);
-        IT_CHECK_RV(es_agg_load(snap, stream, &b, &si), ES_OK);
+        CHECK_RV(es_agg_load(full, stream, &a, &fi), ES_OK);
+        CHECK_RV(es_agg_load(snap, stream, &b, &si), ES_OK);
         assert_false(fi.from_snapshot);
         assert_int_equal(fi.replayed, fi.revision + 1);
         assert_true(a.open);
@@ -306,7 +307,7 @@ static void check_accounts(es_client *c, int *from_snapshot_with_later)
         fail_msg("total %" PRId64 ", want %" PRId64, total, TOTAL);
     }
     *from_snapshot_with_later = with_later;
-    printf("T4: %d accounts: all open, none negative, total %" PRId64 "; loaded from a snapshot: "
+    printf("bank: %d accounts: all open, none negative, total %" PRId64 "; loaded from a snapshot: "
            "%d (%d with later events), each equal to its full replay\n",
            ACCOUNTS, total, from_snap, with_later);
     es_agg_destroy(full);
@@ -324,13 +325,13 @@ static void test_bank_invariant(void **state)
     for (int i = 0; i < ACCOUNTS; i++) {
         char stream[ACCOUNT_STREAM_BYTES];
         assert_true(account_stream(ids[i], stream));
-        account_cmd open = {.kind = ACCOUNT_CMD_OPEN, .id = ids[i], .owner = "T4"};
-        IT_CHECK_RV(es_agg_execute(a, stream, account_decide, &open, NULL, NULL), ES_OK);
+        account_cmd open = {.kind = ACCOUNT_CMD_OPEN, .id = ids[i], .owner = "Bank"};
+        CHECK_RV(es_agg_execute(a, stream, account_decide, &open, NULL, NULL), ES_OK);
         account_cmd dep = {.kind = ACCOUNT_CMD_DEPOSIT, .id = ids[i], .amount = INITIAL};
-        IT_CHECK_RV(es_agg_execute(a, stream, account_decide, &dep, NULL, NULL), ES_OK);
+        CHECK_RV(es_agg_execute(a, stream, account_decide, &dep, NULL, NULL), ES_OK);
     }
     es_stats st0;
-    IT_CHECK_RV(es_stats_get(c, &st0), ES_OK);
+    CHECK_RV(es_stats_get(c, &st0), ES_OK);
     uint64_t setup_end = st0.head_position;
 
     /* The contention. */
@@ -367,15 +368,15 @@ static void test_bank_invariant(void **state)
     uint64_t commit_attempts = attempts - (uint64_t)refused;
     double rate = commit_attempts ? 100.0 * (double)conflicts / (double)commit_attempts : 0;
     es_stats st;
-    IT_CHECK_RV(es_stats_get(c, &st), ES_OK);
-    printf("T4: %ld transfers by %d clients in %.1f s (%.0f/s), sync %s; %" PRIu64
+    CHECK_RV(es_stats_get(c, &st), ES_OK);
+    printf("bank: %ld transfers by %d clients in %.1f s (%.0f/s), sync %s; %" PRIu64
            " commit attempts, %" PRIu64 " conflicts: conflict rate %.1f %%; %ld refused "
            "(insufficient funds); %ld gave up after max_attempts conflicts; %" PRIu64
            " snapshots saved; mean commit batch %.1f\n",
            done, n_clients, (double)ms / 1000.0, (double)done * 1000.0 / (double)(ms ? ms : 1),
            st.sync_mode == ES_SYNC_NONE ? "none" : "full", commit_attempts, conflicts, rate,
            refused, gave_up, snapshots, st.mean_commit_batch);
-    printf("T4: commands by conflicts met:");
+    printf("bank: commands by conflicts met:");
     for (int k = 0; k < 17; k++) {
         if (hist[k] != 0) {
             printf(" %d%s:%" PRIu64, k, k == 16 ? "+" : "", hist[k]);
@@ -400,16 +401,16 @@ static void test_bank_invariant(void **state)
     char s0[ACCOUNT_STREAM_BYTES];
     assert_true(account_stream(ids[0], s0));
     uint64_t snap_rev = 0;
-    IT_CHECK_RV(es_agg_snapshot(a, s0, &snap_rev, NULL), ES_OK);
+    CHECK_RV(es_agg_snapshot(a, s0, &snap_rev, NULL), ES_OK);
     for (int k = 0; k < 3; k++) {
         es_err rv = account_transfer(a, ids[1 + k], ids[0], 1, NULL, NULL, NULL, NULL);
-        IT_CHECK_RV(rv, ES_OK);
+        CHECK_RV(rv, ES_OK);
     }
     es_agg *full = make(c, false);
     account x, y;
     es_agg_load_info xi, yi;
-    IT_CHECK_RV(es_agg_load(a, s0, &x, &xi), ES_OK);
-    IT_CHECK_RV(es_agg_load(full, s0, &y, &yi), ES_OK);
+    CHECK_RV(es_agg_load(a, s0, &x, &xi), ES_OK);
+    CHECK_RV(es_agg_load(full, s0, &y, &yi), ES_OK);
     assert_true(xi.from_snapshot);
     assert_int_equal(xi.snapshot_revision, snap_rev);
     assert_int_equal(xi.replayed, 3);

@@ -1,7 +1,7 @@
 /*
  * test_lifecycle — round trips of every request kind, idempotent retries,
- * restarts (SIGTERM and SIGKILL), SIGTERM under load (TESTPLAN T25), the
- * lost-update test (T5) and concurrent appends to many streams, against the
+ * restarts (SIGTERM and SIGKILL), SIGTERM under load, the lost-update test
+ * (64 clients on one stream) and concurrent appends to many streams, against the
  * real esd.
  *
  * Design notes
@@ -40,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "support.h"
 
 #define REPLY_MS 5000
 
@@ -1026,34 +1026,34 @@ static void test_restart(void **state)
     free(all.v);
 }
 
-/* ------------------------------------------------------------------- T25 -- */
+/* ------------------------------------------------------ SIGTERM under load -- */
 
-#define T25_CYCLES  10
-#define T25_WORKERS 8
-#define T25_SEED    20250101u
+#define SIGTERM_LOAD_CYCLES  10
+#define SIGTERM_LOAD_WORKERS 8
+#define SIGTERM_LOAD_SEED    20250101u
 
-static void test_t25_sigterm_under_load(void **state)
+static void test_sigterm_under_load(void **state)
 {
     (void)state;
     ack_list all = {0};
-    unsigned seed = T25_SEED;
+    unsigned seed = SIGTERM_LOAD_SEED;
     int worst_exit_ms = 0;
-    print_message("    seed %u\n", T25_SEED);
-    for (int cycle = 0; cycle < T25_CYCLES; cycle++) {
+    print_message("    seed %u\n", SIGTERM_LOAD_SEED);
+    for (int cycle = 0; cycle < SIGTERM_LOAD_CYCLES; cycle++) {
         if (cycle > 0) {
-            restart_or_fail("T25: restart");
+            restart_or_fail("SIGTERM under load: restart");
         }
         _Atomic bool stop = false;
-        worker ws[T25_WORKERS];
+        worker ws[SIGTERM_LOAD_WORKERS];
         memset(ws, 0, sizeof ws);
-        for (int i = 0; i < T25_WORKERS; i++) {
+        for (int i = 0; i < SIGTERM_LOAD_WORKERS; i++) {
             ws[i].port = g_esd.port;
             ws[i].index = i;
             ws[i].tag = 0x2500u + (uint32_t)(cycle * 16 + i);
             ws[i].max_events = 4;
             ws[i].stop = &stop;
             ws[i].racing_shutdown = true;
-            snprintf(ws[i].stream, sizeof ws[i].stream, "t25-%d", i);
+            snprintf(ws[i].stream, sizeof ws[i].stream, "sigterm-%d", i);
             assert_int_equal(pthread_create(&ws[i].th, NULL, worker_main, &ws[i]), 0);
         }
         /* A random moment of the load. */
@@ -1062,44 +1062,46 @@ static void test_t25_sigterm_under_load(void **state)
         int status = 0, ms = 0;
         if (esd_stop(&g_esd, SIGTERM, 5000, &status, &ms) != 0) {
             stop = true;
-            for (int i = 0; i < T25_WORKERS; i++) {
+            for (int i = 0; i < SIGTERM_LOAD_WORKERS; i++) {
                 pthread_join(ws[i].th, NULL);
             }
-            fail_msg("T25 cycle %d: esd did not exit within 5 s of SIGTERM", cycle);
+            fail_msg("SIGTERM under load, cycle %d: esd did not exit within 5 s of SIGTERM", cycle);
         }
         stop = true;
-        for (int i = 0; i < T25_WORKERS; i++) {
+        for (int i = 0; i < SIGTERM_LOAD_WORKERS; i++) {
             pthread_join(ws[i].th, NULL);
         }
-        for (int i = 0; i < T25_WORKERS; i++) {
+        for (int i = 0; i < SIGTERM_LOAD_WORKERS; i++) {
             if (ws[i].failures) {
-                fail_msg("T25 cycle %d worker %d: %s", cycle, i, ws[i].error);
+                fail_msg("SIGTERM under load, cycle %d worker %d: %s", cycle, i, ws[i].error);
             }
             ack_merge(&all, &ws[i].acks);
             free(ws[i].acks.v);
         }
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             esd_dump_log(&g_esd);
-            fail_msg("T25 cycle %d: esd exit status 0x%x, want exit 0", cycle, status);
+            fail_msg("SIGTERM under load, cycle %d: esd exit status 0x%x, want exit 0", cycle,
+                     status);
         }
         if (ms > worst_exit_ms) {
             worst_exit_ms = ms;
         }
     }
     if (all.n < 100) {
-        fail_msg("T25: only %zu events acknowledged over %d cycles: the load did not run", all.n,
-                 T25_CYCLES);
+        fail_msg(
+            "SIGTERM under load: only %zu events acknowledged over %d cycles: the load did not run",
+            all.n, SIGTERM_LOAD_CYCLES);
     }
-    restart_or_fail("T25: final restart");
+    restart_or_fail("SIGTERM under load: final restart");
     size_t unacked = 0;
-    verify_or_fail(&all, "T25: after the last cycle", &unacked);
+    verify_or_fail(&all, "SIGTERM under load: after the last cycle", &unacked);
     print_message("    %d SIGTERM cycles under load: %zu acknowledged events all present; "
                   "slowest exit %d ms; %zu stored without an acknowledgement\n",
-                  T25_CYCLES, all.n, worst_exit_ms, unacked);
+                  SIGTERM_LOAD_CYCLES, all.n, worst_exit_ms, unacked);
     free(all.v);
 }
 
-/* -------------------------------------------------------------------- T5 -- */
+/* ------------------------------------------------------------- lost update -- */
 
 /*
  * 64 clients increment one stream with exact expectations until each has
@@ -1109,21 +1111,21 @@ static void test_t25_sigterm_under_load(void **state)
  * commit is an fsync: measured on this 2-core box, 357 s, far over the
  * suite's budget; so this test runs with --sync none (~100-250 s depending
  * on the load of the box). The property under test is the optimistic
- * concurrency check, not durability, which test_restart and T25 cover
+ * concurrency check, not durability, which test_restart and the SIGTERM-under-load test cover
  * with --sync full.
  */
-#define T5_CLIENTS           64
-#define T5_SUCCESSES_DEFAULT 1000
+#define LOST_UPDATE_CLIENTS           64
+#define LOST_UPDATE_SUCCESSES_DEFAULT 1000
 
-/* ESD_T5_SUCCESSES overrides the per-client count (for experiments). */
-static int t5_successes(void)
+/* ESD_LOST_UPDATE_SUCCESSES overrides the per-client count (for experiments). */
+static int lost_update_successes(void)
 {
-    const char *s = getenv("ESD_T5_SUCCESSES");
+    const char *s = getenv("ESD_LOST_UPDATE_SUCCESSES");
     int n = s ? atoi(s) : 0;
-    return n > 0 ? n : T5_SUCCESSES_DEFAULT;
+    return n > 0 ? n : LOST_UPDATE_SUCCESSES_DEFAULT;
 }
 
-typedef struct t5_client {
+typedef struct lost_update_client {
     pthread_t th;
     uint16_t port;
     int index;
@@ -1132,11 +1134,11 @@ typedef struct t5_client {
     uint64_t conflicts;
     int failures;
     char error[256];
-} t5_client;
+} lost_update_client;
 
-static void *t5_main(void *arg)
+static void *lost_update_main(void *arg)
 {
-    t5_client *c = arg;
+    lost_update_client *c = arg;
     int fd = h_open(c->port);
     if (fd < 0) {
         c->failures++;
@@ -1146,7 +1148,7 @@ static void *t5_main(void *arg)
     bool exists = false;
     uint64_t rev = 0;
     uint64_t req_id = 10;
-    int target = t5_successes();
+    int target = lost_update_successes();
     hbuf out = {0};
     h_set_recv_timeout(fd, 30000);
     while (c->successes < target) {
@@ -1198,24 +1200,24 @@ static void *t5_main(void *arg)
     return NULL;
 }
 
-static void test_t5_lost_update(void **state)
+static void test_lost_update(void **state)
 {
     (void)state;
-    static t5_client cs[T5_CLIENTS];
+    static lost_update_client cs[LOST_UPDATE_CLIENTS];
     memset(cs, 0, sizeof cs);
     int64_t t0 = h_now_ms();
-    for (int i = 0; i < T5_CLIENTS; i++) {
+    for (int i = 0; i < LOST_UPDATE_CLIENTS; i++) {
         cs[i].port = g_esd.port;
         cs[i].index = i;
-        assert_int_equal(pthread_create(&cs[i].th, NULL, t5_main, &cs[i]), 0);
+        assert_int_equal(pthread_create(&cs[i].th, NULL, lost_update_main, &cs[i]), 0);
     }
     uint64_t acks = 0, attempts = 0, conflicts = 0;
-    for (int i = 0; i < T5_CLIENTS; i++) {
+    for (int i = 0; i < LOST_UPDATE_CLIENTS; i++) {
         pthread_join(cs[i].th, NULL);
     }
-    for (int i = 0; i < T5_CLIENTS; i++) {
+    for (int i = 0; i < LOST_UPDATE_CLIENTS; i++) {
         if (cs[i].failures) {
-            fail_msg("T5 client %d: %s", i, cs[i].error);
+            fail_msg("lost update, client %d: %s", i, cs[i].error);
         }
         acks += (uint64_t)cs[i].successes;
         attempts += cs[i].attempts;
@@ -1229,7 +1231,7 @@ static void test_t5_lost_update(void **state)
     h_put_stats(&sb, 3);
     Es__V1__Response *st = call(fd, &sb, "stats");
     hbuf_free(&sb);
-    print_message("    T5: esd CPU %.1f s; %llu commits, mean batch %.1f, max batch %u\n",
+    print_message("    lost update: esd CPU %.1f s; %llu commits, mean batch %.1f, max batch %u\n",
                   (double)cpu / (double)sysconf(_SC_CLK_TCK),
                   (unsigned long long)st->stats->commits, st->stats->mean_commit_batch,
                   st->stats->max_commit_batch);
@@ -1238,17 +1240,18 @@ static void test_t5_lost_update(void **state)
     uint64_t last = 0;
     assert_true(last_rev_of(fd, "counter", &last, &ok));
     close(fd);
-    print_message("    T5: %llu acknowledgements, final revision %llu, %llu attempts, %llu "
-                  "conflicts (%.1f %%), %.1f s\n",
-                  (unsigned long long)acks, (unsigned long long)last, (unsigned long long)attempts,
-                  (unsigned long long)conflicts, 100.0 * (double)conflicts / (double)attempts,
-                  (double)dt / 1000.0);
-    uint64_t want = (uint64_t)T5_CLIENTS * (uint64_t)t5_successes();
+    print_message(
+        "    lost update: %llu acknowledgements, final revision %llu, %llu attempts, %llu "
+        "conflicts (%.1f %%), %.1f s\n",
+        (unsigned long long)acks, (unsigned long long)last, (unsigned long long)attempts,
+        (unsigned long long)conflicts, 100.0 * (double)conflicts / (double)attempts,
+        (double)dt / 1000.0);
+    uint64_t want = (uint64_t)LOST_UPDATE_CLIENTS * (uint64_t)lost_update_successes();
     assert_int_equal(acks, want);
     assert_int_equal(last + 1, want);
     /* Every acknowledged increment exactly once, in one contiguous stream. */
     ack_list none = {0};
-    verify_or_fail(&none, "T5: the whole log", NULL);
+    verify_or_fail(&none, "lost update: the whole log", NULL);
     assert_int_equal(h_head(g_esd.port), want);
 }
 
@@ -1593,13 +1596,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_round_trips, setup_full, teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_retry, setup_none, teardown),
         cmocka_unit_test_setup_teardown(test_restart, setup_full, teardown),
-        cmocka_unit_test_setup_teardown(test_t25_sigterm_under_load, setup_full, teardown),
-        cmocka_unit_test_setup_teardown(test_t5_lost_update, setup_none, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_under_load, setup_full, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_update, setup_none, teardown),
         cmocka_unit_test_setup_teardown(test_many_streams, setup_none, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_requests_in_flight, setup_none, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_with_stalled_clients, setup_small_output,
                                         teardown),
     };
-    return cmocka_run_group_tests_name("integration: lifecycle (T5, T25, restarts)", tests, NULL,
-                                       NULL);
+    return cmocka_run_group_tests_name("integration: lifecycle", tests, NULL, NULL);
 }

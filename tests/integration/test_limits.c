@@ -1,6 +1,6 @@
 /*
- * test_limits — TESTPLAN T14 (frame length prefixes), T15 (slowloris and
- * idle connections), T16 (connection flood, fd exhaustion) and the output
+ * test_limits — frame length prefixes, slowloris and idle connections,
+ * connection flood and fd exhaustion, and the output
  * bound for clients that never read, against the real esd.
  *
  * Design notes
@@ -32,7 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "support.h"
 
 #define REPLY_MS 2000
 
@@ -69,9 +69,9 @@ static void send_or_fail(int fd, const void *p, size_t len, const char *what)
     }
 }
 
-/* ------------------------------------------------------------------- T14 -- */
+/* -------------------------------------------------- frame length prefixes -- */
 
-static int setup_t14(void **state)
+static int setup_frames(void **state)
 {
     (void)state;
     static const char *const args[] = {"--sync",
@@ -93,7 +93,7 @@ static int setup_t14(void **state)
  * then the close, and the declared size never allocated (VmPeak grows by
  * less than 16 MiB; 2^31 would add 2 GiB).
  */
-static void test_t14_length_prefix(void **state)
+static void test_length_prefix(void **state)
 {
     (void)state;
     static const struct {
@@ -157,7 +157,7 @@ static int64_t close_time_ms(int fd, int64_t t0_us, int timeout_ms, int *frames)
  * more byte every 200 ms (the deadline is for the frame, not per byte), and
  * a frame that does complete in time is served.
  */
-static void test_t14_stalled_frame(void **state)
+static void test_stalled_frame(void **state)
 {
     (void)state;
     for (int variant = 0; variant < 3; variant++) {
@@ -229,9 +229,9 @@ static void test_t14_stalled_frame(void **state)
     assert_true(h_server_ok(g_esd.port));
 }
 
-/* ------------------------------------------------------------------- T15 -- */
+/* ------------------------------------------- slowloris, idle connections -- */
 
-static int setup_t15(void **state)
+static int setup_slowloris(void **state)
 {
     (void)state;
     static const char *const args[] = {"--sync",
@@ -296,7 +296,7 @@ static void *legit_main(void *arg)
     return NULL;
 }
 
-#define T15_CONNS 100
+#define SLOWLORIS_CONNS 100
 
 typedef struct watched {
     int fd;
@@ -305,7 +305,7 @@ typedef struct watched {
     int64_t min_ms, max_ms;
 } watched;
 
-static void test_t15_slowloris_and_idle(void **state)
+static void test_slowloris_and_idle(void **state)
 {
     (void)state;
     legit_client lc = {.port = g_esd.port};
@@ -315,7 +315,7 @@ static void test_t15_slowloris_and_idle(void **state)
      * errors are recorded and asserted after the join. */
     const char *setup_error = NULL;
 
-    enum { N = 3 * T15_CONNS + 20 };
+    enum { N = 3 * SLOWLORIS_CONNS + 20 };
     static watched w[N];
     int n = 0;
     int64_t t0 = h_now_us();
@@ -323,7 +323,7 @@ static void test_t15_slowloris_and_idle(void **state)
     hbuf_put_header(&partial, 100);
     hbuf_put(&partial, "\x08\x01\xb2", 3);
     /* Slowloris: half of them after a hello, half before. */
-    for (int i = 0; i < T15_CONNS && !setup_error; i++) {
+    for (int i = 0; i < SLOWLORIS_CONNS && !setup_error; i++) {
         bool hello = i % 2 == 0;
         int fd = hello ? h_open(g_esd.port) : h_connect(g_esd.port);
         if (fd < 0 || h_send_all(fd, partial.p, partial.len, REPLY_MS) != H_OK) {
@@ -336,7 +336,7 @@ static void test_t15_slowloris_and_idle(void **state)
                            -1, 900, 3500};
     }
     /* Idle, unauthenticated: connect and say nothing. */
-    for (int i = 0; i < T15_CONNS && !setup_error; i++) {
+    for (int i = 0; i < SLOWLORIS_CONNS && !setup_error; i++) {
         int fd = h_connect(g_esd.port);
         if (fd < 0) {
             setup_error = "cannot open an idle connection";
@@ -414,9 +414,9 @@ static void test_t15_slowloris_and_idle(void **state)
     assert_true(h_server_ok(g_esd.port));
 }
 
-/* ------------------------------------------------------------------- T16 -- */
+/* ------------------------------------- connection flood, fd exhaustion -- */
 
-static int setup_t16_maxconn(void **state)
+static int setup_maxconn(void **state)
 {
     (void)state;
     static const char *const args[] = {"--sync", "none", "--max-connections", "20", "--log-level",
@@ -439,7 +439,7 @@ static int stats_connections(int fd)
     return n;
 }
 
-static void test_t16_max_connections(void **state)
+static void test_max_connections(void **state)
 {
     (void)state;
     int base_fds = h_proc_fd_count(g_esd.pid);
@@ -520,7 +520,7 @@ static void test_t16_max_connections(void **state)
 #define LOW_NOFILE 64
 #define FLOOD      200
 
-static int setup_t16_nofile(void **state)
+static int setup_nofile(void **state)
 {
     (void)state;
     static const char *const args[] = {"--sync",      "none",           "--handshake-timeout",
@@ -536,7 +536,7 @@ static int setup_t16_nofile(void **state)
  * ~1 s per second). After all are closed the fd count returns to its
  * baseline and a new client is served.
  */
-static void test_t16_fd_exhaustion(void **state)
+static void test_fd_exhaustion(void **state)
 {
     (void)state;
     /* The baseline before any client (closes are seen asynchronously). */
@@ -1064,16 +1064,16 @@ int main(void)
         cmocka_set_test_filter(filter);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_t14_length_prefix, setup_t14, teardown),
-        cmocka_unit_test_setup_teardown(test_t14_stalled_frame, setup_t14, teardown),
-        cmocka_unit_test_setup_teardown(test_t15_slowloris_and_idle, setup_t15, teardown),
-        cmocka_unit_test_setup_teardown(test_t16_max_connections, setup_t16_maxconn, teardown),
-        cmocka_unit_test_setup_teardown(test_t16_fd_exhaustion, setup_t16_nofile, teardown),
+        cmocka_unit_test_setup_teardown(test_length_prefix, setup_frames, teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_frame, setup_frames, teardown),
+        cmocka_unit_test_setup_teardown(test_slowloris_and_idle, setup_slowloris, teardown),
+        cmocka_unit_test_setup_teardown(test_max_connections, setup_maxconn, teardown),
+        cmocka_unit_test_setup_teardown(test_fd_exhaustion, setup_nofile, teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader, setup_slow_reader, teardown),
         cmocka_unit_test_setup_teardown(test_replies_within_frame_cap, setup_small_frames,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_not_slowloris, setup_backpressure,
                                         teardown),
     };
-    return cmocka_run_group_tests_name("integration: limits (T14, T15, T16)", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("integration: limits", tests, NULL, NULL);
 }

@@ -1,6 +1,5 @@
 /*
- * test_malformed — TESTPLAN T13, the malformed-input catalogue, against the
- * real esd.
+ * test_malformed — the malformed-input catalogue against the real esd.
  *
  * Design notes
  * ------------
@@ -22,7 +21,7 @@
  * stream id, every right expectation) assert exactly what was written.
  *
  * Memory bounds are read from /proc/PID/status: RssAnon (heap; the LMDB
- * map is file-backed and excluded, as in TESTPLAN T17) and VmHWM (peak,
+ * map is file-backed and excluded, as in the soak test) and VmHWM (peak,
  * reset through /proc/PID/clear_refs before a case).
  */
 #include <stdarg.h>
@@ -39,7 +38,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "support.h"
 
 #define REPLY_MS 2000
 #define M(c)     (1ull << (c))
@@ -1992,5 +1991,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events, setup_main, teardown),
         cmocka_unit_test_setup_teardown(test_session, setup_main, teardown),
     };
-    return cmocka_run_group_tests_name("integration: malformed input (T13)", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("integration: malformed input", tests, NULL, NULL);
 }

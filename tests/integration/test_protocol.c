@@ -33,7 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "support.h"
 
 #define REPLY_MS 5000
 

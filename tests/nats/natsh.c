@@ -18,6 +18,7 @@
 
 #include "crc32c.h"
 #include "rel.h"
+#include "support.h"
 
 static const char *server_bin(void)
 {
@@ -125,18 +126,18 @@ static void wait_ready(natsh_cluster *c, int i)
 {
     char url[64];
     snprintf(url, sizeof url, "nats://127.0.0.1:%u", (unsigned)c->nodes[i].client_port);
-    int64_t deadline = rel_now_ms() + 60000;
+    int64_t deadline = h_now_ms() + 60000;
     while (!js_ready(url)) {
         int st;
         if (waitpid(c->nodes[i].pid, &st, WNOHANG) == c->nodes[i].pid) {
-            rel_dump_tail(c->nodes[i].log, 20);
+            h_dump_tail(c->nodes[i].log, 20);
             rel_fail("nats-server %s exited", c->nodes[i].name);
         }
-        if (rel_now_ms() > deadline) {
-            rel_dump_tail(c->nodes[i].log, 20);
+        if (h_now_ms() > deadline) {
+            h_dump_tail(c->nodes[i].log, 20);
             rel_fail("JetStream on %s not ready within 60 s", c->nodes[i].name);
         }
-        rel_sleep_ms(100);
+        h_sleep_ms(100);
     }
 }
 
@@ -260,7 +261,7 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
      * the restart, the full count a moment later): ask until the count is
      * right or 60 s have passed. Every message is read and checked below. */
     uint64_t msgs = 0, first = 0, last = 0;
-    int64_t deadline = rel_now_ms() + 60000;
+    int64_t deadline = h_now_ms() + 60000;
     for (;;) {
         jsStreamInfo *si = NULL;
         if (js_GetStreamInfo(&si, js, stream, NULL, NULL) == NATS_OK) {
@@ -272,10 +273,10 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
                 break;
             }
         }
-        if (rel_now_ms() > deadline) {
+        if (h_now_ms() > deadline) {
             break;
         }
-        rel_sleep_ms(200);
+        h_sleep_ms(200);
     }
     REL_CHECK(msgs == expect && first == 1 && last == expect,
               "the copy holds %" PRIu64 " messages (sequences %" PRIu64 "..%" PRIu64
@@ -288,8 +289,8 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
     jsStreamInfo_Destroy(si2);
     natsSubscription *sub = NULL;
     uint64_t next = 1;
-    int64_t last_progress = rel_now_ms();
-    deadline = rel_now_ms() + 120000;
+    int64_t last_progress = h_now_ms();
+    deadline = h_now_ms() + 120000;
     while (next <= expect) {
         if (!sub) {
             /* A consumer from `next`; made again when it stalls (a consumer
@@ -305,19 +306,19 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
             so.Config.MaxAckPending = 20000;
             natsStatus s = js_PullSubscribe(&sub, js, subject, NULL, NULL, &so, NULL);
             if (s != NATS_OK) {
-                REL_CHECK(rel_now_ms() < deadline, "pull subscribe: %s", natsStatus_GetText(s));
+                REL_CHECK(h_now_ms() < deadline, "pull subscribe: %s", natsStatus_GetText(s));
                 sub = NULL;
-                rel_sleep_ms(200);
+                h_sleep_ms(200);
                 continue;
             }
-            last_progress = rel_now_ms();
+            last_progress = h_now_ms();
         }
         natsMsgList list = {0};
         natsStatus s = natsSubscription_Fetch(&list, sub, 1000, 1000, NULL);
         if (list.Count == 0) {
-            REL_CHECK(rel_now_ms() < deadline, "reading the copy stalled at %" PRIu64 ": %s", next,
+            REL_CHECK(h_now_ms() < deadline, "reading the copy stalled at %" PRIu64 ": %s", next,
                       natsStatus_GetText(s));
-            if (rel_now_ms() - last_progress > 3000) {
+            if (h_now_ms() - last_progress > 3000) {
                 rel_log("reading the copy: no message for 3 s at %" PRIu64 "; new consumer", next);
                 natsSubscription_Unsubscribe(sub);
                 natsSubscription_Destroy(sub);
@@ -325,7 +326,7 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
             }
             continue;
         }
-        last_progress = rel_now_ms();
+        last_progress = h_now_ms();
         for (int i = 0; i < list.Count; i++) {
             natsMsg *m = list.Msgs[i];
             uint64_t pos = header_u64(m, "Es-Position");
@@ -353,66 +354,22 @@ void natsh_verify_copy(jsCtx *js, const char *stream, const char *store_hex, uin
 }
 
 /* The port of the last "metrics listening addr=HOST:PORT" line. */
-static uint16_t metrics_port(const char *log_file)
+double natsh_metric(const esd_proc *e, const char *name)
 {
-    FILE *f = fopen(log_file, "r");
-    char line[1024];
-    uint16_t port = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *m = strstr(line, "msg=\"metrics listening\" addr=");
-        if (m) {
-            const char *sp = strchr(m + 30, ' ');
-            const char *c = sp ? sp : m + strlen(m);
-            while (c > m && c[-1] != ':') {
-                c--;
-            }
-            port = (uint16_t)atoi(c);
-        }
-    }
-    if (f) {
-        fclose(f);
-    }
-    return port;
-}
-
-double natsh_metric(const char *log_file, const char *name)
-{
-    uint16_t port = metrics_port(log_file);
-    REL_CHECK(port != 0, "no 'metrics listening' line in %s", log_file);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REL_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0,
-              "connect to the metrics port %u: %s", (unsigned)port, strerror(errno));
-    const char req[] = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    REL_CHECK(send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof req - 1), "send");
-    static char buf[1 << 20];
-    size_t len = 0;
-    int64_t deadline = rel_now_ms() + 10000;
-    for (;;) {
-        REL_CHECK(len + 1 < sizeof buf, "metrics text too long");
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int left = (int)(deadline - rel_now_ms());
-        REL_CHECK(left > 0, "no complete HTTP answer within 10 s");
-        if (poll(&pfd, 1, left) <= 0) {
-            continue;
-        }
-        ssize_t r = recv(fd, buf + len, sizeof buf - len - 1, 0);
-        if (r == 0) {
-            break;
-        }
-        REL_CHECK(r > 0 || errno == EINTR, "recv: %s", strerror(errno));
-        if (r > 0) {
-            len += (size_t)r;
-        }
-    }
-    close(fd);
-    buf[len] = '\0';
+    uint16_t port = esd_metrics_port(e, 0);
+    REL_CHECK(port != 0, "no 'metrics listening' line in %s", e->log_file);
+    int status = 0;
+    char *buf = NULL;
+    REL_CHECK(h_http(port, "GET", "/metrics", &status, &buf) == 0 && status == 200,
+              "GET /metrics on port %u: no answer or status %d", (unsigned)port, status);
     size_t nl = strlen(name);
+    double v = -1.0;
     for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
         if (!strncmp(l, name, nl) && l[nl] == ' ') {
-            return strtod(l + nl + 1, NULL);
+            v = strtod(l + nl + 1, NULL);
+            break;
         }
     }
-    return -1.0;
+    free(buf);
+    return v;
 }

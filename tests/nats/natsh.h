@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "support.h"
+
 #define NATSH_MAX_NODES 3
 
 typedef struct natsh_node {
@@ -80,6 +82,6 @@ void natsh_stream_leader(jsCtx *js, const char *stream, char *out, size_t cap);
  *        with --metrics-listen 127.0.0.1:0; the port is read from the last
  *        "metrics listening" line of its log). -1 when absent.
  */
-double natsh_metric(const char *log_file, const char *name);
+double natsh_metric(const esd_proc *e, const char *name);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * test_cluster — the relay and the follower against a 3-node JetStream
- * cluster (README "Beyond one machine").
+ * cluster.
  *
  *   test_cluster --events 100000     (suite nats)
  *
@@ -35,6 +35,7 @@
 
 #include "natsh.h"
 #include "rel.h"
+#include "support.h"
 
 #define STREAM     "ESD"
 #define N_STREAMS  64u
@@ -85,16 +86,16 @@ static es_stats stats_of(const char *address)
 /* Poll until the relay has JetStream's acknowledgement for at least pos. */
 static es_stats wait_acked(const char *address, uint64_t pos, int timeout_ms)
 {
-    int64_t deadline = rel_now_ms() + timeout_ms;
+    int64_t deadline = h_now_ms() + timeout_ms;
     for (;;) {
         es_stats st = stats_of(address);
         if (st.relay_acked_position >= pos) {
             return st;
         }
-        REL_CHECK(rel_now_ms() < deadline,
+        REL_CHECK(h_now_ms() < deadline,
                   "the relay has %" PRIu64 " of %" PRIu64 " acknowledged after %d ms",
                   st.relay_acked_position, pos, timeout_ms);
-        rel_sleep_ms(20);
+        h_sleep_ms(20);
     }
 }
 
@@ -168,14 +169,14 @@ int main(int argc, char **argv)
     natsh_require_server();
     salt = rel_seed();
 
-    rel_esd p, f;
-    if (rel_esd_init(&p, "nats-primary") != 0 || rel_esd_init(&f, "nats-follower") != 0) {
+    esd_proc p, f;
+    if (esd_init(&p, NULL) != 0 || esd_init(&f, NULL) != 0) {
         rel_fail("cannot make temporary directories");
     }
     natsh_cluster c;
-    int64_t t = rel_now_ms();
-    natsh_start(&c, 3, p.base);
-    rel_log("3-node JetStream cluster ready in %" PRId64 " ms at %s", rel_now_ms() - t, c.urls);
+    int64_t t = h_now_ms();
+    natsh_start(&c, 3, p.dir);
+    rel_log("3-node JetStream cluster ready in %" PRId64 " ms at %s", h_now_ms() - t, c.urls);
     natsConnection *nc;
     jsCtx *js;
     natsh_connect(&c, &nc, &js);
@@ -185,12 +186,12 @@ int main(int argc, char **argv)
         "none",         NULL};
     memcpy(p.args, relay_args, sizeof relay_args);
     int status;
-    REL_CHECK(rel_esd_start(&p, 10000, &status) == 0, "primary esd did not start");
+    REL_CHECK(esd_start(&p, 10000) == 0, "primary esd did not start");
 
     /* ---- 1. relay `events` while the stream leader is killed ---- */
-    int64_t t0 = rel_now_ms();
+    int64_t t0 = h_now_ms();
     append_events(p.address, events);
-    int64_t t_app = rel_now_ms();
+    int64_t t_app = h_now_ms();
     rel_log("appended %" PRIu64 " events in %" PRId64 " ms", events, t_app - t0);
     es_stats st = wait_acked(p.address, events / 5, 60000);
     char leader[32];
@@ -208,7 +209,7 @@ int main(int argc, char **argv)
             st.relay_acked_position, leader);
     natsh_restart(&c, li);
     st = wait_acked(p.address, events, 120000);
-    int64_t t_rel = rel_now_ms();
+    int64_t t_rel = h_now_ms();
     rel_log("relay: %" PRIu64 " events acknowledged by JetStream R3 in %" PRId64
             " ms from the first append (%.0f events/s, with a leader kill); resumes: see log",
             events, t_rel - t0, (double)events * 1000.0 / (double)(t_rel - t0 ? t_rel - t0 : 1));
@@ -226,8 +227,8 @@ int main(int argc, char **argv)
     if (st.relay_lag == 0) {
         rel_log("note: the relay had caught up before the kill");
     }
-    REL_CHECK(rel_esd_stop(&p, SIGKILL, 10000, &status) == 0, "kill esd");
-    REL_CHECK(rel_esd_start(&p, 10000, &status) == 0, "primary esd did not restart");
+    REL_CHECK(esd_stop(&p, SIGKILL, 10000, &status, NULL) == 0, "kill esd");
+    REL_CHECK(esd_start(&p, 10000) == 0, "primary esd did not restart");
     append_events(p.address, events / 20);
     uint64_t head = events + more + events / 20;
     st = wait_acked(p.address, head, 120000);
@@ -241,9 +242,9 @@ int main(int argc, char **argv)
     /* ---- 3. the follower ---- */
     const char *follow_args[] = {"--follow-nats", c.urls, "--follow-stream", STREAM, NULL};
     memcpy(f.args, follow_args, sizeof follow_args);
-    int64_t tf = rel_now_ms();
-    REL_CHECK(rel_esd_start(&f, 10000, &status) == 0, "follower esd did not start");
-    int64_t deadline = rel_now_ms() + 120000;
+    int64_t tf = h_now_ms();
+    REL_CHECK(esd_start(&f, 10000) == 0, "follower esd did not start");
+    int64_t deadline = h_now_ms() + 120000;
     es_stats fs;
     for (;;) {
         fs = stats_of(f.address);
@@ -251,11 +252,11 @@ int main(int argc, char **argv)
         if (fs.head_position == head) {
             break;
         }
-        REL_CHECK(rel_now_ms() < deadline, "the follower has %" PRIu64 " of %" PRIu64,
+        REL_CHECK(h_now_ms() < deadline, "the follower has %" PRIu64 " of %" PRIu64,
                   fs.head_position, head);
-        rel_sleep_ms(20);
+        h_sleep_ms(20);
     }
-    int64_t tf_end = rel_now_ms();
+    int64_t tf_end = h_now_ms();
     rel_log("follower caught up %" PRIu64 " events in %" PRId64 " ms (%.0f events/s, from start)",
             head, tf_end - tf, (double)head * 1000.0 / (double)(tf_end - tf ? tf_end - tf : 1));
     REL_CHECK(fs.follower, "stats do not say follower");
@@ -263,8 +264,8 @@ int main(int argc, char **argv)
     rel_log("follower equals the primary event by event (%" PRIu64 " events)", head);
     const char *check[] = {"db", "check", f.data_dir, NULL};
     char out[512];
-    snprintf(out, sizeof out, "%s/check.out", f.base);
-    REL_CHECK(rel_esctl(check, out, 60000) == 0, "esctl db check of the follower failed");
+    snprintf(out, sizeof out, "%s/check.out", f.dir);
+    REL_CHECK(h_esctl(check, out, 60000) == 0, "esctl db check of the follower failed");
 
     /* refusals */
     es_client *fc = rel_client(f.address, 10000);
@@ -298,11 +299,11 @@ int main(int argc, char **argv)
     rv = es_stream_append(pc, " sp-1 ", (es_expected){ES_EXPECT_ANY, 0}, &w3, 1, NULL);
     REL_CHECK(rv == ES_OK, "append: %s", es_strerror(rv));
     es_client_destroy(pc);
-    deadline = rel_now_ms() + 30000;
+    deadline = h_now_ms() + 30000;
     while (live.got < 3) {
         rv = es_sub_poll(sub, 200);
         REL_CHECK(rv == ES_OK, "poll: %s", es_strerror(rv));
-        REL_CHECK(rel_now_ms() < deadline, "the follower's subscriber got %" PRIu64 " of 3",
+        REL_CHECK(h_now_ms() < deadline, "the follower's subscriber got %" PRIu64 " of 3",
                   live.got);
     }
     REL_CHECK(live.last == head + 3, "live events end at %" PRIu64 ", expected %" PRIu64, live.last,
@@ -324,14 +325,14 @@ int main(int argc, char **argv)
     compare_logs(p.address, f.address, head + 3);
     rel_log("the follower still equals the primary (awkward stream ids and types included)");
 
-    REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0, "follower stop");
-    REL_CHECK(rel_esd_stop(&p, SIGTERM, 10000, &status) == 0 && status == 0, "primary stop");
+    REL_CHECK(esd_stop(&f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
+    REL_CHECK(esd_stop(&p, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "primary stop");
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     natsh_stop(&c);
     nats_Close();
-    rel_esd_destroy(&f);
-    rel_esd_destroy(&p);
+    esd_destroy(&f);
+    esd_destroy(&p);
     rel_log("PASS");
     return 0;
 }

@@ -27,6 +27,7 @@
 #include "natsh.h"
 #include "pbwire.h"
 #include "rel.h"
+#include "support.h"
 
 #define STREAM "G"
 #define N0     100u
@@ -143,12 +144,12 @@ int main(int argc, char **argv)
     static const char *const names[] = {NULL};
     rel_args(argc, argv, "test_garbage", names, NULL);
     natsh_require_server();
-    rel_esd p, f;
-    if (rel_esd_init(&p, "natsg-primary") != 0 || rel_esd_init(&f, "natsg-follower") != 0) {
+    esd_proc p, f;
+    if (esd_init(&p, NULL) != 0 || esd_init(&f, NULL) != 0) {
         rel_fail("cannot make temporary directories");
     }
     natsh_cluster c;
-    natsh_start(&c, 1, p.base);
+    natsh_start(&c, 1, p.dir);
     natsConnection *nc;
     jsCtx *js;
     natsh_connect(&c, &nc, &js);
@@ -157,20 +158,20 @@ int main(int argc, char **argv)
         "--relay-nats", c.urls, "--relay-stream", STREAM, "--metrics-listen", "127.0.0.1:0", NULL};
     memcpy(p.args, relay_args, sizeof relay_args);
     int status;
-    REL_CHECK(rel_esd_start(&p, 10000, &status) == 0, "primary did not start");
+    REL_CHECK(esd_start(&p, 10000) == 0, "primary did not start");
     /* NATS gone and back while the relay has published nothing yet (a
      * libnats crash once: js_PublishAsyncGetPendingList on an unused
      * context). */
-    int64_t deadline = rel_now_ms() + 10000;
+    int64_t deadline = h_now_ms() + 10000;
     while (!stats_of(p.address).relay_on) {
-        REL_CHECK(rel_now_ms() < deadline, "no relay");
-        rel_sleep_ms(20);
+        REL_CHECK(h_now_ms() < deadline, "no relay");
+        h_sleep_ms(20);
     }
-    rel_sleep_ms(300); /* pacing: let the relay reach its idle loop */
+    h_sleep_ms(300); /* pacing: let the relay reach its idle loop */
     natsh_kill(&c, 0);
-    rel_sleep_ms(1500); /* pacing: the relay notices and retries meanwhile */
+    h_sleep_ms(1500); /* pacing: the relay notices and retries meanwhile */
     natsh_restart(&c, 0);
-    REL_CHECK(rel_esd_alive(&p, &status), "esd died while NATS was down");
+    REL_CHECK(esd_alive(&p), "esd died while NATS was down");
     es_client *pc = rel_client(p.address, 10000);
     uint8_t first_id[16];
     for (uint32_t i = 0; i < N0; i++) {
@@ -183,19 +184,18 @@ int main(int argc, char **argv)
         }
     }
     es_client_destroy(pc);
-    deadline = rel_now_ms() + 30000;
+    deadline = h_now_ms() + 30000;
     while (stats_of(p.address).relay_acked_position < N0) {
-        REL_CHECK(rel_now_ms() < deadline, "relay did not finish");
-        rel_sleep_ms(20);
+        REL_CHECK(h_now_ms() < deadline, "relay did not finish");
+        h_sleep_ms(20);
     }
-    REL_CHECK(natsh_metric(p.log_file, "esd_relay_acked_position") == N0 &&
-                  natsh_metric(p.log_file, "esd_relay_lag_positions") == 0 &&
-                  natsh_metric(p.log_file, "esd_relay_connected") == 1 &&
-                  natsh_metric(p.log_file, "esd_relay_published_total") >= N0,
-              "relay metrics: acked %.0f lag %.0f",
-              natsh_metric(p.log_file, "esd_relay_acked_position"),
-              natsh_metric(p.log_file, "esd_relay_lag_positions"));
-    REL_CHECK(rel_esd_stop(&p, SIGTERM, 10000, &status) == 0, "primary stop");
+    REL_CHECK(natsh_metric(&p, "esd_relay_acked_position") == N0 &&
+                  natsh_metric(&p, "esd_relay_lag_positions") == 0 &&
+                  natsh_metric(&p, "esd_relay_connected") == 1 &&
+                  natsh_metric(&p, "esd_relay_published_total") >= N0,
+              "relay metrics: acked %.0f lag %.0f", natsh_metric(&p, "esd_relay_acked_position"),
+              natsh_metric(&p, "esd_relay_lag_positions"));
+    REL_CHECK(esd_stop(&p, SIGTERM, 10000, &status, NULL) == 0, "primary stop");
 
     const char *follow_args[] = {"--follow-nats",
                                  c.urls,
@@ -210,18 +210,18 @@ int main(int argc, char **argv)
 
     /* NATS gone and back under an idle follower (before the bad messages:
      * a killed nats-server may bring deleted messages back). */
-    REL_CHECK(rel_esd_start(&f, 10000, &status) == 0, "follower did not start");
-    deadline = rel_now_ms() + 30000;
+    REL_CHECK(esd_start(&f, 10000) == 0, "follower did not start");
+    deadline = h_now_ms() + 30000;
     while (stats_of(f.address).head_position < N0) {
-        REL_CHECK(rel_now_ms() < deadline, "follower did not catch up");
-        rel_sleep_ms(20);
+        REL_CHECK(h_now_ms() < deadline, "follower did not catch up");
+        h_sleep_ms(20);
     }
     natsh_kill(&c, 0);
-    rel_sleep_ms(1500); /* pacing: the follower's fetches fail meanwhile */
+    h_sleep_ms(1500); /* pacing: the follower's fetches fail meanwhile */
     natsh_restart(&c, 0);
-    REL_CHECK(rel_esd_alive(&f, &status), "the follower died while NATS was down");
+    REL_CHECK(esd_alive(&f), "the follower died while NATS was down");
     REL_CHECK(!stats_of(f.address).follower_halted, "the follower halted after a NATS restart");
-    REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0, "follower stop");
+    REL_CHECK(esd_stop(&f, SIGTERM, 10000, &f.status, NULL) == 0 && f.status == 0, "follower stop");
 
     const bad_case cases[] = {
         {"no headers", false, N0 + 1, 0, "", 10, false, false},
@@ -234,54 +234,54 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const bad_case *bc = &cases[k];
         long log_from = file_size(f.log_file);
-        REL_CHECK(rel_esd_start(&f, 10000, &status) == 0, "follower did not start");
-        deadline = rel_now_ms() + 30000;
+        REL_CHECK(esd_start(&f, 10000) == 0, "follower did not start");
+        deadline = h_now_ms() + 30000;
         while (stats_of(f.address).head_position < N0) {
-            REL_CHECK(rel_now_ms() < deadline, "follower did not catch up");
-            rel_sleep_ms(20);
+            REL_CHECK(h_now_ms() < deadline, "follower did not catch up");
+            h_sleep_ms(20);
         }
         uint64_t seq = publish(js, bc, first_id);
         es_stats st;
-        deadline = rel_now_ms() + 30000;
+        deadline = h_now_ms() + 30000;
         while (!(st = stats_of(f.address)).follower_halted) {
-            REL_CHECK(rel_now_ms() < deadline, "case '%s': the follower did not halt", bc->name);
-            rel_sleep_ms(20);
+            REL_CHECK(h_now_ms() < deadline, "case '%s': the follower did not halt", bc->name);
+            h_sleep_ms(20);
         }
         REL_CHECK(st.head_position == N0, "case '%s': head %" PRIu64 " after a refusal", bc->name,
                   st.head_position);
         REL_CHECK(log_has(f.log_file, "refusing a message", log_from),
                   "case '%s': no log line says why", bc->name);
-        REL_CHECK(natsh_metric(f.log_file, "esd_follower_halted") == 1,
+        REL_CHECK(natsh_metric(&f, "esd_follower_halted") == 1,
                   "case '%s': the metrics do not say halted", bc->name);
         rel_log("case '%s' (seq %" PRIu64 "): refused, consuming stopped, head kept", bc->name,
                 seq);
-        REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0, "follower stop");
+        REL_CHECK(esd_stop(&f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
         REL_CHECK(js_DeleteMsg(js, STREAM, seq, NULL, NULL) == NATS_OK, "delete message");
     }
     /* A good message for the next position is imported after all that. */
-    REL_CHECK(rel_esd_start(&f, 10000, &status) == 0, "follower did not start");
+    REL_CHECK(esd_start(&f, 10000) == 0, "follower did not start");
     bad_case good = {"good", true, N0 + 1, N0 + 1, "bad-1", 10, false, false};
     publish(js, &good, first_id);
-    deadline = rel_now_ms() + 30000;
+    deadline = h_now_ms() + 30000;
     es_stats st;
     while ((st = stats_of(f.address)).head_position < N0 + 1) {
         REL_CHECK(!st.follower_halted, "the follower refused a good message");
-        REL_CHECK(rel_now_ms() < deadline, "the good message was not imported");
-        rel_sleep_ms(20);
+        REL_CHECK(h_now_ms() < deadline, "the good message was not imported");
+        h_sleep_ms(20);
     }
     rel_log("a good message for position %u was imported", N0 + 1);
-    REL_CHECK(rel_esd_stop(&f, SIGTERM, 10000, &status) == 0 && status == 0, "follower stop");
+    REL_CHECK(esd_stop(&f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
     const char *check[] = {"db", "check", f.data_dir, NULL};
     char out[512];
-    snprintf(out, sizeof out, "%s/check.out", f.base);
-    REL_CHECK(rel_esctl(check, out, 60000) == 0, "esctl db check of the follower failed");
+    snprintf(out, sizeof out, "%s/check.out", f.dir);
+    REL_CHECK(h_esctl(check, out, 60000) == 0, "esctl db check of the follower failed");
 
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     natsh_stop(&c);
     nats_Close();
-    rel_esd_destroy(&f);
-    rel_esd_destroy(&p);
+    esd_destroy(&f);
+    esd_destroy(&p);
     rel_log("PASS");
     return 0;
 }

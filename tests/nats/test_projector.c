@@ -24,6 +24,7 @@
 #include "es/projector.h"
 #include "natsh.h"
 #include "rel.h"
+#include "support.h"
 
 #define STREAM  "P"
 #define N_ACCT  20u
@@ -92,7 +93,7 @@ static es_projector *open_model(model *m, const char *dir, const char *urls, es_
 /* Step until the checkpoint reaches `until`. */
 static void run_until(model *m, uint64_t until)
 {
-    int64_t deadline = rel_now_ms() + 60000;
+    int64_t deadline = h_now_ms() + 60000;
     for (;;) {
         bool has;
         uint64_t cp = es_projector_checkpoint(m->p, &has);
@@ -106,7 +107,7 @@ static void run_until(model *m, uint64_t until)
             es_projector_status_get(m->p, &st);
             rel_log("step: %s (%s)", es_strerror(rv), st.last_error_msg);
         }
-        REL_CHECK(rel_now_ms() < deadline, "projector stuck at %" PRIu64 " of %" PRIu64, cp, until);
+        REL_CHECK(h_now_ms() < deadline, "projector stuck at %" PRIu64 " of %" PRIu64, cp, until);
     }
 }
 
@@ -169,7 +170,7 @@ static void append_some(const char *address, uint32_t n)
 
 static uint64_t wait_relayed(const char *address)
 {
-    int64_t deadline = rel_now_ms() + 30000;
+    int64_t deadline = h_now_ms() + 30000;
     for (;;) {
         es_client *c = rel_client(address, 10000);
         es_stats st;
@@ -179,8 +180,8 @@ static uint64_t wait_relayed(const char *address)
         if (st.relay_acked_position == st.head_position) {
             return st.head_position;
         }
-        REL_CHECK(rel_now_ms() < deadline, "relay did not catch up");
-        rel_sleep_ms(20);
+        REL_CHECK(h_now_ms() < deadline, "relay did not catch up");
+        h_sleep_ms(20);
     }
 }
 
@@ -189,23 +190,23 @@ int main(int argc, char **argv)
     static const char *const names[] = {NULL};
     rel_args(argc, argv, "test_projector", names, NULL);
     natsh_require_server();
-    rel_esd p;
-    if (rel_esd_init(&p, "natsp") != 0) {
+    esd_proc p;
+    if (esd_init(&p, NULL) != 0) {
         rel_fail("cannot make a temporary directory");
     }
     natsh_cluster c;
-    natsh_start(&c, 1, p.base);
+    natsh_start(&c, 1, p.dir);
     const char *relay_args[] = {"--relay-nats", c.urls, "--relay-stream", STREAM, "--sync",
                                 "none",         NULL};
     memcpy(p.args, relay_args, sizeof relay_args);
     int status;
-    REL_CHECK(rel_esd_start(&p, 10000, &status) == 0, "primary did not start");
+    REL_CHECK(esd_start(&p, 10000) == 0, "primary did not start");
 
     append_some(p.address, 1500);
     uint64_t head = wait_relayed(p.address);
     char dir_all[600], dir_cat[600];
-    snprintf(dir_all, sizeof dir_all, "%s/model-all", p.base);
-    snprintf(dir_cat, sizeof dir_cat, "%s/model-acct", p.base);
+    snprintf(dir_all, sizeof dir_all, "%s/model-all", p.dir);
+    snprintf(dir_cat, sizeof dir_cat, "%s/model-acct", p.dir);
     model all = {.fail_at = head / 2 + 7}, cat = {0};
     open_model(&all, dir_all, c.urls, ES_SUB_ALL, NULL);
     open_model(&cat, dir_cat, c.urls, ES_SUB_CATEGORY, "acct");
@@ -246,10 +247,10 @@ int main(int argc, char **argv)
             N_ACCT + N_OTHER);
     es_projector_destroy(all.p);
     es_projector_destroy(cat.p);
-    REL_CHECK(rel_esd_stop(&p, SIGTERM, 10000, &status) == 0 && status == 0, "primary stop");
+    REL_CHECK(esd_stop(&p, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "primary stop");
     natsh_stop(&c);
     nats_Close();
-    rel_esd_destroy(&p);
+    esd_destroy(&p);
     rel_log("PASS");
     return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * Metrics under load (issue 8): esd --metrics-listen serves Prometheus text
+ * Metrics under load: esd --metrics-listen serves Prometheus text
  * while 4 writers append (some with wrong expectations), a reader reads
  * and a subscription is open; the test scrapes /metrics repeatedly during
  * the load and parses every scrape strictly:
@@ -32,60 +32,21 @@
 
 #include "es/client.h"
 #include "rel.h"
+#include "support.h"
 
 #define WRITERS     4
 #define EVENT_BYTES 100
 
 /* ------------------------------------------------------------- HTTP GET -- */
 
-/* One request; the status in *status, the body (malloc'ed) returned. */
+/* One request; the status in *status, the body (malloc'ed) returned. A
+ * chunked reply fails (evhttp sends Content-Length for complete replies). */
 static char *http(uint16_t port, const char *method, const char *path, int *status)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    REL_CHECK(fd >= 0, "socket");
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REL_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect metrics: %s",
-              strerror(errno));
-    char req[256];
-    int n =
-        snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                 method, path);
-    REL_CHECK(send(fd, req, (size_t)n, MSG_NOSIGNAL) == n, "send");
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    int64_t deadline = rel_now_ms() + 10000;
-    for (;;) {
-        if (len + 1 >= cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            REL_CHECK(buf != NULL, "realloc");
-        }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int left = (int)(deadline - rel_now_ms());
-        REL_CHECK(left > 0, "no complete HTTP answer within 10 s");
-        if (poll(&pfd, 1, left) <= 0) {
-            continue;
-        }
-        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
-        if (r == 0) {
-            break;
-        }
-        REL_CHECK(r > 0 || errno == EINTR, "recv: %s", strerror(errno));
-        if (r > 0) {
-            len += (size_t)r;
-        }
-    }
-    close(fd);
-    buf[len] = '\0';
-    REL_CHECK(sscanf(buf, "HTTP/1.%*d %d", status) == 1, "not an HTTP answer: %.80s", buf);
-    char *body = strstr(buf, "\r\n\r\n");
-    REL_CHECK(body != NULL, "no header end");
-    char *out = strdup(body + 4);
-    /* chunked? evhttp sends Content-Length for complete replies */
-    REL_CHECK(strstr(buf, "Transfer-Encoding: chunked") == NULL, "chunked reply");
-    free(buf);
-    return out;
+    char *body = NULL;
+    REL_CHECK(h_http(port, method, path, status, &body) == 0,
+              "%s %s on port %u: no complete, unchunked HTTP answer", method, path, (unsigned)port);
+    return body;
 }
 
 /* ------------------------------------------------------------ the parser -- */
@@ -428,50 +389,22 @@ static int on_batch(void *ctx, const es_recorded_event *events, size_t n)
     return 0;
 }
 
-/* The metrics port from esd's log line "metrics listening addr=...:PORT". */
-static uint16_t metrics_port(const char *log_file)
-{
-    int64_t deadline = rel_now_ms() + 10000;
-    while (rel_now_ms() < deadline) {
-        FILE *f = fopen(log_file, "r");
-        char line[1024];
-        while (f && fgets(line, sizeof line, f)) {
-            const char *m = strstr(line, "msg=\"metrics listening\" addr=");
-            if (m) {
-                const char *addr = strchr(m, '=') + 1;
-                addr = strstr(addr, "addr=") + 5;
-                const char *colon = strchr(addr, ' ');
-                const char *c = colon ? colon : addr + strlen(addr);
-                while (c > addr && c[-1] != ':') {
-                    c--;
-                }
-                fclose(f);
-                return (uint16_t)atoi(c);
-            }
-        }
-        if (f) {
-            fclose(f);
-        }
-        rel_sleep_ms(10);
-    }
-    rel_fail("no 'metrics listening' line in %s", log_file);
-}
-
 int main(int argc, char **argv)
 {
     const char *const names[] = {"seconds", NULL};
     uint64_t values[] = {3};
     rel_args(argc, argv, "metrics", names, values);
-    rel_esd e;
-    REL_CHECK(rel_esd_init(&e, "metrics") == 0, "temporary directory");
+    esd_proc e;
+    REL_CHECK(esd_init(&e, NULL) == 0, "temporary directory");
     e.args[0] = "--metrics-listen";
     e.args[1] = "127.0.0.1:0";
     e.args[2] = "--sync";
     e.args[3] = "none";
     e.args[4] = NULL;
     int st;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) == 0, "esd did not start");
-    uint16_t mport = metrics_port(e.log_file);
+    REL_CHECK(esd_start(&e, 10000) == 0, "esd did not start");
+    uint16_t mport = esd_metrics_port(&e, 10000);
+    REL_CHECK(mport != 0, "no 'metrics listening' line in %s", e.log_file);
     rel_log("esd on %s, metrics on port %u", e.address, mport);
 
     int code;
@@ -507,8 +440,8 @@ int main(int argc, char **argv)
     static scrape a, b;
     scrape *prev = &a, *cur = &b;
     unsigned scrapes = 0;
-    int64_t end = rel_now_ms() + (int64_t)values[0] * 1000;
-    while (rel_now_ms() < end || scrapes < 5) {
+    int64_t end = h_now_ms() + (int64_t)values[0] * 1000;
+    while (h_now_ms() < end || scrapes < 5) {
         body = http(mport, "GET", "/metrics", &code);
         REL_CHECK(code == 200, "/metrics: %d", code);
         parse_scrape(body, cur);
@@ -522,7 +455,7 @@ int main(int argc, char **argv)
         cur = t;
         scrapes++;
         es_sub_poll(sub, 0);
-        rel_sleep_ms(50); /* pacing the scrapes, not synchronising */
+        h_sleep_ms(50); /* pacing the scrapes, not synchronising */
     }
     const scrape *during = prev;
     double during_ok = value_of(during, "esd_append_requests_total{result=\"ok\"}");
@@ -595,7 +528,7 @@ int main(int argc, char **argv)
 
     es_sub_destroy(sub);
     es_client_destroy(subc);
-    REL_CHECK(rel_esd_stop(&e, SIGTERM, 10000, &st) == 0, "stop");
+    REL_CHECK(esd_stop(&e, SIGTERM, 10000, &st, NULL) == 0, "stop");
 
     /* a metrics address that is taken: esd refuses to start */
     char taken[32];
@@ -609,9 +542,9 @@ int main(int argc, char **argv)
     getsockname(blocker, (struct sockaddr *)&sa, &sl);
     snprintf(taken, sizeof taken, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
     e.args[1] = taken;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) != 0, "esd started with its metrics port taken");
+    REL_CHECK(esd_start(&e, 10000) != 0, "esd started with its metrics port taken");
     close(blocker);
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
     rel_log("PASS");
     return 0;
 }

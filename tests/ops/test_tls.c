@@ -1,5 +1,5 @@
 /*
- * TLS (issue 8) against the real esd, with certificates made by the
+ * TLS against the real esd, with certificates made by the
  * openssl command at the start (skipped when it is missing):
  *
  *  - a good certificate: the client verifies it through its CA file, by IP
@@ -33,8 +33,8 @@
 
 #include "es.pb-c.h"
 #include "es/client.h"
-#include "frame.h"
 #include "rel.h"
+#include "support.h"
 
 #define TOKEN "tls-test-token-Qw3rTy9"
 
@@ -63,11 +63,11 @@ static void openssl(const char *const *args)
     char log[400];
     path_of(log, sizeof log, "openssl.log");
     int st;
-    if (rel_run(argv, log, 30000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    if (h_run(argv, log, 30000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
             rel_skip("no openssl command to make certificates");
         }
-        rel_dump_tail(log, 10);
+        h_dump_tail(log, 10);
         rel_fail("openssl %s failed", args[0]);
     }
 }
@@ -158,7 +158,7 @@ static int count_batch(void *ctx, const es_recorded_event *events, size_t n)
     return 0;
 }
 
-static void part_good(rel_esd *e, const char *ca)
+static void part_good(esd_proc *e, const char *ca)
 {
     char byname[64];
     snprintf(byname, sizeof byname, "localhost:%u", (unsigned)e->port);
@@ -242,8 +242,8 @@ static void part_good(rel_esd *e, const char *ca)
     es_subscription *sub = NULL;
     REL_CHECK(es_subscribe(c, &so, count_batch, NULL, &got, &sub) == ES_OK, "subscribe: %s",
               es_client_errmsg(c));
-    int64_t deadline = rel_now_ms() + 20000;
-    while (got < 2000 && rel_now_ms() < deadline) {
+    int64_t deadline = h_now_ms() + 20000;
+    while (got < 2000 && h_now_ms() < deadline) {
         REL_CHECK(es_sub_poll(sub, 1000) == ES_OK, "sub_poll: %s", es_client_errmsg(c));
     }
     REL_CHECK(got == 2000, "subscription delivered %zu of 2000", got);
@@ -253,8 +253,8 @@ static void part_good(rel_esd *e, const char *ca)
     char out[400];
     path_of(out, sizeof out, "esctl.out");
     setenv("ES_TOKEN", TOKEN, 1);
-    int st = rel_esctl(
-        (const char *const[]){"-s", e->address, "--tls-ca", ca, "read", "tls-a", NULL}, out, 20000);
+    int st = h_esctl((const char *const[]){"-s", e->address, "--tls-ca", ca, "read", "tls-a", NULL},
+                     out, 20000);
     REL_CHECK(st == 0 && file_has(out, "TlsTxn"), "esctl --tls-ca read: status %d", st);
     /* es-account through the same options */
     const char *acct = getenv("ES_ACCOUNT_BIN");
@@ -264,10 +264,10 @@ static void part_good(rel_esd *e, const char *ca)
                         (char *)ca,           (char *)"open",
                         (char *)"tls-acct-1", (char *)"--owner",
                         (char *)"Ada",        NULL};
-        REL_CHECK(rel_run(argv, out, 20000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+        REL_CHECK(h_run(argv, out, 20000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
                   "es-account --tls-ca open failed");
     }
-    st = rel_esctl((const char *const[]){"-s", e->address, "--tls", "ping", NULL}, out, 20000);
+    st = h_esctl((const char *const[]){"-s", e->address, "--tls", "ping", NULL}, out, 20000);
     REL_CHECK(st != 0 && file_has(out, "not trusted"),
               "esctl --tls (system CAs) accepted a test CA: status %d", st);
     unsetenv("ES_TOKEN");
@@ -289,7 +289,7 @@ static void expect_refused(const char *address, const char *ca, const char *name
     es_client_destroy(c);
 }
 
-static void part_refusals(rel_esd *e, const char *other_ca, const char *ca)
+static void part_refusals(esd_proc *e, const char *other_ca, const char *ca)
 {
     expect_refused(e->address, other_ca, NULL, "not trusted", "another CA");
     expect_refused(e->address, ca, "db.example.com", "hostname mismatch", "a wrong name");
@@ -306,7 +306,7 @@ static void part_refusals(rel_esd *e, const char *other_ca, const char *ca)
 
 /* --------------------------------------------------------- plaintext -- */
 
-static void part_plaintext(rel_esd *e)
+static void part_plaintext(esd_proc *e)
 {
     /* the library without TLS */
     es_client *c = tls_client(e->address, NULL, NULL, false, false);
@@ -316,41 +316,20 @@ static void part_plaintext(rel_esd *e)
               "plaintext client: message \"%s\" does not say TLS is required", es_client_errmsg(c));
     es_client_destroy(c);
     /* raw: a plaintext hello gets a plaintext REFUSED frame, then EOF */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(e->port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REL_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect");
-    Es__V1__Hello h = ES__V1__HELLO__INIT;
-    h.protocol_version = 1;
-    Es__V1__Request req = ES__V1__REQUEST__INIT;
-    req.id = 1;
-    req.kind_case = ES__V1__REQUEST__KIND_HELLO;
-    req.hello = &h;
-    uint8_t buf[512];
-    size_t len = es__v1__request__get_packed_size(&req);
-    frame_write_header(buf, (uint32_t)len);
-    es__v1__request__pack(&req, buf + FRAME_HEADER_BYTES);
-    REL_CHECK(send(fd, buf, len + FRAME_HEADER_BYTES, MSG_NOSIGNAL) > 0, "send");
-    size_t have = 0;
-    int64_t deadline = rel_now_ms() + 5000;
-    for (;;) {
-        struct pollfd pfd = {fd, POLLIN, 0};
-        REL_CHECK(poll(&pfd, 1, (int)(deadline - rel_now_ms())) > 0, "no answer within 5 s");
-        ssize_t r = recv(fd, buf + have, sizeof buf - have, 0);
-        if (r <= 0) {
-            break; /* EOF or reset after the frame */
-        }
-        have += (size_t)r;
-    }
-    close(fd);
-    REL_CHECK(have > FRAME_HEADER_BYTES, "no frame before the close");
-    uint32_t blen =
-        (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
-    REL_CHECK(blen + FRAME_HEADER_BYTES <= have, "frame cut");
-    Es__V1__Response *resp = es__v1__response__unpack(NULL, blen, buf + FRAME_HEADER_BYTES);
-    REL_CHECK(resp && resp->kind_case == ES__V1__RESPONSE__KIND_ERROR &&
+    int fd = h_connect(e->port);
+    REL_CHECK(fd >= 0, "connect");
+    hbuf hello = {0};
+    h_put_hello(&hello, 1, 1);
+    REL_CHECK(h_flush(fd, &hello, 5000) == H_OK, "send");
+    hbuf_free(&hello);
+    Es__V1__Response *resp = NULL;
+    int rv_recv = h_recv(fd, 5000, &resp, NULL);
+    REL_CHECK(rv_recv == H_OK, "no frame before the close (%d)", rv_recv);
+    REL_CHECK(resp->kind_case == ES__V1__RESPONSE__KIND_ERROR &&
                   resp->error->code == ES__V1__ERROR_CODE__ERROR_CODE_REFUSED,
               "not a REFUSED error frame");
+    REL_CHECK(h_wait_closed(fd, 5000, NULL) == H_CLOSED, "the connection stayed open");
+    close(fd);
     es__v1__response__free_unpacked(resp, NULL);
 
     /* a TLS 1.1 client */
@@ -359,8 +338,8 @@ static void part_plaintext(rel_esd *e)
     SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION);
     SSL_CTX_set_max_proto_version(ctx, TLS1_1_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    REL_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect");
+    fd = h_connect(e->port);
+    REL_CHECK(fd >= 0, "connect");
     SSL *ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
     REL_CHECK(SSL_connect(ssl) != 1, "a TLS 1.1 handshake succeeded");
@@ -374,9 +353,9 @@ static void part_plaintext(rel_esd *e)
 int main(int argc, char **argv)
 {
     rel_args(argc, argv, "tls", NULL, NULL);
-    rel_esd e;
-    REL_CHECK(rel_esd_init(&e, "tls") == 0, "temporary directory");
-    snprintf(dir, sizeof dir, "%s", e.base);
+    esd_proc e;
+    REL_CHECK(esd_init(&e, NULL) == 0, "temporary directory");
+    snprintf(dir, sizeof dir, "%s", e.dir);
     make_certs();
     char cert[400], key[400], ca[400], other_ca[400], other_key[400], users[400];
     path_of(cert, sizeof cert, "srv.crt");
@@ -395,12 +374,12 @@ int main(int argc, char **argv)
     e.args[0] = "--tls-cert";
     e.args[1] = cert;
     e.args[2] = NULL;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) != 0 && WIFEXITED(st) && WEXITSTATUS(st) == 2,
+    REL_CHECK(esd_start(&e, 10000) != 0 && WIFEXITED(e.status) && WEXITSTATUS(e.status) == 2,
               "esd started with --tls-cert and no --tls-key");
     e.args[2] = "--tls-key";
     e.args[3] = other_key;
     e.args[4] = NULL;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) != 0, "esd started with a key of another certificate");
+    REL_CHECK(esd_start(&e, 10000) != 0, "esd started with a key of another certificate");
     REL_CHECK(file_has(e.log_file, "does not match"), "no reason for the mismatched key");
 
     e.args[3] = key;
@@ -409,7 +388,7 @@ int main(int argc, char **argv)
     e.args[6] = "--log-level";
     e.args[7] = "debug";
     e.args[8] = NULL;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) == 0, "esd with TLS did not start");
+    REL_CHECK(esd_start(&e, 10000) == 0, "esd with TLS did not start");
     REL_CHECK(file_has(e.log_file, "tls=on"), "no tls=on at start");
     part_good(&e, ca);
     part_refusals(&e, other_ca, ca);
@@ -419,7 +398,7 @@ int main(int argc, char **argv)
     REL_CHECK(es_client_ping(c, NULL) == ES_OK, "esd does not serve after the refusals: %s",
               es_client_errmsg(c));
     es_client_destroy(c);
-    REL_CHECK(rel_esd_stop(&e, SIGTERM, 10000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+    REL_CHECK(esd_stop(&e, SIGTERM, 10000, &st, NULL) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
               "esd did not stop cleanly");
     REL_CHECK(file_has(e.log_file, "TLS handshake failed") &&
                   file_has(e.log_file, "plaintext on the TLS port"),
@@ -428,7 +407,7 @@ int main(int argc, char **argv)
 
     /* a TLS client on a plaintext port fails cleanly, the server goes on */
     e.args[0] = NULL;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) == 0, "plaintext esd did not start");
+    REL_CHECK(esd_start(&e, 10000) == 0, "plaintext esd did not start");
     c = tls_client(e.address, ca, NULL, false, true);
     REL_CHECK(es_client_connect(c) == ES_ERR_CONNECTION, "TLS to a plaintext port: %s",
               es_client_errmsg(c));
@@ -436,9 +415,9 @@ int main(int argc, char **argv)
     c = tls_client(e.address, NULL, NULL, false, false);
     REL_CHECK(es_client_ping(c, NULL) == ES_OK, "plaintext esd down after a TLS client");
     es_client_destroy(c);
-    REL_CHECK(rel_esd_stop(&e, SIGTERM, 10000, &st) == 0, "stop");
+    REL_CHECK(esd_stop(&e, SIGTERM, 10000, &st, NULL) == 0, "stop");
     rel_log("a TLS client on a plaintext port fails cleanly");
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
     rel_log("PASS");
     return 0;
 }

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "esd_proc.h"
 #include "model.h"
 
 typedef struct fixture {
@@ -26,21 +27,10 @@ typedef struct fixture {
     uint64_t revisions[64]; /* next revision of account-<i> for numeric ids < 64 */
 } fixture;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof f->dir, "%s/esview-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->dir)) {
+    if (h_mkdtemp("esview", f->dir, sizeof f->dir) != 0) {
         free(f);
         return -1;
     }
@@ -66,7 +56,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     es_projector_destroy(f->p);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    h_rm_rf(f->dir);
     free(f);
     return 0;
 }

@@ -52,10 +52,8 @@ typedef struct book {
 } book;
 
 typedef struct fixture {
-    char dir[256];
-    char view_data[320];
-    child esd;
-    child view;
+    esd_proc esd;
+    esd_proc view; /* es-account-view, its read model in view.data_dir */
     es_client *c;
 
     pthread_t writer;
@@ -247,8 +245,8 @@ static json_t *get_json(fixture *f, const char *path, int want_status)
 {
     int status = 0;
     char *body = NULL;
-    if (t_http(f->view.port, "GET", path, &status, &body) != 0) {
-        t_child_dump_log(&f->view);
+    if (h_http(f->view.port, "GET", path, &status, &body) != 0) {
+        esd_dump_log(&f->view);
         fail_msg("GET %s: no reply", path);
     }
     if (status != want_status) {
@@ -276,7 +274,7 @@ static void expect_error(fixture *f, const char *method, const char *path, int w
 {
     int status = 0;
     char *body = NULL;
-    assert_int_equal(t_http(f->view.port, method, path, &status, &body), 0);
+    assert_int_equal(h_http(f->view.port, method, path, &status, &body), 0);
     if (status != want_status) {
         fail_msg("%s %s: status %d, want %d: %s", method, path, status, want_status, body);
     }
@@ -292,19 +290,19 @@ static void expect_error(fixture *f, const char *method, const char *path, int w
 /* Wait until /stats shows checkpoint == head of the server. */
 static json_t *wait_caught_up(fixture *f, uint64_t head, int timeout_ms)
 {
-    int64_t end = t_now_ms() + timeout_ms;
+    int64_t end = h_now_ms() + timeout_ms;
     for (;;) {
         json_t *st = get_json(f, "/stats", 200);
         if ((uint64_t)jint(st, "checkpoint") == head && jint(st, "lag") == 0) {
             return st;
         }
-        if (t_now_ms() > end) {
+        if (h_now_ms() > end) {
             fail_msg("view not caught up: checkpoint %lld head %lld lag %lld, server head %llu",
                      jint(st, "checkpoint"), jint(st, "head"), jint(st, "lag"),
                      (unsigned long long)head);
         }
         json_decref(st);
-        t_pause_ms(20);
+        h_sleep_ms(20);
     }
 }
 
@@ -416,13 +414,15 @@ static uint64_t server_head(fixture *f)
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    if (t_mkdtemp(f->dir, sizeof f->dir, "esview-it") != 0) {
+    const char *const esd_args[] = {"--sync", "none", NULL};
+    if (esd_init(&f->esd, esd_args) != 0 || esd_start(&f->esd, 10000) != 0) {
         return -1;
     }
-    snprintf(f->view_data, sizeof f->view_data, "%s/view-data", f->dir);
-    if (t_esd_start(&f->esd, f->dir, 10000) != 0) {
+    const char *const view_args[] = {"-s", f->esd.address, NULL};
+    if (esd_init(&f->view, view_args) != 0) {
         return -1;
     }
+    f->view.bin_env = "VIEW_BIN";
     f->c = make_client(f->esd.port);
     *state = f;
     return f->c ? 0 : -1;
@@ -431,12 +431,24 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    t_child_stop(&f->view, SIGKILL, 5000, NULL);
+    esd_destroy(&f->view);
     es_client_destroy(f->c);
-    t_child_stop(&f->esd, SIGTERM, 5000, NULL);
-    t_rm_rf(f->dir);
+    esd_end(&f->esd, 5000);
     free(f);
     return 0;
+}
+
+/* es-account-view against esd on port 0, its read model kept across
+ * restarts; extra is one more argument for this start (e.g. "--rebuild") or
+ * NULL. */
+static int view_start(fixture *f, const char *extra)
+{
+    f->view.args[2] = NULL; /* after -s ADDRESS */
+    const char *const more[] = {extra, NULL};
+    if (esd_add_args(&f->view, more) != 0) {
+        return -1;
+    }
+    return esd_start(&f->view, 10000);
 }
 
 /* ---------------------------------------------------------------- tests -- */
@@ -444,20 +456,20 @@ static int teardown(void **state)
 static void test_bank_run_with_kills(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(t_view_start(&f->view, f->dir, f->esd.port, f->view_data, NULL, 10000), 0);
+    assert_int_equal(view_start(f, NULL), 0);
     assert_int_equal(pthread_create(&f->writer, NULL, writer_main, f), 0);
     assert_int_equal(pthread_create(&f->agg_writer, NULL, agg_writer_main, f), 0);
 
     unsigned seed = 4242;
     int kills = 0;
-    int64_t run_start = t_now_ms();
+    int64_t run_start = h_now_ms();
     for (; kills < KILLS; kills++) {
         /* a random moment: 50..700 ms after the (re)start, events streaming in */
-        t_pause_ms(50 + (int)(rand_r(&seed) % 650));
+        h_sleep_ms(50 + (int)(rand_r(&seed) % 650));
         int status = 0;
-        t_child_stop(&f->view, SIGKILL, 5000, &status);
+        esd_stop(&f->view, SIGKILL, 5000, &status, NULL);
         assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-        assert_int_equal(t_view_start(&f->view, f->dir, f->esd.port, f->view_data, NULL, 10000), 0);
+        assert_int_equal(view_start(f, NULL), 0);
         /* whatever the moment of death: the read model equals its checkpoint */
         json_t *st = get_json(f, "/stats", 200);
         if (jint(st, "events") != jint(st, "checkpoint")) {
@@ -476,13 +488,13 @@ static void test_bank_run_with_kills(void **state)
         fail_msg("aggregate writer: %s (%s)", es_strerror(f->agg_err), f->agg_msg);
     }
     uint64_t head = server_head(f);
-    int64_t t0 = t_now_ms();
+    int64_t t0 = h_now_ms();
     json_t *st = wait_caught_up(f, head, 60000);
     print_message("bank run: %llu deposits, %llu transfers, %llu events in %lld ms, %d SIGKILLs "
                   "of the view; caught up %lld ms after the writer stopped\n",
                   (unsigned long long)f->deposits, (unsigned long long)f->transfers,
                   (unsigned long long)head, (long long)(t0 - run_start), kills,
-                  (long long)(t_now_ms() - t0));
+                  (long long)(h_now_ms() - t0));
     print_message("aggregate writer: %llu commands (%llu refused)\n",
                   (unsigned long long)f->agg_commands, (unsigned long long)f->agg_refusals);
     assert_true(f->transfers > 100);
@@ -561,17 +573,16 @@ static void test_bank_run_with_kills(void **state)
 
     /* ---- clean stop ---- */
     int status = 0;
-    int64_t s0 = t_now_ms();
-    assert_int_equal(t_child_stop(&f->view, SIGTERM, 5000, &status), 0);
+    int64_t s0 = h_now_ms();
+    assert_int_equal(esd_stop(&f->view, SIGTERM, 5000, &status, NULL), 0);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    print_message("SIGTERM: exit 0 after %lld ms\n", (long long)(t_now_ms() - s0));
+    print_message("SIGTERM: exit 0 after %lld ms\n", (long long)(h_now_ms() - s0));
 
     /* ---- rebuild from zero gives the same read model ---- */
-    assert_int_equal(t_view_start(&f->view, f->dir, f->esd.port, f->view_data, "--rebuild", 10000),
-                     0);
-    int64_t r0 = t_now_ms();
+    assert_int_equal(view_start(f, "--rebuild"), 0);
+    int64_t r0 = h_now_ms();
     st = wait_caught_up(f, head, 60000);
-    int64_t rms = t_now_ms() - r0;
+    int64_t rms = h_now_ms() - r0;
     print_message("rebuild through es-account-view: %llu events in %lld ms = %.0f events/s\n",
                   (unsigned long long)head, (long long)rms,
                   (double)head * 1000.0 / (double)(rms ? rms : 1));
@@ -584,24 +595,24 @@ static void test_bank_run_with_kills(void **state)
     assert_int_equal(sum2, sum);
 
     /* ---- esd gone: queries still served, /stats says so, SIGTERM still prompt ---- */
-    assert_int_equal(t_child_stop(&f->esd, SIGTERM, 5000, NULL), 0);
-    int64_t gone = t_now_ms();
+    assert_int_equal(esd_stop(&f->esd, SIGTERM, 5000, NULL, NULL), 0);
+    int64_t gone = h_now_ms();
     json_t *j = NULL;
     do {
         json_decref(j);
-        t_pause_ms(50);
+        h_sleep_ms(50);
         j = get_json(f, "/stats", 200);
-    } while (json_is_null(json_object_get(j, "error")) && t_now_ms() - gone < 10000);
+    } while (json_is_null(json_object_get(j, "error")) && h_now_ms() - gone < 10000);
     assert_true(json_is_string(json_object_get(j, "error")));
     assert_false(json_is_true(json_object_get(j, "caught_up")));
     assert_int_equal(jint(j, "events"), head);
     json_decref(j);
     j = get_json(f, "/accounts/1", 200);
     json_decref(j);
-    s0 = t_now_ms();
-    assert_int_equal(t_child_stop(&f->view, SIGTERM, 5000, &status), 0);
+    s0 = h_now_ms();
+    assert_int_equal(esd_stop(&f->view, SIGTERM, 5000, &status, NULL), 0);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    print_message("SIGTERM with esd down: exit 0 after %lld ms\n", (long long)(t_now_ms() - s0));
+    print_message("SIGTERM with esd down: exit 0 after %lld ms\n", (long long)(h_now_ms() - s0));
 }
 
 int main(void)

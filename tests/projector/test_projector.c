@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "es/projector.h"
+#include "esd_proc.h"
 
 /* ------------------------------------------------------------- fixture -- */
 
@@ -49,20 +50,6 @@ typedef struct fixture {
     char dir[256];
     model m;
 } fixture;
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void key_bytes(uint64_t v, uint8_t out[8])
 {
@@ -138,9 +125,7 @@ static es_err open_p(fixture *f, es_sub_target target, const char *name, size_t 
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof f->dir, "%s/esproj-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->dir)) {
+    if (h_mkdtemp("esproj", f->dir, sizeof f->dir) != 0) {
         free(f);
         return -1;
     }
@@ -152,7 +137,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     es_projector_destroy(f->m.p);
-    rm_rf(f->dir);
+    h_rm_rf(f->dir);
     free(f);
     return 0;
 }

@@ -27,9 +27,8 @@
 #define EVENTS_PER_APPEND 1000u
 
 typedef struct fixture {
-    char dir[256];
     char pdir[320];
-    child esd;
+    esd_proc esd;
     es_client *c;
     es_projector *p;
     uint64_t applied;
@@ -139,7 +138,7 @@ static void append_events(fixture *f, const char *cat, uint64_t n)
 /* Step until the checkpoint reaches target (or the deadline). */
 static void step_until(fixture *f, uint64_t target, int timeout_ms)
 {
-    int64_t end = t_now_ms() + timeout_ms;
+    int64_t end = h_now_ms() + timeout_ms;
     while (es_projector_checkpoint(f->p, NULL) < target) {
         es_err err = es_projector_step(f->p, 100);
         if (err != ES_OK && err != ES_ERR_TIMEOUT) {
@@ -147,7 +146,7 @@ static void step_until(fixture *f, uint64_t target, int timeout_ms)
             es_projector_status_get(f->p, &st);
             print_message("step: %s (%s)\n", es_errname(err), st.last_error_msg);
         }
-        if (t_now_ms() > end) {
+        if (h_now_ms() > end) {
             fail_msg("checkpoint %llu, want %llu",
                      (unsigned long long)es_projector_checkpoint(f->p, NULL),
                      (unsigned long long)target);
@@ -155,21 +154,21 @@ static void step_until(fixture *f, uint64_t target, int timeout_ms)
     }
 }
 
+static const char *const sync_none[] = {"--sync", "none", NULL};
+
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    if (t_mkdtemp(f->dir, sizeof f->dir, "esproj-e2e") != 0) {
+    if (esd_init(&f->esd, sync_none) != 0) {
         return -1;
     }
-    snprintf(f->pdir, sizeof f->pdir, "%s/readmodel", f->dir);
-    if (t_esd_start(&f->esd, f->dir, 10000) != 0) {
+    snprintf(f->pdir, sizeof f->pdir, "%s/readmodel", f->esd.dir);
+    if (esd_start(&f->esd, 10000) != 0) {
         return -1;
     }
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)f->esd.port);
     es_client_options co;
     es_client_options_init(&co);
-    co.address = addr;
+    co.address = f->esd.address;
     if (es_client_create(&co, &f->c) != ES_OK) {
         return -1;
     }
@@ -182,8 +181,7 @@ static int teardown(void **state)
     fixture *f = *state;
     es_projector_destroy(f->p);
     es_client_destroy(f->c);
-    t_child_stop(&f->esd, SIGTERM, 5000, NULL);
-    t_rm_rf(f->dir);
+    esd_end(&f->esd, 5000);
     free(f);
     return 0;
 }
@@ -200,9 +198,9 @@ static void test_catch_up_live_resume(void **state)
     assert_int_equal(
         open_projector(f, f->esd.port, ES_SUB_ALL, NULL, ES_PROJECTOR_SYNC_META, msg, sizeof msg),
         ES_OK);
-    int64_t t0 = t_now_ms();
+    int64_t t0 = h_now_ms();
     step_until(f, head, 120000);
-    int64_t ms = t_now_ms() - t0;
+    int64_t ms = h_now_ms() - t0;
     es_projector_status st;
     es_projector_status_get(f->p, &st);
     print_message("catch-up: %llu events in %lld ms = %.0f events/s (%llu batches, "
@@ -250,9 +248,9 @@ static void test_catch_up_nosync(void **state)
     assert_int_equal(
         open_projector(f, f->esd.port, ES_SUB_ALL, NULL, ES_PROJECTOR_SYNC_NONE, msg, sizeof msg),
         ES_OK);
-    int64_t t0 = t_now_ms();
+    int64_t t0 = h_now_ms();
     step_until(f, BULK_EVENTS, 120000);
-    int64_t ms = t_now_ms() - t0;
+    int64_t ms = h_now_ms() - t0;
     print_message("catch-up (no sync): %u events in %lld ms = %.0f events/s\n", BULK_EVENTS,
                   (long long)ms, (double)BULK_EVENTS * 1000.0 / (double)(ms ? ms : 1));
     assert_int_equal(seen_entries(f->p), BULK_EVENTS);
@@ -286,11 +284,11 @@ static void test_run_thread_category_lag(void **state)
     append_events(f, "acc", 1000); /* live, while the thread runs */
     uint64_t head = server_head(f);
     es_projector_status st;
-    int64_t end = t_now_ms() + 30000;
+    int64_t end = h_now_ms() + 30000;
     do {
-        t_pause_ms(20);
+        h_sleep_ms(20);
         es_projector_status_get(f->p, &st);
-    } while ((st.events_applied < 4000 || st.lag != 0) && t_now_ms() < end);
+    } while ((st.events_applied < 4000 || st.lag != 0) && h_now_ms() < end);
     assert_int_equal(st.events_applied, 4000);
     assert_true(st.caught_up);
     assert_true(st.connected);
@@ -301,19 +299,19 @@ static void test_run_thread_category_lag(void **state)
      * reports lag 0 again once it has seen the head and waited quietly */
     append_events(f, "other", 500);
     head = server_head(f);
-    end = t_now_ms() + 10000;
+    end = h_now_ms() + 10000;
     do {
-        t_pause_ms(20);
+        h_sleep_ms(20);
         es_projector_status_get(f->p, &st);
-    } while ((st.head != head || st.lag != 0) && t_now_ms() < end);
+    } while ((st.head != head || st.lag != 0) && h_now_ms() < end);
     assert_int_equal(st.head, head);
     assert_int_equal(st.lag, 0);
     assert_int_equal(st.events_applied, 4000);
 
-    int64_t t0 = t_now_ms();
+    int64_t t0 = h_now_ms();
     es_projector_stop(f->p);
     pthread_join(th, NULL);
-    int64_t stop_ms = t_now_ms() - t0;
+    int64_t stop_ms = h_now_ms() - t0;
     assert_int_equal(r.result, ES_OK);
     print_message("run: stopped %lld ms after es_projector_stop\n", (long long)stop_ms);
     assert_true(stop_ms < 2000);
@@ -339,16 +337,17 @@ static void test_server_restart(void **state)
     for (int round = 0; round < 3; round++) {
         append_events(f, "x", 2000);
         int status;
-        assert_int_equal(t_child_stop(&f->esd, SIGTERM, 5000, &status), 0);
-        assert_int_equal(t_esd_start(&f->esd, f->dir, 10000), 0); /* same port */
+        assert_int_equal(esd_stop(&f->esd, SIGTERM, 5000, &status, NULL), 0);
+        f->esd.listen_port = f->esd.port;
+        assert_int_equal(esd_start(&f->esd, 10000), 0); /* same port */
         es_client_disconnect(f->c);
     }
     append_events(f, "x", 1000);
     uint64_t head = server_head(f);
     assert_int_equal(head, 10000);
-    int64_t end = t_now_ms() + 60000;
-    while (es_projector_checkpoint(f->p, NULL) < head && t_now_ms() < end) {
-        t_pause_ms(20);
+    int64_t end = h_now_ms() + 60000;
+    while (es_projector_checkpoint(f->p, NULL) < head && h_now_ms() < end) {
+        h_sleep_ms(20);
     }
     es_projector_stop(f->p);
     pthread_join(th, NULL);
@@ -377,8 +376,8 @@ static void test_refused_batch_redelivered(void **state)
         ES_OK);
     f->fail_once_at = 2345;
     bool saw_error = false;
-    int64_t end = t_now_ms() + 30000;
-    while (es_projector_checkpoint(f->p, NULL) < 5000 && t_now_ms() < end) {
+    int64_t end = h_now_ms() + 30000;
+    while (es_projector_checkpoint(f->p, NULL) < 5000 && h_now_ms() < end) {
         es_err err = es_projector_step(f->p, 100);
         if (err == ES_ERR_IO) {
             saw_error = true;
@@ -409,10 +408,9 @@ static void test_other_store_refused(void **state)
     es_projector_destroy(f->p);
     f->p = NULL;
 
-    char dir2[256];
-    assert_int_equal(t_mkdtemp(dir2, sizeof dir2, "esproj-e2e2"), 0);
-    child esd2 = {0};
-    assert_int_equal(t_esd_start(&esd2, dir2, 10000), 0);
+    esd_proc esd2;
+    assert_int_equal(esd_init(&esd2, sync_none), 0);
+    assert_int_equal(esd_start(&esd2, 10000), 0);
     assert_int_equal(
         open_projector(f, esd2.port, ES_SUB_ALL, NULL, ES_PROJECTOR_SYNC_META, msg, sizeof msg),
         ES_OK);
@@ -432,8 +430,7 @@ static void test_other_store_refused(void **state)
     assert_int_equal(seen_entries(f->p), 0);
     es_projector_destroy(f->p);
     f->p = NULL;
-    t_child_stop(&esd2, SIGTERM, 5000, NULL);
-    t_rm_rf(dir2);
+    esd_end(&esd2, 5000);
 }
 
 int main(void)

@@ -1,5 +1,5 @@
 /*
- * test_backup — TESTPLAN T26: hot backup while 32 writers run.
+ * test_backup — hot backup while 32 writers run.
  *
  *   test_backup --backups 2      (suite reliability)
  *   test_backup --backups 20     (suite long)
@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 
 #include "rel.h"
+#include "support.h"
 
 #define N_WRITERS          32u
 #define STREAMS_PER_WRITER 2u
@@ -113,17 +114,17 @@ int main(int argc, char **argv)
     }
     rel_rng rng = {rel_seed()};
     salt = rel_rand(&rng);
-    int64_t t0 = rel_now_ms();
+    int64_t t0 = h_now_ms();
 
-    rel_esd e;
-    if (rel_esd_init(&e, "t26") != 0) {
+    esd_proc e;
+    if (esd_init(&e, NULL) != 0) {
         rel_fail("cannot make a temporary directory");
     }
     int st;
     char why[512], out[400];
-    snprintf(out, sizeof out, "%s/esctl.out", e.base);
-    if (rel_esd_start(&e, 20000, &st) != 0) {
-        rel_fail("esd did not start: %s", rel_status_str(st, why, sizeof why));
+    snprintf(out, sizeof out, "%s/esctl.out", e.dir);
+    if (esd_start(&e, 20000) != 0) {
+        rel_fail("esd did not start: %s", h_status_str(e.status, why, sizeof why));
     }
     address = e.address;
     writer *ws = calloc(N_WRITERS, sizeof *ws);
@@ -148,25 +149,25 @@ int main(int argc, char **argv)
     for (uint64_t b = 0; b < n_backups; b++) {
         /* Let the load build up between backups. */
         uint64_t target = total_acks(ws) + 3000;
-        int64_t deadline = rel_now_ms() + 30000;
+        int64_t deadline = h_now_ms() + 30000;
         while (total_acks(ws) < target) {
-            if (rel_now_ms() > deadline || !rel_esd_alive(&e, &st)) {
+            if (h_now_ms() > deadline || !esd_alive(&e)) {
                 rel_fail("backup %" PRIu64 ": the writers stalled", b + 1);
             }
-            rel_sleep_ms(5);
+            h_sleep_ms(5);
         }
         for (uint32_t i = 0; i < N_WRITERS; i++) {
             before[b][i] = atomic_load(&ws[i].n_acks);
         }
-        snprintf(dest[b], sizeof dest[b], "%s/backup-%" PRIu64, e.base, b + 1);
-        int64_t tb = rel_now_ms();
+        snprintf(dest[b], sizeof dest[b], "%s/backup-%" PRIu64, e.dir, b + 1);
+        int64_t tb = h_now_ms();
         const char *a[] = {"db", "backup", e.data_dir, dest[b], NULL};
-        int cst = rel_esctl(a, out, 300000);
-        backup_ms[b] = rel_now_ms() - tb;
+        int cst = h_esctl(a, out, 300000);
+        backup_ms[b] = h_now_ms() - tb;
         if (cst != 0) {
-            rel_dump_tail(out, 20);
+            h_dump_tail(out, 20);
             rel_fail("backup %" PRIu64 ": esctl db backup under load: %s", b + 1,
-                     cst < 0 ? "did not finish" : rel_status_str(cst, why, sizeof why));
+                     cst < 0 ? "did not finish" : h_status_str(cst, why, sizeof why));
         }
         uint64_t during = total_acks(ws);
         uint64_t acked_before = 0;
@@ -179,9 +180,9 @@ int main(int argc, char **argv)
     }
     /* A little more load after the last backup, then stop. */
     uint64_t target = total_acks(ws) + 500;
-    int64_t deadline = rel_now_ms() + 30000;
-    while (total_acks(ws) < target && rel_now_ms() < deadline) {
-        rel_sleep_ms(5);
+    int64_t deadline = h_now_ms() + 30000;
+    while (total_acks(ws) < target && h_now_ms() < deadline) {
+        h_sleep_ms(5);
     }
     atomic_store(&stopping, true);
     for (uint32_t i = 0; i < N_WRITERS; i++) {
@@ -200,20 +201,20 @@ int main(int argc, char **argv)
     uint64_t verified = 0;
     for (uint64_t b = 0; b < n_backups; b++) {
         const char *a[] = {"db", "check", dest[b], NULL};
-        int cst = rel_esctl(a, out, 300000);
+        int cst = h_esctl(a, out, 300000);
         if (cst != 0) {
-            rel_dump_tail(out, 20);
+            h_dump_tail(out, 20);
             rel_fail("backup %" PRIu64 ": esctl db check %s: %s", b + 1, dest[b],
-                     cst < 0 ? "did not finish" : rel_status_str(cst, why, sizeof why));
+                     cst < 0 ? "did not finish" : h_status_str(cst, why, sizeof why));
         }
-        rel_esd r;
-        if (rel_esd_init(&r, "t26restore") != 0) {
+        esd_proc r;
+        if (esd_init(&r, NULL) != 0) {
             rel_fail("cannot make a temporary directory");
         }
         snprintf(r.data_dir, sizeof r.data_dir, "%s", dest[b]);
-        if (rel_esd_start(&r, 20000, &st) != 0) {
+        if (esd_start(&r, 20000) != 0) {
             rel_fail("backup %" PRIu64 ": esd does not start on it: %s", b + 1,
-                     rel_status_str(st, why, sizeof why));
+                     h_status_str(r.status, why, sizeof why));
         }
         c = rel_client(r.address, 60000);
         rel_walk wk;
@@ -251,11 +252,12 @@ int main(int argc, char **argv)
                          b + 1, p);
             }
         }
-        if (rel_esd_stop(&r, SIGTERM, 10000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        if (esd_stop(&r, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) ||
+            WEXITSTATUS(st) != 0) {
             rel_fail("backup %" PRIu64 ": esd on the backup did not exit 0: %s", b + 1,
-                     rel_status_str(st, why, sizeof why));
+                     h_status_str(st, why, sizeof why));
         }
-        rel_esd_destroy(&r);
+        esd_destroy(&r);
         rel_log("backup %" PRIu64 ": check clean; %" PRIu64 " events (gapless, contiguous, every "
                 "byte), all %" PRIu64 " acknowledged before it present; a prefix of the live "
                 "log (head %" PRIu64 ")",
@@ -264,16 +266,17 @@ int main(int argc, char **argv)
         rel_walk_finish(&wk);
     }
     rel_walk_finish(&live);
-    if (rel_esd_stop(&e, SIGTERM, 10000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        rel_fail("esd did not exit 0 on SIGTERM: %s", rel_status_str(st, why, sizeof why));
+    if (esd_stop(&e, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        rel_fail("esd did not exit 0 on SIGTERM: %s", h_status_str(st, why, sizeof why));
     }
-    rel_log("PASS T26: %" PRIu64 " hot backups under 32 writers, all consistent and restorable; "
+    rel_log("PASS hot backup: %" PRIu64
+            " hot backups under 32 writers, all consistent and restorable; "
             "%" PRIu64 " events verified in backups, %" PRIu64 " appends in total, %.1f s",
-            n_backups, verified, total_acks(ws), (double)(rel_now_ms() - t0) / 1000.0);
+            n_backups, verified, total_acks(ws), (double)(h_now_ms() - t0) / 1000.0);
     for (uint32_t i = 0; i < N_WRITERS; i++) {
         free(ws[i].acks);
     }
     free(ws);
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
     return 0;
 }

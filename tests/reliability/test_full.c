@@ -1,8 +1,8 @@
 /*
- * test_full — TESTPLAN T9/T10: the store runs out of room.
+ * test_full — the store runs out of room: the disk is full, or the map is.
  *
- *   test_full --disk 0 --cycles 1     T10 map full (a 2 MiB --map-size)
- *   test_full --disk 1 --cycles 1     T9 disk full (a 4 MiB tmpfs; needs the
+ *   test_full --disk 0 --cycles 1     map full (a 2 MiB --map-size)
+ *   test_full --disk 1 --cycles 1     disk full (a 4 MiB tmpfs; needs the
  *                                     right to mount, else exit 77)
  *
  * Design notes
@@ -42,6 +42,7 @@
 #include <sys/wait.h>
 
 #include "rel.h"
+#include "support.h"
 
 #define N_WRITERS          4u
 #define STREAMS_PER_WRITER 4u
@@ -169,7 +170,7 @@ static void run_writers(writer *ws, const char *address, bool until_full, uint64
 }
 
 /* Walk the whole log; it must hold exactly the acknowledged events. */
-static uint64_t verify(const rel_esd *e, writer *ws, uint64_t salt, const char *when)
+static uint64_t verify(const esd_proc *e, writer *ws, uint64_t salt, const char *when)
 {
     es_client *c = rel_client(e->address, 30000);
     rel_walk wk;
@@ -214,22 +215,22 @@ static uint64_t verify(const rel_esd *e, writer *ws, uint64_t salt, const char *
 static void check_offline(const char *dir, const char *out, const char *when)
 {
     const char *a[] = {"db", "check", dir, NULL};
-    int cst = rel_esctl(a, out, 120000);
+    int cst = h_esctl(a, out, 120000);
     if (cst != 0) {
         char b[128];
-        rel_dump_tail(out, 30);
+        h_dump_tail(out, 30);
         rel_fail("%s: esctl db check: %s", when,
-                 cst < 0 ? "did not finish" : rel_status_str(cst, b, sizeof b));
+                 cst < 0 ? "did not finish" : h_status_str(cst, b, sizeof b));
     }
 }
 
-static void stop_clean(rel_esd *e, const char *when)
+static void stop_clean(esd_proc *e, const char *when)
 {
     int st;
     char b[128];
-    if (rel_esd_stop(e, SIGTERM, 10000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        rel_dump_tail(e->log_file, 20);
-        rel_fail("%s: esd did not exit 0 on SIGTERM: %s", when, rel_status_str(st, b, sizeof b));
+    if (esd_stop(e, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        h_dump_tail(e->log_file, 20);
+        rel_fail("%s: esd did not exit 0 on SIGTERM: %s", when, h_status_str(st, b, sizeof b));
     }
 }
 
@@ -247,23 +248,22 @@ static void unmount_at_exit(void)
 static void one_cycle(bool disk, uint64_t cy, rel_rng *rng, uint64_t *events_total,
                       uint64_t *refusals_total)
 {
-    rel_esd e;
+    esd_proc e;
     char b[128];
-    int st;
-    if (rel_esd_init(&e, disk ? "t9" : "t10") != 0) {
+    if (esd_init(&e, NULL) != 0) {
         rel_fail("cannot make a temporary directory");
     }
     char out[400];
-    snprintf(out, sizeof out, "%s/check.out", e.base);
+    snprintf(out, sizeof out, "%s/check.out", e.dir);
     if (disk) {
         if (mkdir(e.data_dir, 0700) != 0) {
             rel_fail("mkdir %s: %s", e.data_dir, strerror(errno));
         }
         if (mount("tmpfs", e.data_dir, "tmpfs", 0, "size=4m,mode=0700") != 0) {
             int err = errno;
-            rel_esd_destroy(&e);
+            esd_destroy(&e);
             rel_skip("cannot mount a 4 MiB tmpfs (%s): the disk-full case needs "
-                     "CAP_SYS_ADMIN (run as root); the map-full case (T10) still runs",
+                     "CAP_SYS_ADMIN (run as root); the map-full case still runs",
                      strerror(err));
         }
         snprintf(mounted, sizeof mounted, "%s", e.data_dir);
@@ -281,17 +281,17 @@ static void one_cycle(bool disk, uint64_t cy, rel_rng *rng, uint64_t *events_tot
         ws[i].salt = salt;
         ws[i].rng.s = rel_rand(rng);
     }
-    if (rel_esd_start(&e, 20000, &st) != 0) {
-        rel_fail("esd did not start: %s", rel_status_str(st, b, sizeof b));
+    if (esd_start(&e, 20000) != 0) {
+        rel_fail("esd did not start: %s", h_status_str(e.status, b, sizeof b));
     }
     run_writers(ws, e.address, true, 0);
     uint64_t refusals = 0;
     for (uint32_t i = 0; i < N_WRITERS; i++) {
         refusals += ws[i].full_refusals;
     }
-    if (!rel_esd_alive(&e, &st)) {
-        rel_dump_tail(e.log_file, 20);
-        rel_fail("esd died when the store filled up: %s", rel_status_str(st, b, sizeof b));
+    if (!esd_alive(&e)) {
+        h_dump_tail(e.log_file, 20);
+        rel_fail("esd died when the store filled up: %s", h_status_str(e.status, b, sizeof b));
     }
     uint64_t acked = verify(&e, ws, salt, "store full");
     if (cy == 1) {
@@ -309,16 +309,17 @@ static void one_cycle(bool disk, uint64_t cy, rel_rng *rng, uint64_t *events_tot
         acked = verify(&e, ws, salt, "disk space back (same esd)");
         stop_clean(&e, "disk space back");
         check_offline(e.data_dir, out, "disk space back");
-        if (rel_esd_start(&e, 20000, &st) != 0) {
-            rel_fail("esd did not restart: %s", rel_status_str(st, b, sizeof b));
+        if (esd_start(&e, 20000) != 0) {
+            rel_fail("esd did not restart: %s", h_status_str(e.status, b, sizeof b));
         }
         acked = verify(&e, ws, salt, "restart after disk full");
     } else {
         stop_clean(&e, "map full");
         check_offline(e.data_dir, out, "map full");
         e.args[1] = "64M";
-        if (rel_esd_start(&e, 20000, &st) != 0) {
-            rel_fail("esd did not restart with a bigger map: %s", rel_status_str(st, b, sizeof b));
+        if (esd_start(&e, 20000) != 0) {
+            rel_fail("esd did not restart with a bigger map: %s",
+                     h_status_str(e.status, b, sizeof b));
         }
         verify(&e, ws, salt, "restart with a bigger map");
         run_writers(ws, e.address, false, 200);
@@ -334,7 +335,7 @@ static void one_cycle(bool disk, uint64_t cy, rel_rng *rng, uint64_t *events_tot
     if (disk) {
         unmount_at_exit();
     }
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
 }
 
 int main(int argc, char **argv)
@@ -346,7 +347,7 @@ int main(int argc, char **argv)
     atexit(unmount_at_exit);
     rel_rng rng = {rel_seed()};
     uint64_t events = 0, refusals = 0;
-    int64_t t0 = rel_now_ms();
+    int64_t t0 = h_now_ms();
     for (uint64_t cy = 1; cy <= val[1]; cy++) {
         one_cycle(disk, cy, &rng, &events, &refusals);
         if (cy % 10 == 0) {
@@ -355,7 +356,7 @@ int main(int argc, char **argv)
     }
     rel_log("PASS %s: %" PRIu64 " cycles in %.1f s; %" PRIu64 " STORE_FULL refusals, none "
             "acknowledged or visible; %" PRIu64 " events verified; appends resumed every time",
-            disk ? "T9 disk full" : "T10 map full", val[1], (double)(rel_now_ms() - t0) / 1000.0,
-            refusals, events);
+            disk ? "disk full" : "map full", val[1], (double)(h_now_ms() - t0) / 1000.0, refusals,
+            events);
     return 0;
 }

@@ -1,9 +1,9 @@
 /*
- * test_kill — TESTPLAN T1 (kill -9 loop) and T3 (kill between commit and
- * reply, retried with the same event ids).
+ * test_kill — the kill loop (kill -9 while writers append) and the kill
+ * retry (kill between commit and reply, retried with the same event ids).
  *
- *   test_kill --mode 1 --cycles 50      T1 (suite reliability); 1,000 in long
- *   test_kill --mode 3 --cycles 50      T3 (suite reliability); 500 in long
+ *   test_kill --mode 1 --cycles 50      kill loop (suite reliability); 1,000 in long
+ *   test_kill --mode 3 --cycles 50      kill retry (suite reliability); 500 in long
  *
  * Design notes
  * ------------
@@ -28,9 +28,9 @@
  *   - every unknown-outcome append of the cycle is either wholly absent
  *     (the stream ends before its first revision) or wholly present once
  *     (the stream ends exactly at its last revision) — never in part;
- *   - T1: writers start the next cycle from the revisions they re-read
+ *   - kill loop: writers start the next cycle from the revisions they re-read
  *     with es_stream_info_get (which must agree with the walk);
- *   - T3: each unknown-outcome append is retried first, with the same ids
+ *   - kill retry: each unknown-outcome append is retried first, with the same ids
  *     and the same expectation (EXACT or ANY, chosen at random per append:
  *     ANY is the case where only idempotency prevents a second copy). If it
  *     had been stored, the retry must answer duplicate = true with the
@@ -51,6 +51,7 @@
 #include <sys/wait.h>
 
 #include "rel.h"
+#include "support.h"
 
 #define N_WRITERS          8u
 #define STREAMS_PER_WRITER 8u
@@ -234,17 +235,17 @@ int main(int argc, char **argv)
     uint64_t cycles = val[1];
     uint64_t max_delay = val[2];
     if (mode != 1 && mode != 3) {
-        rel_fail("--mode must be 1 (T1) or 3 (T3)");
+        rel_fail("--mode must be 1 (kill loop) or 3 (kill retry)");
     }
     rel_rng rng = {rel_seed()};
     uint64_t salt = rel_rand(&rng);
 
-    rel_esd e;
-    if (rel_esd_init(&e, mode == 1 ? "t1" : "t3") != 0) {
+    esd_proc e;
+    if (esd_init(&e, NULL) != 0) {
         rel_fail("cannot make a temporary directory");
     }
     char check_out[400];
-    snprintf(check_out, sizeof check_out, "%s/check.out", e.base);
+    snprintf(check_out, sizeof check_out, "%s/check.out", e.dir);
 
     _Atomic uint64_t cycle_acks = 0;
     writer *ws = calloc(N_WRITERS, sizeof *ws);
@@ -264,14 +265,14 @@ int main(int argc, char **argv)
     int st;
     uint64_t unknown_absent = 0, unknown_present = 0, retry_dup = 0, retry_new = 0;
     uint64_t total_acks = 0, checks_beside = 0;
-    int64_t t0 = rel_now_ms(), load_ms = 0, restart_ms = 0, check_ms = 0, verify_ms = 0;
+    int64_t t0 = h_now_ms(), load_ms = 0, restart_ms = 0, check_ms = 0, verify_ms = 0;
 
-    if (rel_esd_start(&e, 20000, &st) != 0) {
-        rel_fail("esd did not start (%s)", rel_status_str(st, why, sizeof why));
+    if (esd_start(&e, 20000) != 0) {
+        rel_fail("esd did not start (%s)", h_status_str(e.status, why, sizeof why));
     }
     for (uint64_t cy = 1; cy <= cycles; cy++) {
         /* ---- load, then SIGKILL at a random moment ---- */
-        int64_t tl = rel_now_ms();
+        int64_t tl = h_now_ms();
         atomic_store(&cycle_acks, 0);
         for (uint32_t i = 0; i < N_WRITERS; i++) {
             ws[i].address = e.address;
@@ -282,60 +283,60 @@ int main(int argc, char **argv)
         }
         /* The kill lands while appends flow: after the first acknowledgement
          * of the cycle, plus a random delay. */
-        int64_t deadline = rel_now_ms() + 20000;
+        int64_t deadline = h_now_ms() + 20000;
         while (atomic_load(&cycle_acks) == 0) {
-            if (rel_now_ms() > deadline || !rel_esd_alive(&e, &st)) {
-                rel_dump_tail(e.log_file, 20);
+            if (h_now_ms() > deadline || !esd_alive(&e)) {
+                h_dump_tail(e.log_file, 20);
                 rel_fail("cycle %" PRIu64 ": no acknowledgement within 20 s (esd %s)", cy,
-                         e.pid ? "running" : rel_status_str(st, why, sizeof why));
+                         e.pid ? "running" : h_status_str(e.status, why, sizeof why));
             }
-            rel_sleep_ms(1);
+            h_sleep_ms(1);
         }
         bool beside = cy % 10 == 0;
         if (beside) {
             /* esctl db check beside the running, loaded esd. */
             const char *a[] = {"db", "check", e.data_dir, NULL};
-            int cst = rel_esctl(a, check_out, 120000);
+            int cst = h_esctl(a, check_out, 120000);
             if (cst != 0) {
-                rel_dump_tail(check_out, 30);
+                h_dump_tail(check_out, 30);
                 rel_fail("cycle %" PRIu64 ": esctl db check beside esd under load: %s", cy,
-                         cst < 0 ? "did not finish" : rel_status_str(cst, why, sizeof why));
+                         cst < 0 ? "did not finish" : h_status_str(cst, why, sizeof why));
             }
             checks_beside++;
         }
-        rel_sleep_ms((int)rel_range(&rng, 0, max_delay));
-        if (!rel_esd_alive(&e, &st)) {
-            rel_dump_tail(e.log_file, 20);
+        h_sleep_ms((int)rel_range(&rng, 0, max_delay));
+        if (!esd_alive(&e)) {
+            h_dump_tail(e.log_file, 20);
             rel_fail("cycle %" PRIu64 ": esd died by itself: %s", cy,
-                     rel_status_str(st, why, sizeof why));
+                     h_status_str(e.status, why, sizeof why));
         }
-        rel_esd_stop(&e, SIGKILL, 10000, &st);
+        esd_stop(&e, SIGKILL, 10000, &st, NULL);
         for (uint32_t i = 0; i < N_WRITERS; i++) {
             pthread_join(ws[i].thread, NULL);
         }
         uint64_t acks_now = atomic_load(&cycle_acks);
         total_acks += acks_now;
-        load_ms += rel_now_ms() - tl;
+        load_ms += h_now_ms() - tl;
 
         /* ---- offline check with esd down ---- */
-        int64_t tc = rel_now_ms();
+        int64_t tc = h_now_ms();
         const char *a[] = {"db", "check", e.data_dir, NULL};
-        int cst = rel_esctl(a, check_out, 120000);
+        int cst = h_esctl(a, check_out, 120000);
         if (cst != 0) {
-            rel_dump_tail(check_out, 30);
+            h_dump_tail(check_out, 30);
             rel_fail("cycle %" PRIu64 ": esctl db check after SIGKILL: %s (data dir kept: %s)", cy,
-                     cst < 0 ? "did not finish" : rel_status_str(cst, why, sizeof why), e.data_dir);
+                     cst < 0 ? "did not finish" : h_status_str(cst, why, sizeof why), e.data_dir);
         }
-        check_ms += rel_now_ms() - tc;
+        check_ms += h_now_ms() - tc;
 
         /* ---- restart and verify ---- */
-        int64_t tr = rel_now_ms();
-        if (rel_esd_start(&e, 20000, &st) != 0) {
+        int64_t tr = h_now_ms();
+        if (esd_start(&e, 20000) != 0) {
             rel_fail("cycle %" PRIu64 ": esd did not restart after SIGKILL (%s)", cy,
-                     rel_status_str(st, why, sizeof why));
+                     h_status_str(e.status, why, sizeof why));
         }
-        restart_ms += rel_now_ms() - tr;
-        int64_t tv = rel_now_ms();
+        restart_ms += h_now_ms() - tr;
+        int64_t tv = h_now_ms();
         es_client *c = rel_client(e.address, 30000);
         es_err rv = rel_walk_log(&wk, c, PREFIX, salt, MAX_DATA, why, sizeof why);
         if (rv != ES_OK) {
@@ -465,26 +466,26 @@ int main(int argc, char **argv)
                     wk.head);
         }
         es_client_destroy(c);
-        verify_ms += rel_now_ms() - tv;
+        verify_ms += h_now_ms() - tv;
         if (cy % 10 == 0 && cy != cycles) {
             rel_log("cycle %" PRIu64 "/%" PRIu64 ": head %" PRIu64 ", acks %" PRIu64, cy, cycles,
                     wk.head, total_acks);
         }
     }
-    if (rel_esd_stop(&e, SIGTERM, 10000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        rel_fail("esd did not exit 0 on SIGTERM: %s", rel_status_str(st, why, sizeof why));
+    if (esd_stop(&e, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        rel_fail("esd did not exit 0 on SIGTERM: %s", h_status_str(st, why, sizeof why));
     }
     const char *a[] = {"db", "check", e.data_dir, NULL};
-    int cst = rel_esctl(a, check_out, 120000);
+    int cst = h_esctl(a, check_out, 120000);
     if (cst != 0) {
-        rel_dump_tail(check_out, 30);
-        rel_fail("final esctl db check: %s", rel_status_str(cst, why, sizeof why));
+        h_dump_tail(check_out, 30);
+        rel_fail("final esctl db check: %s", h_status_str(cst, why, sizeof why));
     }
     rel_log("PASS T%d: %" PRIu64 " SIGKILL cycles in %.1f s; %" PRIu64
             " events verified byte for byte (gapless, contiguous); %" PRIu64
             " acknowledgements all present; in flight at the kills: %" PRIu64 " absent, %" PRIu64
             " present once%s",
-            mode, cycles, (double)(rel_now_ms() - t0) / 1000.0, wk.head, total_acks, unknown_absent,
+            mode, cycles, (double)(h_now_ms() - t0) / 1000.0, wk.head, total_acks, unknown_absent,
             unknown_present, mode == 1 ? "" : ";");
     if (mode == 3 && cycles >= 20 && retry_dup == 0) {
         rel_fail("no kill landed between a commit and its reply in %" PRIu64
@@ -492,7 +493,8 @@ int main(int argc, char **argv)
                  cycles);
     }
     if (mode == 3) {
-        rel_log("T3 retries with the same ids: %" PRIu64 " duplicate=true with the original "
+        rel_log("kill retry: retries with the same ids: %" PRIu64
+                " duplicate=true with the original "
                 "positions (committed, reply lost), %" PRIu64 " stored new, 0 second copies",
                 retry_dup, retry_new);
     }
@@ -505,6 +507,6 @@ int main(int argc, char **argv)
         free(ws[i].acks.v);
     }
     free(ws);
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
     return 0;
 }

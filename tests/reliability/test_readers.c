@@ -1,5 +1,5 @@
 /*
- * test_readers — TESTPLAN T11: stale readers. Processes that hold a read
+ * test_readers — stale readers. Processes that hold a read
  * transaction are killed with SIGKILL, over and over; their LMDB reader
  * slots stay taken (nobody released them) until someone runs
  * mdb_reader_check. The promise: neither esd nor another process opening
@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "rel.h"
+#include "support.h"
 #include "store.h"
 
 #define PREFIX    "rd"
@@ -172,9 +173,9 @@ static void expect_line(child *c, const char *want, const char *what)
 {
     char buf[300];
     size_t n = 0;
-    int64_t deadline = rel_now_ms() + 20000;
+    int64_t deadline = h_now_ms() + 20000;
     while (n < sizeof buf - 1) {
-        int left = (int)(deadline - rel_now_ms());
+        int left = (int)(deadline - h_now_ms());
         struct pollfd p = {c->out, POLLIN, 0};
         if (left <= 0 || poll(&p, 1, left) <= 0) {
             rel_fail("%s: no answer within 20 s", what);
@@ -195,7 +196,7 @@ static void expect_line(child *c, const char *want, const char *what)
 }
 
 /* Ask esd to read the whole log and its stats; both must succeed. */
-static void esd_serves(const rel_esd *e, uint32_t max_readers, uint64_t round, const char *when)
+static void esd_serves(const esd_proc *e, uint32_t max_readers, uint64_t round, const char *when)
 {
     es_client *c = rel_client(e->address, 10000);
     es_stats st;
@@ -234,25 +235,25 @@ int main(int argc, char **argv)
     }
     char marg[16];
     snprintf(marg, sizeof marg, "%u", m);
-    int64_t t0 = rel_now_ms();
+    int64_t t0 = h_now_ms();
 
-    rel_esd e;
-    if (rel_esd_init(&e, "t11") != 0) {
+    esd_proc e;
+    if (esd_init(&e, NULL) != 0) {
         rel_fail("cannot make a temporary directory");
     }
     char out[400], why[128];
-    snprintf(out, sizeof out, "%s/esctl.out", e.base);
+    snprintf(out, sizeof out, "%s/esctl.out", e.dir);
     int st;
 
     child creator = spawn_role("create", e.data_dir, marg);
     expect_line(&creator, "ready", "the creating process");
-    if (rel_esd_start(&e, 20000, &st) != 0) {
+    if (esd_start(&e, 20000) != 0) {
         rel_fail("esd did not start beside the creating process: %s",
-                 rel_status_str(st, why, sizeof why));
+                 h_status_str(e.status, why, sizeof why));
     }
     close(creator.in);
     if (waitpid(creator.pid, &st, 0) != creator.pid || !WIFEXITED(st) || WEXITSTATUS(st)) {
-        rel_fail("the creating process: %s", rel_status_str(st, why, sizeof why));
+        rel_fail("the creating process: %s", h_status_str(st, why, sizeof why));
     }
     close(creator.out);
 
@@ -285,14 +286,14 @@ int main(int argc, char **argv)
         for (uint32_t i = 0; i < m; i++) {
             if (waitpid(holders[i].pid, &st, 0) != holders[i].pid || !WIFSIGNALED(st)) {
                 rel_fail("round %" PRIu64 ": reader %u: %s", round, i + 1,
-                         rel_status_str(st, why, sizeof why));
+                         h_status_str(st, why, sizeof why));
             }
             close(holders[i].out);
             close(holders[i].in);
             kills++;
         }
-        if (!rel_esd_alive(&e, &st)) {
-            rel_fail("esd died: %s", rel_status_str(st, why, sizeof why));
+        if (!esd_alive(&e)) {
+            rel_fail("esd died: %s", h_status_str(e.status, why, sizeof why));
         }
         if (round % 2 == 1) {
             rounds_a++;
@@ -300,29 +301,29 @@ int main(int argc, char **argv)
         } else {
             rounds_b++;
             const char *a[] = {"db", "stat", e.data_dir, NULL};
-            int cst = rel_esctl(a, out, 30000);
+            int cst = h_esctl(a, out, 30000);
             if (cst != 0) {
-                rel_dump_tail(out, 10);
+                h_dump_tail(out, 10);
                 rel_fail("round %" PRIu64 ": esctl db stat with %u dead readers: %s", round, m,
-                         cst < 0 ? "did not finish" : rel_status_str(cst, why, sizeof why));
+                         cst < 0 ? "did not finish" : h_status_str(cst, why, sizeof why));
             }
             esd_serves(&e, m, round, "after another open");
         }
     }
     free(holders);
-    if (rel_esd_stop(&e, SIGTERM, 10000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        rel_fail("esd did not exit 0 on SIGTERM: %s", rel_status_str(st, why, sizeof why));
+    if (esd_stop(&e, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        rel_fail("esd did not exit 0 on SIGTERM: %s", h_status_str(st, why, sizeof why));
     }
     const char *a[] = {"db", "check", e.data_dir, NULL};
-    int cst = rel_esctl(a, out, 60000);
+    int cst = h_esctl(a, out, 60000);
     if (cst != 0) {
-        rel_dump_tail(out, 20);
-        rel_fail("esctl db check: %s", rel_status_str(cst, why, sizeof why));
+        h_dump_tail(out, 20);
+        rel_fail("esctl db check: %s", h_status_str(cst, why, sizeof why));
     }
-    rel_log("PASS T11: %" PRIu64 " readers killed holding a read transaction (%" PRIu64
+    rel_log("PASS stale readers: %" PRIu64 " readers killed holding a read transaction (%" PRIu64
             " rounds filling all %u slots: %" PRIu64 " with esd asked first, %" PRIu64
             " with another open first) in %.1f s; no open or read failed",
-            kills, round, m, rounds_a, rounds_b, (double)(rel_now_ms() - t0) / 1000.0);
-    rel_esd_destroy(&e);
+            kills, round, m, rounds_a, rounds_b, (double)(h_now_ms() - t0) / 1000.0);
+    esd_destroy(&e);
     return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * test_soak — TESTPLAN T17: a steady mixed load for a long time; esd's
+ * test_soak — the soak: a steady mixed load for a long time; esd's
  * memory must stay bounded.
  *
  *   test_soak --seconds 120     (suite reliability)
@@ -45,6 +45,7 @@
 #include <sys/wait.h>
 
 #include "rel.h"
+#include "support.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define REL_ASAN 1
@@ -79,11 +80,11 @@ static _Atomic uint64_t n_sub_events, n_resubscribes;
 static void pace(int64_t *next_us, int64_t period_us)
 {
     *next_us += period_us;
-    int64_t wait = *next_us - rel_now_us();
+    int64_t wait = *next_us - h_now_us();
     if (wait > 0) {
-        rel_sleep_ms((int)(wait / 1000));
+        h_sleep_ms((int)(wait / 1000));
     } else if (wait < -1000000) {
-        *next_us = rel_now_us(); /* fell behind: do not burst */
+        *next_us = h_now_us(); /* fell behind: do not burst */
     }
 }
 
@@ -99,7 +100,7 @@ static void *appender_main(void *arg)
     appender *a = arg;
     es_client *c = rel_client(address, 30000);
     uint64_t rev[STREAMS_PER_APPENDER] = {0};
-    int64_t next = rel_now_us();
+    int64_t next = h_now_us();
     while (!atomic_load(&stopping)) {
         uint32_t k = (uint32_t)rel_range(&a->rng, 0, STREAMS_PER_APPENDER - 1);
         uint32_t s = a->no * STREAMS_PER_APPENDER + k;
@@ -140,7 +141,7 @@ static void *reader_main(void *arg)
     reader *r = arg;
     es_client *c = rel_client(address, 30000);
     rel_ev want;
-    int64_t next = rel_now_us();
+    int64_t next = h_now_us();
     while (!atomic_load(&stopping)) {
         uint32_t s = (uint32_t)rel_range(&r->rng, 0, N_STREAMS - 1);
         uint64_t top = atomic_load(&published[s]);
@@ -207,7 +208,7 @@ static void *pager_main(void *arg)
 {
     rel_rng *rng = arg;
     es_client *c = rel_client(address, 30000);
-    int64_t next = rel_now_us();
+    int64_t next = h_now_us();
     while (!atomic_load(&stopping)) {
         es_stats st;
         es_err rv = es_stats_get(c, &st);
@@ -250,7 +251,7 @@ static void *pager_main(void *arg)
 static void *churn_main(void *arg)
 {
     (void)arg;
-    int64_t next = rel_now_us();
+    int64_t next = h_now_us();
     while (!atomic_load(&stopping)) {
         es_client *c = rel_client(address, 30000);
         es_err rv = es_client_connect(c);
@@ -313,8 +314,8 @@ static void *subscriber_main(void *arg)
             sb->last = at;
             sb->have_last = has;
         }
-        int64_t until = rel_now_ms() + 3000;
-        while (!atomic_load(&stopping) && rel_now_ms() < until) {
+        int64_t until = h_now_ms() + 3000;
+        while (!atomic_load(&stopping) && h_now_ms() < until) {
             rv = es_sub_poll(sub, 100);
             if (rv != ES_OK) {
                 rel_fail("%s: es_sub_poll: %s (%s)", sb->who, es_errname(rv), es_client_errmsg(c));
@@ -345,14 +346,14 @@ int main(int argc, char **argv)
     rel_rng rng = {rel_seed()};
     salt = rel_rand(&rng);
 
-    rel_esd e;
-    if (rel_esd_init(&e, "t17") != 0) {
+    esd_proc e;
+    if (esd_init(&e, NULL) != 0) {
         rel_fail("cannot make a temporary directory");
     }
     int st;
     char why[256];
-    if (rel_esd_start(&e, 20000, &st) != 0) {
-        rel_fail("esd did not start: %s", rel_status_str(st, why, sizeof why));
+    if (esd_start(&e, 20000) != 0) {
+        rel_fail("esd did not start: %s", h_status_str(e.status, why, sizeof why));
     }
     address = e.address;
 
@@ -388,17 +389,17 @@ int main(int argc, char **argv)
     if (!anon) {
         rel_fail("out of memory");
     }
-    int64_t t0 = rel_now_ms();
+    int64_t t0 = h_now_ms();
     size_t k = 0;
     long anon_25 = -1;
     long max_anon = 0;
     for (;;) {
-        int64_t elapsed = rel_now_ms() - t0;
-        if (!rel_esd_alive(&e, &st)) {
-            rel_dump_tail(e.log_file, 20);
-            rel_fail("esd died during the soak: %s", rel_status_str(st, why, sizeof why));
+        int64_t elapsed = h_now_ms() - t0;
+        if (!esd_alive(&e)) {
+            h_dump_tail(e.log_file, 20);
+            rel_fail("esd died during the soak: %s", h_status_str(e.status, why, sizeof why));
         }
-        long a = rel_proc_kb(e.pid, "RssAnon");
+        long a = h_proc_status_kb(e.pid, "RssAnon");
         if (a < 0) {
             rel_fail("cannot read RssAnon of esd");
         }
@@ -412,7 +413,7 @@ int main(int argc, char **argv)
             anon_25 = a;
             rel_log("25 %%: RssAnon %ld kB, VmRSS %ld kB, RssFile %ld kB; %" PRIu64
                     " events appended",
-                    a, rel_proc_kb(e.pid, "VmRSS"), rel_proc_kb(e.pid, "RssFile"),
+                    a, h_proc_status_kb(e.pid, "VmRSS"), h_proc_status_kb(e.pid, "RssFile"),
                     atomic_load(&n_events));
         }
         if (elapsed >= (int64_t)seconds * 1000) {
@@ -424,11 +425,11 @@ int main(int argc, char **argv)
                     elapsed / 1000, a, atomic_load(&n_events), atomic_load(&n_reads),
                     atomic_load(&n_pages), atomic_load(&n_churns), atomic_load(&n_sub_events));
         }
-        rel_sleep_ms(1000);
+        h_sleep_ms(1000);
     }
-    long anon_100 = rel_proc_kb(e.pid, "RssAnon");
-    long rss_100 = rel_proc_kb(e.pid, "VmRSS");
-    long file_100 = rel_proc_kb(e.pid, "RssFile");
+    long anon_100 = h_proc_status_kb(e.pid, "RssAnon");
+    long rss_100 = h_proc_status_kb(e.pid, "VmRSS");
+    long file_100 = h_proc_status_kb(e.pid, "RssFile");
     atomic_store(&stopping, true);
     for (uint32_t i = 0; i < N_APPENDERS; i++) {
         pthread_join(aps[i].thread, NULL);
@@ -457,18 +458,18 @@ int main(int argc, char **argv)
     }
     rel_walk_finish(&wk);
     es_client_destroy(c);
-    if (rel_esd_stop(&e, SIGTERM, 10000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        rel_dump_tail(e.log_file, 40);
-        rel_fail("esd did not exit 0 on SIGTERM: %s%s", rel_status_str(st, why, sizeof why),
+    if (esd_stop(&e, SIGTERM, 10000, &st, NULL) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        h_dump_tail(e.log_file, 40);
+        rel_fail("esd did not exit 0 on SIGTERM: %s%s", h_status_str(st, why, sizeof why),
                  REL_ASAN ? " (LeakSanitizer reports make it exit non-zero: see the log)" : "");
     }
     char out[400];
-    snprintf(out, sizeof out, "%s/check.out", e.base);
+    snprintf(out, sizeof out, "%s/check.out", e.dir);
     const char *a[] = {"db", "check", e.data_dir, NULL};
-    int cst = rel_esctl(a, out, 600000);
+    int cst = h_esctl(a, out, 600000);
     if (cst != 0) {
-        rel_dump_tail(out, 20);
-        rel_fail("esctl db check: %s", rel_status_str(cst, why, sizeof why));
+        h_dump_tail(out, 20);
+        rel_fail("esctl db check: %s", h_status_str(cst, why, sizeof why));
     }
 
     long growth = anon_100 - anon_25;
@@ -490,7 +491,7 @@ int main(int argc, char **argv)
         }
     }
     free(anon);
-    rel_log("PASS T17: %" PRIu64 " s soak%s; %" PRIu64 " appends (%" PRIu64 " events), %" PRIu64
+    rel_log("PASS soak: %" PRIu64 " s soak%s; %" PRIu64 " appends (%" PRIu64 " events), %" PRIu64
             " stream reads (%" PRIu64 " events checked), %" PRIu64 " log pages, %" PRIu64
             " connection churns, %" PRIu64 " events to subscribers over %" PRIu64
             " resubscriptions; final walk, SIGTERM exit 0 and db check clean",
@@ -499,6 +500,6 @@ int main(int argc, char **argv)
             atomic_load(&n_appends), atomic_load(&n_events), atomic_load(&n_reads),
             atomic_load(&n_read_events), atomic_load(&n_pages), atomic_load(&n_churns),
             atomic_load(&n_sub_events), atomic_load(&n_resubscribes));
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
     return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * reqs — one valid request of every kind (TESTPLAN T23 walks them all):
+ * reqs — one valid request of every kind (the auth tests walk them all):
  * what the security tests send before the hello, after a refused hello and
  * with each role.
  */

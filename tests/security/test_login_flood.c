@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "support.h"
 #include "reqs.h"
 
 #define T_ADMIN   "admin-token-0123456789"

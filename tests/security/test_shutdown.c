@@ -29,7 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "support.h"
 
 #define SHUTDOWN_TRIALS 30
 #define APPENDS         4000

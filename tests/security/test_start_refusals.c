@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "support.h"
 
 static char g_dir[] = "/tmp/esd-start-refusals-XXXXXX";
 

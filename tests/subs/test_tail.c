@@ -21,9 +21,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "subs_harness.h"
+#include "rel.h"
+#include "support.h"
 
-static sh_esd esd;
+static esd_proc esd;
+
+/* esd without fsync and with warnings only in its log (plus a test's own arguments). */
+static const char *const esd_args[] = {"--sync", "none", "--log-level", "warn", NULL};
 
 /* A running esctl with its stdout (and stderr) in a pipe. */
 typedef struct proc {
@@ -70,7 +74,7 @@ static void spawn(proc *p, const char *const *args)
 /* Read stdout until it holds `lines` lines (5 s at most). */
 static void wait_lines(proc *p, int lines)
 {
-    uint64_t deadline = sh_now_us() + 5000000u;
+    uint64_t deadline = (uint64_t)h_now_us() + 5000000u;
     for (;;) {
         int have = 0;
         for (size_t i = 0; i < p->len; i++) {
@@ -79,7 +83,7 @@ static void wait_lines(proc *p, int lines)
         if (have >= lines) {
             return;
         }
-        uint64_t now = sh_now_us();
+        uint64_t now = (uint64_t)h_now_us();
         if (now >= deadline) {
             fail_msg("esctl printed %d lines, want %d:\n%.*s", have, lines, (int)p->len, p->buf);
         }
@@ -115,10 +119,10 @@ static const char *line_at(proc *p, int n, char *out, size_t cap)
 static int stop(proc *p, int sig)
 {
     kill(p->pid, sig);
-    uint64_t deadline = sh_now_us() + 5000000u;
+    uint64_t deadline = (uint64_t)h_now_us() + 5000000u;
     int st = 0;
     while (waitpid(p->pid, &st, WNOHANG) != p->pid) {
-        if (sh_now_us() > deadline) {
+        if ((uint64_t)h_now_us() > deadline) {
             kill(p->pid, SIGKILL);
             waitpid(p->pid, &st, 0);
             fail_msg("esctl did not exit within 5 s of signal %d", sig);
@@ -157,8 +161,8 @@ static int run_status(const char *const *args)
 
 static void test_tail(void **state)
 {
-    assert_int_equal(sh_esd_start(&esd, NULL), 0);
-    es_client *c = sh_client(&esd, "tail-test");
+    assert_int_equal(esd_launch(&esd, esd_args, NULL, 10000), 0);
+    es_client *c = h_client(esd.address, "tail-test");
     assert_non_null(c);
     append(c, "acct-1", "Opened", "{\"owner\":\"ann\"}");
     append(c, "other-1", "Noise", "{}");
@@ -253,13 +257,13 @@ static void test_tail(void **state)
     assert_int_equal(run_status(beyond), 1);
 
     es_client_destroy(c);
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
 }
 
 /* Whatever happened in the test: no esd or temporary directory is left. */
 static int teardown(void **state)
 {
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
     return 0;
 }
 

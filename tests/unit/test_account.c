@@ -22,14 +22,7 @@
 
 #include "account.h"
 
-#define CHECK_RV(expr, want)                                                                       \
-    do {                                                                                           \
-        es_err rv_ = (expr);                                                                       \
-        if (rv_ != (want)) {                                                                       \
-            fail_msg("%s = %s (%s), want %s", #expr, es_errname(rv_), es_strerror(rv_),            \
-                     es_errname(want));                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check_rv.h"
 
 /* ------------------------------------------------------------- helpers -- */
 

@@ -1,9 +1,10 @@
 /*
  * test_client — libesclient against a tiny fake server.
  *
- * The fake server is a thread with a listening socket on 127.0.0.1, port 0.
- * Each test gives it a script that runs once per accepted connection and
- * speaks frames with the generated protobuf-c code, so every test drives
+ * The fake server (tests/support/fake_server.h) is a thread with a listening
+ * socket on 127.0.0.1, port 0. Each test gives it a script that runs once per
+ * accepted connection and speaks frames with the generated protobuf-c code,
+ * so every test drives
  * the real client code over a real socket: handshake, decoding of results
  * and conflicts, failures at every stage of a connection, reconnection,
  * the circuit breaker, pipelining and the frame cap.
@@ -40,18 +41,12 @@
 #include "alloc.h"
 #include "es.pb-c.h"
 #include "es/client.h"
+#include "fake_server.h"
 #include "internal.h"
 #include "ptable.h"
 #include "resil.h"
 
-#define CHECK_RV(expr, want)                                                                       \
-    do {                                                                                           \
-        es_err rv_ = (expr);                                                                       \
-        if (rv_ != (want)) {                                                                       \
-            fail_msg("%s = %s (%s), want %s", #expr, es_errname(rv_), es_strerror(rv_),            \
-                     es_errname(want));                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check_rv.h"
 
 /* ------------------------------------------------------------ allocator -- */
 
@@ -91,247 +86,6 @@ static void fclock_sleep(void *ctx, uint64_t us)
     }
     fc->sleeps++;
     fc->now += us;
-}
-
-/* ---------------------------------------------------------- fake server -- */
-
-typedef struct fake fake;
-typedef void (*script_fn)(fake *f, int fd, unsigned conn_no);
-
-enum { MODE_UP = 0, MODE_DOWN = 1 };
-
-struct fake {
-    int lfd;
-    int wake[2];
-    pthread_t th;
-    char addr[64];
-    script_fn script;
-    void *ctx;
-    atomic_uint accepts;
-    atomic_int mode; /* MODE_DOWN: accept and close at once */
-    atomic_uint errors;
-    char errmsg[256];
-    /* announced in the HelloOk */
-    uint32_t hello_version;
-    uint32_t max_in_flight;
-    uint32_t max_frame_bytes;
-    uint32_t max_page_size;
-    /* observed */
-    atomic_uint max_unanswered;
-};
-
-#define SRV_CHECK(f, cond)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            if (atomic_fetch_add(&(f)->errors, 1) == 0) {                                          \
-                snprintf((f)->errmsg, sizeof((f)->errmsg), "%s:%d: %s", __FILE__, __LINE__,        \
-                         #cond);                                                                   \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
-
-static void *fake_main(void *arg)
-{
-    fake *f = arg;
-    unsigned n = 0;
-    for (;;) {
-        struct pollfd p[2] = {{.fd = f->lfd, .events = POLLIN},
-                              {.fd = f->wake[0], .events = POLLIN}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            break;
-        }
-        if (p[1].revents) {
-            break;
-        }
-        int fd = accept(f->lfd, NULL, NULL);
-        if (fd < 0) {
-            continue;
-        }
-        atomic_fetch_add(&f->accepts, 1);
-        struct timeval tv = {.tv_sec = 5};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if (atomic_load(&f->mode) == MODE_UP && f->script != NULL) {
-            f->script(f, fd, ++n);
-        }
-        close(fd);
-    }
-    return NULL;
-}
-
-static void fake_start(fake *f, script_fn script, void *ctx)
-{
-    memset(f, 0, sizeof(*f));
-    f->script = script;
-    f->ctx = ctx;
-    f->hello_version = 1;
-    f->max_in_flight = 16;
-    f->max_page_size = 100;
-    f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->lfd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(f->lfd, 16), 0);
-    socklen_t sl = sizeof(sa);
-    assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&sa, &sl), 0);
-    snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%u", ntohs(sa.sin_port));
-    assert_int_equal(pipe(f->wake), 0);
-    assert_int_equal(pthread_create(&f->th, NULL, fake_main, f), 0);
-}
-
-static void fake_stop(fake *f)
-{
-    ssize_t w = write(f->wake[1], "x", 1);
-    (void)w;
-    pthread_join(f->th, NULL);
-    close(f->lfd);
-    close(f->wake[0]);
-    close(f->wake[1]);
-    if (atomic_load(&f->errors) != 0) {
-        fail_msg("fake server: %u failed checks, first: %s", atomic_load(&f->errors), f->errmsg);
-    }
-}
-
-static bool read_full(int fd, void *buf, size_t n)
-{
-    uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t r = recv(fd, p, n, 0);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            return false;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return true;
-}
-
-static bool write_full(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-/* The next request, or NULL at EOF (free with srv_free). */
-static Es__V1__Request *srv_recv(int fd)
-{
-    uint8_t hdr[4];
-    if (!read_full(fd, hdr, 4)) {
-        return NULL;
-    }
-    uint32_t len =
-        ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) | hdr[3];
-    if (len == 0 || len > (64u << 20)) {
-        return NULL;
-    }
-    uint8_t *body = malloc(len);
-    if (body == NULL || !read_full(fd, body, len)) {
-        free(body);
-        return NULL;
-    }
-    Es__V1__Request *r = es__v1__request__unpack(NULL, len, body);
-    free(body);
-    return r;
-}
-
-static void srv_free(Es__V1__Request *r)
-{
-    if (r != NULL) {
-        es__v1__request__free_unpacked(r, NULL);
-    }
-}
-
-static bool srv_send(int fd, const Es__V1__Response *resp)
-{
-    size_t len = es__v1__response__get_packed_size(resp);
-    uint8_t *buf = malloc(4 + len);
-    if (buf == NULL) {
-        return false;
-    }
-    buf[0] = (uint8_t)(len >> 24);
-    buf[1] = (uint8_t)(len >> 16);
-    buf[2] = (uint8_t)(len >> 8);
-    buf[3] = (uint8_t)len;
-    es__v1__response__pack(resp, buf + 4);
-    bool ok = write_full(fd, buf, 4 + len);
-    free(buf);
-    return ok;
-}
-
-static const uint8_t STORE_ID[16] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
-
-/* Read the Hello and answer HelloOk; false when the client went away. */
-static bool srv_hello(fake *f, int fd)
-{
-    Es__V1__Request *req = srv_recv(fd);
-    if (req == NULL) {
-        return false;
-    }
-    SRV_CHECK(f, req->kind_case == ES__V1__REQUEST__KIND_HELLO);
-    SRV_CHECK(f, req->id != 0);
-    Es__V1__Limits lim = ES__V1__LIMITS__INIT;
-    lim.max_frame_bytes = f->max_frame_bytes;
-    lim.max_events_per_append = 100;
-    lim.max_event_bytes = 1u << 20;
-    lim.max_page_size = f->max_page_size;
-    lim.max_in_flight = f->max_in_flight;
-    lim.max_appends_per_transaction = 16;
-    Es__V1__HelloOk ok = ES__V1__HELLO_OK__INIT;
-    ok.protocol_version = f->hello_version;
-    ok.server_version = (char *)"fake-0.1";
-    ok.limits = &lim;
-    ok.sync_mode = ES__V1__SYNC_MODE__SYNC_MODE_NONE;
-    ok.store_id.data = (uint8_t *)STORE_ID;
-    ok.store_id.len = 16;
-    ok.role = (char *)"leader";
-    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
-    resp.id = req->id;
-    resp.kind_case = ES__V1__RESPONSE__KIND_HELLO;
-    resp.hello = &ok;
-    srv_free(req);
-    return srv_send(fd, &resp);
-}
-
-static bool srv_append_ok(int fd, uint64_t id, uint64_t first_rev, uint64_t n, uint64_t first_pos)
-{
-    Es__V1__AppendResult ar = ES__V1__APPEND_RESULT__INIT;
-    ar.first_revision = first_rev;
-    ar.last_revision = first_rev + n - 1;
-    ar.first_position = first_pos;
-    ar.last_position = first_pos + n - 1;
-    ar.synced = true;
-    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
-    resp.id = id;
-    resp.kind_case = ES__V1__RESPONSE__KIND_APPEND;
-    resp.append = &ar;
-    return srv_send(fd, &resp);
-}
-
-/* Wait for the client to close (keeps the connection open meanwhile). */
-static void srv_drain(int fd)
-{
-    Es__V1__Request *r;
-    while ((r = srv_recv(fd)) != NULL) {
-        srv_free(r);
-    }
 }
 
 /* ------------------------------------------------------------ client side -- */
@@ -415,7 +169,7 @@ static void script_hello_check(fake *f, int fd, unsigned conn_no)
     ok.server_version = (char *)"esd-fake 9.9";
     ok.limits = &lim;
     ok.sync_mode = ES__V1__SYNC_MODE__SYNC_MODE_NONE;
-    ok.store_id.data = (uint8_t *)STORE_ID;
+    ok.store_id.data = (uint8_t *)FAKE_STORE_ID;
     ok.store_id.len = 16;
     ok.role = (char *)"leader";
     Es__V1__Response resp = ES__V1__RESPONSE__INIT;
@@ -446,7 +200,7 @@ static void test_hello_handshake(void **state)
     assert_string_equal(info.role, "leader");
     assert_int_equal(info.sync_mode, ES_SYNC_NONE);
     assert_int_equal(info.store_id_len, 16);
-    assert_memory_equal(info.store_id, STORE_ID, 16);
+    assert_memory_equal(info.store_id, FAKE_STORE_ID, 16);
     assert_int_equal(info.limits.max_frame_bytes, 1u << 20);
     assert_int_equal(info.limits.max_events_per_append, 100);
     assert_int_equal(info.limits.max_event_bytes, 1u << 16);
@@ -851,7 +605,7 @@ static void script_close_mid_frame(fake *f, int fd, unsigned conn_no)
     srv_free(req);
     /* Declare 100 bytes, send 10, close. */
     uint8_t partial[14] = {0, 0, 0, 100, 8, 1, 0x5a, 2, 3, 4, 5, 6, 7, 8};
-    write_full(fd, partial, sizeof(partial));
+    srv_write_full(fd, partial, sizeof(partial));
 }
 
 static void test_close_mid_frame(void **state)
@@ -1046,7 +800,7 @@ static void script_one_ping(fake *f, int fd, unsigned conn_no)
     srv_free(req);
 }
 
-/* TESTPLAN T19: 1,000 reconnects (run under valgrind by the CI's memcheck). */
+/* 1,000 reconnects (also run under valgrind: the client_valgrind test). */
 static void test_many_reconnects(void **state)
 {
     fake f;
@@ -1264,7 +1018,7 @@ static void script_huge_header(fake *f, int fd, unsigned conn_no)
     }
     Es__V1__Request *req = srv_recv(fd);
     srv_free(req);
-    write_full(fd, cc->hdr, 4);
+    srv_write_full(fd, cc->hdr, 4);
     srv_drain(fd);
 }
 

@@ -44,16 +44,10 @@
 #include "alloc.h"
 #include "es.pb-c.h"
 #include "es/client.h"
+#include "fake_server.h"
 #include "internal.h"
 
-#define CHECK_RV(expr, want)                                                                       \
-    do {                                                                                           \
-        es_err rv_ = (expr);                                                                       \
-        if (rv_ != (want)) {                                                                       \
-            fail_msg("%s = %s (%s), want %s", #expr, es_errname(rv_), es_strerror(rv_),            \
-                     es_errname(want));                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check_rv.h"
 
 /* ------------------------------------------------------------ allocator -- */
 
@@ -85,217 +79,17 @@ static void fclock_sleep(void *ctx, uint64_t us)
 
 /* ---------------------------------------------------------- fake server -- */
 
-typedef struct fake fake;
-typedef void (*script_fn)(fake *f, int fd, unsigned conn_no);
-
-struct fake {
-    int lfd;
-    int wake[2];
-    pthread_t th;
-    char addr[64];
-    script_fn script;
-    void *ctx;
-    atomic_uint accepts;
-    atomic_uint errors;
-    char errmsg[256];
-    uint32_t max_page_size;
-    uint8_t store_tag; /* last byte of the store id announced */
-};
-
-#define SRV_CHECK(f, cond)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            if (atomic_fetch_add(&(f)->errors, 1) == 0) {                                          \
-                snprintf((f)->errmsg, sizeof((f)->errmsg), "%s:%d: %s", __FILE__, __LINE__,        \
-                         #cond);                                                                   \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
-
-static void *fake_main(void *arg)
+/* The fake server (tests/support/fake_server.h) announcing the limits these
+ * tests were written against: a 1 MiB frame cap, 64 KiB events, the sync
+ * mode left at its default (full) and no role. */
+static void sub_fake_start(fake *f, script_fn script, void *ctx)
 {
-    fake *f = arg;
-    unsigned n = 0;
-    for (;;) {
-        struct pollfd p[2] = {{.fd = f->lfd, .events = POLLIN},
-                              {.fd = f->wake[0], .events = POLLIN}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            break;
-        }
-        if (p[1].revents) {
-            break;
-        }
-        int fd = accept(f->lfd, NULL, NULL);
-        if (fd < 0) {
-            continue;
-        }
-        atomic_fetch_add(&f->accepts, 1);
-        struct timeval tv = {.tv_sec = 5};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if (f->script != NULL) {
-            f->script(f, fd, ++n);
-        }
-        close(fd);
-    }
-    return NULL;
-}
-
-static void fake_start(fake *f, script_fn script, void *ctx)
-{
-    memset(f, 0, sizeof(*f));
-    f->script = script;
-    f->ctx = ctx;
-    f->max_page_size = 100;
-    f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->lfd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(f->lfd, 16), 0);
-    socklen_t sl = sizeof(sa);
-    assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&sa, &sl), 0);
-    snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%u", ntohs(sa.sin_port));
-    assert_int_equal(pipe(f->wake), 0);
-    assert_int_equal(pthread_create(&f->th, NULL, fake_main, f), 0);
-}
-
-static void fake_stop(fake *f)
-{
-    ssize_t w = write(f->wake[1], "x", 1);
-    (void)w;
-    pthread_join(f->th, NULL);
-    close(f->lfd);
-    close(f->wake[0]);
-    close(f->wake[1]);
-    if (atomic_load(&f->errors) != 0) {
-        fail_msg("fake server: %u failed checks, first: %s", atomic_load(&f->errors), f->errmsg);
-    }
-}
-
-static bool read_full(int fd, void *buf, size_t n)
-{
-    uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t r = recv(fd, p, n, 0);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            return false;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return true;
-}
-
-static bool write_full(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-/* The next request, or NULL at EOF (free with srv_free). */
-static Es__V1__Request *srv_recv(int fd)
-{
-    uint8_t hdr[4];
-    if (!read_full(fd, hdr, 4)) {
-        return NULL;
-    }
-    uint32_t len =
-        ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) | hdr[3];
-    if (len == 0 || len > (1u << 20)) {
-        return NULL;
-    }
-    uint8_t *body = malloc(len);
-    if (body == NULL || !read_full(fd, body, len)) {
-        free(body);
-        return NULL;
-    }
-    Es__V1__Request *r = es__v1__request__unpack(NULL, len, body);
-    free(body);
-    return r;
-}
-
-static void srv_free(Es__V1__Request *r)
-{
-    if (r != NULL) {
-        es__v1__request__free_unpacked(r, NULL);
-    }
-}
-
-static bool srv_send(int fd, const Es__V1__Response *resp)
-{
-    size_t len = es__v1__response__get_packed_size(resp);
-    uint8_t *buf = malloc(4 + len);
-    if (buf == NULL) {
-        return false;
-    }
-    buf[0] = (uint8_t)(len >> 24);
-    buf[1] = (uint8_t)(len >> 16);
-    buf[2] = (uint8_t)(len >> 8);
-    buf[3] = (uint8_t)len;
-    es__v1__response__pack(resp, buf + 4);
-    bool ok = write_full(fd, buf, 4 + len);
-    free(buf);
-    return ok;
-}
-
-static bool srv_hello(fake *f, int fd)
-{
-    Es__V1__Request *req = srv_recv(fd);
-    if (req == NULL) {
-        return false;
-    }
-    SRV_CHECK(f, req->kind_case == ES__V1__REQUEST__KIND_HELLO);
-    uint8_t store_id[16] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
-    store_id[15] = (uint8_t)(12 + f->store_tag);
-    Es__V1__Limits lim = ES__V1__LIMITS__INIT;
-    lim.max_frame_bytes = 1u << 20;
-    lim.max_events_per_append = 100;
-    lim.max_event_bytes = 1u << 16;
-    lim.max_page_size = f->max_page_size;
-    lim.max_in_flight = 16;
-    lim.max_appends_per_transaction = 16;
-    Es__V1__HelloOk ok = ES__V1__HELLO_OK__INIT;
-    ok.protocol_version = 1;
-    ok.server_version = (char *)"fake-0.1";
-    ok.limits = &lim;
-    ok.store_id.data = store_id;
-    ok.store_id.len = 16;
-    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
-    resp.id = req->id;
-    resp.kind_case = ES__V1__RESPONSE__KIND_HELLO;
-    resp.hello = &ok;
-    srv_free(req);
-    return srv_send(fd, &resp);
-}
-
-/* Wait for the client to close. @return the requests received meanwhile. */
-static unsigned srv_drain(int fd)
-{
-    unsigned n = 0;
-    Es__V1__Request *r;
-    while ((r = srv_recv(fd)) != NULL) {
-        srv_free(r);
-        n++;
-    }
-    return n;
+    fake_init(f, script, ctx);
+    f->max_frame_bytes = 1u << 20;
+    f->max_event_bytes = 1u << 16;
+    f->sync_mode = ES__V1__SYNC_MODE__SYNC_MODE_FULL;
+    f->role = NULL;
+    fake_run(f);
 }
 
 /* The next request, which must be a Subscribe (NULL otherwise). */
@@ -318,18 +112,6 @@ static bool srv_sub_ok(int fd, uint64_t id, uint64_t head)
     resp.id = id;
     resp.kind_case = ES__V1__RESPONSE__KIND_SUBSCRIBED;
     resp.subscribed = &ok;
-    return srv_send(fd, &resp);
-}
-
-static bool srv_error(int fd, uint64_t id, Es__V1__ErrorCode code, const char *msg)
-{
-    Es__V1__Error err = ES__V1__ERROR__INIT;
-    err.code = code;
-    err.message = (char *)msg;
-    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
-    resp.id = id;
-    resp.kind_case = ES__V1__RESPONSE__KIND_ERROR;
-    resp.error = &err;
     return srv_send(fd, &resp);
 }
 
@@ -418,7 +200,7 @@ static bool srv_dropped(int fd, uint64_t sub, Es__V1__ErrorCode reason, const ch
 static void srv_cut(int fd)
 {
     uint8_t partial[14] = {0, 0, 0, 100, 8, 1, 0xf2, 1, 3, 4, 5, 6, 7, 8};
-    write_full(fd, partial, sizeof(partial));
+    srv_write_full(fd, partial, sizeof(partial));
 }
 
 /* ------------------------------------------------------------ client side -- */
@@ -612,7 +394,7 @@ static void script_routing(fake *f, int fd, unsigned conn_no)
 static void test_push_routing(void **state)
 {
     fake f;
-    fake_start(&f, script_routing, NULL);
+    sub_fake_start(&f, script_routing, NULL);
     es_client *c = mk_client(&f, 0);
     seen sa, sb;
     seen_init(&sa, false);
@@ -709,7 +491,7 @@ static void script_resume(fake *f, int fd, unsigned conn_no)
 static void test_resume_mid_stream(void **state)
 {
     fake f;
-    fake_start(&f, script_resume, NULL);
+    sub_fake_start(&f, script_resume, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);
@@ -767,7 +549,7 @@ static void script_resume_stream(fake *f, int fd, unsigned conn_no)
 static void test_resume_stream_revisions(void **state)
 {
     fake f;
-    fake_start(&f, script_resume_stream, NULL);
+    sub_fake_start(&f, script_resume_stream, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, true);
@@ -820,7 +602,7 @@ static void script_resume_from_end(fake *f, int fd, unsigned conn_no)
 static void test_resume_from_end(void **state)
 {
     fake f;
-    fake_start(&f, script_resume_from_end, NULL);
+    sub_fake_start(&f, script_resume_from_end, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);
@@ -888,7 +670,7 @@ static void script_stream_from_end(fake *f, int fd, unsigned conn_no)
 static void test_stream_from_end(void **state)
 {
     fake f;
-    fake_start(&f, script_stream_from_end, NULL);
+    sub_fake_start(&f, script_stream_from_end, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, true);
@@ -947,7 +729,7 @@ static void script_close_at_switch(fake *f, int fd, unsigned conn_no)
 static void test_close_at_caught_up(void **state)
 {
     fake f;
-    fake_start(&f, script_close_at_switch, NULL);
+    sub_fake_start(&f, script_close_at_switch, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);
@@ -993,7 +775,7 @@ static void script_dropped(fake *f, int fd, unsigned conn_no)
 static void test_dropped_by_server(void **state)
 {
     fake f;
-    fake_start(&f, script_dropped, NULL);
+    sub_fake_start(&f, script_dropped, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);
@@ -1043,7 +825,7 @@ static void script_refused_resub(fake *f, int fd, unsigned conn_no)
 static void test_resubscribe_refused(void **state)
 {
     fake f;
-    fake_start(&f, script_refused_resub, NULL);
+    sub_fake_start(&f, script_refused_resub, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);
@@ -1087,7 +869,7 @@ static void script_simple(fake *f, int fd, unsigned conn_no)
 static void test_refused_batch_again(void **state)
 {
     fake f;
-    fake_start(&f, script_simple, NULL);
+    sub_fake_start(&f, script_simple, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);
@@ -1175,7 +957,7 @@ static void test_queue_overflow_resubscribes(void **state)
 {
     uint64_t resumed_after = 0;
     fake f;
-    fake_start(&f, script_overflow, &resumed_after);
+    sub_fake_start(&f, script_overflow, &resumed_after);
     es_client *c = mk_client(&f, 0);
     c->sub_queue_cap = 300; /* about two pushes of two events */
     seen s;
@@ -1258,7 +1040,7 @@ static void script_bad_pushes(fake *f, int fd, unsigned conn_no)
 static void test_bad_pushes(void **state)
 {
     fake f;
-    fake_start(&f, script_bad_pushes, NULL);
+    sub_fake_start(&f, script_bad_pushes, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);
@@ -1318,7 +1100,7 @@ static void script_heartbeat(fake *f, int fd, unsigned conn_no)
 static void test_heartbeat(void **state)
 {
     fake f;
-    fake_start(&f, script_heartbeat, NULL);
+    sub_fake_start(&f, script_heartbeat, NULL);
     es_client *c = mk_client(&f, 200);
     seen s;
     seen_init(&s, false);
@@ -1356,7 +1138,7 @@ static void script_store_changes(fake *f, int fd, unsigned conn_no)
 static void test_store_changed(void **state)
 {
     fake f;
-    fake_start(&f, script_store_changes, NULL);
+    sub_fake_start(&f, script_store_changes, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);
@@ -1385,7 +1167,7 @@ static void test_store_changed(void **state)
 static void srv_huge_frame(int fd)
 {
     uint8_t hdr[8] = {0, 0, 0x10, 0, 8, 1, 0xf2, 1}; /* declares 4096 bytes */
-    write_full(fd, hdr, sizeof(hdr));
+    srv_write_full(fd, hdr, sizeof(hdr));
     srv_drain(fd);
 }
 
@@ -1438,7 +1220,7 @@ static void script_too_large(fake *f, int fd, unsigned conn_no)
 static void test_push_above_frame_cap(void **state)
 {
     fake f;
-    fake_start(&f, script_too_large, NULL);
+    sub_fake_start(&f, script_too_large, NULL);
     es_client_options o;
     es_client_options_init(&o);
     o.address = f.addr;
@@ -1511,7 +1293,7 @@ static void script_refuse_subscribe(fake *f, int fd, unsigned conn_no)
 static void test_arguments_and_refusal(void **state)
 {
     fake f;
-    fake_start(&f, script_refuse_subscribe, NULL);
+    sub_fake_start(&f, script_refuse_subscribe, NULL);
     es_client *c = mk_client(&f, 0);
     seen s;
     seen_init(&s, false);

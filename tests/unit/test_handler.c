@@ -2,8 +2,7 @@
  * Handler tests without sockets: a real store and writer behind one
  * in-memory session (tests/support/server_harness). Covers the session
  * rules, every request kind, subscriptions, the decode budget, and
- * allocation-failure injection along decode -> validate -> append -> reply
- * (TESTPLAN T20).
+ * allocation-failure injection along decode -> validate -> append -> reply.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -550,7 +549,7 @@ static void test_subscribe_all_without_name(void **state)
 }
 
 /*
- * T20: fail the Nth allocation (and every later one) of the request path,
+ * Allocation failures: fail the Nth allocation (and every later one) of the request path,
  * for N = 1, 2, ... until an append completes without hitting the
  * injection. Each time: a typed error or a result, never a crash; a result
  * only for an event that is stored; and a retry with the same event id

@@ -3,7 +3,8 @@
  * validate, pbwire.
  *
  * Design notes: every input here is something a peer can send, so the cases
- * follow the malformed-input catalogue of TESTPLAN.md (T13, T14). Buffers
+ * follow the malformed-input catalogue (tests/integration/test_malformed.c)
+ * and the frame length prefixes of tests/integration/test_limits.c. Buffers
  * that the code under test must not read past are heap copies of exactly the
  * right length, so the sanitizer pass of tools/dev.sh catches over-reads.
  * Random inputs come from a fixed-seed generator: a failure reproduces.

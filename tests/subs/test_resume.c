@@ -1,9 +1,9 @@
 /*
- * test_t7 — TESTPLAN T7 at PR size: subscriptions resumed at random points
+ * test_resume — subscriptions resumed at random points
  * while 16 writers append, against the real esd.
  *
- * Sixteen writer threads append to 16 streams of two categories (t7a-*,
- * t7b-*) in batches of 1..4 events while five subscribers, each on its own
+ * Sixteen writer threads append to 16 streams of two categories (rsa-*,
+ * rsb-*) in batches of 1..4 events while five subscribers, each on its own
  * client and thread, follow the log:
  *
  *   all-start   the whole log from the first event       20 resumes
@@ -11,8 +11,8 @@
  *               prefilled history
  *   all-end     the whole log from the end (taken while  20 resumes
  *               the writers run)
- *   category    category t7a from the first event        10 resumes
- *   stream      stream t7a-3 from its first revision     10 resumes
+ *   category    category rsa from the first event        10 resumes
+ *   stream      stream rsa-3 from its first revision     10 resumes
  *
  * A resume is triggered either after a random number of events or exactly
  * at the switch from history to live (inside on_caught_up of the previous
@@ -46,16 +46,46 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "subs_harness.h"
+#include "rel.h"
+#include "support.h"
 
 #define WRITERS       16
 #define PREFILL       6000u
 #define PER_WRITER    1500u
 #define STREAMS       8 /* per category */
 #define DEADLINE_US   (90u * 1000000u)
-#define STREAM_FOLLOW "t7a-3"
+#define STREAM_FOLLOW "rsa-3"
 
-static sh_esd esd;
+static esd_proc esd;
+
+/* esd without fsync and with warnings only in its log (plus a test's own arguments). */
+static const char *const esd_args[] = {"--sync", "none", "--log-level", "warn", NULL};
+
+/* A growable array of u64 (aborts when out of memory: test code). */
+typedef struct u64s {
+    uint64_t *v;
+    size_t n, cap;
+} u64s;
+
+static void u64s_push(u64s *a, uint64_t x)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 1024;
+        uint64_t *v = realloc(a->v, cap * sizeof(*v));
+        if (v == NULL) {
+            abort();
+        }
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = x;
+}
+
+static void u64s_free(u64s *a)
+{
+    free(a->v);
+    memset(a, 0, sizeof(*a));
+}
 static atomic_bool writers_done;
 /* Set once the writers are done: the last key each kind of subscriber
  * must reach. */
@@ -74,28 +104,28 @@ typedef struct writer {
 static void *writer_main(void *arg)
 {
     writer *w = arg;
-    es_client *c = sh_client(&esd, "t7-writer");
+    es_client *c = h_client(esd.address, "resume-writer");
     if (c == NULL) {
         snprintf(w->error, sizeof(w->error), "cannot connect");
         return NULL;
     }
-    uint64_t seed = 0x9e3779b97f4a7c15ull * (w->index + 1);
+    rel_rng seed = {0x9e3779b97f4a7c15ull * (w->index + 1)};
     char data[64];
     es_event evs[4];
     while (w->written < PER_WRITER) {
-        uint64_t r = sh_rand(&seed);
+        uint64_t r = rel_rand(&seed);
         size_t n = 1 + r % 4;
         if (n > PER_WRITER - w->written) {
             n = PER_WRITER - w->written;
         }
         char stream[32];
-        snprintf(stream, sizeof(stream), "t7%c-%u", (r >> 8) & 1 ? 'a' : 'b',
+        snprintf(stream, sizeof(stream), "rs%c-%u", (r >> 8) & 1 ? 'a' : 'b',
                  (unsigned)((r >> 16) % STREAMS));
         snprintf(data, sizeof(data), "{\"w\":%u,\"n\":%llu}", w->index,
                  (unsigned long long)w->written);
         for (size_t i = 0; i < n; i++) {
             memset(&evs[i], 0, sizeof(evs[i]));
-            evs[i].type = "T7";
+            evs[i].type = "Rs";
             evs[i].data = data;
             evs[i].data_len = strlen(data);
         }
@@ -126,11 +156,11 @@ typedef struct follower {
     bool stream;         /* keys are revisions */
     int wanted;          /* resumes to make */
     uint64_t spread;     /* a count trigger fires within this many events */
-    uint64_t seed;
+    rel_rng seed;
 
     es_client *c;
     es_subscription *sub;
-    sh_u64s keys, positions;
+    u64s keys, positions;
     uint64_t start; /* the start point (es_sub_last after subscribing) */
     bool has_start;
 
@@ -158,7 +188,7 @@ static void plan_next(follower *f)
     if (f->resumes >= f->wanted) {
         return;
     }
-    uint64_t r = sh_rand(&f->seed);
+    uint64_t r = rel_rand(&f->seed);
     /* Every third resume is at the switch (the one after a count trigger,
      * at the caught-up of its resubscription). */
     f->next_trigger = f->resumes % 3 == 1 ? TRIG_SWITCH : TRIG_COUNT;
@@ -197,8 +227,8 @@ static int on_batch(void *ctx, const es_recorded_event *evs, size_t n)
         if (bad && f->violations++ == 0) {
             f->first_violation = key;
         }
-        sh_u64s_push(&f->keys, key);
-        sh_u64s_push(&f->positions, evs[i].position);
+        u64s_push(&f->keys, key);
+        u64s_push(&f->positions, evs[i].position);
     }
     return 0;
 }
@@ -233,7 +263,7 @@ static uint64_t target_of(const follower *f)
 static void *follower_main(void *arg)
 {
     follower *f = arg;
-    f->c = sh_client(&esd, f->label);
+    f->c = h_client(esd.address, f->label);
     if (f->c == NULL) {
         snprintf(f->error, sizeof(f->error), "cannot connect");
         return NULL;
@@ -246,9 +276,9 @@ static void *follower_main(void *arg)
     }
     f->start = es_sub_last(f->sub, &f->has_start);
     plan_next(f);
-    uint64_t deadline = sh_now_us() + DEADLINE_US;
+    uint64_t deadline = (uint64_t)h_now_us() + DEADLINE_US;
     for (;;) {
-        if (sh_now_us() > deadline) {
+        if ((uint64_t)h_now_us() > deadline) {
             snprintf(f->error, sizeof(f->error),
                      "not done in time: %zu events, %d resumes, last %llu", f->keys.n, f->resumes,
                      f->keys.n ? (unsigned long long)f->keys.v[f->keys.n - 1] : 0ull);
@@ -314,12 +344,12 @@ static void prefill(es_client *c)
     for (unsigned b = 0; b < PREFILL / 100; b++) {
         for (unsigned i = 0; i < 100; i++) {
             memset(&evs[i], 0, sizeof(evs[i]));
-            evs[i].type = "T7";
+            evs[i].type = "Rs";
             evs[i].data = data;
             evs[i].data_len = strlen(data);
         }
         char stream[32];
-        snprintf(stream, sizeof(stream), "t7%c-%u", b & 1 ? 'a' : 'b', (b / 2) % STREAMS);
+        snprintf(stream, sizeof(stream), "rs%c-%u", b & 1 ? 'a' : 'b', (b / 2) % STREAMS);
         es_err rv = es_stream_append(c, stream, (es_expected){ES_EXPECT_ANY, 0}, evs, 100, NULL);
         if (rv != ES_OK) {
             fail_msg("prefill: %s", es_client_errmsg(c));
@@ -372,13 +402,13 @@ static void read_log(es_client *c, log_copy *lc)
 
 /* What a follower must have received: the keys (and positions) after its
  * start point of the events it follows, in log order. */
-static void expected_of(const follower *f, const log_copy *lc, sh_u64s *keys, sh_u64s *positions)
+static void expected_of(const follower *f, const log_copy *lc, u64s *keys, u64s *positions)
 {
     for (size_t i = 0; i < lc->n; i++) {
         uint64_t pos = i + 1;
         const char *s = lc->stream[i];
         bool match = f->opts.target == ES_SUB_ALL ||
-                     (f->opts.target == ES_SUB_CATEGORY && strncmp(s, "t7a-", 4) == 0) ||
+                     (f->opts.target == ES_SUB_CATEGORY && strncmp(s, "rsa-", 4) == 0) ||
                      (f->opts.target == ES_SUB_STREAM && strcmp(s, STREAM_FOLLOW) == 0);
         if (!match) {
             continue;
@@ -387,16 +417,16 @@ static void expected_of(const follower *f, const log_copy *lc, sh_u64s *keys, sh
         if (f->has_start && key <= f->start) {
             continue;
         }
-        sh_u64s_push(keys, key);
-        sh_u64s_push(positions, pos);
+        u64s_push(keys, key);
+        u64s_push(positions, pos);
     }
 }
 
-static void test_t7_resumes(void **state)
+static void test_resumes(void **state)
 {
     const char *const args[] = {"--max-page", "500", NULL};
-    assert_int_equal(sh_esd_start(&esd, args), 0);
-    es_client *c = sh_client(&esd, "t7-main");
+    assert_int_equal(esd_launch(&esd, esd_args, args, 10000), 0);
+    es_client *c = h_client(esd.address, "resume-main");
     assert_non_null(c);
     prefill(c);
 
@@ -414,7 +444,7 @@ static void test_t7_resumes(void **state)
          .wanted = 20,
          .spread = 2000},
         {.label = "category",
-         .opts = {.target = ES_SUB_CATEGORY, .name = "t7a", .start = ES_SUB_FROM_START},
+         .opts = {.target = ES_SUB_CATEGORY, .name = "rsa", .start = ES_SUB_FROM_START},
          .wanted = 10,
          .spread = 2500},
         {.label = "stream",
@@ -432,19 +462,19 @@ static void test_t7_resumes(void **state)
     memset(ws, 0, sizeof(ws));
     atomic_store(&writers_done, false);
     atomic_store(&targets_known, false);
-    uint64_t t0 = sh_now_us();
+    uint64_t t0 = (uint64_t)h_now_us();
     for (unsigned i = 0; i < WRITERS; i++) {
         ws[i].index = i;
         assert_int_equal(pthread_create(&ws[i].th, NULL, writer_main, &ws[i]), 0);
     }
     for (size_t i = 0; i < nf; i++) {
-        fs[i].seed = 0x51ed2701ull * (i + 7) ^ t0;
+        fs[i].seed.s = 0x51ed2701ull * (i + 7) ^ t0;
         assert_int_equal(pthread_create(&fs[i].th, NULL, follower_main, &fs[i]), 0);
     }
     for (unsigned i = 0; i < WRITERS; i++) {
         pthread_join(ws[i].th, NULL);
     }
-    uint64_t t_writers = sh_now_us() - t0;
+    uint64_t t_writers = (uint64_t)h_now_us() - t0;
     atomic_store(&writers_done, true);
     for (unsigned i = 0; i < WRITERS; i++) {
         if (ws[i].error[0] != '\0') {
@@ -463,7 +493,7 @@ static void test_t7_resumes(void **state)
                           .backward = true,
                           .max_count = 1,
                           .filter = ES_FILTER_CATEGORY,
-                          .filter_name = "t7a"};
+                          .filter_name = "rsa"};
     es_read_iter *it = NULL;
     const es_recorded_event *ev = NULL;
     assert_int_equal(es_read_all(c, &ro, &it), ES_OK);
@@ -479,25 +509,25 @@ static void test_t7_resumes(void **state)
     for (size_t i = 0; i < nf; i++) {
         pthread_join(fs[i].th, NULL);
     }
-    uint64_t t_all = sh_now_us() - t0;
+    uint64_t t_all = (uint64_t)h_now_us() - t0;
 
     /* Check every follower against the log. */
     log_copy lc;
     read_log(c, &lc);
     assert_int_equal(lc.n, target_all);
-    printf("T7: %llu events (%u prefilled, %d writers x %u) written in %.2f s; "
+    printf("resume: %llu events (%u prefilled, %d writers x %u) written in %.2f s; "
            "all followers done in %.2f s\n",
            (unsigned long long)lc.n, PREFILL, WRITERS, PER_WRITER, (double)t_writers / 1e6,
            (double)t_all / 1e6);
     bool ok = true;
     for (size_t i = 0; i < nf; i++) {
         follower *f = &fs[i];
-        sh_u64s keys = {0}, positions = {0};
+        u64s keys = {0}, positions = {0};
         expected_of(f, &lc, &keys, &positions);
         bool same = keys.n == f->keys.n &&
                     memcmp(keys.v, f->keys.v, keys.n * sizeof(uint64_t)) == 0 &&
                     memcmp(positions.v, f->positions.v, keys.n * sizeof(uint64_t)) == 0;
-        printf("T7: %-10s start %s%-6llu delivered %6zu (expected %6zu) %s; resumes %d "
+        printf("resume: %-10s start %s%-6llu delivered %6zu (expected %6zu) %s; resumes %d "
                "(%d at the caught-up switch, %d by close, %d by checkpoint, %d while writing), "
                "caught-up %llu times, violations %llu\n",
                f->label, f->has_start ? "after " : "first ",
@@ -506,7 +536,7 @@ static void test_t7_resumes(void **state)
                f->by_checkpoint, f->while_writing, (unsigned long long)f->caught_ups,
                (unsigned long long)f->violations);
         if (f->error[0] != '\0') {
-            printf("T7: %s: %s\n", f->label, f->error);
+            printf("resume: %s: %s\n", f->label, f->error);
             ok = false;
         }
         if (!same) {
@@ -514,31 +544,31 @@ static void test_t7_resumes(void **state)
             while (j < keys.n && j < f->keys.n && keys.v[j] == f->keys.v[j]) {
                 j++;
             }
-            printf("T7: %s: first difference at index %zu: expected %llu, got %llu\n", f->label, j,
-                   j < keys.n ? (unsigned long long)keys.v[j] : 0ull,
+            printf("resume: %s: first difference at index %zu: expected %llu, got %llu\n", f->label,
+                   j, j < keys.n ? (unsigned long long)keys.v[j] : 0ull,
                    j < f->keys.n ? (unsigned long long)f->keys.v[j] : 0ull);
             ok = false;
         }
         if (f->violations != 0) {
-            printf("T7: %s: first violation at key %llu\n", f->label,
+            printf("resume: %s: first violation at key %llu\n", f->label,
                    (unsigned long long)f->first_violation);
             ok = false;
         }
         if (f->resumes != f->wanted || f->at_switch < f->wanted / 3) {
             ok = false;
         }
-        sh_u64s_free(&keys);
-        sh_u64s_free(&positions);
-        sh_u64s_free(&f->keys);
-        sh_u64s_free(&f->positions);
+        u64s_free(&keys);
+        u64s_free(&positions);
+        u64s_free(&f->keys);
+        u64s_free(&f->positions);
     }
     free(lc.stream);
     free(lc.revision);
     es_client_destroy(c);
     if (!ok) {
-        sh_esd_dump_log(&esd);
+        esd_dump_log(&esd);
     }
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
     assert_true(ok);
 }
 
@@ -546,7 +576,7 @@ static void test_t7_resumes(void **state)
 
 typedef struct shared_seen {
     bool stream;
-    sh_u64s keys;
+    u64s keys;
     uint64_t violations;
 } shared_seen;
 
@@ -556,7 +586,7 @@ static int shared_batch(void *ctx, const es_recorded_event *evs, size_t n)
     for (size_t i = 0; i < n; i++) {
         uint64_t key = s->stream ? evs[i].revision : evs[i].position;
         s->violations += s->keys.n > 0 && key <= s->keys.v[s->keys.n - 1];
-        sh_u64s_push(&s->keys, key);
+        u64s_push(&s->keys, key);
     }
     return 0;
 }
@@ -566,8 +596,8 @@ static int shared_batch(void *ctx, const es_recorded_event *evs, size_t n)
  * its own; the connection is closed three times on the way. */
 static void test_two_subscriptions_one_client(void **state)
 {
-    assert_int_equal(sh_esd_start(&esd, NULL), 0);
-    es_client *c = sh_client(&esd, "t7-shared");
+    assert_int_equal(esd_launch(&esd, esd_args, NULL, 10000), 0);
+    es_client *c = h_client(esd.address, "resume-shared");
     assert_non_null(c);
     shared_seen all = {.stream = false}, one = {.stream = true};
     es_subscription *sa = NULL, *so = NULL;
@@ -595,14 +625,14 @@ static void test_two_subscriptions_one_client(void **state)
             es_client_disconnect(c);
         }
     }
-    uint64_t deadline = sh_now_us() + 20000000u;
-    while ((all.keys.n < 600 || one.keys.n < 200) && sh_now_us() < deadline) {
+    uint64_t deadline = (uint64_t)h_now_us() + 20000000u;
+    while ((all.keys.n < 600 || one.keys.n < 200) && (uint64_t)h_now_us() < deadline) {
         es_err rv = es_sub_poll(sa, 10);
         assert_true(rv == ES_OK || rv == ES_ERR_CLOSED);
         rv = es_sub_poll(so, 10);
         assert_true(rv == ES_OK || rv == ES_ERR_CLOSED);
     }
-    printf("T7: two subscriptions on one client: %zu and %zu events\n", all.keys.n, one.keys.n);
+    printf("resume: two subscriptions on one client: %zu and %zu events\n", all.keys.n, one.keys.n);
     assert_int_equal(all.keys.n, 600);
     assert_int_equal(one.keys.n, 200);
     for (size_t i = 0; i < all.keys.n; i++) {
@@ -614,24 +644,24 @@ static void test_two_subscriptions_one_client(void **state)
     assert_int_equal(all.violations + one.violations, 0);
     es_sub_destroy(sa);
     es_sub_destroy(so);
-    sh_u64s_free(&all.keys);
-    sh_u64s_free(&one.keys);
+    u64s_free(&all.keys);
+    u64s_free(&one.keys);
     es_client_destroy(c);
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
 }
 
 /* Whatever happened in the test: no esd or temporary directory is left. */
 static int teardown(void **state)
 {
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
     return 0;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_t7_resumes, teardown),
+        cmocka_unit_test_teardown(test_resumes, teardown),
         cmocka_unit_test_teardown(test_two_subscriptions_one_client, teardown),
     };
-    return cmocka_run_group_tests_name("subs_t7", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("subs_resume", tests, NULL, NULL);
 }

@@ -1,19 +1,12 @@
-/* rel — shared code of the reliability tests; see rel.h. */
+/* rel — plain test programs, clients, derived contents, log walks; see rel.h. */
 #include "rel.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char *test_name = "rel";
@@ -51,7 +44,7 @@ void rel_log(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    printf("[%s +%.1fs] ", test_name, (double)(rel_now_ms() - start_ms) / 1000.0);
+    printf("[%s +%.1fs] ", test_name, (double)(h_now_ms() - start_ms) / 1000.0);
     vprintf(fmt, ap);
     putchar('\n');
     va_end(ap);
@@ -78,10 +71,10 @@ static bool parse_u64(const char *s, uint64_t *out)
 void rel_args(int argc, char **argv, const char *name, const char *const *names, uint64_t *values)
 {
     test_name = name;
-    start_ms = rel_now_ms();
+    start_ms = h_now_ms();
     const char *env_seed = getenv("REL_SEED");
     if (!env_seed || !parse_u64(env_seed, &seed)) {
-        seed = (uint64_t)rel_now_us() ^ ((uint64_t)getpid() << 32);
+        seed = (uint64_t)h_now_us() ^ ((uint64_t)getpid() << 32);
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -131,27 +124,6 @@ uint64_t rel_seed(void)
     return seed;
 }
 
-/* ------------------------------------------------------------------ time -- */
-
-int64_t rel_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-int64_t rel_now_ms(void)
-{
-    return rel_now_us() / 1000;
-}
-
-void rel_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* ---------------------------------------------------------------- random -- */
 
 uint64_t rel_mix(uint64_t x)
@@ -176,401 +148,32 @@ uint64_t rel_range(rel_rng *r, uint64_t lo, uint64_t hi)
     return lo + rel_rand(r) % (hi - lo + 1);
 }
 
-/* ------------------------------------------------------------ file system -- */
-
-int rel_mkdtemp(const char *tag, char *out, size_t cap)
-{
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp) {
-        tmp = "/tmp";
-    }
-    int n = snprintf(out, cap, "%s/esd-rel-%s-XXXXXX", tmp, tag);
-    if (n < 0 || (size_t)n >= cap || !mkdtemp(out)) {
-        return -1;
-    }
-    return 0;
-}
-
-static void rm_rf_at(const char *path, dev_t dev)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        return;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        if (st.st_dev != dev) {
-            return; /* a mount point: leave it to its owner */
-        }
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *de;
-            while ((de = readdir(d)) != NULL) {
-                if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) {
-                    continue;
-                }
-                char sub[1024];
-                int n = snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-                if (n > 0 && (size_t)n < sizeof sub) {
-                    rm_rf_at(sub, dev);
-                }
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
-void rel_rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        rm_rf_at(path, st.st_dev);
-    }
-}
-
-int rel_copy_file(const char *from, const char *to)
-{
-    int in = open(from, O_RDONLY | O_CLOEXEC);
-    if (in < 0) {
-        return -1;
-    }
-    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (out < 0) {
-        close(in);
-        return -1;
-    }
-    char buf[65536];
-    int rc = 0;
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            rc = n < 0 ? -1 : 0;
-            break;
-        }
-        for (ssize_t off = 0; off < n;) {
-            ssize_t w = write(out, buf + off, (size_t)(n - off));
-            if (w < 0 && errno == EINTR) {
-                continue;
-            }
-            if (w <= 0) {
-                rc = -1;
-                goto done;
-            }
-            off += w;
-        }
-    }
-done:
-    close(in);
-    if (close(out) != 0) {
-        rc = -1;
-    }
-    return rc;
-}
-
-/* ------------------------------------------------------------- processes -- */
-
-static pid_t spawn(char *const *argv, const char *out_path)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(127);
-        }
-        int fd = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            if (fd > 2) {
-                close(fd);
-            }
-        }
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul >= 0) {
-            dup2(nul, 0);
-            if (nul > 0) {
-                close(nul);
-            }
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Reap pid within timeout_ms (polling). @return 0 reaped; -1 timeout. */
-static int reap(pid_t pid, int timeout_ms, int *status)
-{
-    int64_t deadline = rel_now_ms() + timeout_ms;
-    for (;;) {
-        pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid) {
-            return 0;
-        }
-        if (r < 0 && errno != EINTR) {
-            return -1;
-        }
-        if (rel_now_ms() >= deadline) {
-            return -1;
-        }
-        rel_sleep_ms(2);
-    }
-}
-
-int rel_run(char *const *argv, const char *out_path, int timeout_ms, int *status)
-{
-    pid_t pid = spawn(argv, out_path);
-    if (pid < 0) {
-        return -1;
-    }
-    if (reap(pid, timeout_ms, status) != 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, status, 0);
-        return -1;
-    }
-    return 0;
-}
-
-const char *rel_status_str(int status, char *buf, size_t cap)
-{
-    if (WIFEXITED(status)) {
-        snprintf(buf, cap, "exit %d", WEXITSTATUS(status));
-    } else if (WIFSIGNALED(status)) {
-        snprintf(buf, cap, "killed by signal %d (%s)%s", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
-    } else {
-        snprintf(buf, cap, "status 0x%x", (unsigned)status);
-    }
-    return buf;
-}
-
-void rel_dump_tail(const char *path, int lines)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return;
-    }
-    char **ring = calloc((size_t)lines, sizeof *ring);
-    if (!ring) {
-        fclose(f);
-        return;
-    }
-    char line[1024];
-    int n = 0;
-    while (fgets(line, sizeof line, f)) {
-        free(ring[n % lines]);
-        ring[n % lines] = strdup(line);
-        n++;
-    }
-    fclose(f);
-    fprintf(stderr, "---- last lines of %s ----\n", path);
-    for (int i = n > lines ? n - lines : 0; i < n; i++) {
-        fputs(ring[i % lines] ? ring[i % lines] : "", stderr);
-    }
-    fprintf(stderr, "----\n");
-    for (int i = 0; i < lines; i++) {
-        free(ring[i]);
-    }
-    free(ring);
-}
-
-int rel_esd_init(rel_esd *e, const char *tag)
-{
-    memset(e, 0, sizeof *e);
-    if (rel_mkdtemp(tag, e->base, sizeof e->base) != 0) {
-        return -1;
-    }
-    snprintf(e->data_dir, sizeof e->data_dir, "%s/data", e->base);
-    snprintf(e->port_file, sizeof e->port_file, "%s/port", e->base);
-    snprintf(e->log_file, sizeof e->log_file, "%s/esd.log", e->base);
-    return 0;
-}
-
-/* The port in the port file, 0 while it is not (completely) written. */
-static uint16_t read_port(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return 0;
-    }
-    char buf[32] = "";
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    if (n == 0 || buf[n - 1] != '\n') {
-        return 0;
-    }
-    unsigned long v = strtoul(buf, NULL, 10);
-    return v > 0 && v < 65536 ? (uint16_t)v : 0;
-}
-
-int rel_esd_start(rel_esd *e, int timeout_ms, int *status)
-{
-    const char *bin = getenv("ESD_BIN");
-    if (!bin) {
-        rel_fail("ESD_BIN is not set");
-    }
-    if (status) {
-        *status = 0;
-    }
-    unlink(e->port_file);
-    char *argv[40];
-    int n = 0;
-    argv[n++] = (char *)bin;
-    argv[n++] = (char *)"--listen";
-    argv[n++] = (char *)"127.0.0.1:0";
-    argv[n++] = (char *)"--port-file";
-    argv[n++] = e->port_file;
-    argv[n++] = (char *)"--data-dir";
-    argv[n++] = e->data_dir;
-    for (int i = 0; e->args[i] && n < 38; i++) {
-        argv[n++] = (char *)e->args[i];
-    }
-    argv[n] = NULL;
-    FILE *lf = fopen(e->log_file, "a");
-    if (lf) {
-        fprintf(lf, "==== start %d ====\n", e->starts + 1);
-        fclose(lf);
-    }
-    e->pid = spawn(argv, e->log_file);
-    if (e->pid < 0) {
-        e->pid = 0;
-        return -1;
-    }
-    e->starts++;
-    int64_t deadline = rel_now_ms() + timeout_ms;
-    for (;;) {
-        uint16_t p = read_port(e->port_file);
-        if (p) {
-            e->port = p;
-            snprintf(e->address, sizeof e->address, "127.0.0.1:%u", (unsigned)p);
-            return 0;
-        }
-        int st;
-        pid_t r = waitpid(e->pid, &st, WNOHANG);
-        if (r == e->pid) {
-            e->pid = 0;
-            if (status) {
-                *status = st;
-            }
-            return -1;
-        }
-        if (rel_now_ms() >= deadline) {
-            kill(e->pid, SIGKILL);
-            waitpid(e->pid, &st, 0);
-            e->pid = 0;
-            rel_dump_tail(e->log_file, 20);
-            return -1;
-        }
-        rel_sleep_ms(2);
-    }
-}
-
-int rel_esd_stop(rel_esd *e, int sig, int timeout_ms, int *status)
-{
-    int st = 0;
-    if (!e->pid) {
-        if (status) {
-            *status = 0;
-        }
-        return 0;
-    }
-    kill(e->pid, sig);
-    int rc = reap(e->pid, timeout_ms, &st);
-    if (rc != 0) {
-        kill(e->pid, SIGKILL);
-        waitpid(e->pid, &st, 0);
-    }
-    e->pid = 0;
-    e->port = 0;
-    if (status) {
-        *status = st;
-    }
-    return rc;
-}
-
-bool rel_esd_alive(rel_esd *e, int *status)
-{
-    if (!e->pid) {
-        return false;
-    }
-    int st;
-    if (waitpid(e->pid, &st, WNOHANG) == e->pid) {
-        e->pid = 0;
-        if (status) {
-            *status = st;
-        }
-        return false;
-    }
-    return true;
-}
-
-void rel_esd_destroy(rel_esd *e)
-{
-    if (e->pid) {
-        kill(e->pid, SIGKILL);
-        waitpid(e->pid, NULL, 0);
-        e->pid = 0;
-    }
-    if (e->base[0] && !getenv("REL_KEEP")) {
-        rel_rm_rf(e->base);
-    }
-}
-
-long rel_proc_kb(pid_t pid, const char *field)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return -1;
-    }
-    char line[256];
-    size_t fl = strlen(field);
-    long v = -1;
-    while (fgets(line, sizeof line, f)) {
-        if (!strncmp(line, field, fl) && line[fl] == ':') {
-            v = strtol(line + fl + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
-int rel_esctl(const char *const *args, const char *out_path, int timeout_ms)
-{
-    const char *bin = getenv("ESCTL_BIN");
-    if (!bin) {
-        rel_fail("ESCTL_BIN is not set");
-    }
-    char *argv[16];
-    int n = 0;
-    argv[n++] = (char *)bin;
-    for (int i = 0; args[i] && n < 15; i++) {
-        argv[n++] = (char *)args[i];
-    }
-    argv[n] = NULL;
-    if (out_path) {
-        unlink(out_path); /* only this run's output in it */
-    }
-    int st;
-    if (rel_run(argv, out_path, timeout_ms, &st) != 0) {
-        return -1;
-    }
-    return st;
-}
-
 /* --------------------------------------------------------------- clients -- */
+
+es_client *h_client(const char *address, const char *name)
+{
+    es_client_options o;
+    es_client_options_init(&o);
+    o.address = address;
+    o.client_name = name;
+    o.request_timeout_ms = 20000;
+    o.reconnect_attempts = 5;
+    o.backoff_initial_ms = 5;
+    o.backoff_max_ms = 50;
+    o.breaker_threshold = 0;
+    es_client *c = NULL;
+    if (es_client_create(&o, &c) != ES_OK) {
+        fprintf(stderr, "h_client: es_client_create failed\n");
+        return NULL;
+    }
+    es_err rv = es_client_connect(c);
+    if (rv != ES_OK) {
+        fprintf(stderr, "h_client: connect to %s: %s\n", address, es_client_errmsg(c));
+        es_client_destroy(c);
+        return NULL;
+    }
+    return c;
+}
 
 es_client *rel_client(const char *address, uint32_t request_timeout_ms)
 {

@@ -1,387 +1,22 @@
-#include "harness.h"
+/* frames — raw wire frames and test sockets; see frames.h. */
+#include "frames.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
+#include <sys/time.h>
 #include <unistd.h>
+
+#include "esd_proc.h"
 
 /* Replies larger than this are not something esd may send (its hard cap). */
 #define H_MAX_FRAME (64u * 1024u * 1024u)
-
-/* ------------------------------------------------------------------ time -- */
-
-int64_t h_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-int64_t h_now_ms(void)
-{
-    return h_now_us() / 1000;
-}
-
-/* Wait a little while polling for a condition (not a synchronisation sleep). */
-static void poll_pause(int ms)
-{
-    poll(NULL, 0, ms);
-}
-
-/* ------------------------------------------------------------------ esd -- */
-
-int esd_init(esd_proc *e, const char *const *args)
-{
-    memset(e, 0, sizeof *e);
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp) {
-        tmp = "/tmp";
-    }
-    snprintf(e->dir, sizeof e->dir, "%s/esd-it-XXXXXX", tmp);
-    if (!mkdtemp(e->dir)) {
-        fprintf(stderr, "harness: mkdtemp %s: %s\n", e->dir, strerror(errno));
-        e->dir[0] = '\0';
-        return -1;
-    }
-    snprintf(e->data_dir, sizeof e->data_dir, "%s/data", e->dir);
-    snprintf(e->port_file, sizeof e->port_file, "%s/port", e->dir);
-    snprintf(e->log_file, sizeof e->log_file, "%s/esd.log", e->dir);
-    for (; args && args[e->n_args]; e->n_args++) {
-        if (e->n_args >= H_MAX_ARGS) {
-            return -1;
-        }
-        e->args[e->n_args] = args[e->n_args];
-    }
-    return 0;
-}
-
-static int read_port(const char *path, uint16_t *port)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return -1;
-    }
-    char line[32] = "";
-    bool ok = fgets(line, sizeof line, f) != NULL;
-    fclose(f);
-    /* The file is written with fprintf: wait for the whole line. */
-    if (!ok || !strchr(line, '\n')) {
-        return -1;
-    }
-    char *end;
-    long v = strtol(line, &end, 10);
-    if (end == line || v <= 0 || v > 65535) {
-        return -1;
-    }
-    *port = (uint16_t)v;
-    return 0;
-}
-
-int esd_start(esd_proc *e, int timeout_ms)
-{
-    const char *bin = getenv("ESD_BIN");
-    if (!bin || !*bin) {
-        fprintf(stderr, "harness: ESD_BIN is not set (run through meson test)\n");
-        return -1;
-    }
-    const char *argv[H_MAX_ARGS + 16];
-    int n = 0;
-    argv[n++] = bin;
-    argv[n++] = "--listen";
-    argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--data-dir";
-    argv[n++] = e->data_dir;
-    argv[n++] = "--port-file";
-    argv[n++] = e->port_file;
-    for (int i = 0; i < e->n_args; i++) {
-        argv[n++] = e->args[i];
-    }
-    argv[n] = NULL;
-    unlink(e->port_file);
-    int logfd = open(e->log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (logfd < 0) {
-        return -1;
-    }
-    struct rlimit rl = {e->nofile, e->nofile};
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(logfd);
-        return -1;
-    }
-    if (pid == 0) {
-        /* Only async-signal-safe calls between fork and exec. */
-        if (e->nofile && setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-            _exit(126);
-        }
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-        }
-        dup2(logfd, 1);
-        dup2(logfd, 2);
-        /* Sockets of the test process must not leak into esd (fd counts,
-         * RLIMIT_NOFILE, and peers that would never see a close). */
-        close_range(3, ~0u, 0);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    close(logfd);
-    e->pid = pid;
-    int64_t deadline = h_now_ms() + timeout_ms;
-    while (h_now_ms() < deadline) {
-        if (read_port(e->port_file, &e->port) == 0) {
-            return 0;
-        }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            e->pid = 0;
-            fprintf(stderr, "harness: esd exited at start (status 0x%x)\n", st);
-            esd_dump_log(e);
-            return -1;
-        }
-        poll_pause(2);
-    }
-    fprintf(stderr, "harness: no port file from esd within %d ms\n", timeout_ms);
-    esd_dump_log(e);
-    return -1;
-}
-
-int esd_stop(esd_proc *e, int sig, int timeout_ms, int *status, int *elapsed_ms)
-{
-    if (!e->pid) {
-        return -1;
-    }
-    int64_t t0 = h_now_ms();
-    kill(e->pid, sig);
-    int st = 0;
-    for (;;) {
-        pid_t r = waitpid(e->pid, &st, WNOHANG);
-        if (r == e->pid) {
-            e->pid = 0;
-            if (status) {
-                *status = st;
-            }
-            if (elapsed_ms) {
-                *elapsed_ms = (int)(h_now_ms() - t0);
-            }
-            return 0;
-        }
-        if (h_now_ms() - t0 > timeout_ms) {
-            break;
-        }
-        poll_pause(1);
-    }
-    kill(e->pid, SIGKILL);
-    waitpid(e->pid, &st, 0);
-    e->pid = 0;
-    if (status) {
-        *status = st;
-    }
-    if (elapsed_ms) {
-        *elapsed_ms = (int)(h_now_ms() - t0);
-    }
-    return -1;
-}
-
-bool esd_alive(esd_proc *e)
-{
-    if (!e->pid) {
-        return false;
-    }
-    int st;
-    if (waitpid(e->pid, &st, WNOHANG) == e->pid) {
-        fprintf(stderr, "harness: esd exited unexpectedly (status 0x%x)\n", st);
-        e->pid = 0;
-        return false;
-    }
-    return true;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-void esd_destroy(esd_proc *e)
-{
-    if (e->pid) {
-        kill(e->pid, SIGKILL);
-        int st;
-        waitpid(e->pid, &st, 0);
-        e->pid = 0;
-    }
-    if (e->dir[0] && !getenv("ESD_KEEP")) {
-        nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    }
-    e->dir[0] = '\0';
-}
-
-bool esd_log_has_sanitizer_report(const esd_proc *e)
-{
-    FILE *f = fopen(e->log_file, "r");
-    if (!f) {
-        return false;
-    }
-    char line[1024];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f)) {
-        found = strstr(line, "AddressSanitizer") || strstr(line, "LeakSanitizer") ||
-                strstr(line, "ThreadSanitizer") || strstr(line, "runtime error:");
-    }
-    fclose(f);
-    return found;
-}
-
-int esd_finish(esd_proc *e, int timeout_ms)
-{
-    int rv = 0;
-    if (e->pid) {
-        int status = 0, ms = 0;
-        if (esd_stop(e, SIGTERM, timeout_ms, &status, &ms) != 0) {
-            fprintf(stderr, "harness: esd did not exit within %d ms of SIGTERM\n", timeout_ms);
-            rv = -1;
-        } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "harness: esd ended with status 0x%x after SIGTERM (want exit 0)\n",
-                    status);
-            rv = -1;
-        }
-    } else if (e->dir[0]) {
-        fprintf(stderr, "harness: esd was not running at the end of the test\n");
-        rv = -1;
-    }
-    if (e->dir[0] && esd_log_has_sanitizer_report(e)) {
-        fprintf(stderr, "harness: sanitizer report in esd's log\n");
-        rv = -1;
-    }
-    if (rv != 0) {
-        esd_dump_log(e);
-    }
-    esd_destroy(e);
-    return rv;
-}
-
-void esd_dump_log(const esd_proc *e)
-{
-    FILE *f = fopen(e->log_file, "r");
-    if (!f) {
-        return;
-    }
-    /* The last ~4 KiB is enough to see why it stopped. */
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, size > 4096 ? size - 4096 : 0, SEEK_SET);
-    char buf[4097];
-    size_t n = fread(buf, 1, 4096, f);
-    buf[n] = '\0';
-    fclose(f);
-    fprintf(stderr, "---- esd log (%s, tail) ----\n%s\n---- end of esd log ----\n", e->log_file,
-            buf);
-}
-
-/* --------------------------------------------------------------- /proc -- */
-
-long h_proc_status_kb(pid_t pid, const char *field)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return -1;
-    }
-    char line[256];
-    size_t fl = strlen(field);
-    long v = -1;
-    while (fgets(line, sizeof line, f)) {
-        if (!strncmp(line, field, fl)) {
-            v = strtol(line + fl, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
-int h_proc_reset_hwm(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/clear_refs", (int)pid);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return -1;
-    }
-    ssize_t w = write(fd, "5", 1);
-    close(fd);
-    return w == 1 ? 0 : -1;
-}
-
-long long h_proc_cpu_ticks(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return -1;
-    }
-    char buf[1024];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* The command name may hold spaces: fields are counted after its ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p) {
-        return -1;
-    }
-    p += 2; /* field 3, the state */
-    unsigned long long utime = 0, stime = 0;
-    /* Fields 3..13 skipped, then utime (14) and stime (15). */
-    if (sscanf(p, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) {
-        return -1;
-    }
-    return (long long)(utime + stime);
-}
-
-int h_proc_fd_count(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d) {
-        return -1;
-    }
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] != '.') {
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
-bool h_sanitized(void)
-{
-    const char *s = getenv("ESD_SANITIZED");
-    return s && *s && strcmp(s, "none") != 0;
-}
 
 /* ------------------------------------------------------------ byte buffer -- */
 
@@ -941,13 +576,13 @@ bool h_hello(int fd)
 {
     hbuf b = {0};
     h_put_hello(&b, 1, 1);
-    int r = h_send_all(fd, b.p, b.len, 2000);
+    int r = h_send_all(fd, b.p, b.len, 5000);
     hbuf_free(&b);
     if (r != H_OK) {
         return false;
     }
     Es__V1__Response *resp = NULL;
-    h_recv(fd, 2000, &resp, NULL);
+    h_recv(fd, 5000, &resp, NULL);
     bool ok = resp && resp->kind_case == ES__V1__RESPONSE__KIND_HELLO && resp->id == 1;
     h_resp_free(resp);
     return ok;
@@ -966,47 +601,43 @@ int h_open(uint16_t port)
     return fd;
 }
 
-bool h_server_ok(uint16_t port)
+/* The requests in b over a fresh connection (hello first), and the first
+ * reply after the HelloOk; NULL when there is none within 2 s. */
+static Es__V1__Response *fresh_call(uint16_t port, hbuf *b)
 {
     int fd = h_open(port);
-    if (fd < 0) {
-        return false;
-    }
-    hbuf b = {0};
-    h_put_ping(&b, 77, "alive", 5);
-    int r = h_flush(fd, &b, 2000);
-    hbuf_free(&b);
     Es__V1__Response *resp = NULL;
-    if (r == H_OK) {
+    if (fd >= 0 && h_flush(fd, b, 2000) == H_OK) {
         h_recv(fd, 2000, &resp, NULL);
     }
+    hbuf_free(b);
+    if (fd >= 0) {
+        close(fd);
+    }
+    return resp;
+}
+
+bool h_server_ok(uint16_t port)
+{
+    hbuf b = {0};
+    h_put_ping(&b, 77, "alive", 5);
+    Es__V1__Response *resp = fresh_call(port, &b);
     bool ok = resp && resp->kind_case == ES__V1__RESPONSE__KIND_PONG && resp->id == 77 &&
               resp->pong->payload.len == 5 && !memcmp(resp->pong->payload.data, "alive", 5);
     h_resp_free(resp);
-    close(fd);
     return ok;
 }
 
 uint64_t h_head(uint16_t port)
 {
-    int fd = h_open(port);
-    if (fd < 0) {
-        return UINT64_MAX;
-    }
     hbuf b = {0};
     h_put_stats(&b, 5);
-    int r = h_flush(fd, &b, 2000);
-    hbuf_free(&b);
-    Es__V1__Response *resp = NULL;
-    if (r == H_OK) {
-        h_recv(fd, 2000, &resp, NULL);
-    }
+    Es__V1__Response *resp = fresh_call(port, &b);
     uint64_t head = UINT64_MAX;
     if (resp && resp->kind_case == ES__V1__RESPONSE__KIND_STATS) {
         head = resp->stats->head_position;
     }
     h_resp_free(resp);
-    close(fd);
     return head;
 }
 
@@ -1047,4 +678,83 @@ void h_make_id(uint8_t out[16], uint32_t tag, uint64_t n)
     for (int i = 0; i < 8; i++) {
         out[8 + i] = (uint8_t)(n >> (56 - 8 * i));
     }
+}
+
+/* ------------------------------------------------------------------- HTTP -- */
+
+#define H_MAX_HTTP (16u * 1024u * 1024u)
+
+int h_http(uint16_t port, const char *method, const char *path, int *status, char **body)
+{
+    *body = NULL;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    char req[2048];
+    int n =
+        snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                 method, path);
+    if (n < 0 || (size_t)n >= sizeof req || h_send_all(fd, req, (size_t)n, 10000) != H_OK) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        close(fd);
+        return -1;
+    }
+    for (;;) {
+        if (len + 1 >= cap) {
+            if (cap >= H_MAX_HTTP) {
+                break;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        if (r == 0) {
+            break;
+        }
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    int code = 0;
+    char *hdr_end = strstr(buf, "\r\n\r\n");
+    if (sscanf(buf, "HTTP/1.%*d %d", &code) != 1 || !hdr_end) {
+        free(buf);
+        return -1;
+    }
+    *hdr_end = '\0';
+    if (strcasestr(buf, "Transfer-Encoding: chunked")) {
+        free(buf); /* not decoded here: the body would be wrong */
+        return -1;
+    }
+    *status = code;
+    *body = strdup(hdr_end + 4);
+    free(buf);
+    return *body ? 0 : -1;
 }

@@ -1,5 +1,5 @@
 /*
- * T23 (TESTPLAN.md): authentication against the real esd over TCP.
+ * test_auth_tcp — authentication against the real esd over TCP.
  *
  *   1. every request kind before the hello, each on a fresh connection;
  *   2. requests pipelined with hellos in one write: before any hello,
@@ -32,13 +32,13 @@
 
 #include "auth.h"
 #include "es/client.h"
-#include "frame.h"
 #include "rel.h"
+#include "support.h"
 #include "reqs.h"
 
-#define T_ADMIN  "t23-admin-Zq8uP1vR7cLm"
-#define T_WRITER "t23-writer-Hk3nW9xB2dTe"
-#define T_READER "t23-reader-Jy6gF4sA0pQo"
+#define T_ADMIN  "sec-admin-Zq8uP1vR7cLm"
+#define T_WRITER "sec-writer-Hk3nW9xB2dTe"
+#define T_READER "sec-reader-Jy6gF4sA0pQo"
 
 static const char *const all_tokens[] = {T_ADMIN, T_WRITER, T_READER};
 
@@ -46,81 +46,31 @@ static const char *const all_tokens[] = {T_ADMIN, T_WRITER, T_READER};
 
 static int raw_connect(uint16_t port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    REL_CHECK(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REL_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect: %s", strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int fd = h_connect(port);
+    REL_CHECK(fd >= 0, "connect: %s", strerror(errno));
     return fd;
 }
 
 static void raw_write(int fd, const uint8_t *buf, size_t len)
 {
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = send(fd, buf + off, len - off, MSG_NOSIGNAL);
-        REL_CHECK(w > 0 || errno == EINTR, "send: %s", strerror(errno));
-        if (w > 0) {
-            off += (size_t)w;
-        }
-    }
+    int r = h_send_all(fd, buf, len, 5000);
+    REL_CHECK(r == H_OK, "send: %s", r == H_CLOSED ? "closed" : strerror(errno));
 }
 
 static void raw_send(int fd, const Es__V1__Request *req)
 {
-    uint8_t buf[4096];
-    size_t n = sec_frame(req, buf, 0, sizeof buf);
-    REL_CHECK(n > 0, "frame too big");
-    raw_write(fd, buf, n);
+    int r = h_send_req(fd, req, 5000);
+    REL_CHECK(r == H_OK, "send: %s", r == H_CLOSED ? "closed" : strerror(errno));
 }
 
-/* Read exactly n bytes by the deadline. @return 1 done, 0 EOF, -1 timeout. */
-static int read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
-{
-    size_t have = 0;
-    while (have < n) {
-        int left = (int)(deadline - rel_now_ms());
-        if (left <= 0) {
-            return -1;
-        }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        if (poll(&pfd, 1, left) <= 0) {
-            continue;
-        }
-        ssize_t r = recv(fd, p + have, n - have, 0);
-        if (r == 0 || (r < 0 && errno == ECONNRESET)) {
-            return 0;
-        }
-        if (r < 0) {
-            REL_CHECK(errno == EINTR || errno == EAGAIN, "recv: %s", strerror(errno));
-            continue;
-        }
-        have += (size_t)r;
-    }
-    return 1;
-}
-
-/* The next reply; NULL at EOF. Fails the test on a timeout (5 s). */
+/* The next reply; NULL at EOF. Fails the test on a timeout (5 s) or a bad frame. */
 static Es__V1__Response *raw_next(int fd)
 {
-    int64_t deadline = rel_now_ms() + 5000;
-    uint8_t hdr[FRAME_HEADER_BYTES];
-    int r = read_full(fd, hdr, sizeof hdr, deadline);
-    REL_CHECK(r >= 0, "no reply within 5 s");
-    if (r == 0) {
-        return NULL;
-    }
-    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-    REL_CHECK(len > 0 && len < (16u << 20), "bad reply length %u", len);
-    uint8_t *body = malloc(len);
-    REL_CHECK(body != NULL, "malloc");
-    r = read_full(fd, body, len, deadline);
-    REL_CHECK(r == 1, "reply cut short");
-    Es__V1__Response *resp = es__v1__response__unpack(NULL, len, body);
-    free(body);
-    REL_CHECK(resp != NULL, "undecodable reply");
+    Es__V1__Response *resp = NULL;
+    int r = h_recv(fd, 5000, &resp, NULL);
+    REL_CHECK(r != H_TIMEOUT, "no reply within 5 s");
+    REL_CHECK(r != H_BADFRAME, "undecodable reply or bad reply length");
+    REL_CHECK(r == H_OK || r == H_CLOSED, "recv: %s", strerror(errno));
     return resp;
 }
 
@@ -138,18 +88,13 @@ static Es__V1__Response *raw_next_reply(int fd)
     }
 }
 
-static es_err code_of(const Es__V1__Response *r)
-{
-    return r->kind_case == ES__V1__RESPONSE__KIND_ERROR ? (es_err)r->error->code : ES_OK;
-}
-
 static void expect_code(Es__V1__Response *r, uint64_t id, es_err want, const char *what)
 {
     REL_CHECK(r != NULL, "%s: connection closed instead of a reply to %llu", what,
               (unsigned long long)id);
     REL_CHECK(r->id == id, "%s: reply to %llu, expected %llu", what, (unsigned long long)r->id,
               (unsigned long long)id);
-    es_err got = code_of(r);
+    es_err got = h_code(r);
     REL_CHECK(got == want, "%s: request %llu got %s (%s), want %s", what, (unsigned long long)id,
               es_errname(got), got ? r->error->message : "", es_errname(want));
     es__v1__response__free_unpacked(r, NULL);
@@ -159,7 +104,7 @@ static void expect_code(Es__V1__Response *r, uint64_t id, es_err want, const cha
 static void expect_served(Es__V1__Response *r, uint64_t id, const char *what)
 {
     REL_CHECK(r != NULL && r->id == id, "%s: no reply to %llu", what, (unsigned long long)id);
-    es_err got = code_of(r);
+    es_err got = h_code(r);
     REL_CHECK(got != ES_ERR_PERMISSION_DENIED && got != ES_ERR_UNAUTHENTICATED &&
                   got != ES_ERR_HANDSHAKE_REQUIRED,
               "%s: request %llu refused: %s", what, (unsigned long long)id, es_errname(got));
@@ -173,7 +118,7 @@ static es_client *client_as(const char *address, const char *user, const char *t
     es_client_options o;
     es_client_options_init(&o);
     o.address = address;
-    o.client_name = "t23";
+    o.client_name = "auth-tcp";
     o.user = user;
     if (token) {
         o.token = (const uint8_t *)token;
@@ -239,7 +184,7 @@ static bool file_has(const char *path, const char *needle)
 
 /* ----------------------------------------------------------------- parts -- */
 
-static void part_before_hello(rel_esd *e)
+static void part_before_hello(esd_proc *e)
 {
     sec_req r;
     for (size_t i = 0; i < sec_n_kinds; i++) {
@@ -255,7 +200,7 @@ static void part_before_hello(rel_esd *e)
     rel_log("1: %zu request kinds before the hello: all HANDSHAKE_REQUIRED", sec_n_kinds);
 }
 
-static void part_pipelined(rel_esd *e)
+static void part_pipelined(esd_proc *e)
 {
     static uint8_t buf[1 << 16];
     size_t len = 0;
@@ -305,7 +250,7 @@ static void part_pipelined(rel_esd *e)
             refused, refused);
 }
 
-static void part_bad_credentials(rel_esd *e)
+static void part_bad_credentials(esd_proc *e)
 {
     const char *bad[][2] = {
         {"admin", T_READER}, {"admin", "not-a-token"}, {"admin", NULL},      {NULL, NULL},
@@ -339,31 +284,31 @@ static void part_bad_credentials(rel_esd *e)
     rel_log("3: %zu wrong or empty credentials refused; 3 roles announced", n);
 }
 
-static void part_reader_writes(rel_esd *e)
+static void part_reader_writes(esd_proc *e)
 {
     es_client *c = client_as(e->address, "reader", T_READER);
     unsigned attempts = 0, refused = 0;
     char data[32];
     for (unsigned i = 0; i < 1000; i++) {
-        es_event ev = {.type = "T23Written", .data = data};
+        es_event ev = {.type = "AtcWritten", .data = data};
         ev.data_len = (size_t)snprintf(data, sizeof data, "{\"i\":%u}", i);
         char stream[32];
-        snprintf(stream, sizeof stream, "t23-%u", i % 10);
+        snprintf(stream, sizeof stream, "atc-%u", i % 10);
         es_err rv = es_stream_append(c, stream, (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL);
         attempts++;
         refused += rv == ES_ERR_PERMISSION_DENIED;
     }
     for (unsigned i = 0; i < 100; i++) {
-        es_event ev1 = {.type = "T23Written", .data = "{}", .data_len = 2};
+        es_event ev1 = {.type = "AtcWritten", .data = "{}", .data_len = 2};
         es_event ev2 = ev1;
         es_append_req reqs[2] = {
-            {"t23-a", {ES_EXPECT_ANY, 0}, &ev1, 1},
-            {"t23-b", {ES_EXPECT_ANY, 0}, &ev2, 1},
+            {"atc-a", {ES_EXPECT_ANY, 0}, &ev1, 1},
+            {"atc-b", {ES_EXPECT_ANY, 0}, &ev2, 1},
         };
         es_err rv = es_txn_commit(c, reqs, 2, NULL);
         attempts++;
         refused += rv == ES_ERR_PERMISSION_DENIED;
-        rv = es_snapshot_save(c, "t23-a", 0, 1, "s", 1);
+        rv = es_snapshot_save(c, "atc-a", 0, 1, "s", 1);
         attempts++;
         refused += rv == ES_ERR_PERMISSION_DENIED;
     }
@@ -377,8 +322,8 @@ static void part_reader_writes(rel_esd *e)
 
     c = client_as(e->address, "writer", T_WRITER);
     for (unsigned i = 0; i < 100; i++) {
-        es_event ev = {.type = "T23Written", .data = "{}", .data_len = 2};
-        es_err rv = es_stream_append(c, "t23-w", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL);
+        es_event ev = {.type = "AtcWritten", .data = "{}", .data_len = 2};
+        es_err rv = es_stream_append(c, "atc-w", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL);
         REL_CHECK(rv == ES_OK, "writer append: %s", es_client_errmsg(c));
     }
     es_client_destroy(c);
@@ -387,7 +332,7 @@ static void part_reader_writes(rel_esd *e)
             attempts);
 }
 
-static int esctl_run(rel_esd *e, const char *out, const char *const *args)
+static int esctl_run(esd_proc *e, const char *out, const char *const *args)
 {
     const char *argv[16];
     int n = 0;
@@ -397,16 +342,16 @@ static int esctl_run(rel_esd *e, const char *out, const char *const *args)
         argv[n++] = args[i];
     }
     argv[n] = NULL;
-    return rel_esctl(argv, out, 20000);
+    return h_esctl(argv, out, 20000);
 }
 
-static void part_esctl(rel_esd *e)
+static void part_esctl(esd_proc *e)
 {
     char tf_reader[400], tf_writer[400], tf_bad[400], out[400];
-    snprintf(tf_reader, sizeof tf_reader, "%s/reader.token", e->base);
-    snprintf(tf_writer, sizeof tf_writer, "%s/writer.token", e->base);
-    snprintf(tf_bad, sizeof tf_bad, "%s/bad.token", e->base);
-    snprintf(out, sizeof out, "%s/esctl.out", e->base);
+    snprintf(tf_reader, sizeof tf_reader, "%s/reader.token", e->dir);
+    snprintf(tf_writer, sizeof tf_writer, "%s/writer.token", e->dir);
+    snprintf(tf_bad, sizeof tf_bad, "%s/bad.token", e->dir);
+    snprintf(out, sizeof out, "%s/esctl.out", e->dir);
     write_text(tf_reader, T_READER "\n", 0600);
     write_text(tf_writer, T_WRITER, 0600);
     write_text(tf_bad, "nope\n", 0600);
@@ -418,7 +363,7 @@ static void part_esctl(rel_esd *e)
     REL_CHECK(st == 0, "esctl ping --token-file reader: status %d", st);
     st = esctl_run(
         e, out,
-        (const char *const[]){"--token-file", tf_reader, "append", "t23-c", "T", "{}", NULL});
+        (const char *const[]){"--token-file", tf_reader, "append", "atc-c", "T", "{}", NULL});
     REL_CHECK(st != 0 && st != -1, "esctl append as reader succeeded");
     REL_CHECK(file_has(out, "permission") || file_has(out, "PERMISSION"),
               "esctl append as reader: no permission error in its output");
@@ -427,12 +372,12 @@ static void part_esctl(rel_esd *e)
     st = esctl_run(e, out, (const char *const[]){"ping", "--token-file", tf_bad, NULL});
     REL_CHECK(st != 0, "esctl ping with a bad token succeeded");
     setenv("ES_TOKEN_FILE", tf_writer, 1);
-    st = esctl_run(e, out, (const char *const[]){"append", "t23-c", "T", "{}", NULL});
+    st = esctl_run(e, out, (const char *const[]){"append", "atc-c", "T", "{}", NULL});
     REL_CHECK(st == 0, "esctl append with $ES_TOKEN_FILE (writer): status %d", st);
     unsetenv("ES_TOKEN_FILE");
     setenv("ES_TOKEN", T_WRITER, 1);
     setenv("ES_USER", "writer", 1);
-    st = esctl_run(e, out, (const char *const[]){"append", "t23-c", "T", "{}", NULL});
+    st = esctl_run(e, out, (const char *const[]){"append", "atc-c", "T", "{}", NULL});
     REL_CHECK(st == 0, "esctl append with $ES_TOKEN (writer): status %d", st);
     unsetenv("ES_TOKEN");
     unsetenv("ES_USER");
@@ -441,7 +386,7 @@ static void part_esctl(rel_esd *e)
     rel_log("5: esctl --token-file, $ES_TOKEN_FILE and $ES_TOKEN work; reader refused");
 }
 
-static void part_rate_limit(rel_esd *e)
+static void part_rate_limit(esd_proc *e)
 {
     /* esd runs with --auth-failures 3 */
     static uint8_t buf[8192];
@@ -455,8 +400,8 @@ static void part_rate_limit(rel_esd *e)
     unsigned refused = 0;
     Es__V1__Response *resp;
     while ((resp = raw_next(fd)) != NULL) {
-        REL_CHECK(code_of(resp) == ES_ERR_UNAUTHENTICATED, "wrong hello: %s",
-                  es_errname(code_of(resp)));
+        REL_CHECK(h_code(resp) == ES_ERR_UNAUTHENTICATED, "wrong hello: %s",
+                  es_errname(h_code(resp)));
         es__v1__response__free_unpacked(resp, NULL);
         refused++;
     }
@@ -469,19 +414,19 @@ static void part_rate_limit(rel_esd *e)
     REL_CHECK(raw_next(fd) == NULL, "rate-limited connection not closed");
     close(fd);
     /* and served again once it refills (one per second) */
-    int64_t deadline = rel_now_ms() + 5000;
+    int64_t deadline = h_now_ms() + 5000;
     bool ok = false;
-    while (!ok && rel_now_ms() < deadline) {
+    while (!ok && h_now_ms() < deadline) {
         fd = raw_connect(e->port);
         raw_send(fd, sec_hello(&r, 1, "admin", T_ADMIN));
         resp = raw_next(fd);
-        ok = resp && code_of(resp) == ES_OK;
+        ok = resp && h_code(resp) == ES_OK;
         if (resp) {
             es__v1__response__free_unpacked(resp, NULL);
         }
         close(fd);
         if (!ok) {
-            rel_sleep_ms(200); /* pacing the retries, not synchronising */
+            h_sleep_ms(200); /* pacing the retries, not synchronising */
         }
     }
     REL_CHECK(ok, "the right token was still refused 5 s after the failures");
@@ -489,7 +434,7 @@ static void part_rate_limit(rel_esd *e)
     rel_log("6: %u wrong hellos answered then closed; address refused, then served again", refused);
 }
 
-static void part_start_refusals(rel_esd *e, const char *users)
+static void part_start_refusals(esd_proc *e, const char *users)
 {
     int st;
     /* an auth file that others can read */
@@ -497,24 +442,24 @@ static void part_start_refusals(rel_esd *e, const char *users)
     e->args[0] = "--auth-file";
     e->args[1] = users;
     e->args[2] = NULL;
-    REL_CHECK(rel_esd_start(e, 10000, &st) != 0, "esd started with a world-readable auth file");
+    REL_CHECK(esd_start(e, 10000) != 0, "esd started with a world-readable auth file");
     REL_CHECK(file_has(e->log_file, "chmod 600"), "no hint about the mode in the log");
     REL_CHECK(chmod(users, 0600) == 0, "chmod");
     /* a public address without --auth-file */
     e->args[0] = "--listen";
     e->args[1] = "0.0.0.0:0";
     e->args[2] = NULL;
-    REL_CHECK(rel_esd_start(e, 10000, &st) != 0, "esd served 0.0.0.0 without authentication");
+    REL_CHECK(esd_start(e, 10000) != 0, "esd served 0.0.0.0 without authentication");
     REL_CHECK(file_has(e->log_file, "refusing to listen"), "no reason for refusing 0.0.0.0");
     /* ... unless --insecure */
     e->args[2] = "--insecure";
     e->args[3] = NULL;
-    REL_CHECK(rel_esd_start(e, 10000, &st) == 0, "esd --insecure did not start");
+    REL_CHECK(esd_start(e, 10000) == 0, "esd --insecure did not start");
     REL_CHECK(file_has(e->log_file, "--insecure"), "no warning about --insecure");
-    REL_CHECK(rel_esd_stop(e, SIGTERM, 10000, &st) == 0, "stop");
+    REL_CHECK(esd_stop(e, SIGTERM, 10000, &e->status, NULL) == 0, "stop");
     /* loopback without --auth-file: served, with a warning */
     e->args[0] = NULL;
-    REL_CHECK(rel_esd_start(e, 10000, &st) == 0, "esd on loopback did not start");
+    REL_CHECK(esd_start(e, 10000) == 0, "esd on loopback did not start");
     REL_CHECK(file_has(e->log_file, "authentication off"), "no warning about authentication");
     es_client *c = client_as(e->address, NULL, NULL);
     es_server_info info;
@@ -522,22 +467,22 @@ static void part_start_refusals(rel_esd *e, const char *users)
               "no-auth connect");
     REL_CHECK(!strcmp(info.role, "admin"), "no-auth role %s", info.role);
     es_client_destroy(c);
-    REL_CHECK(rel_esd_stop(e, SIGTERM, 10000, &st) == 0, "stop");
+    REL_CHECK(esd_stop(e, SIGTERM, 10000, &st, NULL) == 0, "stop");
     rel_log("7: world-readable auth file and public address without auth refused at start");
 }
 
 int main(int argc, char **argv)
 {
-    rel_args(argc, argv, "t23-auth", NULL, NULL);
-    rel_esd e;
-    REL_CHECK(rel_esd_init(&e, "t23") == 0, "temporary directory");
+    rel_args(argc, argv, "auth-tcp", NULL, NULL);
+    esd_proc e;
+    REL_CHECK(esd_init(&e, NULL) == 0, "temporary directory");
     char users[400];
-    snprintf(users, sizeof users, "%s/users", e.base);
+    snprintf(users, sizeof users, "%s/users", e.dir);
     uint8_t d[32];
     REL_CHECK(auth_sha256(T_WRITER, strlen(T_WRITER), d) == ES_OK, "sha256");
     char text[512];
     int n = snprintf(text, sizeof text,
-                     "# T23 users\nadmin admin " T_ADMIN "\nreader read " T_READER
+                     "# test users\nadmin admin " T_ADMIN "\nreader read " T_READER
                      "\nwriter write sha256:");
     for (int i = 0; i < 32; i++) {
         n += snprintf(text + n, sizeof text - (size_t)n, "%02x", d[i]);
@@ -553,24 +498,24 @@ int main(int argc, char **argv)
     e.args[5] = "1000";
     e.args[6] = NULL;
     int st;
-    REL_CHECK(rel_esd_start(&e, 10000, &st) == 0, "esd did not start");
+    REL_CHECK(esd_start(&e, 10000) == 0, "esd did not start");
     part_before_hello(&e);
     part_pipelined(&e);
     part_bad_credentials(&e);
     part_reader_writes(&e);
     part_esctl(&e);
-    REL_CHECK(rel_esd_stop(&e, SIGTERM, 10000, &st) == 0, "esd did not stop");
+    REL_CHECK(esd_stop(&e, SIGTERM, 10000, &st, NULL) == 0, "esd did not stop");
     REL_CHECK(file_has(e.log_file, "authentication failed"), "failures are not logged");
 
     e.args[5] = "3";
-    REL_CHECK(rel_esd_start(&e, 10000, &st) == 0, "esd did not restart");
+    REL_CHECK(esd_start(&e, 10000) == 0, "esd did not restart");
     part_rate_limit(&e);
-    REL_CHECK(rel_esd_stop(&e, SIGTERM, 10000, &st) == 0, "esd did not stop");
+    REL_CHECK(esd_stop(&e, SIGTERM, 10000, &e.status, NULL) == 0, "esd did not stop");
 
     part_start_refusals(&e, users);
     check_no_tokens(e.log_file);
     rel_log("no token in esd's log (%s)", e.log_file);
-    rel_esd_destroy(&e);
+    esd_destroy(&e);
     rel_log("PASS");
     return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * test_t8 — TESTPLAN T8 at PR size: a subscriber that never reads.
+ * test_stalled — a subscriber that never reads.
  *
  * esd runs with --max-frame-bytes 1 MiB and --max-output-bytes 8 MiB over a
  * log of 200,000 events of about 200 bytes (some 50 MB of history). Four
@@ -60,7 +60,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "subs_harness.h"
+#include "rel.h"
+#include "support.h"
 
 #define HISTORY     200000u
 #define EVENT_BYTES 200u
@@ -72,7 +73,10 @@
 #define MAX_OUTPUT  (8u << 20)
 #define SAMPLES_CAP (4u << 20)
 
-static sh_esd esd;
+static esd_proc esd;
+
+/* esd without fsync and with warnings only in its log (plus a test's own arguments). */
+static const char *const esd_args[] = {"--sync", "none", "--log-level", "warn", NULL};
 static atomic_bool stop_writers;
 
 /* ----------------------------------------------------------------- writers -- */
@@ -89,12 +93,12 @@ typedef struct writer {
 static void *writer_main(void *arg)
 {
     writer *w = arg;
-    es_client *c = sh_client(&esd, "t8-writer");
+    es_client *c = h_client(esd.address, "stalled-writer");
     if (c == NULL) {
         snprintf(w->error, sizeof(w->error), "cannot connect");
         return NULL;
     }
-    uint64_t seed = 0x2545f4914f6cdd1dull * (w->index + 3);
+    rel_rng seed = {0x2545f4914f6cdd1dull * (w->index + 3)};
     char data[EVENT_BYTES + 1];
     memset(data, 'w', EVENT_BYTES);
     data[0] = '"';
@@ -102,15 +106,15 @@ static void *writer_main(void *arg)
     data[EVENT_BYTES] = '\0';
     while (!atomic_load(&stop_writers) && w->n < SAMPLES_CAP) {
         char stream[32];
-        snprintf(stream, sizeof(stream), "t8w-%u", (unsigned)(sh_rand(&seed) % 1000));
+        snprintf(stream, sizeof(stream), "slw-%u", (unsigned)(rel_rand(&seed) % 1000));
         es_event ev;
         memset(&ev, 0, sizeof(ev));
-        ev.type = "T8";
+        ev.type = "Sl";
         ev.data = data;
         ev.data_len = EVENT_BYTES;
-        uint64_t t0 = sh_now_us();
+        uint64_t t0 = (uint64_t)h_now_us();
         es_err rv = es_stream_append(c, stream, (es_expected){ES_EXPECT_ANY, 0}, &ev, 1, NULL);
-        uint64_t t1 = sh_now_us();
+        uint64_t t1 = (uint64_t)h_now_us();
         if (rv != ES_OK) {
             snprintf(w->error, sizeof(w->error), "append: %s", es_client_errmsg(c));
             break;
@@ -178,15 +182,15 @@ static void sample_until(uint64_t until, rss *r)
 {
     memset(r, 0, sizeof(*r));
     for (;;) {
-        long vm = sh_proc_kb(esd.pid, "VmRSS:");
-        long anon = sh_proc_kb(esd.pid, "RssAnon:");
+        long vm = h_proc_status_kb(esd.pid, "VmRSS:");
+        long anon = h_proc_status_kb(esd.pid, "RssAnon:");
         if (vm > r->vm_kb) {
             r->vm_kb = vm;
         }
         if (anon > r->anon_kb) {
             r->anon_kb = anon;
         }
-        uint64_t now = sh_now_us();
+        uint64_t now = (uint64_t)h_now_us();
         if (now >= until) {
             return;
         }
@@ -217,12 +221,12 @@ static void prefill(es_client *c)
         }
         for (unsigned i = 0; i < BATCH; i++) {
             memset(&evs[slot][i], 0, sizeof(evs[slot][i]));
-            evs[slot][i].type = "T8History";
+            evs[slot][i].type = "SlHistory";
             evs[slot][i].data = data;
             evs[slot][i].data_len = EVENT_BYTES;
         }
         char stream[32];
-        snprintf(stream, sizeof(stream), "t8h-%u", b % 100);
+        snprintf(stream, sizeof(stream), "slh-%u", b % 100);
         es_err rv = es_stream_append_send(c, stream, (es_expected){ES_EXPECT_ANY, 0}, evs[slot],
                                           BATCH, &handles[slot]);
         if (rv != ES_OK) {
@@ -242,9 +246,9 @@ static void prefill(es_client *c)
  * the SubscribeOk, and then never reads again. @return its fd. */
 static int stalled_subscriber(void)
 {
-    int fd = sh_raw_connect(esd.port, 4096);
+    int fd = h_connect_rcvbuf(esd.port, 4096);
     assert_true(fd >= 0);
-    assert_int_equal(sh_raw_hello(fd), 0);
+    assert_true(h_hello(fd));
     Es__V1__Subscribe s = ES__V1__SUBSCRIBE__INIT;
     s.target = ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_ALL;
     s.from_start = true;
@@ -253,8 +257,9 @@ static int stalled_subscriber(void)
     req.id = 2;
     req.kind_case = ES__V1__REQUEST__KIND_SUBSCRIBE;
     req.subscribe = &s;
-    assert_int_equal(sh_raw_send(fd, &req), 0);
-    Es__V1__Response *r = sh_raw_recv(fd, 5000);
+    assert_int_equal(h_send_req(fd, &req, 5000), H_OK);
+    Es__V1__Response *r = NULL;
+    assert_int_equal(h_recv(fd, 5000, &r, NULL), H_OK);
     assert_non_null(r);
     assert_int_equal(r->id, 2);
     assert_int_equal(r->kind_case, ES__V1__RESPONSE__KIND_SUBSCRIBED);
@@ -262,7 +267,7 @@ static int stalled_subscriber(void)
     return fd;
 }
 
-static void test_t8_stalled_subscriber(void **state)
+static void test_stalled_subscriber(void **state)
 {
     char frame[16], output[16];
     snprintf(frame, sizeof(frame), "%u", MAX_FRAME);
@@ -274,13 +279,13 @@ static void test_t8_stalled_subscriber(void **state)
                                 "--max-event-bytes",
                                 "65536",
                                 NULL};
-    assert_int_equal(sh_esd_start(&esd, args), 0);
-    es_client *c = sh_client(&esd, "t8-main");
+    assert_int_equal(esd_launch(&esd, esd_args, args, 10000), 0);
+    es_client *c = h_client(esd.address, "stalled-main");
     assert_non_null(c);
-    uint64_t t0 = sh_now_us();
+    uint64_t t0 = (uint64_t)h_now_us();
     prefill(c);
-    printf("T8: %u events of history written in %.2f s\n", HISTORY,
-           (double)(sh_now_us() - t0) / 1e6);
+    printf("stalled: %u events of history written in %.2f s\n", HISTORY,
+           (double)((uint64_t)h_now_us() - t0) / 1e6);
 
     writer ws[WRITERS];
     memset(ws, 0, sizeof(ws));
@@ -295,30 +300,30 @@ static void test_t8_stalled_subscriber(void **state)
     }
     /* Warm up: the writers' connections, the allocator, the map. */
     rss warm;
-    sample_until(sh_now_us() + 1000000u, &warm);
+    sample_until((uint64_t)h_now_us() + 1000000u, &warm);
 
     uint64_t base_from[ROUNDS], base_to[ROUNDS], stall_from[ROUNDS], stall_to[ROUNDS];
     long long base_cpu[ROUNDS], stall_cpu[ROUNDS], base_wait[ROUNDS], stall_wait[ROUNDS];
     rss base_rss[ROUNDS], stall_rss[ROUNDS];
     es_stats st;
     for (int r = 0; r < ROUNDS; r++) {
-        base_from[r] = sh_now_us();
-        base_cpu[r] = sh_proc_cpu_ticks(esd.pid);
-        base_wait[r] = sh_proc_wait_us(esd.pid);
+        base_from[r] = (uint64_t)h_now_us();
+        base_cpu[r] = h_proc_cpu_ticks(esd.pid);
+        base_wait[r] = h_proc_wait_us(esd.pid);
         sample_until(base_from[r] + WINDOW_US, &base_rss[r]);
-        base_to[r] = sh_now_us();
-        base_cpu[r] = sh_proc_cpu_ticks(esd.pid) - base_cpu[r];
-        base_wait[r] = sh_proc_wait_us(esd.pid) - base_wait[r];
+        base_to[r] = (uint64_t)h_now_us();
+        base_cpu[r] = h_proc_cpu_ticks(esd.pid) - base_cpu[r];
+        base_wait[r] = h_proc_wait_us(esd.pid) - base_wait[r];
 
         int fd = stalled_subscriber();
-        sample_until(sh_now_us() + SETTLE_US, &stall_rss[r]);
-        stall_from[r] = sh_now_us();
-        stall_cpu[r] = sh_proc_cpu_ticks(esd.pid);
-        stall_wait[r] = sh_proc_wait_us(esd.pid);
+        sample_until((uint64_t)h_now_us() + SETTLE_US, &stall_rss[r]);
+        stall_from[r] = (uint64_t)h_now_us();
+        stall_cpu[r] = h_proc_cpu_ticks(esd.pid);
+        stall_wait[r] = h_proc_wait_us(esd.pid);
         sample_until(stall_from[r] + WINDOW_US, &stall_rss[r]);
-        stall_to[r] = sh_now_us();
-        stall_cpu[r] = sh_proc_cpu_ticks(esd.pid) - stall_cpu[r];
-        stall_wait[r] = sh_proc_wait_us(esd.pid) - stall_wait[r];
+        stall_to[r] = (uint64_t)h_now_us();
+        stall_cpu[r] = h_proc_cpu_ticks(esd.pid) - stall_cpu[r];
+        stall_wait[r] = h_proc_wait_us(esd.pid) - stall_wait[r];
         /* The stalled subscriber is still there (neither dropped nor
          * closed: it simply lags). */
         assert_int_equal(es_stats_get(c, &st), ES_OK);
@@ -345,7 +350,7 @@ static void test_t8_stalled_subscriber(void **state)
         long d_vm = stall_rss[r].vm_kb - base_rss[r].vm_kb;
         worst_anon = d_anon > worst_anon ? d_anon : worst_anon;
         worst_vm = d_vm > worst_vm ? d_vm : worst_vm;
-        printf("T8: round %d: append p99 %u us without (%zu appends, esd waited %lld ms for a "
+        printf("stalled: round %d: append p99 %u us without (%zu appends, esd waited %lld ms for a "
                "CPU), %u us with the stalled subscriber (%zu appends, waited %lld ms); esd "
                "RssAnon %ld -> %ld kB (%+ld), VmRSS %ld -> %ld kB (%+ld)\n",
                r + 1, p_base[r], nb, base_wait[r] / 1000, p_stall[r], ns, stall_wait[r] / 1000,
@@ -359,31 +364,32 @@ static void test_t8_stalled_subscriber(void **state)
     }
     uint32_t mb = median(p_base, ROUNDS), ms = median(p_stall, ROUNDS);
     long bound_kb = (long)(MAX_OUTPUT + 4096u) / 1024;
-    printf("T8: median append p99: %u us without, %u us with the stalled subscriber (%.2fx); "
+    printf("stalled: median append p99: %u us without, %u us with the stalled subscriber (%.2fx); "
            "appends %zu without, %zu with\n",
            mb, ms, mb ? (double)ms / mb : 0.0, n_base, n_stall);
     double tick_ms = 1000.0 / (double)sysconf(_SC_CLK_TCK);
     double cpu_b = n_base ? (double)cpu_base * tick_ms * 1000.0 / (double)n_base : 0.0;
     double cpu_s = n_stall ? (double)cpu_stall * tick_ms * 1000.0 / (double)n_stall : 0.0;
-    printf("T8: esd CPU per 1000 appends: %.1f ms without, %.1f ms with the stalled subscriber\n",
-           cpu_b, cpu_s);
-    printf("T8: largest growth while stalled: RssAnon %+ld kB (bound %ld kB = "
+    printf(
+        "stalled: esd CPU per 1000 appends: %.1f ms without, %.1f ms with the stalled subscriber\n",
+        cpu_b, cpu_s);
+    printf("stalled: largest growth while stalled: RssAnon %+ld kB (bound %ld kB = "
            "--max-output-bytes + one page), VmRSS %+ld kB\n",
            worst_anon, bound_kb, worst_vm);
-    printf("T8: target p99 within 1.5x: %s on this run\n",
+    printf("stalled: target p99 within 1.5x: %s on this run\n",
            (uint64_t)ms * 2 <= (uint64_t)mb * 3 ? "met" : "NOT met");
     for (int i = 0; i < WRITERS; i++) {
         free(ws[i].start_us);
         free(ws[i].lat_us);
     }
     es_client_destroy(c);
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
     /* Under ASan/TSan esd's heap holds quarantined and shadow memory: the
      * RSS bound is meaningful only in a plain build (meson sets
      * ESD_SANITIZED to the build's b_sanitize). */
     const char *san = getenv("ESD_SANITIZED");
     if (san && *san && strcmp(san, "none") != 0) {
-        printf("T8: sanitizer build (%s): the RSS bound is not asserted\n", san);
+        printf("stalled: sanitizer build (%s): the RSS bound is not asserted\n", san);
     } else {
         assert_true(worst_anon <= bound_kb);
     }
@@ -395,14 +401,14 @@ static void test_t8_stalled_subscriber(void **state)
 /* Whatever happened in the test: no esd or temporary directory is left. */
 static int teardown(void **state)
 {
-    sh_esd_destroy(&esd);
+    esd_end(&esd, 10000);
     return 0;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_t8_stalled_subscriber, teardown),
+        cmocka_unit_test_teardown(test_stalled_subscriber, teardown),
     };
-    return cmocka_run_group_tests_name("subs_t8", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("subs_stalled", tests, NULL, NULL);
 }

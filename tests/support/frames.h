@@ -1,22 +1,21 @@
 /*
- * harness — what the integration tests share: start the real esd in a
- * temporary directory on port 0, talk to it with raw frames, look at the
- * process from /proc, stop it and clean up.
+ * frames — talking to esd with raw frames: a byte buffer with protobuf
+ * wire-format builders (hbuf_*) for malformed input, framed requests built
+ * with the generated protobuf-c code (h_put_*), and blocking-with-deadline
+ * socket helpers that receive and decode responses (h_recv, h_call, ...).
+ * Also a tiny HTTP/1.0 client for the HTTP endpoints of esd and of the
+ * read-model example.
  *
  * Design notes
  * ------------
- * The tests speak the wire protocol directly (4-byte big-endian length, one
- * es.v1.Request / es.v1.Response), built and parsed with the generated
- * protobuf-c code, so that a test can send exactly the bytes it means to,
- * including malformed ones. Every wait is a poll() with a deadline; nothing
- * sleeps to synchronise. The esd binary comes from the ESD_BIN environment
- * variable, set by tests/integration/meson.build to esd.full_path().
- *
- * Functions here never call cmocka (several are used from worker threads);
- * they return a status and the tests assert on it.
+ * The wire protocol is a 4-byte big-endian length and one es.v1.Request /
+ * es.v1.Response; the tests send exactly the bytes they mean to, including
+ * malformed ones. Every wait is a poll() with a deadline; nothing sleeps to
+ * synchronise. Functions here never call cmocka (several are used from
+ * worker threads): they return a status and the tests assert on it.
  */
-#ifndef ES_TEST_HARNESS_H
-#define ES_TEST_HARNESS_H
+#ifndef ES_TEST_FRAMES_H
+#define ES_TEST_FRAMES_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,94 +24,6 @@
 
 #include "es.pb-c.h"
 #include "es/err.h"
-
-/* ------------------------------------------------------------------ esd -- */
-
-#define H_MAX_ARGS 40
-
-typedef struct esd_proc {
-    pid_t pid;          /* 0 when not running */
-    char dir[256];      /* the temporary directory (owned: removed by esd_destroy) */
-    char data_dir[320]; /* dir/data */
-    char port_file[320];
-    char log_file[320];
-    uint16_t port;
-    const char *args[H_MAX_ARGS]; /* extra arguments, borrowed (string literals) */
-    int n_args;
-    unsigned long nofile; /* RLIMIT_NOFILE for the child; 0 = inherit */
-} esd_proc;
-
-/**
- * @brief Prepare an esd_proc: make its temporary directory and remember the
- *        extra arguments (a NULL-terminated list of borrowed strings).
- * @return 0; -1 (mkdtemp failed or too many arguments).
- */
-int esd_init(esd_proc *e, const char *const *args);
-
-/**
- * @brief Start esd on 127.0.0.1:0 with the remembered arguments and wait
- *        (polling, at most timeout_ms) for the port file.
- * @return 0; -1 (spawn failed, esd exited, or no port in time: see the log,
- *         which is printed to stderr).
- */
-int esd_start(esd_proc *e, int timeout_ms);
-
-/**
- * @brief Send sig and wait at most timeout_ms for esd to exit.
- * @param[out] status the wait status (may be NULL)
- * @param[out] elapsed_ms how long the exit took (may be NULL)
- * @return 0 when esd exited and was reaped; -1 on timeout (it is then
- *         killed with SIGKILL and reaped, and -1 still returned).
- */
-int esd_stop(esd_proc *e, int sig, int timeout_ms, int *status, int *elapsed_ms);
-
-/** @brief True while esd is running (reaps it when it has exited). */
-bool esd_alive(esd_proc *e);
-
-/**
- * @brief The orderly end of a test: SIGTERM, exit 0 within timeout_ms, no
- *        sanitizer report (ASan/UBSan/LSan) in esd's log; then esd_destroy.
- * @return 0; -1 (the reason and the log tail are printed to stderr).
- */
-int esd_finish(esd_proc *e, int timeout_ms);
-
-/** @brief True when esd's log holds a sanitizer report. */
-bool esd_log_has_sanitizer_report(const esd_proc *e);
-
-/** @brief Kill esd if running, reap it, remove the temporary directory. */
-void esd_destroy(esd_proc *e);
-
-/** @brief Print the tail of esd's log to stderr (for failure diagnostics). */
-void esd_dump_log(const esd_proc *e);
-
-/* --------------------------------------------------------------- /proc -- */
-
-/** @brief A "Name:  N kB" field of /proc/PID/status, in kB; -1 if absent. */
-long h_proc_status_kb(pid_t pid, const char *field);
-
-/** @brief Reset the peak RSS (VmHWM) of a process (/proc/PID/clear_refs). @return 0 or -1. */
-int h_proc_reset_hwm(pid_t pid);
-
-/** @brief utime + stime of a process, in clock ticks; -1 on error. */
-long long h_proc_cpu_ticks(pid_t pid);
-
-/** @brief Number of open file descriptors of a process; -1 on error. */
-int h_proc_fd_count(pid_t pid);
-
-/**
- * @brief True when esd was built with sanitizers (ESD_SANITIZED, set by
- *        meson from b_sanitize): RSS figures are then meaningless (ASan's
- *        quarantine and shadow memory) and memory bounds are not asserted.
- */
-bool h_sanitized(void);
-
-/* ------------------------------------------------------------------ time -- */
-
-/** @brief Monotonic clock in milliseconds. */
-int64_t h_now_ms(void);
-
-/** @brief Monotonic clock in microseconds. */
-int64_t h_now_us(void);
 
 /* ------------------------------------------------------------ byte buffer -- */
 
@@ -200,7 +111,7 @@ void h_resp_free(Es__V1__Response *r);
 /** @brief Send a request and receive one reply (NULL on timeout or close). */
 Es__V1__Response *h_call(int fd, const Es__V1__Request *req, int timeout_ms);
 
-/** @brief Hello with protocol version 1. @return true when HelloOk came back. */
+/** @brief Hello with protocol version 1 (5 s at most). @return true when HelloOk came back. */
 bool h_hello(int fd);
 
 /** @brief Connect and hello. @return fd or -1. */
@@ -262,5 +173,19 @@ const char *h_describe(const Es__V1__Response *r);
 
 /** @brief Fill 16 bytes with a unique test event id (counter + tag). */
 void h_make_id(uint8_t out[16], uint32_t tag, uint64_t n);
+
+/* ------------------------------------------------------------------- HTTP -- */
+
+/**
+ * @brief One HTTP/1.0 request to 127.0.0.1:port (Connection: close), the
+ *        whole answer read until the peer closes (at most 16 MiB, 10 s per
+ *        read).
+ * @param method "GET", "POST", ...
+ * @param[out] status the HTTP status code
+ * @param[out] body the body, malloc'd and NUL-terminated (free it)
+ * @return 0; -1 (connect or I/O failure, malformed reply, or a chunked
+ *         reply, which is not decoded here).
+ */
+int h_http(uint16_t port, const char *method, const char *path, int *status, char **body);
 
 #endif

@@ -1,9 +1,10 @@
 /*
- * rel — what the reliability tests (TESTPLAN T1, T3, T9/T10, T11, T17, T22,
- * T26) share: start, kill and restart the real esd on one data directory,
- * run esctl, derive event contents from (stream, revision) so that stored
- * bytes can be verified without keeping them, and walk the whole log through
- * libesclient checking the store's promises.
+ * rel — plain test programs (the reliability, nats, operations and security
+ * suites): report, fail with the seed, skip; the figures from the command
+ * line; seeded randomness; clients for tests; event contents derived from
+ * (stream, revision) so that stored bytes can be verified without keeping
+ * them; and a walk of the whole log through libesclient checking the
+ * store's promises. esd itself is started with esd_proc.h.
  *
  * Design notes
  * ------------
@@ -12,12 +13,6 @@
  * "reliability" and the suite "long" run the same executable with other
  * numbers. Randomness comes from one seed, printed at the start and
  * settable with --seed (or REL_SEED), so a failing run can be repeated.
- *
- * esd is spawned with fork/exec from the main thread, on 127.0.0.1:0 with a
- * port file, its output in a log file beside the data directory; the child
- * gets PR_SET_PDEATHSIG so that a test killed by its timeout leaves no
- * server behind. Every wait is a poll with a deadline; nothing sleeps to
- * synchronise. Binaries come from ESD_BIN and ESCTL_BIN (set by meson).
  *
  * Contents: an event at (stream s, revision r) of a run with salt k has
  * id, type and data that are pure functions of (k, s, r) (rel_ev_make), so
@@ -36,6 +31,7 @@
 #include <sys/types.h>
 
 #include "es/client.h"
+#include "esd_proc.h"
 
 /* ------------------------------------------------------------- reporting -- */
 
@@ -69,13 +65,6 @@ void rel_args(int argc, char **argv, const char *test_name, const char *const *n
 /** @brief The seed of this run (after rel_args). */
 uint64_t rel_seed(void);
 
-/* ------------------------------------------------------------------ time -- */
-
-int64_t rel_now_ms(void);
-int64_t rel_now_us(void);
-/** @brief Sleep (for pacing a workload, never to synchronise). */
-void rel_sleep_ms(int ms);
-
 /* ---------------------------------------------------------------- random -- */
 
 /** A splitmix64 generator; one per thread. */
@@ -88,81 +77,15 @@ uint64_t rel_rand(rel_rng *r);
 /** @brief Uniform in [lo, hi]. */
 uint64_t rel_range(rel_rng *r, uint64_t lo, uint64_t hi);
 
-/* ------------------------------------------------------------ file system -- */
-
-/** @brief A fresh directory under $TMPDIR (default /tmp) named esd-rel-TAG-XXXXXX. */
-int rel_mkdtemp(const char *tag, char *out, size_t cap);
-
-/** @brief rm -rf path (does not cross into mounted file systems). */
-void rel_rm_rf(const char *path);
-
-/** @brief Copy one file. @return 0 or -1. */
-int rel_copy_file(const char *from, const char *to);
-
-/* ------------------------------------------------------------- processes -- */
-
-/**
- * @brief Run a program and wait at most timeout_ms for it.
- * @param argv NULL-terminated
- * @param out_path file receiving stdout+stderr (NULL: /dev/null)
- * @param[out] status the wait status
- * @return 0 when it exited (see *status); -1 on spawn failure or timeout
- *         (then it was killed with SIGKILL and reaped).
- */
-int rel_run(char *const *argv, const char *out_path, int timeout_ms, int *status);
-
-/** @brief "exit N" / "killed by signal N (NAME)" for a wait status. */
-const char *rel_status_str(int status, char *buf, size_t cap);
-
-/** @brief Print the last lines of a file to stderr (diagnostics). */
-void rel_dump_tail(const char *path, int lines);
-
-/** An esd process on a data directory that outlives restarts. */
-typedef struct rel_esd {
-    pid_t pid; /* 0 when not running */
-    uint16_t port;
-    char base[256];     /* the test's temporary directory */
-    char data_dir[320]; /* base/data, or set by the caller before rel_esd_start */
-    char port_file[320];
-    char log_file[320];
-    char address[64];     /* "127.0.0.1:PORT" while running */
-    const char *args[16]; /* extra arguments (borrowed), NULL-terminated */
-    int starts;
-} rel_esd;
-
-/** @brief Make base (a fresh temporary directory) and the paths in it. @return 0 or -1. */
-int rel_esd_init(rel_esd *e, const char *tag);
-
-/**
- * @brief Start esd on the data directory, wait for its port file.
- * @return 0; -1 when it exited or gave no port within timeout_ms (its exit
- *         status in *status when it exited, else 0; log tail printed).
- */
-int rel_esd_start(rel_esd *e, int timeout_ms, int *status);
-
-/**
- * @brief Send sig and reap esd within timeout_ms.
- * @return 0 and the wait status in *status; -1 on timeout (then SIGKILLed,
- *         reaped, and -1 still returned).
- */
-int rel_esd_stop(rel_esd *e, int sig, int timeout_ms, int *status);
-
-/** @brief True while esd runs (reaps it when it exited; status then in *status). */
-bool rel_esd_alive(rel_esd *e, int *status);
-
-/** @brief Kill esd if running, remove base. */
-void rel_esd_destroy(rel_esd *e);
-
-/** @brief VmRSS/RssAnon/... of /proc/PID/status in kB; -1 if absent. */
-long rel_proc_kb(pid_t pid, const char *field);
-
-/**
- * @brief Run esctl with args, its output (replacing the file) in out_path.
- * @return the wait status (0 = exit 0), or -1 when it could not run / timed out.
- */
-int rel_esctl(const char *const *args, const char *out_path, int timeout_ms);
-
 /* --------------------------------------------------------------- clients -- */
+
+/**
+ * @brief A connected client that rides out a short outage: requests time
+ *        out after 20 s, 5 reconnection attempts with a 5-50 ms backoff, no
+ *        circuit breaker.
+ * @return the client, or NULL (the reason printed on stderr).
+ */
+es_client *h_client(const char *address, const char *name);
 
 /**
  * @brief A client for tests: short timeouts, one connection attempt per call,
