@@ -1,9 +1,9 @@
 /*
  * Authentication and roles without sockets (the unit half of auth-tcp): the
  * credentials file and its refusals, the credential check, the handler's
- * failure limit (the limiter itself: test_misuse.c), and the handler's rules on a real store behind one in-memory
- * session — every request kind before the hello and after a refused one,
- * every write kind with read-only credentials, each role's hello.
+ * failure limit (the limiter itself: test_misuse.c), and the handler's rules on a real store behind
+ * one in-memory session — every request kind before the hello and after a refused one, every write
+ * kind with read-only credentials, each role's hello.
  */
 #include <setjmp.h>
 #include <stdarg.h>
