@@ -1,0 +1,1617 @@
+/*
+ * test_store_write — the store's appends and imports: expectations, transactions of several
+ * appends, group commit, idempotency, gapless positions, validation and caps, a full store and a
+ * file that may not grow (server/store/write.c) against its contract in store.h. Fixture and
+ * helpers: store_fixture.h.
+ */
+#include "store_fixture.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "validate.h"
+
+/* ========================================================== expectations == */
+
+static void test_expect_any(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e;
+    evset_make(&e, f, 2, "T");
+    store_append_result r;
+    /* Any on a missing stream creates it... */
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    assert_int_equal(r.first_revision, 0);
+    assert_int_equal(r.last_revision, 1);
+    assert_int_equal(r.first_position, 1);
+    assert_int_equal(r.last_position, 2);
+    assert_false(r.duplicate);
+    evset_free(&e);
+    /* ...and on an existing one appends; the revision field is ignored. */
+    evset_make(&e, f, 1, "T");
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 12345, &e, &r));
+    assert_int_equal(r.first_revision, 2);
+    assert_int_equal(r.last_revision, 2);
+    assert_int_equal(r.first_position, 3);
+    evset_free(&e);
+}
+
+static void test_expect_no_stream(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e;
+    evset_make(&e, f, 3, "T");
+    store_append_result r;
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_NO_STREAM, 0, &e, &r));
+    assert_int_equal(r.first_revision, 0);
+    assert_int_equal(r.last_revision, 2);
+    evset_free(&e);
+
+    state_snap ss = snap_state(f->s);
+    evset_make(&e, f, 2, "T");
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION,
+              append_ev(f->s, "s-1", STORE_EXPECT_NO_STREAM, 0, &e, &r));
+    assert_true(r.actual_exists);
+    assert_int_equal(r.actual_revision, 2);
+    assert_int_equal(r.first_position, 0);
+    assert_int_equal(r.last_position, 0);
+    assert_same_state(f->s, ss);
+    assert_int_equal(last_rev(f->s, "s-1"), 2);
+    evset_free(&e);
+}
+
+static void test_expect_stream_exists(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e;
+    evset_make(&e, f, 1, "T");
+    store_append_result r;
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION,
+              append_ev(f->s, "s-1", STORE_EXPECT_STREAM_EXISTS, 0, &e, &r));
+    assert_false(r.actual_exists);
+    assert_int_equal(r.actual_revision, 0);
+    assert_false(stream_exists(f->s, "s-1"));
+    assert_int_equal(store_head(f->s), 0);
+
+    add(f, "s-1", 4);
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_STREAM_EXISTS, 0, &e, &r));
+    assert_int_equal(r.first_revision, 4);
+    assert_int_equal(r.first_position, 5);
+    evset_free(&e);
+}
+
+static void test_expect_exact(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e;
+    evset_make(&e, f, 1, "T");
+    store_append_result r;
+    /* Exact 0 on a missing stream: fails (exact means "exists at"). */
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION,
+              append_ev(f->s, "s-1", STORE_EXPECT_EXACT, 0, &e, &r));
+    assert_false(r.actual_exists);
+    assert_false(stream_exists(f->s, "s-1"));
+    evset_free(&e);
+
+    add(f, "s-1", 5); /* revisions 0..4 */
+    state_snap ss = snap_state(f->s);
+    const uint64_t wrong[] = {0, 3, 5, 6, UINT64_MAX, UINT64_MAX - 1, (uint64_t)INT64_MAX + 1};
+    for (size_t i = 0; i < ARRAY_LEN(wrong); i++) {
+        evset_make(&e, f, 2, "T");
+        memset(&r, 0xa5, sizeof r);
+        assert_rv(ES_ERR_WRONG_EXPECTED_REVISION,
+                  append_ev(f->s, "s-1", STORE_EXPECT_EXACT, wrong[i], &e, &r));
+        assert_true(r.actual_exists);
+        assert_int_equal(r.actual_revision, 4);
+        assert_false(r.duplicate);
+        assert_same_state(f->s, ss);
+        evset_free(&e);
+    }
+    evset_make(&e, f, 2, "T");
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_EXACT, 4, &e, &r));
+    assert_int_equal(r.first_revision, 5);
+    assert_int_equal(r.last_revision, 6);
+    assert_int_equal(r.first_position, 6);
+    assert_int_equal(r.last_position, 7);
+    evset_free(&e);
+    /* The old revision is now wrong. */
+    evset_make(&e, f, 1, "T");
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION,
+              append_ev(f->s, "s-1", STORE_EXPECT_EXACT, 4, &e, &r));
+    assert_int_equal(r.actual_revision, 6);
+    evset_free(&e);
+}
+
+static void test_expect_invalid_kind(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e;
+    evset_make(&e, f, 1, "T");
+    store_append_in a = mk_append("s-1", (store_expect)7, 0, &e);
+    assert_rv(ES_ERR_INVALID_ARGUMENT, append_one(f->s, &a, NULL));
+    assert_int_equal(store_head(f->s), 0);
+    evset_free(&e);
+}
+
+/* ====================================================== batches and txns == */
+
+static void test_batch_same_stream_twice(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e1, e2, e3, e4;
+    evset_make(&e1, f, 3, "T");
+    evset_make(&e2, f, 2, "T");
+    store_append_in a1 = mk_append("s-1", STORE_EXPECT_NO_STREAM, 0, &e1);
+    store_append_in a2 = mk_append("s-1", STORE_EXPECT_EXACT, 2, &e2); /* sees a1 */
+    store_append_result r1, r2;
+    store_request reqs[2] = {
+        {.appends = &a1, .n_appends = 1, .results = &r1},
+        {.appends = &a2, .n_appends = 1, .results = &r2},
+    };
+    assert_rv(ES_OK, store_append_batch(f->s, reqs, 2));
+    assert_rv(ES_OK, reqs[0].rv);
+    assert_rv(ES_OK, reqs[1].rv);
+    assert_int_equal(r1.first_revision, 0);
+    assert_int_equal(r1.last_revision, 2);
+    assert_int_equal(r2.first_revision, 3);
+    assert_int_equal(r2.last_revision, 4);
+    assert_int_equal(r2.first_position, r1.last_position + 1);
+    assert_int_equal(last_rev(f->s, "s-1"), 4);
+
+    /* no_stream twice in one batch: the second sees the first and fails. */
+    evset_make(&e3, f, 1, "T");
+    evset_make(&e4, f, 1, "T");
+    store_append_in b1 = mk_append("s-2", STORE_EXPECT_NO_STREAM, 0, &e3);
+    store_append_in b2 = mk_append("s-2", STORE_EXPECT_NO_STREAM, 0, &e4);
+    store_request reqs2[2] = {
+        {.appends = &b1, .n_appends = 1, .results = &r1},
+        {.appends = &b2, .n_appends = 1, .results = &r2},
+    };
+    assert_rv(ES_OK, store_append_batch(f->s, reqs2, 2));
+    assert_rv(ES_OK, reqs2[0].rv);
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, reqs2[1].rv);
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, r2.rv);
+    assert_true(r2.actual_exists);
+    assert_int_equal(r2.actual_revision, 0);
+    assert_int_equal(last_rev(f->s, "s-2"), 0);
+    assert_int_equal(store_head(f->s), 6);
+    assert_check_clean(f->s);
+    evset_free(&e1);
+    evset_free(&e2);
+    evset_free(&e3);
+    evset_free(&e4);
+}
+
+static void test_txn_multi_stream_commits_atomically(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "account-1", 1);
+    add(f, "account-2", 1);
+    evset w, d;
+    evset_make(&w, f, 1, "MoneyWithdrawn");
+    evset_make(&d, f, 2, "MoneyDeposited");
+    store_append_in ap[2] = {
+        mk_append("account-1", STORE_EXPECT_EXACT, 0, &w),
+        mk_append("account-2", STORE_EXPECT_EXACT, 0, &d),
+    };
+    store_append_result res[2];
+    store_request r = {.appends = ap, .n_appends = 2, .results = res};
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_OK, r.rv);
+    assert_rv(ES_OK, res[0].rv);
+    assert_rv(ES_OK, res[1].rv);
+    assert_int_equal(res[0].first_position, 3);
+    assert_int_equal(res[0].last_position, 3);
+    assert_int_equal(res[0].first_revision, 1);
+    assert_int_equal(res[1].first_position, 4);
+    assert_int_equal(res[1].last_position, 5);
+    assert_int_equal(res[1].first_revision, 1);
+    assert_int_equal(res[1].last_revision, 2);
+    assert_false(r.synced); /* sync off */
+    assert_check_clean(f->s);
+    evset_free(&w);
+    evset_free(&d);
+}
+
+static void test_txn_one_failing_check(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "account-1", 2);
+    add(f, "account-2", 3);
+    state_snap ss = snap_state(f->s);
+    evset e0, e1, e2, x, y;
+    evset_make(&e0, f, 1, "T");
+    evset_make(&e1, f, 1, "T");
+    evset_make(&e2, f, 1, "T");
+    evset_make(&x, f, 2, "T");
+    evset_make(&y, f, 1, "T");
+    store_append_in ap[3] = {
+        mk_append("account-1", STORE_EXPECT_EXACT, 1, &e0), /* right */
+        mk_append("account-2", STORE_EXPECT_EXACT, 1, &e1), /* wrong: at 2 */
+        mk_append("account-3", STORE_EXPECT_NO_STREAM, 0, &e2),
+    };
+    store_append_in before = mk_append("other-1", STORE_EXPECT_ANY, 0, &x);
+    store_append_in after = mk_append("other-2", STORE_EXPECT_NO_STREAM, 0, &y);
+    store_append_result res[3], rb, ra;
+    memset(res, 0x5a, sizeof res);
+    store_request reqs[3] = {
+        {.appends = &before, .n_appends = 1, .results = &rb},
+        {.appends = ap, .n_appends = 3, .results = res},
+        {.appends = &after, .n_appends = 1, .results = &ra},
+    };
+    assert_rv(ES_OK, store_append_batch(f->s, reqs, 3));
+    assert_rv(ES_OK, reqs[0].rv);
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, reqs[1].rv);
+    assert_rv(ES_OK, reqs[2].rv);
+    assert_rv(ES_OK, res[0].rv);
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, res[1].rv);
+    assert_rv(ES_OK, res[2].rv);
+    assert_true(res[1].actual_exists);
+    assert_int_equal(res[1].actual_revision, 2);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(res[i].first_position, 0);
+        assert_int_equal(res[i].last_position, 0);
+        assert_false(res[i].duplicate);
+    }
+    /* The transaction wrote nothing; the requests around it committed with
+     * gapless positions. */
+    assert_int_equal(last_rev(f->s, "account-1"), 1);
+    assert_int_equal(last_rev(f->s, "account-2"), 2);
+    assert_false(stream_exists(f->s, "account-3"));
+    assert_int_equal(rb.first_position, ss.head + 1);
+    assert_int_equal(rb.last_position, ss.head + 2);
+    assert_int_equal(ra.first_position, ss.head + 3);
+    assert_int_equal(store_head(f->s), ss.head + 3);
+    assert_check_clean(f->s);
+    evset_free(&e0);
+    evset_free(&e1);
+    evset_free(&e2);
+    evset_free(&x);
+    evset_free(&y);
+}
+
+static void test_txn_two_failing_checks(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "a-1", 2);
+    add(f, "a-2", 1);
+    state_snap ss = snap_state(f->s);
+    evset e0, e1, e2, e3;
+    evset_make(&e0, f, 1, "T");
+    evset_make(&e1, f, 1, "T");
+    evset_make(&e2, f, 1, "T");
+    evset_make(&e3, f, 1, "T");
+    store_append_in ap[4] = {
+        mk_append("a-1", STORE_EXPECT_NO_STREAM, 0, &e0),     /* wrong: exists at 1 */
+        mk_append("a-2", STORE_EXPECT_EXACT, 0, &e1),         /* right */
+        mk_append("a-3", STORE_EXPECT_STREAM_EXISTS, 0, &e2), /* wrong: missing */
+        mk_append("a-4", STORE_EXPECT_ANY, 0, &e3),
+    };
+    store_append_result res[4];
+    store_request r = {.appends = ap, .n_appends = 4, .results = res};
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, r.rv);
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, res[0].rv);
+    assert_true(res[0].actual_exists);
+    assert_int_equal(res[0].actual_revision, 1);
+    assert_rv(ES_OK, res[1].rv);
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, res[2].rv);
+    assert_false(res[2].actual_exists);
+    assert_rv(ES_OK, res[3].rv);
+    assert_same_state(f->s, ss);
+    assert_false(stream_exists(f->s, "a-3"));
+    assert_false(stream_exists(f->s, "a-4"));
+    assert_int_equal(last_rev(f->s, "a-2"), 0);
+    evset_free(&e0);
+    evset_free(&e1);
+    evset_free(&e2);
+    evset_free(&e3);
+}
+
+static void test_txn_large_and_invalid_shapes(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    /* More than 8 appends (the plan array goes to the heap). */
+    enum { N = 20 };
+    evset e[N];
+    store_append_in ap[N];
+    char names[N][16];
+    for (int i = 0; i < N; i++) {
+        evset_make(&e[i], f, 2, "T");
+        snprintf(names[i], sizeof names[i], "t-%d", i);
+        ap[i] = mk_append(names[i], STORE_EXPECT_NO_STREAM, 0, &e[i]);
+    }
+    store_append_result res[N];
+    store_request r = {.appends = ap, .n_appends = N, .results = res};
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_OK, r.rv);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(res[i].first_position, 2 * i + 1);
+        assert_int_equal(res[i].last_revision, 1);
+    }
+    /* The same with one failing check in the middle: nothing. */
+    state_snap ss = snap_state(f->s);
+    evset more[N];
+    for (int i = 0; i < N; i++) {
+        evset_make(&more[i], f, 1, "T");
+        ap[i] = mk_append(names[i], STORE_EXPECT_EXACT, i == 13 ? 0 : 1, &more[i]);
+    }
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, r.rv);
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, res[13].rv);
+    assert_int_equal(res[13].actual_revision, 1);
+    assert_same_state(f->s, ss);
+
+    /* One stream twice in one transaction: invalid. */
+    ap[1] = mk_append(names[0], STORE_EXPECT_ANY, 0, &more[1]);
+    r.n_appends = 2;
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, r.rv);
+    /* No appends, or more than the cap. */
+    r.n_appends = 0;
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, r.rv);
+    store_append_in *many = calloc(STORE_MAX_APPENDS_PER_TXN + 1, sizeof *many);
+    store_append_result *mres = calloc(STORE_MAX_APPENDS_PER_TXN + 1, sizeof *mres);
+    assert_non_null(many);
+    assert_non_null(mres);
+    for (size_t i = 0; i <= STORE_MAX_APPENDS_PER_TXN; i++) {
+        many[i] = ap[0];
+    }
+    store_request big = {
+        .appends = many, .n_appends = STORE_MAX_APPENDS_PER_TXN + 1, .results = mres};
+    assert_rv(ES_OK, store_append_batch(f->s, &big, 1));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, big.rv);
+    free(many);
+    free(mres);
+    /* A transaction with one invalid stream id: all of it refused. */
+    ap[0] = mk_append("fresh-1", STORE_EXPECT_ANY, 0, &more[0]);
+    ap[1] = mk_append("bad\x01", STORE_EXPECT_ANY, 0, &more[1]);
+    r.n_appends = 2;
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_ERR_INVALID_STREAM_ID, r.rv);
+    assert_false(stream_exists(f->s, "fresh-1"));
+    assert_same_state(f->s, ss);
+    /* An empty batch is fine. */
+    assert_rv(ES_OK, store_append_batch(f->s, NULL, 0));
+    assert_same_state(f->s, ss);
+    for (int i = 0; i < N; i++) {
+        evset_free(&e[i]);
+        evset_free(&more[i]);
+    }
+    assert_check_clean(f->s);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The largest transaction: 1024 appends. Duplicate ids are found wherever
+ * they are, and checking them does not take time quadratic in the events
+ * (that let one 100,000-event request stall the writer for 30 s). */
+static void test_txn_max_appends_duplicate_ids(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    enum { NA = STORE_MAX_APPENDS_PER_TXN, NE = 100 };
+    store_append_in *ap = calloc(NA, sizeof *ap);
+    store_append_result *res = calloc(NA, sizeof *res);
+    evset *e = calloc(NA, sizeof *e);
+    char(*names)[16] = calloc(NA, sizeof *names);
+    assert_non_null(ap);
+    assert_non_null(res);
+    assert_non_null(e);
+    assert_non_null(names);
+    for (size_t i = 0; i < NA; i++) {
+        evset_make(&e[i], f, NE, "T");
+        snprintf(names[i], sizeof names[i], "m-%zu", i);
+        ap[i] = mk_append(names[i], STORE_EXPECT_NO_STREAM, 0, &e[i]);
+    }
+    store_request r = {.appends = ap, .n_appends = NA, .results = res};
+    /* The last id of the last append repeats the first of the first. */
+    uint8_t saved[16];
+    memcpy(saved, e[NA - 1].ids[NE - 1], 16);
+    memcpy(e[NA - 1].ids[NE - 1], e[0].ids[0], 16);
+    double t0 = mono_s();
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    double secs = mono_s() - t0;
+    assert_rv(ES_ERR_INVALID_EVENT_ID, r.rv);
+    assert_int_equal(store_head(f->s), 0);
+    if (secs > 5.0) {
+        fail_msg("validating %d events took %.1f s", NA * NE, secs);
+    }
+    /* Neighbours in the middle. */
+    memcpy(e[NA - 1].ids[NE - 1], saved, 16);
+    memcpy(e[511].ids[7], e[511].ids[8], 16);
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_ERR_INVALID_EVENT_ID, r.rv);
+    /* Ids that differ only in their last byte are distinct. */
+    set_id(e[511].ids[7], 1000000000);
+    set_id(e[511].ids[8], 1000000001);
+    t0 = mono_s();
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    secs = mono_s() - t0;
+    assert_rv(ES_OK, r.rv);
+    assert_int_equal(store_head(f->s), (uint64_t)NA * NE);
+    for (size_t i = 0; i < NA; i++) {
+        assert_int_equal(res[i].first_position, i * NE + 1);
+        assert_int_equal(res[i].last_revision, NE - 1);
+    }
+    if (secs > 20.0) {
+        fail_msg("appending %d events in one transaction took %.1f s", NA * NE, secs);
+    }
+    /* Retried as a whole: a duplicate, nothing new. */
+    assert_rv(ES_OK, store_append_batch(f->s, &r, 1));
+    assert_rv(ES_OK, r.rv);
+    assert_true(res[NA - 1].duplicate);
+    assert_int_equal(store_head(f->s), (uint64_t)NA * NE);
+    for (size_t i = 0; i < NA; i++) {
+        evset_free(&e[i]);
+    }
+    free(ap);
+    free(res);
+    free(e);
+    free(names);
+    assert_check_clean(f->s);
+}
+
+static void test_batch_middle_request_invalid(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "s-0", 1);
+    enum { N = 5 };
+    evset e[N];
+    store_append_in ap[N];
+    store_append_result res[N];
+    store_request reqs[N];
+    char names[N][16];
+    for (int i = 0; i < N; i++) {
+        evset_make(&e[i], f, 3, i == 2 ? "" : "T"); /* request 2: empty event type */
+        snprintf(names[i], sizeof names[i], "s-%d", i);
+        ap[i] = mk_append(names[i], STORE_EXPECT_ANY, 0, &e[i]);
+        reqs[i] = (store_request){.appends = &ap[i], .n_appends = 1, .results = &res[i]};
+    }
+    assert_rv(ES_OK, store_append_batch(f->s, reqs, N));
+    uint64_t next = 2;
+    for (int i = 0; i < N; i++) {
+        if (i == 2) {
+            assert_rv(ES_ERR_INVALID_EVENT_TYPE, reqs[i].rv);
+            assert_rv(ES_ERR_INVALID_EVENT_TYPE, res[i].rv);
+            assert_false(stream_exists(f->s, names[i]));
+            continue;
+        }
+        assert_rv(ES_OK, reqs[i].rv);
+        assert_int_equal(res[i].first_position, next);
+        assert_int_equal(res[i].last_position, next + 2);
+        next += 3;
+    }
+    assert_int_equal(store_head(f->s), next - 1);
+    assert_int_equal(store_head(f->s), 13);
+    assert_int_equal(last_rev(f->s, "s-0"), 3);
+    assert_check_clean(f->s);
+    for (int i = 0; i < N; i++) {
+        evset_free(&e[i]);
+    }
+}
+
+/* =========================================================== idempotency == */
+
+static void test_idempotent_retry(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "other-1", 2);
+    evset e;
+    evset_make(&e, f, 3, "T");
+    store_append_result r1, r2;
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_NO_STREAM, 0, &e, &r1));
+    assert_false(r1.duplicate);
+    add(f, "other-1", 2);
+    state_snap ss = snap_state(f->s);
+    /* The retry carries the original expectation, which no longer holds:
+     * a retry is recognised by its ids before the check. */
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_NO_STREAM, 0, &e, &r2));
+    assert_true(r2.duplicate);
+    assert_int_equal(r2.first_revision, r1.first_revision);
+    assert_int_equal(r2.last_revision, r1.last_revision);
+    assert_int_equal(r2.first_position, r1.first_position);
+    assert_int_equal(r2.last_position, r1.last_position);
+    assert_int_equal(r2.first_position, 3);
+    assert_int_equal(r2.last_position, 5);
+    assert_same_state(f->s, ss);
+    /* With any other expectation too, and again after a reopen (permanent). */
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_EXACT, 999, &e, &r2));
+    assert_true(r2.duplicate);
+    fx_reopen(f);
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r2));
+    assert_true(r2.duplicate);
+    assert_int_equal(r2.first_position, 3);
+    assert_same_state(f->s, ss);
+    assert_int_equal(last_rev(f->s, "s-1"), 2);
+
+    /* A retry inside the batch of the original. */
+    evset e2;
+    evset_make(&e2, f, 2, "T");
+    store_append_in a = mk_append("s-2", STORE_EXPECT_NO_STREAM, 0, &e2);
+    store_append_result ra, rb;
+    store_request reqs[2] = {
+        {.appends = &a, .n_appends = 1, .results = &ra},
+        {.appends = &a, .n_appends = 1, .results = &rb},
+    };
+    assert_rv(ES_OK, store_append_batch(f->s, reqs, 2));
+    assert_rv(ES_OK, reqs[0].rv);
+    assert_rv(ES_OK, reqs[1].rv);
+    assert_false(ra.duplicate);
+    assert_true(rb.duplicate);
+    assert_int_equal(rb.first_position, ra.first_position);
+    assert_int_equal(rb.last_position, ra.last_position);
+    assert_int_equal(store_head(f->s), ss.head + 2);
+    assert_int_equal(last_rev(f->s, "s-2"), 1);
+
+    /* A retried transaction. */
+    evset t1, t2;
+    evset_make(&t1, f, 1, "T");
+    evset_make(&t2, f, 2, "T");
+    store_append_in ap[2] = {
+        mk_append("s-1", STORE_EXPECT_EXACT, 2, &t1),
+        mk_append("s-3", STORE_EXPECT_NO_STREAM, 0, &t2),
+    };
+    store_append_result tr[2], tr2[2];
+    store_request tx = {.appends = ap, .n_appends = 2, .results = tr};
+    assert_rv(ES_OK, store_append_batch(f->s, &tx, 1));
+    assert_rv(ES_OK, tx.rv);
+    ss = snap_state(f->s);
+    tx.results = tr2;
+    assert_rv(ES_OK, store_append_batch(f->s, &tx, 1));
+    assert_rv(ES_OK, tx.rv);
+    for (int i = 0; i < 2; i++) {
+        assert_true(tr2[i].duplicate);
+        assert_int_equal(tr2[i].first_position, tr[i].first_position);
+        assert_int_equal(tr2[i].last_position, tr[i].last_position);
+        assert_int_equal(tr2[i].first_revision, tr[i].first_revision);
+        assert_int_equal(tr2[i].last_revision, tr[i].last_revision);
+    }
+    assert_same_state(f->s, ss);
+    assert_check_clean(f->s);
+    evset_free(&e);
+    evset_free(&e2);
+    evset_free(&t1);
+    evset_free(&t2);
+}
+
+static void test_idempotency_conflicts(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e;
+    evset_make(&e, f, 2, "T"); /* ids A, B */
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, NULL));
+    add(f, "s-1", 1);
+    add(f, "s-2", 1);
+    state_snap ss = snap_state(f->s);
+    store_append_result r;
+
+    /* Partial: A, B stored, C new. */
+    evset abc;
+    evset_make(&abc, f, 3, "T");
+    memcpy(abc.ids[0], e.ids[0], 16);
+    memcpy(abc.ids[1], e.ids[1], 16);
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &abc, &r));
+    assert_same_state(f->s, ss);
+    /* C new first, then A. */
+    memcpy(abc.ids[0], abc.ids[2], 16);
+    memcpy(abc.ids[1], e.ids[0], 16);
+    abc.n = 2;
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &abc, &r));
+    /* A then C new. */
+    memcpy(abc.ids[0], e.ids[0], 16);
+    memcpy(abc.ids[1], abc.ids[2], 16);
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &abc, &r));
+    /* B then A: stored, but not at these revisions. */
+    memcpy(abc.ids[0], e.ids[1], 16);
+    memcpy(abc.ids[1], e.ids[0], 16);
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &abc, &r));
+    /* Ids stored in another stream (existing, and missing). */
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-2", STORE_EXPECT_ANY, 0, &e, &r));
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-9", STORE_EXPECT_ANY, 0, &e, &r));
+    assert_false(stream_exists(f->s, "s-9"));
+    assert_same_state(f->s, ss);
+
+    /* A transaction of which one append is stored and one is new. */
+    evset fresh;
+    evset_make(&fresh, f, 1, "T");
+    store_append_in ap[2] = {
+        mk_append("s-1", STORE_EXPECT_ANY, 0, &e),
+        mk_append("s-3", STORE_EXPECT_ANY, 0, &fresh),
+    };
+    store_append_result res[2];
+    store_request tx = {.appends = ap, .n_appends = 2, .results = res};
+    assert_rv(ES_OK, store_append_batch(f->s, &tx, 1));
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, tx.rv);
+    assert_false(stream_exists(f->s, "s-3"));
+    assert_same_state(f->s, ss);
+
+    /* Ids first stored by an earlier request of the same batch, retried
+     * against another stream. */
+    evset g;
+    evset_make(&g, f, 1, "T");
+    store_append_in a1 = mk_append("s-4", STORE_EXPECT_ANY, 0, &g);
+    store_append_in a2 = mk_append("s-5", STORE_EXPECT_ANY, 0, &g);
+    store_append_result r1, r2;
+    store_request reqs[2] = {
+        {.appends = &a1, .n_appends = 1, .results = &r1},
+        {.appends = &a2, .n_appends = 1, .results = &r2},
+    };
+    assert_rv(ES_OK, store_append_batch(f->s, reqs, 2));
+    assert_rv(ES_OK, reqs[0].rv);
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, reqs[1].rv);
+    assert_false(stream_exists(f->s, "s-5"));
+    assert_int_equal(store_head(f->s), ss.head + 1);
+    assert_check_clean(f->s);
+    evset_free(&e);
+    evset_free(&abc);
+    evset_free(&fresh);
+    evset_free(&g);
+}
+
+static void test_duplicate_ids_in_one_append(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e;
+    evset_make(&e, f, 4, "T");
+    memcpy(e.ids[3], e.ids[1], 16);
+    assert_rv(ES_ERR_INVALID_EVENT_ID, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, NULL));
+    assert_false(stream_exists(f->s, "s-1"));
+    /* Across the appends of one transaction. */
+    evset g;
+    evset_make(&g, f, 2, "T");
+    memcpy(g.ids[1], e.ids[0], 16);
+    e.n = 2;
+    store_append_in ap[2] = {
+        mk_append("s-1", STORE_EXPECT_ANY, 0, &e),
+        mk_append("s-2", STORE_EXPECT_ANY, 0, &g),
+    };
+    store_append_result res[2];
+    store_request tx = {.appends = ap, .n_appends = 2, .results = res};
+    assert_rv(ES_OK, store_append_batch(f->s, &tx, 1));
+    assert_rv(ES_ERR_INVALID_EVENT_ID, tx.rv);
+    /* A missing id. */
+    e.in[1].id = NULL;
+    assert_rv(ES_ERR_INVALID_EVENT_ID, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, NULL));
+    assert_int_equal(store_head(f->s), 0);
+    evset_free(&e);
+    evset_free(&g);
+}
+
+/* ====================================================== positions/revs == */
+
+static void test_positions_gapless_revisions_contiguous(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    enum { STREAMS = 37, BATCHES = 60 };
+    uint64_t counts[STREAMS] = {0};
+    uint64_t rng = 12345;
+    uint64_t total = 0;
+    for (int b = 0; b < BATCHES; b++) {
+        size_t nreq = 1 + (size_t)(b % 7);
+        store_request reqs[8];
+        store_append_in ap[8];
+        store_append_result res[8];
+        evset e[8];
+        int sid[8];
+        char names[8][16];
+        for (size_t i = 0; i < nreq; i++) {
+            rng = rng * 6364136223846793005u + 1442695040888963407u;
+            sid[i] = (int)((rng >> 33) % STREAMS);
+            snprintf(names[i], sizeof names[i], "st-%d", sid[i]);
+            evset_make(&e[i], f, 1 + (size_t)((rng >> 20) % 5), (rng >> 40) & 1 ? "A" : "B");
+            /* Alternate between exact (computed from our own counts, which
+             * include the earlier requests of this batch) and any. */
+            bool exact = counts[sid[i]] > 0 && (i % 2 == 0);
+            ap[i] = mk_append(names[i], exact ? STORE_EXPECT_EXACT : STORE_EXPECT_ANY,
+                              counts[sid[i]] - 1, &e[i]);
+            reqs[i] = (store_request){.appends = &ap[i], .n_appends = 1, .results = &res[i]};
+            counts[sid[i]] += e[i].n;
+        }
+        assert_rv(ES_OK, store_append_batch(f->s, reqs, nreq));
+        for (size_t i = 0; i < nreq; i++) {
+            assert_rv(ES_OK, reqs[i].rv);
+            assert_int_equal(res[i].first_position, total + 1);
+            total += e[i].n;
+            assert_int_equal(res[i].last_position, total);
+            assert_int_equal(res[i].last_revision - res[i].first_revision + 1, e[i].n);
+            evset_free(&e[i]);
+        }
+        assert_int_equal(store_head(f->s), total);
+    }
+    /* The global log: positions 1..total; each stream's revisions 0,1,2... */
+    coll c = {0};
+    read_all_fwd(f->s, NULL, 50, &c);
+    assert_int_equal(c.n, total);
+    uint64_t seen[STREAMS] = {0};
+    for (size_t i = 0; i < c.n; i++) {
+        assert_int_equal(c.ev[i]->position, i + 1);
+        int id = -1;
+        char sname[32] = "";
+        assert_true(c.ev[i]->stream.len < sizeof sname);
+        memcpy(sname, c.ev[i]->stream.data, c.ev[i]->stream.len);
+        assert_int_equal(sscanf(sname, "st-%d", &id), 1);
+        assert_true(id >= 0 && id < STREAMS);
+        assert_int_equal(c.ev[i]->revision, seen[id]);
+        seen[id]++;
+    }
+    coll_free(&c);
+    uint64_t streams = 0;
+    for (int i = 0; i < STREAMS; i++) {
+        assert_int_equal(seen[i], counts[i]);
+        if (!counts[i]) {
+            continue;
+        }
+        streams++;
+        char name[16];
+        snprintf(name, sizeof name, "st-%d", i);
+        coll sc = {0};
+        read_stream_all(f->s, name, 7, &sc);
+        assert_int_equal(sc.n, counts[i]);
+        for (size_t k = 0; k < sc.n; k++) {
+            assert_int_equal(sc.ev[k]->revision, k);
+            if (k) {
+                assert_true(sc.ev[k]->position > sc.ev[k - 1]->position);
+            }
+        }
+        store_stream_info si;
+        assert_rv(ES_OK, store_stream_info_get(f->s, U8(name), strlen(name), &si));
+        assert_int_equal(si.event_count, counts[i]);
+        assert_int_equal(si.first_position, sc.ev[0]->position);
+        assert_int_equal(si.last_position, sc.ev[sc.n - 1]->position);
+        coll_free(&sc);
+    }
+    store_stats st;
+    assert_rv(ES_OK, store_stats_get(f->s, &st));
+    assert_int_equal(st.stream_count, streams);
+    assert_int_equal(st.event_count, total);
+    assert_check_clean(f->s);
+}
+
+typedef struct rev_check {
+    uint64_t next; /* the revision expected next */
+    bool backward;
+    uint64_t n;
+    uint64_t last_pos;
+} rev_check;
+
+static int rev_visit(void *ctx, const store_record *rec)
+{
+    rev_check *c = ctx;
+    Es__V1__RecordedEvent *e = es__v1__recorded_event__unpack(NULL, rec->len, rec->bytes);
+    assert_non_null(e);
+    if (e->revision != c->next) {
+        fail_msg("revision %llu, expected %llu", (unsigned long long)e->revision,
+                 (unsigned long long)c->next);
+    }
+    if (c->n) {
+        assert_true(c->backward ? rec->position < c->last_pos : rec->position > c->last_pos);
+    }
+    c->last_pos = rec->position;
+    c->n++;
+    c->next = c->backward ? c->next - 1 : c->next + 1;
+    es__v1__recorded_event__free_unpacked(e, NULL);
+    return 0;
+}
+
+static void test_revision_order_across_byte_boundaries(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    /* 70,000 events in one stream, in batches; another stream interleaved so
+     * the stream's positions are not simply its revisions + 1. */
+    const uint64_t total = 70000;
+    uint64_t done = 0;
+    while (done < total) {
+        size_t n = total - done < 9000 ? (size_t)(total - done) : 9000;
+        evset e;
+        evset_make(&e, f, n, "Tick");
+        store_append_result r;
+        assert_rv(ES_OK, append_ev(f->s, "big-1", STORE_EXPECT_ANY, 0, &e, &r));
+        assert_int_equal(r.first_revision, done);
+        assert_int_equal(r.last_revision, done + n - 1);
+        evset_free(&e);
+        done += n;
+        add(f, "small-1", 1);
+    }
+    assert_int_equal(last_rev(f->s, "big-1"), total - 1);
+    const struct {
+        uint64_t from;
+        bool backward;
+        uint32_t limit;
+    } cases[] = {
+        {250, false, 10},   {260, true, 10},        {65530, false, 10}, {65540, true, 10},
+        {0, false, 300},    {300, true, 0},         {65000, false, 0},  {66000, true, 2000},
+        {69990, false, 50}, {UINT64_MAX, true, 20},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        uint64_t start = cases[i].from == UINT64_MAX ? total - 1 : cases[i].from;
+        rev_check rc = {.next = start, .backward = cases[i].backward};
+        store_page pg;
+        assert_rv(ES_OK, store_read_stream(f->s, U8("big-1"), 5, cases[i].from, cases[i].backward,
+                                           cases[i].limit, rev_visit, &rc, &pg));
+        uint32_t lim = cases[i].limit ? cases[i].limit : STORE_DEFAULT_MAX_PAGE;
+        uint64_t avail = cases[i].backward ? start + 1 : total - start;
+        uint64_t want = avail < lim ? avail : lim;
+        assert_int_equal(rc.n, want);
+        assert_int_equal(pg.returned, want);
+        if (cases[i].backward && want == start + 1) {
+            assert_true(pg.end); /* reached revision 0 */
+            assert_int_equal(pg.next, 0);
+        } else {
+            assert_int_equal(pg.next, rc.next);
+            assert_int_equal(pg.end, !cases[i].backward && rc.next == total);
+        }
+    }
+    /* Whole stream forward and backward, page by page. */
+    rev_check fw = {.next = 0};
+    uint64_t from = 0;
+    store_page pg;
+    do {
+        assert_rv(ES_OK,
+                  store_read_stream(f->s, U8("big-1"), 5, from, false, 0, rev_visit, &fw, &pg));
+        from = pg.next;
+    } while (!pg.end);
+    assert_int_equal(fw.n, total);
+    rev_check bw = {.next = total - 1, .backward = true};
+    from = UINT64_MAX;
+    do {
+        assert_rv(ES_OK,
+                  store_read_stream(f->s, U8("big-1"), 5, from, true, 3000, rev_visit, &bw, &pg));
+        from = pg.next;
+    } while (!pg.end);
+    assert_int_equal(bw.n, total);
+    assert_check_clean(f->s);
+}
+
+/* =========================================================== validation == */
+
+static void test_validation_stream_ids(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "ok-1", 1);
+    state_snap ss = snap_state(f->s);
+    uint8_t *big = malloc(65536);
+    assert_non_null(big);
+    memset(big, 'a', 65536);
+    const struct {
+        const uint8_t *id;
+        size_t len;
+        es_err want;
+        const char *what;
+    } cases[] = {
+        {U8(""), 0, ES_ERR_INVALID_STREAM_ID, "empty"},
+        {NULL, 0, ES_ERR_INVALID_STREAM_ID, "NULL"},
+        {big, 257, ES_ERR_INVALID_STREAM_ID, "257 bytes"},
+        {big, 512, ES_ERR_INVALID_STREAM_ID, "512 bytes"},
+        {big, 65536, ES_ERR_INVALID_STREAM_ID, "64 KiB"},
+        {U8("\x80"), 1, ES_ERR_INVALID_STREAM_ID, "80"},
+        {U8("a\x80"), 2, ES_ERR_INVALID_STREAM_ID, "a 80"},
+        {U8("\xc0\xaf"), 2, ES_ERR_INVALID_STREAM_ID, "C0 AF (overlong)"},
+        {U8("\xed\xa0\x80"), 3, ES_ERR_INVALID_STREAM_ID, "ED A0 80 (surrogate)"},
+        {U8("\xf4\x90\x80\x80"), 4, ES_ERR_INVALID_STREAM_ID, "F4 90 80 80 (> U+10FFFF)"},
+        {U8("\xe2\x82"), 2, ES_ERR_INVALID_STREAM_ID, "E2 82 (truncated)"},
+        {U8("ab\xe2\x82"), 4, ES_ERR_INVALID_STREAM_ID, "ab E2 82 (truncated at end)"},
+        {U8("\xff"), 1, ES_ERR_INVALID_STREAM_ID, "FF"},
+        {U8("a\0b"), 3, ES_ERR_INVALID_STREAM_ID, "embedded NUL"},
+        {U8("\0"), 1, ES_ERR_INVALID_STREAM_ID, "NUL"},
+        {U8("a\x01"), 2, ES_ERR_INVALID_STREAM_ID, "01"},
+        {U8("a\tb"), 3, ES_ERR_INVALID_STREAM_ID, "tab"},
+        {U8("a\nb"), 3, ES_ERR_INVALID_STREAM_ID, "newline"},
+        {U8("a\x1f"), 2, ES_ERR_INVALID_STREAM_ID, "1F"},
+        {U8("a\x7f"), 2, ES_ERR_INVALID_STREAM_ID, "DEL"},
+        {U8("a\xc2\x85"), 3, ES_ERR_INVALID_STREAM_ID, "C1 NEL"},
+        {U8("$all"), 4, ES_ERR_RESERVED_STREAM, "'$' reserved"},
+        {U8("$ce-account"), 11, ES_ERR_RESERVED_STREAM, "'$' reserved"},
+    };
+    evset e;
+    evset_make(&e, f, 1, "T");
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        store_append_in a = mk_append("x", STORE_EXPECT_ANY, 0, &e);
+        a.stream = cases[i].id;
+        a.stream_len = cases[i].len;
+        store_append_result r;
+        es_err rv = append_one(f->s, &a, &r);
+        if (rv != cases[i].want) {
+            fail_msg("stream id %s: %s (%s), expected %s", cases[i].what, es_errname(rv),
+                     es_strerror(rv), es_errname(cases[i].want));
+        }
+        assert_same_state(f->s, ss);
+        /* The same in a transaction beside a valid append. */
+        store_append_in ap[2] = {mk_append("ok-2", STORE_EXPECT_ANY, 0, &e), a};
+        store_append_result res[2];
+        store_request tx = {.appends = ap, .n_appends = 2, .results = res};
+        assert_rv(ES_OK, store_append_batch(f->s, &tx, 1));
+        assert_rv(cases[i].want, tx.rv);
+        assert_same_state(f->s, ss);
+        /* Reads refuse invalid ids; '$' ids may be read. */
+        store_page pg;
+        uint64_t n = 0;
+        es_err want_read =
+            cases[i].want == ES_ERR_RESERVED_STREAM ? ES_ERR_NOT_FOUND : ES_ERR_INVALID_STREAM_ID;
+        assert_rv(want_read, store_read_stream(f->s, cases[i].id, cases[i].len, 0, false, 0,
+                                               count_visit, &n, &pg));
+        store_stream_info si;
+        assert_rv(want_read, store_stream_info_get(f->s, cases[i].id, cases[i].len, &si));
+    }
+    assert_false(stream_exists(f->s, "ok-2"));
+    /* 256 bytes, multi-byte UTF-8 and '$' with the right are fine. */
+    const struct {
+        const uint8_t *id;
+        size_t len;
+        bool reserved;
+    } good[] = {
+        {big, 256, false},
+        {U8("caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80-\xf4\x8f\xbf\xbf"), 19, false},
+        {U8("a b"), 3, false},
+        {U8("$all"), 4, true},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+        evset g;
+        evset_make(&g, f, 1, "T");
+        store_append_in a = mk_append("x", STORE_EXPECT_NO_STREAM, 0, &g);
+        a.stream = good[i].id;
+        a.stream_len = good[i].len;
+        a.allow_reserved = good[i].reserved;
+        assert_rv(ES_OK, append_one(f->s, &a, NULL));
+        store_stream_info si;
+        assert_rv(ES_OK, store_stream_info_get(f->s, good[i].id, good[i].len, &si));
+        assert_int_equal(si.event_count, 1);
+        coll c = {0};
+        store_page pg;
+        assert_rv(ES_OK, store_read_stream(f->s, good[i].id, good[i].len, 0, false, 0, coll_visit,
+                                           &c, &pg));
+        assert_int_equal(c.n, 1);
+        assert_true(bin_is(c.ev[0]->stream, good[i].id, good[i].len));
+        coll_free(&c);
+        evset_free(&g);
+    }
+    assert_int_equal(store_head(f->s), ss.head + ARRAY_LEN(good));
+    assert_check_clean(f->s);
+    evset_free(&e);
+    free(big);
+}
+
+static void test_validation_events(void **state)
+{
+    fx *f = *state;
+    store_options o = {.path = f->path,
+                       .map_size = TEST_MAP_SIZE,
+                       .max_events_per_append = 5,
+                       .max_event_bytes = 1000};
+    f->s = open_opts(&o);
+    add(f, "s-1", 1);
+    state_snap ss = snap_state(f->s);
+    evset e;
+    store_append_result r;
+
+    /* Zero events. */
+    evset_make(&e, f, 0, "T");
+    assert_rv(ES_ERR_INVALID_ARGUMENT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, append_ev(f->s, "s-2", STORE_EXPECT_NO_STREAM, 0, &e, &r));
+    evset_free(&e);
+    /* The cap on events per append: 5 fine, 6 too many. */
+    evset_make(&e, f, 6, "T");
+    assert_rv(ES_ERR_TOO_MANY_EVENTS, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    assert_same_state(f->s, ss);
+    e.n = 5;
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    evset_free(&e);
+    ss = snap_state(f->s);
+
+    /* Payload: data + metadata <= 1000. */
+    static uint8_t buf[2000];
+    memset(buf, 'p', sizeof buf);
+    const struct {
+        size_t data, meta;
+        es_err want;
+    } sizes[] = {
+        {1001, 0, ES_ERR_TOO_LARGE},
+        {0, 1001, ES_ERR_TOO_LARGE},
+        {600, 401, ES_ERR_TOO_LARGE},
+        {2000, 0, ES_ERR_TOO_LARGE},
+        {1000, 0, ES_OK},
+        {0, 1000, ES_OK},
+        {600, 400, ES_OK},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
+        evset_make(&e, f, 3, "T");
+        e.in[1].data = buf;
+        e.in[1].data_len = sizes[i].data;
+        e.in[1].metadata = buf;
+        e.in[1].metadata_len = sizes[i].meta;
+        assert_rv(sizes[i].want, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+        if (sizes[i].want != ES_OK) {
+            assert_same_state(f->s, ss);
+        } else {
+            ss = snap_state(f->s);
+        }
+        evset_free(&e);
+    }
+
+    /* Event types. */
+    char long_type[300];
+    memset(long_type, 't', sizeof long_type);
+    const struct {
+        const char *type;
+        size_t len;
+        es_err want;
+    } types[] = {
+        {"", 0, ES_ERR_INVALID_EVENT_TYPE},
+        {NULL, 0, ES_ERR_INVALID_EVENT_TYPE},
+        {long_type, 257, ES_ERR_INVALID_EVENT_TYPE},
+        {"\xc0\xaf", 2, ES_ERR_INVALID_EVENT_TYPE},
+        {"\xed\xa0\x80", 3, ES_ERR_INVALID_EVENT_TYPE},
+        {"\xe2\x82", 2, ES_ERR_INVALID_EVENT_TYPE},
+        {"a\0b", 3, ES_ERR_INVALID_EVENT_TYPE},
+        {"a\nb", 3, ES_ERR_INVALID_EVENT_TYPE},
+        {"a\x7f", 2, ES_ERR_INVALID_EVENT_TYPE},
+        {long_type, 256, ES_OK},
+        {"$Reserved-is-fine-for-types", 27, ES_OK},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(types); i++) {
+        evset_make(&e, f, 2, "T");
+        e.in[1].type = U8(types[i].type);
+        e.in[1].type_len = types[i].len;
+        es_err rv = append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r);
+        if (rv != types[i].want) {
+            fail_msg("event type %zu: %s (%s), expected %s", i, es_errname(rv), es_strerror(rv),
+                     es_errname(types[i].want));
+        }
+        if (types[i].want != ES_OK) {
+            assert_same_state(f->s, ss);
+        } else {
+            ss = snap_state(f->s);
+        }
+        evset_free(&e);
+    }
+
+    /* Content type and correlation/causation ids. */
+    uint8_t id17[17] = {0};
+    const struct {
+        const char *ct;
+        size_t ct_len;
+        size_t corr_len, caus_len;
+        es_err want;
+    } opt[] = {
+        {"a\x01", 2, 0, 0, ES_ERR_INVALID_ARGUMENT}, {"\xff", 1, 0, 0, ES_ERR_INVALID_ARGUMENT},
+        {NULL, 0, 15, 0, ES_ERR_INVALID_ARGUMENT},   {NULL, 0, 17, 0, ES_ERR_INVALID_ARGUMENT},
+        {NULL, 0, 0, 1, ES_ERR_INVALID_ARGUMENT},    {"application/json", 16, 16, 16, ES_OK},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(opt); i++) {
+        evset_make(&e, f, 1, "T");
+        e.in[0].content_type = U8(opt[i].ct);
+        e.in[0].content_type_len = opt[i].ct_len;
+        e.in[0].correlation_id = id17;
+        e.in[0].correlation_id_len = opt[i].corr_len;
+        e.in[0].causation_id = id17;
+        e.in[0].causation_id_len = opt[i].caus_len;
+        assert_rv(opt[i].want, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+        if (opt[i].want != ES_OK) {
+            assert_same_state(f->s, ss);
+        }
+        evset_free(&e);
+    }
+    assert_check_clean(f->s);
+}
+
+static void test_validation_default_caps(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    evset e;
+    evset_make(&e, f, STORE_DEFAULT_MAX_EVENTS_PER_APPEND + 1, "T");
+    assert_rv(ES_ERR_TOO_MANY_EVENTS, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, NULL));
+    assert_int_equal(store_head(f->s), 0);
+    e.n = STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, NULL));
+    assert_int_equal(store_head(f->s), STORE_DEFAULT_MAX_EVENTS_PER_APPEND);
+    evset_free(&e);
+    /* One payload above 8 MiB, and one exactly at it (stored and read back). */
+    size_t len = STORE_DEFAULT_MAX_EVENT_BYTES + 1;
+    uint8_t *p = malloc(len);
+    assert_non_null(p);
+    for (size_t i = 0; i < len; i++) {
+        p[i] = (uint8_t)(i ^ (i >> 8));
+    }
+    evset_make(&e, f, 1, "Big");
+    e.in[0].data = p;
+    e.in[0].data_len = len;
+    assert_rv(ES_ERR_TOO_LARGE, append_ev(f->s, "s-2", STORE_EXPECT_ANY, 0, &e, NULL));
+    assert_false(stream_exists(f->s, "s-2"));
+    e.in[0].data_len = len - 1;
+    assert_rv(ES_OK, append_ev(f->s, "s-2", STORE_EXPECT_ANY, 0, &e, NULL));
+    coll c = {0};
+    read_stream_all(f->s, "s-2", 0, &c);
+    assert_int_equal(c.n, 1);
+    assert_true(bin_is(c.ev[0]->data, p, len - 1));
+    coll_free(&c);
+    evset_free(&e);
+    free(p);
+    assert_check_clean(f->s);
+}
+
+/* ========================================================== store full == */
+
+static void test_store_full(void **state)
+{
+    fx *f = *state;
+    f->s = open_at(f->path, 1u << 20, false, false);
+    static uint8_t payload[1000];
+    memset(payload, 'f', sizeof payload);
+    uint64_t stored = 0;
+    es_err rv = ES_OK;
+    store_append_result r;
+    int i;
+    state_snap ss = {0};
+    for (i = 0; i < 10000; i++) {
+        evset e;
+        evset_make(&e, f, 10, "Fill");
+        for (size_t k = 0; k < e.n; k++) {
+            e.in[k].data = payload;
+            e.in[k].data_len = sizeof payload;
+        }
+        char name[32];
+        snprintf(name, sizeof name, "fill-%d", i % 13);
+        ss = snap_state(f->s);
+        rv = append_ev(f->s, name, STORE_EXPECT_ANY, 0, &e, &r);
+        evset_free(&e);
+        if (rv != ES_OK) {
+            break;
+        }
+        stored += 10;
+    }
+    assert_rv(ES_ERR_STORE_FULL, rv);
+    assert_true(stored > 0);
+    /* Nothing of the failed request: head, counts, and the log. */
+    assert_same_state(f->s, ss);
+    assert_int_equal(store_head(f->s), stored);
+    uint64_t n = 0;
+    store_page pg;
+    uint64_t from = 0;
+    do {
+        assert_rv(ES_OK, store_read_all(f->s, NULL, from, false, 0, count_visit, &n, &pg));
+        from = pg.next;
+    } while (!pg.end);
+    assert_int_equal(n, stored);
+    assert_check_clean(f->s);
+
+    /* A small append: accepted if the map still has room for it. */
+    evset small;
+    evset_make(&small, f, 1, "Small");
+    rv = append_ev(f->s, "small-1", STORE_EXPECT_ANY, 0, &small, &r);
+    if (rv == ES_OK) {
+        stored++;
+        assert_int_equal(r.first_position, stored);
+    } else {
+        assert_rv(ES_ERR_STORE_FULL, rv);
+        assert_int_equal(store_head(f->s), stored);
+        /* A batch that fails as a whole (the commit found no room) says so
+         * in every request, and nothing of it is visible. */
+        evset e1, e2;
+        evset_make(&e1, f, 1, "Small");
+        evset_make(&e2, f, 1, "Small");
+        store_append_in a1 = mk_append("small-1", STORE_EXPECT_ANY, 0, &e1);
+        store_append_in a2 = mk_append("small-2", STORE_EXPECT_ANY, 0, &e2);
+        store_append_result r1, r2;
+        store_request reqs[2] = {
+            {.appends = &a1, .n_appends = 1, .results = &r1},
+            {.appends = &a2, .n_appends = 1, .results = &r2},
+        };
+        es_err brv = store_append_batch(f->s, reqs, 2);
+        if (brv != ES_OK) {
+            assert_rv(ES_ERR_STORE_FULL, brv);
+            assert_rv(brv, reqs[0].rv);
+            assert_rv(brv, reqs[1].rv);
+            assert_rv(brv, r1.rv);
+            assert_rv(brv, r2.rv);
+            assert_false(reqs[0].synced);
+            assert_int_equal(store_head(f->s), stored);
+            assert_false(stream_exists(f->s, "small-1"));
+        } else {
+            for (int k = 0; k < 2; k++) {
+                if (reqs[k].rv == ES_OK) {
+                    stored++;
+                } else {
+                    assert_rv(ES_ERR_STORE_FULL, reqs[k].rv);
+                }
+            }
+            assert_int_equal(store_head(f->s), stored);
+        }
+        evset_free(&e1);
+        evset_free(&e2);
+    }
+    evset_free(&small);
+    assert_check_clean(f->s);
+
+    /* Reopen with a larger map: everything is there and appends work again. */
+    store_close(f->s);
+    f->s = NULL;
+    f->s = open_at(f->path, 8u << 20, false, false);
+    store_stats st;
+    assert_rv(ES_OK, store_stats_get(f->s, &st));
+    assert_int_equal(st.map_size, 8u << 20);
+    assert_int_equal(store_head(f->s), stored);
+    evset_make(&small, f, 10, "Small");
+    assert_rv(ES_OK, append_ev(f->s, "small-1", STORE_EXPECT_ANY, 0, &small, &r));
+    assert_int_equal(r.first_position, stored + 1);
+    evset_free(&small);
+    /* Reopening with a map smaller than the data keeps the data. */
+    store_close(f->s);
+    f->s = NULL;
+    f->s = open_at(f->path, 1u << 20, false, false);
+    assert_int_equal(store_head(f->s), stored + 10);
+    assert_check_clean(f->s);
+}
+
+static void test_store_full_fails_alone(void **state)
+{
+    fx *f = *state;
+    f->s = open_at(f->path, 1u << 20, false, false);
+    add(f, "before-1", 2);
+    /* A batch: small, too big for the map, small, too big, small. */
+    static uint8_t payload[60000];
+    memset(payload, 'b', sizeof payload);
+    evset e[5];
+    store_append_in ap[5];
+    store_append_result res[5];
+    store_request reqs[5];
+    char names[5][16];
+    for (int i = 0; i < 5; i++) {
+        bool big = i == 1 || i == 3;
+        evset_make(&e[i], f, big ? 40 : 2, big ? "Big" : "Small");
+        if (big) {
+            for (size_t k = 0; k < e[i].n; k++) {
+                e[i].in[k].data = payload;
+                e[i].in[k].data_len = sizeof payload;
+            }
+        }
+        snprintf(names[i], sizeof names[i], "b-%d", i);
+        ap[i] = mk_append(names[i], STORE_EXPECT_NO_STREAM, 0, &e[i]);
+        reqs[i] = (store_request){.appends = &ap[i], .n_appends = 1, .results = &res[i]};
+    }
+    assert_rv(ES_OK, store_append_batch(f->s, reqs, 5));
+    assert_rv(ES_OK, reqs[0].rv);
+    assert_rv(ES_ERR_STORE_FULL, reqs[1].rv);
+    assert_rv(ES_ERR_STORE_FULL, res[1].rv);
+    assert_rv(ES_OK, reqs[2].rv);
+    assert_rv(ES_ERR_STORE_FULL, reqs[3].rv);
+    assert_rv(ES_OK, reqs[4].rv);
+    assert_int_equal(res[0].first_position, 3);
+    assert_int_equal(res[2].first_position, 5);
+    assert_int_equal(res[4].first_position, 7);
+    assert_int_equal(res[4].last_position, 8);
+    assert_int_equal(store_head(f->s), 8);
+    assert_false(stream_exists(f->s, "b-1"));
+    assert_false(stream_exists(f->s, "b-3"));
+    store_stream_info si;
+    assert_rv(ES_OK, store_stream_info_get(f->s, U8("b-4"), 3, &si));
+    assert_int_equal(si.first_position, 7);
+    assert_check_clean(f->s);
+    /* Interned numbers stay unique after the redone batch. */
+    add(f, "after-1", 1);
+    list_coll lc = {0};
+    bool more;
+    assert_rv(ES_OK, store_list_streams(f->s, NULL, 0, NULL, 0, 0, list_visit, &lc, &more));
+    assert_int_equal(lc.n, 5);
+    for (size_t i = 0; i < lc.n; i++) {
+        for (size_t j = i + 1; j < lc.n; j++) {
+            assert_true(lc.info[i].number != lc.info[j].number);
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        evset_free(&e[i]);
+    }
+}
+
+/*
+ * The disk refuses to grow the data file (RLIMIT_FSIZE: the write fails
+ * with EFBIG, as a full disk fails with ENOSPC), inside the commit rather
+ * than at a put. Run in a child: the limit and SIGXFSZ are process-wide.
+ * Returns 0 when every promise held, else the line that failed.
+ */
+#define CHILD_CHECK(cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "child: line %d: %s\n", __LINE__, #cond);                              \
+            return __LINE__;                                                                       \
+        }                                                                                          \
+    } while (0)
+
+static int file_limit_child(fx *f, bool sync)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    store *s = NULL;
+    CHILD_CHECK(try_open(f->path, TEST_MAP_SIZE, sync, false, &s, NULL, 0) == ES_OK);
+    static uint8_t payload[1000];
+    memset(payload, 'L', sizeof payload);
+    char data[700];
+    snprintf(data, sizeof data, "%s/data.mdb", f->path);
+    struct stat st;
+    CHILD_CHECK(stat(data, &st) == 0);
+    struct rlimit old, rl;
+    CHILD_CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)st.st_size + 200000;
+    CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    es_err seen = ES_OK;
+    int batch_failures = 0;
+    for (int i = 0; i < 1000 && seen == ES_OK; i++) {
+        evset big, small;
+        evset_make(&big, f, 10, "Big");
+        evset_make(&small, f, 1, "Small");
+        for (size_t k = 0; k < big.n; k++) {
+            big.in[k].data = payload;
+            big.in[k].data_len = sizeof payload;
+        }
+        char name[32];
+        snprintf(name, sizeof name, "grow-%d", i);
+        store_append_in a = mk_append(name, STORE_EXPECT_NO_STREAM, 0, &big);
+        store_append_in b = mk_append("small-1", STORE_EXPECT_ANY, 0, &small);
+        store_append_result ra, rb;
+        store_request reqs[2] = {
+            {.appends = &a, .n_appends = 1, .results = &ra},
+            {.appends = &b, .n_appends = 1, .results = &rb},
+        };
+        uint64_t head_before = store_head(s);
+        es_err brv = store_append_batch(s, reqs, 2);
+        if (brv != ES_OK) {
+            /* The commit failed: every request says so, nothing is visible. */
+            if (brv != ES_ERR_STORE_FULL) {
+                fprintf(stderr, "child: commit failed with %s\n", es_errname(brv));
+            }
+            CHILD_CHECK(brv == ES_ERR_STORE_FULL);
+            CHILD_CHECK(reqs[0].rv == brv && reqs[1].rv == brv && ra.rv == brv && rb.rv == brv);
+            CHILD_CHECK(!reqs[0].synced && !reqs[1].synced);
+            CHILD_CHECK(store_head(s) == head_before);
+            store_stream_info si;
+            CHILD_CHECK(store_stream_info_get(s, U8(name), strlen(name), &si) == ES_ERR_NOT_FOUND);
+            batch_failures++;
+            seen = brv;
+        } else if (reqs[0].rv != ES_OK) {
+            CHILD_CHECK(reqs[0].rv == ES_ERR_STORE_FULL);
+            seen = reqs[0].rv;
+        } else {
+            CHILD_CHECK(reqs[1].rv == ES_OK);
+            CHILD_CHECK(store_head(s) == head_before + 11);
+        }
+        evset_free(&big);
+        evset_free(&small);
+    }
+    CHILD_CHECK(seen == ES_ERR_STORE_FULL);
+    CHILD_CHECK(batch_failures == 1); /* it is the commit that fails here */
+    /* Everything stored before is intact. */
+    uint64_t n = 0, from = 0;
+    store_page pg;
+    do {
+        CHILD_CHECK(store_read_all(s, NULL, from, false, 0, count_visit, &n, &pg) == ES_OK);
+        from = pg.next;
+    } while (!pg.end);
+    CHILD_CHECK(n == store_head(s));
+    store_check_report rep;
+    CHILD_CHECK(store_check(s, &rep, NULL, NULL) == ES_OK);
+    /* Space returns: the service resumes without a reopen. */
+    CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    uint64_t head = store_head(s);
+    for (int i = 0; i < 20; i++) {
+        evset e;
+        evset_make(&e, f, 10, "After");
+        for (size_t k = 0; k < e.n; k++) {
+            e.in[k].data = payload;
+            e.in[k].data_len = sizeof payload;
+        }
+        store_append_in a = mk_append("after-1", STORE_EXPECT_ANY, 0, &e);
+        store_append_result r;
+        store_request q = {.appends = &a, .n_appends = 1, .results = &r};
+        CHILD_CHECK(store_append_batch(s, &q, 1) == ES_OK && q.rv == ES_OK);
+        CHILD_CHECK(r.first_position == head + 1);
+        head += 10;
+        evset_free(&e);
+    }
+    CHILD_CHECK(store_check(s, &rep, NULL, NULL) == ES_OK);
+    store_close(s);
+    s = NULL;
+    CHILD_CHECK(try_open(f->path, TEST_MAP_SIZE, sync, false, &s, NULL, 0) == ES_OK);
+    CHILD_CHECK(store_head(s) == head);
+    CHILD_CHECK(store_check(s, &rep, NULL, NULL) == ES_OK);
+    store_close(s);
+    return 0;
+}
+
+static void test_disk_refuses_to_grow(void **state)
+{
+    fx *f = *state;
+    for (int sync = 0; sync <= 1; sync++) {
+        rm_rf(f->path);
+        fx_open(f);
+        add(f, "before-1", 200);
+        store_close(f->s);
+        f->s = NULL;
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            _exit(file_limit_child(f, sync));
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fail_msg("sync=%d: child %s %d", sync,
+                     WIFSIGNALED(status) ? "killed by signal" : "failed at line",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        }
+    }
+}
+
+/* ================================================================ imports == */
+
+typedef struct rawset {
+    size_t n;
+    uint8_t *bytes[16];
+    size_t len[16];
+} rawset;
+
+static int raw_visit(void *ctx, const store_record *rec)
+{
+    rawset *r = ctx;
+    assert_true(r->n < 16);
+    r->bytes[r->n] = malloc(rec->len);
+    assert_non_null(r->bytes[r->n]);
+    memcpy(r->bytes[r->n], rec->bytes, rec->len);
+    r->len[r->n] = rec->len;
+    r->n++;
+    return 0;
+}
+
+static void rawset_free(rawset *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->bytes[i]);
+    }
+}
+
+static es_err import_range(store *s, const rawset *r, size_t from, size_t n, size_t *bad)
+{
+    store_import_in in[16];
+    for (size_t i = 0; i < n; i++) {
+        in[i].record = r->bytes[from + i];
+        in[i].len = r->len[from + i];
+    }
+    char msg[256];
+    return store_import_batch(s, in, n, bad, msg, sizeof msg);
+}
+
+/* A follower's store rebuilt from a primary's records equals it. */
+static void test_import_copies_a_store(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "a-1", 3);
+    add(f, "b-1", 2);
+    add(f, "a-1", 2);
+    rawset raw = {0};
+    store_page page;
+    assert_rv(ES_OK, store_read_all(f->s, NULL, 1, false, 0, raw_visit, &raw, &page));
+    assert_int_equal(raw.n, 7);
+
+    char fpath[700];
+    snprintf(fpath, sizeof fpath, "%s/follower", f->root);
+    store_options o = {.path = fpath, .map_size = TEST_MAP_SIZE, .follower = true};
+    store *fs = open_opts(&o);
+    size_t bad;
+    assert_rv(ES_OK, import_range(fs, &raw, 0, 4, &bad));
+    assert_int_equal(store_head(fs), 4);
+    /* All or nothing: a garbled record after a good one stores neither. */
+    uint8_t junk[] = {0xff, 0xff, 0xff};
+    store_import_in two[2] = {{raw.bytes[4], raw.len[4]}, {junk, sizeof junk}};
+    char msg[256];
+    assert_rv(ES_ERR_MALFORMED, store_import_batch(fs, two, 2, &bad, msg, sizeof msg));
+    assert_int_equal(bad, 1);
+    assert_int_equal(store_head(fs), 4);
+    /* A repeat and a gap are refused. */
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, import_range(fs, &raw, 3, 1, &bad));
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, import_range(fs, &raw, 5, 1, &bad));
+    assert_int_equal(bad, 0);
+    assert_rv(ES_OK, import_range(fs, &raw, 4, 3, &bad));
+    assert_int_equal(store_head(fs), 7);
+
+    /* Byte for byte, and the same stream records. */
+    rawset copy = {0};
+    assert_rv(ES_OK, store_read_all(fs, NULL, 1, false, 0, raw_visit, &copy, &page));
+    assert_int_equal(copy.n, 7);
+    for (size_t i = 0; i < 7; i++) {
+        assert_int_equal(copy.len[i], raw.len[i]);
+        assert_memory_equal(copy.bytes[i], raw.bytes[i], raw.len[i]);
+    }
+    store_stream_info a, b;
+    assert_rv(ES_OK, store_stream_info_get(f->s, U8("a-1"), 3, &a));
+    assert_rv(ES_OK, store_stream_info_get(fs, U8("a-1"), 3, &b));
+    assert_int_equal(a.last_revision, b.last_revision);
+    assert_int_equal(a.first_position, b.first_position);
+    assert_int_equal(a.last_position, b.last_position);
+    assert_int_equal(a.created_us, b.created_us);
+    assert_int_equal(a.updated_us, b.updated_us);
+    store_check_report rep;
+    assert_rv(ES_OK, store_check(fs, &rep, NULL, NULL));
+    assert_int_equal(rep.events_checked, 7);
+
+    /* A record from before the head is a repeat, never stored twice. */
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION, import_range(fs, &raw, 0, 1, &bad));
+
+    /* A follower refuses appends and snapshot saves. */
+    evset e;
+    evset_make(&e, f, 1, "T");
+    assert_rv(ES_ERR_FOLLOWER, append_ev(fs, "c-1", STORE_EXPECT_ANY, 0, &e, NULL));
+    evset_free(&e);
+    assert_rv(ES_ERR_FOLLOWER, store_save_snapshot(fs, U8("a-1"), 3, 1, 1, U8("x"), 1));
+    store_close(fs);
+    rawset_free(&raw);
+    rawset_free(&copy);
+}
+
+/* ================================================================== main == */
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_expect_any),
+        T(test_expect_no_stream),
+        T(test_expect_stream_exists),
+        T(test_expect_exact),
+        T(test_expect_invalid_kind),
+        T(test_batch_same_stream_twice),
+        T(test_txn_multi_stream_commits_atomically),
+        T(test_txn_one_failing_check),
+        T(test_txn_two_failing_checks),
+        T(test_txn_large_and_invalid_shapes),
+        T(test_txn_max_appends_duplicate_ids),
+        T(test_batch_middle_request_invalid),
+        T(test_idempotent_retry),
+        T(test_idempotency_conflicts),
+        T(test_duplicate_ids_in_one_append),
+        T(test_positions_gapless_revisions_contiguous),
+        T(test_revision_order_across_byte_boundaries),
+        T(test_validation_stream_ids),
+        T(test_validation_events),
+        T(test_validation_default_caps),
+        T(test_store_full),
+        T(test_store_full_fails_alone),
+        T(test_disk_refuses_to_grow),
+        T(test_import_copies_a_store),
+    };
+    return cmocka_run_group_tests_name("store_write", tests, NULL, NULL);
+}
