@@ -219,13 +219,13 @@ run_fuzz() {
             return 0
         fi
     fi
-    if ! ninja -C "$dir" tests/fuzz/fuzz_request tests/fuzz/fuzz_stream; then
+    if ! ninja -C "$dir" tests/fuzz/fuzz_request tests/fuzz/fuzz_stream tests/fuzz/fuzz_record; then
         note_failure "fuzz: build"
         return 0
     fi
     mkdir -p "$dir/artifacts"
     local t corpus work
-    for t in request stream; do
+    for t in request stream record; do
         work="$(mktemp -d)"
         say "[fuzz] fuzz_$t for ${secs}s"
         if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

@@ -19,7 +19,6 @@
 
 #include "bytes.h"
 #include "internal.h"
-#include "pbwire.h"
 #include "validate.h"
 
 #define CHECK_LOG_MAX_LINES 50
@@ -117,7 +116,7 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
     int rc = mdb_cursor_open(txn, s->events, &cur);
     if (rc) {
         store_read_end(txn);
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     MDB_val k, v;
     uint64_t expect = 1;
@@ -137,18 +136,15 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
             defect(&c, pos, "record fails its checksum", 0, 0);
             continue;
         }
-        const uint8_t *sid, *eid, *type;
-        size_t sid_len, eid_len, type_len;
-        uint64_t rpos = 0, rrev = 0;
-        if (pbw_find_bytes(rec, len, 1, &sid, &sid_len) != ES_OK ||
-            pbw_find_bytes(rec, len, 4, &eid, &eid_len) != ES_OK ||
-            pbw_find_bytes(rec, len, 5, &type, &type_len) != ES_OK ||
-            pbw_find_varint(rec, len, 3, &rpos) != ES_OK || eid_len != ES_EVENT_ID_BYTES) {
+        es_record r;
+        if (es_record_parse(rec, len, 0, &r) != ES_OK) {
             report->crc_errors++;
             defect(&c, pos, "record does not decode", 0, 0);
             continue;
         }
-        pbw_find_varint(rec, len, 2, &rrev); /* absent = revision 0 */
+        const uint8_t *sid = r.stream.p, *eid = r.id.p, *type = r.type.p;
+        size_t sid_len = r.stream.len, type_len = r.type.len;
+        uint64_t rpos = r.position, rrev = r.revision;
         if (rpos != pos) {
             report->index_errors++;
             defect(&c, pos, "record holds another position", rpos, pos);
@@ -188,7 +184,7 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
     mdb_cursor_close(cur);
     if (rc != MDB_NOTFOUND) {
         store_read_end(txn);
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
 
     /* Streams: revisions 0..count-1 present, positions increasing, and the
@@ -197,7 +193,7 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
     rc = mdb_cursor_open(txn, s->streams, &cur);
     if (rc) {
         store_read_end(txn);
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     uint64_t revs_total = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
@@ -284,5 +280,5 @@ es_err store_backup(store *s, const char *dest_dir)
     } else if (mkdir(dest_dir, 0700) != 0) {
         return ES_ERR_IO;
     }
-    return store_map_err(mdb_env_copy2(s->env, dest_dir, MDB_CP_COMPACT));
+    return es_err_from_mdb(mdb_env_copy2(s->env, dest_dir, MDB_CP_COMPACT));
 }

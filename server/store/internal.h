@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mdb_err.h"
+#include "record.h"
 #include "store.h"
 
 #define STORE_MAGIC              "esd-store"
@@ -51,12 +53,9 @@ struct store {
 
 /* ---------------------------------------------------------------- open.c -- */
 
-/** @brief An LMDB or errno code as an es_err (see es_err_from_mdb). */
-es_err store_map_err(int rc);
-
 /**
  * @brief The outcome of a failed mdb_txn_commit: a short write on a full
- *        file system (EIO) is ES_ERR_STORE_FULL, other codes as store_map_err.
+ *        file system (EIO) is ES_ERR_STORE_FULL, other codes as es_err_from_mdb.
  */
 es_err store_commit_err(const store *s, int rc);
 
@@ -103,6 +102,13 @@ es_err store_stream_updated(MDB_txn *txn, const store *s, store_stream_info *si)
  * @return ES_OK; ES_ERR_CORRUPT.
  */
 es_err store_record_open(const MDB_val *v, const uint8_t **payload, size_t *len);
+
+/**
+ * @brief Verify a stored record and parse it (es_record_parse, lenient).
+ * @return ES_OK; ES_ERR_CORRUPT (bad header or CRC, or a record that does
+ *         not decode: the CRC was right, so the store wrote it wrong).
+ */
+es_err store_record_parse(const MDB_val *v, es_record *r);
 
 /** @brief name | 0x00 | position BE into key (room for ES_MAX_NAME_BYTES + 9):
  *         a key of the category and type indexes; @return its length. */

@@ -86,40 +86,8 @@
 #include "bytes.h"
 #include "crc32c.h"
 #include "internal.h"
-#include "pbwire.h"
 
 /* ------------------------------------------------------------ utilities -- */
-
-es_err store_map_err(int rc)
-{
-    switch (rc) {
-    case MDB_SUCCESS:
-        return ES_OK;
-    case MDB_MAP_FULL:
-    case ENOSPC:
-    case EDQUOT:
-    case EFBIG: /* the file may not grow (file system or RLIMIT_FSIZE limit) */
-        return ES_ERR_STORE_FULL;
-    case MDB_NOTFOUND:
-        return ES_ERR_NOT_FOUND;
-    case MDB_CORRUPTED:
-    case MDB_PAGE_NOTFOUND:
-        return ES_ERR_CORRUPT;
-    case MDB_INVALID:
-    case MDB_VERSION_MISMATCH:
-    case MDB_INCOMPATIBLE:
-        return ES_ERR_INCOMPATIBLE_STORE;
-    case MDB_TXN_FULL:
-    case MDB_BAD_VALSIZE:
-        return ES_ERR_TOO_LARGE;
-    case ENOMEM:
-        return ES_ERR_NO_MEMORY;
-    case MDB_READERS_FULL:
-        return ES_ERR_BUSY;
-    default:
-        return ES_ERR_IO;
-    }
-}
 
 /*
  * The outcome of a failed mdb_txn_commit. LMDB reports a short write -- the
@@ -134,7 +102,7 @@ es_err store_map_err(int rc)
 es_err store_commit_err(const store *s, int rc)
 {
     if (rc != EIO) {
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     int fd;
     struct stat st;
@@ -196,7 +164,7 @@ es_err store_stream_tail(MDB_txn *txn, const store *s, store_stream_info *si)
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, s->stream_revs, &cur);
     if (rc) {
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     uint8_t key[16];
     put_u64be(key, si->number);
@@ -210,7 +178,7 @@ es_err store_stream_tail(MDB_txn *txn, const store *s, store_stream_info *si)
     }
     es_err rv = ES_OK;
     if (rc != MDB_SUCCESS) {
-        rv = rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : store_map_err(rc);
+        rv = rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
     } else if (k.mv_size != 16 || v.mv_size != 8 || get_u64be(k.mv_data) != si->number) {
         rv = ES_ERR_CORRUPT; /* a stream record without index entries */
     } else {
@@ -229,14 +197,12 @@ es_err store_stream_lookup(MDB_txn *txn, const store *s, const uint8_t *stream, 
     MDB_val v;
     int rc = mdb_get(txn, s->streams, &k, &v);
     if (rc != MDB_SUCCESS) {
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     es_err rv = store_stream_decode(&v, si);
     return rv == ES_OK ? store_stream_tail(txn, s, si) : rv;
 }
 
-/* updated_us of a stream whose tail is known: the recorded time of its
- * last event (field 11 of the record). */
 es_err store_stream_updated(MDB_txn *txn, const store *s, store_stream_info *si)
 {
     uint8_t key[8];
@@ -244,15 +210,11 @@ es_err store_stream_updated(MDB_txn *txn, const store *s, store_stream_info *si)
     MDB_val k = {8, key}, v;
     int rc = mdb_get(txn, s->events, &k, &v);
     if (rc != MDB_SUCCESS) {
-        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : store_map_err(rc);
+        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
     }
-    const uint8_t *rec;
-    size_t len;
-    es_err rv = store_record_open(&v, &rec, &len);
-    if (rv == ES_OK) {
-        si->updated_us = 0;
-        pbw_find_varint(rec, len, 11, &si->updated_us);
-    }
+    es_record r;
+    es_err rv = store_record_parse(&v, &r);
+    si->updated_us = rv == ES_OK ? r.recorded_at_us : 0;
     return rv;
 }
 
@@ -272,6 +234,17 @@ es_err store_record_open(const MDB_val *v, const uint8_t **payload, size_t *len)
     *payload = p + RECORD_HEADER_BYTES;
     *len = n;
     return ES_OK;
+}
+
+es_err store_record_parse(const MDB_val *v, es_record *r)
+{
+    const uint8_t *payload;
+    size_t len;
+    es_err rv = store_record_open(v, &payload, &len);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    return es_record_parse(payload, len, 0, r) == ES_OK ? ES_OK : ES_ERR_CORRUPT;
 }
 
 size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_t pos)
@@ -532,7 +505,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         rc = mdb_env_create(&s->env);
         if (rc) {
             free(s);
-            return store_map_err(rc);
+            return es_err_from_mdb(rc);
         }
         mdb_env_set_mapsize(s->env, (size_t)map_size);
         mdb_env_set_maxdbs(s->env, 16);
@@ -550,7 +523,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         break;
     }
     if (rc) {
-        rv = store_map_err(rc);
+        rv = es_err_from_mdb(rc);
         store_set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path,
                       mdb_strerror(rc));
         goto out_close_env;
@@ -565,7 +538,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     MDB_txn *txn;
     rc = mdb_txn_begin(s->env, NULL, opts->read_only ? MDB_RDONLY : 0, &txn);
     if (rc) {
-        rv = store_map_err(rc);
+        rv = es_err_from_mdb(rc);
         store_set_msg(msg, msg_len, "cannot read the store in %s: %s", opts->path,
                       mdb_strerror(rc));
         goto out_close_env;
@@ -590,14 +563,14 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
             rc = open_dbis(s, txn, MDB_CREATE);
         }
         if (rc) {
-            rv = store_map_err(rc);
+            rv = es_err_from_mdb(rc);
             store_set_msg(msg, msg_len, "cannot initialise the store in %s: %s", opts->path,
                           mdb_strerror(rc));
             goto out_abort_txn;
         }
     } else if (rc) {
         rv = rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE ? ES_ERR_INCOMPATIBLE_STORE
-                                                          : store_map_err(rc);
+                                                          : es_err_from_mdb(rc);
         store_set_msg(msg, msg_len, "%s: %s", opts->path, "not an esd store (no meta database)");
         goto out_abort_txn;
     } else {
@@ -607,7 +580,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         }
         rc = open_dbis(s, txn, opts->read_only ? 0 : MDB_CREATE);
         if (rc) {
-            rv = rc == MDB_NOTFOUND ? ES_ERR_INCOMPATIBLE_STORE : store_map_err(rc);
+            rv = rc == MDB_NOTFOUND ? ES_ERR_INCOMPATIBLE_STORE : es_err_from_mdb(rc);
             store_set_msg(msg, msg_len, "%s: %s", opts->path, "esd store with missing databases");
             goto out_abort_txn;
         }
@@ -615,7 +588,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     atomic_store(&s->head, store_last_position(txn, s->events));
     rc = mdb_txn_commit(txn);
     if (rc) {
-        rv = store_map_err(rc);
+        rv = es_err_from_mdb(rc);
         store_set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path,
                       mdb_strerror(rc));
         goto out_close_env;

@@ -47,7 +47,6 @@
 #include "bytes.h"
 #include "crc32c.h"
 #include "internal.h"
-#include "pbwire.h"
 #include "validate.h"
 
 /* ------------------------------------------------------------ the guard -- */
@@ -123,7 +122,7 @@ es_err store_read_txn(store *s, MDB_txn **txn)
             rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
         }
     }
-    return store_map_err(rc);
+    return es_err_from_mdb(rc);
 }
 
 /* ------------------------------------------------------------------ reads -- */
@@ -191,7 +190,7 @@ static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t po
     MDB_val v;
     int rc = pos_reader_get(s, txn, pr, pos, &v);
     if (rc) {
-        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : store_map_err(rc); /* index points nowhere */
+        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc); /* index points nowhere */
     }
     store_record rec = {.position = pos};
     es_err rv = store_record_open(&v, &rec.bytes, &rec.len);
@@ -230,7 +229,7 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, s->stream_revs, &cur);
     if (rc) {
-        rv = store_map_err(rc);
+        rv = es_err_from_mdb(rc);
         goto out_abort_txn;
     }
     pos_reader pr;
@@ -369,7 +368,7 @@ static es_err walk_finish(const read_all_walk *w, es_err rv, int rc)
     if (rc == MDB_NOTFOUND) {
         w->page->end = true;
     } else if (rc != MDB_SUCCESS) {
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     } else if (!w->backward && w->page->next > w->page->head) {
         w->page->end = true;
     }
@@ -387,7 +386,7 @@ static es_err read_all_indexed(store *s, MDB_txn *txn, const read_all_walk *w)
     int rc = mdb_cursor_open(txn, filter->kind == STORE_FILTER_CATEGORY ? s->categories : s->types,
                              &cur);
     if (rc) {
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     MDB_val k, v;
     rc = index_seek(cur, filter->name, filter->name_len, w->from, w->backward, &k);
@@ -433,7 +432,7 @@ static es_err read_all_log(store *s, MDB_txn *txn, const read_all_walk *w)
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, s->events, &cur);
     if (rc) {
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     uint8_t pkey[8];
     put_u64be(pkey, w->from);
@@ -462,13 +461,13 @@ static es_err read_all_log(store *s, MDB_txn *txn, const read_all_walk *w)
         }
         bool match = true;
         if (filter->kind == STORE_FILTER_STREAM_PREFIX) {
-            const uint8_t *sid;
-            size_t sid_len;
-            if (pbw_find_bytes(rec.bytes, rec.len, 1, &sid, &sid_len) != ES_OK) {
+            es_record r;
+            if (es_record_parse(rec.bytes, rec.len, 0, &r) != ES_OK) {
                 rv = ES_ERR_CORRUPT;
                 break;
             }
-            match = sid_len >= filter->name_len && !memcmp(sid, filter->name, filter->name_len);
+            match = r.stream.len >= filter->name_len &&
+                    !memcmp(r.stream.p, filter->name, filter->name_len);
             scanned++;
         }
         if (match) {
@@ -537,16 +536,11 @@ es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16])
     put_u64be(pkey, position);
     MDB_val k = {8, pkey}, v;
     int rc = mdb_get(txn, s->events, &k, &v);
-    const uint8_t *rec, *eid;
-    size_t len, eid_len;
+    es_record r;
     if (rc != MDB_SUCCESS) {
-        rv = store_map_err(rc);
-    } else if ((rv = store_record_open(&v, &rec, &len)) == ES_OK) {
-        if (pbw_find_bytes(rec, len, 4, &eid, &eid_len) != ES_OK || eid_len != ES_EVENT_ID_BYTES) {
-            rv = ES_ERR_CORRUPT;
-        } else {
-            memcpy(id, eid, ES_EVENT_ID_BYTES);
-        }
+        rv = es_err_from_mdb(rc);
+    } else if ((rv = store_record_parse(&v, &r)) == ES_OK) {
+        memcpy(id, r.id.p, ES_RECORD_ID_BYTES);
     }
     store_read_end(txn);
     return rv;
@@ -595,7 +589,7 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
     int rc = mdb_cursor_open(txn, s->streams, &cur);
     if (rc) {
         store_read_end(txn);
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     MDB_val k, v;
     /* Start after `after` only when it sorts at or past the prefix; an
@@ -657,7 +651,7 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     if (rv == ES_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
-        rv = store_map_err(rc);
+        rv = es_err_from_mdb(rc);
     }
     mdb_cursor_close(cur);
     store_read_end(txn);
@@ -683,7 +677,7 @@ es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len, s
     int rc = mdb_get(txn, s->snapshots, &k, &v);
     if (rc) {
         store_read_end(txn);
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     const uint8_t *p = v.mv_data;
     if (v.mv_size < SNAPSHOT_HEADER_BYTES || crc32c(0, p + 4, v.mv_size - 4) != get_u32le(p)) {

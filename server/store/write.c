@@ -175,7 +175,7 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
             continue;
         }
         if (rc) {
-            return store_map_err(rc);
+            return es_err_from_mdb(rc);
         }
         if (v.mv_size != 24) {
             return ES_ERR_CORRUPT;
@@ -255,28 +255,31 @@ static size_t put_varint_field(uint8_t *p, uint32_t field, uint64_t v)
 static size_t record_size(const store_append_in *a, const store_event_in *e, uint64_t rev,
                           uint64_t pos, uint64_t now)
 {
-    return len_field(1, a->stream_len) + varint_field(2, rev) + varint_field(3, pos) +
-           len_field(4, ES_EVENT_ID_BYTES) + len_field(5, e->type_len) + len_field(6, e->data_len) +
-           len_field(7, e->metadata_len) + len_field(8, e->content_type_len) +
-           len_field(9, e->correlation_id_len) + len_field(10, e->causation_id_len) +
-           varint_field(11, now);
+    return len_field(ES_RECORD_F_STREAM, a->stream_len) + varint_field(ES_RECORD_F_REVISION, rev) +
+           varint_field(ES_RECORD_F_POSITION, pos) + len_field(ES_RECORD_F_ID, ES_EVENT_ID_BYTES) +
+           len_field(ES_RECORD_F_TYPE, e->type_len) + len_field(ES_RECORD_F_DATA, e->data_len) +
+           len_field(ES_RECORD_F_METADATA, e->metadata_len) +
+           len_field(ES_RECORD_F_CONTENT_TYPE, e->content_type_len) +
+           len_field(ES_RECORD_F_CORRELATION_ID, e->correlation_id_len) +
+           len_field(ES_RECORD_F_CAUSATION_ID, e->causation_id_len) +
+           varint_field(ES_RECORD_F_RECORDED_AT_US, now);
 }
 
 static size_t record_write(uint8_t *p, const store_append_in *a, const store_event_in *e,
                            uint64_t rev, uint64_t pos, uint64_t now)
 {
     size_t n = 0;
-    n += put_len_field(p + n, 1, a->stream, a->stream_len);
-    n += put_varint_field(p + n, 2, rev);
-    n += put_varint_field(p + n, 3, pos);
-    n += put_len_field(p + n, 4, e->id, ES_EVENT_ID_BYTES);
-    n += put_len_field(p + n, 5, e->type, e->type_len);
-    n += put_len_field(p + n, 6, e->data, e->data_len);
-    n += put_len_field(p + n, 7, e->metadata, e->metadata_len);
-    n += put_len_field(p + n, 8, e->content_type, e->content_type_len);
-    n += put_len_field(p + n, 9, e->correlation_id, e->correlation_id_len);
-    n += put_len_field(p + n, 10, e->causation_id, e->causation_id_len);
-    n += put_varint_field(p + n, 11, now);
+    n += put_len_field(p + n, ES_RECORD_F_STREAM, a->stream, a->stream_len);
+    n += put_varint_field(p + n, ES_RECORD_F_REVISION, rev);
+    n += put_varint_field(p + n, ES_RECORD_F_POSITION, pos);
+    n += put_len_field(p + n, ES_RECORD_F_ID, e->id, ES_EVENT_ID_BYTES);
+    n += put_len_field(p + n, ES_RECORD_F_TYPE, e->type, e->type_len);
+    n += put_len_field(p + n, ES_RECORD_F_DATA, e->data, e->data_len);
+    n += put_len_field(p + n, ES_RECORD_F_METADATA, e->metadata, e->metadata_len);
+    n += put_len_field(p + n, ES_RECORD_F_CONTENT_TYPE, e->content_type, e->content_type_len);
+    n += put_len_field(p + n, ES_RECORD_F_CORRELATION_ID, e->correlation_id, e->correlation_id_len);
+    n += put_len_field(p + n, ES_RECORD_F_CAUSATION_ID, e->causation_id, e->causation_id_len);
+    n += put_varint_field(p + n, ES_RECORD_F_RECORDED_AT_US, now);
     return n;
 }
 
@@ -520,15 +523,15 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
         batch_state b = {0};
         int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
         if (rc) {
-            fail_all(reqs, n_reqs, store_map_err(rc));
-            return store_map_err(rc);
+            fail_all(reqs, n_reqs, es_err_from_mdb(rc));
+            return es_err_from_mdb(rc);
         }
         MDB_val v;
         rc = store_meta_get(b.txn, s->meta, "next_stream", &v);
         if (rc || v.mv_size != 8) {
             mdb_txn_abort(b.txn);
-            fail_all(reqs, n_reqs, rc ? store_map_err(rc) : ES_ERR_CORRUPT);
-            return rc ? store_map_err(rc) : ES_ERR_CORRUPT;
+            fail_all(reqs, n_reqs, rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT);
+            return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
         }
         b.next_stream = get_u64le(v.mv_data);
         b.next_position = store_last_position(b.txn, s->events) + 1;
@@ -553,13 +556,13 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
             rc = store_meta_put(b.txn, s->meta, "next_stream", nbuf, 8);
             if (rc) {
                 mdb_txn_abort(b.txn);
-                fail_all(reqs, n_reqs, store_map_err(rc));
-                return store_map_err(rc);
+                fail_all(reqs, n_reqs, es_err_from_mdb(rc));
+                return es_err_from_mdb(rc);
             }
         }
         if (poisoned < n_reqs) {
             mdb_txn_abort(b.txn);
-            es_err prv = store_map_err(rc);
+            es_err prv = es_err_from_mdb(rc);
             if (prv != ES_ERR_STORE_FULL && prv != ES_ERR_TOO_LARGE) {
                 fail_all(reqs, n_reqs, prv);
                 return prv;
@@ -605,106 +608,37 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
 
 /* --------------------------------------------------------------- imports -- */
 
-/* The fields of a RecordedEvent that an import checks and indexes. */
-typedef struct import_rec {
-    const uint8_t *stream, *id, *type, *content_type, *corr, *caus;
-    size_t stream_len, id_len, type_len, content_type_len, corr_len, caus_len;
-    size_t data_len, metadata_len;
-    uint64_t revision, position, recorded_at_us;
-} import_rec;
-
-/* Decode strictly: the fields 1..11 of es.v1.RecordedEvent, each of its
- * wire type and at most once, nothing else. */
-static es_err import_decode(const uint8_t *buf, size_t len, import_rec *r, char *msg,
-                            size_t msg_len)
+/* Decode strictly: the fields of es.v1.RecordedEvent, each of its wire type
+ * and at most once, nothing else -- the bytes are stored as they are. */
+static es_err import_decode(const uint8_t *buf, size_t len, es_record *r, char *msg, size_t msg_len)
 {
-    memset(r, 0, sizeof *r);
-    const uint8_t *p = buf, *end = buf + len;
-    uint32_t seen = 0;
-    pbw_field f;
-    es_err rv;
-    while ((rv = pbw_next(&p, end, &f)) == ES_OK) {
-        bool is_len = f.number != 2 && f.number != 3 && f.number != 11;
-        if (f.number < 1 || f.number > 11 || f.wire != (is_len ? PBW_WIRE_LEN : PBW_WIRE_VARINT) ||
-            (seen & (1u << f.number))) {
-            store_set_msg(msg, msg_len, "unexpected, repeated or mistyped field %u in the record",
-                          f.number);
-            return ES_ERR_MALFORMED;
-        }
-        seen |= 1u << f.number;
-        switch (f.number) {
-        case 1:
-            r->stream = f.data;
-            r->stream_len = f.len;
-            break;
-        case 2:
-            r->revision = f.varint;
-            break;
-        case 3:
-            r->position = f.varint;
-            break;
-        case 4:
-            r->id = f.data;
-            r->id_len = f.len;
-            break;
-        case 5:
-            r->type = f.data;
-            r->type_len = f.len;
-            break;
-        case 6:
-            r->data_len = f.len;
-            break;
-        case 7:
-            r->metadata_len = f.len;
-            break;
-        case 8:
-            r->content_type = f.data;
-            r->content_type_len = f.len;
-            break;
-        case 9:
-            r->corr = f.data;
-            r->corr_len = f.len;
-            break;
-        case 10:
-            r->caus = f.data;
-            r->caus_len = f.len;
-            break;
-        default:
-            r->recorded_at_us = f.varint;
-            break;
-        }
-    }
-    if (rv != ES_ERR_NOT_FOUND) {
-        store_set_msg(msg, msg_len, "%s", "the record is not valid protobuf");
-        return ES_ERR_MALFORMED;
-    }
-    if (!r->stream || !r->type || r->position == 0 || r->id_len != ES_EVENT_ID_BYTES) {
+    if (es_record_parse(buf, len, ES_RECORD_STRICT, r) != ES_OK) {
         store_set_msg(msg, msg_len, "%s",
-                      "the record lacks a stream id, type, position or 16-byte id");
+                      "the record is not valid protobuf, lacks a stream id, type, position or "
+                      "16-byte id, or has an unexpected, repeated or mistyped field");
         return ES_ERR_MALFORMED;
     }
     return ES_OK;
 }
 
-static es_err import_validate(const store *s, const import_rec *r, char *msg, size_t msg_len)
+static es_err import_validate(const store *s, const es_record *r, char *msg, size_t msg_len)
 {
-    if (es_validate_stream_id(r->stream, r->stream_len, true) != ES_OK) {
+    if (es_validate_stream_id(r->stream.p, r->stream.len, true) != ES_OK) {
         store_set_msg(msg, msg_len, "%s", "invalid stream id");
         return ES_ERR_INVALID_STREAM_ID;
     }
-    if (es_validate_event_type(r->type, r->type_len) != ES_OK) {
+    if (es_validate_event_type(r->type.p, r->type.len) != ES_OK) {
         store_set_msg(msg, msg_len, "%s", "invalid event type");
         return ES_ERR_INVALID_EVENT_TYPE;
     }
-    if ((r->content_type && es_validate_name(r->content_type, r->content_type_len) != ES_OK) ||
-        (r->corr && r->corr_len != ES_EVENT_ID_BYTES) ||
-        (r->caus && r->caus_len != ES_EVENT_ID_BYTES)) {
-        store_set_msg(msg, msg_len, "%s", "invalid content type, correlation or causation id");
+    /* es_record_parse checked the id, correlation and causation id sizes. */
+    if (r->content_type.len && es_validate_name(r->content_type.p, r->content_type.len) != ES_OK) {
+        store_set_msg(msg, msg_len, "%s", "invalid content type");
         return ES_ERR_INVALID_ARGUMENT;
     }
-    if (r->data_len + r->metadata_len > s->max_event_bytes) {
+    if (r->data.len + r->metadata.len > s->max_event_bytes) {
         store_set_msg(msg, msg_len, "data + metadata of %zu bytes exceed max-event-bytes %u",
-                      r->data_len + r->metadata_len, s->max_event_bytes);
+                      r->data.len + r->metadata.len, s->max_event_bytes);
         return ES_ERR_TOO_LARGE;
     }
     return ES_OK;
@@ -712,7 +646,7 @@ static es_err import_validate(const store *s, const import_rec *r, char *msg, si
 
 /* Check one decoded record against the transaction's state and write it.
  * @return ES_OK or the refusal; *rc an LMDB code when a write failed. */
-static es_err import_one(store *s, batch_state *b, const import_rec *r, const uint8_t *bytes,
+static es_err import_one(store *s, batch_state *b, const es_record *r, const uint8_t *bytes,
                          size_t len, char *msg, size_t msg_len, int *rc)
 {
     *rc = 0;
@@ -722,20 +656,20 @@ static es_err import_one(store *s, batch_state *b, const import_rec *r, const ui
         return ES_ERR_WRONG_EXPECTED_REVISION;
     }
     store_stream_info si;
-    es_err rv = store_stream_lookup(b->txn, s, r->stream, r->stream_len, &si);
+    es_err rv = store_stream_lookup(b->txn, s, r->stream.p, r->stream.len, &si);
     bool exists = rv == ES_OK;
     if (rv != ES_OK && rv != ES_ERR_NOT_FOUND) {
         return rv;
     }
     uint64_t next_rev = exists ? si.event_count : 0;
     if (r->revision != next_rev) {
-        store_set_msg(msg, msg_len,
-                      "revision %llu of stream '%.*s' at position %llu: expected %llu",
-                      (unsigned long long)r->revision, (int)r->stream_len, (const char *)r->stream,
-                      (unsigned long long)r->position, (unsigned long long)next_rev);
+        store_set_msg(
+            msg, msg_len, "revision %llu of stream '%.*s' at position %llu: expected %llu",
+            (unsigned long long)r->revision, (int)r->stream.len, (const char *)r->stream.p,
+            (unsigned long long)r->position, (unsigned long long)next_rev);
         return ES_ERR_WRONG_EXPECTED_REVISION;
     }
-    MDB_val ik = {ES_EVENT_ID_BYTES, (void *)r->id};
+    MDB_val ik = {ES_EVENT_ID_BYTES, (void *)r->id.p};
     MDB_val iv;
     int grc = mdb_get(b->txn, s->event_ids, &ik, &iv);
     if (grc == MDB_SUCCESS) {
@@ -744,7 +678,7 @@ static es_err import_one(store *s, batch_state *b, const import_rec *r, const ui
         return ES_ERR_IDEMPOTENCY_CONFLICT;
     }
     if (grc != MDB_NOTFOUND) {
-        return store_map_err(grc);
+        return es_err_from_mdb(grc);
     }
     if (!exists) {
         memset(&si, 0, sizeof si);
@@ -759,7 +693,7 @@ static es_err import_one(store *s, batch_state *b, const import_rec *r, const ui
     MDB_val k = {8, pkey};
     MDB_val v = {RECORD_HEADER_BYTES + len, NULL};
     if ((*rc = mdb_put(b->txn, s->events, &k, &v, MDB_APPEND | MDB_RESERVE)) != 0) {
-        return store_map_err(*rc);
+        return es_err_from_mdb(*rc);
     }
     uint8_t *rec = v.mv_data;
     memcpy(rec + RECORD_HEADER_BYTES, bytes, len);
@@ -775,34 +709,34 @@ static es_err import_one(store *s, batch_state *b, const import_rec *r, const ui
     MDB_val rk = {16, key};
     MDB_val rvv = {8, pkey};
     if ((*rc = mdb_put(b->txn, s->stream_revs, &rk, &rvv, 0)) != 0) {
-        return store_map_err(*rc);
+        return es_err_from_mdb(*rc);
     }
     put_u64be(val, si.number);
     put_u64be(val + 8, r->revision);
     put_u64be(val + 16, pos);
     iv = (MDB_val){24, val};
     if ((*rc = mdb_put(b->txn, s->event_ids, &ik, &iv, 0)) != 0) {
-        return store_map_err(*rc);
+        return es_err_from_mdb(*rc);
     }
     MDB_val empty = {0, NULL};
-    size_t cat_len = es_category_len(r->stream, r->stream_len);
-    MDB_val ck = {store_name_pos_key(key, r->stream, cat_len, pos), key};
+    size_t cat_len = es_category_len(r->stream.p, r->stream.len);
+    MDB_val ck = {store_name_pos_key(key, r->stream.p, cat_len, pos), key};
     if ((*rc = mdb_put(b->txn, s->categories, &ck, &empty, 0)) != 0) {
-        return store_map_err(*rc);
+        return es_err_from_mdb(*rc);
     }
-    MDB_val tk = {store_name_pos_key(key, r->type, r->type_len, pos), key};
+    MDB_val tk = {store_name_pos_key(key, r->type.p, r->type.len, pos), key};
     if ((*rc = mdb_put(b->txn, s->types, &tk, &empty, 0)) != 0) {
-        return store_map_err(*rc);
+        return es_err_from_mdb(*rc);
     }
     if (!exists) {
         /* Written once, at creation (format 2: the count and last position
          * are read from stream_revs, the updated time from the record). */
         uint8_t sbuf[STREAM_RECORD_BYTES];
         store_stream_encode(sbuf, &si);
-        MDB_val sk = {r->stream_len, (void *)r->stream};
+        MDB_val sk = {r->stream.len, (void *)r->stream.p};
         MDB_val sv = {STREAM_RECORD_BYTES, sbuf};
         if ((*rc = mdb_put(b->txn, s->streams, &sk, &sv, 0)) != 0) {
-            return store_map_err(*rc);
+            return es_err_from_mdb(*rc);
         }
     }
     return ES_OK;
@@ -822,19 +756,19 @@ es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_
     batch_state b = {0};
     int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
     if (rc) {
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     MDB_val v;
     rc = store_meta_get(b.txn, s->meta, "next_stream", &v);
     if (rc || v.mv_size != 8) {
         mdb_txn_abort(b.txn);
-        return rc ? store_map_err(rc) : ES_ERR_CORRUPT;
+        return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
     }
     b.next_stream = get_u64le(v.mv_data);
     b.next_position = store_last_position(b.txn, s->events) + 1;
     es_err rv = ES_OK;
     for (size_t i = 0; i < n && rv == ES_OK; i++) {
-        import_rec r;
+        es_record r;
         rv = import_decode(recs[i].record, recs[i].len, &r, msg, msg_len);
         if (rv == ES_OK) {
             rv = import_validate(s, &r, msg, msg_len);
@@ -850,7 +784,7 @@ es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_
         uint8_t nbuf[8];
         put_u64le(nbuf, b.next_stream);
         rc = store_meta_put(b.txn, s->meta, "next_stream", nbuf, 8);
-        rv = store_map_err(rc);
+        rv = es_err_from_mdb(rc);
     }
     if (rv != ES_OK) {
         mdb_txn_abort(b.txn);
@@ -885,7 +819,7 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc) {
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     store_stream_info si;
     es_err rv = store_stream_lookup(txn, s, stream, stream_len, &si);
@@ -912,7 +846,7 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
     rc = mdb_put(txn, s->snapshots, &k, &v, MDB_RESERVE);
     if (rc) {
         mdb_txn_abort(txn);
-        return store_map_err(rc);
+        return es_err_from_mdb(rc);
     }
     uint8_t *p = v.mv_data;
     put_u32le(p + 4, state_format);

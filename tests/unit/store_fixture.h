@@ -11,8 +11,7 @@
  * written" is proven by comparing the head, the event and stream counts and
  * the state of the streams involved before and after. Damage (a flipped
  * byte, a wrong format version, a foreign LMDB environment) is made with
- * LMDB directly, as a faulty disk or another program would: the tests are
- * the one place besides the store and the projector that include lmdb.h.
+ * LMDB directly, as a faulty disk or another program would.
  * Event ids come from a per-test counter, so every run is the same.
  */
 #ifndef ES_TEST_STORE_FIXTURE_H
