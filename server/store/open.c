@@ -32,7 +32,8 @@
  *               position per event, assigned inside the write transaction.
  *               The CRC covers the packed record; reads verify it and never
  *               hand out a record that fails. The record is the wire
- *               encoding, so a read copies it straight into a reply.
+ *               encoding, so a read copies it straight into a reply;
+ *               proto/record.h names its fields and is its one decoder.
  *
  *   streams     stream id (1..256 bytes) -> stream record, 32 bytes:
  *               number u64 | first_pos u64 | created_us u64 | flags u64
@@ -52,7 +53,11 @@
  *
  *   event_ids   event id (16) -> stream no u64 BE | revision u64 BE | position u64 BE
  *               Permanent idempotency: a retried append is recognised by
- *               its ids forever, not for a time window.
+ *               its ids forever, not for a time window. A retry is a
+ *               duplicate only when every id is stored, in this stream, at
+ *               consecutive revisions, with the same content (type, data,
+ *               metadata, content type, correlation and causation id);
+ *               anything else is IDEMPOTENCY_CONFLICT and writes nothing.
  *
  *   categories  category bytes | 0x00 | position u64 BE -> (empty)
  *               (the category of "-x" is empty: its key starts with 0x00)

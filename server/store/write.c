@@ -156,10 +156,43 @@ typedef struct append_plan {
 } append_plan;
 
 /*
+ * Whether the record stored at `pos` holds what `e` would write: the same
+ * type, data, metadata, content type, correlation and causation id. A
+ * retry must carry the same content as the original; the same ids with
+ * other content are another request, refused rather than silently dropped.
+ * @return ES_OK (*same set); ES_ERR_CORRUPT; LMDB errors.
+ */
+static es_err stored_content_same(store *s, MDB_txn *txn, uint64_t pos, const store_event_in *e,
+                                  bool *same)
+{
+    uint8_t pkey[8];
+    put_u64be(pkey, pos);
+    MDB_val k = {8, pkey}, v;
+    int rc = mdb_get(txn, s->events, &k, &v);
+    if (rc != MDB_SUCCESS) {
+        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
+    }
+    es_record r;
+    es_err rv = store_record_parse(&v, &r);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    *same = es_slice_eq(r.type, e->type, e->type_len) &&
+            es_slice_eq(r.data, e->data, e->data_len) &&
+            es_slice_eq(r.metadata, e->metadata, e->metadata_len) &&
+            es_slice_eq(r.content_type, e->content_type, e->content_type_len) &&
+            es_slice_eq(r.correlation_id, e->correlation_id, e->correlation_id_len) &&
+            es_slice_eq(r.causation_id, e->causation_id, e->causation_id_len);
+    return ES_OK;
+}
+
+/*
  * Idempotency: are the append's ids already stored?
  * @return ES_OK with *dup = false (none stored) or true (all stored in this
- *   stream at consecutive revisions: result filled); ES_ERR_IDEMPOTENCY_CONFLICT;
- *   other errors from LMDB.
+ *   stream at consecutive revisions, each with the same content: result
+ *   filled); ES_ERR_IDEMPOTENCY_CONFLICT (some stored, stored elsewhere or
+ *   at other revisions, or stored with other content); other errors from
+ *   LMDB.
  */
 static es_err check_idempotency(store *s, batch_state *b, const store_append_in *a,
                                 const append_plan *plan, bool *dup, store_append_result *res)
@@ -193,6 +226,14 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
             first_rev = rev;
             res->first_position = pos;
         } else if (rev != first_rev + i) {
+            return ES_ERR_IDEMPOTENCY_CONFLICT;
+        }
+        bool same = false;
+        es_err crv = stored_content_same(s, b->txn, pos, &a->events[i], &same);
+        if (crv != ES_OK) {
+            return crv;
+        }
+        if (!same) {
             return ES_ERR_IDEMPOTENCY_CONFLICT;
         }
         res->last_position = pos;

@@ -680,6 +680,102 @@ static void test_idempotency_conflicts(void **state)
     evset_free(&g);
 }
 
+/* The stored data of the event at `rev` of a stream equals `want`. */
+static void assert_stored_data(store *s, const char *stream, uint64_t rev, const char *want)
+{
+    coll c = {0};
+    read_stream_all(s, stream, 0, &c);
+    assert_true(rev < c.n);
+    assert_true(bin_is_str(c.ev[rev]->data, want));
+    coll_free(&c);
+}
+
+static void test_idempotency_same_ids_other_content(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    static const uint8_t corr[16] = {0xc0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    evset e;
+    evset_make(&e, f, 2, "T");
+    e.in[1].metadata = U8("m");
+    e.in[1].metadata_len = 1;
+    e.in[1].content_type = U8("text/plain");
+    e.in[1].content_type_len = 10;
+    e.in[1].correlation_id = corr;
+    e.in[1].correlation_id_len = 16;
+    store_append_result r1, r;
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_NO_STREAM, 0, &e, &r1));
+    char data1[40];
+    snprintf(data1, sizeof data1, "%s", e.data[1]);
+    state_snap ss = snap_state(f->s);
+
+    /* The same ids and the same content: a duplicate, as before. */
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_NO_STREAM, 0, &e, &r));
+    assert_true(r.duplicate);
+    assert_int_equal(r.first_position, r1.first_position);
+    assert_int_equal(r.last_position, r1.last_position);
+
+    /* The same ids with other content, one field at a time: a conflict, and
+     * nothing written -- the stored event keeps its content. */
+    e.in[1].data = U8("other data");
+    e.in[1].data_len = 10;
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    assert_false(r.duplicate);
+    assert_same_state(f->s, ss);
+    assert_stored_data(f->s, "s-1", 1, data1);
+    e.in[1].data = U8(e.data[1]);
+    e.in[1].data_len = strlen(e.data[1]);
+    e.in[1].data_len--; /* a prefix of the stored data */
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    e.in[1].data_len++;
+    e.in[0].type = U8("U");
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    e.in[0].type = U8("T");
+    e.in[1].metadata_len = 0;
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    e.in[1].metadata_len = 1;
+    e.in[1].content_type = U8("text/html!");
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    e.in[1].content_type = U8("text/plain");
+    e.in[1].correlation_id_len = 0;
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    e.in[1].correlation_id_len = 16;
+    e.in[0].causation_id = corr;
+    e.in[0].causation_id_len = 16;
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    e.in[0].causation_id_len = 0;
+    e.in[0].causation_id = NULL;
+    assert_same_state(f->s, ss);
+    /* Back to the original content: a duplicate again. */
+    assert_rv(ES_OK, append_ev(f->s, "s-1", STORE_EXPECT_ANY, 0, &e, &r));
+    assert_true(r.duplicate);
+
+    /* Inside one batch: the first request writes, the second carries the
+     * same ids with other data and is refused alone. */
+    evset g;
+    evset_make(&g, f, 1, "T");
+    store_append_in a1 = mk_append("s-2", STORE_EXPECT_ANY, 0, &g);
+    store_event_in other = g.in[0];
+    other.data = U8("changed");
+    other.data_len = 7;
+    store_append_in a2 = a1;
+    a2.events = &other;
+    store_append_result ra, rb;
+    store_request reqs[2] = {
+        {.appends = &a1, .n_appends = 1, .results = &ra},
+        {.appends = &a2, .n_appends = 1, .results = &rb},
+    };
+    assert_rv(ES_OK, store_append_batch(f->s, reqs, 2));
+    assert_rv(ES_OK, reqs[0].rv);
+    assert_false(ra.duplicate);
+    assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT, reqs[1].rv);
+    assert_int_equal(store_head(f->s), ss.head + 1);
+    assert_stored_data(f->s, "s-2", 0, g.data[0]);
+    assert_check_clean(f->s);
+    evset_free(&e);
+    evset_free(&g);
+}
+
 static void test_duplicate_ids_in_one_append(void **state)
 {
     fx *f = *state;
@@ -1602,6 +1698,7 @@ int main(void)
         T(test_batch_middle_request_invalid),
         T(test_idempotent_retry),
         T(test_idempotency_conflicts),
+        T(test_idempotency_same_ids_other_content),
         T(test_duplicate_ids_in_one_append),
         T(test_positions_gapless_revisions_contiguous),
         T(test_revision_order_across_byte_boundaries),
