@@ -41,7 +41,7 @@
  * checkpoint on the next step, rather than trusting the library's own idea
  * of what was delivered: the checkpoint is the only truth.
  *
- * Besides the store (server/store/), this is the one code that includes
+ * Besides the server's store, this is the one code that includes
  * lmdb.h (through es/projector.h, whose apply functions get an MDB_txn).
  * LMDB codes become es_err through the store's own translation,
  * es_err_from_mdb (proto/mdb_err.h), behind es_projector_err_from_mdb.
