@@ -1,8 +1,8 @@
 /*
- * test_store_check — the store's damage and housekeeping: a flipped byte or header, broken
- * indexes, a truncated data file, store_check, backups, statistics
- * (server/store/check.c)
- * against its contract in store.h. Fixture and helpers: store_fixture.h.
+ * test_store_check — damage and housekeeping: a flipped byte or header,
+ * broken indexes, a truncated data file, store_check, backups, statistics
+ * (server/store/check.c), against the contract in store.h. Fixture and
+ * helpers: store_fixture.h.
  */
 #include "store_fixture.h"
 

@@ -1,7 +1,8 @@
 /*
- * test_store_open — the store's opening a data directory: creation, reopening, read-only, and every
- * kind of directory that is refused and left as it was found (server/store/open.c)
- * against its contract in store.h. Fixture and helpers: store_fixture.h.
+ * test_store_open — opening a data directory: creation, reopening,
+ * read-only, and every kind of directory that is refused and left as it was
+ * found (server/store/open.c), against the contract in store.h. Fixture and
+ * helpers: store_fixture.h.
  */
 #include "store_fixture.h"
 

@@ -1,8 +1,9 @@
 /*
- * test_store_read — the store's reads: every field of a stored record, stream reads and their
- * paging, reads of the log by category, type and prefix, stream info and
- * listings, snapshots, concurrent readers (server/store/read.c)
- * against its contract in store.h. Fixture and helpers: store_fixture.h.
+ * test_store_read — the store's reads: every field of a stored record,
+ * stream reads and their paging, reads of the log by category, type and
+ * prefix, stream info and listings, snapshots, concurrent readers
+ * (server/store/read.c), against the contract in store.h. Fixture and
+ * helpers: store_fixture.h.
  */
 #include "store_fixture.h"
 
