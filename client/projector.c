@@ -40,10 +40,16 @@
  * the subscription is then destroyed and made again after the LMDB
  * checkpoint on the next step, rather than trusting the library's own idea
  * of what was delivered: the checkpoint is the only truth.
+ *
+ * Besides the server's store, this is the one code that includes
+ * lmdb.h (through es/projector.h, whose apply functions get an MDB_txn).
+ * LMDB codes become es_err through the store's own translation,
+ * es_err_from_mdb (proto/mdb_err.h), behind es_projector_err_from_mdb.
  */
 #include "es/projector.h"
 
 #include "bytes.h"
+#include "mdb_err.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -111,36 +117,7 @@ struct es_projector {
 
 es_err es_projector_err_from_mdb(int rc)
 {
-    switch (rc) {
-    case MDB_SUCCESS:
-        return ES_OK;
-    case MDB_NOTFOUND:
-        return ES_ERR_NOT_FOUND;
-    case MDB_MAP_FULL:
-    case ENOSPC:
-    case EDQUOT:
-        return ES_ERR_STORE_FULL;
-    case MDB_CORRUPTED:
-    case MDB_PAGE_NOTFOUND:
-        return ES_ERR_CORRUPT;
-    case MDB_INVALID:
-    case MDB_VERSION_MISMATCH:
-    case MDB_INCOMPATIBLE:
-        return ES_ERR_INCOMPATIBLE_STORE;
-    case MDB_TXN_FULL:
-    case MDB_BAD_VALSIZE:
-        return ES_ERR_TOO_LARGE;
-    case MDB_READERS_FULL:
-    case EAGAIN:
-    case EBUSY:
-        return ES_ERR_BUSY;
-    case ENOMEM:
-        return ES_ERR_NO_MEMORY;
-    case EINVAL:
-        return ES_ERR_INVALID_ARGUMENT;
-    default:
-        return ES_ERR_IO;
-    }
+    return es_err_from_mdb(rc); /* the store's translation (proto/mdb_err.h) */
 }
 
 static int64_t now_ms(void)

@@ -12,6 +12,8 @@
 
 #include "crc32c.h"
 #include "natsconn.h"
+#include "record.h"
+#include "validate.h"
 
 #define FETCH_MAX   1024
 #define API_WAIT_MS 2000
@@ -94,120 +96,37 @@ void pnats_ack(pnats *n)
 
 /* ------------------------------------------------------------- decoding -- */
 
-static bool varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+/* The event of a record (es_record_parse, lenient: a newer relay's extra
+ * fields are skipped), with the names checked as the client's reads do:
+ * at most ES_MAX_NAME_BYTES, no NUL. The names are copied out later. */
+static bool decode(const uint8_t *p, size_t len, es_recorded_event *e, es_slice *stream,
+                   es_slice *type, es_slice *ctype)
 {
-    *v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*p >= end) {
-            return false;
-        }
-        uint8_t b = *(*p)++;
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-typedef struct span {
-    const uint8_t *p;
-    size_t len;
-} span;
-
-/* The fields of es.v1.RecordedEvent (last one wins; unknown ones skipped). */
-static bool decode(const uint8_t *p, size_t len, es_recorded_event *e, span *stream, span *type,
-                   span *ctype)
-{
-    const uint8_t *end = p + len;
-    span id = {0}, corr = {0}, caus = {0};
+    es_record r;
     memset(e, 0, sizeof *e);
-    *stream = *type = *ctype = (span){0};
-    while (p < end) {
-        uint64_t tag, v;
-        if (!varint(&p, end, &tag) || (tag >> 3) == 0 || (tag >> 3) > UINT32_MAX) {
-            return false;
-        }
-        uint32_t field = (uint32_t)(tag >> 3);
-        unsigned wire = (unsigned)(tag & 7);
-        span s = {0};
-        if (wire == 0) {
-            if (!varint(&p, end, &v)) {
-                return false;
-            }
-        } else if (wire == 2) {
-            if (!varint(&p, end, &v) || v > (uint64_t)(end - p)) {
-                return false;
-            }
-            s = (span){p, (size_t)v};
-            p += v;
-        } else if (wire == 1 && end - p >= 8) {
-            p += 8;
-            continue;
-        } else if (wire == 5 && end - p >= 4) {
-            p += 4;
-            continue;
-        } else {
-            return false;
-        }
-        bool is_varint = field == 2 || field == 3 || field == 11;
-        if (field <= 11 && (wire == 0) != is_varint) {
-            return false;
-        }
-        switch (field) {
-        case 1:
-            *stream = s;
-            break;
-        case 2:
-            e->revision = v;
-            break;
-        case 3:
-            e->position = v;
-            break;
-        case 4:
-            id = s;
-            break;
-        case 5:
-            *type = s;
-            break;
-        case 6:
-            e->data = s.len ? s.p : NULL;
-            e->data_len = s.len;
-            break;
-        case 7:
-            e->metadata = s.len ? s.p : NULL;
-            e->metadata_len = s.len;
-            break;
-        case 8:
-            *ctype = s;
-            break;
-        case 9:
-            corr = s;
-            break;
-        case 10:
-            caus = s;
-            break;
-        case 11:
-            e->recorded_at_us = v;
-            break;
-        default:
-            break;
-        }
-    }
-    if (id.len != ES_UUID_BYTES || stream->len == 0 || stream->len > 256 || type->len == 0 ||
-        type->len > 256 || ctype->len > 256 || (corr.len != 0 && corr.len != ES_UUID_BYTES) ||
-        (caus.len != 0 && caus.len != ES_UUID_BYTES) || e->position == 0 ||
-        memchr(stream->p, 0, stream->len) || memchr(type->p, 0, type->len) ||
-        (ctype->len && memchr(ctype->p, 0, ctype->len))) {
+    if (es_record_parse(p, len, 0, &r) != ES_OK || r.stream.len > ES_MAX_NAME_BYTES ||
+        r.type.len > ES_MAX_NAME_BYTES || r.content_type.len > ES_MAX_NAME_BYTES ||
+        memchr(r.stream.p, 0, r.stream.len) || memchr(r.type.p, 0, r.type.len) ||
+        (r.content_type.len && memchr(r.content_type.p, 0, r.content_type.len))) {
         return false;
     }
-    memcpy(e->id, id.p, ES_UUID_BYTES);
-    e->correlation_id = corr.len ? corr.p : NULL;
-    e->causation_id = caus.len ? caus.p : NULL;
+    *stream = r.stream;
+    *type = r.type;
+    *ctype = r.content_type;
+    e->revision = r.revision;
+    e->position = r.position;
+    e->recorded_at_us = r.recorded_at_us;
+    e->data = r.data.len ? r.data.p : NULL;
+    e->data_len = r.data.len;
+    e->metadata = r.metadata.len ? r.metadata.p : NULL;
+    e->metadata_len = r.metadata.len;
+    memcpy(e->id, r.id.p, ES_UUID_BYTES);
+    e->correlation_id = r.correlation_id.len ? r.correlation_id.p : NULL;
+    e->causation_id = r.causation_id.len ? r.causation_id.p : NULL;
     return true;
 }
 
-static bool matches(const pnats *n, span stream, span type)
+static bool matches(const pnats *n, es_slice stream, es_slice type)
 {
     size_t nl = n->name ? strlen(n->name) : 0;
     switch (n->target) {
@@ -329,7 +248,7 @@ es_err pnats_fetch(pnats *n, uint64_t after, uint32_t max, int timeout_ms,
         uint64_t pos;
         uint32_t crc;
         es_recorded_event *e = &n->evs[k];
-        span stream, type, ctype;
+        es_slice stream, type, ctype;
         if (len <= 0 || !data || (size_t)len > PNATS_MAX_PAYLOAD ||
             !natsconn_parse_u64(hpos, &pos) || !natsconn_parse_crc(hcrc, &crc) ||
             crc32c(0, data, (size_t)len) != crc ||
@@ -346,7 +265,7 @@ es_err pnats_fetch(pnats *n, uint64_t after, uint32_t max, int timeout_ms,
         if (pos <= after || !matches(n, stream, type)) {
             continue; /* a redelivery, or filtered out */
         }
-        span names[3] = {stream, type, ctype};
+        es_slice names[3] = {stream, type, ctype};
         const char **dst[3] = {&e->stream, &e->type, &e->content_type};
         for (int j = 0; j < 3; j++) {
             if (names[j].len > 0) {

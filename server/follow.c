@@ -18,7 +18,7 @@
 #include "crc32c.h"
 #include "log.h"
 #include "natsconn.h"
-#include "pbwire.h"
+#include "record.h"
 #include "stopper.h"
 #include "validate.h"
 
@@ -99,22 +99,15 @@ static bool check_msg(follow *f, natsMsg *m, uint64_t *pos, char *why, size_t wh
         snprintf(why, why_len, "%s", "the payload fails its Es-Crc32c checksum");
         return false;
     }
-    uint64_t rpos = 0, rrev = 0;
-    const uint8_t *rstream = NULL, *rid = NULL;
-    size_t rstream_len = 0, rid_len = 0;
-    if (pbw_find_varint(data, (size_t)len, 3, &rpos) != ES_OK ||
-        pbw_find_varint(data, (size_t)len, 2, &rrev) == ES_ERR_MALFORMED ||
-        pbw_find_bytes(data, (size_t)len, 1, &rstream, &rstream_len) != ES_OK ||
-        pbw_find_bytes(data, (size_t)len, 4, &rid, &rid_len) != ES_OK) {
+    es_record r;
+    if (es_record_parse(data, (size_t)len, 0, &r) != ES_OK) {
         snprintf(why, why_len, "%s", "the payload is not an es.v1.RecordedEvent");
         return false;
     }
     /* Es-Stream is not compared: NATS may trim the blanks around a header
      * value, and a stream id may begin or end with one. The payload is
      * what is stored, under its checksum. */
-    (void)rstream;
-    (void)rstream_len;
-    if (rpos != *pos || rrev != rev || rid_len != 16 || memcmp(rid, id, 16) != 0) {
+    if (r.position != *pos || r.revision != rev || !es_slice_eq(r.id, id, ES_RECORD_ID_BYTES)) {
         snprintf(why, why_len, "%s",
                  "the headers (position, revision, event id) disagree with the payload");
         return false;

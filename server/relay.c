@@ -16,7 +16,7 @@
 #include "crc32c.h"
 #include "log.h"
 #include "natsconn.h"
-#include "pbwire.h"
+#include "record.h"
 #include "stopper.h"
 #include "validate.h"
 
@@ -342,16 +342,15 @@ static int copy_visit(void *ctx, const store_record *rec)
 static natsStatus make_msg(relay *r, const uint8_t *rec, size_t len, uint64_t position,
                            natsMsg **out, char *msg_id)
 {
-    const uint8_t *stream, *type, *id;
-    size_t stream_len, type_len, id_len;
-    uint64_t revision = 0;
-    if (pbw_find_bytes(rec, len, 1, &stream, &stream_len) != ES_OK ||
-        pbw_find_bytes(rec, len, 5, &type, &type_len) != ES_OK ||
-        pbw_find_bytes(rec, len, 4, &id, &id_len) != ES_OK || id_len != 16 ||
-        pbw_find_varint(rec, len, 2, &revision) == ES_ERR_MALFORMED) {
+    es_record er;
+    if (es_record_parse(rec, len, 0, &er) != ES_OK || er.stream.len > ES_MAX_NAME_BYTES ||
+        er.type.len > ES_MAX_NAME_BYTES) {
         log_msg(LOG_ERROR, "relay: a stored record does not decode", "position=%" PRIu64, position);
         return NATS_ERR;
     }
+    const uint8_t *stream = er.stream.p, *type = er.type.p, *id = er.id.p;
+    size_t stream_len = er.stream.len, type_len = er.type.len;
+    uint64_t revision = er.revision;
     char subject[SUBJECT_MAX];
     char cat_tok[RELAY_TOKEN_MAX], stream_tok[RELAY_TOKEN_MAX];
     size_t cat_len = es_category_len(stream, stream_len);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "es.pb-c.h"
+#include "record.h"
 #include "follow.h"
 #include "bytes.h"
 #include "relay.h"
@@ -97,36 +97,32 @@ static json_t *jpayload(const uint8_t *b, size_t len, size_t max)
 
 json_t *webapi_event_json(const uint8_t *rec, size_t len, size_t max_data)
 {
-    Es__V1__RecordedEvent *e = es__v1__recorded_event__unpack(NULL, len, rec);
-    if (!e) {
+    es_record e;
+    if (es_record_parse(rec, len, 0, &e) != ES_OK) {
         return NULL;
     }
     json_t *j = json_object();
-    json_t *data = jpayload(e->data.data, e->data.len, max_data);
-    json_t *meta =
-        e->metadata.len ? jpayload(e->metadata.data, e->metadata.len, max_data) : json_null();
+    json_t *data = jpayload(e.data.p, e.data.len, max_data);
+    json_t *meta = e.metadata.len ? jpayload(e.metadata.p, e.metadata.len, max_data) : json_null();
     if (!j || !data || !meta ||
-        json_object_set_new(j, "position", json_integer((json_int_t)e->position)) ||
-        json_object_set_new(j, "revision", json_integer((json_int_t)e->revision)) ||
-        json_object_set_new(j, "stream", jbytes(e->stream.data, e->stream.len)) ||
-        json_object_set_new(j, "id", juuid(e->id.data, e->id.len)) ||
-        json_object_set_new(j, "type", jbytes(e->type.data, e->type.len)) ||
-        json_object_set_new(j, "recorded_at_us", json_integer((json_int_t)e->recorded_at_us)) ||
+        json_object_set_new(j, "position", json_integer((json_int_t)e.position)) ||
+        json_object_set_new(j, "revision", json_integer((json_int_t)e.revision)) ||
+        json_object_set_new(j, "stream", jbytes(e.stream.p, e.stream.len)) ||
+        json_object_set_new(j, "id", juuid(e.id.p, e.id.len)) ||
+        json_object_set_new(j, "type", jbytes(e.type.p, e.type.len)) ||
+        json_object_set_new(j, "recorded_at_us", json_integer((json_int_t)e.recorded_at_us)) ||
         json_object_set_new(j, "content_type",
-                            e->content_type.len ? jbytes(e->content_type.data, e->content_type.len)
-                                                : json_null()) ||
-        json_object_set_new(j, "correlation_id",
-                            juuid(e->correlation_id.data, e->correlation_id.len)) ||
-        json_object_set_new(j, "causation_id", juuid(e->causation_id.data, e->causation_id.len))) {
+                            e.content_type.len ? jbytes(e.content_type.p, e.content_type.len)
+                                               : json_null()) ||
+        json_object_set_new(j, "correlation_id", juuid(e.correlation_id.p, e.correlation_id.len)) ||
+        json_object_set_new(j, "causation_id", juuid(e.causation_id.p, e.causation_id.len))) {
         json_decref(j);
         json_decref(data);
         json_decref(meta);
-        es__v1__recorded_event__free_unpacked(e, NULL);
         return NULL;
     }
     json_object_set_new(j, "data", data);
     json_object_set_new(j, "metadata", meta);
-    es__v1__recorded_event__free_unpacked(e, NULL);
     return j;
 }
 
@@ -470,14 +466,12 @@ typedef struct find_ctx {
 static int find_visit(void *vctx, const store_record *rec)
 {
     find_ctx *c = vctx;
-    Es__V1__RecordedEvent *e = es__v1__recorded_event__unpack(NULL, rec->len, rec->bytes);
-    if (!e) {
+    es_record e;
+    if (es_record_parse(rec->bytes, rec->len, 0, &e) != ES_OK) {
         c->bad = true;
         return 1;
     }
-    bool hit = e->id.len == 16 && !memcmp(e->id.data, c->id, 16);
-    es__v1__recorded_event__free_unpacked(e, NULL);
-    if (hit) {
+    if (es_slice_eq(e.id, c->id, sizeof c->id)) {
         c->found = webapi_event_json(rec->bytes, rec->len, SIZE_MAX);
         c->bad = !c->found;
         return 1;

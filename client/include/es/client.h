@@ -351,8 +351,10 @@ typedef struct es_append_req {
  *   ES_ERR_WRONG_EXPECTED_REVISION: the stream was not in the expected
  *     state; es_client_conflicts() gives the actual one: reload and decide
  *     again;
- *   ES_ERR_IDEMPOTENCY_CONFLICT: some event ids are already stored elsewhere
- *     or only partly: use fresh ids for new events;
+ *   ES_ERR_IDEMPOTENCY_CONFLICT: some event ids are already stored elsewhere,
+ *     only partly, or with other content (type, data, metadata, content
+ *     type, correlation or causation id): nothing was written; use fresh
+ *     ids for new events;
  *   ES_ERR_INVALID_STREAM_ID, ES_ERR_RESERVED_STREAM,
  *   ES_ERR_INVALID_EVENT_TYPE, ES_ERR_INVALID_EVENT_ID,
  *   ES_ERR_INVALID_ARGUMENT, ES_ERR_TOO_MANY_EVENTS, ES_ERR_TOO_LARGE: the

@@ -26,7 +26,8 @@ extern "C" {
     X(TOO_LARGE, 7, "too large")                                                                   \
     X(TOO_MANY_EVENTS, 8, "too many events")                                                       \
     X(WRONG_EXPECTED_REVISION, 9, "wrong expected revision")                                       \
-    X(IDEMPOTENCY_CONFLICT, 10, "event ids already stored elsewhere or only partly")               \
+    X(IDEMPOTENCY_CONFLICT, 10,                                                                    \
+      "event ids already stored elsewhere, partly or with other content")                          \
     X(NOT_FOUND, 11, "not found")                                                                  \
     X(STORE_FULL, 12, "store full")                                                                \
     X(CORRUPT, 13, "corrupt data")                                                                 \

@@ -1,7 +1,8 @@
 /*
  * store — the event log engine: an LMDB environment holding the log, its
- * indexes, stream records and snapshots. The only module that includes
- * lmdb.h; its key layout is drawn at the top of store.c.
+ * indexes, stream records and snapshots (server/store/). The only server
+ * module that includes lmdb.h; its key layout is drawn at the top of
+ * server/store/open.c, and internal.h lists the store's files.
  *
  * Threads: one writer thread calls store_append_batch and
  * store_save_snapshot (in a follower, one importing thread calls
@@ -11,8 +12,11 @@
  * valid only during the callback.
  *
  * Errors: every function returns an es_err. LMDB and errno codes are
- * translated once, in store.c (MDB_MAP_FULL and ENOSPC -> ES_ERR_STORE_FULL,
- * MDB_CORRUPTED / bad CRC -> ES_ERR_CORRUPT, other I/O -> ES_ERR_IO).
+ * translated once, at the store's boundary, by es_err_from_mdb
+ * (proto/mdb_err.h, shared with the projector: MDB_MAP_FULL and ENOSPC ->
+ * ES_ERR_STORE_FULL, MDB_CORRUPTED -> ES_ERR_CORRUPT, other I/O ->
+ * ES_ERR_IO); a record failing its CRC is ES_ERR_CORRUPT, and a failed
+ * commit's EIO on a full disk ES_ERR_STORE_FULL.
  */
 #ifndef ES_STORE_H
 #define ES_STORE_H

@@ -1,0 +1,284 @@
+/*
+ * check.c — the store's housekeeping: statistics, store_check (every record
+ * against its CRC and every index, and every index against the log), and
+ * backups.
+ *
+ * Design notes: store_check walks the whole log in one read transaction
+ * under the read guard (see read.c), so damage in LMDB's own pages ends it
+ * with ES_ERR_CORRUPT rather than ending the process; damage it finds in
+ * records and indexes is counted by kind and the first CHECK_LOG_MAX_LINES
+ * defects are described through the caller's log callback. A backup is
+ * LMDB's compacting copy (mdb_env_copy2 with MDB_CP_COMPACT) into an empty
+ * or new directory: consistent without stopping writers.
+ */
+#include <dirent.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bytes.h"
+#include "internal.h"
+#include "validate.h"
+
+#define CHECK_LOG_MAX_LINES 50
+
+/* ---------------------------------------------------------- housekeeping -- */
+
+STORE_GUARDED_BEGIN
+es_err store_stats_get(store *s, store_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    memcpy(st->store_id, s->id, STORE_ID_BYTES);
+    st->format_version = s->format;
+    st->created_us = s->created_us;
+    st->sync = s->sync;
+    MDB_envinfo info;
+    MDB_stat est;
+    if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &est)) {
+        return ES_ERR_IO;
+    }
+    st->map_size = info.me_mapsize;
+    st->map_used = (uint64_t)(info.me_last_pgno + 1) * est.ms_psize;
+    st->readers_used = info.me_numreaders;
+    st->readers_max = info.me_maxreaders;
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    MDB_stat ms;
+    if (mdb_stat(txn, s->events, &ms) == 0) {
+        st->event_count = ms.ms_entries;
+    }
+    if (mdb_stat(txn, s->streams, &ms) == 0) {
+        st->stream_count = ms.ms_entries;
+    }
+    st->head_position = store_last_position(txn, s->events);
+    store_read_end(txn);
+    return ES_OK;
+}
+STORE_GUARDED_END
+
+typedef struct check_ctx {
+    store_check_report *r;
+    store_check_log_fn log;
+    void *log_ctx;
+    unsigned lines;
+} check_ctx;
+
+static void defect(check_ctx *c, uint64_t pos, const char *what, uint64_t a, uint64_t b)
+{
+    if (pos && !c->r->first_bad_position) {
+        c->r->first_bad_position = pos;
+    }
+    if (c->log && c->lines < CHECK_LOG_MAX_LINES) {
+        char line[256];
+        snprintf(line, sizeof line, "position %llu: %s (%llu, %llu)", (unsigned long long)pos, what,
+                 (unsigned long long)a, (unsigned long long)b);
+        store_in_visitor = true;
+        c->log(c->log_ctx, line);
+        store_in_visitor = false;
+    }
+    c->lines++;
+}
+
+static bool index_has(MDB_txn *txn, MDB_dbi dbi, const uint8_t *name, size_t len, uint64_t pos)
+{
+    uint8_t key[ES_MAX_NAME_BYTES + 9];
+    if (len > ES_MAX_NAME_BYTES) {
+        return false; /* len 0 is the empty category of "-x" */
+    }
+    MDB_val k = {store_name_pos_key(key, name, len, pos), key};
+    MDB_val v;
+    return mdb_get(txn, dbi, &k, &v) == 0;
+}
+
+static uint64_t db_entries(MDB_txn *txn, MDB_dbi dbi)
+{
+    MDB_stat ms;
+    return mdb_stat(txn, dbi, &ms) == 0 ? ms.ms_entries : 0;
+}
+
+STORE_GUARDED_BEGIN
+es_err store_check(store *s, store_check_report *report, store_check_log_fn log, void *ctx)
+{
+    memset(report, 0, sizeof *report);
+    check_ctx c = {report, log, ctx, 0};
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->events, &cur);
+    if (rc) {
+        store_read_end(txn);
+        return es_err_from_mdb(rc);
+    }
+    MDB_val k, v;
+    uint64_t expect = 1;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        report->events_checked++;
+        uint64_t pos = k.mv_size == 8 ? get_u64be(k.mv_data) : 0;
+        if (pos != expect) {
+            report->position_gaps++;
+            defect(&c, pos, "position gap: expected, found", expect, pos);
+        }
+        expect = pos + 1;
+        const uint8_t *rec;
+        size_t len;
+        if (store_record_open(&v, &rec, &len) != ES_OK) {
+            report->crc_errors++;
+            defect(&c, pos, "record fails its checksum", 0, 0);
+            continue;
+        }
+        es_record r;
+        if (es_record_parse(rec, len, 0, &r) != ES_OK) {
+            report->crc_errors++;
+            defect(&c, pos, "record does not decode", 0, 0);
+            continue;
+        }
+        const uint8_t *sid = r.stream.p, *eid = r.id.p, *type = r.type.p;
+        size_t sid_len = r.stream.len, type_len = r.type.len;
+        uint64_t rpos = r.position, rrev = r.revision;
+        if (rpos != pos) {
+            report->index_errors++;
+            defect(&c, pos, "record holds another position", rpos, pos);
+        }
+        store_stream_info si;
+        if (store_stream_lookup(txn, s, sid, sid_len, &si) != ES_OK) {
+            report->revision_errors++;
+            defect(&c, pos, "record of a stream without a stream record", rrev, 0);
+            continue;
+        }
+        uint8_t rkey[16];
+        put_u64be(rkey, si.number);
+        put_u64be(rkey + 8, rrev);
+        MDB_val rk = {16, rkey}, rv2;
+        if (mdb_get(txn, s->stream_revs, &rk, &rv2) != 0 || rv2.mv_size != 8 ||
+            get_u64be(rv2.mv_data) != pos) {
+            report->revision_errors++;
+            defect(&c, pos, "stream index does not point at the record (revision, stream no)", rrev,
+                   si.number);
+        }
+        MDB_val ik = {ES_EVENT_ID_BYTES, (void *)eid}, iv;
+        if (mdb_get(txn, s->event_ids, &ik, &iv) != 0 || iv.mv_size != 24 ||
+            get_u64be(iv.mv_data) != si.number || get_u64be((uint8_t *)iv.mv_data + 8) != rrev ||
+            get_u64be((uint8_t *)iv.mv_data + 16) != pos) {
+            report->index_errors++;
+            defect(&c, pos, "event-id index mismatch", 0, 0);
+        }
+        if (!index_has(txn, s->categories, sid, es_category_len(sid, sid_len), pos)) {
+            report->index_errors++;
+            defect(&c, pos, "category index entry missing", 0, 0);
+        }
+        if (!index_has(txn, s->types, type, type_len, pos)) {
+            report->index_errors++;
+            defect(&c, pos, "event-type index entry missing", 0, 0);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) {
+        store_read_end(txn);
+        return es_err_from_mdb(rc);
+    }
+
+    /* Streams: revisions 0..count-1 present, positions increasing, and the
+     * first position of the stream record right (the count and last
+     * position are read from this index, so they agree by construction). */
+    rc = mdb_cursor_open(txn, s->streams, &cur);
+    if (rc) {
+        store_read_end(txn);
+        return es_err_from_mdb(rc);
+    }
+    uint64_t revs_total = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        report->streams_checked++;
+        store_stream_info si;
+        if (store_stream_decode(&v, &si) != ES_OK) {
+            report->revision_errors++;
+            defect(&c, 0, "undecodable stream record", 0, 0);
+            continue;
+        }
+        MDB_cursor *rcur;
+        if (mdb_cursor_open(txn, s->stream_revs, &rcur) != 0) {
+            break;
+        }
+        uint8_t rkey[16];
+        put_u64be(rkey, si.number);
+        put_u64be(rkey + 8, 0);
+        MDB_val rk = {16, rkey}, rval;
+        uint64_t rev = 0, prev_pos = 0, first = 0;
+        int rrc;
+        for (rrc = mdb_cursor_get(rcur, &rk, &rval, MDB_SET_RANGE);
+             rrc == 0 && rk.mv_size == 16 && get_u64be(rk.mv_data) == si.number;
+             rrc = mdb_cursor_get(rcur, &rk, &rval, MDB_NEXT)) {
+            uint64_t r = get_u64be((uint8_t *)rk.mv_data + 8);
+            uint64_t p = rval.mv_size == 8 ? get_u64be(rval.mv_data) : 0;
+            if (r != rev || p <= prev_pos) {
+                report->revision_errors++;
+                defect(&c, p, "revisions not contiguous or positions not increasing", r, rev);
+            }
+            if (rev == 0) {
+                first = p;
+            }
+            prev_pos = p;
+            rev = r + 1;
+            revs_total++;
+        }
+        mdb_cursor_close(rcur);
+        if (rev == 0 || first != si.first_position) {
+            report->revision_errors++;
+            defect(&c, first, "stream record disagrees with its index (first position, revisions)",
+                   si.first_position, rev);
+        }
+    }
+    mdb_cursor_close(cur);
+    uint64_t n = report->events_checked;
+    if (revs_total != n || db_entries(txn, s->event_ids) != n ||
+        db_entries(txn, s->categories) != n || db_entries(txn, s->types) != n) {
+        report->index_errors++;
+        defect(&c, 0, "index sizes differ from the log (stream index, event ids)", revs_total,
+               db_entries(txn, s->event_ids));
+    }
+    store_read_end(txn);
+    if (report->crc_errors || report->position_gaps || report->revision_errors ||
+        report->index_errors) {
+        return ES_ERR_CORRUPT;
+    }
+    return ES_OK;
+}
+STORE_GUARDED_END
+
+es_err store_backup(store *s, const char *dest_dir)
+{
+    struct stat st;
+    if (stat(dest_dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            return ES_ERR_INVALID_ARGUMENT;
+        }
+        DIR *d = opendir(dest_dir);
+        if (!d) {
+            return ES_ERR_IO;
+        }
+        struct dirent *de;
+        bool empty = true;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+                empty = false;
+            }
+        }
+        closedir(d);
+        if (!empty) {
+            return ES_ERR_INVALID_ARGUMENT;
+        }
+    } else if (mkdir(dest_dir, 0700) != 0) {
+        return ES_ERR_IO;
+    }
+    return es_err_from_mdb(mdb_env_copy2(s->env, dest_dir, MDB_CP_COMPACT));
+}

@@ -1,0 +1,163 @@
+/*
+ * internal.h — what the store's own files share, and nothing outside
+ * server/store/ includes: the store struct, the on-disk layout constants,
+ * the codecs of the layout's values, and the read guard.
+ *
+ * The files of the store, each with its design notes at the top:
+ *
+ *   open.c    the key layout (drawn there), opening and closing, meta,
+ *             stream records, record headers, error translation
+ *   write.c   appends (group commit, idempotency), imports, snapshot saves
+ *   read.c    reads of streams, of the log, listings, snapshot loads; the
+ *             guard that turns damage in LMDB's pages into ES_ERR_CORRUPT
+ *   check.c   statistics, store_check, backups
+ *
+ * Ownership words as in store.h. Every function here that returns an int
+ * returns an LMDB code; every es_err has already been translated.
+ */
+#ifndef ES_STORE_INTERNAL_H
+#define ES_STORE_INTERNAL_H
+
+#include <lmdb.h>
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mdb_err.h"
+#include "record.h"
+#include "store.h"
+
+#define STORE_MAGIC              "esd-store"
+#define STORE_MAGIC_LEN          9
+#define RECORD_HEADER_BYTES      8
+#define RECORD_VERSION           1
+#define STREAM_RECORD_BYTES      32
+#define SNAPSHOT_HEADER_BYTES    24
+#define STORE_MAX_SNAPSHOT_BYTES (16u * 1024u * 1024u)
+
+struct store {
+    MDB_env *env;
+    MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
+    bool sync;
+    bool read_only;
+    bool follower;
+    uint32_t max_events_per_append;
+    uint32_t max_event_bytes;
+    uint8_t id[STORE_ID_BYTES];
+    uint32_t format;
+    uint64_t created_us;
+    _Atomic uint64_t head;        /* last committed position */
+    uint64_t last_commit_call_us; /* writer thread: time in mdb_txn_commit */
+};
+
+/* ---------------------------------------------------------------- open.c -- */
+
+/**
+ * @brief The outcome of a failed mdb_txn_commit: a short write on a full
+ *        file system (EIO) is ES_ERR_STORE_FULL, other codes as es_err_from_mdb.
+ */
+es_err store_commit_err(const store *s, int rc);
+
+/** @brief snprintf into an optional message buffer (msg may be NULL). */
+__attribute__((format(printf, 3, 4))) void store_set_msg(char *msg, size_t msg_len, const char *fmt,
+                                                         ...);
+
+/** @brief A meta value by its key; @return an LMDB code. */
+int store_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *v);
+
+/** @brief Write a meta value; @return an LMDB code. */
+int store_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *data, size_t len);
+
+/** @brief The last position in `events` (0: the log is empty). */
+uint64_t store_last_position(MDB_txn *txn, MDB_dbi events);
+
+/** @brief A stream record's bytes from the fields written at creation. */
+void store_stream_encode(uint8_t out[STREAM_RECORD_BYTES], const store_stream_info *si);
+
+/** @brief A stream record's fields; @return ES_OK or ES_ERR_CORRUPT. */
+es_err store_stream_decode(const MDB_val *v, store_stream_info *si);
+
+/**
+ * @brief Fill a decoded stream's count, last revision and last position from
+ *        its last stream_revs entry.
+ * @return ES_OK; ES_ERR_CORRUPT (no index entries); LMDB errors.
+ */
+es_err store_stream_tail(MDB_txn *txn, const store *s, store_stream_info *si);
+
+/**
+ * @brief A stream's record and tail (not updated_us).
+ * @return ES_OK; ES_ERR_NOT_FOUND (no such stream); ES_ERR_CORRUPT; LMDB errors.
+ */
+es_err store_stream_lookup(MDB_txn *txn, const store *s, const uint8_t *stream, size_t len,
+                           store_stream_info *si);
+
+/** @brief updated_us of a stream whose tail is known: its last record's time. */
+es_err store_stream_updated(MDB_txn *txn, const store *s, store_stream_info *si);
+
+/**
+ * @brief Verify a stored record's header and CRC.
+ * @param[out] payload the packed RecordedEvent, borrowed from the value (valid
+ *             while the transaction is)
+ * @return ES_OK; ES_ERR_CORRUPT.
+ */
+es_err store_record_open(const MDB_val *v, const uint8_t **payload, size_t *len);
+
+/**
+ * @brief Verify a stored record and parse it (es_record_parse, lenient).
+ * @return ES_OK; ES_ERR_CORRUPT (bad header or CRC, or a record that does
+ *         not decode: the CRC was right, so the store wrote it wrong).
+ */
+es_err store_record_parse(const MDB_val *v, es_record *r);
+
+/** @brief name | 0x00 | position BE into key (room for ES_MAX_NAME_BYTES + 9):
+ *         a key of the category and type indexes; @return its length. */
+size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_t pos);
+
+/* ---------------------------------------------------------------- read.c -- */
+
+/*
+ * The read guard (design notes in read.c). store_read_guard is armed by
+ * READ_GUARD in each read function; store_in_visitor is set while caller
+ * code (a visitor, a log callback) runs, whose faults are not LMDB's.
+ */
+extern _Thread_local sigjmp_buf *store_read_guard;
+extern _Thread_local bool store_in_visitor;
+
+/** @brief The LMDB assertion hook: back to the guard, or exit(STORE_EXIT_DAMAGED). */
+void store_on_lmdb_assert(MDB_env *env, const char *msg);
+
+/** @brief Install the SIGBUS/SIGSEGV handlers of the guard (once per process). */
+void store_guard_install(void);
+
+/** @brief Begin a read-only transaction, clearing stale reader slots once. */
+es_err store_read_txn(store *s, MDB_txn **txn);
+
+/** @brief Disarm the guard and abort the read transaction. */
+void store_read_end(MDB_txn *txn);
+
+/*
+ * Arm the guard right after store_read_txn: damage met inside LMDB ends the
+ * enclosing function with ES_ERR_CORRUPT. Only `txn` may be used after the
+ * jump, so it must not change after the setjmp. A function that uses it is
+ * inside STORE_GUARDED_BEGIN/END (GCC's -Wclobbered cannot see that the
+ * other locals are dead on the jump's path).
+ */
+#define READ_GUARD(txn)                                                                            \
+    sigjmp_buf guard_jb_;                                                                          \
+    if (sigsetjmp(guard_jb_, 1) != 0) {                                                            \
+        store_read_end(txn);                                                                       \
+        return ES_ERR_CORRUPT;                                                                     \
+    }                                                                                              \
+    store_read_guard = &guard_jb_
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define STORE_GUARDED_BEGIN                                                                        \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wclobbered\"")
+#define STORE_GUARDED_END _Pragma("GCC diagnostic pop")
+#else
+#define STORE_GUARDED_BEGIN
+#define STORE_GUARDED_END
+#endif
+
+#endif

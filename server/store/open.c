@@ -1,0 +1,639 @@
+/*
+ * open.c — the event log engine on LMDB: its key layout, opening and
+ * closing a data directory, and the codecs of the layout's values.
+ *
+ * Design notes
+ * ============
+ *
+ * One LMDB environment per data directory, named databases inside it. The
+ * writer thread is the only one that opens write transactions; readers open
+ * a short read-only transaction inside each call and close it before
+ * returning (MDB_NOTLS, so any thread may read, and nothing is held across a
+ * return to the event loop). No MDB_WRITEMAP: with it a full disk is a
+ * SIGBUS instead of an error. `sync = false` sets MDB_NOSYNC, and every
+ * acknowledgement says so (store_request.synced). A directory refused as
+ * INCOMPATIBLE_STORE is left as it was found: a lock.mdb that the failed
+ * open created is removed again.
+ *
+ * Key layout (all integers in keys are big-endian so that memcmp order is
+ * numeric order; values are little-endian):
+ *
+ *   meta        "magic"       -> "esd-store" (9 bytes)
+ *               "format"      -> u32      STORE_FORMAT_VERSION
+ *               "store_id"    -> 16 bytes random
+ *               "created_us"  -> u64
+ *               "next_stream" -> u64      next interned stream number
+ *
+ *   events      +-------------------+      +----+-----+--------+----------+======================+
+ *               | position  u64 BE  |  ->  | ver|flags|reserved|crc32c LE | es.v1.RecordedEvent  |
+ *               +-------------------+      | u8 | u8  |  u16   |   u32    | (packed, wire bytes) |
+ *                                          +----+-----+--------+----------+======================+
+ *               Positions start at 1 and are gapless: one writer, one
+ *               position per event, assigned inside the write transaction.
+ *               The CRC covers the packed record; reads verify it and never
+ *               hand out a record that fails. The record is the wire
+ *               encoding, so a read copies it straight into a reply;
+ *               proto/record.h names its fields and is its one decoder.
+ *
+ *   streams     stream id (1..256 bytes) -> stream record, 32 bytes:
+ *               number u64 | first_pos u64 | created_us u64 | flags u64
+ *               (number = interned id used below; flags 0). Written once,
+ *               when the stream is created: the count, last revision and
+ *               last position are read from the stream's last stream_revs
+ *               entry, the updated time from that event's record. So an
+ *               append to an existing stream dirties one random leaf page
+ *               (its stream_revs page), not two: with random streams the
+ *               bytes written per commit fell by a third (format 2).
+ *
+ *   stream_revs +------------------+-----------------+      +----------------+
+ *               | stream no u64 BE | revision u64 BE |  ->  | position u64 BE|
+ *               +------------------+-----------------+      +----------------+
+ *               Fixed 16-byte keys: no prefix collisions between streams,
+ *               and revision 255 sorts before 256 (big-endian).
+ *
+ *   event_ids   event id (16) -> stream no u64 BE | revision u64 BE | position u64 BE
+ *               Permanent idempotency: a retried append is recognised by
+ *               its ids forever, not for a time window. A retry is a
+ *               duplicate only when every id is stored, in this stream, at
+ *               consecutive revisions, with the same content (type, data,
+ *               metadata, content type, correlation and causation id);
+ *               anything else is IDEMPOTENCY_CONFLICT and writes nothing.
+ *
+ *   categories  category bytes | 0x00 | position u64 BE -> (empty)
+ *               (the category of "-x" is empty: its key starts with 0x00)
+ *   types       event type bytes | 0x00 | position u64 BE -> (empty)
+ *               Names never contain NUL (validate.h), so the 0x00 separator
+ *               makes "acc" and "account" distinct ranges; filtered reads
+ *               walk one range and never scan the log.
+ *
+ *   snapshots   stream id -> crc32c u32 | state_format u32 | revision u64 |
+ *               saved_at_us u64 | data     (CRC over everything after it)
+ *
+ * The rest of the store (write path, read path, checks) is in the files
+ * listed in internal.h, each with its own design notes.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bytes.h"
+#include "crc32c.h"
+#include "internal.h"
+
+/* ------------------------------------------------------------ utilities -- */
+
+/*
+ * The outcome of a failed mdb_txn_commit. LMDB reports a short write -- the
+ * file system filled up in the middle of writing the pages -- as EIO ("short
+ * write, filesystem full?"), and a full disk usually shows up that way
+ * rather than as ENOSPC. Tell it from other I/O errors by asking what room
+ * is left: under 1 MiB free on the file system, or the file within 1 MiB of
+ * the process's file-size limit, is a full store.
+ */
+#define FULL_MARGIN_BYTES (1u << 20)
+
+es_err store_commit_err(const store *s, int rc)
+{
+    if (rc != EIO) {
+        return es_err_from_mdb(rc);
+    }
+    int fd;
+    struct stat st;
+    struct statvfs vfs;
+    struct rlimit rl;
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0) {
+        return ES_ERR_IO;
+    }
+    if (fstatvfs(fd, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < FULL_MARGIN_BYTES) {
+        return ES_ERR_STORE_FULL;
+    }
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (uint64_t)st.st_size + FULL_MARGIN_BYTES > (uint64_t)rl.rlim_cur) {
+        return ES_ERR_STORE_FULL;
+    }
+    return ES_ERR_IO;
+}
+
+uint64_t store_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void store_set_msg(char *msg, size_t msg_len, const char *fmt, ...)
+{
+    if (msg && msg_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, msg_len, fmt, ap);
+        va_end(ap);
+    }
+}
+
+void store_stream_encode(uint8_t out[STREAM_RECORD_BYTES], const store_stream_info *si)
+{
+    put_u64le(out, si->number);
+    put_u64le(out + 8, si->first_position);
+    put_u64le(out + 16, si->created_us);
+    put_u64le(out + 24, 0);
+}
+
+es_err store_stream_decode(const MDB_val *v, store_stream_info *si)
+{
+    if (v->mv_size != STREAM_RECORD_BYTES) {
+        return ES_ERR_CORRUPT;
+    }
+    const uint8_t *p = v->mv_data;
+    memset(si, 0, sizeof *si);
+    si->number = get_u64le(p);
+    si->first_position = get_u64le(p + 8);
+    si->created_us = get_u64le(p + 16);
+    return ES_OK;
+}
+
+es_err store_stream_tail(MDB_txn *txn, const store *s, store_stream_info *si)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->stream_revs, &cur);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    uint8_t key[16];
+    put_u64be(key, si->number);
+    put_u64be(key + 8, UINT64_MAX); /* past every revision of the stream */
+    MDB_val k = {16, key}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_SUCCESS) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    } else if (rc == MDB_NOTFOUND) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    }
+    es_err rv = ES_OK;
+    if (rc != MDB_SUCCESS) {
+        rv = rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
+    } else if (k.mv_size != 16 || v.mv_size != 8 || get_u64be(k.mv_data) != si->number) {
+        rv = ES_ERR_CORRUPT; /* a stream record without index entries */
+    } else {
+        si->last_revision = get_u64be((const uint8_t *)k.mv_data + 8);
+        si->event_count = si->last_revision + 1;
+        si->last_position = get_u64be(v.mv_data);
+    }
+    mdb_cursor_close(cur);
+    return rv;
+}
+
+es_err store_stream_lookup(MDB_txn *txn, const store *s, const uint8_t *stream, size_t len,
+                           store_stream_info *si)
+{
+    MDB_val k = {len, (void *)stream};
+    MDB_val v;
+    int rc = mdb_get(txn, s->streams, &k, &v);
+    if (rc != MDB_SUCCESS) {
+        return es_err_from_mdb(rc);
+    }
+    es_err rv = store_stream_decode(&v, si);
+    return rv == ES_OK ? store_stream_tail(txn, s, si) : rv;
+}
+
+es_err store_stream_updated(MDB_txn *txn, const store *s, store_stream_info *si)
+{
+    uint8_t key[8];
+    put_u64be(key, si->last_position);
+    MDB_val k = {8, key}, v;
+    int rc = mdb_get(txn, s->events, &k, &v);
+    if (rc != MDB_SUCCESS) {
+        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
+    }
+    es_record r;
+    es_err rv = store_record_parse(&v, &r);
+    si->updated_us = rv == ES_OK ? r.recorded_at_us : 0;
+    return rv;
+}
+
+es_err store_record_open(const MDB_val *v, const uint8_t **payload, size_t *len)
+{
+    if (v->mv_size < RECORD_HEADER_BYTES) {
+        return ES_ERR_CORRUPT;
+    }
+    const uint8_t *p = v->mv_data;
+    if (p[0] != RECORD_VERSION) {
+        return ES_ERR_CORRUPT;
+    }
+    size_t n = v->mv_size - RECORD_HEADER_BYTES;
+    if (crc32c(0, p + RECORD_HEADER_BYTES, n) != get_u32le(p + 4)) {
+        return ES_ERR_CORRUPT;
+    }
+    *payload = p + RECORD_HEADER_BYTES;
+    *len = n;
+    return ES_OK;
+}
+
+es_err store_record_parse(const MDB_val *v, es_record *r)
+{
+    const uint8_t *payload;
+    size_t len;
+    es_err rv = store_record_open(v, &payload, &len);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    return es_record_parse(payload, len, 0, r) == ES_OK ? ES_OK : ES_ERR_CORRUPT;
+}
+
+size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_t pos)
+{
+    memcpy(key, name, len);
+    key[len] = 0;
+    put_u64be(key + len + 1, pos);
+    return len + 9;
+}
+
+/* ------------------------------------------------------------ open/close -- */
+
+static es_err check_directory(const char *path, bool read_only, char *msg, size_t msg_len)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno != ENOENT) {
+            store_set_msg(msg, msg_len, "cannot stat %s: %s", path, strerror(errno));
+            return ES_ERR_IO;
+        }
+        if (read_only) {
+            store_set_msg(msg, msg_len, "%s: %s", path, "no such directory");
+            return ES_ERR_NOT_FOUND;
+        }
+        if (mkdir(path, 0700) != 0) {
+            store_set_msg(msg, msg_len, "cannot create %s: %s", path, strerror(errno));
+            return ES_ERR_IO;
+        }
+        return ES_OK;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        store_set_msg(msg, msg_len, "%s: %s", path, "not a directory");
+        return ES_ERR_INCOMPATIBLE_STORE;
+    }
+    DIR *d = opendir(path);
+    if (!d) {
+        store_set_msg(msg, msg_len, "cannot open %s: %s", path, strerror(errno));
+        return ES_ERR_IO;
+    }
+    bool has_data = false;
+    bool foreign = false;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+            !strcmp(de->d_name, "lock.mdb")) {
+            continue;
+        }
+        if (!strcmp(de->d_name, "data.mdb")) {
+            has_data = true;
+        } else {
+            foreign = true;
+        }
+    }
+    closedir(d);
+    if (!has_data && foreign) {
+        store_set_msg(msg, msg_len, "%s: %s", path,
+                      "directory is not empty and holds no esd store; refusing to use it");
+        return ES_ERR_INCOMPATIBLE_STORE;
+    }
+    if (!has_data && read_only) {
+        store_set_msg(msg, msg_len, "%s: %s", path, "no esd store here");
+        return ES_ERR_NOT_FOUND;
+    }
+    if (has_data) {
+        /* LMDB would take an empty data.mdb for a new environment: a store
+         * truncated to nothing would come back empty, with a new store id,
+         * and hand out positions from 1 again. */
+        char data_path[4096];
+        int n = snprintf(data_path, sizeof data_path, "%s/data.mdb", path);
+        if (n > 0 && (size_t)n < sizeof data_path && stat(data_path, &st) == 0 && st.st_size == 0) {
+            store_set_msg(msg, msg_len, "%s: %s", path,
+                          "data.mdb is empty (truncated?); refusing to create a new store over it");
+            return ES_ERR_INCOMPATIBLE_STORE;
+        }
+    }
+    return ES_OK;
+}
+
+int store_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *v)
+{
+    MDB_val k = {strlen(key), (void *)key};
+    return mdb_get(txn, dbi, &k, v);
+}
+
+int store_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *data, size_t len)
+{
+    MDB_val k = {strlen(key), (void *)key};
+    MDB_val v = {len, (void *)data};
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+static int meta_init(store *s, MDB_txn *txn)
+{
+    uint32_t format = STORE_FORMAT_VERSION;
+    uint8_t fbuf[4], cbuf[8], nbuf[8];
+    put_u32le(fbuf, format);
+    s->created_us = store_now_us();
+    put_u64le(cbuf, s->created_us);
+    put_u64le(nbuf, 1);
+    if (getrandom(s->id, sizeof s->id, 0) != (ssize_t)sizeof s->id) {
+        return EIO;
+    }
+    s->format = format;
+    int rc = store_meta_put(txn, s->meta, "magic", STORE_MAGIC, STORE_MAGIC_LEN);
+    if (!rc) {
+        rc = store_meta_put(txn, s->meta, "format", fbuf, 4);
+    }
+    if (!rc) {
+        rc = store_meta_put(txn, s->meta, "store_id", s->id, STORE_ID_BYTES);
+    }
+    if (!rc) {
+        rc = store_meta_put(txn, s->meta, "created_us", cbuf, 8);
+    }
+    if (!rc) {
+        rc = store_meta_put(txn, s->meta, "next_stream", nbuf, 8);
+    }
+    return rc;
+}
+
+static es_err meta_load(store *s, MDB_txn *txn, char *msg, size_t msg_len, const char *path)
+{
+    MDB_val v;
+    if (store_meta_get(txn, s->meta, "magic", &v) != 0 || v.mv_size != STORE_MAGIC_LEN ||
+        memcmp(v.mv_data, STORE_MAGIC, STORE_MAGIC_LEN) != 0) {
+        store_set_msg(msg, msg_len, "%s: %s", path, "not an esd store (no esd meta record)");
+        return ES_ERR_INCOMPATIBLE_STORE;
+    }
+    if (store_meta_get(txn, s->meta, "format", &v) != 0 || v.mv_size != 4) {
+        store_set_msg(msg, msg_len, "%s: %s", path, "esd meta record without a format version");
+        return ES_ERR_INCOMPATIBLE_STORE;
+    }
+    s->format = get_u32le(v.mv_data);
+    if (s->format != STORE_FORMAT_VERSION) {
+        store_set_msg(msg, msg_len, "%s: store format %u, this esd reads format %u", path,
+                      s->format, STORE_FORMAT_VERSION);
+        return ES_ERR_INCOMPATIBLE_STORE;
+    }
+    if (store_meta_get(txn, s->meta, "store_id", &v) != 0 || v.mv_size != STORE_ID_BYTES) {
+        store_set_msg(msg, msg_len, "%s: %s", path, "esd meta record without a store id");
+        return ES_ERR_INCOMPATIBLE_STORE;
+    }
+    memcpy(s->id, v.mv_data, STORE_ID_BYTES);
+    if (store_meta_get(txn, s->meta, "created_us", &v) == 0 && v.mv_size == 8) {
+        s->created_us = get_u64le(v.mv_data);
+    }
+    return ES_OK;
+}
+
+static int open_dbis(store *s, MDB_txn *txn, unsigned flags)
+{
+    struct {
+        const char *name;
+        MDB_dbi *dbi;
+    } t[] = {
+        {"events", &s->events},           {"streams", &s->streams},
+        {"stream_revs", &s->stream_revs}, {"event_ids", &s->event_ids},
+        {"categories", &s->categories},   {"types", &s->types},
+        {"snapshots", &s->snapshots},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        int rc = mdb_dbi_open(txn, t[i].name, flags, t[i].dbi);
+        if (rc) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+uint64_t store_last_position(MDB_txn *txn, MDB_dbi events)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t head = 0;
+    if (mdb_cursor_open(txn, events, &cur) == 0) {
+        if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8) {
+            head = get_u64be(k.mv_data);
+        }
+        mdb_cursor_close(cur);
+    }
+    return head;
+}
+
+/*
+ * A data file shorter than the pages its meta page says are in use (a
+ * truncated copy, a disk that lost the tail) would be a SIGBUS at the first
+ * read of a missing page: refuse it before any read. The meta page is read
+ * first, the file size after it, so a writer growing the file meanwhile
+ * cannot make a sound file look short.
+ */
+static es_err check_file_size(MDB_env *env, const char *path, char *msg, size_t msg_len)
+{
+    MDB_envinfo info;
+    MDB_stat est;
+    int fd;
+    struct stat st;
+    if (mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &est) != 0 ||
+        mdb_env_get_fd(env, &fd) != 0 || fstat(fd, &st) != 0) {
+        store_set_msg(msg, msg_len, "%s: %s", path, "cannot read the size of the data file");
+        return ES_ERR_IO;
+    }
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
+    if ((uint64_t)st.st_size < need) {
+        store_set_msg(msg, msg_len, "%s: data file is %llu bytes, its pages need %llu: truncated",
+                      path, (unsigned long long)st.st_size, (unsigned long long)need);
+        return ES_ERR_CORRUPT;
+    }
+    return ES_OK;
+}
+
+es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_len)
+{
+    *out = NULL;
+    if (!opts || !opts->path) {
+        store_set_msg(msg, msg_len, "%s%s", "no data directory given", "");
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    store_guard_install();
+    es_err rv = check_directory(opts->path, opts->read_only, msg, msg_len);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        return ES_ERR_NO_MEMORY;
+    }
+    s->sync = opts->sync;
+    s->read_only = opts->read_only;
+    s->follower = opts->follower;
+    s->max_events_per_append = opts->max_events_per_append ? opts->max_events_per_append
+                                                           : STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
+    s->max_event_bytes =
+        opts->max_event_bytes ? opts->max_event_bytes : STORE_DEFAULT_MAX_EVENT_BYTES;
+
+    /* LMDB creates lock.mdb on open, also when it then refuses the data
+     * file: remember whether it was there, so that a refused directory is
+     * left as it was found. */
+    char lock_path[4096];
+    int lp_len = snprintf(lock_path, sizeof lock_path, "%s/lock.mdb", opts->path);
+    bool lock_created = lp_len > 0 && (size_t)lp_len < sizeof lock_path &&
+                        access(lock_path, F_OK) != 0 && errno == ENOENT;
+    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
+    if (opts->read_only) {
+        flags |= MDB_RDONLY;
+    } else if (!opts->sync) {
+        flags |= MDB_NOSYNC;
+    }
+    /* The default map is large address space, not disk. Where the process
+     * may not reserve that much (an address-space rlimit, ThreadSanitizer's
+     * memory layout: ENOMEM; valgrind: EINVAL), the default halves down to 1 GiB; the size in use
+     * is in store_stats. An explicit map_size is used as given or fails. */
+    uint64_t map_size = opts->map_size;
+    bool default_size = map_size == 0;
+    if (default_size) {
+        map_size = sizeof(size_t) >= 8 ? STORE_DEFAULT_MAP_SIZE_64 : STORE_DEFAULT_MAP_SIZE_32;
+    }
+    int rc;
+    for (;;) {
+        rc = mdb_env_create(&s->env);
+        if (rc) {
+            free(s);
+            return es_err_from_mdb(rc);
+        }
+        mdb_env_set_mapsize(s->env, (size_t)map_size);
+        mdb_env_set_maxdbs(s->env, 16);
+        mdb_env_set_assert(s->env, store_on_lmdb_assert);
+        if (opts->max_readers) {
+            mdb_env_set_maxreaders(s->env, opts->max_readers);
+        }
+        rc = mdb_env_open(s->env, opts->path, flags, 0600);
+        if ((rc == ENOMEM || rc == EINVAL) && default_size && map_size > (1ull << 30)) {
+            mdb_env_close(s->env);
+            s->env = NULL;
+            map_size /= 2;
+            continue;
+        }
+        break;
+    }
+    if (rc) {
+        rv = es_err_from_mdb(rc);
+        store_set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path,
+                      mdb_strerror(rc));
+        goto out_close_env;
+    }
+    rv = check_file_size(s->env, opts->path, msg, msg_len);
+    if (rv != ES_OK) {
+        goto out_close_env;
+    }
+    int dead = 0;
+    mdb_reader_check(s->env, &dead);
+
+    MDB_txn *txn;
+    rc = mdb_txn_begin(s->env, NULL, opts->read_only ? MDB_RDONLY : 0, &txn);
+    if (rc) {
+        rv = es_err_from_mdb(rc);
+        store_set_msg(msg, msg_len, "cannot read the store in %s: %s", opts->path,
+                      mdb_strerror(rc));
+        goto out_close_env;
+    }
+    rc = mdb_dbi_open(txn, "meta", 0, &s->meta);
+    if (rc == MDB_NOTFOUND && !opts->read_only) {
+        /* Only a brand-new, empty environment may be initialised. */
+        MDB_stat mst;
+        MDB_dbi main_dbi;
+        if (mdb_dbi_open(txn, NULL, 0, &main_dbi) != 0 || mdb_stat(txn, main_dbi, &mst) != 0 ||
+            mst.ms_entries != 0) {
+            store_set_msg(msg, msg_len, "%s: %s", opts->path,
+                          "an LMDB environment that is not an esd store; refusing to use it");
+            rv = ES_ERR_INCOMPATIBLE_STORE;
+            goto out_abort_txn;
+        }
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta);
+        if (!rc) {
+            rc = meta_init(s, txn);
+        }
+        if (!rc) {
+            rc = open_dbis(s, txn, MDB_CREATE);
+        }
+        if (rc) {
+            rv = es_err_from_mdb(rc);
+            store_set_msg(msg, msg_len, "cannot initialise the store in %s: %s", opts->path,
+                          mdb_strerror(rc));
+            goto out_abort_txn;
+        }
+    } else if (rc) {
+        rv = rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE ? ES_ERR_INCOMPATIBLE_STORE
+                                                          : es_err_from_mdb(rc);
+        store_set_msg(msg, msg_len, "%s: %s", opts->path, "not an esd store (no meta database)");
+        goto out_abort_txn;
+    } else {
+        rv = meta_load(s, txn, msg, msg_len, opts->path);
+        if (rv != ES_OK) {
+            goto out_abort_txn;
+        }
+        rc = open_dbis(s, txn, opts->read_only ? 0 : MDB_CREATE);
+        if (rc) {
+            rv = rc == MDB_NOTFOUND ? ES_ERR_INCOMPATIBLE_STORE : es_err_from_mdb(rc);
+            store_set_msg(msg, msg_len, "%s: %s", opts->path, "esd store with missing databases");
+            goto out_abort_txn;
+        }
+    }
+    atomic_store(&s->head, store_last_position(txn, s->events));
+    rc = mdb_txn_commit(txn);
+    if (rc) {
+        rv = es_err_from_mdb(rc);
+        store_set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path,
+                      mdb_strerror(rc));
+        goto out_close_env;
+    }
+    *out = s;
+    return ES_OK;
+
+out_abort_txn:
+    mdb_txn_abort(txn);
+out_close_env:
+    mdb_env_close(s->env);
+    if (rv == ES_ERR_INCOMPATIBLE_STORE && lock_created) {
+        unlink(lock_path); /* ours: nothing else can have used a foreign dir */
+    }
+    free(s);
+    return rv;
+}
+
+void store_close(store *s)
+{
+    if (!s) {
+        return;
+    }
+    mdb_env_close(s->env);
+    free(s);
+}
+
+uint64_t store_head(store *s)
+{
+    return atomic_load(&s->head);
+}
+
+const uint8_t *store_id(const store *s)
+{
+    return s->id;
+}
+
+int store_reader_check(store *s)
+{
+    int dead = 0;
+    mdb_reader_check(s->env, &dead);
+    return dead;
+}

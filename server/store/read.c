@@ -1,0 +1,700 @@
+/*
+ * read.c — the store's read path: streams, the log (whole, by category, by
+ * event type, by stream prefix), stream info and listings, snapshot loads,
+ * and the guard that keeps a damaged data file from ending the process.
+ *
+ * Design notes
+ * ============
+ *
+ * Every read opens a short read-only transaction and ends it before
+ * returning (MDB_NOTLS: any thread may read; nothing is held across a
+ * return to the event loop). Records are handed to the caller's visitor in
+ * place, as the packed wire bytes after their CRC was checked, borrowed
+ * until the visitor returns.
+ *
+ * The read guard. LMDB has no page checksums: a damaged B-tree page is
+ * found by its internal assertions, which abort() after calling the assert
+ * hook. The record CRC catches damage inside records; the hook turns damage
+ * in LMDB's own pages into a clear message and a distinct exit status
+ * instead of a crash. A damaged page can also point LMDB outside the file,
+ * and reading the map there raises SIGBUS (past the end of the file) or
+ * SIGSEGV. Reads survive both: each read function arms a thread-local guard
+ * (READ_GUARD, a sigsetjmp) right after opening its read transaction, and
+ * the hook or the fault handler jumps back to it, so the read ends with
+ * ES_ERR_CORRUPT instead of the process. A fault while the caller's visitor
+ * runs is not the file's and gets the default action, so real bugs still
+ * crash loudly. Read transactions change nothing shared but their reader
+ * slot, which store_read_end releases; a cursor open at the jump is leaked
+ * (a few hundred bytes per damaged read). Outside a guarded read (the
+ * writer, open) the process cannot go on -- LMDB's state is undefined after
+ * an assertion -- and exits with STORE_EXIT_DAMAGED.
+ *
+ * Only the guarded functions are compiled with GCC's -Wclobbered off
+ * (STORE_GUARDED_BEGIN/END): after the jump only `txn` is used, and it never
+ * changes after the setjmp; GCC cannot see that the other locals are dead
+ * on that path.
+ */
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bytes.h"
+#include "crc32c.h"
+#include "internal.h"
+#include "validate.h"
+
+/* ------------------------------------------------------------ the guard -- */
+
+_Thread_local sigjmp_buf *store_read_guard;
+_Thread_local bool store_in_visitor;
+
+void store_on_lmdb_assert(MDB_env *env, const char *msg)
+{
+    (void)env;
+    if (store_read_guard) {
+        sigjmp_buf *jb = store_read_guard;
+        store_read_guard = NULL;
+        siglongjmp(*jb, 1);
+    }
+    char line[512];
+    int n = snprintf(line, sizeof line,
+                     "fatal: the store's data file is damaged (LMDB: %s); run esctl db check "
+                     "and restore from a backup\n",
+                     msg);
+    if (n > 0) {
+        ssize_t wr = write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line);
+        (void)wr;
+    }
+    _exit(STORE_EXIT_DAMAGED);
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+    (void)si;
+    (void)uc;
+    if (store_read_guard && !store_in_visitor) {
+        sigjmp_buf *jb = store_read_guard;
+        store_read_guard = NULL;
+        siglongjmp(*jb, 2);
+    }
+    signal(sig, SIG_DFL); /* returning re-runs the access: default action */
+}
+
+static void install_fault_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGSEGV, &sa, NULL);
+}
+
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+
+void store_guard_install(void)
+{
+    pthread_once(&fault_once, install_fault_handlers);
+}
+
+void store_read_end(MDB_txn *txn)
+{
+    store_read_guard = NULL;
+    store_in_visitor = false;
+    mdb_txn_abort(txn);
+}
+
+/* A reader table full of slots left by dead processes is cleared and the
+ * transaction tried again, instead of failing until the periodic check. */
+es_err store_read_txn(store *s, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_READERS_FULL) {
+        int dead = 0;
+        if (mdb_reader_check(s->env, &dead) == 0 && dead > 0) {
+            rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+        }
+    }
+    return es_err_from_mdb(rc);
+}
+
+/* ------------------------------------------------------------------ reads -- */
+
+static uint32_t page_limit(uint32_t limit)
+{
+    return (limit == 0 || limit > STORE_DEFAULT_MAX_PAGE) ? STORE_DEFAULT_MAX_PAGE : limit;
+}
+
+/*
+ * Records fetched by position in order (a stream's revisions, a category's
+ * or type's entries): a cursor on `events` that steps to the neighbouring
+ * record when the wanted position is the next (or, backward, the previous)
+ * one, and seeks otherwise. A stream written in batches has runs of
+ * consecutive positions, and each step saves a B-tree descent per record.
+ */
+typedef struct pos_reader {
+    MDB_cursor *cur; /* NULL: plain lookups */
+    uint64_t at;     /* the position the cursor is on; 0: not positioned */
+} pos_reader;
+
+static void pos_reader_open(pos_reader *pr, const store *s, MDB_txn *txn)
+{
+    pr->at = 0;
+    if (mdb_cursor_open(txn, s->events, &pr->cur) != MDB_SUCCESS) {
+        pr->cur = NULL;
+    }
+}
+
+static void pos_reader_close(pos_reader *pr)
+{
+    if (pr->cur) {
+        mdb_cursor_close(pr->cur);
+    }
+}
+
+static int pos_reader_get(const store *s, MDB_txn *txn, pos_reader *pr, uint64_t pos, MDB_val *v)
+{
+    uint8_t pkey[8];
+    put_u64be(pkey, pos);
+    MDB_val k = {8, pkey};
+    if (!pr->cur) {
+        return mdb_get(txn, s->events, &k, v);
+    }
+    int rc = MDB_NOTFOUND;
+    if (pr->at != 0 && (pos == pr->at + 1 || pos + 1 == pr->at)) {
+        MDB_val nk;
+        rc = mdb_cursor_get(pr->cur, &nk, v, pos > pr->at ? MDB_NEXT : MDB_PREV);
+        if (rc == MDB_SUCCESS && (nk.mv_size != 8 || get_u64be(nk.mv_data) != pos)) {
+            rc = MDB_NOTFOUND; /* not adjacent after all: seek below */
+        }
+    }
+    if (rc != MDB_SUCCESS) {
+        k.mv_size = 8;
+        k.mv_data = pkey;
+        rc = mdb_cursor_get(pr->cur, &k, v, MDB_SET_KEY);
+    }
+    pr->at = rc == MDB_SUCCESS ? pos : 0;
+    return rc;
+}
+
+static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t pos,
+                             store_visit_fn visit, void *ctx, int *verdict)
+{
+    MDB_val v;
+    int rc = pos_reader_get(s, txn, pr, pos, &v);
+    if (rc) {
+        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc); /* index points nowhere */
+    }
+    store_record rec = {.position = pos};
+    es_err rv = store_record_open(&v, &rec.bytes, &rec.len);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    store_in_visitor = true;
+    *verdict = visit(ctx, &rec);
+    store_in_visitor = false;
+    return ES_OK;
+}
+
+STORE_GUARDED_BEGIN
+es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uint64_t from,
+                         bool backward, uint32_t limit, store_visit_fn visit, void *ctx,
+                         store_page *page)
+{
+    memset(page, 0, sizeof *page);
+    page->next = from;
+    if (es_validate_stream_id(stream, stream_len, true) != ES_OK) {
+        return ES_ERR_INVALID_STREAM_ID;
+    }
+    limit = page_limit(limit);
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    page->head = store_last_position(txn, s->events);
+    store_stream_info si;
+    rv = store_stream_lookup(txn, s, stream, stream_len, &si);
+    if (rv != ES_OK) {
+        goto out_abort_txn;
+    }
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->stream_revs, &cur);
+    if (rc) {
+        rv = es_err_from_mdb(rc);
+        goto out_abort_txn;
+    }
+    pos_reader pr;
+    pos_reader_open(&pr, s, txn);
+    uint64_t rev;
+    if (backward) {
+        if (from > si.last_revision) {
+            from = si.last_revision;
+        }
+        rev = from;
+    } else {
+        if (from > si.last_revision) {
+            page->end = true;
+            page->next = from;
+            goto out_close_cursor;
+        }
+        rev = from;
+    }
+    uint8_t key[16];
+    put_u64be(key, si.number);
+    put_u64be(key + 8, rev);
+    MDB_val k = {16, key};
+    MDB_val v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    int verdict = 0;
+    while (rc == MDB_SUCCESS) {
+        if (k.mv_size != 16 || v.mv_size != 8 || get_u64be(k.mv_data) != si.number ||
+            get_u64be((uint8_t *)k.mv_data + 8) != rev) {
+            rv = ES_ERR_CORRUPT;
+            break;
+        }
+        rv = visit_position(s, txn, &pr, get_u64be(v.mv_data), visit, ctx, &verdict);
+        if (rv != ES_OK) {
+            break;
+        }
+        if (verdict < 0) {
+            page->next = rev;
+            break;
+        }
+        page->returned++;
+        if (backward) {
+            if (rev == 0) {
+                page->end = true;
+                page->next = 0;
+                break;
+            }
+            rev--;
+        } else {
+            rev++;
+            if (rev > si.last_revision) {
+                page->end = true;
+                page->next = rev;
+                break;
+            }
+        }
+        page->next = rev;
+        if (verdict > 0 || page->returned >= limit) {
+            break;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, backward ? MDB_PREV : MDB_NEXT);
+    }
+    if (rv == ES_OK && rc != MDB_SUCCESS) {
+        rv = ES_ERR_CORRUPT; /* the stream record promises more revisions */
+    }
+out_close_cursor:
+    pos_reader_close(&pr);
+    mdb_cursor_close(cur);
+out_abort_txn:
+    store_read_end(txn);
+    return rv;
+}
+STORE_GUARDED_END
+
+/* Position a cursor on an index "name\0pos" for a read from `from`. */
+static int index_seek(MDB_cursor *cur, const uint8_t *name, size_t len, uint64_t from,
+                      bool backward, MDB_val *k)
+{
+    uint8_t key[ES_MAX_NAME_BYTES + 9];
+    k->mv_size = store_name_pos_key(key, name, len, from);
+    k->mv_data = key;
+    MDB_val v;
+    int rc = mdb_cursor_get(cur, k, &v, MDB_SET_RANGE);
+    if (!backward) {
+        return rc;
+    }
+    if (rc == MDB_NOTFOUND) {
+        return mdb_cursor_get(cur, k, &v, MDB_LAST);
+    }
+    if (rc) {
+        return rc;
+    }
+    if (k->mv_size != len + 9 || memcmp(k->mv_data, name, len) != 0 ||
+        ((uint8_t *)k->mv_data)[len] != 0 || get_u64be((uint8_t *)k->mv_data + len + 1) > from) {
+        return mdb_cursor_get(cur, k, &v, MDB_PREV);
+    }
+    return rc;
+}
+
+/* One store_read_all call: what both of its walks need. */
+typedef struct read_all_walk {
+    const store_filter *filter;
+    uint64_t from;
+    bool backward;
+    uint32_t limit;
+    store_visit_fn visit;
+    void *ctx;
+    store_page *page;
+} read_all_walk;
+
+/*
+ * After the record at `pos`: move page->next past it and say whether the
+ * walk goes on (*rc = MDB_NOTFOUND when a backward walk passed position 1).
+ */
+static bool walk_advance(const read_all_walk *w, uint64_t pos, int verdict, uint32_t scanned,
+                         int *rc)
+{
+    store_page *page = w->page;
+    if (w->backward) {
+        page->next = pos - 1;
+        if (pos <= 1) {
+            *rc = MDB_NOTFOUND;
+            return false;
+        }
+    } else {
+        page->next = pos + 1;
+    }
+    return verdict <= 0 && page->returned < w->limit && scanned < STORE_READ_ALL_SCAN_LIMIT;
+}
+
+/* The end of a walk: the cursor's last code says whether the page is the end. */
+static es_err walk_finish(const read_all_walk *w, es_err rv, int rc)
+{
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (rc == MDB_NOTFOUND) {
+        w->page->end = true;
+    } else if (rc != MDB_SUCCESS) {
+        return es_err_from_mdb(rc);
+    } else if (!w->backward && w->page->next > w->page->head) {
+        w->page->end = true;
+    }
+    return ES_OK;
+}
+
+/*
+ * A category or event-type read: walk the index range "name\0..." from
+ * `from` and fetch each record by its position. Never scans the log.
+ */
+static es_err read_all_indexed(store *s, MDB_txn *txn, const read_all_walk *w)
+{
+    const store_filter *filter = w->filter;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, filter->kind == STORE_FILTER_CATEGORY ? s->categories : s->types,
+                             &cur);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    MDB_val k, v;
+    rc = index_seek(cur, filter->name, filter->name_len, w->from, w->backward, &k);
+    pos_reader pr;
+    pos_reader_open(&pr, s, txn);
+    es_err rv = ES_OK;
+    int verdict = 0;
+    size_t n = filter->name_len;
+    while (rc == MDB_SUCCESS) {
+        if (k.mv_size != n + 9 || memcmp(k.mv_data, filter->name, n) != 0 ||
+            ((uint8_t *)k.mv_data)[n] != 0) {
+            rc = MDB_NOTFOUND; /* left this name's range */
+            break;
+        }
+        uint64_t pos = get_u64be((uint8_t *)k.mv_data + n + 1);
+        rv = visit_position(s, txn, &pr, pos, w->visit, w->ctx, &verdict);
+        if (rv != ES_OK) {
+            break;
+        }
+        if (verdict < 0) {
+            w->page->next = pos;
+            break;
+        }
+        w->page->returned++;
+        if (!walk_advance(w, pos, verdict, 0, &rc)) {
+            break;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, w->backward ? MDB_PREV : MDB_NEXT);
+    }
+    pos_reader_close(&pr);
+    mdb_cursor_close(cur);
+    return walk_finish(w, rv, rc);
+}
+
+/*
+ * The whole log, or the streams with a prefix: walk `events` itself. A
+ * prefix read looks at each record's stream id and stops after
+ * STORE_READ_ALL_SCAN_LIMIT records looked at, matching or not.
+ */
+static es_err read_all_log(store *s, MDB_txn *txn, const read_all_walk *w)
+{
+    const store_filter *filter = w->filter;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->events, &cur);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    uint8_t pkey[8];
+    put_u64be(pkey, w->from);
+    MDB_val k = {8, pkey}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (w->backward) {
+        if (rc == MDB_NOTFOUND) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+        } else if (rc == MDB_SUCCESS && get_u64be(k.mv_data) > w->from) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+        }
+    }
+    es_err rv = ES_OK;
+    uint32_t scanned = 0;
+    int verdict = 0;
+    while (rc == MDB_SUCCESS) {
+        if (k.mv_size != 8) {
+            rv = ES_ERR_CORRUPT;
+            break;
+        }
+        uint64_t pos = get_u64be(k.mv_data);
+        store_record rec = {.position = pos};
+        rv = store_record_open(&v, &rec.bytes, &rec.len);
+        if (rv != ES_OK) {
+            break;
+        }
+        bool match = true;
+        if (filter->kind == STORE_FILTER_STREAM_PREFIX) {
+            es_record r;
+            if (es_record_parse(rec.bytes, rec.len, 0, &r) != ES_OK) {
+                rv = ES_ERR_CORRUPT;
+                break;
+            }
+            match = r.stream.len >= filter->name_len &&
+                    !memcmp(r.stream.p, filter->name, filter->name_len);
+            scanned++;
+        }
+        if (match) {
+            store_in_visitor = true;
+            verdict = w->visit(w->ctx, &rec);
+            store_in_visitor = false;
+            if (verdict < 0) {
+                w->page->next = pos;
+                break;
+            }
+            w->page->returned++;
+        }
+        if (!walk_advance(w, pos, verdict, scanned, &rc)) {
+            break;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, w->backward ? MDB_PREV : MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return walk_finish(w, rv, rc);
+}
+
+STORE_GUARDED_BEGIN
+es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool backward,
+                      uint32_t limit, store_visit_fn visit, void *ctx, store_page *page)
+{
+    static const store_filter none = {STORE_FILTER_NONE, NULL, 0};
+    if (!filter) {
+        filter = &none;
+    }
+    memset(page, 0, sizeof *page);
+    page->next = from;
+    bool indexed = filter->kind == STORE_FILTER_CATEGORY || filter->kind == STORE_FILTER_EVENT_TYPE;
+    if (filter->kind > STORE_FILTER_EVENT_TYPE ||
+        (filter->kind != STORE_FILTER_NONE &&
+         (!filter->name || filter->name_len == 0 || filter->name_len > ES_MAX_NAME_BYTES)) ||
+        (indexed && es_validate_name(filter->name, filter->name_len) != ES_OK)) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (!backward && from == 0) {
+        from = 1;
+    }
+    read_all_walk w = {filter, from, backward, page_limit(limit), visit, ctx, page};
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    page->head = store_last_position(txn, s->events);
+    rv = indexed ? read_all_indexed(s, txn, &w) : read_all_log(s, txn, &w);
+    store_read_end(txn);
+    return rv;
+}
+STORE_GUARDED_END
+
+STORE_GUARDED_BEGIN
+es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16])
+{
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    uint8_t pkey[8];
+    put_u64be(pkey, position);
+    MDB_val k = {8, pkey}, v;
+    int rc = mdb_get(txn, s->events, &k, &v);
+    es_record r;
+    if (rc != MDB_SUCCESS) {
+        rv = es_err_from_mdb(rc);
+    } else if ((rv = store_record_parse(&v, &r)) == ES_OK) {
+        memcpy(id, r.id.p, ES_RECORD_ID_BYTES);
+    }
+    store_read_end(txn);
+    return rv;
+}
+STORE_GUARDED_END
+
+STORE_GUARDED_BEGIN
+es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
+                             store_stream_info *info)
+{
+    if (es_validate_stream_id(stream, stream_len, true) != ES_OK) {
+        return ES_ERR_INVALID_STREAM_ID;
+    }
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    rv = store_stream_lookup(txn, s, stream, stream_len, info);
+    if (rv == ES_OK) {
+        rv = store_stream_updated(txn, s, info);
+    }
+    store_read_end(txn);
+    return rv;
+}
+STORE_GUARDED_END
+
+STORE_GUARDED_BEGIN
+es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
+                          size_t after_len, uint32_t limit, store_stream_visit_fn visit, void *ctx,
+                          bool *more)
+{
+    *more = false;
+    if (prefix_len > ES_MAX_NAME_BYTES || after_len > ES_MAX_NAME_BYTES) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    limit = page_limit(limit);
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->streams, &cur);
+    if (rc) {
+        store_read_end(txn);
+        return es_err_from_mdb(rc);
+    }
+    MDB_val k, v;
+    /* Start after `after` only when it sorts at or past the prefix; an
+     * `after` below the prefix range would walk every stream in between. */
+    bool use_after = after_len > 0;
+    if (use_after && prefix_len) {
+        int c = memcmp(after, prefix, after_len < prefix_len ? after_len : prefix_len);
+        use_after = c > 0 || (c == 0 && after_len >= prefix_len);
+    }
+    if (use_after) {
+        k.mv_size = after_len;
+        k.mv_data = (void *)after;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc == MDB_SUCCESS && k.mv_size == after_len && !memcmp(k.mv_data, after, after_len)) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+    } else if (prefix_len) {
+        k.mv_size = prefix_len;
+        k.mv_data = (void *)prefix;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    } else {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    uint32_t n = 0;
+    while (rc == MDB_SUCCESS) {
+        if (prefix_len && (k.mv_size < prefix_len || memcmp(k.mv_data, prefix, prefix_len))) {
+            if (memcmp(k.mv_data, prefix, k.mv_size < prefix_len ? k.mv_size : prefix_len) > 0) {
+                break; /* past the prefix range */
+            }
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        if (n >= limit) {
+            *more = true;
+            break;
+        }
+        store_stream_info si;
+        rv = store_stream_decode(&v, &si);
+        if (rv == ES_OK) {
+            rv = store_stream_tail(txn, s, &si);
+        }
+        if (rv == ES_OK) {
+            rv = store_stream_updated(txn, s, &si);
+        }
+        if (rv != ES_OK) {
+            break;
+        }
+        n++;
+        store_in_visitor = true;
+        int stop = visit(ctx, k.mv_data, k.mv_size, &si);
+        store_in_visitor = false;
+        if (stop) {
+            /* The visitor stopped: say whether anything follows. */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            *more = rc == MDB_SUCCESS && (!prefix_len || (k.mv_size >= prefix_len &&
+                                                          !memcmp(k.mv_data, prefix, prefix_len)));
+            break;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rv == ES_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+        rv = es_err_from_mdb(rc);
+    }
+    mdb_cursor_close(cur);
+    store_read_end(txn);
+    return rv;
+}
+STORE_GUARDED_END
+
+STORE_GUARDED_BEGIN
+es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len, store_snapshot *snap)
+{
+    memset(snap, 0, sizeof *snap);
+    if (es_validate_stream_id(stream, stream_len, true) != ES_OK) {
+        return ES_ERR_INVALID_STREAM_ID;
+    }
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    MDB_val k = {stream_len, (void *)stream};
+    MDB_val v;
+    int rc = mdb_get(txn, s->snapshots, &k, &v);
+    if (rc) {
+        store_read_end(txn);
+        return es_err_from_mdb(rc);
+    }
+    const uint8_t *p = v.mv_data;
+    if (v.mv_size < SNAPSHOT_HEADER_BYTES || crc32c(0, p + 4, v.mv_size - 4) != get_u32le(p)) {
+        store_read_end(txn);
+        return ES_ERR_CORRUPT;
+    }
+    snap->state_format = get_u32le(p + 4);
+    snap->revision = get_u64le(p + 8);
+    snap->saved_at_us = get_u64le(p + 16);
+    snap->data_len = v.mv_size - SNAPSHOT_HEADER_BYTES;
+    snap->data = malloc(snap->data_len ? snap->data_len : 1);
+    if (!snap->data) {
+        store_read_end(txn);
+        return ES_ERR_NO_MEMORY;
+    }
+    memcpy(snap->data, p + SNAPSHOT_HEADER_BYTES, snap->data_len);
+    store_read_end(txn);
+    return ES_OK;
+}
+STORE_GUARDED_END

@@ -1,0 +1,902 @@
+/*
+ * write.c — the store's write path: appends, imports, snapshot saves.
+ *
+ * Design notes
+ * ============
+ *
+ * Group commit: store_append_batch runs every request of a batch in one
+ * write transaction. Each request is first checked (validation,
+ * idempotency, expectations) against the transaction's state, which
+ * includes the earlier requests of the batch; only a request that passes
+ * every check is written, so a failing request leaves nothing behind. When
+ * a write hits MDB_MAP_FULL the transaction is unusable: it is aborted,
+ * that request is marked STORE_FULL, and the batch is redone without it
+ * (at most once per request). A failed commit fails every request; one
+ * that failed for want of disk space (ENOSPC, EDQUOT, EFBIG, or the EIO that
+ * LMDB makes of a short write on a full file system: see commit_err) is
+ * STORE_FULL, and the next batch succeeds once there is room again.
+ * mdb_txn_commit frees the transaction even on failure: it is never
+ * aborted afterwards.
+ *
+ * Imports (a follower, esd --follow-nats): store_import_batch writes
+ * records that a primary already positioned, byte for byte, in one write
+ * transaction per batch, all or nothing. The same indexes are written as
+ * by an append; the checks differ: position must be head + 1, revision the
+ * stream's next one, the event id new. A store opened as a follower
+ * refuses appends and snapshot saves (ES_ERR_FOLLOWER), so its importing
+ * thread is its only writer.
+ */
+#include <errno.h>
+#include <lmdb.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bytes.h"
+#include "crc32c.h"
+#include "internal.h"
+#include "pbwire.h"
+#include "validate.h"
+
+/* ---------------------------------------------------------------- appends -- */
+
+static es_err validate_append(const store *s, const store_append_in *a)
+{
+    es_err rv = es_validate_stream_id(a->stream, a->stream_len, a->allow_reserved);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (a->n_events == 0) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (a->n_events > s->max_events_per_append) {
+        return ES_ERR_TOO_MANY_EVENTS;
+    }
+    if (a->expect > STORE_EXPECT_EXACT) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < a->n_events; i++) {
+        const store_event_in *e = &a->events[i];
+        if (!e->id) {
+            return ES_ERR_INVALID_EVENT_ID;
+        }
+        rv = es_validate_event_type(e->type, e->type_len);
+        if (rv != ES_OK) {
+            return rv;
+        }
+        if (e->data_len > s->max_event_bytes || e->metadata_len > s->max_event_bytes ||
+            e->data_len + e->metadata_len > s->max_event_bytes) {
+            return ES_ERR_TOO_LARGE;
+        }
+        if (e->content_type_len &&
+            es_validate_name(e->content_type, e->content_type_len) != ES_OK) {
+            return ES_ERR_INVALID_ARGUMENT;
+        }
+        if ((e->correlation_id_len != 0 && e->correlation_id_len != ES_EVENT_ID_BYTES) ||
+            (e->causation_id_len != 0 && e->causation_id_len != ES_EVENT_ID_BYTES)) {
+            return ES_ERR_INVALID_ARGUMENT;
+        }
+    }
+    return ES_OK;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    return memcmp(*(const uint8_t *const *)a, *(const uint8_t *const *)b, ES_EVENT_ID_BYTES);
+}
+
+static es_err validate_request(const store *s, const store_request *r)
+{
+    if (r->n_appends == 0 || r->n_appends > STORE_MAX_APPENDS_PER_TXN || !r->appends) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < r->n_appends; i++) {
+        es_err rv = validate_append(s, &r->appends[i]);
+        if (rv != ES_OK) {
+            return rv;
+        }
+    }
+    /* One stream at most once per transaction: quadratic in the appends,
+     * bounded by STORE_MAX_APPENDS_PER_TXN. */
+    for (size_t i = 0; i < r->n_appends; i++) {
+        const store_append_in *a = &r->appends[i];
+        for (size_t j = i + 1; j < r->n_appends; j++) {
+            const store_append_in *b = &r->appends[j];
+            if (a->stream_len == b->stream_len && !memcmp(a->stream, b->stream, a->stream_len)) {
+                return ES_ERR_INVALID_ARGUMENT;
+            }
+        }
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < r->n_appends; i++) {
+        total += r->appends[i].n_events;
+    }
+    if (total > 1) {
+        /* Event ids unique in the request: sort pointers to them and compare
+         * neighbours, O(n log n). Comparing every pair is quadratic in the
+         * events of a transaction (up to 1024 appends of 10,000): one large
+         * request would stall the writer, and every client, for minutes. */
+        const uint8_t **ids = malloc(total * sizeof *ids);
+        if (!ids) {
+            return ES_ERR_NO_MEMORY;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < r->n_appends; i++) {
+            for (size_t e = 0; e < r->appends[i].n_events; e++) {
+                ids[k++] = r->appends[i].events[e].id;
+            }
+        }
+        qsort(ids, total, sizeof *ids, id_cmp);
+        es_err rv = ES_OK;
+        for (size_t i = 1; i < total; i++) {
+            if (!memcmp(ids[i - 1], ids[i], ES_EVENT_ID_BYTES)) {
+                rv = ES_ERR_INVALID_EVENT_ID;
+                break;
+            }
+        }
+        free(ids);
+        return rv;
+    }
+    return ES_OK;
+}
+
+typedef struct batch_state {
+    MDB_txn *txn;
+    uint64_t next_position;
+    uint64_t next_stream;
+    bool next_stream_dirty;
+    uint64_t now_us;
+} batch_state;
+
+/* State of one append found by the check phase. */
+typedef struct append_plan {
+    bool exists;
+    store_stream_info si;
+} append_plan;
+
+/*
+ * Whether the record stored at `pos` holds what `e` would write: the same
+ * type, data, metadata, content type, correlation and causation id. A
+ * retry must carry the same content as the original; the same ids with
+ * other content are another request, refused rather than silently dropped.
+ * @return ES_OK (*same set); ES_ERR_CORRUPT; LMDB errors.
+ */
+static es_err stored_content_same(store *s, MDB_txn *txn, uint64_t pos, const store_event_in *e,
+                                  bool *same)
+{
+    uint8_t pkey[8];
+    put_u64be(pkey, pos);
+    MDB_val k = {8, pkey}, v;
+    int rc = mdb_get(txn, s->events, &k, &v);
+    if (rc != MDB_SUCCESS) {
+        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
+    }
+    es_record r;
+    es_err rv = store_record_parse(&v, &r);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    *same = es_slice_eq(r.type, e->type, e->type_len) &&
+            es_slice_eq(r.data, e->data, e->data_len) &&
+            es_slice_eq(r.metadata, e->metadata, e->metadata_len) &&
+            es_slice_eq(r.content_type, e->content_type, e->content_type_len) &&
+            es_slice_eq(r.correlation_id, e->correlation_id, e->correlation_id_len) &&
+            es_slice_eq(r.causation_id, e->causation_id, e->causation_id_len);
+    return ES_OK;
+}
+
+/*
+ * Idempotency: are the append's ids already stored?
+ * @return ES_OK with *dup = false (none stored) or true (all stored in this
+ *   stream at consecutive revisions, each with the same content: result
+ *   filled); ES_ERR_IDEMPOTENCY_CONFLICT (some stored, stored elsewhere or
+ *   at other revisions, or stored with other content); other errors from
+ *   LMDB.
+ */
+static es_err check_idempotency(store *s, batch_state *b, const store_append_in *a,
+                                const append_plan *plan, bool *dup, store_append_result *res)
+{
+    *dup = false;
+    size_t found = 0;
+    uint64_t first_rev = 0;
+    for (size_t i = 0; i < a->n_events; i++) {
+        MDB_val k = {ES_EVENT_ID_BYTES, (void *)a->events[i].id};
+        MDB_val v;
+        int rc = mdb_get(b->txn, s->event_ids, &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            continue;
+        }
+        if (rc) {
+            return es_err_from_mdb(rc);
+        }
+        if (v.mv_size != 24) {
+            return ES_ERR_CORRUPT;
+        }
+        uint64_t num = get_u64be(v.mv_data);
+        uint64_t rev = get_u64be((uint8_t *)v.mv_data + 8);
+        uint64_t pos = get_u64be((uint8_t *)v.mv_data + 16);
+        if (!plan->exists || num != plan->si.number) {
+            return ES_ERR_IDEMPOTENCY_CONFLICT;
+        }
+        if (found != i) {
+            return ES_ERR_IDEMPOTENCY_CONFLICT; /* an earlier id was not stored */
+        }
+        if (i == 0) {
+            first_rev = rev;
+            res->first_position = pos;
+        } else if (rev != first_rev + i) {
+            return ES_ERR_IDEMPOTENCY_CONFLICT;
+        }
+        bool same = false;
+        es_err crv = stored_content_same(s, b->txn, pos, &a->events[i], &same);
+        if (crv != ES_OK) {
+            return crv;
+        }
+        if (!same) {
+            return ES_ERR_IDEMPOTENCY_CONFLICT;
+        }
+        res->last_position = pos;
+        found++;
+    }
+    if (found == 0) {
+        return ES_OK;
+    }
+    if (found != a->n_events) {
+        return ES_ERR_IDEMPOTENCY_CONFLICT;
+    }
+    *dup = true;
+    res->first_revision = first_rev;
+    res->last_revision = first_rev + a->n_events - 1;
+    res->duplicate = true;
+    return ES_OK;
+}
+
+static bool expectation_holds(const store_append_in *a, const append_plan *p)
+{
+    switch (a->expect) {
+    case STORE_EXPECT_ANY:
+        return true;
+    case STORE_EXPECT_NO_STREAM:
+        return !p->exists;
+    case STORE_EXPECT_STREAM_EXISTS:
+        return p->exists;
+    case STORE_EXPECT_EXACT:
+        return p->exists && p->si.last_revision == a->revision;
+    }
+    return false;
+}
+
+/* Size of the packed RecordedEvent for one event. */
+static size_t len_field(uint32_t field, size_t len)
+{
+    return len ? pbw_len_header_len(field, len) + len : 0;
+}
+
+static size_t varint_field(uint32_t field, uint64_t v)
+{
+    return v ? pbw_varint_len((uint64_t)field << 3) + pbw_varint_len(v) : 0;
+}
+
+static size_t put_len_field(uint8_t *p, uint32_t field, const uint8_t *data, size_t len)
+{
+    if (!len) {
+        return 0;
+    }
+    size_t n = pbw_put_len_header(p, field, len);
+    memcpy(p + n, data, len);
+    return n + len;
+}
+
+static size_t put_varint_field(uint8_t *p, uint32_t field, uint64_t v)
+{
+    return v ? pbw_put_varint_field(p, field, v) : 0;
+}
+
+static size_t record_size(const store_append_in *a, const store_event_in *e, uint64_t rev,
+                          uint64_t pos, uint64_t now)
+{
+    return len_field(ES_RECORD_F_STREAM, a->stream_len) + varint_field(ES_RECORD_F_REVISION, rev) +
+           varint_field(ES_RECORD_F_POSITION, pos) + len_field(ES_RECORD_F_ID, ES_EVENT_ID_BYTES) +
+           len_field(ES_RECORD_F_TYPE, e->type_len) + len_field(ES_RECORD_F_DATA, e->data_len) +
+           len_field(ES_RECORD_F_METADATA, e->metadata_len) +
+           len_field(ES_RECORD_F_CONTENT_TYPE, e->content_type_len) +
+           len_field(ES_RECORD_F_CORRELATION_ID, e->correlation_id_len) +
+           len_field(ES_RECORD_F_CAUSATION_ID, e->causation_id_len) +
+           varint_field(ES_RECORD_F_RECORDED_AT_US, now);
+}
+
+static size_t record_write(uint8_t *p, const store_append_in *a, const store_event_in *e,
+                           uint64_t rev, uint64_t pos, uint64_t now)
+{
+    size_t n = 0;
+    n += put_len_field(p + n, ES_RECORD_F_STREAM, a->stream, a->stream_len);
+    n += put_varint_field(p + n, ES_RECORD_F_REVISION, rev);
+    n += put_varint_field(p + n, ES_RECORD_F_POSITION, pos);
+    n += put_len_field(p + n, ES_RECORD_F_ID, e->id, ES_EVENT_ID_BYTES);
+    n += put_len_field(p + n, ES_RECORD_F_TYPE, e->type, e->type_len);
+    n += put_len_field(p + n, ES_RECORD_F_DATA, e->data, e->data_len);
+    n += put_len_field(p + n, ES_RECORD_F_METADATA, e->metadata, e->metadata_len);
+    n += put_len_field(p + n, ES_RECORD_F_CONTENT_TYPE, e->content_type, e->content_type_len);
+    n += put_len_field(p + n, ES_RECORD_F_CORRELATION_ID, e->correlation_id, e->correlation_id_len);
+    n += put_len_field(p + n, ES_RECORD_F_CAUSATION_ID, e->causation_id, e->causation_id_len);
+    n += put_varint_field(p + n, ES_RECORD_F_RECORDED_AT_US, now);
+    return n;
+}
+
+/* Write one append whose checks passed. Returns an LMDB code. */
+static int write_append(store *s, batch_state *b, const store_append_in *a, append_plan *plan,
+                        store_append_result *res)
+{
+    int rc;
+    store_stream_info *si = &plan->si;
+    if (!plan->exists) {
+        memset(si, 0, sizeof *si);
+        si->number = b->next_stream++;
+        b->next_stream_dirty = true;
+        si->created_us = b->now_us;
+    }
+    uint64_t first_rev = si->event_count;
+    uint64_t first_pos = b->next_position;
+    uint8_t key[ES_MAX_NAME_BYTES + 9];
+    uint8_t val[24];
+    size_t cat_len = es_category_len(a->stream, a->stream_len);
+    for (size_t i = 0; i < a->n_events; i++) {
+        const store_event_in *e = &a->events[i];
+        uint64_t rev = first_rev + i;
+        uint64_t pos = b->next_position++;
+        uint8_t pkey[8];
+        put_u64be(pkey, pos);
+        size_t plen = record_size(a, e, rev, pos, b->now_us);
+        MDB_val k = {8, pkey};
+        MDB_val v = {RECORD_HEADER_BYTES + plen, NULL};
+        rc = mdb_put(b->txn, s->events, &k, &v, MDB_APPEND | MDB_RESERVE);
+        if (rc) {
+            return rc;
+        }
+        uint8_t *rec = v.mv_data;
+        size_t written = record_write(rec + RECORD_HEADER_BYTES, a, e, rev, pos, b->now_us);
+        if (written != plen) {
+            return EIO;
+        }
+        rec[0] = RECORD_VERSION;
+        rec[1] = 0;
+        rec[2] = rec[3] = 0;
+        put_u32le(rec + 4, crc32c(0, rec + RECORD_HEADER_BYTES, plen));
+
+        /* stream_revs */
+        put_u64be(key, si->number);
+        put_u64be(key + 8, rev);
+        MDB_val rk = {16, key};
+        MDB_val rv = {8, pkey};
+        rc = mdb_put(b->txn, s->stream_revs, &rk, &rv, 0);
+        if (rc) {
+            return rc;
+        }
+        /* event_ids */
+        put_u64be(val, si->number);
+        put_u64be(val + 8, rev);
+        put_u64be(val + 16, pos);
+        MDB_val ik = {ES_EVENT_ID_BYTES, (void *)e->id};
+        MDB_val iv = {24, val};
+        rc = mdb_put(b->txn, s->event_ids, &ik, &iv, 0);
+        if (rc) {
+            return rc;
+        }
+        /* categories, types */
+        MDB_val empty = {0, NULL};
+        MDB_val ck = {store_name_pos_key(key, a->stream, cat_len, pos), key};
+        rc = mdb_put(b->txn, s->categories, &ck, &empty, 0);
+        if (rc) {
+            return rc;
+        }
+        MDB_val tk = {store_name_pos_key(key, e->type, e->type_len, pos), key};
+        rc = mdb_put(b->txn, s->types, &tk, &empty, 0);
+        if (rc) {
+            return rc;
+        }
+    }
+    if (!plan->exists) {
+        si->first_position = first_pos;
+    }
+    si->event_count += a->n_events;
+    si->last_revision = si->event_count - 1;
+    si->last_position = b->next_position - 1;
+    si->updated_us = b->now_us;
+    if (!plan->exists) {
+        /* Only a new stream writes its record (see the key layout). */
+        plan->exists = true;
+        uint8_t sbuf[STREAM_RECORD_BYTES];
+        store_stream_encode(sbuf, si);
+        MDB_val sk = {a->stream_len, (void *)a->stream};
+        MDB_val sv = {STREAM_RECORD_BYTES, sbuf};
+        rc = mdb_put(b->txn, s->streams, &sk, &sv, 0);
+        if (rc) {
+            return rc;
+        }
+    }
+    res->first_revision = first_rev;
+    res->last_revision = si->last_revision;
+    res->first_position = first_pos;
+    res->last_position = si->last_position;
+    res->duplicate = false;
+    return MDB_SUCCESS;
+}
+
+/*
+ * Check and, if every check passes, write one request.
+ * @return an LMDB code for failures that poison the transaction (then the
+ *   caller aborts and retries without this request); otherwise 0 with r->rv
+ *   set to the request's outcome.
+ */
+static int apply_request(store *s, batch_state *b, store_request *r)
+{
+    for (size_t i = 0; i < r->n_appends; i++) {
+        memset(&r->results[i], 0, sizeof r->results[i]);
+    }
+    es_err rv = validate_request(s, r);
+    if (rv != ES_OK) {
+        for (size_t i = 0; i < r->n_appends; i++) {
+            r->results[i].rv = rv;
+        }
+        r->rv = rv;
+        return 0;
+    }
+    /* Check phase: nothing is written until every append passes. */
+    append_plan plans_small[8];
+    append_plan *plans = plans_small;
+    if (r->n_appends > 8) {
+        plans = calloc(r->n_appends, sizeof *plans);
+        if (!plans) {
+            r->rv = ES_ERR_NO_MEMORY;
+            return 0;
+        }
+    }
+    bool failed_check = false;
+    size_t n_dup = 0;
+    rv = ES_OK;
+    for (size_t i = 0; i < r->n_appends && rv == ES_OK; i++) {
+        const store_append_in *a = &r->appends[i];
+        store_append_result *res = &r->results[i];
+        es_err lrv = store_stream_lookup(b->txn, s, a->stream, a->stream_len, &plans[i].si);
+        if (lrv == ES_ERR_NOT_FOUND) {
+            plans[i].exists = false;
+        } else if (lrv != ES_OK) {
+            rv = lrv;
+            break;
+        } else {
+            plans[i].exists = true;
+        }
+        bool dup;
+        lrv = check_idempotency(s, b, a, &plans[i], &dup, res);
+        if (lrv != ES_OK) {
+            res->rv = lrv;
+            rv = lrv;
+            break;
+        }
+        if (dup) {
+            n_dup++;
+            continue;
+        }
+        if (!expectation_holds(a, &plans[i])) {
+            res->rv = ES_ERR_WRONG_EXPECTED_REVISION;
+            res->actual_exists = plans[i].exists;
+            res->actual_revision = plans[i].exists ? plans[i].si.last_revision : 0;
+            failed_check = true;
+        }
+    }
+    if (rv == ES_OK && failed_check) {
+        rv = ES_ERR_WRONG_EXPECTED_REVISION;
+    }
+    if (rv == ES_OK && n_dup != 0 && n_dup != r->n_appends) {
+        /* A transaction partly stored already: neither a retry nor new. */
+        rv = ES_ERR_IDEMPOTENCY_CONFLICT;
+    }
+    int rc = 0;
+    if (rv == ES_OK && n_dup == 0) {
+        for (size_t i = 0; i < r->n_appends; i++) {
+            rc = write_append(s, b, &r->appends[i], &plans[i], &r->results[i]);
+            if (rc) {
+                break;
+            }
+        }
+    }
+    if (plans != plans_small) {
+        free(plans);
+    }
+    r->rv = rv;
+    if (rv != ES_OK) {
+        /* Report a clean slate for the appends that did not fail themselves. */
+        for (size_t i = 0; i < r->n_appends; i++) {
+            if (r->results[i].rv == ES_OK) {
+                r->results[i].first_revision = r->results[i].last_revision = 0;
+                r->results[i].first_position = r->results[i].last_position = 0;
+                r->results[i].duplicate = false;
+            }
+        }
+    }
+    return rc;
+}
+
+static void fail_all(store_request *reqs, size_t n, es_err rv)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (reqs[i].rv == ES_OK) {
+            reqs[i].rv = rv;
+            for (size_t j = 0; j < reqs[i].n_appends; j++) {
+                reqs[i].results[j].rv = rv;
+            }
+        }
+    }
+}
+
+uint64_t store_last_commit_call_us(const store *s)
+{
+    return s->last_commit_call_us;
+}
+
+es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
+{
+    s->last_commit_call_us = 0;
+    if (s->read_only) {
+        for (size_t i = 0; i < n_reqs; i++) {
+            reqs[i].rv = ES_ERR_READ_ONLY;
+        }
+        return ES_ERR_READ_ONLY;
+    }
+    if (s->follower) {
+        for (size_t i = 0; i < n_reqs; i++) {
+            reqs[i].rv = ES_ERR_FOLLOWER;
+            for (size_t j = 0; reqs[i].results && j < reqs[i].n_appends; j++) {
+                memset(&reqs[i].results[j], 0, sizeof reqs[i].results[j]);
+                reqs[i].results[j].rv = ES_ERR_FOLLOWER;
+            }
+        }
+        return ES_ERR_FOLLOWER;
+    }
+    for (size_t i = 0; i < n_reqs; i++) {
+        reqs[i].rv = ES_OK;
+        reqs[i].synced = false;
+    }
+    /* Requests excluded by an earlier attempt keep rv = STORE_FULL or
+     * TOO_LARGE and are skipped; every other request is redone from scratch. */
+    for (;;) {
+        batch_state b = {0};
+        int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
+        if (rc) {
+            fail_all(reqs, n_reqs, es_err_from_mdb(rc));
+            return es_err_from_mdb(rc);
+        }
+        MDB_val v;
+        rc = store_meta_get(b.txn, s->meta, "next_stream", &v);
+        if (rc || v.mv_size != 8) {
+            mdb_txn_abort(b.txn);
+            fail_all(reqs, n_reqs, rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT);
+            return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
+        }
+        b.next_stream = get_u64le(v.mv_data);
+        b.next_position = store_last_position(b.txn, s->events) + 1;
+        b.now_us = store_now_us();
+
+        size_t poisoned = n_reqs;
+        for (size_t i = 0; i < n_reqs; i++) {
+            if (reqs[i].rv == ES_ERR_STORE_FULL || reqs[i].rv == ES_ERR_TOO_LARGE) {
+                if (reqs[i].results && reqs[i].n_appends && reqs[i].results[0].rv == reqs[i].rv) {
+                    continue; /* excluded by an earlier attempt */
+                }
+            }
+            rc = apply_request(s, &b, &reqs[i]);
+            if (rc) {
+                poisoned = i;
+                break;
+            }
+        }
+        if (poisoned == n_reqs && b.next_stream_dirty) {
+            uint8_t nbuf[8];
+            put_u64le(nbuf, b.next_stream);
+            rc = store_meta_put(b.txn, s->meta, "next_stream", nbuf, 8);
+            if (rc) {
+                mdb_txn_abort(b.txn);
+                fail_all(reqs, n_reqs, es_err_from_mdb(rc));
+                return es_err_from_mdb(rc);
+            }
+        }
+        if (poisoned < n_reqs) {
+            mdb_txn_abort(b.txn);
+            es_err prv = es_err_from_mdb(rc);
+            if (prv != ES_ERR_STORE_FULL && prv != ES_ERR_TOO_LARGE) {
+                fail_all(reqs, n_reqs, prv);
+                return prv;
+            }
+            store_request *r = &reqs[poisoned];
+            r->rv = prv;
+            for (size_t j = 0; j < r->n_appends; j++) {
+                r->results[j].rv = prv;
+            }
+            /* Reset the outcome of the others: they are redone. */
+            for (size_t i = 0; i < n_reqs; i++) {
+                bool excluded =
+                    (reqs[i].rv == ES_ERR_STORE_FULL || reqs[i].rv == ES_ERR_TOO_LARGE) &&
+                    reqs[i].n_appends && reqs[i].results[0].rv == reqs[i].rv;
+                if (!excluded) {
+                    reqs[i].rv = ES_OK;
+                }
+            }
+            continue;
+        }
+        uint64_t head = b.next_position - 1;
+        struct timespec c0, c1;
+        clock_gettime(CLOCK_MONOTONIC, &c0);
+        rc = mdb_txn_commit(b.txn); /* frees the txn, also on failure */
+        clock_gettime(CLOCK_MONOTONIC, &c1);
+        s->last_commit_call_us = (uint64_t)(c1.tv_sec - c0.tv_sec) * 1000000u +
+                                 (uint64_t)(c1.tv_nsec / 1000) - (uint64_t)(c0.tv_nsec / 1000);
+        if (rc) {
+            for (size_t i = 0; i < n_reqs; i++) {
+                reqs[i].rv = ES_OK; /* so that fail_all overwrites every outcome */
+            }
+            es_err crv = store_commit_err(s, rc);
+            fail_all(reqs, n_reqs, crv);
+            return crv;
+        }
+        atomic_store(&s->head, head);
+        for (size_t i = 0; i < n_reqs; i++) {
+            reqs[i].synced = s->sync;
+        }
+        return ES_OK;
+    }
+}
+
+/* --------------------------------------------------------------- imports -- */
+
+/* Decode strictly: the fields of es.v1.RecordedEvent, each of its wire type
+ * and at most once, nothing else -- the bytes are stored as they are. */
+static es_err import_decode(const uint8_t *buf, size_t len, es_record *r, char *msg, size_t msg_len)
+{
+    if (es_record_parse(buf, len, ES_RECORD_STRICT, r) != ES_OK) {
+        store_set_msg(msg, msg_len, "%s",
+                      "the record is not valid protobuf, lacks a stream id, type, position or "
+                      "16-byte id, or has an unexpected, repeated or mistyped field");
+        return ES_ERR_MALFORMED;
+    }
+    return ES_OK;
+}
+
+static es_err import_validate(const store *s, const es_record *r, char *msg, size_t msg_len)
+{
+    if (es_validate_stream_id(r->stream.p, r->stream.len, true) != ES_OK) {
+        store_set_msg(msg, msg_len, "%s", "invalid stream id");
+        return ES_ERR_INVALID_STREAM_ID;
+    }
+    if (es_validate_event_type(r->type.p, r->type.len) != ES_OK) {
+        store_set_msg(msg, msg_len, "%s", "invalid event type");
+        return ES_ERR_INVALID_EVENT_TYPE;
+    }
+    /* es_record_parse checked the id, correlation and causation id sizes. */
+    if (r->content_type.len && es_validate_name(r->content_type.p, r->content_type.len) != ES_OK) {
+        store_set_msg(msg, msg_len, "%s", "invalid content type");
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (r->data.len + r->metadata.len > s->max_event_bytes) {
+        store_set_msg(msg, msg_len, "data + metadata of %zu bytes exceed max-event-bytes %u",
+                      r->data.len + r->metadata.len, s->max_event_bytes);
+        return ES_ERR_TOO_LARGE;
+    }
+    return ES_OK;
+}
+
+/* Check one decoded record against the transaction's state and write it.
+ * @return ES_OK or the refusal; *rc an LMDB code when a write failed. */
+static es_err import_one(store *s, batch_state *b, const es_record *r, const uint8_t *bytes,
+                         size_t len, char *msg, size_t msg_len, int *rc)
+{
+    *rc = 0;
+    if (r->position != b->next_position) {
+        store_set_msg(msg, msg_len, "position %llu does not follow the head %llu",
+                      (unsigned long long)r->position, (unsigned long long)(b->next_position - 1));
+        return ES_ERR_WRONG_EXPECTED_REVISION;
+    }
+    store_stream_info si;
+    es_err rv = store_stream_lookup(b->txn, s, r->stream.p, r->stream.len, &si);
+    bool exists = rv == ES_OK;
+    if (rv != ES_OK && rv != ES_ERR_NOT_FOUND) {
+        return rv;
+    }
+    uint64_t next_rev = exists ? si.event_count : 0;
+    if (r->revision != next_rev) {
+        store_set_msg(
+            msg, msg_len, "revision %llu of stream '%.*s' at position %llu: expected %llu",
+            (unsigned long long)r->revision, (int)r->stream.len, (const char *)r->stream.p,
+            (unsigned long long)r->position, (unsigned long long)next_rev);
+        return ES_ERR_WRONG_EXPECTED_REVISION;
+    }
+    MDB_val ik = {ES_EVENT_ID_BYTES, (void *)r->id.p};
+    MDB_val iv;
+    int grc = mdb_get(b->txn, s->event_ids, &ik, &iv);
+    if (grc == MDB_SUCCESS) {
+        store_set_msg(msg, msg_len, "the event id at position %llu is already stored",
+                      (unsigned long long)r->position);
+        return ES_ERR_IDEMPOTENCY_CONFLICT;
+    }
+    if (grc != MDB_NOTFOUND) {
+        return es_err_from_mdb(grc);
+    }
+    if (!exists) {
+        memset(&si, 0, sizeof si);
+        si.number = b->next_stream++;
+        b->next_stream_dirty = true;
+        si.created_us = r->recorded_at_us;
+        si.first_position = r->position;
+    }
+    uint64_t pos = b->next_position++;
+    uint8_t pkey[8];
+    put_u64be(pkey, pos);
+    MDB_val k = {8, pkey};
+    MDB_val v = {RECORD_HEADER_BYTES + len, NULL};
+    if ((*rc = mdb_put(b->txn, s->events, &k, &v, MDB_APPEND | MDB_RESERVE)) != 0) {
+        return es_err_from_mdb(*rc);
+    }
+    uint8_t *rec = v.mv_data;
+    memcpy(rec + RECORD_HEADER_BYTES, bytes, len);
+    rec[0] = RECORD_VERSION;
+    rec[1] = 0;
+    rec[2] = rec[3] = 0;
+    put_u32le(rec + 4, crc32c(0, rec + RECORD_HEADER_BYTES, len));
+
+    uint8_t key[ES_MAX_NAME_BYTES + 9];
+    uint8_t val[24];
+    put_u64be(key, si.number);
+    put_u64be(key + 8, r->revision);
+    MDB_val rk = {16, key};
+    MDB_val rvv = {8, pkey};
+    if ((*rc = mdb_put(b->txn, s->stream_revs, &rk, &rvv, 0)) != 0) {
+        return es_err_from_mdb(*rc);
+    }
+    put_u64be(val, si.number);
+    put_u64be(val + 8, r->revision);
+    put_u64be(val + 16, pos);
+    iv = (MDB_val){24, val};
+    if ((*rc = mdb_put(b->txn, s->event_ids, &ik, &iv, 0)) != 0) {
+        return es_err_from_mdb(*rc);
+    }
+    MDB_val empty = {0, NULL};
+    size_t cat_len = es_category_len(r->stream.p, r->stream.len);
+    MDB_val ck = {store_name_pos_key(key, r->stream.p, cat_len, pos), key};
+    if ((*rc = mdb_put(b->txn, s->categories, &ck, &empty, 0)) != 0) {
+        return es_err_from_mdb(*rc);
+    }
+    MDB_val tk = {store_name_pos_key(key, r->type.p, r->type.len, pos), key};
+    if ((*rc = mdb_put(b->txn, s->types, &tk, &empty, 0)) != 0) {
+        return es_err_from_mdb(*rc);
+    }
+    if (!exists) {
+        /* Written once, at creation (format 2: the count and last position
+         * are read from stream_revs, the updated time from the record). */
+        uint8_t sbuf[STREAM_RECORD_BYTES];
+        store_stream_encode(sbuf, &si);
+        MDB_val sk = {r->stream.len, (void *)r->stream.p};
+        MDB_val sv = {STREAM_RECORD_BYTES, sbuf};
+        if ((*rc = mdb_put(b->txn, s->streams, &sk, &sv, 0)) != 0) {
+            return es_err_from_mdb(*rc);
+        }
+    }
+    return ES_OK;
+}
+
+es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_t *bad, char *msg,
+                          size_t msg_len)
+{
+    *bad = n;
+    store_set_msg(msg, msg_len, "%s", "");
+    if (s->read_only) {
+        return ES_ERR_READ_ONLY;
+    }
+    if (n == 0 || n > STORE_MAX_IMPORT_BATCH) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    batch_state b = {0};
+    int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    MDB_val v;
+    rc = store_meta_get(b.txn, s->meta, "next_stream", &v);
+    if (rc || v.mv_size != 8) {
+        mdb_txn_abort(b.txn);
+        return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
+    }
+    b.next_stream = get_u64le(v.mv_data);
+    b.next_position = store_last_position(b.txn, s->events) + 1;
+    es_err rv = ES_OK;
+    for (size_t i = 0; i < n && rv == ES_OK; i++) {
+        es_record r;
+        rv = import_decode(recs[i].record, recs[i].len, &r, msg, msg_len);
+        if (rv == ES_OK) {
+            rv = import_validate(s, &r, msg, msg_len);
+        }
+        if (rv == ES_OK) {
+            rv = import_one(s, &b, &r, recs[i].record, recs[i].len, msg, msg_len, &rc);
+        }
+        if (rv != ES_OK && rc == 0) {
+            *bad = i;
+        }
+    }
+    if (rv == ES_OK && b.next_stream_dirty) {
+        uint8_t nbuf[8];
+        put_u64le(nbuf, b.next_stream);
+        rc = store_meta_put(b.txn, s->meta, "next_stream", nbuf, 8);
+        rv = es_err_from_mdb(rc);
+    }
+    if (rv != ES_OK) {
+        mdb_txn_abort(b.txn);
+        return rv;
+    }
+    uint64_t head = b.next_position - 1;
+    rc = mdb_txn_commit(b.txn); /* frees the txn, also on failure */
+    if (rc) {
+        return store_commit_err(s, rc);
+    }
+    atomic_store(&s->head, head);
+    return ES_OK;
+}
+
+/* -------------------------------------------------------------- snapshots -- */
+
+es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, uint64_t revision,
+                           uint32_t state_format, const uint8_t *data, size_t data_len)
+{
+    if (s->read_only) {
+        return ES_ERR_READ_ONLY;
+    }
+    if (s->follower) {
+        return ES_ERR_FOLLOWER;
+    }
+    if (es_validate_stream_id(stream, stream_len, true) != ES_OK) {
+        return ES_ERR_INVALID_STREAM_ID;
+    }
+    if (data_len > STORE_MAX_SNAPSHOT_BYTES) {
+        return ES_ERR_TOO_LARGE;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    store_stream_info si;
+    es_err rv = store_stream_lookup(txn, s, stream, stream_len, &si);
+    if (rv != ES_OK) {
+        mdb_txn_abort(txn);
+        return rv;
+    }
+    if (revision > si.last_revision) {
+        mdb_txn_abort(txn);
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    MDB_val k = {stream_len, (void *)stream};
+    MDB_val v;
+    /* Keep a newer snapshot of the same format: concurrent savers must not
+     * replace a later state with an earlier one. */
+    if (mdb_get(txn, s->snapshots, &k, &v) == 0 && v.mv_size >= SNAPSHOT_HEADER_BYTES &&
+        get_u32le((uint8_t *)v.mv_data + 4) == state_format &&
+        get_u64le((uint8_t *)v.mv_data + 8) > revision) {
+        mdb_txn_abort(txn);
+        return ES_OK;
+    }
+    v.mv_size = SNAPSHOT_HEADER_BYTES + data_len;
+    v.mv_data = NULL;
+    rc = mdb_put(txn, s->snapshots, &k, &v, MDB_RESERVE);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return es_err_from_mdb(rc);
+    }
+    uint8_t *p = v.mv_data;
+    put_u32le(p + 4, state_format);
+    put_u64le(p + 8, revision);
+    put_u64le(p + 16, store_now_us());
+    if (data_len) {
+        memcpy(p + SNAPSHOT_HEADER_BYTES, data, data_len);
+    }
+    put_u32le(p, crc32c(0, p + 4, SNAPSHOT_HEADER_BYTES - 4 + data_len));
+    rc = mdb_txn_commit(txn);
+    return rc ? store_commit_err(s, rc) : ES_OK;
+}
