@@ -36,14 +36,15 @@ set -euo pipefail
 PACKAGES="build-essential meson ninja-build pkg-config liblmdb-dev lmdb-utils libprotobuf-c-dev
 protobuf-c-compiler libevent-dev libcmocka-dev libjansson-dev libssl-dev libinih-dev clang libclang-rt-14-dev clang-format valgrind
 nats-server libnats-dev python3-protobuf protobuf-compiler python3-coverage python3-setuptools python3-pip python3-wheel
-chromium nodejs npm"
+chromium"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 suites_wanted=(unit integration reliability nats)
 tests_excluded=()
 
 usage() {
-    sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    # The comment block at the top, up to the first line that is not one.
+    sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
 }
 
 say() {
@@ -63,6 +64,11 @@ install_deps() {
             missing+=("$p")
         fi
     done
+    # Node.js and npm (the web console's browser test) only when missing: a
+    # machine may carry another build of Node.js (NodeSource's bundles npm,
+    # and Debian's npm package conflicts with it).
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     if [ ${#missing[@]} -eq 0 ]; then
         return 0
     fi
