@@ -4,7 +4,7 @@
  * Design notes: protobuf-c does not check UTF-8, so stream ids, event types
  * and content types travel as `bytes` and are checked here, by the server on
  * receipt and by the store before every write, and by the client library
- * before sending. One set of rules (DESIGN.md §1):
+ * before sending. One set of rules (docs/protocol.md states them for clients):
  *   stream id:  1..256 bytes, valid UTF-8 (no overlongs, no surrogates, no
  *               code point above U+10FFFF), no NUL, no C0/C1 control
  *               character or DEL; ids starting with '$' are reserved.
