@@ -41,6 +41,7 @@ typedef struct session {
     uint32_t in_flight;      /* requests queued for the writer */
     uint64_t *in_flight_ids; /* max_in_flight entries */
     uint64_t pending_bytes;  /* frame bytes held by queued requests */
+    bool paused_output;      /* the memory budget paused this connection's output */
     struct sub *subs;        /* this connection's subscriptions */
     uint32_t n_subs;
 } session;
