@@ -721,3 +721,13 @@ void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out)
         out->behind += lag > 0;
     }
 }
+
+void subs_drop_all(session *s, es_err reason, const char *message)
+{
+    subs *r = s->srv ? s->srv->subs : NULL;
+    while (s->subs && r) {
+        sub *x = s->subs;
+        send_dropped(s, x->id, reason, message);
+        sub_unlink_free(r, s, x);
+    }
+}

@@ -61,6 +61,12 @@ void subs_unsubscribe(session *s, uint64_t id, uint64_t sub_id);
 bool subs_has(const session *s, uint64_t id);
 /** @brief Drop every subscription of a session (connection closing). */
 void subs_drop_session(session *s);
+/**
+ * @brief Drop every subscription of a session, each with a
+ *        SubscriptionDropped push carrying reason and message (e.g.
+ *        ES_ERR_SLOW_CONSUMER).
+ */
+void subs_drop_all(session *s, es_err reason, const char *message);
 
 /**
  * @brief New events were committed: mark dirty the subscriptions that the
