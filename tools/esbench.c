@@ -567,6 +567,7 @@ typedef struct result {
     uint64_t delivered;   /* events delivered to the matching subscriptions */
     double drain_seconds; /* appenders stopped -> every matching one at the head */
     bool drained;         /* they all reached it (within 60 s) */
+    double server_cpu_s;  /* esd CPU time during the timed phase (-1: unknown) */
 } result;
 
 /* Appender threads, started and stopped around a timed phase. */
@@ -1128,6 +1129,31 @@ static bool fanout_at(const fanout_set *fs, uint64_t head0, uint64_t head)
     return true;
 }
 
+/* CPU seconds (user + system) of the esd esbench started; -1 without one. */
+static double esd_cpu_s(void)
+{
+    if (esd_pid <= 0) {
+        return -1;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)esd_pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return -1;
+    }
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    unsigned long long ut = 0, st = 0;
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) {
+        return -1;
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static int run_fanout(const config *cfg, result *out)
 {
     memset(out, 0, sizeof *out);
@@ -1157,10 +1183,13 @@ static int run_fanout(const config *cfg, result *out)
         rc = 1;
         goto out;
     }
+    double cpu0 = esd_cpu_s();
     uint64_t t0 = now_us();
     sleep_s(cfg->duration);
     rc = appenders_stop(&a, out);
     uint64_t t1 = now_us();
+    double cpu1 = esd_cpu_s();
+    out->server_cpu_s = cpu0 >= 0 && cpu1 >= cpu0 ? cpu1 - cpu0 : -1;
     out->seconds = (double)(t1 - t0) / 1e6;
     out->bytes = out->events * cfg->event_size;
     if (es_stats_get(c, &after) == ES_OK && after.commits > before.commits) {
@@ -1245,10 +1274,13 @@ static void report(const config *cfg, const result *r)
                    ",\"matching_subs\":%" PRIu64 ",\"matching_connections\":%" PRIu64
                    ",\"delivered\":%" PRIu64
                    ",\"delivered_per_sec\":%.1f,\"expected_delivered\":%" PRIu64
-                   ",\"drain_seconds\":%.3f,\"order_errors\":%" PRIu64,
+                   ",\"drain_seconds\":%.3f,\"order_errors\":%" PRIu64
+                   ",\"server_cpu_s\":%.2f,\"server_cpu_us_per_event\":%.1f",
                    r->idle_subs, r->idle_conns, r->matching_subs, r->matching_conns, r->delivered,
                    r->seconds > 0 ? (double)r->delivered / r->seconds : 0,
-                   r->events * r->matching_subs, r->drain_seconds, r->order_errors);
+                   r->events * r->matching_subs, r->drain_seconds, r->order_errors, r->server_cpu_s,
+                   r->events && r->server_cpu_s >= 0 ? r->server_cpu_s * 1e6 / (double)r->events
+                                                     : -1.0);
         }
         printf("}\n");
         return;
@@ -1257,6 +1289,10 @@ static void report(const config *cfg, const result *r)
         printf("subscriptions %" PRIu64 " idle over %" PRIu64 " connections, %" PRIu64
                " matching over %" PRIu64 "\n",
                r->idle_subs, r->idle_conns, r->matching_subs, r->matching_conns);
+        if (r->server_cpu_s >= 0 && r->events) {
+            printf("esd cpu      %.2f s, %.1f us per appended event\n", r->server_cpu_s,
+                   r->server_cpu_s * 1e6 / (double)r->events);
+        }
         if (r->matching_subs) {
             printf("delivered    %" PRIu64 " of %" PRIu64
                    " events (%.0f/s), at the head %.3f s after "
