@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "es.pb-c.h"
@@ -44,8 +45,10 @@
 #define READ_CHUNK (1024u * 1024u)
 /* The memory budget's re-evaluation period while connections are paused. */
 #define BUDGET_TICK_MS 100
-/* After the memory in use fell by this much from its peak: malloc_trim. */
+/* After the memory in use fell by this much from its peak, or to half of
+ * it (and by TRIM_MIN_BYTES at least): malloc_trim. */
 #define TRIM_AFTER_BYTES (32ull << 20)
+#define TRIM_MIN_BYTES   (4ull << 20)
 
 typedef struct conn conn;
 
@@ -337,13 +340,23 @@ static int transport_read(conn *c, int room, char *why, size_t why_len)
             avail = 4096;
         }
         int want = avail < room ? avail : room;
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(c->in, want, &v, 1) < 1) {
+        /* Two vectors: the free tail of the last chain first, so that
+         * chains fill up instead of leaving slack behind. */
+        struct evbuffer_iovec v[2];
+        int nv = evbuffer_reserve_space(c->in, want, v, 2);
+        if (nv < 1) {
             snprintf(why, why_len, "out of memory");
             return -2;
         }
-        size_t len = v.iov_len < (size_t)want ? v.iov_len : (size_t)want;
-        ssize_t r = read(c->fd, v.iov_base, len);
+        struct iovec iov[2];
+        size_t left = (size_t)want;
+        int used = 0;
+        for (int i = 0; i < nv && left > 0; i++, used++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+            left -= iov[i].iov_len;
+        }
+        ssize_t r = readv(c->fd, iov, used);
         if (r < 0) {
             if (retriable(errno)) {
                 return -1;
@@ -351,8 +364,12 @@ static int transport_read(conn *c, int room, char *why, size_t why_len)
             snprintf(why, why_len, "%s", strerror(errno));
             return -2;
         }
-        v.iov_len = (size_t)r;
-        evbuffer_commit_space(c->in, &v, 1);
+        size_t got = (size_t)r;
+        for (int i = 0; i < used; i++) {
+            v[i].iov_len = got < iov[i].iov_len ? got : iov[i].iov_len;
+            got -= v[i].iov_len;
+        }
+        evbuffer_commit_space(c->in, v, used);
         return (int)r;
     }
     int total = 0;
@@ -1011,7 +1028,8 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
  *
  * Memory returned: freed buffers stay in glibc's heap (main.c keeps large
  * blocks there on purpose); after the total has fallen TRIM_AFTER_BYTES
- * below its peak, malloc_trim(0) gives the free pages back.
+ * below its peak, or to half of it, malloc_trim(0) gives the free pages
+ * back (at most a few times per halving: cheap).
  */
 
 static uint64_t mem_total(const net *n)
@@ -1119,7 +1137,8 @@ static void budget_note(net *n)
     uint64_t total = mem_total(n);
     if (total > n->mem_peak) {
         n->mem_peak = total;
-    } else if (n->mem_peak - total >= TRIM_AFTER_BYTES) {
+    } else if (n->mem_peak - total >= TRIM_MIN_BYTES &&
+               (n->mem_peak - total >= TRIM_AFTER_BYTES || total <= n->mem_peak / 2)) {
         malloc_trim(0);
         n->mem_peak = total;
     }
