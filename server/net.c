@@ -43,6 +43,9 @@
 /* Bytes taken from one socket per read call (libevent's evbuffer_read
  * takes at most 4 KiB; a 16 MiB frame would cost 4,096 callbacks). */
 #define READ_CHUNK (1024u * 1024u)
+/* A slow consumer whose subscriptions were dropped is closed once its
+ * output is flushed, or after this long (time to read the notice). */
+#define SLOW_CLOSE_GRACE_S 30
 /* The memory budget's re-evaluation period while connections are paused. */
 #define BUDGET_TICK_MS 100
 /* After the memory in use fell by this much from its peak, or to half of
@@ -62,15 +65,15 @@ struct conn {
     conn *prev, *next; /* live connections */
     conn *flush_next;  /* connections with output to flush this loop turn */
     bool in_flush_list;
-    bool reading;              /* read_ev is added */
-    bool writing;              /* write_ev is added: the socket was full */
-    bool paused;               /* reading stopped for backpressure */
-    bool closing;              /* flush the output, then close */
-    bool zombie;               /* socket gone; waiting for queued requests */
-    bool idle_armed;           /* the idle timer runs */
-    bool budget_paused;        /* paused by the memory budget (see "Memory budget") */
-    uint64_t pending_acct;     /* sess.pending_bytes as last counted in n->mem_pending */
-    uint64_t budget_paused_us; /* since when */
+    bool reading;           /* read_ev is added */
+    bool writing;           /* write_ev is added: the socket was full */
+    bool paused;            /* reading stopped for backpressure */
+    bool closing;           /* flush the output, then close */
+    bool zombie;            /* socket gone; waiting for queued requests */
+    bool idle_armed;        /* the idle timer runs */
+    bool budget_paused;     /* paused by the memory budget (see "Memory budget") */
+    uint64_t pending_acct;  /* sess.pending_bytes as last counted in n->mem_pending */
+    uint64_t over_since_us; /* paused, and above half a share ever since (0: not) */
     /* TLS (see "Transport" below); ssl NULL for a plaintext connection */
     SSL *ssl;
     bool tls_accepting;   /* the handshake is not finished */
@@ -109,6 +112,7 @@ struct net {
 
 static void conn_flush(conn *c);
 static void budget_note(net *n);
+static void budget_gate(conn *c);
 
 static bool retriable(int e)
 {
@@ -125,13 +129,49 @@ static void process_input(conn *c);
  * writev for everything a loop turn produced). Only when the socket is
  * full is a write event registered — no epoll_ctl churn per reply.
  */
+static void free_reply(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+/* A large page, handed over without a copy (session_send_owned_fn). */
+static bool conn_send_owned(void *io, void *data, size_t len)
+{
+    conn *c = io;
+    if (c->zombie || evbuffer_add_reference(c->out, data, len, free_reply, NULL) != 0) {
+        return false;
+    }
+    budget_gate(c);
+    if (!c->in_flush_list) {
+        c->in_flush_list = true;
+        c->flush_next = c->n->flush_list;
+        c->n->flush_list = c;
+    }
+    return true;
+}
+
 static void conn_send(void *io, const void *data, size_t len)
 {
     conn *c = io;
     if (c->zombie) {
         return;
     }
-    evbuffer_add(c->out, data, len);
+    /* Not evbuffer_add: after a large chain (a page), it allocates the
+     * next chain as large as that one, whatever len is (measured: 3x the
+     * bytes held). Reserving asks for a chain sized by len. */
+    struct evbuffer_iovec v;
+    if (len == 0) {
+        /* nothing: a flush request */
+    } else if (evbuffer_reserve_space(c->out, (ev_ssize_t)len, &v, 1) == 1 && v.iov_len >= len) {
+        memcpy(v.iov_base, data, len);
+        v.iov_len = len;
+        evbuffer_commit_space(c->out, &v, 1);
+    } else {
+        evbuffer_add(c->out, data, len);
+    }
+    budget_gate(c);
     if (!c->in_flush_list) {
         c->in_flush_list = true;
         c->flush_next = c->n->flush_list;
@@ -929,6 +969,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     format_host(sa, c->sess.peer_addr, sizeof c->sess.peer_addr);
+    c->sess.send_owned = conn_send_owned;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evutil_make_socket_nonblocking(fd);
@@ -1016,11 +1057,13 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
  * At the budget, the connections holding more than an equal share of it
  * (max_memory / connections) are paused: no reading, no request taken
  * from their input, no subscription delivery (session.paused_output);
- * their output keeps draining. Everyone else keeps being served, so the
- * memory held is about the budget plus what the paused ones held when
- * they were paused. Every BUDGET_TICK_MS while any connection is paused:
- * a paused connection resumes when the total is below 7/8 of the budget
- * or its own share fell below half a share (its client read); a paused
+ * their output keeps draining. The check is made where output is
+ * produced (budget_gate, after every reply or push appended), so a
+ * connection overshoots its share by one reply or one batch at most, and
+ * again for all connections by a pass over them (budget_cb). Everyone else keeps being served, so
+ * the memory held is about the budget plus what the paused ones held when they were paused. Every
+ * BUDGET_TICK_MS while any connection is paused: a paused connection resumes when the total is
+ * below 7/8 of the budget or its own share fell below half a share (its client read); a paused
  * connection with subscriptions that stays paused for
  * slow_consumer_timeout_s has its subscriptions dropped with
  * SLOW_CONSUMER, a log line is written, and it is closed once its output
@@ -1056,7 +1099,9 @@ static void budget_pause(conn *c, uint64_t now_us)
         return;
     }
     c->budget_paused = true;
-    c->budget_paused_us = now_us;
+    if (!c->over_since_us) {
+        c->over_since_us = now_us;
+    }
     c->sess.paused_output = true;
     c->paused = true;
     set_reading(c, false);
@@ -1095,7 +1140,7 @@ static void budget_drop_slow(conn *c)
     /* The notices go behind the unsent output; the client gets them if it
      * reads within the grace, and the connection is closed either way. */
     budget_resume(c);
-    conn_close_after_flush(c, "slow consumer", (int)n->srv->cfg->slow_consumer_timeout_s);
+    conn_close_after_flush(c, "slow consumer", SLOW_CLOSE_GRACE_S);
 }
 
 static void budget_cb(evutil_socket_t fd, short what, void *arg)
@@ -1115,20 +1160,43 @@ static void budget_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         uint64_t held = conn_held(c);
-        if (over && held > share) {
+        if (held < share / 2) {
+            c->over_since_us = 0; /* its client reads: not a slow consumer */
+        }
+        if (c->over_since_us && c->sess.n_subs > 0 &&
+            now - c->over_since_us >= cfg->slow_consumer_timeout_s * 1000000ull) {
+            budget_drop_slow(c);
+        } else if (over && held > share) {
             budget_pause(c, now);
         } else if (c->budget_paused && (low || held < share / 2)) {
             budget_resume(c);
-        } else if (c->budget_paused && c->sess.n_subs > 0 &&
-                   now - c->budget_paused_us >= cfg->slow_consumer_timeout_s * 1000000ull) {
-            budget_drop_slow(c);
         }
+    }
+    /* Under pressure the heap is full of freed page buffers that glibc
+     * keeps: give them back on every tick (a few ms at most). */
+    if (n->n_budget_paused > 0) {
+        malloc_trim(0);
     }
     if (n->n_budget_paused > 0) {
         struct timeval tv = {0, BUDGET_TICK_MS * 1000};
         evtimer_add(n->budget_ev, &tv);
     }
     flush_all(n);
+}
+
+/* After every reply or push appended (conn_send): at the budget, a
+ * connection holding more than its share produces nothing more (O(1)). */
+static void budget_gate(conn *c)
+{
+    net *n = c->n;
+    if (!c->budget_paused && mem_total(n) >= n->srv->cfg->max_memory &&
+        conn_held(c) > budget_share(n)) {
+        budget_pause(c, store_now_us());
+        if (!evtimer_pending(n->budget_ev, NULL)) {
+            struct timeval tv = {0, BUDGET_TICK_MS * 1000};
+            evtimer_add(n->budget_ev, &tv);
+        }
+    }
 }
 
 /* After every callback (flush_all): O(1) unless something is to be done. */

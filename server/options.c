@@ -105,7 +105,8 @@ static const opt_def defs[] = {
     {{"slow-consumer-timeout", NULL, "SECONDS", "10"}, T_U32, CFG(slow_consumer_timeout_s), 1,
      86400, false,
      "a subscriber paused by --max-memory this long is\n"
-     "dropped (SLOW_CONSUMER) and closed (default 30)"},
+     "dropped (SLOW_CONSUMER), then closed once its output\n"
+     "is sent or 30 s later (default 30)"},
     {{"max-events-per-append", NULL, "N", "100"}, T_U32, CFG(max_events_per_append), 1, 1000000,
      false, "events in one append (default 10000)"},
     {{"max-event-bytes", NULL, "SIZE", "64K"}, T_SIZE32, CFG(max_event_bytes), 1,
