@@ -65,6 +65,8 @@ struct conn {
     conn *prev, *next; /* live connections */
     conn *flush_next;  /* connections with output to flush this loop turn */
     bool in_flush_list;
+    conn *cont_next; /* connections with frames left for the next loop turn */
+    bool in_cont_list;
     bool reading;           /* read_ev is added */
     bool writing;           /* write_ev is added: the socket was full */
     bool paused;            /* reading stopped for backpressure */
@@ -99,6 +101,8 @@ struct net {
     uint64_t shutdown_deadline_us;
     conn *conns;      /* live connections (not zombies) */
     conn *flush_list; /* see conn_send */
+    conn *cont_list;  /* see cont_later */
+    struct event *cont_ev;
     uint64_t next_conn_id;
     size_t input_cap; /* one whole frame and a little */
     /* The memory budget (see "Memory budget" below). */
@@ -111,6 +115,7 @@ struct net {
 };
 
 static void conn_flush(conn *c);
+static void cont_later(conn *c);
 static void budget_note(net *n);
 static void budget_gate(conn *c);
 
@@ -228,7 +233,7 @@ static void conn_free_struct(conn *c)
 /* A zombie is freed once nothing refers to it any more. */
 static void conn_maybe_free(conn *c)
 {
-    if (c->zombie && c->sess.in_flight == 0 && !c->in_flush_list) {
+    if (c->zombie && c->sess.in_flight == 0 && !c->in_flush_list && !c->in_cont_list) {
         conn_free_struct(c);
     }
 }
@@ -731,6 +736,47 @@ static void idle_timer_cb(evutil_socket_t fd, short what, void *arg)
     flush_all(n);
 }
 
+/*
+ * Frames left over by the fairness limit are taken on the next loop turn,
+ * after the sockets were polled: through a zero timer, not event_active
+ * (libevent runs events activated from a callback in the same turn, which
+ * would let one deep pipeline hold the loop until it is drained).
+ */
+static void cont_later(conn *c)
+{
+    net *n = c->n;
+    if (!c->in_cont_list) {
+        c->in_cont_list = true;
+        c->cont_next = n->cont_list;
+        n->cont_list = c;
+    }
+    if (!evtimer_pending(n->cont_ev, NULL)) {
+        struct timeval now = {0, 0};
+        evtimer_add(n->cont_ev, &now);
+    }
+}
+
+static void cont_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    net *n = arg;
+    conn *list = n->cont_list;
+    n->cont_list = NULL;
+    while (list) {
+        conn *c = list;
+        list = c->cont_next;
+        c->cont_next = NULL;
+        c->in_cont_list = false;
+        if (c->zombie) {
+            conn_maybe_free(c);
+        } else if (!c->closing && !c->paused) {
+            process_input(c);
+        }
+    }
+    flush_all(n);
+}
+
 /* Take every complete frame from the input, within the budgets. */
 static void process_input(conn *c)
 {
@@ -745,7 +791,7 @@ static void process_input(conn *c)
         if (frames >= FRAMES_PER_TURN ||
             evbuffer_get_length(c->out) - out_start > OUTPUT_PER_TURN) {
             if (evbuffer_get_length(in) >= FRAME_HEADER_BYTES) {
-                event_active(c->read_ev, EV_READ, 0);
+                cont_later(c);
             }
             break;
         }
@@ -1626,8 +1672,9 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     n->shutdown_check = evtimer_new(n->base, shutdown_check_cb, n);
     n->deliver_ev = evtimer_new(n->base, deliver_cb, n);
     n->budget_ev = evtimer_new(n->base, budget_cb, n);
+    n->cont_ev = evtimer_new(n->base, cont_cb, n);
     if (!n->accept_retry || !n->completion_ev || !n->sigterm_ev || !n->sigint_ev ||
-        !n->reader_check || !n->shutdown_check || !n->deliver_ev || !n->budget_ev) {
+        !n->reader_check || !n->shutdown_check || !n->deliver_ev || !n->budget_ev || !n->cont_ev) {
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
@@ -1688,6 +1735,12 @@ void net_destroy(net *n, write_job *leftover)
     while (n->conns) {
         conn_close(n->conns, "server stopped");
     }
+    while (n->cont_list) {
+        conn *c = n->cont_list;
+        n->cont_list = c->cont_next;
+        c->in_cont_list = false;
+        conn_maybe_free(c);
+    }
     flush_all(n);
     while (leftover) {
         write_job *next = leftover->next;
@@ -1705,9 +1758,9 @@ void net_destroy(net *n, write_job *leftover)
         evhttp_free(n->http); /* its bound listeners and connections too */
     }
     n->srv->kick = NULL;
-    struct event *evs[] = {n->accept_retry,   n->completion_ev, n->import_ev,
-                           n->sigterm_ev,     n->sigint_ev,     n->reader_check,
-                           n->shutdown_check, n->deliver_ev,    n->budget_ev};
+    struct event *evs[] = {n->accept_retry, n->completion_ev, n->import_ev,      n->sigterm_ev,
+                           n->sigint_ev,    n->reader_check,  n->shutdown_check, n->deliver_ev,
+                           n->budget_ev,    n->cont_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {
             event_free(evs[i]);

@@ -36,8 +36,10 @@
  * connection is closed.
  *
  * Fairness: at most 64 frames, or 4 MiB of replies, are taken from one
- * connection per loop turn; the rest waits for the next turn, so a deep
- * pipeline of large reads does not stall the other connections. A read
+ * connection per loop turn; the rest waits for the next turn (a zero
+ * timer, so after the sockets are polled: libevent would run an
+ * event_active from a callback in the same turn), so a deep pipeline of
+ * large reads does not stall the other connections. A read
  * page holds at most 1 MiB of records and a subscription batch at most
  * 1 MiB (reply.h, subs.h), so one reply is a bounded slice of a turn.
  *

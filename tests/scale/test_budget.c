@@ -123,6 +123,12 @@ static void *sub_read_main(void *arg)
     }
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void test_budget(void **state)
 {
     (void)state;
@@ -174,10 +180,16 @@ static void test_budget(void **state)
     assert_true(pfd >= 0);
     long peak = rss0;
     int pings = 0;
-    int64_t until = h_now_ms() + 5000;
+    enum { MAX_RTT = 200000 };
+    int64_t *rtt = calloc(MAX_RTT, sizeof *rtt);
+    assert_non_null(rtt);
+    /* Long enough for every subscriber to be paused past the timeout
+     * (slower in sanitizer builds, which reach the budget later). */
+    int64_t until = h_now_ms() + (h_sanitized() ? 20000 : 8000);
     while (h_now_ms() < until) {
         hbuf b = {0};
         h_put_ping(&b, 1000 + (uint64_t)pings, "p", 1);
+        int64_t t0 = h_now_us();
         assert_int_equal(h_flush(pfd, &b, REPLY_MS), H_OK);
         hbuf_free(&b);
         Es__V1__Response *r = NULL;
@@ -186,14 +198,22 @@ static void test_budget(void **state)
         }
         assert_int_equal(r->kind_case, ES__V1__RESPONSE__KIND_PONG);
         h_resp_free(r);
+        if (pings < MAX_RTT) {
+            rtt[pings] = h_now_us() - t0;
+        }
         pings++;
         long rss = sc_rss_anon_kb(g_esd.pid);
         peak = rss > peak ? rss : peak;
     }
     long bound = rss0 + (BUDGET_MIB + 64) * 1024;
+    int nr = pings < MAX_RTT ? pings : MAX_RTT;
+    qsort(rtt, (size_t)nr, sizeof *rtt, cmp_i64);
     print_message("    %d subscribers + %d readers not reading: RssAnon %ld kB before, peak "
-                  "%ld kB (bound %ld kB); %d pings answered\n",
-                  n_subs, n_readers, rss0, peak, bound, pings);
+                  "%ld kB (bound %ld kB); %d pings answered, round trip p50 %.2f ms, p99 "
+                  "%.2f ms, max %.2f ms\n",
+                  n_subs, n_readers, rss0, peak, bound, pings, (double)rtt[nr / 2] / 1000.0,
+                  (double)rtt[(size_t)nr * 99 / 100] / 1000.0, (double)rtt[nr - 1] / 1000.0);
+    free(rtt);
     if (!h_sanitized() && peak > bound) {
         esd_dump_log(&g_esd);
         fail_msg("esd's RssAnon reached %ld kB; budget bound %ld kB", peak, bound);
