@@ -683,16 +683,19 @@ static bool deliver_one(subs *r, sub *x)
 
 bool subs_deliver(subs *r)
 {
-    /* This pass serves what is ready now; what becomes ready meanwhile
-     * (a batch that left more) waits for the next pass. */
+    /* This pass serves what is ready now, SUBS_PER_PASS subscriptions at
+     * most (the others keep their place); what becomes ready meanwhile (a
+     * batch that left more) waits for the next pass. Between passes the
+     * loop polls its sockets: appends and pings are not held up by a
+     * thousand subscribers, whose next batches grow instead. */
     sub *list = r->ready_head;
     sub *stop = r->ready_tail;
     if (!list) {
         return false;
     }
-    for (;;) {
+    for (unsigned done = 0;; done++) {
         sub *x = r->ready_head;
-        bool last = x == stop;
+        bool last = x == stop || done + 1 >= SUBS_PER_PASS;
         ready_remove(r, x);
         if (x->dirty && has_room(x->sess) && deliver_one(r, x) && x->dirty && has_room(x->sess)) {
             ready_push(r, x);

@@ -43,6 +43,8 @@
 
 #define SUBS_MAX_PER_SESSION 64u
 #define SUBS_DEFAULT_BATCH   256u
+/* Subscriptions served per delivery pass (one pass per loop turn). */
+#define SUBS_PER_PASS 64u
 /* Bytes of one pushed batch at most (a slice of loop time, not a frame). */
 #define SUBS_BATCH_BYTES (1024u * 1024u)
 
@@ -95,7 +97,7 @@ void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out);
 
 /**
  * @brief One delivery pass: at most one batch per dirty subscription whose
- *        connection has room.
+ *        connection has room, for SUBS_PER_PASS subscriptions at most.
  * @return true when work remains for another pass.
  */
 bool subs_deliver(subs *r);

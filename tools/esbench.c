@@ -1532,8 +1532,8 @@ int main(int argc, char **argv)
     if (rc == 0 && r.order_errors) {
         rc = 1; /* reported below: a delivery out of order is a bug */
     }
-    if (rc == 0 || r.order_errors) {
-        report(&cfg, &r);
+    if (rc == 0 || r.order_errors || (cfg.w == W_FANOUT && r.events)) {
+        report(&cfg, &r); /* fanout: also when the subscribers fell behind */
     }
     stop_esd();
     return rc;
