@@ -110,21 +110,20 @@ static void test_fleet(void **state)
     long rss0 = sc_rss_anon_kb(g_esd.pid);
     pthread_create(&p.th, NULL, ping_main, &p);
 
-    /* The burst: N connects as fast as this process can make them. */
+    /* The burst: N connects as fast as this process can make them, each
+     * sending its hello at once (within the handshake deadline). */
+    hbuf hello = {0};
+    h_put_hello(&hello, 1, 1);
     int64_t t0 = h_now_ms();
     for (int i = 0; i < g_n; i++) {
         fds[i] = h_connect(g_esd.port);
         if (fds[i] < 0) {
             fail_msg("connection %d of %d refused", i, g_n);
         }
-    }
-    int64_t burst_ms = h_now_ms() - t0;
-    /* Every one of them is served: hello on each. */
-    hbuf hello = {0};
-    h_put_hello(&hello, 1, 1);
-    for (int i = 0; i < g_n; i++) {
         assert_int_equal(h_send_all(fds[i], hello.p, hello.len, REPLY_MS), H_OK);
     }
+    int64_t burst_ms = h_now_ms() - t0;
+    /* Every one of them is served. */
     for (int i = 0; i < g_n; i++) {
         Es__V1__Response *r = NULL;
         assert_int_equal(h_recv(fds[i], REPLY_MS, &r, NULL), H_OK);
