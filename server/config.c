@@ -21,6 +21,8 @@ void server_config_defaults(server_config *cfg)
     cfg->max_in_flight = 1024;
     cfg->max_output_bytes = FRAME_DEFAULT_MAX_BODY;
     cfg->max_pending_bytes = 64ull * 1024u * 1024u;
+    cfg->max_memory = 0; /* options_parse: a quarter of the RAM */
+    cfg->slow_consumer_timeout_s = 30;
     cfg->max_events_per_append = STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
     cfg->max_event_bytes = STORE_DEFAULT_MAX_EVENT_BYTES;
     cfg->max_page = STORE_DEFAULT_MAX_PAGE;

@@ -9,16 +9,20 @@
 #include <event2/util.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <malloc.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "es.pb-c.h"
@@ -40,6 +44,20 @@
 /* Work taken from one connection's input per loop turn. */
 #define FRAMES_PER_TURN 64
 #define OUTPUT_PER_TURN (4u * 1024u * 1024u)
+/* Before the hello a frame may be this large at most (a hello is ~1 KiB). */
+#define PREHELLO_MAX_FRAME (64u * 1024u)
+/* Bytes taken from one socket per read call (libevent's evbuffer_read
+ * takes at most 4 KiB; a 16 MiB frame would cost 4,096 callbacks). */
+#define READ_CHUNK (1024u * 1024u)
+/* A slow consumer whose subscriptions were dropped is closed once its
+ * output is flushed, or after this long (time to read the notice). */
+#define SLOW_CLOSE_GRACE_S 30
+/* The memory budget's re-evaluation period while connections are paused. */
+#define BUDGET_TICK_MS 100
+/* After the memory in use fell by this much from its peak, or to half of
+ * it (and by TRIM_MIN_BYTES at least): malloc_trim. */
+#define TRIM_AFTER_BYTES (32ull << 20)
+#define TRIM_MIN_BYTES   (4ull << 20)
 
 typedef struct conn conn;
 
@@ -53,14 +71,19 @@ struct conn {
     conn *prev, *next; /* live connections */
     conn *flush_next;  /* connections with output to flush this loop turn */
     bool in_flush_list;
-    bool reading;      /* read_ev is added */
-    bool writing;      /* write_ev is added: the socket was full */
-    bool paused;       /* reading stopped for backpressure */
-    bool closing;      /* flush the output, then close */
-    bool zombie;       /* socket gone; waiting for queued requests */
-    bool idle_armed;   /* the idle timer runs */
-    bool wr_shut;      /* shutting down: FIN sent after the replies; input is discarded */
-    prehello_link pre; /* in net's count of connections before their hello */
+    conn *cont_next; /* connections with frames left for the next loop turn */
+    bool in_cont_list;
+    bool reading;           /* read_ev is added */
+    bool writing;           /* write_ev is added: the socket was full */
+    bool paused;            /* reading stopped for backpressure */
+    bool closing;           /* flush the output, then close */
+    bool zombie;            /* socket gone; waiting for queued requests */
+    bool idle_armed;        /* the idle timer runs */
+    bool budget_paused;     /* paused by the memory budget (see "Memory budget") */
+    uint64_t pending_acct;  /* sess.pending_bytes as last counted in n->mem_pending */
+    uint64_t over_since_us; /* paused, and above half a share ever since (0: not) */
+    bool wr_shut;           /* shutting down: FIN sent after the replies; input is discarded */
+    prehello_link pre;      /* in net's count of connections before their hello */
     /* TLS (see "Transport" below); ssl NULL for a plaintext connection */
     SSL *ssl;
     bool tls_accepting;   /* the handshake is not finished */
@@ -87,12 +110,24 @@ struct net {
     uint64_t shutdown_deadline_us;
     conn *conns;      /* live connections (not zombies) */
     conn *flush_list; /* see conn_send */
+    conn *cont_list;  /* see cont_later */
+    struct event *cont_ev;
     uint64_t next_conn_id;
     size_t input_cap; /* one whole frame and a little */
     prehello *pre;    /* connections without a hello, per source (prehello.h) */
+    /* The memory budget (see "Memory budget" below). */
+    uint64_t mem_out, mem_in, mem_pending; /* bytes, by kind, over all connections */
+    uint64_t mem_peak;                     /* since the last malloc_trim */
+    uint32_t n_budget_paused;              /* connections paused by the budget */
+    uint64_t budget_pauses;                /* ever */
+    uint64_t slow_dropped;                 /* subscribers dropped (SLOW_CONSUMER), ever */
+    struct event *budget_ev;
 };
 
 static void conn_flush(conn *c);
+static void cont_later(conn *c);
+static void budget_note(net *n);
+static void budget_gate(conn *c);
 
 static bool retriable(int e)
 {
@@ -109,13 +144,49 @@ static void process_input(conn *c);
  * writev for everything a loop turn produced). Only when the socket is
  * full is a write event registered — no epoll_ctl churn per reply.
  */
+static void free_reply(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+/* A large page, handed over without a copy (session_send_owned_fn). */
+static bool conn_send_owned(void *io, void *data, size_t len)
+{
+    conn *c = io;
+    if (c->zombie || evbuffer_add_reference(c->out, data, len, free_reply, NULL) != 0) {
+        return false;
+    }
+    budget_gate(c);
+    if (!c->in_flush_list) {
+        c->in_flush_list = true;
+        c->flush_next = c->n->flush_list;
+        c->n->flush_list = c;
+    }
+    return true;
+}
+
 static void conn_send(void *io, const void *data, size_t len)
 {
     conn *c = io;
     if (c->zombie || c->wr_shut) {
         return;
     }
-    evbuffer_add(c->out, data, len);
+    /* Not evbuffer_add: after a large chain (a page), it allocates the
+     * next chain as large as that one, whatever len is (measured: 3x the
+     * bytes held). Reserving asks for a chain sized by len. */
+    struct evbuffer_iovec v;
+    if (len == 0) {
+        /* nothing: a flush request */
+    } else if (evbuffer_reserve_space(c->out, (ev_ssize_t)len, &v, 1) == 1 && v.iov_len >= len) {
+        memcpy(v.iov_base, data, len);
+        v.iov_len = len;
+        evbuffer_commit_space(c->out, &v, 1);
+    } else {
+        evbuffer_add(c->out, data, len);
+    }
+    budget_gate(c);
     if (!c->in_flush_list) {
         c->in_flush_list = true;
         c->flush_next = c->n->flush_list;
@@ -127,6 +198,25 @@ static size_t conn_outlen(void *io)
 {
     conn *c = io;
     return c->out ? evbuffer_get_length(c->out) : 0;
+}
+
+/* evbuffer callback: keeps n->mem_in / n->mem_out equal to the sum of the
+ * connections' buffer lengths. */
+static void mem_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)b;
+    uint64_t *counter = arg;
+    *counter += info->n_added;
+    *counter -= info->n_deleted;
+}
+
+/* Bring n->mem_pending up to date with the session's queued request bytes
+ * (the handler changes them; net only counts). */
+static void pending_sync(conn *c)
+{
+    c->n->mem_pending += c->sess.pending_bytes;
+    c->n->mem_pending -= c->pending_acct;
+    c->pending_acct = c->sess.pending_bytes;
 }
 
 static void conn_unlink(conn *c)
@@ -145,6 +235,7 @@ static void conn_unlink(conn *c)
 
 static void conn_free_struct(conn *c)
 {
+    c->n->mem_pending -= c->pending_acct;
     session_finish(&c->sess);
     free(c);
 }
@@ -152,7 +243,7 @@ static void conn_free_struct(conn *c)
 /* A zombie is freed once nothing refers to it any more. */
 static void conn_maybe_free(conn *c)
 {
-    if (c->zombie && c->sess.in_flight == 0 && !c->in_flush_list) {
+    if (c->zombie && c->sess.in_flight == 0 && !c->in_flush_list && !c->in_cont_list) {
         conn_free_struct(c);
     }
 }
@@ -203,11 +294,19 @@ static void conn_close(conn *c, const char *reason)
     free_event(&c->idle_timer);
     free_event(&c->read_ev);
     free_event(&c->write_ev);
+    if (c->budget_paused) {
+        c->budget_paused = false;
+        c->sess.paused_output = false;
+        n->n_budget_paused--;
+    }
+    /* evbuffer_free runs no callbacks: take the bytes off by hand. */
     if (c->in) {
+        n->mem_in -= evbuffer_get_length(c->in);
         evbuffer_free(c->in);
         c->in = NULL;
     }
     if (c->out) {
+        n->mem_out -= evbuffer_get_length(c->out);
         evbuffer_free(c->out);
         c->out = NULL;
     }
@@ -247,6 +346,7 @@ static void flush_all(net *n)
             conn_flush(c);
         }
     }
+    budget_note(n);
 }
 
 static void close_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -316,15 +416,44 @@ static void tls_kick_pending(conn *c)
 static int transport_read(conn *c, int room, char *why, size_t why_len)
 {
     if (!c->ssl) {
-        int r = evbuffer_read(c->in, c->fd, room);
+        /* As much as the socket holds, up to room, in one read: what is
+         * waiting (FIONREAD) sizes the space, at least 4 KiB. */
+        int avail = 0;
+        if (ioctl(c->fd, FIONREAD, &avail) < 0 || avail < 4096) {
+            avail = 4096;
+        }
+        int want = avail < room ? avail : room;
+        /* Two vectors: the free tail of the last chain first, so that
+         * chains fill up instead of leaving slack behind. */
+        struct evbuffer_iovec v[2];
+        int nv = evbuffer_reserve_space(c->in, want, v, 2);
+        if (nv < 1) {
+            snprintf(why, why_len, "out of memory");
+            return -2;
+        }
+        struct iovec iov[2];
+        size_t left = (size_t)want;
+        int used = 0;
+        for (int i = 0; i < nv && left > 0; i++, used++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+            left -= iov[i].iov_len;
+        }
+        ssize_t r = readv(c->fd, iov, used);
         if (r < 0) {
             if (retriable(errno)) {
                 return -1;
             }
-            snprintf(why, why_len, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            snprintf(why, why_len, "%s", strerror(errno));
             return -2;
         }
-        return r;
+        size_t got = (size_t)r;
+        for (int i = 0; i < used; i++) {
+            v[i].iov_len = got < iov[i].iov_len ? got : iov[i].iov_len;
+            got -= v[i].iov_len;
+        }
+        evbuffer_commit_space(c->in, v, used);
+        return (int)r;
     }
     int total = 0;
     while (total < room) {
@@ -491,7 +620,7 @@ static int tls_handshake(conn *c)
 static bool over_budget(const conn *c)
 {
     const server_config *cfg = c->n->srv->cfg;
-    return evbuffer_get_length(c->out) > cfg->max_output_bytes ||
+    return c->budget_paused || evbuffer_get_length(c->out) > cfg->max_output_bytes ||
            c->sess.pending_bytes > cfg->max_pending_bytes;
 }
 
@@ -645,6 +774,47 @@ static void idle_timer_cb(evutil_socket_t fd, short what, void *arg)
     flush_all(n);
 }
 
+/*
+ * Frames left over by the fairness limit are taken on the next loop turn,
+ * after the sockets were polled: through a zero timer, not event_active
+ * (libevent runs events activated from a callback in the same turn, which
+ * would let one deep pipeline hold the loop until it is drained).
+ */
+static void cont_later(conn *c)
+{
+    net *n = c->n;
+    if (!c->in_cont_list) {
+        c->in_cont_list = true;
+        c->cont_next = n->cont_list;
+        n->cont_list = c;
+    }
+    if (!evtimer_pending(n->cont_ev, NULL)) {
+        struct timeval now = {0, 0};
+        evtimer_add(n->cont_ev, &now);
+    }
+}
+
+static void cont_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    net *n = arg;
+    conn *list = n->cont_list;
+    n->cont_list = NULL;
+    while (list) {
+        conn *c = list;
+        list = c->cont_next;
+        c->cont_next = NULL;
+        c->in_cont_list = false;
+        if (c->zombie) {
+            conn_maybe_free(c);
+        } else if (!c->closing && !c->paused) {
+            process_input(c);
+        }
+    }
+    flush_all(n);
+}
+
 /* Take every complete frame from the input, within the budgets. */
 static void process_input(conn *c)
 {
@@ -659,7 +829,7 @@ static void process_input(conn *c)
         if (frames >= FRAMES_PER_TURN ||
             evbuffer_get_length(c->out) - out_start > OUTPUT_PER_TURN) {
             if (evbuffer_get_length(in) >= FRAME_HEADER_BYTES) {
-                event_active(c->read_ev, EV_READ, 0);
+                cont_later(c);
             }
             break;
         }
@@ -680,11 +850,18 @@ static void process_input(conn *c)
         uint8_t hdr[FRAME_HEADER_BYTES];
         evbuffer_copyout(in, hdr, FRAME_HEADER_BYTES);
         uint32_t blen;
-        es_err rv = frame_parse_header(hdr, cfg->max_frame_bytes, &blen);
+        /* Before the hello only a hello-sized frame: an unauthenticated
+         * peer holds at most PREHELLO_MAX_FRAME of our memory. */
+        uint32_t cap = c->sess.hello_done || cfg->max_frame_bytes < PREHELLO_MAX_FRAME
+                           ? cfg->max_frame_bytes
+                           : PREHELLO_MAX_FRAME;
+        es_err rv = frame_parse_header(hdr, cap, &blen);
         if (rv != ES_OK) {
             reply_send_error(&c->sess, 0, rv,
-                             rv == ES_ERR_TOO_LARGE ? "frame length above the server's cap"
-                                                    : "frame length 0");
+                             rv != ES_ERR_TOO_LARGE ? "frame length 0"
+                             : cap < cfg->max_frame_bytes
+                                 ? "frame length above the cap before the hello (64 KiB)"
+                                 : "frame length above the server's cap");
             log_msg(LOG_INFO, "bad frame header; closing", "conn=%llu peer=%s error=%s",
                     (unsigned long long)c->sess.conn_id, c->peer, es_errname(rv));
             conn_close_after_flush(c, "bad frame header", CLOSE_FLUSH_S);
@@ -700,6 +877,7 @@ static void process_input(conn *c)
             return;
         }
         rv = handler_on_frame(&c->sess, frame + FRAME_HEADER_BYTES, blen);
+        pending_sync(c);
         if (c->zombie) {
             return;
         }
@@ -753,11 +931,13 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     }
     size_t have = evbuffer_get_length(c->in);
     /* The input holds at most one whole frame and a little more; a frame
-     * never needs more, so a full buffer always has one to take. */
-    int room = have < n->input_cap ? (int)(n->input_cap - have) : 0;
+     * never needs more, so a full buffer always has one to take. Before
+     * the hello that is one hello-sized frame. */
+    size_t cap = c->sess.hello_done ? n->input_cap : PREHELLO_MAX_FRAME + FRAME_HEADER_BYTES;
+    int room = have < cap ? (int)(cap - have) : 0;
     if (room > 0) {
         char why[256] = "";
-        int r = transport_read(c, room > 1 << 20 ? 1 << 20 : room, why, sizeof why);
+        int r = transport_read(c, room > (int)READ_CHUNK ? (int)READ_CHUNK : room, why, sizeof why);
         if (r == 0) {
             /* FIN: the client sends nothing more, but may still be reading
              * (half-close). Answer every complete request it sent, finish
@@ -881,6 +1061,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     format_host(sa, c->sess.peer_addr, sizeof c->sess.peer_addr);
+    c->sess.send_owned = conn_send_owned;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evutil_make_socket_nonblocking(fd);
@@ -900,6 +1081,12 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     c->in = evbuffer_new();
     c->out = evbuffer_new();
+    if (c->in) {
+        evbuffer_add_cb(c->in, mem_cb, &n->mem_in);
+    }
+    if (c->out) {
+        evbuffer_add_cb(c->out, mem_cb, &n->mem_out);
+    }
     c->read_ev = event_new(n->base, fd, EV_READ | EV_PERSIST, read_cb, c);
     c->write_ev = event_new(n->base, fd, EV_WRITE | EV_PERSIST, write_cb, c);
     c->handshake_timer = evtimer_new(n->base, handshake_timer_cb, c);
@@ -961,6 +1148,203 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     evtimer_add(n->accept_retry, &tv);
 }
 
+/* -------------------------------------------------------- memory budget -- */
+
+/*
+ * One budget (cfg->max_memory) for what connections make esd hold: unsent
+ * output (n->mem_out), read-ahead (n->mem_in) and request bytes queued for
+ * the writer (n->mem_pending), counted exactly and incrementally (evbuffer
+ * callbacks, and pending_sync after every handler call), so checking it
+ * costs O(1) per loop callback (budget_note).
+ *
+ * At the budget, the connections holding more than an equal share of it
+ * (max_memory / connections) are paused: no reading, no request taken
+ * from their input, no subscription delivery (session.paused_output);
+ * their output keeps draining. The check is made where output is
+ * produced (budget_gate, after every reply or push appended), so a
+ * connection overshoots its share by one reply or one batch at most, and
+ * again for all connections by a pass over them (budget_cb). Everyone else keeps being served, so
+ * the memory held is about the budget plus what the paused ones held when they were paused. Every
+ * BUDGET_TICK_MS while any connection is paused: a paused connection resumes when the total is
+ * below 7/8 of the budget or its own share fell below half a share (its client read); a paused
+ * connection with subscriptions that stays paused for
+ * slow_consumer_timeout_s has its subscriptions dropped with
+ * SLOW_CONSUMER, a log line is written, and it is closed once its output
+ * is flushed (or after another slow_consumer_timeout_s).
+ *
+ * Memory returned: freed buffers stay in glibc's heap (main.c keeps large
+ * blocks there on purpose); after the total has fallen TRIM_AFTER_BYTES
+ * below its peak, or to half of it, malloc_trim(0) gives the free pages
+ * back (at most a few times per halving: cheap).
+ */
+
+static uint64_t mem_total(const net *n)
+{
+    return n->mem_out + n->mem_in + n->mem_pending;
+}
+
+static uint64_t conn_held(const conn *c)
+{
+    return (c->out ? evbuffer_get_length(c->out) : 0) + (c->in ? evbuffer_get_length(c->in) : 0) +
+           c->sess.pending_bytes;
+}
+
+static uint64_t budget_share(const net *n)
+{
+    uint32_t conns = n->srv->counters.connections ? n->srv->counters.connections : 1;
+    uint64_t share = n->srv->cfg->max_memory / conns;
+    return share < 65536 ? 65536 : share;
+}
+
+static void budget_pause(conn *c, uint64_t now_us)
+{
+    if (c->budget_paused || c->zombie || c->closing) {
+        return;
+    }
+    c->budget_paused = true;
+    if (!c->over_since_us) {
+        c->over_since_us = now_us;
+    }
+    c->sess.paused_output = true;
+    c->paused = true;
+    set_reading(c, false);
+    evtimer_del(c->frame_timer); /* we stopped reading, not the client */
+    c->n->n_budget_paused++;
+    c->n->budget_pauses++;
+    log_msg(LOG_DEBUG, "paused by the memory budget", "conn=%llu peer=%s held=%llu",
+            (unsigned long long)c->sess.conn_id, c->peer, (unsigned long long)conn_held(c));
+}
+
+static void budget_resume(conn *c)
+{
+    if (!c->budget_paused) {
+        return;
+    }
+    c->budget_paused = false;
+    c->sess.paused_output = false;
+    c->n->n_budget_paused--;
+    maybe_resume(c);
+    if (!c->zombie) {
+        subs_on_writable(&c->sess);
+    }
+}
+
+static void budget_drop_slow(conn *c)
+{
+    net *n = c->n;
+    uint32_t n_subs = c->sess.n_subs;
+    log_msg(LOG_WARN, "slow consumer: subscriptions dropped, closing after the flush",
+            "conn=%llu peer=%s subscriptions=%u held=%llu paused_s=%u",
+            (unsigned long long)c->sess.conn_id, c->peer, n_subs, (unsigned long long)conn_held(c),
+            n->srv->cfg->slow_consumer_timeout_s);
+    subs_drop_all(&c->sess, ES_ERR_SLOW_CONSUMER,
+                  "the connection held more than its share of the server's memory for too long");
+    n->slow_dropped += n_subs;
+    /* The notices go behind the unsent output; the client gets them if it
+     * reads within the grace, and the connection is closed either way. */
+    budget_resume(c);
+    conn_close_after_flush(c, "slow consumer", SLOW_CLOSE_GRACE_S);
+}
+
+static void budget_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    net *n = arg;
+    const server_config *cfg = n->srv->cfg;
+    uint64_t now = store_now_us();
+    uint64_t share = budget_share(n);
+    bool over = mem_total(n) >= cfg->max_memory;
+    bool low = mem_total(n) < cfg->max_memory / 8 * 7;
+    conn *next;
+    for (conn *c = n->conns; c; c = next) {
+        next = c->next;
+        if (c->closing) {
+            continue;
+        }
+        uint64_t held = conn_held(c);
+        if (held < share / 2) {
+            c->over_since_us = 0; /* its client reads: not a slow consumer */
+        }
+        if (c->over_since_us && c->sess.n_subs > 0 &&
+            now - c->over_since_us >= cfg->slow_consumer_timeout_s * 1000000ull) {
+            budget_drop_slow(c);
+        } else if (over && held > share) {
+            budget_pause(c, now);
+        } else if (c->budget_paused && (low || held < share / 2)) {
+            budget_resume(c);
+        }
+    }
+    /* Under pressure the heap is full of freed page buffers that glibc
+     * keeps: give them back on every tick (a few ms at most). */
+    if (n->n_budget_paused > 0) {
+        malloc_trim(0);
+    }
+    if (n->n_budget_paused > 0) {
+        struct timeval tv = {0, BUDGET_TICK_MS * 1000};
+        evtimer_add(n->budget_ev, &tv);
+    }
+    flush_all(n);
+}
+
+/* After every reply or push appended (conn_send): at the budget, a
+ * connection holding more than its share produces nothing more (O(1)). */
+static void budget_gate(conn *c)
+{
+    net *n = c->n;
+    if (!c->budget_paused && mem_total(n) >= n->srv->cfg->max_memory &&
+        conn_held(c) > budget_share(n)) {
+        budget_pause(c, store_now_us());
+        if (!evtimer_pending(n->budget_ev, NULL)) {
+            struct timeval tv = {0, BUDGET_TICK_MS * 1000};
+            evtimer_add(n->budget_ev, &tv);
+        }
+    }
+}
+
+/* After every callback (flush_all): O(1) unless something is to be done. */
+static void budget_note(net *n)
+{
+    uint64_t total = mem_total(n);
+    if (total > n->mem_peak) {
+        n->mem_peak = total;
+    } else if (n->mem_peak - total >= TRIM_MIN_BYTES &&
+               (n->mem_peak - total >= TRIM_AFTER_BYTES || total <= n->mem_peak / 2)) {
+        malloc_trim(0);
+        n->mem_peak = total;
+    }
+    if (total >= n->srv->cfg->max_memory && n->budget_ev && !evtimer_pending(n->budget_ev, NULL)) {
+        struct timeval now = {0, 0};
+        evtimer_add(n->budget_ev, &now);
+    }
+}
+
+/* The budget's figures, after metrics_render's. */
+static void budget_render(FILE *f, const net *n)
+{
+    fprintf(f,
+            "# HELP esd_memory_budget_bytes The memory budget (--max-memory).\n"
+            "# TYPE esd_memory_budget_bytes gauge\n"
+            "esd_memory_budget_bytes %llu\n"
+            "# HELP esd_memory_bytes Memory held for connections, by kind.\n"
+            "# TYPE esd_memory_bytes gauge\n"
+            "esd_memory_bytes{kind=\"output\"} %llu\n"
+            "esd_memory_bytes{kind=\"input\"} %llu\n"
+            "esd_memory_bytes{kind=\"pending\"} %llu\n"
+            "# HELP esd_connections_paused Connections paused by the memory budget.\n"
+            "# TYPE esd_connections_paused gauge\n"
+            "esd_connections_paused %u\n"
+            "# HELP esd_memory_pauses_total Connections paused by the memory budget, ever.\n"
+            "# TYPE esd_memory_pauses_total counter\n"
+            "esd_memory_pauses_total %llu\n"
+            "# HELP esd_subscribers_dropped_total Subscriptions dropped as slow consumers.\n"
+            "# TYPE esd_subscribers_dropped_total counter\n"
+            "esd_subscribers_dropped_total{reason=\"slow_consumer\"} %llu\n",
+            (unsigned long long)n->srv->cfg->max_memory, (unsigned long long)n->mem_out,
+            (unsigned long long)n->mem_in, (unsigned long long)n->mem_pending, n->n_budget_paused,
+            (unsigned long long)n->budget_pauses, (unsigned long long)n->slow_dropped);
+}
+
 /* -------------------------------------------------------- completions -- */
 
 static void completion_cb(evutil_socket_t fd, short what, void *arg)
@@ -973,6 +1357,7 @@ static void completion_cb(evutil_socket_t fd, short what, void *arg)
         write_job *next = list->next;
         session *s = handler_complete(list);
         conn *c = (conn *)s; /* sess is the first member */
+        pending_sync(c);
         if (c->zombie) {
             conn_maybe_free(c);
         } else if (c->closing) {
@@ -1254,6 +1639,7 @@ static void http_cb(struct evhttp_request *req, void *arg)
             return;
         }
         metrics_render(f, n->srv);
+        budget_render(f, n);
         if (fclose(f) != 0 || !text) {
             free(text);
             evhttp_send_error(req, 500, "out of memory");
@@ -1305,6 +1691,43 @@ static es_err start_http(net *n, char *msg, size_t msg_len)
     return ES_OK;
 }
 
+/* Descriptors esd needs besides its connections: the listener, LMDB, the
+ * writer's eventfd, logs, the metrics endpoint and its clients, a relay. */
+#define FDS_RESERVED 64
+
+/*
+ * Fleets: raise the soft RLIMIT_NOFILE to the hard limit (allowed without
+ * privileges) and say how many connections esd can take; when that is
+ * below --max-connections the excess would be refused at accept anyway.
+ */
+static void raise_fd_limit(const server_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0) {
+            rl = want;
+        }
+    }
+    uint64_t fds = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    uint64_t can = fds > FDS_RESERVED ? fds - FDS_RESERVED : 0;
+    if (can < cfg->max_connections) {
+        log_msg(LOG_WARN, "file descriptor limit below --max-connections",
+                "nofile=%llu "
+                "connections=%llu max_connections=%u",
+                (unsigned long long)fds, (unsigned long long)can, cfg->max_connections);
+    } else {
+        can = cfg->max_connections;
+    }
+    char mem[32];
+    snprintf(mem, sizeof mem, "%llu", (unsigned long long)(cfg->max_memory >> 20));
+    log_msg(LOG_INFO, "capacity", "connections=%llu nofile=%llu max_memory_mib=%s",
+            (unsigned long long)can, (unsigned long long)fds, mem);
+}
+
 es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, size_t msg_len)
 {
     *out = NULL;
@@ -1314,6 +1737,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     }
     n->srv = srv;
     n->input_cap = (size_t)srv->cfg->max_frame_bytes + FRAME_HEADER_BYTES + 65536;
+    raise_fd_limit(srv->cfg);
     n->pre = prehello_create(srv->cfg->max_prehello);
     n->base = n->pre ? event_base_new() : NULL;
     if (!n->base) {
@@ -1377,8 +1801,10 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     n->reader_check = event_new(n->base, -1, EV_PERSIST, reader_check_cb, n);
     n->shutdown_check = evtimer_new(n->base, shutdown_check_cb, n);
     n->deliver_ev = evtimer_new(n->base, deliver_cb, n);
+    n->budget_ev = evtimer_new(n->base, budget_cb, n);
+    n->cont_ev = evtimer_new(n->base, cont_cb, n);
     if (!n->accept_retry || !n->completion_ev || !n->sigterm_ev || !n->sigint_ev ||
-        !n->reader_check || !n->shutdown_check || !n->deliver_ev) {
+        !n->reader_check || !n->shutdown_check || !n->deliver_ev || !n->budget_ev || !n->cont_ev) {
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
@@ -1446,6 +1872,12 @@ void net_destroy(net *n, write_job *leftover)
     while (n->conns) {
         conn_close(n->conns, "server stopped");
     }
+    while (n->cont_list) {
+        conn *c = n->cont_list;
+        n->cont_list = c->cont_next;
+        c->in_cont_list = false;
+        conn_maybe_free(c);
+    }
     flush_all(n);
     while (leftover) {
         write_job *next = leftover->next;
@@ -1465,7 +1897,8 @@ void net_destroy(net *n, write_job *leftover)
     web_stop(n->web);
     n->srv->kick = NULL;
     struct event *evs[] = {n->accept_retry, n->completion_ev, n->import_ev,      n->sigterm_ev,
-                           n->sigint_ev,    n->reader_check,  n->shutdown_check, n->deliver_ev};
+                           n->sigint_ev,    n->reader_check,  n->shutdown_check, n->deliver_ev,
+                           n->budget_ev,    n->cont_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {
             event_free(evs[i]);

@@ -9,7 +9,12 @@
  * Reading: a frame is taken from the input buffer only when complete; its
  * header is checked against the cap first (frame_next), so a declared
  * length is never allocated before its bytes have arrived, and the input
- * buffer itself is capped by a read high-water mark of one frame. A header
+ * buffer itself is capped by a read high-water mark of one frame. Before
+ * the hello the cap is 64 KiB (a hello is about 1 KiB), for the header and
+ * for the input buffer alike: a peer without credentials makes esd hold at
+ * most that. A read takes what the socket holds (FIONREAD), up to 1 MiB,
+ * into the buffer's free tail first (libevent's evbuffer_read takes 4 KiB
+ * per call: 4,096 callbacks for a 16 MiB frame). A header
  * over the cap, or of length 0, gets a typed error and the connection is
  * closed after the reply is flushed: the byte stream can no longer be
  * trusted. A malformed body inside a well-formed frame gets a typed error
@@ -31,8 +36,30 @@
  * connection is closed.
  *
  * Fairness: at most 64 frames, or 4 MiB of replies, are taken from one
- * connection per loop turn; the rest waits for the next turn, so a deep
- * pipeline of large reads does not stall the other connections.
+ * connection per loop turn; the rest waits for the next turn (a zero
+ * timer, so after the sockets are polled: libevent would run an
+ * event_active from a callback in the same turn), so a deep pipeline of
+ * large reads does not stall the other connections. A read
+ * page holds at most 1 MiB of records and a subscription batch at most
+ * 1 MiB (reply.h, subs.h), so one reply is a bounded slice of a turn.
+ *
+ * Memory budget (cfg->max_memory, net.c "memory budget" tells how): all
+ * connections' unsent output, read-ahead and queued request bytes are
+ * counted exactly as they change; at the budget, a connection holding
+ * more than an equal share produces nothing more (no reading, no
+ * requests taken, no subscription delivery) until it drains, and a
+ * subscriber that stays so past slow_consumer_timeout_s is dropped with
+ * SLOW_CONSUMER and closed. Everyone else is served as usual. Large pages
+ * go to the output buffer without a copy (session.send_owned), and small
+ * replies are placed with evbuffer_reserve_space, never evbuffer_add,
+ * which after a large chain allocates one as large again for any length.
+ * Freed buffers go back to the system (malloc_trim) once the memory in
+ * use has fallen well below its peak.
+ *
+ * Fleets: at start esd raises its descriptor soft limit to the hard limit
+ * and logs how many connections it can take ("capacity"). An idle
+ * connection costs about 10 KiB (measured; 8 KiB of it the in-flight id
+ * table of max_in_flight entries).
  *
  * Output: replies are appended to the connection's buffer and flushed to
  * the socket at the end of every callback (one write per connection per

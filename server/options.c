@@ -70,6 +70,16 @@ static const opt_def defs[] = {
      false,
      "unsent replies per connection before reading stops\n"
      "(default 16M, never below --max-frame-bytes)"},
+    {{"max-memory", NULL, "SIZE", "2G"}, T_SIZE64, CFG(max_memory), 0, UINT64_MAX, false,
+     "memory for all connections' unsent output, queued\n"
+     "requests and read-ahead; at it, the connections\n"
+     "holding the most are paused (default 0: a quarter of\n"
+     "the RAM, at least 64M; logged at start)"},
+    {{"slow-consumer-timeout", NULL, "SECONDS", "10"}, T_U32, CFG(slow_consumer_timeout_s), 1,
+     86400, false,
+     "a subscriber paused by --max-memory this long is\n"
+     "dropped (SLOW_CONSUMER), then closed once its output\n"
+     "is sent or 30 s later (default 30)"},
     {{"max-events-per-append", NULL, "N", "100"}, T_U32, CFG(max_events_per_append), 1, 1000000,
      false, "events in one append (default 10000)"},
     {{"max-event-bytes", NULL, "SIZE", "64K"}, T_SIZE32, CFG(max_event_bytes), 1,
@@ -691,7 +701,25 @@ es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t
     if (cfg->max_output_bytes < cfg->max_frame_bytes) {
         cfg->max_output_bytes = cfg->max_frame_bytes;
     }
+    if (cfg->max_memory == 0) {
+        cfg->max_memory = options_default_max_memory();
+    } else if (cfg->max_memory < OPTIONS_MIN_MAX_MEMORY) {
+        char where[256];
+        origin_of(opts, (size_t)find_def("max-memory"), where, sizeof where);
+        snprintf(msg, msg_len, "max-memory (from %s) must be 0 (the default) or at least 16M",
+                 where);
+        return ES_ERR_INVALID_ARGUMENT;
+    }
     return ES_OK;
+}
+
+uint64_t options_default_max_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES);
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t ram = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    uint64_t v = ram / 4;
+    return v < (64u << 20) ? (64u << 20) : v;
 }
 
 void options_finish(esd_options *opts)

@@ -74,6 +74,12 @@ typedef struct esd_options {
  */
 es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t msg_len);
 
+/** The smallest --max-memory accepted (0 means the default). */
+#define OPTIONS_MIN_MAX_MEMORY (16ull << 20)
+
+/** @brief The default --max-memory: a quarter of the RAM, at least 64 MiB. */
+uint64_t options_default_max_memory(void);
+
 /** @brief Free what options_parse copied. The configuration's strings die
  *  with it. Accepts a zeroed struct. */
 void options_finish(esd_options *opts);

@@ -147,7 +147,7 @@ void reply_send(session *s, Es__V1__Response *r)
 }
 
 /* Send Response{id, <field>: <inner bytes>} where inner is already encoded. */
-void reply_send_wrapped(session *s, uint64_t id, uint32_t field, const bytebuf *inner)
+void reply_send_wrapped(session *s, uint64_t id, uint32_t field, bytebuf *inner)
 {
     if (s->dead) {
         return;
@@ -160,6 +160,20 @@ void reply_send_wrapped(session *s, uint64_t id, uint32_t field, const bytebuf *
     n += pbw_put_len_header(prefix + n, field, inner->len);
     frame_write_header(prefix, (uint32_t)(n - FRAME_HEADER_BYTES + inner->len));
     s->send(s->io, prefix, n);
+    if (inner->len >= REPLY_OWNED_MIN && s->send_owned) {
+        /* Hand the page over as it is: no second copy of it, and the
+         * connection holds exactly its length (shrunk in place). */
+        uint8_t *p = inner->cap > inner->len ? realloc(inner->p, inner->len) : inner->p;
+        if (p) {
+            inner->p = p;
+            inner->cap = inner->len;
+        }
+        if (s->send_owned(s->io, inner->p, inner->len)) {
+            inner->p = NULL;
+            inner->len = inner->cap = 0;
+            return;
+        }
+    }
     if (inner->len) {
         s->send(s->io, inner->p, inner->len);
     }
@@ -196,5 +210,6 @@ int page_visit(void *ctx, const store_record *rec)
 
 size_t reply_page_budget(const server_config *cfg)
 {
-    return cfg->max_frame_bytes - 1024;
+    size_t frame = cfg->max_frame_bytes - 1024;
+    return frame < REPLY_PAGE_BYTES ? frame : REPLY_PAGE_BYTES;
 }

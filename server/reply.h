@@ -17,6 +17,9 @@
 #ifndef ES_REPLY_H
 #define ES_REPLY_H
 
+/* Pages at least this large go to the connection without a copy. */
+#define REPLY_OWNED_MIN (64u * 1024u)
+
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,8 +62,13 @@ void bb_free(bytebuf *b);
 /** @brief Pack and send a Response frame (dropped if the session is dead). */
 void reply_send(session *s, Es__V1__Response *r);
 
-/** @brief Send Response{id, <field>: inner} where inner is already encoded. */
-void reply_send_wrapped(session *s, uint64_t id, uint32_t field, const bytebuf *inner);
+/**
+ * @brief Send Response{id, <field>: inner} where inner is already encoded.
+ * @note A large inner buffer may be handed over to the connection without a
+ *   copy (session.send_owned): inner is then left empty. Callers bb_free it
+ *   either way.
+ */
+void reply_send_wrapped(session *s, uint64_t id, uint32_t field, bytebuf *inner);
 
 /** @brief Send an Error response; message NULL = es_strerror(code). */
 void reply_send_error(session *s, uint64_t id, es_err code, const char *message);
@@ -75,7 +83,12 @@ typedef struct page_ctx {
 /** A store_visit_fn for page_ctx. */
 int page_visit(void *ctx, const store_record *rec);
 
-/** @brief The byte budget of one page under the frame cap. */
+/* A read page is produced in one go on the loop thread: at most this many
+ * bytes of records (one record always fits, up to the frame cap), so that
+ * one page costs a bounded slice of a loop turn and of the memory budget. */
+#define REPLY_PAGE_BYTES (1024u * 1024u)
+
+/** @brief The byte budget of one page: REPLY_PAGE_BYTES, within the frame cap. */
 size_t reply_page_budget(const server_config *cfg);
 
 #endif

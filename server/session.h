@@ -15,6 +15,12 @@
 
 /** Appends bytes to the connection's output; callers write whole frames. */
 typedef void (*session_send_fn)(void *io, const void *data, size_t len);
+/**
+ * Appends len bytes of a malloc'd block to the connection's output and
+ * takes ownership of it (freed once sent). @return false when it did not
+ * (the caller still owns data and sends a copy).
+ */
+typedef bool (*session_send_owned_fn)(void *io, void *data, size_t len);
 /** Bytes queued in the connection's output and not yet sent. */
 typedef size_t (*session_outlen_fn)(void *io);
 
@@ -26,12 +32,13 @@ typedef struct session {
     void *io;
     session_send_fn send;
     session_outlen_fn outlen;
-    bool hello_done;              /* a hello succeeded: requests are served */
-    bool auth_failed;             /* a hello was refused: requests get UNAUTHENTICATED */
-    auth_role role;               /* what this connection may do (after the hello) */
-    char user[AUTH_NAME_MAX + 1]; /* the authenticated user ("" without auth) */
-    char peer_addr[48];           /* the peer's address without port ("" in tests) */
-    uint32_t denials;             /* requests refused for the role (log throttling) */
+    session_send_owned_fn send_owned; /* NULL: every reply is copied by send */
+    bool hello_done;                  /* a hello succeeded: requests are served */
+    bool auth_failed;                 /* a hello was refused: requests get UNAUTHENTICATED */
+    auth_role role;                   /* what this connection may do (after the hello) */
+    char user[AUTH_NAME_MAX + 1];     /* the authenticated user ("" without auth) */
+    char peer_addr[48];               /* the peer's address without port ("" in tests) */
+    uint32_t denials;                 /* requests refused for the role (log throttling) */
     /* the request being handled (handler_on_frame), for its latency */
     uint64_t req_t0_us;
     uint64_t req_id;
@@ -41,6 +48,7 @@ typedef struct session {
     uint32_t in_flight;      /* requests queued for the writer */
     uint64_t *in_flight_ids; /* max_in_flight entries */
     uint64_t pending_bytes;  /* frame bytes held by queued requests */
+    bool paused_output;      /* the memory budget paused this connection's output */
     struct sub *subs;        /* this connection's subscriptions */
     uint32_t n_subs;
 } session;

@@ -8,26 +8,186 @@
 #include "reply.h"
 #include "validate.h"
 
+/*
+ * The index
+ * ---------
+ * Every subscription hangs off one target: (kind, name), kind being one
+ * stream, a category, an event type, a stream prefix, or the whole log.
+ * Targets live in a hash table keyed by kind and name; subscriptions that
+ * share a target share its list. After a commit, subs_on_commit reads the
+ * new records once (stream id and type of each, positions seen+1..head)
+ * and looks up, per record, the targets it matches:
+ *
+ *   stream    the stream id                  one lookup
+ *   category  the stream id up to its '-'    one lookup
+ *   type      the event type                 one lookup
+ *   prefix    the stream id cut at every     one lookup per distinct
+ *             prefix length in use           prefix length in use
+ *   all       always                         none
+ *
+ * A target found is marked once per commit (a generation number), and its
+ * subscriptions that are not dirty yet go on the ready list. The cost of a
+ * commit is O(events + matching subscriptions); a subscription that
+ * matches nothing is never touched. A commit of more than
+ * SUBS_SCAN_LIMIT records (a follower's import) marks every subscription
+ * instead of reading them all on the loop thread.
+ *
+ * Cursor catch-up without touching: a clean (not dirty) subscription to
+ * the log has, by construction, matched none of the records scanned since
+ * it became clean; when a scan marks it, its cursor moves up to the first
+ * position of that scan. A category or prefix subscription idle through a
+ * million unrelated commits so reads from its first matching record, not
+ * from where it last stopped.
+ *
+ * The ready list holds the dirty subscriptions whose connection had room
+ * when last looked at. A subscription whose connection is full leaves the
+ * list (it stays dirty) and comes back through subs_on_writable, so a pass
+ * costs O(subscriptions with work and room).
+ */
+
+#define SUBS_SCAN_LIMIT 4096u
+
+typedef struct target target;
+
 typedef struct sub {
-    struct sub *prev_all, *next_all; /* registry-wide list */
+    struct sub *prev_all, *next_all; /* registry-wide list (lag, destroy) */
     struct sub *next_in_session;
+    struct sub *prev_t, *next_t; /* subscriptions of the same target */
+    struct sub *prev_ready, *next_ready;
+    target *tgt;
     session *sess;
     uint64_t id;
     bool one_stream;        /* cursor is a revision of one stream */
     store_filter_kind kind; /* otherwise a filter over the global log */
-    uint8_t name[ES_MAX_NAME_BYTES];
-    size_t name_len;
-    uint64_t cursor; /* next revision / position to deliver */
+    uint64_t cursor;        /* next revision / position to deliver */
     uint32_t batch;
-    bool dirty;
+    bool dirty;    /* may have something to deliver */
+    bool on_ready; /* on the registry's ready list */
     bool caught_up_sent;
 } sub;
+
+enum { TGT_STREAM = 0, TGT_CATEGORY, TGT_TYPE, TGT_PREFIX, TGT_ALL };
+
+struct target {
+    target *next_hash;
+    sub *subs;
+    uint32_t hash;
+    uint32_t n_subs;
+    uint64_t mark_gen;
+    uint8_t kind;
+    size_t name_len;
+    uint8_t name[]; /* name_len bytes */
+};
 
 struct subs {
     server_ctx *srv;
     sub *all;
     uint32_t count;
+    target **buckets; /* n_buckets (a power of two) chains */
+    uint32_t n_buckets;
+    uint32_t n_targets;
+    /* prefix_len_count[L]: prefix targets of length L (1..ES_MAX_NAME_BYTES) */
+    uint32_t prefix_len_count[ES_MAX_NAME_BYTES + 1];
+    uint32_t n_prefix_targets;
+    sub *ready_head, *ready_tail;
+    uint64_t seen; /* the last position subs_on_commit has looked at */
+    uint64_t gen;  /* of the current scan */
+    uint64_t scan_from;
+    bool scan_failed;
 };
+
+static uint32_t hash_key(uint8_t kind, const uint8_t *name, size_t len)
+{
+    uint32_t h = 2166136261u ^ kind;
+    h *= 16777619u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= name[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static target *target_find(const subs *r, uint8_t kind, const uint8_t *name, size_t len, uint32_t h)
+{
+    for (target *t = r->buckets[h & (r->n_buckets - 1)]; t; t = t->next_hash) {
+        if (t->hash == h && t->kind == kind && t->name_len == len &&
+            (len == 0 || !memcmp(t->name, name, len))) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static void table_grow(subs *r)
+{
+    uint32_t nb = r->n_buckets * 2;
+    target **b = calloc(nb, sizeof *b);
+    if (!b) {
+        return; /* longer chains, still correct */
+    }
+    for (uint32_t i = 0; i < r->n_buckets; i++) {
+        target *t = r->buckets[i];
+        while (t) {
+            target *next = t->next_hash;
+            t->next_hash = b[t->hash & (nb - 1)];
+            b[t->hash & (nb - 1)] = t;
+            t = next;
+        }
+    }
+    free(r->buckets);
+    r->buckets = b;
+    r->n_buckets = nb;
+}
+
+/* The target of (kind, name), created when missing. NULL: out of memory. */
+static target *target_get(subs *r, uint8_t kind, const uint8_t *name, size_t len)
+{
+    uint32_t h = hash_key(kind, name, len);
+    target *t = target_find(r, kind, name, len, h);
+    if (t) {
+        return t;
+    }
+    t = reply_calloc(1, sizeof *t + len);
+    if (!t) {
+        return NULL;
+    }
+    t->hash = h;
+    t->kind = kind;
+    t->name_len = len;
+    if (len) {
+        memcpy(t->name, name, len);
+    }
+    t->next_hash = r->buckets[h & (r->n_buckets - 1)];
+    r->buckets[h & (r->n_buckets - 1)] = t;
+    r->n_targets++;
+    if (kind == TGT_PREFIX) {
+        r->prefix_len_count[len]++;
+        r->n_prefix_targets++;
+    }
+    if (r->n_targets > r->n_buckets) {
+        table_grow(r);
+    }
+    return t;
+}
+
+static void target_release(subs *r, target *t)
+{
+    if (t->n_subs > 0) {
+        return;
+    }
+    for (target **pp = &r->buckets[t->hash & (r->n_buckets - 1)]; *pp; pp = &(*pp)->next_hash) {
+        if (*pp == t) {
+            *pp = t->next_hash;
+            break;
+        }
+    }
+    r->n_targets--;
+    if (t->kind == TGT_PREFIX) {
+        r->prefix_len_count[t->name_len]--;
+        r->n_prefix_targets--;
+    }
+    free(t);
+}
 
 es_err subs_create(server_ctx *srv, subs **out)
 {
@@ -35,13 +195,31 @@ es_err subs_create(server_ctx *srv, subs **out)
     if (!r) {
         return ES_ERR_NO_MEMORY;
     }
+    r->n_buckets = 64;
+    r->buckets = calloc(r->n_buckets, sizeof *r->buckets);
+    if (!r->buckets) {
+        free(r);
+        return ES_ERR_NO_MEMORY;
+    }
     r->srv = srv;
+    r->seen = srv->st ? store_head(srv->st) : 0;
     *out = r;
     return ES_OK;
 }
 
 void subs_destroy(subs *r)
 {
+    if (!r) {
+        return;
+    }
+    for (uint32_t i = 0; i < r->n_buckets; i++) {
+        while (r->buckets[i]) {
+            target *t = r->buckets[i];
+            r->buckets[i] = t->next_hash;
+            free(t);
+        }
+    }
+    free(r->buckets);
     free(r);
 }
 
@@ -50,6 +228,41 @@ static void kick(subs *r)
     if (r->srv->kick) {
         r->srv->kick(r->srv->kick_ctx);
     }
+}
+
+static void ready_push(subs *r, sub *x)
+{
+    if (x->on_ready) {
+        return;
+    }
+    x->on_ready = true;
+    x->next_ready = NULL;
+    x->prev_ready = r->ready_tail;
+    if (r->ready_tail) {
+        r->ready_tail->next_ready = x;
+    } else {
+        r->ready_head = x;
+    }
+    r->ready_tail = x;
+}
+
+static void ready_remove(subs *r, sub *x)
+{
+    if (!x->on_ready) {
+        return;
+    }
+    if (x->prev_ready) {
+        x->prev_ready->next_ready = x->next_ready;
+    } else {
+        r->ready_head = x->next_ready;
+    }
+    if (x->next_ready) {
+        x->next_ready->prev_ready = x->prev_ready;
+    } else {
+        r->ready_tail = x->prev_ready;
+    }
+    x->on_ready = false;
+    x->prev_ready = x->next_ready = NULL;
 }
 
 static void sub_unlink_free(subs *r, session *s, sub *x)
@@ -69,6 +282,17 @@ static void sub_unlink_free(subs *r, session *s, sub *x)
     if (x->next_all) {
         x->next_all->prev_all = x->prev_all;
     }
+    if (x->prev_t) {
+        x->prev_t->next_t = x->next_t;
+    } else {
+        x->tgt->subs = x->next_t;
+    }
+    if (x->next_t) {
+        x->next_t->prev_t = x->prev_t;
+    }
+    x->tgt->n_subs--;
+    target_release(r, x->tgt);
+    ready_remove(r, x);
     r->count--;
     r->srv->counters.subscriptions = r->count;
     free(x);
@@ -114,11 +338,13 @@ void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req)
     sub tmp = {0};
     tmp.sess = s;
     tmp.id = id;
+    uint8_t tkind;
     const uint8_t *name = req->name.data;
     size_t name_len = req->name.len;
     switch (req->target) {
     case ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_ALL:
         tmp.kind = STORE_FILTER_NONE;
+        tkind = TGT_ALL;
         if (name_len) {
             reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT,
                              "a subscription to the whole log takes no name");
@@ -127,6 +353,7 @@ void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req)
         break;
     case ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_STREAM:
         tmp.one_stream = true;
+        tkind = TGT_STREAM;
         if (es_validate_stream_id(name, name_len, true) != ES_OK) {
             reply_send_error(s, id, ES_ERR_INVALID_STREAM_ID, NULL);
             return;
@@ -134,12 +361,15 @@ void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req)
         break;
     case ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_CATEGORY:
         tmp.kind = STORE_FILTER_CATEGORY;
+        tkind = TGT_CATEGORY;
         break;
     case ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_EVENT_TYPE:
         tmp.kind = STORE_FILTER_EVENT_TYPE;
+        tkind = TGT_TYPE;
         break;
     case ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_STREAM_PREFIX:
         tmp.kind = STORE_FILTER_STREAM_PREFIX;
+        tkind = TGT_PREFIX;
         break;
     default:
         reply_send_error(s, id, ES_ERR_INVALID_ARGUMENT, "unknown subscription target");
@@ -151,10 +381,6 @@ void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req)
                          "name must be 1..256 bytes of UTF-8 without control characters");
         return;
     }
-    if (name_len) {
-        memcpy(tmp.name, name, name_len); /* name is NULL when empty */
-    }
-    tmp.name_len = name_len;
     tmp.batch = req->batch_size == 0 ? SUBS_DEFAULT_BATCH : req->batch_size;
     if (tmp.batch > cfg->max_page) {
         tmp.batch = cfg->max_page;
@@ -189,12 +415,23 @@ void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req)
         }
         tmp.cursor = req->after + 1;
     }
-    sub *x = reply_calloc(1, sizeof *x);
+    target *t = target_get(r, tkind, name_len ? name : NULL, name_len);
+    sub *x = t ? reply_calloc(1, sizeof *x) : NULL;
     if (!x) {
+        if (t) {
+            target_release(r, t);
+        }
         reply_send_error(s, id, ES_ERR_NO_MEMORY, NULL);
         return;
     }
     *x = tmp;
+    x->tgt = t;
+    x->next_t = t->subs;
+    if (t->subs) {
+        t->subs->prev_t = x;
+    }
+    t->subs = x;
+    t->n_subs++;
     x->dirty = true;
     x->next_in_session = s->subs;
     s->subs = x;
@@ -206,6 +443,7 @@ void subs_subscribe(session *s, uint64_t id, const Es__V1__Subscribe *req)
     r->all = x;
     r->count++;
     s->srv->counters.subscriptions = r->count;
+    ready_push(r, x);
 
     Es__V1__SubscribeOk ok = ES__V1__SUBSCRIBE_OK__INIT;
     ok.head_position = head;
@@ -233,30 +471,131 @@ void subs_unsubscribe(session *s, uint64_t id, uint64_t sub_id)
     reply_send(s, &resp);
 }
 
-void subs_on_commit(subs *r)
+static bool has_room(const session *s)
+{
+    return !s->dead && !s->paused_output && s->outlen(s->io) < s->srv->cfg->max_output_bytes / 2;
+}
+
+/* A subscription may have something new: dirty, and ready when it has room. */
+static void mark(subs *r, sub *x)
+{
+    if (!x->dirty) {
+        x->dirty = true;
+        /* Clean, it matched nothing scanned since it became clean. */
+        if (!x->one_stream && x->cursor < r->scan_from) {
+            x->cursor = r->scan_from;
+        }
+    }
+    if (has_room(x->sess)) {
+        ready_push(r, x);
+    }
+}
+
+static void mark_target(subs *r, target *t)
+{
+    if (!t || t->mark_gen == r->gen) {
+        return;
+    }
+    t->mark_gen = r->gen;
+    for (sub *x = t->subs; x; x = x->next_t) {
+        mark(r, x);
+    }
+}
+
+static void lookup_mark(subs *r, uint8_t kind, const uint8_t *name, size_t len)
+{
+    mark_target(r, target_find(r, kind, name, len, hash_key(kind, name, len)));
+}
+
+/* store_visit_fn over the newly committed records: mark what they match. */
+static int scan_visit(void *ctx, const store_record *rec)
+{
+    subs *r = ctx;
+    const uint8_t *stream = NULL, *type = NULL;
+    size_t stream_len = 0, type_len = 0;
+    if (pbw_find_bytes(rec->bytes, rec->len, 1, &stream, &stream_len) != ES_OK ||
+        pbw_find_bytes(rec->bytes, rec->len, 5, &type, &type_len) != ES_OK) {
+        r->scan_failed = true;
+        return -1;
+    }
+    lookup_mark(r, TGT_STREAM, stream, stream_len);
+    lookup_mark(r, TGT_CATEGORY, stream, es_category_len(stream, stream_len));
+    lookup_mark(r, TGT_TYPE, type, type_len);
+    if (r->n_prefix_targets) {
+        size_t max = stream_len < ES_MAX_NAME_BYTES ? stream_len : ES_MAX_NAME_BYTES;
+        for (size_t l = 1; l <= max; l++) {
+            if (r->prefix_len_count[l]) {
+                lookup_mark(r, TGT_PREFIX, stream, l);
+            }
+        }
+    }
+    return 0;
+}
+
+static void mark_everything(subs *r)
 {
     for (sub *x = r->all; x; x = x->next_all) {
-        x->dirty = true;
+        if (!x->dirty) {
+            x->dirty = true; /* no cursor move: nothing was scanned */
+        }
+        if (has_room(x->sess)) {
+            ready_push(r, x);
+        }
     }
-    if (r->all) {
+}
+
+void subs_on_commit(subs *r)
+{
+    uint64_t head = store_head(r->srv->st);
+    if (head <= r->seen) {
+        return;
+    }
+    uint64_t from = r->seen + 1;
+    r->seen = head;
+    if (!r->all) {
+        return;
+    }
+    r->gen++;
+    r->scan_from = from;
+    mark_target(r, target_find(r, TGT_ALL, NULL, 0, hash_key(TGT_ALL, NULL, 0)));
+    bool everything = head - from + 1 > SUBS_SCAN_LIMIT;
+    r->scan_failed = false;
+    while (!everything && from <= head) {
+        store_page pg;
+        es_err rv = store_read_all(r->srv->st, NULL, from, false, 0, scan_visit, r, &pg);
+        if (rv != ES_OK || r->scan_failed) {
+            everything = true; /* the delivery reads will report what is wrong */
+            break;
+        }
+        if (pg.returned == 0 || pg.next <= from) {
+            break;
+        }
+        from = pg.next;
+    }
+    if (everything) {
+        mark_everything(r);
+    }
+    if (r->ready_head) {
         kick(r);
     }
 }
 
 void subs_on_writable(session *s)
 {
+    subs *r = s->srv->subs;
+    if (!r || !has_room(s)) {
+        return;
+    }
     bool any = false;
     for (sub *x = s->subs; x; x = x->next_in_session) {
-        any |= x->dirty;
+        if (x->dirty && !x->on_ready) {
+            ready_push(r, x);
+            any = true;
+        }
     }
     if (any) {
-        kick(s->srv->subs);
+        kick(r);
     }
-}
-
-static bool has_room(const session *s)
-{
-    return !s->dead && s->outlen(s->io) < s->srv->cfg->max_output_bytes / 2;
 }
 
 static void send_caught_up(session *s, uint64_t id, uint64_t position)
@@ -292,11 +631,14 @@ static bool deliver_one(subs *r, sub *x)
         return true;
     }
     page_ctx pc = {.budget = reply_page_budget(r->srv->cfg)};
+    if (pc.budget > SUBS_BATCH_BYTES) {
+        pc.budget = SUBS_BATCH_BYTES;
+    }
     store_page pg;
     es_err rv;
     if (x->one_stream) {
-        rv = store_read_stream(st, x->name, x->name_len, x->cursor, false, x->batch, page_visit,
-                               &pc, &pg);
+        rv = store_read_stream(st, x->tgt->name, x->tgt->name_len, x->cursor, false, x->batch,
+                               page_visit, &pc, &pg);
         if (rv == ES_ERR_NOT_FOUND) {
             rv = ES_OK; /* not created yet: nothing to deliver */
             pg.end = true;
@@ -304,7 +646,7 @@ static bool deliver_one(subs *r, sub *x)
             pg.head = store_head(st);
         }
     } else {
-        store_filter f = {x->kind, x->name, x->name_len};
+        store_filter f = {x->kind, x->tgt->name, x->tgt->name_len};
         rv = store_read_all(st, &f, x->cursor, false, x->batch, page_visit, &pc, &pg);
     }
     if (rv == ES_OK && pc.oom) {
@@ -341,21 +683,30 @@ static bool deliver_one(subs *r, sub *x)
 
 bool subs_deliver(subs *r)
 {
-    bool more = false;
-    sub *next;
-    for (sub *x = r->all; x; x = next) {
-        next = x->next_all;
-        if (!x->dirty) {
-            continue;
+    /* This pass serves what is ready now, SUBS_PER_PASS subscriptions at
+     * most (the others keep their place); what becomes ready meanwhile (a
+     * batch that left more) waits for the next pass. Between passes the
+     * loop polls its sockets: appends and pings are not held up by a
+     * thousand subscribers, whose next batches grow instead. */
+    sub *list = r->ready_head;
+    sub *stop = r->ready_tail;
+    if (!list) {
+        return false;
+    }
+    for (unsigned done = 0;; done++) {
+        sub *x = r->ready_head;
+        bool last = x == stop || done + 1 >= SUBS_PER_PASS;
+        ready_remove(r, x);
+        if (x->dirty && has_room(x->sess) && deliver_one(r, x) && x->dirty && has_room(x->sess)) {
+            ready_push(r, x);
         }
-        if (!has_room(x->sess)) {
-            continue; /* subs_on_writable will bring it back */
-        }
-        if (deliver_one(r, x) && x->dirty && has_room(x->sess)) {
-            more = true;
+        /* A subscription with no room leaves the list, still dirty:
+         * subs_on_writable brings it back. */
+        if (last || !r->ready_head) {
+            break;
         }
     }
-    return more;
+    return r->ready_head != NULL;
 }
 
 void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out)
@@ -366,9 +717,20 @@ void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out)
             out->behind += !x->caught_up_sent;
             continue;
         }
-        uint64_t lag = head >= x->cursor ? head - x->cursor + 1 : 0;
+        /* A clean subscription has matched nothing since it caught up. */
+        uint64_t lag = x->dirty && head >= x->cursor ? head - x->cursor + 1 : 0;
         out->sum += lag;
         out->max = lag > out->max ? lag : out->max;
         out->behind += lag > 0;
+    }
+}
+
+void subs_drop_all(session *s, es_err reason, const char *message)
+{
+    subs *r = s->srv ? s->srv->subs : NULL;
+    while (s->subs && r) {
+        sub *x = s->subs;
+        send_dropped(s, x->id, reason, message);
+        sub_unlink_free(r, s, x);
     }
 }

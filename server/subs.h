@@ -5,17 +5,25 @@
  * Design notes
  * ------------
  * A subscription is a cursor (a position, or a revision for a one-stream
- * subscription) plus a filter. There is no in-memory copy of new events and
- * no separate live path: after every commit the registry only *marks* the
- * subscriptions dirty (Redis's blocked.c habit: writes mark, readers are
- * served once per loop turn), and a delivery pass reads each dirty
+ * subscription) plus a target (one stream, a category, an event type, a
+ * stream prefix, or the whole log). There is no in-memory copy of new
+ * events and no separate live path: after every commit the registry reads
+ * the new records' stream ids and types once, and *marks* dirty only the
+ * subscriptions whose target one of them matches, through an index by
+ * target (subs.c draws it), so a commit costs O(events + matching
+ * subscriptions) and an idle subscription that matches nothing costs
+ * nothing (Redis's blocked.c habit: writes mark, readers are served once
+ * per loop turn). A delivery pass reads each dirty
  * subscription's next batch from LMDB — in a fresh, short read transaction
  * — and pushes it, if and only if its connection's unsent output is below
  * the low-water mark (half of max_output_bytes). Catch-up and live are the
  * same code, so the switch between them can have neither a gap nor a
  * duplicate; a slow subscriber costs at most one batch of memory beyond
- * that mark and simply falls behind. One batch per subscription per pass
- * keeps one busy subscriber from starving the others and the loop.
+ * that mark and simply falls behind. One batch per subscription per pass,
+ * of at most SUBS_BATCH_BYTES, keeps one busy subscriber from starving
+ * the others and the loop. A session whose output is paused by the
+ * server's memory budget (session.paused_output) gets nothing until it
+ * is resumed; subs_drop_slow drops its subscriptions with SLOW_CONSUMER.
  *
  * The caught-up marker is sent once, the first time a read reaches the head
  * of the log as it was in that read's transaction.
@@ -35,6 +43,10 @@
 
 #define SUBS_MAX_PER_SESSION 64u
 #define SUBS_DEFAULT_BATCH   256u
+/* Subscriptions served per delivery pass (one pass per loop turn). */
+#define SUBS_PER_PASS 64u
+/* Bytes of one pushed batch at most (a slice of loop time, not a frame). */
+#define SUBS_BATCH_BYTES (1024u * 1024u)
 
 typedef struct subs subs;
 
@@ -51,8 +63,18 @@ void subs_unsubscribe(session *s, uint64_t id, uint64_t sub_id);
 bool subs_has(const session *s, uint64_t id);
 /** @brief Drop every subscription of a session (connection closing). */
 void subs_drop_session(session *s);
+/**
+ * @brief Drop every subscription of a session, each with a
+ *        SubscriptionDropped push carrying reason and message (e.g.
+ *        ES_ERR_SLOW_CONSUMER).
+ */
+void subs_drop_all(session *s, es_err reason, const char *message);
 
-/** @brief New events were committed: mark every subscription dirty. */
+/**
+ * @brief New events were committed: mark dirty the subscriptions that the
+ *        records after the last call match (every subscription when more
+ *        than a few thousand records arrived at once).
+ */
 void subs_on_commit(subs *r);
 /** @brief The session's output drained below the low-water mark. */
 void subs_on_writable(session *s);
@@ -75,7 +97,7 @@ void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out);
 
 /**
  * @brief One delivery pass: at most one batch per dirty subscription whose
- *        connection has room.
+ *        connection has room, for SUBS_PER_PASS subscriptions at most.
  * @return true when work remains for another pass.
  */
 bool subs_deliver(subs *r);

@@ -11,8 +11,8 @@
 #       Install missing packages (and tests/web's npm packages from their
 #       lockfile); check formatting (tools/format.sh --check); build ./build
 #       and run the unit, integration, reliability and nats suites, plus the
-#       Python client (python-coverage) and the web console's browser and
-#       load tests (web); build ./build-asan with AddressSanitizer +
+#       scale suite, the Python client (python-coverage) and the web
+#       console's browser and load tests (web); build ./build-asan with AddressSanitizer +
 #       UndefinedBehaviorSanitizer and run the unit, integration, reliability
 #       and nats suites there; build ./build-tsan with
 #       ThreadSanitizer and run the unit and integration suites; run every
@@ -286,10 +286,11 @@ cmd_test() {
         note_failure "format check"
     fi
 
-    # The plain pass also runs the Python client under coverage and the web
-    # console in a browser; neither is C that the sanitizers would watch.
+    # The plain pass also runs the scale suite (its bounds are on RSS, which
+    # the sanitizers' shadow memory blurs), the Python client under coverage
+    # and the web console in a browser.
     local saved=("${suites_wanted[@]}")
-    suites_wanted+=(python-coverage web)
+    suites_wanted+=(scale python-coverage web)
     run_pass plain build -- -Dtests=true --
     suites_wanted=("${saved[@]}")
 

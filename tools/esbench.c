@@ -25,6 +25,15 @@
  *   latency      --connections appenders for --duration seconds, one
  *                subscriber from the end: latency = delivery time - send
  *                time of each event, the send time carried in its data.
+ *   fanout       --idle-subs subscriptions to categories that receive
+ *                nothing (64 per connection) and --matching-subs
+ *                subscriptions to the whole log (64 per connection, all
+ *                polled by one thread), then the append workload for
+ *                --duration seconds; reports append throughput and
+ *                latency as append does, plus events delivered to the
+ *                matching subscriptions and how long they took to reach
+ *                the head after the appenders stopped. Compare with
+ *                --idle-subs 0 for the cost of idle subscriptions.
  *
  * For the subscription workloads the appenders stamp each event's data with
  * the monotonic time just before the append is sent (a JSON string of
@@ -48,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -128,7 +138,14 @@ static uint64_t hist_pct(const hist *h, double p)
 
 /* ----------------------------------------------------------------- setup -- */
 
-typedef enum workload { W_APPEND, W_READ_STREAM, W_READ_ALL, W_SUBSCRIBE, W_LATENCY } workload;
+typedef enum workload {
+    W_APPEND,
+    W_READ_STREAM,
+    W_READ_ALL,
+    W_SUBSCRIBE,
+    W_LATENCY,
+    W_FANOUT
+} workload;
 
 typedef struct config {
     const char *server;
@@ -146,6 +163,8 @@ typedef struct config {
     bool sync;
     bool json;
     bool stamp;             /* appenders write their send time into the data */
+    uint64_t idle_subs;     /* fanout: subscriptions that match nothing */
+    uint64_t matching_subs; /* fanout: subscriptions to the whole log */
     const char *user;       /* --user, else $ES_USER */
     const char *token_file; /* --token-file (see token.h) */
     tool_tls tls;           /* --tls, --tls-ca, --tls-insecure */
@@ -164,7 +183,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "Usage: esbench [-s HOST:PORT] WORKLOAD [options]\n"
                  "\n"
-                 "Workloads: append, read-stream, read-all, subscribe, latency\n"
+                 "Workloads: append, read-stream, read-all, subscribe, latency, fanout\n"
                  "\n"
                  "Options:\n"
                  "  -s, --server HOST:PORT  benchmark a running esd (default: start one in a\n"
@@ -182,6 +201,9 @@ static void usage(FILE *out)
                  "  --duration SECONDS      length of timed phases (default 10)\n"
                  "  --sync full|none        durability of the esd esbench starts (default full)\n"
                  "  --esd PATH              the esd binary to start (default: beside esbench)\n"
+                 "  --idle-subs N           fanout: subscriptions matching nothing (default\n"
+                 "                          20000)\n"
+                 "  --matching-subs N       fanout: subscriptions to the whole log (default 0)\n"
                  "  --json                  print one JSON object\n"
                  "  --user NAME             user for the hello (default $ES_USER)\n"
                  "  --token-file FILE       token for the hello (default $ES_TOKEN_FILE, else\n"
@@ -540,6 +562,12 @@ typedef struct result {
     uint64_t live_events;  /* stamped events delivered */
     uint64_t appended;     /* events the appenders stored meanwhile */
     uint64_t order_errors; /* deliveries out of order or repeated */
+    /* fanout */
+    uint64_t idle_subs, idle_conns, matching_subs, matching_conns;
+    uint64_t delivered;   /* events delivered to the matching subscriptions */
+    double drain_seconds; /* appenders stopped -> every matching one at the head */
+    bool drained;         /* they all reached it (within 60 s) */
+    double server_cpu_s;  /* esd CPU time during the timed phase (-1: unknown) */
 } result;
 
 /* Appender threads, started and stopped around a timed phase. */
@@ -977,6 +1005,242 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- fanout -- */
+
+#define FANOUT_PER_CONN 64u /* the server's subscriptions per connection */
+
+/* Subscriptions held open during a fanout run. */
+typedef struct fanout_set {
+    es_client **conns;
+    unsigned n_conns;
+    es_subscription **subs;
+    sub_seen *seen; /* matching only: one per subscription */
+    uint64_t n_subs;
+} fanout_set;
+
+static int ignore_batch(void *ctx, const es_recorded_event *evs, size_t n)
+{
+    (void)ctx;
+    (void)evs;
+    (void)n;
+    return 0;
+}
+
+/* Open n subscriptions, FANOUT_PER_CONN per connection: to categories that
+ * receive nothing ("idle<i>"), or to the whole log from its end. */
+static int fanout_open(const config *cfg, uint64_t n, bool matching, fanout_set *fs)
+{
+    memset(fs, 0, sizeof *fs);
+    fs->n_conns = (unsigned)((n + FANOUT_PER_CONN - 1) / FANOUT_PER_CONN);
+    fs->conns = calloc(fs->n_conns ? fs->n_conns : 1, sizeof *fs->conns);
+    fs->subs = calloc(n ? n : 1, sizeof *fs->subs);
+    fs->seen = matching ? calloc(n ? n : 1, sizeof *fs->seen) : NULL;
+    if (!fs->conns || !fs->subs || (matching && !fs->seen)) {
+        return 1;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        es_client *c;
+        if (i % FANOUT_PER_CONN == 0) {
+            if (connect_client(cfg, &fs->conns[i / FANOUT_PER_CONN]) != ES_OK) {
+                return 3;
+            }
+        }
+        c = fs->conns[i / FANOUT_PER_CONN];
+        char name[32];
+        snprintf(name, sizeof name, "idle%" PRIu64, i);
+        es_sub_options so = {.target = matching ? ES_SUB_ALL : ES_SUB_CATEGORY,
+                             .name = matching ? NULL : name,
+                             .start = ES_SUB_FROM_END,
+                             .batch_size = SUB_BATCH};
+        es_err rv =
+            matching ? es_subscribe(c, &so, seen_batch, seen_caught_up, &fs->seen[i], &fs->subs[i])
+                     : es_subscribe(c, &so, ignore_batch, NULL, NULL, &fs->subs[i]);
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: subscribe %" PRIu64 ": %s\n", i, es_client_errmsg(c));
+            return 1;
+        }
+        fs->n_subs++;
+    }
+    return 0;
+}
+
+static void fanout_close(fanout_set *fs)
+{
+    for (uint64_t i = 0; i < fs->n_subs; i++) {
+        es_sub_destroy(fs->subs[i]);
+    }
+    for (unsigned i = 0; i < fs->n_conns; i++) {
+        es_client_destroy(fs->conns[i]);
+    }
+    free(fs->conns);
+    free(fs->subs);
+    free(fs->seen);
+    memset(fs, 0, sizeof *fs);
+}
+
+/* One pass over the matching subscriptions. @return events delivered, or
+ * UINT64_MAX when one failed. */
+static uint64_t fanout_poll(fanout_set *fs)
+{
+    uint64_t before = 0, after = 0;
+    for (uint64_t i = 0; i < fs->n_subs; i++) {
+        before += fs->seen[i].events;
+        if (es_sub_poll(fs->subs[i], 0) != ES_OK) {
+            return UINT64_MAX;
+        }
+        after += fs->seen[i].events;
+    }
+    return after - before;
+}
+
+typedef struct fanout_poller {
+    pthread_t th;
+    fanout_set *fs;
+    _Atomic bool stop;
+    bool failed;
+} fanout_poller;
+
+static void *fanout_poll_main(void *arg)
+{
+    fanout_poller *p = arg;
+    while (!atomic_load(&p->stop)) {
+        uint64_t got = fanout_poll(p->fs);
+        if (got == UINT64_MAX) {
+            p->failed = true;
+            return NULL;
+        }
+        if (got == 0) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* Every matching subscription has delivered up to head (they began at head0). */
+static bool fanout_at(const fanout_set *fs, uint64_t head0, uint64_t head)
+{
+    for (uint64_t i = 0; i < fs->n_subs; i++) {
+        uint64_t last = fs->seen[i].has_last ? fs->seen[i].last : head0;
+        if (last < head) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* CPU seconds (user + system) of the esd esbench started; -1 without one. */
+static double esd_cpu_s(void)
+{
+    if (esd_pid <= 0) {
+        return -1;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)esd_pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return -1;
+    }
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    unsigned long long ut = 0, st = 0;
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) {
+        return -1;
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int run_fanout(const config *cfg, result *out)
+{
+    memset(out, 0, sizeof *out);
+    fanout_set idle, match;
+    fanout_poller poller = {.fs = &match};
+    bool polling = false;
+    es_client *c = NULL;
+    es_stats before = {0}, after = {0};
+    int rc = fanout_open(cfg, cfg->idle_subs, false, &idle);
+    if (rc == 0) {
+        rc = fanout_open(cfg, cfg->matching_subs, true, &match);
+    }
+    if (rc == 0 && connect_client(cfg, &c) != ES_OK) {
+        rc = 3;
+    }
+    if (rc) {
+        goto out;
+    }
+    es_stats_get(c, &before);
+    uint64_t head0 = before.head_position;
+    if (match.n_subs) {
+        pthread_create(&poller.th, NULL, fanout_poll_main, &poller);
+        polling = true;
+    }
+    appenders a;
+    if (appenders_start(cfg, &a) != 0) {
+        rc = 1;
+        goto out;
+    }
+    double cpu0 = esd_cpu_s();
+    uint64_t t0 = now_us();
+    sleep_s(cfg->duration);
+    rc = appenders_stop(&a, out);
+    uint64_t t1 = now_us();
+    double cpu1 = esd_cpu_s();
+    out->server_cpu_s = cpu0 >= 0 && cpu1 >= cpu0 ? cpu1 - cpu0 : -1;
+    out->seconds = (double)(t1 - t0) / 1e6;
+    out->bytes = out->events * cfg->event_size;
+    if (es_stats_get(c, &after) == ES_OK && after.commits > before.commits) {
+        out->commits = after.commits - before.commits;
+        out->mean_batch = (double)(after.appends_ok + after.appends_failed - before.appends_ok -
+                                   before.appends_failed) /
+                          (double)out->commits;
+        out->max_batch = after.max_commit_batch;
+    }
+    if (polling) {
+        /* Drain: every matching subscription up to the head (60 s at most). */
+        uint64_t head = after.head_position;
+        while (!fanout_at(&match, head0, head) && now_us() - t1 < 60000000u && !poller.failed) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        out->drained = fanout_at(&match, head0, head);
+        out->drain_seconds = (double)(now_us() - t1) / 1e6;
+        atomic_store(&poller.stop, true);
+        pthread_join(poller.th, NULL);
+        polling = false;
+        for (uint64_t i = 0; i < match.n_subs; i++) {
+            out->delivered += match.seen[i].events;
+            out->order_errors += match.seen[i].order_errors;
+        }
+        if (poller.failed) {
+            fprintf(stderr, "esbench: a matching subscription failed\n");
+            rc = rc ? rc : 1;
+        } else if (!out->drained) {
+            fprintf(stderr,
+                    "esbench: the matching subscriptions did not reach the head (%" PRIu64
+                    ") within 60 s\n",
+                    head);
+            rc = rc ? rc : 1;
+        }
+    }
+out:
+    if (polling) {
+        atomic_store(&poller.stop, true);
+        pthread_join(poller.th, NULL);
+    }
+    out->idle_subs = idle.n_subs;
+    out->idle_conns = idle.n_conns;
+    out->matching_subs = match.n_subs;
+    out->matching_conns = match.n_conns;
+    es_client_destroy(c);
+    fanout_close(&match);
+    fanout_close(&idle);
+    return rc;
+}
+
 /* ----------------------------------------------------------------- report -- */
 
 static void report(const config *cfg, const result *r)
@@ -1005,8 +1269,37 @@ static void report(const config *cfg, const result *r)
                    r->live_seconds > 0 ? (double)r->live_events / r->live_seconds : 0, r->appended,
                    r->order_errors);
         }
+        if (cfg->w == W_FANOUT) {
+            printf(",\"idle_subs\":%" PRIu64 ",\"idle_connections\":%" PRIu64
+                   ",\"matching_subs\":%" PRIu64 ",\"matching_connections\":%" PRIu64
+                   ",\"delivered\":%" PRIu64
+                   ",\"delivered_per_sec\":%.1f,\"expected_delivered\":%" PRIu64
+                   ",\"drain_seconds\":%.3f,\"order_errors\":%" PRIu64
+                   ",\"server_cpu_s\":%.2f,\"server_cpu_us_per_event\":%.1f",
+                   r->idle_subs, r->idle_conns, r->matching_subs, r->matching_conns, r->delivered,
+                   r->seconds > 0 ? (double)r->delivered / r->seconds : 0,
+                   r->events * r->matching_subs, r->drain_seconds, r->order_errors, r->server_cpu_s,
+                   r->events && r->server_cpu_s >= 0 ? r->server_cpu_s * 1e6 / (double)r->events
+                                                     : -1.0);
+        }
         printf("}\n");
         return;
+    }
+    if (cfg->w == W_FANOUT) {
+        printf("subscriptions %" PRIu64 " idle over %" PRIu64 " connections, %" PRIu64
+               " matching over %" PRIu64 "\n",
+               r->idle_subs, r->idle_conns, r->matching_subs, r->matching_conns);
+        if (r->server_cpu_s >= 0 && r->events) {
+            printf("esd cpu      %.2f s, %.1f us per appended event\n", r->server_cpu_s,
+                   r->server_cpu_s * 1e6 / (double)r->events);
+        }
+        if (r->matching_subs) {
+            printf("delivered    %" PRIu64 " of %" PRIu64
+                   " events (%.0f/s), at the head %.3f s after "
+                   "the appenders stopped\n",
+                   r->delivered, r->events * r->matching_subs,
+                   r->seconds > 0 ? (double)r->delivered / r->seconds : 0, r->drain_seconds);
+        }
     }
     printf("workload     %s (%u connection%s, batch %u, %u-byte events, %s, sync %s)\n", cfg->wname,
            cfg->connections, cfg->connections == 1 ? "" : "s", cfg->batch, cfg->event_size,
@@ -1033,8 +1326,8 @@ static void report(const config *cfg, const result *r)
     printf("events/s     %.0f\n", eps);
     printf("MB/s         %.2f\n", mbs);
     printf("%-12s p50 %" PRIu64 " us, p99 %" PRIu64 " us, p999 %" PRIu64 " us\n",
-           cfg->w == W_APPEND ? "latency" : "per replay", p50, p99, p999);
-    if (cfg->w == W_APPEND) {
+           cfg->w == W_APPEND || cfg->w == W_FANOUT ? "latency" : "per replay", p50, p99, p999);
+    if (cfg->w == W_APPEND || cfg->w == W_FANOUT) {
         printf("requests     %" PRIu64 " ok, %" PRIu64 " conflicts, %" PRIu64 " errors\n",
                r->requests, r->conflicts, r->errors);
         if (r->commits) {
@@ -1044,8 +1337,20 @@ static void report(const config *cfg, const result *r)
     }
 }
 
+/* Thousands of connections (fanout) need descriptors: the soft limit up to
+ * the hard one, for esbench and the esd it starts. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    raise_nofile();
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"connections", required_argument, NULL, 'c'},
@@ -1059,6 +1364,8 @@ int main(int argc, char **argv)
         {"sync", required_argument, NULL, 'y'},
         {"esd", required_argument, NULL, 'E'},
         {"json", no_argument, NULL, 'j'},
+        {"idle-subs", required_argument, NULL, 'N'},
+        {"matching-subs", required_argument, NULL, 'M'},
         {"user", required_argument, NULL, 'U'},
         {"token-file", required_argument, NULL, 'T'},
         {"tls", no_argument, NULL, 'L'},
@@ -1074,6 +1381,7 @@ int main(int argc, char **argv)
                   .events = 100000,
                   .event_size = 200,
                   .duration = 10,
+                  .idle_subs = 20000,
                   .sync = true};
     int ch;
     uint64_t v;
@@ -1127,6 +1435,12 @@ int main(int argc, char **argv)
         case 'j':
             cfg.json = true;
             break;
+        case 'N':
+            ok = parse_uint(optarg, 0, 1000000, &cfg.idle_subs);
+            break;
+        case 'M':
+            ok = parse_uint(optarg, 0, 100000, &cfg.matching_subs);
+            break;
         case 'U':
             cfg.user = optarg;
             break;
@@ -1179,6 +1493,8 @@ int main(int argc, char **argv)
     } else if (!strcmp(cfg.wname, "latency")) {
         cfg.w = W_LATENCY;
         cfg.stamp = true;
+    } else if (!strcmp(cfg.wname, "fanout")) {
+        cfg.w = W_FANOUT;
     } else {
         fprintf(stderr, "esbench: unknown workload '%s'\n", cfg.wname);
         return 2;
@@ -1209,12 +1525,15 @@ int main(int argc, char **argv)
     case W_LATENCY:
         rc = run_latency(&cfg, &r);
         break;
+    case W_FANOUT:
+        rc = run_fanout(&cfg, &r);
+        break;
     }
     if (rc == 0 && r.order_errors) {
         rc = 1; /* reported below: a delivery out of order is a bug */
     }
-    if (rc == 0 || r.order_errors) {
-        report(&cfg, &r);
+    if (rc == 0 || r.order_errors || (cfg.w == W_FANOUT && r.events)) {
+        report(&cfg, &r); /* fanout: also when the subscribers fell behind */
     }
     stop_esd();
     return rc;

@@ -207,6 +207,28 @@ static int open_fd(void)
     return fd;
 }
 
+/*
+ * Before the hello esd takes only a hello-sized frame (64 KiB): a longer
+ * one is refused on its header with TOO_LARGE and the connection closed.
+ * Only the header is sent (the server would close while the body is still
+ * being written, and a reset could eat the reply).
+ */
+#define PREHELLO_MAX_FRAME 65536u
+
+static void prehello_too_large(int fd, size_t len, const char *what)
+{
+    hbuf h = {0};
+    hbuf_put_header(&h, (uint32_t)len);
+    send_or_fail(fd, h.p, h.len, what);
+    hbuf_free(&h);
+    Es__V1__Response *r = recv_timed(fd, what, NULL);
+    expect_reply(r, M(ES_ERR_TOO_LARGE), 0, what);
+    h_resp_free(r);
+    if (h_wait_closed(fd, REPLY_MS, NULL) != H_CLOSED) {
+        fail_msg("%s: the connection stayed open after a frame over the pre-hello cap", what);
+    }
+}
+
 static int open_hello(const char *what)
 {
     int fd = open_fd();
@@ -279,7 +301,12 @@ static void run_body(const body_case *c, const uint8_t *bodyp, size_t len)
     hbuf_put_frame(&frame, bodyp, len);
     g_cases++;
 
-    if (!c->skip_before) {
+    if (!c->skip_before && len > PREHELLO_MAX_FRAME) {
+        snprintf(what, sizeof what, "%s [before hello: over the pre-hello cap]", c->name);
+        int fd = open_fd();
+        prehello_too_large(fd, len, what);
+        close(fd);
+    } else if (!c->skip_before) {
         snprintf(what, sizeof what, "%s [before hello]", c->name);
         int fd = open_fd();
         send_or_fail(fd, frame.p, frame.len, what);
@@ -894,6 +921,12 @@ static void test_duplicates_and_unknown(void **state)
         const char *what = variant ? "1 MiB of unknown fields [after hello]"
                                    : "1 MiB of unknown fields [before hello]";
         int fd = variant ? open_hello(what) : open_fd();
+        if (!variant) {
+            prehello_too_large(fd, b.len, what); /* 1 MiB: over the pre-hello cap */
+            close(fd);
+            g_cases++;
+            continue;
+        }
         hbuf f = {0};
         hbuf_put_frame(&f, b.p, b.len);
         send_or_fail(fd, f.p, f.len, what);
@@ -983,6 +1016,12 @@ static void million_case(const char *name, const hbuf *body_buf)
         char what[160];
         snprintf(what, sizeof what, "%s [%s]", name, variant ? "after hello" : "before hello");
         int fd = variant ? open_hello(what) : open_fd();
+        if (!variant && body_buf->len > PREHELLO_MAX_FRAME) {
+            prehello_too_large(fd, body_buf->len, what);
+            close(fd);
+            g_cases++;
+            continue;
+        }
         long hwm0 = h_proc_status_kb(g_esd.pid, "VmRSS:");
         if (h_proc_reset_hwm(g_esd.pid) != 0) {
             fail_msg("cannot reset esd's VmHWM");

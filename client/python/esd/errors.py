@@ -59,6 +59,8 @@ ERROR_TABLE = [
     (32, "REFUSED", "RefusedError", "command refused"),
     (33, "BUSY", "BusyError", "busy"),
     (34, "FOLLOWER", "FollowerError", "read-only follower: write to the primary"),
+    (35, "SLOW_CONSUMER", "SlowConsumerError",
+     "subscriber too slow: dropped to keep the server within its memory"),
 ]
 
 
