@@ -28,12 +28,12 @@ typedef struct server_config {
     uint64_t map_size;
     uint32_t max_frame_bytes;
     uint32_t max_connections;
-    uint32_t idle_timeout_s;      /* 0 = none */
-    uint32_t handshake_timeout_s; /* hello must arrive within this */
-    uint32_t frame_timeout_s;     /* an incomplete frame must complete within this */
-    uint32_t max_in_flight;       /* requests queued for the writer per connection */
-    uint32_t max_output_bytes;    /* stop reading a client above this much unsent output */
-    uint64_t max_pending_bytes;   /* request bytes held for the writer per connection */
+    uint32_t idle_timeout_s;          /* 0 = none */
+    uint32_t handshake_timeout_s;     /* hello must arrive within this */
+    uint32_t frame_timeout_s;         /* an incomplete frame must complete within this */
+    uint32_t max_in_flight;           /* requests queued for the writer per connection */
+    uint32_t max_output_bytes;        /* stop reading a client above this much unsent output */
+    uint64_t max_pending_bytes;       /* request bytes held for the writer per connection */
     uint64_t max_memory;              /* all connections' output, queued requests, read-ahead */
     uint32_t slow_consumer_timeout_s; /* paused by max_memory this long: subscriber dropped */
     uint32_t max_events_per_append;
