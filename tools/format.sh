@@ -81,7 +81,8 @@ if [ ${#files[@]} -eq 0 ]; then
         while IFS= read -r -d '' f; do
             files+=("${f#./}")
         done < <(find "${existing[@]}" \
-            \( -type d \( -name 'build*' -o -name '.*' -o -name subprojects \) -prune \) -o \
+            \( -type d \( -name 'build*' -o -name '.*' -o -name subprojects -o -name node_modules \) \
+            -prune \) -o \
             \( -type f \( -name '*.c' -o -name '*.h' \) \
             ! -name '*.pb-c.c' ! -name '*.pb-c.h' -print0 \) | sort -z)
     fi
