@@ -20,13 +20,16 @@
  * append counts as required at a cut only when k <= cut. Event contents
  * derive from (stream, revision) (rel.h), so every stored byte is checked.
  *
- * Each state: a cut (half uniform over the log, half within two records of
- * an acknowledgement, where the interesting orders are) and a seed; the
+ * Each state: a cut (3/8 uniform over the log, 1/8 before the first
+ * acknowledgement, where the files are created, and half within two
+ * records of an acknowledgement, where the interesting orders are) and a
+ * seed; the
  * materialiser (materialise.h) writes the state into a fresh directory and
  * esd (without the shim) starts on it:
  *
- *   - it exits with a status (not a signal) and a message: a refusal,
- *     allowed only when no acknowledged append is required;
+ *   - it exits with a status (not a signal) and says "cannot open the
+ *     store" with the reason: a refusal, allowed only when no acknowledged
+ *     append is required;
  *   - or it serves: the whole log is walked (gapless positions, contiguous
  *     revisions, bytes as appended: no garbage), every required append is
  *     at its acknowledged positions, SIGTERM ends it with exit 0, and
@@ -67,6 +70,26 @@ static uint64_t file_size(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* True when esd's log, since its last start, holds needle. */
+static bool last_start_says(const char *log_path, const char *needle)
+{
+    FILE *f = fopen(log_path, "r");
+    if (!f) {
+        return false;
+    }
+    bool found = false;
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "==== start", 10)) {
+            found = false;
+        } else if (strstr(line, needle)) {
+            found = true;
+        }
+    }
+    fclose(f);
+    return found;
 }
 
 static es_err append_one(es_client *c, uint64_t salt, uint32_t s, uint64_t r, uint32_t n,
@@ -161,8 +184,12 @@ int main(int argc, char **argv)
     char first_loss[512] = "";
     for (uint64_t t = 0; t < states; t++) {
         size_t cut;
-        if (rel_range(&rng, 0, 1) == 0 || n_acks == 0) {
+        uint64_t pick = rel_range(&rng, 0, 7);
+        if (n_acks == 0 || pick < 3) {
             cut = (size_t)rel_range(&rng, 0, log.n);
+        } else if (pick == 3) {
+            /* creating the store: before the first acknowledgement */
+            cut = (size_t)rel_range(&rng, 0, acks[0].record);
         } else {
             size_t a = acks[rel_range(&rng, 0, n_acks - 1)].record;
             int64_t d = (int64_t)rel_range(&rng, 0, 4) - 2;
@@ -192,6 +219,11 @@ int main(int argc, char **argv)
             if (e.status == 0 || WIFSIGNALED(e.status)) {
                 h_dump_tail(e.log_file, 20);
                 rel_fail("%s: esd did not start and did not exit cleanly (%s)", where,
+                         h_status_str(e.status, why, sizeof why));
+            }
+            if (!last_start_says(e.log_file, "msg=\"cannot open the store\"")) {
+                h_dump_tail(e.log_file, 20);
+                rel_fail("%s: esd exited (%s) without saying why", where,
                          h_status_str(e.status, why, sizeof why));
             }
             refused++;
