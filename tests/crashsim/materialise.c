@@ -519,8 +519,7 @@ int cs_materialise(const cs_log *log, size_t cut, cs_rules rules, uint64_t seed,
             if (!in || draw_file(in, mode, &rng, &buf, &size, &st) != 0) {
                 rc = fail(r, "out of memory");
             } else if (write_file(dir, d.e[i].name, buf, size) != 0) {
-                snprintf(err, err_len, "cannot write %s/%s: %s", dir, d.e[i].name,
-                         strerror(errno));
+                snprintf(err, err_len, "cannot write %s/%s: %s", dir, d.e[i].name, strerror(errno));
                 rc = -1;
             }
             free(buf);

@@ -52,9 +52,9 @@
 #define MAX_FD 4096
 
 typedef struct fd_info {
-    bool file;   /* a regular file directly in the watched directory */
-    bool dir;    /* the watched directory itself */
-    bool dsync;  /* O_SYNC or O_DSYNC */
+    bool file;  /* a regular file directly in the watched directory */
+    bool dir;   /* the watched directory itself */
+    bool dsync; /* O_SYNC or O_DSYNC */
     uint64_t ino;
 } fd_info;
 

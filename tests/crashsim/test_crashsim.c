@@ -172,8 +172,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_acks; i++) {
         acks[i].record = cs_log_records_in(&log, acks[i].log_bytes);
     }
-    rel_log("recorded %zu appends, %zu log records (%zu bytes), rules %s%s", n_acks, log.n,
-            log.len, rules == CS_RULES_POSIX ? "posix" : "ext4", unsafe ? ", esd --sync none" : "");
+    rel_log("recorded %zu appends, %zu log records (%zu bytes), rules %s%s", n_acks, log.n, log.len,
+            rules == CS_RULES_POSIX ? "posix" : "ext4", unsafe ? ", esd --sync none" : "");
 
     const char *args[] = {"--sync", "full", NULL};
     esd_proc e;
