@@ -26,7 +26,8 @@
  * effect, and a record is in the log before the call returns (before esd
  * can send an acknowledgement that depends on it). Operations on other
  * files pass straight through. Without CRASHSIM_DIR and CRASHSIM_LOG the
- * shim does nothing.
+ * shim does nothing. CRASHSIM_FAIL_DIRSYNC=1 makes an fsync of the
+ * directory fail with EIO (the error path of esd's directory sync).
  */
 /* The plain and the 64-bit names are interposed separately (glibc would
  * otherwise redirect one to the other); off_t is 64 bits on LP64 anyway. */
@@ -62,6 +63,7 @@ static pthread_mutex_t cs_lock = PTHREAD_MUTEX_INITIALIZER;
 static fd_info fds[MAX_FD];
 static char watch[PATH_MAX];
 static int log_fd = -1;
+static bool fail_dirsync; /* CRASHSIM_FAIL_DIRSYNC=1: fsync of the directory fails (EIO) */
 
 #define REAL(name) real_##name
 #define DECL_REAL(ret, name, ...)                                                                  \
@@ -101,6 +103,8 @@ __attribute__((constructor)) static void cs_init(void)
         watch[0] = '\0';
         return;
     }
+    const char *f = getenv("CRASHSIM_FAIL_DIRSYNC");
+    fail_dirsync = f && !strcmp(f, "1");
     log_fd = get_open()(l, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0) {
         fprintf(stderr, "crashsim: cannot open %s: %s\n", l, strerror(errno));
@@ -361,6 +365,10 @@ static int cs_sync(int fd, int (*fn)(int))
 {
     if (!watched(fd)) {
         return fn(fd);
+    }
+    if (fds[fd].dir && fail_dirsync) {
+        errno = EIO;
+        return -1;
     }
     pthread_mutex_lock(&cs_lock);
     int rc = fn(fd);

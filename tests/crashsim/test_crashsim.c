@@ -5,7 +5,8 @@
  *
  *   test_crashsim --states 120 --rules 0     ext4-like rules (suites crashsim, reliability)
  *   test_crashsim --states 120 --rules 1     POSIX rules
- *   test_crashsim --states 60 --unsafe 1     esd --sync none: a loss MUST be found
+ *   test_crashsim --states 40 --unsafe 1     esd --sync none: a loss MUST be found
+ *   test_crashsim --dirsync-fails 1          a failing directory fsync stops the start
  *   (suite long: --states 2000)
  *
  * Design notes
@@ -39,6 +40,10 @@
  * synced) and treats its acknowledgements as required anyway: the test then
  * passes only when some state lost an acknowledged append, proving the
  * simulator can find a loss.
+ *
+ * --dirsync-fails 1 starts esd under the shim with fsync of the data
+ * directory failing (CRASHSIM_FAIL_DIRSYNC): esd must refuse to start,
+ * saying so, rather than serve a store whose names may not survive.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -107,6 +112,38 @@ static es_err append_one(es_client *c, uint64_t salt, uint32_t s, uint64_t r, ui
     return es_stream_append(c, name, ex, e, n, res);
 }
 
+/* esd whose directory fsync fails must not start. */
+static void dirsync_fails(void)
+{
+    const char *args[] = {"--sync", "full", NULL};
+    esd_proc e;
+    REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
+    REL_CHECK(mkdir(e.data_dir, 0700) == 0, "mkdir %s", e.data_dir);
+    char log_path[400];
+    snprintf(log_path, sizeof log_path, "%s/ops.log", e.dir);
+    e.quiet = true;
+    setenv("CRASHSIM_DIR", e.data_dir, 1);
+    setenv("CRASHSIM_LOG", log_path, 1);
+    setenv("CRASHSIM_FAIL_DIRSYNC", "1", 1);
+    setenv("LD_PRELOAD", getenv("CRASHSIM_SHIM"), 1);
+    int rc = esd_start(&e, 30000);
+    unsetenv("LD_PRELOAD");
+    unsetenv("CRASHSIM_FAIL_DIRSYNC");
+    unsetenv("CRASHSIM_DIR");
+    unsetenv("CRASHSIM_LOG");
+    char buf[64];
+    REL_CHECK(rc != 0, "esd started although the fsync of its data directory failed");
+    REL_CHECK(e.status != 0 && WIFEXITED(e.status) && WEXITSTATUS(e.status) != 0,
+              "esd did not exit with an error status (%s)",
+              h_status_str(e.status, buf, sizeof buf));
+    if (!last_start_says(e.log_file, "cannot fsync the directory")) {
+        h_dump_tail(e.log_file, 10);
+        rel_fail("esd's log does not name the failed directory fsync");
+    }
+    rel_log("esd refused to start: %s", "cannot fsync the directory (EIO)");
+    esd_destroy(&e);
+}
+
 /* Record the workload; returns the number of acknowledgements in *acks. */
 static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, uint64_t salt,
                          rel_rng *rng, ack **out)
@@ -149,14 +186,20 @@ static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, ui
 
 int main(int argc, char **argv)
 {
-    static const char *const names[] = {"states", "rules", "unsafe", "appends", NULL};
-    uint64_t val[] = {120, 0, 0, 40};
+    static const char *const names[] = {"states",  "rules",         "unsafe",
+                                        "appends", "dirsync-fails", NULL};
+    uint64_t val[] = {120, 0, 0, 40, 0};
     rel_args(argc, argv, "test_crashsim", names, val);
     uint64_t states = val[0], appends = val[3];
     cs_rules rules = val[1] ? CS_RULES_POSIX : CS_RULES_EXT4;
     bool unsafe = val[2] != 0;
     if (h_sanitized()) {
         rel_skip("the shim is preloaded into esd, which a sanitizer runtime must come before");
+    }
+    REL_CHECK(getenv("CRASHSIM_SHIM"), "CRASHSIM_SHIM is not set (the shim's path)");
+    if (val[4]) {
+        dirsync_fails();
+        return 0;
     }
     rel_rng rng = {rel_seed()};
     uint64_t salt = rel_rand(&rng);
