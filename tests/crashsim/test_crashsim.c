@@ -38,11 +38,12 @@
  *
  * --unsafe 1 records esd with --sync none (MDB_NOSYNC: nothing is ever
  * synced) and treats its acknowledgements as required anyway: the test then
- * passes only when some state lost an acknowledged append, proving the
- * simulator can find a loss.
+ * passes only when some state lost an acknowledged append (or was found
+ * damaged by `esctl db check`), proving the simulator can find a loss.
  *
  * --dirsync-fails 1 starts esd under the shim with fsync of the data
- * directory failing (CRASHSIM_FAIL_DIRSYNC): esd must refuse to start,
+ * directory failing (CRASHSIM_FAIL_DIRSYNC), then with fsync of its parent
+ * failing while esd creates the data directory: esd must refuse to start,
  * saying so, rather than serve a store whose names may not survive.
  */
 #include <inttypes.h>
@@ -112,17 +113,23 @@ static es_err append_one(es_client *c, uint64_t salt, uint32_t s, uint64_t r, ui
     return es_stream_append(c, name, ex, e, n, res);
 }
 
-/* esd whose directory fsync fails must not start. */
-static void dirsync_fails(void)
+/*
+ * esd whose directory fsync fails must not start: the data directory's own
+ * (parent false: it exists, esd creates the files in it), or its parent's
+ * (parent true: esd creates the data directory).
+ */
+static void dirsync_fails(bool parent)
 {
     const char *args[] = {"--sync", "full", NULL};
     esd_proc e;
     REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
-    REL_CHECK(mkdir(e.data_dir, 0700) == 0, "mkdir %s", e.data_dir);
+    if (!parent) {
+        REL_CHECK(mkdir(e.data_dir, 0700) == 0, "mkdir %s", e.data_dir);
+    }
     char log_path[400];
     snprintf(log_path, sizeof log_path, "%s/ops.log", e.dir);
     e.quiet = true;
-    setenv("CRASHSIM_DIR", e.data_dir, 1);
+    setenv("CRASHSIM_DIR", parent ? e.dir : e.data_dir, 1);
     setenv("CRASHSIM_LOG", log_path, 1);
     setenv("CRASHSIM_FAIL_DIRSYNC", "1", 1);
     setenv("LD_PRELOAD", getenv("CRASHSIM_SHIM"), 1);
@@ -132,15 +139,16 @@ static void dirsync_fails(void)
     unsetenv("CRASHSIM_DIR");
     unsetenv("CRASHSIM_LOG");
     char buf[64];
-    REL_CHECK(rc != 0, "esd started although the fsync of its data directory failed");
+    const char *which = parent ? "the parent of the data directory" : "the data directory";
+    REL_CHECK(rc != 0, "esd started although the fsync of %s failed", which);
     REL_CHECK(e.status != 0 && WIFEXITED(e.status) && WEXITSTATUS(e.status) != 0,
               "esd did not exit with an error status (%s)",
               h_status_str(e.status, buf, sizeof buf));
     if (!last_start_says(e.log_file, "cannot fsync the directory")) {
         h_dump_tail(e.log_file, 10);
-        rel_fail("esd's log does not name the failed directory fsync");
+        rel_fail("esd's log does not name the failed fsync of %s", which);
     }
-    rel_log("esd refused to start: %s", "cannot fsync the directory (EIO)");
+    rel_log("esd refused to start when the fsync of %s failed", which);
     esd_destroy(&e);
 }
 
@@ -198,7 +206,8 @@ int main(int argc, char **argv)
     }
     REL_CHECK(getenv("CRASHSIM_SHIM"), "CRASHSIM_SHIM is not set (the shim's path)");
     if (val[4]) {
-        dirsync_fails();
+        dirsync_fails(false);
+        dirsync_fails(true);
         return 0;
     }
     rel_rng rng = {rel_seed()};
@@ -322,14 +331,21 @@ int main(int argc, char **argv)
         char check_out[400];
         snprintf(check_out, sizeof check_out, "%s/check.out", e.dir);
         int cst = h_esctl(a, check_out, 60000);
-        if (cst != 0) {
+        if (cst != 0 && unsafe) {
+            /* damage found: the unsafe variant is caught here as well */
+            lost_states += !lost;
+            if (!first_loss[0]) {
+                snprintf(first_loss, sizeof first_loss, "%s: esctl db check found damage", where);
+            }
+        } else if (cst != 0) {
             h_dump_tail(check_out, 10);
             rel_fail("%s: esctl db check failed (%d)", where, cst);
         }
     }
     int64_t ms = h_now_ms() - t0;
     rel_log("%" PRIu64 " states: %" PRIu64 " served, %" PRIu64 " refused cleanly, %" PRIu64
-            " lost an acknowledged append; %" PRIu64 " acknowledged appends checked; "
+            " lost an acknowledged append or failed the check; %" PRIu64
+            " acknowledged appends checked; "
             "%" PRIu64 " of %" PRIu64 " pending page writes kept, %" PRIu64 " of %" PRIu64
             " entry operations; %.1f s",
             states, served, refused, lost_states, checked_acks, kept_pages, pend_pages, kept_ops,
