@@ -15,6 +15,20 @@
  * INCOMPATIBLE_STORE is left as it was found: a lock.mdb that the failed
  * open created is removed again.
  *
+ * Names are durable too. An fdatasync of data.mdb makes its bytes durable
+ * but, by POSIX, not its name: a new file's directory entry survives a
+ * power loss only once the directory itself is fsynced (ext4's journal
+ * happens to commit it with the file's sync; other file systems need not).
+ * So a durable open (sync, not read-only) fsyncs the data directory after
+ * LMDB created data.mdb and lock.mdb and the first commit is on disk, and
+ * fsyncs the parent after creating the data directory; both happen before
+ * the first request is served, so no acknowledgement precedes them. A
+ * failure is an I/O error and the store is not opened. The removal of a
+ * lock.mdb left by a refused open is not synced: a lock.mdb coming back
+ * after a power loss is harmless (it holds no data and is rebuilt). The
+ * crash simulator (tests/crashsim) finds the missing directory sync under
+ * its POSIX rules.
+ *
  * Key layout (all integers in keys are big-endian so that memcmp order is
  * numeric order; values are little-endian):
  *
@@ -262,7 +276,43 @@ size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_
 
 /* ------------------------------------------------------------ open/close -- */
 
-static es_err check_directory(const char *path, bool read_only, char *msg, size_t msg_len)
+/* fsync a directory, so that the names created in it survive a power loss. */
+static es_err sync_directory(const char *path, char *msg, size_t msg_len)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        store_set_msg(msg, msg_len, "cannot open the directory %s: %s", path, strerror(errno));
+        return ES_ERR_IO;
+    }
+    if (fsync(fd) != 0) {
+        store_set_msg(msg, msg_len, "cannot fsync the directory %s: %s", path, strerror(errno));
+        close(fd);
+        return ES_ERR_IO;
+    }
+    close(fd);
+    return ES_OK;
+}
+
+/* The directory that holds path ("." when path names no directory). */
+static void parent_of(const char *path, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", path);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/') { /* "a/b/" is "a/b" */
+        out[--n] = '\0';
+    }
+    char *slash = strrchr(out, '/');
+    if (!slash) {
+        snprintf(out, cap, "%s", ".");
+    } else if (slash == out) {
+        out[1] = '\0'; /* "/a": "/" */
+    } else {
+        *slash = '\0';
+    }
+}
+
+static es_err check_directory(const char *path, bool read_only, bool sync, char *msg,
+                              size_t msg_len)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
@@ -278,7 +328,9 @@ static es_err check_directory(const char *path, bool read_only, char *msg, size_
             store_set_msg(msg, msg_len, "cannot create %s: %s", path, strerror(errno));
             return ES_ERR_IO;
         }
-        return ES_OK;
+        char parent[4096];
+        parent_of(path, parent, sizeof parent);
+        return sync ? sync_directory(parent, msg, msg_len) : ES_OK;
     }
     if (!S_ISDIR(st.st_mode)) {
         store_set_msg(msg, msg_len, "%s: %s", path, "not a directory");
@@ -467,7 +519,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         return ES_ERR_INVALID_ARGUMENT;
     }
     store_guard_install();
-    es_err rv = check_directory(opts->path, opts->read_only, msg, msg_len);
+    es_err rv = check_directory(opts->path, opts->read_only, opts->sync, msg, msg_len);
     if (rv != ES_OK) {
         return rv;
     }
@@ -597,6 +649,12 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         store_set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path,
                       mdb_strerror(rc));
         goto out_close_env;
+    }
+    if (opts->sync && !opts->read_only) {
+        rv = sync_directory(opts->path, msg, msg_len);
+        if (rv != ES_OK) {
+            goto out_close_env;
+        }
     }
     *out = s;
     return ES_OK;

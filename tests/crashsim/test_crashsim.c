@@ -1,0 +1,363 @@
+/*
+ * test_crashsim — power losses simulated at many points of a durable
+ * append workload; every state must open (or be refused cleanly) and keep
+ * every acknowledged append.
+ *
+ *   test_crashsim --states 120 --rules 0     ext4-like rules (suites crashsim, reliability)
+ *   test_crashsim --states 120 --rules 1     POSIX rules
+ *   test_crashsim --states 40 --unsafe 1     esd --sync none: a loss MUST be found
+ *   test_crashsim --dirsync-fails 1          a failing directory fsync stops the start
+ *   (suite long: --states 2000)
+ *
+ * Design notes
+ * ------------
+ * Recording: esd starts with --sync full under the shim (LD_PRELOAD,
+ * CRASHSIM_DIR = its data directory, created beforehand, CRASHSIM_LOG), and
+ * one client makes --appends appends of 1-3 events to 8 streams, each with
+ * the exact expected revision. After each acknowledgement the size of the
+ * log is taken: every record the commit needed was written before esd
+ * replied (the shim records inside the call), so "acknowledged at record
+ * k" (the records in that size) is never earlier than the truth, and an
+ * append counts as required at a cut only when k <= cut. Event contents
+ * derive from (stream, revision) (rel.h), so every stored byte is checked.
+ *
+ * Each state: a cut (3/8 uniform over the log, 1/8 before the first
+ * acknowledgement, where the files are created, and half within two
+ * records of an acknowledgement, where the interesting orders are) and a
+ * seed; the
+ * materialiser (materialise.h) writes the state into a fresh directory and
+ * esd (without the shim) starts on it:
+ *
+ *   - it exits with a status (not a signal) and says "cannot open the
+ *     store" with the reason: a refusal, allowed only when no acknowledged
+ *     append is required;
+ *   - or it serves: the whole log is walked (gapless positions, contiguous
+ *     revisions, bytes as appended: no garbage), every required append is
+ *     at its acknowledged positions, SIGTERM ends it with exit 0, and
+ *     `esctl db check` passes on the directory.
+ *
+ * --unsafe 1 records esd with --sync none (MDB_NOSYNC: nothing is ever
+ * synced) and treats its acknowledgements as required anyway: the test then
+ * passes only when some state lost an acknowledged append (or was found
+ * damaged by `esctl db check`), proving the simulator can find a loss.
+ *
+ * --dirsync-fails 1 starts esd under the shim with fsync of the data
+ * directory failing (CRASHSIM_FAIL_DIRSYNC), then with fsync of its parent
+ * failing while esd creates the data directory: esd must refuse to start,
+ * saying so, rather than serve a store whose names may not survive.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "materialise.h"
+#include "rel.h"
+#include "support.h"
+
+#define N_STREAMS  8u
+#define MAX_EVENTS 3u
+#define MAX_DATA   300u
+#define PREFIX     "cs"
+
+typedef struct ack {
+    uint32_t stream;
+    uint64_t first_rev;
+    uint32_t n;
+    uint64_t first_pos;
+    uint64_t log_bytes;
+    size_t record; /* acknowledged by this record count */
+} ack;
+
+static uint64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* True when esd's log, since its last start, holds needle. */
+static bool last_start_says(const char *log_path, const char *needle)
+{
+    FILE *f = fopen(log_path, "r");
+    if (!f) {
+        return false;
+    }
+    bool found = false;
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "==== start", 10)) {
+            found = false;
+        } else if (strstr(line, needle)) {
+            found = true;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static es_err append_one(es_client *c, uint64_t salt, uint32_t s, uint64_t r, uint32_t n,
+                         es_append_result *res)
+{
+    rel_ev evs[MAX_EVENTS];
+    es_event e[MAX_EVENTS];
+    for (uint32_t i = 0; i < n; i++) {
+        rel_ev_make(&evs[i], salt, s, r + i, MAX_DATA);
+        rel_ev_to_event(&evs[i], &e[i]);
+    }
+    es_expected ex = {r == 0 ? ES_EXPECT_NO_STREAM : ES_EXPECT_EXACT, r == 0 ? 0 : r - 1};
+    char name[32];
+    snprintf(name, sizeof name, "%s-%u", PREFIX, s);
+    return es_stream_append(c, name, ex, e, n, res);
+}
+
+/*
+ * esd whose directory fsync fails must not start: the data directory's own
+ * (parent false: it exists, esd creates the files in it), or its parent's
+ * (parent true: esd creates the data directory).
+ */
+static void dirsync_fails(bool parent)
+{
+    const char *args[] = {"--sync", "full", NULL};
+    esd_proc e;
+    REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
+    if (!parent) {
+        REL_CHECK(mkdir(e.data_dir, 0700) == 0, "mkdir %s", e.data_dir);
+    }
+    char log_path[400];
+    snprintf(log_path, sizeof log_path, "%s/ops.log", e.dir);
+    e.quiet = true;
+    setenv("CRASHSIM_DIR", parent ? e.dir : e.data_dir, 1);
+    setenv("CRASHSIM_LOG", log_path, 1);
+    setenv("CRASHSIM_FAIL_DIRSYNC", "1", 1);
+    setenv("LD_PRELOAD", getenv("CRASHSIM_SHIM"), 1);
+    int rc = esd_start(&e, 30000);
+    unsetenv("LD_PRELOAD");
+    unsetenv("CRASHSIM_FAIL_DIRSYNC");
+    unsetenv("CRASHSIM_DIR");
+    unsetenv("CRASHSIM_LOG");
+    char buf[64];
+    const char *which = parent ? "the parent of the data directory" : "the data directory";
+    REL_CHECK(rc != 0, "esd started although the fsync of %s failed", which);
+    REL_CHECK(e.status != 0 && WIFEXITED(e.status) && WEXITSTATUS(e.status) != 0,
+              "esd did not exit with an error status (%s)",
+              h_status_str(e.status, buf, sizeof buf));
+    if (!last_start_says(e.log_file, "cannot fsync the directory")) {
+        h_dump_tail(e.log_file, 10);
+        rel_fail("esd's log does not name the failed fsync of %s", which);
+    }
+    rel_log("esd refused to start when the fsync of %s failed", which);
+    esd_destroy(&e);
+}
+
+/* Record the workload; returns the number of acknowledgements in *acks. */
+static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, uint64_t salt,
+                         rel_rng *rng, ack **out)
+{
+    const char *args[] = {"--sync", unsafe ? "none" : "full", NULL};
+    esd_proc e;
+    REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
+    REL_CHECK(mkdir(e.data_dir, 0700) == 0, "mkdir %s", e.data_dir);
+    const char *shim = getenv("CRASHSIM_SHIM");
+    REL_CHECK(shim, "CRASHSIM_SHIM is not set (the shim's path)");
+    setenv("CRASHSIM_DIR", e.data_dir, 1);
+    setenv("CRASHSIM_LOG", log_path, 1);
+    setenv("LD_PRELOAD", shim, 1);
+    int rc = esd_start(&e, 30000);
+    unsetenv("LD_PRELOAD");
+    unsetenv("CRASHSIM_DIR");
+    unsetenv("CRASHSIM_LOG");
+    REL_CHECK(rc == 0, "esd did not start under the shim");
+    es_client *c = rel_client(e.address, 20000);
+    REL_CHECK(c, "cannot connect");
+    ack *acks = calloc(appends, sizeof *acks);
+    uint64_t next[N_STREAMS] = {0};
+    REL_CHECK(acks, "out of memory");
+    size_t n = 0;
+    for (uint64_t i = 0; i < appends; i++) {
+        uint32_t s = (uint32_t)rel_range(rng, 0, N_STREAMS - 1);
+        uint32_t k = (uint32_t)rel_range(rng, 1, MAX_EVENTS);
+        es_append_result res;
+        es_err rv = append_one(c, salt, s, next[s], k, &res);
+        REL_CHECK(rv == ES_OK, "append %" PRIu64 ": %s", i, es_strerror(rv));
+        REL_CHECK(res.synced == !unsafe, "append %" PRIu64 ": synced = %d", i, res.synced);
+        acks[n++] = (ack){s, next[s], k, res.first_position, file_size(log_path), 0};
+        next[s] += k;
+    }
+    es_client_destroy(c);
+    esd_end(&e, 10000);
+    *out = acks;
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const names[] = {"states",  "rules",         "unsafe",
+                                        "appends", "dirsync-fails", NULL};
+    uint64_t val[] = {120, 0, 0, 40, 0};
+    rel_args(argc, argv, "test_crashsim", names, val);
+    uint64_t states = val[0], appends = val[3];
+    cs_rules rules = val[1] ? CS_RULES_POSIX : CS_RULES_EXT4;
+    bool unsafe = val[2] != 0;
+    if (h_sanitized()) {
+        rel_skip("the shim is preloaded into esd, which a sanitizer runtime must come before");
+    }
+    REL_CHECK(getenv("CRASHSIM_SHIM"), "CRASHSIM_SHIM is not set (the shim's path)");
+    if (val[4]) {
+        dirsync_fails(false);
+        dirsync_fails(true);
+        return 0;
+    }
+    rel_rng rng = {rel_seed()};
+    uint64_t salt = rel_rand(&rng);
+    char root[256], log_path[320], err[512], why[512];
+    REL_CHECK(h_mkdtemp("crashsim", root, sizeof root) == 0, "mkdtemp");
+    snprintf(log_path, sizeof log_path, "%s/ops.log", root);
+
+    int64_t t0 = h_now_ms();
+    ack *acks;
+    size_t n_acks = record_run(log_path, unsafe, appends, salt, &rng, &acks);
+    cs_log log;
+    REL_CHECK(cs_log_load(&log, log_path, err, sizeof err) == 0, "%s", err);
+    for (size_t i = 0; i < n_acks; i++) {
+        acks[i].record = cs_log_records_in(&log, acks[i].log_bytes);
+    }
+    rel_log("recorded %zu appends, %zu log records (%zu bytes), rules %s%s", n_acks, log.n, log.len,
+            rules == CS_RULES_POSIX ? "posix" : "ext4", unsafe ? ", esd --sync none" : "");
+
+    const char *args[] = {"--sync", "full", NULL};
+    esd_proc e;
+    REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
+    e.quiet = true;
+    uint64_t served = 0, refused = 0, lost_states = 0, checked_acks = 0;
+    uint64_t pend_pages = 0, kept_pages = 0, pend_ops = 0, kept_ops = 0;
+    char first_loss[512] = "";
+    for (uint64_t t = 0; t < states; t++) {
+        size_t cut;
+        uint64_t pick = rel_range(&rng, 0, 7);
+        if (n_acks == 0 || pick < 3) {
+            cut = (size_t)rel_range(&rng, 0, log.n);
+        } else if (pick == 3) {
+            /* creating the store: before the first acknowledgement */
+            cut = (size_t)rel_range(&rng, 0, acks[0].record);
+        } else {
+            size_t a = acks[rel_range(&rng, 0, n_acks - 1)].record;
+            int64_t d = (int64_t)rel_range(&rng, 0, 4) - 2;
+            cut = (int64_t)a + d < 0 ? 0 : (size_t)((int64_t)a + d);
+            cut = cut > log.n ? log.n : cut;
+        }
+        uint64_t seed = rel_rand(&rng);
+        h_rm_rf(e.data_dir);
+        REL_CHECK(mkdir(e.data_dir, 0700) == 0, "mkdir %s", e.data_dir);
+        cs_state_stats st;
+        REL_CHECK(cs_materialise(&log, cut, rules, seed, e.data_dir, &st, err, sizeof err) == 0,
+                  "state %" PRIu64 ": %s", t, err);
+        pend_pages += st.pending_pages;
+        kept_pages += st.kept_pages;
+        pend_ops += st.pending_ops;
+        kept_ops += st.kept_ops;
+        size_t required = 0;
+        for (size_t i = 0; i < n_acks; i++) {
+            required += acks[i].record <= cut;
+        }
+        char where[160];
+        snprintf(where, sizeof where,
+                 "state %" PRIu64 " (cut %zu of %zu, seed %" PRIu64 ", %zu appends required)", t,
+                 cut, log.n, seed, required);
+
+        if (esd_start(&e, 30000) != 0) {
+            if (e.status == 0 || WIFSIGNALED(e.status)) {
+                h_dump_tail(e.log_file, 20);
+                rel_fail("%s: esd did not start and did not exit cleanly (%s)", where,
+                         h_status_str(e.status, why, sizeof why));
+            }
+            if (!last_start_says(e.log_file, "msg=\"cannot open the store\"")) {
+                h_dump_tail(e.log_file, 20);
+                rel_fail("%s: esd exited (%s) without saying why", where,
+                         h_status_str(e.status, why, sizeof why));
+            }
+            refused++;
+            if (required) {
+                lost_states++;
+                if (!unsafe) {
+                    h_dump_tail(e.log_file, 10);
+                    rel_fail("%s: esd refused the state, losing acknowledged appends", where);
+                }
+                if (!first_loss[0]) {
+                    snprintf(first_loss, sizeof first_loss, "%s: refused", where);
+                }
+            }
+            continue;
+        }
+        served++;
+        es_client *c = rel_client(e.address, 20000);
+        REL_CHECK(c, "%s: cannot connect", where);
+        rel_walk w;
+        rel_walk_init(&w, N_STREAMS);
+        es_err rv = rel_walk_log(&w, c, PREFIX, salt, MAX_DATA, why, sizeof why);
+        REL_CHECK(rv == ES_OK || (unsafe && rv == ES_ERR_CORRUPT), "%s: log walk: %s (%s)", where,
+                  es_strerror(rv), rv == ES_ERR_CORRUPT ? why : "");
+        bool lost = rv != ES_OK;
+        for (size_t i = 0; i < n_acks && !lost; i++) {
+            if (acks[i].record > cut) {
+                continue;
+            }
+            checked_acks++;
+            for (uint32_t k = 0; k < acks[i].n; k++) {
+                uint64_t pos = rel_walk_pos(&w, acks[i].stream, acks[i].first_rev + k);
+                if (pos != acks[i].first_pos + k) {
+                    lost = true;
+                    if (!first_loss[0]) {
+                        snprintf(first_loss, sizeof first_loss,
+                                 "%s: %s-%u revision %" PRIu64 " acknowledged at position %" PRIu64
+                                 " (record %zu), found at %" PRIu64,
+                                 where, PREFIX, acks[i].stream, acks[i].first_rev + k,
+                                 acks[i].first_pos + k, acks[i].record, pos);
+                    }
+                }
+            }
+        }
+        rel_walk_finish(&w);
+        es_client_destroy(c);
+        lost_states += lost;
+        REL_CHECK(unsafe || !lost, "%s", first_loss);
+        int status;
+        REL_CHECK(esd_stop(&e, SIGTERM, 20000, &status, NULL) == 0 && WIFEXITED(status) &&
+                      WEXITSTATUS(status) == 0,
+                  "%s: esd did not exit 0 on SIGTERM", where);
+        const char *a[] = {"db", "check", e.data_dir, NULL};
+        char check_out[400];
+        snprintf(check_out, sizeof check_out, "%s/check.out", e.dir);
+        int cst = h_esctl(a, check_out, 60000);
+        if (cst != 0 && unsafe) {
+            /* damage found: the unsafe variant is caught here as well */
+            lost_states += !lost;
+            if (!first_loss[0]) {
+                snprintf(first_loss, sizeof first_loss, "%s: esctl db check found damage", where);
+            }
+        } else if (cst != 0) {
+            h_dump_tail(check_out, 10);
+            rel_fail("%s: esctl db check failed (%d)", where, cst);
+        }
+    }
+    int64_t ms = h_now_ms() - t0;
+    rel_log("%" PRIu64 " states: %" PRIu64 " served, %" PRIu64 " refused cleanly, %" PRIu64
+            " lost an acknowledged append or failed the check; %" PRIu64
+            " acknowledged appends checked; "
+            "%" PRIu64 " of %" PRIu64 " pending page writes kept, %" PRIu64 " of %" PRIu64
+            " entry operations; %.1f s",
+            states, served, refused, lost_states, checked_acks, kept_pages, pend_pages, kept_ops,
+            pend_ops, (double)ms / 1000.0);
+    esd_destroy(&e);
+    cs_log_free(&log);
+    free(acks);
+    h_rm_rf(root);
+    if (unsafe) {
+        REL_CHECK(lost_states > 0,
+                  "the simulator found no lost acknowledgement with esd --sync none");
+        rel_log("as expected, a loss was found: %s", first_loss);
+    }
+    return 0;
+}
