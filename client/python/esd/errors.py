@@ -34,7 +34,7 @@ ERROR_TABLE = [
     (8, "TOO_MANY_EVENTS", "TooManyEventsError", "too many events"),
     (9, "WRONG_EXPECTED_REVISION", "WrongExpectedRevisionError", "wrong expected revision"),
     (10, "IDEMPOTENCY_CONFLICT", "IdempotencyConflictError",
-     "event ids already stored elsewhere or only partly"),
+     "event ids already stored elsewhere, partly or with other content"),
     (11, "NOT_FOUND", "NotFoundError", "not found"),
     (12, "STORE_FULL", "StoreFullError", "store full"),
     (13, "CORRUPT", "CorruptError", "corrupt data"),
@@ -59,6 +59,7 @@ ERROR_TABLE = [
     (32, "REFUSED", "RefusedError", "command refused"),
     (33, "BUSY", "BusyError", "busy"),
     (34, "FOLLOWER", "FollowerError", "read-only follower: write to the primary"),
+    (35, "STREAM_DELETED", "StreamDeletedError", "stream deleted (tombstoned)"),
 ]
 
 

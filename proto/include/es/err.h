@@ -51,7 +51,8 @@ extern "C" {
     X(CIRCUIT_OPEN, 31, "circuit breaker open")                                                    \
     X(REFUSED, 32, "command refused")                                                              \
     X(BUSY, 33, "busy")                                                                            \
-    X(FOLLOWER, 34, "read-only follower: write to the primary")
+    X(FOLLOWER, 34, "read-only follower: write to the primary")                                    \
+    X(STREAM_DELETED, 35, "stream deleted (tombstoned)")
 
 typedef enum es_err {
 #define ES_ERR_ENUM_(name, num, msg) ES_ERR_##name = num,
