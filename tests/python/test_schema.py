@@ -82,7 +82,7 @@ class Schema(unittest.TestCase):
         with open(ERR_H) as f:
             text = f.read()
         h = {int(num): (name, msg) for name, num, msg in
-             re.findall(r'X\((\w+), (\d+), "((?:[^"\\]|\\.)*)"\)', text)}
+             re.findall(r'X\((\w+), (\d+),[\s\\]*"((?:[^"\\]|\\.)*)"\)', text)}
         self.assertEqual({k: v[0] for k, v in h.items() if k}, table)
         for num, name, cls_name, msg in errors.ERROR_TABLE:
             cls = getattr(esd, cls_name)
