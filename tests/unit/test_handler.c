@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "loopstats.h"
 #include "reply.h"
 #include "server_harness.h"
 
@@ -496,6 +497,19 @@ static void test_lifecycle_requests(void **state)
     harness_send(h, req);
     expect_error(h, 20, ES_ERR_STREAM_DELETED);
     assert_int_equal(store_head(h->srv.st), 3);
+    /* Their latencies are counted under their own kinds, not "unknown". */
+    const int kinds[] = {
+        ES__V1__REQUEST__KIND_DELETE_STREAM, ES__V1__REQUEST__KIND_TOMBSTONE_STREAM,
+        ES__V1__REQUEST__KIND_SET_STREAM_METADATA, ES__V1__REQUEST__KIND_GET_STREAM_METADATA};
+    for (size_t i = 0; i < 4; i++) {
+        size_t k = loopstats_kind_index(kinds[i]);
+        assert_int_not_equal(k, 0);
+        assert_int_equal(loopstats_index_kind(k), kinds[i]);
+        assert_true(h->srv.metrics.request_us[k].count > 0);
+    }
+    assert_string_equal(handler_kind_name(loopstats_index_kind(
+                            loopstats_kind_index(ES__V1__REQUEST__KIND_TOMBSTONE_STREAM))),
+                        "tombstone_stream");
 }
 
 static void test_in_flight_rules(void **state)
