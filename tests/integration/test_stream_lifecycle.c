@@ -270,12 +270,33 @@ static void tombstone_through_esctl(void **state)
     assert_int_equal(in_log("tomb-1"), 0);
 }
 
+/* Refused by the library before anything is sent. */
+static void client_side_checks(void **state)
+{
+    (void)state;
+    es_stream_meta m;
+    CHECK_RV(ES_ERR_RESERVED_STREAM,
+             es_stream_delete(g_c, "$sys", (es_expected){ES_EXPECT_ANY, 0}, NULL));
+    CHECK_RV(ES_ERR_INVALID_STREAM_ID,
+             es_stream_tombstone(g_c, "", (es_expected){ES_EXPECT_ANY, 0}, NULL));
+    CHECK_RV(ES_ERR_INVALID_STREAM_ID,
+             es_stream_delete(g_c, NULL, (es_expected){ES_EXPECT_ANY, 0}, NULL));
+    CHECK_RV(ES_ERR_INVALID_ARGUMENT,
+             es_stream_delete(g_c, "cl-1", (es_expected){(es_expected_kind)9, 0}, NULL));
+    CHECK_RV(ES_ERR_INVALID_ARGUMENT,
+             es_stream_meta_set(g_c, "cl-1", (es_expected){(es_expected_kind)9, 0}, 0, 0, 0, &m));
+    CHECK_RV(ES_ERR_RESERVED_STREAM, es_stream_meta_get(g_c, "$sys", &m));
+    CHECK_RV(ES_ERR_INVALID_ARGUMENT, es_stream_meta_get(g_c, "cl-1", NULL));
+    CHECK_RV(ES_ERR_NOT_FOUND, es_stream_meta_get(g_c, "cl-never", &m));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(delete_and_recreate),
         cmocka_unit_test(retention_through_esctl),
         cmocka_unit_test(tombstone_through_esctl),
+        cmocka_unit_test(client_side_checks),
     };
     return cmocka_run_group_tests_name("integration: stream lifecycle", tests, setup, teardown);
 }
