@@ -420,7 +420,9 @@ typedef struct store_snapshot {
     size_t data_len;
 } store_snapshot;
 
-/** @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_CORRUPT; ES_ERR_NO_MEMORY; ES_ERR_IO. */
+/** A snapshot folding soft-deleted events is NOT_FOUND (server/store/life.c).
+ *  @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_STREAM_DELETED (tombstoned);
+ *  ES_ERR_CORRUPT; ES_ERR_NO_MEMORY; ES_ERR_IO. */
 es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
                            store_snapshot *snap);
 
