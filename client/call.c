@@ -90,6 +90,12 @@ static uint32_t reply_kind_of(uint32_t req_kind)
         return ES__V1__RESPONSE__KIND_STATS;
     case ES__V1__REQUEST__KIND_PING:
         return ES__V1__RESPONSE__KIND_PONG;
+    case ES__V1__REQUEST__KIND_DELETE_STREAM:
+    case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM:
+        return ES__V1__RESPONSE__KIND_STREAM_DELETED;
+    case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
+    case ES__V1__REQUEST__KIND_GET_STREAM_METADATA:
+        return ES__V1__RESPONSE__KIND_STREAM_METADATA;
     default:
         return 0;
     }

@@ -505,14 +505,67 @@ typedef struct snap_pending {
     Es__V1__Request *msg;
 } snap_pending;
 
+static void life_to_pb(Es__V1__StreamMetadata *out, const uint8_t *stream, size_t len,
+                       const store_stream_life *l, uint64_t last_revision)
+{
+    es__v1__stream_metadata__init(out);
+    out->stream.data = (uint8_t *)stream;
+    out->stream.len = len;
+    out->exists = l->meta_set;
+    out->metadata_revision = l->meta_revision;
+    out->truncate_before = l->truncate_before;
+    out->max_count = l->max_count;
+    out->max_age_s = l->max_age_s;
+    out->deleted = last_revision < l->deleted_before;
+    out->deleted_before = l->deleted_before;
+}
+
+/* The reply to a lifecycle change done by the writer. */
+static void reply_life(session *s, uint64_t id, const write_job *job)
+{
+    const store_life_op *op = &job->life;
+    if (job->life_rv == ES_ERR_WRONG_EXPECTED_REVISION) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s: %s %s", es_strerror(job->life_rv),
+                 op->kind == STORE_LIFE_SET_META ? "metadata" : "stream",
+                 op->actual_exists ? "found at revision" : "not found; last revision");
+        size_t n = strlen(msg);
+        snprintf(msg + n, sizeof msg - n, " %llu", (unsigned long long)op->actual_revision);
+        reply_send_error(s, id, job->life_rv, msg);
+        return;
+    }
+    if (job->life_rv != ES_OK) {
+        reply_send_error(s, id, job->life_rv,
+                         job->life_rv == ES_ERR_NOT_FOUND ? "no such stream" : NULL);
+        return;
+    }
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = id;
+    Es__V1__StreamDeleted del = ES__V1__STREAM_DELETED__INIT;
+    Es__V1__StreamMetadata md;
+    if (op->kind == STORE_LIFE_SET_META) {
+        life_to_pb(&md, op->stream, op->stream_len, &op->life, op->last_revision);
+        resp.kind_case = ES__V1__RESPONSE__KIND_STREAM_METADATA;
+        resp.stream_metadata = &md;
+    } else {
+        del.last_revision = op->last_revision;
+        del.synced = op->synced;
+        resp.kind_case = ES__V1__RESPONSE__KIND_STREAM_DELETED;
+        resp.stream_deleted = &del;
+    }
+    reply_send(s, &resp);
+}
+
 session *handler_complete(write_job *job)
 {
-    if (job->kind == WRITE_JOB_SNAPSHOT) {
+    if (job->kind == WRITE_JOB_SNAPSHOT || job->kind == WRITE_JOB_LIFE) {
         snap_pending *sp = job->owner;
         session *s = sp->sess;
         id_release(s, sp->id);
         s->pending_bytes -= sp->body_len;
-        if (job->snapshot.rv == ES_OK) {
+        if (job->kind == WRITE_JOB_LIFE) {
+            reply_life(s, sp->id, job);
+        } else if (job->snapshot.rv == ES_OK) {
             Es__V1__SnapshotSaved saved = ES__V1__SNAPSHOT_SAVED__INIT;
             Es__V1__Response resp = ES__V1__RESPONSE__INIT;
             resp.id = sp->id;
@@ -522,7 +575,7 @@ session *handler_complete(write_job *job)
         } else {
             reply_send_error(s, sp->id, job->snapshot.rv, NULL);
         }
-        request_done(s, ES__V1__REQUEST__KIND_SAVE_SNAPSHOT, sp->id, sp->t0_us);
+        request_done(s, (int)sp->msg->kind_case, sp->id, sp->t0_us);
         es__v1__request__free_unpacked(sp->msg, &reply_pb_allocator);
         free(sp);
         return s;
@@ -1043,6 +1096,97 @@ static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
     return ES_OK;
 }
 
+static es_err refuse_request(session *s, Es__V1__Request *msg, es_err rv, const char *why);
+
+/*
+ * DeleteStream, TombstoneStream, SetStreamMetadata: checked here (stream id,
+ * '$' streams, expectation kind, durations), done by the writer. Takes msg.
+ */
+static es_err submit_life(session *s, Es__V1__Request *msg, size_t body_len)
+{
+    uint64_t id = msg->id;
+    store_life_op op;
+    memset(&op, 0, sizeof op);
+    const ProtobufCBinaryData *stream;
+    const Es__V1__Expected *exp;
+    switch (msg->kind_case) {
+    case ES__V1__REQUEST__KIND_DELETE_STREAM:
+        op.kind = STORE_LIFE_DELETE;
+        stream = &msg->delete_stream->stream;
+        exp = msg->delete_stream->expected;
+        break;
+    case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM:
+        op.kind = STORE_LIFE_TOMBSTONE;
+        stream = &msg->tombstone_stream->stream;
+        exp = msg->tombstone_stream->expected;
+        break;
+    default:
+        op.kind = STORE_LIFE_SET_META;
+        stream = &msg->set_stream_metadata->stream;
+        exp = msg->set_stream_metadata->expected_metadata_revision;
+        op.truncate_before = msg->set_stream_metadata->truncate_before;
+        op.max_count = msg->set_stream_metadata->max_count;
+        op.max_age_s = msg->set_stream_metadata->max_age_s;
+        break;
+    }
+    es_err rv = check_stream(stream);
+    const char *why = NULL;
+    if (rv == ES_ERR_RESERVED_STREAM) {
+        why = "streams starting with '$' belong to the store: they have no lifecycle";
+    } else if (rv == ES_OK && check_expected(exp) != ES_OK) {
+        rv = ES_ERR_INVALID_ARGUMENT;
+        why = "unknown expectation kind";
+    } else if (rv == ES_OK && op.max_age_s > STORE_MAX_AGE_S) {
+        rv = ES_ERR_INVALID_ARGUMENT;
+        why = "max_age_s above 100 years";
+    }
+    if (rv != ES_OK) {
+        return refuse_request(s, msg, rv, why);
+    }
+    op.stream = stream->data;
+    op.stream_len = stream->len;
+    op.expect = map_expect(exp, &op.revision);
+    snap_pending *sp = reply_calloc(1, sizeof *sp);
+    if (!sp) {
+        return refuse_request(s, msg, ES_ERR_NO_MEMORY, NULL);
+    }
+    sp->sess = s;
+    sp->id = id;
+    sp->t0_us = s->req_t0_us;
+    sp->msg = msg;
+    sp->body_len = body_len;
+    sp->job.kind = WRITE_JOB_LIFE;
+    sp->job.owner = sp;
+    sp->job.life = op;
+    rv = writer_submit(s->srv->w, &sp->job);
+    if (rv != ES_OK) {
+        free(sp);
+        return refuse_request(s, msg, rv, NULL);
+    }
+    s->in_flight_ids[s->in_flight++] = id;
+    s->pending_bytes += body_len;
+    s->req_deferred = true;
+    return ES_OK;
+}
+
+static void do_get_stream_metadata(session *s, uint64_t id, const Es__V1__GetStreamMetadata *r)
+{
+    store_stream_life l;
+    uint64_t last = 0;
+    es_err rv = store_stream_life_get(s->srv->st, r->stream.data, r->stream.len, &l, &last);
+    if (rv != ES_OK) {
+        reply_send_error(s, id, rv, rv == ES_ERR_NOT_FOUND ? "no such stream" : NULL);
+        return;
+    }
+    Es__V1__StreamMetadata md;
+    life_to_pb(&md, r->stream.data, r->stream.len, &l, last);
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_STREAM_METADATA;
+    resp.stream_metadata = &md;
+    reply_send(s, &resp);
+}
+
 /* -------------------------------------------------------------- dispatch -- */
 
 /*
@@ -1053,7 +1197,10 @@ static es_err submit_snapshot(session *s, Es__V1__Request *msg, size_t body_len)
  *   ping, read_stream, read_all, stream_info,
  *   list_streams, load_snapshot, subscribe,
  *   unsubscribe, stats                                    yes   yes    yes
- *   append, transaction, save_snapshot                     -    yes    yes
+ *   get_stream_metadata                                   yes   yes    yes
+ *   append, transaction, save_snapshot,
+ *   delete_stream, set_stream_metadata                     -    yes    yes
+ *   tombstone_stream (cannot be undone)                    -     -     yes
  *   any kind this table does not know                      -     -     yes
  *
  * stats is open to readers because projectors read the head position from
@@ -1071,11 +1218,16 @@ static auth_role required_role(Es__V1__Request__KindCase k)
     case ES__V1__REQUEST__KIND_SUBSCRIBE:
     case ES__V1__REQUEST__KIND_UNSUBSCRIBE:
     case ES__V1__REQUEST__KIND_STATS:
+    case ES__V1__REQUEST__KIND_GET_STREAM_METADATA:
         return AUTH_ROLE_READ;
     case ES__V1__REQUEST__KIND_APPEND:
     case ES__V1__REQUEST__KIND_TRANSACTION:
     case ES__V1__REQUEST__KIND_SAVE_SNAPSHOT:
+    case ES__V1__REQUEST__KIND_DELETE_STREAM:
+    case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
         return AUTH_ROLE_WRITE;
+    case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM: /* cannot be undone */
+        return AUTH_ROLE_ADMIN;
     default:
         return AUTH_ROLE_ADMIN;
     }
@@ -1104,6 +1256,14 @@ const char *handler_kind_name(int kind)
         return "list_streams";
     case ES__V1__REQUEST__KIND_SAVE_SNAPSHOT:
         return "save_snapshot";
+    case ES__V1__REQUEST__KIND_DELETE_STREAM:
+        return "delete_stream";
+    case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM:
+        return "tombstone_stream";
+    case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
+        return "set_stream_metadata";
+    case ES__V1__REQUEST__KIND_GET_STREAM_METADATA:
+        return "get_stream_metadata";
     case ES__V1__REQUEST__KIND_LOAD_SNAPSHOT:
         return "load_snapshot";
     case ES__V1__REQUEST__KIND_STATS:
@@ -1139,6 +1299,11 @@ static es_err dispatch_write(session *s, Es__V1__Request *msg, size_t len)
     }
     if (msg->kind_case == ES__V1__REQUEST__KIND_SAVE_SNAPSHOT) {
         return submit_snapshot(s, msg, len);
+    }
+    if (msg->kind_case == ES__V1__REQUEST__KIND_DELETE_STREAM ||
+        msg->kind_case == ES__V1__REQUEST__KIND_TOMBSTONE_STREAM ||
+        msg->kind_case == ES__V1__REQUEST__KIND_SET_STREAM_METADATA) {
+        return submit_life(s, msg, len);
     }
     Es__V1__Append **appends;
     size_t n;
@@ -1258,7 +1423,13 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
     case ES__V1__REQUEST__KIND_APPEND:
     case ES__V1__REQUEST__KIND_TRANSACTION:
     case ES__V1__REQUEST__KIND_SAVE_SNAPSHOT:
+    case ES__V1__REQUEST__KIND_DELETE_STREAM:
+    case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM:
+    case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
         return dispatch_write(s, msg, len);
+    case ES__V1__REQUEST__KIND_GET_STREAM_METADATA:
+        do_get_stream_metadata(s, id, msg->get_stream_metadata);
+        break;
     case ES__V1__REQUEST__KIND_READ_STREAM:
         do_read_stream(s, id, msg->read_stream);
         break;

@@ -19,8 +19,9 @@
 #include "histogram.h"
 
 /* Request kinds by index: 0 = not decodable / unknown, 1.. = the
- * Es__V1__Request__KindCase values 10.. (hello = 1, ..., ping = 13). */
-#define LOOPSTATS_KINDS   14
+ * Es__V1__Request__KindCase values 10.. (hello = 1, ..., ping = 13), then
+ * the lifecycle kinds 30..33 (14..17). */
+#define LOOPSTATS_KINDS   18
 #define LOOPSTATS_RESULTS 64 /* es_err codes are below this */
 
 /** The loop thread's figures. Zero-initialised is ready to use. */
@@ -39,6 +40,9 @@ typedef struct loopstats {
 
 /** @brief The index of a request kind (Es__V1__Request__KindCase) for request_us. */
 size_t loopstats_kind_index(int kind_case);
+
+/** @brief The request kind of an index of request_us (0 for index 0). */
+int loopstats_index_kind(size_t index);
 
 /** @brief Count one append or transaction request that ended with rv
  *         (codes at or above LOOPSTATS_RESULTS count as ES_ERR_INTERNAL). */

@@ -150,7 +150,7 @@ void metrics_render(FILE *out, server_ctx *srv)
         }
         char labels[64];
         snprintf(labels, sizeof labels, "kind=\"%s\"",
-                 k == 0 ? "unknown" : handler_kind_name((int)k + 9));
+                 k == 0 ? "unknown" : handler_kind_name(loopstats_index_kind(k)));
         hist_samples(out, "esd_request_duration_seconds", labels, &hist_latency_us,
                      &m->request_us[k], 1e-6);
     }

@@ -32,6 +32,7 @@
 typedef enum write_job_kind {
     WRITE_JOB_APPEND = 0, /* one store_request: append or transaction */
     WRITE_JOB_SNAPSHOT,
+    WRITE_JOB_LIFE, /* delete, tombstone, stream metadata: store_life_apply */
 } write_job_kind;
 
 typedef struct write_job {
@@ -46,7 +47,9 @@ typedef struct write_job {
         const uint8_t *data;
         size_t data_len;
         es_err rv;
-    } snapshot;  /* WRITE_JOB_SNAPSHOT */
+    } snapshot;         /* WRITE_JOB_SNAPSHOT */
+    store_life_op life; /* WRITE_JOB_LIFE: pointers borrowed from the submitter */
+    es_err life_rv;
     void *owner; /* opaque to the writer */
 } write_job;
 

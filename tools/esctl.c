@@ -50,6 +50,10 @@ enum {
     OPT_PREFIX,
     OPT_ALL,
     OPT_FROM_START,
+    OPT_FORCE,
+    OPT_MAX_COUNT,
+    OPT_MAX_AGE,
+    OPT_TRUNCATE_BEFORE,
 };
 
 #define GLOBAL_LONGOPTS                                                                            \
@@ -98,6 +102,10 @@ static void usage_main(FILE *f)
             "  read-all                      events of the global log\n"
             "  streams                       list streams\n"
             "  info STREAM                   a stream's record\n"
+            "  stream delete STREAM          soft-delete a stream (--expected REV)\n"
+            "  stream tombstone STREAM       delete for ever (--expected REV or --force)\n"
+            "  stream meta STREAM            show or set retention (--max-count,\n"
+            "                                --max-age, --truncate-before)\n"
             "  tail [STREAM | --all | ...]   follow new events as they are appended (tail -f)\n"
             "  db stat DIR                   offline: statistics of a data directory\n"
             "  db check DIR                  offline: verify a data directory\n"
@@ -1226,6 +1234,219 @@ static int cmd_info(esctl *x, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* -------------------------------------------------------------- stream -- */
+
+typedef struct stream_opts {
+    bool has_expected, force;
+    uint64_t expected;
+    bool has_max_count, has_max_age, has_truncate;
+    uint64_t max_count, max_age_s, truncate_before;
+} stream_opts;
+
+/*
+ * A duration: N (seconds) or N followed by s, m, h or d; 0 means no limit.
+ * Negative or above 100 years: refused.
+ */
+static bool parse_duration(const char *s, uint64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9') {
+        return false;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0) {
+        return false;
+    }
+    uint64_t unit = 1;
+    if (*end != '\0') {
+        switch (*end) {
+        case 's':
+            break;
+        case 'm':
+            unit = 60;
+            break;
+        case 'h':
+            unit = 3600;
+            break;
+        case 'd':
+            unit = 86400;
+            break;
+        default:
+            return false;
+        }
+        if (end[1] != '\0') {
+            return false;
+        }
+    }
+    if (v > ES_MAX_AGE_S / unit) {
+        return false;
+    }
+    *out = v * unit;
+    return true;
+}
+
+static int stream_opt(void *ctx, int opt, const char *arg)
+{
+    stream_opts *so = ctx;
+    switch (opt) {
+    case OPT_EXPECTED:
+        so->has_expected = true;
+        return parse_u64(arg, &so->expected) ? -1 : EXIT_USAGE;
+    case OPT_FORCE:
+        so->force = true;
+        return -1;
+    case OPT_MAX_COUNT:
+        so->has_max_count = true;
+        return parse_u64(arg, &so->max_count) ? -1 : EXIT_USAGE;
+    case OPT_MAX_AGE:
+        so->has_max_age = true;
+        if (!parse_duration(arg, &so->max_age_s)) {
+            fprintf(stderr,
+                    "esctl: --max-age: a duration such as 90, 30s, 15m, 2h or 7d "
+                    "(at most 100 years), not \"%s\"\n",
+                    arg);
+            return EXIT_USAGE;
+        }
+        return -1;
+    case OPT_TRUNCATE_BEFORE:
+        so->has_truncate = true;
+        return parse_u64(arg, &so->truncate_before) ? -1 : EXIT_USAGE;
+    default:
+        return EXIT_USAGE;
+    }
+}
+
+static json_t *meta_json(const char *stream, const es_stream_meta *m)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "stream", json_string(stream));
+    json_object_set_new(o, "metadata_set", json_boolean(m->exists));
+    if (m->exists) {
+        json_object_set_new(o, "metadata_revision", json_integer((json_int_t)m->metadata_revision));
+    }
+    json_object_set_new(o, "truncate_before", json_integer((json_int_t)m->truncate_before));
+    json_object_set_new(o, "max_count", json_integer((json_int_t)m->max_count));
+    json_object_set_new(o, "max_age_s", json_integer((json_int_t)m->max_age_s));
+    json_object_set_new(o, "deleted", json_boolean(m->deleted));
+    json_object_set_new(o, "deleted_before", json_integer((json_int_t)m->deleted_before));
+    return o;
+}
+
+/* Show the metadata, or change the fields given (the others kept), checked
+ * against the metadata revision just read: a concurrent change is refused. */
+static int stream_meta(esctl *x, es_client *c, const char *stream, const stream_opts *so)
+{
+    es_stream_meta m;
+    es_err rv = es_stream_meta_get(c, stream, &m);
+    if (rv == ES_OK && (so->has_max_count || so->has_max_age || so->has_truncate)) {
+        es_expected exp = {ES_EXPECT_NO_STREAM, 0};
+        if (m.exists) {
+            exp.kind = ES_EXPECT_EXACT;
+            exp.revision = m.metadata_revision;
+        }
+        rv = es_stream_meta_set(c, stream, exp,
+                                so->has_truncate ? so->truncate_before : m.truncate_before,
+                                so->has_max_count ? so->max_count : m.max_count,
+                                so->has_max_age ? so->max_age_s : m.max_age_s, &m);
+    }
+    if (rv != ES_OK) {
+        out_error(x, c, rv, rv == ES_ERR_NOT_FOUND ? "stream meta: no such stream" : "stream meta");
+        return rv == ES_ERR_INVALID_STREAM_ID || rv == ES_ERR_RESERVED_STREAM ? EXIT_USAGE
+                                                                              : EXIT_FAILED;
+    }
+    out_object(x, meta_json(stream, &m));
+    return EXIT_OK;
+}
+
+static int cmd_stream(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        GLOBAL_LONGOPTS,
+        {"expected", required_argument, NULL, OPT_EXPECTED},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"max-count", required_argument, NULL, OPT_MAX_COUNT},
+        {"max-age", required_argument, NULL, OPT_MAX_AGE},
+        {"truncate-before", required_argument, NULL, OPT_TRUNCATE_BEFORE},
+        {NULL, 0, NULL, 0}};
+    const char *usage = "esctl stream delete STREAM [--expected REV]\n"
+                        "       esctl stream tombstone STREAM --expected REV|--force\n"
+                        "       esctl stream meta STREAM [--max-count N] [--max-age DURATION] "
+                        "[--truncate-before REV]";
+    const char *details =
+        "A stream's lifecycle.\n"
+        "\n"
+        "  delete      hide the stream's events; an append recreates it, its\n"
+        "              revisions continuing after the deleted ones\n"
+        "  tombstone   delete for ever: no append or read again (admin role)\n"
+        "  meta        show the retention, or set the fields given:\n"
+        "  --max-count N           serve only the last N events (0: no limit)\n"
+        "  --max-age DURATION      serve only younger events: 90, 30s, 15m, 2h, 7d\n"
+        "                          (0: no limit)\n"
+        "  --truncate-before REV   serve no revision below REV\n"
+        "  --expected REV          the stream's last revision must be REV\n"
+        "  --force                 tombstone without an expected revision\n";
+    stream_opts so;
+    memset(&so, 0, sizeof(so));
+    char *pos[2];
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, stream_opt, &so, usage, details, pos, 2, 2, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    const char *sub = pos[0];
+    const char *stream = pos[1];
+    bool is_meta = strcmp(sub, "meta") == 0;
+    bool is_delete = strcmp(sub, "delete") == 0;
+    bool is_tomb = strcmp(sub, "tombstone") == 0;
+    if (!is_meta && !is_delete && !is_tomb) {
+        return usage_error(usage, "unknown stream subcommand", sub);
+    }
+    if (!is_meta && (so.has_max_count || so.has_max_age || so.has_truncate)) {
+        return usage_error(usage, "retention options belong to \"stream meta\"", NULL);
+    }
+    if (!is_tomb && so.force) {
+        return usage_error(usage, "--force belongs to \"stream tombstone\"", NULL);
+    }
+    if (is_meta && so.has_expected) {
+        return usage_error(usage, "\"stream meta\" checks the metadata revision itself", NULL);
+    }
+    if (is_tomb && so.has_expected == so.force) {
+        return usage_error(usage, "a tombstone cannot be undone: give --expected REV or --force",
+                           NULL);
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    if (is_meta) {
+        rc = stream_meta(x, c, stream, &so);
+        es_client_destroy(c);
+        return rc;
+    }
+    es_expected exp = {ES_EXPECT_ANY, 0};
+    if (so.has_expected) {
+        exp.kind = ES_EXPECT_EXACT;
+        exp.revision = so.expected;
+    }
+    uint64_t last = 0;
+    es_err rv = is_tomb ? es_stream_tombstone(c, stream, exp, &last)
+                        : es_stream_delete(c, stream, exp, &last);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, rv == ES_ERR_NOT_FOUND ? "no such stream" : sub);
+        es_client_destroy(c);
+        return rv == ES_ERR_INVALID_STREAM_ID || rv == ES_ERR_RESERVED_STREAM ? EXIT_USAGE
+                                                                              : EXIT_FAILED;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "stream", json_string(stream));
+    json_object_set_new(o, is_tomb ? "tombstoned" : "deleted", json_true());
+    json_object_set_new(o, "last_revision", json_integer((json_int_t)last));
+    out_object(x, o);
+    es_client_destroy(c);
+    return EXIT_OK;
+}
+
 /* ---------------------------------------------------------------- main -- */
 
 typedef struct command {
@@ -1234,9 +1455,10 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
-    {"ping", cmd_ping}, {"stats", cmd_stats},       {"append", cmd_append},
-    {"read", cmd_read}, {"read-all", cmd_read_all}, {"streams", cmd_streams},
-    {"info", cmd_info}, {"tail", cmd_tail},         {"db", cmd_db},
+    {"ping", cmd_ping},     {"stats", cmd_stats},       {"append", cmd_append},
+    {"read", cmd_read},     {"read-all", cmd_read_all}, {"streams", cmd_streams},
+    {"info", cmd_info},     {"tail", cmd_tail},         {"db", cmd_db},
+    {"stream", cmd_stream},
 };
 
 static const command *find_command(const char *name)

@@ -11,6 +11,7 @@
  *   read.c    reads of streams, of the log, listings, snapshot loads; the
  *             guard that turns damage in LMDB's pages into ES_ERR_CORRUPT
  *   check.c   statistics, store_check, backups
+ *   life.c    delete, tombstone, retention metadata; what reads may serve
  *
  * Ownership words as in store.h. Every function here that returns an int
  * returns an LMDB code; every es_err has already been translated.
@@ -27,18 +28,23 @@
 #include "mdb_err.h"
 #include "record.h"
 #include "store.h"
+#include "validate.h"
 
 #define STORE_MAGIC              "esd-store"
 #define STORE_MAGIC_LEN          9
 #define RECORD_HEADER_BYTES      8
 #define RECORD_VERSION           1
 #define STREAM_RECORD_BYTES      32
+#define STREAM_LIFE_BYTES        48
+#define STORE_FORMAT_UPGRADABLE  2u /* store_open upgrades it to STORE_FORMAT_VERSION */
 #define SNAPSHOT_HEADER_BYTES    24
 #define STORE_MAX_SNAPSHOT_BYTES (16u * 1024u * 1024u)
 
 struct store {
     MDB_env *env;
     MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
+    MDB_dbi life;  /* stream_life */
+    bool has_life; /* false: a read-only format-2 store, which has none */
     bool sync;
     bool read_only;
     bool follower;
@@ -113,6 +119,49 @@ es_err store_record_parse(const MDB_val *v, es_record *r);
 /** @brief name | 0x00 | position BE into key (room for ES_MAX_NAME_BYTES + 9):
  *         a key of the category and type indexes; @return its length. */
 size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_t pos);
+
+/* ---------------------------------------------------------------- life.c -- */
+
+/** What of a stream reads may serve (store_life_view). */
+typedef struct store_life_window {
+    bool tombstoned;
+    bool deleted;            /* soft-deleted, nothing appended since */
+    uint64_t first_revision; /* lower revisions are not served */
+    uint64_t min_recorded_us;
+} store_life_window;
+
+/** @brief The stream_life value of a stream number (all zero when none). */
+es_err store_life_get(MDB_txn *txn, const store *s, uint64_t number, store_stream_life *l);
+
+void store_life_encode(uint8_t out[STREAM_LIFE_BYTES], const store_stream_life *l);
+
+/** @brief The window of a stream with this state and last revision at now_us. */
+void store_life_view(const store_stream_life *l, uint64_t last_revision, uint64_t now_us,
+                     store_life_window *w);
+
+/** @brief Whether an event of the window's stream may be served. */
+bool store_life_serves(const store_life_window *w, uint64_t revision, uint64_t recorded_at_us);
+
+/*
+ * Per-record visibility for walks over many streams (read-all): a one-stream
+ * cache of the last window. Inactive (everything passes, nothing parsed)
+ * when stream_life is empty.
+ */
+typedef struct store_life_filter {
+    store *s;
+    MDB_txn *txn;
+    uint64_t now_us;
+    bool active;
+    bool cached;
+    uint8_t stream[ES_MAX_NAME_BYTES];
+    size_t stream_len;
+    store_life_window window;
+} store_life_filter;
+
+void store_life_filter_open(store_life_filter *f, store *s, MDB_txn *txn);
+
+/** @return ES_OK (*pass set); ES_ERR_CORRUPT; LMDB errors. */
+es_err store_life_filter_pass(store_life_filter *f, const uint8_t *bytes, size_t len, bool *pass);
 
 /* ---------------------------------------------------------------- read.c -- */
 

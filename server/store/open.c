@@ -83,6 +83,19 @@
  *   snapshots   stream id -> crc32c u32 | state_format u32 | revision u64 |
  *               saved_at_us u64 | data     (CRC over everything after it)
  *
+ *   stream_life stream no u64 BE -> 48 bytes (format 3):
+ *               flags u64 (1 tombstoned, 2 metadata set) | metadata revision
+ *               u64 | deleted_before u64 | truncate_before u64 | max_count
+ *               u64 | max_age_s u64
+ *               Only streams that were deleted or given metadata have one;
+ *               reads serve what it allows (design notes in life.c).
+ *
+ * Formats: 3 added stream_life. A format-2 store opened for writing is
+ * upgraded in place by store_open (the empty database created, "format"
+ * set to 3, in the opening transaction); opened read-only it is read as
+ * it is, with nothing deleted. An older esd refuses a format-3 store, so
+ * it can never serve events that were deleted.
+ *
  * The rest of the store (write path, read path, checks) is in the files
  * listed in internal.h, each with its own design notes.
  */
@@ -434,7 +447,7 @@ static es_err meta_load(store *s, MDB_txn *txn, char *msg, size_t msg_len, const
         return ES_ERR_INCOMPATIBLE_STORE;
     }
     s->format = get_u32le(v.mv_data);
-    if (s->format != STORE_FORMAT_VERSION) {
+    if (s->format != STORE_FORMAT_VERSION && s->format != STORE_FORMAT_UPGRADABLE) {
         store_set_msg(msg, msg_len, "%s: store format %u, this esd reads format %u", path,
                       s->format, STORE_FORMAT_VERSION);
         return ES_ERR_INCOMPATIBLE_STORE;
@@ -467,7 +480,21 @@ static int open_dbis(store *s, MDB_txn *txn, unsigned flags)
             return rc;
         }
     }
-    return 0;
+    /* stream_life: missing only in a format-2 store opened read-only. */
+    int rc = mdb_dbi_open(txn, "stream_life", flags, &s->life);
+    s->has_life = rc == 0;
+    if (rc == MDB_NOTFOUND && s->format == STORE_FORMAT_UPGRADABLE && !(flags & MDB_CREATE)) {
+        return 0;
+    }
+    if (rc == 0 && s->format == STORE_FORMAT_UPGRADABLE && (flags & MDB_CREATE)) {
+        uint8_t fbuf[4];
+        put_u32le(fbuf, STORE_FORMAT_VERSION);
+        rc = store_meta_put(txn, s->meta, "format", fbuf, 4);
+        if (rc == 0) {
+            s->format = STORE_FORMAT_VERSION; /* upgraded: committed with the open */
+        }
+    }
+    return rc;
 }
 
 uint64_t store_last_position(MDB_txn *txn, MDB_dbi events)

@@ -184,9 +184,12 @@ static int pos_reader_get(const store *s, MDB_txn *txn, pos_reader *pr, uint64_t
     return rc;
 }
 
+/* Visit the record at pos unless the lifecycle filter hides it (*served false). */
 static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t pos,
-                             store_visit_fn visit, void *ctx, int *verdict)
+                             store_life_filter *lf, store_visit_fn visit, void *ctx, int *verdict,
+                             bool *served)
 {
+    *verdict = 0;
     MDB_val v;
     int rc = pos_reader_get(s, txn, pr, pos, &v);
     if (rc) {
@@ -195,6 +198,10 @@ static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t po
     store_record rec = {.position = pos};
     es_err rv = store_record_open(&v, &rec.bytes, &rec.len);
     if (rv != ES_OK) {
+        return rv;
+    }
+    rv = store_life_filter_pass(lf, rec.bytes, rec.len, served);
+    if (rv != ES_OK || !*served) {
         return rv;
     }
     store_in_visitor = true;
@@ -223,6 +230,26 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
     page->head = store_last_position(txn, s->events);
     store_stream_info si;
     rv = store_stream_lookup(txn, s, stream, stream_len, &si);
+    store_stream_life life;
+    if (rv == ES_OK) {
+        rv = store_life_get(txn, s, si.number, &life);
+    }
+    /* The stream's own window: revisions outside it are never visited, the
+     * age is checked per record (only when max_age is set). */
+    store_life_filter lf;
+    memset(&lf, 0, sizeof lf);
+    if (rv == ES_OK) {
+        store_life_view(&life, si.last_revision, store_now_us(), &lf.window);
+        if (lf.window.tombstoned) {
+            rv = ES_ERR_STREAM_DELETED;
+        } else if (lf.window.deleted) {
+            rv = ES_ERR_NOT_FOUND;
+        }
+        lf.active = lf.window.min_recorded_us != 0;
+        lf.cached = true;
+        memcpy(lf.stream, stream, stream_len);
+        lf.stream_len = stream_len;
+    }
     if (rv != ES_OK) {
         goto out_abort_txn;
     }
@@ -235,12 +262,21 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
     pos_reader pr;
     pos_reader_open(&pr, s, txn);
     uint64_t rev;
+    uint64_t first = lf.window.first_revision;
     if (backward) {
         if (from > si.last_revision) {
             from = si.last_revision;
         }
+        if (from < first) {
+            page->end = true;
+            page->next = 0;
+            goto out_close_cursor;
+        }
         rev = from;
     } else {
+        if (from < first) {
+            from = first;
+        }
         if (from > si.last_revision) {
             page->end = true;
             page->next = from;
@@ -261,7 +297,8 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
             rv = ES_ERR_CORRUPT;
             break;
         }
-        rv = visit_position(s, txn, &pr, get_u64be(v.mv_data), visit, ctx, &verdict);
+        bool served;
+        rv = visit_position(s, txn, &pr, get_u64be(v.mv_data), &lf, visit, ctx, &verdict, &served);
         if (rv != ES_OK) {
             break;
         }
@@ -269,9 +306,9 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
             page->next = rev;
             break;
         }
-        page->returned++;
+        page->returned += served;
         if (backward) {
-            if (rev == 0) {
+            if (rev == first) {
                 page->end = true;
                 page->next = 0;
                 break;
@@ -337,6 +374,7 @@ typedef struct read_all_walk {
     store_visit_fn visit;
     void *ctx;
     store_page *page;
+    store_life_filter *life;
 } read_all_walk;
 
 /*
@@ -394,6 +432,7 @@ static es_err read_all_indexed(store *s, MDB_txn *txn, const read_all_walk *w)
     pos_reader_open(&pr, s, txn);
     es_err rv = ES_OK;
     int verdict = 0;
+    uint32_t scanned = 0; /* records hidden by the lifecycle */
     size_t n = filter->name_len;
     while (rc == MDB_SUCCESS) {
         if (k.mv_size != n + 9 || memcmp(k.mv_data, filter->name, n) != 0 ||
@@ -402,7 +441,8 @@ static es_err read_all_indexed(store *s, MDB_txn *txn, const read_all_walk *w)
             break;
         }
         uint64_t pos = get_u64be((uint8_t *)k.mv_data + n + 1);
-        rv = visit_position(s, txn, &pr, pos, w->visit, w->ctx, &verdict);
+        bool served;
+        rv = visit_position(s, txn, &pr, pos, w->life, w->visit, w->ctx, &verdict, &served);
         if (rv != ES_OK) {
             break;
         }
@@ -410,8 +450,9 @@ static es_err read_all_indexed(store *s, MDB_txn *txn, const read_all_walk *w)
             w->page->next = pos;
             break;
         }
-        w->page->returned++;
-        if (!walk_advance(w, pos, verdict, 0, &rc)) {
+        w->page->returned += served;
+        scanned += !served;
+        if (!walk_advance(w, pos, verdict, scanned, &rc)) {
             break;
         }
         rc = mdb_cursor_get(cur, &k, &v, w->backward ? MDB_PREV : MDB_NEXT);
@@ -471,6 +512,15 @@ static es_err read_all_log(store *s, MDB_txn *txn, const read_all_walk *w)
             scanned++;
         }
         if (match) {
+            bool served;
+            rv = store_life_filter_pass(w->life, rec.bytes, rec.len, &served);
+            if (rv != ES_OK) {
+                break;
+            }
+            match = served;
+            scanned += !served && filter->kind != STORE_FILTER_STREAM_PREFIX;
+        }
+        if (match) {
             store_in_visitor = true;
             verdict = w->visit(w->ctx, &rec);
             store_in_visitor = false;
@@ -509,13 +559,15 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
     if (!backward && from == 0) {
         from = 1;
     }
-    read_all_walk w = {filter, from, backward, page_limit(limit), visit, ctx, page};
+    store_life_filter lf;
+    read_all_walk w = {filter, from, backward, page_limit(limit), visit, ctx, page, &lf};
     MDB_txn *txn;
     es_err rv = store_read_txn(s, &txn);
     if (rv != ES_OK) {
         return rv;
     }
     READ_GUARD(txn);
+    store_life_filter_open(&lf, s, txn);
     page->head = store_last_position(txn, s->events);
     rv = indexed ? read_all_indexed(s, txn, &w) : read_all_log(s, txn, &w);
     store_read_end(txn);
@@ -547,6 +599,32 @@ es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16])
 }
 STORE_GUARDED_END
 
+/*
+ * A stream as reads see it: ES_ERR_STREAM_DELETED (tombstoned),
+ * ES_ERR_NOT_FOUND (soft-deleted, nothing appended since), or ES_OK with
+ * event_count the revisions that truncation and max_count leave (max_age
+ * is not counted: it would need a walk).
+ */
+static es_err life_hides(MDB_txn *txn, const store *s, store_stream_info *si)
+{
+    store_stream_life life;
+    es_err rv = store_life_get(txn, s, si->number, &life);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    store_life_window w;
+    store_life_view(&life, si->last_revision, 0, &w);
+    if (w.tombstoned) {
+        return ES_ERR_STREAM_DELETED;
+    }
+    if (w.deleted) {
+        return ES_ERR_NOT_FOUND;
+    }
+    si->event_count =
+        w.first_revision > si->last_revision ? 0 : si->last_revision + 1 - w.first_revision;
+    return ES_OK;
+}
+
 STORE_GUARDED_BEGIN
 es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
                              store_stream_info *info)
@@ -561,6 +639,9 @@ es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
     }
     READ_GUARD(txn);
     rv = store_stream_lookup(txn, s, stream, stream_len, info);
+    if (rv == ES_OK) {
+        rv = life_hides(txn, s, info);
+    }
     if (rv == ES_OK) {
         rv = store_stream_updated(txn, s, info);
     }
@@ -632,6 +713,14 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
             rv = store_stream_tail(txn, s, &si);
         }
         if (rv == ES_OK) {
+            rv = life_hides(txn, s, &si);
+            if (rv == ES_ERR_STREAM_DELETED || rv == ES_ERR_NOT_FOUND) {
+                rv = ES_OK; /* deleted streams are not listed */
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+                continue;
+            }
+        }
+        if (rv == ES_OK) {
             rv = store_stream_updated(txn, s, &si);
         }
         if (rv != ES_OK) {
@@ -678,6 +767,26 @@ es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len, s
     if (rc) {
         store_read_end(txn);
         return es_err_from_mdb(rc);
+    }
+    /* A snapshot of a tombstoned stream is STREAM_DELETED; one that folds
+     * soft-deleted events is gone with them (a recreated stream starts
+     * afresh). Truncation and retention keep it: a snapshot is what lets
+     * a stream's old events go. */
+    store_stream_info si;
+    store_stream_life life;
+    rv = store_stream_lookup(txn, s, stream, stream_len, &si);
+    if (rv == ES_OK) {
+        rv = store_life_get(txn, s, si.number, &life);
+    }
+    if (rv == ES_OK && life.tombstoned) {
+        rv = ES_ERR_STREAM_DELETED;
+    } else if (rv == ES_OK && v.mv_size >= SNAPSHOT_HEADER_BYTES &&
+               get_u64le((const uint8_t *)v.mv_data + 8) < life.deleted_before) {
+        rv = ES_ERR_NOT_FOUND;
+    }
+    if (rv != ES_OK) {
+        store_read_end(txn);
+        return rv;
     }
     const uint8_t *p = v.mv_data;
     if (v.mv_size < SNAPSHOT_HEADER_BYTES || crc32c(0, p + 4, v.mv_size - 4) != get_u32le(p)) {

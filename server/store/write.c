@@ -151,7 +151,8 @@ typedef struct batch_state {
 
 /* State of one append found by the check phase. */
 typedef struct append_plan {
-    bool exists;
+    bool exists;  /* a stream record: revisions continue after si.last_revision */
+    bool deleted; /* soft-deleted, nothing appended since: absent for expectations */
     store_stream_info si;
 } append_plan;
 
@@ -258,10 +259,10 @@ static bool expectation_holds(const store_append_in *a, const append_plan *p)
     case STORE_EXPECT_ANY:
         return true;
     case STORE_EXPECT_NO_STREAM:
-        return !p->exists;
+        return !p->exists || p->deleted;
     case STORE_EXPECT_STREAM_EXISTS:
-        return p->exists;
-    case STORE_EXPECT_EXACT:
+        return p->exists && !p->deleted;
+    case STORE_EXPECT_EXACT: /* a deleted stream's last revision still holds (life.c) */
         return p->exists && p->si.last_revision == a->revision;
     }
     return false;
@@ -467,6 +468,20 @@ static int apply_request(store *s, batch_state *b, store_request *r)
         } else {
             plans[i].exists = true;
         }
+        plans[i].deleted = false;
+        if (plans[i].exists) {
+            store_stream_life life;
+            lrv = store_life_get(b->txn, s, plans[i].si.number, &life);
+            if (lrv == ES_OK && life.tombstoned) {
+                lrv = ES_ERR_STREAM_DELETED;
+                res->rv = lrv;
+            }
+            if (lrv != ES_OK) {
+                rv = lrv;
+                break;
+            }
+            plans[i].deleted = plans[i].si.last_revision < life.deleted_before;
+        }
         bool dup;
         lrv = check_idempotency(s, b, a, &plans[i], &dup, res);
         if (lrv != ES_OK) {
@@ -480,7 +495,7 @@ static int apply_request(store *s, batch_state *b, store_request *r)
         }
         if (!expectation_holds(a, &plans[i])) {
             res->rv = ES_ERR_WRONG_EXPECTED_REVISION;
-            res->actual_exists = plans[i].exists;
+            res->actual_exists = plans[i].exists && !plans[i].deleted;
             res->actual_revision = plans[i].exists ? plans[i].si.last_revision : 0;
             failed_check = true;
         }
@@ -864,6 +879,13 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
     }
     store_stream_info si;
     es_err rv = store_stream_lookup(txn, s, stream, stream_len, &si);
+    store_stream_life life;
+    if (rv == ES_OK) {
+        rv = store_life_get(txn, s, si.number, &life);
+    }
+    if (rv == ES_OK && life.tombstoned) {
+        rv = ES_ERR_STREAM_DELETED;
+    }
     if (rv != ES_OK) {
         mdb_txn_abort(txn);
         return rv;

@@ -7,19 +7,35 @@
 #define STREAM "sec-1"
 
 const Es__V1__Request__KindCase sec_kinds[] = {
-    ES__V1__REQUEST__KIND_APPEND,        ES__V1__REQUEST__KIND_TRANSACTION,
-    ES__V1__REQUEST__KIND_READ_STREAM,   ES__V1__REQUEST__KIND_READ_ALL,
-    ES__V1__REQUEST__KIND_SUBSCRIBE,     ES__V1__REQUEST__KIND_UNSUBSCRIBE,
-    ES__V1__REQUEST__KIND_STREAM_INFO,   ES__V1__REQUEST__KIND_LIST_STREAMS,
-    ES__V1__REQUEST__KIND_SAVE_SNAPSHOT, ES__V1__REQUEST__KIND_LOAD_SNAPSHOT,
-    ES__V1__REQUEST__KIND_STATS,         ES__V1__REQUEST__KIND_PING,
+    ES__V1__REQUEST__KIND_APPEND,
+    ES__V1__REQUEST__KIND_TRANSACTION,
+    ES__V1__REQUEST__KIND_READ_STREAM,
+    ES__V1__REQUEST__KIND_READ_ALL,
+    ES__V1__REQUEST__KIND_SUBSCRIBE,
+    ES__V1__REQUEST__KIND_UNSUBSCRIBE,
+    ES__V1__REQUEST__KIND_STREAM_INFO,
+    ES__V1__REQUEST__KIND_LIST_STREAMS,
+    ES__V1__REQUEST__KIND_SAVE_SNAPSHOT,
+    ES__V1__REQUEST__KIND_LOAD_SNAPSHOT,
+    ES__V1__REQUEST__KIND_STATS,
+    ES__V1__REQUEST__KIND_PING,
+    ES__V1__REQUEST__KIND_DELETE_STREAM,
+    ES__V1__REQUEST__KIND_TOMBSTONE_STREAM,
+    ES__V1__REQUEST__KIND_SET_STREAM_METADATA,
+    ES__V1__REQUEST__KIND_GET_STREAM_METADATA,
 };
 const size_t sec_n_kinds = sizeof sec_kinds / sizeof sec_kinds[0];
 
 bool sec_kind_writes(Es__V1__Request__KindCase k)
 {
     return k == ES__V1__REQUEST__KIND_APPEND || k == ES__V1__REQUEST__KIND_TRANSACTION ||
-           k == ES__V1__REQUEST__KIND_SAVE_SNAPSHOT;
+           k == ES__V1__REQUEST__KIND_SAVE_SNAPSHOT || k == ES__V1__REQUEST__KIND_DELETE_STREAM ||
+           k == ES__V1__REQUEST__KIND_SET_STREAM_METADATA || sec_kind_admin(k);
+}
+
+bool sec_kind_admin(Es__V1__Request__KindCase k)
+{
+    return k == ES__V1__REQUEST__KIND_TOMBSTONE_STREAM;
 }
 
 static ProtobufCBinaryData bytes_of(const char *s)
@@ -99,6 +115,27 @@ Es__V1__Request *sec_request(sec_req *r, Es__V1__Request__KindCase kind, uint64_
     case ES__V1__REQUEST__KIND_PING:
         es__v1__ping__init(&r->ping);
         r->req.ping = &r->ping;
+        break;
+    case ES__V1__REQUEST__KIND_DELETE_STREAM:
+        es__v1__delete_stream__init(&r->del);
+        r->del.stream = bytes_of(STREAM);
+        r->req.delete_stream = &r->del;
+        break;
+    case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM:
+        es__v1__tombstone_stream__init(&r->tomb);
+        r->tomb.stream = bytes_of(STREAM);
+        r->req.tombstone_stream = &r->tomb;
+        break;
+    case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
+        es__v1__set_stream_metadata__init(&r->setmeta);
+        r->setmeta.stream = bytes_of(STREAM);
+        r->setmeta.max_count = 10;
+        r->req.set_stream_metadata = &r->setmeta;
+        break;
+    case ES__V1__REQUEST__KIND_GET_STREAM_METADATA:
+        es__v1__get_stream_metadata__init(&r->getmeta);
+        r->getmeta.stream = bytes_of(STREAM);
+        r->req.get_stream_metadata = &r->getmeta;
         break;
     default:
         break;

@@ -31,14 +31,22 @@ typedef struct sec_req {
     Es__V1__StatsRequest stats;
     Es__V1__Ping ping;
     Es__V1__Hello hello;
+    Es__V1__DeleteStream del;
+    Es__V1__TombstoneStream tomb;
+    Es__V1__SetStreamMetadata setmeta;
+    Es__V1__GetStreamMetadata getmeta;
 } sec_req;
 
 /** Every request kind but the hello, in wire order. */
 extern const Es__V1__Request__KindCase sec_kinds[];
 extern const size_t sec_n_kinds;
 
-/** @brief True for the kinds that write (append, transaction, save_snapshot). */
+/** @brief True for the kinds that write (append, transaction, save_snapshot,
+ *         delete_stream, set_stream_metadata, tombstone_stream). */
 bool sec_kind_writes(Es__V1__Request__KindCase k);
+
+/** @brief True for the kinds only the admin role may send (tombstone_stream). */
+bool sec_kind_admin(Es__V1__Request__KindCase k);
 
 /**
  * @brief Build a valid request of the kind on stream "sec-1".

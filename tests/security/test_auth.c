@@ -371,7 +371,12 @@ static void test_read_role(void **state)
         }
     }
     assert_int_equal(store_head(h->srv.st), 0);
-    assert_int_equal(h->srv.counters.permission_denied, 50 * 3);
+    size_t writing = 0;
+    for (size_t i = 0; i < sec_n_kinds; i++) {
+        writing += sec_kind_writes(sec_kinds[i]);
+    }
+    assert_int_equal(writing, 6);
+    assert_int_equal(h->srv.counters.permission_denied, 50 * writing);
 }
 
 static void test_write_and_admin_roles(void **state)
@@ -385,15 +390,40 @@ static void test_write_and_admin_roles(void **state)
         assert_int_equal(harness_send(h, sec_request(&r, sec_kinds[i], id)), ES_OK);
         harness_drain(h);
         Es__V1__Response *resp = next_reply(h, id);
-        if (resp->kind_case == ES__V1__RESPONSE__KIND_ERROR) {
-            es_err code = (es_err)resp->error->code;
-            assert_true(code != ES_ERR_PERMISSION_DENIED);
+        /* The writer may do all but tombstone (admin only); the delete
+         * (wire order: after the writes) succeeds. */
+        bool denied = resp->kind_case == ES__V1__RESPONSE__KIND_ERROR &&
+                      resp->error->code == ES__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
+        assert_int_equal(denied, sec_kind_admin(sec_kinds[i]));
+        if (sec_kinds[i] == ES__V1__REQUEST__KIND_DELETE_STREAM) {
+            assert_int_equal(resp->kind_case, ES__V1__RESPONSE__KIND_STREAM_DELETED);
         }
         es__v1__response__free_unpacked(resp, NULL);
         harness_clear(h);
     }
     assert_int_equal(store_head(h->srv.st), 2); /* the append and the transaction */
-    assert_int_equal(h->srv.counters.permission_denied, 0);
+    assert_int_equal(h->srv.counters.permission_denied, 1);
+}
+
+/* The admin may tombstone; nothing can write the stream afterwards. */
+static void test_admin_may_tombstone(void **state)
+{
+    fixture *f = *state;
+    harness *h = &f->h;
+    sec_req r;
+    hello_as(h, 100, "admin", T_ADMIN, "admin");
+    assert_int_equal(harness_send(h, sec_request(&r, ES__V1__REQUEST__KIND_APPEND, 103)), ES_OK);
+    harness_drain(h);
+    es__v1__response__free_unpacked(next_reply(h, 103), NULL);
+    assert_int_equal(harness_send(h, sec_request(&r, ES__V1__REQUEST__KIND_TOMBSTONE_STREAM, 101)),
+                     ES_OK);
+    harness_drain(h);
+    Es__V1__Response *resp = next_reply(h, 101);
+    assert_int_equal(resp->kind_case, ES__V1__RESPONSE__KIND_STREAM_DELETED);
+    es__v1__response__free_unpacked(resp, NULL);
+    assert_int_equal(harness_send(h, sec_request(&r, ES__V1__REQUEST__KIND_APPEND, 102)), ES_OK);
+    harness_drain(h);
+    expect_error(h, 102, ES_ERR_STREAM_DELETED);
 }
 
 /* The failure budget: at the limit the handler asks for a close, and a
@@ -438,6 +468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_hello, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_read_role, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_write_and_admin_roles, setup_auth, teardown_auth),
+        cmocka_unit_test_setup_teardown(test_admin_may_tombstone, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_failure_limit, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_no_auth_is_admin, setup_auth, teardown_auth),
     };

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "loopstats.h"
 #include "reply.h"
 #include "server_harness.h"
 
@@ -337,6 +338,180 @@ static void test_reads_info_snapshots_stats(void **state)
     es__v1__response__free_unpacked(r, NULL);
 }
 
+/* A lifecycle request: kind 30 (delete), 31 (tombstone) or 32 (set metadata). */
+typedef struct life_req {
+    Es__V1__Request req;
+    Es__V1__DeleteStream del;
+    Es__V1__TombstoneStream tomb;
+    Es__V1__SetStreamMetadata meta;
+    Es__V1__GetStreamMetadata get;
+    Es__V1__Expected exp;
+} life_req;
+
+static Es__V1__Request *build_life(life_req *l, uint64_t id, Es__V1__Request__KindCase kind,
+                                   const char *stream, Es__V1__ExpectedKind ek, uint64_t rev)
+{
+    memset(l, 0, sizeof *l);
+    es__v1__request__init(&l->req);
+    es__v1__expected__init(&l->exp);
+    l->exp.kind = ek;
+    l->exp.revision = rev;
+    ProtobufCBinaryData sb = {strlen(stream), (uint8_t *)stream};
+    l->req.id = id;
+    l->req.kind_case = kind;
+    switch (kind) {
+    case ES__V1__REQUEST__KIND_DELETE_STREAM:
+        es__v1__delete_stream__init(&l->del);
+        l->del.stream = sb;
+        l->del.expected = &l->exp;
+        l->req.delete_stream = &l->del;
+        break;
+    case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM:
+        es__v1__tombstone_stream__init(&l->tomb);
+        l->tomb.stream = sb;
+        l->tomb.expected = &l->exp;
+        l->req.tombstone_stream = &l->tomb;
+        break;
+    case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
+        es__v1__set_stream_metadata__init(&l->meta);
+        l->meta.stream = sb;
+        l->meta.expected_metadata_revision = &l->exp;
+        l->req.set_stream_metadata = &l->meta;
+        break;
+    default:
+        es__v1__get_stream_metadata__init(&l->get);
+        l->get.stream = sb;
+        l->req.get_stream_metadata = &l->get;
+        break;
+    }
+    return &l->req;
+}
+
+static void send_life_expect_error(harness *h, Es__V1__Request *req, es_err code)
+{
+    harness_send(h, req);
+    harness_drain(h);
+    expect_error(h, req->id, code);
+}
+
+static void test_lifecycle_requests(void **state)
+{
+    harness *h = *state;
+    hello(h);
+    app_req a;
+    build_append(&a, 2, "account-1", ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0, 3, 1);
+    harness_send(h, &a.req);
+    harness_drain(h);
+    es__v1__response__free_unpacked(harness_next(h), NULL);
+
+    /* Metadata: set (first revision 0), then read back. */
+    life_req l;
+    Es__V1__Request *req = build_life(&l, 3, ES__V1__REQUEST__KIND_SET_STREAM_METADATA, "account-1",
+                                      ES__V1__EXPECTED_KIND__EXPECTED_KIND_NO_STREAM, 0);
+    l.meta.truncate_before = 1;
+    l.meta.max_count = 10;
+    l.meta.max_age_s = 3600;
+    harness_send(h, req);
+    harness_drain(h);
+    Es__V1__Response *r = expect_reply(h, 3, ES__V1__RESPONSE__KIND_STREAM_METADATA);
+    assert_true(r->stream_metadata->exists);
+    assert_int_equal(r->stream_metadata->metadata_revision, 0);
+    assert_int_equal(r->stream_metadata->truncate_before, 1);
+    es__v1__response__free_unpacked(r, NULL);
+    req = build_life(&l, 4, ES__V1__REQUEST__KIND_GET_STREAM_METADATA, "account-1", 0, 0);
+    harness_send(h, req);
+    r = expect_reply(h, 4, ES__V1__RESPONSE__KIND_STREAM_METADATA);
+    assert_int_equal(r->stream_metadata->max_count, 10);
+    assert_int_equal(r->stream_metadata->max_age_s, 3600);
+    assert_false(r->stream_metadata->deleted);
+    es__v1__response__free_unpacked(r, NULL);
+
+    /* Validation: typed errors, nothing changed. */
+    req = build_life(&l, 5, ES__V1__REQUEST__KIND_SET_STREAM_METADATA, "$stats", 0, 0);
+    send_life_expect_error(h, req, ES_ERR_RESERVED_STREAM);
+    req = build_life(&l, 6, ES__V1__REQUEST__KIND_SET_STREAM_METADATA, "", 0, 0);
+    send_life_expect_error(h, req, ES_ERR_INVALID_STREAM_ID);
+    req = build_life(&l, 7, ES__V1__REQUEST__KIND_SET_STREAM_METADATA, "account-1",
+                     ES__V1__EXPECTED_KIND__EXPECTED_KIND_EXACT, 0);
+    l.meta.max_age_s = UINT64_MAX; /* what a negative duration becomes on the wire */
+    send_life_expect_error(h, req, ES_ERR_INVALID_ARGUMENT);
+    req = build_life(&l, 8, ES__V1__REQUEST__KIND_SET_STREAM_METADATA, "account-1",
+                     ES__V1__EXPECTED_KIND__EXPECTED_KIND_EXACT, 0);
+    l.meta.truncate_before = 4; /* beyond the end: the last revision is 2 */
+    send_life_expect_error(h, req, ES_ERR_INVALID_ARGUMENT);
+    req = build_life(&l, 9, ES__V1__REQUEST__KIND_SET_STREAM_METADATA, "account-1",
+                     (Es__V1__ExpectedKind)7, 0);
+    send_life_expect_error(h, req, ES_ERR_INVALID_ARGUMENT);
+    req = build_life(&l, 10, ES__V1__REQUEST__KIND_SET_STREAM_METADATA, "account-1",
+                     ES__V1__EXPECTED_KIND__EXPECTED_KIND_EXACT, 5);
+    send_life_expect_error(h, req, ES_ERR_WRONG_EXPECTED_REVISION);
+    req = build_life(&l, 11, ES__V1__REQUEST__KIND_DELETE_STREAM, "account-9",
+                     ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0);
+    send_life_expect_error(h, req, ES_ERR_NOT_FOUND);
+    req = build_life(&l, 12, ES__V1__REQUEST__KIND_DELETE_STREAM, "$all",
+                     ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0);
+    send_life_expect_error(h, req, ES_ERR_RESERVED_STREAM);
+    req = build_life(&l, 13, ES__V1__REQUEST__KIND_GET_STREAM_METADATA, "account-1", 0, 0);
+    harness_send(h, req);
+    r = expect_reply(h, 13, ES__V1__RESPONSE__KIND_STREAM_METADATA);
+    assert_int_equal(r->stream_metadata->metadata_revision, 0);
+    assert_int_equal(r->stream_metadata->truncate_before, 1);
+    es__v1__response__free_unpacked(r, NULL);
+
+    /* Delete with a wrong expectation, then right: the reply names the last revision. */
+    req = build_life(&l, 14, ES__V1__REQUEST__KIND_DELETE_STREAM, "account-1",
+                     ES__V1__EXPECTED_KIND__EXPECTED_KIND_EXACT, 1);
+    send_life_expect_error(h, req, ES_ERR_WRONG_EXPECTED_REVISION);
+    req = build_life(&l, 15, ES__V1__REQUEST__KIND_DELETE_STREAM, "account-1",
+                     ES__V1__EXPECTED_KIND__EXPECTED_KIND_EXACT, 2);
+    harness_send(h, req);
+    harness_drain(h);
+    r = expect_reply(h, 15, ES__V1__RESPONSE__KIND_STREAM_DELETED);
+    assert_int_equal(r->stream_deleted->last_revision, 2);
+    es__v1__response__free_unpacked(r, NULL);
+    Es__V1__ReadStream rs = ES__V1__READ_STREAM__INIT;
+    rs.stream.data = (uint8_t *)"account-1";
+    rs.stream.len = 9;
+    Es__V1__Request rreq = ES__V1__REQUEST__INIT;
+    rreq.id = 16;
+    rreq.kind_case = ES__V1__REQUEST__KIND_READ_STREAM;
+    rreq.read_stream = &rs;
+    harness_send(h, &rreq);
+    expect_error(h, 16, ES_ERR_NOT_FOUND);
+
+    /* Tombstone: appends and reads get STREAM_DELETED. */
+    req = build_life(&l, 17, ES__V1__REQUEST__KIND_TOMBSTONE_STREAM, "account-1",
+                     ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0);
+    harness_send(h, req);
+    harness_drain(h);
+    es__v1__response__free_unpacked(expect_reply(h, 17, ES__V1__RESPONSE__KIND_STREAM_DELETED),
+                                    NULL);
+    build_append(&a, 18, "account-1", ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0, 1, 2);
+    harness_send(h, &a.req);
+    harness_drain(h);
+    expect_error(h, 18, ES_ERR_STREAM_DELETED);
+    rreq.id = 19;
+    harness_send(h, &rreq);
+    expect_error(h, 19, ES_ERR_STREAM_DELETED);
+    req = build_life(&l, 20, ES__V1__REQUEST__KIND_GET_STREAM_METADATA, "account-1", 0, 0);
+    harness_send(h, req);
+    expect_error(h, 20, ES_ERR_STREAM_DELETED);
+    assert_int_equal(store_head(h->srv.st), 3);
+    /* Their latencies are counted under their own kinds, not "unknown". */
+    const int kinds[] = {
+        ES__V1__REQUEST__KIND_DELETE_STREAM, ES__V1__REQUEST__KIND_TOMBSTONE_STREAM,
+        ES__V1__REQUEST__KIND_SET_STREAM_METADATA, ES__V1__REQUEST__KIND_GET_STREAM_METADATA};
+    for (size_t i = 0; i < 4; i++) {
+        size_t k = loopstats_kind_index(kinds[i]);
+        assert_int_not_equal(k, 0);
+        assert_int_equal(loopstats_index_kind(k), kinds[i]);
+        assert_true(h->srv.metrics.request_us[k].count > 0);
+    }
+    assert_string_equal(handler_kind_name(loopstats_index_kind(
+                            loopstats_kind_index(ES__V1__REQUEST__KIND_TOMBSTONE_STREAM))),
+                        "tombstone_stream");
+}
+
 static void test_in_flight_rules(void **state)
 {
     harness *h = *state;
@@ -619,6 +794,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hello_first, harness_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_wrong_version, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_lifecycle_requests, harness_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_append_conflict_and_retry, harness_setup,
                                         harness_teardown),
         cmocka_unit_test_setup_teardown(test_transaction_reports_every_check, harness_setup,

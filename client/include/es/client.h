@@ -589,6 +589,73 @@ ES_API es_err es_snapshot_load(es_client *c, const char *stream, es_snapshot *sn
 /** @brief Release the memory of a loaded snapshot; accepts NULL. */
 ES_API void es_snapshot_finish(es_snapshot *snap);
 
+/* ============================================================= lifecycle == */
+
+/*
+ * A stream's lifecycle (docs/lifecycle.md). Soft delete hides a stream's
+ * events; an append recreates it, its revisions continuing after the
+ * deleted ones (ES_EXPECT_NO_STREAM and ES_EXPECT_ANY succeed, and
+ * ES_EXPECT_EXACT with the last deleted revision). A tombstone is final:
+ * appends, snapshot saves and reads get ES_ERR_STREAM_DELETED. Metadata
+ * limits what reads serve, at once.
+ */
+
+/** A stream's lifecycle state. */
+typedef struct es_stream_meta {
+    bool exists;                /**< metadata was ever set */
+    uint64_t metadata_revision; /**< 0 for the first set */
+    uint64_t truncate_before;   /**< revisions below are not served (0: none) */
+    uint64_t max_count;         /**< only the last max_count are served (0: no limit) */
+    uint64_t max_age_s;         /**< only younger events are served (0: no limit) */
+    bool deleted;               /**< soft-deleted, nothing appended since */
+    uint64_t deleted_before;    /**< revisions below were deleted */
+} es_stream_meta;
+
+/** The longest max_age_s a server accepts: 100 years. */
+#define ES_MAX_AGE_S (100ull * 366u * 24u * 3600u)
+
+/**
+ * @brief Soft-delete a stream (needs the write role).
+ * @param expected checked against the stream as for an append
+ * @param[out] last_revision the last revision deleted (may be NULL)
+ * @return ES_OK (also when it was deleted already); ES_ERR_NOT_FOUND (never
+ *   existed); ES_ERR_STREAM_DELETED (tombstoned); ES_ERR_WRONG_EXPECTED_REVISION;
+ *   ES_ERR_INVALID_STREAM_ID; ES_ERR_RESERVED_STREAM; ES_ERR_PERMISSION_DENIED;
+ *   ES_ERR_FOLLOWER; the connection errors of es_client_connect().
+ */
+ES_API es_err es_stream_delete(es_client *c, const char *stream, es_expected expected,
+                               uint64_t *last_revision);
+
+/**
+ * @brief Tombstone a stream: it can never be written or read again (needs
+ *        the admin role). Cannot be undone.
+ * @return as es_stream_delete(); tombstoning again is ES_OK.
+ */
+ES_API es_err es_stream_tombstone(es_client *c, const char *stream, es_expected expected,
+                                  uint64_t *last_revision);
+
+/**
+ * @brief Set a stream's retention (needs the write role); every field
+ *        replaces the stored one.
+ * @param expected the metadata revision expected (ES_EXPECT_NO_STREAM: none
+ *        set yet)
+ * @param[out] out the state stored (may be NULL)
+ * @return ES_OK; ES_ERR_INVALID_ARGUMENT (truncate_before beyond the last
+ *   revision + 1, max_age_s above ES_MAX_AGE_S); ES_ERR_WRONG_EXPECTED_REVISION;
+ *   ES_ERR_NOT_FOUND; ES_ERR_STREAM_DELETED; ES_ERR_RESERVED_STREAM;
+ *   ES_ERR_INVALID_STREAM_ID; the connection errors of es_client_connect().
+ */
+ES_API es_err es_stream_meta_set(es_client *c, const char *stream, es_expected expected,
+                                 uint64_t truncate_before, uint64_t max_count, uint64_t max_age_s,
+                                 es_stream_meta *out);
+
+/**
+ * @brief A stream's lifecycle state.
+ * @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_STREAM_DELETED; ES_ERR_INVALID_STREAM_ID;
+ *   ES_ERR_RESERVED_STREAM; the connection errors of es_client_connect().
+ */
+ES_API es_err es_stream_meta_get(es_client *c, const char *stream, es_stream_meta *out);
+
 /* ================================================================= stats == */
 
 /** Server statistics. */

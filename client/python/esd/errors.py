@@ -61,6 +61,7 @@ ERROR_TABLE = [
     (34, "FOLLOWER", "FollowerError", "read-only follower: write to the primary"),
     (35, "SLOW_CONSUMER", "SlowConsumerError",
      "subscriber too slow: dropped to keep the server within its memory"),
+    (36, "STREAM_DELETED", "StreamDeletedError", "stream deleted (tombstoned)"),
 ]
 
 

@@ -52,7 +52,8 @@ extern "C" {
     X(REFUSED, 32, "command refused")                                                              \
     X(BUSY, 33, "busy")                                                                            \
     X(FOLLOWER, 34, "read-only follower: write to the primary")                                    \
-    X(SLOW_CONSUMER, 35, "subscriber too slow: dropped to keep the server within its memory")
+    X(SLOW_CONSUMER, 35, "subscriber too slow: dropped to keep the server within its memory")      \
+    X(STREAM_DELETED, 36, "stream deleted (tombstoned)")
 
 typedef enum es_err {
 #define ES_ERR_ENUM_(name, num, msg) ES_ERR_##name = num,

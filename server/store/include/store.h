@@ -30,7 +30,7 @@
 typedef struct store store;
 
 /** Format version written in the meta record; a store with another is refused. */
-#define STORE_FORMAT_VERSION                2u /* 2: write-once stream records */
+#define STORE_FORMAT_VERSION                3u /* 2: write-once stream records; 3: stream_life */
 #define STORE_ID_BYTES                      16u
 #define STORE_DEFAULT_MAP_SIZE_64           (1ull << 40) /* 1 TiB of address space, sparse */
 #define STORE_DEFAULT_MAP_SIZE_32           (1ull << 30)
@@ -154,7 +154,9 @@ typedef struct store_request {
  * check failed has that rv and actual_exists/actual_revision; the others
  * have ES_OK but nothing was written); ES_ERR_IDEMPOTENCY_CONFLICT (event
  * ids already stored in another stream, at other revisions, or only some of
- * them); ES_ERR_INVALID_STREAM_ID, ES_ERR_RESERVED_STREAM,
+ * them); ES_ERR_STREAM_DELETED (the stream was tombstoned; a soft-deleted
+ * stream is recreated: expectations in server/store/life.c);
+ * ES_ERR_INVALID_STREAM_ID, ES_ERR_RESERVED_STREAM,
  * ES_ERR_INVALID_EVENT_TYPE, ES_ERR_INVALID_EVENT_ID, ES_ERR_TOO_LARGE,
  * ES_ERR_TOO_MANY_EVENTS, ES_ERR_INVALID_ARGUMENT (validation: nothing
  * written); ES_ERR_STORE_FULL (map or disk full); ES_ERR_IO,
@@ -258,8 +260,11 @@ typedef struct store_page {
  * @brief Read a stream forward or backward from a revision (inclusive).
  * @param from for backward reads, UINT64_MAX means the last revision
  * @param limit capped at STORE_DEFAULT_MAX_PAGE; 0 means that cap
+ * Events outside the stream's lifecycle window (deleted, truncated, beyond
+ * max_count or max_age) are never visited, here or in store_read_all.
  * @return ES_OK (an empty page when from is past the end);
- *   ES_ERR_NOT_FOUND: the stream does not exist;
+ *   ES_ERR_NOT_FOUND: the stream does not exist (or was soft-deleted and
+ *   not appended to since); ES_ERR_STREAM_DELETED: it was tombstoned;
  *   ES_ERR_INVALID_STREAM_ID; ES_ERR_CORRUPT (a record failed its CRC: it
  *   is never handed to the visitor); ES_ERR_IO.
  */
@@ -301,7 +306,11 @@ typedef struct store_stream_info {
     uint64_t created_us, updated_us;
 } store_stream_info;
 
-/** @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_INVALID_STREAM_ID; ES_ERR_IO. */
+/** event_count leaves out truncated and deleted revisions; soft-deleted
+ *  streams are NOT_FOUND, tombstoned ones STREAM_DELETED, and neither is
+ *  listed by store_list_streams.
+ *  @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_STREAM_DELETED;
+ *  ES_ERR_INVALID_STREAM_ID; ES_ERR_IO. */
 es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
                              store_stream_info *info);
 
@@ -321,6 +330,71 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
                           size_t after_len, uint32_t limit, store_stream_visit_fn visit, void *ctx,
                           bool *more);
 
+/* -------------------------------------------------------------- lifecycle -- */
+
+/* Design notes in server/store/life.c. */
+
+/** Longest max_age_s accepted: 100 years. */
+#define STORE_MAX_AGE_S (100ull * 366u * 24u * 3600u)
+
+/** A stream's lifecycle state (all zero: never deleted, no metadata). */
+typedef struct store_stream_life {
+    bool tombstoned;
+    bool meta_set;           /* metadata was set at least once */
+    uint64_t meta_revision;  /* when meta_set: 0 for the first set */
+    uint64_t deleted_before; /* soft delete: revisions below are not served */
+    uint64_t truncate_before;
+    uint64_t max_count; /* 0: no limit */
+    uint64_t max_age_s; /* 0: no limit */
+} store_stream_life;
+
+typedef enum store_life_kind {
+    STORE_LIFE_DELETE = 0,
+    STORE_LIFE_TOMBSTONE,
+    STORE_LIFE_SET_META,
+} store_life_kind;
+
+/** One lifecycle operation; pointers borrowed for the call. */
+typedef struct store_life_op {
+    store_life_kind kind;
+    const uint8_t *stream;
+    size_t stream_len;
+    store_expect expect; /* the stream's revision (delete, tombstone) or the
+                            metadata revision (set_meta) */
+    uint64_t revision;   /* STORE_EXPECT_EXACT only */
+    uint64_t truncate_before, max_count, max_age_s; /* STORE_LIFE_SET_META */
+    /* Results. */
+    store_stream_life life; /* the state stored (ES_OK) */
+    uint64_t last_revision; /* the stream's last revision (ES_OK) */
+    bool actual_exists;     /* ES_ERR_WRONG_EXPECTED_REVISION: what was found */
+    uint64_t actual_revision;
+    bool synced;
+} store_life_op;
+
+/**
+ * @brief Delete, tombstone, or set the retention metadata of a stream, in
+ *        one write transaction.
+ * @return ES_OK (also for deleting a deleted or tombstoning a tombstoned
+ *   stream: nothing changes); ES_ERR_NOT_FOUND (the stream never existed);
+ *   ES_ERR_STREAM_DELETED (tombstoned: delete and set_meta);
+ *   ES_ERR_WRONG_EXPECTED_REVISION (actual_* set); ES_ERR_INVALID_STREAM_ID;
+ *   ES_ERR_RESERVED_STREAM ('$' streams have no lifecycle);
+ *   ES_ERR_INVALID_ARGUMENT (truncate_before beyond the last revision + 1,
+ *   max_age_s above STORE_MAX_AGE_S, a bad kind or expectation);
+ *   ES_ERR_READ_ONLY; ES_ERR_FOLLOWER; ES_ERR_STORE_FULL; ES_ERR_IO.
+ *   Nothing is changed unless ES_OK.
+ * @note Writer thread only.
+ */
+es_err store_life_apply(store *s, store_life_op *op);
+
+/**
+ * @brief A stream's lifecycle state and (optional) its last revision.
+ * @return ES_OK; ES_ERR_NOT_FOUND (never existed); ES_ERR_STREAM_DELETED
+ *   (tombstoned); ES_ERR_INVALID_STREAM_ID; ES_ERR_CORRUPT; ES_ERR_IO.
+ */
+es_err store_stream_life_get(store *s, const uint8_t *stream, size_t stream_len,
+                             store_stream_life *out, uint64_t *last_revision);
+
 /* -------------------------------------------------------------- snapshots -- */
 
 /**
@@ -329,6 +403,7 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
  *        (then nothing changes and ES_OK is returned: a concurrent saver
  *        never replaces a later state with an earlier one).
  * @return ES_OK; ES_ERR_INVALID_STREAM_ID; ES_ERR_NOT_FOUND (no such stream);
+ *   ES_ERR_STREAM_DELETED (tombstoned);
  *   ES_ERR_INVALID_ARGUMENT (revision beyond the stream's last revision);
  *   ES_ERR_TOO_LARGE; ES_ERR_STORE_FULL; ES_ERR_IO; ES_ERR_READ_ONLY;
  *   ES_ERR_FOLLOWER (opened as a follower).
@@ -345,7 +420,9 @@ typedef struct store_snapshot {
     size_t data_len;
 } store_snapshot;
 
-/** @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_CORRUPT; ES_ERR_NO_MEMORY; ES_ERR_IO. */
+/** A snapshot folding soft-deleted events is NOT_FOUND (server/store/life.c).
+ *  @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_STREAM_DELETED (tombstoned);
+ *  ES_ERR_CORRUPT; ES_ERR_NO_MEMORY; ES_ERR_IO. */
 es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
                            store_snapshot *snap);
 
