@@ -77,8 +77,13 @@ es_err pbw_next(const uint8_t **pos, const uint8_t *end, pbw_field *f)
     if (*pos >= end) {
         return ES_ERR_NOT_FOUND;
     }
+    /* A tag and a length prefix take at most 5 bytes, as protobuf-c reads
+     * them: a longer (zero-padded) encoding is refused here too, so that
+     * this reader and protobuf-c never disagree about a buffer. */
+    const uint8_t *tag_start = *pos;
     uint64_t tag;
-    if (get_varint(pos, end, &tag) != ES_OK || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff) {
+    if (get_varint(pos, end, &tag) != ES_OK || *pos - tag_start > 5 || (tag >> 3) == 0 ||
+        (tag >> 3) > 0x1fffffff) {
         return ES_ERR_MALFORMED;
     }
     f->number = (uint32_t)(tag >> 3);
@@ -102,8 +107,10 @@ es_err pbw_next(const uint8_t **pos, const uint8_t *end, pbw_field *f)
         return ES_OK;
     }
     case PBW_WIRE_LEN: {
+        const uint8_t *len_start = *pos;
         uint64_t len;
-        if (get_varint(pos, end, &len) != ES_OK || len > (uint64_t)(end - *pos)) {
+        if (get_varint(pos, end, &len) != ES_OK || *pos - len_start > 5 ||
+            len > (uint64_t)(end - *pos)) {
             return ES_ERR_MALFORMED;
         }
         f->data = *pos;

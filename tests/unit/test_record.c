@@ -292,6 +292,22 @@ static void test_refused_records(void **state)
         assert_rv(ES_ERR_MALFORMED, parse(&r, flags, &rec));
         r.n = 0;
         assert_rv(ES_ERR_MALFORMED, parse(&r, flags, &rec)); /* empty */
+        /* A tag or a length prefix over 5 bytes (zero-padded), which
+         * protobuf-c refuses: an unknown field's tag in 6 bytes, then the
+         * data field's length in 6 bytes. The fuzzer found the first. */
+        base(&r);
+        static const uint8_t long_tag[] = {0xe0, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01};
+        memcpy(r.b + r.n, long_tag, sizeof long_tag);
+        r.n += sizeof long_tag;
+        assert_rv(ES_ERR_MALFORMED, parse(&r, flags, &rec));
+        assert_null(es__v1__recorded_event__unpack(NULL, r.n, r.b));
+        base(&r);
+        static const uint8_t long_len[] = {(ES_RECORD_F_DATA << 3) | PBW_WIRE_LEN,
+                                           0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 'x'};
+        memcpy(r.b + r.n, long_len, sizeof long_len);
+        r.n += sizeof long_len;
+        assert_rv(ES_ERR_MALFORMED, parse(&r, flags, &rec));
+        assert_null(es__v1__recorded_event__unpack(NULL, r.n, r.b));
     }
 }
 
