@@ -358,8 +358,8 @@ static void bench_replay(const bench_opts *o)
         }
         double secs = now_s() - t0;
         if (c.n != o->replay) {
-            fprintf(stderr, "store_bench: %s read %" PRIu64 " of %" PRIu64 "\n",
-                    filters[fi].label, c.n, o->replay);
+            fprintf(stderr, "store_bench: %s read %" PRIu64 " of %" PRIu64 "\n", filters[fi].label,
+                    c.n, o->replay);
             exit(1);
         }
         printf("read %s events=%" PRIu64 " pages=%" PRIu64 " secs=%.3f events/s=%.0f\n",

@@ -7,7 +7,8 @@
  * under the read guard (see read.c), so damage in LMDB's own pages ends it
  * with ES_ERR_CORRUPT rather than ending the process; damage it finds in
  * records and indexes is counted by kind and the first CHECK_LOG_MAX_LINES
- * defects are described through the caller's log callback. A backup is
+ * defects are described through the caller's log callback; the next-stream
+ * counter is checked against the highest stream number in use. A backup is
  * LMDB's compacting copy (mdb_env_copy2 with MDB_CP_COMPACT) into an empty
  * or new directory: consistent without stopping writers.
  */
@@ -150,7 +151,8 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
             defect(&c, pos, "record holds another position", rpos, pos);
         }
         store_stream_info si;
-        if (store_stream_lookup(txn, s, sid, sid_len, &si) != ES_OK) {
+        MDB_val sk = {sid_len, (void *)sid}, sv;
+        if (mdb_get(txn, s->streams, &sk, &sv) != 0 || store_stream_decode(&sv, &si) != ES_OK) {
             report->revision_errors++;
             defect(&c, pos, "record of a stream without a stream record", rrev, 0);
             continue;
@@ -239,6 +241,15 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         }
     }
     mdb_cursor_close(cur);
+    /* The counter must be above every stream number in use, or the next
+     * new stream collides with an old one (appends refuse that as CORRUPT;
+     * a writable open refuses the store). */
+    uint64_t next_stream, highest;
+    if (store_next_stream_get(txn, s, &next_stream, &highest) != ES_OK || next_stream <= highest) {
+        report->index_errors++;
+        defect(&c, 0, "next-stream counter not above the highest stream number (counter, highest)",
+               next_stream, highest);
+    }
     uint64_t n = report->events_checked;
     if (revs_total != n || db_entries(txn, s->event_ids) != n ||
         db_entries(txn, s->categories) != n || db_entries(txn, s->types) != n) {

@@ -195,7 +195,7 @@ es_err store_stream_tail(MDB_txn *txn, const store *s, store_stream_info *si)
     return rv;
 }
 
-es_err store_stream_lookup(MDB_txn *txn, const store *s, const uint8_t *stream, size_t len,
+es_err store_stream_lookup(MDB_txn *txn, store *s, const uint8_t *stream, size_t len,
                            store_stream_info *si)
 {
     MDB_val k = {len, (void *)stream};
@@ -205,22 +205,87 @@ es_err store_stream_lookup(MDB_txn *txn, const store *s, const uint8_t *stream, 
         return es_err_from_mdb(rc);
     }
     es_err rv = store_stream_decode(&v, si);
-    return rv == ES_OK ? store_stream_tail(txn, s, si) : rv;
-}
-
-es_err store_stream_updated(MDB_txn *txn, const store *s, store_stream_info *si)
-{
+    if (rv == ES_OK) {
+        rv = store_stream_tail(txn, s, si);
+    }
+    if (rv != ES_OK) {
+        return rv;
+    }
+    /* The tail must be this stream's: a stream number damaged into another
+     * stream's would otherwise serve and extend that stream's history. */
     uint8_t key[8];
     put_u64be(key, si->last_position);
-    MDB_val k = {8, key}, v;
-    int rc = mdb_get(txn, s->events, &k, &v);
+    MDB_val pk = {8, key}, pv;
+    rc = mdb_get(txn, s->events, &pk, &pv);
     if (rc != MDB_SUCCESS) {
         return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
     }
     es_record r;
-    es_err rv = store_record_parse(&v, &r);
-    si->updated_us = rv == ES_OK ? r.recorded_at_us : 0;
-    return rv;
+    rv = store_record_parse(&pv, &r);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (!es_slice_eq(r.stream, stream, len) || r.revision != si->last_revision ||
+        r.position != si->last_position) {
+        return store_damage(s, "streams/stream_revs", si->last_position,
+                            "the stream's last record is another stream's or revision");
+    }
+    si->updated_us = r.recorded_at_us;
+    return ES_OK;
+}
+
+es_err store_damage(store *s, const char *index, uint64_t pos, const char *what)
+{
+    atomic_fetch_add(&s->index_mismatches, 1);
+    char line[256];
+    snprintf(line, sizeof line,
+             "store damaged: index %s, position %llu: %s; refused as CORRUPT (run esctl db check)",
+             index, (unsigned long long)pos, what);
+    if (s->damage_log) {
+        bool in_visitor = store_in_visitor;
+        store_in_visitor = true; /* the caller's code: its faults are its own */
+        s->damage_log(s->damage_log_ctx, line);
+        store_in_visitor = in_visitor;
+    } else {
+        fprintf(stderr, "%s\n", line);
+    }
+    return ES_ERR_CORRUPT;
+}
+
+uint64_t store_index_mismatches(store *s)
+{
+    return atomic_load(&s->index_mismatches);
+}
+
+es_err store_next_stream_get(MDB_txn *txn, const store *s, uint64_t *next, uint64_t *highest)
+{
+    *next = *highest = 0;
+    MDB_val v;
+    int rc = store_meta_get(txn, s->meta, "next_stream", &v);
+    if (rc != MDB_SUCCESS) {
+        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
+    }
+    if (v.mv_size != 8) {
+        return ES_ERR_CORRUPT;
+    }
+    *next = get_u64le(v.mv_data);
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, s->stream_revs, &cur);
+    if (rc != MDB_SUCCESS) {
+        return es_err_from_mdb(rc);
+    }
+    MDB_val k;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    mdb_cursor_close(cur);
+    if (rc == MDB_SUCCESS) {
+        if (k.mv_size != 16) {
+            return ES_ERR_CORRUPT;
+        }
+        *highest = get_u64be(k.mv_data);
+    } else if (rc != MDB_NOTFOUND) {
+        return es_err_from_mdb(rc);
+    }
+    return ES_OK;
 }
 
 es_err store_record_open(const MDB_val *v, const uint8_t **payload, size_t *len)
@@ -478,6 +543,8 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     s->sync = opts->sync;
     s->read_only = opts->read_only;
     s->follower = opts->follower;
+    s->damage_log = opts->damage_log;
+    s->damage_log_ctx = opts->damage_log_ctx;
     s->max_events_per_append = opts->max_events_per_append ? opts->max_events_per_append
                                                            : STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
     s->max_event_bytes =
@@ -589,6 +656,23 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
             store_set_msg(msg, msg_len, "%s: %s", opts->path, "esd store with missing databases");
             goto out_abort_txn;
         }
+        /* A writer hands out stream numbers from the counter: one at or
+         * below a number in use would put a new stream's events under an
+         * old stream (the inserts would collide and fail, but every new
+         * stream would). Read-only opens leave the verdict to store_check. */
+        uint64_t next, highest;
+        rv = store_next_stream_get(txn, s, &next, &highest);
+        if (rv == ES_OK && !opts->read_only && next <= highest) {
+            rv = ES_ERR_CORRUPT;
+        }
+        if (rv != ES_OK && !opts->read_only) {
+            store_set_msg(msg, msg_len,
+                          "%s: the next-stream counter (%llu) is not above the highest stream "
+                          "number in use (%llu): the store is damaged; run esctl db check",
+                          opts->path, (unsigned long long)next, (unsigned long long)highest);
+            goto out_abort_txn;
+        }
+        rv = ES_OK;
     }
     atomic_store(&s->head, store_last_position(txn, s->events));
     rc = mdb_txn_commit(txn);

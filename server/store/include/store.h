@@ -47,6 +47,9 @@ typedef struct store store;
  */
 #define STORE_EXIT_DAMAGED 70
 
+/** A sink for lines the store logs (index damage met by a read or a write). */
+typedef void (*store_log_fn)(void *ctx, const char *line);
+
 typedef struct store_options {
     const char *path;               /* data directory; created when missing */
     uint64_t map_size;              /* 0 = the default for the platform (halved down to
@@ -58,6 +61,8 @@ typedef struct store_options {
     uint32_t max_readers;           /* 0 = 126 (LMDB's default) */
     bool follower;                  /* a replica: appends and snapshot saves are refused with
                                        ES_ERR_FOLLOWER; events arrive through store_import_batch */
+    store_log_fn damage_log;        /* index damage found while serving (NULL: stderr) */
+    void *damage_log_ctx;
 } store_options;
 
 /**
@@ -72,10 +77,21 @@ typedef struct store_options {
  *     of another format version — nothing was changed;
  *   ES_ERR_IO: the directory cannot be created or opened (see msg);
  *   ES_ERR_NOT_FOUND: read_only and no store there;
+ *   ES_ERR_CORRUPT: the data file is shorter than its pages, or (not
+ *     read_only) the next-stream counter is not above every stream number
+ *     in use -- new streams would be written into old ones' histories;
  *   ES_ERR_NO_MEMORY.
  * @note Clears stale reader slots (mdb_reader_check) at open.
  */
 es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_len);
+
+/**
+ * @brief How many times an index led a read or a write to a record that is
+ *        not what the index promised (another stream, revision, category,
+ *        type, id or position), or an index insert met an existing entry.
+ *        Each was refused with ES_ERR_CORRUPT and logged.
+ */
+uint64_t store_index_mismatches(store *s);
 
 /** @brief Close the store; accepts NULL. No transaction may be in use. */
 void store_close(store *s);
