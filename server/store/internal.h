@@ -49,6 +49,7 @@ struct store {
     uint64_t created_us;
     _Atomic uint64_t head;             /* last committed position */
     _Atomic uint64_t index_mismatches; /* store_damage calls (store_index_mismatches) */
+    int owner_fd;                      /* esd.lock, locked (writable opens); -1: none */
     store_log_fn damage_log;           /* NULL: stderr */
     void *damage_log_ctx;
     uint64_t last_commit_call_us; /* writer thread: time in mdb_txn_commit */

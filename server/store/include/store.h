@@ -77,6 +77,10 @@ typedef struct store_options {
  *     of another format version — nothing was changed;
  *   ES_ERR_IO: the directory cannot be created or opened (see msg);
  *   ES_ERR_NOT_FOUND: read_only and no store there;
+ *   ES_ERR_BUSY: (not read_only) another process owns the directory (a
+ *     running esd holds its esd.lock); msg names its pid;
+ *   ES_ERR_STORE_FULL: no room on the file system for lock.mdb or esd.lock
+ *     (msg says which);
  *   ES_ERR_CORRUPT: the data file is shorter than its pages, or (not
  *     read_only) the next-stream counter is not above every stream number
  *     in use -- new streams would be written into old ones' histories;
@@ -92,6 +96,16 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
  *        Each was refused with ES_ERR_CORRUPT and logged.
  */
 uint64_t store_index_mismatches(store *s);
+
+/**
+ * @brief Whether a running process owns a data directory: a writable
+ *        store_open holds an exclusive lock on DIR/esd.lock, which also
+ *        holds its pid, until store_close or the process's end (kill -9
+ *        included: the kernel drops the lock). Asks without taking the lock.
+ * @param[out] pid the owner's pid as written in esd.lock (0: unreadable)
+ * @return true when the lock is held (by any process, this one included).
+ */
+bool store_dir_owned(const char *dir, long *pid);
 
 /** @brief Close the store; accepts NULL. No transaction may be in use. */
 void store_close(store *s);
