@@ -199,7 +199,9 @@ static int db_backup(const esctl *x, const char *dir, const char *dest)
     if (rv != ES_OK) {
         fprintf(stderr, "esctl: db backup %s to %s: %s (%s)%s\n", dir, dest, es_strerror(rv),
                 es_errname(rv),
-                rv == ES_ERR_INVALID_ARGUMENT ? "; the destination must be new or empty" : "");
+                rv == ES_ERR_INVALID_ARGUMENT ? "; the destination must be new or empty"
+                : rv == ES_ERR_STORE_FULL     ? "; no room at the destination (nothing left there)"
+                                              : "");
         return EXIT_FAILED;
     }
     if (x->json) {

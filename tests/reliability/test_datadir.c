@@ -26,6 +26,7 @@
  * data.mdb with mode 0600 and nothing else; into a full tmpfs it exits
  * non-zero and leaves no data.mdb and no temporary file behind.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -217,6 +218,113 @@ static void round_full_lock(uint64_t round)
     esd_destroy(&e);
 }
 
+/* -------------------------------------------------------------- backups -- */
+
+static size_t dir_entries(const char *dir, char *names, size_t cap)
+{
+    names[0] = '\0';
+    DIR *d = opendir(dir);
+    if (!d) {
+        return 0;
+    }
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            n++;
+            size_t l = strlen(names);
+            snprintf(names + l, cap - l, "%s ", de->d_name);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static void round_backup(uint64_t round)
+{
+    esd_proc e;
+    char st_buf[128], out[400], dest[400], names[512], p[600];
+    REL_CHECK(esd_init(&e, NULL) == 0, "cannot make a temporary directory");
+    snprintf(out, sizeof out, "%s/esctl.out", e.dir);
+    REL_CHECK(esd_start(&e, 20000) == 0, "esd did not start");
+    es_client *c = rel_client(e.address, 10000);
+    REL_CHECK(c != NULL, "cannot connect");
+    for (uint32_t i = 0; i < 400; i++) { /* ~250 KiB of events */
+        rel_ev ev;
+        rel_ev_make(&ev, round, i % 8, i / 8, REL_MAX_DATA);
+        es_event evt;
+        rel_ev_to_event(&ev, &evt);
+        char stream[32];
+        snprintf(stream, sizeof stream, "bk-%u", i % 8);
+        es_expected ex = {ES_EXPECT_ANY, 0};
+        es_append_result r;
+        REL_CHECK(es_stream_append(c, stream, ex, &evt, 1, &r) == ES_OK, "append failed: %s",
+                  es_client_errmsg(c));
+    }
+    es_client_destroy(c);
+
+    /* An existing, empty destination; a umask that would make it 0644. */
+    snprintf(dest, sizeof dest, "%s/bk", e.dir);
+    REL_CHECK(mkdir(dest, 0755) == 0, "mkdir %s: %s", dest, strerror(errno));
+    mode_t old = umask(022);
+    const char *args[] = {"db", "backup", e.data_dir, dest, NULL};
+    int st = h_esctl(args, out, 60000);
+    umask(old);
+    if (!exited_with(st, 0)) {
+        h_dump_tail(out, 10);
+        rel_fail("esctl db backup: %s", h_status_str(st, st_buf, sizeof st_buf));
+    }
+    snprintf(p, sizeof p, "%s/data.mdb", dest);
+    struct stat sb;
+    REL_CHECK(stat(p, &sb) == 0 && (sb.st_mode & 07777) == 0600,
+              "backup data.mdb mode %o, expected 0600", (unsigned)(sb.st_mode & 07777));
+    REL_CHECK(dir_entries(dest, names, sizeof names) == 1, "backup directory holds: %s", names);
+    off_t backup_bytes = sb.st_size;
+
+    /* A full destination: a tmpfs with less room than the backup needs. */
+    char full[300];
+    snprintf(full, sizeof full, "%s/full", e.dir);
+    REL_CHECK(mkdir(full, 0700) == 0, "mkdir %s: %s", full, strerror(errno));
+    if (mount("tmpfs", full, "tmpfs", 0, "size=1m,mode=0700") != 0) {
+        int err = errno;
+        esd_end(&e, 10000);
+        rel_skip("cannot mount a 1 MiB tmpfs (%s): the full-disk cases need CAP_SYS_ADMIN",
+                 strerror(err));
+    }
+    snprintf(mounted, sizeof mounted, "%s", full);
+    snprintf(dest, sizeof dest, "%s/sub", full);
+    REL_CHECK(mkdir(dest, 0700) == 0, "mkdir %s: %s", dest, strerror(errno));
+    fill_up(full);
+    snprintf(p, sizeof p, "%s/filler", full);
+    struct stat fs;
+    REL_CHECK(stat(p, &fs) == 0 && fs.st_size > backup_bytes / 2, "filler too small");
+    REL_CHECK(truncate(p, fs.st_size - backup_bytes / 2) == 0, "truncate: %s", strerror(errno));
+    static const char *const dests[] = {"sub", "new"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(dest, sizeof dest, "%s/%s", full, dests[i]);
+        const char *bargs[] = {"db", "backup", e.data_dir, dest, NULL};
+        st = h_esctl(bargs, out, 60000);
+        if (st < 0 || exited_with(st, 0) || !WIFEXITED(st)) {
+            h_dump_tail(out, 10);
+            rel_fail("esctl db backup into a full file system (%s): %s, expected a non-zero exit",
+                     dests[i], h_status_str(st, st_buf, sizeof st_buf));
+        }
+        size_t left = dir_entries(full, names, sizeof names);
+        REL_CHECK(left == 2 && strstr(names, "filler") && strstr(names, "sub"),
+                  "after a failed backup into %s the file system holds: %s", dests[i], names);
+        char sub[400];
+        snprintf(sub, sizeof sub, "%s/sub", full);
+        REL_CHECK(dir_entries(sub, names, sizeof names) == 0, "%s holds: %s", sub, names);
+    }
+    unmount_at_exit();
+    if (round == 1) {
+        rel_log("backups: data.mdb 0600 under umask 022, nothing else; into a full file system "
+                "a non-zero exit and nothing left (backup %lld bytes, room for half)",
+                (long long)backup_bytes);
+    }
+    REL_CHECK(esd_finish(&e, 10000) == 0, "esd did not finish cleanly");
+}
+
 int main(int argc, char **argv)
 {
     static const char *const names[] = {"rounds", NULL};
@@ -227,6 +335,7 @@ int main(int argc, char **argv)
     for (uint64_t r = 1; r <= val[0]; r++) {
         round_owner(r);
         round_full_lock(r);
+        round_backup(r);
     }
     rel_log("PASS: %" PRIu64 " rounds in %.1f s", val[0], (double)(h_now_ms() - t0) / 1000.0);
     return 0;

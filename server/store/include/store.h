@@ -430,8 +430,12 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
 
 /**
  * @brief Write a consistent, compacted copy of the store to an empty or new
- *        directory (LMDB's mdb_env_copy2 with MDB_CP_COMPACT).
- * @return ES_OK; ES_ERR_INVALID_ARGUMENT (destination not empty); ES_ERR_IO.
+ *        directory (LMDB's mdb_env_copyfd2 with MDB_CP_COMPACT) as
+ *        DEST/data.mdb, mode 0600: written under a temporary name, fsynced,
+ *        renamed, the directory fsynced. On failure nothing is left behind
+ *        (a directory it created is removed too).
+ * @return ES_OK; ES_ERR_INVALID_ARGUMENT (destination not empty or not a
+ *   directory); ES_ERR_STORE_FULL (no room at the destination); ES_ERR_IO.
  */
 es_err store_backup(store *s, const char *dest_dir);
 
