@@ -345,12 +345,93 @@ static void test_next_stream_counter_damaged(void **state)
     assert_check_clean(f->s);
 }
 
+/* ------------------------------------------------- other record layouts -- */
+
+static size_t put_tag_len(uint8_t *p, uint8_t tag, const void *data, size_t len)
+{
+    p[0] = tag;
+    p[1] = (uint8_t)len; /* < 128 here */
+    memcpy(p + 2, data, len);
+    return 2 + len;
+}
+
+/* A record with its fields in another order than the store writes them
+ * (type, id, position, revision, stream, time): as another writer may have
+ * laid out an imported record. Index reads check it all the same. */
+static size_t reversed_record(uint8_t *p, const char *stream, uint64_t rev, uint64_t pos,
+                              uint8_t idbyte)
+{
+    uint8_t id[16];
+    memset(id, idbyte, sizeof id);
+    size_t n = put_tag_len(p, 0x2a, "T", 1);
+    n += put_tag_len(p + n, 0x22, id, 16);
+    p[n++] = 0x18;
+    p[n++] = (uint8_t)pos; /* < 128 */
+    if (rev) {
+        p[n++] = 0x10;
+        p[n++] = (uint8_t)rev;
+    }
+    n += put_tag_len(p + n, 0x0a, stream, strlen(stream));
+    p[n++] = 0x58; /* recorded_at_us = 1 */
+    p[n++] = 1;
+    return n;
+}
+
+static void test_other_field_order_checked(void **state)
+{
+    fx *f = *state;
+    store_options o = {.path = f->path, .map_size = TEST_MAP_SIZE, .follower = true};
+    f->s = open_opts(&o);
+    uint8_t r1[128], r2[128];
+    store_import_in in[2] = {{r1, reversed_record(r1, "imp-1", 0, 1, 0x11)},
+                             {r2, reversed_record(r2, "imp-1", 1, 2, 0x22)}};
+    size_t bad;
+    char msg[256];
+    assert_rv(ES_OK, store_import_batch(f->s, in, 2, &bad, msg, sizeof msg));
+    coll c = {0};
+    read_stream_all(f->s, "imp-1", 0, &c);
+    assert_int_equal(c.n, 2);
+    assert_stream_events(&c, "imp-1", 0);
+    coll_free(&c);
+    store_filter cat = {STORE_FILTER_CATEGORY, U8("imp"), 3};
+    read_all_fwd(f->s, &cat, 0, &c);
+    assert_int_equal(c.n, 2);
+    coll_free(&c);
+    store_filter type = {STORE_FILTER_EVENT_TYPE, U8("T"), 1};
+    read_all_fwd(f->s, &type, 0, &c);
+    assert_int_equal(c.n, 2);
+    coll_free(&c);
+    assert_int_equal(store_index_mismatches(f->s), 0);
+
+    /* And a damaged index entry to such a record is refused. */
+    store_close(f->s);
+    f->s = NULL;
+    uint8_t key[64];
+    raw_put(f->path, "types", key, name_pos_key(key, "U", 2), NULL, 0);
+    damage_log d = {0};
+    store_options o2 = {.path = f->path,
+                        .map_size = TEST_MAP_SIZE,
+                        .follower = true,
+                        .damage_log = damage_log_line,
+                        .damage_log_ctx = &d};
+    f->s = open_opts(&o2);
+    store_filter u = {STORE_FILTER_EVENT_TYPE, U8("U"), 1};
+    store_page pg;
+    assert_rv(ES_ERR_CORRUPT, store_read_all(f->s, &u, 0, false, 0, coll_visit, &c, &pg));
+    assert_int_equal(c.n, 0);
+    assert_true(log_names(&d, "types", 2));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_stream_record_of_another_stream),         T(test_stream_index_points_elsewhere),
-        T(test_category_and_type_index_point_elsewhere), T(test_event_id_index_points_elsewhere),
-        T(test_insert_collision_aborts_batch),           T(test_next_stream_counter_damaged),
+        T(test_stream_record_of_another_stream),
+        T(test_stream_index_points_elsewhere),
+        T(test_category_and_type_index_point_elsewhere),
+        T(test_event_id_index_points_elsewhere),
+        T(test_insert_collision_aborts_batch),
+        T(test_next_stream_counter_damaged),
+        T(test_other_field_order_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
