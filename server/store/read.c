@@ -225,8 +225,12 @@ static bool want_holds(const index_want *w, const es_record *r)
     }
 }
 
-static const uint8_t *head_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+static inline const uint8_t *head_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
 {
+    if (p < end && *p < 0x80) { /* one byte: lengths, small numbers */
+        *v = *p;
+        return p + 1;
+    }
     uint64_t x = 0;
     for (unsigned sh = 0; p < end && sh < 64; sh += 7) {
         uint8_t b = *p++;
@@ -239,7 +243,8 @@ static const uint8_t *head_varint(const uint8_t *p, const uint8_t *end, uint64_t
     return NULL;
 }
 
-static const uint8_t *head_bytes(const uint8_t *p, const uint8_t *end, uint8_t tag, es_slice *out)
+static inline const uint8_t *head_bytes(const uint8_t *p, const uint8_t *end, uint8_t tag,
+                                        es_slice *out)
 {
     uint64_t n;
     if (p >= end || *p != tag || !(p = head_varint(p + 1, end, &n)) || n > (uint64_t)(end - p)) {
