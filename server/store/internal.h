@@ -6,10 +6,13 @@
  * The files of the store, each with its design notes at the top:
  *
  *   open.c    the key layout (drawn there), opening and closing, meta,
- *             stream records, record headers, error translation
+ *             stream records, record headers, error translation, one
+ *             owner per data directory (esd.lock), lock.mdb's reservation,
+ *             store_damage (index damage: logged, counted, CORRUPT)
  *   write.c   appends (group commit, idempotency), imports, snapshot saves
  *   read.c    reads of streams, of the log, listings, snapshot loads; the
- *             guard that turns damage in LMDB's pages into ES_ERR_CORRUPT
+ *             guard that turns damage in LMDB's pages into ES_ERR_CORRUPT;
+ *             the check that a record is what its index promised
  *   check.c   statistics, store_check, backups
  *
  * Ownership words as in store.h. Every function here that returns an int

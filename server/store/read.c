@@ -16,9 +16,9 @@
  * not served: through stream_revs it carries the stream and the revision
  * asked for, through categories or types that category or type, and the
  * position of its key. The check reads the record's head in the layout
- * the store writes (record_head; any other layout goes through
- * es_record_parse, lenient): a full parse per record cost ~1,000
- * instructions, two thirds more than the rest of a read. A record that is
+ * the store writes (es_record_head; any other layout goes through
+ * es_record_parse, lenient): a full parse cost ~1,000 instructions
+ * per record, about as much as the rest of a read. A record that is
  * not what the index promised is refused
  * with ES_ERR_CORRUPT, logged with the index and the position, and counted
  * (store_damage, store_index_mismatches): a damaged index must not hand out
@@ -225,65 +225,6 @@ static bool want_holds(const index_want *w, const es_record *r)
     }
 }
 
-static inline const uint8_t *head_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
-{
-    if (p < end && *p < 0x80) { /* one byte: lengths, small numbers */
-        *v = *p;
-        return p + 1;
-    }
-    uint64_t x = 0;
-    for (unsigned sh = 0; p < end && sh < 64; sh += 7) {
-        uint8_t b = *p++;
-        x |= (uint64_t)(b & 0x7f) << sh;
-        if (!(b & 0x80)) {
-            *v = x;
-            return p;
-        }
-    }
-    return NULL;
-}
-
-static inline const uint8_t *head_bytes(const uint8_t *p, const uint8_t *end, uint8_t tag,
-                                        es_slice *out)
-{
-    uint64_t n;
-    if (p >= end || *p != tag || !(p = head_varint(p + 1, end, &n)) || n > (uint64_t)(end - p)) {
-        return NULL;
-    }
-    out->p = p;
-    out->len = (size_t)n;
-    return p + n;
-}
-
-/*
- * The head of a record in the layout the store writes (write.c,
- * record_write): stream (1), revision (2, absent when 0), position (3), id
- * (4), type (5), in this order. Fills those fields of *r and returns true
- * when the record starts so; false for any other layout, which then goes
- * through es_record_parse. A record that passed its CRC was written by the
- * store (or imported after a strict parse: no field twice), so its head is
- * what a full parse would find; reading only the head keeps the index check
- * at a few dozen instructions per record.
- */
-static bool record_head(const uint8_t *p, size_t len, es_record *r)
-{
-    const uint8_t *end = p + len;
-    r->revision = 0;
-    if (!(p = head_bytes(p, end, 0x0a, &r->stream))) {
-        return false;
-    }
-    if (p < end && *p == 0x10 && !(p = head_varint(p + 1, end, &r->revision))) {
-        return false;
-    }
-    if (p >= end || *p != 0x18 || !(p = head_varint(p + 1, end, &r->position))) {
-        return false;
-    }
-    if (!(p = head_bytes(p, end, 0x22, &r->id)) || !head_bytes(p, end, 0x2a, &r->type)) {
-        return false;
-    }
-    return r->stream.len != 0 && r->id.len == ES_RECORD_ID_BYTES && r->type.len != 0;
-}
-
 static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t pos,
                              const index_want *want, store_visit_fn visit, void *ctx, int *verdict)
 {
@@ -298,7 +239,7 @@ static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t po
         return rv;
     }
     es_record r;
-    if (!record_head(rec.bytes, rec.len, &r) &&
+    if (!es_record_head(rec.bytes, rec.len, &r) &&
         es_record_parse(rec.bytes, rec.len, 0, &r) != ES_OK) {
         return ES_ERR_CORRUPT; /* the CRC held: written wrong, not an index's fault */
     }
