@@ -92,6 +92,61 @@ es_err es_record_parse(const uint8_t *buf, size_t len, unsigned flags, es_record
     return ES_OK;
 }
 
+/* A field's tag byte (field numbers below 16). */
+#define HEAD_TAG(field, wire) ((uint8_t)((field) << 3 | (wire)))
+
+static const uint8_t *head_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+    if (p < end && *p < 0x80) { /* one byte: lengths, small numbers */
+        *v = *p;
+        return p + 1;
+    }
+    uint64_t x = 0;
+    for (unsigned sh = 0; p < end && sh < 64; sh += 7) {
+        uint8_t b = *p++;
+        x |= (uint64_t)(b & 0x7f) << sh;
+        if (!(b & 0x80)) {
+            *v = x;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static const uint8_t *head_bytes(const uint8_t *p, const uint8_t *end, uint8_t tag, es_slice *out)
+{
+    uint64_t n;
+    if (p >= end || *p != tag || !(p = head_varint(p + 1, end, &n)) || n > (uint64_t)(end - p)) {
+        return NULL;
+    }
+    out->p = p;
+    out->len = (size_t)n;
+    return p + n;
+}
+
+bool es_record_head(const uint8_t *p, size_t len, es_record *r)
+{
+    const uint8_t *end = p + len;
+    r->revision = 0;
+    if (!(p = head_bytes(p, end, HEAD_TAG(ES_RECORD_F_STREAM, PBW_WIRE_LEN), &r->stream))) {
+        return false;
+    }
+    if (p < end && *p == HEAD_TAG(ES_RECORD_F_REVISION, PBW_WIRE_VARINT) &&
+        !(p = head_varint(p + 1, end, &r->revision))) {
+        return false;
+    }
+    if (p >= end || *p != HEAD_TAG(ES_RECORD_F_POSITION, PBW_WIRE_VARINT) ||
+        !(p = head_varint(p + 1, end, &r->position))) {
+        return false;
+    }
+    if (!(p = head_bytes(p, end, HEAD_TAG(ES_RECORD_F_ID, PBW_WIRE_LEN), &r->id)) ||
+        !head_bytes(p, end, HEAD_TAG(ES_RECORD_F_TYPE, PBW_WIRE_LEN), &r->type)) {
+        return false;
+    }
+    return r->stream.len != 0 && r->id.len == ES_RECORD_ID_BYTES && r->type.len != 0 &&
+           r->position != 0;
+}
+
 bool es_slice_eq(es_slice a, const uint8_t *p, size_t len)
 {
     return a.len == len && (len == 0 || memcmp(a.p, p, len) == 0);

@@ -74,6 +74,22 @@ typedef struct es_record {
  */
 es_err es_record_parse(const uint8_t *buf, size_t len, unsigned flags, es_record *out);
 
+/**
+ * @brief The head of a record in the layout the store writes: stream (1),
+ *        revision (2, absent when 0), position (3), id (4), type (5), first
+ *        and in this order. Fills those five fields (the others are left as
+ *        they were) in a few dozen instructions, against ~1,000 for a full
+ *        parse: the store's reads check every record they reach through an
+ *        index against what the index promised.
+ * @return true when the record starts so, with a non-empty stream and
+ *         type, a 16-byte id and a position of at least 1; false for any
+ *         other layout (then use es_record_parse). Only for records whose
+ *         CRC held: those were written by the store or imported after a
+ *         strict parse, so no field comes twice and the head is what a full
+ *         parse would find.
+ */
+bool es_record_head(const uint8_t *buf, size_t len, es_record *out);
+
 /** @brief Whether two slices hold the same bytes. */
 bool es_slice_eq(es_slice a, const uint8_t *p, size_t len);
 

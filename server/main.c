@@ -29,6 +29,14 @@ static void tune_malloc(void)
     mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
+/* The store's report of an index that led to the wrong record: what,
+ * where (index and position); the count is esd_store_index_mismatches_total. */
+static void log_store_damage(void *ctx, const char *line)
+{
+    (void)ctx;
+    log_msg(LOG_ERROR, "store damage", "detail=\"%s\"", line);
+}
+
 /*
  * Start-up builds the parts in order (authentication, store, subscriptions,
  * the follower's eventfd, writer, relay, follower, network) and shutdown
@@ -110,6 +118,7 @@ int main(int argc, char **argv)
         .max_events_per_append = cfg->max_events_per_append,
         .max_event_bytes = cfg->max_event_bytes,
         .follower = cfg->follow_nats != NULL,
+        .damage_log = log_store_damage,
     };
     srv.start_us = store_now_us();
     es_err rv = store_open(&so, &srv.st, msg, sizeof msg);

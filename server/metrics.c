@@ -174,6 +174,10 @@ void metrics_render(FILE *out, server_ctx *srv)
           (double)lag.behind);
 
     /* the store */
+    counter(out, "esd_store_index_mismatches_total",
+            "Reads and writes refused as CORRUPT because an index led to a record that is not "
+            "what it promised (or an insert met an existing entry).",
+            store_index_mismatches(srv->st));
     store_stats st;
     if (store_stats_get(srv->st, &st) == ES_OK) {
         gauge(out, "esd_head_position", "The last committed global position.",

@@ -7,7 +7,11 @@
  *
  * Design notes: the store is opened read-only, which LMDB allows beside a
  * running esd (readers never block the writer), so these commands are safe
- * on a live data directory. Nothing here talks to the server.
+ * on a live data directory. Nothing here talks to the server. stat and
+ * check say on stderr when an esd owns the directory (its esd.lock is
+ * held: store_dir_owned) -- what they show is a moment of a store that
+ * keeps changing; backup refuses a destination that an esd owns, naming
+ * its pid, rather than write beside it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,9 +67,22 @@ static int open_store(const esctl *x, const char *dir, store **out)
     return EXIT_OK;
 }
 
+/* A note for the read-only commands on a directory that esd is using. */
+static void note_owner(const char *dir)
+{
+    long pid;
+    if (store_dir_owned(dir, &pid)) {
+        fprintf(stderr,
+                "esctl: note: esd (pid %ld) is running on %s; what follows may be stale by the "
+                "time you read it\n",
+                pid, dir);
+    }
+}
+
 static int db_stat(const esctl *x, const char *dir)
 {
     store *s = NULL;
+    note_owner(dir);
     int rc = open_store(x, dir, &s);
     if (rc != EXIT_OK) {
         return rc;
@@ -118,6 +135,7 @@ static void check_log(void *ctx, const char *line)
 static int db_check(const esctl *x, const char *dir)
 {
     store *s = NULL;
+    note_owner(dir);
     int rc = open_store(x, dir, &s);
     if (rc != EXIT_OK) {
         return rc;
@@ -164,6 +182,14 @@ static int db_check(const esctl *x, const char *dir)
 static int db_backup(const esctl *x, const char *dir, const char *dest)
 {
     store *s = NULL;
+    long pid;
+    if (store_dir_owned(dest, &pid)) {
+        fprintf(stderr,
+                "esctl: db backup %s to %s: %s is in use by esd (pid %ld); refusing to write "
+                "there\n",
+                dir, dest, dest, pid);
+        return EXIT_FAILED;
+    }
     int rc = open_store(x, dir, &s);
     if (rc != EXIT_OK) {
         return rc;
@@ -173,7 +199,9 @@ static int db_backup(const esctl *x, const char *dir, const char *dest)
     if (rv != ES_OK) {
         fprintf(stderr, "esctl: db backup %s to %s: %s (%s)%s\n", dir, dest, es_strerror(rv),
                 es_errname(rv),
-                rv == ES_ERR_INVALID_ARGUMENT ? "; the destination must be new or empty" : "");
+                rv == ES_ERR_INVALID_ARGUMENT ? "; the destination must be new or empty"
+                : rv == ES_ERR_STORE_FULL     ? "; no room at the destination (nothing left there)"
+                                              : "");
         return EXIT_FAILED;
     }
     if (x->json) {

@@ -7,15 +7,24 @@
  * under the read guard (see read.c), so damage in LMDB's own pages ends it
  * with ES_ERR_CORRUPT rather than ending the process; damage it finds in
  * records and indexes is counted by kind and the first CHECK_LOG_MAX_LINES
- * defects are described through the caller's log callback. A backup is
- * LMDB's compacting copy (mdb_env_copy2 with MDB_CP_COMPACT) into an empty
- * or new directory: consistent without stopping writers.
+ * defects are described through the caller's log callback; the next-stream
+ * counter is checked against the highest stream number in use. A backup is
+ * LMDB's compacting copy (mdb_env_copyfd2 with MDB_CP_COMPACT) into an
+ * empty or new directory: consistent without stopping writers. It is
+ * written to a temporary name in the destination (mode 0600 whatever the
+ * umask), fsynced, renamed to data.mdb and the directory fsynced, so a
+ * data.mdb there is always a whole backup; on any error the temporary file
+ * (and a directory the backup created) is removed.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bytes.h"
 #include "internal.h"
@@ -150,7 +159,8 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
             defect(&c, pos, "record holds another position", rpos, pos);
         }
         store_stream_info si;
-        if (store_stream_lookup(txn, s, sid, sid_len, &si) != ES_OK) {
+        MDB_val sk = {sid_len, (void *)sid}, sv;
+        if (mdb_get(txn, s->streams, &sk, &sv) != 0 || store_stream_decode(&sv, &si) != ES_OK) {
             report->revision_errors++;
             defect(&c, pos, "record of a stream without a stream record", rrev, 0);
             continue;
@@ -239,6 +249,15 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         }
     }
     mdb_cursor_close(cur);
+    /* The counter must be above every stream number in use, or the next
+     * new stream collides with an old one (appends refuse that as CORRUPT;
+     * a writable open refuses the store). */
+    uint64_t next_stream, highest;
+    if (store_next_stream_get(txn, s, &next_stream, &highest) != ES_OK || next_stream <= highest) {
+        report->index_errors++;
+        defect(&c, 0, "next-stream counter not above the highest stream number (counter, highest)",
+               next_stream, highest);
+    }
     uint64_t n = report->events_checked;
     if (revs_total != n || db_entries(txn, s->event_ids) != n ||
         db_entries(txn, s->categories) != n || db_entries(txn, s->types) != n) {
@@ -258,6 +277,7 @@ STORE_GUARDED_END
 es_err store_backup(store *s, const char *dest_dir)
 {
     struct stat st;
+    bool made_dir = false;
     if (stat(dest_dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) {
             return ES_ERR_INVALID_ARGUMENT;
@@ -279,6 +299,60 @@ es_err store_backup(store *s, const char *dest_dir)
         }
     } else if (mkdir(dest_dir, 0700) != 0) {
         return ES_ERR_IO;
+    } else {
+        made_dir = true;
     }
-    return es_err_from_mdb(mdb_env_copy2(s->env, dest_dir, MDB_CP_COMPACT));
+    char tmp[4096], final[4096];
+    int n1 = snprintf(tmp, sizeof tmp, "%s/.data.mdb.XXXXXX", dest_dir);
+    int n2 = snprintf(final, sizeof final, "%s/data.mdb", dest_dir);
+    if (n1 <= 0 || (size_t)n1 >= sizeof tmp || n2 <= 0 || (size_t)n2 >= sizeof final) {
+        if (made_dir) {
+            rmdir(dest_dir);
+        }
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    es_err rv = ES_OK;
+    int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600, whatever the umask */
+    if (fd < 0) {
+        rv = errno == ENOSPC || errno == EDQUOT ? ES_ERR_STORE_FULL : ES_ERR_IO;
+        goto out_remove_dir;
+    }
+    int rc = fchmod(fd, 0600) != 0 ? errno : 0;
+    if (rc == 0) {
+        rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+    }
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = errno;
+    }
+    if (close(fd) != 0 && rc == 0) {
+        rc = errno;
+    }
+    if (rc == 0 && rename(tmp, final) != 0) {
+        rc = errno;
+    }
+    if (rc != 0) {
+        rv = rc == EIO ? ES_ERR_IO : es_err_from_mdb(rc);
+        goto out_remove_tmp;
+    }
+    /* The rename is durable once the directory is. */
+    int dfd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        rv = ES_ERR_IO;
+    }
+    if (dfd >= 0) {
+        close(dfd);
+    }
+    if (rv != ES_OK) {
+        unlink(final);
+        goto out_remove_dir;
+    }
+    return ES_OK;
+
+out_remove_tmp:
+    unlink(tmp);
+out_remove_dir:
+    if (made_dir) {
+        rmdir(dest_dir);
+    }
+    return rv;
 }

@@ -6,10 +6,13 @@
  * The files of the store, each with its design notes at the top:
  *
  *   open.c    the key layout (drawn there), opening and closing, meta,
- *             stream records, record headers, error translation
+ *             stream records, record headers, error translation, one
+ *             owner per data directory (esd.lock), lock.mdb's reservation,
+ *             store_damage (index damage: logged, counted, CORRUPT)
  *   write.c   appends (group commit, idempotency), imports, snapshot saves
  *   read.c    reads of streams, of the log, listings, snapshot loads; the
- *             guard that turns damage in LMDB's pages into ES_ERR_CORRUPT
+ *             guard that turns damage in LMDB's pages into ES_ERR_CORRUPT;
+ *             the check that a record is what its index promised
  *   check.c   statistics, store_check, backups
  *   life.c    delete, tombstone, retention metadata; what reads may serve
  *
@@ -53,7 +56,11 @@ struct store {
     uint8_t id[STORE_ID_BYTES];
     uint32_t format;
     uint64_t created_us;
-    _Atomic uint64_t head;        /* last committed position */
+    _Atomic uint64_t head;             /* last committed position */
+    _Atomic uint64_t index_mismatches; /* store_damage calls (store_index_mismatches) */
+    int owner_fd;                      /* esd.lock, locked (writable opens); -1: none */
+    store_log_fn damage_log;           /* NULL: stderr */
+    void *damage_log_ctx;
     uint64_t last_commit_call_us; /* writer thread: time in mdb_txn_commit */
 };
 
@@ -78,6 +85,22 @@ int store_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *data,
 /** @brief The last position in `events` (0: the log is empty). */
 uint64_t store_last_position(MDB_txn *txn, MDB_dbi events);
 
+/**
+ * @brief Report an index that promised what its record is not (or an index
+ *        insert that met an existing entry): count it, log the index and
+ *        the position.
+ * @return ES_ERR_CORRUPT, for the caller to return.
+ */
+es_err store_damage(store *s, const char *index, uint64_t pos, const char *what);
+
+/**
+ * @brief The stored next-stream counter and the highest stream number in
+ *        use (the first half of the last stream_revs key; 0: none).
+ * @return ES_OK; ES_ERR_CORRUPT (no counter, or one of the wrong size);
+ *         LMDB errors. The counter is sound when *next > *highest.
+ */
+es_err store_next_stream_get(MDB_txn *txn, const store *s, uint64_t *next, uint64_t *highest);
+
 /** @brief A stream record's bytes from the fields written at creation. */
 void store_stream_encode(uint8_t out[STREAM_RECORD_BYTES], const store_stream_info *si);
 
@@ -92,14 +115,15 @@ es_err store_stream_decode(const MDB_val *v, store_stream_info *si);
 es_err store_stream_tail(MDB_txn *txn, const store *s, store_stream_info *si);
 
 /**
- * @brief A stream's record and tail (not updated_us).
- * @return ES_OK; ES_ERR_NOT_FOUND (no such stream); ES_ERR_CORRUPT; LMDB errors.
+ * @brief A stream's record and tail, with updated_us. The tail's record is
+ *        read and must be this stream's, at the last revision and position
+ *        (a damaged stream record or index would otherwise lead reads and
+ *        appends into another stream).
+ * @return ES_OK; ES_ERR_NOT_FOUND (no such stream); ES_ERR_CORRUPT (through
+ *         store_damage when the tail is another stream's); LMDB errors.
  */
-es_err store_stream_lookup(MDB_txn *txn, const store *s, const uint8_t *stream, size_t len,
+es_err store_stream_lookup(MDB_txn *txn, store *s, const uint8_t *stream, size_t len,
                            store_stream_info *si);
-
-/** @brief updated_us of a stream whose tail is known: its last record's time. */
-es_err store_stream_updated(MDB_txn *txn, const store *s, store_stream_info *si);
 
 /**
  * @brief Verify a stored record's header and CRC.

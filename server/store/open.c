@@ -12,8 +12,26 @@
  * return to the event loop). No MDB_WRITEMAP: with it a full disk is a
  * SIGBUS instead of an error. `sync = false` sets MDB_NOSYNC, and every
  * acknowledgement says so (store_request.synced). A directory refused as
- * INCOMPATIBLE_STORE is left as it was found: a lock.mdb that the failed
- * open created is removed again.
+ * INCOMPATIBLE_STORE is left as it was found: a lock.mdb (or esd.lock)
+ * that the failed open created is removed again.
+ *
+ * One owner per data directory. A writable open takes an exclusive OFD lock
+ * (fcntl F_OFD_SETLK) on DIR/esd.lock and writes its pid there; a second
+ * writable open -- another esd, or this process again -- finds the lock
+ * held and is refused with ES_ERR_BUSY naming that pid. The kernel drops
+ * the lock when the descriptor is closed or the process ends, kill -9
+ * included, so a stale esd.lock never blocks a restart (its pid is then
+ * only history). Read-only opens (esctl db stat/check/backup) take no lock
+ * and may run beside esd; store_dir_owned lets them say so.
+ *
+ * A full file system. LMDB sizes lock.mdb with ftruncate and then writes
+ * its reader table through a shared map: on a full file system that write
+ * is a SIGBUS, not an error. So lock.mdb is created first and its blocks
+ * reserved with posix_fallocate, at exactly the size LMDB gives it
+ * (LOCK_FILE_BYTES: a bigger file would be read as more reader slots); no
+ * room is ES_ERR_STORE_FULL with the reason. A unit test pins the size
+ * against the LMDB in use. The data file is written with write(2) (no
+ * MDB_WRITEMAP), so a full disk there is an error code already.
  *
  * Names are durable too. An fdatasync of data.mdb makes its bytes durable
  * but, by POSIX, not its name: a new file's directory entry survives a
@@ -222,7 +240,7 @@ es_err store_stream_tail(MDB_txn *txn, const store *s, store_stream_info *si)
     return rv;
 }
 
-es_err store_stream_lookup(MDB_txn *txn, const store *s, const uint8_t *stream, size_t len,
+es_err store_stream_lookup(MDB_txn *txn, store *s, const uint8_t *stream, size_t len,
                            store_stream_info *si)
 {
     MDB_val k = {len, (void *)stream};
@@ -232,22 +250,87 @@ es_err store_stream_lookup(MDB_txn *txn, const store *s, const uint8_t *stream, 
         return es_err_from_mdb(rc);
     }
     es_err rv = store_stream_decode(&v, si);
-    return rv == ES_OK ? store_stream_tail(txn, s, si) : rv;
-}
-
-es_err store_stream_updated(MDB_txn *txn, const store *s, store_stream_info *si)
-{
+    if (rv == ES_OK) {
+        rv = store_stream_tail(txn, s, si);
+    }
+    if (rv != ES_OK) {
+        return rv;
+    }
+    /* The tail must be this stream's: a stream number damaged into another
+     * stream's would otherwise serve and extend that stream's history. */
     uint8_t key[8];
     put_u64be(key, si->last_position);
-    MDB_val k = {8, key}, v;
-    int rc = mdb_get(txn, s->events, &k, &v);
+    MDB_val pk = {8, key}, pv;
+    rc = mdb_get(txn, s->events, &pk, &pv);
     if (rc != MDB_SUCCESS) {
         return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
     }
     es_record r;
-    es_err rv = store_record_parse(&v, &r);
-    si->updated_us = rv == ES_OK ? r.recorded_at_us : 0;
-    return rv;
+    rv = store_record_parse(&pv, &r);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (!es_slice_eq(r.stream, stream, len) || r.revision != si->last_revision ||
+        r.position != si->last_position) {
+        return store_damage(s, "streams/stream_revs", si->last_position,
+                            "the stream's last record is another stream's or revision");
+    }
+    si->updated_us = r.recorded_at_us;
+    return ES_OK;
+}
+
+es_err store_damage(store *s, const char *index, uint64_t pos, const char *what)
+{
+    atomic_fetch_add(&s->index_mismatches, 1);
+    char line[256];
+    snprintf(line, sizeof line,
+             "store damaged: index %s, position %llu: %s; refused as CORRUPT (run esctl db check)",
+             index, (unsigned long long)pos, what);
+    if (s->damage_log) {
+        bool in_visitor = store_in_visitor;
+        store_in_visitor = true; /* the caller's code: its faults are its own */
+        s->damage_log(s->damage_log_ctx, line);
+        store_in_visitor = in_visitor;
+    } else {
+        fprintf(stderr, "%s\n", line);
+    }
+    return ES_ERR_CORRUPT;
+}
+
+uint64_t store_index_mismatches(store *s)
+{
+    return atomic_load(&s->index_mismatches);
+}
+
+es_err store_next_stream_get(MDB_txn *txn, const store *s, uint64_t *next, uint64_t *highest)
+{
+    *next = *highest = 0;
+    MDB_val v;
+    int rc = store_meta_get(txn, s->meta, "next_stream", &v);
+    if (rc != MDB_SUCCESS) {
+        return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
+    }
+    if (v.mv_size != 8) {
+        return ES_ERR_CORRUPT;
+    }
+    *next = get_u64le(v.mv_data);
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, s->stream_revs, &cur);
+    if (rc != MDB_SUCCESS) {
+        return es_err_from_mdb(rc);
+    }
+    MDB_val k;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    mdb_cursor_close(cur);
+    if (rc == MDB_SUCCESS) {
+        if (k.mv_size != 16) {
+            return ES_ERR_CORRUPT;
+        }
+        *highest = get_u64be(k.mv_data);
+    } else if (rc != MDB_NOTFOUND) {
+        return es_err_from_mdb(rc);
+    }
+    return ES_OK;
 }
 
 es_err store_record_open(const MDB_val *v, const uint8_t **payload, size_t *len)
@@ -324,6 +407,131 @@ static void parent_of(const char *path, char *out, size_t cap)
     }
 }
 
+/* ------------------------------------------------------------ ownership -- */
+
+#define OWNER_FILE "esd.lock"
+
+/* The pid written in an esd.lock (0: none or unreadable). */
+static long owner_pid_read(int fd)
+{
+    char buf[32];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = 0;
+    long pid = strtol(buf, NULL, 10);
+    return pid > 0 ? pid : 0;
+}
+
+static bool path_join(char *out, size_t len, const char *dir, const char *name)
+{
+    int n = snprintf(out, len, "%s/%s", dir, name);
+    return n > 0 && (size_t)n < len;
+}
+
+bool store_dir_owned(const char *dir, long *pid)
+{
+    *pid = 0;
+    char p[4096];
+    if (!path_join(p, sizeof p, dir, OWNER_FILE)) {
+        return false;
+    }
+    int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        return false;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    bool owned = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+    if (owned) {
+        *pid = owner_pid_read(fd);
+    }
+    close(fd);
+    return owned;
+}
+
+/* Take the directory: lock esd.lock (created if missing) and write our pid. */
+static es_err owner_take(const char *path, int *fd_out, bool *created, char *msg, size_t msg_len)
+{
+    *fd_out = -1;
+    char p[4096];
+    if (!path_join(p, sizeof p, path, OWNER_FILE)) {
+        store_set_msg(msg, msg_len, "%s: %s", path, "path too long");
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    *created = access(p, F_OK) != 0 && errno == ENOENT;
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        store_set_msg(msg, msg_len, "cannot open %s: %s", p, strerror(errno));
+        return ES_ERR_IO;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+        int e = errno;
+        long pid = owner_pid_read(fd);
+        close(fd);
+        if (e == EAGAIN || e == EACCES) {
+            store_set_msg(msg, msg_len,
+                          "%s is in use by another esd (pid %ld holds %s); one esd per data "
+                          "directory",
+                          path, pid, OWNER_FILE);
+            return ES_ERR_BUSY;
+        }
+        store_set_msg(msg, msg_len, "cannot lock %s: %s", p, strerror(e));
+        return ES_ERR_IO;
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    /* Over the old pid, then cut: an existing file needs no new block. */
+    if (pwrite(fd, buf, (size_t)n, 0) != n || ftruncate(fd, n) != 0) {
+        int e = errno;
+        close(fd);
+        store_set_msg(msg, msg_len, "cannot write %s: %s", p, strerror(e));
+        return e == ENOSPC || e == EDQUOT ? ES_ERR_STORE_FULL : ES_ERR_IO;
+    }
+    *fd_out = fd;
+    return ES_OK;
+}
+
+/*
+ * LMDB 0.9's lock file: a 192-byte header and one 64-byte slot per reader
+ * after the first (on Linux, with its POSIX mutexes). test_store_open pins
+ * it against the library in use.
+ */
+#define LOCK_FILE_BYTES(readers) (192u + ((readers)-1u) * 64u)
+
+/* Reserve lock.mdb's blocks before LMDB maps it (see the design notes). */
+static es_err lock_file_reserve(const char *path, unsigned readers, char *msg, size_t msg_len)
+{
+    char p[4096];
+    if (!path_join(p, sizeof p, path, "lock.mdb")) {
+        return ES_OK; /* LMDB reports it */
+    }
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        if (errno == ENOSPC || errno == EDQUOT) {
+            store_set_msg(msg, msg_len, "cannot create %s: %s", p, strerror(errno));
+            return ES_ERR_STORE_FULL;
+        }
+        return ES_OK; /* a read-only medium, no permission: LMDB decides */
+    }
+    struct stat st;
+    int rc = fstat(fd, &st) != 0 ? errno : 0;
+    off_t want = (off_t)LOCK_FILE_BYTES(readers);
+    if (rc == 0) {
+        /* An existing file keeps its size (LMDB reads its slot count from
+         * it); only its holes are filled. */
+        rc = posix_fallocate(fd, 0, st.st_size > 0 ? st.st_size : want);
+    }
+    close(fd);
+    if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG) {
+        store_set_msg(msg, msg_len, "no room for %s (%s): free space on its file system", p,
+                      strerror(rc));
+        return ES_ERR_STORE_FULL;
+    }
+    return ES_OK; /* other codes (EOPNOTSUPP...): nothing to reserve */
+}
+
 static es_err check_directory(const char *path, bool read_only, bool sync, char *msg,
                               size_t msg_len)
 {
@@ -359,7 +567,7 @@ static es_err check_directory(const char *path, bool read_only, bool sync, char 
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-            !strcmp(de->d_name, "lock.mdb")) {
+            !strcmp(de->d_name, "lock.mdb") || !strcmp(de->d_name, OWNER_FILE)) {
             continue;
         }
         if (!strcmp(de->d_name, "data.mdb")) {
@@ -557,6 +765,17 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     s->sync = opts->sync;
     s->read_only = opts->read_only;
     s->follower = opts->follower;
+    s->damage_log = opts->damage_log;
+    s->damage_log_ctx = opts->damage_log_ctx;
+    s->owner_fd = -1;
+    bool owner_created = false;
+    if (!opts->read_only) {
+        rv = owner_take(opts->path, &s->owner_fd, &owner_created, msg, msg_len);
+        if (rv != ES_OK) {
+            free(s);
+            return rv;
+        }
+    }
     s->max_events_per_append = opts->max_events_per_append ? opts->max_events_per_append
                                                            : STORE_DEFAULT_MAX_EVENTS_PER_APPEND;
     s->max_event_bytes =
@@ -569,6 +788,10 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     int lp_len = snprintf(lock_path, sizeof lock_path, "%s/lock.mdb", opts->path);
     bool lock_created = lp_len > 0 && (size_t)lp_len < sizeof lock_path &&
                         access(lock_path, F_OK) != 0 && errno == ENOENT;
+    rv = lock_file_reserve(opts->path, opts->max_readers ? opts->max_readers : 126, msg, msg_len);
+    if (rv != ES_OK) {
+        goto out_release_owner;
+    }
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
     if (opts->read_only) {
         flags |= MDB_RDONLY;
@@ -588,8 +811,8 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     for (;;) {
         rc = mdb_env_create(&s->env);
         if (rc) {
-            free(s);
-            return es_err_from_mdb(rc);
+            rv = es_err_from_mdb(rc);
+            goto out_release_owner;
         }
         mdb_env_set_mapsize(s->env, (size_t)map_size);
         mdb_env_set_maxdbs(s->env, 16);
@@ -668,6 +891,23 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
             store_set_msg(msg, msg_len, "%s: %s", opts->path, "esd store with missing databases");
             goto out_abort_txn;
         }
+        /* A writer hands out stream numbers from the counter: one at or
+         * below a number in use would put a new stream's events under an
+         * old stream (the inserts would collide and fail, but every new
+         * stream would). Read-only opens leave the verdict to store_check. */
+        uint64_t next, highest;
+        rv = store_next_stream_get(txn, s, &next, &highest);
+        if (rv == ES_OK && !opts->read_only && next <= highest) {
+            rv = ES_ERR_CORRUPT;
+        }
+        if (rv != ES_OK && !opts->read_only) {
+            store_set_msg(msg, msg_len,
+                          "%s: the next-stream counter (%llu) is not above the highest stream "
+                          "number in use (%llu): the store is damaged; run esctl db check",
+                          opts->path, (unsigned long long)next, (unsigned long long)highest);
+            goto out_abort_txn;
+        }
+        rv = ES_OK;
     }
     atomic_store(&s->head, store_last_position(txn, s->events));
     rc = mdb_txn_commit(txn);
@@ -690,8 +930,17 @@ out_abort_txn:
     mdb_txn_abort(txn);
 out_close_env:
     mdb_env_close(s->env);
+out_release_owner:
     if (rv == ES_ERR_INCOMPATIBLE_STORE && lock_created) {
         unlink(lock_path); /* ours: nothing else can have used a foreign dir */
+    }
+    if (s->owner_fd >= 0) {
+        char p[4096];
+        if (rv == ES_ERR_INCOMPATIBLE_STORE && owner_created &&
+            path_join(p, sizeof p, opts->path, OWNER_FILE)) {
+            unlink(p);
+        }
+        close(s->owner_fd);
     }
     free(s);
     return rv;
@@ -703,6 +952,9 @@ void store_close(store *s)
         return;
     }
     mdb_env_close(s->env);
+    if (s->owner_fd >= 0) {
+        close(s->owner_fd); /* the lock goes with it */
+    }
     free(s);
 }
 

@@ -12,6 +12,21 @@
  * place, as the packed wire bytes after their CRC was checked, borrowed
  * until the visitor returns.
  *
+ * A record reached through an index is what the index promised, or it is
+ * not served: through stream_revs it carries the stream and the revision
+ * asked for, through categories or types that category or type, and the
+ * position of its key. The check reads the record's head in the layout
+ * the store writes (es_record_head; any other layout goes through
+ * es_record_parse, lenient): a full parse cost ~1,000 instructions
+ * per record, about as much as the rest of a read. A record that is
+ * not what the index promised is refused
+ * with ES_ERR_CORRUPT, logged with the index and the position, and counted
+ * (store_damage, store_index_mismatches): a damaged index must not hand out
+ * another stream's events as if they were the ones asked for. A stream's
+ * tail record is checked the same way when its record is looked up
+ * (store_stream_lookup), so a damaged stream number is found before any
+ * read or append uses it. Whole-log reads go by position and check the CRC.
+ *
  * The read guard. LMDB has no page checksums: a damaged B-tree page is
  * found by its internal assertions, which abort() after calling the assert
  * hook. The record CRC catches damage inside records; the hook turns damage
@@ -184,10 +199,37 @@ static int pos_reader_get(const store *s, MDB_txn *txn, pos_reader *pr, uint64_t
     return rc;
 }
 
-/* Visit the record at pos unless the lifecycle filter hides it (*served false). */
+/*
+ * What an index entry promises about the record it points at: the stream
+ * and revision (stream_revs), the category or the event type. A record that
+ * is not what was asked is never handed out (see the design notes).
+ */
+typedef struct index_want {
+    const char *index;      /* for the log line */
+    store_filter_kind kind; /* STREAM_PREFIX stands for "this exact stream" */
+    const uint8_t *name;
+    size_t len;
+    uint64_t revision; /* kind == stream: set before each record */
+} index_want;
+
+static bool want_holds(const index_want *w, const es_record *r)
+{
+    switch (w->kind) {
+    case STORE_FILTER_CATEGORY:
+        return es_category_len(r->stream.p, r->stream.len) == w->len &&
+               (w->len == 0 || !memcmp(r->stream.p, w->name, w->len));
+    case STORE_FILTER_EVENT_TYPE:
+        return es_slice_eq(r->type, w->name, w->len);
+    default:
+        return es_slice_eq(r->stream, w->name, w->len) && r->revision == w->revision;
+    }
+}
+
+/* Visit the record at pos: refused as damage unless it is what its index
+ * promised (want), skipped unless the lifecycle filter serves it (*served). */
 static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t pos,
-                             store_life_filter *lf, store_visit_fn visit, void *ctx, int *verdict,
-                             bool *served)
+                             const index_want *want, store_life_filter *lf, store_visit_fn visit,
+                             void *ctx, int *verdict, bool *served)
 {
     *verdict = 0;
     MDB_val v;
@@ -199,6 +241,16 @@ static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t po
     es_err rv = store_record_open(&v, &rec.bytes, &rec.len);
     if (rv != ES_OK) {
         return rv;
+    }
+    es_record r;
+    if (!es_record_head(rec.bytes, rec.len, &r) &&
+        es_record_parse(rec.bytes, rec.len, 0, &r) != ES_OK) {
+        return ES_ERR_CORRUPT; /* the CRC held: written wrong, not an index's fault */
+    }
+    if (r.position != pos || !want_holds(want, &r)) {
+        return store_damage(s, want->index, pos,
+                            "the record it points at is another stream's, revision's, category's "
+                            "or type's");
     }
     rv = store_life_filter_pass(lf, rec.bytes, rec.len, served);
     if (rv != ES_OK || !*served) {
@@ -291,6 +343,7 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
     MDB_val v;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
     int verdict = 0;
+    index_want want = {"stream_revs", STORE_FILTER_STREAM_PREFIX, stream, stream_len, 0};
     while (rc == MDB_SUCCESS) {
         if (k.mv_size != 16 || v.mv_size != 8 || get_u64be(k.mv_data) != si.number ||
             get_u64be((uint8_t *)k.mv_data + 8) != rev) {
@@ -298,7 +351,9 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
             break;
         }
         bool served;
-        rv = visit_position(s, txn, &pr, get_u64be(v.mv_data), &lf, visit, ctx, &verdict, &served);
+        want.revision = rev;
+        rv = visit_position(s, txn, &pr, get_u64be(v.mv_data), &want, &lf, visit, ctx, &verdict,
+                            &served);
         if (rv != ES_OK) {
             break;
         }
@@ -434,6 +489,8 @@ static es_err read_all_indexed(store *s, MDB_txn *txn, const read_all_walk *w)
     int verdict = 0;
     uint32_t scanned = 0; /* records hidden by the lifecycle */
     size_t n = filter->name_len;
+    index_want want = {filter->kind == STORE_FILTER_CATEGORY ? "categories" : "types", filter->kind,
+                       filter->name, n, 0};
     while (rc == MDB_SUCCESS) {
         if (k.mv_size != n + 9 || memcmp(k.mv_data, filter->name, n) != 0 ||
             ((uint8_t *)k.mv_data)[n] != 0) {
@@ -442,7 +499,7 @@ static es_err read_all_indexed(store *s, MDB_txn *txn, const read_all_walk *w)
         }
         uint64_t pos = get_u64be((uint8_t *)k.mv_data + n + 1);
         bool served;
-        rv = visit_position(s, txn, &pr, pos, w->life, w->visit, w->ctx, &verdict, &served);
+        rv = visit_position(s, txn, &pr, pos, &want, w->life, w->visit, w->ctx, &verdict, &served);
         if (rv != ES_OK) {
             break;
         }
@@ -642,9 +699,6 @@ es_err store_stream_info_get(store *s, const uint8_t *stream, size_t stream_len,
     if (rv == ES_OK) {
         rv = life_hides(txn, s, info);
     }
-    if (rv == ES_OK) {
-        rv = store_stream_updated(txn, s, info);
-    }
     store_read_end(txn);
     return rv;
 }
@@ -708,10 +762,7 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
             break;
         }
         store_stream_info si;
-        rv = store_stream_decode(&v, &si);
-        if (rv == ES_OK) {
-            rv = store_stream_tail(txn, s, &si);
-        }
+        rv = store_stream_lookup(txn, s, k.mv_data, k.mv_size, &si);
         if (rv == ES_OK) {
             rv = life_hides(txn, s, &si);
             if (rv == ES_ERR_STREAM_DELETED || rv == ES_ERR_NOT_FOUND) {
@@ -719,9 +770,6 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
                 rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
                 continue;
             }
-        }
-        if (rv == ES_OK) {
-            rv = store_stream_updated(txn, s, &si);
         }
         if (rv != ES_OK) {
             break;

@@ -18,6 +18,15 @@
  * mdb_txn_commit frees the transaction even on failure: it is never
  * aborted afterwards.
  *
+ * Nothing is overwritten. Every index insert of a new event or stream is
+ * MDB_NOOVERWRITE (index_insert) and the log is MDB_APPEND: an entry that
+ * is already there means a damaged counter or index (a stream number handed
+ * out twice would otherwise rewrite another stream's history), so the
+ * insert fails with MDB_CORRUPTED, which aborts the whole batch as
+ * ES_ERR_CORRUPT with nothing written, logged and counted (store_damage).
+ * Idempotency reads the event-id index and accepts its entry only when the
+ * record it points at has that id, stream, revision and position.
+ *
  * Imports (a follower, esd --follow-nats): store_import_batch writes
  * records that a primary already positioned, byte for byte, in one write
  * transaction per batch, all or nothing. The same indexes are written as
@@ -157,14 +166,15 @@ typedef struct append_plan {
 } append_plan;
 
 /*
- * Whether the record stored at `pos` holds what `e` would write: the same
+ * Whether the record stored at `pos` (found through the event-id index at
+ * `rev` of the append's stream) holds what `e` would write: the same
  * type, data, metadata, content type, correlation and causation id. A
  * retry must carry the same content as the original; the same ids with
  * other content are another request, refused rather than silently dropped.
  * @return ES_OK (*same set); ES_ERR_CORRUPT; LMDB errors.
  */
-static es_err stored_content_same(store *s, MDB_txn *txn, uint64_t pos, const store_event_in *e,
-                                  bool *same)
+static es_err stored_content_same(store *s, MDB_txn *txn, const store_append_in *a, uint64_t rev,
+                                  uint64_t pos, const store_event_in *e, bool *same)
 {
     uint8_t pkey[8];
     put_u64be(pkey, pos);
@@ -177,6 +187,13 @@ static es_err stored_content_same(store *s, MDB_txn *txn, uint64_t pos, const st
     es_err rv = store_record_parse(&v, &r);
     if (rv != ES_OK) {
         return rv;
+    }
+    /* The event-id index promised this id, stream, revision and position. */
+    if (!es_slice_eq(r.id, e->id, ES_EVENT_ID_BYTES) ||
+        !es_slice_eq(r.stream, a->stream, a->stream_len) || r.revision != rev ||
+        r.position != pos) {
+        return store_damage(s, "event_ids", pos,
+                            "the record it points at has another id, stream or revision");
     }
     *same = es_slice_eq(r.type, e->type, e->type_len) &&
             es_slice_eq(r.data, e->data, e->data_len) &&
@@ -230,7 +247,7 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
             return ES_ERR_IDEMPOTENCY_CONFLICT;
         }
         bool same = false;
-        es_err crv = stored_content_same(s, b->txn, pos, &a->events[i], &same);
+        es_err crv = stored_content_same(s, b->txn, a, rev, pos, &a->events[i], &same);
         if (crv != ES_OK) {
             return crv;
         }
@@ -325,6 +342,23 @@ static size_t record_write(uint8_t *p, const store_append_in *a, const store_eve
     return n;
 }
 
+/*
+ * An index insert for a new event or stream: the key must be new. An entry
+ * that is already there means the counter or an index is damaged; replacing
+ * it would rewrite another stream's history, so the insert is refused,
+ * logged and counted, and MDB_CORRUPTED aborts the whole transaction.
+ */
+static int index_insert(store *s, MDB_txn *txn, MDB_dbi dbi, const char *index, MDB_val *k,
+                        MDB_val *v, uint64_t pos)
+{
+    int rc = mdb_put(txn, dbi, k, v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) {
+        store_damage(s, index, pos, "an insert for a new event met an existing entry");
+        return MDB_CORRUPTED;
+    }
+    return rc;
+}
+
 /* Write one append whose checks passed. Returns an LMDB code. */
 static int write_append(store *s, batch_state *b, const store_append_in *a, append_plan *plan,
                         store_append_result *res)
@@ -370,7 +404,7 @@ static int write_append(store *s, batch_state *b, const store_append_in *a, appe
         put_u64be(key + 8, rev);
         MDB_val rk = {16, key};
         MDB_val rv = {8, pkey};
-        rc = mdb_put(b->txn, s->stream_revs, &rk, &rv, 0);
+        rc = index_insert(s, b->txn, s->stream_revs, "stream_revs", &rk, &rv, pos);
         if (rc) {
             return rc;
         }
@@ -380,19 +414,19 @@ static int write_append(store *s, batch_state *b, const store_append_in *a, appe
         put_u64be(val + 16, pos);
         MDB_val ik = {ES_EVENT_ID_BYTES, (void *)e->id};
         MDB_val iv = {24, val};
-        rc = mdb_put(b->txn, s->event_ids, &ik, &iv, 0);
+        rc = index_insert(s, b->txn, s->event_ids, "event_ids", &ik, &iv, pos);
         if (rc) {
             return rc;
         }
         /* categories, types */
         MDB_val empty = {0, NULL};
         MDB_val ck = {store_name_pos_key(key, a->stream, cat_len, pos), key};
-        rc = mdb_put(b->txn, s->categories, &ck, &empty, 0);
+        rc = index_insert(s, b->txn, s->categories, "categories", &ck, &empty, pos);
         if (rc) {
             return rc;
         }
         MDB_val tk = {store_name_pos_key(key, e->type, e->type_len, pos), key};
-        rc = mdb_put(b->txn, s->types, &tk, &empty, 0);
+        rc = index_insert(s, b->txn, s->types, "types", &tk, &empty, pos);
         if (rc) {
             return rc;
         }
@@ -411,7 +445,7 @@ static int write_append(store *s, batch_state *b, const store_append_in *a, appe
         store_stream_encode(sbuf, si);
         MDB_val sk = {a->stream_len, (void *)a->stream};
         MDB_val sv = {STREAM_RECORD_BYTES, sbuf};
-        rc = mdb_put(b->txn, s->streams, &sk, &sv, 0);
+        rc = index_insert(s, b->txn, s->streams, "streams", &sk, &sv, first_pos);
         if (rc) {
             return rc;
         }
@@ -463,6 +497,7 @@ static int apply_request(store *s, batch_state *b, store_request *r)
         if (lrv == ES_ERR_NOT_FOUND) {
             plans[i].exists = false;
         } else if (lrv != ES_OK) {
+            res->rv = lrv;
             rv = lrv;
             break;
         } else {
@@ -764,24 +799,24 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
     put_u64be(key + 8, r->revision);
     MDB_val rk = {16, key};
     MDB_val rvv = {8, pkey};
-    if ((*rc = mdb_put(b->txn, s->stream_revs, &rk, &rvv, 0)) != 0) {
+    if ((*rc = index_insert(s, b->txn, s->stream_revs, "stream_revs", &rk, &rvv, pos)) != 0) {
         return es_err_from_mdb(*rc);
     }
     put_u64be(val, si.number);
     put_u64be(val + 8, r->revision);
     put_u64be(val + 16, pos);
     iv = (MDB_val){24, val};
-    if ((*rc = mdb_put(b->txn, s->event_ids, &ik, &iv, 0)) != 0) {
+    if ((*rc = index_insert(s, b->txn, s->event_ids, "event_ids", &ik, &iv, pos)) != 0) {
         return es_err_from_mdb(*rc);
     }
     MDB_val empty = {0, NULL};
     size_t cat_len = es_category_len(r->stream.p, r->stream.len);
     MDB_val ck = {store_name_pos_key(key, r->stream.p, cat_len, pos), key};
-    if ((*rc = mdb_put(b->txn, s->categories, &ck, &empty, 0)) != 0) {
+    if ((*rc = index_insert(s, b->txn, s->categories, "categories", &ck, &empty, pos)) != 0) {
         return es_err_from_mdb(*rc);
     }
     MDB_val tk = {store_name_pos_key(key, r->type.p, r->type.len, pos), key};
-    if ((*rc = mdb_put(b->txn, s->types, &tk, &empty, 0)) != 0) {
+    if ((*rc = index_insert(s, b->txn, s->types, "types", &tk, &empty, pos)) != 0) {
         return es_err_from_mdb(*rc);
     }
     if (!exists) {
@@ -791,7 +826,7 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
         store_stream_encode(sbuf, &si);
         MDB_val sk = {r->stream.len, (void *)r->stream.p};
         MDB_val sv = {STREAM_RECORD_BYTES, sbuf};
-        if ((*rc = mdb_put(b->txn, s->streams, &sk, &sv, 0)) != 0) {
+        if ((*rc = index_insert(s, b->txn, s->streams, "streams", &sk, &sv, pos)) != 0) {
             return es_err_from_mdb(*rc);
         }
     }

@@ -2,8 +2,8 @@
  * test_damage — damage: bit flips and truncation of the data file,
  * offline.
  *
- *   test_damage --trials 20      (suite reliability)
- *   test_damage --trials 1000    (suite long)
+ *   test_damage --trials 200     (suite reliability)
+ *   test_damage --trials 5000    (suite long)
  *
  * Design notes
  * ------------
@@ -20,6 +20,13 @@
  *   4 truncate to a random page boundary
  *   5 overwrite one random page with random bytes
  *   6 overwrite one random page with zeros
+ *
+ * on odd trials, and on even trials one bit at a chosen place:
+ *
+ *   7 the meta record of one of the two meta pages
+ *   8 the stored next-stream counter's value
+ *   9 the nodes (keys and values) of a random leaf page of any database:
+ *     an index entry, a stream record, a record's bytes
  *
  * Then `esctl db check DIR` runs, esd is started on the copy and the whole
  * log is read through the client, forward over the global log and stream
@@ -136,10 +143,42 @@ static const char *const damage_names[] = {
     "truncate at a page boundary",
     "random page",
     "zeroed page",
+    "flip 1 bit in a meta page's record",
+    "flip 1 bit in the next-stream counter",
+    "flip 1 bit in a leaf page's nodes",
 };
 
+/* A leaf page (LMDB's P_LEAF flag at offset 10, no P_META/P_OVERFLOW). */
+static bool is_leaf(int fd, uint64_t page, uint16_t *upper)
+{
+    uint8_t h[16];
+    if (pread(fd, h, sizeof h, (off_t)(page * PAGE)) != (ssize_t)sizeof h) {
+        return false;
+    }
+    uint16_t flags = (uint16_t)(h[10] | h[11] << 8);
+    *upper = (uint16_t)(h[14] | h[15] << 8);
+    return (flags & 0x02) && !(flags & 0x0c) && *upper >= 16 && *upper < PAGE;
+}
+
+/* The file offset of the next_stream counter's value (0: not found). */
+static uint64_t counter_offset(int fd, uint64_t size)
+{
+    static uint8_t buf[1 << 20];
+    for (uint64_t off = 0; off < size; off += sizeof buf - 32) {
+        ssize_t n = pread(fd, buf, sizeof buf, (off_t)off);
+        if (n <= 0) {
+            break;
+        }
+        uint8_t *hit = memmem(buf, (size_t)n, "next_stream", 11);
+        if (hit && hit - buf + 11 + 8 <= n) {
+            return off + (uint64_t)(hit - buf) + 11;
+        }
+    }
+    return 0;
+}
+
 /* Damage the file; describe what was done. @return 0 or -1. */
-static int damage(const char *path, rel_rng *g, char *desc, size_t cap)
+static int damage(const char *path, rel_rng *g, bool targeted, char *desc, size_t cap)
 {
     int fd = open(path, O_RDWR);
     struct stat st;
@@ -151,11 +190,37 @@ static int damage(const char *path, rel_rng *g, char *desc, size_t cap)
     }
     uint64_t size = (uint64_t)st.st_size;
     uint64_t pages = size / PAGE;
-    int kind = (int)rel_range(g, 0, 6);
+    int kind = targeted ? 7 + (int)rel_range(g, 0, 2) : (int)rel_range(g, 0, 6);
     int n = snprintf(desc, cap, "%s:", damage_names[kind]);
     size_t used = n > 0 ? (size_t)n : 0;
     int rc = 0;
-    if (kind <= 2) {
+    if (kind >= 7) {
+        uint64_t off = 0;
+        if (kind == 7) { /* the MDB_meta record after the 16-byte page header */
+            off = rel_range(g, 0, 1) * PAGE + 16 + rel_range(g, 0, 135);
+        } else if (kind == 8) {
+            off = counter_offset(fd, size);
+            off += off ? rel_range(g, 0, 7) : 0;
+        } else {
+            uint16_t upper = 0;
+            for (int tries = 0; tries < 1000 && !off; tries++) {
+                uint64_t page = rel_range(g, 2, pages - 1);
+                if (is_leaf(fd, page, &upper)) {
+                    off = page * PAGE + rel_range(g, upper, PAGE - 1);
+                }
+            }
+        }
+        uint8_t b;
+        int bit = (int)rel_range(g, 0, 7);
+        if (off == 0 || pread(fd, &b, 1, (off_t)off) != 1) {
+            rc = -1;
+        } else {
+            b ^= (uint8_t)(1u << bit);
+            rc = pwrite(fd, &b, 1, (off_t)off) == 1 ? 0 : -1;
+        }
+        snprintf(desc + used, cap > used ? cap - used : 0, " %" PRIu64 ".%d(page %" PRIu64 ")", off,
+                 bit, off / PAGE);
+    } else if (kind <= 2) {
         int flips = kind == 0 ? 1 : (int)rel_range(g, kind == 1 ? 2 : 1, kind == 1 ? 16 : 8);
         uint64_t page = rel_range(g, 0, pages - 1);
         for (int i = 0; i < flips; i++) {
@@ -425,7 +490,7 @@ int main(int argc, char **argv)
 
     uint64_t n_refused = 0, n_check = 0, n_corrupt = 0, n_err = 0, n_short = 0, n_intact = 0;
     uint64_t n_check_missed = 0, served = 0, failures = 0;
-    uint64_t per_kind[7] = {0};
+    uint64_t per_kind[10] = {0};
     bool kept = false;
     for (uint64_t t = val[1]; t < val[1] + val[0]; t++) {
         esd_proc e;
@@ -438,10 +503,13 @@ int main(int argc, char **argv)
         if (mkdir(e.data_dir, 0700) != 0 || h_copy_file(healthy_file, file) != 0) {
             rel_fail("copying the healthy store: %s", strerror(errno));
         }
+        /* Odd trials: damage anywhere (the regressions above replay odd
+         * trials); even trials: at chosen places. */
+        bool targeted = t % 2 == 0;
         rel_rng g = {rel_mix(rel_seed() ^ rel_mix(t))};
         rel_rng peek = g;
-        per_kind[rel_range(&peek, 0, 6)]++;
-        if (damage(file, &g, desc, sizeof desc) != 0) {
+        per_kind[targeted ? 7 + rel_range(&peek, 0, 2) : rel_range(&peek, 0, 6)]++;
+        if (damage(file, &g, targeted, desc, sizeof desc) != 0) {
             rel_fail("trial %" PRIu64 ": cannot damage the copy", t);
         }
         trial_result tr;
@@ -488,9 +556,11 @@ int main(int argc, char **argv)
     }
     rel_log("%" PRIu64 " trials in %.1f s (%" PRIu64 " 1-bit, %" PRIu64 " multi-bit, %" PRIu64
             " in-page flips, %" PRIu64 " truncations, %" PRIu64 " at page boundary, %" PRIu64
-            " random pages, %" PRIu64 " zeroed pages)",
+            " random pages, %" PRIu64 " zeroed pages; chosen places: %" PRIu64 " meta, %" PRIu64
+            " counter, %" PRIu64 " leaf nodes)",
             val[0], (double)(h_now_ms() - t0) / 1000.0, per_kind[0], per_kind[1], per_kind[2],
-            per_kind[3], per_kind[4], per_kind[5], per_kind[6]);
+            per_kind[3], per_kind[4], per_kind[5], per_kind[6], per_kind[7], per_kind[8],
+            per_kind[9]);
     rel_log("outcomes: esd refused to open %" PRIu64 "; db check found damage %" PRIu64
             "; reads answered CORRUPT %" PRIu64 ", another error %" PRIu64
             "; ended early without an error %" PRIu64 "; check clean but reads affected %" PRIu64

@@ -13,8 +13,9 @@
  * The size of LMDB's reader table is fixed by whoever creates the lock
  * file. To make "full" reachable in a few kills, this program first runs a
  * copy of itself ("create" role) that creates the store through store.h
- * with store_options.max_readers = M and keeps it open while esd starts on
- * the same directory, so esd adopts the M-slot table (checked through
+ * with store_options.max_readers = M, reopens it read-only (a writable
+ * open owns the directory, and esd must own it) and keeps it open while
+ * esd starts on the same directory, so esd adopts the M-slot table (checked through
  * es_stats_get: readers_max == M).
  *
  * Each round then starts M copies in the "hold" role: each opens the store
@@ -118,6 +119,16 @@ static int role_create(const char *dir, uint32_t max_readers)
     if (rv != ES_OK || req[0].rv != ES_OK) {
         dprintf(1, "append %s\n", es_errname(rv != ES_OK ? rv : req[0].rv));
         store_close(s);
+        return 1;
+    }
+    /* Hand the directory over (one writer owns it: esd), keeping the
+     * environment and its M-slot lock file open as a reader. */
+    store_close(s);
+    o.read_only = true;
+    s = NULL;
+    rv = store_open(&o, &s, msg, sizeof msg);
+    if (rv != ES_OK) {
+        dprintf(1, "reopen %s %s\n", es_errname(rv), msg);
         return 1;
     }
     dprintf(1, "ready\n");

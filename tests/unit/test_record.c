@@ -302,8 +302,8 @@ static void test_refused_records(void **state)
         assert_rv(ES_ERR_MALFORMED, parse(&r, flags, &rec));
         assert_null(es__v1__recorded_event__unpack(NULL, r.n, r.b));
         base(&r);
-        static const uint8_t long_len[] = {(ES_RECORD_F_DATA << 3) | PBW_WIRE_LEN,
-                                           0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 'x'};
+        static const uint8_t long_len[] = {
+            (ES_RECORD_F_DATA << 3) | PBW_WIRE_LEN, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 'x'};
         memcpy(r.b + r.n, long_len, sizeof long_len);
         r.n += sizeof long_len;
         assert_rv(ES_ERR_MALFORMED, parse(&r, flags, &rec));

@@ -420,6 +420,56 @@ static void test_open_read_only(void **state)
 
 /* ================================================================== main == */
 
+/* One writable open per directory: a second one (here, in the same
+ * process: the lock is per open file) is refused naming the owner's pid;
+ * read-only opens go beside it; closing frees the directory. */
+static void test_open_directory_owned(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    long pid = 0;
+    assert_true(store_dir_owned(f->path, &pid));
+    assert_int_equal(pid, (long)getpid());
+    store *s2 = NULL;
+    char msg[512] = "";
+    assert_rv(ES_ERR_BUSY, try_open(f->path, TEST_MAP_SIZE, false, false, &s2, msg, sizeof msg));
+    assert_null(s2);
+    char want[64];
+    snprintf(want, sizeof want, "pid %ld", (long)getpid());
+    assert_non_null(strstr(msg, want));
+    store *ro = open_at(f->path, TEST_MAP_SIZE, false, true);
+    store_close(ro);
+    add(f, "owned-1", 1); /* the owner was not disturbed */
+    store_close(f->s);
+    f->s = NULL;
+    assert_false(store_dir_owned(f->path, &pid));
+    fx_open(f);
+    assert_int_equal(last_rev(f->s, "owned-1"), 0);
+}
+
+/* lock.mdb is reserved at exactly the size LMDB gives it (a bigger file
+ * would be read as more reader slots): pins that size for the LMDB in use. */
+static void test_open_lock_file_size(void **state)
+{
+    fx *f = *state;
+    static const uint32_t readers[] = {1, 7, 126, 500};
+    for (size_t i = 0; i < ARRAY_LEN(readers); i++) {
+        rm_rf(f->path);
+        store_options o = {.path = f->path, .map_size = TEST_MAP_SIZE, .max_readers = readers[i]};
+        store *s = open_opts(&o);
+        store_stats st;
+        assert_rv(ES_OK, store_stats_get(s, &st));
+        assert_int_equal(st.readers_max, readers[i]);
+        char p[700];
+        snprintf(p, sizeof p, "%s/lock.mdb", f->path);
+        struct stat sb;
+        assert_int_equal(stat(p, &sb), 0);
+        assert_int_equal(sb.st_size, 192 + (readers[i] - 1) * 64);
+        assert_true((uint64_t)sb.st_blocks * 512 >= (uint64_t)sb.st_size); /* no holes */
+        store_close(s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -433,6 +483,8 @@ int main(void)
         T(test_open_not_lmdb_refused),
         T(test_open_wrong_format_refused),
         T(test_open_read_only),
+        T(test_open_directory_owned),
+        T(test_open_lock_file_size),
     };
     return cmocka_run_group_tests_name("store_open", tests, NULL, NULL);
 }

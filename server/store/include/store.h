@@ -47,6 +47,9 @@ typedef struct store store;
  */
 #define STORE_EXIT_DAMAGED 70
 
+/** A sink for lines the store logs (index damage met by a read or a write). */
+typedef void (*store_log_fn)(void *ctx, const char *line);
+
 typedef struct store_options {
     const char *path;               /* data directory; created when missing */
     uint64_t map_size;              /* 0 = the default for the platform (halved down to
@@ -58,6 +61,8 @@ typedef struct store_options {
     uint32_t max_readers;           /* 0 = 126 (LMDB's default) */
     bool follower;                  /* a replica: appends and snapshot saves are refused with
                                        ES_ERR_FOLLOWER; events arrive through store_import_batch */
+    store_log_fn damage_log;        /* index damage found while serving (NULL: stderr) */
+    void *damage_log_ctx;
 } store_options;
 
 /**
@@ -72,10 +77,35 @@ typedef struct store_options {
  *     of another format version — nothing was changed;
  *   ES_ERR_IO: the directory cannot be created or opened (see msg);
  *   ES_ERR_NOT_FOUND: read_only and no store there;
+ *   ES_ERR_BUSY: (not read_only) another process owns the directory (a
+ *     running esd holds its esd.lock); msg names its pid;
+ *   ES_ERR_STORE_FULL: no room on the file system for lock.mdb or esd.lock
+ *     (msg says which);
+ *   ES_ERR_CORRUPT: the data file is shorter than its pages, or (not
+ *     read_only) the next-stream counter is not above every stream number
+ *     in use -- new streams would be written into old ones' histories;
  *   ES_ERR_NO_MEMORY.
  * @note Clears stale reader slots (mdb_reader_check) at open.
  */
 es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_len);
+
+/**
+ * @brief How many times an index led a read or a write to a record that is
+ *        not what the index promised (another stream, revision, category,
+ *        type, id or position), or an index insert met an existing entry.
+ *        Each was refused with ES_ERR_CORRUPT and logged.
+ */
+uint64_t store_index_mismatches(store *s);
+
+/**
+ * @brief Whether a running process owns a data directory: a writable
+ *        store_open holds an exclusive lock on DIR/esd.lock, which also
+ *        holds its pid, until store_close or the process's end (kill -9
+ *        included: the kernel drops the lock). Asks without taking the lock.
+ * @param[out] pid the owner's pid as written in esd.lock (0: unreadable)
+ * @return true when the lock is held (by any process, this one included).
+ */
+bool store_dir_owned(const char *dir, long *pid);
 
 /** @brief Close the store; accepts NULL. No transaction may be in use. */
 void store_close(store *s);
@@ -477,8 +507,12 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
 
 /**
  * @brief Write a consistent, compacted copy of the store to an empty or new
- *        directory (LMDB's mdb_env_copy2 with MDB_CP_COMPACT).
- * @return ES_OK; ES_ERR_INVALID_ARGUMENT (destination not empty); ES_ERR_IO.
+ *        directory (LMDB's mdb_env_copyfd2 with MDB_CP_COMPACT) as
+ *        DEST/data.mdb, mode 0600: written under a temporary name, fsynced,
+ *        renamed, the directory fsynced. On failure nothing is left behind
+ *        (a directory it created is removed too).
+ * @return ES_OK; ES_ERR_INVALID_ARGUMENT (destination not empty or not a
+ *   directory); ES_ERR_STORE_FULL (no room at the destination); ES_ERR_IO.
  */
 es_err store_backup(store *s, const char *dest_dir);
 
