@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import subprocess
+import tempfile
 import time
 import urllib.parse
 
@@ -318,7 +319,9 @@ try:
 finally:
     esd.stop()
 
-out = subprocess.run([os.environ['ESD_BIN'], '--data-dir', '/nonexistent-never', '--listen', '127.0.0.1:0',
-                      '--http-listen', '0.0.0.0:0'], capture_output=True, timeout=30)
+with tempfile.TemporaryDirectory() as tmp:
+    out = subprocess.run([os.environ['ESD_BIN'], '--data-dir', os.path.join(tmp, 'data'),
+                          '--listen', '127.0.0.1:0', '--http-listen', '0.0.0.0:0'],
+                         capture_output=True, timeout=30)
 check(out.returncode != 0 and b'web console' in out.stderr, 'no auth file: a non-loopback --http-listen is refused')
 finish()
