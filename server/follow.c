@@ -263,7 +263,17 @@ static void import_list(follow *f, natsMsgList *list)
     bool bad = false;
     uint64_t bad_seq = 0;
     jsMsgMetaData *last_meta = NULL;
-    for (int i = 0; i < list->Count && !bad; i++) {
+    /* Never more than asked for: under load libnats 3.4.1 was seen (under
+     * AddressSanitizer) to report more messages than the batch it was given,
+     * past the end of its own array. What lies beyond is not read; it is not
+     * acknowledged either, so JetStream delivers it again. */
+    int count = list->Count;
+    if (count > (int)FOLLOW_BATCH) {
+        log_msg(LOG_WARN, "follower: a fetch returned more messages than asked for",
+                "stream=%s count=%d batch=%u", f->cfg->follow_stream, count, FOLLOW_BATCH);
+        count = (int)FOLLOW_BATCH;
+    }
+    for (int i = 0; i < count && !bad; i++) {
         natsMsg *m = list->Msgs[i];
         jsMsgMetaData *meta = NULL;
         uint64_t seq = 0;
