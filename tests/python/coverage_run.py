@@ -18,8 +18,8 @@ import coverage
 HERE = os.path.dirname(os.path.abspath(__file__))
 PKG = os.path.normpath(os.path.join(HERE, "..", "..", "client", "python"))
 
-MODULES = ["test_schema", "test_client", "test_aio", "test_aggregate", "test_security",
-           "test_account"]
+MODULES = ["test_schema", "test_client", "test_aio", "test_lifecycle", "test_aggregate",
+           "test_security", "test_account"]
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ Design notes:
   count: the server is up. This is libesclient's policy, number for number.
 """
 
+import datetime
 import os
 import random
 import ssl
@@ -398,6 +399,60 @@ def list_streams_request(prefix: str, after: str, limit: int) -> "pb.Request":
                           limit=limit)
 
 
+def _set_expected(m, expected) -> None:
+    exp = Expected.of(expected)
+    if exp.kind:
+        m.kind = exp.kind
+        m.revision = exp.revision
+
+
+def delete_request(kind: str, stream: str, expected) -> "pb.Request":
+    """A DeleteStream or TombstoneStream request (kind "delete_stream" or
+    "tombstone_stream")."""
+    r = pb.Request()
+    m = getattr(r, kind)
+    m.stream = _stream_bytes(stream)
+    _set_expected(m.expected, expected)
+    return r
+
+
+def _limit(value, what: str) -> int:
+    """A retention limit: None or 0 for none, else a non-negative int (max_age
+    may be a datetime.timedelta: its whole seconds)."""
+    if value is None:
+        return 0
+    if what == "max_age" and isinstance(value, datetime.timedelta):
+        if value < datetime.timedelta(0):
+            raise errors.InvalidArgumentError("max_age is negative")
+        return int(value.total_seconds())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} is an int" + (" (seconds) or a datetime.timedelta"
+                                               if what == "max_age" else ""))
+    if not 0 <= value < END:
+        raise errors.InvalidArgumentError(f"{what} {value} out of range")
+    return value
+
+
+def set_metadata_request(stream: str, expected_metadata_revision, truncate_before,
+                         max_count, max_age) -> "pb.Request":
+    """A SetStreamMetadata request; a limit of None is 0 (no limit)."""
+    r = pb.Request()
+    m = r.set_stream_metadata
+    m.stream = _stream_bytes(stream)
+    _set_expected(m.expected_metadata_revision, expected_metadata_revision)
+    m.truncate_before = _limit(truncate_before, "truncate_before")
+    m.max_count = _limit(max_count, "max_count")
+    m.max_age_s = _limit(max_age, "max_age")
+    return r
+
+
+def get_metadata_request(stream: str) -> "pb.Request":
+    """A GetStreamMetadata request."""
+    r = pb.Request()
+    r.get_stream_metadata.stream = _stream_bytes(stream)
+    return r
+
+
 # ------------------------------------------------------------- replies --
 
 REPLY_KIND = {
@@ -405,7 +460,8 @@ REPLY_KIND = {
     "read_stream": "read", "read_all": "read", "subscribe": "subscribed",
     "unsubscribe": "unsubscribed", "stream_info": "stream_info", "list_streams": "streams",
     "save_snapshot": "snapshot_saved", "load_snapshot": "snapshot", "stats": "stats",
-    "ping": "pong",
+    "ping": "pong", "delete_stream": "stream_deleted", "tombstone_stream": "stream_deleted",
+    "set_stream_metadata": "stream_metadata", "get_stream_metadata": "stream_metadata",
 }
 
 

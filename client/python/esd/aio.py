@@ -29,7 +29,8 @@ from . import errors
 from ._pb import pb
 from .client import Subscription as _SyncSubscription
 from .client import _TRANSIENT, _append_result, _txn_result
-from .types import END, AppendResult, Event, RecordedEvent, ServerInfo, Snapshot, Stats, StreamInfo
+from .types import (END, AppendResult, Event, RecordedEvent, ServerInfo, Snapshot, Stats,
+                    StreamDeleted, StreamInfo, StreamMetadata)
 
 __all__ = ["Client", "PendingAppend", "Subscription"]
 
@@ -449,6 +450,30 @@ class Client:
         """The latest snapshot of a stream; NotFoundError when there is none."""
         return Snapshot._from(await self._call(
             core.simple_request("load_snapshot", stream=stream.encode()), "load_snapshot"))
+
+    async def delete_stream(self, stream: str, expected=None) -> StreamDeleted:
+        """Soft-delete a stream (see esd.Client.delete_stream)."""
+        return StreamDeleted._from(await self._call(
+            core.delete_request("delete_stream", stream, expected), "delete_stream"))
+
+    async def tombstone_stream(self, stream: str, expected) -> StreamDeleted:
+        """Delete a stream for ever (see esd.Client.tombstone_stream)."""
+        return StreamDeleted._from(await self._call(
+            core.delete_request("tombstone_stream", stream, expected), "tombstone_stream"))
+
+    async def set_stream_metadata(self, stream: str, expected_metadata_revision, *,
+                                  truncate_before: Optional[int] = None,
+                                  max_count: Optional[int] = None,
+                                  max_age=None) -> StreamMetadata:
+        """Set a stream's retention (see esd.Client.set_stream_metadata)."""
+        return StreamMetadata._from(await self._call(
+            core.set_metadata_request(stream, expected_metadata_revision, truncate_before,
+                                      max_count, max_age), "set_stream_metadata"))
+
+    async def get_stream_metadata(self, stream: str) -> StreamMetadata:
+        """A stream's lifecycle state (see esd.Client.get_stream_metadata)."""
+        return StreamMetadata._from(await self._call(
+            core.get_metadata_request(stream), "get_stream_metadata"))
 
     def read_stream(self, stream: str, from_revision: Optional[int] = None, *,
                     backward: bool = False, max_count: Optional[int] = None,

@@ -37,7 +37,7 @@ from . import _core as core
 from . import errors
 from ._pb import pb
 from .types import (END, AppendResult, CaughtUp, Event, RecordedEvent, ServerInfo, Snapshot,
-                    Stats, StreamInfo)
+                    Stats, StreamDeleted, StreamInfo, StreamMetadata)
 
 __all__ = ["Client", "PendingAppend", "Subscription"]
 
@@ -580,6 +580,61 @@ class Client:
         """The latest snapshot of a stream; NotFoundError when there is none."""
         return Snapshot._from(self._call(
             core.simple_request("load_snapshot", stream=stream.encode()), "load_snapshot"))
+
+    # --------------------------------------------------------- lifecycle --
+
+    def delete_stream(self, stream: str, expected=None) -> StreamDeleted:
+        """Soft-delete a stream if it is in the expected state (esd.ANY by
+        default, NO_STREAM, STREAM_EXISTS, or an int: the exact last
+        revision). Its events are no longer served: reading it raises
+        NotFoundError until the next append, which recreates it with the
+        revisions after the deleted ones. Deleting a deleted stream changes
+        nothing (a deleted stream counts as NO_STREAM, but its last revision
+        still matches as exact). Returns the last revision deleted.
+
+        Raises NotFoundError (the stream never existed), StreamDeletedError
+        (tombstoned), WrongExpectedRevisionError, InvalidStreamIdError,
+        ReservedStreamError ('$' streams), PermissionDeniedError (needs the
+        write role)."""
+        return StreamDeleted._from(self._call(
+            core.delete_request("delete_stream", stream, expected), "delete_stream"))
+
+    def tombstone_stream(self, stream: str, expected) -> StreamDeleted:
+        """Delete a stream for ever, if it is in the expected state (pass
+        esd.ANY to skip the check): it can never be written or read again,
+        both raise StreamDeletedError. Tombstoning a tombstoned stream
+        changes nothing. Needs the admin role. Raises as delete_stream."""
+        return StreamDeleted._from(self._call(
+            core.delete_request("tombstone_stream", stream, expected), "tombstone_stream"))
+
+    def set_stream_metadata(self, stream: str, expected_metadata_revision, *,
+                            truncate_before: Optional[int] = None,
+                            max_count: Optional[int] = None,
+                            max_age=None) -> StreamMetadata:
+        """Set a stream's retention, replacing every limit (None or 0: no
+        limit): revisions below ``truncate_before`` are not served, only the
+        last ``max_count`` events are, only events younger than ``max_age``
+        (seconds, or a datetime.timedelta) are. Reads honour it at once;
+        nothing is removed, so lowering a limit serves the events again.
+
+        The metadata has its own revision, checked against
+        ``expected_metadata_revision``: esd.NO_STREAM (none set yet), an int
+        (the revision of the metadata read, see get_stream_metadata) or
+        esd.ANY (no check). Returns the state stored.
+
+        Raises WrongExpectedRevisionError (changed meanwhile), NotFoundError,
+        StreamDeletedError, InvalidArgumentError (a negative limit,
+        ``truncate_before`` beyond the last revision + 1, ``max_age`` above
+        100 years), InvalidStreamIdError, ReservedStreamError, TypeError."""
+        return StreamMetadata._from(self._call(
+            core.set_metadata_request(stream, expected_metadata_revision, truncate_before,
+                                      max_count, max_age), "set_stream_metadata"))
+
+    def get_stream_metadata(self, stream: str) -> StreamMetadata:
+        """A stream's lifecycle state (retention and deletion). Raises
+        NotFoundError (never existed), StreamDeletedError (tombstoned)."""
+        return StreamMetadata._from(self._call(
+            core.get_metadata_request(stream), "get_stream_metadata"))
 
     # ------------------------------------------------------------- reads --
 

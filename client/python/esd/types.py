@@ -29,7 +29,9 @@ __all__ = [
     "ServerInfo",
     "Snapshot",
     "Stats",
+    "StreamDeleted",
     "StreamInfo",
+    "StreamMetadata",
     "uuid7",
 ]
 
@@ -330,6 +332,45 @@ class Snapshot:
     @classmethod
     def _from(cls, m) -> "Snapshot":
         return cls(m.stream.decode(), m.revision, m.state_format, m.data, m.saved_at_us)
+
+
+@dataclass(frozen=True)
+class StreamDeleted:
+    """The outcome of a delete or tombstone: the last revision deleted (a
+    recreating append gets the one after); ``synced`` when the commit was
+    fsynced before the reply."""
+
+    last_revision: int
+    synced: bool
+
+    @classmethod
+    def _from(cls, m) -> "StreamDeleted":
+        return cls(m.last_revision, m.synced)
+
+
+@dataclass(frozen=True)
+class StreamMetadata:
+    """A stream's lifecycle state. ``exists``: metadata was ever set, and
+    then ``metadata_revision`` is its revision (0 for the first set). The
+    retention limits, 0 meaning none: revisions below ``truncate_before``
+    are not served, only the last ``max_count`` events are, only events
+    younger than ``max_age`` seconds are. ``deleted``: soft-deleted with
+    nothing appended since; revisions below ``deleted_before`` were
+    deleted."""
+
+    stream: str
+    exists: bool
+    metadata_revision: int
+    truncate_before: int
+    max_count: int
+    max_age: int
+    deleted: bool
+    deleted_before: int
+
+    @classmethod
+    def _from(cls, m) -> "StreamMetadata":
+        return cls(m.stream.decode(), m.exists, m.metadata_revision, m.truncate_before,
+                   m.max_count, m.max_age_s, m.deleted, m.deleted_before)
 
 
 class _Fields:
