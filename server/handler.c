@@ -1171,9 +1171,20 @@ static es_err submit_life(session *s, Es__V1__Request *msg, size_t body_len)
 
 static void do_get_stream_metadata(session *s, uint64_t id, const Es__V1__GetStreamMetadata *r)
 {
+    /* The same id rules as the lifecycle writes: a '$'-stream has no
+     * lifecycle, and is refused rather than reported missing. */
+    es_err rv = check_stream(&r->stream);
+    if (rv != ES_OK) {
+        reply_send_error(
+            s, id, rv,
+            rv == ES_ERR_RESERVED_STREAM
+                ? "streams starting with '$' belong to the store: they have no lifecycle"
+                : NULL);
+        return;
+    }
     store_stream_life l;
     uint64_t last = 0;
-    es_err rv = store_stream_life_get(s->srv->st, r->stream.data, r->stream.len, &l, &last);
+    rv = store_stream_life_get(s->srv->st, r->stream.data, r->stream.len, &l, &last);
     if (rv != ES_OK) {
         reply_send_error(s, id, rv, rv == ES_ERR_NOT_FOUND ? "no such stream" : NULL);
         return;

@@ -108,7 +108,7 @@ class Lifecycle(harness.EsdTestCase):
         changes = (lambda st: self.c.delete_stream(st),
                    lambda st: self.c.tombstone_stream(st, esd.ANY),
                    lambda st: self.c.set_stream_metadata(st, esd.ANY, max_count=1))
-        for call in changes:
+        for call in changes + (lambda st: self.c.get_stream_metadata(st),):
             with self.assertRaises(esd.ReservedStreamError):
                 call("$stats")
             with self.assertRaises(esd.InvalidStreamIdError):
