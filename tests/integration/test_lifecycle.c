@@ -358,6 +358,13 @@ static void verify_or_fail(const ack_list *acks, const char *when, size_t *unack
 
 /* ----------------------------------------------------------- round trips -- */
 
+static uint64_t realtime_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void test_round_trips(void **state)
 {
     (void)state;
@@ -422,9 +429,11 @@ static void test_round_trips(void **state)
     req.kind_case = ES__V1__REQUEST__KIND_APPEND;
     req.append = &ap;
     put_simple(&b, 3, &req);
-    uint64_t t_before = (uint64_t)time(NULL) * 1000000ull;
+    /* The server stamps recorded_at from CLOCK_REALTIME; the bounds are read
+     * from the same clock (time() reads a coarse clock of its own). */
+    uint64_t t_before = realtime_us();
     r = call(fd, &b, "append");
-    uint64_t t_after = ((uint64_t)time(NULL) + 1) * 1000000ull;
+    uint64_t t_after = realtime_us();
     expect_kind(r, ES__V1__RESPONSE__KIND_APPEND, "append");
     assert_int_equal(r->id, 3);
     assert_int_equal(r->append->first_revision, 0);
