@@ -299,9 +299,12 @@ async function pageLog(params) {
   form.addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = "#/log" + qs({ kind: sel.value, name: sel.value ? input.value : "" }); });
   const list = el("div", { id: "events" });
   const pager = el("div", { class: "bar" });
-  show(el("h1", {}, "Global log"), form, list, pager);
+  // The page is shown only once its events are here, so that the live-tail
+  // box never exists without its change listener (a click in between did
+  // nothing).
   const filter = kind && name ? { [kind]: name } : {};
   const r = await api("/api/log" + qs({ ...filter, from, limit: 50 }));
+  show(el("h1", {}, "Global log"), form, list, pager);
   for (const e of r.events) list.appendChild(eventView(e));
   if (!r.events.length) list.appendChild(el("p", { class: "muted", id: "no-events" }, "No events."));
   if (r.next !== null) pager.appendChild(el("a", { id: "older", href: "#/log" + qs({ kind, name, from: r.next }) }, "Older events »"));
