@@ -70,6 +70,8 @@
 #define PAGE       4096u
 
 static uint64_t salt;
+/* 0: the chosen places leave the meta records alone (see main). */
+static uint64_t meta_flips = 1;
 static uint32_t orig_stream[N_EVENTS + 1];
 static uint64_t orig_rev[N_EVENTS + 1];
 
@@ -190,7 +192,8 @@ static int damage(const char *path, rel_rng *g, bool targeted, char *desc, size_
     }
     uint64_t size = (uint64_t)st.st_size;
     uint64_t pages = size / PAGE;
-    int kind = targeted ? 7 + (int)rel_range(g, 0, 2) : (int)rel_range(g, 0, 6);
+    int kind = targeted ? (meta_flips ? 7 + (int)rel_range(g, 0, 2) : 8 + (int)rel_range(g, 0, 1))
+                        : (int)rel_range(g, 0, 6);
     int n = snprintf(desc, cap, "%s:", damage_names[kind]);
     size_t used = n > 0 ? (size_t)n : 0;
     int rc = 0;
@@ -460,9 +463,15 @@ static const char *serve_trial(esd_proc *e, trial_result *tr)
 
 int main(int argc, char **argv)
 {
-    static const char *const names[] = {"trials", "first-trial", NULL};
-    uint64_t val[] = {20, 1};
+    /* --meta-flips 0 leaves the meta records out of the chosen places: a
+     * flipped bit in a meta page's page-size field (the free database's
+     * md_pad) still makes LMDB fault at open (SIGBUS in esd and db check),
+     * a known defect kept in the long run until esd checks that field
+     * before opening. */
+    static const char *const names[] = {"trials", "first-trial", "meta-flips", NULL};
+    uint64_t val[] = {20, 1, 1};
     rel_args(argc, argv, "test_damage", names, val);
+    meta_flips = val[2];
     rel_rng rng = {rel_seed()};
     salt = rel_rand(&rng);
     int64_t t0 = h_now_ms();
@@ -508,7 +517,8 @@ int main(int argc, char **argv)
         bool targeted = t % 2 == 0;
         rel_rng g = {rel_mix(rel_seed() ^ rel_mix(t))};
         rel_rng peek = g;
-        per_kind[targeted ? 7 + rel_range(&peek, 0, 2) : rel_range(&peek, 0, 6)]++;
+        per_kind[targeted ? (meta_flips ? 7 + rel_range(&peek, 0, 2) : 8 + rel_range(&peek, 0, 1))
+                          : rel_range(&peek, 0, 6)]++;
         if (damage(file, &g, targeted, desc, sizeof desc) != 0) {
             rel_fail("trial %" PRIu64 ": cannot damage the copy", t);
         }
