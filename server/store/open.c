@@ -33,6 +33,10 @@
  * against the LMDB in use. The data file is written with write(2) (no
  * MDB_WRITEMAP), so a full disk there is an error code already.
  *
+ * LMDB's meta pages are checked before LMDB maps the file
+ * (check_meta_pages): LMDB trusts the page size they carry, and a damaged
+ * one is a SIGBUS on first access instead of an error.
+ *
  * Names are durable too. An fdatasync of data.mdb makes its bytes durable
  * but, by POSIX, not its name: a new file's directory entry survives a
  * power loss only once the directory itself is fsynced (ext4's journal
@@ -726,6 +730,121 @@ uint64_t store_last_position(MDB_txn *txn, MDB_dbi events)
  * first, the file size after it, so a writer growing the file meanwhile
  * cannot make a sound file look short.
  */
+/*
+ * LMDB's two meta pages, checked before LMDB maps the file. LMDB takes its
+ * page size from the meta page it picks (the one with the higher txnid) and
+ * finds the second meta page at the first one's page size, trusting both:
+ * one flipped bit in a page-size field and its first access outside the
+ * file is a SIGBUS, before any call returns an error. So each meta page
+ * must carry the meta flag, LMDB's magic and data version, and a page size
+ * that is a power of two between 512 and 64 KiB, the same in both; and the
+ * file must hold both pages. A missing or empty data.mdb is a new store.
+ *
+ * Their transaction ids too. LMDB writes commit t's meta to page t % 2, so
+ * the two pages hold consecutive ids, the even one in page 0 (both 0 before
+ * the first commit; a compacting copy writes 0 and 1). A flipped bit in the
+ * older page's id makes LMDB pick it as the newer: the store opens one
+ * commit back without a word, and the next append reuses the positions of
+ * events that were acknowledged (the damage suite found it). Anything else
+ * is refused. (A store written with --sync none that lost power may have
+ * lost meta writes out of order; it is refused too, and is restored from a
+ * backup or a follower, as its docs say.)
+ *
+ * Layout (LMDB 0.9, 64-bit): a 16-byte page header (flags u16 at 10), then
+ * MDB_meta: magic u32 at 16, version u32 at 20, the free database's md_pad
+ * (the page size) u32 at 40, mm_txnid u64 at 144.
+ */
+#define LMDB_META_MAGIC   0xBEEFC0DEu
+#define LMDB_DATA_VERSION 1u
+#define LMDB_P_META       0x08u
+
+static es_err meta_page_check(const uint8_t *p, unsigned which, uint32_t *psize, char *why,
+                              size_t why_len)
+{
+    uint16_t flags = (uint16_t)(p[10] | p[11] << 8);
+    uint32_t magic = get_u32le(p + 16), version = get_u32le(p + 20);
+    *psize = get_u32le(p + 40);
+    if (!(flags & LMDB_P_META) || magic != LMDB_META_MAGIC) {
+        snprintf(why, why_len, "meta page %u is not an LMDB meta page (flags 0x%x, magic 0x%08x)",
+                 which, flags, magic);
+        /* page 0 not LMDB's: a foreign file rather than a damaged store */
+        return which == 0 ? ES_ERR_INCOMPATIBLE_STORE : ES_ERR_CORRUPT;
+    }
+    if (version != LMDB_DATA_VERSION) {
+        snprintf(why, why_len, "meta page %u has LMDB data version %u (this esd reads %u)", which,
+                 version, LMDB_DATA_VERSION);
+        return ES_ERR_INCOMPATIBLE_STORE;
+    }
+    if (*psize < 512 || *psize > 65536 || (*psize & (*psize - 1)) != 0) {
+        snprintf(why, why_len, "meta page %u has an impossible page size %u", which, *psize);
+        return ES_ERR_CORRUPT;
+    }
+    return ES_OK;
+}
+
+static es_err check_meta_pages(const char *path, char *msg, size_t msg_len)
+{
+    char file[4096];
+    if (!path_join(file, sizeof file, path, "data.mdb")) {
+        store_set_msg(msg, msg_len, "%s: %s", path, "path too long");
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return ES_OK; /* a new store, or an error LMDB reports itself */
+    }
+    struct stat st;
+    uint8_t page[160];
+    uint32_t ps0 = 0, ps1 = 0;
+    uint64_t t0 = 0, t1 = 0;
+    char why[160] = "";
+    es_err rv = ES_OK;
+    if (fstat(fd, &st) != 0 || st.st_size == 0) {
+        goto out_close;
+    }
+    if (st.st_size < (off_t)sizeof page ||
+        pread(fd, page, sizeof page, 0) != (ssize_t)sizeof page) {
+        snprintf(why, sizeof why, "the file is %lld bytes, too short for a meta page",
+                 (long long)st.st_size);
+        rv = ES_ERR_INCOMPATIBLE_STORE; /* not an LMDB file, as LMDB says too */
+        goto out_close;
+    }
+    rv = meta_page_check(page, 0, &ps0, why, sizeof why);
+    t0 = get_u64le(page + 144);
+    if (rv != ES_OK) {
+        goto out_close;
+    }
+    if (st.st_size < 2 * (off_t)ps0 || pread(fd, page, sizeof page, ps0) != (ssize_t)sizeof page) {
+        snprintf(why, sizeof why, "the file is %lld bytes, too short for two %u-byte meta pages",
+                 (long long)st.st_size, ps0);
+        rv = ES_ERR_CORRUPT;
+        goto out_close;
+    }
+    rv = meta_page_check(page, 1, &ps1, why, sizeof why);
+    if (rv == ES_OK && ps1 != ps0) {
+        snprintf(why, sizeof why, "the meta pages disagree on the page size (%u and %u)", ps0, ps1);
+        rv = ES_ERR_CORRUPT;
+    }
+    t1 = get_u64le(page + 144);
+    if (rv == ES_OK && !(t0 == 0 && t1 == 0) &&
+        (t0 % 2 != 0 || t1 % 2 != 1 || (t0 > t1 ? t0 - t1 : t1 - t0) != 1)) {
+        snprintf(why, sizeof why,
+                 "the meta pages' transaction ids %llu and %llu are not consecutive (one of them "
+                 "is damaged: LMDB would open an older state and write over the newer one)",
+                 (unsigned long long)t0, (unsigned long long)t1);
+        rv = ES_ERR_CORRUPT;
+    }
+out_close:
+    close(fd);
+    if (rv != ES_OK) {
+        store_set_msg(msg, msg_len, "%s: %s; refusing to open it: %s", file, why,
+                      rv == ES_ERR_INCOMPATIBLE_STORE
+                          ? "not an LMDB data file this esd can read"
+                          : "the data file is damaged, restore it from a backup");
+    }
+    return rv;
+}
+
 static es_err check_file_size(MDB_env *env, const char *path, char *msg, size_t msg_len)
 {
     MDB_envinfo info;
@@ -788,6 +907,10 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     int lp_len = snprintf(lock_path, sizeof lock_path, "%s/lock.mdb", opts->path);
     bool lock_created = lp_len > 0 && (size_t)lp_len < sizeof lock_path &&
                         access(lock_path, F_OK) != 0 && errno == ENOENT;
+    rv = check_meta_pages(opts->path, msg, msg_len);
+    if (rv != ES_OK) {
+        goto out_release_owner;
+    }
     rv = lock_file_reserve(opts->path, opts->max_readers ? opts->max_readers : 126, msg, msg_len);
     if (rv != ES_OK) {
         goto out_release_owner;

@@ -422,6 +422,76 @@ static void test_other_field_order_checked(void **state)
     assert_true(log_names(&d, "types", 2));
 }
 
+/* ------------------------------------------------------------ meta pages -- */
+
+/* Flip one or two bits of data.mdb's byte at @off, or restore them. */
+static void flip_file_bits(const char *dir, long off, int bit, int bit2)
+{
+    int mask = (1 << bit) | (bit2 >= 0 ? 1 << bit2 : 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, off, SEEK_SET), 0);
+    int c = fgetc(fp);
+    assert_true(c != EOF);
+    assert_int_equal(fseek(fp, off, SEEK_SET), 0);
+    assert_int_equal(fputc(c ^ mask, fp), c ^ mask);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* A damaged page-size field, magic or flag in either meta page: every open,
+ * read-only (esctl db check, db stat) or writable, refuses with a message
+ * naming the page, before LMDB maps the file with that page size (which
+ * faulted with SIGBUS). Transaction ids that are not consecutive likewise
+ * (LMDB would open an older state). Restored, the store opens with every
+ * event. */
+static void test_meta_page_damage_refused(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "acct-1", 3);
+    store_close(f->s);
+    f->s = NULL;
+    static const struct {
+        long off;
+        int bit;
+        int bit2; /* a second bit in the same byte, or -1 */
+        es_err want;
+        const char *says;
+    } cases[] = {
+        {4096 + 43, 0, -1, ES_ERR_CORRUPT, "meta page 1 has an impossible page size"},
+        {4096 + 41, 4, -1, ES_ERR_CORRUPT, "meta page 1 has an impossible page size"},
+        {40 + 1, 4, -1, ES_ERR_CORRUPT, "meta page 0 has an impossible page size"},
+        {4096 + 41, 4, 5, ES_ERR_CORRUPT, "disagree on the page size (4096 and 8192)"},
+        {16, 3, -1, ES_ERR_INCOMPATIBLE_STORE, "meta page 0 is not an LMDB meta page"},
+        {4096 + 10, 3, -1, ES_ERR_CORRUPT, "meta page 1 is not an LMDB meta page"},
+        {20, 1, -1, ES_ERR_INCOMPATIBLE_STORE, "meta page 0 has LMDB data version 3"},
+        {144 + 1, 2, -1, ES_ERR_CORRUPT, "transaction ids"},        /* the older page looks newer */
+        {4096 + 144, 0, -1, ES_ERR_CORRUPT, "are not consecutive"}, /* page 1 even */
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        flip_file_bits(f->path, cases[i].off, cases[i].bit, cases[i].bit2);
+        for (int ro = 0; ro <= 1; ro++) {
+            store *s = NULL;
+            char msg[512] = "";
+            assert_rv(cases[i].want,
+                      try_open(f->path, TEST_MAP_SIZE, false, ro, &s, msg, sizeof msg));
+            assert_null(s);
+            if (!strstr(msg, cases[i].says)) {
+                fail_msg("case %zu: \"%s\" does not say \"%s\"", i, msg, cases[i].says);
+            }
+        }
+        flip_file_bits(f->path, cases[i].off, cases[i].bit, cases[i].bit2);
+    }
+    fx_open(f);
+    coll c = {0};
+    read_stream_all(f->s, "acct-1", 0, &c);
+    assert_int_equal(c.n, 3);
+    coll_free(&c);
+    assert_check_clean(f->s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -432,6 +502,7 @@ int main(void)
         T(test_insert_collision_aborts_batch),
         T(test_next_stream_counter_damaged),
         T(test_other_field_order_checked),
+        T(test_meta_page_damage_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
