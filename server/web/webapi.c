@@ -458,25 +458,14 @@ int webapi_log(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out)
 }
 
 typedef struct find_ctx {
-    uint8_t id[16];
     json_t *found;
-    bool bad;
 } find_ctx;
 
 static int find_visit(void *vctx, const store_record *rec)
 {
     find_ctx *c = vctx;
-    es_record e;
-    if (es_record_parse(rec->bytes, rec->len, 0, &e) != ES_OK) {
-        c->bad = true;
-        return 1;
-    }
-    if (es_slice_eq(e.id, c->id, sizeof c->id)) {
-        c->found = webapi_event_json(rec->bytes, rec->len, SIZE_MAX);
-        c->bad = !c->found;
-        return 1;
-    }
-    return 0;
+    c->found = webapi_event_json(rec->bytes, rec->len, SIZE_MAX);
+    return 1;
 }
 
 /* 32 hex digits, dashes anywhere ignored. */
@@ -522,29 +511,18 @@ int webapi_event(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out
         json_decref(c.arr);
         return 200;
     }
-    find_ctx c = {0};
-    if (parse_uuid(id, c.id) != 0) {
+    uint8_t uuid[16];
+    if (parse_uuid(id, uuid) != 0) {
         return fail(out, 400, "id: 32 hex digits (dashes allowed)");
     }
-    uint64_t from = UINT64_MAX, scanned = 0;
-    while (!c.found && !c.bad && scanned < WEBAPI_ID_SCAN_MAX) {
-        store_page page = {0};
-        es_err rv = store_read_all(srv->st, NULL, from, true, STORE_DEFAULT_MAX_PAGE, find_visit,
-                                   &c, &page);
-        if (rv != ES_OK) {
-            return fail(out, 500, es_strerror(rv));
-        }
-        scanned += page.returned;
-        if (page.end || page.returned == 0) {
-            break;
-        }
-        from = page.next;
+    find_ctx c = {0};
+    es_err rv = store_read_event_by_id(srv->st, uuid, find_visit, &c);
+    if (rv == ES_ERR_NOT_FOUND) {
+        return fail(out, 404, "no event has this id (or its stream no longer serves it)");
     }
-    if (c.bad) {
-        return fail(out, 500, "a record did not decode");
-    }
-    if (!c.found) {
-        return fail(out, 404, "no event with that id among the latest events searched");
+    if (rv != ES_OK || !c.found) {
+        json_decref(c.found);
+        return fail(out, 500, rv != ES_OK ? es_strerror(rv) : "a record did not decode");
     }
     *out = c.found;
     return 200;

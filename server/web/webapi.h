@@ -29,7 +29,6 @@
 #define WEBAPI_STREAMS_MAX   500u   /* streams per page */
 #define WEBAPI_EVENTS_MAX    200u   /* events per page */
 #define WEBAPI_LIST_DATA_MAX 2048u  /* bytes of data/metadata shown per event in lists */
-#define WEBAPI_ID_SCAN_MAX   65536u /* events searched back from the head for an event id */
 #define WEBAPI_SERIES_LEN    300u   /* one sample a second: five minutes */
 
 /** One sample of the counters, taken once a second on the loop thread. */
