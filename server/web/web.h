@@ -63,6 +63,8 @@
 #define WEB_TICK_MS      200u
 #define WEB_TIMEOUT_S    30
 #define WEB_HEARTBEAT_MS 5000u
+#define WEB_SLICE_US     1000u /* console work per loop turn (see "Slices") */
+#define WEB_MAX_QUEUE    4096u /* API requests waiting for their turn */
 
 typedef struct web web;
 

@@ -1106,8 +1106,8 @@ static void test_read_event_by_id(void **state)
 {
     fx *f = *state;
     fx_open(f);
-    add(f, "acct-1", 3);       /* positions 1..3 */
-    add(f, "acct-2", 2);       /* 4..5 */
+    add(f, "acct-1", 3);  /* positions 1..3 */
+    add(f, "acct-2", 2);  /* 4..5 */
     add(f, "other-1", 2); /* 6..7 */
     for (uint64_t pos = 1; pos <= 7; pos++) {
         uint8_t id[16];
@@ -1131,14 +1131,19 @@ static void test_read_event_by_id(void **state)
     uint8_t id4[16], id1[16];
     assert_rv(ES_OK, store_event_id_at(f->s, 4, id4));
     assert_rv(ES_OK, store_event_id_at(f->s, 1, id1));
-    store_life_op op = {.kind = STORE_LIFE_DELETE, .stream = U8("acct-2"), .stream_len = 6,
+    store_life_op op = {.kind = STORE_LIFE_DELETE,
+                        .stream = U8("acct-2"),
+                        .stream_len = 6,
                         .expect = STORE_EXPECT_ANY};
     assert_rv(ES_OK, store_life_apply(f->s, &op));
     assert_rv(ES_ERR_NOT_FOUND, store_read_event_by_id(f->s, id4, one_visit_fn, &o));
     assert_int_equal(o.calls, 0);
     /* truncation hides revisions below it */
-    store_life_op tr = {.kind = STORE_LIFE_SET_META, .stream = U8("acct-1"), .stream_len = 6,
-                        .expect = STORE_EXPECT_ANY, .truncate_before = 1};
+    store_life_op tr = {.kind = STORE_LIFE_SET_META,
+                        .stream = U8("acct-1"),
+                        .stream_len = 6,
+                        .expect = STORE_EXPECT_ANY,
+                        .truncate_before = 1};
     assert_rv(ES_OK, store_life_apply(f->s, &tr));
     assert_rv(ES_ERR_NOT_FOUND, store_read_event_by_id(f->s, id1, one_visit_fn, &o));
     assert_int_equal(o.calls, 0);

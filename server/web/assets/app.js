@@ -245,9 +245,17 @@ function payload(p, position) {
   return el("div", {}, label, box);
 }
 
-function idLink(label, id) {
+// A correlation or causation id: a link to the event it names when the
+// server found it (its position), "not found" in plain words when no event
+// has that id, and a lookup by id when the server did not say (live tail).
+function idLink(label, id, pos) {
   if (!id) return null;
-  return el("span", { class: "meta" }, label + " ", el("a", { href: "#/find/" + encodeURIComponent(id) }, id));
+  const cls = label + "-link";
+  if (pos === null) {
+    return el("span", { class: "meta " + cls }, label + " " + id + " ", el("span", { class: "pill bad notfound" }, "not found"));
+  }
+  const href = pos === undefined ? "#/find/" + encodeURIComponent(id) : "#/event/" + pos;
+  return el("span", { class: "meta " + cls }, label + " ", el("a", { href, title: pos === undefined ? "look this id up" : "position " + pos }, id));
 }
 
 function eventView(e, fresh) {
@@ -258,7 +266,7 @@ function eventView(e, fresh) {
       el("span", { class: "meta" }, "position ", el("a", { href: "#/event/" + e.position }, String(e.position))),
       el("span", { class: "meta" }, fmtTime(e.recorded_at_us)),
       el("span", { class: "meta" }, e.content_type || "no content type")),
-    el("div", { class: "head" }, el("span", { class: "meta" }, "id " + e.id), idLink("correlation", e.correlation_id), idLink("causation", e.causation_id)),
+    el("div", { class: "head" }, el("span", { class: "meta" }, "id " + e.id), idLink("correlation", e.correlation_id, e.correlation_position), idLink("causation", e.causation_id, e.causation_position)),
     payload(e.data, e.position),
     e.metadata ? el("div", {}, el("span", { class: "meta" }, "metadata"), payload(e.metadata, e.position)) : null);
 }
@@ -277,7 +285,16 @@ async function pageStream(id, params) {
 }
 
 async function pageEvent(kind, key) {
-  const e = await api("/api/event" + (kind === "position" ? qs({ position: key }) : qs({ id: key })));
+  let e;
+  try {
+    e = await api("/api/event" + (kind === "position" ? qs({ position: key }) : qs({ id: key })));
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    show(el("h1", {}, "Event not found"),
+      el("p", { id: "not-found" }, kind === "position" ? "No event is stored at position " + key + "." : "No event has the id " + key + "."),
+      el("p", { class: "muted" }, "It may never have been appended, or its stream was deleted or truncated."));
+    return;
+  }
   const view = eventView(e);
   view.classList.add("full");
   show(el("h1", {}, "Event at position " + e.position), view);
