@@ -913,6 +913,9 @@ static void api(web *w, webconn *wc, struct evhttp_request *req, const char *pat
             json_object_set_new(out, "web_sessions",
                                 json_integer((json_int_t)websess_count(&w->sessions, mono_ms())));
             json_object_set_new(out, "web_tails", json_integer((json_int_t)w->n_tails));
+            json_object_set_new(out, "web_connections", json_integer((json_int_t)w->n_conns));
+            json_object_set_new(out, "web_connections_refused",
+                                json_integer((json_int_t)w->conns_refused));
         }
     } else if (!strcmp(path, "/api/tail")) {
         do_tail(w, wc, req, s, q);
