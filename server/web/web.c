@@ -93,6 +93,7 @@ struct web {
     webjob *jobs;
     struct event *work; /* a zero timer: the next slice */
     uint64_t tick_no;   /* tails are pumped once per tick */
+    uint64_t next_slice_us; /* no slice before (monotonic): the loop's rest */
 };
 
 static uint64_t mono_us(void)
@@ -752,12 +753,16 @@ static void do_tail(web *w, webconn *wc, struct evhttp_request *req, websess *s,
     }
 }
 
+/* The next slice: at once, or when the rest owed for the last one is over. */
 static void schedule_work(web *w)
 {
-    static const struct timeval now = {0, 0};
-    if (!evtimer_pending(w->work, NULL)) {
-        evtimer_add(w->work, &now);
+    if (evtimer_pending(w->work, NULL)) {
+        return;
     }
+    uint64_t now = mono_us();
+    uint64_t wait = w->next_slice_us > now ? w->next_slice_us - now : 0;
+    struct timeval tv = {(time_t)(wait / 1000000u), (suseconds_t)(wait % 1000000u)};
+    evtimer_add(w->work, &tv);
 }
 
 /* Every WEB_TICK_MS: a sample a second, tails of ended sessions ended, and
@@ -1050,11 +1055,11 @@ static webconn *conn_of(web *w, struct evhttp_connection *evcon)
 }
 
 /*
- * One slice of the console's work, on a zero timer: the tails due in this
- * tick, then queued requests, until WEB_SLICE_US have gone (at least one
- * request per slice). What is left waits for the next loop turn, after
- * libevent has looked at every socket again, so the TCP port's requests
- * never wait behind more than one slice.
+ * One slice of the console's work, on a timer: the tails due in this tick,
+ * then queued requests, until WEB_SLICE_US have gone (at least one request
+ * per slice). What is left waits for a later loop turn, after libevent has
+ * looked at every socket again and after a rest of WEB_REST_RATIO times the
+ * slice (design notes in web.h).
  */
 static void work_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1084,6 +1089,8 @@ static void work_cb(evutil_socket_t fd, short what, void *arg)
         free(q);
         more = mono_us() - t0 >= WEB_SLICE_US;
     }
+    uint64_t t1 = mono_us();
+    w->next_slice_us = t1 + (t1 - t0) * WEB_REST_RATIO;
     if (w->q_head || more) {
         schedule_work(w);
     }
