@@ -121,9 +121,10 @@ try {
   check((await text(page, "#not-found")).startsWith("No event has the id"), "looking up an unknown id: said plainly");
 
   // ---- lifecycle: set retention, delete, tombstone, each confirmed
-  async function confirmWith(yes) {
+  async function confirmWith(yes, shotName) {
     await page.waitForFunction(() => !document.getElementById("confirm").hidden, { timeout: 10000 });
     const q = await text(page, "#confirm-text");
+    if (shotName) await shot(page, shotName);
     await page.click(yes ? "#confirm-yes" : "#confirm-no");
     return q;
   }
@@ -160,7 +161,7 @@ try {
   await page.reload({ waitUntil: "domcontentloaded" });
   await page.waitForSelector("#stream-tombstone");
   await page.click("#stream-tombstone");
-  q = await confirmWith(true);
+  q = await confirmWith(true, "confirm-tombstone");
   check(q.includes("cannot be undone") && q.includes("at revision 2"), `tombstone warns and names the revision it was shown: "${q}"`);
   await page.waitForFunction(() => document.getElementById("life-state")?.textContent === "tombstoned", { timeout: 10000 });
   check((await page.$("#stream-delete")) === null && (await page.$("#meta-form")) === null, "a tombstoned stream offers no change");

@@ -8,8 +8,9 @@ so that a shared machine's noise falls on all of them alike:
   1. start esd (auth file, --sync none) and seed it with web_seed;
   2. esbench append (4 connections) for --seconds: the quiet figures;
   3. 100 logged-in sessions send back to back (overview, streams by prefix,
-     a stream page, a log page, an event looked up by id), and esbench
-     append runs again for --seconds: the loaded figures.
+     a stream page, a log page, and with --mix console+id, the default, an
+     event looked up by id), and esbench append runs again for --seconds:
+     the loaded figures.
 Prints one line per run and, at the end, the medians per binary.
 
   ESCTL_BIN=... ESBENCH_BIN=... WEB_SEED_BIN=... \\
@@ -41,7 +42,7 @@ def bench(esd, seconds):
     return json.loads(out.stdout.decode().strip().splitlines()[-1])
 
 
-def run_once(binary, seconds, profile_cmd):
+def run_once(binary, seconds, profile_cmd, mix):
     os.environ['ESD_BIN'] = binary
     esd = Esd(auth=True)
     try:
@@ -53,7 +54,9 @@ def run_once(binary, seconds, profile_cmd):
             c.login(ADMIN if i % 2 == 0 else READER)
             clients.append(c)
         paths = ['/api/overview', '/api/streams?prefix=load-0&limit=50', '/api/stream?id=' + needle,
-                 '/api/log?limit=20', '/api/streams?prefix=needle', '/api/event?id=' + first_id]
+                 '/api/log?limit=20', '/api/streams?prefix=needle']
+        if mix == 'console+id':
+            paths.append('/api/event?id=' + first_id)
         stop = threading.Event()
         counts = [0] * SESSIONS
         errors = []
@@ -98,11 +101,13 @@ def main():
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--seconds', type=int, default=10)
     ap.add_argument('--profile-cmd', default='')
+    ap.add_argument('--mix', choices=['console', 'console+id'], default='console+id',
+                    help="the pages' requests, and with +id an event looked up by id")
     a = ap.parse_args()
     res = {b: [] for b in a.esd}
     for r in range(a.rounds):
         for b in a.esd:
-            x = run_once(b, a.seconds, a.profile_cmd if r == 0 else '')
+            x = run_once(b, a.seconds, a.profile_cmd if r == 0 else '', a.mix)
             res[b].append(x)
             q, l = x['quiet'], x['loaded']
             print('round %d %s: quiet p50 %d us p99 %d us %.0f ev/s | web %.0f req/s (%d errors): '

@@ -291,7 +291,7 @@ function lifePanel(id, r) {
       : el("span", { class: "pill ok", id: "life-state" }, "live");
   const msg = el("p", { class: "error", id: "life-msg" }, "");
   const row = (k, v, rid) => el("tr", {}, el("th", {}, k), el("td", { id: rid }, v));
-  const table = el("table", { class: "life", id: "life-table" },
+  const table = l.tombstoned ? el("table", { class: "life", id: "life-table" }, row("State", status)) : el("table", { class: "life", id: "life-table" },
     row("State", status),
     row("Truncate before", l.truncate_before ? "revision " + fmtInt(l.truncate_before) : "no limit", "life-truncate"),
     row("Max count", l.max_count ? fmtInt(l.max_count) + " events" : "no limit", "life-max-count"),
