@@ -91,8 +91,8 @@ struct web {
     qreq *q_head, *q_tail;
     size_t q_len;
     webjob *jobs;
-    struct event *work; /* a zero timer: the next slice */
-    uint64_t tick_no;   /* tails are pumped once per tick */
+    struct event *work;     /* a zero timer: the next slice */
+    uint64_t tick_no;       /* tails are pumped once per tick */
     uint64_t next_slice_us; /* no slice before (monotonic): the loop's rest */
 };
 
