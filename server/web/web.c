@@ -1067,7 +1067,9 @@ static void work_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t t0 = mono_us();
     uint64_t head = store_head(w->srv->st);
     bool more = false;
-    for (tail *t = w->tails; t; t = t->next) {
+    tail *next;
+    for (tail *t = w->tails; t; t = next) {
+        next = t->next; /* a failed write may end t's connection, and t */
         if (t->tick == w->tick_no) {
             continue;
         }
