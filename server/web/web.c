@@ -685,8 +685,8 @@ static void tail_pump(tail *t, uint64_t head, uint64_t now)
         evbuffer_add_printf(out, ": heartbeat\n\n");
     }
     if (evbuffer_get_length(out) > 0) {
-        evhttp_send_reply_chunk(t->req, out);
         t->last_write_ms = now;
+        evhttp_send_reply_chunk(t->req, out); /* t may be gone after it (a TLS write error) */
     }
     evbuffer_free(out);
 }
