@@ -90,9 +90,12 @@ def run_once(binary, seconds, profile_cmd, mix):
             prof.wait()
         for c in clients:
             c.close()
-        return {'quiet': quiet, 'loaded': loaded, 'web_rps': sum(counts) / elapsed, 'errors': len(errors)}
+        res = {'quiet': quiet, 'loaded': loaded, 'web_rps': sum(counts) / elapsed, 'errors': len(errors)}
     finally:
-        esd.stop()
+        rc = esd.stop()
+    if rc != 0:
+        print('esd %s exited with status %s' % (binary, rc), flush=True)
+    return res
 
 
 def main():
