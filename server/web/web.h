@@ -28,7 +28,7 @@
  * WEB_SLICE_US at most (one request at least), with a rest of
  * WEB_REST_RATIO times the slice's length before the next: a console loaded
  * without pause takes at most a ninth of the loop thread for its calls
- * (about 1,000 requests a second on the 2-core development machine, five
+ * (600 to 1,000 requests a second on the 2-core development machine, 3 to 5
  * times what 100 open overview pages ask), a TCP request waits behind one
  * slice at most, and the loop thread stays idle often enough for the kernel
  * to run it at once when a TCP request arrives. A ratio of 3 let the
