@@ -41,23 +41,23 @@ typedef struct server_config {
     uint32_t max_page;
     uint32_t max_batch; /* requests per group commit */
     log_level log_level;
-    const char *auth_file;         /* NULL: no authentication (loopback only unless insecure) */
-    bool insecure;                 /* serve without authentication on any address */
-    uint32_t auth_failures;        /* failed hellos per peer address at once (refilled 1/s) */
-    uint32_t auth_global_rate;     /* failed hellos per second over all addresses (0 = none) */
-    uint32_t max_prehello;         /* connections per address (IPv6: /64) before their hello */
-    const char *metrics_listen;    /* HOST:PORT of the Prometheus endpoint, NULL = none */
-    const char *http_listen;       /* HOST:PORT of the web console, NULL = none */
-    uint32_t http_max_connections; /* web console connections; beyond, 503 and close */
-    uint32_t slow_request_ms;      /* log requests slower than this (0 = never) */
-    const char *tls_cert;          /* PEM certificate chain: serve TLS only (NULL: plaintext) */
-    const char *tls_key;           /* PEM private key of tls_cert */
-    const char *relay_nats;        /* NATS URL(s) to relay the log to (NULL: no relay) */
-    const char *relay_stream;      /* the JetStream stream the relay writes (default "esd") */
-    const char *relay_subject;     /* subject prefix of relayed events (default "es") */
-    uint32_t relay_replicas;       /* replicas of the stream when the relay creates it */
-    const char *follow_nats;       /* NATS URL(s): be a read-only follower (NULL: a primary) */
-    const char *follow_stream;     /* the JetStream stream the follower copies (default "esd") */
+    const char *auth_file;      /* NULL: no authentication (loopback only unless insecure) */
+    bool insecure;              /* serve without authentication on any address */
+    uint32_t auth_failures;     /* failed hellos per peer address at once (refilled 1/s) */
+    uint32_t auth_global_rate;  /* failed hellos per second over all addresses (0 = none) */
+    uint32_t max_prehello;      /* connections per address (IPv6: /64) before their hello */
+    const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint, NULL = none */
+    const char *http_listen;    /* HOST:PORT of the web console, NULL = none */
+    uint32_t http_max_conns;    /* web console connections; beyond, 503 and close */
+    uint32_t slow_request_ms;   /* log requests slower than this (0 = never) */
+    const char *tls_cert;       /* PEM certificate chain: serve TLS only (NULL: plaintext) */
+    const char *tls_key;        /* PEM private key of tls_cert */
+    const char *relay_nats;     /* NATS URL(s) to relay the log to (NULL: no relay) */
+    const char *relay_stream;   /* the JetStream stream the relay writes (default "esd") */
+    const char *relay_subject;  /* subject prefix of relayed events (default "es") */
+    uint32_t relay_replicas;    /* replicas of the stream when the relay creates it */
+    const char *follow_nats;    /* NATS URL(s): be a read-only follower (NULL: a primary) */
+    const char *follow_stream;  /* the JetStream stream the follower copies (default "esd") */
 } server_config;
 
 /**

@@ -118,7 +118,7 @@ static const opt_def defs[] = {
      false,
      "serve the web console and its JSON API at\n"
      "http(s)://HOST:PORT/ (default: off)"},
-    {{"http-max-connections", NULL, "N", "64"}, T_U32, CFG(http_max_connections), 1, 1000000,
+    {{"http-max-connections", NULL, "N", "64"}, T_U32, CFG(http_max_conns), 1, 1000000,
      false,
      "web console connections at once; a new one beyond\n"
      "gets 503 and is closed (default 256)"},

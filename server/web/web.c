@@ -1035,7 +1035,7 @@ static webconn *conn_of(web *w, struct evhttp_connection *evcon)
             return wc;
         }
     }
-    if (w->n_conns >= w->srv->cfg->http_max_connections) {
+    if (w->n_conns >= w->srv->cfg->http_max_conns) {
         return NULL;
     }
     webconn *wc = calloc(1, sizeof *wc);

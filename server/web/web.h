@@ -40,7 +40,7 @@
  * tests/web/web_bench.py (docs/web.md has the figures).
  *
  * Connections are counted from their first request until libevent closes
- * them (the close callback): beyond cfg->http_max_connections
+ * them (the close callback): beyond cfg->http_max_conns
  * (--http-max-connections) the first request of a new one is answered 503
  * with "Connection: close", and libevent closes it once the reply is sent.
  * libevent 2.1's evhttp has no cap of its own (2.2 adds
