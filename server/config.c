@@ -31,6 +31,7 @@ void server_config_defaults(server_config *cfg)
     cfg->auth_failures = AUTH_FAIL_BURST;
     cfg->auth_global_rate = AUTH_GLOBAL_RATE;
     cfg->max_prehello = 256;
+    cfg->http_max_conns = 256;
     cfg->slow_request_ms = 1000;
     cfg->relay_stream = "esd";
     cfg->relay_subject = "es";

@@ -48,6 +48,7 @@ typedef struct server_config {
     uint32_t max_prehello;      /* connections per address (IPv6: /64) before their hello */
     const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint, NULL = none */
     const char *http_listen;    /* HOST:PORT of the web console, NULL = none */
+    uint32_t http_max_conns;    /* web console connections; beyond, 503 and close */
     uint32_t slow_request_ms;   /* log requests slower than this (0 = never) */
     const char *tls_cert;       /* PEM certificate chain: serve TLS only (NULL: plaintext) */
     const char *tls_key;        /* PEM private key of tls_cert */

@@ -1355,6 +1355,11 @@ static void completion_cb(evutil_socket_t fd, short what, void *arg)
     write_job *list = writer_take_completed(n->srv->w);
     while (list) {
         write_job *next = list->next;
+        if (list->complete) {
+            list->complete(list);
+            list = next;
+            continue;
+        }
         session *s = handler_complete(list);
         conn *c = (conn *)s; /* sess is the first member */
         pending_sync(c);
@@ -1881,6 +1886,11 @@ void net_destroy(net *n, write_job *leftover)
     flush_all(n);
     while (leftover) {
         write_job *next = leftover->next;
+        if (leftover->complete) {
+            leftover->complete(leftover);
+            leftover = next;
+            continue;
+        }
         session *s = handler_complete(leftover);
         conn *c = (conn *)s;
         if (c->zombie && s->in_flight == 0) {

@@ -118,6 +118,10 @@ static const opt_def defs[] = {
      false,
      "serve the web console and its JSON API at\n"
      "http(s)://HOST:PORT/ (default: off)"},
+    {{"http-max-connections", NULL, "N", "64"}, T_U32, CFG(http_max_conns), 1, 1000000,
+     false,
+     "web console connections at once; a new one beyond\n"
+     "gets 503 and is closed (default 256)"},
     {{"slow-request-ms", NULL, "MS", "250"}, T_U32, CFG(slow_request_ms), 0, 3600000, false,
      "log requests that take longer (default 1000, 0 = never)"},
     {{"relay-nats", NULL, "URL", "nats://nats.example:4222"}, T_STR, CFG(relay_nats), 1, 0, false,

@@ -51,6 +51,9 @@ typedef struct write_job {
     store_life_op life; /* WRITE_JOB_LIFE: pointers borrowed from the submitter */
     es_err life_rv;
     void *owner; /* opaque to the writer */
+    /* When set, the loop thread hands the finished job to this instead of
+     * handler_complete (the web console's changes: web/web.c). */
+    void (*complete)(struct write_job *job);
 } write_job;
 
 typedef struct writer writer;

@@ -740,6 +740,75 @@ es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16])
 STORE_GUARDED_END
 
 /*
+ * One event by its id, through event_ids (id -> stream number, revision,
+ * position): a get and a record read, whatever the size of the log. The
+ * record must be what the index promised (that id, at that position and
+ * revision), or it is damage; one that the stream's lifecycle hides is
+ * NOT_FOUND, as reads never serve it.
+ */
+STORE_GUARDED_BEGIN
+es_err store_read_event_by_id(store *s, const uint8_t id[16], store_visit_fn visit, void *ctx)
+{
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    MDB_val ik = {16, (void *)id}, iv, v;
+    int rc = mdb_get(txn, s->event_ids, &ik, &iv);
+    if (rc != MDB_SUCCESS) {
+        rv = rc == MDB_NOTFOUND ? ES_ERR_NOT_FOUND : es_err_from_mdb(rc);
+        goto out_end_txn;
+    }
+    if (iv.mv_size != 24) {
+        rv = store_damage(s, "event_ids", 0, "an entry is not 24 bytes");
+        goto out_end_txn;
+    }
+    uint64_t rev = get_u64be((const uint8_t *)iv.mv_data + 8);
+    uint64_t pos = get_u64be((const uint8_t *)iv.mv_data + 16);
+    uint8_t pkey[8];
+    put_u64be(pkey, pos);
+    MDB_val pk = {8, pkey};
+    rc = mdb_get(txn, s->events, &pk, &v);
+    if (rc != MDB_SUCCESS) {
+        rv = rc == MDB_NOTFOUND ? store_damage(s, "event_ids", pos, "it points at no record")
+                                : es_err_from_mdb(rc);
+        goto out_end_txn;
+    }
+    store_record rec = {.position = pos};
+    es_record r;
+    if ((rv = store_record_open(&v, &rec.bytes, &rec.len)) != ES_OK) {
+        goto out_end_txn;
+    }
+    if (es_record_parse(rec.bytes, rec.len, 0, &r) != ES_OK) {
+        rv = ES_ERR_CORRUPT; /* the CRC held: written wrong */
+        goto out_end_txn;
+    }
+    if (r.position != pos || r.revision != rev || !es_slice_eq(r.id, id, 16)) {
+        rv = store_damage(s, "event_ids", pos, "the record it points at has another id");
+        goto out_end_txn;
+    }
+    store_life_filter lf;
+    bool served = false;
+    store_life_filter_open(&lf, s, txn);
+    if ((rv = store_life_filter_pass(&lf, rec.bytes, rec.len, &served)) != ES_OK) {
+        goto out_end_txn;
+    }
+    if (!served) {
+        rv = ES_ERR_NOT_FOUND;
+        goto out_end_txn;
+    }
+    store_in_visitor = true;
+    (void)visit(ctx, &rec);
+    store_in_visitor = false;
+out_end_txn:
+    store_read_end(txn);
+    return rv;
+}
+STORE_GUARDED_END
+
+/*
  * A stream as reads see it: ES_ERR_STREAM_DELETED (tombstoned),
  * ES_ERR_NOT_FOUND (soft-deleted, nothing appended since), or ES_OK with
  * event_count the revisions that truncation and max_count leave (max_age

@@ -24,14 +24,46 @@
 #include "web_assets.h"
 #include "webapi.h"
 #include "websess.h"
+#include "writer.h"
 
 #define COOKIE_NAME "esd_session"
 
 typedef struct tail tail;
+typedef struct webconn webconn;
+typedef struct qreq qreq;
+typedef struct webjob webjob;
+
+/* A connection, from its first request until libevent closes it. */
+struct webconn {
+    web *w;
+    webconn *prev, *next;
+    struct evhttp_connection *evcon;
+    tail *tail; /* the live tail it carries, if any */
+};
+
+/* A request waiting for its turn (see "Slices" in web.h). */
+struct qreq {
+    qreq *next;
+    webconn *wc;
+    struct evhttp_request *req;
+};
+
+/* A lifecycle change in the writer's hands. */
+struct webjob {
+    write_job job;
+    web *w;
+    webjob *prev, *next;
+    webconn *wc; /* NULL once the connection went: nobody to answer */
+    struct evhttp_request *req;
+    char user[AUTH_NAME_MAX + 1];
+    uint8_t stream[ES_MAX_NAME_BYTES];
+};
 
 struct tail {
     web *w;
     tail *next;
+    webconn *wc;
+    uint64_t tick; /* the last tick it was pumped in */
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
     websess *sess; /* NULL without authentication */
@@ -53,13 +85,27 @@ struct web {
     uint64_t last_sample_ms;
     tail *tails;
     size_t n_tails;
+    webconn *conns;
+    size_t n_conns;
+    uint64_t conns_refused;
+    qreq *q_head, *q_tail;
+    size_t q_len;
+    webjob *jobs;
+    struct event *work;     /* a zero timer: the next slice */
+    uint64_t tick_no;       /* tails are pumped once per tick */
+    uint64_t next_slice_us; /* no slice before (monotonic): the loop's rest */
 };
 
-static uint64_t mono_ms(void)
+static uint64_t mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t mono_ms(void)
+{
+    return mono_us() / 1000u;
 }
 
 /* A peer-supplied name made safe for a log line. */
@@ -176,10 +222,10 @@ static void set_cookie(web *w, struct evhttp_request *req, const char *value)
 
 static json_t *session_json(web *w, const websess *s)
 {
-    return json_pack("{s:s,s:s,s:s,s:b,s:b,s:i,s:b}", "user", s->user, "role",
+    return json_pack("{s:s,s:s,s:s,s:b,s:b,s:i,s:b,s:b}", "user", s->user, "role",
                      auth_role_name(s->role), "csrf", s->csrf, "auth", w->srv->auth != NULL, "tls",
                      w->tls != NULL, "idle_timeout_s", (int)(WEBSESS_IDLE_MS / 1000), "admin",
-                     s->role >= AUTH_ROLE_ADMIN);
+                     s->role >= AUTH_ROLE_ADMIN, "write", s->role >= AUTH_ROLE_WRITE);
 }
 
 /* -------------------------------------------------------------- queries -- */
@@ -395,6 +441,172 @@ static void do_sessions_end(web *w, struct evhttp_request *req, const websess *m
     send_json(w, req, 200, json_pack("{s:b}", "ended", 1));
 }
 
+/* ------------------------------------------------------------ lifecycle -- */
+
+/* A non-negative JSON integer member; @return 0, or -1 when it is something
+ * else (absent: def, unless required). */
+static int body_u64(json_t *body, const char *name, bool required, uint64_t def, uint64_t *out)
+{
+    json_t *v = json_object_get(body, name);
+    if (!v) {
+        *out = def;
+        return required ? -1 : 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        return -1;
+    }
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+/* The writer finished a change (loop thread, net.c's completion hook). */
+static void life_done(write_job *job)
+{
+    webjob *j = job->owner;
+    web *w = j->w;
+    if (w) {
+        if (j->prev) {
+            j->prev->next = j->next;
+        } else {
+            w->jobs = j->next;
+        }
+        if (j->next) {
+            j->next->prev = j->prev;
+        }
+    }
+    const store_life_op *op = &job->life;
+    es_err rv = job->life_rv;
+    static const char *const names[] = {"delete", "tombstone", "set metadata"};
+    const char *what = names[op->kind <= STORE_LIFE_SET_META ? op->kind : 0];
+    if (w && rv == ES_OK) {
+        log_msg(LOG_INFO, "web stream lifecycle change", "user=%s change=%s revision=%llu", j->user,
+                what, (unsigned long long)op->last_revision);
+    }
+    if (!w || !j->req) {
+        free(j); /* the client went, or the console stopped: nobody to answer */
+        return;
+    }
+    struct evhttp_request *req = j->req;
+    json_t *out = NULL;
+    int code = 200;
+    if (rv == ES_OK) {
+        out =
+            json_pack("{s:s%,s:s,s:I,s:b,s:o}", "stream", (const char *)op->stream, op->stream_len,
+                      "change", what, "last_revision", (json_int_t)op->last_revision, "synced",
+                      op->synced, "life", webapi_life_json(&op->life, op->last_revision));
+    } else if (rv == ES_ERR_WRONG_EXPECTED_REVISION) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s: the %s is at %s%llu now, not at the revision expected",
+                 es_strerror(rv), op->kind == STORE_LIFE_SET_META ? "metadata" : "stream",
+                 op->actual_exists ? "revision " : "(none; last revision) ",
+                 (unsigned long long)op->actual_revision);
+        code = 409;
+        out = json_pack("{s:s,s:b,s:I}", "error", msg, "actual_exists", op->actual_exists,
+                        "actual_revision", (json_int_t)op->actual_revision);
+    } else {
+        code = rv == ES_ERR_NOT_FOUND        ? 404
+               : rv == ES_ERR_STREAM_DELETED ? 410
+               : rv == ES_ERR_INVALID_ARGUMENT || rv == ES_ERR_INVALID_STREAM_ID ||
+                       rv == ES_ERR_RESERVED_STREAM
+                   ? 400
+               : rv == ES_ERR_FOLLOWER || rv == ES_ERR_READ_ONLY ? 409
+               : rv == ES_ERR_STORE_FULL                         ? 507
+                                                                 : 500;
+        out = webapi_error(rv == ES_ERR_NOT_FOUND        ? "no such stream"
+                           : rv == ES_ERR_STREAM_DELETED ? "the stream is tombstoned"
+                                                         : es_strerror(rv));
+    }
+    free(j);
+    send_json(w, req, code, out);
+}
+
+/*
+ * POST /api/stream/delete, /api/stream/tombstone: {"stream": ID,
+ * "expected_revision": N}; POST /api/stream/metadata: {"stream": ID,
+ * "expected_metadata_revision": N or null (none set yet), "truncate_before",
+ * "max_count", "max_age_s" (absent: 0, no limit)}. The expectation is
+ * always explicit: the page sends what it showed, so a change made by
+ * someone else in between is refused (409) rather than overwritten.
+ * Checked here, done by the writer (store_life_apply), answered by
+ * life_done.
+ */
+static void do_life(web *w, webconn *wc, struct evhttp_request *req, const websess *s,
+                    const char *op_name)
+{
+    store_life_op op;
+    memset(&op, 0, sizeof op);
+    if (!strcmp(op_name, "delete")) {
+        op.kind = STORE_LIFE_DELETE;
+    } else if (!strcmp(op_name, "tombstone")) {
+        op.kind = STORE_LIFE_TOMBSTONE;
+    } else {
+        op.kind = STORE_LIFE_SET_META;
+    }
+    json_t *body = body_json(req);
+    json_t *jstream = body ? json_object_get(body, "stream") : NULL;
+    const char *stream = json_string_value(jstream);
+    size_t stream_len = json_string_length(jstream);
+    const char *why = NULL;
+    if (!stream || es_validate_stream_id((const uint8_t *)stream, stream_len, true) != ES_OK) {
+        why = "stream: a stream id is needed";
+    } else if (stream[0] == '$') {
+        why = "streams starting with '$' belong to the store: they have no lifecycle";
+    } else if (op.kind != STORE_LIFE_SET_META) {
+        op.expect = STORE_EXPECT_EXACT;
+        if (body_u64(body, "expected_revision", true, 0, &op.revision) != 0) {
+            why = "expected_revision: the stream's last revision, as the page showed it";
+        }
+    } else {
+        json_t *e = json_object_get(body, "expected_metadata_revision");
+        op.expect = json_is_null(e) ? STORE_EXPECT_NO_STREAM : STORE_EXPECT_EXACT;
+        if (!e || (!json_is_null(e) &&
+                   body_u64(body, "expected_metadata_revision", true, 0, &op.revision) != 0)) {
+            why = "expected_metadata_revision: the metadata revision shown, or null when none "
+                  "was set";
+        } else if (body_u64(body, "truncate_before", false, 0, &op.truncate_before) != 0 ||
+                   body_u64(body, "max_count", false, 0, &op.max_count) != 0 ||
+                   body_u64(body, "max_age_s", false, 0, &op.max_age_s) != 0) {
+            why = "truncate_before, max_count and max_age_s are numbers from 0 (0: no limit)";
+        } else if (op.max_age_s > STORE_MAX_AGE_S) {
+            why = "max_age_s above 100 years";
+        }
+    }
+    if (why) {
+        json_decref(body);
+        send_error(w, req, 400, why);
+        return;
+    }
+    webjob *j = calloc(1, sizeof *j);
+    if (!j) {
+        json_decref(body);
+        send_error(w, req, 500, "out of memory");
+        return;
+    }
+    memcpy(j->stream, stream, stream_len);
+    json_decref(body);
+    op.stream = j->stream;
+    op.stream_len = stream_len;
+    j->w = w;
+    j->wc = wc;
+    j->req = req;
+    snprintf(j->user, sizeof j->user, "%s", s ? s->user : "");
+    j->job.kind = WRITE_JOB_LIFE;
+    j->job.owner = j;
+    j->job.complete = life_done;
+    j->job.life = op;
+    es_err rv = writer_submit(w->srv->w, &j->job);
+    if (rv != ES_OK) {
+        free(j);
+        send_error(w, req, 503, es_strerror(rv));
+        return;
+    }
+    j->next = w->jobs;
+    if (w->jobs) {
+        w->jobs->prev = j;
+    }
+    w->jobs = j;
+}
+
 /* ----------------------------------------------------------------- tail -- */
 
 static void tail_unlink(tail *t)
@@ -409,29 +621,15 @@ static void tail_unlink(tail *t)
     }
 }
 
-/*
- * The connection is going away. When the client went (EOF, write error or
- * timeout) while the reply was still open, libevent has already detached
- * the request from the connection and left it to us (its evcon is NULL):
- * free it. Otherwise the connection frees it itself.
- */
-static void tail_closed(struct evhttp_connection *evcon, void *arg)
-{
-    tail *t = arg;
-    tail_unlink(t);
-    if (evhttp_request_get_connection(t->req) == NULL) {
-        evhttp_request_free(t->req);
-    }
-    free(t);
-}
-
-/* We end it (session over, shutdown). */
+/* We end it (session over, shutdown): the last chunk, and the connection
+ * goes back to serving requests (or closes: conn_closed). */
 static void tail_end(tail *t)
 {
     tail_unlink(t);
-    evhttp_connection_set_closecb(t->evcon, NULL, NULL);
-    evhttp_send_reply_end(t->req);
+    t->wc->tail = NULL;
+    struct evhttp_request *req = t->req;
     free(t);
+    evhttp_send_reply_end(req);
 }
 
 typedef struct tail_ctx {
@@ -487,13 +685,14 @@ static void tail_pump(tail *t, uint64_t head, uint64_t now)
         evbuffer_add_printf(out, ": heartbeat\n\n");
     }
     if (evbuffer_get_length(out) > 0) {
-        evhttp_send_reply_chunk(t->req, out);
         t->last_write_ms = now;
+        evhttp_send_reply_chunk(t->req, out); /* t may be gone after it (a TLS write error) */
     }
     evbuffer_free(out);
 }
 
-static void do_tail(web *w, struct evhttp_request *req, websess *s, struct evkeyvalq *q)
+static void do_tail(web *w, webconn *wc, struct evhttp_request *req, websess *s,
+                    struct evkeyvalq *q)
 {
     if (w->n_tails >= WEB_MAX_TAILS) {
         send_error(w, req, 503, "too many live tails on this server");
@@ -539,7 +738,9 @@ static void do_tail(web *w, struct evhttp_request *req, websess *s, struct evkey
     evhttp_add_header(h, "Content-Type", "text/event-stream; charset=utf-8");
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_send_reply_start(req, 200, "OK");
-    evhttp_connection_set_closecb(t->evcon, tail_closed, t);
+    t->wc = wc;
+    wc->tail = t;
+    t->tick = w->tick_no;
     t->next = w->tails;
     w->tails = t;
     w->n_tails++;
@@ -552,6 +753,20 @@ static void do_tail(web *w, struct evhttp_request *req, websess *s, struct evkey
     }
 }
 
+/* The next slice: at once, or when the rest owed for the last one is over. */
+static void schedule_work(web *w)
+{
+    if (evtimer_pending(w->work, NULL)) {
+        return;
+    }
+    uint64_t now = mono_us();
+    uint64_t wait = w->next_slice_us > now ? w->next_slice_us - now : 0;
+    struct timeval tv = {(time_t)(wait / 1000000u), (suseconds_t)(wait % 1000000u)};
+    evtimer_add(w->work, &tv);
+}
+
+/* Every WEB_TICK_MS: a sample a second, tails of ended sessions ended, and
+ * every tail due for a pump in the next slices. */
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     web *w = arg;
@@ -560,33 +775,48 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         webapi_series_sample(&w->series, w->srv, now);
         w->last_sample_ms = now;
     }
-    uint64_t head = store_head(w->srv->st);
     tail *t = w->tails;
     while (t) {
         tail *next = t->next;
         bool alive = !w->srv->shutting_down &&
                      (!t->sess || (t->sess->gen == t->sess_gen && websess_alive(t->sess, now)));
-        if (alive) {
-            tail_pump(t, head, now);
-        } else {
+        if (!alive) {
             tail_end(t);
         }
         t = next;
+    }
+    w->tick_no++;
+    if (w->tails) {
+        schedule_work(w);
     }
 }
 
 /* --------------------------------------------------------------- routing -- */
 
+/*
+ * Who may call what: the least role for each call, as on the TCP port
+ * (handler.c) for the same operation.
+ *
+ *   call                                             read  write  admin
+ *   GET session, overview, streams, stream, log,
+ *       event, tail                                   yes   yes    yes
+ *   POST logout                                       yes   yes    yes
+ *   POST stream/delete, stream/metadata                -    yes    yes
+ *   POST stream/tombstone (cannot be undone)           -     -     yes
+ *   GET sessions, POST sessions/end                    -     -     yes
+ */
 typedef enum route_kind {
     R_READ,       /* GET, read role */
     R_ADMIN_GET,  /* GET, admin role */
     R_POST_ANY,   /* POST, any session */
+    R_POST_WRITE, /* POST, write role */
     R_POST_ADMIN, /* POST, admin role */
 } route_kind;
 
 typedef int (*api_fn)(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out);
 
-static void api(web *w, struct evhttp_request *req, const char *path, struct evkeyvalq *q)
+static void api(web *w, webconn *wc, struct evhttp_request *req, const char *path,
+                struct evkeyvalq *q)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     bool post = cmd == EVHTTP_REQ_POST;
@@ -615,6 +845,9 @@ static void api(web *w, struct evhttp_request *req, const char *path, struct evk
         {"/api/sessions", R_ADMIN_GET, NULL},
         {"/api/logout", R_POST_ANY, NULL},
         {"/api/sessions/end", R_POST_ADMIN, NULL},
+        {"/api/stream/delete", R_POST_WRITE, NULL},
+        {"/api/stream/metadata", R_POST_WRITE, NULL},
+        {"/api/stream/tombstone", R_POST_ADMIN, NULL},
     };
     size_t i = 0;
     while (i < sizeof routes / sizeof routes[0] && strcmp(routes[i].path, path) != 0) {
@@ -625,7 +858,7 @@ static void api(web *w, struct evhttp_request *req, const char *path, struct evk
         return;
     }
     route_kind kind = routes[i].kind;
-    bool wants_post = kind == R_POST_ANY || kind == R_POST_ADMIN;
+    bool wants_post = kind == R_POST_ANY || kind == R_POST_WRITE || kind == R_POST_ADMIN;
     if (post != wants_post) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                           wants_post ? "POST" : "GET, HEAD");
@@ -663,6 +896,7 @@ static void api(web *w, struct evhttp_request *req, const char *path, struct evk
         }
     }
     auth_role need = (kind == R_ADMIN_GET || kind == R_POST_ADMIN) ? AUTH_ROLE_ADMIN
+                     : kind == R_POST_WRITE                        ? AUTH_ROLE_WRITE
                      : kind == R_READ                              ? AUTH_ROLE_READ
                                                                    : AUTH_ROLE_NONE;
     if (role < need) {
@@ -684,9 +918,15 @@ static void api(web *w, struct evhttp_request *req, const char *path, struct evk
             json_object_set_new(out, "web_sessions",
                                 json_integer((json_int_t)websess_count(&w->sessions, mono_ms())));
             json_object_set_new(out, "web_tails", json_integer((json_int_t)w->n_tails));
+            json_object_set_new(out, "web_connections", json_integer((json_int_t)w->n_conns));
+            json_object_set_new(out, "web_connections_refused",
+                                json_integer((json_int_t)w->conns_refused));
         }
     } else if (!strcmp(path, "/api/tail")) {
-        do_tail(w, req, s, q);
+        do_tail(w, wc, req, s, q);
+        return;
+    } else if (!strncmp(path, "/api/stream/", 12)) {
+        do_life(w, wc, req, s, path + 12);
         return;
     } else if (!strcmp(path, "/api/sessions")) {
         do_sessions_list(w, req, s);
@@ -714,26 +954,185 @@ static void asset(web *w, struct evhttp_request *req, const char *name)
     send_error(w, req, 404, "no such file");
 }
 
+/* An API request's turn has come. */
+static void serve_api(web *w, webconn *wc, struct evhttp_request *req)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    const char *qs = evhttp_uri_get_query(uri);
+    if (qs && evhttp_parse_query_str(qs, &q) != 0) {
+        send_error(w, req, 400, "bad query string");
+        return;
+    }
+    api(w, wc, req, evhttp_uri_get_path(uri), &q);
+    evhttp_clear_headers(&q);
+}
+
+/*
+ * The connection is going away (the client went, a timeout, an error, a
+ * reply with "Connection: close", or web_stop). A request of it that was
+ * not answered yet is either freed with the connection or, when libevent
+ * detached it (its connection is NULL: the client went while the reply was
+ * open or not yet sent), left to us to free.
+ */
+static void drop_req(struct evhttp_request *req)
+{
+    if (evhttp_request_get_connection(req) == NULL) {
+        evhttp_request_free(req);
+    }
+}
+
+static void conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    webconn *wc = arg;
+    web *w = wc->w;
+    if (wc->tail) {
+        tail *t = wc->tail;
+        tail_unlink(t);
+        drop_req(t->req);
+        free(t);
+    }
+    qreq **p = &w->q_head;
+    w->q_tail = NULL;
+    while (*p) {
+        qreq *q = *p;
+        if (q->wc == wc) {
+            *p = q->next;
+            w->q_len--;
+            drop_req(q->req);
+            free(q);
+        } else {
+            w->q_tail = q;
+            p = &q->next;
+        }
+    }
+    for (webjob *j = w->jobs; j; j = j->next) {
+        if (j->wc == wc) {
+            drop_req(j->req);
+            j->wc = NULL;
+            j->req = NULL;
+        }
+    }
+    if (wc->prev) {
+        wc->prev->next = wc->next;
+    } else {
+        w->conns = wc->next;
+    }
+    if (wc->next) {
+        wc->next->prev = wc->prev;
+    }
+    w->n_conns--;
+    free(wc);
+}
+
+/* The connection of a request: known, newly counted, or NULL when the
+ * console has its cap of connections (or no memory for one more). */
+static webconn *conn_of(web *w, struct evhttp_connection *evcon)
+{
+    for (webconn *wc = w->conns; wc; wc = wc->next) {
+        if (wc->evcon == evcon) {
+            return wc;
+        }
+    }
+    if (w->n_conns >= w->srv->cfg->http_max_conns) {
+        return NULL;
+    }
+    webconn *wc = calloc(1, sizeof *wc);
+    if (!wc) {
+        return NULL;
+    }
+    wc->w = w;
+    wc->evcon = evcon;
+    wc->next = w->conns;
+    if (w->conns) {
+        w->conns->prev = wc;
+    }
+    w->conns = wc;
+    w->n_conns++;
+    evhttp_connection_set_closecb(evcon, conn_closed, wc);
+    return wc;
+}
+
+/*
+ * One slice of the console's work, on a timer: the tails due in this tick,
+ * then queued requests, until WEB_SLICE_US have gone (at least one request
+ * per slice). What is left waits for a later loop turn, after libevent has
+ * looked at every socket again and after a rest of WEB_REST_RATIO times the
+ * slice (design notes in web.h).
+ */
+static void work_cb(evutil_socket_t fd, short what, void *arg)
+{
+    web *w = arg;
+    uint64_t t0 = mono_us();
+    uint64_t head = store_head(w->srv->st);
+    bool more = false;
+    tail *next;
+    for (tail *t = w->tails; t; t = next) {
+        next = t->next; /* a failed write may end t's connection, and t */
+        if (t->tick == w->tick_no) {
+            continue;
+        }
+        if (mono_us() - t0 >= WEB_SLICE_US) {
+            more = true;
+            break;
+        }
+        t->tick = w->tick_no;
+        tail_pump(t, head, t0 / 1000u);
+    }
+    while (w->q_head && !more) {
+        qreq *q = w->q_head;
+        w->q_head = q->next;
+        if (!w->q_head) {
+            w->q_tail = NULL;
+        }
+        w->q_len--;
+        serve_api(w, q->wc, q->req);
+        free(q);
+        more = mono_us() - t0 >= WEB_SLICE_US;
+    }
+    uint64_t t1 = mono_us();
+    w->next_slice_us = t1 + (t1 - t0) * WEB_REST_RATIO;
+    if (w->q_head || more) {
+        schedule_work(w);
+    }
+}
+
 static void request_cb(struct evhttp_request *req, void *arg)
 {
     web *w = arg;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    webconn *wc = conn_of(w, evhttp_request_get_connection(req));
+    if (!wc) {
+        w->conns_refused++;
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        send_error(w, req, 503, "too many connections to the web console; try again later");
+        return;
+    }
     if (!path) {
         send_error(w, req, 400, "bad request");
         return;
     }
     if (!strncmp(path, "/api/", 5)) {
-        struct evkeyvalq q;
-        TAILQ_INIT(&q);
-        const char *qs = evhttp_uri_get_query(uri);
-        if (qs && evhttp_parse_query_str(qs, &q) != 0) {
-            send_error(w, req, 400, "bad query string");
+        qreq *q = calloc(1, sizeof *q);
+        if (!q || w->q_len >= WEB_MAX_QUEUE) {
+            free(q);
+            send_error(w, req, 503, "the web console is busy; try again later");
             return;
         }
-        api(w, req, path, &q);
-        evhttp_clear_headers(&q);
+        q->wc = wc;
+        q->req = req;
+        if (w->q_tail) {
+            w->q_tail->next = q;
+        } else {
+            w->q_head = q;
+        }
+        w->q_tail = q;
+        w->q_len++;
+        schedule_work(w);
         return;
     }
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
@@ -835,7 +1234,8 @@ es_err web_start(struct event_base *base, server_ctx *srv, SSL_CTX *tls, web **o
     websess_init(&w->sessions);
     w->http = evhttp_new(base);
     w->tick = event_new(base, -1, EV_PERSIST, tick_cb, w);
-    if (!w->http || !w->tick) {
+    w->work = evtimer_new(base, work_cb, w);
+    if (!w->http || !w->tick || !w->work) {
         web_stop(w);
         return ES_ERR_NO_MEMORY;
     }
@@ -883,7 +1283,13 @@ void web_stop(web *w)
         event_free(w->tick);
     }
     if (w->http) {
-        evhttp_free(w->http);
+        evhttp_free(w->http); /* every connection: conn_closed frees its records */
+    }
+    if (w->work) {
+        event_free(w->work);
+    }
+    for (webjob *j = w->jobs; j; j = j->next) {
+        j->w = NULL; /* life_done frees it without answering */
     }
     websess_finish(&w->sessions);
     free(w);

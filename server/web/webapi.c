@@ -23,6 +23,24 @@ static int fail(json_t **out, int status, const char *msg)
     return status;
 }
 
+/* 32 hex digits, dashes anywhere ignored. */
+int webapi_parse_uuid(const char *s, uint8_t out[16])
+{
+    size_t n = 0;
+    for (; *s; s++) {
+        if (*s == '-') {
+            continue;
+        }
+        int v = hexval(*s);
+        if (v < 0 || n >= 32) {
+            return -1;
+        }
+        out[n / 2] = (uint8_t)(n % 2 ? (out[n / 2] | v) : v << 4);
+        n++;
+    }
+    return n == 32 ? 0 : -1;
+}
+
 /* ------------------------------------------------------------- encoding -- */
 
 /* Valid UTF-8 as a string, anything else as \xNN escapes (never lossy). */
@@ -124,6 +142,17 @@ json_t *webapi_event_json(const uint8_t *rec, size_t len, size_t max_data)
     json_object_set_new(j, "data", data);
     json_object_set_new(j, "metadata", meta);
     return j;
+}
+
+json_t *webapi_life_json(const store_stream_life *l, uint64_t last_revision)
+{
+    return json_pack("{s:b,s:b,s:I,s:b,s:o,s:I,s:I,s:I}", "tombstoned", l->tombstoned, "deleted",
+                     !l->tombstoned && last_revision < l->deleted_before, "deleted_before",
+                     (json_int_t)l->deleted_before, "metadata_set", l->meta_set,
+                     "metadata_revision",
+                     l->meta_set ? json_integer((json_int_t)l->meta_revision) : json_null(),
+                     "truncate_before", (json_int_t)l->truncate_before, "max_count",
+                     (json_int_t)l->max_count, "max_age_s", (json_int_t)l->max_age_s);
 }
 
 /* ----------------------------------------------------------- parameters -- */
@@ -360,6 +389,7 @@ int webapi_streams(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **o
 /* --------------------------------------------------------------- events -- */
 
 typedef struct events_ctx {
+    server_ctx *srv;
     json_t *arr;
     size_t max_data;
     bool bad;
@@ -376,6 +406,36 @@ static int event_visit(void *vctx, const store_record *rec)
     return 0;
 }
 
+static int pos_visit(void *vctx, const store_record *rec)
+{
+    *(uint64_t *)vctx = rec->position;
+    return 1;
+}
+
+/*
+ * "<name>_position": the position of the event an id field names, found
+ * through the event-id index, or null when no served event has that id
+ * (the page then shows "not found" instead of a link). Absent when the
+ * field is.
+ */
+static void link_id(server_ctx *srv, json_t *ev, const char *field, const char *name)
+{
+    uint8_t id[16];
+    const char *v = json_string_value(json_object_get(ev, field));
+    if (!v || webapi_parse_uuid(v, id) != 0) {
+        return;
+    }
+    uint64_t pos = 0;
+    es_err rv = store_read_event_by_id(srv->st, id, pos_visit, &pos);
+    json_object_set_new(ev, name, rv == ES_OK ? json_integer((json_int_t)pos) : json_null());
+}
+
+void webapi_link_ids(server_ctx *srv, json_t *ev)
+{
+    link_id(srv, ev, "correlation_id", "correlation_position");
+    link_id(srv, ev, "causation_id", "causation_position");
+}
+
 /* {"events": [...], "next": N|null, "head": N} after a read. */
 static int events_reply(es_err rv, events_ctx *c, const store_page *page, json_t *extra,
                         json_t **out)
@@ -390,6 +450,12 @@ static int events_reply(es_err rv, events_ctx *c, const store_page *page, json_t
             return fail(out, 400, es_strerror(rv));
         }
         return fail(out, 500, rv != ES_OK ? es_strerror(rv) : "a record did not decode");
+    }
+    size_t i;
+    json_t *ev;
+    json_array_foreach(c->arr, i, ev)
+    {
+        webapi_link_ids(c->srv, ev);
     }
     *out = extra ? extra : json_object();
     if (!*out || json_object_set_new(*out, "events", c->arr) ||
@@ -414,20 +480,46 @@ int webapi_stream(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **ou
         param_limit(param, ctx, 20, WEBAPI_EVENTS_MAX, &limit) != 0) {
         return fail(out, 400, "from and limit must be numbers");
     }
-    store_stream_info info;
-    es_err rv = store_stream_info_get(srv->st, (const uint8_t *)id, strlen(id), &info);
-    if (rv == ES_ERR_NOT_FOUND) {
+    /* The lifecycle first: a deleted or tombstoned stream still has a page
+     * (its state, no events), only one that never existed is 404. */
+    store_stream_life life;
+    uint64_t last = 0;
+    es_err rv = store_stream_life_get(srv->st, (const uint8_t *)id, strlen(id), &life, &last);
+    bool has_life = rv != ES_ERR_RESERVED_STREAM; /* the store's own streams have none */
+    if (rv == ES_ERR_STREAM_DELETED) {
+        memset(&life, 0, sizeof life);
+        life.tombstoned = true;
+    } else if (!has_life) {
+        rv = ES_OK;
+    } else if (rv == ES_ERR_NOT_FOUND) {
         return fail(out, 404, "no such stream");
-    }
-    if (rv != ES_OK) {
+    } else if (rv != ES_OK) {
         return fail(out, rv == ES_ERR_INVALID_STREAM_ID ? 400 : 500, es_strerror(rv));
     }
-    json_t *extra =
-        json_pack("{s:o,s:{s:I,s:I,s:I,s:I}}", "stream", jbytes((const uint8_t *)id, strlen(id)),
-                  "info", "event_count", (json_int_t)info.event_count, "last_revision",
-                  (json_int_t)info.last_revision, "created_us", (json_int_t)info.created_us,
-                  "updated_us", (json_int_t)info.updated_us);
-    events_ctx c = {.arr = json_array(), .max_data = WEBAPI_LIST_DATA_MAX};
+    json_t *jlife = has_life ? webapi_life_json(&life, last) : json_null();
+    store_stream_info info;
+    rv = store_stream_info_get(srv->st, (const uint8_t *)id, strlen(id), &info);
+    if (rv == ES_ERR_NOT_FOUND || rv == ES_ERR_STREAM_DELETED) {
+        /* deleted (nothing appended since) or tombstoned: nothing to read */
+        *out =
+            json_pack("{s:o,s:o,s:o,s:[],s:n,s:I}", "stream",
+                      jbytes((const uint8_t *)id, strlen(id)), "life", jlife, "info",
+                      rv == ES_ERR_NOT_FOUND ? json_pack("{s:I,s:I}", "event_count", (json_int_t)0,
+                                                         "last_revision", (json_int_t)last)
+                                             : json_null(),
+                      "events", "next", "head", (json_int_t)store_head(srv->st));
+        return *out ? 200 : fail(out, 500, "out of memory");
+    }
+    if (rv != ES_OK) {
+        json_decref(jlife);
+        return fail(out, rv == ES_ERR_INVALID_STREAM_ID ? 400 : 500, es_strerror(rv));
+    }
+    json_t *extra = json_pack(
+        "{s:o,s:o,s:{s:I,s:I,s:I,s:I}}", "stream", jbytes((const uint8_t *)id, strlen(id)), "life",
+        jlife, "info", "event_count", (json_int_t)info.event_count, "last_revision",
+        (json_int_t)info.last_revision, "created_us", (json_int_t)info.created_us, "updated_us",
+        (json_int_t)info.updated_us);
+    events_ctx c = {.srv = srv, .arr = json_array(), .max_data = WEBAPI_LIST_DATA_MAX};
     store_page page = {0};
     rv = c.arr ? store_read_stream(srv->st, (const uint8_t *)id, strlen(id), from, true, limit,
                                    event_visit, &c, &page)
@@ -450,7 +542,7 @@ int webapi_log(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out)
         param_limit(param, ctx, 50, WEBAPI_EVENTS_MAX, &limit) != 0) {
         return fail(out, 400, "from and limit must be numbers, dir forward or backward");
     }
-    events_ctx c = {.arr = json_array(), .max_data = WEBAPI_LIST_DATA_MAX};
+    events_ctx c = {.srv = srv, .arr = json_array(), .max_data = WEBAPI_LIST_DATA_MAX};
     store_page page = {0};
     es_err rv = c.arr ? store_read_all(srv->st, &f, from, !forward, limit, event_visit, &c, &page)
                       : ES_ERR_NO_MEMORY;
@@ -458,43 +550,14 @@ int webapi_log(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out)
 }
 
 typedef struct find_ctx {
-    uint8_t id[16];
     json_t *found;
-    bool bad;
 } find_ctx;
 
 static int find_visit(void *vctx, const store_record *rec)
 {
     find_ctx *c = vctx;
-    es_record e;
-    if (es_record_parse(rec->bytes, rec->len, 0, &e) != ES_OK) {
-        c->bad = true;
-        return 1;
-    }
-    if (es_slice_eq(e.id, c->id, sizeof c->id)) {
-        c->found = webapi_event_json(rec->bytes, rec->len, SIZE_MAX);
-        c->bad = !c->found;
-        return 1;
-    }
-    return 0;
-}
-
-/* 32 hex digits, dashes anywhere ignored. */
-static int parse_uuid(const char *s, uint8_t out[16])
-{
-    size_t n = 0;
-    for (; *s; s++) {
-        if (*s == '-') {
-            continue;
-        }
-        int v = hexval(*s);
-        if (v < 0 || n >= 32) {
-            return -1;
-        }
-        out[n / 2] = (uint8_t)(n % 2 ? (out[n / 2] | v) : v << 4);
-        n++;
-    }
-    return n == 32 ? 0 : -1;
+    c->found = webapi_event_json(rec->bytes, rec->len, SIZE_MAX);
+    return 1;
 }
 
 int webapi_event(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out)
@@ -505,7 +568,7 @@ int webapi_event(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out
         return fail(out, 400, "give position (a number from 1) or id (an event id)");
     }
     if (pos) {
-        events_ctx c = {.arr = json_array(), .max_data = SIZE_MAX};
+        events_ctx c = {.srv = srv, .arr = json_array(), .max_data = SIZE_MAX};
         store_page page = {0};
         es_err rv = c.arr ? store_read_all(srv->st, NULL, pos, false, 1, event_visit, &c, &page)
                           : ES_ERR_NO_MEMORY;
@@ -520,32 +583,23 @@ int webapi_event(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out
         }
         *out = json_incref(e);
         json_decref(c.arr);
+        webapi_link_ids(srv, *out);
         return 200;
     }
-    find_ctx c = {0};
-    if (parse_uuid(id, c.id) != 0) {
+    uint8_t uuid[16];
+    if (webapi_parse_uuid(id, uuid) != 0) {
         return fail(out, 400, "id: 32 hex digits (dashes allowed)");
     }
-    uint64_t from = UINT64_MAX, scanned = 0;
-    while (!c.found && !c.bad && scanned < WEBAPI_ID_SCAN_MAX) {
-        store_page page = {0};
-        es_err rv = store_read_all(srv->st, NULL, from, true, STORE_DEFAULT_MAX_PAGE, find_visit,
-                                   &c, &page);
-        if (rv != ES_OK) {
-            return fail(out, 500, es_strerror(rv));
-        }
-        scanned += page.returned;
-        if (page.end || page.returned == 0) {
-            break;
-        }
-        from = page.next;
+    find_ctx c = {0};
+    es_err rv = store_read_event_by_id(srv->st, uuid, find_visit, &c);
+    if (rv == ES_ERR_NOT_FOUND) {
+        return fail(out, 404, "no event has this id (or its stream no longer serves it)");
     }
-    if (c.bad) {
-        return fail(out, 500, "a record did not decode");
-    }
-    if (!c.found) {
-        return fail(out, 404, "no event with that id among the latest events searched");
+    if (rv != ES_OK || !c.found) {
+        json_decref(c.found);
+        return fail(out, 500, rv != ES_OK ? es_strerror(rv) : "a record did not decode");
     }
     *out = c.found;
+    webapi_link_ids(srv, *out);
     return 200;
 }

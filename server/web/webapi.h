@@ -26,11 +26,10 @@
 
 #include "server.h"
 
-#define WEBAPI_STREAMS_MAX   500u   /* streams per page */
-#define WEBAPI_EVENTS_MAX    200u   /* events per page */
-#define WEBAPI_LIST_DATA_MAX 2048u  /* bytes of data/metadata shown per event in lists */
-#define WEBAPI_ID_SCAN_MAX   65536u /* events searched back from the head for an event id */
-#define WEBAPI_SERIES_LEN    300u   /* one sample a second: five minutes */
+#define WEBAPI_STREAMS_MAX   500u  /* streams per page */
+#define WEBAPI_EVENTS_MAX    200u  /* events per page */
+#define WEBAPI_LIST_DATA_MAX 2048u /* bytes of data/metadata shown per event in lists */
+#define WEBAPI_SERIES_LEN    300u  /* one sample a second: five minutes */
 
 /** One sample of the counters, taken once a second on the loop thread. */
 typedef struct webapi_sample {
@@ -73,6 +72,25 @@ json_t *webapi_event_json(const uint8_t *rec, size_t len, size_t max_data);
  */
 struct store_filter;
 int webapi_filter(webapi_param_fn param, void *ctx, struct store_filter *f);
+
+/**
+ * @brief Add "correlation_position" and "causation_position" to an event's
+ *        JSON: where the event its id field names is (store_read_event_by_id,
+ *        one index lookup each), or null when no event served has that id.
+ *        Left out when the event has no such id.
+ */
+void webapi_link_ids(server_ctx *srv, json_t *ev);
+
+/** @brief 32 hex digits (dashes anywhere ignored) into 16 bytes; @return 0, or -1. */
+int webapi_parse_uuid(const char *s, uint8_t out[16]);
+
+/**
+ * @brief A stream's lifecycle state as JSON: tombstoned, deleted,
+ *        deleted_before, metadata_set, metadata_revision (null when never
+ *        set), truncate_before, max_count, max_age_s (0: no limit).
+ */
+struct store_stream_life;
+json_t *webapi_life_json(const struct store_stream_life *l, uint64_t last_revision);
 
 /** @brief {"error": msg} */
 json_t *webapi_error(const char *msg);

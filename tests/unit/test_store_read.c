@@ -1082,6 +1082,89 @@ static void test_concurrent_readers_see_gapless_log(void **state)
 
 /* ================================================================== main == */
 
+/* ======================================================= event by id == */
+
+typedef struct one_visit {
+    int calls;
+    uint64_t position;
+    Es__V1__RecordedEvent *ev;
+} one_visit;
+
+static int one_visit_fn(void *ctx, const store_record *rec)
+{
+    one_visit *o = ctx;
+    o->calls++;
+    o->position = rec->position;
+    if (o->ev) {
+        es__v1__recorded_event__free_unpacked(o->ev, NULL);
+    }
+    o->ev = es__v1__recorded_event__unpack(NULL, rec->len, rec->bytes);
+    return 0;
+}
+
+static void test_read_event_by_id(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "acct-1", 3);  /* positions 1..3 */
+    add(f, "acct-2", 2);  /* 4..5 */
+    add(f, "other-1", 2); /* 6..7 */
+    for (uint64_t pos = 1; pos <= 7; pos++) {
+        uint8_t id[16];
+        assert_rv(ES_OK, store_event_id_at(f->s, pos, id));
+        one_visit o = {0};
+        assert_rv(ES_OK, store_read_event_by_id(f->s, id, one_visit_fn, &o));
+        assert_int_equal(o.calls, 1);
+        assert_int_equal(o.position, pos);
+        assert_non_null(o.ev);
+        assert_true(bin_is(o.ev->id, id, 16));
+        es__v1__recorded_event__free_unpacked(o.ev, NULL);
+    }
+    /* an id no event has: not found, nothing visited */
+    uint8_t none[16];
+    set_id(none, 999999);
+    one_visit o = {0};
+    assert_rv(ES_ERR_NOT_FOUND, store_read_event_by_id(f->s, none, one_visit_fn, &o));
+    assert_int_equal(o.calls, 0);
+
+    /* a soft-deleted stream's events are hidden from reads: not found */
+    uint8_t id4[16], id1[16];
+    assert_rv(ES_OK, store_event_id_at(f->s, 4, id4));
+    assert_rv(ES_OK, store_event_id_at(f->s, 1, id1));
+    store_life_op op = {.kind = STORE_LIFE_DELETE,
+                        .stream = U8("acct-2"),
+                        .stream_len = 6,
+                        .expect = STORE_EXPECT_ANY};
+    assert_rv(ES_OK, store_life_apply(f->s, &op));
+    assert_rv(ES_ERR_NOT_FOUND, store_read_event_by_id(f->s, id4, one_visit_fn, &o));
+    assert_int_equal(o.calls, 0);
+    /* truncation hides revisions below it */
+    store_life_op tr = {.kind = STORE_LIFE_SET_META,
+                        .stream = U8("acct-1"),
+                        .stream_len = 6,
+                        .expect = STORE_EXPECT_ANY,
+                        .truncate_before = 1};
+    assert_rv(ES_OK, store_life_apply(f->s, &tr));
+    assert_rv(ES_ERR_NOT_FOUND, store_read_event_by_id(f->s, id1, one_visit_fn, &o));
+    assert_int_equal(o.calls, 0);
+
+    /* a damaged index entry (the id leads to another event's record) is
+     * refused as damage, never served as the event asked for */
+    uint8_t id6[16];
+    assert_rv(ES_OK, store_event_id_at(f->s, 6, id6));
+    store_close(f->s);
+    f->s = NULL;
+    uint8_t val[24] = {0};
+    val[23] = 7; /* position 7, another event */
+    val[15] = 0; /* revision 0 */
+    raw_put(f->path, "event_ids", id6, 16, val, 24);
+    fx_reopen(f);
+    uint64_t before = store_index_mismatches(f->s);
+    assert_rv(ES_ERR_CORRUPT, store_read_event_by_id(f->s, id6, one_visit_fn, &o));
+    assert_int_equal(o.calls, 0);
+    assert_int_equal(store_index_mismatches(f->s), before + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1097,6 +1180,7 @@ int main(void)
         T(test_snapshots),
         T(test_snapshot_corrupt),
         T(test_concurrent_readers_see_gapless_log),
+        T(test_read_event_by_id),
     };
     return cmocka_run_group_tests_name("store_read", tests, NULL, NULL);
 }

@@ -98,12 +98,74 @@ try {
   const pretty = await page.$$eval("#events .event pre.data", (es) => es.map((e) => e.textContent));
   check(pretty[2].includes('\n  "order": 42'), "stream page: JSON data pretty-printed");
   check(pretty[0].startsWith("00 ff fe 41 42 0a 80"), "stream page: non-UTF-8 data shown as hex");
-  const links = await page.$$eval("#events .event a[href^='#/find/']", (as) => as.map((a) => a.textContent));
-  check(links.includes(env.FIRST_ID), "stream page: correlation/causation ids are links");
+  const links = await page.$$eval("#events .event .causation-link a[href^='#/event/']", (as) => as.map((a) => a.textContent));
+  check(links.includes(env.FIRST_ID), "stream page: causation ids are links to the event's position");
+  check((await text(page, "#life-state")) === "live" && (await page.$("#stream-delete")) !== null &&
+    (await page.$("#stream-tombstone")) !== null, "stream page: lifecycle state, and an admin's delete and tombstone");
   await shot(page, "stream");
-  await page.click(`#events .event a[href='#/find/${env.FIRST_ID}']`);
+  await page.click("#events .event .causation-link a");
   await page.waitForFunction(() => document.querySelector("h1")?.textContent.startsWith("Event at position"), { timeout: 10000 });
   check((await text(page, ".event .type")) === "OrderPlaced", "a causation link opens the event it names");
+
+  // ---- an id that names no event: said plainly, no link
+  await page.goto(url + "/#/stream/orphan-orders-7", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#events .event .causation-link");
+  const orphan = await text(page, "#events .event .causation-link");
+  const orphanLinks = await page.$$eval("#events .event .causation-link a", (as) => as.length);
+  check(orphan.includes("not found") && orphanLinks === 0, `an unknown causation id: "${orphan}", no link`);
+  check((await page.$$eval("#events .event .correlation-link a", (as) => as.length)) === 1,
+    "the same event's known correlation id is a link");
+  await shot(page, "links");
+  await page.goto(url + "/#/find/5a5a5a5a-5a5a-405a-9a5a-5a5a5a5a5a5a", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#not-found");
+  check((await text(page, "#not-found")).startsWith("No event has the id"), "looking up an unknown id: said plainly");
+
+  // ---- lifecycle: set retention, delete, tombstone, each confirmed
+  async function confirmWith(yes, shotName) {
+    await page.waitForFunction(() => !document.getElementById("confirm").hidden, { timeout: 10000 });
+    const q = await text(page, "#confirm-text");
+    if (shotName) await shot(page, shotName);
+    await page.click(yes ? "#confirm-yes" : "#confirm-no");
+    return q;
+  }
+  await page.goto(url + "/#/stream/retain-1", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#meta-form");
+  await page.click("#meta-max_count", { clickCount: 3 });
+  await page.type("#meta-max_count", "2");
+  await page.click("#meta-set");
+  let q = await confirmWith(false);
+  check(q.includes("max count 2") && q.includes("metadata revision none"), `retention asks first: "${q}"`);
+  check((await text(page, "#life-max-count")) === "no limit", "cancelled: nothing changed");
+  await page.click("#meta-set");
+  await confirmWith(true);
+  await page.waitForFunction(() => document.getElementById("life-max-count")?.textContent === "2 events", { timeout: 10000 });
+  const kept = await page.$$eval("#events .event", (es) => es.length);
+  check(kept === 2 && (await text(page, "#life-meta-rev")) === "0", `max count 2 set: ${kept} events shown, metadata revision 0`);
+  const meta = JSON.parse(esctl("--json", "stream", "meta", "retain-1").split("\n")[0]);
+  check(meta.max_count === 2, "esctl sees the retention set in the browser");
+  await shot(page, "lifecycle");
+  await page.goto(url + "/#/stream/doomed-1", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#stream-delete");
+  await page.click("#stream-delete");
+  q = await confirmWith(true);
+  check(q.includes("at revision 1"), `delete names the revision it expects: "${q}"`);
+  await page.waitForFunction(() => document.getElementById("life-state")?.textContent === "deleted", { timeout: 10000 });
+  check((await page.$$eval("#events .event", (es) => es.length)) === 0, "a deleted stream shows no events");
+  await page.goto(url + "/#/stream/doomed-2", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#stream-tombstone");
+  esctl("append", "doomed-2", "Late", "{}"); // someone appends after the page was shown
+  await page.click("#stream-tombstone");
+  q = await confirmWith(true);
+  await page.waitForFunction(() => document.getElementById("life-msg")?.textContent.includes("Not changed"), { timeout: 10000 });
+  check((await text(page, "#life-state")) === "live", `a stale revision is refused: "${await text(page, "#life-msg")}"`);
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#stream-tombstone");
+  await page.click("#stream-tombstone");
+  q = await confirmWith(true, "confirm-tombstone");
+  check(q.includes("cannot be undone") && q.includes("at revision 2"), `tombstone warns and names the revision it was shown: "${q}"`);
+  await page.waitForFunction(() => document.getElementById("life-state")?.textContent === "tombstoned", { timeout: 10000 });
+  check((await page.$("#stream-delete")) === null && (await page.$("#meta-form")) === null, "a tombstoned stream offers no change");
+  await shot(page, "tombstoned");
 
   // ---- untrusted data stays text
   await page.goto(url + "/#/stream/xss-1", { waitUntil: "domcontentloaded" });
@@ -170,6 +232,29 @@ try {
   const noCsrf = await rpage.evaluate(async () => (await fetch("/api/logout", { method: "POST",
     headers: { "Content-Type": "application/json" }, body: "{}" })).status);
   check(noCsrf === 403, `a POST without the CSRF token: ${noCsrf}`);
+
+  // ---- a writer: delete and retention, no tombstone (as on the TCP port)
+  const wctx = await browser.createBrowserContext();
+  const wpage = await newPage(wctx);
+  await login(wpage, env.WRITER_USER, env.WRITER_TOKEN);
+  await wpage.goto(url + "/#/stream/" + env.NEEDLE, { waitUntil: "domcontentloaded" });
+  await wpage.waitForSelector("#life");
+  check((await wpage.$("#stream-delete")) !== null && (await wpage.$("#meta-form")) !== null &&
+    (await wpage.$("#stream-tombstone")) === null, "writer: delete and retention offered, tombstone not");
+  const wforged = await wpage.evaluate(async (stream) => {
+    const s = await (await fetch("/api/session")).json();
+    const r = await fetch("/api/stream/tombstone", { method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": s.csrf }, body: JSON.stringify({ stream, expected_revision: 2 }) });
+    return r.status;
+  }, env.NEEDLE);
+  check(wforged === 403, `writer's forged tombstone request: ${wforged}`);
+  const rforged = await rpage.evaluate(async (stream) => {
+    const s = await (await fetch("/api/session")).json();
+    const r = await fetch("/api/stream/delete", { method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": s.csrf }, body: JSON.stringify({ stream, expected_revision: 2 }) });
+    return r.status;
+  }, env.NEEDLE);
+  check(rforged === 403, `reader's forged delete request: ${rforged}`);
 
   // ---- logout ends the session
   const before = await page.cookies();

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from webh import ADMIN, READER, Esd
+from webh import ADMIN, READER, WRITER, Esd
 
 here = os.path.dirname(os.path.abspath(__file__))
 chromium = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -27,10 +27,16 @@ try:
     esd.esctl('append', 'xss-1', 'Injected', '-', '--content-type', 'text/plain',
               data=b'<img src=x onerror=alert(1)>')
     esd.esctl('append', 'big-1', 'Big', '{"pad": "%s"}' % ('x' * 6000))
+    for i in range(5):
+        esd.esctl('append', 'retain-1', 'Kept', '{"n": %d}' % i)
+    for name in ['doomed-1', 'doomed-2']:
+        esd.esctl('append', name, 'Doomed', '{"n": 0}')
+        esd.esctl('append', name, 'Doomed', '{"n": 1}')
     env = dict(os.environ)
     env.update({'WEB_URL': esd.url, 'ES_ADDRESS': esd.address, 'CHROMIUM': chromium,
                 'ADMIN_USER': ADMIN[0], 'ADMIN_TOKEN': ADMIN[1],
                 'READER_USER': READER[0], 'READER_TOKEN': READER[1],
+                'WRITER_USER': WRITER[0], 'WRITER_TOKEN': WRITER[1],
                 'NEEDLE': needle, 'FIRST_ID': first_id, 'SHOTS': shots})
     rc = subprocess.run([node, os.path.join(here, 'browser.mjs')], env=env).returncode
 finally:

@@ -7,7 +7,9 @@
  * writes STREAMS streams "load-00000".. (one event each, in transactions of
  * 500 appends), then the stream "needle-orders-42" with three events (the
  * second caused by the first, all three with the first's id as correlation
- * id) and prints "needle-orders-42 FIRST_ID" on stdout. Credentials come
+ * id), the stream "orphan-orders-7" with one event whose causation id names
+ * no stored event (5a5a5a5a-5a5a-405a-9a5a-5a5a5a5a5a5a), and prints
+ * "needle-orders-42 FIRST_ID" on stdout. Credentials come
  * from $ES_USER and $ES_TOKEN (as for esctl). Exit status 0, or 1 with the
  * error on stderr.
  */
@@ -88,6 +90,19 @@ int main(int argc, char **argv)
     }
     if (rv == ES_OK) {
         rv = es_stream_append(c, "needle-orders-42", any, &third, 1, NULL);
+    }
+    /* An event whose causation id names no stored event: the console shows
+     * "not found" instead of a link. */
+    static const uint8_t nowhere[16] = {0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x40, 0x5a,
+                                        0x9a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a};
+    es_event orphan = {.type = "OrderRefunded",
+                       .data = "{\"order\":7}",
+                       .content_type = "application/json",
+                       .correlation_id = first.id,
+                       .causation_id = nowhere};
+    orphan.data_len = strlen(orphan.data);
+    if (rv == ES_OK) {
+        rv = es_stream_append(c, "orphan-orders-7", any, &orphan, 1, NULL);
     }
     if (rv != ES_OK) {
         fprintf(stderr, "web_seed: append: %s\n", es_strerror(rv));

@@ -327,6 +327,18 @@ typedef struct store_filter {
 es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool backward,
                       uint32_t limit, store_visit_fn visit, void *ctx, store_page *page);
 
+/**
+ * @brief Visit the event with an id, found through the event-id index (one
+ *        lookup, not a walk of the log).
+ * @param visit called once with the record (its return value is ignored)
+ * @return ES_OK (visited); ES_ERR_NOT_FOUND (no event has that id, or the
+ *   stream's lifecycle hides it: deleted, truncated, beyond max_count or
+ *   max_age, tombstoned); ES_ERR_CORRUPT (a record failed its CRC, or the
+ *   index entry leads to a record with another id: logged and counted as
+ *   in store_index_mismatches); ES_ERR_IO.
+ */
+es_err store_read_event_by_id(store *s, const uint8_t id[16], store_visit_fn visit, void *ctx);
+
 /** Plain-C view of a stream record. */
 typedef struct store_stream_info {
     uint64_t number; /* interned stream number */

@@ -245,9 +245,17 @@ function payload(p, position) {
   return el("div", {}, label, box);
 }
 
-function idLink(label, id) {
+// A correlation or causation id: a link to the event it names when the
+// server found it (its position), "not found" in plain words when no event
+// has that id, and a lookup by id when the server did not say (live tail).
+function idLink(label, id, pos) {
   if (!id) return null;
-  return el("span", { class: "meta" }, label + " ", el("a", { href: "#/find/" + encodeURIComponent(id) }, id));
+  const cls = label + "-link";
+  if (pos === null) {
+    return el("span", { class: "meta " + cls }, label + " " + id + " ", el("span", { class: "pill bad notfound" }, "not found"));
+  }
+  const href = pos === undefined ? "#/find/" + encodeURIComponent(id) : "#/event/" + pos;
+  return el("span", { class: "meta " + cls }, label + " ", el("a", { href, title: pos === undefined ? "look this id up" : "position " + pos }, id));
 }
 
 function eventView(e, fresh) {
@@ -258,9 +266,79 @@ function eventView(e, fresh) {
       el("span", { class: "meta" }, "position ", el("a", { href: "#/event/" + e.position }, String(e.position))),
       el("span", { class: "meta" }, fmtTime(e.recorded_at_us)),
       el("span", { class: "meta" }, e.content_type || "no content type")),
-    el("div", { class: "head" }, el("span", { class: "meta" }, "id " + e.id), idLink("correlation", e.correlation_id), idLink("causation", e.causation_id)),
+    el("div", { class: "head" }, el("span", { class: "meta" }, "id " + e.id), idLink("correlation", e.correlation_id, e.correlation_position), idLink("causation", e.causation_id, e.causation_position)),
     payload(e.data, e.position),
     e.metadata ? el("div", {}, el("span", { class: "meta" }, "metadata"), payload(e.metadata, e.position)) : null);
+}
+
+function fmtAge(s) {
+  if (!s) return "no limit";
+  const units = [[86400, "day"], [3600, "hour"], [60, "minute"], [1, "second"]];
+  for (const [n, u] of units) if (s % n === 0) return fmtInt(s / n) + " " + u + (s / n === 1 ? "" : "s");
+  return fmtInt(s) + " seconds";
+}
+
+// A stream's lifecycle: its state and retention metadata, and for a
+// write-role session the changes (delete, set retention; tombstone for an
+// admin), each behind a confirmation that names the revision it expects.
+function lifePanel(id, r) {
+  const l = r.life;
+  if (!l) return null; // the store's own '$' streams have no lifecycle
+  const s = state.session;
+  const last = r.info ? r.info.last_revision : null;
+  const status = l.tombstoned ? el("span", { class: "pill bad", id: "life-state" }, "tombstoned")
+    : l.deleted ? el("span", { class: "pill bad", id: "life-state" }, "deleted")
+      : el("span", { class: "pill ok", id: "life-state" }, "live");
+  const msg = el("p", { class: "error", id: "life-msg" }, "");
+  const row = (k, v, rid) => el("tr", {}, el("th", {}, k), el("td", { id: rid }, v));
+  const table = l.tombstoned ? el("table", { class: "life", id: "life-table" }, row("State", status)) : el("table", { class: "life", id: "life-table" },
+    row("State", status),
+    row("Truncate before", l.truncate_before ? "revision " + fmtInt(l.truncate_before) : "no limit", "life-truncate"),
+    row("Max count", l.max_count ? fmtInt(l.max_count) + " events" : "no limit", "life-max-count"),
+    row("Max age", fmtAge(l.max_age_s), "life-max-age"),
+    row("Deleted before", l.deleted_before ? "revision " + fmtInt(l.deleted_before) : "–"),
+    row("Metadata revision", l.metadata_set ? String(l.metadata_revision) : "none set", "life-meta-rev"));
+  const box = el("div", { class: "lifebox", id: "life" }, el("h2", {}, "Lifecycle"), table);
+  const change = async (path, body, question) => {
+    if (!(await askConfirm(question))) return;
+    try {
+      await api(path, body);
+      route();
+    } catch (e) {
+      msg.textContent = (e.status === 409 ? "Not changed: someone changed the stream meanwhile. " : "Not changed: ") + e.message;
+    }
+  };
+  if (s && s.write && !l.tombstoned && last !== null) {
+    const num = (name, v, label) => el("label", {}, label + " ", el("input", { id: "meta-" + name, name, type: "number", min: 0, value: v, size: 8 }));
+    const form = el("form", { class: "bar", id: "meta-form" },
+      num("truncate_before", l.truncate_before, "truncate before"),
+      num("max_count", l.max_count, "max count"),
+      num("max_age_s", l.max_age_s, "max age (s)"),
+      el("button", { type: "submit", class: "primary admin-action", id: "meta-set" }, "Set retention…"));
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const v = (n) => Number($("meta-" + n).value || 0);
+      const body = { stream: id, expected_metadata_revision: l.metadata_set ? l.metadata_revision : null,
+        truncate_before: v("truncate_before"), max_count: v("max_count"), max_age_s: v("max_age_s") };
+      change("/api/stream/metadata", body, "Set the retention of " + id + " to: truncate before " + body.truncate_before +
+        ", max count " + (body.max_count || "none") + ", max age " + fmtAge(body.max_age_s) +
+        "? Events outside it are no longer served. (Expects metadata revision " + (l.metadata_set ? l.metadata_revision : "none") + ".)");
+    });
+    const actions = el("div", { class: "bar" });
+    if (!l.deleted) {
+      actions.appendChild(el("button", { type: "button", class: "danger admin-action", id: "stream-delete", onclick: () =>
+        change("/api/stream/delete", { stream: id, expected_revision: last },
+          "Delete stream " + id + " at revision " + last + "? Its events are no longer served; an append recreates it with revision " + (last + 1) + " onwards.") }, "Delete…"));
+    }
+    if (s.admin) {
+      actions.appendChild(el("button", { type: "button", class: "danger admin-action", id: "stream-tombstone", onclick: () =>
+        change("/api/stream/tombstone", { stream: id, expected_revision: last },
+          "Tombstone stream " + id + " at revision " + last + "? This cannot be undone: the stream can never be read or appended to again.") }, "Tombstone…"));
+    }
+    box.append(form, actions);
+  }
+  box.appendChild(msg);
+  return box;
 }
 
 async function pageStream(id, params) {
@@ -270,14 +348,26 @@ async function pageStream(id, params) {
   const pager = el("div", { class: "bar" });
   if (from) pager.appendChild(el("a", { href: "#/stream/" + encodeURIComponent(id) }, "« Newest"));
   if (r.next !== null) pager.appendChild(el("a", { id: "older", href: "#/stream/" + encodeURIComponent(id) + qs({ from: r.next }) }, "Older events »"));
+  const summary = r.life && r.life.tombstoned ? "Tombstoned: its events are never served again."
+    : !r.info || (r.life && r.life.deleted) ? "Deleted at revision " + (r.info ? r.info.last_revision : "?") + ": no events are served until an append recreates it."
+      : fmtInt(r.info.event_count) + (r.info.event_count === 1 ? " event" : " events") + ", last revision " + r.info.last_revision +
+        ", created " + fmtTime(r.info.created_us) + ", last update " + fmtTime(r.info.updated_us) + ". Newest first.";
   show(el("h1", { id: "stream-title" }, "Stream " + r.stream),
-    el("p", { class: "muted" }, fmtInt(r.info.event_count) + (r.info.event_count === 1 ? " event" : " events") + ", last revision " + r.info.last_revision +
-      ", created " + fmtTime(r.info.created_us) + ", last update " + fmtTime(r.info.updated_us) + ". Newest first."),
-    list, pager);
+    el("p", { class: "muted", id: "stream-summary" }, summary),
+    lifePanel(id, r), list, pager);
 }
 
 async function pageEvent(kind, key) {
-  const e = await api("/api/event" + (kind === "position" ? qs({ position: key }) : qs({ id: key })));
+  let e;
+  try {
+    e = await api("/api/event" + (kind === "position" ? qs({ position: key }) : qs({ id: key })));
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    show(el("h1", {}, "Event not found"),
+      el("p", { id: "not-found" }, kind === "position" ? "No event is stored at position " + key + "." : "No event has the id " + key + "."),
+      el("p", { class: "muted" }, "It may never have been appended, or its stream was deleted or truncated."));
+    return;
+  }
   const view = eventView(e);
   view.classList.add("full");
   show(el("h1", {}, "Event at position " + e.position), view);
