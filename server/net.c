@@ -41,6 +41,11 @@
 #define CLOSE_FLUSH_S   2
 /* After the client's FIN: time for its queued requests and their replies. */
 #define PEER_FIN_FLUSH_S 30
+/* Connections accepted per loop turn: libevent's listener accepts until
+ * the backlog is empty, so a burst of 10,000 connects held every other
+ * client for ~0.85 s. After this many the listener pauses until the next
+ * turn (accept_resume), which serves the ready connections first. */
+#define ACCEPTS_PER_TURN 32
 /* Work taken from one connection's input per loop turn. */
 #define FRAMES_PER_TURN 64
 #define OUTPUT_PER_TURN (4u * 1024u * 1024u)
@@ -101,6 +106,8 @@ struct net {
     struct event *import_ev; /* a follower's imports (srv->import_fd) */
     struct event *sigterm_ev, *sigint_ev;
     struct event *accept_retry;
+    struct event *accept_resume; /* after ACCEPTS_PER_TURN in one turn */
+    unsigned accepts_this_turn;
     struct event *reader_check;
     struct event *shutdown_check;
     struct event *deliver_ev;
@@ -1026,12 +1033,35 @@ static bool is_loopback(const struct sockaddr *sa)
     return false;
 }
 
+static void accept_one(net *n, evutil_socket_t fd, struct sockaddr *sa);
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
-    (void)l;
     (void)salen;
     net *n = arg;
+    accept_one(n, fd, sa);
+    if (++n->accepts_this_turn >= ACCEPTS_PER_TURN) {
+        /* libevent's accept loop stops when its callback disables it */
+        evconnlistener_disable(l);
+        static const struct timeval now = {0, 0};
+        evtimer_add(n->accept_resume, &now);
+    }
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    net *n = arg;
+    n->accepts_this_turn = 0;
+    if (n->listener && !n->srv->shutting_down && !evtimer_pending(n->accept_retry, NULL)) {
+        evconnlistener_enable(n->listener);
+    }
+}
+
+static void accept_one(net *n, evutil_socket_t fd, struct sockaddr *sa)
+{
     const server_config *cfg = n->srv->cfg;
     if (n->srv->shutting_down) {
         n->srv->metrics.connections_refused++;
@@ -1130,6 +1160,7 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     net *n = arg;
+    n->accepts_this_turn = 0;
     if (n->listener && !n->srv->shutting_down) {
         evconnlistener_enable(n->listener);
     }
@@ -1799,6 +1830,7 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
         format_peer((struct sockaddr *)&bound, addr, sizeof addr);
     }
     n->accept_retry = evtimer_new(n->base, accept_retry_cb, n);
+    n->accept_resume = evtimer_new(n->base, accept_resume_cb, n);
     n->completion_ev =
         event_new(n->base, writer_fd(srv->w), EV_READ | EV_PERSIST, completion_cb, n);
     n->sigterm_ev = evsignal_new(n->base, SIGTERM, signal_cb, n);
@@ -1808,8 +1840,9 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     n->deliver_ev = evtimer_new(n->base, deliver_cb, n);
     n->budget_ev = evtimer_new(n->base, budget_cb, n);
     n->cont_ev = evtimer_new(n->base, cont_cb, n);
-    if (!n->accept_retry || !n->completion_ev || !n->sigterm_ev || !n->sigint_ev ||
-        !n->reader_check || !n->shutdown_check || !n->deliver_ev || !n->budget_ev || !n->cont_ev) {
+    if (!n->accept_retry || !n->accept_resume || !n->completion_ev || !n->sigterm_ev ||
+        !n->sigint_ev || !n->reader_check || !n->shutdown_check || !n->deliver_ev ||
+        !n->budget_ev || !n->cont_ev) {
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
@@ -1906,9 +1939,9 @@ void net_destroy(net *n, write_job *leftover)
     }
     web_stop(n->web);
     n->srv->kick = NULL;
-    struct event *evs[] = {n->accept_retry, n->completion_ev, n->import_ev,      n->sigterm_ev,
-                           n->sigint_ev,    n->reader_check,  n->shutdown_check, n->deliver_ev,
-                           n->budget_ev,    n->cont_ev};
+    struct event *evs[] = {n->accept_retry, n->accept_resume, n->completion_ev, n->import_ev,
+                           n->sigterm_ev,   n->sigint_ev,     n->reader_check,  n->shutdown_check,
+                           n->deliver_ev,   n->budget_ev,     n->cont_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {
             event_free(evs[i]);
