@@ -154,6 +154,7 @@ int main(int argc, char **argv)
         log_msg(LOG_ERROR, "cannot start the writer thread", "error=%s", es_errname(rv));
         goto out_close_import_fd;
     }
+    writer_scavenge_set(srv.w, cfg->scavenge_slice, cfg->scavenge_interval_ms);
     if (cfg->relay_nats && relay_start(srv.st, cfg, &srv.relay) != ES_OK) {
         log_msg(LOG_ERROR, "cannot start the relay thread", NULL);
         goto out_stop_writer;

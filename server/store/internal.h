@@ -187,6 +187,23 @@ void store_life_filter_open(store_life_filter *f, store *s, MDB_txn *txn);
 /** @return ES_OK (*pass set); ES_ERR_CORRUPT; LMDB errors. */
 es_err store_life_filter_pass(store_life_filter *f, const uint8_t *bytes, size_t len, bool *pass);
 
+/** @brief Apply a lifecycle record being imported (a follower): the
+ *         stream_life value it carries, in the import's transaction.
+ *  @return ES_OK; ES_ERR_MALFORMED (bad data, or a stream not stored);
+ *  LMDB errors. */
+es_err store_life_import(store *s, MDB_txn *txn, const es_record *r);
+
+/* ---------------------------------------------------------------- write.c -- */
+
+/** @brief An append by the store itself in the caller's write transaction
+ *         (the lifecycle records); *head the new last position. */
+es_err store_append_own(store *s, MDB_txn *txn, const store_append_in *a, uint64_t *head);
+
+/* ------------------------------------------------------------- scavenge.c -- */
+
+/** @brief Set the clock's floor from the persisted high-water mark. */
+void store_clock_floor(uint64_t hw_us);
+
 /* ---------------------------------------------------------------- read.c -- */
 
 /*

@@ -55,6 +55,9 @@
  *               "store_id"    -> 16 bytes random
  *               "created_us"  -> u64
  *               "next_stream" -> u64      next interned stream number
+               "scavenge_next" -> u64    stream number the scavenger resumes at
+               "clock_hw"    -> u64      high-water mark of the store's clock
+                                         (both optional; scavenge.c)
  *
  *   events      +-------------------+      +----+-----+--------+----------+======================+
  *               | position  u64 BE  |  ->  | ver|flags|reserved|crc32c LE | es.v1.RecordedEvent  |
@@ -169,13 +172,6 @@ es_err store_commit_err(const store *s, int rc)
         return ES_ERR_STORE_FULL;
     }
     return ES_ERR_IO;
-}
-
-uint64_t store_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 void store_set_msg(char *msg, size_t msg_len, const char *fmt, ...)
@@ -667,6 +663,9 @@ static es_err meta_load(store *s, MDB_txn *txn, char *msg, size_t msg_len, const
     memcpy(s->id, v.mv_data, STORE_ID_BYTES);
     if (store_meta_get(txn, s->meta, "created_us", &v) == 0 && v.mv_size == 8) {
         s->created_us = get_u64le(v.mv_data);
+    }
+    if (store_meta_get(txn, s->meta, "clock_hw", &v) == 0 && v.mv_size == 8) {
+        store_clock_floor(get_u64le(v.mv_data)); /* the clock never runs back (scavenge.c) */
     }
     return ES_OK;
 }

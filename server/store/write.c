@@ -173,13 +173,28 @@ typedef struct append_plan {
  * other content are another request, refused rather than silently dropped.
  * @return ES_OK (*same set); ES_ERR_CORRUPT; LMDB errors.
  */
-static es_err stored_content_same(store *s, MDB_txn *txn, const store_append_in *a, uint64_t rev,
-                                  uint64_t pos, const store_event_in *e, bool *same)
+static es_err stored_content_same(store *s, MDB_txn *txn, const store_append_in *a, uint64_t num,
+                                  uint64_t rev, uint64_t pos, const store_event_in *e, bool *same)
 {
     uint8_t pkey[8];
     put_u64be(pkey, pos);
     MDB_val k = {8, pkey}, v;
     int rc = mdb_get(txn, s->events, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        /* Removed by the scavenger (scavenge.c), which keeps event_ids: the
+         * retry is recognised by its id, stream and revision, since its
+         * content is gone. Its stream_revs entry went with the record. */
+        uint8_t rkey[16];
+        put_u64be(rkey, num);
+        put_u64be(rkey + 8, rev);
+        MDB_val rk = {16, rkey}, rv;
+        rc = mdb_get(txn, s->stream_revs, &rk, &rv);
+        if (rc == MDB_NOTFOUND) {
+            *same = true;
+            return ES_OK;
+        }
+        return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
+    }
     if (rc != MDB_SUCCESS) {
         return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
     }
@@ -247,7 +262,7 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
             return ES_ERR_IDEMPOTENCY_CONFLICT;
         }
         bool same = false;
-        es_err crv = stored_content_same(s, b->txn, a, rev, pos, &a->events[i], &same);
+        es_err crv = stored_content_same(s, b->txn, a, num, rev, pos, &a->events[i], &same);
         if (crv != ES_OK) {
             return crv;
         }
@@ -697,6 +712,46 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
     }
 }
 
+/*
+ * An append by the store itself inside a write transaction the caller
+ * opened (the lifecycle records of life.c): the same checks and indexes as
+ * a client's append, committed or aborted with the caller's transaction.
+ * @return ES_OK (*head the new last position); the append's refusal; LMDB
+ *   errors (the transaction must then be aborted).
+ */
+es_err store_append_own(store *s, MDB_txn *txn, const store_append_in *a, uint64_t *head)
+{
+    batch_state b = {0};
+    b.txn = txn;
+    MDB_val v;
+    int rc = store_meta_get(txn, s->meta, "next_stream", &v);
+    if (rc || v.mv_size != 8) {
+        return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
+    }
+    b.next_stream = get_u64le(v.mv_data);
+    b.next_position = store_last_position(txn, s->events) + 1;
+    b.now_us = store_now_us();
+    store_append_result res;
+    store_request r = {.appends = a, .n_appends = 1, .results = &res};
+    rc = apply_request(s, &b, &r);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    if (r.rv != ES_OK) {
+        return r.rv;
+    }
+    if (b.next_stream_dirty) {
+        uint8_t nbuf[8];
+        put_u64le(nbuf, b.next_stream);
+        rc = store_meta_put(txn, s->meta, "next_stream", nbuf, 8);
+        if (rc) {
+            return es_err_from_mdb(rc);
+        }
+    }
+    *head = b.next_position - 1;
+    return ES_OK;
+}
+
 /* --------------------------------------------------------------- imports -- */
 
 /* Decode strictly: the fields of es.v1.RecordedEvent, each of its wire type
@@ -829,6 +884,15 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
         if ((*rc = index_insert(s, b->txn, s->streams, "streams", &sk, &sv, pos)) != 0) {
             return es_err_from_mdb(*rc);
         }
+    }
+    if (es_slice_eq(r->stream, (const uint8_t *)STORE_LIFE_STREAM, strlen(STORE_LIFE_STREAM))) {
+        /* A lifecycle change: the follower applies it as its primary did. */
+        es_err lrv = store_life_import(s, b->txn, r);
+        if (lrv == ES_ERR_MALFORMED) {
+            store_set_msg(msg, msg_len, "lifecycle record at position %llu: bad data",
+                          (unsigned long long)pos);
+        }
+        return lrv;
     }
     return ES_OK;
 }
