@@ -141,8 +141,7 @@ void metrics_render(FILE *out, server_ctx *srv)
     gauge(out, "esd_writer_queue", "Write jobs submitted and not yet completed.",
           (double)writer_pending(srv->w));
     counter(out, "esd_scavenge_slices_total",
-            "Scavenger slices run by the writer thread between group commits.",
-            ws.scavenge_slices);
+            "Scavenger slices run by the writer thread between group commits.", ws.scavenge_slices);
     counter(out, "esd_scavenge_events_removed_total",
             "Events removed by the scavenger (deleted, truncated or expired).", ws.events_removed);
     counter(out, "esd_scavenge_bytes_reclaimed_total",

@@ -427,7 +427,10 @@ static void publish_run(relay *r, uint64_t next, char *prev)
         r->n_recs = 0;
         r->buf_len = 0;
         store_page page;
-        es_err rv = store_read_all(r->st, NULL, next, false, RELAY_BATCH, copy_visit, r, &page);
+        /* Every stored record, served or not: a follower applies the
+         * lifecycle records itself and must hold what its primary holds. */
+        static const store_filter stored = {STORE_FILTER_STORED, NULL, 0};
+        es_err rv = store_read_all(r->st, &stored, next, false, RELAY_BATCH, copy_visit, r, &page);
         if (rv != ES_OK || r->n_recs == 0) {
             uint64_t now = store_now_us();
             if (now - last_log_us > 10000000u) {

@@ -83,8 +83,8 @@ static void writer_wait(writer *w)
         }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t at = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u +
-                      (w->scav_due - now);
+        uint64_t at =
+            (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u + (w->scav_due - now);
         ts.tv_sec = (time_t)(at / 1000000u);
         ts.tv_nsec = (long)(at % 1000000u) * 1000;
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);

@@ -384,11 +384,13 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         defect(&c, 0, "next-stream counter not above the highest stream number (counter, highest)",
                next_stream, highest);
     }
+    report->events_removed = holes;
     if (holes != removed_total) {
         /* Every hole in the log must be a scavenged prefix of some stream. */
         report->position_gaps++;
-        defect(&c, first_hole, "positions missing that no stream's removal explains (missing, removed)",
-               holes, removed_total);
+        defect(&c, first_hole,
+               "positions missing that no stream's removal explains (missing, removed)", holes,
+               removed_total);
     }
     uint64_t n = report->events_checked;
     if (revs_total != n || db_entries(txn, s->event_ids) != ids_total ||

@@ -307,6 +307,9 @@ typedef enum store_filter_kind {
     STORE_FILTER_STREAM_PREFIX,
     STORE_FILTER_CATEGORY,   /* through the category index, never a scan */
     STORE_FILTER_EVENT_TYPE, /* through the event-type index, never a scan */
+    STORE_FILTER_STORED,     /* the whole log as stored, events that reads no longer
+                                serve included (the relay: followers apply the same
+                                lifecycle records); no name */
 } store_filter_kind;
 
 typedef struct store_filter {
@@ -560,6 +563,7 @@ typedef struct store_check_report {
     uint64_t revision_errors;    /* non-contiguous revisions or bad stream index */
     uint64_t index_errors;       /* event-id, category or type index mismatches */
     uint64_t first_bad_position; /* 0 if none */
+    uint64_t events_removed;     /* positions the scavenger emptied (not defects) */
 } store_check_report;
 
 /** Optional sink for human-readable defect descriptions. */
