@@ -125,8 +125,7 @@ static int db_stat(const esctl *x, const char *dir)
     json_object_set_new(o, "pages_live", json_integer((json_int_t)pg.live));
     json_object_set_new(o, "pages_unreclaimed", json_integer((json_int_t)pg.unreclaimed));
     json_object_set_new(o, "pages_free", json_integer((json_int_t)pg.free));
-    json_object_set_new(o, "events_unreclaimed",
-                        json_integer((json_int_t)pg.unreclaimed_events));
+    json_object_set_new(o, "events_unreclaimed", json_integer((json_int_t)pg.unreclaimed_events));
     out_object(x, o);
     store_close(s);
     return EXIT_OK;

@@ -133,9 +133,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--keep")) {
             keep = true;
         } else {
-            fprintf(stderr,
-                    "usage: scavenge_bench [--events N] [--streams N] [--slice STEPS] "
-                    "[--data BYTES] [--refill N] [--keep]\n");
+            fprintf(stderr, "usage: scavenge_bench [--events N] [--streams N] [--slice STEPS] "
+                            "[--data BYTES] [--refill N] [--keep]\n");
             return 2;
         }
     }
@@ -211,8 +210,9 @@ int main(int argc, char **argv)
     } while (r.more);
     secs = (double)(mono_us() - t0) / 1e6;
     qsort(durs, n, sizeof *durs, cmp_u64);
-    printf("scavenge slices=%zu removed=%" PRIu64 " bytes=%" PRIu64 " secs=%.2f slice_p50_us=%" PRIu64
-           " slice_p99_us=%" PRIu64 " slice_max_us=%" PRIu64 "\n",
+    printf("scavenge slices=%zu removed=%" PRIu64 " bytes=%" PRIu64
+           " secs=%.2f slice_p50_us=%" PRIu64 " slice_p99_us=%" PRIu64 " slice_max_us=%" PRIu64
+           "\n",
            n, removed, bytes, secs, durs[n / 2], durs[n * 99 / 100], durs[n - 1]);
     free(durs);
 

@@ -318,7 +318,7 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         store_read_end(txn);
         return es_err_from_mdb(rc);
     }
-    uint64_t revs_total = 0, removed_total = 0, ids_total = 0;
+    uint64_t revs_total = 0, removed_total = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         report->streams_checked++;
@@ -372,7 +372,6 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
                    lo, si.number);
         }
         removed_total += lo;
-        ids_total += rev;
     }
     mdb_cursor_close(cur);
     /* The counter must be above every stream number in use, or the next
@@ -393,7 +392,8 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
                removed_total);
     }
     uint64_t n = report->events_checked;
-    if (revs_total != n || db_entries(txn, s->event_ids) != ids_total ||
+    if (revs_total != n || db_entries(txn, s->event_ids) != n ||
+        (s->has_removed_ids && db_entries(txn, s->removed_ids) > holes) ||
         db_entries(txn, s->categories) != n || db_entries(txn, s->types) != n) {
         report->index_errors++;
         defect(&c, 0, "index sizes differ from the log (stream index, event ids)", revs_total,

@@ -46,8 +46,10 @@
 struct store {
     MDB_env *env;
     MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
-    MDB_dbi life;  /* stream_life */
-    bool has_life; /* false: a read-only format-2 store, which has none */
+    MDB_dbi life; /* stream_life */
+    MDB_dbi removed_ids;
+    bool has_removed_ids; /* false: a store opened read-only that never had one */
+    bool has_life;        /* false: a read-only format-2 store, which has none */
     bool sync;
     bool read_only;
     bool follower;
@@ -200,6 +202,13 @@ es_err store_life_import(store *s, MDB_txn *txn, const es_record *r);
 es_err store_append_own(store *s, MDB_txn *txn, const store_append_in *a, uint64_t *head);
 
 /* ------------------------------------------------------------- scavenge.c -- */
+
+/** @brief The removed_ids key (1 byte) and value (8 bytes) of an event id. */
+void store_removed_id_digest(const uint8_t id[ES_EVENT_ID_BYTES], uint8_t key[1], uint8_t val[8]);
+
+/** @brief Whether an id is among the scavenged ones; @return an LMDB code
+ *  (0 found, MDB_NOTFOUND not). */
+int store_removed_id_find(MDB_txn *txn, const store *s, const uint8_t id[ES_EVENT_ID_BYTES]);
 
 /** @brief Set the clock's floor from the persisted high-water mark. */
 void store_clock_floor(uint64_t hw_us);

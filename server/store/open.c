@@ -104,6 +104,11 @@
  *   snapshots   stream id -> crc32c u32 | state_format u32 | revision u64 |
  *               saved_at_us u64 | data     (CRC over everything after it)
  *
+ *   removed_ids digest bucket u8 -> digest u64 (MDB_DUPSORT | MDB_DUPFIXED)
+ *               The event ids of events the scavenger removed, as a 64-bit
+ *               digest (scavenge.c): idempotency after removal at 8 bytes an
+ *               event instead of event_ids' 40. Created at a writable open.
+ *
  *   stream_life stream no u64 BE -> 48 bytes (format 3):
  *               flags u64 (1 tombstoned, 2 metadata set) | metadata revision
  *               u64 | deleted_before u64 | truncate_before u64 | max_count
@@ -687,6 +692,14 @@ static int open_dbis(store *s, MDB_txn *txn, unsigned flags)
             return rc;
         }
     }
+    /* removed_ids: the digests of the ids of scavenged events (scavenge.c),
+     * created at the first writable open; missing in a store no esd with a
+     * scavenger has written, which has removed nothing. */
+    int drc = mdb_dbi_open(txn, "removed_ids", flags | MDB_DUPSORT | MDB_DUPFIXED, &s->removed_ids);
+    s->has_removed_ids = drc == 0;
+    if (drc && drc != MDB_NOTFOUND) {
+        return drc;
+    }
     /* stream_life: missing only in a format-2 store opened read-only. */
     int rc = mdb_dbi_open(txn, "stream_life", flags, &s->life);
     s->has_life = rc == 0;
@@ -814,7 +827,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
             goto out_release_owner;
         }
         mdb_env_set_mapsize(s->env, (size_t)map_size);
-        mdb_env_set_maxdbs(s->env, 16);
+        mdb_env_set_maxdbs(s->env, 32);
         mdb_env_set_assert(s->env, store_on_lmdb_assert);
         if (opts->max_readers) {
             mdb_env_set_maxreaders(s->env, opts->max_readers);

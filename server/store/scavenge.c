@@ -20,10 +20,19 @@
  *     time are read from it (open.c), so revisions continue after a
  *     deleted stream's and a recreating append's EXACT still holds. It
  *     stays unreadable like before; at most one such event per stream.
- *   - `event_ids`: a retried append of a removed event's id is still
- *     recognised (24 bytes per event kept). Its content cannot be compared
- *     any more, so such a retry is a duplicate when its id, stream and
- *     revision match (write.c).
+ *   - the knowledge of its event id: a retried append of a removed
+ *     event's id is still recognised. Its `event_ids` entry (16-byte key,
+ *     24-byte value, and LMDB's 8-byte node header: about 80 bytes of page
+ *     an event, at B-tree fill) is replaced by a 64-bit digest of the id
+ *     in `removed_ids` (a DUPFIXED table: 8 bytes an event, no header),
+ *     which is what lets a scavenged store shrink to a fraction. The
+ *     digest is a fixed 64-bit mix of the id's two halves; two ids share
+ *     one with a chance of n / 2^64 for n removed ids (a collision makes
+ *     an append of the new id a duplicate, nothing written). What a digest
+ *     cannot give back is the original answer: a retried append all of
+ *     whose ids are removed is answered as a duplicate with revisions and
+ *     positions 0, and it is not checked against the stream or the content
+ *     (write.c).
  * The `$lifecycle` stream has no lifecycle value and is never scavenged.
  *
  * Slices. store_scavenge_slice does at most `budget` steps (a stream
@@ -119,6 +128,44 @@ void store_clock_hook(uint64_t (*real_us)(void), uint64_t (*mono_us)(void))
     pthread_mutex_unlock(&clock_mu);
 }
 
+/* ------------------------------------------------------ removed event ids -- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x;
+}
+
+void store_removed_id_digest(const uint8_t id[ES_EVENT_ID_BYTES], uint8_t key[1], uint8_t val[8])
+{
+    uint64_t a = get_u64le(id), b = get_u64le(id + 8);
+    uint64_t h = mix64(a ^ mix64(b ^ 0x9e3779b97f4a7c15ull));
+    key[0] = (uint8_t)(mix64(h) >> 56); /* the bucket: another function of h */
+    put_u64be(val, h);
+}
+
+int store_removed_id_find(MDB_txn *txn, const store *s, const uint8_t id[ES_EVENT_ID_BYTES])
+{
+    if (!s->has_removed_ids) {
+        return MDB_NOTFOUND;
+    }
+    uint8_t key[1], val[8];
+    store_removed_id_digest(id, key, val);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->removed_ids, &cur);
+    if (rc) {
+        return rc;
+    }
+    MDB_val k = {1, key}, v = {8, val};
+    rc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH);
+    mdb_cursor_close(cur);
+    return rc;
+}
+
 /* ------------------------------------------------------------- the walk -- */
 
 #define CLOCK_HW_EVERY_US (60u * 1000000u) /* persist the clock at least this often */
@@ -205,12 +252,30 @@ static int scav_remove(scav *c, uint64_t number, uint64_t rev, const MDB_val *re
     size_t cat_len = es_category_len(r->stream.p, r->stream.len);
     size_t ck = store_name_pos_key(ckey, r->stream.p, cat_len, pos);
     size_t tk = store_name_pos_key(tkey, r->type.p, r->type.len, pos);
+    uint8_t id[ES_EVENT_ID_BYTES];
+    if (r->id.len != ES_EVENT_ID_BYTES) {
+        return MDB_CORRUPTED;
+    }
+    memcpy(id, r->id.p, ES_EVENT_ID_BYTES);
     c->out->events_removed++;
-    c->out->bytes_reclaimed += recv->mv_size + 8 + 16 + 8 + ck + tk;
+    /* record, stream_revs, categories, types, and event_ids less the digest */
+    c->out->bytes_reclaimed += recv->mv_size + 8 + 16 + 8 + ck + tk + 16 + 24 - 8;
     if (c->dry) {
         return 0;
     }
-    int rc = del_key(c->txn, c->s->categories, ckey, ck);
+    uint8_t dkey[1], dval[8];
+    store_removed_id_digest(id, dkey, dval);
+    MDB_val dk = {1, dkey}, dv = {8, dval};
+    int rc = mdb_put(c->txn, c->s->removed_ids, &dk, &dv, MDB_NODUPDATA);
+    if (rc == MDB_KEYEXIST) {
+        rc = 0; /* two removed ids with one digest: one entry serves both */
+    }
+    if (rc == 0) {
+        rc = del_key(c->txn, c->s->event_ids, id, ES_EVENT_ID_BYTES);
+    }
+    if (rc == 0) {
+        rc = del_key(c->txn, c->s->categories, ckey, ck);
+    }
     if (rc == 0) {
         rc = del_key(c->txn, c->s->types, tkey, tk);
     }
@@ -363,7 +428,7 @@ es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *ou
     if (s->read_only) {
         return ES_ERR_READ_ONLY;
     }
-    if (!s->has_life) {
+    if (!s->has_life || !s->has_removed_ids) {
         out->pass_done = true;
         return ES_OK;
     }

@@ -25,7 +25,11 @@
  * insert fails with MDB_CORRUPTED, which aborts the whole batch as
  * ES_ERR_CORRUPT with nothing written, logged and counted (store_damage).
  * Idempotency reads the event-id index and accepts its entry only when the
- * record it points at has that id, stream, revision and position.
+ * record it points at has that id, stream, revision and position. An id
+ * not there may be one of an event the scavenger removed: those are known
+ * by a digest (removed_ids, scavenge.c), and a retry all of whose ids are
+ * removed is a duplicate with revisions and positions 0 (not checked
+ * against stream or content: both are gone).
  *
  * Imports (a follower, esd --follow-nats): store_import_batch writes
  * records that a primary already positioned, byte for byte, in one write
@@ -173,28 +177,13 @@ typedef struct append_plan {
  * other content are another request, refused rather than silently dropped.
  * @return ES_OK (*same set); ES_ERR_CORRUPT; LMDB errors.
  */
-static es_err stored_content_same(store *s, MDB_txn *txn, const store_append_in *a, uint64_t num,
-                                  uint64_t rev, uint64_t pos, const store_event_in *e, bool *same)
+static es_err stored_content_same(store *s, MDB_txn *txn, const store_append_in *a, uint64_t rev,
+                                  uint64_t pos, const store_event_in *e, bool *same)
 {
     uint8_t pkey[8];
     put_u64be(pkey, pos);
     MDB_val k = {8, pkey}, v;
     int rc = mdb_get(txn, s->events, &k, &v);
-    if (rc == MDB_NOTFOUND) {
-        /* Removed by the scavenger (scavenge.c), which keeps event_ids: the
-         * retry is recognised by its id, stream and revision, since its
-         * content is gone. Its stream_revs entry went with the record. */
-        uint8_t rkey[16];
-        put_u64be(rkey, num);
-        put_u64be(rkey + 8, rev);
-        MDB_val rk = {16, rkey}, rv;
-        rc = mdb_get(txn, s->stream_revs, &rk, &rv);
-        if (rc == MDB_NOTFOUND) {
-            *same = true;
-            return ES_OK;
-        }
-        return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
-    }
     if (rc != MDB_SUCCESS) {
         return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
     }
@@ -231,13 +220,23 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
                                 const append_plan *plan, bool *dup, store_append_result *res)
 {
     *dup = false;
-    size_t found = 0;
+    size_t found = 0, removed = 0;
     uint64_t first_rev = 0;
     for (size_t i = 0; i < a->n_events; i++) {
         MDB_val k = {ES_EVENT_ID_BYTES, (void *)a->events[i].id};
         MDB_val v;
         int rc = mdb_get(b->txn, s->event_ids, &k, &v);
         if (rc == MDB_NOTFOUND) {
+            /* Removed by the scavenger? Known by its digest only (scavenge.c). */
+            rc = store_removed_id_find(b->txn, s, a->events[i].id);
+            if (rc == MDB_SUCCESS) {
+                if (found != 0) {
+                    return ES_ERR_IDEMPOTENCY_CONFLICT; /* removal is a prefix */
+                }
+                removed++;
+            } else if (rc != MDB_NOTFOUND) {
+                return es_err_from_mdb(rc);
+            }
             continue;
         }
         if (rc) {
@@ -252,17 +251,20 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
         if (!plan->exists || num != plan->si.number) {
             return ES_ERR_IDEMPOTENCY_CONFLICT;
         }
-        if (found != i) {
+        if (found + removed != i) {
             return ES_ERR_IDEMPOTENCY_CONFLICT; /* an earlier id was not stored */
         }
-        if (i == 0) {
-            first_rev = rev;
-            res->first_position = pos;
+        if (found == 0) {
+            first_rev = rev - i; /* i ids before it were removed */
+            res->first_position = removed ? 0 : pos;
+            if (rev < i) {
+                return ES_ERR_IDEMPOTENCY_CONFLICT;
+            }
         } else if (rev != first_rev + i) {
             return ES_ERR_IDEMPOTENCY_CONFLICT;
         }
         bool same = false;
-        es_err crv = stored_content_same(s, b->txn, a, num, rev, pos, &a->events[i], &same);
+        es_err crv = stored_content_same(s, b->txn, a, rev, pos, &a->events[i], &same);
         if (crv != ES_OK) {
             return crv;
         }
@@ -272,15 +274,20 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
         res->last_position = pos;
         found++;
     }
-    if (found == 0) {
+    if (found + removed == 0) {
         return ES_OK;
     }
-    if (found != a->n_events) {
+    if (found + removed != a->n_events) {
         return ES_ERR_IDEMPOTENCY_CONFLICT;
     }
     *dup = true;
+    if (found == 0) {
+        /* Every event was removed: recognised, but its answer is gone. */
+        first_rev = 0;
+        res->first_position = res->last_position = 0;
+    }
     res->first_revision = first_rev;
-    res->last_revision = first_rev + a->n_events - 1;
+    res->last_revision = found ? first_rev + a->n_events - 1 : 0;
     res->duplicate = true;
     return ES_OK;
 }

@@ -357,8 +357,7 @@ int main(int argc, char **argv)
                                  NULL) == ES_OK,
               "max count");
     hidden += next_rev[3] - 10;
-    REL_CHECK(es_stream_tombstone(pc, PREFIX "-4", (es_expected){ES_EXPECT_ANY, 0}, &last) ==
-                  ES_OK,
+    REL_CHECK(es_stream_tombstone(pc, PREFIX "-4", (es_expected){ES_EXPECT_ANY, 0}, &last) == ES_OK,
               "tombstone");
     hidden += next_rev[4];
     es_client_destroy(pc);

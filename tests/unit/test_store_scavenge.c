@@ -330,14 +330,34 @@ static void a_retried_append_of_a_scavenged_event_is_still_a_duplicate(void **st
     assert_int_equal(scavenge_all(f->s, 1000, NULL), 4);
     assert_rv(ES_OK, append_ev(f->s, "acc-1", STORE_EXPECT_NO_STREAM, 0, &e, &again));
     assert_true(again.duplicate);
+    /* Known by its digest only: the original answer is gone. */
     assert_int_equal(again.first_revision, 0);
-    assert_int_equal(again.last_revision, 2);
-    assert_int_equal(again.first_position, first.first_position);
+    assert_int_equal(again.last_revision, 0);
+    assert_int_equal(again.first_position, 0);
     assert_int_equal(last_rev(f->s, "acc-1"), 4); /* nothing written */
-    /* The same ids in another stream are still a conflict. */
-    store_append_result other;
+    assert_true(first.first_position != 0);
+    /* Removed and kept ids in one retry: the kept ones give the answer. */
+    store_append_result tail;
+    evset t;
+    evset_make(&t, f, 2, "T");
+    assert_rv(ES_OK, append_ev(f->s, "acc-1", STORE_EXPECT_ANY, 0, &t, &tail));
+    assert_rv(ES_OK, life(f->s, STORE_LIFE_SET_META, "acc-1", 6, 0, 0));
+    assert_int_equal(scavenge_all(f->s, 1000, NULL), 2); /* revisions 4 and 5 */
+    assert_rv(ES_OK, append_ev(f->s, "acc-1", STORE_EXPECT_ANY, 0, &t, &again));
+    assert_true(again.duplicate);
+    assert_int_equal(again.first_revision, 5);
+    assert_int_equal(again.last_revision, 6);
+    assert_int_equal(again.last_position, tail.last_position);
+    assert_int_equal(last_rev(f->s, "acc-1"), 6);
+    /* A removed id followed by a new one is neither a retry nor new. */
+    evset m;
+    evset_make(&m, f, 1, "T");
+    store_event_in mixed[2] = {e.in[0], m.in[0]};
+    evset mix = {.n = 2, .in = mixed};
     assert_rv(ES_ERR_IDEMPOTENCY_CONFLICT,
-              append_ev(f->s, "acc-2", STORE_EXPECT_ANY, 0, &e, &other));
+              append_ev(f->s, "acc-1", STORE_EXPECT_ANY, 0, &mix, &again));
+    evset_free(&m);
+    evset_free(&t);
     evset_free(&e);
     assert_check_clean(f->s);
 }
@@ -458,7 +478,8 @@ static void freed_pages_are_counted_and_reused(void **state)
                   (unsigned long long)p2.total, (unsigned long long)p2.free,
                   (unsigned long long)p2.unreclaimed, (unsigned long long)p2.live);
     assert_true(p2.free > p1.total / 2);
-    assert_true(p2.total <= p1.total + 4);
+    /* (the scavenge's own transaction cannot reuse what it frees) */
+    assert_true(p2.total <= p1.total + p1.total / 8);
     for (int i = 0; i < 10; i++) {
         add(f, "acc-2", 200);
     }
