@@ -27,9 +27,10 @@ struct writer {
     ahist batch_hist, commit_hist, sync_hist;
     /* The scavenger's hook (store_scavenge_slice). */
     _Atomic uint32_t scav_slice, scav_interval_ms;
-    bool scav_more;     /* writer thread: the last slice stopped on its budget */
-    uint64_t scav_due;  /* writer thread: monotonic us of the next idle slice */
-    uint64_t scav_busy; /* writer thread: since when there is work left (0: none) */
+    bool scav_more;         /* writer thread: the last slice stopped on its budget */
+    uint64_t scav_due;      /* writer thread: monotonic us of the next idle slice */
+    uint64_t scav_busy;     /* writer thread: since when there is work left (0: none) */
+    uint64_t scav_share_at; /* writer thread: no slice between commits before this */
     _Atomic uint64_t scav_slices, scav_removed, scav_bytes, scav_lag_us, scav_errors;
 };
 
@@ -40,6 +41,12 @@ static uint64_t mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* Between group commits, a slice may run only after WRITER_SCAVENGE_SHARE
+ * times its own duration has passed: under load the scavenger takes at most
+ * a 1/(1 + share) part of the writer thread's time, and each commit waits
+ * for at most one slice. An idle writer runs slices back to back. */
+#define WRITER_SCAVENGE_SHARE 4u
+
 /* One scavenger slice when one is due; called between group commits. */
 static void writer_scavenge(writer *w, bool idle)
 {
@@ -48,8 +55,14 @@ static void writer_scavenge(writer *w, bool idle)
     if (slice == 0 || (!w->scav_more && (!idle || now < w->scav_due))) {
         return;
     }
+    if (!idle && now < w->scav_share_at) {
+        return; /* appends are queued: the scavenger gets a fifth of the time */
+    }
     store_scavenge_result r;
-    if (store_scavenge_slice(w->st, slice, &r) != ES_OK) {
+    es_err srv = store_scavenge_slice(w->st, slice, &r);
+    uint64_t end = mono_us();
+    w->scav_share_at = end + WRITER_SCAVENGE_SHARE * (end - now);
+    if (srv != ES_OK) {
         atomic_fetch_add(&w->scav_errors, 1);
         r.more = false; /* try again at the next tick */
     }
