@@ -5,13 +5,21 @@
  * Design notes
  * ============
  *
- * Nothing is removed from the log, its indexes or event_ids: a lifecycle
- * change writes one value in `stream_life` (layout drawn in open.c), and
- * every read decides from it which events it may serve. So a change takes
- * effect at once and is all or nothing, positions stay as assigned, and a
- * retried append of a deleted event's id is still found in event_ids and
- * answered as a duplicate (its record is still there to compare content
- * with). Reclaiming the space is not done here.
+ * A lifecycle change removes nothing: it writes one value in `stream_life`
+ * (layout drawn in open.c), and every read decides from it which events it
+ * may serve. So a change takes effect at once and is all or nothing,
+ * positions stay as assigned, and a retried append of a deleted event's id
+ * is still found in event_ids and answered as a duplicate. The scavenger
+ * (scavenge.c) removes the unserved events later, in its own transactions.
+ *
+ * Every change that changes something also appends a record to
+ * STORE_LIFE_STREAM in the same transaction (store.h: its type names the
+ * operation, its data is the new 48-byte value and the stream id), so that
+ * subscriptions, the relay and followers see it in the log's order. A
+ * follower importing such a record puts the value it carries
+ * (store_life_import): the last record of a stream is its whole state, and
+ * store_check compares the two. A repeated delete or tombstone writes no
+ * record.
  *
  * Visibility of the event at revision r of a stream whose last revision is
  * L (store_life_view): served iff the stream is not tombstoned, and
