@@ -195,7 +195,7 @@ static uint64_t event_key(const es_projector *p, const es_recorded_event *ev)
 
 static bool gapless(es_sub_target t)
 {
-    return t == ES_SUB_ALL || t == ES_SUB_STREAM;
+    return t == ES_SUB_STREAM; /* the log has holes where events were deleted */
 }
 
 /* ----------------------------------------------------------- meta record -- */

@@ -25,11 +25,12 @@
  *   batch, dropped subscription) the projector resubscribes after it, and
  *   es_projector_apply_batch() skips events at or below it, so a
  *   redelivery can never be applied twice whatever the transport does.
- * - For ES_SUB_ALL and ES_SUB_STREAM the numbers are gapless (positions,
- *   revisions): a batch that does not continue exactly at checkpoint + 1 is
- *   refused with ES_ERR_CORRUPT rather than applied with a hole. Filtered
- *   subscriptions (category, type, prefix) only require strictly increasing
- *   positions.
+ * - For ES_SUB_STREAM the numbers are gapless (revisions): a batch that
+ *   does not continue exactly at checkpoint + 1 is refused with
+ *   ES_ERR_CORRUPT rather than applied with a hole. ES_SUB_ALL and the
+ *   filtered subscriptions (category, type, prefix) only require strictly
+ *   increasing positions: the log has holes where deleted or expired events
+ *   are left out (docs/lifecycle.md).
  * - Durability: by default MDB_NOMETASYNC — a machine crash may undo the
  *   last commits, but never tears one, and the checkpoint is undone with
  *   them, so the batches are simply applied again. ES_PROJECTOR_SYNC_NONE
