@@ -58,11 +58,11 @@ stored() { "$b/tools/esctl" --json db stat "$work/db" 2>/dev/null | sed -n 's/.*
 unreclaimed() { "$b/tools/esctl" --json db stat "$work/db" 2>/dev/null | sed -n 's/.*"events_unreclaimed": *\([0-9]*\).*/\1/p'; }
 
 # Fill 10 streams with 100-event appends.
-while [ "$(stored)" -lt "$fill" ]; do
+while n="$(stored)"; [ "${n:-0}" -lt "$fill" ]; do
     "$b/tools/esbench" -s "$addr" append --connections 4 --batch 100 --streams 10 \
         --duration 5 --event-size 200 >/dev/null
 done
-echo "filled: $(stored) events stored"
+echo "filled: $(stored) events stored (esbench head: $("$b/tools/esctl" -s "$addr" --json stats | sed -n 's/.*"head_position":\([0-9]*\).*/\1/p'))"
 
 run() { # run LABEL: one esbench run; prints "p50 p99"
     "$b/tools/esbench" -s "$addr" append --connections 16 --streams 10000 --duration "$duration" \
