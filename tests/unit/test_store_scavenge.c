@@ -311,6 +311,12 @@ static void the_scavenger_removes_what_reads_no_longer_serve(void **state)
     assert_int_equal(c.n, 3);
     assert_int_equal(c.ev[0]->revision, 9);
     coll_free(&c);
+    /* A limit lowered after the scavenge serves what is still stored. */
+    assert_rv(ES_OK, life(f->s, STORE_LIFE_SET_META, "acc-2", 0, 0, 0));
+    read_stream_all(f->s, "acc-2", 3, &c);
+    assert_int_equal(c.n, 4);
+    assert_int_equal(c.ev[0]->revision, 6);
+    coll_free(&c);
     fx_reopen(f);
     assert_check_clean(f->s);
     free(d0.buf);
