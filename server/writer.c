@@ -45,7 +45,7 @@ static uint64_t mono_us(void)
  * times its own duration has passed: under load the scavenger takes at most
  * a 1/(1 + share) part of the writer thread's time, and each commit waits
  * for at most one slice. An idle writer runs slices back to back. */
-#define WRITER_SCAVENGE_SHARE 4u
+#define WRITER_SCAVENGE_SHARE 8u
 
 /* One scavenger slice when one is due; called between group commits. */
 static void writer_scavenge(writer *w, bool idle)
@@ -56,7 +56,7 @@ static void writer_scavenge(writer *w, bool idle)
         return;
     }
     if (!idle && now < w->scav_share_at) {
-        return; /* appends are queued: the scavenger gets a fifth of the time */
+        return; /* appends are queued: the scavenger gets a ninth of the time */
     }
     store_scavenge_result r;
     es_err srv = store_scavenge_slice(w->st, slice, &r);

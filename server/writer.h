@@ -11,6 +11,13 @@
  * connection may be gone by then). Whatever arrives during a commit goes
  * into the next one: natural batching, no timers.
  *
+ * The scavenger (writer_scavenge_set; server/store/scavenge.c) is the one
+ * other thing the writer thread does: one slice, in its own transaction,
+ * after a batch's completions are handed back, while there is work left
+ * (at most a ninth of the thread's time while appends are queued), and on
+ * a timer when idle (the max-age timer: a timed wait on the condition
+ * variable, CLOCK_MONOTONIC).
+ *
  * Figures (writer_get_stats): counters and two histograms — requests per
  * commit and the duration of each group commit — kept with relaxed
  * atomics by the writer thread (histogram.h) and read by the loop thread
