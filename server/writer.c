@@ -30,7 +30,8 @@ struct writer {
     bool scav_more;         /* writer thread: the last slice stopped on its budget */
     uint64_t scav_due;      /* writer thread: monotonic us of the next idle slice */
     uint64_t scav_busy;     /* writer thread: since when there is work left (0: none) */
-    uint64_t scav_share_at; /* writer thread: no slice between commits before this */
+    uint64_t scav_share_at; /* writer thread: no slice under load before this */
+    uint64_t last_batch_us; /* writer thread: when the last batch was handed back */
     _Atomic uint64_t scav_slices, scav_removed, scav_bytes, scav_lag_us, scav_errors;
 };
 
@@ -41,22 +42,36 @@ static uint64_t mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* Between group commits, a slice may run only after WRITER_SCAVENGE_SHARE
- * times its own duration has passed: under load the scavenger takes at most
- * a 1/(1 + share) part of the writer thread's time, and each commit waits
- * for at most one slice. An idle writer runs slices back to back. */
+/* While appends come (a batch in the last WRITER_QUIET_US), a slice may run
+ * only after WRITER_SCAVENGE_SHARE times the last one's duration has
+ * passed: the scavenger takes at most a 1/(1 + share) part of the writer
+ * thread's time, and a commit waits for at most one slice. This holds also
+ * when the queue is empty for a moment between a commit and the clients'
+ * next appends (a closed loop of clients empties it after every commit). A
+ * writer without appends for WRITER_QUIET_US runs slices back to back. */
 #define WRITER_SCAVENGE_SHARE 8u
+#define WRITER_QUIET_US       50000u
 
-/* One scavenger slice when one is due; called between group commits. */
-static void writer_scavenge(writer *w, bool idle)
+/* When the next slice may run (monotonic us); UINT64_MAX: never (off). */
+static uint64_t scav_next_at(const writer *w, uint64_t now)
+{
+    if (atomic_load(&w->scav_slice) == 0) {
+        return UINT64_MAX;
+    }
+    uint64_t at = w->scav_more ? now : w->scav_due;
+    if (now - w->last_batch_us < WRITER_QUIET_US && at < w->scav_share_at) {
+        at = w->scav_share_at;
+    }
+    return at;
+}
+
+/* One scavenger slice when one is due. */
+static void writer_scavenge(writer *w)
 {
     uint32_t slice = atomic_load(&w->scav_slice);
     uint64_t now = mono_us();
-    if (slice == 0 || (!w->scav_more && (!idle || now < w->scav_due))) {
+    if (scav_next_at(w, now) > now) {
         return;
-    }
-    if (!idle && now < w->scav_share_at) {
-        return; /* appends are queued: the scavenger gets a ninth of the time */
     }
     store_scavenge_result r;
     es_err srv = store_scavenge_slice(w->st, slice, &r);
@@ -76,30 +91,31 @@ static void writer_scavenge(writer *w, bool idle)
         w->scav_busy = 0;
         w->scav_due = now + (uint64_t)atomic_load(&w->scav_interval_ms) * 1000u;
     }
-    atomic_store(&w->scav_lag_us, w->scav_busy ? mono_us() - w->scav_busy : 0);
+    atomic_store(&w->scav_lag_us, w->scav_busy ? end - w->scav_busy : 0);
 }
 
 /* Wait for jobs; with the scavenger on, wake for its slices too. */
 static void writer_wait(writer *w)
 {
     while (!w->queue_head && !w->stopping) {
-        if (atomic_load(&w->scav_slice) == 0) {
+        uint64_t now = mono_us();
+        uint64_t at = scav_next_at(w, now);
+        if (at == UINT64_MAX) {
             pthread_cond_wait(&w->cv, &w->mu);
             continue;
         }
-        uint64_t now = mono_us();
-        if (w->scav_more || now >= w->scav_due) {
+        if (at <= now) {
             pthread_mutex_unlock(&w->mu);
-            writer_scavenge(w, true);
+            writer_scavenge(w);
             pthread_mutex_lock(&w->mu);
             continue;
         }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t at =
-            (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u + (w->scav_due - now);
-        ts.tv_sec = (time_t)(at / 1000000u);
-        ts.tv_nsec = (long)(at % 1000000u) * 1000;
+        uint64_t deadline =
+            (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u + (at - now);
+        ts.tv_sec = (time_t)(deadline / 1000000u);
+        ts.tv_nsec = (long)(deadline % 1000000u) * 1000;
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);
     }
 }
@@ -180,7 +196,8 @@ static void *writer_main(void *arg)
         uint64_t one = 1;
         ssize_t wr = write(w->efd, &one, sizeof one);
         (void)wr; /* an eventfd write only fails at a count near 2^64 */
-        writer_scavenge(w, false);
+        w->last_batch_us = mono_us();
+        writer_scavenge(w);
     }
 }
 
