@@ -116,6 +116,8 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
             uint64_t cur = atomic_load(&r->acked);
             while (pos > cur && !atomic_compare_exchange_weak(&r->acked, &cur, pos)) {
             }
+            /* The scavenger may remove what JetStream holds (followers). */
+            store_scavenge_horizon_set(r->st, atomic_load(&r->acked));
         }
         atomic_fetch_add(&r->published, 1);
     } else if (pae) {
@@ -507,6 +509,7 @@ static void *relay_main(void *arg)
             uint64_t cur = atomic_load(&r->acked);
             while (next - 1 > cur && !atomic_compare_exchange_weak(&r->acked, &cur, next - 1)) {
             }
+            store_scavenge_horizon_set(r->st, atomic_load(&r->acked));
         }
         atomic_store(&r->resumed, true);
         log_msg(LOG_INFO, "relay: publishing", "stream=%s from_position=%" PRIu64 " head=%" PRIu64,

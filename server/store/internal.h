@@ -63,7 +63,8 @@ struct store {
     int owner_fd;                      /* esd.lock, locked (writable opens); -1: none */
     store_log_fn damage_log;           /* NULL: stderr */
     void *damage_log_ctx;
-    uint64_t last_commit_call_us; /* writer thread: time in mdb_txn_commit */
+    uint64_t last_commit_call_us;      /* writer thread: time in mdb_txn_commit */
+    _Atomic uint64_t scavenge_horizon; /* the scavenger leaves later positions (relay) */
 };
 
 /* ---------------------------------------------------------------- open.c -- */

@@ -775,6 +775,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         return ES_ERR_NO_MEMORY;
     }
     s->sync = opts->sync;
+    atomic_store(&s->scavenge_horizon, UINT64_MAX); /* no limit until one is set */
     s->read_only = opts->read_only;
     s->follower = opts->follower;
     s->damage_log = opts->damage_log;

@@ -35,6 +35,13 @@
  *     (write.c).
  * The `$lifecycle` stream has no lifecycle value and is never scavenged.
  *
+ * The horizon. A relaying esd sets it to the last position JetStream
+ * acknowledged (store_scavenge_horizon_set): events beyond it are not
+ * removed yet, so the relay -- which publishes every stored record, served
+ * or not -- never meets a hole, and a follower gets the same log and
+ * applies the same lifecycle records. Positions rise with revisions, so
+ * stopping there still removes a prefix of each stream.
+ *
  * Slices. store_scavenge_slice does at most `budget` steps (a stream
  * visited or an event examined) in one write transaction and commits; the
  * stream number to resume from is kept in meta "scavenge_next" in the same
@@ -60,6 +67,7 @@
  */
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
@@ -365,8 +373,9 @@ static int scav_stream(scav *c, uint64_t number, const store_stream_life *l, boo
         if (store_record_parse(&v, &r) != ES_OK || r.revision != rev || r.position != pos) {
             return MDB_CORRUPTED;
         }
-        if (store_life_serves(&w, rev, r.recorded_at_us)) {
-            break;
+        if (store_life_serves(&w, rev, r.recorded_at_us) ||
+            pos > atomic_load(&c->s->scavenge_horizon)) {
+            break; /* served, or not yet relayed */
         }
         rc = scav_remove(c, number, rev, &v, &r, pos);
         if (rc) {
@@ -475,6 +484,11 @@ es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *ou
         return store_commit_err(s, rc);
     }
     return ES_OK;
+}
+
+void store_scavenge_horizon_set(store *s, uint64_t position)
+{
+    atomic_store(&s->scavenge_horizon, position);
 }
 
 /* ----------------------------------------------------------- page counts -- */

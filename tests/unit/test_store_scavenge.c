@@ -392,6 +392,25 @@ static void the_scavenger_works_in_bounded_slices(void **state)
     store_close(ro);
 }
 
+static void the_scavenger_stops_at_the_horizon(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    add(f, "acc-1", 10); /* positions 1..10 */
+    add(f, "acc-2", 10); /* 11..20 */
+    assert_rv(ES_OK, life(f->s, STORE_LIFE_DELETE, "acc-1", 0, 0, 0));
+    assert_rv(ES_OK, life(f->s, STORE_LIFE_DELETE, "acc-2", 0, 0, 0));
+    /* What the relay has had acknowledged: up to position 14. */
+    store_scavenge_horizon_set(f->s, 14);
+    assert_int_equal(scavenge_all(f->s, 1000, NULL), 9 + 4);
+    dump d;
+    dump_log(f->s, &d, true);
+    assert_int_equal(d.n, 1 + 6 + 2); /* acc-1's last, acc-2's 15..20, the two records */
+    free(d.buf);
+    store_scavenge_horizon_set(f->s, UINT64_MAX);
+    assert_int_equal(scavenge_all(f->s, 1000, NULL), 5);
+}
+
 /* --------------------------------------------------------------- clock -- */
 
 static uint64_t fake_real, fake_mono;
@@ -503,6 +522,7 @@ int main(void)
         T(the_scavenger_removes_what_reads_no_longer_serve),
         T(a_retried_append_of_a_scavenged_event_is_still_a_duplicate),
         T(the_scavenger_works_in_bounded_slices),
+        T(the_scavenger_stops_at_the_horizon),
         cmocka_unit_test_setup_teardown(
             max_age_is_applied_by_the_scavenger_and_a_clock_going_back_never_removes_early,
             fx_setup, clock_teardown),

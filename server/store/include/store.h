@@ -476,6 +476,13 @@ typedef struct store_scavenge_result {
  */
 es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *out);
 
+/**
+ * @brief The scavenger removes no event at a position above this one
+ *        (default: no limit). The relay sets it to the last position
+ *        JetStream acknowledged, so that it never meets a hole. Any thread.
+ */
+void store_scavenge_horizon_set(store *s, uint64_t position);
+
 /** Pages of the data file, by use. */
 typedef struct store_pages {
     uint64_t page_size;
