@@ -80,6 +80,7 @@ struct es_projector {
     size_t n_dbs;
 
     es_projector_apply_fn apply;
+    es_projector_lifecycle_fn lifecycle;
     void *ctx;
     es_sub_target target;
     char *name; /* NULL for ES_SUB_ALL */
@@ -195,7 +196,7 @@ static uint64_t event_key(const es_projector *p, const es_recorded_event *ev)
 
 static bool gapless(es_sub_target t)
 {
-    return t == ES_SUB_ALL || t == ES_SUB_STREAM;
+    return t == ES_SUB_STREAM; /* the log has holes where events were deleted */
 }
 
 /* ----------------------------------------------------------- meta record -- */
@@ -382,6 +383,7 @@ es_err es_projector_create(const es_projector_options *opts, es_projector **out)
     }
     pthread_mutex_init(&p->err_lock, NULL);
     p->apply = opts->apply;
+    p->lifecycle = opts->lifecycle;
     p->ctx = opts->ctx;
     p->target = opts->target;
     p->batch_size = opts->batch_size;
@@ -579,6 +581,51 @@ static es_err check_batch(es_projector *p, const es_recorded_event *events, size
     return ES_OK;
 }
 
+/* The data of a "$lifecycle" event: six u64 little-endian (flags: 1
+ * tombstoned, 2 metadata set; metadata revision; deleted_before;
+ * truncate_before; max_count; max_age_s), then the stream id. */
+#define LIFECYCLE_STATE_BYTES 48u
+
+static uint64_t le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+/* One event: a lifecycle change to the lifecycle hook when there is one,
+ * anything else to apply. */
+static es_err apply_one(es_projector *p, MDB_txn *txn, const es_recorded_event *ev)
+{
+    if (!p->lifecycle || strcmp(ev->stream, "$lifecycle") != 0) {
+        return p->apply(p->ctx, txn, ev);
+    }
+    char name[257];
+    size_t len = ev->data_len - LIFECYCLE_STATE_BYTES;
+    if (ev->data_len <= LIFECYCLE_STATE_BYTES || len >= sizeof name ||
+        memchr(ev->data + LIFECYCLE_STATE_BYTES, 0, len)) {
+        return ES_OK; /* not a change this library knows */
+    }
+    memcpy(name, ev->data + LIFECYCLE_STATE_BYTES, len);
+    name[len] = 0;
+    const uint8_t *d = ev->data;
+    uint64_t flags = le64(d);
+    es_projector_lifecycle ch = {
+        .type = ev->type,
+        .stream = name,
+        .tombstoned = (flags & 1u) != 0,
+        .metadata_set = (flags & 2u) != 0,
+        .metadata_revision = le64(d + 8),
+        .deleted_before = le64(d + 16),
+        .truncate_before = le64(d + 24),
+        .max_count = le64(d + 32),
+        .max_age_s = le64(d + 40),
+    };
+    return p->lifecycle(p->ctx, txn, &ch, ev);
+}
+
 es_err es_projector_apply_batch(es_projector *p, const es_recorded_event *events, size_t n)
 {
     if (!p || (n > 0 && !events)) {
@@ -604,7 +651,7 @@ es_err es_projector_apply_batch(es_projector *p, const es_recorded_event *events
         return es_projector_err_from_mdb(rc);
     }
     for (size_t i = first; i < n; i++) {
-        err = p->apply(p->ctx, txn, &events[i]);
+        err = apply_one(p, txn, &events[i]);
         if (err != ES_OK) {
             set_error(p, err, "apply failed at %s %" PRIu64 " (%s, %s): %s; batch not applied",
                       p->target == ES_SUB_STREAM ? "revision" : "position",

@@ -41,9 +41,11 @@
  * of the first SubscribeOk (for a one-stream subscription, whose points are
  * revisions, the stream's last revision is read just before subscribing).
  * As a second line of defence, decoding drops any event at or below that
- * point, and for the gapless targets (the whole log, one stream) a batch
- * that does not continue at exactly point + 1 is refused as malformed and
- * fetched again by a resubscription.
+ * point, and for the gapless target (one stream) a batch that does not
+ * continue at exactly point + 1 is refused as malformed and fetched again
+ * by a resubscription. The whole log is not gapless: deleted and expired
+ * events leave holes in it (docs/lifecycle.md), so there positions must
+ * only rise.
  *
  * Liveness. The server exempts connections with subscriptions from its
  * idle timeout, and a quiet live subscription receives nothing, so a peer
@@ -343,7 +345,9 @@ static es_err decode_batch(es_subscription *s, const sub_item *it, size_t *n)
         return cl_fail(c, ES_ERR_NO_MEMORY, "no memory to decode a batch of %u events", it->n);
     }
     bool stream = s->target == ES_SUB_STREAM;
-    bool gapless = stream || s->target == ES_SUB_ALL;
+    /* The whole log has holes where deleted or expired events are left out
+     * (docs/lifecycle.md): only a stream's revisions are gapless. */
+    bool gapless = stream;
     bool has_prev = s->has_last;
     uint64_t prev = s->last;
     const uint8_t *p = it->data, *end = it->data + it->len;

@@ -27,6 +27,8 @@ void server_config_defaults(server_config *cfg)
     cfg->max_event_bytes = STORE_DEFAULT_MAX_EVENT_BYTES;
     cfg->max_page = STORE_DEFAULT_MAX_PAGE;
     cfg->max_batch = 1024;
+    cfg->scavenge_slice = 250;
+    cfg->scavenge_interval_ms = 1000;
     cfg->log_level = LOG_INFO;
     cfg->auth_failures = AUTH_FAIL_BURST;
     cfg->auth_global_rate = AUTH_GLOBAL_RATE;

@@ -39,7 +39,9 @@ typedef struct server_config {
     uint32_t max_events_per_append;
     uint32_t max_event_bytes;
     uint32_t max_page;
-    uint32_t max_batch; /* requests per group commit */
+    uint32_t max_batch;            /* requests per group commit */
+    uint32_t scavenge_slice;       /* steps per scavenger slice; 0: off */
+    uint32_t scavenge_interval_ms; /* the scavenger's idle timer */
     log_level log_level;
     const char *auth_file;      /* NULL: no authentication (loopback only unless insecure) */
     bool insecure;              /* serve without authentication on any address */

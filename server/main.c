@@ -149,11 +149,15 @@ int main(int argc, char **argv)
             goto out_destroy_subs;
         }
     }
+    if (cfg->relay_nats) {
+        store_scavenge_horizon_set(srv.st, 0); /* raised as JetStream acknowledges (relay.c) */
+    }
     rv = writer_start(srv.st, cfg->max_batch, &srv.w);
     if (rv != ES_OK) {
         log_msg(LOG_ERROR, "cannot start the writer thread", "error=%s", es_errname(rv));
         goto out_close_import_fd;
     }
+    writer_scavenge_set(srv.w, cfg->scavenge_slice, cfg->scavenge_interval_ms);
     if (cfg->relay_nats && relay_start(srv.st, cfg, &srv.relay) != ES_OK) {
         log_msg(LOG_ERROR, "cannot start the relay thread", NULL);
         goto out_stop_writer;

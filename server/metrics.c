@@ -140,6 +140,17 @@ void metrics_render(FILE *out, server_ctx *srv)
     hist_samples(out, "esd_commit_sync_duration_seconds", "", &hist_latency_us, &ws.sync_us, 1e-6);
     gauge(out, "esd_writer_queue", "Write jobs submitted and not yet completed.",
           (double)writer_pending(srv->w));
+    counter(out, "esd_scavenge_slices_total",
+            "Scavenger slices run by the writer thread between group commits.", ws.scavenge_slices);
+    counter(out, "esd_scavenge_events_removed_total",
+            "Events removed by the scavenger (deleted, truncated or expired).", ws.events_removed);
+    counter(out, "esd_scavenge_bytes_reclaimed_total",
+            "Bytes of records and index entries removed by the scavenger.", ws.bytes_reclaimed);
+    gauge(out, "esd_scavenge_lag_seconds",
+          "How long the scavenger has had work left (0: caught up).",
+          (double)ws.scavenge_lag_us / 1e6);
+    counter(out, "esd_scavenge_errors_total", "Scavenger slices that failed (retried later).",
+            ws.scavenge_errors);
 
     /* requests */
     family(out, "esd_request_duration_seconds", "histogram",

@@ -86,6 +86,13 @@ static const opt_def defs[] = {
      FRAME_HARD_MAX_BODY, false, "data + metadata of one event (default 8M)"},
     {{"max-page", NULL, "N", "100"}, T_U32, CFG(max_page), 1, STORE_DEFAULT_MAX_PAGE, false,
      "events per read page (default 4096)"},
+    {{"scavenge-slice", NULL, "N", "250"}, T_U32, CFG(scavenge_slice), 0, 1000000, false,
+     "steps of one scavenger slice, run between group\n"
+     "commits: events examined or removed (default 250,\n"
+     "0 = no scavenger: nothing deleted is reclaimed)"},
+    {{"scavenge-interval", NULL, "MS", "1000"}, T_U32, CFG(scavenge_interval_ms), 10, 3600000,
+     false, "the scavenger's timer when idle, which applies\n"
+     "max-age retention (default 1000)"},
     {{"auth-file", NULL, "FILE", "/etc/esd/users"}, T_STR, CFG(auth_file), 1, 0, false,
      "users, roles and tokens (NAME ROLE SECRET a line;\n"
      "mode 0600); without it esd serves only loopback"},

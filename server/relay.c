@@ -116,6 +116,8 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
             uint64_t cur = atomic_load(&r->acked);
             while (pos > cur && !atomic_compare_exchange_weak(&r->acked, &cur, pos)) {
             }
+            /* The scavenger may remove what JetStream holds (followers). */
+            store_scavenge_horizon_set(r->st, atomic_load(&r->acked));
         }
         atomic_fetch_add(&r->published, 1);
     } else if (pae) {
@@ -427,7 +429,10 @@ static void publish_run(relay *r, uint64_t next, char *prev)
         r->n_recs = 0;
         r->buf_len = 0;
         store_page page;
-        es_err rv = store_read_all(r->st, NULL, next, false, RELAY_BATCH, copy_visit, r, &page);
+        /* Every stored record, served or not: a follower applies the
+         * lifecycle records itself and must hold what its primary holds. */
+        static const store_filter stored = {STORE_FILTER_STORED, NULL, 0};
+        es_err rv = store_read_all(r->st, &stored, next, false, RELAY_BATCH, copy_visit, r, &page);
         if (rv != ES_OK || r->n_recs == 0) {
             uint64_t now = store_now_us();
             if (now - last_log_us > 10000000u) {
@@ -504,6 +509,7 @@ static void *relay_main(void *arg)
             uint64_t cur = atomic_load(&r->acked);
             while (next - 1 > cur && !atomic_compare_exchange_weak(&r->acked, &cur, next - 1)) {
             }
+            store_scavenge_horizon_set(r->st, atomic_load(&r->acked));
         }
         atomic_store(&r->resumed, true);
         log_msg(LOG_INFO, "relay: publishing", "stream=%s from_position=%" PRIu64 " head=%" PRIu64,

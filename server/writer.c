@@ -25,6 +25,14 @@ struct writer {
     _Atomic uint64_t commits, requests;
     _Atomic uint32_t max_seen;
     ahist batch_hist, commit_hist, sync_hist;
+    /* The scavenger's hook (store_scavenge_slice). */
+    _Atomic uint32_t scav_slice, scav_interval_ms;
+    bool scav_more;         /* writer thread: the last slice stopped on its budget */
+    uint64_t scav_due;      /* writer thread: monotonic us of the next idle slice */
+    uint64_t scav_busy;     /* writer thread: since when there is work left (0: none) */
+    uint64_t scav_share_at; /* writer thread: no slice under load before this */
+    uint64_t last_batch_us; /* writer thread: when the last batch was handed back */
+    _Atomic uint64_t scav_slices, scav_removed, scav_bytes, scav_lag_us, scav_errors;
 };
 
 static uint64_t mono_us(void)
@@ -34,14 +42,99 @@ static uint64_t mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* While appends come (a batch in the last WRITER_QUIET_US), a slice may run
+ * only after WRITER_SCAVENGE_SHARE times the last one's duration has
+ * passed: the scavenger takes at most a 1/(1 + share) part of the writer
+ * thread's time, and a commit waits for at most one slice. This holds also
+ * when the queue is empty for a moment between a commit and the clients'
+ * next appends (a closed loop of clients empties it after every commit). A
+ * writer without appends for WRITER_QUIET_US runs slices back to back. */
+#define WRITER_SCAVENGE_SHARE 8u
+#define WRITER_QUIET_US       50000u
+
+/* When the next slice may run (monotonic us); UINT64_MAX: never (off). */
+static uint64_t scav_next_at(const writer *w, uint64_t now)
+{
+    if (atomic_load(&w->scav_slice) == 0) {
+        return UINT64_MAX;
+    }
+    uint64_t at = w->scav_more ? now : w->scav_due;
+    if (now - w->last_batch_us < WRITER_QUIET_US && at < w->scav_share_at) {
+        at = w->scav_share_at;
+    }
+    return at;
+}
+
+/* One scavenger slice when one is due. */
+static void writer_scavenge(writer *w)
+{
+    uint32_t slice = atomic_load(&w->scav_slice);
+    uint64_t now = mono_us();
+    if (scav_next_at(w, now) > now) {
+        return;
+    }
+    store_scavenge_result r;
+    es_err srv = store_scavenge_slice(w->st, slice, &r);
+    uint64_t end = mono_us();
+    w->scav_share_at = end + WRITER_SCAVENGE_SHARE * (end - now);
+    if (srv != ES_OK) {
+        atomic_fetch_add(&w->scav_errors, 1);
+        r.more = false; /* try again at the next tick */
+    }
+    atomic_fetch_add(&w->scav_slices, 1);
+    atomic_fetch_add(&w->scav_removed, r.events_removed);
+    atomic_fetch_add(&w->scav_bytes, r.bytes_reclaimed);
+    w->scav_more = r.more;
+    if (r.more && !w->scav_busy) {
+        w->scav_busy = now;
+    } else if (!r.more) {
+        w->scav_busy = 0;
+        w->scav_due = now + (uint64_t)atomic_load(&w->scav_interval_ms) * 1000u;
+    }
+    atomic_store(&w->scav_lag_us, w->scav_busy ? end - w->scav_busy : 0);
+}
+
+/* Wait for jobs; with the scavenger on, wake for its slices too. */
+static void writer_wait(writer *w)
+{
+    while (!w->queue_head && !w->stopping) {
+        uint64_t now = mono_us();
+        uint64_t at = scav_next_at(w, now);
+        if (at == UINT64_MAX) {
+            pthread_cond_wait(&w->cv, &w->mu);
+            continue;
+        }
+        if (at <= now) {
+            pthread_mutex_unlock(&w->mu);
+            writer_scavenge(w);
+            pthread_mutex_lock(&w->mu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t deadline =
+            (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u + (at - now);
+        ts.tv_sec = (time_t)(deadline / 1000000u);
+        ts.tv_nsec = (long)(deadline % 1000000u) * 1000;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+}
+
+void writer_scavenge_set(writer *w, uint32_t slice, uint32_t interval_ms)
+{
+    atomic_store(&w->scav_interval_ms, interval_ms ? interval_ms : 1000);
+    pthread_mutex_lock(&w->mu);
+    atomic_store(&w->scav_slice, slice);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void *writer_main(void *arg)
 {
     writer *w = arg;
     for (;;) {
         pthread_mutex_lock(&w->mu);
-        while (!w->queue_head && !w->stopping) {
-            pthread_cond_wait(&w->cv, &w->mu);
-        }
+        writer_wait(w);
         if (!w->queue_head && w->stopping) {
             pthread_mutex_unlock(&w->mu);
             return NULL;
@@ -103,6 +196,8 @@ static void *writer_main(void *arg)
         uint64_t one = 1;
         ssize_t wr = write(w->efd, &one, sizeof one);
         (void)wr; /* an eventfd write only fails at a count near 2^64 */
+        w->last_batch_us = mono_us();
+        writer_scavenge(w);
     }
 }
 
@@ -124,7 +219,11 @@ es_err writer_start(store *st, uint32_t max_batch, writer **out)
         goto out_free;
     }
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the scavenger's timer */
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         close(w->efd);
         goto out_free;
@@ -194,6 +293,11 @@ void writer_get_stats(writer *w, writer_stats *out)
     ahist_read(&w->batch_hist, &out->batch);
     ahist_read(&w->commit_hist, &out->commit_us);
     ahist_read(&w->sync_hist, &out->sync_us);
+    out->scavenge_slices = atomic_load(&w->scav_slices);
+    out->events_removed = atomic_load(&w->scav_removed);
+    out->bytes_reclaimed = atomic_load(&w->scav_bytes);
+    out->scavenge_lag_us = atomic_load(&w->scav_lag_us);
+    out->scavenge_errors = atomic_load(&w->scav_errors);
 }
 
 void writer_stop(writer *w, write_job **leftover)

@@ -11,6 +11,13 @@
  * connection may be gone by then). Whatever arrives during a commit goes
  * into the next one: natural batching, no timers.
  *
+ * The scavenger (writer_scavenge_set; server/store/scavenge.c) is the one
+ * other thing the writer thread does: one slice, in its own transaction,
+ * after a batch's completions are handed back, while there is work left
+ * (at most a ninth of the thread's time while appends are queued), and on
+ * a timer when idle (the max-age timer: a timed wait on the condition
+ * variable, CLOCK_MONOTONIC).
+ *
  * Figures (writer_get_stats): counters and two histograms — requests per
  * commit and the duration of each group commit — kept with relaxed
  * atomics by the writer thread (histogram.h) and read by the loop thread
@@ -65,7 +72,21 @@ typedef struct writer_stats {
     hist batch;     /* requests per commit (hist_batch) */
     hist commit_us; /* duration of store_append_batch (hist_latency_us) */
     hist sync_us;   /* of which LMDB's commit call: page writes + fsyncs */
+    /* The scavenger (store_scavenge_slice, run by the writer thread). */
+    uint64_t scavenge_slices;
+    uint64_t events_removed;
+    uint64_t bytes_reclaimed;
+    uint64_t scavenge_lag_us; /* how long there has been work left (0: none) */
+    uint64_t scavenge_errors;
 } writer_stats;
+
+/**
+ * @brief Run the scavenger in the writer thread: one slice of `slice` steps
+ *        after each group commit while there is work left, and one every
+ *        `interval_ms` when idle (the max-age timer). slice 0: off (the
+ *        default). Any thread, any time.
+ */
+void writer_scavenge_set(writer *w, uint32_t slice, uint32_t interval_ms);
 
 /**
  * @brief Start the writer thread.

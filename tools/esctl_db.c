@@ -109,6 +109,23 @@ static int db_stat(const esctl *x, const char *dir)
     json_object_set_new(o, "map_used", json_integer((json_int_t)st.map_used));
     json_object_set_new(o, "readers_used", json_integer(st.readers_used));
     json_object_set_new(o, "readers_max", json_integer(st.readers_max));
+    /* Pages by use: live, removed but not yet reclaimed by the scavenger
+     * (an estimate from the bytes of the events reads no longer serve),
+     * and free (on LMDB's free list, reused by later writes). */
+    store_pages pg;
+    rv = store_pages_get(s, &pg);
+    if (rv != ES_OK) {
+        fprintf(stderr, "esctl: db stat %s: pages: %s\n", dir, es_strerror(rv));
+        json_decref(o);
+        store_close(s);
+        return EXIT_FAILED;
+    }
+    json_object_set_new(o, "page_size", json_integer((json_int_t)pg.page_size));
+    json_object_set_new(o, "pages_total", json_integer((json_int_t)pg.total));
+    json_object_set_new(o, "pages_live", json_integer((json_int_t)pg.live));
+    json_object_set_new(o, "pages_unreclaimed", json_integer((json_int_t)pg.unreclaimed));
+    json_object_set_new(o, "pages_free", json_integer((json_int_t)pg.free));
+    json_object_set_new(o, "events_unreclaimed", json_integer((json_int_t)pg.unreclaimed_events));
     out_object(x, o);
     store_close(s);
     return EXIT_OK;
@@ -161,6 +178,7 @@ static int db_check(const esctl *x, const char *dir)
     json_object_set_new(o, "revision_errors", json_integer((json_int_t)r.revision_errors));
     json_object_set_new(o, "index_errors", json_integer((json_int_t)r.index_errors));
     json_object_set_new(o, "first_bad_position", json_integer((json_int_t)r.first_bad_position));
+    json_object_set_new(o, "events_removed", json_integer((json_int_t)r.events_removed));
     if (x->json) {
         out_json_line(o);
     } else {
@@ -173,6 +191,10 @@ static int db_check(const esctl *x, const char *dir)
                (unsigned long long)r.index_errors);
         if (r.first_bad_position != 0) {
             printf("; first bad position %llu", (unsigned long long)r.first_bad_position);
+        }
+        if (r.events_removed != 0) {
+            printf("; %llu positions emptied by the scavenger",
+                   (unsigned long long)r.events_removed);
         }
         printf("\n");
     }

@@ -110,6 +110,112 @@ static uint64_t db_entries(MDB_txn *txn, MDB_dbi dbi)
     return mdb_stat(txn, dbi, &ms) == 0 ? ms.ms_entries : 0;
 }
 
+/*
+ * Whether the scavenger may have removed revisions below `lo` of a stream:
+ * only a stream with a lifecycle state is ever scavenged. Which revisions
+ * it removed cannot be checked against today's state: a limit lowered
+ * after a scavenge serves from the lowest revision still stored, and
+ * max-age windows depended on the clock at the time (scavenge.c).
+ */
+static bool removal_allowed(MDB_txn *txn, store *s, uint64_t number)
+{
+    uint8_t key[8];
+    put_u64be(key, number);
+    MDB_val k = {8, key}, v;
+    return s->has_life && mdb_get(txn, s->life, &k, &v) == 0;
+}
+
+typedef struct life_seen {
+    uint64_t number, revision; /* the stream changed; the record's revision */
+    uint8_t value[STREAM_LIFE_BYTES];
+} life_seen;
+
+static int life_seen_cmp(const void *a, const void *b)
+{
+    const life_seen *x = a, *y = b;
+    if (x->number != y->number) {
+        return x->number < y->number ? -1 : 1;
+    }
+    return x->revision < y->revision ? 1 : (x->revision > y->revision ? -1 : 0); /* newest first */
+}
+
+/*
+ * stream_life against the lifecycle records: for every stream that a
+ * record changed, its stored value is the one the last record carries.
+ * (Values set before lifecycle records existed have no record.)
+ */
+static void life_check(check_ctx *c, MDB_txn *txn, store *s)
+{
+    store_stream_info ls;
+    MDB_val sk = {strlen(STORE_LIFE_STREAM), (void *)STORE_LIFE_STREAM}, sv;
+    if (mdb_get(txn, s->streams, &sk, &sv) != 0 || store_stream_decode(&sv, &ls) != ES_OK) {
+        return; /* no record yet */
+    }
+    size_t cap = 64, n = 0;
+    life_seen *seen = malloc(cap * sizeof *seen);
+    MDB_cursor *rcur;
+    if (!seen || mdb_cursor_open(txn, s->stream_revs, &rcur) != 0) {
+        free(seen);
+        c->r->index_errors++;
+        defect(c, 0, "lifecycle records not checked (no memory)", 0, 0);
+        return;
+    }
+    uint8_t rkey[16];
+    put_u64be(rkey, ls.number);
+    put_u64be(rkey + 8, 0);
+    MDB_val rk = {16, rkey}, rv;
+    for (int rc = mdb_cursor_get(rcur, &rk, &rv, MDB_SET_RANGE);
+         rc == 0 && rk.mv_size == 16 && get_u64be(rk.mv_data) == ls.number && rv.mv_size == 8;
+         rc = mdb_cursor_get(rcur, &rk, &rv, MDB_NEXT)) {
+        uint8_t pkey[8];
+        memcpy(pkey, rv.mv_data, 8);
+        MDB_val pk = {8, pkey}, pv;
+        es_record r;
+        store_stream_life l;
+        const uint8_t *sid;
+        size_t sid_len;
+        store_stream_info si;
+        MDB_val tk, tv;
+        if (mdb_get(txn, s->events, &pk, &pv) != 0 || store_record_parse(&pv, &r) != ES_OK ||
+            store_life_record_decode(r.data.p, r.data.len, &l, &sid, &sid_len) != ES_OK ||
+            (tk = (MDB_val){sid_len, (void *)sid}, mdb_get(txn, s->streams, &tk, &tv)) != 0 ||
+            store_stream_decode(&tv, &si) != ES_OK) {
+            c->r->index_errors++;
+            defect(c, get_u64be(pkey), "lifecycle record unreadable or of no stream", 0, 0);
+            continue;
+        }
+        if (n == cap) {
+            life_seen *more = realloc(seen, 2 * cap * sizeof *seen);
+            if (!more) {
+                break;
+            }
+            seen = more;
+            cap *= 2;
+        }
+        seen[n].number = si.number;
+        seen[n].revision = r.revision;
+        store_life_encode(seen[n].value, &l);
+        n++;
+    }
+    mdb_cursor_close(rcur);
+    qsort(seen, n, sizeof *seen, life_seen_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && seen[i].number == seen[i - 1].number) {
+            continue; /* an older change of the same stream */
+        }
+        uint8_t key[8];
+        put_u64be(key, seen[i].number);
+        MDB_val k = {8, key}, v;
+        if (mdb_get(txn, s->life, &k, &v) != 0 || v.mv_size != STREAM_LIFE_BYTES ||
+            memcmp(v.mv_data, seen[i].value, STREAM_LIFE_BYTES) != 0) {
+            c->r->index_errors++;
+            defect(c, 0, "stream_life differs from the last lifecycle record (stream no, record)",
+                   seen[i].number, seen[i].revision);
+        }
+    }
+    free(seen);
+}
+
 STORE_GUARDED_BEGIN
 es_err store_check(store *s, store_check_report *report, store_check_log_fn log, void *ctx)
 {
@@ -128,14 +234,19 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         return es_err_from_mdb(rc);
     }
     MDB_val k, v;
-    uint64_t expect = 1;
+    uint64_t expect = 1, holes = 0, first_hole = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         report->events_checked++;
         uint64_t pos = k.mv_size == 8 ? get_u64be(k.mv_data) : 0;
-        if (pos != expect) {
+        if (pos < expect) {
             report->position_gaps++;
-            defect(&c, pos, "position gap: expected, found", expect, pos);
+            defect(&c, pos, "position out of order: expected, found", expect, pos);
+        } else {
+            holes += pos - expect; /* removed by the scavenger, or a gap: see below */
+            if (pos != expect && !first_hole) {
+                first_hole = expect;
+            }
         }
         expect = pos + 1;
         const uint8_t *rec;
@@ -205,7 +316,7 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         store_read_end(txn);
         return es_err_from_mdb(rc);
     }
-    uint64_t revs_total = 0;
+    uint64_t revs_total = 0, removed_total = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         report->streams_checked++;
@@ -223,18 +334,24 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         put_u64be(rkey, si.number);
         put_u64be(rkey + 8, 0);
         MDB_val rk = {16, rkey}, rval;
-        uint64_t rev = 0, prev_pos = 0, first = 0;
+        uint64_t rev = 0, prev_pos = 0, first = 0, lo = 0;
+        bool seen = false;
         int rrc;
         for (rrc = mdb_cursor_get(rcur, &rk, &rval, MDB_SET_RANGE);
              rrc == 0 && rk.mv_size == 16 && get_u64be(rk.mv_data) == si.number;
              rrc = mdb_cursor_get(rcur, &rk, &rval, MDB_NEXT)) {
             uint64_t r = get_u64be((uint8_t *)rk.mv_data + 8);
             uint64_t p = rval.mv_size == 8 ? get_u64be(rval.mv_data) : 0;
+            if (!seen) {
+                /* The scavenger removes a prefix of a stream's revisions. */
+                seen = true;
+                lo = rev = r;
+            }
             if (r != rev || p <= prev_pos) {
                 report->revision_errors++;
                 defect(&c, p, "revisions not contiguous or positions not increasing", r, rev);
             }
-            if (rev == 0) {
+            if (r == lo) {
                 first = p;
             }
             prev_pos = p;
@@ -242,11 +359,18 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
             revs_total++;
         }
         mdb_cursor_close(rcur);
-        if (rev == 0 || first != si.first_position) {
+        if (!seen || (lo == 0 && first != si.first_position)) {
             report->revision_errors++;
             defect(&c, first, "stream record disagrees with its index (first position, revisions)",
                    si.first_position, rev);
         }
+        if (seen && lo > 0 && !removal_allowed(txn, s, si.number)) {
+            report->revision_errors++;
+            defect(&c, first,
+                   "revisions missing from a stream that has no lifecycle (lowest, stream no)", lo,
+                   si.number);
+        }
+        removed_total += lo;
     }
     mdb_cursor_close(cur);
     /* The counter must be above every stream number in use, or the next
@@ -258,12 +382,24 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
         defect(&c, 0, "next-stream counter not above the highest stream number (counter, highest)",
                next_stream, highest);
     }
+    report->events_removed = holes;
+    if (holes != removed_total) {
+        /* Every hole in the log must be a scavenged prefix of some stream. */
+        report->position_gaps++;
+        defect(&c, first_hole,
+               "positions missing that no stream's removal explains (missing, removed)", holes,
+               removed_total);
+    }
     uint64_t n = report->events_checked;
     if (revs_total != n || db_entries(txn, s->event_ids) != n ||
+        (s->has_removed_ids && db_entries(txn, s->removed_ids) > holes) ||
         db_entries(txn, s->categories) != n || db_entries(txn, s->types) != n) {
         report->index_errors++;
         defect(&c, 0, "index sizes differ from the log (stream index, event ids)", revs_total,
                db_entries(txn, s->event_ids));
+    }
+    if (s->has_life) {
+        life_check(&c, txn, s);
     }
     store_read_end(txn);
     if (report->crc_errors || report->position_gaps || report->revision_errors ||

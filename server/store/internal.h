@@ -46,8 +46,10 @@
 struct store {
     MDB_env *env;
     MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
-    MDB_dbi life;  /* stream_life */
-    bool has_life; /* false: a read-only format-2 store, which has none */
+    MDB_dbi life; /* stream_life */
+    MDB_dbi removed_ids;
+    bool has_removed_ids; /* false: a store opened read-only that never had one */
+    bool has_life;        /* false: a read-only format-2 store, which has none */
     bool sync;
     bool read_only;
     bool follower;
@@ -61,7 +63,8 @@ struct store {
     int owner_fd;                      /* esd.lock, locked (writable opens); -1: none */
     store_log_fn damage_log;           /* NULL: stderr */
     void *damage_log_ctx;
-    uint64_t last_commit_call_us; /* writer thread: time in mdb_txn_commit */
+    uint64_t last_commit_call_us;      /* writer thread: time in mdb_txn_commit */
+    _Atomic uint64_t scavenge_horizon; /* the scavenger leaves later positions (relay) */
 };
 
 /* ---------------------------------------------------------------- open.c -- */
@@ -186,6 +189,30 @@ void store_life_filter_open(store_life_filter *f, store *s, MDB_txn *txn);
 
 /** @return ES_OK (*pass set); ES_ERR_CORRUPT; LMDB errors. */
 es_err store_life_filter_pass(store_life_filter *f, const uint8_t *bytes, size_t len, bool *pass);
+
+/** @brief Apply a lifecycle record being imported (a follower): the
+ *         stream_life value it carries, in the import's transaction.
+ *  @return ES_OK; ES_ERR_MALFORMED (bad data, or a stream not stored);
+ *  LMDB errors. */
+es_err store_life_import(store *s, MDB_txn *txn, const es_record *r);
+
+/* ---------------------------------------------------------------- write.c -- */
+
+/** @brief An append by the store itself in the caller's write transaction
+ *         (the lifecycle records); *head the new last position. */
+es_err store_append_own(store *s, MDB_txn *txn, const store_append_in *a, uint64_t *head);
+
+/* ------------------------------------------------------------- scavenge.c -- */
+
+/** @brief The removed_ids key (1 byte) and value (8 bytes) of an event id. */
+void store_removed_id_digest(const uint8_t id[ES_EVENT_ID_BYTES], uint8_t key[1], uint8_t val[8]);
+
+/** @brief Whether an id is among the scavenged ones; @return an LMDB code
+ *  (0 found, MDB_NOTFOUND not). */
+int store_removed_id_find(MDB_txn *txn, const store *s, const uint8_t id[ES_EVENT_ID_BYTES]);
+
+/** @brief Set the clock's floor from the persisted high-water mark. */
+void store_clock_floor(uint64_t hw_us);
 
 /* ---------------------------------------------------------------- read.c -- */
 

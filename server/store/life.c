@@ -5,13 +5,21 @@
  * Design notes
  * ============
  *
- * Nothing is removed from the log, its indexes or event_ids: a lifecycle
- * change writes one value in `stream_life` (layout drawn in open.c), and
- * every read decides from it which events it may serve. So a change takes
- * effect at once and is all or nothing, positions stay as assigned, and a
- * retried append of a deleted event's id is still found in event_ids and
- * answered as a duplicate (its record is still there to compare content
- * with). Reclaiming the space is not done here.
+ * A lifecycle change removes nothing: it writes one value in `stream_life`
+ * (layout drawn in open.c), and every read decides from it which events it
+ * may serve. So a change takes effect at once and is all or nothing,
+ * positions stay as assigned, and a retried append of a deleted event's id
+ * is still found in event_ids and answered as a duplicate. The scavenger
+ * (scavenge.c) removes the unserved events later, in its own transactions.
+ *
+ * Every change that changes something also appends a record to
+ * STORE_LIFE_STREAM in the same transaction (store.h: its type names the
+ * operation, its data is the new 48-byte value and the stream id), so that
+ * subscriptions, the relay and followers see it in the log's order. A
+ * follower importing such a record puts the value it carries
+ * (store_life_import): the last record of a stream is its whole state, and
+ * store_check compares the two. A repeated delete or tombstone writes no
+ * record.
  *
  * Visibility of the event at revision r of a stream whose last revision is
  * L (store_life_view): served iff the stream is not tombstoned, and
@@ -42,6 +50,7 @@
 #include <lmdb.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "bytes.h"
 #include "internal.h"
@@ -59,6 +68,20 @@ void store_life_encode(uint8_t out[STREAM_LIFE_BYTES], const store_stream_life *
     put_u64le(out + 24, l->truncate_before);
     put_u64le(out + 32, l->max_count);
     put_u64le(out + 40, l->max_age_s);
+}
+
+static void life_decode(const MDB_val *v, store_stream_life *l)
+{
+    const uint8_t *p = v->mv_data;
+    uint64_t flags = get_u64le(p);
+    memset(l, 0, sizeof *l);
+    l->tombstoned = (flags & LIFE_TOMBSTONED) != 0;
+    l->meta_set = (flags & LIFE_META_SET) != 0;
+    l->meta_revision = get_u64le(p + 8);
+    l->deleted_before = get_u64le(p + 16);
+    l->truncate_before = get_u64le(p + 24);
+    l->max_count = get_u64le(p + 32);
+    l->max_age_s = get_u64le(p + 40);
 }
 
 es_err store_life_get(MDB_txn *txn, const store *s, uint64_t number, store_stream_life *l)
@@ -80,15 +103,7 @@ es_err store_life_get(MDB_txn *txn, const store *s, uint64_t number, store_strea
     if (v.mv_size != STREAM_LIFE_BYTES) {
         return ES_ERR_CORRUPT;
     }
-    const uint8_t *p = v.mv_data;
-    uint64_t flags = get_u64le(p);
-    l->tombstoned = (flags & LIFE_TOMBSTONED) != 0;
-    l->meta_set = (flags & LIFE_META_SET) != 0;
-    l->meta_revision = get_u64le(p + 8);
-    l->deleted_before = get_u64le(p + 16);
-    l->truncate_before = get_u64le(p + 24);
-    l->max_count = get_u64le(p + 32);
-    l->max_age_s = get_u64le(p + 40);
+    life_decode(&v, l);
     return ES_OK;
 }
 
@@ -225,6 +240,76 @@ static es_err life_plan(store_life_op *op, const store_stream_info *si, store_st
     return ES_ERR_INVALID_ARGUMENT;
 }
 
+/* The record of a change in STORE_LIFE_STREAM, in the change's transaction:
+ * data = the new stream_life value | the stream id (layout in open.c). */
+static es_err life_record_write(store *s, MDB_txn *txn, const store_life_op *op,
+                                const uint8_t val[STREAM_LIFE_BYTES], uint64_t *head)
+{
+    static const char *const types[] = {STORE_LIFE_TYPE_DELETED, STORE_LIFE_TYPE_TOMBSTONED,
+                                        STORE_LIFE_TYPE_METADATA};
+    uint8_t data[STREAM_LIFE_BYTES + ES_MAX_NAME_BYTES];
+    memcpy(data, val, STREAM_LIFE_BYTES);
+    memcpy(data + STREAM_LIFE_BYTES, op->stream, op->stream_len);
+    uint8_t id[ES_EVENT_ID_BYTES];
+    if (getrandom(id, sizeof id, 0) != (ssize_t)sizeof id) {
+        return ES_ERR_IO;
+    }
+    id[6] = (uint8_t)((id[6] & 0x0f) | 0x40); /* a version-4 UUID, as clients make */
+    id[8] = (uint8_t)((id[8] & 0x3f) | 0x80);
+    store_event_in e = {
+        .id = id,
+        .type = (const uint8_t *)types[op->kind],
+        .type_len = strlen(types[op->kind]),
+        .data = data,
+        .data_len = STREAM_LIFE_BYTES + op->stream_len,
+    };
+    store_append_in a = {
+        .stream = (const uint8_t *)STORE_LIFE_STREAM,
+        .stream_len = strlen(STORE_LIFE_STREAM),
+        .expect = STORE_EXPECT_ANY,
+        .events = &e,
+        .n_events = 1,
+        .allow_reserved = true,
+    };
+    return store_append_own(s, txn, &a, head);
+}
+
+es_err store_life_record_decode(const uint8_t *data, size_t len, store_stream_life *l,
+                                const uint8_t **stream, size_t *stream_len)
+{
+    if (len <= STREAM_LIFE_BYTES || len > STREAM_LIFE_BYTES + ES_MAX_NAME_BYTES) {
+        return ES_ERR_MALFORMED;
+    }
+    MDB_val v = {STREAM_LIFE_BYTES, (void *)data};
+    life_decode(&v, l);
+    *stream = data + STREAM_LIFE_BYTES;
+    *stream_len = len - STREAM_LIFE_BYTES;
+    if (es_validate_stream_id(*stream, *stream_len, false) != ES_OK) {
+        return ES_ERR_MALFORMED;
+    }
+    return ES_OK;
+}
+
+es_err store_life_import(store *s, MDB_txn *txn, const es_record *r)
+{
+    store_stream_life l;
+    const uint8_t *stream;
+    size_t stream_len;
+    if (store_life_record_decode(r->data.p, r->data.len, &l, &stream, &stream_len) != ES_OK) {
+        return ES_ERR_MALFORMED;
+    }
+    store_stream_info si;
+    es_err rv = store_stream_lookup(txn, s, stream, stream_len, &si);
+    if (rv != ES_OK) {
+        return rv == ES_ERR_NOT_FOUND ? ES_ERR_MALFORMED : rv; /* a change of no stream */
+    }
+    uint8_t key[8], val[STREAM_LIFE_BYTES];
+    put_u64be(key, si.number);
+    store_life_encode(val, &l);
+    MDB_val k = {8, key}, v = {STREAM_LIFE_BYTES, val};
+    return es_err_from_mdb(mdb_put(txn, s->life, &k, &v, 0));
+}
+
 es_err store_life_apply(store *s, store_life_op *op)
 {
     op->actual_exists = false;
@@ -276,10 +361,17 @@ es_err store_life_apply(store *s, store_life_op *op)
         mdb_txn_abort(txn);
         return es_err_from_mdb(rc);
     }
+    uint64_t head = 0;
+    rv = life_record_write(s, txn, op, val, &head);
+    if (rv != ES_OK) {
+        mdb_txn_abort(txn);
+        return rv;
+    }
     rc = mdb_txn_commit(txn);
     if (rc) {
         return store_commit_err(s, rc);
     }
+    atomic_store(&s->head, head);
     op->life = l;
     op->last_revision = si.last_revision;
     op->synced = s->sync;

@@ -59,6 +59,9 @@
  *               "store_id"    -> 16 bytes random
  *               "created_us"  -> u64
  *               "next_stream" -> u64      next interned stream number
+               "scavenge_next" -> u64    stream number the scavenger resumes at
+               "clock_hw"    -> u64      high-water mark of the store's clock
+                                         (both optional; scavenge.c)
  *
  *   events      +-------------------+      +----+-----+--------+----------+======================+
  *               | position  u64 BE  |  ->  | ver|flags|reserved|crc32c LE | es.v1.RecordedEvent  |
@@ -104,6 +107,11 @@
  *
  *   snapshots   stream id -> crc32c u32 | state_format u32 | revision u64 |
  *               saved_at_us u64 | data     (CRC over everything after it)
+ *
+ *   removed_ids digest bucket u8 -> digest u64 (MDB_DUPSORT | MDB_DUPFIXED)
+ *               The event ids of events the scavenger removed, as a 64-bit
+ *               digest (scavenge.c): idempotency after removal at 8 bytes an
+ *               event instead of event_ids' 40. Created at a writable open.
  *
  *   stream_life stream no u64 BE -> 48 bytes (format 3):
  *               flags u64 (1 tombstoned, 2 metadata set) | metadata revision
@@ -173,13 +181,6 @@ es_err store_commit_err(const store *s, int rc)
         return ES_ERR_STORE_FULL;
     }
     return ES_ERR_IO;
-}
-
-uint64_t store_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 void store_set_msg(char *msg, size_t msg_len, const char *fmt, ...)
@@ -672,6 +673,9 @@ static es_err meta_load(store *s, MDB_txn *txn, char *msg, size_t msg_len, const
     if (store_meta_get(txn, s->meta, "created_us", &v) == 0 && v.mv_size == 8) {
         s->created_us = get_u64le(v.mv_data);
     }
+    if (store_meta_get(txn, s->meta, "clock_hw", &v) == 0 && v.mv_size == 8) {
+        store_clock_floor(get_u64le(v.mv_data)); /* the clock never runs back (scavenge.c) */
+    }
     return ES_OK;
 }
 
@@ -691,6 +695,14 @@ static int open_dbis(store *s, MDB_txn *txn, unsigned flags)
         if (rc) {
             return rc;
         }
+    }
+    /* removed_ids: the digests of the ids of scavenged events (scavenge.c),
+     * created at the first writable open; missing in a store no esd with a
+     * scavenger has written, which has removed nothing. */
+    int drc = mdb_dbi_open(txn, "removed_ids", flags | MDB_DUPSORT | MDB_DUPFIXED, &s->removed_ids);
+    s->has_removed_ids = drc == 0;
+    if (drc && drc != MDB_NOTFOUND) {
+        return drc;
     }
     /* stream_life: missing only in a format-2 store opened read-only. */
     int rc = mdb_dbi_open(txn, "stream_life", flags, &s->life);
@@ -882,6 +894,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         return ES_ERR_NO_MEMORY;
     }
     s->sync = opts->sync;
+    atomic_store(&s->scavenge_horizon, UINT64_MAX); /* no limit until one is set */
     s->read_only = opts->read_only;
     s->follower = opts->follower;
     s->damage_log = opts->damage_log;
@@ -938,7 +951,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
             goto out_release_owner;
         }
         mdb_env_set_mapsize(s->env, (size_t)map_size);
-        mdb_env_set_maxdbs(s->env, 16);
+        mdb_env_set_maxdbs(s->env, 32);
         mdb_env_set_assert(s->env, store_on_lmdb_assert);
         if (opts->max_readers) {
             mdb_env_set_maxreaders(s->env, opts->max_readers);

@@ -394,6 +394,18 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
     pos_reader_open(&pr, s, txn);
     uint64_t rev;
     uint64_t first = lf.window.first_revision;
+    {
+        /* Revisions below the lowest stored one were scavenged (always a
+         * prefix, scavenge.c; the last revision is always stored). */
+        uint8_t lkey[16];
+        put_u64be(lkey, si.number);
+        put_u64be(lkey + 8, first);
+        MDB_val lk = {16, lkey}, lv;
+        rc = mdb_cursor_get(cur, &lk, &lv, MDB_SET_RANGE);
+        if (rc == MDB_SUCCESS && lk.mv_size == 16 && get_u64be(lk.mv_data) == si.number) {
+            first = get_u64be((uint8_t *)lk.mv_data + 8);
+        }
+    }
     if (backward) {
         if (from > si.last_revision) {
             from = si.last_revision;
@@ -690,8 +702,8 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
     memset(page, 0, sizeof *page);
     page->next = from;
     bool indexed = filter->kind == STORE_FILTER_CATEGORY || filter->kind == STORE_FILTER_EVENT_TYPE;
-    if (filter->kind > STORE_FILTER_EVENT_TYPE ||
-        (filter->kind != STORE_FILTER_NONE &&
+    if (filter->kind > STORE_FILTER_STORED ||
+        (filter->kind != STORE_FILTER_NONE && filter->kind != STORE_FILTER_STORED &&
          (!filter->name || filter->name_len == 0 || filter->name_len > ES_MAX_NAME_BYTES)) ||
         (indexed && es_validate_name(filter->name, filter->name_len) != ES_OK)) {
         return ES_ERR_INVALID_ARGUMENT;
@@ -708,6 +720,9 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
     }
     READ_GUARD(txn);
     store_life_filter_open(&lf, s, txn);
+    if (filter->kind == STORE_FILTER_STORED) {
+        lf.active = false; /* everything passes */
+    }
     page->head = store_last_position(txn, s->events);
     rv = indexed ? read_all_indexed(s, txn, &w) : read_all_log(s, txn, &w);
     store_read_end(txn);

@@ -25,7 +25,11 @@
  * insert fails with MDB_CORRUPTED, which aborts the whole batch as
  * ES_ERR_CORRUPT with nothing written, logged and counted (store_damage).
  * Idempotency reads the event-id index and accepts its entry only when the
- * record it points at has that id, stream, revision and position.
+ * record it points at has that id, stream, revision and position. An id
+ * not there may be one of an event the scavenger removed: those are known
+ * by a digest (removed_ids, scavenge.c), and a retry all of whose ids are
+ * removed is a duplicate with revisions and positions 0 (not checked
+ * against stream or content: both are gone).
  *
  * Imports (a follower, esd --follow-nats): store_import_batch writes
  * records that a primary already positioned, byte for byte, in one write
@@ -216,13 +220,23 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
                                 const append_plan *plan, bool *dup, store_append_result *res)
 {
     *dup = false;
-    size_t found = 0;
+    size_t found = 0, removed = 0;
     uint64_t first_rev = 0;
     for (size_t i = 0; i < a->n_events; i++) {
         MDB_val k = {ES_EVENT_ID_BYTES, (void *)a->events[i].id};
         MDB_val v;
         int rc = mdb_get(b->txn, s->event_ids, &k, &v);
         if (rc == MDB_NOTFOUND) {
+            /* Removed by the scavenger? Known by its digest only (scavenge.c). */
+            rc = store_removed_id_find(b->txn, s, a->events[i].id);
+            if (rc == MDB_SUCCESS) {
+                if (found != 0) {
+                    return ES_ERR_IDEMPOTENCY_CONFLICT; /* removal is a prefix */
+                }
+                removed++;
+            } else if (rc != MDB_NOTFOUND) {
+                return es_err_from_mdb(rc);
+            }
             continue;
         }
         if (rc) {
@@ -237,12 +251,15 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
         if (!plan->exists || num != plan->si.number) {
             return ES_ERR_IDEMPOTENCY_CONFLICT;
         }
-        if (found != i) {
+        if (found + removed != i) {
             return ES_ERR_IDEMPOTENCY_CONFLICT; /* an earlier id was not stored */
         }
-        if (i == 0) {
-            first_rev = rev;
-            res->first_position = pos;
+        if (found == 0) {
+            first_rev = rev - i; /* i ids before it were removed */
+            res->first_position = removed ? 0 : pos;
+            if (rev < i) {
+                return ES_ERR_IDEMPOTENCY_CONFLICT;
+            }
         } else if (rev != first_rev + i) {
             return ES_ERR_IDEMPOTENCY_CONFLICT;
         }
@@ -257,15 +274,20 @@ static es_err check_idempotency(store *s, batch_state *b, const store_append_in 
         res->last_position = pos;
         found++;
     }
-    if (found == 0) {
+    if (found + removed == 0) {
         return ES_OK;
     }
-    if (found != a->n_events) {
+    if (found + removed != a->n_events) {
         return ES_ERR_IDEMPOTENCY_CONFLICT;
     }
     *dup = true;
+    if (found == 0) {
+        /* Every event was removed: recognised, but its answer is gone. */
+        first_rev = 0;
+        res->first_position = res->last_position = 0;
+    }
     res->first_revision = first_rev;
-    res->last_revision = first_rev + a->n_events - 1;
+    res->last_revision = found ? first_rev + a->n_events - 1 : 0;
     res->duplicate = true;
     return ES_OK;
 }
@@ -697,6 +719,46 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
     }
 }
 
+/*
+ * An append by the store itself inside a write transaction the caller
+ * opened (the lifecycle records of life.c): the same checks and indexes as
+ * a client's append, committed or aborted with the caller's transaction.
+ * @return ES_OK (*head the new last position); the append's refusal; LMDB
+ *   errors (the transaction must then be aborted).
+ */
+es_err store_append_own(store *s, MDB_txn *txn, const store_append_in *a, uint64_t *head)
+{
+    batch_state b = {0};
+    b.txn = txn;
+    MDB_val v;
+    int rc = store_meta_get(txn, s->meta, "next_stream", &v);
+    if (rc || v.mv_size != 8) {
+        return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
+    }
+    b.next_stream = get_u64le(v.mv_data);
+    b.next_position = store_last_position(txn, s->events) + 1;
+    b.now_us = store_now_us();
+    store_append_result res;
+    store_request r = {.appends = a, .n_appends = 1, .results = &res};
+    rc = apply_request(s, &b, &r);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    if (r.rv != ES_OK) {
+        return r.rv;
+    }
+    if (b.next_stream_dirty) {
+        uint8_t nbuf[8];
+        put_u64le(nbuf, b.next_stream);
+        rc = store_meta_put(txn, s->meta, "next_stream", nbuf, 8);
+        if (rc) {
+            return es_err_from_mdb(rc);
+        }
+    }
+    *head = b.next_position - 1;
+    return ES_OK;
+}
+
 /* --------------------------------------------------------------- imports -- */
 
 /* Decode strictly: the fields of es.v1.RecordedEvent, each of its wire type
@@ -829,6 +891,15 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
         if ((*rc = index_insert(s, b->txn, s->streams, "streams", &sk, &sv, pos)) != 0) {
             return es_err_from_mdb(*rc);
         }
+    }
+    if (es_slice_eq(r->stream, (const uint8_t *)STORE_LIFE_STREAM, strlen(STORE_LIFE_STREAM))) {
+        /* A lifecycle change: the follower applies it as its primary did. */
+        es_err lrv = store_life_import(s, b->txn, r);
+        if (lrv == ES_ERR_MALFORMED) {
+            store_set_msg(msg, msg_len, "lifecycle record at position %llu: bad data",
+                          (unsigned long long)pos);
+        }
+        return lrv;
     }
     return ES_OK;
 }

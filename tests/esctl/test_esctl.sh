@@ -470,8 +470,9 @@ done_case "db stat: human on live store"
 
 run --json db stat "$D"
 want_rc 0; out_json; out_has '"head_position":10'; out_has '"event_count":10'
-out_has '"stream_count":6'
-done_case "db stat: --json on live store"
+out_has '"stream_count":6'; out_has '"pages_live":'; out_has '"pages_free":'
+out_has '"pages_unreclaimed":0'; out_has '"events_unreclaimed":0'
+done_case "db stat: --json on live store, pages by use (nothing deleted here)"
 
 run db stat "$T/no-such-dir"
 want_rc 1

@@ -47,6 +47,24 @@ static uint64_t salt;
 static uint64_t next_rev[N_STREAMS];
 static uint32_t next_stream;
 
+/* Append k (<= PER_APPEND) events to stream s. */
+static void append_to(const char *address, uint32_t s, uint32_t k)
+{
+    es_client *c = rel_client(address, 30000);
+    static rel_ev evs[PER_APPEND];
+    es_event e[PER_APPEND];
+    for (uint32_t i = 0; i < k; i++) {
+        rel_ev_make(&evs[i], salt, s, next_rev[s] + i, MAX_DATA);
+        rel_ev_to_event(&evs[i], &e[i]);
+    }
+    char name[32];
+    snprintf(name, sizeof name, PREFIX "-%u", s);
+    es_err rv = es_stream_append(c, name, (es_expected){ES_EXPECT_ANY, 0}, e, k, NULL);
+    REL_CHECK(rv == ES_OK, "append to %s: %s", name, es_strerror(rv));
+    next_rev[s] += k;
+    es_client_destroy(c);
+}
+
 /* Append n events (appends of up to PER_APPEND to one stream, round robin). */
 static void append_events(const char *address, uint64_t n)
 {
@@ -111,7 +129,7 @@ static bool bytes_eq(const void *a, size_t al, const void *b, size_t bl)
     return al == bl && (al == 0 || memcmp(a, b, al) == 0);
 }
 
-/* The two logs, event by event. */
+/* The two logs, event by event (head: how many events both serve). */
 static void compare_logs(const char *primary, const char *follower, uint64_t head)
 {
     es_client *a = rel_client(primary, 30000), *b = rel_client(follower, 30000);
@@ -324,6 +342,59 @@ int main(int argc, char **argv)
     rel_log("subjects escaped as documented (%s, %s, %s)", want[0], want[1], want[2]);
     compare_logs(p.address, f.address, head + 3);
     rel_log("the follower still equals the primary (awkward stream ids and types included)");
+
+    /* ---- 4. removals: lifecycle records relayed, applied, scavenged ---- */
+    pc = rel_client(p.address, 10000);
+    uint64_t last;
+    REL_CHECK(es_stream_delete(pc, PREFIX "-1", (es_expected){ES_EXPECT_ANY, 0}, &last) == ES_OK,
+              "delete");
+    uint64_t hidden = next_rev[1]; /* all: the stream is recreated below */
+    REL_CHECK(es_stream_meta_set(pc, PREFIX "-2", (es_expected){ES_EXPECT_ANY, 0}, 50, 0, 0,
+                                 NULL) == ES_OK,
+              "truncate");
+    hidden += 50;
+    REL_CHECK(es_stream_meta_set(pc, PREFIX "-3", (es_expected){ES_EXPECT_ANY, 0}, 0, 10, 0,
+                                 NULL) == ES_OK,
+              "max count");
+    hidden += next_rev[3] - 10;
+    REL_CHECK(es_stream_tombstone(pc, PREFIX "-4", (es_expected){ES_EXPECT_ANY, 0}, &last) == ES_OK,
+              "tombstone");
+    hidden += next_rev[4];
+    es_client_destroy(pc);
+    append_to(p.address, 1, 20); /* recreated */
+    append_to(p.address, 3, 20); /* the max-count window moves on */
+    hidden += 20;
+    append_to(p.address, 5, 20);
+    uint64_t head2 = head + 3 + 4 + 60;
+    uint64_t served = head2 - hidden;
+    deadline = h_now_ms() + 120000;
+    es_stats ps;
+    for (;;) {
+        /* Both scavenge on their own timer (1 s): wait for both to finish. */
+        ps = stats_of(p.address);
+        fs = stats_of(f.address);
+        REL_CHECK(!fs.follower_halted, "the follower halted (see %s)", f.log_file);
+        if (fs.head_position == head2 && ps.event_count == fs.event_count &&
+            ps.event_count == served + 1) {
+            break; /* stored: the served ones, and the tombstoned stream's last event */
+        }
+        REL_CHECK(h_now_ms() < deadline,
+                  "head %" PRIu64 "/%" PRIu64 ", stored events %" PRIu64 " and %" PRIu64
+                  ", expected %" PRIu64,
+                  fs.head_position, head2, ps.event_count, fs.event_count, served + 1);
+        h_sleep_ms(50);
+    }
+    compare_logs(p.address, f.address, served);
+    rel_log("after a delete, a truncation, a max-count and a tombstone, and both scavenged: the "
+            "follower serves what the primary serves (%" PRIu64 " events) and stores as many "
+            "(%" PRIu64 ")",
+            served, fs.event_count);
+    snprintf(out, sizeof out, "%s/check2.out", f.dir);
+    REL_CHECK(h_esctl(check, out, 60000) == 0, "esctl db check of the follower failed");
+    const char *pcheck[] = {"db", "check", p.data_dir, NULL};
+    snprintf(out, sizeof out, "%s/check3.out", p.dir);
+    REL_CHECK(h_esctl(pcheck, out, 60000) == 0, "esctl db check of the primary failed");
+    rel_log("esctl db check: both clean (holes explained, stream_life equal to its records)");
 
     REL_CHECK(esd_stop(&f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
     REL_CHECK(esd_stop(&p, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "primary stop");

@@ -40,9 +40,9 @@ static int setup(void **state)
     o.dbs = av_dbs;
     o.n_dbs = AV_N_DBS;
     o.apply = av_apply;
+    o.lifecycle = av_lifecycle;
     o.ctx = &f->m;
-    o.target = ES_SUB_CATEGORY;
-    o.name = AV_CATEGORY;
+    o.target = ES_SUB_ALL; /* as es-account-view: the lifecycle records too */
     o.sync = ES_PROJECTOR_SYNC_NONE;
     if (es_projector_create(&o, &f->p) != ES_OK) {
         return -1;
@@ -165,6 +165,56 @@ static void test_open_deposit_withdraw(void **state)
     char when[32];
     av_format_time(1700000000123456ull, when);
     assert_string_equal(when, "2023-11-14T22:13:20.123456Z");
+}
+
+/* A $lifecycle event as esd writes it: the 48-byte state, then the stream. */
+static void apply_life(fixture *f, const char *type, const char *stream, uint64_t deleted_before)
+{
+    uint8_t data[48 + 64] = {0};
+    data[16] = (uint8_t)deleted_before;
+    if (!strcmp(type, "$stream-tombstoned")) {
+        data[0] = 1;
+    }
+    size_t len = strlen(stream);
+    memcpy(data + 48, stream, len);
+    es_recorded_event ev = {.stream = "$lifecycle",
+                            .type = type,
+                            .data = data,
+                            .data_len = 48 + len,
+                            .position = ++f->position,
+                            .content_type = ""};
+    assert_int_equal(es_projector_apply_batch(f->p, &ev, 1), ES_OK);
+}
+
+static void test_deleted_account_dropped(void **state)
+{
+    fixture *f = *state;
+    apply1(f, "1", 0, "AccountOpened", "{\"owner\":\"alice\"}");
+    apply1(f, "1", 1, "MoneyDeposited", "{\"amount\":100}");
+    apply1(f, "2", 0, "AccountOpened", "{\"owner\":\"alice\"}");
+    apply1(f, "2", 1, "MoneyDeposited", "{\"amount\":30}");
+    apply_life(f, "$stream-metadata", "account-2", 0); /* retention: kept */
+    apply_life(f, "$stream-deleted", "account-1", 2);
+    av_account a;
+    get(f, "1", &a, ES_ERR_NOT_FOUND);
+    get(f, "2", &a, ES_OK);
+    av_totals t = totals(f);
+    assert_int_equal(t.accounts, 1);
+    assert_int_equal(t.total_balance, 30);
+    av_query q = {.page = 1, .per_page = 10, .owner = "alice"};
+    ids out;
+    assert_int_equal(list(f, &q, &out), 1); /* gone from the owner index too */
+    /* Recreated: built again from its new events only. */
+    apply1(f, "1", 2, "AccountOpened", "{\"owner\":\"bob\"}");
+    get(f, "1", &a, ES_OK);
+    assert_int_equal(a.balance, 0);
+    apply_life(f, "$stream-tombstoned", "account-2", 2);
+    get(f, "2", &a, ES_ERR_NOT_FOUND);
+    t = totals(f);
+    assert_int_equal(t.accounts, 1);
+    assert_int_equal(t.total_balance, 0);
+    apply_life(f, "$stream-deleted", "account-9", 1); /* never seen: nothing */
+    apply_life(f, "$stream-deleted", "other-1", 1);   /* not an account */
 }
 
 /* A transfer: withdrawn on one, deposited on the other, consecutive positions, one batch. */
@@ -335,6 +385,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_implicit_account_and_owner_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_order_filters_paging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_account_dropped, setup, teardown),
     };
     return cmocka_run_group_tests_name("account_model", tests, NULL, NULL);
 }

@@ -1015,23 +1015,12 @@ static void script_bad_pushes(fake *f, int fd, unsigned conn_no)
     id = r->id;
     srv_free(r);
     srv_sub_ok(fd, id, 9);
-    uint64_t gap[2] = {3, 5};
-    srv_events(fd, id, gap, NULL, NULL, 2);
-
-    u = srv_recv(fd);
-    SRV_CHECK(f, u != NULL && u->kind_case == ES__V1__REQUEST__KIND_UNSUBSCRIBE);
-    srv_free(u);
-    r = srv_expect_sub(f, fd);
-    if (r == NULL) {
-        return;
-    }
-    SRV_CHECK(f, r->subscribe->after == 2);
-    id = r->id;
-    srv_free(r);
-    srv_sub_ok(fd, id, 9);
-    uint64_t dup[3] = {1, 2, 3}; /* old ones first: dropped, never twice */
+    /* A hole in the whole log is not an error: deleted events leave them. */
+    uint64_t hole[2] = {3, 4};
+    srv_events(fd, id, hole, NULL, NULL, 2);
+    uint64_t dup[3] = {2, 3, 4}; /* old ones first: dropped, never twice */
     srv_events(fd, id, dup, NULL, NULL, 3);
-    srv_range(fd, id, 4, 6);
+    srv_range(fd, id, 5, 6);
     srv_range(fd, id, 7, 9);
     srv_caught_up(fd, id, 9);
     srv_drain(fd);
@@ -1056,7 +1045,7 @@ static void test_bad_pushes(void **state)
         }
         CHECK_RV(rv, ES_OK);
     }
-    assert_int_equal(malformed, 2);
+    assert_int_equal(malformed, 1); /* the batch larger than asked for */
     assert_keys(&s, 1, 9);
     assert_int_equal(atomic_load(&f.accepts), 1);
     es_sub_destroy(sub);

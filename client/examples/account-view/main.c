@@ -8,7 +8,8 @@
  * Design notes
  * ------------
  * One process, two threads. The projector thread runs es_projector_run():
- * it follows the "account" category of esd and folds every event into the
+ * it follows the whole log of esd (so that it sees the lifecycle records
+ * too: a deleted account is dropped) and folds every account event into the
  * read model (model.c) in the projector's LMDB environment, one write
  * transaction per batch together with the checkpoint — exactly once,
  * whenever the process is killed. The main thread runs libevent: evhttp
@@ -342,9 +343,11 @@ int main(int argc, char **argv)
     popts.dbs = av_dbs;
     popts.n_dbs = AV_N_DBS;
     popts.apply = av_apply;
+    popts.lifecycle = av_lifecycle; /* drops deleted accounts */
     popts.ctx = &a.model;
-    popts.target = ES_SUB_CATEGORY;
-    popts.name = AV_CATEGORY;
+    /* The whole log, not the category: the lifecycle records ($lifecycle)
+     * are not in it; av_apply keeps the account streams. */
+    popts.target = ES_SUB_ALL;
     popts.client = &copts;
     popts.errmsg = perr;
     popts.errmsg_len = sizeof perr;

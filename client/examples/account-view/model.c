@@ -375,6 +375,61 @@ out_free:
     return err;
 }
 
+es_err av_lifecycle(void *ctx, MDB_txn *txn, const es_projector_lifecycle *change,
+                    const es_recorded_event *ev)
+{
+    const av_model *m = ctx;
+    (void)ev;
+    static const char prefix[] = AV_CATEGORY "-";
+    size_t plen = sizeof prefix - 1;
+    if (strncmp(change->stream, prefix, plen) != 0 || !av_valid_id(change->stream + plen)) {
+        return ES_OK; /* not an account stream */
+    }
+    if (strcmp(change->type, "$stream-deleted") != 0 &&
+        strcmp(change->type, "$stream-tombstoned") != 0) {
+        return ES_OK; /* retention: the folded state stays */
+    }
+    const char *id = change->stream + plen;
+    uint8_t key[KEY_MAX];
+    size_t key_len = make_key(id, strlen(id), key);
+    MDB_val k = {.mv_size = key_len, .mv_data = key}, v;
+    int rc = mdb_get(txn, m->accounts, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        return ES_OK; /* never seen, or dropped already */
+    }
+    if (rc != MDB_SUCCESS) {
+        return es_projector_err_from_mdb(rc);
+    }
+    av_account a;
+    if (!decode_record(&v, &a)) {
+        return ES_ERR_CORRUPT;
+    }
+    char *owner = NULL; /* copy: the record's memory goes away at mdb_del */
+    if (a.owner_len && !(owner = malloc(a.owner_len))) {
+        return ES_ERR_NO_MEMORY;
+    }
+    if (a.owner_len) {
+        memcpy(owner, a.owner, a.owner_len);
+    }
+    size_t owner_len = a.owner_len;
+    av_totals t;
+    es_err err = av_totals_get(m, txn, &t);
+    if (err == ES_OK) {
+        t.accounts--;
+        t.total_balance -= a.balance;
+        rc = mdb_del(txn, m->accounts, &k, NULL);
+        err = es_projector_err_from_mdb(rc);
+    }
+    if (err == ES_OK) {
+        err = index_owner(m, txn, owner ? owner : "", owner_len, key, key_len, false);
+    }
+    if (err == ES_OK) {
+        err = es_projector_err_from_mdb(put_totals(m, txn, &t));
+    }
+    free(owner);
+    return err;
+}
+
 /* -------------------------------------------------------------- queries -- */
 
 es_err av_get(const av_model *m, MDB_txn *txn, const char *id, av_account *out)

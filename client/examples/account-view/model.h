@@ -77,6 +77,17 @@ void av_model_init(av_model *m, const es_projector *p);
 es_err av_apply(void *ctx, MDB_txn *txn, const es_recorded_event *ev);
 
 /**
+ * @brief The projector's lifecycle function: an account whose stream was
+ *        deleted or tombstoned is dropped (record, owner index, totals); a
+ *        recreated stream's events build it again from nothing. Retention
+ *        changes keep it (the balance folds every event seen). ctx is an
+ *        av_model.
+ * @return as av_apply.
+ */
+es_err av_lifecycle(void *ctx, MDB_txn *txn, const es_projector_lifecycle *change,
+                    const es_recorded_event *ev);
+
+/**
  * @brief Whether id can name an account (1..AV_MAX_ID bytes).
  */
 bool av_valid_id(const char *id);

@@ -25,11 +25,12 @@
  *   batch, dropped subscription) the projector resubscribes after it, and
  *   es_projector_apply_batch() skips events at or below it, so a
  *   redelivery can never be applied twice whatever the transport does.
- * - For ES_SUB_ALL and ES_SUB_STREAM the numbers are gapless (positions,
- *   revisions): a batch that does not continue exactly at checkpoint + 1 is
- *   refused with ES_ERR_CORRUPT rather than applied with a hole. Filtered
- *   subscriptions (category, type, prefix) only require strictly increasing
- *   positions.
+ * - For ES_SUB_STREAM the numbers are gapless (revisions): a batch that
+ *   does not continue exactly at checkpoint + 1 is refused with
+ *   ES_ERR_CORRUPT rather than applied with a hole. ES_SUB_ALL and the
+ *   filtered subscriptions (category, type, prefix) only require strictly
+ *   increasing positions: the log has holes where deleted or expired events
+ *   are left out (docs/lifecycle.md).
  * - Durability: by default MDB_NOMETASYNC — a machine crash may undo the
  *   last commits, but never tears one, and the checkpoint is undone with
  *   them, so the batches are simply applied again. ES_PROJECTOR_SYNC_NONE
@@ -110,6 +111,33 @@ typedef struct es_projector_db {
  */
 typedef es_err (*es_projector_apply_fn)(void *ctx, MDB_txn *txn, const es_recorded_event *ev);
 
+/**
+ * A stream lifecycle change: an event of the reserved stream "$lifecycle"
+ * (docs/lifecycle.md), decoded. It carries the stream's whole lifecycle
+ * state after the change.
+ */
+typedef struct es_projector_lifecycle {
+    const char *type;   /**< "$stream-deleted", "$stream-tombstoned" or "$stream-metadata" */
+    const char *stream; /**< the stream changed, NUL-terminated (valid during the call) */
+    bool tombstoned;    /**< never written or read again */
+    bool metadata_set;  /**< metadata was set at least once */
+    uint64_t metadata_revision;
+    uint64_t deleted_before;                        /**< revisions below are deleted (0: none) */
+    uint64_t truncate_before, max_count, max_age_s; /**< 0: no limit */
+} es_projector_lifecycle;
+
+/**
+ * Called, when set, instead of the apply function for each event of
+ * "$lifecycle" (they reach a projector that follows ES_SUB_ALL or the
+ * prefix "$"), in the batch's transaction: a read model drops or trims
+ * what the change removed (e.g. an account whose stream was deleted).
+ * Return values as for es_projector_apply_fn. An event of "$lifecycle"
+ * whose data does not decode is not passed (and not an error).
+ */
+typedef es_err (*es_projector_lifecycle_fn)(void *ctx, MDB_txn *txn,
+                                            const es_projector_lifecycle *change,
+                                            const es_recorded_event *ev);
+
 /** How commits of the read model reach the disk. */
 typedef enum es_projector_sync {
     /** MDB_NOMETASYNC (default): a machine crash may undo the last commits
@@ -139,6 +167,8 @@ typedef struct es_projector_options {
     /** Called for each event (required). */
     es_projector_apply_fn apply;
     void *ctx;
+    /** Optional: called for lifecycle changes instead of apply (same ctx). */
+    es_projector_lifecycle_fn lifecycle;
 
     /** What to follow: ES_SUB_ALL (default), ES_SUB_CATEGORY,
      *  ES_SUB_EVENT_TYPE, ES_SUB_STREAM_PREFIX or ES_SUB_STREAM. The

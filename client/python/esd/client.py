@@ -935,9 +935,10 @@ class Subscription:
 
     def _deliver(self) -> None:
         """Decode the queued pushes into _ready, dropping what was seen
-        already; a gap in a gapless target discards the rest and
-        resubscribes after the last event seen."""
-        gapless = self._target in (core.TARGET_ALL, core.TARGET_STREAM)
+        already; a gap in a gapless target (one stream's revisions; the
+        whole log has holes where deleted events are left out) discards
+        the rest and resubscribes after the last event seen."""
+        gapless = self._target == core.TARGET_STREAM
         stream = self._target == core.TARGET_STREAM
         ready = self._ready
         while self._queue:

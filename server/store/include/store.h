@@ -307,6 +307,9 @@ typedef enum store_filter_kind {
     STORE_FILTER_STREAM_PREFIX,
     STORE_FILTER_CATEGORY,   /* through the category index, never a scan */
     STORE_FILTER_EVENT_TYPE, /* through the event-type index, never a scan */
+    STORE_FILTER_STORED,     /* the whole log as stored, events that reads no longer
+                                serve included (the relay: followers apply the same
+                                lifecycle records); no name */
 } store_filter_kind;
 
 typedef struct store_filter {
@@ -376,6 +379,20 @@ es_err store_list_streams(store *s, const uint8_t *prefix, size_t prefix_len, co
 
 /* Design notes in server/store/life.c. */
 
+/**
+ * Every lifecycle change is also a record, appended in the change's write
+ * transaction to this reserved stream, so that subscriptions, the NATS
+ * relay, followers and read models see it in the log's order. Its type
+ * names the operation; its data is the stream's new lifecycle state, 48
+ * bytes (u64 little-endian: flags (1 tombstoned, 2 metadata set), metadata
+ * revision, deleted_before, truncate_before, max_count, max_age_s),
+ * followed by the stream id. A follower importing one applies that state.
+ */
+#define STORE_LIFE_STREAM          "$lifecycle"
+#define STORE_LIFE_TYPE_DELETED    "$stream-deleted"
+#define STORE_LIFE_TYPE_TOMBSTONED "$stream-tombstoned"
+#define STORE_LIFE_TYPE_METADATA   "$stream-metadata"
+
 /** Longest max_age_s accepted: 100 years. */
 #define STORE_MAX_AGE_S (100ull * 366u * 24u * 3600u)
 
@@ -436,6 +453,68 @@ es_err store_life_apply(store *s, store_life_op *op);
  */
 es_err store_stream_life_get(store *s, const uint8_t *stream, size_t stream_len,
                              store_stream_life *out, uint64_t *last_revision);
+
+/**
+ * @brief Decode the data of a lifecycle record.
+ * @param[out] stream the stream it changes, borrowed from data
+ * @return ES_OK; ES_ERR_MALFORMED.
+ */
+es_err store_life_record_decode(const uint8_t *data, size_t len, store_stream_life *l,
+                                const uint8_t **stream, size_t *stream_len);
+
+/* ------------------------------------------------------------ scavenger -- */
+
+/* Design notes in server/store/scavenge.c. */
+
+/** The outcome of one scavenger slice. */
+typedef struct store_scavenge_result {
+    uint64_t events_removed;
+    uint64_t bytes_reclaimed; /* keys and values of the entries removed */
+    uint64_t snapshots_removed;
+    bool more;      /* the budget ran out: there may be more to remove */
+    bool pass_done; /* every stream with a lifecycle was visited */
+} store_scavenge_result;
+
+/**
+ * @brief Remove, in one write transaction of at most `budget` steps (a
+ *        stream visited or an event examined), the events that deletion
+ *        and retention made unreadable, with their index entries; resume
+ *        where the last slice stopped.
+ * @return ES_OK (nothing committed when nothing changed); ES_ERR_READ_ONLY;
+ *   ES_ERR_CORRUPT (through store_damage); ES_ERR_STORE_FULL; ES_ERR_IO.
+ *   On an error nothing of the slice is kept.
+ * @note Writer thread only (a follower may call it beside its importer:
+ *   LMDB runs one write transaction at a time).
+ */
+es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *out);
+
+/**
+ * @brief The scavenger removes no event at a position above this one
+ *        (default: no limit). The relay sets it to the last position
+ *        JetStream acknowledged, so that it never meets a hole. Any thread.
+ */
+void store_scavenge_horizon_set(store *s, uint64_t position);
+
+/** Pages of the data file, by use. */
+typedef struct store_pages {
+    uint64_t page_size;
+    uint64_t total;       /* pages in use by the file (up to the last one written) */
+    uint64_t free;        /* on LMDB's free list, reused by later writes */
+    uint64_t unreclaimed; /* estimated: the bytes of events not served but still
+                             stored, in pages (rounded up) */
+    uint64_t live;        /* total - free - unreclaimed */
+    uint64_t unreclaimed_events, unreclaimed_bytes;
+} store_pages;
+
+/** @brief Count the pages (a read transaction; safe beside esd).
+ *  @return ES_OK; ES_ERR_CORRUPT; ES_ERR_IO. */
+es_err store_pages_get(store *s, store_pages *p);
+
+/**
+ * @brief Tests only: replace the wall clock and the monotonic clock the
+ *        store's clock is made of (NULL: the system's). Process-wide.
+ */
+void store_clock_hook(uint64_t (*real_us)(void), uint64_t (*mono_us)(void));
 
 /* -------------------------------------------------------------- snapshots -- */
 
@@ -503,6 +582,7 @@ typedef struct store_check_report {
     uint64_t revision_errors;    /* non-contiguous revisions or bad stream index */
     uint64_t index_errors;       /* event-id, category or type index mismatches */
     uint64_t first_bad_position; /* 0 if none */
+    uint64_t events_removed;     /* positions the scavenger emptied (not defects) */
 } store_check_report;
 
 /** Optional sink for human-readable defect descriptions. */
