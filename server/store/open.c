@@ -768,7 +768,9 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     s->damage_log = opts->damage_log;
     s->damage_log_ctx = opts->damage_log_ctx;
     s->owner_fd = -1;
+    s->keys.fd = -1;
     bool owner_created = false;
+    bool created_keys = false;
     if (!opts->read_only) {
         rv = owner_take(opts->path, &s->owner_fd, &owner_created, msg, msg_len);
         if (rv != ES_OK) {
@@ -815,7 +817,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
             goto out_release_owner;
         }
         mdb_env_set_mapsize(s->env, (size_t)map_size);
-        mdb_env_set_maxdbs(s->env, 16);
+        mdb_env_set_maxdbs(s->env, 32);
         mdb_env_set_assert(s->env, store_on_lmdb_assert);
         if (opts->max_readers) {
             mdb_env_set_maxreaders(s->env, opts->max_readers);
@@ -875,6 +877,11 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
                           mdb_strerror(rc));
             goto out_abort_txn;
         }
+        rv = store_crypt_open(s, txn, opts->path, true, !opts->no_encrypt, msg, msg_len);
+        if (rv != ES_OK) {
+            goto out_abort_txn;
+        }
+        created_keys = s->keys.fd >= 0;
     } else if (rc) {
         rv = rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE ? ES_ERR_INCOMPATIBLE_STORE
                                                           : es_err_from_mdb(rc);
@@ -907,7 +914,10 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
                           opts->path, (unsigned long long)next, (unsigned long long)highest);
             goto out_abort_txn;
         }
-        rv = ES_OK;
+        rv = store_crypt_open(s, txn, opts->path, false, false, msg, msg_len);
+        if (rv != ES_OK) {
+            goto out_abort_txn;
+        }
     }
     atomic_store(&s->head, store_last_position(txn, s->events));
     rc = mdb_txn_commit(txn);
@@ -915,12 +925,19 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         rv = es_err_from_mdb(rc);
         store_set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path,
                       mdb_strerror(rc));
-        goto out_close_env;
+        goto out_close_keys;
+    }
+    /* Erasures a crash interrupted are finished before anything is served. */
+    rv = store_crypt_recover(s);
+    if (rv != ES_OK) {
+        store_set_msg(msg, msg_len, "%s: cannot finish an interrupted erasure: %s", opts->path,
+                      es_strerror(rv));
+        goto out_close_keys;
     }
     if (opts->sync && !opts->read_only) {
         rv = sync_directory(opts->path, msg, msg_len);
         if (rv != ES_OK) {
-            goto out_close_env;
+            goto out_close_keys;
         }
     }
     *out = s;
@@ -928,6 +945,14 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
 
 out_abort_txn:
     mdb_txn_abort(txn);
+out_close_keys:
+    store_keys_close(&s->keys);
+    if (created_keys) {
+        char kp[4096];
+        if (path_join(kp, sizeof kp, opts->path, STORE_KEYS_FILE)) {
+            unlink(kp); /* the opening transaction that referred to it is gone */
+        }
+    }
 out_close_env:
     mdb_env_close(s->env);
 out_release_owner:
@@ -952,6 +977,7 @@ void store_close(store *s)
         return;
     }
     mdb_env_close(s->env);
+    store_keys_close(&s->keys);
     if (s->owner_fd >= 0) {
         close(s->owner_fd); /* the lock goes with it */
     }

@@ -63,6 +63,8 @@ typedef struct store_options {
                                        ES_ERR_FOLLOWER; events arrive through store_import_batch */
     store_log_fn damage_log;        /* index damage found while serving (NULL: stderr) */
     void *damage_log_ctx;
+    bool no_encrypt;                /* a NEW store keeps events in plain (an existing store
+                                       keeps the choice it was created with) */
 } store_options;
 
 /**
@@ -156,6 +158,9 @@ typedef struct store_append_in {
     const store_event_in *events;
     size_t n_events;
     bool allow_reserved; /* '$' streams: only the store's own writers */
+    const uint8_t *subject; /* optional data subject (erase.c): a new stream is sealed
+                               with the subject's key; an existing one must have it */
+    size_t subject_len;
 } store_append_in;
 
 /**
@@ -424,6 +429,54 @@ es_err store_life_apply(store *s, store_life_op *op);
  */
 es_err store_stream_life_get(store *s, const uint8_t *stream, size_t stream_len,
                              store_stream_life *out, uint64_t *last_revision);
+
+/* ---------------------------------------------------------------- erasure -- */
+
+/* Design notes in server/store/erase.c. */
+
+typedef enum store_erase_kind {
+    STORE_ERASE_STREAM = 0,
+    STORE_ERASE_SUBJECT,
+} store_erase_kind;
+
+/** One erasure; pointers borrowed for the call. */
+typedef struct store_erase_op {
+    store_erase_kind kind;
+    const uint8_t *name; /* the stream id or the subject id */
+    size_t name_len;
+    store_expect expect; /* streams: ANY, STREAM_EXISTS or EXACT (revision) */
+    uint64_t revision;
+    /* Results. */
+    uint64_t erased_at_us; /* when the key was destroyed (the first time) */
+    bool already;          /* it was erased before: nothing changed */
+    uint64_t streams;      /* subject: streams bound to it */
+    bool actual_exists;    /* ES_ERR_WRONG_EXPECTED_REVISION */
+    uint64_t actual_revision;
+} store_erase_op;
+
+/**
+ * @brief Erase a stream or a data subject: destroy its data key and mark it
+ *        erased, durably, whatever the store's sync mode. Its events' data
+ *        and metadata (and its snapshot) can no longer be read from any
+ *        copy that holds only their ciphertext; reads of the stream (of
+ *        every stream of the subject) answer ES_ERR_ERASED, appends too.
+ * @return ES_OK (also when already erased: op->already);
+ *   ES_ERR_NOT_FOUND (no such stream or subject);
+ *   ES_ERR_NOT_ERASABLE (the stream's events are stored in plain: it was
+ *   created while encryption was off);
+ *   ES_ERR_INVALID_ARGUMENT (the stream belongs to a subject: erase the
+ *   subject; a bad name; a bad expectation);
+ *   ES_ERR_WRONG_EXPECTED_REVISION (actual_* set); ES_ERR_INVALID_STREAM_ID;
+ *   ES_ERR_RESERVED_STREAM; ES_ERR_STREAM_DELETED (tombstoned);
+ *   ES_ERR_READ_ONLY; ES_ERR_FOLLOWER; ES_ERR_STORE_FULL; ES_ERR_IO.
+ *   A failure after the commit (the key's overwrite) is ES_ERR_IO: the
+ *   erasure is recorded and the key is destroyed at the next open.
+ * @note Writer thread only.
+ */
+es_err store_erase(store *s, store_erase_op *op);
+
+/** @brief Whether new streams of this store are encrypted. */
+bool store_encrypted(const store *s);
 
 /* -------------------------------------------------------------- snapshots -- */
 
