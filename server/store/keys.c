@@ -64,6 +64,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -330,15 +331,33 @@ es_err store_keys_copy(const store_keys *k, const char *dest_path)
 
 /* ---------------------------------------------------------------- sealing -- */
 
-/* The per-thread cipher context: one allocation per thread, reused for
- * every record, freed by the thread-specific key's destructor when the
- * thread ends. */
+/*
+ * The per-thread cipher contexts: one pair per thread, set up for
+ * AES-256-GCM once and reused for every record, freed by the thread-specific
+ * key's destructor when the thread ends. OpenSSL 3 looks the cipher up
+ * again on every init that names it (a provider fetch, microseconds), and a
+ * new key costs its key schedule: so the cipher is named once, and the key
+ * is set only when it differs from the previous record's (a replay of one
+ * stream sets it once); each record then sets only its nonce.
+ */
+typedef struct cipher_pair {
+    EVP_CIPHER_CTX *enc, *dec;
+    bool enc_keyed, dec_keyed;
+    uint8_t enc_key[STORE_KEY_BYTES], dec_key[STORE_KEY_BYTES];
+} cipher_pair;
+
 static pthread_key_t ctx_key;
 static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
 
-static void ctx_free(void *c)
+static void ctx_free(void *p)
 {
-    EVP_CIPHER_CTX_free(c);
+    cipher_pair *cp = p;
+    if (cp) {
+        EVP_CIPHER_CTX_free(cp->enc);
+        EVP_CIPHER_CTX_free(cp->dec);
+        OPENSSL_cleanse(cp, sizeof *cp);
+        free(cp);
+    }
 }
 
 static void ctx_key_create(void)
@@ -346,18 +365,39 @@ static void ctx_key_create(void)
     (void)pthread_key_create(&ctx_key, ctx_free);
 }
 
-static EVP_CIPHER_CTX *cipher_ctx(void)
+static cipher_pair *cipher_ctx(void)
 {
     pthread_once(&ctx_once, ctx_key_create);
-    EVP_CIPHER_CTX *c = pthread_getspecific(ctx_key);
-    if (!c) {
-        c = EVP_CIPHER_CTX_new();
-        if (c && pthread_setspecific(ctx_key, c) != 0) {
-            EVP_CIPHER_CTX_free(c);
-            c = NULL;
-        }
+    cipher_pair *cp = pthread_getspecific(ctx_key);
+    if (cp) {
+        return cp;
     }
-    return c;
+    cp = calloc(1, sizeof *cp);
+    if (!cp) {
+        return NULL;
+    }
+    cp->enc = EVP_CIPHER_CTX_new();
+    cp->dec = EVP_CIPHER_CTX_new();
+    if (!cp->enc || !cp->dec ||
+        EVP_EncryptInit_ex(cp->enc, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_DecryptInit_ex(cp->dec, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        pthread_setspecific(ctx_key, cp) != 0) {
+        ctx_free(cp);
+        return NULL;
+    }
+    return cp;
+}
+
+/* The key argument of the next init: NULL when the context holds it already. */
+static const uint8_t *key_for(bool *keyed, uint8_t held[STORE_KEY_BYTES],
+                              const uint8_t key[STORE_KEY_BYTES])
+{
+    if (*keyed && CRYPTO_memcmp(held, key, STORE_KEY_BYTES) == 0) {
+        return NULL;
+    }
+    memcpy(held, key, STORE_KEY_BYTES);
+    *keyed = true;
+    return key;
 }
 
 static void seal_aad(uint8_t aad[STORE_SEAL_HEADER + 24], const uint8_t *hdr, uint64_t position,
@@ -371,10 +411,11 @@ static void seal_aad(uint8_t aad[STORE_SEAL_HEADER + 24], const uint8_t *hdr, ui
 es_err store_seal(const uint8_t key[STORE_KEY_BYTES], uint64_t slot, uint64_t position,
                   const uint8_t *id, uint8_t *out, size_t plain_len)
 {
-    EVP_CIPHER_CTX *c = cipher_ctx();
-    if (!c || plain_len > INT32_MAX) {
+    cipher_pair *cp = cipher_ctx();
+    if (!cp || plain_len > INT32_MAX) {
         return ES_ERR_NO_MEMORY;
     }
+    EVP_CIPHER_CTX *c = cp->enc;
     out[0] = STORE_SEAL_VERSION;
     put_u64le(out + 1, slot);
     if (RAND_bytes(out + 9, STORE_SEAL_NONCE) != 1) {
@@ -384,11 +425,13 @@ es_err store_seal(const uint8_t key[STORE_KEY_BYTES], uint64_t slot, uint64_t po
     seal_aad(aad, out, position, id);
     uint8_t *p = out + STORE_SEAL_HEADER;
     int n = 0, fin = 0;
-    if (EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, out + 9) != 1 ||
+    const uint8_t *k = key_for(&cp->enc_keyed, cp->enc_key, key);
+    if (EVP_EncryptInit_ex(c, NULL, NULL, k, out + 9) != 1 ||
         EVP_EncryptUpdate(c, NULL, &n, aad, (int)sizeof aad) != 1 ||
         EVP_EncryptUpdate(c, p, &n, p, (int)plain_len) != 1 ||
         EVP_EncryptFinal_ex(c, p + n, &fin) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, STORE_SEAL_TAG, p + plain_len) != 1) {
+        cp->enc_keyed = false;
         return ES_ERR_INTERNAL;
     }
     return ES_OK;
@@ -406,10 +449,11 @@ bool store_seal_slot(const uint8_t *sealed, size_t len, uint64_t *slot)
 es_err store_unseal(const uint8_t key[STORE_KEY_BYTES], const uint8_t *sealed, size_t len,
                     uint64_t position, const uint8_t *id, uint8_t *out)
 {
-    EVP_CIPHER_CTX *c = cipher_ctx();
-    if (!c) {
+    cipher_pair *cp = cipher_ctx();
+    if (!cp) {
         return ES_ERR_NO_MEMORY;
     }
+    EVP_CIPHER_CTX *c = cp->dec;
     if (len < STORE_SEAL_OVERHEAD || sealed[0] != STORE_SEAL_VERSION ||
         len - STORE_SEAL_OVERHEAD > INT32_MAX) {
         return ES_ERR_CORRUPT;
@@ -420,12 +464,13 @@ es_err store_unseal(const uint8_t key[STORE_KEY_BYTES], const uint8_t *sealed, s
     uint8_t tag[STORE_SEAL_TAG];
     memcpy(tag, sealed + STORE_SEAL_HEADER + clen, STORE_SEAL_TAG);
     int n = 0, fin = 0;
-    if (EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, sealed + 9) != 1 ||
+    const uint8_t *k = key_for(&cp->dec_keyed, cp->dec_key, key);
+    if (EVP_DecryptInit_ex(c, NULL, NULL, k, sealed + 9) != 1 ||
         EVP_DecryptUpdate(c, NULL, &n, aad, (int)sizeof aad) != 1 ||
         EVP_DecryptUpdate(c, out, &n, sealed + STORE_SEAL_HEADER, (int)clen) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, STORE_SEAL_TAG, tag) != 1 ||
         EVP_DecryptFinal_ex(c, out + n, &fin) != 1) {
-        return ES_ERR_CORRUPT;
+        return ES_ERR_CORRUPT; /* the context stays keyed: a failed tag check changes no key */
     }
     return ES_OK;
 }
