@@ -55,12 +55,14 @@
  * advances after a pool is written. Keys are copied out of the map for each
  * use, never kept.
  *
- * Sealing. AES-256-GCM (OpenSSL EVP): a random 96-bit nonce per record
- * (RAND_bytes; a nonce from the position would repeat when a restored
- * backup appends at positions the primary used, under the same key), the
- * 16-byte tag, and as additional data the record's position and event id
- * and the sealed field's header, so a sealed blob moved to another record
- * does not open.
+ * Sealing. AES-256-GCM (OpenSSL EVP). The 96-bit nonce is a random 64-bit
+ * prefix per thread (RAND_bytes, drawn again every 2^32 records) and a
+ * 32-bit counter: unique within a thread, and across processes sharing a
+ * key (a restored backup appending beside its primary) equal only if two
+ * 64-bit random draws are (a nonce from the position would repeat there
+ * for certain); a forked child draws a new prefix. The 16-byte tag covers
+ * the record's position and event id and the sealed field's header as
+ * additional data, so a sealed blob moved to another record does not open.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,7 +84,7 @@
 #define KEYS_MAGIC     "esd-keys"
 #define KEYS_VERSION   1u
 #define KEYS_LIVE      0x3159454bu /* "KEY1" */
-#define KEYS_POOL      256u
+#define KEYS_POOL      4096u
 #define KEYS_MAX_SLOTS (sizeof(size_t) >= 8 ? (1ull << 24) : (1ull << 20))
 
 static void header_encode(uint8_t out[STORE_KEY_SLOT_BYTES], const uint8_t id[STORE_ID_BYTES])
@@ -344,7 +346,19 @@ typedef struct cipher_pair {
     EVP_CIPHER_CTX *enc, *dec;
     bool enc_keyed, dec_keyed;
     uint8_t enc_key[STORE_KEY_BYTES], dec_key[STORE_KEY_BYTES];
+    uint8_t nonce_prefix[8]; /* random, drawn again when the counter wraps */
+    uint32_t nonce_count;
+    unsigned nonce_fork; /* fork_generation when the prefix was drawn */
+    bool nonce_ready;
 } cipher_pair;
+
+/* Bumped in a forked child, so that it never continues its parent's nonces. */
+static _Atomic unsigned fork_generation;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
 
 static pthread_key_t ctx_key;
 static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
@@ -363,6 +377,7 @@ static void ctx_free(void *p)
 static void ctx_key_create(void)
 {
     (void)pthread_key_create(&ctx_key, ctx_free);
+    (void)pthread_atfork(NULL, NULL, on_fork_child);
 }
 
 static cipher_pair *cipher_ctx(void)
@@ -418,9 +433,17 @@ es_err store_seal(const uint8_t key[STORE_KEY_BYTES], uint64_t slot, uint64_t po
     EVP_CIPHER_CTX *c = cp->enc;
     out[0] = STORE_SEAL_VERSION;
     put_u64le(out + 1, slot);
-    if (RAND_bytes(out + 9, STORE_SEAL_NONCE) != 1) {
-        return ES_ERR_INTERNAL;
+    unsigned gen = atomic_load(&fork_generation);
+    if (!cp->nonce_ready || cp->nonce_count == UINT32_MAX || cp->nonce_fork != gen) {
+        if (RAND_bytes(cp->nonce_prefix, sizeof cp->nonce_prefix) != 1) {
+            return ES_ERR_INTERNAL;
+        }
+        cp->nonce_count = 0;
+        cp->nonce_fork = gen;
+        cp->nonce_ready = true;
     }
+    memcpy(out + 9, cp->nonce_prefix, 8);
+    put_u32le(out + 17, cp->nonce_count++);
     uint8_t aad[STORE_SEAL_HEADER + 24];
     seal_aad(aad, out, position, id);
     uint8_t *p = out + STORE_SEAL_HEADER;
