@@ -40,9 +40,10 @@ es_err es_stream_erase(es_client *c, const char *stream, es_expected expected, b
     }
     es_err rv = es_validate_stream_id((const uint8_t *)stream, strlen(stream), false);
     if (rv != ES_OK) {
-        return cl_fail(c, rv, rv == ES_ERR_RESERVED_STREAM
-                                  ? "streams starting with '$' belong to the store"
-                                  : "invalid stream id");
+        return cl_fail(c, rv,
+                       rv == ES_ERR_RESERVED_STREAM
+                           ? "streams starting with '$' belong to the store"
+                           : "invalid stream id");
     }
     Es__V1__Expected exp = ES__V1__EXPECTED__INIT;
     exp.kind = (Es__V1__ExpectedKind)expected.kind;

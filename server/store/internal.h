@@ -119,10 +119,10 @@ struct store {
     void *damage_log_ctx;
     uint64_t last_commit_call_us; /* writer thread: time in mdb_txn_commit */
     /* Encryption at rest (erase.c). */
-    bool encrypt;                                /* new streams get a data key */
-    bool has_keys;                               /* the key tables exist */
+    bool encrypt;                               /* new streams get a data key */
+    bool has_keys;                              /* the key tables exist */
     MDB_dbi stream_keys, subjects, erased_keys; /* when has_keys */
-    store_keys keys;                             /* keys.fd >= 0 when encrypt */
+    store_keys keys;                            /* keys.fd >= 0 when encrypt */
 };
 
 /* ---------------------------------------------------------------- open.c -- */
@@ -263,9 +263,9 @@ es_err store_crypt_recover(store *s);
 
 /** The key of one append's stream, found by the check phase. */
 typedef struct store_key_plan {
-    bool sealed;   /* the stream's events are sealed */
-    bool new_key;  /* a new stream: bind it in the write phase */
-    bool subject;  /* the key is a subject's */
+    bool sealed;  /* the stream's events are sealed */
+    bool new_key; /* a new stream: bind it in the write phase */
+    bool subject; /* the key is a subject's */
     bool new_subject;
     uint64_t slot; /* when sealed and not new_key */
 } store_key_plan;

@@ -106,7 +106,9 @@ static uint32_t slot_crc(uint64_t n, const uint8_t *key)
 
 static es_err sync_fd(int fd)
 {
-    return fdatasync(fd) == 0 ? ES_OK : (errno == ENOSPC || errno == EDQUOT ? ES_ERR_STORE_FULL : ES_ERR_IO);
+    return fdatasync(fd) == 0
+               ? ES_OK
+               : (errno == ENOSPC || errno == EDQUOT ? ES_ERR_STORE_FULL : ES_ERR_IO);
 }
 
 static es_err keys_map(store_keys *k, bool read_only)
@@ -122,8 +124,8 @@ static es_err keys_map(store_keys *k, bool read_only)
     return ES_OK;
 }
 
-es_err store_keys_open(store_keys *k, const char *dir, const uint8_t id[STORE_ID_BYTES], bool create,
-                       bool read_only, bool sync, char *msg, size_t msg_len)
+es_err store_keys_open(store_keys *k, const char *dir, const uint8_t id[STORE_ID_BYTES],
+                       bool create, bool read_only, bool sync, char *msg, size_t msg_len)
 {
     memset(k, 0, sizeof *k);
     k->fd = -1;

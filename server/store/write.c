@@ -330,8 +330,8 @@ static size_t inner_size(const store_event_in *e)
 static size_t record_size(const store_append_in *a, const store_event_in *e, uint64_t rev,
                           uint64_t pos, uint64_t now, bool sealed)
 {
-    size_t body = sealed ? len_field(ES_RECORD_F_SEALED, STORE_SEAL_OVERHEAD + inner_size(e))
-                         : inner_size(e);
+    size_t body =
+        sealed ? len_field(ES_RECORD_F_SEALED, STORE_SEAL_OVERHEAD + inner_size(e)) : inner_size(e);
     return len_field(ES_RECORD_F_STREAM, a->stream_len) + varint_field(ES_RECORD_F_REVISION, rev) +
            varint_field(ES_RECORD_F_POSITION, pos) + len_field(ES_RECORD_F_ID, ES_EVENT_ID_BYTES) +
            len_field(ES_RECORD_F_TYPE, e->type_len) + body +

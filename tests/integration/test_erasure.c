@@ -245,8 +245,8 @@ static void a_plain_store_is_searchable_and_not_erasable(void **state)
     es_event ev = {.type = "T", .data = "x", .data_len = 1};
     es_append_result res;
     CHECK_RV(c, ES_ERR_INVALID_ARGUMENT,
-             es_stream_append_subject(c, "ctrl-2", "alice", (es_expected){ES_EXPECT_ANY, 0}, &ev,
-                                      1, &res));
+             es_stream_append_subject(c, "ctrl-2", "alice", (es_expected){ES_EXPECT_ANY, 0}, &ev, 1,
+                                      &res));
     CHECK_RV(c, ES_ERR_INVALID_ARGUMENT, es_subject_erase(c, "bad\001id", &er));
     es_client_destroy(c);
     int st;

@@ -37,8 +37,8 @@ bool sec_kind_writes(Es__V1__Request__KindCase k)
 
 bool sec_kind_admin(Es__V1__Request__KindCase k)
 {
-    return k == ES__V1__REQUEST__KIND_TOMBSTONE_STREAM ||
-           k == ES__V1__REQUEST__KIND_ERASE_STREAM || k == ES__V1__REQUEST__KIND_ERASE_SUBJECT;
+    return k == ES__V1__REQUEST__KIND_TOMBSTONE_STREAM || k == ES__V1__REQUEST__KIND_ERASE_STREAM ||
+           k == ES__V1__REQUEST__KIND_ERASE_SUBJECT;
 }
 
 static ProtobufCBinaryData bytes_of(const char *s)

@@ -222,8 +222,8 @@ static void test_a_plain_store_keeps_the_marker_and_cannot_erase(void **state)
     fx_open(f);
     assert_false(store_encrypted(f->s));
     store_erase_op op;
-    assert_rv(ES_ERR_NOT_ERASABLE, erase(f->s, STORE_ERASE_STREAM, "ctrl-1", STORE_EXPECT_ANY, 0,
-                                         &op));
+    assert_rv(ES_ERR_NOT_ERASABLE,
+              erase(f->s, STORE_ERASE_STREAM, "ctrl-1", STORE_EXPECT_ANY, 0, &op));
     assert_rv(ES_ERR_INVALID_ARGUMENT, put(f, "ctrl-2", "alice", "x", "y", 1));
     assert_false(stream_exists(f->s, "ctrl-2"));
 }
@@ -271,8 +271,7 @@ static void test_erase_stream_refuses_reads_appends_and_snapshots(void **state)
     assert_check_clean(f->s);
 }
 
-static void test_copies_taken_before_the_erasure_serve_erased_with_the_new_key_store(
-    void **state)
+static void test_copies_taken_before_the_erasure_serve_erased_with_the_new_key_store(void **state)
 {
     fx *f = *state;
     fx_open(f);
@@ -357,8 +356,10 @@ static void test_bad_input(void **state)
     fx_open(f);
     assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
     store_erase_op op;
-    assert_rv(ES_ERR_NOT_FOUND, erase(f->s, STORE_ERASE_STREAM, "nobody", STORE_EXPECT_ANY, 0, &op));
-    assert_rv(ES_ERR_NOT_FOUND, erase(f->s, STORE_ERASE_SUBJECT, "nobody", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_NOT_FOUND,
+              erase(f->s, STORE_ERASE_STREAM, "nobody", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_NOT_FOUND,
+              erase(f->s, STORE_ERASE_SUBJECT, "nobody", STORE_EXPECT_ANY, 0, &op));
     assert_rv(ES_ERR_RESERVED_STREAM,
               erase(f->s, STORE_ERASE_STREAM, "$sys", STORE_EXPECT_ANY, 0, &op));
     assert_rv(ES_ERR_INVALID_STREAM_ID,

@@ -63,8 +63,8 @@ typedef struct store_options {
                                        ES_ERR_FOLLOWER; events arrive through store_import_batch */
     store_log_fn damage_log;        /* index damage found while serving (NULL: stderr) */
     void *damage_log_ctx;
-    bool no_encrypt;                /* a NEW store keeps events in plain (an existing store
-                                       keeps the choice it was created with) */
+    bool no_encrypt; /* a NEW store keeps events in plain (an existing store
+                        keeps the choice it was created with) */
 } store_options;
 
 /**
@@ -157,7 +157,7 @@ typedef struct store_append_in {
     uint64_t revision; /* STORE_EXPECT_EXACT only */
     const store_event_in *events;
     size_t n_events;
-    bool allow_reserved; /* '$' streams: only the store's own writers */
+    bool allow_reserved;    /* '$' streams: only the store's own writers */
     const uint8_t *subject; /* optional data subject (erase.c): a new stream is sealed
                                with the subject's key; an existing one must have it */
     size_t subject_len;
