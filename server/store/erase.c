@@ -32,8 +32,8 @@
  *              +-----+---------+-----------+=================================+--------+
  *
  * and the record header's flags byte has RECORD_FLAG_SEALED. A read opens
- * it into a per-thread buffer as the plain record the client would have
- * got from an unencrypted store: the head, then fields 6 and 7.
+ * it into a per-thread buffer as exactly the bytes an unencrypted store
+ * would have stored: fields 1-5, 6 and 7, then 8-11.
  *
  * Tables (created at open, no format change; a store that has none is
  * plain):
@@ -383,22 +383,30 @@ es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uin
     if (!store_keys_get(&s->keys, slot, key)) {
         return ES_ERR_ERASED;
     }
-    /* The head up to field 12's tag, then the opened fields 6 and 7. */
+    /* The record as a plain store writes it, byte for byte: fields 1-5,
+     * the opened fields 6 and 7, then 8-11 (readers and clients take the
+     * layout the store writes on their fast paths). */
     size_t field_hdr = 1 + pbw_varint_len(r.sealed.len);
-    size_t head = (size_t)(r.sealed.p - bytes) - field_hdr;
+    size_t head = (size_t)(r.type.p + r.type.len - bytes);
+    if (r.data.len != 0 || r.metadata.len != 0 || (size_t)(r.sealed.p - bytes) < field_hdr + head) {
+        OPENSSL_cleanse(key, sizeof key);
+        return ES_ERR_CORRUPT; /* not the layout the store writes */
+    }
+    size_t tail = (size_t)(r.sealed.p - bytes) - field_hdr - head;
     size_t plain = r.sealed.len - STORE_SEAL_OVERHEAD;
-    uint8_t *buf = thread_buf(head + plain);
+    uint8_t *buf = thread_buf(head + plain + tail);
     es_err rv = ES_ERR_NO_MEMORY;
     if (buf) {
         memcpy(buf, bytes, head);
         rv = store_unseal(key, r.sealed.p, r.sealed.len, r.position, r.id.p, buf + head);
+        memcpy(buf + head + plain, bytes + head, tail);
     }
     OPENSSL_cleanse(key, sizeof key);
     if (rv != ES_OK) {
         return rv;
     }
     *out = buf;
-    *out_len = head + plain;
+    *out_len = head + plain + tail;
     return ES_OK;
 }
 
