@@ -111,14 +111,13 @@ static es_err sync_fd(int fd)
                : (errno == ENOSPC || errno == EDQUOT ? ES_ERR_STORE_FULL : ES_ERR_IO);
 }
 
-static es_err keys_map(store_keys *k, bool read_only)
+static es_err keys_map(store_keys *k)
 {
     size_t len = (size_t)KEYS_MAX_SLOTS * STORE_KEY_SLOT_BYTES;
     void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, k->fd, 0);
     if (m == MAP_FAILED) {
         return ES_ERR_NO_MEMORY;
     }
-    (void)read_only;
     k->map = m;
     k->map_len = len;
     return ES_OK;
@@ -141,6 +140,15 @@ es_err store_keys_open(store_keys *k, const char *dir, const uint8_t id[STORE_ID
         flags |= O_CREAT | O_EXCL;
     }
     k->fd = open(path, flags | O_CLOEXEC, 0600);
+    if (k->fd < 0 && create && errno == EEXIST) {
+        /* Never truncated: it may be the only copy of another store's keys,
+         * or be left by a creation that a crash interrupted. */
+        store_set_msg(msg, msg_len,
+                      "%s exists but the store is new: move it away (it holds keys of "
+                      "another store, or of a creation that did not finish)",
+                      path);
+        return ES_ERR_INCOMPATIBLE_STORE;
+    }
     if (k->fd < 0) {
         es_err rv = errno == ENOENT ? ES_ERR_INCOMPATIBLE_STORE : ES_ERR_IO;
         store_set_msg(msg, msg_len,
@@ -186,7 +194,7 @@ es_err store_keys_open(store_keys *k, const char *dir, const uint8_t id[STORE_ID
         k->fd = -1;
         return ES_ERR_CORRUPT;
     }
-    es_err rv = keys_map(k, read_only);
+    es_err rv = keys_map(k);
     if (rv != ES_OK) {
         store_set_msg(msg, msg_len, "%s: %s", path, "cannot map the key store");
         close(k->fd);
@@ -232,8 +240,12 @@ static es_err keys_grow(store_keys *k)
         put_u32le(s + 4, slot_crc(end + i, s + 8));
     }
     size_t len = (size_t)KEYS_POOL * STORE_KEY_SLOT_BYTES;
-    if (pwrite(k->fd, buf, len, (off_t)(end * STORE_KEY_SLOT_BYTES)) != (ssize_t)len) {
-        rv = errno == ENOSPC || errno == EDQUOT ? ES_ERR_STORE_FULL : ES_ERR_IO;
+    errno = 0;
+    ssize_t w = pwrite(k->fd, buf, len, (off_t)(end * STORE_KEY_SLOT_BYTES));
+    if (w != (ssize_t)len) {
+        /* A short write is a full file system (or a file size limit). */
+        rv = (w >= 0 || errno == ENOSPC || errno == EDQUOT || errno == EFBIG) ? ES_ERR_STORE_FULL
+                                                                              : ES_ERR_IO;
         goto out_free_buf;
     }
     /* Always synced, also with sync off: a record must never reach the

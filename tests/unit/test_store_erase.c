@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,6 +60,9 @@ es_err __wrap_store_keys_destroy(struct store_keys *k, uint64_t slot)
 #define MARK      "MARKER-7f3a9c-personal"
 #define META_MARK "MARKER-7f3a9c-metadata"
 #define CTRL_MARK "CONTROL-51be02-keep"
+
+/* The key store's slot size and batch (server/store/keys.c). */
+#define STORE_KEY_SLOT_TEST 64u
 
 /* Occurrences of s in every regular file under dir (recursively). */
 static size_t count_in_dir(const char *dir, const char *s)
@@ -411,8 +415,94 @@ static void test_bad_input(void **state)
     assert_rv(ES_ERR_INCOMPATIBLE_STORE,
               try_open(f->path, TEST_MAP_SIZE, false, false, &s, msg, sizeof msg));
     assert_int_equal(rename(saved, keys), 0);
+    /* A new store never overwrites a keys.esk it finds. */
+    char fresh[600], stray[1024];
+    snprintf(fresh, sizeof fresh, "%s/fresh", f->root);
+    assert_int_equal(mkdir(fresh, 0700), 0);
+    snprintf(stray, sizeof stray, "%s/keys.esk", fresh);
+    copy_file(keys, stray);
+    assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+              try_open(fresh, TEST_MAP_SIZE, false, false, &s, msg, sizeof msg));
+    size_t l1, l2;
+    uint8_t *b1 = read_file(keys, &l1), *b2 = read_file(stray, &l2);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(b1, b2, l1);
+    free(b1);
+    free(b2);
     fx_open(f);
     assert_rv(ES_ERR_STREAM_DELETED, read_rv(f->s, "person-1"));
+}
+
+/* A file size limit that the key store's next batch of keys does not fit
+ * under: the append of a new stream is STORE_FULL with nothing written,
+ * appends to streams that have keys go on, and new streams work again once
+ * there is room. In a child: the limit is the process's. */
+static int key_store_full_child(fx *f)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    f->s = open_at(f->path, TEST_MAP_SIZE, false, false);
+    if (put(f, "person-1", NULL, "x", "y", 1) != ES_OK) {
+        return 1;
+    }
+    store_close(f->s);
+    f->s = open_at(f->path, TEST_MAP_SIZE, false, false); /* a new batch starts at the end */
+    struct stat st;
+    char keys[1024];
+    snprintf(keys, sizeof keys, "%s/keys.esk", f->path);
+    if (stat(keys, &st) != 0) {
+        return 2;
+    }
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    /* Room for data.mdb's growth by a small append, none for a batch of keys. */
+    struct stat dst;
+    char data[1024];
+    snprintf(data, sizeof data, "%s/data.mdb", f->path);
+    if (stat(data, &dst) != 0) {
+        return 3;
+    }
+    rlim_t biggest = (rlim_t)(dst.st_size > st.st_size ? dst.st_size : st.st_size);
+    lim.rlim_cur = biggest + 64u * 1024u;
+    if (lim.rlim_cur >= (rlim_t)st.st_size + 4096u * STORE_KEY_SLOT_TEST) {
+        return 4; /* the data file is larger than a batch: the test cannot separate them */
+    }
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) {
+        return 5;
+    }
+    uint64_t head = store_head(f->s);
+    if (put(f, "person-2", NULL, "x", "y", 1) != ES_ERR_STORE_FULL) {
+        return 6;
+    }
+    if (store_head(f->s) != head || stream_exists(f->s, "person-2")) {
+        return 7;
+    }
+    if (put(f, "person-1", NULL, "x", "y", 1) != ES_OK) {
+        return 8;
+    }
+    if (setrlimit(RLIMIT_FSIZE, &old) != 0 || put(f, "person-2", NULL, "x", "y", 1) != ES_OK) {
+        return 9;
+    }
+    store_close(f->s);
+    f->s = NULL;
+    return 0;
+}
+
+static void test_a_full_key_store_refuses_new_streams_only(void **state)
+{
+    fx *f = *state;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        _exit(key_store_full_child(f));
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fail_msg("child: %s %d", WIFEXITED(st) ? "failed at step" : "killed by signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    }
 }
 
 /* Run an erasure in a child that SIGKILLs itself at `point`. */
@@ -477,6 +567,7 @@ int main(void)
         T(test_erase_subject_erases_all_its_streams_at_once),
         T(test_bad_input),
         T(test_kill_during_erase_leaves_it_done_or_not_started),
+        T(test_a_full_key_store_refuses_new_streams_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
