@@ -367,12 +367,71 @@ static uint8_t *thread_buf(size_t need)
     return pb->p;
 }
 
+/*
+ * The sealed record's parts: its head (fields 1-5, es_record_head), then a
+ * walk of the fields after the type to field 12, which must be last. Only
+ * records the store wrote are sealed (their CRC held), so the head is in
+ * the store's layout; anything else is CORRUPT.
+ */
+static es_err sealed_parts(const uint8_t *bytes, size_t len, es_record *r)
+{
+    if (!es_record_head(bytes, len, r)) {
+        return ES_ERR_CORRUPT;
+    }
+    const uint8_t *p = r->type.p + r->type.len, *end = bytes + len;
+    pbw_field f;
+    memset(&r->sealed, 0, sizeof r->sealed);
+    r->data.len = r->metadata.len = 0;
+    es_err rv;
+    while ((rv = pbw_next(&p, end, &f)) == ES_OK) {
+        if (f.number == ES_RECORD_F_SEALED && f.wire == PBW_WIRE_LEN) {
+            r->sealed.p = f.data;
+            r->sealed.len = f.len;
+        } else if (r->sealed.len != 0 || f.number == ES_RECORD_F_DATA ||
+                   f.number == ES_RECORD_F_METADATA) {
+            return ES_ERR_CORRUPT; /* field 12 last; no plain data beside it */
+        }
+    }
+    return rv == ES_ERR_NOT_FOUND && r->sealed.len != 0 ? ES_OK : ES_ERR_CORRUPT;
+}
+
+/* The key of the last record this thread opened: a replay of one stream
+ * takes it from here instead of checking its slot's CRC for every record.
+ * Slots are never reused, so a slot still marked live holds the same key;
+ * the store id tells the stores of one process apart. */
+typedef struct key_cache {
+    uint8_t store_id[STORE_ID_BYTES];
+    uint64_t slot;
+    bool valid;
+    uint8_t key[STORE_KEY_BYTES];
+} key_cache;
+
+static _Thread_local key_cache tl_key;
+
+static bool cached_key(store *s, uint64_t slot, uint8_t key[STORE_KEY_BYTES])
+{
+    if (tl_key.valid && tl_key.slot == slot && !memcmp(tl_key.store_id, s->id, STORE_ID_BYTES) &&
+        store_keys_marked_live(&s->keys, slot)) {
+        memcpy(key, tl_key.key, STORE_KEY_BYTES);
+        return true;
+    }
+    if (!store_keys_get(&s->keys, slot, key)) {
+        tl_key.valid = false;
+        OPENSSL_cleanse(tl_key.key, sizeof tl_key.key);
+        return false;
+    }
+    memcpy(tl_key.store_id, s->id, STORE_ID_BYTES);
+    tl_key.slot = slot;
+    memcpy(tl_key.key, key, STORE_KEY_BYTES);
+    tl_key.valid = true;
+    return true;
+}
+
 es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uint8_t **out,
                            size_t *out_len)
 {
     es_record r;
-    if (es_record_parse(bytes, len, 0, &r) != ES_OK || r.sealed.len == 0 ||
-        r.sealed.p + r.sealed.len != bytes + len) {
+    if (sealed_parts(bytes, len, &r) != ES_OK) {
         return ES_ERR_CORRUPT;
     }
     uint64_t slot;
@@ -380,7 +439,7 @@ es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uin
         return ES_ERR_CORRUPT;
     }
     uint8_t key[STORE_KEY_BYTES];
-    if (!store_keys_get(&s->keys, slot, key)) {
+    if (!cached_key(s, slot, key)) {
         return ES_ERR_ERASED;
     }
     /* The record as a plain store writes it, byte for byte: fields 1-5,
@@ -388,7 +447,7 @@ es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uin
      * layout the store writes on their fast paths). */
     size_t field_hdr = 1 + pbw_varint_len(r.sealed.len);
     size_t head = (size_t)(r.type.p + r.type.len - bytes);
-    if (r.data.len != 0 || r.metadata.len != 0 || (size_t)(r.sealed.p - bytes) < field_hdr + head) {
+    if ((size_t)(r.sealed.p - bytes) < field_hdr + head) {
         OPENSSL_cleanse(key, sizeof key);
         return ES_ERR_CORRUPT; /* not the layout the store writes */
     }

@@ -81,6 +81,9 @@ es_err store_keys_take(store_keys *k, uint64_t *slot);
 /** @brief Copy a live key out; false when the slot is destroyed or unknown. */
 bool store_keys_get(const store_keys *k, uint64_t slot, uint8_t key[STORE_KEY_BYTES]);
 bool store_keys_live(const store_keys *k, uint64_t slot);
+/** @brief Whether a slot still carries the live marker (no CRC check: for a
+ *         key already checked once, slots never being reused). */
+bool store_keys_marked_live(const store_keys *k, uint64_t slot);
 /** @brief Overwrite a slot with zeros and fdatasync (writer only). */
 es_err store_keys_destroy(store_keys *k, uint64_t slot);
 /** @brief Copy the key file to a new file (0600, fsynced). */

@@ -289,6 +289,12 @@ bool store_keys_get(const store_keys *k, uint64_t slot, uint8_t key[STORE_KEY_BY
     return true;
 }
 
+bool store_keys_marked_live(const store_keys *k, uint64_t slot)
+{
+    return k->map && slot != 0 && slot < atomic_load(&k->end) &&
+           get_u32le(k->map + slot * STORE_KEY_SLOT_BYTES) == KEYS_LIVE;
+}
+
 es_err store_keys_destroy(store_keys *k, uint64_t slot)
 {
     if (slot == 0 || slot >= atomic_load(&k->end)) {
