@@ -76,7 +76,8 @@ typedef struct store_options {
  * @return ES_OK;
  *   ES_ERR_INCOMPATIBLE_STORE: the directory holds something that is not an
  *     esd store (foreign files, an LMDB without our meta record) or a store
- *     of another format version — nothing was changed;
+ *     of another format version — nothing was changed; or an encrypted
+ *     store's key store (keys.esk) is missing or another store's;
  *   ES_ERR_IO: the directory cannot be created or opened (see msg);
  *   ES_ERR_NOT_FOUND: read_only and no store there;
  *   ES_ERR_BUSY: (not read_only) another process owns the directory (a
@@ -191,6 +192,9 @@ typedef struct store_request {
  * ids already stored in another stream, at other revisions, or only some of
  * them); ES_ERR_STREAM_DELETED (the stream was tombstoned; a soft-deleted
  * stream is recreated: expectations in server/store/life.c);
+ * ES_ERR_ERASED (the stream's or its subject's key was destroyed); a
+ * subject that is not the stream's, or one given to a store without
+ * encryption, is ES_ERR_INVALID_ARGUMENT (server/store/erase.c);
  * ES_ERR_INVALID_STREAM_ID, ES_ERR_RESERVED_STREAM,
  * ES_ERR_INVALID_EVENT_TYPE, ES_ERR_INVALID_EVENT_ID, ES_ERR_TOO_LARGE,
  * ES_ERR_TOO_MANY_EVENTS, ES_ERR_INVALID_ARGUMENT (validation: nothing
@@ -300,6 +304,8 @@ typedef struct store_page {
  * @return ES_OK (an empty page when from is past the end);
  *   ES_ERR_NOT_FOUND: the stream does not exist (or was soft-deleted and
  *   not appended to since); ES_ERR_STREAM_DELETED: it was tombstoned;
+ *   ES_ERR_ERASED: its data key was destroyed (store_erase; store_read_all
+ *   skips such events, as it skips deleted ones);
  *   ES_ERR_INVALID_STREAM_ID; ES_ERR_CORRUPT (a record failed its CRC: it
  *   is never handed to the visitor); ES_ERR_IO.
  */
@@ -486,7 +492,8 @@ bool store_encrypted(const store *s);
  *        (then nothing changes and ES_OK is returned: a concurrent saver
  *        never replaces a later state with an earlier one).
  * @return ES_OK; ES_ERR_INVALID_STREAM_ID; ES_ERR_NOT_FOUND (no such stream);
- *   ES_ERR_STREAM_DELETED (tombstoned);
+ *   ES_ERR_STREAM_DELETED (tombstoned); ES_ERR_ERASED (sealed with a
+ *   destroyed key);
  *   ES_ERR_INVALID_ARGUMENT (revision beyond the stream's last revision);
  *   ES_ERR_TOO_LARGE; ES_ERR_STORE_FULL; ES_ERR_IO; ES_ERR_READ_ONLY;
  *   ES_ERR_FOLLOWER (opened as a follower).
@@ -505,6 +512,7 @@ typedef struct store_snapshot {
 
 /** A snapshot folding soft-deleted events is NOT_FOUND (server/store/life.c).
  *  @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_STREAM_DELETED (tombstoned);
+ *  ES_ERR_ERASED (the stream's key was destroyed);
  *  ES_ERR_CORRUPT; ES_ERR_NO_MEMORY; ES_ERR_IO. */
 es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
                            store_snapshot *snap);
@@ -562,8 +570,9 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
  * @brief Write a consistent, compacted copy of the store to an empty or new
  *        directory (LMDB's mdb_env_copyfd2 with MDB_CP_COMPACT) as
  *        DEST/data.mdb, mode 0600: written under a temporary name, fsynced,
- *        renamed, the directory fsynced. On failure nothing is left behind
- *        (a directory it created is removed too).
+ *        renamed, the directory fsynced; an encrypted store's key store is
+ *        copied after it as DEST/keys.esk (docs/erasure.md). On failure
+ *        nothing is left behind (a directory it created is removed too).
  * @return ES_OK; ES_ERR_INVALID_ARGUMENT (destination not empty or not a
  *   directory); ES_ERR_STORE_FULL (no room at the destination); ES_ERR_IO.
  */
