@@ -523,8 +523,7 @@ es_err store_crypt_snapshot_key(store *s, MDB_txn *txn, uint64_t number, bool *s
 /* ----------------------------------------------------------------- erase -- */
 
 /* The checks of a stream erasure; *slot set on ES_OK. */
-static es_err erase_stream_check(store *s, MDB_txn *txn, store_erase_op *op, uint64_t *slot,
-                                 uint64_t *number)
+static es_err erase_stream_check(store *s, MDB_txn *txn, store_erase_op *op, uint64_t *slot)
 {
     es_err rv = es_validate_stream_id(op->name, op->name_len, true);
     if (rv != ES_OK) {
@@ -566,7 +565,6 @@ static es_err erase_stream_check(store *s, MDB_txn *txn, store_erase_op *op, uin
         op->actual_revision = si.last_revision;
         return ES_ERR_WRONG_EXPECTED_REVISION;
     }
-    *number = si.number;
     return ES_OK;
 }
 
@@ -618,10 +616,10 @@ es_err store_erase(store *s, store_erase_op *op)
     if (rc) {
         return es_err_from_mdb(rc);
     }
-    uint64_t slot = 0, number = 0;
+    uint64_t slot = 0;
     es_err rv;
     if (op->kind == STORE_ERASE_STREAM) {
-        rv = erase_stream_check(s, txn, op, &slot, &number);
+        rv = erase_stream_check(s, txn, op, &slot);
         op->streams = 1;
     } else {
         rv = subject_get(s, txn, op->name, op->name_len, &slot);
@@ -664,7 +662,6 @@ es_err store_erase(store *s, store_erase_op *op)
     if (!s->sync && mdb_env_sync(s->env, 1) != 0) {
         return ES_ERR_IO; /* recorded or not: the next open finishes it if it was */
     }
-    (void)number;
     return store_keys_destroy(&s->keys, slot);
 
 out_abort_txn:
