@@ -284,6 +284,15 @@ int store_crypt_bind(store *s, MDB_txn *txn, const store_append_in *a, uint64_t 
     if (!kp->sealed) {
         return 0;
     }
+    if (kp->new_subject) {
+        /* An earlier append of the same transaction may have created it. */
+        es_err rv = subject_get(s, txn, a->subject, a->subject_len, &kp->slot);
+        if (rv == ES_OK) {
+            kp->new_key = kp->new_subject = false;
+        } else if (rv != ES_ERR_NOT_FOUND) {
+            return rv == ES_ERR_CORRUPT ? MDB_CORRUPTED : EIO;
+        }
+    }
     if (kp->new_key) {
         es_err rv = store_keys_take(&s->keys, &kp->slot);
         if (rv != ES_OK) {

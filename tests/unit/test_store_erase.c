@@ -334,7 +334,41 @@ static void test_erase_subject_erases_all_its_streams_at_once(void **state)
     assert_rv(ES_ERR_INVALID_ARGUMENT, put(f, "account-1", "bob", MARK, META_MARK, 1));
     assert_rv(ES_OK, put(f, "account-3", NULL, "x", "y", 1));
     assert_rv(ES_ERR_INVALID_ARGUMENT, put(f, "account-3", "alice", "x", "y", 1));
+    /* One transaction creating two streams of a new subject: one key. */
+    store_event_in ev[2];
+    uint8_t ids[2][16];
+    memset(ev, 0, sizeof ev);
+    for (int i = 0; i < 2; i++) {
+        set_id(ids[i], f->next_id++);
+        ev[i].id = ids[i];
+        ev[i].type = U8("Opened");
+        ev[i].type_len = 6;
+        ev[i].data = U8(MARK);
+        ev[i].data_len = strlen(MARK);
+    }
+    store_append_in ap[2] = {
+        {.stream = U8("account-9"),
+         .stream_len = 9,
+         .events = &ev[0],
+         .n_events = 1,
+         .subject = U8("carol"),
+         .subject_len = 5},
+        {.stream = U8("profile-9"),
+         .stream_len = 9,
+         .events = &ev[1],
+         .n_events = 1,
+         .subject = U8("carol"),
+         .subject_len = 5},
+    };
+    store_append_result rs[2];
+    store_request rq = {.appends = ap, .n_appends = 2, .results = rs};
+    assert_rv(ES_OK, store_append_batch(f->s, &rq, 1));
+    assert_rv(ES_OK, rq.rv);
     store_erase_op op;
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_SUBJECT, "carol", STORE_EXPECT_ANY, 0, &op));
+    assert_int_equal(op.streams, 2);
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "account-9"));
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "profile-9"));
     /* Its streams go with the subject, never alone. */
     assert_rv(ES_ERR_INVALID_ARGUMENT,
               erase(f->s, STORE_ERASE_STREAM, "account-1", STORE_EXPECT_ANY, 0, &op));
