@@ -39,8 +39,10 @@
  * plain):
  *
  *   stream_keys  stream no u64 BE -> slot u64 LE | flags u64 LE (1: the
- *                subject's key). Streams created while encryption was off
- *                have none and stay plain (ES_ERR_NOT_ERASABLE).
+ *                subject's key). Written once, when the stream is created
+ *                (an append to an existing stream dirties no page here).
+ *                Streams created while encryption was off have none and
+ *                stay plain (ES_ERR_NOT_ERASABLE).
  *   subjects     subject id -> slot u64 LE
  *   erased_keys  slot u64 BE -> erased_at_us u64 LE | kind u64 LE (0 stream,
  *                1 subject)
@@ -261,6 +263,7 @@ es_err store_crypt_plan(store *s, MDB_txn *txn, const store_append_in *a, bool e
             return ES_OK;
         }
         kp->sealed = true;
+        kp->bind = true;
         kp->subject = a->subject_len != 0;
         if (kp->subject && subject_known) {
             kp->slot = subject_slot;
@@ -281,8 +284,8 @@ es_err store_crypt_plan(store *s, MDB_txn *txn, const store_append_in *a, bool e
 int store_crypt_bind(store *s, MDB_txn *txn, const store_append_in *a, uint64_t number,
                      store_key_plan *kp)
 {
-    if (!kp->sealed) {
-        return 0;
+    if (!kp->sealed || !kp->bind) {
+        return 0; /* plain, or bound when it was created: nothing to write */
     }
     if (kp->new_subject) {
         /* An earlier append of the same transaction may have created it. */
@@ -315,7 +318,12 @@ int store_crypt_bind(store *s, MDB_txn *txn, const store_append_in *a, uint64_t 
     put_u64le(vb, kp->slot);
     put_u64le(vb + 8, kp->subject ? KEY_FLAG_SUBJECT : 0);
     MDB_val k = {8, kb}, v = {16, vb};
-    return mdb_put(txn, s->stream_keys, &k, &v, 0);
+    int rc = mdb_put(txn, s->stream_keys, &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) {
+        return MDB_CORRUPTED; /* a new stream's number already has a key: a damaged counter */
+    }
+    kp->bind = false;
+    return rc;
 }
 
 /* ----------------------------------------------------------------- reads -- */

@@ -267,7 +267,8 @@ es_err store_crypt_recover(store *s);
 /** The key of one append's stream, found by the check phase. */
 typedef struct store_key_plan {
     bool sealed;  /* the stream's events are sealed */
-    bool new_key; /* a new stream: bind it in the write phase */
+    bool bind;    /* a new stream: its stream_keys entry is written */
+    bool new_key; /* it needs a key of its own (or its new subject's) */
     bool subject; /* the key is a subject's */
     bool new_subject;
     uint64_t slot; /* when sealed and not new_key */
