@@ -96,6 +96,9 @@ static uint32_t reply_kind_of(uint32_t req_kind)
     case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
     case ES__V1__REQUEST__KIND_GET_STREAM_METADATA:
         return ES__V1__RESPONSE__KIND_STREAM_METADATA;
+    case ES__V1__REQUEST__KIND_ERASE_STREAM:
+    case ES__V1__REQUEST__KIND_ERASE_SUBJECT:
+        return ES__V1__RESPONSE__KIND_ERASED;
     default:
         return 0;
     }

@@ -152,13 +152,18 @@ static void result_from(es_append_result *res, const Es__V1__AppendResult *r, bo
     res->synced = r->synced || synced;
 }
 
-static es_err append_send(es_client *c, const char *stream, es_expected expected, es_event *events,
-                          size_t n, bool async, uint64_t *id)
+static es_err append_send_subject(es_client *c, const char *stream, const char *subject,
+                                  es_expected expected, es_event *events, size_t n, bool async,
+                                  uint64_t *id)
 {
     append_msg m;
     es_err rv = append_build(c, stream, expected, events, n, &m);
     if (rv != ES_OK) {
         return rv;
+    }
+    if (subject != NULL) {
+        m.app.subject.data = (uint8_t *)subject;
+        m.app.subject.len = strlen(subject);
     }
     rv = cl_ensure(c);
     if (rv == ES_OK && async && c->uncollected >= c->opts.max_pending) {
@@ -177,6 +182,12 @@ static es_err append_send(es_client *c, const char *stream, es_expected expected
         c->uncollected++;
     }
     return rv;
+}
+
+static es_err append_send(es_client *c, const char *stream, es_expected expected, es_event *events,
+                          size_t n, bool async, uint64_t *id)
+{
+    return append_send_subject(c, stream, NULL, expected, events, n, async, id);
 }
 
 static es_err append_collect(es_client *c, uint64_t id, es_append_result *res)
@@ -201,6 +212,23 @@ es_err es_stream_append(es_client *c, const char *stream, es_expected expected, 
     }
     uint64_t id = 0;
     es_err rv = append_send(c, stream, expected, events, n_events, false, &id);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    return append_collect(c, id, res);
+}
+
+es_err es_stream_append_subject(es_client *c, const char *stream, const char *subject,
+                                es_expected expected, es_event *events, size_t n_events,
+                                es_append_result *res)
+{
+    if (c == NULL || subject == NULL ||
+        es_validate_name((const uint8_t *)subject, strlen(subject)) != ES_OK) {
+        return c ? cl_fail(c, ES_ERR_INVALID_ARGUMENT, "invalid subject id")
+                 : ES_ERR_INVALID_ARGUMENT;
+    }
+    uint64_t id = 0;
+    es_err rv = append_send_subject(c, stream, subject, expected, events, n_events, false, &id);
     if (rv != ES_OK) {
         return rv;
     }

@@ -33,6 +33,8 @@ static es_slice *slice_of(es_record *r, uint32_t number)
         return &r->correlation_id;
     case ES_RECORD_F_CAUSATION_ID:
         return &r->causation_id;
+    case ES_RECORD_F_SEALED:
+        return &r->sealed;
     default:
         return NULL;
     }

@@ -38,7 +38,8 @@ enum {
     ES_RECORD_F_CORRELATION_ID = 9,  /* bytes, 0 or 16 */
     ES_RECORD_F_CAUSATION_ID = 10,   /* bytes, 0 or 16 */
     ES_RECORD_F_RECORDED_AT_US = 11, /* uint64 */
-    ES_RECORD_F_LAST = 11,
+    ES_RECORD_F_SEALED = 12,         /* bytes: data and metadata, encrypted (store only) */
+    ES_RECORD_F_LAST = 12,
 };
 
 #define ES_RECORD_ID_BYTES 16u
@@ -55,7 +56,7 @@ typedef struct es_slice {
 /* A parsed record. Every slice borrows from the buffer given to the parse
  * and lives as long as it does; absent varints are 0, absent bytes empty. */
 typedef struct es_record {
-    es_slice stream, id, type, data, metadata, content_type, correlation_id, causation_id;
+    es_slice stream, id, type, data, metadata, content_type, correlation_id, causation_id, sealed;
     uint64_t revision, position, recorded_at_us;
 } es_record;
 

@@ -25,6 +25,7 @@ typedef struct server_config {
     const char *listen;   /* HOST:PORT */
     const char *data_dir; /* default: ./esd-data */
     bool sync;
+    bool no_encrypt; /* a new store is created without encryption at rest */
     uint64_t map_size;
     uint32_t max_frame_bytes;
     uint32_t max_connections;

@@ -330,6 +330,8 @@ static es_err submit_appends(session *s, Es__V1__Request *msg, Es__V1__Append **
         store_append_in *sa = &p->appends[i];
         sa->stream = a->stream.data;
         sa->stream_len = a->stream.len;
+        sa->subject = a->subject.data;
+        sa->subject_len = a->subject.len;
         sa->expect = map_expect(a->expected, &sa->revision);
         sa->events = &p->events[k];
         sa->n_events = a->n_events;
@@ -556,15 +558,49 @@ static void reply_life(session *s, uint64_t id, const write_job *job)
     reply_send(s, &resp);
 }
 
+/* The reply to an erasure done by the writer. */
+static void reply_erase(session *s, uint64_t id, const write_job *job)
+{
+    const store_erase_op *op = &job->erase;
+    es_err rv = job->erase_rv;
+    if (rv != ES_OK) {
+        char msg[160];
+        const char *why = NULL;
+        if (rv == ES_ERR_WRONG_EXPECTED_REVISION) {
+            snprintf(msg, sizeof msg, "%s: stream found at revision %llu", es_strerror(rv),
+                     (unsigned long long)op->actual_revision);
+            why = msg;
+        } else if (rv == ES_ERR_NOT_FOUND) {
+            why = op->kind == STORE_ERASE_SUBJECT ? "no such subject" : "no such stream";
+        } else if (rv == ES_ERR_INVALID_ARGUMENT && op->kind == STORE_ERASE_STREAM) {
+            why = "the stream belongs to a data subject: erase the subject";
+        }
+        reply_send_error(s, id, rv, why);
+        return;
+    }
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    Es__V1__Erased er = ES__V1__ERASED__INIT;
+    er.erased_at_us = op->erased_at_us;
+    er.already = op->already;
+    er.streams = op->streams;
+    resp.id = id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_ERASED;
+    resp.erased = &er;
+    reply_send(s, &resp);
+}
+
 session *handler_complete(write_job *job)
 {
-    if (job->kind == WRITE_JOB_SNAPSHOT || job->kind == WRITE_JOB_LIFE) {
+    if (job->kind == WRITE_JOB_SNAPSHOT || job->kind == WRITE_JOB_LIFE ||
+        job->kind == WRITE_JOB_ERASE) {
         snap_pending *sp = job->owner;
         session *s = sp->sess;
         id_release(s, sp->id);
         s->pending_bytes -= sp->body_len;
         if (job->kind == WRITE_JOB_LIFE) {
             reply_life(s, sp->id, job);
+        } else if (job->kind == WRITE_JOB_ERASE) {
+            reply_erase(s, sp->id, job);
         } else if (job->snapshot.rv == ES_OK) {
             Es__V1__SnapshotSaved saved = ES__V1__SNAPSHOT_SAVED__INIT;
             Es__V1__Response resp = ES__V1__RESPONSE__INIT;
@@ -1169,6 +1205,77 @@ static es_err submit_life(session *s, Es__V1__Request *msg, size_t body_len)
     return ES_OK;
 }
 
+/*
+ * EraseStream, EraseSubject: the name and the confirmation checked here,
+ * the erasure done by the writer (store_erase). Takes msg.
+ */
+static es_err submit_erase(session *s, Es__V1__Request *msg, size_t body_len)
+{
+    store_erase_op op;
+    memset(&op, 0, sizeof op);
+    es_err rv = ES_OK;
+    const char *why = NULL;
+    bool force;
+    if (msg->kind_case == ES__V1__REQUEST__KIND_ERASE_STREAM) {
+        const Es__V1__EraseStream *r = msg->erase_stream;
+        op.kind = STORE_ERASE_STREAM;
+        op.name = r->stream.data;
+        op.name_len = r->stream.len;
+        force = r->force;
+        rv = check_stream(&r->stream);
+        if (rv == ES_OK && check_expected(r->expected) != ES_OK) {
+            rv = ES_ERR_INVALID_ARGUMENT;
+            why = "unknown expectation kind";
+        }
+        op.expect = map_expect(r->expected, &op.revision);
+        if (rv == ES_OK && op.expect == STORE_EXPECT_NO_STREAM) {
+            rv = ES_ERR_INVALID_ARGUMENT;
+            why = "an erasure expects the stream to exist";
+        }
+        if (rv == ES_OK && !force && op.expect == STORE_EXPECT_ANY) {
+            rv = ES_ERR_INVALID_ARGUMENT;
+            why = "an erasure cannot be undone: confirm it with an expected revision or force";
+        }
+    } else {
+        const Es__V1__EraseSubject *r = msg->erase_subject;
+        op.kind = STORE_ERASE_SUBJECT;
+        op.name = r->subject.data;
+        op.name_len = r->subject.len;
+        op.expect = STORE_EXPECT_ANY;
+        if (es_validate_name(op.name, op.name_len) != ES_OK) {
+            rv = ES_ERR_INVALID_ARGUMENT;
+            why = "a subject id is 1..256 bytes of UTF-8 without control characters";
+        } else if (!r->force) {
+            rv = ES_ERR_INVALID_ARGUMENT;
+            why = "an erasure cannot be undone: confirm it with force";
+        }
+    }
+    if (rv != ES_OK) {
+        return refuse_request(s, msg, rv, why);
+    }
+    snap_pending *sp = reply_calloc(1, sizeof *sp);
+    if (!sp) {
+        return refuse_request(s, msg, ES_ERR_NO_MEMORY, NULL);
+    }
+    sp->sess = s;
+    sp->id = msg->id;
+    sp->t0_us = s->req_t0_us;
+    sp->msg = msg;
+    sp->body_len = body_len;
+    sp->job.kind = WRITE_JOB_ERASE;
+    sp->job.owner = sp;
+    sp->job.erase = op;
+    rv = writer_submit(s->srv->w, &sp->job);
+    if (rv != ES_OK) {
+        free(sp);
+        return refuse_request(s, msg, rv, NULL);
+    }
+    s->in_flight_ids[s->in_flight++] = msg->id;
+    s->pending_bytes += body_len;
+    s->req_deferred = true;
+    return ES_OK;
+}
+
 static void do_get_stream_metadata(session *s, uint64_t id, const Es__V1__GetStreamMetadata *r)
 {
     /* The same id rules as the lifecycle writes: a '$'-stream has no
@@ -1211,7 +1318,8 @@ static void do_get_stream_metadata(session *s, uint64_t id, const Es__V1__GetStr
  *   get_stream_metadata                                   yes   yes    yes
  *   append, transaction, save_snapshot,
  *   delete_stream, set_stream_metadata                     -    yes    yes
- *   tombstone_stream (cannot be undone)                    -     -     yes
+ *   tombstone_stream, erase_stream, erase_subject
+ *   (cannot be undone)                                     -     -     yes
  *   any kind this table does not know                      -     -     yes
  *
  * stats is open to readers because projectors read the head position from
@@ -1238,6 +1346,8 @@ static auth_role required_role(Es__V1__Request__KindCase k)
     case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
         return AUTH_ROLE_WRITE;
     case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM: /* cannot be undone */
+    case ES__V1__REQUEST__KIND_ERASE_STREAM:
+    case ES__V1__REQUEST__KIND_ERASE_SUBJECT:
         return AUTH_ROLE_ADMIN;
     default:
         return AUTH_ROLE_ADMIN;
@@ -1275,6 +1385,10 @@ const char *handler_kind_name(int kind)
         return "set_stream_metadata";
     case ES__V1__REQUEST__KIND_GET_STREAM_METADATA:
         return "get_stream_metadata";
+    case ES__V1__REQUEST__KIND_ERASE_STREAM:
+        return "erase_stream";
+    case ES__V1__REQUEST__KIND_ERASE_SUBJECT:
+        return "erase_subject";
     case ES__V1__REQUEST__KIND_LOAD_SNAPSHOT:
         return "load_snapshot";
     case ES__V1__REQUEST__KIND_STATS:
@@ -1315,6 +1429,10 @@ static es_err dispatch_write(session *s, Es__V1__Request *msg, size_t len)
         msg->kind_case == ES__V1__REQUEST__KIND_TOMBSTONE_STREAM ||
         msg->kind_case == ES__V1__REQUEST__KIND_SET_STREAM_METADATA) {
         return submit_life(s, msg, len);
+    }
+    if (msg->kind_case == ES__V1__REQUEST__KIND_ERASE_STREAM ||
+        msg->kind_case == ES__V1__REQUEST__KIND_ERASE_SUBJECT) {
+        return submit_erase(s, msg, len);
     }
     Es__V1__Append **appends;
     size_t n;
@@ -1437,6 +1555,8 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
     case ES__V1__REQUEST__KIND_DELETE_STREAM:
     case ES__V1__REQUEST__KIND_TOMBSTONE_STREAM:
     case ES__V1__REQUEST__KIND_SET_STREAM_METADATA:
+    case ES__V1__REQUEST__KIND_ERASE_STREAM:
+    case ES__V1__REQUEST__KIND_ERASE_SUBJECT:
         return dispatch_write(s, msg, len);
     case ES__V1__REQUEST__KIND_GET_STREAM_METADATA:
         do_get_stream_metadata(s, id, msg->get_stream_metadata);

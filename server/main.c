@@ -115,6 +115,7 @@ int main(int argc, char **argv)
         .path = cfg->data_dir,
         .map_size = cfg->map_size,
         .sync = cfg->sync,
+        .no_encrypt = cfg->no_encrypt,
         .max_events_per_append = cfg->max_events_per_append,
         .max_event_bytes = cfg->max_event_bytes,
         .follower = cfg->follow_nats != NULL,

@@ -50,6 +50,10 @@ static const opt_def defs[] = {
     {{"sync", NULL, "full|none", "none"}, T_SYNC, CFG(sync), 0, 0, false,
      "full: every acknowledged commit is fsynced (default);\n"
      "none: no fsync, a crash can lose acknowledged events"},
+    {{"no-encryption", NULL, NULL, "true"}, T_BOOL, CFG(no_encrypt), 0, 0, false,
+     "a NEW store keeps events in plain, so they cannot be\n"
+     "erased (default: sealed with per-stream keys;\n"
+     "docs/erasure.md); an existing store keeps its choice"},
     {{"map-size", NULL, "SIZE", "64G"}, T_SIZE64, CFG(map_size), 0, UINT64_MAX, false,
      "LMDB map size, at least 1M, e.g. 64G (default 0:\n"
      "the store's default, 1T on 64-bit)"},

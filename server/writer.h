@@ -39,7 +39,8 @@
 typedef enum write_job_kind {
     WRITE_JOB_APPEND = 0, /* one store_request: append or transaction */
     WRITE_JOB_SNAPSHOT,
-    WRITE_JOB_LIFE, /* delete, tombstone, stream metadata: store_life_apply */
+    WRITE_JOB_LIFE,  /* delete, tombstone, stream metadata: store_life_apply */
+    WRITE_JOB_ERASE, /* erase a stream or a subject: store_erase */
 } write_job_kind;
 
 typedef struct write_job {
@@ -57,6 +58,8 @@ typedef struct write_job {
     } snapshot;         /* WRITE_JOB_SNAPSHOT */
     store_life_op life; /* WRITE_JOB_LIFE: pointers borrowed from the submitter */
     es_err life_rv;
+    store_erase_op erase; /* WRITE_JOB_ERASE: pointers borrowed from the submitter */
+    es_err erase_rv;
     void *owner; /* opaque to the writer */
     /* When set, the loop thread hands the finished job to this instead of
      * handler_complete (the web console's changes: web/web.c). */

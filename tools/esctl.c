@@ -104,6 +104,9 @@ static void usage_main(FILE *f)
             "  info STREAM                   a stream's record\n"
             "  stream delete STREAM          soft-delete a stream (--expected REV)\n"
             "  stream tombstone STREAM       delete for ever (--expected REV or --force)\n"
+            "  stream erase STREAM           destroy its data key: erased from every copy\n"
+            "                                (--expected REV or --force; admin role)\n"
+            "  subject erase ID --force      erase every stream of a data subject\n"
             "  stream meta STREAM            show or set retention (--max-count,\n"
             "                                --max-age, --truncate-before)\n"
             "  tail [STREAM | --all | ...]   follow new events as they are appended (tail -f)\n"
@@ -1359,6 +1362,72 @@ static int stream_meta(esctl *x, es_client *c, const char *stream, const stream_
     return EXIT_OK;
 }
 
+/* The outcome of an erasure as JSON. */
+static json_t *erased_json(const char *kind, const char *name, const es_erased *e)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, kind, json_string(name));
+    json_object_set_new(o, "erased", json_true());
+    json_object_set_new(o, "already", json_boolean(e->already));
+    json_object_set_new(o, "erased_at_us", json_integer((json_int_t)e->erased_at_us));
+    json_object_set_new(o, "streams", json_integer((json_int_t)e->streams));
+    return o;
+}
+
+static int stream_erase(esctl *x, es_client *c, const char *stream, es_expected exp, bool force)
+{
+    es_erased e;
+    es_err rv = es_stream_erase(c, stream, exp, force, &e);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, rv == ES_ERR_NOT_FOUND ? "no such stream" : "erase");
+        return rv == ES_ERR_INVALID_STREAM_ID || rv == ES_ERR_RESERVED_STREAM ? EXIT_USAGE
+                                                                              : EXIT_FAILED;
+    }
+    out_object(x, erased_json("stream", stream, &e));
+    return EXIT_OK;
+}
+
+static int cmd_subject(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        GLOBAL_LONGOPTS, {"force", no_argument, NULL, OPT_FORCE}, {NULL, 0, NULL, 0}};
+    const char *usage = "esctl subject erase ID --force";
+    const char *details =
+        "A data subject: the streams appended with its id (docs/erasure.md).\n"
+        "\n"
+        "  erase       destroy the subject's data key: every stream of the subject\n"
+        "              is erased at once, from every copy (admin role)\n"
+        "  --force     the confirmation (an erasure cannot be undone)\n";
+    stream_opts so;
+    memset(&so, 0, sizeof(so));
+    char *pos[2];
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, stream_opt, &so, usage, details, pos, 2, 2, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    if (strcmp(pos[0], "erase") != 0) {
+        return usage_error(usage, "unknown subject subcommand", pos[0]);
+    }
+    if (!so.force) {
+        return usage_error(usage, "an erasure cannot be undone: give --force", NULL);
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    es_erased e;
+    es_err rv = es_subject_erase(c, pos[1], &e);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, rv == ES_ERR_NOT_FOUND ? "no such subject" : "erase");
+        es_client_destroy(c);
+        return rv == ES_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILED;
+    }
+    out_object(x, erased_json("subject", pos[1], &e));
+    es_client_destroy(c);
+    return EXIT_OK;
+}
+
 static int cmd_stream(esctl *x, int argc, char **argv)
 {
     static const struct option lo[] = {
@@ -1371,6 +1440,7 @@ static int cmd_stream(esctl *x, int argc, char **argv)
         {NULL, 0, NULL, 0}};
     const char *usage = "esctl stream delete STREAM [--expected REV]\n"
                         "       esctl stream tombstone STREAM --expected REV|--force\n"
+                        "       esctl stream erase STREAM --expected REV|--force\n"
                         "       esctl stream meta STREAM [--max-count N] [--max-age DURATION] "
                         "[--truncate-before REV]";
     const char *details =
@@ -1379,13 +1449,16 @@ static int cmd_stream(esctl *x, int argc, char **argv)
         "  delete      hide the stream's events; an append recreates it, its\n"
         "              revisions continuing after the deleted ones\n"
         "  tombstone   delete for ever: no append or read again (admin role)\n"
+        "  erase       destroy the stream's data key: its events' data and metadata\n"
+        "              can never be read again, from any copy (docs/erasure.md;\n"
+        "              admin role); reads and appends then fail with ERASED\n"
         "  meta        show the retention, or set the fields given:\n"
         "  --max-count N           serve only the last N events (0: no limit)\n"
         "  --max-age DURATION      serve only younger events: 90, 30s, 15m, 2h, 7d\n"
         "                          (0: no limit)\n"
         "  --truncate-before REV   serve no revision below REV\n"
         "  --expected REV          the stream's last revision must be REV\n"
-        "  --force                 tombstone without an expected revision\n";
+        "  --force                 tombstone or erase without an expected revision\n";
     stream_opts so;
     memset(&so, 0, sizeof(so));
     char *pos[2];
@@ -1399,14 +1472,20 @@ static int cmd_stream(esctl *x, int argc, char **argv)
     bool is_meta = strcmp(sub, "meta") == 0;
     bool is_delete = strcmp(sub, "delete") == 0;
     bool is_tomb = strcmp(sub, "tombstone") == 0;
-    if (!is_meta && !is_delete && !is_tomb) {
+    bool is_erase = strcmp(sub, "erase") == 0;
+    if (!is_meta && !is_delete && !is_tomb && !is_erase) {
         return usage_error(usage, "unknown stream subcommand", sub);
     }
     if (!is_meta && (so.has_max_count || so.has_max_age || so.has_truncate)) {
         return usage_error(usage, "retention options belong to \"stream meta\"", NULL);
     }
-    if (!is_tomb && so.force) {
-        return usage_error(usage, "--force belongs to \"stream tombstone\"", NULL);
+    if (!is_tomb && !is_erase && so.force) {
+        return usage_error(usage, "--force belongs to \"stream tombstone\" and \"stream erase\"",
+                           NULL);
+    }
+    if (is_erase && so.has_expected == so.force) {
+        return usage_error(usage, "an erasure cannot be undone: give --expected REV or --force",
+                           NULL);
     }
     if (is_meta && so.has_expected) {
         return usage_error(usage, "\"stream meta\" checks the metadata revision itself", NULL);
@@ -1428,6 +1507,11 @@ static int cmd_stream(esctl *x, int argc, char **argv)
     if (so.has_expected) {
         exp.kind = ES_EXPECT_EXACT;
         exp.revision = so.expected;
+    }
+    if (is_erase) {
+        rc = stream_erase(x, c, stream, exp, so.force);
+        es_client_destroy(c);
+        return rc;
     }
     uint64_t last = 0;
     es_err rv = is_tomb ? es_stream_tombstone(c, stream, exp, &last)
@@ -1458,7 +1542,7 @@ static const command COMMANDS[] = {
     {"ping", cmd_ping},     {"stats", cmd_stats},       {"append", cmd_append},
     {"read", cmd_read},     {"read-all", cmd_read_all}, {"streams", cmd_streams},
     {"info", cmd_info},     {"tail", cmd_tail},         {"db", cmd_db},
-    {"stream", cmd_stream},
+    {"stream", cmd_stream}, {"subject", cmd_subject},
 };
 
 static const command *find_command(const char *name)

@@ -52,6 +52,7 @@ typedef struct bench_opts {
     const char *tmp;      /* parent of the temporary directories */
     bool keep;
     const char *only; /* run only measurements whose label contains this */
+    bool no_encrypt;
 } bench_opts;
 
 static double now_s(void)
@@ -92,7 +93,7 @@ static store *open_fresh(const bench_opts *o, bool sync, char *dir, size_t dir_l
         fprintf(stderr, "store_bench: mkdtemp %s: %s\n", dir, strerror(errno));
         exit(1);
     }
-    store_options so = {.path = dir, .sync = sync};
+    store_options so = {.path = dir, .sync = sync, .no_encrypt = o->no_encrypt};
     store *s;
     char msg[512] = "";
     es_err rv = store_open(&so, &s, msg, sizeof msg);
@@ -386,7 +387,8 @@ static void usage(FILE *out)
                  "  --only WORD      run only measurements whose label contains WORD\n"
                  "                   (e.g. replay, sync=on, 100x1)\n"
                  "  --dir PATH       parent of the temporary stores ($TMPDIR or /tmp)\n"
-                 "  --keep           keep the stores\n");
+                 "  --keep           keep the stores\n"
+                 "  --no-encryption  stores without encryption at rest\n");
 }
 
 static uint64_t parse_u64(const char *flag, const char *v, uint64_t max)
@@ -454,6 +456,8 @@ int main(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--keep")) {
             o.keep = true;
+        } else if (!strcmp(a, "--no-encryption")) {
+            o.no_encrypt = true;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;

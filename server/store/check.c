@@ -470,7 +470,21 @@ es_err store_backup(store *s, const char *dest_dir)
         rv = rc == EIO ? ES_ERR_IO : es_err_from_mdb(rc);
         goto out_remove_tmp;
     }
-    /* The rename is durable once the directory is. */
+    /* An encrypted store's key store goes beside it, copied after the data:
+     * slots are only ever added or zeroed, so the copy holds every key the
+     * data refers to that was not erased before the copy ended
+     * (docs/erasure.md: which key store to restore with). */
+    if (s->keys.fd >= 0) {
+        char keys[4096];
+        int n3 = snprintf(keys, sizeof keys, "%s/%s", dest_dir, STORE_KEYS_FILE);
+        rv = n3 > 0 && (size_t)n3 < sizeof keys ? store_keys_copy(&s->keys, keys)
+                                                : ES_ERR_INVALID_ARGUMENT;
+        if (rv != ES_OK) {
+            unlink(final);
+            goto out_remove_dir;
+        }
+    }
+    /* The renames are durable once the directory is. */
     int dfd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) != 0) {
         rv = ES_ERR_IO;
@@ -480,6 +494,11 @@ es_err store_backup(store *s, const char *dest_dir)
     }
     if (rv != ES_OK) {
         unlink(final);
+        if (s->keys.fd >= 0) {
+            char keys[4096];
+            snprintf(keys, sizeof keys, "%s/%s", dest_dir, STORE_KEYS_FILE);
+            unlink(keys);
+        }
         goto out_remove_dir;
     }
     return ES_OK;

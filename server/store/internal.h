@@ -15,6 +15,9 @@
  *             the check that a record is what its index promised
  *   check.c   statistics, store_check, backups
  *   life.c    delete, tombstone, retention metadata; what reads may serve
+ *   keys.c    the key store file (keys.esk), AES-256-GCM seal and unseal
+ *   erase.c   encryption at rest of streams and subjects, their key tables,
+ *             erasure (crypto-shredding) and its recovery at open
  *
  * Ownership words as in store.h. Every function here that returns an int
  * returns an LMDB code; every es_err has already been translated.
@@ -43,6 +46,62 @@
 #define SNAPSHOT_HEADER_BYTES    24
 #define STORE_MAX_SNAPSHOT_BYTES (16u * 1024u * 1024u)
 
+/* ---------------------------------------------------------------- keys.c -- */
+
+#define STORE_KEYS_FILE      "keys.esk"
+#define STORE_KEY_BYTES      32u
+#define STORE_KEY_SLOT_BYTES 64u
+#define STORE_SEAL_VERSION   1u
+#define STORE_SEAL_NONCE     12u
+#define STORE_SEAL_TAG       16u
+#define STORE_SEAL_HEADER    (1u + 8u + STORE_SEAL_NONCE) /* version | slot u64 LE | nonce */
+#define STORE_SEAL_OVERHEAD  (STORE_SEAL_HEADER + STORE_SEAL_TAG)
+#define RECORD_FLAG_SEALED   1u /* record header flags: data and metadata are in field 12 */
+
+/** The key store of an encrypted store (design notes in keys.c). */
+typedef struct store_keys {
+    int fd; /* -1: none (an unencrypted store) */
+    uint8_t *map;
+    size_t map_len;
+    _Atomic uint64_t end; /* slots in the file (readers look below it) */
+    uint64_t next;        /* writer: the next unused slot of the pool */
+    bool sync;
+} store_keys;
+
+/**
+ * @brief Open (or with create, create and sync) DIR/keys.esk of store `id`.
+ * @return ES_OK; ES_ERR_INCOMPATIBLE_STORE (missing, or another store's);
+ *   ES_ERR_CORRUPT; ES_ERR_IO; ES_ERR_STORE_FULL; ES_ERR_NO_MEMORY.
+ */
+es_err store_keys_open(store_keys *k, const char *dir, const uint8_t id[STORE_ID_BYTES],
+                       bool create, bool read_only, bool sync, char *msg, size_t msg_len);
+void store_keys_close(store_keys *k);
+/** @brief A fresh, synced key's slot (writer only). */
+es_err store_keys_take(store_keys *k, uint64_t *slot);
+/** @brief Copy a live key out; false when the slot is destroyed or unknown. */
+bool store_keys_get(const store_keys *k, uint64_t slot, uint8_t key[STORE_KEY_BYTES]);
+bool store_keys_live(const store_keys *k, uint64_t slot);
+/** @brief Whether a slot still carries the live marker (no CRC check: for a
+ *         key already checked once, slots never being reused). */
+bool store_keys_marked_live(const store_keys *k, uint64_t slot);
+/** @brief Overwrite a slot with zeros and fdatasync (writer only). */
+es_err store_keys_destroy(store_keys *k, uint64_t slot);
+/** @brief Copy the key file to a new file (0600, fsynced). */
+es_err store_keys_copy(const store_keys *k, const char *dest_path);
+
+/**
+ * @brief Seal plain_len bytes in place: out holds the header's room, then
+ *        the plaintext, then STORE_SEAL_TAG bytes of room.
+ */
+es_err store_seal(const uint8_t key[STORE_KEY_BYTES], uint64_t slot, uint64_t position,
+                  const uint8_t *id, uint8_t *out, size_t plain_len);
+/** @brief The slot named by a sealed field; false when it is not one. */
+bool store_seal_slot(const uint8_t *sealed, size_t len, uint64_t *slot);
+/** @brief Open a sealed field into out (len - STORE_SEAL_OVERHEAD bytes).
+ *  @return ES_OK; ES_ERR_CORRUPT (wrong key, tampered, misshapen). */
+es_err store_unseal(const uint8_t key[STORE_KEY_BYTES], const uint8_t *sealed, size_t len,
+                    uint64_t position, const uint8_t *id, uint8_t *out);
+
 struct store {
     MDB_env *env;
     MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
@@ -65,6 +124,11 @@ struct store {
     void *damage_log_ctx;
     uint64_t last_commit_call_us;      /* writer thread: time in mdb_txn_commit */
     _Atomic uint64_t scavenge_horizon; /* the scavenger leaves later positions (relay) */
+    /* Encryption at rest (erase.c). */
+    bool encrypt;                               /* new streams get a data key */
+    bool has_keys;                              /* the key tables exist */
+    MDB_dbi stream_keys, subjects, erased_keys; /* when has_keys */
+    store_keys keys;                            /* keys.fd >= 0 when encrypt */
 };
 
 /* ---------------------------------------------------------------- open.c -- */
@@ -213,6 +277,71 @@ int store_removed_id_find(MDB_txn *txn, const store *s, const uint8_t id[ES_EVEN
 
 /** @brief Set the clock's floor from the persisted high-water mark. */
 void store_clock_floor(uint64_t hw_us);
+/* --------------------------------------------------------------- erase.c -- */
+
+/**
+ * @brief At open, inside the opening transaction: the meta "encrypt" flag
+ *        (set from want_encrypt when the store is new), the key tables, the
+ *        key store. @return ES_OK or an error with msg set.
+ */
+es_err store_crypt_open(store *s, MDB_txn *txn, const char *dir, bool created, bool want_encrypt,
+                        char *msg, size_t msg_len);
+
+/** @brief After the opening commit: finish erasures a crash interrupted. */
+es_err store_crypt_recover(store *s);
+
+/** The key of one append's stream, found by the check phase. */
+typedef struct store_key_plan {
+    bool sealed;  /* the stream's events are sealed */
+    bool bind;    /* a new stream: its stream_keys entry is written */
+    bool new_key; /* it needs a key of its own (or its new subject's) */
+    bool subject; /* the key is a subject's */
+    bool new_subject;
+    uint64_t slot; /* when sealed and not new_key */
+} store_key_plan;
+
+/**
+ * @brief The check phase of an append: the stream's key (or that it gets
+ *        one), its subject binding.
+ * @return ES_OK; ES_ERR_ERASED (the stream's or subject's key was
+ *   destroyed); ES_ERR_INVALID_ARGUMENT (a subject that differs from the
+ *   stream's, or a subject on a store without encryption); LMDB errors as es_err.
+ */
+es_err store_crypt_plan(store *s, MDB_txn *txn, const store_append_in *a, bool exists,
+                        uint64_t number, store_key_plan *kp);
+
+/** @brief The write phase: bind a new stream to its key. @return an LMDB code. */
+int store_crypt_bind(store *s, MDB_txn *txn, const store_append_in *a, uint64_t number,
+                     store_key_plan *kp);
+
+/** @brief Whether a stored record (header and payload) is sealed. */
+bool store_record_sealed(const MDB_val *v);
+
+/**
+ * @brief The plain record of a sealed one, in a per-thread buffer valid
+ *        until the next call on this thread.
+ * @return ES_OK (*out, *out_len set); ES_ERR_ERASED (its key is destroyed);
+ *   ES_ERR_CORRUPT; ES_ERR_NO_MEMORY.
+ */
+es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uint8_t **out,
+                           size_t *out_len);
+
+/**
+ * @brief store_record_open, and a sealed record opened (store_record_unseal):
+ *        the payload is always the plain record.
+ * @return ES_OK; ES_ERR_ERASED; ES_ERR_CORRUPT; ES_ERR_NO_MEMORY.
+ */
+es_err store_record_open_plain(store *s, const MDB_val *v, const uint8_t **payload, size_t *len);
+
+/** @brief Whether a stream's key was destroyed (ES_OK: not; ES_ERR_ERASED: it was). */
+es_err store_crypt_stream_state(store *s, MDB_txn *txn, uint64_t number);
+
+/**
+ * @brief The key of a stream's snapshots: *sealed false for a plain stream.
+ * @return ES_OK; ES_ERR_ERASED; ES_ERR_CORRUPT; LMDB errors as es_err.
+ */
+es_err store_crypt_snapshot_key(store *s, MDB_txn *txn, uint64_t number, bool *sealed,
+                                uint8_t key[STORE_KEY_BYTES], uint64_t *slot);
 
 /* ---------------------------------------------------------------- read.c -- */
 

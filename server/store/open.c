@@ -900,7 +900,9 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     s->damage_log = opts->damage_log;
     s->damage_log_ctx = opts->damage_log_ctx;
     s->owner_fd = -1;
+    s->keys.fd = -1;
     bool owner_created = false;
+    bool created_keys = false;
     if (!opts->read_only) {
         rv = owner_take(opts->path, &s->owner_fd, &owner_created, msg, msg_len);
         if (rv != ES_OK) {
@@ -1011,6 +1013,11 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
                           mdb_strerror(rc));
             goto out_abort_txn;
         }
+        rv = store_crypt_open(s, txn, opts->path, true, !opts->no_encrypt, msg, msg_len);
+        if (rv != ES_OK) {
+            goto out_abort_txn;
+        }
+        created_keys = s->keys.fd >= 0;
     } else if (rc) {
         rv = rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE ? ES_ERR_INCOMPATIBLE_STORE
                                                           : es_err_from_mdb(rc);
@@ -1043,7 +1050,10 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
                           opts->path, (unsigned long long)next, (unsigned long long)highest);
             goto out_abort_txn;
         }
-        rv = ES_OK;
+        rv = store_crypt_open(s, txn, opts->path, false, false, msg, msg_len);
+        if (rv != ES_OK) {
+            goto out_abort_txn;
+        }
     }
     atomic_store(&s->head, store_last_position(txn, s->events));
     rc = mdb_txn_commit(txn);
@@ -1051,12 +1061,19 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         rv = es_err_from_mdb(rc);
         store_set_msg(msg, msg_len, "cannot open the store in %s: %s", opts->path,
                       mdb_strerror(rc));
-        goto out_close_env;
+        goto out_close_keys;
+    }
+    /* Erasures a crash interrupted are finished before anything is served. */
+    rv = store_crypt_recover(s);
+    if (rv != ES_OK) {
+        store_set_msg(msg, msg_len, "%s: cannot finish an interrupted erasure: %s", opts->path,
+                      es_strerror(rv));
+        goto out_close_keys;
     }
     if (opts->sync && !opts->read_only) {
         rv = sync_directory(opts->path, msg, msg_len);
         if (rv != ES_OK) {
-            goto out_close_env;
+            goto out_close_keys;
         }
     }
     *out = s;
@@ -1064,6 +1081,14 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
 
 out_abort_txn:
     mdb_txn_abort(txn);
+out_close_keys:
+    store_keys_close(&s->keys);
+    if (created_keys) {
+        char kp[4096];
+        if (path_join(kp, sizeof kp, opts->path, STORE_KEYS_FILE)) {
+            unlink(kp); /* the opening transaction that referred to it is gone */
+        }
+    }
 out_close_env:
     mdb_env_close(s->env);
 out_release_owner:
@@ -1088,6 +1113,7 @@ void store_close(store *s)
         return;
     }
     mdb_env_close(s->env);
+    store_keys_close(&s->keys);
     if (s->owner_fd >= 0) {
         close(s->owner_fd); /* the lock goes with it */
     }

@@ -335,6 +335,16 @@ static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t po
     if (rv != ES_OK || !*served) {
         return rv;
     }
+    if (store_record_sealed(&v)) {
+        rv = store_record_open_plain(s, &v, &rec.bytes, &rec.len);
+        if (rv == ES_ERR_ERASED) {
+            *served = false; /* erased while this read ran */
+            return ES_OK;
+        }
+        if (rv != ES_OK) {
+            return rv;
+        }
+    }
     store_in_visitor = true;
     *verdict = visit(ctx, &rec);
     store_in_visitor = false;
@@ -375,6 +385,8 @@ es_err store_read_stream(store *s, const uint8_t *stream, size_t stream_len, uin
             rv = ES_ERR_STREAM_DELETED;
         } else if (lf.window.deleted) {
             rv = ES_ERR_NOT_FOUND;
+        } else {
+            rv = store_crypt_stream_state(s, txn, si.number);
         }
         lf.active = lf.window.min_recorded_us != 0;
         lf.cached = true;
@@ -672,6 +684,17 @@ static es_err read_all_log(store *s, MDB_txn *txn, const read_all_walk *w)
             match = served;
             scanned += !served && filter->kind != STORE_FILTER_STREAM_PREFIX;
         }
+        if (match && store_record_sealed(&v)) {
+            /* An erased stream's events are holes, as deleted ones are. */
+            rv = store_record_open_plain(w->life->s, &v, &rec.bytes, &rec.len);
+            if (rv == ES_ERR_ERASED) {
+                rv = ES_OK;
+                match = false;
+                scanned++;
+            } else if (rv != ES_OK) {
+                break;
+            }
+        }
         if (match) {
             store_in_visitor = true;
             verdict = w->visit(w->ctx, &rec);
@@ -813,6 +836,10 @@ es_err store_read_event_by_id(store *s, const uint8_t id[16], store_visit_fn vis
     if (!served) {
         rv = ES_ERR_NOT_FOUND;
         goto out_end_txn;
+    }
+    if (store_record_sealed(&v) &&
+        (rv = store_record_open_plain(s, &v, &rec.bytes, &rec.len)) != ES_OK) {
+        goto out_end_txn; /* ES_ERR_ERASED: its key was destroyed */
     }
     store_in_visitor = true;
     (void)visit(ctx, &rec);
@@ -999,25 +1026,46 @@ es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len, s
                get_u64le((const uint8_t *)v.mv_data + 8) < life.deleted_before) {
         rv = ES_ERR_NOT_FOUND;
     }
+    bool sealed = false;
+    uint8_t key[STORE_KEY_BYTES];
+    uint64_t slot;
+    if (rv == ES_OK) {
+        rv = store_crypt_snapshot_key(s, txn, si.number, &sealed, key, &slot);
+    }
     if (rv != ES_OK) {
         store_read_end(txn);
         return rv;
     }
     const uint8_t *p = v.mv_data;
-    if (v.mv_size < SNAPSHOT_HEADER_BYTES || crc32c(0, p + 4, v.mv_size - 4) != get_u32le(p)) {
+    size_t overhead = sealed ? STORE_SEAL_OVERHEAD : 0;
+    if (v.mv_size < SNAPSHOT_HEADER_BYTES + overhead ||
+        crc32c(0, p + 4, v.mv_size - 4) != get_u32le(p)) {
         store_read_end(txn);
         return ES_ERR_CORRUPT;
     }
     snap->state_format = get_u32le(p + 4);
     snap->revision = get_u64le(p + 8);
     snap->saved_at_us = get_u64le(p + 16);
-    snap->data_len = v.mv_size - SNAPSHOT_HEADER_BYTES;
+    snap->data_len = v.mv_size - SNAPSHOT_HEADER_BYTES - overhead;
     snap->data = malloc(snap->data_len ? snap->data_len : 1);
     if (!snap->data) {
         store_read_end(txn);
         return ES_ERR_NO_MEMORY;
     }
-    memcpy(snap->data, p + SNAPSHOT_HEADER_BYTES, snap->data_len);
+    if (sealed) {
+        static const uint8_t zero_id[ES_EVENT_ID_BYTES];
+        rv = store_unseal(key, p + SNAPSHOT_HEADER_BYTES, v.mv_size - SNAPSHOT_HEADER_BYTES,
+                          si.number, zero_id, snap->data);
+        memset(key, 0, sizeof key);
+        if (rv != ES_OK) {
+            free(snap->data);
+            snap->data = NULL;
+            store_read_end(txn);
+            return rv;
+        }
+    } else {
+        memcpy(snap->data, p + SNAPSHOT_HEADER_BYTES, snap->data_len);
+    }
     store_read_end(txn);
     return ES_OK;
 }

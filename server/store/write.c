@@ -41,6 +41,7 @@
  */
 #include <errno.h>
 #include <lmdb.h>
+#include <openssl/crypto.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,7 @@ typedef struct append_plan {
     bool exists;  /* a stream record: revisions continue after si.last_revision */
     bool deleted; /* soft-deleted, nothing appended since: absent for expectations */
     store_stream_info si;
+    store_key_plan key; /* its data key (erase.c) */
 } append_plan;
 
 /*
@@ -188,7 +190,12 @@ static es_err stored_content_same(store *s, MDB_txn *txn, const store_append_in 
         return rc == MDB_NOTFOUND ? ES_ERR_CORRUPT : es_err_from_mdb(rc);
     }
     es_record r;
-    es_err rv = store_record_parse(&v, &r);
+    const uint8_t *payload;
+    size_t plen;
+    es_err rv = store_record_open_plain(s, &v, &payload, &plen);
+    if (rv == ES_OK && es_record_parse(payload, plen, 0, &r) != ES_OK) {
+        rv = ES_ERR_CORRUPT;
+    }
     if (rv != ES_OK) {
         return rv;
     }
@@ -333,21 +340,34 @@ static size_t put_varint_field(uint8_t *p, uint32_t field, uint64_t v)
     return v ? pbw_put_varint_field(p, field, v) : 0;
 }
 
-static size_t record_size(const store_append_in *a, const store_event_in *e, uint64_t rev,
-                          uint64_t pos, uint64_t now)
+/* The sealed field's plaintext: data (6) and metadata (7), as in a plain record. */
+static size_t inner_size(const store_event_in *e)
 {
+    return len_field(ES_RECORD_F_DATA, e->data_len) +
+           len_field(ES_RECORD_F_METADATA, e->metadata_len);
+}
+
+/* Size of the packed RecordedEvent for one event, sealed or plain (the
+ * layouts are drawn in erase.c). */
+static size_t record_size(const store_append_in *a, const store_event_in *e, uint64_t rev,
+                          uint64_t pos, uint64_t now, bool sealed)
+{
+    size_t body =
+        sealed ? len_field(ES_RECORD_F_SEALED, STORE_SEAL_OVERHEAD + inner_size(e)) : inner_size(e);
     return len_field(ES_RECORD_F_STREAM, a->stream_len) + varint_field(ES_RECORD_F_REVISION, rev) +
            varint_field(ES_RECORD_F_POSITION, pos) + len_field(ES_RECORD_F_ID, ES_EVENT_ID_BYTES) +
-           len_field(ES_RECORD_F_TYPE, e->type_len) + len_field(ES_RECORD_F_DATA, e->data_len) +
-           len_field(ES_RECORD_F_METADATA, e->metadata_len) +
+           len_field(ES_RECORD_F_TYPE, e->type_len) + body +
            len_field(ES_RECORD_F_CONTENT_TYPE, e->content_type_len) +
            len_field(ES_RECORD_F_CORRELATION_ID, e->correlation_id_len) +
            len_field(ES_RECORD_F_CAUSATION_ID, e->causation_id_len) +
            varint_field(ES_RECORD_F_RECORDED_AT_US, now);
 }
 
+/* Write the record; with a key, data and metadata go sealed into field 12,
+ * last. @return its length, or 0 when sealing failed. */
 static size_t record_write(uint8_t *p, const store_append_in *a, const store_event_in *e,
-                           uint64_t rev, uint64_t pos, uint64_t now)
+                           uint64_t rev, uint64_t pos, uint64_t now, const uint8_t *key,
+                           uint64_t slot)
 {
     size_t n = 0;
     n += put_len_field(p + n, ES_RECORD_F_STREAM, a->stream, a->stream_len);
@@ -355,12 +375,26 @@ static size_t record_write(uint8_t *p, const store_append_in *a, const store_eve
     n += put_varint_field(p + n, ES_RECORD_F_POSITION, pos);
     n += put_len_field(p + n, ES_RECORD_F_ID, e->id, ES_EVENT_ID_BYTES);
     n += put_len_field(p + n, ES_RECORD_F_TYPE, e->type, e->type_len);
-    n += put_len_field(p + n, ES_RECORD_F_DATA, e->data, e->data_len);
-    n += put_len_field(p + n, ES_RECORD_F_METADATA, e->metadata, e->metadata_len);
+    if (!key) {
+        n += put_len_field(p + n, ES_RECORD_F_DATA, e->data, e->data_len);
+        n += put_len_field(p + n, ES_RECORD_F_METADATA, e->metadata, e->metadata_len);
+    }
     n += put_len_field(p + n, ES_RECORD_F_CONTENT_TYPE, e->content_type, e->content_type_len);
     n += put_len_field(p + n, ES_RECORD_F_CORRELATION_ID, e->correlation_id, e->correlation_id_len);
     n += put_len_field(p + n, ES_RECORD_F_CAUSATION_ID, e->causation_id, e->causation_id_len);
     n += put_varint_field(p + n, ES_RECORD_F_RECORDED_AT_US, now);
+    if (key) {
+        size_t inner = inner_size(e);
+        n += pbw_put_len_header(p + n, ES_RECORD_F_SEALED, STORE_SEAL_OVERHEAD + inner);
+        uint8_t *sealed = p + n;
+        size_t m = STORE_SEAL_HEADER;
+        m += put_len_field(sealed + m, ES_RECORD_F_DATA, e->data, e->data_len);
+        m += put_len_field(sealed + m, ES_RECORD_F_METADATA, e->metadata, e->metadata_len);
+        if (store_seal(key, slot, pos, e->id, sealed, inner) != ES_OK) {
+            return 0;
+        }
+        n += STORE_SEAL_OVERHEAD + inner;
+    }
     return n;
 }
 
@@ -381,20 +415,13 @@ static int index_insert(store *s, MDB_txn *txn, MDB_dbi dbi, const char *index, 
     return rc;
 }
 
-/* Write one append whose checks passed. Returns an LMDB code. */
-static int write_append(store *s, batch_state *b, const store_append_in *a, append_plan *plan,
-                        store_append_result *res)
+/* Write the events of one append and their index entries (dkey: seal them). */
+static int write_events(store *s, batch_state *b, const store_append_in *a, append_plan *plan,
+                        const uint8_t *dkey)
 {
     int rc;
     store_stream_info *si = &plan->si;
-    if (!plan->exists) {
-        memset(si, 0, sizeof *si);
-        si->number = b->next_stream++;
-        b->next_stream_dirty = true;
-        si->created_us = b->now_us;
-    }
     uint64_t first_rev = si->event_count;
-    uint64_t first_pos = b->next_position;
     uint8_t key[ES_MAX_NAME_BYTES + 9];
     uint8_t val[24];
     size_t cat_len = es_category_len(a->stream, a->stream_len);
@@ -404,7 +431,7 @@ static int write_append(store *s, batch_state *b, const store_append_in *a, appe
         uint64_t pos = b->next_position++;
         uint8_t pkey[8];
         put_u64be(pkey, pos);
-        size_t plen = record_size(a, e, rev, pos, b->now_us);
+        size_t plen = record_size(a, e, rev, pos, b->now_us, dkey != NULL);
         MDB_val k = {8, pkey};
         MDB_val v = {RECORD_HEADER_BYTES + plen, NULL};
         rc = mdb_put(b->txn, s->events, &k, &v, MDB_APPEND | MDB_RESERVE);
@@ -412,12 +439,13 @@ static int write_append(store *s, batch_state *b, const store_append_in *a, appe
             return rc;
         }
         uint8_t *rec = v.mv_data;
-        size_t written = record_write(rec + RECORD_HEADER_BYTES, a, e, rev, pos, b->now_us);
+        size_t written = record_write(rec + RECORD_HEADER_BYTES, a, e, rev, pos, b->now_us, dkey,
+                                      plan->key.slot);
         if (written != plen) {
             return EIO;
         }
         rec[0] = RECORD_VERSION;
-        rec[1] = 0;
+        rec[1] = dkey ? RECORD_FLAG_SEALED : 0;
         rec[2] = rec[3] = 0;
         put_u32le(rec + 4, crc32c(0, rec + RECORD_HEADER_BYTES, plen));
 
@@ -452,6 +480,36 @@ static int write_append(store *s, batch_state *b, const store_append_in *a, appe
         if (rc) {
             return rc;
         }
+    }
+    return MDB_SUCCESS;
+}
+
+/* Write one append whose checks passed. Returns an LMDB code. */
+static int write_append(store *s, batch_state *b, const store_append_in *a, append_plan *plan,
+                        store_append_result *res)
+{
+    int rc;
+    store_stream_info *si = &plan->si;
+    if (!plan->exists) {
+        memset(si, 0, sizeof *si);
+        si->number = b->next_stream++;
+        b->next_stream_dirty = true;
+        si->created_us = b->now_us;
+    }
+    uint64_t first_rev = si->event_count;
+    uint64_t first_pos = b->next_position;
+    rc = store_crypt_bind(s, b->txn, a, si->number, &plan->key);
+    if (rc) {
+        return rc;
+    }
+    uint8_t dkey[STORE_KEY_BYTES];
+    if (plan->key.sealed && !store_keys_get(&s->keys, plan->key.slot, dkey)) {
+        return EIO; /* checked live by the check phase, in this transaction */
+    }
+    rc = write_events(s, b, a, plan, plan->key.sealed ? dkey : NULL);
+    OPENSSL_cleanse(dkey, sizeof dkey);
+    if (rc) {
+        return rc;
     }
     if (!plan->exists) {
         si->first_position = first_pos;
@@ -538,6 +596,12 @@ static int apply_request(store *s, batch_state *b, store_request *r)
                 break;
             }
             plans[i].deleted = plans[i].si.last_revision < life.deleted_before;
+        }
+        lrv = store_crypt_plan(s, b->txn, a, plans[i].exists, plans[i].si.number, &plans[i].key);
+        if (lrv != ES_OK) {
+            res->rv = lrv;
+            rv = lrv;
+            break;
         }
         bool dup;
         lrv = check_idempotency(s, b, a, &plans[i], &dup, res);
@@ -1000,6 +1064,14 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
         mdb_txn_abort(txn);
         return ES_ERR_INVALID_ARGUMENT;
     }
+    bool sealed;
+    uint8_t key[STORE_KEY_BYTES];
+    uint64_t slot;
+    rv = store_crypt_snapshot_key(s, txn, si.number, &sealed, key, &slot);
+    if (rv != ES_OK) {
+        mdb_txn_abort(txn);
+        return rv;
+    }
     MDB_val k = {stream_len, (void *)stream};
     MDB_val v;
     /* Keep a newer snapshot of the same format: concurrent savers must not
@@ -1010,10 +1082,12 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
         mdb_txn_abort(txn);
         return ES_OK;
     }
-    v.mv_size = SNAPSHOT_HEADER_BYTES + data_len;
+    size_t stored_len = data_len + (sealed ? STORE_SEAL_OVERHEAD : 0);
+    v.mv_size = SNAPSHOT_HEADER_BYTES + stored_len;
     v.mv_data = NULL;
     rc = mdb_put(txn, s->snapshots, &k, &v, MDB_RESERVE);
     if (rc) {
+        OPENSSL_cleanse(key, sizeof key);
         mdb_txn_abort(txn);
         return es_err_from_mdb(rc);
     }
@@ -1021,10 +1095,20 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
     put_u32le(p + 4, state_format);
     put_u64le(p + 8, revision);
     put_u64le(p + 16, store_now_us());
+    uint8_t *d = p + SNAPSHOT_HEADER_BYTES + (sealed ? STORE_SEAL_HEADER : 0);
     if (data_len) {
-        memcpy(p + SNAPSHOT_HEADER_BYTES, data, data_len);
+        memcpy(d, data, data_len);
     }
-    put_u32le(p, crc32c(0, p + 4, SNAPSHOT_HEADER_BYTES - 4 + data_len));
+    if (sealed) {
+        static const uint8_t zero_id[ES_EVENT_ID_BYTES];
+        rv = store_seal(key, slot, si.number, zero_id, p + SNAPSHOT_HEADER_BYTES, data_len);
+        OPENSSL_cleanse(key, sizeof key);
+        if (rv != ES_OK) {
+            mdb_txn_abort(txn);
+            return rv;
+        }
+    }
+    put_u32le(p, crc32c(0, p + 4, SNAPSHOT_HEADER_BYTES - 4 + stored_len));
     rc = mdb_txn_commit(txn);
     return rc ? store_commit_err(s, rc) : ES_OK;
 }

@@ -595,6 +595,9 @@ int webapi_event(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out
     if (rv == ES_ERR_NOT_FOUND) {
         return fail(out, 404, "no event has this id (or its stream no longer serves it)");
     }
+    if (rv == ES_ERR_ERASED) {
+        return fail(out, 410, "this event's stream was erased");
+    }
     if (rv != ES_OK || !c.found) {
         json_decref(c.found);
         return fail(out, 500, rv != ES_OK ? es_strerror(rv) : "a record did not decode");

@@ -30,21 +30,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
 
-start_esd() { # DATADIR PORTFILE LOG -> sets STARTED_PID, STARTED_PORT
-	rm -f "$2"
-	"$ESD_BIN" --listen 127.0.0.1:0 --port-file "$2" --data-dir "$1" \
-		--sync none >"$3" 2>&1 &
+start_esd() { # DATADIR PORTFILE LOG [ESD ARGS] -> sets STARTED_PID, STARTED_PORT
+	SE_DIR=$1; SE_PF=$2; SE_LOG=$3; shift 3
+	rm -f "$SE_PF"
+	"$ESD_BIN" --listen 127.0.0.1:0 --port-file "$SE_PF" --data-dir "$SE_DIR" \
+		--sync none "$@" >"$SE_LOG" 2>&1 &
 	STARTED_PID=$!
 	i=0
-	while [ ! -s "$2" ]; do
+	while [ ! -s "$SE_PF" ]; do
 		i=$((i + 1))
 		if [ $i -gt 200 ] || ! kill -0 "$STARTED_PID" 2>/dev/null; then
-			echo "esd did not start (data dir $1):"; cat "$3"
+			echo "esd did not start (data dir $SE_DIR):"; cat "$SE_LOG"
 			return 1
 		fi
 		sleep 0.05
 	done
-	STARTED_PORT=$(cat "$2")
+	STARTED_PORT=$(cat "$SE_PF")
 }
 
 # run ARGS...: runs esctl, sets RC, OUT (stdout file), ERR (stderr file)
@@ -106,7 +107,9 @@ done_case() {
 
 # ---------------------------------------------------------------- esd
 D="$T/data"
-start_esd "$D" "$T/port" "$T/esd.log" || exit 1
+# A plain store: the damage case below finds an event's payload in
+# data.mdb by its bytes (an encrypted store never writes them in plain).
+start_esd "$D" "$T/port" "$T/esd.log" --no-encryption || exit 1
 ESD_PID=$STARTED_PID
 PORT=$STARTED_PORT
 SRV="127.0.0.1:$PORT"

@@ -23,6 +23,8 @@ const Es__V1__Request__KindCase sec_kinds[] = {
     ES__V1__REQUEST__KIND_TOMBSTONE_STREAM,
     ES__V1__REQUEST__KIND_SET_STREAM_METADATA,
     ES__V1__REQUEST__KIND_GET_STREAM_METADATA,
+    ES__V1__REQUEST__KIND_ERASE_STREAM,
+    ES__V1__REQUEST__KIND_ERASE_SUBJECT,
 };
 const size_t sec_n_kinds = sizeof sec_kinds / sizeof sec_kinds[0];
 
@@ -35,7 +37,8 @@ bool sec_kind_writes(Es__V1__Request__KindCase k)
 
 bool sec_kind_admin(Es__V1__Request__KindCase k)
 {
-    return k == ES__V1__REQUEST__KIND_TOMBSTONE_STREAM;
+    return k == ES__V1__REQUEST__KIND_TOMBSTONE_STREAM || k == ES__V1__REQUEST__KIND_ERASE_STREAM ||
+           k == ES__V1__REQUEST__KIND_ERASE_SUBJECT;
 }
 
 static ProtobufCBinaryData bytes_of(const char *s)
@@ -136,6 +139,18 @@ Es__V1__Request *sec_request(sec_req *r, Es__V1__Request__KindCase kind, uint64_
         es__v1__get_stream_metadata__init(&r->getmeta);
         r->getmeta.stream = bytes_of(STREAM);
         r->req.get_stream_metadata = &r->getmeta;
+        break;
+    case ES__V1__REQUEST__KIND_ERASE_STREAM:
+        es__v1__erase_stream__init(&r->erase);
+        r->erase.stream = bytes_of(STREAM);
+        r->erase.force = true;
+        r->req.erase_stream = &r->erase;
+        break;
+    case ES__V1__REQUEST__KIND_ERASE_SUBJECT:
+        es__v1__erase_subject__init(&r->erase_subject);
+        r->erase_subject.subject = bytes_of("sec-subject");
+        r->erase_subject.force = true;
+        r->req.erase_subject = &r->erase_subject;
         break;
     default:
         break;

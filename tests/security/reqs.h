@@ -35,6 +35,8 @@ typedef struct sec_req {
     Es__V1__TombstoneStream tomb;
     Es__V1__SetStreamMetadata setmeta;
     Es__V1__GetStreamMetadata getmeta;
+    Es__V1__EraseStream erase;
+    Es__V1__EraseSubject erase_subject;
 } sec_req;
 
 /** Every request kind but the hello, in wire order. */
@@ -45,7 +47,8 @@ extern const size_t sec_n_kinds;
  *         delete_stream, set_stream_metadata, tombstone_stream). */
 bool sec_kind_writes(Es__V1__Request__KindCase k);
 
-/** @brief True for the kinds only the admin role may send (tombstone_stream). */
+/** @brief True for the kinds only the admin role may send (tombstone_stream,
+ *         erase_stream, erase_subject). */
 bool sec_kind_admin(Es__V1__Request__KindCase k);
 
 /**

@@ -375,7 +375,7 @@ static void test_read_role(void **state)
     for (size_t i = 0; i < sec_n_kinds; i++) {
         writing += sec_kind_writes(sec_kinds[i]);
     }
-    assert_int_equal(writing, 6);
+    assert_int_equal(writing, 8);
     assert_int_equal(h->srv.counters.permission_denied, 50 * writing);
 }
 
@@ -390,7 +390,7 @@ static void test_write_and_admin_roles(void **state)
         assert_int_equal(harness_send(h, sec_request(&r, sec_kinds[i], id)), ES_OK);
         harness_drain(h);
         Es__V1__Response *resp = next_reply(h, id);
-        /* The writer may do all but tombstone (admin only); the delete
+        /* The writer may do all but tombstone and erase (admin only); the delete
          * (wire order: after the writes) succeeds. */
         bool denied = resp->kind_case == ES__V1__RESPONSE__KIND_ERROR &&
                       resp->error->code == ES__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
@@ -402,9 +402,10 @@ static void test_write_and_admin_roles(void **state)
         harness_clear(h);
     }
     /* The append and the transaction, and the $lifecycle records of the
-     * metadata set and the delete (the tombstone was refused). */
+     * metadata set and the delete (the tombstone and the two erasures were
+     * refused). */
     assert_int_equal(store_head(h->srv.st), 4);
-    assert_int_equal(h->srv.counters.permission_denied, 1);
+    assert_int_equal(h->srv.counters.permission_denied, 3);
 }
 
 /* The admin may tombstone; nothing can write the stream afterwards. */
@@ -426,6 +427,40 @@ static void test_admin_may_tombstone(void **state)
     assert_int_equal(harness_send(h, sec_request(&r, ES__V1__REQUEST__KIND_APPEND, 102)), ES_OK);
     harness_drain(h);
     expect_error(h, 102, ES_ERR_STREAM_DELETED);
+}
+
+/* The admin may erase a stream; it then reads as ERASED. An erasure
+ * without its confirmation is refused, an unknown subject is NOT_FOUND. */
+static void test_admin_may_erase(void **state)
+{
+    fixture *f = *state;
+    harness *h = &f->h;
+    sec_req r;
+    hello_as(h, 200, "admin", T_ADMIN, "admin");
+    assert_int_equal(harness_send(h, sec_request(&r, ES__V1__REQUEST__KIND_APPEND, 201)), ES_OK);
+    harness_drain(h);
+    es__v1__response__free_unpacked(next_reply(h, 201), NULL);
+    Es__V1__Request *q = sec_request(&r, ES__V1__REQUEST__KIND_ERASE_STREAM, 202);
+    q->erase_stream->force = false; /* no confirmation */
+    assert_int_equal(harness_send(h, q), ES_OK);
+    harness_drain(h);
+    expect_error(h, 202, ES_ERR_INVALID_ARGUMENT);
+    assert_int_equal(harness_send(h, sec_request(&r, ES__V1__REQUEST__KIND_ERASE_STREAM, 203)),
+                     ES_OK);
+    harness_drain(h);
+    Es__V1__Response *resp = next_reply(h, 203);
+    assert_int_equal(resp->kind_case, ES__V1__RESPONSE__KIND_ERASED);
+    assert_false(resp->erased->already);
+    assert_int_equal(resp->erased->streams, 1);
+    es__v1__response__free_unpacked(resp, NULL);
+    assert_int_equal(harness_send(h, sec_request(&r, ES__V1__REQUEST__KIND_READ_STREAM, 204)),
+                     ES_OK);
+    harness_drain(h);
+    expect_error(h, 204, ES_ERR_ERASED);
+    assert_int_equal(harness_send(h, sec_request(&r, ES__V1__REQUEST__KIND_ERASE_SUBJECT, 205)),
+                     ES_OK);
+    harness_drain(h);
+    expect_error(h, 205, ES_ERR_NOT_FOUND);
 }
 
 /* The failure budget: at the limit the handler asks for a close, and a
@@ -471,6 +506,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_role, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_write_and_admin_roles, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_admin_may_tombstone, setup_auth, teardown_auth),
+        cmocka_unit_test_setup_teardown(test_admin_may_erase, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_failure_limit, setup_auth, teardown_auth),
         cmocka_unit_test_setup_teardown(test_no_auth_is_admin, setup_auth, teardown_auth),
     };

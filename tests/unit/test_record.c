@@ -69,10 +69,11 @@ static void test_field_numbers_match_the_schema(void **state)
     expect_field("content_type", ES_RECORD_F_CONTENT_TYPE, PROTOBUF_C_TYPE_BYTES);
     expect_field("correlation_id", ES_RECORD_F_CORRELATION_ID, PROTOBUF_C_TYPE_BYTES);
     expect_field("causation_id", ES_RECORD_F_CAUSATION_ID, PROTOBUF_C_TYPE_BYTES);
+    expect_field("sealed", ES_RECORD_F_SEALED, PROTOBUF_C_TYPE_BYTES);
     expect_field("recorded_at_us", ES_RECORD_F_RECORDED_AT_US, PROTOBUF_C_TYPE_UINT64);
     /* A field added to es.proto must be added to record.h (and here). */
-    assert_int_equal(es__v1__recorded_event__descriptor.n_fields, 11);
-    assert_int_equal(ES_RECORD_F_LAST, 11);
+    assert_int_equal(es__v1__recorded_event__descriptor.n_fields, 12);
+    assert_int_equal(ES_RECORD_F_LAST, 12);
 }
 
 /* ---------------------------------------------------------- round trip -- */

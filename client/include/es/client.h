@@ -656,6 +656,60 @@ ES_API es_err es_stream_meta_set(es_client *c, const char *stream, es_expected e
  */
 ES_API es_err es_stream_meta_get(es_client *c, const char *stream, es_stream_meta *out);
 
+/* =============================================================== erasure == */
+
+/*
+ * Erasure by crypto-shredding (docs/erasure.md). An encrypted store seals
+ * each stream's data and metadata with a key of its own, or of its data
+ * subject; erasure destroys the key, so the data cannot be read again from
+ * any copy holding only ciphertext (backups included). Reads and appends of
+ * an erased stream get ES_ERR_ERASED. Positions, ids, types and times stay.
+ */
+
+/** The outcome of an erasure. */
+typedef struct es_erased {
+    uint64_t erased_at_us; /**< when it was erased (the first time) */
+    bool already;          /**< erased before: nothing changed */
+    uint64_t streams;      /**< streams erased with it (1 for a stream) */
+} es_erased;
+
+/**
+ * @brief Append to a stream of a data subject: a new stream is sealed with
+ *        the subject's key (created with the subject's first stream); an
+ *        existing stream must already belong to the subject.
+ * @return as es_stream_append(); ES_ERR_INVALID_ARGUMENT (another subject's
+ *   stream, a stream without a subject, a store without encryption, a
+ *   subject id that is not 1..256 bytes of UTF-8 without control
+ *   characters); ES_ERR_ERASED (the subject was erased).
+ */
+ES_API es_err es_stream_append_subject(es_client *c, const char *stream, const char *subject,
+                                       es_expected expected, es_event *events, size_t n_events,
+                                       es_append_result *res);
+
+/**
+ * @brief Erase a stream (needs the admin role). Cannot be undone.
+ * @param expected the confirmation: ES_EXPECT_EXACT with the stream's last
+ *   revision, or ES_EXPECT_STREAM_EXISTS; ES_EXPECT_ANY only with force
+ * @param[out] out the outcome (may be NULL)
+ * @return ES_OK (also when erased already); ES_ERR_NOT_FOUND;
+ *   ES_ERR_NOT_ERASABLE (stored in plain); ES_ERR_WRONG_EXPECTED_REVISION;
+ *   ES_ERR_INVALID_ARGUMENT (no confirmation; the stream belongs to a
+ *   subject: erase the subject); ES_ERR_STREAM_DELETED; ES_ERR_PERMISSION_DENIED;
+ *   ES_ERR_FOLLOWER; ES_ERR_INVALID_STREAM_ID; ES_ERR_RESERVED_STREAM; the
+ *   connection errors of es_client_connect().
+ */
+ES_API es_err es_stream_erase(es_client *c, const char *stream, es_expected expected, bool force,
+                              es_erased *out);
+
+/**
+ * @brief Erase every stream of a data subject at once (needs the admin
+ *        role). Cannot be undone; the call is its own confirmation.
+ * @return ES_OK (also when erased already); ES_ERR_NOT_FOUND (no stream was
+ *   ever appended with this subject); ES_ERR_INVALID_ARGUMENT;
+ *   ES_ERR_PERMISSION_DENIED; ES_ERR_FOLLOWER; the connection errors.
+ */
+ES_API es_err es_subject_erase(es_client *c, const char *subject, es_erased *out);
+
 /* ================================================================= stats == */
 
 /** Server statistics. */

@@ -62,6 +62,9 @@ ERROR_TABLE = [
     (35, "SLOW_CONSUMER", "SlowConsumerError",
      "subscriber too slow: dropped to keep the server within its memory"),
     (36, "STREAM_DELETED", "StreamDeletedError", "stream deleted (tombstoned)"),
+    (40, "ERASED", "ErasedError", "erased: the data key of the stream or subject was destroyed"),
+    (41, "NOT_ERASABLE", "NotErasableError",
+     "stored in plain (encryption was off when it was created): cannot be erased"),
 ]
 
 

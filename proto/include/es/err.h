@@ -53,7 +53,10 @@ extern "C" {
     X(BUSY, 33, "busy")                                                                            \
     X(FOLLOWER, 34, "read-only follower: write to the primary")                                    \
     X(SLOW_CONSUMER, 35, "subscriber too slow: dropped to keep the server within its memory")      \
-    X(STREAM_DELETED, 36, "stream deleted (tombstoned)")
+    X(STREAM_DELETED, 36, "stream deleted (tombstoned)")                                           \
+    X(ERASED, 40, "erased: the data key of the stream or subject was destroyed")                   \
+    X(NOT_ERASABLE, 41,                                                                            \
+      "stored in plain (encryption was off when it was created): cannot be erased")
 
 typedef enum es_err {
 #define ES_ERR_ENUM_(name, num, msg) ES_ERR_##name = num,

@@ -63,6 +63,8 @@ typedef struct store_options {
                                        ES_ERR_FOLLOWER; events arrive through store_import_batch */
     store_log_fn damage_log;        /* index damage found while serving (NULL: stderr) */
     void *damage_log_ctx;
+    bool no_encrypt; /* a NEW store keeps events in plain (an existing store
+                        keeps the choice it was created with) */
 } store_options;
 
 /**
@@ -74,7 +76,8 @@ typedef struct store_options {
  * @return ES_OK;
  *   ES_ERR_INCOMPATIBLE_STORE: the directory holds something that is not an
  *     esd store (foreign files, an LMDB without our meta record) or a store
- *     of another format version — nothing was changed;
+ *     of another format version — nothing was changed; or an encrypted
+ *     store's key store (keys.esk) is missing or another store's;
  *   ES_ERR_IO: the directory cannot be created or opened (see msg);
  *   ES_ERR_NOT_FOUND: read_only and no store there;
  *   ES_ERR_BUSY: (not read_only) another process owns the directory (a
@@ -155,7 +158,10 @@ typedef struct store_append_in {
     uint64_t revision; /* STORE_EXPECT_EXACT only */
     const store_event_in *events;
     size_t n_events;
-    bool allow_reserved; /* '$' streams: only the store's own writers */
+    bool allow_reserved;    /* '$' streams: only the store's own writers */
+    const uint8_t *subject; /* optional data subject (erase.c): a new stream is sealed
+                               with the subject's key; an existing one must have it */
+    size_t subject_len;
 } store_append_in;
 
 /**
@@ -186,6 +192,9 @@ typedef struct store_request {
  * ids already stored in another stream, at other revisions, or only some of
  * them); ES_ERR_STREAM_DELETED (the stream was tombstoned; a soft-deleted
  * stream is recreated: expectations in server/store/life.c);
+ * ES_ERR_ERASED (the stream's or its subject's key was destroyed); a
+ * subject that is not the stream's, or one given to a store without
+ * encryption, is ES_ERR_INVALID_ARGUMENT (server/store/erase.c);
  * ES_ERR_INVALID_STREAM_ID, ES_ERR_RESERVED_STREAM,
  * ES_ERR_INVALID_EVENT_TYPE, ES_ERR_INVALID_EVENT_ID, ES_ERR_TOO_LARGE,
  * ES_ERR_TOO_MANY_EVENTS, ES_ERR_INVALID_ARGUMENT (validation: nothing
@@ -295,6 +304,8 @@ typedef struct store_page {
  * @return ES_OK (an empty page when from is past the end);
  *   ES_ERR_NOT_FOUND: the stream does not exist (or was soft-deleted and
  *   not appended to since); ES_ERR_STREAM_DELETED: it was tombstoned;
+ *   ES_ERR_ERASED: its data key was destroyed (store_erase; store_read_all
+ *   skips such events, as it skips deleted ones);
  *   ES_ERR_INVALID_STREAM_ID; ES_ERR_CORRUPT (a record failed its CRC: it
  *   is never handed to the visitor); ES_ERR_IO.
  */
@@ -338,7 +349,8 @@ es_err store_read_all(store *s, const store_filter *filter, uint64_t from, bool 
  *   stream's lifecycle hides it: deleted, truncated, beyond max_count or
  *   max_age, tombstoned); ES_ERR_CORRUPT (a record failed its CRC, or the
  *   index entry leads to a record with another id: logged and counted as
- *   in store_index_mismatches); ES_ERR_IO.
+ *   in store_index_mismatches); ES_ERR_ERASED (its stream's key was
+ *   destroyed); ES_ERR_IO.
  */
 es_err store_read_event_by_id(store *s, const uint8_t id[16], store_visit_fn visit, void *ctx);
 
@@ -515,6 +527,53 @@ es_err store_pages_get(store *s, store_pages *p);
  *        store's clock is made of (NULL: the system's). Process-wide.
  */
 void store_clock_hook(uint64_t (*real_us)(void), uint64_t (*mono_us)(void));
+/* ---------------------------------------------------------------- erasure -- */
+
+/* Design notes in server/store/erase.c. */
+
+typedef enum store_erase_kind {
+    STORE_ERASE_STREAM = 0,
+    STORE_ERASE_SUBJECT,
+} store_erase_kind;
+
+/** One erasure; pointers borrowed for the call. */
+typedef struct store_erase_op {
+    store_erase_kind kind;
+    const uint8_t *name; /* the stream id or the subject id */
+    size_t name_len;
+    store_expect expect; /* streams: ANY, STREAM_EXISTS or EXACT (revision) */
+    uint64_t revision;
+    /* Results. */
+    uint64_t erased_at_us; /* when the key was destroyed (the first time) */
+    bool already;          /* it was erased before: nothing changed */
+    uint64_t streams;      /* subject: streams bound to it */
+    bool actual_exists;    /* ES_ERR_WRONG_EXPECTED_REVISION */
+    uint64_t actual_revision;
+} store_erase_op;
+
+/**
+ * @brief Erase a stream or a data subject: destroy its data key and mark it
+ *        erased, durably, whatever the store's sync mode. Its events' data
+ *        and metadata (and its snapshot) can no longer be read from any
+ *        copy that holds only their ciphertext; reads of the stream (of
+ *        every stream of the subject) answer ES_ERR_ERASED, appends too.
+ * @return ES_OK (also when already erased: op->already);
+ *   ES_ERR_NOT_FOUND (no such stream or subject);
+ *   ES_ERR_NOT_ERASABLE (the stream's events are stored in plain: it was
+ *   created while encryption was off);
+ *   ES_ERR_INVALID_ARGUMENT (the stream belongs to a subject: erase the
+ *   subject; a bad name; a bad expectation);
+ *   ES_ERR_WRONG_EXPECTED_REVISION (actual_* set); ES_ERR_INVALID_STREAM_ID;
+ *   ES_ERR_RESERVED_STREAM; ES_ERR_STREAM_DELETED (tombstoned);
+ *   ES_ERR_READ_ONLY; ES_ERR_FOLLOWER; ES_ERR_STORE_FULL; ES_ERR_IO.
+ *   A failure after the commit (the key's overwrite) is ES_ERR_IO: the
+ *   erasure is recorded and the key is destroyed at the next open.
+ * @note Writer thread only.
+ */
+es_err store_erase(store *s, store_erase_op *op);
+
+/** @brief Whether new streams of this store are encrypted. */
+bool store_encrypted(const store *s);
 
 /* -------------------------------------------------------------- snapshots -- */
 
@@ -524,7 +583,8 @@ void store_clock_hook(uint64_t (*real_us)(void), uint64_t (*mono_us)(void));
  *        (then nothing changes and ES_OK is returned: a concurrent saver
  *        never replaces a later state with an earlier one).
  * @return ES_OK; ES_ERR_INVALID_STREAM_ID; ES_ERR_NOT_FOUND (no such stream);
- *   ES_ERR_STREAM_DELETED (tombstoned);
+ *   ES_ERR_STREAM_DELETED (tombstoned); ES_ERR_ERASED (sealed with a
+ *   destroyed key);
  *   ES_ERR_INVALID_ARGUMENT (revision beyond the stream's last revision);
  *   ES_ERR_TOO_LARGE; ES_ERR_STORE_FULL; ES_ERR_IO; ES_ERR_READ_ONLY;
  *   ES_ERR_FOLLOWER (opened as a follower).
@@ -543,6 +603,7 @@ typedef struct store_snapshot {
 
 /** A snapshot folding soft-deleted events is NOT_FOUND (server/store/life.c).
  *  @return ES_OK; ES_ERR_NOT_FOUND; ES_ERR_STREAM_DELETED (tombstoned);
+ *  ES_ERR_ERASED (the stream's key was destroyed);
  *  ES_ERR_CORRUPT; ES_ERR_NO_MEMORY; ES_ERR_IO. */
 es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
                            store_snapshot *snap);
@@ -601,8 +662,9 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
  * @brief Write a consistent, compacted copy of the store to an empty or new
  *        directory (LMDB's mdb_env_copyfd2 with MDB_CP_COMPACT) as
  *        DEST/data.mdb, mode 0600: written under a temporary name, fsynced,
- *        renamed, the directory fsynced. On failure nothing is left behind
- *        (a directory it created is removed too).
+ *        renamed, the directory fsynced; an encrypted store's key store is
+ *        copied after it as DEST/keys.esk (docs/erasure.md). On failure
+ *        nothing is left behind (a directory it created is removed too).
  * @return ES_OK; ES_ERR_INVALID_ARGUMENT (destination not empty or not a
  *   directory); ES_ERR_STORE_FULL (no room at the destination); ES_ERR_IO.
  */

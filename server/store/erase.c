@@ -1,0 +1,692 @@
+/*
+ * erase.c — encryption at rest and erasure by crypto-shredding: which key
+ * seals which stream, subjects, store_erase and its recovery at open.
+ *
+ * Design notes
+ * ============
+ *
+ * Deleting a stream is not erasure: LMDB is copy-on-write, so the bytes of
+ * a deleted event stay in freed pages until they are reused, and backups
+ * and followers hold their own copies. So an encrypted store (the default
+ * for a new store; meta "encrypt" = 1, chosen at creation, never changed)
+ * seals every event's data and metadata with a key of its own stream, or
+ * of the stream's data subject, and erasure destroys that key in the key
+ * store (keys.c), which is overwritten in place. Every copy that holds only
+ * ciphertext is then erased at once: the log's live and freed pages, every
+ * backup of data.mdb, old or new.
+ *
+ * What stays readable, on purpose: the event's position, stream id,
+ * revision, event id, type, content type, correlation and causation ids and
+ * recorded-at time are not sealed. An auditor can see that a stream had
+ * events and when they were written and erased; indexes keep working on
+ * them; and a reader of the whole log sees holes where erased events were,
+ * as for deleted ones. Personal data belongs in data and metadata, never in
+ * stream ids or event types (docs/erasure.md says so).
+ *
+ * A sealed record keeps the wire layout the store writes (proto/record.h)
+ * with fields 6 and 7 replaced by field 12, last:
+ *
+ *   12 sealed: +-----+---------+-----------+=================================+--------+
+ *              | ver | slot u64| nonce (12)| AES-256-GCM( field 6 | field 7 ) |tag (16)|
+ *              | u8  |   LE    |           |   (their protobuf encoding)     |        |
+ *              +-----+---------+-----------+=================================+--------+
+ *
+ * and the record header's flags byte has RECORD_FLAG_SEALED. A read opens
+ * it into a per-thread buffer as exactly the bytes an unencrypted store
+ * would have stored: fields 1-5, 6 and 7, then 8-11.
+ *
+ * Tables (created at open, no format change; a store that has none is
+ * plain):
+ *
+ *   stream_keys  stream no u64 BE -> slot u64 LE | flags u64 LE (1: the
+ *                subject's key). Written once, when the stream is created
+ *                (an append to an existing stream dirties no page here).
+ *                Streams created while encryption was off have none and
+ *                stay plain (ES_ERR_NOT_ERASABLE), and so do the store's
+ *                own $-streams (the lifecycle records: stream states that
+ *                db check, followers and projectors read without keys).
+ *   subjects     subject id -> slot u64 LE
+ *   erased_keys  slot u64 BE -> erased_at_us u64 LE | kind u64 LE (0 stream,
+ *                1 subject)
+ *
+ * Erasure in one durable step. store_erase writes the erased_keys entry
+ * and commits it, synced (mdb_env_sync when the store runs without sync),
+ * and only then overwrites the key's slot and syncs the key store. A crash
+ * before the commit: nothing happened (the key lives, the stream reads as
+ * before). A crash after it: the erasure is recorded, reads already refuse
+ * the stream (they check erased_keys as well as the slot), and the next
+ * open destroys every key listed in erased_keys that is still live
+ * (store_crypt_recover) before serving anything. So a kill -9 leaves an
+ * erasure completed or not started, never half. A stream whose slot is
+ * zero without an erased_keys entry (a backup restored with a key store
+ * newer than its data) reads as erased too.
+ *
+ * A subject's streams share its key, so erasing the subject is one key and
+ * is atomic across its streams by construction. A stream bound to a
+ * subject cannot be erased alone (that would destroy the subject's key):
+ * ES_ERR_INVALID_ARGUMENT.
+ *
+ * Snapshots of a sealed stream are sealed with its key too (the stream
+ * number as the position, a zero id in the additional data), so the
+ * erasure reaches them the same way.
+ */
+#include <errno.h>
+#include <lmdb.h>
+#include <openssl/crypto.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "internal.h"
+#include "pbwire.h"
+
+#define KEY_FLAG_SUBJECT 1u
+
+/* ------------------------------------------------------------------ open -- */
+
+es_err store_crypt_open(store *s, MDB_txn *txn, const char *dir, bool created, bool want_encrypt,
+                        char *msg, size_t msg_len)
+{
+    s->keys.fd = -1;
+    unsigned flags = s->read_only ? 0 : MDB_CREATE;
+    int rc = mdb_dbi_open(txn, "stream_keys", flags, &s->stream_keys);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "subjects", flags, &s->subjects);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "erased_keys", flags, &s->erased_keys);
+    }
+    if (rc == MDB_NOTFOUND && s->read_only) {
+        return ES_OK; /* a store from before encryption, read as it is */
+    }
+    if (rc) {
+        store_set_msg(msg, msg_len, "%s: cannot open the key tables: %s", dir, mdb_strerror(rc));
+        return es_err_from_mdb(rc);
+    }
+    s->has_keys = true;
+    MDB_val v;
+    if (created && want_encrypt) {
+        uint8_t one = 1;
+        rc = store_meta_put(txn, s->meta, "encrypt", &one, 1);
+        if (rc) {
+            return es_err_from_mdb(rc);
+        }
+    }
+    rc = store_meta_get(txn, s->meta, "encrypt", &v);
+    if (rc == MDB_NOTFOUND) {
+        return ES_OK; /* plain */
+    }
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    s->encrypt = v.mv_size == 1 && *(const uint8_t *)v.mv_data == 1;
+    if (!s->encrypt) {
+        return ES_OK;
+    }
+    return store_keys_open(&s->keys, dir, s->id, created, s->read_only, s->sync, msg, msg_len);
+}
+
+es_err store_crypt_recover(store *s)
+{
+    if (!s->has_keys || s->keys.fd < 0 || s->read_only) {
+        return ES_OK;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, s->erased_keys, &cur);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return es_err_from_mdb(rc);
+    }
+    es_err rv = ES_OK;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && rv == ES_OK;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8) {
+            continue;
+        }
+        uint64_t slot = get_u64be(k.mv_data);
+        if (store_keys_live(&s->keys, slot)) {
+            rv = store_keys_destroy(&s->keys, slot);
+        }
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+bool store_encrypted(const store *s)
+{
+    return s->encrypt;
+}
+
+/* ---------------------------------------------------------------- writes -- */
+
+/* A stream's key entry; @return ES_OK, ES_ERR_NOT_FOUND (a plain stream). */
+static es_err stream_key_get(store *s, MDB_txn *txn, uint64_t number, uint64_t *slot,
+                             uint64_t *flags)
+{
+    if (!s->has_keys) {
+        return ES_ERR_NOT_FOUND;
+    }
+    uint8_t kb[8];
+    put_u64be(kb, number);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_get(txn, s->stream_keys, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        return ES_ERR_NOT_FOUND;
+    }
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    if (v.mv_size != 16) {
+        return ES_ERR_CORRUPT;
+    }
+    *slot = get_u64le(v.mv_data);
+    *flags = get_u64le((const uint8_t *)v.mv_data + 8);
+    return ES_OK;
+}
+
+/* Whether a slot's key was destroyed or its erasure recorded. */
+static es_err slot_erased(store *s, MDB_txn *txn, uint64_t slot, bool *erased)
+{
+    uint8_t kb[8];
+    put_u64be(kb, slot);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_get(txn, s->erased_keys, &k, &v);
+    if (rc == 0) {
+        *erased = true;
+        return ES_OK;
+    }
+    if (rc != MDB_NOTFOUND) {
+        return es_err_from_mdb(rc);
+    }
+    *erased = s->keys.fd < 0 || !store_keys_live(&s->keys, slot);
+    return ES_OK;
+}
+
+static es_err subject_get(store *s, MDB_txn *txn, const uint8_t *name, size_t len, uint64_t *slot)
+{
+    MDB_val k = {len, (void *)name}, v;
+    int rc = mdb_get(txn, s->subjects, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        return ES_ERR_NOT_FOUND;
+    }
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    if (v.mv_size != 8) {
+        return ES_ERR_CORRUPT;
+    }
+    *slot = get_u64le(v.mv_data);
+    return ES_OK;
+}
+
+es_err store_crypt_plan(store *s, MDB_txn *txn, const store_append_in *a, bool exists,
+                        uint64_t number, store_key_plan *kp)
+{
+    memset(kp, 0, sizeof *kp);
+    if (a->subject_len != 0 &&
+        (!s->encrypt || es_validate_name(a->subject, a->subject_len) != ES_OK)) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    uint64_t subject_slot = 0;
+    bool subject_known = false;
+    if (a->subject_len != 0) {
+        es_err rv = subject_get(s, txn, a->subject, a->subject_len, &subject_slot);
+        if (rv != ES_OK && rv != ES_ERR_NOT_FOUND) {
+            return rv;
+        }
+        subject_known = rv == ES_OK;
+    }
+    if (exists) {
+        uint64_t flags = 0;
+        es_err rv = stream_key_get(s, txn, number, &kp->slot, &flags);
+        if (rv == ES_ERR_NOT_FOUND) {
+            /* A plain stream stays plain; it has no subject to match. */
+            return a->subject_len != 0 ? ES_ERR_INVALID_ARGUMENT : ES_OK;
+        }
+        if (rv != ES_OK) {
+            return rv;
+        }
+        if (a->subject_len != 0 &&
+            (!(flags & KEY_FLAG_SUBJECT) || !subject_known || subject_slot != kp->slot)) {
+            return ES_ERR_INVALID_ARGUMENT;
+        }
+        kp->sealed = true;
+        kp->subject = flags & KEY_FLAG_SUBJECT;
+    } else {
+        /* The store's own $-streams (the lifecycle records) carry stream
+         * states, not personal data, and are read by db check, followers
+         * and projectors without keys: never sealed. */
+        if (!s->encrypt || (a->stream_len != 0 && a->stream[0] == '$')) {
+            return a->subject_len != 0 ? ES_ERR_INVALID_ARGUMENT : ES_OK;
+        }
+        kp->sealed = true;
+        kp->bind = true;
+        kp->subject = a->subject_len != 0;
+        if (kp->subject && subject_known) {
+            kp->slot = subject_slot;
+        } else {
+            kp->new_key = true;
+            kp->new_subject = kp->subject;
+            return ES_OK;
+        }
+    }
+    bool erased;
+    es_err rv = slot_erased(s, txn, kp->slot, &erased);
+    if (rv == ES_OK && erased) {
+        rv = ES_ERR_ERASED;
+    }
+    return rv;
+}
+
+int store_crypt_bind(store *s, MDB_txn *txn, const store_append_in *a, uint64_t number,
+                     store_key_plan *kp)
+{
+    if (!kp->sealed || !kp->bind) {
+        return 0; /* plain, or bound when it was created: nothing to write */
+    }
+    if (kp->new_subject) {
+        /* An earlier append of the same transaction may have created it. */
+        es_err rv = subject_get(s, txn, a->subject, a->subject_len, &kp->slot);
+        if (rv == ES_OK) {
+            kp->new_key = kp->new_subject = false;
+        } else if (rv != ES_ERR_NOT_FOUND) {
+            return rv == ES_ERR_CORRUPT ? MDB_CORRUPTED : EIO;
+        }
+    }
+    if (kp->new_key) {
+        es_err rv = store_keys_take(&s->keys, &kp->slot);
+        if (rv != ES_OK) {
+            return rv == ES_ERR_STORE_FULL ? MDB_MAP_FULL : EIO;
+        }
+        kp->new_key = false;
+        if (kp->new_subject) {
+            uint8_t sv[8];
+            put_u64le(sv, kp->slot);
+            MDB_val k = {a->subject_len, (void *)a->subject}, v = {8, sv};
+            int rc = mdb_put(txn, s->subjects, &k, &v, MDB_NOOVERWRITE);
+            if (rc) {
+                return rc;
+            }
+            kp->new_subject = false;
+        }
+    }
+    uint8_t kb[8], vb[16];
+    put_u64be(kb, number);
+    put_u64le(vb, kp->slot);
+    put_u64le(vb + 8, kp->subject ? KEY_FLAG_SUBJECT : 0);
+    MDB_val k = {8, kb}, v = {16, vb};
+    int rc = mdb_put(txn, s->stream_keys, &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) {
+        return MDB_CORRUPTED; /* a new stream's number already has a key: a damaged counter */
+    }
+    kp->bind = false;
+    return rc;
+}
+
+/* ----------------------------------------------------------------- reads -- */
+
+bool store_record_sealed(const MDB_val *v)
+{
+    return v->mv_size > 1 && (((const uint8_t *)v->mv_data)[1] & RECORD_FLAG_SEALED);
+}
+
+/* The per-thread buffer of opened records (freed when the thread ends). */
+typedef struct plain_buf {
+    uint8_t *p;
+    size_t cap;
+} plain_buf;
+
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+
+static void buf_free(void *b)
+{
+    plain_buf *pb = b;
+    if (pb) {
+        OPENSSL_cleanse(pb->p, pb->cap);
+        free(pb->p);
+        free(pb);
+    }
+}
+
+static void buf_key_create(void)
+{
+    (void)pthread_key_create(&buf_key, buf_free);
+}
+
+static uint8_t *thread_buf(size_t need)
+{
+    pthread_once(&buf_once, buf_key_create);
+    plain_buf *pb = pthread_getspecific(buf_key);
+    if (!pb) {
+        pb = calloc(1, sizeof *pb);
+        if (!pb || pthread_setspecific(buf_key, pb) != 0) {
+            free(pb);
+            return NULL;
+        }
+    }
+    if (pb->cap < need) {
+        size_t cap = need < 4096 ? 4096 : need;
+        uint8_t *p = malloc(cap);
+        if (!p) {
+            return NULL;
+        }
+        if (pb->p) {
+            OPENSSL_cleanse(pb->p, pb->cap);
+        }
+        free(pb->p);
+        pb->p = p;
+        pb->cap = cap;
+    }
+    return pb->p;
+}
+
+/*
+ * The sealed record's parts: its head (fields 1-5, es_record_head), then a
+ * walk of the fields after the type to field 12, which must be last. Only
+ * records the store wrote are sealed (their CRC held), so the head is in
+ * the store's layout; anything else is CORRUPT.
+ */
+static es_err sealed_parts(const uint8_t *bytes, size_t len, es_record *r)
+{
+    if (!es_record_head(bytes, len, r)) {
+        return ES_ERR_CORRUPT;
+    }
+    const uint8_t *p = r->type.p + r->type.len, *end = bytes + len;
+    pbw_field f;
+    memset(&r->sealed, 0, sizeof r->sealed);
+    r->data.len = r->metadata.len = 0;
+    es_err rv;
+    while ((rv = pbw_next(&p, end, &f)) == ES_OK) {
+        if (f.number == ES_RECORD_F_SEALED && f.wire == PBW_WIRE_LEN) {
+            r->sealed.p = f.data;
+            r->sealed.len = f.len;
+        } else if (r->sealed.len != 0 || f.number == ES_RECORD_F_DATA ||
+                   f.number == ES_RECORD_F_METADATA) {
+            return ES_ERR_CORRUPT; /* field 12 last; no plain data beside it */
+        }
+    }
+    return rv == ES_ERR_NOT_FOUND && r->sealed.len != 0 ? ES_OK : ES_ERR_CORRUPT;
+}
+
+/* The key of the last record this thread opened: a replay of one stream
+ * takes it from here instead of checking its slot's CRC for every record.
+ * Slots are never reused, so a slot still marked live holds the same key;
+ * the store id tells the stores of one process apart. */
+typedef struct key_cache {
+    uint8_t store_id[STORE_ID_BYTES];
+    uint64_t slot;
+    bool valid;
+    uint8_t key[STORE_KEY_BYTES];
+} key_cache;
+
+static _Thread_local key_cache tl_key;
+
+static bool cached_key(store *s, uint64_t slot, uint8_t key[STORE_KEY_BYTES])
+{
+    if (tl_key.valid && tl_key.slot == slot && !memcmp(tl_key.store_id, s->id, STORE_ID_BYTES) &&
+        store_keys_marked_live(&s->keys, slot)) {
+        memcpy(key, tl_key.key, STORE_KEY_BYTES);
+        return true;
+    }
+    if (!store_keys_get(&s->keys, slot, key)) {
+        tl_key.valid = false;
+        OPENSSL_cleanse(tl_key.key, sizeof tl_key.key);
+        return false;
+    }
+    memcpy(tl_key.store_id, s->id, STORE_ID_BYTES);
+    tl_key.slot = slot;
+    memcpy(tl_key.key, key, STORE_KEY_BYTES);
+    tl_key.valid = true;
+    return true;
+}
+
+es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uint8_t **out,
+                           size_t *out_len)
+{
+    es_record r;
+    if (sealed_parts(bytes, len, &r) != ES_OK) {
+        return ES_ERR_CORRUPT;
+    }
+    uint64_t slot;
+    if (!store_seal_slot(r.sealed.p, r.sealed.len, &slot)) {
+        return ES_ERR_CORRUPT;
+    }
+    uint8_t key[STORE_KEY_BYTES];
+    if (!cached_key(s, slot, key)) {
+        return ES_ERR_ERASED;
+    }
+    /* The record as a plain store writes it, byte for byte: fields 1-5,
+     * the opened fields 6 and 7, then 8-11 (readers and clients take the
+     * layout the store writes on their fast paths). */
+    size_t field_hdr = 1 + pbw_varint_len(r.sealed.len);
+    size_t head = (size_t)(r.type.p + r.type.len - bytes);
+    if ((size_t)(r.sealed.p - bytes) < field_hdr + head) {
+        OPENSSL_cleanse(key, sizeof key);
+        return ES_ERR_CORRUPT; /* not the layout the store writes */
+    }
+    size_t tail = (size_t)(r.sealed.p - bytes) - field_hdr - head;
+    size_t plain = r.sealed.len - STORE_SEAL_OVERHEAD;
+    uint8_t *buf = thread_buf(head + plain + tail);
+    es_err rv = ES_ERR_NO_MEMORY;
+    if (buf) {
+        memcpy(buf, bytes, head);
+        rv = store_unseal(key, r.sealed.p, r.sealed.len, r.position, r.id.p, buf + head);
+        memcpy(buf + head + plain, bytes + head, tail);
+    }
+    OPENSSL_cleanse(key, sizeof key);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    *out = buf;
+    *out_len = head + plain + tail;
+    return ES_OK;
+}
+
+es_err store_record_open_plain(store *s, const MDB_val *v, const uint8_t **payload, size_t *len)
+{
+    es_err rv = store_record_open(v, payload, len);
+    if (rv != ES_OK || !store_record_sealed(v)) {
+        return rv;
+    }
+    if (s->keys.fd < 0) {
+        return ES_ERR_ERASED; /* a sealed record and no key store: unreadable */
+    }
+    return store_record_unseal(s, *payload, *len, payload, len);
+}
+
+es_err store_crypt_stream_state(store *s, MDB_txn *txn, uint64_t number)
+{
+    uint64_t slot, flags;
+    es_err rv = stream_key_get(s, txn, number, &slot, &flags);
+    if (rv == ES_ERR_NOT_FOUND) {
+        return ES_OK;
+    }
+    if (rv != ES_OK) {
+        return rv;
+    }
+    bool erased;
+    rv = slot_erased(s, txn, slot, &erased);
+    return rv == ES_OK && erased ? ES_ERR_ERASED : rv;
+}
+
+es_err store_crypt_snapshot_key(store *s, MDB_txn *txn, uint64_t number, bool *sealed,
+                                uint8_t key[STORE_KEY_BYTES], uint64_t *slot)
+{
+    uint64_t flags;
+    *sealed = false;
+    es_err rv = stream_key_get(s, txn, number, slot, &flags);
+    if (rv == ES_ERR_NOT_FOUND) {
+        return ES_OK;
+    }
+    if (rv != ES_OK) {
+        return rv;
+    }
+    bool erased;
+    rv = slot_erased(s, txn, *slot, &erased);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (erased || !store_keys_get(&s->keys, *slot, key)) {
+        return ES_ERR_ERASED;
+    }
+    *sealed = true;
+    return ES_OK;
+}
+
+/* ----------------------------------------------------------------- erase -- */
+
+/* The checks of a stream erasure; *slot set on ES_OK. */
+static es_err erase_stream_check(store *s, MDB_txn *txn, store_erase_op *op, uint64_t *slot)
+{
+    es_err rv = es_validate_stream_id(op->name, op->name_len, true);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (op->name[0] == '$') {
+        return ES_ERR_RESERVED_STREAM;
+    }
+    if (op->expect != STORE_EXPECT_ANY && op->expect != STORE_EXPECT_STREAM_EXISTS &&
+        op->expect != STORE_EXPECT_EXACT) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    store_stream_info si;
+    rv = store_stream_lookup(txn, s, op->name, op->name_len, &si);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    store_stream_life life;
+    rv = store_life_get(txn, s, si.number, &life);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (life.tombstoned) {
+        return ES_ERR_STREAM_DELETED;
+    }
+    uint64_t flags;
+    rv = stream_key_get(s, txn, si.number, slot, &flags);
+    if (rv == ES_ERR_NOT_FOUND) {
+        return ES_ERR_NOT_ERASABLE;
+    }
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (flags & KEY_FLAG_SUBJECT) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (op->expect == STORE_EXPECT_EXACT && op->revision != si.last_revision) {
+        op->actual_exists = true;
+        op->actual_revision = si.last_revision;
+        return ES_ERR_WRONG_EXPECTED_REVISION;
+    }
+    return ES_OK;
+}
+
+/* Streams bound to a subject's slot (a walk of stream_keys: erasure is rare). */
+static es_err count_bound(store *s, MDB_txn *txn, uint64_t slot, uint64_t *n)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->stream_keys, &cur);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    MDB_val k, v;
+    *n = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (v.mv_size == 16 && get_u64le(v.mv_data) == slot) {
+            (*n)++;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? ES_OK : es_err_from_mdb(rc);
+}
+
+es_err store_erase(store *s, store_erase_op *op)
+{
+    op->erased_at_us = 0;
+    op->already = false;
+    op->streams = 0;
+    op->actual_exists = false;
+    op->actual_revision = 0;
+    if (s->read_only) {
+        return ES_ERR_READ_ONLY;
+    }
+    if (s->follower) {
+        return ES_ERR_FOLLOWER;
+    }
+    if (!op->name || op->name_len == 0 ||
+        (op->kind != STORE_ERASE_STREAM && op->kind != STORE_ERASE_SUBJECT)) {
+        return op->kind == STORE_ERASE_STREAM ? ES_ERR_INVALID_STREAM_ID : ES_ERR_INVALID_ARGUMENT;
+    }
+    if (op->kind == STORE_ERASE_SUBJECT && es_validate_name(op->name, op->name_len) != ES_OK) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (!s->has_keys) {
+        return op->kind == STORE_ERASE_STREAM ? ES_ERR_NOT_ERASABLE : ES_ERR_NOT_FOUND;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    uint64_t slot = 0;
+    es_err rv;
+    if (op->kind == STORE_ERASE_STREAM) {
+        rv = erase_stream_check(s, txn, op, &slot);
+        op->streams = 1;
+    } else {
+        rv = subject_get(s, txn, op->name, op->name_len, &slot);
+        if (rv == ES_OK) {
+            rv = count_bound(s, txn, slot, &op->streams);
+        }
+    }
+    if (rv != ES_OK) {
+        goto out_abort_txn;
+    }
+    uint8_t kb[8], vb[16];
+    put_u64be(kb, slot);
+    MDB_val k = {8, kb}, v;
+    rc = mdb_get(txn, s->erased_keys, &k, &v);
+    if (rc == 0 && v.mv_size == 16) {
+        op->already = true;
+        op->erased_at_us = get_u64le(v.mv_data);
+        mdb_txn_abort(txn);
+        /* Recorded before: make sure the key is gone (a failed destroy). */
+        return store_keys_live(&s->keys, slot) ? store_keys_destroy(&s->keys, slot) : ES_OK;
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = es_err_from_mdb(rc);
+        goto out_abort_txn;
+    }
+    op->erased_at_us = store_now_us();
+    put_u64le(vb, op->erased_at_us);
+    put_u64le(vb + 8, op->kind == STORE_ERASE_SUBJECT ? 1 : 0);
+    v.mv_size = 16;
+    v.mv_data = vb;
+    rc = mdb_put(txn, s->erased_keys, &k, &v, 0);
+    if (rc) {
+        rv = es_err_from_mdb(rc);
+        goto out_abort_txn;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc) {
+        return store_commit_err(s, rc);
+    }
+    if (!s->sync && mdb_env_sync(s->env, 1) != 0) {
+        return ES_ERR_IO; /* recorded or not: the next open finishes it if it was */
+    }
+    return store_keys_destroy(&s->keys, slot);
+
+out_abort_txn:
+    mdb_txn_abort(txn);
+    return rv;
+}

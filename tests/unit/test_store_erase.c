@@ -1,0 +1,607 @@
+/*
+ * test_store_erase — encryption at rest and erasure by crypto-shredding in
+ * the store: what reaches the disk, what reads, appends and snapshots see
+ * after an erasure of a stream or of a data subject, backups taken before
+ * and after, a kill -9 on either side of the erasure's commit, bad input.
+ *
+ * Design notes: "gone" is shown the way an attacker with the files would
+ * look: a byte search of every file of a directory for a marker string
+ * carried in the events' data and metadata. In an encrypted store the
+ * marker is never on disk, so the erasure itself is shown by restoring
+ * copies of the data taken before it: with the key store as it is after
+ * the erasure they serve ERASED, with a key store copied before it they
+ * still read (which is what docs/erasure.md tells operators about key
+ * store copies). The kill -9 cases run the erasure in a child process that
+ * SIGKILLs itself at the chosen point (through -Wl,--wrap of
+ * mdb_txn_commit and store_keys_destroy); the parent then opens the store
+ * as a restarted esd would.
+ */
+#include "store_fixture.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------- fault hooks -- */
+
+/* 0: off; 1: SIGKILL in the next mdb_txn_commit (before it); 2: SIGKILL in
+ * the next key destruction (after the erasure's commit). */
+static int kill_point;
+
+int __real_mdb_txn_commit(MDB_txn *txn);
+int __wrap_mdb_txn_commit(MDB_txn *txn);
+int __wrap_mdb_txn_commit(MDB_txn *txn)
+{
+    if (kill_point == 1) {
+        raise(SIGKILL);
+    }
+    return __real_mdb_txn_commit(txn);
+}
+
+struct store_keys;
+es_err __real_store_keys_destroy(struct store_keys *k, uint64_t slot);
+es_err __wrap_store_keys_destroy(struct store_keys *k, uint64_t slot);
+es_err __wrap_store_keys_destroy(struct store_keys *k, uint64_t slot)
+{
+    if (kill_point == 2) {
+        raise(SIGKILL);
+    }
+    return __real_store_keys_destroy(k, slot);
+}
+
+/* ------------------------------------------------------------- helpers -- */
+
+#define MARK      "MARKER-7f3a9c-personal"
+#define META_MARK "MARKER-7f3a9c-metadata"
+#define CTRL_MARK "CONTROL-51be02-keep"
+
+/* The key store's slot size and batch (server/store/keys.c). */
+#define STORE_KEY_SLOT_TEST 64u
+
+/* Occurrences of s in every regular file under dir (recursively). */
+static size_t count_in_dir(const char *dir, const char *s)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    size_t n = 0, sl = strlen(s);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) {
+            continue;
+        }
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (de->d_type == DT_DIR) {
+            n += count_in_dir(p, s);
+            continue;
+        }
+        size_t len;
+        uint8_t *b = read_file(p, &len);
+        for (size_t i = 0; b && i + sl <= len; i++) {
+            n += memcmp(b + i, s, sl) == 0;
+        }
+        free(b);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Append n events whose data and metadata carry the markers. */
+static es_err put(fx *f, const char *stream, const char *subject, const char *data,
+                  const char *meta, size_t n)
+{
+    store_event_in ev[4];
+    uint8_t ids[4][16];
+    assert_true(n <= 4);
+    memset(ev, 0, sizeof ev);
+    for (size_t i = 0; i < n; i++) {
+        set_id(ids[i], f->next_id++);
+        ev[i].id = ids[i];
+        ev[i].type = U8("Registered");
+        ev[i].type_len = 10;
+        ev[i].data = U8(data);
+        ev[i].data_len = strlen(data);
+        ev[i].metadata = U8(meta);
+        ev[i].metadata_len = strlen(meta);
+    }
+    store_append_in a = {.stream = U8(stream),
+                         .stream_len = strlen(stream),
+                         .expect = STORE_EXPECT_ANY,
+                         .events = ev,
+                         .n_events = n};
+    if (subject) {
+        a.subject = U8(subject);
+        a.subject_len = strlen(subject);
+    }
+    store_append_result res;
+    return append_one(f->s, &a, &res);
+}
+
+static es_err erase(store *s, store_erase_kind kind, const char *name, store_expect ex,
+                    uint64_t rev, store_erase_op *op)
+{
+    memset(op, 0, sizeof *op);
+    op->kind = kind;
+    op->name = U8(name);
+    op->name_len = strlen(name);
+    op->expect = ex;
+    op->revision = rev;
+    return store_erase(s, op);
+}
+
+static int nop_visit(void *ctx, const store_record *rec)
+{
+    (void)ctx;
+    (void)rec;
+    return 0;
+}
+
+static es_err read_rv(store *s, const char *stream)
+{
+    store_page pg;
+    return store_read_stream(s, U8(stream), strlen(stream), 0, false, 0, nop_visit, NULL, &pg);
+}
+
+/* The data of revision 0 of a stream equals want. */
+static void assert_reads(store *s, const char *stream, const char *want, const char *meta)
+{
+    coll c = {0};
+    read_stream_all(s, stream, 10, &c);
+    assert_true(c.n >= 1);
+    assert_true(bin_is_str(c.ev[0]->data, want));
+    assert_true(bin_is_str(c.ev[0]->metadata, meta));
+    coll_free(&c);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    size_t len;
+    uint8_t *b = read_file(from, &len);
+    assert_non_null(b);
+    write_file(to, b, len);
+    free(b);
+}
+
+/* A fresh data directory made of a data.mdb and a keys.esk. */
+static void restore(const char *dir, const char *data_from, const char *keys_from)
+{
+    char p[1024];
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    copy_file(data_from, p);
+    snprintf(p, sizeof p, "%s/keys.esk", dir);
+    copy_file(keys_from, p);
+}
+
+/* --------------------------------------------------------------- tests -- */
+
+static void test_data_and_metadata_never_reach_the_disk_in_plain(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_true(store_encrypted(f->s));
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 3));
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    uint8_t snap[] = "snapshot " MARK;
+    assert_rv(ES_OK, store_save_snapshot(f->s, U8("person-1"), 8, 2, 1, snap, sizeof snap));
+    fx_reopen(f);
+    assert_int_equal(count_in_dir(f->path, "MARKER-7f3a9c"), 0);
+    assert_int_equal(count_in_dir(f->path, CTRL_MARK), 0);
+    /* ... and every read path opens it. */
+    assert_reads(f->s, "person-1", MARK, META_MARK);
+    coll c = {0};
+    read_all_fwd(f->s, NULL, 2, &c);
+    assert_int_equal(c.n, 4);
+    assert_true(bin_is_str(c.ev[3]->data, CTRL_MARK));
+    coll_free(&c);
+    store_snapshot sn;
+    assert_rv(ES_OK, store_load_snapshot(f->s, U8("person-1"), 8, &sn));
+    assert_int_equal(sn.data_len, sizeof snap);
+    assert_memory_equal(sn.data, snap, sizeof snap);
+    free(sn.data);
+    /* A retried append is still recognised through the sealed records. */
+    f->next_id -= 1;
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    assert_int_equal(last_rev(f->s, "ctrl-1"), 0);
+    assert_check_clean(f->s);
+}
+
+static void test_a_plain_store_keeps_the_marker_and_cannot_erase(void **state)
+{
+    fx *f = *state;
+    store_options o = {.path = f->path, .map_size = TEST_MAP_SIZE, .no_encrypt = true};
+    f->s = open_opts(&o);
+    assert_false(store_encrypted(f->s));
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    store_close(f->s);
+    f->s = NULL;
+    assert_true(count_in_dir(f->path, CTRL_MARK) >= 2);
+    /* The choice is the store's: reopening without no_encrypt keeps it. */
+    fx_open(f);
+    assert_false(store_encrypted(f->s));
+    store_erase_op op;
+    assert_rv(ES_ERR_NOT_ERASABLE,
+              erase(f->s, STORE_ERASE_STREAM, "ctrl-1", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, put(f, "ctrl-2", "alice", "x", "y", 1));
+    assert_false(stream_exists(f->s, "ctrl-2"));
+}
+
+static void test_erase_stream_refuses_reads_appends_and_snapshots(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 2));
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    assert_rv(ES_OK, store_save_snapshot(f->s, U8("person-1"), 8, 1, 1, U8("s"), 1));
+    store_erase_op op;
+    assert_rv(ES_ERR_WRONG_EXPECTED_REVISION,
+              erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_EXACT, 0, &op));
+    assert_true(op.actual_exists);
+    assert_int_equal(op.actual_revision, 1);
+    assert_rv(ES_OK, read_rv(f->s, "person-1")); /* a failed check changed nothing */
+    uint64_t before = store_now_us();
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_EXACT, 1, &op));
+    assert_false(op.already);
+    assert_int_equal(op.streams, 1);
+    assert_true(op.erased_at_us >= before);
+    uint64_t at = op.erased_at_us;
+
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "person-1"));
+    assert_rv(ES_ERR_ERASED, put(f, "person-1", NULL, "again", "again", 1));
+    store_snapshot sn;
+    assert_rv(ES_ERR_ERASED, store_load_snapshot(f->s, U8("person-1"), 8, &sn));
+    assert_rv(ES_ERR_ERASED, store_save_snapshot(f->s, U8("person-1"), 8, 1, 1, U8("s"), 1));
+    /* The log keeps the positions; readers of it see holes. */
+    coll c = {0};
+    read_all_fwd(f->s, NULL, 10, &c);
+    assert_int_equal(c.n, 1);
+    assert_true(bin_is_str(c.ev[0]->stream, "ctrl-1"));
+    coll_free(&c);
+    assert_int_equal(store_head(f->s), 3);
+    assert_reads(f->s, "ctrl-1", CTRL_MARK, CTRL_MARK);
+
+    /* Again: nothing changes, the first time is reported. */
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
+    assert_true(op.already);
+    assert_int_equal(op.erased_at_us, at);
+    fx_reopen(f);
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "person-1"));
+    assert_check_clean(f->s);
+}
+
+static void test_copies_taken_before_the_erasure_serve_erased_with_the_new_key_store(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 2));
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    char pre[600], post[600], p1[1024], p2[1024], r[600];
+    snprintf(pre, sizeof pre, "%s/pre", f->root);
+    snprintf(post, sizeof post, "%s/post", f->root);
+    assert_rv(ES_OK, store_backup(f->s, pre));
+    store_erase_op op;
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_OK, store_backup(f->s, post));
+    assert_int_equal(count_in_dir(post, "MARKER-7f3a9c"), 0);
+
+    /* The pre-erasure data with the key store as it is now: erased. */
+    snprintf(p1, sizeof p1, "%s/data.mdb", pre);
+    snprintf(p2, sizeof p2, "%s/keys.esk", post);
+    snprintf(r, sizeof r, "%s/restored", f->root);
+    restore(r, p1, p2);
+    store *rs = open_at(r, TEST_MAP_SIZE, false, false);
+    assert_rv(ES_ERR_ERASED, read_rv(rs, "person-1"));
+    assert_reads(rs, "ctrl-1", CTRL_MARK, CTRL_MARK);
+    /* New streams of the restored store never take a key the primary used. */
+    store_close(rs);
+
+    /* The live key store works the same way for an old copy of the data. */
+    char live_keys[1024], r2[1024];
+    snprintf(live_keys, sizeof live_keys, "%s/keys.esk", f->path);
+    snprintf(r2, sizeof r2, "%s/restored-live", f->root);
+    restore(r2, p1, live_keys);
+    rs = open_at(r2, TEST_MAP_SIZE, false, true);
+    assert_rv(ES_ERR_ERASED, read_rv(rs, "person-1"));
+    store_close(rs);
+
+    /* A key store copied before the erasure still opens the old data: such
+     * copies must be replaced (docs/erasure.md). */
+    char r3[1024];
+    snprintf(p2, sizeof p2, "%s/keys.esk", pre);
+    snprintf(r3, sizeof r3, "%s/restored-old-keys", f->root);
+    restore(r3, p1, p2);
+    rs = open_at(r3, TEST_MAP_SIZE, false, true);
+    assert_reads(rs, "person-1", MARK, META_MARK);
+    store_close(rs);
+}
+
+static void test_erase_subject_erases_all_its_streams_at_once(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "account-1", "alice", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "profile-1", "alice", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "account-2", "bob", CTRL_MARK, CTRL_MARK, 1));
+    /* An existing stream keeps its subject. */
+    assert_rv(ES_OK, put(f, "account-1", "alice", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "account-1", NULL, MARK, META_MARK, 1));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, put(f, "account-1", "bob", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "account-3", NULL, "x", "y", 1));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, put(f, "account-3", "alice", "x", "y", 1));
+    /* One transaction creating two streams of a new subject: one key. */
+    store_event_in ev[2];
+    uint8_t ids[2][16];
+    memset(ev, 0, sizeof ev);
+    for (int i = 0; i < 2; i++) {
+        set_id(ids[i], f->next_id++);
+        ev[i].id = ids[i];
+        ev[i].type = U8("Opened");
+        ev[i].type_len = 6;
+        ev[i].data = U8(MARK);
+        ev[i].data_len = strlen(MARK);
+    }
+    store_append_in ap[2] = {
+        {.stream = U8("account-9"),
+         .stream_len = 9,
+         .events = &ev[0],
+         .n_events = 1,
+         .subject = U8("carol"),
+         .subject_len = 5},
+        {.stream = U8("profile-9"),
+         .stream_len = 9,
+         .events = &ev[1],
+         .n_events = 1,
+         .subject = U8("carol"),
+         .subject_len = 5},
+    };
+    store_append_result rs[2];
+    store_request rq = {.appends = ap, .n_appends = 2, .results = rs};
+    assert_rv(ES_OK, store_append_batch(f->s, &rq, 1));
+    assert_rv(ES_OK, rq.rv);
+    store_erase_op op;
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_SUBJECT, "carol", STORE_EXPECT_ANY, 0, &op));
+    assert_int_equal(op.streams, 2);
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "account-9"));
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "profile-9"));
+    /* Its streams go with the subject, never alone. */
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(f->s, STORE_ERASE_STREAM, "account-1", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_SUBJECT, "alice", STORE_EXPECT_ANY, 0, &op));
+    assert_int_equal(op.streams, 2);
+    assert_false(op.already);
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "account-1"));
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "profile-1"));
+    assert_reads(f->s, "account-2", CTRL_MARK, CTRL_MARK);
+    /* A new stream of an erased subject is refused. */
+    assert_rv(ES_ERR_ERASED, put(f, "profile-2", "alice", "x", "y", 1));
+    assert_false(stream_exists(f->s, "profile-2"));
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_SUBJECT, "alice", STORE_EXPECT_ANY, 0, &op));
+    assert_true(op.already);
+    fx_reopen(f);
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "profile-1"));
+    assert_check_clean(f->s);
+}
+
+static void test_bad_input(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    store_erase_op op;
+    assert_rv(ES_ERR_NOT_FOUND,
+              erase(f->s, STORE_ERASE_STREAM, "nobody", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_NOT_FOUND,
+              erase(f->s, STORE_ERASE_SUBJECT, "nobody", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_RESERVED_STREAM,
+              erase(f->s, STORE_ERASE_STREAM, "$sys", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_INVALID_STREAM_ID,
+              erase(f->s, STORE_ERASE_STREAM, "", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_INVALID_STREAM_ID,
+              erase(f->s, STORE_ERASE_STREAM, "bad\nid", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(f->s, STORE_ERASE_SUBJECT, "bad\x01", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_NO_STREAM, 0, &op));
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(f->s, STORE_ERASE_STREAM, "person-1", (store_expect)9, 0, &op));
+    op.kind = (store_erase_kind)7;
+    assert_rv(ES_ERR_INVALID_ARGUMENT, store_erase(f->s, &op));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, put(f, "person-2", "bad\x01subject", "x", "y", 1));
+    assert_false(stream_exists(f->s, "person-2"));
+    /* A tombstoned stream is not erased by name any more. */
+    store_life_op lo = {.kind = STORE_LIFE_TOMBSTONE, .stream = U8("person-1"), .stream_len = 8};
+    assert_rv(ES_OK, store_life_apply(f->s, &lo));
+    assert_rv(ES_ERR_STREAM_DELETED,
+              erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
+    store_close(f->s);
+    f->s = NULL;
+
+    /* Read-only opens and followers do not erase. */
+    store *ro = open_at(f->path, TEST_MAP_SIZE, false, true);
+    assert_rv(ES_ERR_READ_ONLY, erase(ro, STORE_ERASE_SUBJECT, "x", STORE_EXPECT_ANY, 0, &op));
+    store_close(ro);
+    store_options fo = {.path = f->path, .map_size = TEST_MAP_SIZE, .follower = true};
+    store *fs = open_opts(&fo);
+    assert_rv(ES_ERR_FOLLOWER, erase(fs, STORE_ERASE_SUBJECT, "x", STORE_EXPECT_ANY, 0, &op));
+    store_close(fs);
+
+    /* Without its key store an encrypted store does not open; with another
+     * store's, neither. */
+    char keys[1024], saved[1024], msg[512];
+    snprintf(keys, sizeof keys, "%s/keys.esk", f->path);
+    snprintf(saved, sizeof saved, "%s/keys.saved", f->root);
+    assert_int_equal(rename(keys, saved), 0);
+    store *s = NULL;
+    assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+              try_open(f->path, TEST_MAP_SIZE, false, false, &s, msg, sizeof msg));
+    assert_non_null(strstr(msg, "keys.esk"));
+    char other[600], other_keys[1024];
+    snprintf(other, sizeof other, "%s/other", f->root);
+    store_close(open_at(other, TEST_MAP_SIZE, false, false));
+    snprintf(other_keys, sizeof other_keys, "%s/keys.esk", other);
+    copy_file(other_keys, keys);
+    assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+              try_open(f->path, TEST_MAP_SIZE, false, false, &s, msg, sizeof msg));
+    assert_int_equal(rename(saved, keys), 0);
+    /* A new store never overwrites a keys.esk it finds. */
+    char fresh[600], stray[1024];
+    snprintf(fresh, sizeof fresh, "%s/fresh", f->root);
+    assert_int_equal(mkdir(fresh, 0700), 0);
+    snprintf(stray, sizeof stray, "%s/keys.esk", fresh);
+    copy_file(keys, stray);
+    assert_rv(ES_ERR_INCOMPATIBLE_STORE,
+              try_open(fresh, TEST_MAP_SIZE, false, false, &s, msg, sizeof msg));
+    size_t l1, l2;
+    uint8_t *b1 = read_file(keys, &l1), *b2 = read_file(stray, &l2);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(b1, b2, l1);
+    free(b1);
+    free(b2);
+    fx_open(f);
+    assert_rv(ES_ERR_STREAM_DELETED, read_rv(f->s, "person-1"));
+}
+
+/* A file size limit that the key store's next batch of keys does not fit
+ * under: the append of a new stream is STORE_FULL with nothing written,
+ * appends to streams that have keys go on, and new streams work again once
+ * there is room. In a child: the limit is the process's. */
+static int key_store_full_child(fx *f)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    f->s = open_at(f->path, TEST_MAP_SIZE, false, false);
+    if (put(f, "person-1", NULL, "x", "y", 1) != ES_OK) {
+        return 1;
+    }
+    store_close(f->s);
+    f->s = open_at(f->path, TEST_MAP_SIZE, false, false); /* a new batch starts at the end */
+    struct stat st;
+    char keys[1024];
+    snprintf(keys, sizeof keys, "%s/keys.esk", f->path);
+    if (stat(keys, &st) != 0) {
+        return 2;
+    }
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    /* Room for data.mdb's growth by a small append, none for a batch of keys. */
+    struct stat dst;
+    char data[1024];
+    snprintf(data, sizeof data, "%s/data.mdb", f->path);
+    if (stat(data, &dst) != 0) {
+        return 3;
+    }
+    rlim_t biggest = (rlim_t)(dst.st_size > st.st_size ? dst.st_size : st.st_size);
+    lim.rlim_cur = biggest + 64u * 1024u;
+    if (lim.rlim_cur >= (rlim_t)st.st_size + 4096u * STORE_KEY_SLOT_TEST) {
+        return 4; /* the data file is larger than a batch: the test cannot separate them */
+    }
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) {
+        return 5;
+    }
+    uint64_t head = store_head(f->s);
+    if (put(f, "person-2", NULL, "x", "y", 1) != ES_ERR_STORE_FULL) {
+        return 6;
+    }
+    if (store_head(f->s) != head || stream_exists(f->s, "person-2")) {
+        return 7;
+    }
+    if (put(f, "person-1", NULL, "x", "y", 1) != ES_OK) {
+        return 8;
+    }
+    if (setrlimit(RLIMIT_FSIZE, &old) != 0 || put(f, "person-2", NULL, "x", "y", 1) != ES_OK) {
+        return 9;
+    }
+    store_close(f->s);
+    f->s = NULL;
+    return 0;
+}
+
+static void test_a_full_key_store_refuses_new_streams_only(void **state)
+{
+    fx *f = *state;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        _exit(key_store_full_child(f));
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fail_msg("child: %s %d", WIFEXITED(st) ? "failed at step" : "killed by signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    }
+}
+
+/* Run an erasure in a child that SIGKILLs itself at `point`. */
+static void erase_killed_at(fx *f, int point)
+{
+    store_close(f->s);
+    f->s = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        store *s = open_at(f->path, TEST_MAP_SIZE, true, false);
+        store_erase_op op;
+        kill_point = point;
+        erase(s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op);
+        _exit(0); /* not reached */
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+static void test_kill_during_erase_leaves_it_done_or_not_started(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 2));
+    char keys[1024], before[1024];
+    snprintf(keys, sizeof keys, "%s/keys.esk", f->path);
+    snprintf(before, sizeof before, "%s/keys.before", f->root);
+    copy_file(keys, before);
+
+    /* Killed before the commit: not started. */
+    erase_killed_at(f, 1);
+    fx_open(f);
+    assert_reads(f->s, "person-1", MARK, META_MARK);
+
+    /* Killed after the commit, before the key was overwritten: the key is
+     * still in the file, and the next open finishes the erasure. */
+    erase_killed_at(f, 2);
+    size_t l1, l2;
+    uint8_t *k1 = read_file(before, &l1);
+    uint8_t *k2 = read_file(keys, &l2);
+    assert_true(l2 >= 128 && l1 >= 128);
+    assert_memory_equal(k1 + 64, k2 + 64, 64); /* slot 1 still holds the key */
+    free(k2);
+    fx_open(f);
+    k2 = read_file(keys, &l2);
+    static const uint8_t zero[64];
+    assert_memory_equal(k2 + 64, zero, 64); /* destroyed by the open */
+    free(k1);
+    free(k2);
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "person-1"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_data_and_metadata_never_reach_the_disk_in_plain),
+        T(test_a_plain_store_keeps_the_marker_and_cannot_erase),
+        T(test_erase_stream_refuses_reads_appends_and_snapshots),
+        T(test_copies_taken_before_the_erasure_serve_erased_with_the_new_key_store),
+        T(test_erase_subject_erases_all_its_streams_at_once),
+        T(test_bad_input),
+        T(test_kill_during_erase_leaves_it_done_or_not_started),
+        T(test_a_full_key_store_refuses_new_streams_only),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
