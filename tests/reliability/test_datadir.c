@@ -15,7 +15,7 @@
  * is refused naming the new pid. After SIGTERM the note is gone.
  *
  * Full file system: a stopped store's data.mdb is copied, without its
- * lock.mdb (with its esd.lock), onto a tmpfs that is then filled to the
+ * lock.mdb (with its esd.lock and its key store keys.esk), onto a tmpfs that is then filled to the
  * last byte. esd, `esctl
  * db stat` and `esctl db check` must each exit 1 with a message naming
  * lock.mdb -- not die of SIGBUS when LMDB maps a lock file it could not
@@ -23,7 +23,7 @@
  * Needs root for the mount (exit 77 otherwise).
  *
  * Backups: `esctl db backup` into an existing empty directory writes
- * data.mdb with mode 0600 and nothing else; into a full tmpfs it exits
+ * data.mdb and keys.esk with mode 0600 and nothing else; into a full tmpfs it exits
  * non-zero and leaves no data.mdb and no temporary file behind.
  */
 #include <dirent.h>
@@ -177,6 +177,10 @@ static void round_full_lock(uint64_t round)
     snprintf(from, sizeof from, "%s/esd.lock", e.data_dir);
     snprintf(p, sizeof p, "%s/esd.lock", full);
     REL_CHECK(h_copy_file(from, p) == 0, "cannot copy esd.lock");
+    /* The key store of an encrypted store (the default) travels with it. */
+    snprintf(from, sizeof from, "%s/keys.esk", e.data_dir);
+    snprintf(p, sizeof p, "%s/keys.esk", full);
+    REL_CHECK(h_copy_file(from, p) == 0, "cannot copy keys.esk");
     fill_up(full);
 
     /* esd */
@@ -278,7 +282,12 @@ static void round_backup(uint64_t round)
     struct stat sb;
     REL_CHECK(stat(p, &sb) == 0 && (sb.st_mode & 07777) == 0600,
               "backup data.mdb mode %o, expected 0600", (unsigned)(sb.st_mode & 07777));
-    REL_CHECK(dir_entries(dest, names, sizeof names) == 1, "backup directory holds: %s", names);
+    snprintf(p, sizeof p, "%s/keys.esk", dest);
+    REL_CHECK(stat(p, &sb) == 0 && (sb.st_mode & 07777) == 0600,
+              "backup keys.esk mode %o, expected 0600", (unsigned)(sb.st_mode & 07777));
+    REL_CHECK(dir_entries(dest, names, sizeof names) == 2, "backup directory holds: %s", names);
+    snprintf(p, sizeof p, "%s/data.mdb", dest);
+    REL_CHECK(stat(p, &sb) == 0, "stat %s", p);
     off_t backup_bytes = sb.st_size;
 
     /* A full destination: a tmpfs with less room than the backup needs. */
@@ -318,7 +327,8 @@ static void round_backup(uint64_t round)
     }
     unmount_at_exit();
     if (round == 1) {
-        rel_log("backups: data.mdb 0600 under umask 022, nothing else; into a full file system "
+        rel_log("backups: data.mdb and keys.esk 0600 under umask 022, nothing else; into a full "
+                "file system "
                 "a non-zero exit and nothing left (backup %lld bytes, room for half)",
                 (long long)backup_bytes);
     }
