@@ -86,6 +86,8 @@ static void *writer_main(void *arg)
                 j->req = w->reqs[k++]; /* results were written through the pointers */
             } else if (j->kind == WRITE_JOB_LIFE) {
                 j->life_rv = store_life_apply(w->st, &j->life);
+            } else if (j->kind == WRITE_JOB_GROUP) {
+                j->group.rv = store_group_apply(w->st, j->group.ops, j->group.n, &j->group.synced);
             } else {
                 j->snapshot.rv = store_save_snapshot(
                     w->st, j->snapshot.stream, j->snapshot.stream_len, j->snapshot.revision,

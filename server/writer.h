@@ -32,7 +32,8 @@
 typedef enum write_job_kind {
     WRITE_JOB_APPEND = 0, /* one store_request: append or transaction */
     WRITE_JOB_SNAPSHOT,
-    WRITE_JOB_LIFE, /* delete, tombstone, stream metadata: store_life_apply */
+    WRITE_JOB_LIFE,  /* delete, tombstone, stream metadata: store_life_apply */
+    WRITE_JOB_GROUP, /* consumer-group changes: store_group_apply (groups.c owns the job) */
 } write_job_kind;
 
 typedef struct write_job {
@@ -50,6 +51,12 @@ typedef struct write_job {
     } snapshot;         /* WRITE_JOB_SNAPSHOT */
     store_life_op life; /* WRITE_JOB_LIFE: pointers borrowed from the submitter */
     es_err life_rv;
+    struct {
+        store_group_op *ops; /* owned by the submitter */
+        size_t n;
+        es_err rv;
+        bool synced;
+    } group;     /* WRITE_JOB_GROUP */
     void *owner; /* opaque to the writer */
 } write_job;
 

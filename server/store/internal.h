@@ -15,6 +15,7 @@
  *             the check that a record is what its index promised
  *   check.c   statistics, store_check, backups
  *   life.c    delete, tombstone, retention metadata; what reads may serve
+ *   groups.c  consumer groups: definitions, checkpoints, acks, parked events
  *
  * Ownership words as in store.h. Every function here that returns an int
  * returns an LMDB code; every es_err has already been translated.
@@ -46,7 +47,9 @@
 struct store {
     MDB_env *env;
     MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
-    MDB_dbi life;  /* stream_life */
+    MDB_dbi life;                             /* stream_life */
+    MDB_dbi groups, group_done, group_parked; /* groups.c */
+    bool has_groups;                          /* false: a read-only store written before groups */
     bool has_life; /* false: a read-only format-2 store, which has none */
     bool sync;
     bool read_only;
@@ -186,6 +189,12 @@ void store_life_filter_open(store_life_filter *f, store *s, MDB_txn *txn);
 
 /** @return ES_OK (*pass set); ES_ERR_CORRUPT; LMDB errors. */
 es_err store_life_filter_pass(store_life_filter *f, const uint8_t *bytes, size_t len, bool *pass);
+
+/* -------------------------------------------------------------- groups.c -- */
+
+/** @brief Open (with MDB_CREATE: create) the group tables; a read-only open
+ *  of a store without them sets has_groups false. @return an LMDB code. */
+int store_groups_open(store *s, MDB_txn *txn, unsigned flags);
 
 /* ---------------------------------------------------------------- read.c -- */
 

@@ -688,8 +688,12 @@ static int open_dbis(store *s, MDB_txn *txn, unsigned flags)
             return rc;
         }
     }
+    int rc = store_groups_open(s, txn, flags);
+    if (rc) {
+        return rc;
+    }
     /* stream_life: missing only in a format-2 store opened read-only. */
-    int rc = mdb_dbi_open(txn, "stream_life", flags, &s->life);
+    rc = mdb_dbi_open(txn, "stream_life", flags, &s->life);
     s->has_life = rc == 0;
     if (rc == MDB_NOTFOUND && s->format == STORE_FORMAT_UPGRADABLE && !(flags & MDB_CREATE)) {
         return 0;
@@ -815,7 +819,7 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
             goto out_release_owner;
         }
         mdb_env_set_mapsize(s->env, (size_t)map_size);
-        mdb_env_set_maxdbs(s->env, 16);
+        mdb_env_set_maxdbs(s->env, 32);
         mdb_env_set_assert(s->env, store_on_lmdb_assert);
         if (opts->max_readers) {
             mdb_env_set_maxreaders(s->env, opts->max_readers);

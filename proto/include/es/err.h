@@ -53,7 +53,11 @@ extern "C" {
     X(BUSY, 33, "busy")                                                                            \
     X(FOLLOWER, 34, "read-only follower: write to the primary")                                    \
     X(SLOW_CONSUMER, 35, "subscriber too slow: dropped to keep the server within its memory")      \
-    X(STREAM_DELETED, 36, "stream deleted (tombstoned)")
+    X(STREAM_DELETED, 36, "stream deleted (tombstoned)")                                           \
+    X(GROUP_NOT_FOUND, 42, "no such consumer group")                                               \
+    X(GROUP_EXISTS, 43, "consumer group already exists")                                           \
+    X(NOT_IN_FLIGHT, 44, "position not in flight with this member")                                \
+    X(ALREADY_JOINED, 45, "already a member of this group on this connection")
 
 typedef enum es_err {
 #define ES_ERR_ENUM_(name, num, msg) ES_ERR_##name = num,
