@@ -65,8 +65,7 @@ static es_err check_name(es_client *c, const char *name)
 {
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len > 256u) {
-        return cl_fail(c, ES_ERR_INVALID_ARGUMENT, "a group name is 1..%u bytes",
-                       256u);
+        return cl_fail(c, ES_ERR_INVALID_ARGUMENT, "a group name is 1..%u bytes", 256u);
     }
     return ES_OK;
 }
@@ -613,8 +612,8 @@ es_err es_group_ack(es_group_member *m, const uint64_t *positions, size_t n)
     return ack_nack(m, positions, n, true, ES_NACK_RETRY, NULL);
 }
 
-es_err es_group_nack(es_group_member *m, const uint64_t *positions, size_t n,
-                     es_nack_action action, const char *reason)
+es_err es_group_nack(es_group_member *m, const uint64_t *positions, size_t n, es_nack_action action,
+                     const char *reason)
 {
     return ack_nack(m, positions, n, false, action, reason);
 }

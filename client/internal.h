@@ -106,7 +106,7 @@ struct es_client {
     /* subscriptions opened on this client (subscribe.c) */
     es_subscription *subs;
     struct es_group_member *members; /* consumer-group members (group.c) */
-    uint32_t sub_queue_cap; /* CL_SUB_QUEUE_BYTES; tests lower it */
+    uint32_t sub_queue_cap;          /* CL_SUB_QUEUE_BYTES; tests lower it */
 
     /* resilience */
     breaker br;

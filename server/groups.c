@@ -36,6 +36,7 @@ struct gstream {
     entry *head, *tail; /* pending, in delivery order */
     entry *inflight;
     uint32_t blocking; /* parked events holding it (park_blocks) */
+    uint32_t refs;     /* entries pointing at it (window, replays) */
     bool on_ready;
     gstream *next_ready;
     size_t len;
@@ -202,7 +203,7 @@ static gstream *stream_get(group *g, const uint8_t *name, size_t len)
 /* Free a stream with nothing queued, in flight or holding it. */
 static void stream_maybe_free(group *g, gstream *x)
 {
-    if (x->head || x->inflight || x->blocking || x->on_ready) {
+    if (x->head || x->inflight || x->blocking || x->on_ready || x->refs) {
         return;
     }
     for (gstream **pp = &g->buckets[x->hash & (g->n_buckets - 1)]; *pp; pp = &(*pp)->next_hash) {
@@ -334,6 +335,7 @@ static void advance_checkpoint(group *g)
         g->win_bytes -= e->len;
         gstream *x = e->st;
         entry_free(e);
+        x->refs--;
         stream_maybe_free(g, x);
     }
     if (!g->win_len && g->scan > 0 && g->scan - 1 > g->checkpoint) {
@@ -464,6 +466,7 @@ static void finish(group *g, entry *e, bool parked, const char *reason)
     ready_push(g, x);
     if (e->replay) {
         entry_free(e);
+        x->refs--;
         stream_maybe_free(g, x);
     } else {
         advance_checkpoint(g);
@@ -534,8 +537,10 @@ static int fill_visit(void *ctx, const store_record *rec)
     e->len = (uint32_t)rec->len;
     e->pos = rec->position;
     e->st = x;
+    x->refs++;
     if (!win_push(g, e)) {
         entry_free(e);
+        x->refs--;
         stream_maybe_free(g, x);
         fc->full = true;
         return -1;
@@ -1171,7 +1176,7 @@ static es_err do_create(groups *gs, session *s, uint64_t id, const Es__V1__Creat
             }
             break;
         case ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_STREAM:
-            rv = es_validate_stream_id(tn, tn_len, true);
+            rv = es_validate_stream_id(tn, tn_len, false);
             break;
         case ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_CATEGORY:
         case ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_EVENT_TYPE:
@@ -1441,7 +1446,7 @@ static es_err do_ack_nack(groups *gs, session *s, uint64_t id, uint64_t join_id,
         *why = "give 1..10000 positions";
         return ES_ERR_INVALID_ARGUMENT;
     }
-    if (action < 0 || action > ES__V1__NACK_ACTION__NACK_ACTION_SKIP) {
+    if (action < -1 || action > ES__V1__NACK_ACTION__NACK_ACTION_SKIP) { /* -1: an ack */
         *why = "unknown nack action";
         return ES_ERR_INVALID_ARGUMENT;
     }
@@ -1650,6 +1655,7 @@ static int replay_visit(void *ctx, const store_group_parked *p)
     }
     e->pos = p->position;
     e->st = x;
+    x->refs++;
     e->replay = true;
     e->attempts = 0;
     if (g->def.park_blocks && x->blocking) {

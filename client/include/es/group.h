@@ -105,8 +105,8 @@ typedef struct es_group_parked {
  *        100; at most 1,000). *out malloc'd (free() it).
  * @return ES_OK; ES_ERR_GROUP_NOT_FOUND; ...
  */
-ES_API es_err es_group_parked_list(es_client *c, const char *name, uint64_t after,
-                                   uint32_t limit, es_group_parked **out, size_t *n, bool *more);
+ES_API es_err es_group_parked_list(es_client *c, const char *name, uint64_t after, uint32_t limit,
+                                   es_group_parked **out, size_t *n, bool *more);
 
 /** @brief Deliver the parked events again (admin); *count (may be NULL) says how many. */
 ES_API es_err es_group_replay_parked(es_client *c, const char *name, uint32_t *count);
