@@ -752,6 +752,15 @@ static void persist(groups *gs, bool cp_too)
         if (g->deleted || !(group_has_changes(g) || ((cp_too || any_waiter) && g->cp_dirty))) {
             continue;
         }
+        /* Acks the checkpoint has passed meanwhile need no entry of their
+         * own: in order, most of them. */
+        size_t kept = 0;
+        for (size_t i = 0; i < g->n_p_done; i++) {
+            if (g->p_done[i] > g->checkpoint) {
+                g->p_done[kept++] = g->p_done[i];
+            }
+        }
+        g->n_p_done = kept;
         size_t f = jc->n_flush++;
         store_group_op *op = &jc->ops[k++];
         op->kind = STORE_GROUP_FLUSH;
