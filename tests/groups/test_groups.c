@@ -14,6 +14,9 @@
  *   disconnect   a member's events go to another member when it leaves
  *   restart      acked events are not delivered again after SIGTERM and
  *                after kill -9; the checkpoint never moves backwards
+ *   roles        admin manages; read and write consume and look; read and
+ *                write may not manage (PERMISSION_DENIED); per-group
+ *                figures on the metrics page
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +27,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -505,6 +509,106 @@ static void test_restart(void **state)
     assert_int_equal(esd_finish(&esd, 10000), 0);
 }
 
+/* ------------------------------------------------------------------ roles -- */
+
+#define T_ADMIN  "grp-admin-Zq8uP1vR7cLm"
+#define T_WRITER "grp-writer-Hk3nW9xB2dTe"
+#define T_READER "grp-reader-Jy6gF4sA0pQo"
+
+static es_client *client_as(const char *user, const char *token)
+{
+    es_client_options o;
+    es_client_options_init(&o);
+    o.address = esd.address;
+    o.client_name = user;
+    o.user = user;
+    o.token = (const uint8_t *)token;
+    o.token_len = strlen(token);
+    o.reconnect_attempts = 1;
+    o.breaker_threshold = 0;
+    es_client *c = NULL;
+    assert_int_equal(es_client_create(&o, &c), ES_OK);
+    assert_int_equal(es_client_connect(c), ES_OK);
+    return c;
+}
+
+static void test_roles(void **state)
+{
+    (void)state;
+    assert_int_equal(esd_init(&esd, esd_args), 0);
+    char users[400];
+    snprintf(users, sizeof users, "%s/users", esd.dir);
+    FILE *f = fopen(users, "w");
+    assert_non_null(f);
+    fprintf(f, "admin admin " T_ADMIN "\nwriter write " T_WRITER "\nreader read " T_READER "\n");
+    fclose(f);
+    assert_int_equal(chmod(users, 0600), 0);
+    const char *const more[] = {
+        "--auth-file", users, "--metrics-listen", "127.0.0.1:0", "--log-level", "info", NULL};
+    assert_int_equal(esd_add_args(&esd, more), 0);
+    assert_int_equal(esd_start(&esd, 10000), 0);
+    es_client *admin = client_as("admin", T_ADMIN);
+    es_client *writer = client_as("writer", T_WRITER);
+    es_client *reader = client_as("reader", T_READER);
+    append_n(admin, "role-1", 2);
+    es_group_settings set;
+    es_group_settings_init(&set);
+    for (int k = 0; k < 2; k++) {
+        es_client *c = k ? writer : reader;
+        assert_int_equal(es_group_create(c, "r", ES_GROUP_ALL, NULL, ES_GROUP_FROM_START, 0, &set),
+                         ES_ERR_PERMISSION_DENIED);
+    }
+    assert_int_equal(es_group_create(admin, "r", ES_GROUP_ALL, NULL, ES_GROUP_FROM_START, 0, &set),
+                     ES_OK);
+    for (int k = 0; k < 2; k++) {
+        es_client *c = k ? writer : reader;
+        assert_int_equal(es_group_update(c, "r", &set), ES_ERR_PERMISSION_DENIED);
+        assert_int_equal(es_group_delete(c, "r"), ES_ERR_PERMISSION_DENIED);
+        assert_int_equal(es_group_replay_parked(c, "r", NULL), ES_ERR_PERMISSION_DENIED);
+        es_group_info info;
+        assert_int_equal(es_group_info_get(c, "r", &info), ES_OK);
+        es_group_parked *p = NULL;
+        size_t np = 0;
+        assert_int_equal(es_group_parked_list(c, "r", 0, 0, &p, &np, NULL), ES_OK);
+        free(p);
+    }
+    /* Both consume: a reader and a writer member each ack an event. */
+    es_group_member *mr = NULL, *mw = NULL;
+    assert_int_equal(es_group_join(reader, "r", 1, "reader", &mr), ES_OK);
+    es_recorded_event *evs;
+    size_t n = next_batch(mr, &evs);
+    assert_int_equal(n, 1);
+    uint64_t p = evs[0].position;
+    assert_int_equal(es_group_ack(mr, &p, 1), ES_OK);
+    es_group_leave(mr);
+    assert_int_equal(es_group_join(writer, "r", 1, "writer", &mw), ES_OK);
+    n = next_batch(mw, &evs);
+    assert_int_equal(n, 1);
+    p = evs[0].position;
+    assert_int_equal(es_group_ack(mw, &p, 1), ES_OK);
+    es_group_info info;
+    assert_int_equal(es_group_info_get(admin, "r", &info), ES_OK);
+    assert_int_equal(info.acked, 2);
+    assert_int_equal(info.checkpoint, 2);
+
+    /* The metrics page has the group's figures. */
+    uint16_t mport = esd_metrics_port(&esd, 10000);
+    assert_true(mport != 0);
+    int code = 0;
+    char *body = NULL;
+    assert_int_equal(h_http(mport, "GET", "/metrics", &code, &body), 0);
+    assert_int_equal(code, 200);
+    assert_non_null(strstr(body, "esd_group_acked_total{group=\"r\"} 2"));
+    assert_non_null(strstr(body, "esd_group_members{group=\"r\"} 1"));
+    assert_non_null(strstr(body, "esd_group_lag_events{group=\"r\"} 0"));
+    free(body);
+    es_group_leave(mw);
+    es_client_destroy(admin);
+    es_client_destroy(writer);
+    es_client_destroy(reader);
+    assert_int_equal(esd_finish(&esd, 10000), 0);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -522,6 +626,7 @@ int main(void)
         cmocka_unit_test_teardown(test_timeout, teardown),
         cmocka_unit_test_teardown(test_disconnect, teardown),
         cmocka_unit_test_teardown(test_restart, teardown),
+        cmocka_unit_test_teardown(test_roles, teardown),
     };
     return cmocka_run_group_tests_name("groups", tests, NULL, NULL);
 }
