@@ -23,8 +23,8 @@
  *   - the checkpoint, polled throughout, never moves backwards, and ends at
  *     the head.
  *
- * PR figures: 200 streams, 20,000 events, 2 esd kills; the long suite runs
- * the full 100,000 events with 5 kills.
+ * PR figures: 200 streams, 100,000 events, 3 esd kills; the long suite
+ * 1,000,000 events with 20 kills.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -249,7 +249,7 @@ static void fill(es_client *c, rel_rng *rng)
 int main(int argc, char **argv)
 {
     static const char *const names[] = {"streams", "events", "esd-kills", NULL};
-    uint64_t values[OPT_N] = {200, 20000, 2};
+    uint64_t values[OPT_N] = {200, 100000, 3};
     rel_args(argc, argv, "group_property", names, values);
     n_streams = values[OPT_STREAMS];
     n_events = values[OPT_EVENTS];
