@@ -117,6 +117,8 @@ struct groups {
     waiter *queued, **queued_tail; /* for the next job */
     job_ctx *running;              /* the job at the writer (one at a time) */
     uint64_t last_cp_write_us;
+    uint64_t (*clock)(void *ctx); /* NULL: mono_us (groups_set_clock) */
+    void *clock_ctx;
 };
 
 static uint64_t mono_us(void)
@@ -124,6 +126,17 @@ static uint64_t mono_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t gnow(const groups *gs)
+{
+    return gs->clock ? gs->clock(gs->clock_ctx) : mono_us();
+}
+
+void groups_set_clock(groups *gs, uint64_t (*now)(void *ctx), void *ctx)
+{
+    gs->clock = now;
+    gs->clock_ctx = ctx;
 }
 
 static void kick(groups *gs)
@@ -593,10 +606,9 @@ static bool fill(groups *gs, group *g)
 /* ----------------------------------------------------------- delivery -- */
 
 /* Hand up to `max` ready events to m. @return events handed. */
-static uint32_t deliver_to(group *g, member *m, uint32_t max)
+static uint32_t deliver_to(group *g, member *m, uint32_t max, uint64_t now)
 {
     page_ctx pc = {.budget = reply_page_budget(m->sess->srv->cfg)};
-    uint64_t now = mono_us();
     uint32_t n = 0;
     while (n < max) {
         gstream *x = ready_pop(g);
@@ -660,7 +672,7 @@ static bool deliver_group(groups *gs, group *g)
                 uint32_t share = (g->n_streams + with_room - 1) / with_room;
                 uint32_t room = m->max_in_flight - m->in_flight;
                 uint32_t max = share < room ? share : room;
-                handed += deliver_to(g, m, max ? max : 1);
+                handed += deliver_to(g, m, max ? max : 1, gnow(gs));
             }
             m = m->next ? m->next : g->members;
         } while (m != start);
@@ -1877,7 +1889,7 @@ void groups_tick(groups *gs)
     if (!gs) {
         return;
     }
-    uint64_t now = mono_us();
+    uint64_t now = gnow(gs);
     bool changed = false;
     for (group *g = gs->list; g; g = g->next) {
         if (g->deleted) {
@@ -1896,7 +1908,7 @@ void groups_tick(groups *gs)
             e = next;
         }
     }
-    bool cp_due = now - gs->last_cp_write_us >= 1000000u;
+    bool cp_due = mono_us() - gs->last_cp_write_us >= 1000000u;
     persist(gs, cp_due);
     if (changed) {
         kick(gs);

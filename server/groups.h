@@ -111,6 +111,12 @@ void groups_tick(groups *gs);
 /** @brief A group job (WRITE_JOB_GROUP) came back from the writer: reply, free. */
 void groups_complete(groups *gs, write_job *job);
 
+/**
+ * @brief Replace the clock of the ack timeouts (tests; NULL: the monotonic
+ *        clock). now returns microseconds.
+ */
+void groups_set_clock(groups *gs, uint64_t (*now)(void *ctx), void *ctx);
+
 /** Per-group figures for the metrics page. */
 typedef struct groups_stat {
     const uint8_t *name; /* borrowed until the next loop turn */
