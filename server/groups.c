@@ -879,10 +879,8 @@ static void group_free(group *g)
     if (!g) {
         return;
     }
-    for (size_t i = 0; i < g->win_len; i++) {
-        entry_free(win_at(g, i));
-    }
-    /* Replayed entries in flight or queued are not in the window. */
+    /* Replayed entries (in flight or queued) are not in the window: free
+     * them first, while the window's entries are still there to walk past. */
     for (entry *e = g->fl_head; e;) {
         entry *next = e->next_fl;
         if (e->replay) {
@@ -891,9 +889,7 @@ static void group_free(group *g)
         e = next;
     }
     for (uint32_t i = 0; i < g->n_buckets; i++) {
-        gstream *x = g->buckets[i];
-        while (x) {
-            gstream *next = x->next_hash;
+        for (gstream *x = g->buckets[i]; x; x = x->next_hash) {
             for (entry *e = x->head; e;) {
                 entry *en = e->next_pending;
                 if (e->replay) {
@@ -901,6 +897,15 @@ static void group_free(group *g)
                 }
                 e = en;
             }
+        }
+    }
+    for (size_t i = 0; i < g->win_len; i++) {
+        entry_free(win_at(g, i));
+    }
+    for (uint32_t i = 0; i < g->n_buckets; i++) {
+        gstream *x = g->buckets[i];
+        while (x) {
+            gstream *next = x->next_hash;
             free(x);
             x = next;
         }
