@@ -27,7 +27,7 @@ typedef struct entry {
     uint8_t state;
     bool replay; /* a parked event replayed: not in the window */
     uint32_t len;
-    uint8_t *bytes; /* the packed RecordedEvent */
+    uint8_t *bytes; /* the packed RecordedEvent, stored right after the entry */
 } entry;
 
 struct gstream {
@@ -325,12 +325,21 @@ static entry *win_find(const group *g, uint64_t pos)
     return NULL;
 }
 
+/* One allocation for the entry and a copy of its record. */
+static entry *entry_new(const uint8_t *bytes, size_t len)
+{
+    entry *e = calloc(1, sizeof *e + (len ? len : 1));
+    if (e) {
+        e->bytes = (uint8_t *)(e + 1);
+        e->len = (uint32_t)len;
+        memcpy(e->bytes, bytes, len);
+    }
+    return e;
+}
+
 static void entry_free(entry *e)
 {
-    if (e) {
-        free(e->bytes);
-        free(e);
-    }
+    free(e);
 }
 
 /* Move the checkpoint over the done events at the window's front. */
@@ -536,18 +545,13 @@ static int fill_visit(void *ctx, const store_record *rec)
          memcmp(stream, g->def.target_name, stream_len) != 0)) {
         return 0; /* the prefix read matched a longer stream id */
     }
-    entry *e = calloc(1, sizeof *e);
-    uint8_t *bytes = e ? malloc(rec->len ? rec->len : 1) : NULL;
-    gstream *x = bytes ? stream_get(g, stream, stream_len) : NULL;
+    entry *e = entry_new(rec->bytes, rec->len);
+    gstream *x = e ? stream_get(g, stream, stream_len) : NULL;
     if (!x) {
-        free(bytes);
-        free(e);
+        entry_free(e);
         fc->full = true; /* out of memory: try again later */
         return -1;
     }
-    memcpy(bytes, rec->bytes, rec->len);
-    e->bytes = bytes;
-    e->len = (uint32_t)rec->len;
     e->pos = rec->position;
     e->st = x;
     x->refs++;
@@ -1622,15 +1626,17 @@ typedef struct replay_ctx {
     es_err rv;
 } replay_ctx;
 
+typedef struct replay_read {
+    uint64_t want;
+    entry *e;
+} replay_read;
+
 static int replay_record_visit(void *ctx, const store_record *rec)
 {
-    entry *e = ctx;
-    e->bytes = malloc(rec->len ? rec->len : 1);
-    if (!e->bytes) {
-        return -1;
+    replay_read *rr = ctx;
+    if (rec->position == rr->want) { /* not a later one: the parked one is gone */
+        rr->e = entry_new(rec->bytes, rec->len);
     }
-    memcpy(e->bytes, rec->bytes, rec->len);
-    e->len = (uint32_t)rec->len;
     return 1;
 }
 
@@ -1660,17 +1666,14 @@ static int replay_visit(void *ctx, const store_group_parked *p)
     if (replaying(g, p->position)) {
         return 0;
     }
-    entry *e = calloc(1, sizeof *e);
-    if (!e) {
-        rc->rv = ES_ERR_NO_MEMORY;
-        return 1;
-    }
+    replay_read rr = {p->position, NULL};
     store_page pg;
     es_err rv =
-        store_read_all(rc->gs->srv->st, NULL, p->position, false, 1, replay_record_visit, e, &pg);
-    if (rv != ES_OK || !e->bytes) {
-        /* The event is gone from the log (retention): nothing to replay. */
-        free(e);
+        store_read_all(rc->gs->srv->st, NULL, p->position, false, 1, replay_record_visit, &rr, &pg);
+    entry *e = rr.e;
+    if (rv != ES_OK || !e) {
+        /* The event is gone from the log (retention), or no memory: not now. */
+        entry_free(e);
         return 0;
     }
     gstream *x = stream_get(g, p->stream, p->stream_len);
