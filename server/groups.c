@@ -72,8 +72,11 @@ typedef struct group {
     entry **win;
     size_t win_head, win_len, win_cap;
     size_t win_bytes;
-    /* Loaded at start: positions above the checkpoint already done. */
-    uint64_t *skip;
+    /* Loaded at start: ranges of positions above the checkpoint already
+     * done (acked, skipped, parked), sorted. */
+    struct skip_range {
+        uint64_t from, to;
+    } * skip;
     size_t n_skip, cap_skip, skip_at;
     gstream **buckets;
     uint32_t n_buckets, n_streams;
@@ -370,6 +373,12 @@ static void advance_checkpoint(group *g)
 
 /* ------------------------------------------------------------ pending -- */
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static bool grow(void **arr, size_t *cap, size_t n, size_t size)
 {
     if (n < *cap) {
@@ -528,10 +537,10 @@ static int fill_visit(void *ctx, const store_record *rec)
         fc->full = true;
         return -1;
     }
-    while (g->skip_at < g->n_skip && g->skip[g->skip_at] < rec->position) {
+    while (g->skip_at < g->n_skip && g->skip[g->skip_at].to < rec->position) {
         g->skip_at++;
     }
-    if (g->skip_at < g->n_skip && g->skip[g->skip_at] == rec->position) {
+    if (g->skip_at < g->n_skip && g->skip[g->skip_at].from <= rec->position) {
         return 0; /* done before the restart */
     }
     const uint8_t *stream;
@@ -777,6 +786,8 @@ static void persist(groups *gs, bool cp_too)
             }
         }
         g->n_p_done = kept;
+        /* Ascending: the store keeps runs of them as ranges. */
+        qsort(g->p_done, g->n_p_done, sizeof *g->p_done, cmp_u64);
         size_t f = jc->n_flush++;
         store_group_op *op = &jc->ops[k++];
         op->kind = STORE_GROUP_FLUSH;
@@ -936,13 +947,15 @@ typedef struct load_ctx {
     es_err rv;
 } load_ctx;
 
-static int skip_visit(void *ctx, uint64_t pos)
+static int skip_visit(void *ctx, uint64_t from, uint64_t to)
 {
     group *g = ctx;
     if (!grow((void **)&g->skip, &g->cap_skip, g->n_skip, sizeof *g->skip)) {
         return 1;
     }
-    g->skip[g->n_skip++] = pos;
+    g->skip[g->n_skip].from = from;
+    g->skip[g->n_skip].to = to;
+    g->n_skip++;
     return 0;
 }
 
@@ -951,7 +964,7 @@ static int parked_load_visit(void *ctx, const store_group_parked *p)
     group *g = ctx;
     g->n_parked++;
     if (p->position > g->checkpoint) {
-        skip_visit(g, p->position);
+        skip_visit(g, p->position, p->position);
     }
     if (g->def.park_blocks) {
         gstream *x = stream_get(g, p->stream, p->stream_len);
@@ -962,10 +975,9 @@ static int parked_load_visit(void *ctx, const store_group_parked *p)
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b)
+static int cmp_range(const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+    return cmp_u64(&((const struct skip_range *)a)->from, &((const struct skip_range *)b)->from);
 }
 
 static int load_visit(void *ctx, const store_group_def *def)
@@ -988,7 +1000,7 @@ static int load_visit(void *ctx, const store_group_def *def)
     }
     g->skip_at = 0;
     if (g->n_skip > 1) {
-        qsort(g->skip, g->n_skip, sizeof *g->skip, cmp_u64);
+        qsort(g->skip, g->n_skip, sizeof *g->skip, cmp_range);
     }
     g->next = lc->gs->list;
     lc->gs->list = g;

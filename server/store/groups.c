@@ -20,9 +20,12 @@
  *                 flags bit 0: park_blocks. The number interns the name in
  *                 the two tables below; meta "next_group" holds the next one.
  *
- *   group_done    number u64 BE | position u64 BE -> (empty)
- *                 events above the checkpoint acked or skipped. Entries at
- *                 or below the checkpoint are removed when it moves.
+ *   group_done    number u64 BE | from u64 BE -> to u64 LE
+ *                 events above the checkpoint acked or skipped, a run of
+ *                 consecutive positions from..to (inclusive) per entry: a
+ *                 member's batch of acks is mostly one run. When the
+ *                 checkpoint moves, the entries at or below it are removed
+ *                 and one that straddles it is cut to start above it.
  *
  *   group_parked  number u64 BE | position u64 BE ->
  *                 attempts u32 | parked_at_us u64 | stream_len u16 | stream
@@ -142,6 +145,42 @@ static int delete_range(MDB_txn *txn, MDB_dbi dbi, uint64_t number, uint64_t upt
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* Remove the done ranges at or below cp; a range reaching above it is cut
+ * to start at cp + 1. */
+static int trim_done(MDB_txn *txn, MDB_dbi dbi, uint64_t number, uint64_t cp)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc) {
+        return rc;
+    }
+    uint8_t key[16];
+    for (;;) {
+        pair_key(key, number, 0);
+        MDB_val k = {16, key}, v;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc || k.mv_size != 16 || get_u64be(k.mv_data) != number ||
+            get_u64be((const uint8_t *)k.mv_data + 8) > cp) {
+            break;
+        }
+        uint64_t to = v.mv_size == 8 ? get_u64le(v.mv_data) : 0;
+        rc = mdb_cursor_del(cur, 0);
+        if (rc) {
+            break;
+        }
+        if (to > cp) {
+            uint8_t nk[16], val[8];
+            pair_key(nk, number, cp + 1);
+            put_u64le(val, to);
+            MDB_val k2 = {16, nk}, v2 = {8, val};
+            rc = mdb_put(txn, dbi, &k2, &v2, 0);
+            break; /* every later range starts above cp */
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static int next_group_number(store *s, MDB_txn *txn, uint64_t *out)
 {
     MDB_val v;
@@ -243,19 +282,27 @@ static int apply_one(store *s, MDB_txn *txn, store_group_op *op)
     }
     uint64_t cp = op->checkpoint > cur.checkpoint ? op->checkpoint : cur.checkpoint;
     uint8_t key[16];
-    for (size_t i = 0; i < op->n_done; i++) {
-        if (op->done[i] <= cp) {
+    for (size_t i = 0; i < op->n_done;) {
+        uint64_t from = op->done[i], to = from;
+        i++;
+        while (i < op->n_done && op->done[i] == to + 1) {
+            to = op->done[i++];
+        }
+        if (to <= cp) {
             continue;
         }
-        pair_key(key, cur.number, op->done[i]);
-        MDB_val k = {16, key}, v = {0, key};
+        from = from <= cp ? cp + 1 : from;
+        uint8_t val[8];
+        put_u64le(val, to);
+        pair_key(key, cur.number, from);
+        MDB_val k = {16, key}, v = {8, val};
         rc = mdb_put(txn, s->group_done, &k, &v, 0);
         if (rc) {
             return rc;
         }
     }
     if (cp > cur.checkpoint) {
-        rc = delete_range(txn, s->group_done, cur.number, cp);
+        rc = trim_done(txn, s->group_done, cur.number, cp);
         if (rc) {
             return rc;
         }
@@ -441,9 +488,11 @@ typedef struct done_ctx {
 
 static int done_visit(void *ctx, uint64_t pos, const MDB_val *v)
 {
-    (void)v;
     done_ctx *d = ctx;
-    return d->fn(d->ctx, pos) ? 1 : 0;
+    if (v->mv_size != 8 || get_u64le(v->mv_data) < pos) {
+        return -1;
+    }
+    return d->fn(d->ctx, pos, get_u64le(v->mv_data)) ? 1 : 0;
 }
 
 es_err store_group_done(store *s, uint64_t number, store_group_done_fn visit, void *ctx)

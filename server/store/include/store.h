@@ -502,7 +502,8 @@ typedef struct store_group_op {
     store_group_kind kind;
     store_group_def def;  /* CREATE/UPDATE: in full; DELETE/FLUSH: name (and number) */
     uint64_t checkpoint;  /* FLUSH: the new checkpoint (never lowered) */
-    const uint64_t *done; /* FLUSH: positions above the checkpoint acked or skipped */
+    const uint64_t *done; /* FLUSH: positions above the checkpoint acked or skipped, ascending
+                             (runs of consecutive positions are stored as one range) */
     size_t n_done;
     const store_group_parked *parks; /* FLUSH: events parked (replaces a stored one) */
     size_t n_parks;
@@ -528,9 +529,10 @@ typedef int (*store_group_visit_fn)(void *ctx, const store_group_def *def);
 /** @brief Every stored group, in name order. @return ES_OK; ES_ERR_CORRUPT; ES_ERR_IO. */
 es_err store_group_list(store *s, store_group_visit_fn visit, void *ctx);
 
-typedef int (*store_group_done_fn)(void *ctx, uint64_t position);
+typedef int (*store_group_done_fn)(void *ctx, uint64_t from, uint64_t to);
 /** @brief The positions above a group's checkpoint already done (acked or
- *  skipped), in order. @return ES_OK; ES_ERR_CORRUPT; ES_ERR_IO. */
+ *  skipped), as ranges from..to (inclusive) in order. @return ES_OK;
+ *  ES_ERR_CORRUPT; ES_ERR_IO. */
 es_err store_group_done(store *s, uint64_t number, store_group_done_fn visit, void *ctx);
 
 typedef int (*store_group_parked_fn)(void *ctx, const store_group_parked *p);
