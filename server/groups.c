@@ -11,7 +11,11 @@
 
 /* Design notes in groups.h. */
 
-enum { E_PENDING = 0, E_INFLIGHT, E_DONE };
+/* E_SETTLING: acked, skipped or parked, not yet committed: it holds its
+ * stream (a kill -9 before the commit brings it back, and no later event of
+ * its stream may have gone out meanwhile). */
+enum { E_PENDING = 0, E_INFLIGHT, E_SETTLING, E_DONE };
+enum { SETTLE_DONE = 0, SETTLE_PARK };
 
 typedef struct member member;
 typedef struct gstream gstream;
@@ -25,7 +29,9 @@ typedef struct entry {
     uint64_t deadline_us;
     uint32_t attempts; /* deliveries so far */
     uint8_t state;
-    bool replay; /* a parked event replayed: not in the window */
+    uint8_t settle; /* E_SETTLING: SETTLE_DONE or SETTLE_PARK */
+    bool replay;    /* a parked event replayed: not in the window */
+    struct entry *next_settling;
     uint32_t len;
     uint8_t *bytes; /* the packed RecordedEvent, stored right after the entry */
 } entry;
@@ -92,6 +98,7 @@ typedef struct group {
     size_t n_p_parks, cap_p_parks;
     uint64_t *p_unparks;
     size_t n_p_unparks, cap_p_unparks;
+    entry *settling, **settling_tail; /* settled since the last job was made */
     bool cp_dirty;
     /* Figures. */
     uint64_t acked, retries, n_parked;
@@ -110,6 +117,8 @@ typedef struct job_ctx {
     store_group_parked **parks;
     size_t *n_parks;
     uint64_t **unparks;
+    struct group **fgroups; /* the group of each FLUSH op */
+    entry **settled;        /* its entries to finish once committed */
     size_t n_flush;
 } job_ctx;
 
@@ -475,23 +484,50 @@ static void take_back(group *g, entry *e)
     e->st->inflight = NULL;
 }
 
-/* e (in flight, taken back) is finished: done or parked. */
-static void finish(group *g, entry *e, bool parked, const char *reason)
+/* e (in flight, taken back) is acked, skipped or parked: written by the
+ * next job, its stream held until that commit (settled_finish). */
+static void settle(group *g, entry *e, bool parked, const char *reason)
 {
-    gstream *x = e->st;
-    e->state = E_DONE;
+    e->state = E_SETTLING;
+    e->settle = parked ? SETTLE_PARK : SETTLE_DONE;
+    e->st->inflight = e;
     if (parked) {
         note_park(g, e, reason);
+    } else if (e->replay) {
+        note_unpark(g, e->pos);
+    } else {
+        note_done(g, e->pos);
+    }
+    e->next_settling = NULL;
+    if (!g->settling) {
+        g->settling_tail = &g->settling;
+    }
+    *g->settling_tail = e;
+    g->settling_tail = &e->next_settling;
+}
+
+/* A settling entry's change committed (ok) or failed (then it is pending
+ * again, at the front of its stream). */
+static void settled_finish(group *g, entry *e, bool ok)
+{
+    gstream *x = e->st;
+    x->inflight = NULL;
+    if (!ok) {
+        e->state = E_PENDING;
+        queue_front(x, e);
+        ready_push(g, x);
+        return;
+    }
+    e->state = E_DONE;
+    if (e->settle == SETTLE_PARK) {
         g->n_parked += e->replay ? 0 : 1;
         if (g->def.park_blocks) {
             x->blocking++;
         }
     } else if (e->replay) {
-        note_unpark(g, e->pos);
         g->n_parked--;
         g->acked++;
     } else {
-        note_done(g, e->pos);
         g->acked++;
     }
     ready_push(g, x);
@@ -508,7 +544,7 @@ static void finish(group *g, entry *e, bool parked, const char *reason)
 static void failed(group *g, entry *e, const char *reason)
 {
     if (e->attempts > g->def.max_retries) {
-        finish(g, e, true, reason);
+        settle(g, e, true, reason);
         return;
     }
     g->retries++;
@@ -709,7 +745,7 @@ static void group_free(group *g);
 
 static bool group_has_changes(const group *g)
 {
-    return g->n_p_done || g->n_p_parks || g->n_p_unparks;
+    return g->n_p_done || g->n_p_parks || g->n_p_unparks || g->settling;
 }
 
 static void job_ctx_free(job_ctx *jc)
@@ -726,6 +762,8 @@ static void job_ctx_free(job_ctx *jc)
     free(jc->parks);
     free(jc->n_parks);
     free(jc->unparks);
+    free(jc->fgroups);
+    free(jc->settled);
     free(jc->ops);
     free(jc);
 }
@@ -761,7 +799,10 @@ static void persist(groups *gs, bool cp_too)
     jc->parks = calloc(n_flush + 1, sizeof *jc->parks);
     jc->n_parks = calloc(n_flush + 1, sizeof *jc->n_parks);
     jc->unparks = calloc(n_flush + 1, sizeof *jc->unparks);
-    if (!jc->ops || !jc->dones || !jc->parks || !jc->n_parks || !jc->unparks) {
+    jc->fgroups = calloc(n_flush + 1, sizeof *jc->fgroups);
+    jc->settled = calloc(n_flush + 1, sizeof *jc->settled);
+    if (!jc->ops || !jc->dones || !jc->parks || !jc->n_parks || !jc->unparks || !jc->fgroups ||
+        !jc->settled) {
         job_ctx_free(jc);
         return;
     }
@@ -806,6 +847,10 @@ static void persist(groups *gs, bool cp_too)
         g->p_unparks = NULL;
         g->n_p_unparks = g->cap_p_unparks = 0;
         g->cp_dirty = false;
+        jc->fgroups[f] = g;
+        jc->settled[f] = g->settling;
+        g->settling = NULL;
+        g->settling_tail = &g->settling;
     }
     jc->n_ops = k;
     jc->waiters = gs->queued;
@@ -816,6 +861,13 @@ static void persist(groups *gs, bool cp_too)
     jc->job.group.n = k;
     jc->job.owner = jc;
     if (writer_submit(gs->srv->w, &jc->job) != ES_OK) {
+        for (size_t f = 0; f < jc->n_flush; f++) {
+            for (entry *e = jc->settled[f]; e;) {
+                entry *next = e->next_settling;
+                settled_finish(jc->fgroups[f], e, false);
+                e = next;
+            }
+        }
         for (waiter *w = jc->waiters; w;) {
             waiter *next = w->next;
             waiter_reply(w, ES_ERR_SHUTTING_DOWN, false);
@@ -894,8 +946,16 @@ static void group_free(group *g)
     if (!g) {
         return;
     }
-    /* Replayed entries (in flight or queued) are not in the window: free
-     * them first, while the window's entries are still there to walk past. */
+    /* Replayed entries (in flight, settling or queued) are not in the
+     * window: free them first, while the window's entries are still there
+     * to walk past. */
+    for (entry *e = g->settling; e;) {
+        entry *next = e->next_settling;
+        if (e->replay) {
+            entry_free(e);
+        }
+        e = next;
+    }
     for (entry *e = g->fl_head; e;) {
         entry *next = e->next_fl;
         if (e->replay) {
@@ -1043,6 +1103,19 @@ void groups_destroy(groups *gs)
 {
     if (!gs) {
         return;
+    }
+    if (gs->running) {
+        /* Replayed entries settling in the job are nobody else's (walked
+         * before the groups free the window entries on these lists). */
+        for (size_t f = 0; f < gs->running->n_flush; f++) {
+            for (entry *e = gs->running->settled[f]; e;) {
+                entry *next = e->next_settling;
+                if (e->replay) {
+                    entry_free(e);
+                }
+                e = next;
+            }
+        }
     }
     while (gs->list) {
         group *g = gs->list;
@@ -1514,16 +1587,16 @@ static es_err do_ack_nack(groups *gs, session *s, uint64_t id, uint64_t join_id,
         count++;
         switch (action) {
         case -1: /* ack */
-            finish(g, e, false, NULL);
+            settle(g, e, false, NULL);
             break;
         case ES__V1__NACK_ACTION__NACK_ACTION_RETRY:
             failed(g, e, reason && *reason ? reason : "nacked");
             break;
         case ES__V1__NACK_ACTION__NACK_ACTION_PARK:
-            finish(g, e, true, reason && *reason ? reason : "parked by the consumer");
+            settle(g, e, true, reason && *reason ? reason : "parked by the consumer");
             break;
         default: /* skip */
-            finish(g, e, false, NULL);
+            settle(g, e, false, NULL);
             break;
         }
     }
@@ -1942,6 +2015,18 @@ void groups_complete(groups *gs, write_job *job)
         gs->running = NULL;
     }
     es_err job_rv = job->group.rv;
+    /* First the settled entries (their groups are alive: a delete frees
+     * its group below, in a later job than any flush of it). */
+    size_t first_flush = jc->n_ops - jc->n_flush;
+    for (size_t f = 0; f < jc->n_flush; f++) {
+        bool ok = job_rv == ES_OK && jc->ops[first_flush + f].rv == ES_OK;
+        for (entry *e = jc->settled[f]; e;) {
+            entry *next = e->next_settling;
+            settled_finish(jc->fgroups[f], e, ok);
+            e = next;
+        }
+        jc->settled[f] = NULL;
+    }
     size_t k = 0;
     for (waiter *w = jc->waiters; w;) {
         waiter *next = w->next;

@@ -22,6 +22,12 @@
  * streams spread dynamically over whichever members have room: no fixed
  * assignment, hence nothing to rebalance when members join or leave.
  *
+ * An ack, skip or park *settles* the event: its member's slot is free at
+ * once, but its stream stays held until the job that stores the change
+ * committed; only then does the stream's next event go out. Otherwise a
+ * kill -9 between the two could deliver revision r + 1 and, after the
+ * restart, r again (its ack lost with the crash): order across crashes.
+ *
  * An event in flight ends in one of these ways:
  *   ack            done;
  *   nack skip      done (recorded like an ack);

@@ -48,6 +48,8 @@ static esd_proc esd;
 static uint64_t n_events, n_streams;
 static _Atomic uint64_t seq = 1;
 static _Atomic bool stopping;
+static uint64_t restart_seq[64];
+static uint64_t n_restarts;
 
 typedef struct delivery {
     uint64_t pos, rev, start, end;
@@ -289,6 +291,9 @@ int main(int argc, char **argv)
                 break;
             }
             if (kills < values[OPT_KILLS] && info.checkpoint >= next_kill) {
+                if (n_restarts < 64) {
+                    restart_seq[n_restarts++] = tick();
+                }
                 REL_CHECK(esd_stop(&esd, SIGKILL, 10000, NULL, NULL) == 0, "kill -9");
                 REL_CHECK(esd_start(&esd, 10000) == 0, "restart");
                 kills++;
@@ -342,8 +347,23 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < dlog_n; i++) {
         const delivery *d = &dlog[i];
         REL_CHECK(d->pos >= 1 && d->pos <= n_events, "delivery of position %" PRIu64, d->pos);
-        REL_CHECK(acked_end[d->pos] == 0 || d->start < acked_end[d->pos],
-                  "position %" PRIu64 " delivered again after its ack", d->pos);
+        if (acked_end[d->pos] != 0 && d->start > acked_end[d->pos]) {
+            for (size_t k = 0; k < dlog_n; k++) {
+                if (dlog[k].pos == d->pos) {
+                    fprintf(stderr,
+                            "  delivery of %" PRIu64 ": member %u rev %" PRIu64 " start %" PRIu64
+                            " end %" PRIu64 " outcome %u\n",
+                            d->pos, dlog[k].member, dlog[k].rev, dlog[k].start, dlog[k].end,
+                            dlog[k].outcome);
+                }
+            }
+            fprintf(stderr, "  esd restarts at sequence numbers:");
+            for (uint64_t k = 0; k < n_restarts; k++) {
+                fprintf(stderr, " %" PRIu64, restart_seq[k]);
+            }
+            fprintf(stderr, "\n");
+            rel_fail("position %" PRIu64 " delivered again after its ack", d->pos);
+        }
         if (i > 0 && dlog[i - 1].stream == d->stream) {
             const delivery *p = &dlog[i - 1];
             REL_CHECK(d->rev == p->rev || d->rev == p->rev + 1,

@@ -15,6 +15,9 @@
  *   park_blocks  the stream waits for its parked event until replayed
  *   window       the checkpoint stays below an unacked event and jumps
  *                over the done ones once it is acked
+ *   commit_first a stream's next event goes out only once the ack of the
+ *                previous one is committed (a kill -9 in between must not
+ *                let a later event overtake a redelivered one)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -189,6 +192,7 @@ typedef struct got {
 
 static size_t take(harness *h, peer *p, got *out, size_t cap)
 {
+    harness_drain(h); /* parks and acks release their stream once committed */
     harness_deliver(h);
     size_t n = 0;
     Es__V1__Response *r;
@@ -479,6 +483,34 @@ static void test_window(void **state)
     assert_int_equal(info(&f->h, &f->admin, "g")->checkpoint, 3);
 }
 
+static void test_commit_first(void **state)
+{
+    fixture *f = *state;
+    append(&f->h, &f->admin, "c-1", 2);
+    assert_int_equal(create(&f->h, &f->admin, "g", 5, 0, false), ES_OK);
+    join(&f->h, &f->a, "g", 10);
+    got g[4];
+    assert_int_equal(take(&f->h, &f->a, g, 4), 1);
+    /* The ack is handled, its job not completed yet: revision 1 waits. */
+    uint64_t pos = g[0].pos;
+    Es__V1__GroupAck ga = ES__V1__GROUP_ACK__INIT;
+    ga.join_id = f->a.join_id;
+    ga.n_positions = 1;
+    ga.positions = &pos;
+    Es__V1__Request req = ES__V1__REQUEST__INIT;
+    req.id = next_id++;
+    req.kind_case = ES__V1__REQUEST__KIND_GROUP_ACK;
+    req.group_ack = &ga;
+    send_on(&f->a.sess, &req);
+    harness_deliver(&f->h);
+    Es__V1__Response *r = peer_next(&f->a);
+    assert_null(r); /* neither the ack's answer nor revision 1 */
+    /* Committed: the answer, then revision 1. */
+    assert_int_equal(reply_code(&f->h, &f->a), ES_OK);
+    assert_int_equal(take(&f->h, &f->a, g, 4), 1);
+    assert_int_equal(g[0].rev, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -488,6 +520,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leave, setup, teardown),
         cmocka_unit_test_setup_teardown(test_park_blocks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_first, setup, teardown),
     };
     return cmocka_run_group_tests_name("groups_unit", tests, NULL, NULL);
 }
