@@ -1398,12 +1398,12 @@ static void state_to_pb(groups *gs, const group *g, Es__V1__GroupState *out,
     out->target_name.len = g->def.target_name_len;
     settings_to(set, &g->def);
     out->settings = set;
-    out->checkpoint = g->checkpoint;
+    out->checkpoint = g->def.checkpoint; /* committed: never backwards, kill -9 included */
     out->members = g->n_members;
     out->in_flight = g->in_flight;
     out->parked = g->n_parked;
     out->acked = g->acked;
-    out->lag = head > g->checkpoint ? head - g->checkpoint : 0;
+    out->lag = head > g->def.checkpoint ? head - g->def.checkpoint : 0;
     out->head_position = head;
     out->retries = g->retries;
 }
@@ -1508,7 +1508,7 @@ static es_err do_join(groups *gs, session *s, uint64_t id, const Es__V1__JoinGro
     g->members = m;
     g->n_members++;
     Es__V1__GroupJoined j = ES__V1__GROUP_JOINED__INIT;
-    j.checkpoint = g->checkpoint;
+    j.checkpoint = g->def.checkpoint;
     j.max_in_flight = m->max_in_flight;
     Es__V1__Response resp = ES__V1__RESPONSE__INIT;
     resp.id = id;
@@ -2018,11 +2018,18 @@ void groups_complete(groups *gs, write_job *job)
     /* First the settled entries (their groups are alive: a delete frees
      * its group below, in a later job than any flush of it). */
     size_t first_flush = jc->n_ops - jc->n_flush;
+    bool settled_any = false;
     for (size_t f = 0; f < jc->n_flush; f++) {
-        bool ok = job_rv == ES_OK && jc->ops[first_flush + f].rv == ES_OK;
+        const store_group_op *op = &jc->ops[first_flush + f];
+        bool ok = job_rv == ES_OK && op->rv == ES_OK;
+        group *g = jc->fgroups[f];
+        if (ok && op->def.checkpoint > g->def.checkpoint) {
+            g->def.checkpoint = op->def.checkpoint; /* what GroupState reports */
+        }
+        settled_any |= jc->settled[f] != NULL;
         for (entry *e = jc->settled[f]; e;) {
             entry *next = e->next_settling;
-            settled_finish(jc->fgroups[f], e, ok);
+            settled_finish(g, e, ok);
             e = next;
         }
         jc->settled[f] = NULL;
@@ -2068,7 +2075,9 @@ void groups_complete(groups *gs, write_job *job)
     }
     jc->waiters = NULL;
     job_ctx_free(jc);
-    persist(gs, false);
+    /* The acks just committed moved the checkpoint in memory: store it with
+     * the next job (under load that job carries new acks anyway). */
+    persist(gs, settled_any);
     kick(gs);
 }
 
@@ -2082,11 +2091,11 @@ void groups_stats(groups *gs, void (*visit)(void *ctx, const groups_stat *st), v
         if (g->deleted) {
             continue;
         }
-        groups_stat st = {g->def.name,  g->def.name_len,
-                          g->n_members, g->in_flight,
-                          g->acked,     g->retries,
-                          g->n_parked,  head > g->checkpoint ? head - g->checkpoint : 0,
-                          g->checkpoint};
+        groups_stat st = {g->def.name,      g->def.name_len,
+                          g->n_members,     g->in_flight,
+                          g->acked,         g->retries,
+                          g->n_parked,      head > g->def.checkpoint ? head - g->def.checkpoint : 0,
+                          g->def.checkpoint};
         visit(ctx, &st);
     }
 }

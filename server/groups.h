@@ -49,8 +49,11 @@
  * answered (GroupDone) only after the job holding it committed: an answered
  * ack survives kill -9. The events done above the checkpoint are stored
  * too, so a restart neither redelivers an acked event nor waits for one.
- * Checkpoint moves with no ack (events of the log that the target does not
- * match) are written at most once a second (groups_tick).
+ * A checkpoint moved by acks goes with the next job; moves with no ack
+ * (events of the log that the target does not match) are written at most
+ * once a second (groups_tick). GroupInfo, GroupJoined and the metrics
+ * report the committed checkpoint, so the one a client sees never moves
+ * backwards, kill -9 included.
  *
  * A follower has no consumer groups (their state is not part of the
  * replicated log): requests get ES_ERR_FOLLOWER.
