@@ -828,7 +828,9 @@ static void persist(groups *gs, bool cp_too)
         }
         g->n_p_done = kept;
         /* Ascending: the store keeps runs of them as ranges. */
-        qsort(g->p_done, g->n_p_done, sizeof *g->p_done, cmp_u64);
+        if (g->n_p_done > 1) {
+            qsort(g->p_done, g->n_p_done, sizeof *g->p_done, cmp_u64);
+        }
         size_t f = jc->n_flush++;
         store_group_op *op = &jc->ops[k++];
         op->kind = STORE_GROUP_FLUSH;
