@@ -11,7 +11,9 @@
  *                reason) and the stream flows on; replay delivers it again
  *   park_blocks  with park_blocks the stream waits for its parked event
  *   timeout      an event not acked within the ack timeout comes again
- *   disconnect   a member's events go to another member when it leaves
+ *   disconnect   a member's events go to another member when it leaves;
+ *                after a lost connection the library joins again and the
+ *                held event comes again
  *   restart      acked events are not delivered again after SIGTERM and
  *                after kill -9; the checkpoint never moves backwards
  *   roles        admin manages; read and write consume and look; read and
@@ -440,6 +442,19 @@ static void test_disconnect(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(evs[0].position, p);
     assert_int_equal(es_group_ack(m2, &p, 1), ES_OK);
+
+    /* The library rejoins after a lost connection: the event held then
+     * comes again, and the old delivery's ack is refused. */
+    append_n(c, "d-1", 1);
+    n = next_batch(m2, &evs);
+    assert_int_equal(n, 1);
+    uint64_t held = evs[0].position;
+    es_client_disconnect(c);
+    assert_int_equal(es_group_ack(m2, &held, 1), ES_ERR_NOT_IN_FLIGHT);
+    n = next_batch(m2, &evs); /* reconnects and joins again */
+    assert_int_equal(n, 1);
+    assert_int_equal(evs[0].position, held);
+    assert_int_equal(es_group_ack(m2, &held, 1), ES_OK);
     es_group_leave(m2);
     es_client_destroy(c);
     assert_int_equal(esd_finish(&esd, 10000), 0);
