@@ -12,6 +12,14 @@
  * member's max_in_flight events out with it, so the queue holds at most
  * that many events.
  *
+ * A late ack: when an event's ack timeout passes at the server just as the
+ * member acks it, the server may have pushed it to this same member again
+ * before the ack arrived; the ack then settles that redelivery, and the
+ * copy still queued here is stale. So the positions acked, skipped or
+ * parked while pushes are queued are remembered (acked_while_queued) and
+ * left out when those pushes are decoded: nothing reaches the application
+ * after its ack was answered.
+ *
  * Reconnection: a member lives on one connection (c->epoch). When es_group_next
  * finds the connection gone or replaced, it drops the queue (the server
  * took those events back when the connection ended) and joins again on a
@@ -49,6 +57,8 @@ struct es_group_member {
     char *strings;
     size_t strings_cap;
     gpush *current;
+    uint64_t *settled; /* positions settled while pushes were queued */
+    size_t n_settled, cap_settled;
 };
 
 void es_group_settings_init(es_group_settings *s)
@@ -333,6 +343,17 @@ static void queue_clear(es_group_member *m)
     free(m->current);
     m->current = NULL;
     m->n_events = 0;
+    m->n_settled = 0;
+}
+
+static bool was_settled(const es_group_member *m, uint64_t pos)
+{
+    for (size_t i = 0; i < m->n_settled; i++) {
+        if (m->settled[i] == pos) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void cl_group_on_push(es_client *c, uint64_t id, uint32_t kind, const uint8_t *data, size_t len)
@@ -511,8 +532,13 @@ static es_err take_batch(es_group_member *m, es_recorded_event **events, size_t 
             if (!cl_parse_event(f.data, f.len, &m->events[k], &sp)) {
                 return cl_fail(c, ES_ERR_MALFORMED, "an invalid event in a group batch");
             }
-            k++;
+            if (!was_settled(m, m->events[k].position)) {
+                k++; /* else a stale copy of an event acked meanwhile */
+            }
         }
+    }
+    if (!m->head) {
+        m->n_settled = 0; /* no push left that could hold a stale copy */
     }
     m->n_events = k;
     *events = m->events;
@@ -604,6 +630,20 @@ static es_err ack_nack(es_group_member *m, const uint64_t *positions, size_t n, 
     Es__V1__Response *resp = NULL;
     rv = cl_wait(c, id, &resp);
     cl_resp_free(resp);
+    if (rv == ES_OK && m->head && (ack || action != ES_NACK_RETRY)) {
+        /* Settled: a copy in a queued push is stale (see the notes). */
+        if (m->n_settled + n > m->cap_settled) {
+            size_t cap = (m->n_settled + n) * 2;
+            uint64_t *p = realloc(m->settled, cap * sizeof *p);
+            if (!p) {
+                return ES_OK; /* the copy then fails its ack with NOT_IN_FLIGHT */
+            }
+            m->settled = p;
+            m->cap_settled = cap;
+        }
+        memcpy(m->settled + m->n_settled, positions, n * sizeof *positions);
+        m->n_settled += n;
+    }
     return rv;
 }
 
@@ -644,6 +684,7 @@ void es_group_leave(es_group_member *m)
         }
     }
     queue_clear(m);
+    free(m->settled);
     free(m->events);
     free(m->strings);
     free(m->name);
