@@ -73,7 +73,8 @@ typedef struct group {
     store_group_def def; /* as stored (checkpoint: the last one written) */
     bool deleted;        /* a DeleteGroup is on its way: nothing more is served */
     uint64_t checkpoint;
-    uint64_t scan; /* the next position to read */
+    uint64_t scan;      /* the next position to read */
+    uint64_t read_upto; /* the highest position a fill visited: never read twice */
     /* The window: a ring of entries in position order. */
     entry **win;
     size_t win_head, win_len, win_cap;
@@ -573,6 +574,10 @@ static int fill_visit(void *ctx, const store_record *rec)
         fc->full = true;
         return -1;
     }
+    if (rec->position <= g->read_upto) {
+        return 0; /* seen already: one entry per position, whatever a read returns */
+    }
+    g->read_upto = rec->position;
     while (g->skip_at < g->n_skip && g->skip[g->skip_at].to < rec->position) {
         g->skip_at++;
     }
@@ -582,6 +587,7 @@ static int fill_visit(void *ctx, const store_record *rec)
     const uint8_t *stream;
     size_t stream_len;
     if (pbw_find_bytes(rec->bytes, rec->len, 1, &stream, &stream_len) != ES_OK) {
+        g->read_upto = rec->position - 1;
         g->scan_failed = true;
         return -1;
     }
@@ -594,7 +600,8 @@ static int fill_visit(void *ctx, const store_record *rec)
     gstream *x = e ? stream_get(g, stream, stream_len) : NULL;
     if (!x) {
         entry_free(e);
-        fc->full = true; /* out of memory: try again later */
+        g->read_upto = rec->position - 1; /* read again later */
+        fc->full = true;                  /* out of memory: try again later */
         return -1;
     }
     e->pos = rec->position;
@@ -604,6 +611,7 @@ static int fill_visit(void *ctx, const store_record *rec)
         entry_free(e);
         x->refs--;
         stream_maybe_free(g, x);
+        g->read_upto = rec->position - 1;
         fc->full = true;
         return -1;
     }
@@ -643,7 +651,9 @@ static bool fill(groups *gs, group *g)
         if (rv != ES_OK) {
             return false; /* tried again after the next commit */
         }
-        g->scan = pg.end && pg.head + 1 > pg.next ? pg.head + 1 : pg.next;
+        /* Stopped early (window full), the page's next is where to go on,
+         * even when it was the last record. */
+        g->scan = !fc.full && pg.end && pg.head + 1 > pg.next ? pg.head + 1 : pg.next;
         advance_checkpoint(g);
         if (fc.full || g->scan_failed) {
             return false;
