@@ -99,6 +99,21 @@ static uint32_t reply_kind_of(uint32_t req_kind)
     case ES__V1__REQUEST__KIND_ERASE_STREAM:
     case ES__V1__REQUEST__KIND_ERASE_SUBJECT:
         return ES__V1__RESPONSE__KIND_ERASED;
+    case ES__V1__REQUEST__KIND_CREATE_GROUP:
+    case ES__V1__REQUEST__KIND_UPDATE_GROUP:
+    case ES__V1__REQUEST__KIND_DELETE_GROUP:
+    case ES__V1__REQUEST__KIND_GROUP_ACK:
+    case ES__V1__REQUEST__KIND_GROUP_NACK:
+    case ES__V1__REQUEST__KIND_REPLAY_PARKED:
+        return ES__V1__RESPONSE__KIND_GROUP_DONE;
+    case ES__V1__REQUEST__KIND_LIST_GROUPS:
+        return ES__V1__RESPONSE__KIND_GROUPS;
+    case ES__V1__REQUEST__KIND_GROUP_INFO:
+        return ES__V1__RESPONSE__KIND_GROUP_STATE;
+    case ES__V1__REQUEST__KIND_JOIN_GROUP:
+        return ES__V1__RESPONSE__KIND_GROUP_JOINED;
+    case ES__V1__REQUEST__KIND_LIST_PARKED:
+        return ES__V1__RESPONSE__KIND_PARKED;
     default:
         return 0;
     }
@@ -160,6 +175,8 @@ static es_err check_items(const pending *e, uint32_t kind, const uint8_t *data, 
     }
     case ES__V1__RESPONSE__KIND_TRANSACTION:
     case ES__V1__RESPONSE__KIND_STREAMS:
+    case ES__V1__RESPONSE__KIND_GROUPS:
+    case ES__V1__RESPONSE__KIND_PARKED:
         rv = count_field(data, len, 1, CL_MAX_EVENT_FIELDS, &n);
         if (rv == ES_OK && n > e->max_items) {
             rv = ES_ERR_MALFORMED;
@@ -209,7 +226,7 @@ es_err cl_on_frame(es_client *c, uint8_t *body, uint32_t len, uint32_t cap, bool
 {
     *taken = false;
     /* Scan the top level: the id (field 1) and the kind (the oneof field,
-     * 9..32, last one wins as in protobuf). */
+     * 9..63, last one wins as in protobuf). */
     const uint8_t *p = body, *end = body + len;
     uint64_t id = 0;
     uint32_t kind = 0;
@@ -230,7 +247,7 @@ es_err cl_on_frame(es_client *c, uint8_t *body, uint32_t len, uint32_t cap, bool
         }
         if (f.number == 1 && f.wire == PBW_WIRE_VARINT) {
             id = f.varint;
-        } else if (f.number >= 9 && f.number <= 32 && f.wire == PBW_WIRE_LEN) {
+        } else if (f.number >= 9 && f.number <= 63 && f.wire == PBW_WIRE_LEN) {
             kind = f.number;
             kdata = f.data;
             klen = f.len;
@@ -246,6 +263,11 @@ es_err cl_on_frame(es_client *c, uint8_t *body, uint32_t len, uint32_t cap, bool
             return ES_OK;
         }
         cl_sub_on_push(c, id, kind, kdata, klen);
+        return ES_OK;
+    }
+    if (kind == ES__V1__RESPONSE__KIND_GROUP_EVENTS || kind == ES__V1__RESPONSE__KIND_GROUP_LEFT) {
+        /* Consumer-group pushes: queued on their member (group.c). */
+        cl_group_on_push(c, id, kind, kdata, klen);
         return ES_OK;
     }
 

@@ -227,6 +227,7 @@ void es_client_destroy(es_client *c)
     }
     es_client_disconnect(c);
     cl_subs_detach(c);
+    cl_groups_detach(c);
     for (size_t i = 0; i < c->pending.cap; i++) {
         if (c->pending.slots[i].id != 0) {
             cl_resp_free(c->pending.slots[i].resp);

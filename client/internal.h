@@ -10,6 +10,8 @@
  *   ops.c     appends, transactions, stream info/list, snapshots, stats, ping
  *   read.c    the paging iterators
  *   subscribe.c  subscriptions: push queues, delivery, resubscription
+ *   group.c   consumer groups: management calls, members (join, next,
+ *             ack, nack) with their push queues and rejoin
  *   uuid.c    UUID (version 7) generation, formatting and parsing
  *
  * Arrows mean "may call": ops/read/subscribe → call → conn → call's frame
@@ -103,7 +105,8 @@ struct es_client {
 
     /* subscriptions opened on this client (subscribe.c) */
     es_subscription *subs;
-    uint32_t sub_queue_cap; /* CL_SUB_QUEUE_BYTES; tests lower it */
+    struct es_group_member *members; /* consumer-group members (group.c) */
+    uint32_t sub_queue_cap;          /* CL_SUB_QUEUE_BYTES; tests lower it */
 
     /* resilience */
     breaker br;
@@ -240,6 +243,14 @@ void cl_sub_on_push(es_client *c, uint64_t id, uint32_t kind, const uint8_t *dat
 
 /** @brief The client is being destroyed: detach its subscriptions. */
 void cl_subs_detach(es_client *c);
+
+/* ---- group.c -- */
+
+/** @brief A consumer-group push (GroupEvents, GroupLeft) for join id `id`:
+ *  queued on its member, or dropped. Never calls the application. */
+void cl_group_on_push(es_client *c, uint64_t id, uint32_t kind, const uint8_t *data, size_t len);
+/** @brief The client is being destroyed: detach its members. */
+void cl_groups_detach(es_client *c);
 
 /* ---- conn.c -- */
 

@@ -15,6 +15,7 @@
 #include "relay.h"
 #include "reply.h"
 #include "subs.h"
+#include "groups.h"
 #include "validate.h"
 
 /* Decoding budget: fixed room for structs plus twice the frame (bytes fields
@@ -40,6 +41,7 @@ es_err session_init(session *s, server_ctx *srv, uint64_t conn_id, void *io, ses
 void session_finish(session *s)
 {
     subs_drop_session(s);
+    groups_drop_session(s);
     free(s->in_flight_ids);
     s->in_flight_ids = NULL;
 }
@@ -1350,7 +1352,8 @@ static auth_role required_role(Es__V1__Request__KindCase k)
     case ES__V1__REQUEST__KIND_ERASE_SUBJECT:
         return AUTH_ROLE_ADMIN;
     default:
-        return AUTH_ROLE_ADMIN;
+        /* Consumer groups: admin manages, read consumes (groups.c). */
+        return groups_is_request((int)k) ? groups_required_role((int)k) : AUTH_ROLE_ADMIN;
     }
 }
 
@@ -1395,6 +1398,26 @@ const char *handler_kind_name(int kind)
         return "stats";
     case ES__V1__REQUEST__KIND_PING:
         return "ping";
+    case ES__V1__REQUEST__KIND_CREATE_GROUP:
+        return "create_group";
+    case ES__V1__REQUEST__KIND_UPDATE_GROUP:
+        return "update_group";
+    case ES__V1__REQUEST__KIND_DELETE_GROUP:
+        return "delete_group";
+    case ES__V1__REQUEST__KIND_LIST_GROUPS:
+        return "list_groups";
+    case ES__V1__REQUEST__KIND_GROUP_INFO:
+        return "group_info";
+    case ES__V1__REQUEST__KIND_JOIN_GROUP:
+        return "join_group";
+    case ES__V1__REQUEST__KIND_GROUP_ACK:
+        return "group_ack";
+    case ES__V1__REQUEST__KIND_GROUP_NACK:
+        return "group_nack";
+    case ES__V1__REQUEST__KIND_LIST_PARKED:
+        return "list_parked";
+    case ES__V1__REQUEST__KIND_REPLAY_PARKED:
+        return "replay_parked";
     default:
         return "unknown";
     }
@@ -1536,7 +1559,7 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
         rv = ES_ERR_SHUTTING_DOWN;
         goto out_reply_error;
     }
-    if (id_in_flight(s, id) || subs_has(s, id)) {
+    if (id_in_flight(s, id) || subs_has(s, id) || groups_has(s, id)) {
         /* Answered with id 0: the id belongs to the request in flight,
          * whose own reply must stay the only one that carries it. */
         snprintf(why_buf, sizeof why_buf,
@@ -1601,9 +1624,18 @@ static es_err dispatch_frame(session *s, const uint8_t *body, size_t len)
         break;
     }
     case ES__V1__REQUEST__KIND_UNSUBSCRIBE:
-        subs_unsubscribe(s, id, msg->unsubscribe->subscription_id);
+        if (groups_has(s, msg->unsubscribe->subscription_id) &&
+            msg->unsubscribe->subscription_id != 0) {
+            groups_leave(s, id, msg->unsubscribe->subscription_id); /* a group membership */
+        } else {
+            subs_unsubscribe(s, id, msg->unsubscribe->subscription_id);
+        }
         break;
     default:
+        if (groups_is_request((int)msg->kind_case)) {
+            groups_request(s, id, msg);
+            break;
+        }
         rv = ES_ERR_UNKNOWN_REQUEST;
         goto out_reply_error;
     }

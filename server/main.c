@@ -15,6 +15,7 @@
 #include "server.h"
 #include "store.h"
 #include "subs.h"
+#include "groups.h"
 #include "writer.h"
 
 /* Read pages and pushes are built in buffers of up to a frame (1-8 MiB)
@@ -140,6 +141,11 @@ int main(int argc, char **argv)
     if (rv != ES_OK) {
         goto out_close_store;
     }
+    rv = groups_create(&srv, &srv.groups);
+    if (rv != ES_OK) {
+        log_msg(LOG_ERROR, "cannot load the consumer groups", "error=%s", es_errname(rv));
+        goto out_destroy_subs;
+    }
     /* Replication: a relay reads the store in its own thread; a follower
      * imports in its own thread and wakes the subscriptions through
      * import_fd. */
@@ -187,6 +193,7 @@ out_close_import_fd:
         close(srv.import_fd);
     }
 out_destroy_subs:
+    groups_destroy(srv.groups);
     subs_destroy(srv.subs);
 out_close_store:
     store_close(srv.st);

@@ -7,6 +7,7 @@
 
 #include "auth_limiter.h"
 #include "follow.h"
+#include "groups.h"
 #include "handler.h"
 #include "relay.h"
 #include "server.h"
@@ -63,6 +64,61 @@ static void hist_samples(FILE *out, const char *name, const char *labels, const 
 static const char *result_name(size_t r)
 {
     return r == 0 ? "ok" : es_errname((es_err)r);
+}
+
+/* Consumer groups: one sample per group and figure, labelled group="NAME"
+ * (the name escaped as Prometheus wants: backslash, quote). */
+typedef struct group_metrics {
+    FILE *out;
+    int field;
+} group_metrics;
+
+static void group_sample(void *ctx, const groups_stat *st)
+{
+    group_metrics *gm = ctx;
+    static const char *const names[] = {"esd_group_members",
+                                        "esd_group_in_flight",
+                                        "esd_group_acked_total",
+                                        "esd_group_redeliveries_total",
+                                        "esd_group_parked",
+                                        "esd_group_lag_events",
+                                        "esd_group_checkpoint_position"};
+    uint64_t v[] = {st->members, st->in_flight, st->acked,     st->retries,
+                    st->parked,  st->lag,       st->checkpoint};
+    fprintf(gm->out, "%s{group=\"", names[gm->field]);
+    for (size_t i = 0; i < st->name_len; i++) {
+        uint8_t ch = st->name[i];
+        if (ch == '\\' || ch == '"') {
+            fputc('\\', gm->out);
+        }
+        fputc(ch, gm->out);
+    }
+    fprintf(gm->out, "\"} %llu\n", (unsigned long long)v[gm->field]);
+}
+
+static void group_families(FILE *out, struct groups *gs)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } f[] = {
+        {"esd_group_members", "gauge", "Members of a consumer group."},
+        {"esd_group_in_flight", "gauge", "Events out with a group's members, not yet acked."},
+        {"esd_group_acked_total", "counter",
+         "Events a group's members acknowledged (or skipped) since the server started; its rate "
+         "is acked per second."},
+        {"esd_group_redeliveries_total", "counter",
+         "Events a group delivered again (nack, ack timeout, member gone) since the start."},
+        {"esd_group_parked", "gauge", "Events a group has parked now."},
+        {"esd_group_lag_events", "gauge",
+         "Head position minus a group's checkpoint (an upper bound of the events it has left)."},
+        {"esd_group_checkpoint_position", "gauge",
+         "A group's checkpoint: every matching event at or below it is done."},
+    };
+    for (int i = 0; i < (int)(sizeof f / sizeof f[0]); i++) {
+        family(out, f[i].name, f[i].type, f[i].help);
+        group_metrics gm = {out, i};
+        groups_stats(gs, group_sample, &gm);
+    }
 }
 
 static void by_result(FILE *out, const char *name, const char *help, const uint64_t *v)
@@ -183,6 +239,10 @@ void metrics_render(FILE *out, server_ctx *srv)
           "Sum of those distances over the subscriptions to the log.", (double)lag.sum);
     gauge(out, "esd_subscriptions_behind", "Subscriptions that have not delivered up to the head.",
           (double)lag.behind);
+
+    if (srv->groups) {
+        group_families(out, srv->groups);
+    }
 
     /* the store */
     counter(out, "esd_store_index_mismatches_total",

@@ -32,6 +32,7 @@
 #include "prehello.h"
 #include "reply.h"
 #include "subs.h"
+#include "groups.h"
 #include "tls.h"
 #include "web/web.h"
 
@@ -109,6 +110,7 @@ struct net {
     struct event *accept_resume; /* after ACCEPTS_PER_TURN in one turn */
     unsigned accepts_this_turn;
     struct event *reader_check;
+    struct event *group_tick; /* consumer groups' ack timeouts (groups_tick) */
     struct event *shutdown_check;
     struct event *deliver_ev;
     struct evhttp *http; /* --metrics-listen: /metrics, /healthz, /readyz */
@@ -335,6 +337,7 @@ static void conn_close(conn *c, const char *reason)
     conn_unlink(c);
     n->srv->counters.connections--;
     subs_drop_session(&c->sess);
+    groups_drop_session(&c->sess);
     c->sess.dead = true;
     c->zombie = true;
     conn_maybe_free(c);
@@ -680,6 +683,7 @@ static void after_write(conn *c)
     if (left <= c->n->srv->cfg->max_output_bytes / 2) {
         maybe_resume(c);
         subs_on_writable(&c->sess);
+        groups_on_writable(&c->sess);
     }
 }
 
@@ -1257,6 +1261,7 @@ static void budget_resume(conn *c)
     maybe_resume(c);
     if (!c->zombie) {
         subs_on_writable(&c->sess);
+        groups_on_writable(&c->sess);
     }
 }
 
@@ -1391,6 +1396,11 @@ static void completion_cb(evutil_socket_t fd, short what, void *arg)
             list = next;
             continue;
         }
+        if (list->kind == WRITE_JOB_GROUP) {
+            groups_complete(n->srv->groups, list); /* a group job has no connection */
+            list = next;
+            continue;
+        }
         session *s = handler_complete(list);
         conn *c = (conn *)s; /* sess is the first member */
         pending_sync(c);
@@ -1404,6 +1414,7 @@ static void completion_cb(evutil_socket_t fd, short what, void *arg)
         list = next;
     }
     subs_on_commit(n->srv->subs);
+    groups_on_commit(n->srv->groups);
     flush_all(n);
 }
 
@@ -1427,7 +1438,8 @@ static void deliver_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     net *n = arg;
-    if (subs_deliver(n->srv->subs)) {
+    bool more_groups = groups_deliver(n->srv->groups);
+    if (subs_deliver(n->srv->subs) || more_groups) {
         /* More to send: come back on the next loop turn, after I/O. */
         struct timeval now = {0, 0};
         evtimer_add(n->deliver_ev, &now);
@@ -1486,6 +1498,7 @@ static void conn_shut_write(conn *c)
         return;
     }
     subs_drop_session(&c->sess);
+    groups_drop_session(&c->sess);
     evbuffer_drain(c->out, evbuffer_get_length(c->out));
     c->writing = false;
     c->tls_want_write = false;
@@ -1560,6 +1573,15 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     }
     n->shutdown_deadline_us = store_now_us() + SHUTDOWN_GRACE_S * 1000000ull;
     shutdown_check_cb(-1, 0, n);
+}
+
+static void group_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    net *n = arg;
+    groups_tick(n->srv->groups);
+    flush_all(n);
 }
 
 static void reader_check_cb(evutil_socket_t fd, short what, void *arg)
@@ -1836,13 +1858,14 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     n->sigterm_ev = evsignal_new(n->base, SIGTERM, signal_cb, n);
     n->sigint_ev = evsignal_new(n->base, SIGINT, signal_cb, n);
     n->reader_check = event_new(n->base, -1, EV_PERSIST, reader_check_cb, n);
+    n->group_tick = event_new(n->base, -1, EV_PERSIST, group_tick_cb, n);
     n->shutdown_check = evtimer_new(n->base, shutdown_check_cb, n);
     n->deliver_ev = evtimer_new(n->base, deliver_cb, n);
     n->budget_ev = evtimer_new(n->base, budget_cb, n);
     n->cont_ev = evtimer_new(n->base, cont_cb, n);
     if (!n->accept_retry || !n->accept_resume || !n->completion_ev || !n->sigterm_ev ||
-        !n->sigint_ev || !n->reader_check || !n->shutdown_check || !n->deliver_ev ||
-        !n->budget_ev || !n->cont_ev) {
+        !n->sigint_ev || !n->reader_check || !n->group_tick || !n->shutdown_check ||
+        !n->deliver_ev || !n->budget_ev || !n->cont_ev) {
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
@@ -1875,6 +1898,8 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     event_add(n->sigint_ev, NULL);
     struct timeval rc = {60, 0};
     event_add(n->reader_check, &rc);
+    struct timeval gt = {0, 50000};
+    event_add(n->group_tick, &gt);
     signal(SIGPIPE, SIG_IGN);
     log_msg(LOG_INFO, "listening", "addr=%s auth=%s tls=%s", addr,
             srv->auth ? "on" : (srv->cfg->insecure ? "off-insecure" : "off-loopback-only"),
@@ -1924,6 +1949,11 @@ void net_destroy(net *n, write_job *leftover)
             leftover = next;
             continue;
         }
+        if (leftover->kind == WRITE_JOB_GROUP) {
+            groups_complete(n->srv->groups, leftover);
+            leftover = next;
+            continue;
+        }
         session *s = handler_complete(leftover);
         conn *c = (conn *)s;
         if (c->zombie && s->in_flight == 0) {
@@ -1941,7 +1971,7 @@ void net_destroy(net *n, write_job *leftover)
     n->srv->kick = NULL;
     struct event *evs[] = {n->accept_retry, n->accept_resume, n->completion_ev, n->import_ev,
                            n->sigterm_ev,   n->sigint_ev,     n->reader_check,  n->shutdown_check,
-                           n->deliver_ev,   n->budget_ev,     n->cont_ev};
+                           n->deliver_ev,   n->budget_ev,     n->cont_ev,       n->group_tick};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {
             event_free(evs[i]);

@@ -27,6 +27,7 @@ typedef struct server_counters {
 } server_counters;
 
 struct subs;
+struct groups;
 struct relay;
 struct follow;
 struct auth;
@@ -37,6 +38,7 @@ typedef struct server_ctx {
     store *st;
     writer *w;
     struct subs *subs;
+    struct groups *groups; /* consumer groups (groups.h) */
     struct relay *relay;   /* NULL unless --relay-nats */
     struct follow *follow; /* NULL unless --follow-nats */
     /* With follow: an eventfd the follower writes after each import

@@ -181,6 +181,8 @@ static void *writer_main(void *arg)
                 j->life_rv = store_life_apply(w->st, &j->life);
             } else if (j->kind == WRITE_JOB_ERASE) {
                 j->erase_rv = store_erase(w->st, &j->erase);
+            } else if (j->kind == WRITE_JOB_GROUP) {
+                j->group.rv = store_group_apply(w->st, j->group.ops, j->group.n, &j->group.synced);
             } else {
                 j->snapshot.rv = store_save_snapshot(
                     w->st, j->snapshot.stream, j->snapshot.stream_len, j->snapshot.revision,

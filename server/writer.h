@@ -41,6 +41,7 @@ typedef enum write_job_kind {
     WRITE_JOB_SNAPSHOT,
     WRITE_JOB_LIFE,  /* delete, tombstone, stream metadata: store_life_apply */
     WRITE_JOB_ERASE, /* erase a stream or a subject: store_erase */
+    WRITE_JOB_GROUP, /* consumer-group changes: store_group_apply (groups.c owns the job) */
 } write_job_kind;
 
 typedef struct write_job {
@@ -60,6 +61,12 @@ typedef struct write_job {
     es_err life_rv;
     store_erase_op erase; /* WRITE_JOB_ERASE: pointers borrowed from the submitter */
     es_err erase_rv;
+    struct {
+        store_group_op *ops; /* owned by the submitter */
+        size_t n;
+        es_err rv;
+        bool synced;
+    } group;     /* WRITE_JOB_GROUP */
     void *owner; /* opaque to the writer */
     /* When set, the loop thread hands the finished job to this instead of
      * handler_complete (the web console's changes: web/web.c). */

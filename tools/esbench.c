@@ -34,6 +34,15 @@
  *                matching subscriptions and how long they took to reach
  *                the head after the appenders stopped. Compare with
  *                --idle-subs 0 for the cost of idle subscriptions.
+ *   group        a consumer group of --consumers members (default 4, one
+ *                thread and connection each) over the whole log: fill a
+ *                backlog of --events events (default 1,000,000, one event
+ *                per stream in turn over --streams streams, in
+ *                transactions), time the members acknowledging all of it
+ *                (batched acks: one per received batch), then append
+ *                stamped events at --rate per second (default 1,000) for
+ *                --duration seconds and measure append -> delivery to a
+ *                member.
  *
  * For the subscription workloads the appenders stamp each event's data with
  * the monotonic time just before the append is sent (a JSON string of
@@ -58,12 +67,14 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "es/client.h"
+#include "es/group.h"
 #include "token.h"
 
 /* ------------------------------------------------------------- histogram -- */
@@ -144,7 +155,8 @@ typedef enum workload {
     W_READ_ALL,
     W_SUBSCRIBE,
     W_LATENCY,
-    W_FANOUT
+    W_FANOUT,
+    W_GROUP
 } workload;
 
 typedef struct config {
@@ -165,6 +177,9 @@ typedef struct config {
     bool stamp;             /* appenders write their send time into the data */
     uint64_t idle_subs;     /* fanout: subscriptions that match nothing */
     uint64_t matching_subs; /* fanout: subscriptions to the whole log */
+    bool events_set;        /* --events given */
+    unsigned consumers;     /* group: members */
+    unsigned rate;          /* group: live appends per second */
     const char *user;       /* --user, else $ES_USER */
     const char *token_file; /* --token-file (see token.h) */
     tool_tls tls;           /* --tls, --tls-ca, --tls-insecure */
@@ -183,7 +198,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "Usage: esbench [-s HOST:PORT] WORKLOAD [options]\n"
                  "\n"
-                 "Workloads: append, read-stream, read-all, subscribe, latency, fanout\n"
+                 "Workloads: append, read-stream, read-all, subscribe, latency, fanout, group\n"
                  "\n"
                  "Options:\n"
                  "  -s, --server HOST:PORT  benchmark a running esd (default: start one in a\n"
@@ -204,6 +219,8 @@ static void usage(FILE *out)
                  "  --idle-subs N           fanout: subscriptions matching nothing (default\n"
                  "                          20000)\n"
                  "  --matching-subs N       fanout: subscriptions to the whole log (default 0)\n"
+                 "  --consumers N           group: members of the group (default 4)\n"
+                 "  --rate N                group: live appends per second (default 1000)\n"
                  "  --json                  print one JSON object\n"
                  "  --user NAME             user for the hello (default $ES_USER)\n"
                  "  --token-file FILE       token for the hello (default $ES_TOKEN_FILE, else\n"
@@ -1241,6 +1258,284 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------------ group -- */
+
+#define GROUP_MAX_CONSUMERS    64u
+#define GROUPS_BENCH_MAX_BATCH 10000u
+#define GROUP_FILL_TXN         500u
+
+/* The backlog: one event per stream in turn, GROUP_FILL_TXN appends per
+ * transaction, so that consecutive events belong to different streams. */
+static int group_fill(const config *cfg, es_client *c)
+{
+    uint8_t *payload = malloc(cfg->event_size ? cfg->event_size : 1);
+    es_event *evs = calloc(GROUP_FILL_TXN, sizeof *evs);
+    es_append_req *reqs = calloc(GROUP_FILL_TXN, sizeof *reqs);
+    char(*names)[32] = calloc(GROUP_FILL_TXN, sizeof *names);
+    int rc = 0;
+    if (!payload || !evs || !reqs || !names) {
+        rc = 1;
+        goto out;
+    }
+    memset(payload, 'y', cfg->event_size);
+    uint64_t written = 0, sn = 0;
+    while (written < cfg->events) {
+        size_t n = cfg->events - written < GROUP_FILL_TXN ? (size_t)(cfg->events - written)
+                                                          : GROUP_FILL_TXN;
+        for (size_t i = 0; i < n; i++) {
+            memset(&evs[i], 0, sizeof evs[i]);
+            evs[i].type = "BenchEvent";
+            evs[i].data = payload;
+            evs[i].data_len = cfg->event_size;
+            snprintf(names[i], sizeof names[i], "gbench-%" PRIu64, sn++ % cfg->streams);
+            reqs[i].stream = names[i];
+            reqs[i].expected = (es_expected){ES_EXPECT_ANY, 0};
+            reqs[i].events = &evs[i];
+            reqs[i].n_events = 1;
+        }
+        /* A stream twice in one transaction is fine: each append sees the
+         * earlier ones. */
+        es_err rv = n == 1 ? es_stream_append(c, names[0], reqs[0].expected, evs, 1, NULL)
+                           : es_txn_commit(c, reqs, n, NULL);
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: fill: %s\n", es_client_errmsg(c));
+            rc = 1;
+            goto out;
+        }
+        written += n;
+    }
+out:
+    free(payload);
+    free(evs);
+    free(reqs);
+    free(names);
+    return rc;
+}
+
+typedef struct gworker {
+    const config *cfg;
+    const char *group;
+    pthread_t th;
+    _Atomic uint64_t *acked_total;
+    _Atomic bool *live;
+    hist lat; /* live: append -> delivery */
+    uint64_t stamped;
+    int rc;
+} gworker;
+
+static void *group_main(void *arg)
+{
+    gworker *w = arg;
+    es_client *c = NULL;
+    es_group_member *m = NULL;
+    uint64_t *pos = malloc(GROUPS_BENCH_MAX_BATCH * sizeof *pos);
+    if (!pos || connect_client(w->cfg, &c) != ES_OK) {
+        w->rc = 3;
+        goto out;
+    }
+    if (es_group_join(c, w->group, 1000, "esbench", &m) != ES_OK) {
+        fprintf(stderr, "esbench: join: %s\n", es_client_errmsg(c));
+        w->rc = 1;
+        goto out;
+    }
+    while (!atomic_load(&stop_flag)) {
+        es_recorded_event *evs;
+        size_t n = 0;
+        es_err rv = es_group_next(m, 100, &evs, &n);
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: group: %s\n", es_client_errmsg(c));
+            w->rc = 1;
+            break;
+        }
+        if (n == 0) {
+            continue;
+        }
+        bool live = atomic_load(w->live);
+        uint64_t now = now_us();
+        size_t k = 0;
+        for (size_t i = 0; i < n && k < GROUPS_BENCH_MAX_BATCH; i++) {
+            if (live) {
+                uint64_t t = parse_stamp(evs[i].data, evs[i].data_len);
+                if (t != 0 && t <= now) {
+                    hist_add(&w->lat, now - t);
+                    w->stamped++;
+                }
+            }
+            pos[k++] = evs[i].position;
+        }
+        rv = es_group_ack(m, pos, k);
+        if (rv != ES_OK) {
+            fprintf(stderr, "esbench: ack: %s\n", es_client_errmsg(c));
+            w->rc = 1;
+            break;
+        }
+        atomic_fetch_add(w->acked_total, k);
+    }
+out:
+    es_group_leave(m);
+    es_client_destroy(c);
+    free(pos);
+    return NULL;
+}
+
+/* Wait until the members acked `want` events (at most max_s seconds). */
+static bool group_wait(_Atomic uint64_t *acked, uint64_t want, double max_s)
+{
+    uint64_t until = now_us() + (uint64_t)(max_s * 1e6);
+    while (atomic_load(acked) < want && now_us() < until) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(acked) >= want;
+}
+
+/* Appends of one stamped event at cfg->rate per second for cfg->duration
+ * seconds, sent without waiting (a window of replies in flight).
+ * @return events appended, or UINT64_MAX on an error. */
+static uint64_t group_live_append(const config *cfg, es_client *c)
+{
+    enum { WINDOW = 256 };
+    uint64_t handles[WINDOW];
+    unsigned inflight = 0;
+    size_t size = cfg->event_size < STAMP_MIN_BYTES ? STAMP_MIN_BYTES : cfg->event_size;
+    uint8_t *payload = malloc(size);
+    if (!payload) {
+        return UINT64_MAX;
+    }
+    memset(payload, ' ', size);
+    uint64_t t0 = now_us();
+    uint64_t n_total = (uint64_t)(cfg->duration * cfg->rate);
+    uint64_t sent = 0, seed = t0 | 1;
+    bool failed = false;
+    while ((sent < n_total || inflight) && !failed) {
+        if (sent < n_total && inflight < WINDOW) {
+            uint64_t due = t0 + sent * 1000000u / cfg->rate;
+            uint64_t now = now_us();
+            if (now < due) {
+                if (inflight) {
+                    /* Collect what is done meanwhile, without waiting. */
+                    es_append_result res;
+                    if (es_stream_append_wait(c, handles[0], &res) != ES_OK) {
+                        failed = true;
+                    }
+                    memmove(handles, handles + 1, (inflight - 1) * sizeof handles[0]);
+                    inflight--;
+                    continue;
+                }
+                struct timespec ts = {0, (long)(due - now) * 1000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            stamp_payload(payload, size, now_us());
+            es_event ev;
+            memset(&ev, 0, sizeof ev);
+            ev.type = "BenchLive";
+            ev.data = payload;
+            ev.data_len = size;
+            char stream[48];
+            snprintf(stream, sizeof stream, "gbench-%" PRIu64, xorshift(&seed) % cfg->streams);
+            if (es_stream_append_send(c, stream, (es_expected){ES_EXPECT_ANY, 0}, &ev, 1,
+                                      &handles[inflight]) != ES_OK) {
+                failed = true;
+                break;
+            }
+            inflight++;
+            sent++;
+            continue;
+        }
+        es_append_result res;
+        if (es_stream_append_wait(c, handles[0], &res) != ES_OK) {
+            failed = true;
+        }
+        memmove(handles, handles + 1, (inflight - 1) * sizeof handles[0]);
+        inflight--;
+    }
+    if (failed) {
+        fprintf(stderr, "esbench: live append: %s\n", es_client_errmsg(c));
+    }
+    free(payload);
+    return failed ? UINT64_MAX : sent;
+}
+
+static int run_group(const config *cfg, result *out)
+{
+    memset(out, 0, sizeof *out);
+    es_client *c;
+    if (connect_client(cfg, &c) != ES_OK) {
+        return 3;
+    }
+    int rc = group_fill(cfg, c);
+    if (rc) {
+        es_client_destroy(c);
+        return rc;
+    }
+    char group[64];
+    snprintf(group, sizeof group, "bench-%" PRIu64, now_us());
+    es_group_settings set;
+    es_group_settings_init(&set);
+    set.ack_timeout_ms = 60000;
+    if (es_group_create(c, group, ES_GROUP_ALL, NULL, ES_GROUP_FROM_START, 0, &set) != ES_OK) {
+        fprintf(stderr, "esbench: group create: %s\n", es_client_errmsg(c));
+        es_client_destroy(c);
+        return 1;
+    }
+    es_stats st;
+    if (es_stats_get(c, &st) != ES_OK) {
+        fprintf(stderr, "esbench: stats: %s\n", es_client_errmsg(c));
+        es_client_destroy(c);
+        return 1;
+    }
+    uint64_t backlog = st.head_position; /* the whole log, earlier runs' events included */
+    _Atomic uint64_t acked = 0;
+    _Atomic bool live = false;
+    gworker ws[GROUP_MAX_CONSUMERS];
+    memset(ws, 0, sizeof ws);
+    atomic_store(&stop_flag, false);
+    uint64_t t0 = now_us();
+    for (unsigned i = 0; i < cfg->consumers; i++) {
+        ws[i].cfg = cfg;
+        ws[i].group = group;
+        ws[i].acked_total = &acked;
+        ws[i].live = &live;
+        pthread_create(&ws[i].th, NULL, group_main, &ws[i]);
+    }
+    bool done = group_wait(&acked, backlog, 600);
+    uint64_t t1 = now_us();
+    out->events = atomic_load(&acked);
+    out->seconds = (double)(t1 - t0) / 1e6;
+    out->bytes = out->events * cfg->event_size;
+    out->requests = cfg->consumers;
+    if (!done) {
+        fprintf(stderr, "esbench: the group acked %" PRIu64 " of %" PRIu64 " events in 600 s\n",
+                out->events, backlog);
+        rc = 1;
+    }
+    if (rc == 0 && cfg->duration > 0) {
+        atomic_store(&live, true);
+        uint64_t l0 = now_us();
+        uint64_t sent = group_live_append(cfg, c);
+        if (sent == UINT64_MAX) {
+            rc = 1;
+        } else {
+            out->appended = sent;
+            if (!group_wait(&acked, backlog + sent, 30)) {
+                fprintf(stderr, "esbench: the live events were not all acked in 30 s\n");
+                rc = 1;
+            }
+        }
+        out->live_seconds = (double)(now_us() - l0) / 1e6;
+    }
+    atomic_store(&stop_flag, true);
+    for (unsigned i = 0; i < cfg->consumers; i++) {
+        pthread_join(ws[i].th, NULL);
+        hist_merge(&out->lat, &ws[i].lat);
+        out->live_events += ws[i].stamped;
+        rc = rc ? rc : ws[i].rc;
+    }
+    es_client_destroy(c);
+    return rc;
+}
+
 /* ----------------------------------------------------------------- report -- */
 
 static void report(const config *cfg, const result *r)
@@ -1260,7 +1555,7 @@ static void report(const config *cfg, const result *r)
                cfg->event_size, cfg->exact ? "exact" : "any", r->seconds,
                cfg->sync ? "full" : "none", r->events, r->requests, r->conflicts, r->errors, eps,
                mbs, p50, p99, p999, r->commits, r->mean_batch);
-        if (cfg->w == W_SUBSCRIBE || cfg->w == W_LATENCY) {
+        if (cfg->w == W_SUBSCRIBE || cfg->w == W_LATENCY || cfg->w == W_GROUP) {
             /* The live phase's figures, after the common keys. */
             printf(",\"live_seconds\":%.3f,\"live_events\":%" PRIu64
                    ",\"live_events_per_sec\":%.1f,\"appended\":%" PRIu64
@@ -1304,6 +1599,18 @@ static void report(const config *cfg, const result *r)
     printf("workload     %s (%u connection%s, batch %u, %u-byte events, %s, sync %s)\n", cfg->wname,
            cfg->connections, cfg->connections == 1 ? "" : "s", cfg->batch, cfg->event_size,
            cfg->exact ? "exact" : "any", cfg->sync ? "full" : "none");
+    if (cfg->w == W_GROUP) {
+        printf("group        %u members, %" PRIu64 " events acked in %.2f s (catch-up, batched "
+               "acks)\n",
+               cfg->consumers, r->events, r->seconds);
+        printf("events/s     %.0f\n", eps);
+        printf("live         %" PRIu64 " appended at %u/s over %.2f s; %" PRIu64 " delivered\n",
+               r->appended, cfg->rate, r->live_seconds, r->live_events);
+        printf("%-12s p50 %" PRIu64 " us, p99 %" PRIu64 " us, p999 %" PRIu64 " us (%" PRIu64
+               " events)\n",
+               "append->delivery", p50, p99, p999, r->lat.count);
+        return;
+    }
     if (cfg->w == W_SUBSCRIBE || cfg->w == W_LATENCY) {
         const char *what = cfg->w == W_SUBSCRIBE ? "catch-up" : "delivered";
         printf("events       %" PRIu64 " in %.2f s (%s)\n", r->events, r->seconds, what);
@@ -1366,6 +1673,8 @@ int main(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {"idle-subs", required_argument, NULL, 'N'},
         {"matching-subs", required_argument, NULL, 'M'},
+        {"consumers", required_argument, NULL, 'G'},
+        {"rate", required_argument, NULL, 'R'},
         {"user", required_argument, NULL, 'U'},
         {"token-file", required_argument, NULL, 'T'},
         {"tls", no_argument, NULL, 'L'},
@@ -1382,6 +1691,8 @@ int main(int argc, char **argv)
                   .event_size = 200,
                   .duration = 10,
                   .idle_subs = 20000,
+                  .consumers = 4,
+                  .rate = 1000,
                   .sync = true};
     int ch;
     uint64_t v;
@@ -1410,6 +1721,15 @@ int main(int argc, char **argv)
             break;
         case 'e':
             ok = parse_uint(optarg, 1, UINT64_MAX / 2, &cfg.events);
+            cfg.events_set = true;
+            break;
+        case 'G':
+            ok = parse_uint(optarg, 1, GROUP_MAX_CONSUMERS, &v);
+            cfg.consumers = (unsigned)v;
+            break;
+        case 'R':
+            ok = parse_uint(optarg, 1, 1000000, &v);
+            cfg.rate = (unsigned)v;
             break;
         case 'z':
             ok = parse_uint(optarg, 0, 8u << 20, &v);
@@ -1495,6 +1815,12 @@ int main(int argc, char **argv)
         cfg.stamp = true;
     } else if (!strcmp(cfg.wname, "fanout")) {
         cfg.w = W_FANOUT;
+    } else if (!strcmp(cfg.wname, "group")) {
+        cfg.w = W_GROUP;
+        cfg.stamp = true;
+        if (!cfg.events_set) {
+            cfg.events = 1000000;
+        }
     } else {
         fprintf(stderr, "esbench: unknown workload '%s'\n", cfg.wname);
         return 2;
@@ -1527,6 +1853,9 @@ int main(int argc, char **argv)
         break;
     case W_FANOUT:
         rc = run_fanout(&cfg, &r);
+        break;
+    case W_GROUP:
+        rc = run_group(&cfg, &r);
         break;
     }
     if (rc == 0 && r.order_errors) {

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "es/group.h"
 #include "esctl.h"
 #include "token.h"
 
@@ -54,6 +55,13 @@ enum {
     OPT_MAX_COUNT,
     OPT_MAX_AGE,
     OPT_TRUNCATE_BEFORE,
+    /* esctl group */
+    OPT_G_STREAM,
+    OPT_FROM_END,
+    OPT_ACK_TIMEOUT,
+    OPT_MAX_RETRIES,
+    OPT_MAX_IN_FLIGHT,
+    OPT_PARK_BLOCKS,
 };
 
 #define GLOBAL_LONGOPTS                                                                            \
@@ -110,6 +118,10 @@ static void usage_main(FILE *f)
             "  stream meta STREAM            show or set retention (--max-count,\n"
             "                                --max-age, --truncate-before)\n"
             "  tail [STREAM | --all | ...]   follow new events as they are appended (tail -f)\n"
+            "  group create NAME TARGET      a consumer group (--all, --stream S, --category C,\n"
+            "                                --type T or --prefix P; settings: esctl help group)\n"
+            "  group list|info|delete NAME   consumer groups\n"
+            "  group parked|replay-parked NAME  a group's parked events: list, deliver again\n"
             "  db stat DIR                   offline: statistics of a data directory\n"
             "  db check DIR                  offline: verify a data directory\n"
             "  db backup DIR DEST            offline: consistent compacted copy\n"
@@ -1531,6 +1543,357 @@ static int cmd_stream(esctl *x, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* --------------------------------------------------------------- group -- */
+
+typedef struct group_opts {
+    int n_targets;
+    es_group_target target;
+    const char *target_name;
+    int n_starts;
+    es_group_start start;
+    uint64_t after;
+    es_group_settings set;
+    bool has_setting;
+    bool has_timeout, has_retries, has_in_flight;
+    uint64_t limit;
+} group_opts;
+
+static int group_u32(const char *arg, const char *what, uint32_t *out)
+{
+    uint64_t v;
+    if (!parse_u64(arg, &v) || v > UINT32_MAX) {
+        fprintf(stderr, "esctl: %s: a number, not \"%s\"\n", what, arg);
+        return EXIT_USAGE;
+    }
+    *out = (uint32_t)v;
+    return -1;
+}
+
+static int group_opt(void *ctx, int opt, const char *arg)
+{
+    group_opts *go = ctx;
+    switch (opt) {
+    case OPT_ALL:
+        go->n_targets++;
+        go->target = ES_GROUP_ALL;
+        return -1;
+    case OPT_G_STREAM:
+    case OPT_CATEGORY:
+    case OPT_TYPE:
+    case OPT_PREFIX:
+        go->n_targets++;
+        go->target = opt == OPT_G_STREAM   ? ES_GROUP_STREAM
+                     : opt == OPT_CATEGORY ? ES_GROUP_CATEGORY
+                     : opt == OPT_TYPE     ? ES_GROUP_TYPE
+                                           : ES_GROUP_PREFIX;
+        go->target_name = arg;
+        return -1;
+    case OPT_FROM_START:
+    case OPT_FROM_END:
+        go->n_starts++;
+        go->start = opt == OPT_FROM_START ? ES_GROUP_FROM_START : ES_GROUP_FROM_END;
+        return -1;
+    case OPT_AFTER:
+        go->n_starts++;
+        go->start = ES_GROUP_AFTER;
+        return parse_u64(arg, &go->after) ? -1 : EXIT_USAGE;
+    case OPT_ACK_TIMEOUT:
+        go->has_setting = go->has_timeout = true;
+        return group_u32(arg, "--ack-timeout-ms", &go->set.ack_timeout_ms);
+    case OPT_MAX_RETRIES:
+        go->has_setting = go->has_retries = true;
+        return group_u32(arg, "--max-retries", &go->set.max_retries);
+    case OPT_MAX_IN_FLIGHT:
+        go->has_setting = go->has_in_flight = true;
+        return group_u32(arg, "--max-in-flight", &go->set.max_in_flight);
+    case OPT_PARK_BLOCKS:
+        go->has_setting = true;
+        go->set.park_blocks = true;
+        return -1;
+    case OPT_LIMIT:
+        return parse_u64(arg, &go->limit) ? -1 : EXIT_USAGE;
+    default:
+        return EXIT_USAGE;
+    }
+}
+
+static const char *group_target_name(es_group_target t)
+{
+    switch (t) {
+    case ES_GROUP_ALL:
+        return "all";
+    case ES_GROUP_STREAM:
+        return "stream";
+    case ES_GROUP_CATEGORY:
+        return "category";
+    case ES_GROUP_TYPE:
+        return "type";
+    case ES_GROUP_PREFIX:
+        return "prefix";
+    }
+    return "unknown";
+}
+
+static json_t *group_json(const es_group_info *g)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(g->name));
+    json_object_set_new(o, "target", json_string(group_target_name(g->target)));
+    json_object_set_new(o, "target_name", json_string(g->target_name));
+    json_object_set_new(o, "checkpoint", json_integer((json_int_t)g->checkpoint));
+    json_object_set_new(o, "head_position", json_integer((json_int_t)g->head_position));
+    json_object_set_new(o, "lag", json_integer((json_int_t)g->lag));
+    json_object_set_new(o, "members", json_integer(g->members));
+    json_object_set_new(o, "in_flight", json_integer(g->in_flight));
+    json_object_set_new(o, "parked", json_integer((json_int_t)g->parked));
+    json_object_set_new(o, "acked", json_integer((json_int_t)g->acked));
+    json_object_set_new(o, "retries", json_integer((json_int_t)g->retries));
+    json_object_set_new(o, "ack_timeout_ms", json_integer(g->settings.ack_timeout_ms));
+    json_object_set_new(o, "max_retries", json_integer(g->settings.max_retries));
+    json_object_set_new(o, "max_in_flight", json_integer(g->settings.max_in_flight));
+    json_object_set_new(o, "park_blocks", json_boolean(g->settings.park_blocks));
+    return o;
+}
+
+static int group_list(esctl *x, es_client *c)
+{
+    es_group_info *list = NULL;
+    size_t n = 0;
+    es_err rv = es_group_list(c, &list, &n);
+    if (rv != ES_OK) {
+        out_error(x, c, rv, "group list");
+        return EXIT_FAILED;
+    }
+    if (x->json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_array_append_new(a, group_json(&list[i]));
+        }
+        out_json_line(a);
+    } else {
+        static const char *const hdr[] = {"NAME",    "TARGET",    "CHECKPOINT", "LAG",
+                                          "MEMBERS", "IN_FLIGHT", "PARKED"};
+        out_table *t = out_table_create(hdr, 7);
+        for (size_t i = 0; i < n; i++) {
+            char target[300], cp[24], lag[24], mem[12], fl[12], pk[24];
+            snprintf(target, sizeof target, "%s%s%s", group_target_name(list[i].target),
+                     list[i].target_name[0] ? ":" : "", list[i].target_name);
+            snprintf(cp, sizeof cp, "%llu", (unsigned long long)list[i].checkpoint);
+            snprintf(lag, sizeof lag, "%llu", (unsigned long long)list[i].lag);
+            snprintf(mem, sizeof mem, "%u", list[i].members);
+            snprintf(fl, sizeof fl, "%u", list[i].in_flight);
+            snprintf(pk, sizeof pk, "%llu", (unsigned long long)list[i].parked);
+            const char *row[] = {list[i].name, target, cp, lag, mem, fl, pk};
+            out_table_row(t, row);
+        }
+        out_table_finish(t);
+    }
+    free(list);
+    return EXIT_OK;
+}
+
+static int group_parked(esctl *x, es_client *c, const char *name, uint64_t limit)
+{
+    uint64_t after = 0;
+    uint64_t shown = 0;
+    json_t *arr = x->json ? json_array() : NULL;
+    out_table *t = NULL;
+    if (!x->json) {
+        static const char *const hdr[] = {"POSITION", "STREAM", "ATTEMPTS", "PARKED_AT", "REASON"};
+        t = out_table_create(hdr, 5);
+    }
+    for (;;) {
+        es_group_parked *p = NULL;
+        size_t n = 0;
+        bool more = false;
+        es_err rv = es_group_parked_list(c, name, after, 1000, &p, &n, &more);
+        if (rv != ES_OK) {
+            out_error(x, c, rv, "group parked");
+            json_decref(arr);
+            if (t) {
+                out_table_finish(t);
+            }
+            return EXIT_FAILED;
+        }
+        for (size_t i = 0; i < n && (limit == 0 || shown < limit); i++, shown++) {
+            char ts[40];
+            out_time(p[i].parked_at_us, ts, sizeof ts);
+            if (arr) {
+                json_t *o = json_object();
+                json_object_set_new(o, "position", json_integer((json_int_t)p[i].position));
+                json_object_set_new(o, "stream", json_string(p[i].stream));
+                json_object_set_new(o, "attempts", json_integer(p[i].attempts));
+                json_object_set_new(o, "parked_at", json_string(ts));
+                json_object_set_new(o, "reason", json_string(p[i].reason));
+                json_array_append_new(arr, o);
+            } else {
+                char pos[24], att[12];
+                snprintf(pos, sizeof pos, "%llu", (unsigned long long)p[i].position);
+                snprintf(att, sizeof att, "%u", p[i].attempts);
+                const char *row[] = {pos, p[i].stream, att, ts, p[i].reason};
+                out_table_row(t, row);
+            }
+            after = p[i].position;
+        }
+        free(p);
+        if (!more || (limit && shown >= limit)) {
+            break;
+        }
+    }
+    if (arr) {
+        out_json_line(arr);
+    } else {
+        out_table_finish(t);
+    }
+    return EXIT_OK;
+}
+
+static int cmd_group(esctl *x, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        GLOBAL_LONGOPTS,
+        {"all", no_argument, NULL, OPT_ALL},
+        {"stream", required_argument, NULL, OPT_G_STREAM},
+        {"category", required_argument, NULL, OPT_CATEGORY},
+        {"type", required_argument, NULL, OPT_TYPE},
+        {"prefix", required_argument, NULL, OPT_PREFIX},
+        {"from-start", no_argument, NULL, OPT_FROM_START},
+        {"from-end", no_argument, NULL, OPT_FROM_END},
+        {"after", required_argument, NULL, OPT_AFTER},
+        {"ack-timeout-ms", required_argument, NULL, OPT_ACK_TIMEOUT},
+        {"max-retries", required_argument, NULL, OPT_MAX_RETRIES},
+        {"max-in-flight", required_argument, NULL, OPT_MAX_IN_FLIGHT},
+        {"park-blocks", no_argument, NULL, OPT_PARK_BLOCKS},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {NULL, 0, NULL, 0}};
+    const char *usage =
+        "esctl group create NAME (--all|--stream S|--category C|--type T|--prefix P)\n"
+        "                  [--from-start|--from-end|--after POS] [SETTINGS]\n"
+        "       esctl group update NAME SETTINGS\n"
+        "       esctl group list | info NAME | delete NAME\n"
+        "       esctl group parked NAME [--limit N] | replay-parked NAME";
+    const char *details =
+        "Consumer groups: members share a target's events, one event of a stream\n"
+        "in flight at a time; unacknowledged events come again, and after\n"
+        "--max-retries they are parked (docs/groups.md).\n"
+        "\n"
+        "  create          a new group (admin role); the start defaults to --from-start\n"
+        "  update          replace its settings (admin)\n"
+        "  list, info      the groups: checkpoint, lag, members, in flight, parked\n"
+        "  delete          the group, its checkpoint and parked events (admin)\n"
+        "  parked          its parked events with their reasons\n"
+        "  replay-parked   deliver the parked events again (admin)\n"
+        "\n"
+        "SETTINGS:\n"
+        "  --ack-timeout-ms N   redeliver what is not acked within N ms (default 30000)\n"
+        "  --max-retries N      park after N redeliveries (default 10)\n"
+        "  --max-in-flight N    events out with one member at most (default 1000)\n"
+        "  --park-blocks        a parked event holds its stream until replayed\n";
+    group_opts go;
+    memset(&go, 0, sizeof go);
+    es_group_settings_init(&go.set);
+    char *pos[2];
+    int npos;
+    int rc = parse_cmd(x, argc, argv, lo, group_opt, &go, usage, details, pos, 1, 2, &npos);
+    if (rc >= 0) {
+        return rc;
+    }
+    const char *sub = pos[0];
+    const char *name = npos > 1 ? pos[1] : NULL;
+    bool is_list = strcmp(sub, "list") == 0;
+    bool is_create = strcmp(sub, "create") == 0;
+    bool is_update = strcmp(sub, "update") == 0;
+    if (!is_list && !is_create && !is_update && strcmp(sub, "info") != 0 &&
+        strcmp(sub, "delete") != 0 && strcmp(sub, "parked") != 0 &&
+        strcmp(sub, "replay-parked") != 0) {
+        return usage_error(usage, "unknown group subcommand", sub);
+    }
+    if (is_list != (name == NULL)) {
+        return usage_error(usage, is_list ? "\"group list\" takes no name" : "missing group name",
+                           NULL);
+    }
+    if (!is_create && (go.n_targets || go.n_starts)) {
+        return usage_error(usage, "targets and starts belong to \"group create\"", NULL);
+    }
+    if (!is_create && !is_update && go.has_setting) {
+        return usage_error(usage, "settings belong to \"group create\" and \"group update\"", NULL);
+    }
+    if (is_create && go.n_targets != 1) {
+        return usage_error(
+            usage, "give one target: --all, --stream, --category, --type or --prefix", NULL);
+    }
+    if (go.n_starts > 1) {
+        return usage_error(usage, "give one start: --from-start, --from-end or --after", NULL);
+    }
+    es_client *c = NULL;
+    if ((rc = open_client(x, &c)) != EXIT_OK) {
+        return rc;
+    }
+    es_err rv = ES_OK;
+    if (is_list) {
+        rc = group_list(x, c);
+        es_client_destroy(c);
+        return rc;
+    }
+    if (strcmp(sub, "parked") == 0) {
+        rc = group_parked(x, c, name, go.limit);
+        es_client_destroy(c);
+        return rc;
+    }
+    json_t *o = NULL;
+    if (is_create || is_update || strcmp(sub, "info") == 0) {
+        if (is_create) {
+            rv = es_group_create(c, name, go.target, go.target_name,
+                                 go.n_starts ? go.start : ES_GROUP_FROM_START, go.after, &go.set);
+        } else if (is_update) {
+            /* The settings not given keep their values. */
+            es_group_info cur;
+            rv = es_group_info_get(c, name, &cur);
+            if (rv == ES_OK) {
+                es_group_settings set = cur.settings;
+                set.ack_timeout_ms = go.has_timeout ? go.set.ack_timeout_ms : set.ack_timeout_ms;
+                set.max_retries = go.has_retries ? go.set.max_retries : set.max_retries;
+                set.max_in_flight = go.has_in_flight ? go.set.max_in_flight : set.max_in_flight;
+                set.park_blocks = go.set.park_blocks || set.park_blocks;
+                rv = es_group_update(c, name, &set);
+            }
+        }
+        es_group_info info;
+        if (rv == ES_OK) {
+            rv = es_group_info_get(c, name, &info);
+        }
+        if (rv == ES_OK) {
+            o = group_json(&info);
+        }
+    } else if (strcmp(sub, "delete") == 0) {
+        rv = es_group_delete(c, name);
+        if (rv == ES_OK) {
+            o = json_object();
+            json_object_set_new(o, "name", json_string(name));
+            json_object_set_new(o, "deleted", json_true());
+        }
+    } else {
+        uint32_t count = 0;
+        rv = es_group_replay_parked(c, name, &count);
+        if (rv == ES_OK) {
+            o = json_object();
+            json_object_set_new(o, "name", json_string(name));
+            json_object_set_new(o, "replayed", json_integer(count));
+        }
+    }
+    if (rv != ES_OK) {
+        out_error(x, c, rv, rv == ES_ERR_GROUP_NOT_FOUND ? "no such group" : sub);
+        es_client_destroy(c);
+        return rv == ES_ERR_INVALID_ARGUMENT || rv == ES_ERR_INVALID_STREAM_ID ||
+                       rv == ES_ERR_RESERVED_STREAM
+                   ? EXIT_USAGE
+                   : EXIT_FAILED;
+    }
+    out_object(x, o);
+    es_client_destroy(c);
+    return EXIT_OK;
+}
+
 /* ---------------------------------------------------------------- main -- */
 
 typedef struct command {
@@ -1542,7 +1905,8 @@ static const command COMMANDS[] = {
     {"ping", cmd_ping},     {"stats", cmd_stats},       {"append", cmd_append},
     {"read", cmd_read},     {"read-all", cmd_read_all}, {"streams", cmd_streams},
     {"info", cmd_info},     {"tail", cmd_tail},         {"db", cmd_db},
-    {"stream", cmd_stream}, {"subject", cmd_subject},
+    {"stream", cmd_stream}, {"subject", cmd_subject},   {"stream", cmd_stream},
+    {"group", cmd_group},
 };
 
 static const command *find_command(const char *name)

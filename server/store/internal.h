@@ -18,6 +18,7 @@
  *   keys.c    the key store file (keys.esk), AES-256-GCM seal and unseal
  *   erase.c   encryption at rest of streams and subjects, their key tables,
  *             erasure (crypto-shredding) and its recovery at open
+ *   groups.c  consumer groups: definitions, checkpoints, acks, parked events
  *
  * Ownership words as in store.h. Every function here that returns an int
  * returns an LMDB code; every es_err has already been translated.
@@ -108,7 +109,9 @@ struct store {
     MDB_dbi life; /* stream_life */
     MDB_dbi removed_ids;
     bool has_removed_ids; /* false: a store opened read-only that never had one */
-    bool has_life;        /* false: a read-only format-2 store, which has none */
+    MDB_dbi groups, group_done, group_parked; /* groups.c */
+    bool has_groups;                          /* false: a read-only store written before groups */
+    bool has_life; /* false: a read-only format-2 store, which has none */
     bool sync;
     bool read_only;
     bool follower;
@@ -277,6 +280,7 @@ int store_removed_id_find(MDB_txn *txn, const store *s, const uint8_t id[ES_EVEN
 
 /** @brief Set the clock's floor from the persisted high-water mark. */
 void store_clock_floor(uint64_t hw_us);
+
 /* --------------------------------------------------------------- erase.c -- */
 
 /**
@@ -342,6 +346,11 @@ es_err store_crypt_stream_state(store *s, MDB_txn *txn, uint64_t number);
  */
 es_err store_crypt_snapshot_key(store *s, MDB_txn *txn, uint64_t number, bool *sealed,
                                 uint8_t key[STORE_KEY_BYTES], uint64_t *slot);
+/* -------------------------------------------------------------- groups.c -- */
+
+/** @brief Open (with MDB_CREATE: create) the group tables; a read-only open
+ *  of a store without them sets has_groups false. @return an LMDB code. */
+int store_groups_open(store *s, MDB_txn *txn, unsigned flags);
 
 /* ---------------------------------------------------------------- read.c -- */
 

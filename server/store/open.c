@@ -704,8 +704,12 @@ static int open_dbis(store *s, MDB_txn *txn, unsigned flags)
     if (drc && drc != MDB_NOTFOUND) {
         return drc;
     }
+    int rc = store_groups_open(s, txn, flags);
+    if (rc) {
+        return rc;
+    }
     /* stream_life: missing only in a format-2 store opened read-only. */
-    int rc = mdb_dbi_open(txn, "stream_life", flags, &s->life);
+    rc = mdb_dbi_open(txn, "stream_life", flags, &s->life);
     s->has_life = rc == 0;
     if (rc == MDB_NOTFOUND && s->format == STORE_FORMAT_UPGRADABLE && !(flags & MDB_CREATE)) {
         return 0;

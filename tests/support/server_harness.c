@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "groups.h"
 #include "options.h"
 
 static void sink_send(void *io, const void *data, size_t len)
@@ -56,6 +57,7 @@ int harness_init(harness *h, const char *dir_base)
     h->srv.cfg = &h->cfg;
     h->srv.start_us = store_now_us();
     if (subs_create(&h->srv, &h->srv.subs) != ES_OK ||
+        groups_create(&h->srv, &h->srv.groups) != ES_OK ||
         writer_start(h->srv.st, 0, &h->srv.w) != ES_OK) {
         return -1;
     }
@@ -78,9 +80,14 @@ void harness_finish(harness *h)
     writer_stop(h->srv.w, &left);
     while (left) {
         write_job *next = left->next;
-        handler_complete(left);
+        if (left->kind == WRITE_JOB_GROUP) {
+            groups_complete(h->srv.groups, left);
+        } else {
+            handler_complete(left);
+        }
         left = next;
     }
+    groups_destroy(h->srv.groups);
     subs_destroy(h->srv.subs);
     store_close(h->srv.st);
     free(h->out);
@@ -114,18 +121,27 @@ void harness_drain(harness *h)
         bool any = list != NULL;
         while (list) {
             write_job *next = list->next;
-            handler_complete(list);
+            if (list->kind == WRITE_JOB_GROUP) {
+                groups_complete(h->srv.groups, list);
+            } else {
+                handler_complete(list);
+            }
             list = next;
         }
         if (any) {
             subs_on_commit(h->srv.subs);
+            groups_on_commit(h->srv.groups);
         }
     }
 }
 
 void harness_deliver(harness *h)
 {
-    for (int i = 0; i < 100000 && subs_deliver(h->srv.subs); i++) {
+    for (int i = 0; i < 100000; i++) {
+        bool more = groups_deliver(h->srv.groups);
+        if (!subs_deliver(h->srv.subs) && !more) {
+            break;
+        }
     }
 }
 

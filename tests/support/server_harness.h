@@ -2,7 +2,8 @@
  * server_harness — a real store, writer thread and subscription registry
  * around one in-memory session, for tests and fuzz targets that drive the
  * handler without sockets. Replies land in a byte buffer and are decoded
- * frame by frame.
+ * frame by frame. Consumer groups (groups.h) are there too: their writer
+ * jobs are completed by harness_drain, their pushes sent by harness_deliver.
  */
 #ifndef ES_SERVER_HARNESS_H
 #define ES_SERVER_HARNESS_H
@@ -41,7 +42,7 @@ es_err harness_send(harness *h, const Es__V1__Request *req);
 es_err harness_send_raw(harness *h, const uint8_t *body, size_t len);
 /** @brief Wait for the writer and finish every completed job. */
 void harness_drain(harness *h);
-/** @brief Deliver subscriptions until nothing is left to do. */
+/** @brief Deliver subscriptions and group events until nothing is left to do. */
 void harness_deliver(harness *h);
 /** @brief The next reply, or NULL; free with es__v1__response__free_unpacked(r, NULL). */
 Es__V1__Response *harness_next(harness *h);

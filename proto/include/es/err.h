@@ -56,7 +56,11 @@ extern "C" {
     X(STREAM_DELETED, 36, "stream deleted (tombstoned)")                                           \
     X(ERASED, 40, "erased: the data key of the stream or subject was destroyed")                   \
     X(NOT_ERASABLE, 41,                                                                            \
-      "stored in plain (encryption was off when it was created): cannot be erased")
+      "stored in plain (encryption was off when it was created): cannot be erased")                \
+    X(GROUP_NOT_FOUND, 42, "no such consumer group")                                               \
+    X(GROUP_EXISTS, 43, "consumer group already exists")                                           \
+    X(NOT_IN_FLIGHT, 44, "position not in flight with this member")                                \
+    X(ALREADY_JOINED, 45, "already a member of this group on this connection")
 
 typedef enum es_err {
 #define ES_ERR_ENUM_(name, num, msg) ES_ERR_##name = num,

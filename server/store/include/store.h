@@ -608,6 +608,94 @@ typedef struct store_snapshot {
 es_err store_load_snapshot(store *s, const uint8_t *stream, size_t stream_len,
                            store_snapshot *snap);
 
+/* -------------------------------------------------------- consumer groups -- */
+
+/* Design notes and the tables' layout in server/store/groups.c. */
+
+/** Longest reason kept with a parked event. */
+#define STORE_GROUP_REASON_MAX 256u
+
+/** A consumer group's stored definition and checkpoint. */
+typedef struct store_group_def {
+    uint64_t number; /* interned, assigned by STORE_GROUP_CREATE */
+    uint8_t name[256];
+    size_t name_len;
+    uint8_t target; /* es.v1.SubscribeTarget: 0 all, 1 stream, 2 category, 3 type, 4 prefix */
+    uint8_t target_name[256];
+    size_t target_name_len;
+    uint32_t ack_timeout_ms;
+    uint32_t max_retries;
+    uint32_t max_in_flight;
+    bool park_blocks;
+    uint64_t checkpoint; /* every matching event at or below it is done */
+    uint64_t created_us;
+} store_group_def;
+
+/** A parked event as stored. */
+typedef struct store_group_parked {
+    uint64_t position;
+    uint32_t attempts;
+    uint64_t parked_at_us;
+    const uint8_t *stream; /* borrowed: valid for the visit only */
+    size_t stream_len;
+    const char *reason; /* not NUL-terminated */
+    size_t reason_len;
+} store_group_parked;
+
+typedef enum store_group_kind {
+    STORE_GROUP_CREATE = 0, /* def: stored, its number assigned */
+    STORE_GROUP_UPDATE,     /* def's settings replace the stored ones (target, checkpoint kept) */
+    STORE_GROUP_DELETE,     /* the group, its acks and its parked events */
+    STORE_GROUP_FLUSH,      /* checkpoint, acks above it, parks, unparks */
+} store_group_kind;
+
+/** One change of a consumer group; pointers borrowed for the call. */
+typedef struct store_group_op {
+    store_group_kind kind;
+    store_group_def def;  /* CREATE/UPDATE: in full; DELETE/FLUSH: name (and number) */
+    uint64_t checkpoint;  /* FLUSH: the new checkpoint (never lowered) */
+    const uint64_t *done; /* FLUSH: positions above the checkpoint acked or skipped, ascending
+                             (runs of consecutive positions are stored as one range) */
+    size_t n_done;
+    const store_group_parked *parks; /* FLUSH: events parked (replaces a stored one) */
+    size_t n_parks;
+    const uint64_t *unparks; /* FLUSH: parked events replayed and acked */
+    size_t n_unparks;
+    es_err rv; /* result of this op */
+} store_group_op;
+
+/**
+ * @brief Apply group changes in ONE write transaction (one commit, one
+ *        fsync for any number of acks).
+ * Per op rv: ES_OK; ES_ERR_GROUP_EXISTS (create); ES_ERR_GROUP_NOT_FOUND
+ * (update, delete, flush of a deleted group: nothing of it is written);
+ * ES_ERR_INVALID_ARGUMENT (a name or target name too long).
+ * @return ES_OK (committed: look at each rv) or the error that failed the
+ *   whole transaction (ES_ERR_READ_ONLY, ES_ERR_FOLLOWER, ES_ERR_STORE_FULL,
+ *   ES_ERR_IO), also set in every rv; *synced says whether it was fsynced.
+ * @note Writer thread only.
+ */
+es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced);
+
+typedef int (*store_group_visit_fn)(void *ctx, const store_group_def *def);
+/** @brief Every stored group, in name order. @return ES_OK; ES_ERR_CORRUPT; ES_ERR_IO. */
+es_err store_group_list(store *s, store_group_visit_fn visit, void *ctx);
+
+typedef int (*store_group_done_fn)(void *ctx, uint64_t from, uint64_t to);
+/** @brief The positions above a group's checkpoint already done (acked or
+ *  skipped), as ranges from..to (inclusive) in order. @return ES_OK;
+ *  ES_ERR_CORRUPT; ES_ERR_IO. */
+es_err store_group_done(store *s, uint64_t number, store_group_done_fn visit, void *ctx);
+
+typedef int (*store_group_parked_fn)(void *ctx, const store_group_parked *p);
+/**
+ * @brief A group's parked events with positions above `after`, in order,
+ *        at most `limit` (0: all); *more (may be NULL) says whether more follow.
+ * @return ES_OK; ES_ERR_CORRUPT; ES_ERR_IO.
+ */
+es_err store_group_parked_list(store *s, uint64_t number, uint64_t after, uint32_t limit,
+                               store_group_parked_fn visit, void *ctx, bool *more);
+
 /* ---------------------------------------------------------- housekeeping -- */
 
 typedef struct store_stats {
