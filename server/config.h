@@ -25,6 +25,8 @@ typedef struct server_config {
     const char *listen;   /* HOST:PORT */
     const char *data_dir; /* default: ./esd-data */
     bool sync;
+    const char *sync_method; /* "journal" or "lmdb" (options_parse checks) */
+    uint64_t journal_bytes;  /* the journal's ring */
     uint64_t map_size;
     uint32_t max_frame_bytes;
     uint32_t max_connections;

@@ -15,6 +15,9 @@
  *             the check that a record is what its index promised
  *   check.c   statistics, store_check, backups
  *   life.c    delete, tombstone, retention metadata; what reads may serve
+ *   journal.c the durable append path: one journal write and fdatasync per
+ *             group commit, LMDB synced at checkpoints, recovery after a
+ *             crash or a power loss (the argument is in its design notes)
  *
  * Ownership words as in store.h. Every function here that returns an int
  * returns an LMDB code; every es_err has already been translated.
@@ -43,8 +46,11 @@
 #define SNAPSHOT_HEADER_BYTES    24
 #define STORE_MAX_SNAPSHOT_BYTES (16u * 1024u * 1024u)
 
+typedef struct journal journal;
+
 struct store {
     MDB_env *env;
+    journal *jr; /* the journal (journal.c); NULL: LMDB syncs each commit, or nothing is synced */
     MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
     MDB_dbi life;  /* stream_life */
     bool has_life; /* false: a read-only format-2 store, which has none */
@@ -143,6 +149,79 @@ es_err store_record_parse(const MDB_val *v, es_record *r);
 /** @brief name | 0x00 | position BE into key (room for ES_MAX_NAME_BYTES + 9):
  *         a key of the category and type indexes; @return its length. */
 size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_t pos);
+
+/**
+ * @brief Commit a write transaction that is not an append (snapshot saves,
+ *        lifecycle changes) so that it is durable when this returns: with
+ *        the journal, commit and then checkpoint; otherwise LMDB's commit.
+ * @return ES_OK; the commit's error (store_commit_err); ES_ERR_IO (the
+ *         checkpoint failed: the change is applied but not known durable).
+ */
+es_err store_commit_durable(store *s, MDB_txn *txn);
+
+/* -------------------------------------------------------------- write.c -- */
+
+/**
+ * @brief Replay stored values (header, CRC and record, as the store wrote
+ *        them to `events`) in one write transaction, each stored unchanged
+ *        with its indexes; positions, revisions and ids are checked as for
+ *        an import. Used by journal recovery.
+ * @return ES_OK; ES_ERR_CORRUPT (a value fails its CRC or does not decode);
+ *         the import errors (msg says why, *bad the value at fault).
+ */
+es_err store_replay_records(store *s, const store_import_in *values, size_t n, size_t *bad,
+                            char *msg, size_t msg_len);
+
+/* ------------------------------------------------------------- journal.c -- */
+
+/**
+ * @brief Before LMDB opens DIR: read DIR/journal if there is one and put
+ *        data.mdb's meta pages back to its last durable checkpoint (design
+ *        notes in journal.c).
+ * @return ES_OK (*out set; no journal yet is not an error); ES_ERR_CORRUPT
+ *         (journal or data file damaged or mismatched: msg says which);
+ *         ES_ERR_IO; ES_ERR_NO_MEMORY.
+ */
+es_err journal_prepare(const char *dir, uint64_t ring_bytes, journal **out, char *msg,
+                       size_t msg_len);
+
+/** @brief Free a journal that was prepared but never started; accepts NULL. */
+void journal_free(journal *j);
+
+/** @brief Right after mdb_env_open: pin the checkpoint's state (a read txn). */
+es_err journal_pin(store *s, char *msg, size_t msg_len);
+
+/**
+ * @brief After the open transaction: switch LMDB to MDB_NOSYNC, replay the
+ *        journal (or create it), make the first checkpoint, start the
+ *        checkpoint thread.
+ */
+es_err journal_start(store *s, char *msg, size_t msg_len);
+
+/**
+ * @brief Write the events at positions first..last of the open write
+ *        transaction as one entry and fdatasync it (writer thread).
+ * @param[out] written false when the batch is too big for the ring (the
+ *        caller commits and calls journal_checkpoint_sync instead)
+ * @return ES_OK; ES_ERR_IO (the journal is broken from now on);
+ *         ES_ERR_CORRUPT; ES_ERR_NO_MEMORY.
+ */
+es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last, bool *written);
+
+/** @brief Cancel the entry just written (its commit failed). */
+void journal_unwrite(store *s);
+
+/** @brief After a commit: start a checkpoint in the background when due. */
+void journal_committed(store *s);
+
+/** @brief Make a checkpoint now, waiting for it (writer thread). */
+es_err journal_checkpoint_sync(store *s);
+
+/** @brief Stop the thread, checkpoint what is left, free; accepts no journal. */
+void journal_close(store *s);
+
+/** @brief The journal's figures (all zero without a journal). */
+void journal_stats(store *s, store_journal_stats *st);
 
 /* ---------------------------------------------------------------- life.c -- */
 

@@ -567,11 +567,12 @@ static es_err check_directory(const char *path, bool read_only, bool sync, char 
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-            !strcmp(de->d_name, "lock.mdb") || !strcmp(de->d_name, OWNER_FILE)) {
+            !strcmp(de->d_name, "lock.mdb") || !strcmp(de->d_name, OWNER_FILE) ||
+            !strcmp(de->d_name, "journal.new")) {
             continue;
         }
-        if (!strcmp(de->d_name, "data.mdb")) {
-            has_data = true;
+        if (!strcmp(de->d_name, "data.mdb") || !strcmp(de->d_name, "journal")) {
+            has_data = true; /* a journal without data.mdb is refused by journal_prepare */
         } else {
             foreign = true;
         }
@@ -788,6 +789,14 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     int lp_len = snprintf(lock_path, sizeof lock_path, "%s/lock.mdb", opts->path);
     bool lock_created = lp_len > 0 && (size_t)lp_len < sizeof lock_path &&
                         access(lock_path, F_OK) != 0 && errno == ENOENT;
+    bool use_journal = opts->sync && !opts->read_only && !opts->follower &&
+                       opts->sync_method == STORE_SYNC_JOURNAL;
+    if (use_journal) {
+        rv = journal_prepare(opts->path, opts->journal_bytes, &s->jr, msg, msg_len);
+        if (rv != ES_OK) {
+            goto out_release_owner;
+        }
+    }
     rv = lock_file_reserve(opts->path, opts->max_readers ? opts->max_readers : 126, msg, msg_len);
     if (rv != ES_OK) {
         goto out_release_owner;
@@ -838,6 +847,12 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
     rv = check_file_size(s->env, opts->path, msg, msg_len);
     if (rv != ES_OK) {
         goto out_close_env;
+    }
+    if (s->jr) {
+        rv = journal_pin(s, msg, msg_len); /* before any write transaction */
+        if (rv != ES_OK) {
+            goto out_close_env;
+        }
     }
     int dead = 0;
     mdb_reader_check(s->env, &dead);
@@ -923,14 +938,22 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
             goto out_close_env;
         }
     }
+    if (s->jr) {
+        rv = journal_start(s, msg, msg_len);
+        if (rv != ES_OK) {
+            goto out_close_env;
+        }
+    }
     *out = s;
     return ES_OK;
 
 out_abort_txn:
     mdb_txn_abort(txn);
 out_close_env:
+    journal_close(s); /* its pins, before the environment */
     mdb_env_close(s->env);
 out_release_owner:
+    journal_free(s->jr); /* prepared, never started (NULL after journal_close) */
     if (rv == ES_ERR_INCOMPATIBLE_STORE && lock_created) {
         unlink(lock_path); /* ours: nothing else can have used a foreign dir */
     }
@@ -951,11 +974,26 @@ void store_close(store *s)
     if (!s) {
         return;
     }
+    journal_close(s); /* a last checkpoint: a clean stop leaves nothing to replay */
     mdb_env_close(s->env);
     if (s->owner_fd >= 0) {
         close(s->owner_fd); /* the lock goes with it */
     }
     free(s);
+}
+
+es_err store_commit_durable(store *s, MDB_txn *txn)
+{
+    int rc = mdb_txn_commit(txn); /* frees the txn, also on failure */
+    if (rc) {
+        return store_commit_err(s, rc);
+    }
+    return s->jr ? journal_checkpoint_sync(s) : ES_OK;
+}
+
+void store_journal_stats_get(store *s, store_journal_stats *st)
+{
+    journal_stats(s, st);
 }
 
 uint64_t store_head(store *s)

@@ -62,6 +62,9 @@
 #define MAX_EVENTS 3u
 #define MAX_DATA   300u
 #define PREFIX     "cs"
+/* A small ring: checkpoints every ~16 KiB of entries and wraps of the ring
+ * fall inside the recorded workload. */
+#define JOURNAL_SIZE "64K"
 
 typedef struct ack {
     uint32_t stream;
@@ -153,10 +156,14 @@ static void dirsync_fails(bool parent)
 }
 
 /* Record the workload; returns the number of acknowledgements in *acks. */
+static const char *sync_method = "journal";
+
 static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, uint64_t salt,
                          rel_rng *rng, ack **out)
 {
-    const char *args[] = {"--sync", unsafe ? "none" : "full", NULL};
+    const char *args[] = {"--sync",    unsafe ? "none" : "full", "--sync-method",
+                          sync_method, "--journal-size",         JOURNAL_SIZE,
+                          NULL};
     esd_proc e;
     REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
     REL_CHECK(mkdir(e.data_dir, 0700) == 0, "mkdir %s", e.data_dir);
@@ -194,10 +201,11 @@ static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, ui
 
 int main(int argc, char **argv)
 {
-    static const char *const names[] = {"states",  "rules",         "unsafe",
-                                        "appends", "dirsync-fails", NULL};
-    uint64_t val[] = {120, 0, 0, 40, 0};
+    static const char *const names[] = {"states",        "rules",  "unsafe", "appends",
+                                        "dirsync-fails", "method", NULL};
+    uint64_t val[] = {120, 0, 0, 40, 0, 0};
     rel_args(argc, argv, "test_crashsim", names, val);
+    sync_method = val[5] ? "lmdb" : "journal";
     uint64_t states = val[0], appends = val[3];
     cs_rules rules = val[1] ? CS_RULES_POSIX : CS_RULES_EXT4;
     bool unsafe = val[2] != 0;
@@ -227,7 +235,7 @@ int main(int argc, char **argv)
     rel_log("recorded %zu appends, %zu log records (%zu bytes), rules %s%s", n_acks, log.n, log.len,
             rules == CS_RULES_POSIX ? "posix" : "ext4", unsafe ? ", esd --sync none" : "");
 
-    const char *args[] = {"--sync", "full", NULL};
+    const char *args[] = {"--sync", "full", "--sync-method", sync_method, NULL};
     esd_proc e;
     REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
     e.quiet = true;
