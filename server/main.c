@@ -120,7 +120,9 @@ int main(int argc, char **argv)
         .max_event_bytes = cfg->max_event_bytes,
         .follower = cfg->follow_nats != NULL,
         .damage_log = log_store_damage,
-        .sync_method = strcmp(cfg->sync_method, "lmdb") ? STORE_SYNC_JOURNAL : STORE_SYNC_LMDB,
+        .sync_method = !strcmp(cfg->sync_method, "lmdb")         ? STORE_SYNC_LMDB
+                       : !strcmp(cfg->sync_method, "nometasync") ? STORE_SYNC_NOMETASYNC
+                                                                 : STORE_SYNC_JOURNAL,
         .journal_bytes = cfg->journal_bytes,
     };
     srv.start_us = store_now_us();

@@ -50,10 +50,13 @@ static const opt_def defs[] = {
     {{"sync", NULL, "full|none", "none"}, T_SYNC, CFG(sync), 0, 0, false,
      "full: every acknowledged commit is fsynced (default);\n"
      "none: no fsync, a crash can lose acknowledged events"},
-    {{"sync-method", NULL, "journal|lmdb", "lmdb"}, T_STR, CFG(sync_method), 1, 0, false,
+    {{"sync-method", NULL, "journal|lmdb|nometasync", "lmdb"}, T_STR, CFG(sync_method), 1, 0,
+     false,
      "with --sync full: journal (default): one journal write\n"
      "and fdatasync per group commit, LMDB synced at\n"
-     "checkpoints; lmdb: LMDB's commit syncs twice"},
+     "checkpoints; lmdb: LMDB's commit syncs twice;\n"
+     "nometasync: one sync per commit, replies held for\n"
+     "the next (measured, not recommended)"},
     {{"journal-size", NULL, "SIZE", "256M"}, T_SIZE64, CFG(journal_bytes), 64u * 1024u,
      1ull << 40, false, "the journal's ring, written once at creation\n(default 64M)"},
     {{"map-size", NULL, "SIZE", "64G"}, T_SIZE64, CFG(map_size), 0, UINT64_MAX, false,
@@ -664,10 +667,11 @@ es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t
         snprintf(msg, msg_len, "map-size (from %s) must be 0 (the default) or at least 1M", where);
         return ES_ERR_INVALID_ARGUMENT;
     }
-    if (strcmp(cfg->sync_method, "journal") != 0 && strcmp(cfg->sync_method, "lmdb") != 0) {
+    if (strcmp(cfg->sync_method, "journal") != 0 && strcmp(cfg->sync_method, "lmdb") != 0 &&
+        strcmp(cfg->sync_method, "nometasync") != 0) {
         char where[256];
         origin_of(opts, (size_t)find_def("sync-method"), where, sizeof where);
-        snprintf(msg, msg_len, "sync-method (from %s) must be journal or lmdb", where);
+        snprintf(msg, msg_len, "sync-method (from %s) must be journal, lmdb or nometasync", where);
         return ES_ERR_INVALID_ARGUMENT;
     }
     if (!cfg->tls_cert != !cfg->tls_key) {

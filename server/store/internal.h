@@ -55,6 +55,7 @@ struct store {
     MDB_dbi life;  /* stream_life */
     bool has_life; /* false: a read-only format-2 store, which has none */
     bool sync;
+    bool deferred; /* STORE_SYNC_NOMETASYNC (store_sync_deferred) */
     bool read_only;
     bool follower;
     uint32_t max_events_per_append;

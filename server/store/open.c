@@ -806,6 +806,9 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
         flags |= MDB_RDONLY;
     } else if (!opts->sync) {
         flags |= MDB_NOSYNC;
+    } else if (opts->sync_method == STORE_SYNC_NOMETASYNC && !opts->follower) {
+        flags |= MDB_NOMETASYNC;
+        s->deferred = true;
     }
     /* The default map is large address space, not disk. Where the process
      * may not reserve that much (an address-space rlimit, ThreadSanitizer's
@@ -988,7 +991,21 @@ es_err store_commit_durable(store *s, MDB_txn *txn)
     if (rc) {
         return store_commit_err(s, rc);
     }
+    if (s->deferred) {
+        return store_flush(s);
+    }
     return s->jr ? journal_checkpoint_sync(s) : ES_OK;
+}
+
+bool store_sync_deferred(const store *s)
+{
+    return s->deferred;
+}
+
+es_err store_flush(store *s)
+{
+    int rc = mdb_env_sync(s->env, 1);
+    return rc ? es_err_from_mdb(rc) : ES_OK;
 }
 
 void store_journal_stats_get(store *s, store_journal_stats *st)

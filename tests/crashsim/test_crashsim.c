@@ -5,13 +5,17 @@
  *
  *   test_crashsim --states 120 --rules 0     ext4-like rules (suites crashsim, reliability)
  *   test_crashsim --states 120 --rules 1     POSIX rules
+ *   test_crashsim --method 1                 esd --sync-method lmdb (0: journal, the
+ *                                            default; 2: nometasync)
  *   test_crashsim --states 40 --unsafe 1     esd --sync none: a loss MUST be found
  *   test_crashsim --dirsync-fails 1          a failing directory fsync stops the start
  *   (suite long: --states 2000)
  *
  * Design notes
  * ------------
- * Recording: esd starts with --sync full under the shim (LD_PRELOAD,
+ * Recording: esd starts with --sync full (--sync-method as --method says;
+ * the journal with a 64 KiB ring, so that checkpoints, and with 100
+ * appends a wrap of the ring, fall inside the workload) under the shim (LD_PRELOAD,
  * CRASHSIM_DIR = its data directory, created beforehand, CRASHSIM_LOG), and
  * one client makes --appends appends of 1-3 events to 8 streams, each with
  * the exact expected revision. After each acknowledgement the size of the
@@ -205,7 +209,9 @@ int main(int argc, char **argv)
                                         "dirsync-fails", "method", NULL};
     uint64_t val[] = {120, 0, 0, 40, 0, 0};
     rel_args(argc, argv, "test_crashsim", names, val);
-    sync_method = val[5] ? "lmdb" : "journal";
+    static const char *const methods[] = {"journal", "lmdb", "nometasync"};
+    REL_CHECK(val[5] < 3, "--method: 0 journal, 1 lmdb, 2 nometasync");
+    sync_method = methods[val[5]];
     uint64_t states = val[0], appends = val[3];
     cs_rules rules = val[1] ? CS_RULES_POSIX : CS_RULES_EXT4;
     bool unsafe = val[2] != 0;

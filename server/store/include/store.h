@@ -52,6 +52,9 @@ typedef enum store_sync_method {
     STORE_SYNC_JOURNAL = 0, /* one journal write + fdatasync per group commit;
                                LMDB synced at checkpoints (server/store/journal.c) */
     STORE_SYNC_LMDB,        /* LMDB's commit: data pages synced, then the meta page */
+    STORE_SYNC_NOMETASYNC,  /* the measured alternative: MDB_NOMETASYNC, one sync per commit
+                               (its data pages and the previous meta); the writer holds
+                               replies until the next commit's sync or store_flush */
 } store_sync_method;
 
 #define STORE_DEFAULT_JOURNAL_BYTES (64ull << 20) /* the journal's ring */
@@ -501,6 +504,16 @@ typedef struct store_journal_stats {
     uint64_t replayed_entries, replayed_events; /* at the start */
     uint64_t recovery_us;                       /* the start's replay and first checkpoint */
 } store_journal_stats;
+
+/**
+ * @brief Whether replies must wait for a later sync (STORE_SYNC_NOMETASYNC):
+ *        a commit leaves its meta page unsynced until the next commit's data
+ *        sync or store_flush.
+ */
+bool store_sync_deferred(const store *s);
+
+/** @brief Sync everything committed (mdb_env_sync); writer thread. @return ES_OK; ES_ERR_IO. */
+es_err store_flush(store *s);
 
 /** @brief The journal's figures; any thread. */
 void store_journal_stats_get(store *s, store_journal_stats *st);
