@@ -57,7 +57,7 @@ static const opt_def defs[] = {
      "checkpoints; lmdb: LMDB's commit syncs twice;\n"
      "nometasync: one sync per commit, replies held for\n"
      "the next (measured, not recommended)"},
-    {{"journal-size", NULL, "SIZE", "256M"}, T_SIZE64, CFG(journal_bytes), 64u * 1024u,
+    {{"journal-size", NULL, "SIZE", "256M"}, T_SIZE64, CFG(journal_bytes), 16u * 1024u,
      1ull << 40, false, "the journal's ring, written once at creation\n(default 64M)"},
     {{"map-size", NULL, "SIZE", "64G"}, T_SIZE64, CFG(map_size), 0, UINT64_MAX, false,
      "LMDB map size, at least 1M, e.g. 64G (default 0:\n"

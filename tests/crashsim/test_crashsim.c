@@ -14,7 +14,7 @@
  * Design notes
  * ------------
  * Recording: esd starts with --sync full (--sync-method as --method says;
- * the journal with a 64 KiB ring, so that checkpoints, and with 100
+ * the journal with a 16 KiB ring, so that checkpoints, and with 100
  * appends a wrap of the ring, fall inside the workload) under the shim (LD_PRELOAD,
  * CRASHSIM_DIR = its data directory, created beforehand, CRASHSIM_LOG), and
  * one client makes --appends appends of 1-3 events to 8 streams, each with
@@ -66,9 +66,9 @@
 #define MAX_EVENTS 3u
 #define MAX_DATA   300u
 #define PREFIX     "cs"
-/* A small ring: checkpoints every ~16 KiB of entries and wraps of the ring
+/* A small ring: checkpoints every ~4 KiB of entries and wraps of the ring
  * fall inside the recorded workload. */
-#define JOURNAL_SIZE "64K"
+#define JOURNAL_SIZE "16K"
 
 typedef struct ack {
     uint32_t stream;
@@ -241,7 +241,8 @@ int main(int argc, char **argv)
     rel_log("recorded %zu appends, %zu log records (%zu bytes), rules %s%s", n_acks, log.n, log.len,
             rules == CS_RULES_POSIX ? "posix" : "ext4", unsafe ? ", esd --sync none" : "");
 
-    const char *args[] = {"--sync", "full", "--sync-method", sync_method, NULL};
+    const char *args[] = {"--sync",     "full", "--sync-method", sync_method, "--journal-size",
+                          JOURNAL_SIZE, NULL};
     esd_proc e;
     REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
     e.quiet = true;

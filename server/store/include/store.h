@@ -58,7 +58,7 @@ typedef enum store_sync_method {
 } store_sync_method;
 
 #define STORE_DEFAULT_JOURNAL_BYTES (64ull << 20) /* the journal's ring */
-#define STORE_MIN_JOURNAL_BYTES     (64ull << 10)
+#define STORE_MIN_JOURNAL_BYTES     (16ull << 10)
 
 /** A sink for lines the store logs (index damage met by a read or a write). */
 typedef void (*store_log_fn)(void *ctx, const char *line);
