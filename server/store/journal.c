@@ -76,12 +76,12 @@
  *
  * Writes that are not appends (snapshot saves, lifecycle changes) commit
  * through store_commit_durable: commit, then a checkpoint, before their
- * answer. A failed journal write or fdatasync, or a failed checkpoint,
- * leaves the journal broken: every later append fails with ES_ERR_IO until
- * esd restarts and recovers (the kernel may have dropped the pages that
- * failed, so nothing written since can be trusted to be on disk). A failed
- * LMDB commit after a durable entry unwrites the entry (its header zeroed
- * and synced) so the failed batch is not replayed.
+ * answer. A failed journal write fails its batch (ENOSPC, EDQUOT, EFBIG:
+ * STORE_FULL) and the next entry goes to the same place. A failed
+ * fdatasync, or a failed checkpoint, leaves the journal broken: every later append fails with
+ * ES_ERR_IO until esd restarts and recovers (the kernel may have dropped the pages that failed, so
+ * nothing written since can be trusted to be on disk). A failed LMDB commit after a durable entry
+ * unwrites the entry (its header zeroed and synced) so the failed batch is not replayed.
  *
  * Only a durable primary uses the journal (sync full, not read-only, not a
  * follower, STORE_SYNC_JOURNAL). Read-only opens (esctl db stat, check,
@@ -710,7 +710,13 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
     put_u32le(h + 32, (uint32_t)(n - ENTRY_HDR));
     put_u32le(h + 36, count);
     put_u32le(h + 4, crc32c(0, h + 8, n - 8));
-    if (!full_pwrite(j->fd, h, (size_t)len, RING_OFF + at % j->ring) || fdatasync(j->fd) != 0) {
+    if (!full_pwrite(j->fd, h, (size_t)len, RING_OFF + at % j->ring)) {
+        /* Nothing after the last durable entry counts: the next entry is
+         * written at the same place. A file-size limit or quota refuses
+         * like a full disk. */
+        return errno == ENOSPC || errno == EDQUOT || errno == EFBIG ? ES_ERR_STORE_FULL : ES_ERR_IO;
+    }
+    if (fdatasync(j->fd) != 0) {
         atomic_store(&j->broken, true);
         return ES_ERR_IO;
     }
