@@ -12,6 +12,8 @@ void server_config_defaults(server_config *cfg)
     cfg->listen = "127.0.0.1:7400";
     cfg->data_dir = "esd-data";
     cfg->sync = true;
+    cfg->sync_method = "journal";
+    cfg->journal_bytes = STORE_DEFAULT_JOURNAL_BYTES;
     cfg->map_size = 0;
     cfg->max_frame_bytes = FRAME_DEFAULT_MAX_BODY;
     cfg->max_connections = 1024;

@@ -25,7 +25,9 @@ typedef struct server_config {
     const char *listen;   /* HOST:PORT */
     const char *data_dir; /* default: ./esd-data */
     bool sync;
-    bool no_encrypt; /* a new store is created without encryption at rest */
+    bool no_encrypt;         /* a new store is created without encryption at rest */
+    const char *sync_method; /* "journal", "lmdb" or "nometasync" (options_parse checks) */
+    uint64_t journal_bytes;  /* the journal's ring */
     uint64_t map_size;
     uint32_t max_frame_bytes;
     uint32_t max_connections;

@@ -2,6 +2,7 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -121,6 +122,10 @@ int main(int argc, char **argv)
         .max_event_bytes = cfg->max_event_bytes,
         .follower = cfg->follow_nats != NULL,
         .damage_log = log_store_damage,
+        .sync_method = !strcmp(cfg->sync_method, "lmdb")         ? STORE_SYNC_LMDB
+                       : !strcmp(cfg->sync_method, "nometasync") ? STORE_SYNC_NOMETASYNC
+                                                                 : STORE_SYNC_JOURNAL,
+        .journal_bytes = cfg->journal_bytes,
     };
     srv.start_us = store_now_us();
     es_err rv = store_open(&so, &srv.st, msg, sizeof msg);
@@ -130,12 +135,26 @@ int main(int argc, char **argv)
     }
     store_stats st;
     store_stats_get(srv.st, &st);
-    log_msg(LOG_INFO, "store open", "data_dir=%s head=%llu streams=%llu sync=%s map_size=%llu",
+    log_msg(LOG_INFO, "store open",
+            "data_dir=%s head=%llu streams=%llu sync=%s sync_method=%s map_size=%llu",
             cfg->data_dir, (unsigned long long)st.head_position,
             (unsigned long long)st.stream_count, cfg->sync ? "full" : "none",
+            !cfg->sync         ? "none"
+            : cfg->follow_nats ? "lmdb"
+                               : cfg->sync_method,
             (unsigned long long)st.map_size);
     if (!cfg->sync) {
         log_msg(LOG_WARN, "sync is off: acknowledged events can be lost in a crash", NULL);
+    }
+    store_journal_stats js;
+    store_journal_stats_get(srv.st, &js);
+    if (js.enabled) {
+        log_msg(LOG_INFO, "journal recovered",
+                "entries_replayed=%llu events_replayed=%llu meta_restored=%s recovery_ms=%.1f "
+                "ring_bytes=%llu",
+                (unsigned long long)js.replayed_entries, (unsigned long long)js.replayed_events,
+                js.meta_restored ? "yes" : "no", (double)js.recovery_us / 1000.0,
+                (unsigned long long)js.ring_bytes);
     }
     rv = subs_create(&srv, &srv.subs);
     if (rv != ES_OK) {

@@ -191,8 +191,9 @@ void metrics_render(FILE *out, server_ctx *srv)
            "and, with sync full, its fsync.");
     hist_samples(out, "esd_commit_duration_seconds", "", &hist_latency_us, &ws.commit_us, 1e-6);
     family(out, "esd_commit_sync_duration_seconds", "histogram",
-           "Of each group commit, the time in LMDB's commit call: writing the dirty pages and, "
-           "with sync full, its two fsyncs (data pages, then the meta page).");
+           "Of each group commit, the durable part: with the journal, the entry's write and "
+           "fdatasync and LMDB's commit without a sync; with --sync-method lmdb, LMDB's "
+           "commit call and its two fsyncs (data pages, then the meta page).");
     hist_samples(out, "esd_commit_sync_duration_seconds", "", &hist_latency_us, &ws.sync_us, 1e-6);
     gauge(out, "esd_writer_queue", "Write jobs submitted and not yet completed.",
           (double)writer_pending(srv->w));
@@ -207,6 +208,38 @@ void metrics_render(FILE *out, server_ctx *srv)
           (double)ws.scavenge_lag_us / 1e6);
     counter(out, "esd_scavenge_errors_total", "Scavenger slices that failed (retried later).",
             ws.scavenge_errors);
+
+    /* the journal (--sync full, --sync-method journal) */
+    store_journal_stats js;
+    store_journal_stats_get(srv->st, &js);
+    if (js.enabled) {
+        counter(out, "esd_journal_bytes_total",
+                "Bytes of journal entries written (one entry per group commit with new events).",
+                js.bytes);
+        counter(out, "esd_journal_entries_total", "Journal entries written.", js.entries);
+        counter(out, "esd_journal_syncs_total",
+                "fdatasync calls of the durable path: one per journal entry, two per checkpoint "
+                "(data.mdb, then the journal's checkpoint record).",
+                js.syncs);
+        counter(out, "esd_checkpoints_total", "Checkpoints made since the start.", js.checkpoints);
+        gauge(out, "esd_checkpoint_last_duration_seconds",
+              "Duration of the last checkpoint (pin, data.mdb fdatasync, record, sync).",
+              (double)js.checkpoint_last_us / 1e6);
+        gauge(out, "esd_checkpoint_max_duration_seconds", "Longest checkpoint since the start.",
+              (double)js.checkpoint_max_us / 1e6);
+        gauge(out, "esd_checkpoint_lag_events",
+              "Events applied to LMDB but not yet in a durable checkpoint (replayed from the "
+              "journal after a crash).",
+              (double)js.lag_events);
+        gauge(out, "esd_journal_replayed_entries",
+              "Journal entries replayed at the start (recovery).", (double)js.replayed_entries);
+        gauge(out, "esd_recovery_duration_seconds",
+              "Time of the start's journal recovery: replay and the first checkpoint.",
+              (double)js.recovery_us / 1e6);
+        gauge(out, "esd_journal_broken",
+              "1 once a journal write or checkpoint failed: appends fail until a restart.",
+              js.broken ? 1 : 0);
+    }
 
     /* requests */
     family(out, "esd_request_duration_seconds", "histogram",

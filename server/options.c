@@ -54,6 +54,15 @@ static const opt_def defs[] = {
      "a NEW store keeps events in plain, so they cannot be\n"
      "erased (default: sealed with per-stream keys;\n"
      "docs/erasure.md); an existing store keeps its choice"},
+    {{"sync-method", NULL, "journal|lmdb|nometasync", "lmdb"}, T_STR, CFG(sync_method), 1, 0,
+     false,
+     "with --sync full: journal (default): one journal write\n"
+     "and fdatasync per group commit, LMDB synced at\n"
+     "checkpoints; lmdb: LMDB's commit syncs twice;\n"
+     "nometasync: one sync per commit, replies held for\n"
+     "the next (measured, not recommended)"},
+    {{"journal-size", NULL, "SIZE", "256M"}, T_SIZE64, CFG(journal_bytes), 16u * 1024u,
+     1ull << 40, false, "the journal's ring, written once at creation\n(default 64M)"},
     {{"map-size", NULL, "SIZE", "64G"}, T_SIZE64, CFG(map_size), 0, UINT64_MAX, false,
      "LMDB map size, at least 1M, e.g. 64G (default 0:\n"
      "the store's default, 1T on 64-bit)"},
@@ -671,6 +680,13 @@ es_err options_parse(int argc, char **argv, esd_options *opts, char *msg, size_t
         char where[256];
         origin_of(opts, (size_t)find_def("map-size"), where, sizeof where);
         snprintf(msg, msg_len, "map-size (from %s) must be 0 (the default) or at least 1M", where);
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    if (strcmp(cfg->sync_method, "journal") != 0 && strcmp(cfg->sync_method, "lmdb") != 0 &&
+        strcmp(cfg->sync_method, "nometasync") != 0) {
+        char where[256];
+        origin_of(opts, (size_t)find_def("sync-method"), where, sizeof where);
+        snprintf(msg, msg_len, "sync-method (from %s) must be journal, lmdb or nometasync", where);
         return ES_ERR_INVALID_ARGUMENT;
     }
     if (!cfg->tls_cert != !cfg->tls_key) {

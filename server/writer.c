@@ -17,7 +17,8 @@ struct writer {
     pthread_cond_t cv;
     write_job *queue_head, *queue_tail;
     write_job *done_head, *done_tail;
-    size_t pending; /* submitted, not yet taken back */
+    write_job *held_head, *held_tail; /* writer thread: replies waiting for a sync */
+    size_t pending;                   /* submitted, not yet taken back */
     bool stopping;
     int efd;
     store_request *reqs; /* scratch for one batch, max_batch entries */
@@ -129,6 +130,47 @@ void writer_scavenge_set(writer *w, uint32_t slice, uint32_t interval_ms)
     pthread_mutex_unlock(&w->mu);
 }
 
+/*
+ * --sync-method nometasync: a commit syncs its data pages (and with them
+ * the previous commit's meta page) but not its own meta page. A batch's
+ * replies are held until a later commit that wrote something has synced,
+ * or, when no request is waiting, until store_flush. On return *first..*last
+ * is what may be answered now (NULL: nothing).
+ */
+static void hold_replies(writer *w, write_job **first, write_job **last, size_t nreq)
+{
+    bool wrote = false;
+    for (size_t i = 0; i < nreq; i++) {
+        if (w->reqs[i].rv == ES_OK) {
+            for (size_t k = 0; k < w->reqs[i].n_appends; k++) {
+                wrote |= !w->reqs[i].results[k].duplicate;
+            }
+        }
+    }
+    pthread_mutex_lock(&w->mu);
+    bool idle = w->queue_head == NULL;
+    pthread_mutex_unlock(&w->mu);
+    write_job *rel_head = w->held_head, *rel_tail = w->held_tail;
+    w->held_head = w->held_tail = NULL;
+    if (idle || !wrote) {
+        es_err rv = store_flush(w->st); /* this batch's meta too */
+        for (write_job *j = *first; j; j = j->next) {
+            if (rv != ES_OK && j->kind == WRITE_JOB_APPEND) {
+                j->req.synced = false;
+            }
+        }
+        if (rel_tail) {
+            rel_tail->next = *first;
+            *first = rel_head;
+        }
+        return;
+    }
+    w->held_head = *first;
+    w->held_tail = *last;
+    *first = rel_head;
+    *last = rel_tail;
+}
+
 static void *writer_main(void *arg)
 {
     writer *w = arg;
@@ -187,6 +229,12 @@ static void *writer_main(void *arg)
                 j->snapshot.rv = store_save_snapshot(
                     w->st, j->snapshot.stream, j->snapshot.stream_len, j->snapshot.revision,
                     j->snapshot.state_format, j->snapshot.data, j->snapshot.data_len);
+            }
+        }
+        if (store_sync_deferred(w->st)) {
+            hold_replies(w, &first, &last, nreq);
+            if (!first) {
+                continue;
             }
         }
         pthread_mutex_lock(&w->mu);

@@ -677,9 +677,9 @@ es_err store_erase(store *s, store_erase_op *op)
         rv = es_err_from_mdb(rc);
         goto out_abort_txn;
     }
-    rc = mdb_txn_commit(txn);
-    if (rc) {
-        return store_commit_err(s, rc);
+    rv = store_commit_durable(s, txn); /* the journal's checkpoint, when it runs */
+    if (rv != ES_OK) {
+        return rv;
     }
     if (!s->sync && mdb_env_sync(s->env, 1) != 0) {
         return ES_ERR_IO; /* recorded or not: the next open finishes it if it was */

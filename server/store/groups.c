@@ -370,10 +370,10 @@ es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
         }
     }
     if (rv == ES_OK) {
-        int rc = mdb_txn_commit(txn);
-        if (rc) {
-            rv = store_commit_err(s, rc);
-        }
+        /* Durable like an append: with the journal, LMDB commits without a
+         * sync, and only a checkpoint makes a group's state survive a
+         * power loss (the journal holds events only). */
+        rv = store_commit_durable(s, txn);
     } else if (txn) {
         mdb_txn_abort(txn);
     }

@@ -19,6 +19,9 @@
  *   erase.c   encryption at rest of streams and subjects, their key tables,
  *             erasure (crypto-shredding) and its recovery at open
  *   groups.c  consumer groups: definitions, checkpoints, acks, parked events
+ *   journal.c the durable append path: one journal write and fdatasync per
+ *             group commit, LMDB synced at checkpoints, recovery after a
+ *             crash or a power loss (the argument is in its design notes)
  *
  * Ownership words as in store.h. Every function here that returns an int
  * returns an LMDB code; every es_err has already been translated.
@@ -102,9 +105,11 @@ bool store_seal_slot(const uint8_t *sealed, size_t len, uint64_t *slot);
  *  @return ES_OK; ES_ERR_CORRUPT (wrong key, tampered, misshapen). */
 es_err store_unseal(const uint8_t key[STORE_KEY_BYTES], const uint8_t *sealed, size_t len,
                     uint64_t position, const uint8_t *id, uint8_t *out);
+typedef struct journal journal;
 
 struct store {
     MDB_env *env;
+    journal *jr; /* the journal (journal.c); NULL: LMDB syncs each commit, or nothing is synced */
     MDB_dbi meta, events, streams, stream_revs, event_ids, categories, types, snapshots;
     MDB_dbi life; /* stream_life */
     MDB_dbi removed_ids;
@@ -113,6 +118,7 @@ struct store {
     bool has_groups;                          /* false: a read-only store written before groups */
     bool has_life; /* false: a read-only format-2 store, which has none */
     bool sync;
+    bool deferred; /* STORE_SYNC_NOMETASYNC (store_sync_deferred) */
     bool read_only;
     bool follower;
     uint32_t max_events_per_append;
@@ -213,6 +219,79 @@ es_err store_record_parse(const MDB_val *v, es_record *r);
 /** @brief name | 0x00 | position BE into key (room for ES_MAX_NAME_BYTES + 9):
  *         a key of the category and type indexes; @return its length. */
 size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_t pos);
+
+/**
+ * @brief Commit a write transaction that is not an append (snapshot saves,
+ *        lifecycle changes) so that it is durable when this returns: with
+ *        the journal, commit and then checkpoint; otherwise LMDB's commit.
+ * @return ES_OK; the commit's error (store_commit_err); ES_ERR_IO (the
+ *         checkpoint failed: the change is applied but not known durable).
+ */
+es_err store_commit_durable(store *s, MDB_txn *txn);
+
+/* -------------------------------------------------------------- write.c -- */
+
+/**
+ * @brief Replay stored values (header, CRC and record, as the store wrote
+ *        them to `events`) in one write transaction, each stored unchanged
+ *        with its indexes; positions, revisions and ids are checked as for
+ *        an import. Used by journal recovery.
+ * @return ES_OK; ES_ERR_CORRUPT (a value fails its CRC or does not decode);
+ *         the import errors (msg says why, *bad the value at fault).
+ */
+es_err store_replay_records(store *s, const store_import_in *values, size_t n, size_t *bad,
+                            char *msg, size_t msg_len);
+
+/* ------------------------------------------------------------- journal.c -- */
+
+/**
+ * @brief Before LMDB opens DIR: read DIR/journal if there is one and put
+ *        data.mdb's meta pages back to its last durable checkpoint (design
+ *        notes in journal.c).
+ * @return ES_OK (*out set; no journal yet is not an error); ES_ERR_CORRUPT
+ *         (journal or data file damaged or mismatched: msg says which);
+ *         ES_ERR_IO; ES_ERR_NO_MEMORY.
+ */
+es_err journal_prepare(const char *dir, uint64_t ring_bytes, journal **out, char *msg,
+                       size_t msg_len);
+
+/** @brief Free a journal that was prepared but never started; accepts NULL. */
+void journal_free(journal *j);
+
+/** @brief Right after mdb_env_open: pin the checkpoint's state (a read txn). */
+es_err journal_pin(store *s, char *msg, size_t msg_len);
+
+/**
+ * @brief After the open transaction: switch LMDB to MDB_NOSYNC, replay the
+ *        journal (or create it), make the first checkpoint, start the
+ *        checkpoint thread.
+ */
+es_err journal_start(store *s, char *msg, size_t msg_len);
+
+/**
+ * @brief Write the events at positions first..last of the open write
+ *        transaction as one entry and fdatasync it (writer thread).
+ * @param[out] written false when the batch is too big for the ring (the
+ *        caller commits and calls journal_checkpoint_sync instead)
+ * @return ES_OK; ES_ERR_IO (the journal is broken from now on);
+ *         ES_ERR_CORRUPT; ES_ERR_NO_MEMORY.
+ */
+es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last, bool *written);
+
+/** @brief Cancel the entry just written (its commit failed). */
+void journal_unwrite(store *s);
+
+/** @brief After a commit: start a checkpoint in the background when due. */
+void journal_committed(store *s);
+
+/** @brief Make a checkpoint now, waiting for it (writer thread). */
+es_err journal_checkpoint_sync(store *s);
+
+/** @brief Stop the thread, checkpoint what is left, free; accepts no journal. */
+void journal_close(store *s);
+
+/** @brief The journal's figures (all zero without a journal). */
+void journal_stats(store *s, store_journal_stats *st);
 
 /* ---------------------------------------------------------------- life.c -- */
 

@@ -367,9 +367,9 @@ es_err store_life_apply(store *s, store_life_op *op)
         mdb_txn_abort(txn);
         return rv;
     }
-    rc = mdb_txn_commit(txn);
-    if (rc) {
-        return store_commit_err(s, rc);
+    rv = store_commit_durable(s, txn);
+    if (rv != ES_OK) {
+        return rv;
     }
     atomic_store(&s->head, head);
     op->life = l;

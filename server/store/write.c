@@ -31,6 +31,12 @@
  * removed is a duplicate with revisions and positions 0 (not checked
  * against stream or content: both are gone).
  *
+ * Durability: with the journal (journal.c), store_append_batch writes the
+ * batch's new `events` values as one journal entry and fdatasyncs it just
+ * before the commit, which then does not sync; other write transactions
+ * (snapshot saves, lifecycle changes) commit through store_commit_durable.
+ * Without it, LMDB's commit syncs (or, --sync none, nothing does).
+ *
  * Imports (a follower, esd --follow-nats): store_import_batch writes
  * records that a primary already positioned, byte for byte, in one write
  * transaction per batch, all or nothing. The same indexes are written as
@@ -713,6 +719,7 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
         b.next_stream = get_u64le(v.mv_data);
         b.next_position = store_last_position(b.txn, s->events) + 1;
         b.now_us = store_now_us();
+        uint64_t first_pos = b.next_position;
 
         size_t poisoned = n_reqs;
         for (size_t i = 0; i < n_reqs; i++) {
@@ -763,21 +770,46 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
         uint64_t head = b.next_position - 1;
         struct timespec c0, c1;
         clock_gettime(CLOCK_MONOTONIC, &c0);
+        /* With the journal: the batch's records are made durable in the
+         * journal first, then LMDB commits without a sync (journal.c). */
+        bool journaled = false;
+        if (s->jr && head >= first_pos) {
+            es_err jrv = journal_write_batch(s, b.txn, first_pos, head, &journaled);
+            if (jrv != ES_OK) {
+                mdb_txn_abort(b.txn);
+                for (size_t i = 0; i < n_reqs; i++) {
+                    reqs[i].rv = ES_OK;
+                }
+                fail_all(reqs, n_reqs, jrv);
+                return jrv;
+            }
+        }
         rc = mdb_txn_commit(b.txn); /* frees the txn, also on failure */
+        es_err crv = rc ? store_commit_err(s, rc) : ES_OK;
+        if (rc && journaled) {
+            journal_unwrite(s); /* not replayed: its requests fail */
+        }
+        if (!rc) {
+            atomic_store(&s->head, head);
+            if (s->jr && head >= first_pos && !journaled) {
+                crv = journal_checkpoint_sync(s); /* too big for the ring */
+            }
+        }
         clock_gettime(CLOCK_MONOTONIC, &c1);
         s->last_commit_call_us = (uint64_t)(c1.tv_sec - c0.tv_sec) * 1000000u +
                                  (uint64_t)(c1.tv_nsec / 1000) - (uint64_t)(c0.tv_nsec / 1000);
-        if (rc) {
+        if (crv != ES_OK) {
             for (size_t i = 0; i < n_reqs; i++) {
                 reqs[i].rv = ES_OK; /* so that fail_all overwrites every outcome */
             }
-            es_err crv = store_commit_err(s, rc);
             fail_all(reqs, n_reqs, crv);
             return crv;
         }
-        atomic_store(&s->head, head);
         for (size_t i = 0; i < n_reqs; i++) {
             reqs[i].synced = s->sync;
+        }
+        if (s->jr) {
+            journal_committed(s);
         }
         return ES_OK;
     }
@@ -863,8 +895,8 @@ static es_err import_validate(const store *s, const es_record *r, char *msg, siz
 
 /* Check one decoded record against the transaction's state and write it.
  * @return ES_OK or the refusal; *rc an LMDB code when a write failed. */
-static es_err import_one(store *s, batch_state *b, const es_record *r, const uint8_t *bytes,
-                         size_t len, char *msg, size_t msg_len, int *rc)
+static es_err import_one(store *s, batch_state *b, const es_record *r, const uint8_t *hdr,
+                         const uint8_t *bytes, size_t len, char *msg, size_t msg_len, int *rc)
 {
     *rc = 0;
     if (r->position != b->next_position) {
@@ -914,10 +946,14 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
     }
     uint8_t *rec = v.mv_data;
     memcpy(rec + RECORD_HEADER_BYTES, bytes, len);
-    rec[0] = RECORD_VERSION;
-    rec[1] = 0;
-    rec[2] = rec[3] = 0;
-    put_u32le(rec + 4, crc32c(0, rec + RECORD_HEADER_BYTES, len));
+    if (hdr) {
+        memcpy(rec, hdr, RECORD_HEADER_BYTES); /* a replayed value: stored as it was */
+    } else {
+        rec[0] = RECORD_VERSION;
+        rec[1] = 0;
+        rec[2] = rec[3] = 0;
+        put_u32le(rec + 4, crc32c(0, rec + RECORD_HEADER_BYTES, len));
+    }
 
     uint8_t key[ES_MAX_NAME_BYTES + 9];
     uint8_t val[24];
@@ -968,17 +1004,16 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
     return ES_OK;
 }
 
-es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_t *bad, char *msg,
-                          size_t msg_len)
+/*
+ * One write transaction of records. Imports (replay false) decode strictly
+ * and validate; a replay (the journal's records, full stored values
+ * written by this store before a crash) checks each value's header and CRC
+ * and decodes leniently, as reads do, and stores the value unchanged.
+ * Both check positions, revisions and ids against the state.
+ */
+static es_err import_records(store *s, const store_import_in *recs, size_t n, bool replay,
+                             size_t *bad, char *msg, size_t msg_len)
 {
-    *bad = n;
-    store_set_msg(msg, msg_len, "%s", "");
-    if (s->read_only) {
-        return ES_ERR_READ_ONLY;
-    }
-    if (n == 0 || n > STORE_MAX_IMPORT_BATCH) {
-        return ES_ERR_INVALID_ARGUMENT;
-    }
     batch_state b = {0};
     int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
     if (rc) {
@@ -995,12 +1030,27 @@ es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_
     es_err rv = ES_OK;
     for (size_t i = 0; i < n && rv == ES_OK; i++) {
         es_record r;
-        rv = import_decode(recs[i].record, recs[i].len, &r, msg, msg_len);
-        if (rv == ES_OK) {
-            rv = import_validate(s, &r, msg, msg_len);
+        const uint8_t *hdr = NULL;
+        const uint8_t *bytes = recs[i].record;
+        size_t len = recs[i].len;
+        if (replay) {
+            MDB_val rv_val = {recs[i].len, (void *)recs[i].record};
+            rv = store_record_open(&rv_val, &bytes, &len);
+            if (rv == ES_OK && es_record_parse(bytes, len, 0, &r) != ES_OK) {
+                rv = ES_ERR_CORRUPT;
+            }
+            if (rv != ES_OK) {
+                store_set_msg(msg, msg_len, "%s", "a record fails its CRC or does not decode");
+            }
+            hdr = recs[i].record;
+        } else {
+            rv = import_decode(bytes, len, &r, msg, msg_len);
+            if (rv == ES_OK) {
+                rv = import_validate(s, &r, msg, msg_len);
+            }
         }
         if (rv == ES_OK) {
-            rv = import_one(s, &b, &r, recs[i].record, recs[i].len, msg, msg_len, &rc);
+            rv = import_one(s, &b, &r, hdr, bytes, len, msg, msg_len, &rc);
         }
         if (rv != ES_OK && rc == 0) {
             *bad = i;
@@ -1023,6 +1073,28 @@ es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_
     }
     atomic_store(&s->head, head);
     return ES_OK;
+}
+
+es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_t *bad, char *msg,
+                          size_t msg_len)
+{
+    *bad = n;
+    store_set_msg(msg, msg_len, "%s", "");
+    if (s->read_only) {
+        return ES_ERR_READ_ONLY;
+    }
+    if (n == 0 || n > STORE_MAX_IMPORT_BATCH) {
+        return ES_ERR_INVALID_ARGUMENT;
+    }
+    return import_records(s, recs, n, false, bad, msg, msg_len);
+}
+
+es_err store_replay_records(store *s, const store_import_in *values, size_t n, size_t *bad,
+                            char *msg, size_t msg_len)
+{
+    *bad = n;
+    store_set_msg(msg, msg_len, "%s", "");
+    return n ? import_records(s, values, n, true, bad, msg, msg_len) : ES_OK;
 }
 
 /* -------------------------------------------------------------- snapshots -- */
@@ -1109,6 +1181,5 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
         }
     }
     put_u32le(p, crc32c(0, p + 4, SNAPSHOT_HEADER_BYTES - 4 + stored_len));
-    rc = mdb_txn_commit(txn);
-    return rc ? store_commit_err(s, rc) : ES_OK;
+    return store_commit_durable(s, txn);
 }

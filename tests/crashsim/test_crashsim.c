@@ -5,13 +5,17 @@
  *
  *   test_crashsim --states 120 --rules 0     ext4-like rules (suites crashsim, reliability)
  *   test_crashsim --states 120 --rules 1     POSIX rules
+ *   test_crashsim --method 1                 esd --sync-method lmdb (0: journal, the
+ *                                            default; 2: nometasync)
  *   test_crashsim --states 40 --unsafe 1     esd --sync none: a loss MUST be found
  *   test_crashsim --dirsync-fails 1          a failing directory fsync stops the start
  *   (suite long: --states 2000)
  *
  * Design notes
  * ------------
- * Recording: esd starts with --sync full under the shim (LD_PRELOAD,
+ * Recording: esd starts with --sync full (--sync-method as --method says;
+ * the journal with a 16 KiB ring, so that checkpoints, and with 100
+ * appends a wrap of the ring, fall inside the workload) under the shim (LD_PRELOAD,
  * CRASHSIM_DIR = its data directory, created beforehand, CRASHSIM_LOG), and
  * one client makes --appends appends of 1-3 events to 8 streams, each with
  * the exact expected revision. After each acknowledgement the size of the
@@ -62,6 +66,9 @@
 #define MAX_EVENTS 3u
 #define MAX_DATA   300u
 #define PREFIX     "cs"
+/* A small ring: checkpoints every ~4 KiB of entries and wraps of the ring
+ * fall inside the recorded workload. */
+#define JOURNAL_SIZE "16K"
 
 typedef struct ack {
     uint32_t stream;
@@ -153,10 +160,14 @@ static void dirsync_fails(bool parent)
 }
 
 /* Record the workload; returns the number of acknowledgements in *acks. */
+static const char *sync_method = "journal";
+
 static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, uint64_t salt,
                          rel_rng *rng, ack **out)
 {
-    const char *args[] = {"--sync", unsafe ? "none" : "full", NULL};
+    const char *args[] = {"--sync",    unsafe ? "none" : "full", "--sync-method",
+                          sync_method, "--journal-size",         JOURNAL_SIZE,
+                          NULL};
     esd_proc e;
     REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
     REL_CHECK(mkdir(e.data_dir, 0700) == 0, "mkdir %s", e.data_dir);
@@ -194,10 +205,13 @@ static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, ui
 
 int main(int argc, char **argv)
 {
-    static const char *const names[] = {"states",  "rules",         "unsafe",
-                                        "appends", "dirsync-fails", NULL};
-    uint64_t val[] = {120, 0, 0, 40, 0};
+    static const char *const names[] = {"states",        "rules",  "unsafe", "appends",
+                                        "dirsync-fails", "method", NULL};
+    uint64_t val[] = {120, 0, 0, 40, 0, 0};
     rel_args(argc, argv, "test_crashsim", names, val);
+    static const char *const methods[] = {"journal", "lmdb", "nometasync"};
+    REL_CHECK(val[5] < 3, "--method: 0 journal, 1 lmdb, 2 nometasync");
+    sync_method = methods[val[5]];
     uint64_t states = val[0], appends = val[3];
     cs_rules rules = val[1] ? CS_RULES_POSIX : CS_RULES_EXT4;
     bool unsafe = val[2] != 0;
@@ -227,7 +241,8 @@ int main(int argc, char **argv)
     rel_log("recorded %zu appends, %zu log records (%zu bytes), rules %s%s", n_acks, log.n, log.len,
             rules == CS_RULES_POSIX ? "posix" : "ext4", unsafe ? ", esd --sync none" : "");
 
-    const char *args[] = {"--sync", "full", NULL};
+    const char *args[] = {"--sync",     "full", "--sync-method", sync_method, "--journal-size",
+                          JOURNAL_SIZE, NULL};
     esd_proc e;
     REL_CHECK(esd_init(&e, args) == 0, "cannot make a temporary directory");
     e.quiet = true;

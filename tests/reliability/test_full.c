@@ -267,7 +267,10 @@ static void one_cycle(bool disk, uint64_t cy, rel_rng *rng, uint64_t *events_tot
                      strerror(err));
         }
         snprintf(mounted, sizeof mounted, "%s", e.data_dir);
-        e.args[0] = NULL;
+        /* A journal ring that leaves the 4 MiB tmpfs to the log. */
+        e.args[0] = "--journal-size";
+        e.args[1] = "64K";
+        e.args[2] = NULL;
     } else {
         e.args[0] = "--map-size";
         e.args[1] = "2M";

@@ -3,6 +3,7 @@
 # after the other, the same workloads, all durable.
 #
 #   tools/bench/compare.sh [--runs N] [--duration SECONDS] [--only esd|pg|redis]...
+#                          [--sync-methods "journal lmdb nometasync"]
 #
 # Workloads (200-byte events, each append to a random stream out of 10,000
 # unless said otherwise):
@@ -27,6 +28,10 @@
 #     redis-benchmark (EVALSHA, __rand_int__ keys); the replay is the faster of
 #     one XRANGE of the whole stream and XRANGE ... COUNT 4096 pages.
 #   esd: tools/esbench (its own esd in a temporary directory, --sync full).
+#     --sync-methods runs esd once per --sync-method in each run, side by
+#     side (the first is the table's esd; the others get their own lines
+#     and their ratio to the first): journal (the default), lmdb (LMDB's
+#     two-sync commit, the path before the journal), nometasync.
 #
 # The peers are installed from Debian packages if missing, each started on a
 # free loopback port in a temporary directory and stopped at the end; nothing
@@ -39,6 +44,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 runs=3
 duration=10
 only=()
+methods=(journal)
 esbench="$root/build/tools/esbench"
 
 usage() { sed -n '2,35s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
@@ -49,6 +55,7 @@ while [ $# -gt 0 ]; do
     --duration) duration="$2"; shift 2 ;;
     --only) only+=("$2"); shift 2 ;;
     --esbench) esbench="$2"; shift 2 ;;
+    --sync-methods) read -r -a methods <<<"$2"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -128,26 +135,37 @@ record() { R["$1,$2,$3,$4"]="$5"; }
 
 # ----------------------------------------------------------------- esd --
 
-bench_esd() { # bench_esd RUN
-    local run=$1 w c out
+esd_for() { # esd_for METHOD: an esd that runs with --sync-method METHOD
+    local w="$tmp/esd-$1"
+    if [ ! -x "$w" ]; then
+        printf '#!/bin/sh\nexec "%s" "$@" --sync-method %s\n' "$(dirname "$esbench")/../server/esd" "$1" >"$w"
+        chmod +x "$w"
+    fi
+    echo "$w"
+}
+
+bench_esd() { # bench_esd RUN METHOD SYSTEM
+    local run=$1 sys=$3 w c out esd
+    esd="$(esd_for "$2")"
     for c in 1 16 64; do
         w=append-$c
-        say "esd $w (run $run)"
-        out="$(timeout $((duration + 120)) "$esbench" append --connections $c --duration "$duration" --json </dev/null)"
-        record esd $w eps $run "$(json_num events_per_sec <<<"$out")"
-        record esd $w p50 $run "$(json_num p50_us <<<"$out")"
-        record esd $w p99 $run "$(json_num p99_us <<<"$out")"
-        record esd $w batch $run "$(json_num mean_commit_batch <<<"$out")"
+        say "$sys $w (run $run)"
+        out="$(timeout $((duration + 120)) "$esbench" append --esd "$esd" --connections $c --duration "$duration" --json </dev/null)"
+        record "$sys" $w eps $run "$(json_num events_per_sec <<<"$out")"
+        record "$sys" $w p50 $run "$(json_num p50_us <<<"$out")"
+        record "$sys" $w p99 $run "$(json_num p99_us <<<"$out")"
+        record "$sys" $w batch $run "$(json_num mean_commit_batch <<<"$out")"
     done
-    say "esd append-100x16 (run $run)"
-    out="$(timeout $((duration + 120)) "$esbench" append --connections 16 --batch 100 --duration "$duration" --json </dev/null)"
-    record esd append-100x16 eps $run "$(json_num events_per_sec <<<"$out")"
-    say "esd replay-100k (run $run)"
-    out="$(timeout 300 "$esbench" read-stream --events 100000 --duration "$duration" --json </dev/null)"
-    record esd replay-100k eps $run "$(json_num events_per_sec <<<"$out")"
-    say "esd catchup-1m (run $run)"
-    out="$(timeout 600 "$esbench" subscribe --events 1000000 --duration 2 --json </dev/null)"
-    record esd catchup-1m eps $run "$(json_num events_per_sec <<<"$out")"
+    say "$sys append-100x16 (run $run)"
+    out="$(timeout $((duration + 120)) "$esbench" append --esd "$esd" --connections 16 --batch 100 --duration "$duration" --json </dev/null)"
+    record "$sys" append-100x16 eps $run "$(json_num events_per_sec <<<"$out")"
+    say "$sys replay-100k (run $run)"
+    out="$(timeout 300 "$esbench" read-stream --esd "$esd" --events 100000 --duration "$duration" --json </dev/null)"
+    record "$sys" replay-100k eps $run "$(json_num events_per_sec <<<"$out")"
+    [ "$sys" = esd ] || return 0 # the catch-up reads what a --sync none fill wrote
+    say "$sys catchup-1m (run $run)"
+    out="$(timeout 600 "$esbench" subscribe --esd "$esd" --events 1000000 --duration 2 --json </dev/null)"
+    record "$sys" catchup-1m eps $run "$(json_num events_per_sec <<<"$out")"
 }
 
 # ---------------------------------------------------------- PostgreSQL --
@@ -317,7 +335,11 @@ want pg && start_pg
 want redis && start_redis
 
 for run in $(seq "$runs"); do
-    want esd && bench_esd "$run"
+    if want esd; then
+        for m in "${methods[@]}"; do
+            if [ "$m" = "${methods[0]}" ]; then bench_esd "$run" "$m" esd; else bench_esd "$run" "$m" "esd-$m"; fi
+        done
+    fi
     want pg && bench_pg "$run"
     want redis && bench_redis "$run"
 done
@@ -352,5 +374,15 @@ for w in append-1 append-16 append-64; do
     printf '%-16s %12s %12s %12s\n' "$w p99 us" "$(fmt "$(med esd $w p99)")" "$(fmt "$(med pg $w p99)")" "$(fmt "$(med redis $w p99)")"
 done
 if want esd; then
+    for m in "${methods[@]:1}"; do
+        echo "esd --sync-method $m (side by side; ${methods[0]}/$m in brackets):"
+        for w in append-1 append-16 append-64 append-100x16 replay-100k; do
+            a="$(med esd $w eps)"; b="$(med "esd-$m" $w eps)"
+            printf '  %-16s %12s   [%s]\n' "$w ev/s" "$(fmt "$b")" "$(ratio "$a" "$b")"
+        done
+        for w in append-1 append-16 append-64; do
+            printf '  %-16s %12s / %s\n' "$w p50/p99 us" "$(fmt "$(med "esd-$m" $w p50)")" "$(fmt "$(med "esd-$m" $w p99)")"
+        done
+    done
     echo "esd mean commit batch (events per LMDB commit): 1 conn $(med esd append-1 batch), 16 conns $(med esd append-16 batch), 64 conns $(med esd append-64 batch)"
 fi

@@ -65,6 +65,10 @@ ERROR_TABLE = [
     (40, "ERASED", "ErasedError", "erased: the data key of the stream or subject was destroyed"),
     (41, "NOT_ERASABLE", "NotErasableError",
      "stored in plain (encryption was off when it was created): cannot be erased"),
+    (42, "GROUP_NOT_FOUND", "GroupNotFoundError", "no such consumer group"),
+    (43, "GROUP_EXISTS", "GroupExistsError", "consumer group already exists"),
+    (44, "NOT_IN_FLIGHT", "NotInFlightError", "position not in flight with this member"),
+    (45, "ALREADY_JOINED", "AlreadyJoinedError", "already a member of this group on this connection"),
 ]
 
 

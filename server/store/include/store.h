@@ -47,6 +47,19 @@ typedef struct store store;
  */
 #define STORE_EXIT_DAMAGED 70
 
+/** How a durable store (sync = true) makes an acknowledged append durable. */
+typedef enum store_sync_method {
+    STORE_SYNC_JOURNAL = 0, /* one journal write + fdatasync per group commit;
+                               LMDB synced at checkpoints (server/store/journal.c) */
+    STORE_SYNC_LMDB,        /* LMDB's commit: data pages synced, then the meta page */
+    STORE_SYNC_NOMETASYNC,  /* the measured alternative: MDB_NOMETASYNC, one sync per commit
+                               (its data pages and the previous meta); the writer holds
+                               replies until the next commit's sync or store_flush */
+} store_sync_method;
+
+#define STORE_DEFAULT_JOURNAL_BYTES (64ull << 20) /* the journal's ring */
+#define STORE_MIN_JOURNAL_BYTES     (16ull << 10)
+
 /** A sink for lines the store logs (index damage met by a read or a write). */
 typedef void (*store_log_fn)(void *ctx, const char *line);
 
@@ -63,8 +76,10 @@ typedef struct store_options {
                                        ES_ERR_FOLLOWER; events arrive through store_import_batch */
     store_log_fn damage_log;        /* index damage found while serving (NULL: stderr) */
     void *damage_log_ctx;
-    bool no_encrypt; /* a NEW store keeps events in plain (an existing store
-                        keeps the choice it was created with) */
+    bool no_encrypt;               /* a NEW store keeps events in plain (an existing store
+                                      keeps the choice it was created with) */
+    store_sync_method sync_method; /* with sync, not read_only, not follower */
+    uint64_t journal_bytes;        /* the journal's ring (0: STORE_DEFAULT_JOURNAL_BYTES) */
 } store_options;
 
 /**
@@ -713,6 +728,35 @@ typedef struct store_stats {
 
 /** @return ES_OK; ES_ERR_IO. */
 es_err store_stats_get(store *s, store_stats *st);
+
+/** The journal's figures (journal.c); all zero when there is no journal. */
+typedef struct store_journal_stats {
+    bool enabled;
+    bool broken;          /* a journal write or checkpoint failed: appends fail until restart */
+    bool meta_restored;   /* the start put data.mdb's meta pages back to the checkpoint */
+    uint64_t ring_bytes;  /* size of the journal's ring */
+    uint64_t bytes;       /* entry bytes written since the start */
+    uint64_t syncs;       /* fdatasyncs: one per entry, two per checkpoint */
+    uint64_t entries;     /* entries written (one per group commit with new events) */
+    uint64_t checkpoints; /* made since the start (the first at the start included) */
+    uint64_t checkpoint_last_us, checkpoint_max_us, checkpoint_total_us;
+    uint64_t lag_events; /* events applied to LMDB, not yet in a durable checkpoint */
+    uint64_t replayed_entries, replayed_events; /* at the start */
+    uint64_t recovery_us;                       /* the start's replay and first checkpoint */
+} store_journal_stats;
+
+/**
+ * @brief Whether replies must wait for a later sync (STORE_SYNC_NOMETASYNC):
+ *        a commit leaves its meta page unsynced until the next commit's data
+ *        sync or store_flush.
+ */
+bool store_sync_deferred(const store *s);
+
+/** @brief Sync everything committed (mdb_env_sync); writer thread. @return ES_OK; ES_ERR_IO. */
+es_err store_flush(store *s);
+
+/** @brief The journal's figures; any thread. */
+void store_journal_stats_get(store *s, store_journal_stats *st);
 
 /** @brief The last committed position (0 for an empty store). */
 uint64_t store_head(store *s);
