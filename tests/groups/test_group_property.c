@@ -87,11 +87,27 @@ static uint32_t stream_no(const char *s)
     return (uint32_t)strtoul(s + strlen("prop-"), NULL, 10);
 }
 
-static es_client *member_client(void)
+/* esd's address as the members may read it: the main thread restarts esd
+ * (esd_start rewrites esd.address) while they run. */
+static pthread_mutex_t addr_mu = PTHREAD_MUTEX_INITIALIZER;
+static char addr_now[sizeof esd.address];
+
+static void addr_publish(void)
 {
+    pthread_mutex_lock(&addr_mu);
+    memcpy(addr_now, esd.address, sizeof addr_now);
+    pthread_mutex_unlock(&addr_mu);
+}
+
+/* A client of esd; buf (the member's own) holds the address it keeps. */
+static es_client *member_client(char buf[sizeof addr_now])
+{
+    pthread_mutex_lock(&addr_mu);
+    memcpy(buf, addr_now, sizeof addr_now);
+    pthread_mutex_unlock(&addr_mu);
     es_client_options o;
     es_client_options_init(&o);
-    o.address = esd.address;
+    o.address = buf;
     o.client_name = "prop-member";
     o.connect_timeout_ms = 2000;
     o.request_timeout_ms = 10000;
@@ -108,13 +124,14 @@ typedef struct member_ctx {
     int id;
     rel_rng rng;
     pthread_t th;
+    char addr[sizeof addr_now];
 } member_ctx;
 
 static void *member_main(void *arg)
 {
     member_ctx *mc = arg;
     while (!atomic_load(&stopping)) {
-        es_client *c = member_client();
+        es_client *c = member_client(mc->addr);
         es_group_member *m = NULL;
         if (!c ||
             es_group_join(c, GROUP, (uint32_t)rel_range(&mc->rng, 1, 64), "prop", &m) != ES_OK) {
@@ -273,6 +290,7 @@ int main(int argc, char **argv)
               "create: %s", es_client_errmsg(c));
     rel_log("%" PRIu64 " events over %" PRIu64 " streams; 4 members", n_events, n_streams);
 
+    addr_publish();
     member_ctx ms[MEMBERS];
     for (int i = 0; i < MEMBERS; i++) {
         ms[i].id = i;
@@ -298,6 +316,7 @@ int main(int argc, char **argv)
                 }
                 REL_CHECK(esd_stop(&esd, SIGKILL, 10000, NULL, NULL) == 0, "kill -9");
                 REL_CHECK(esd_start(&esd, 10000) == 0, "restart");
+                addr_publish();
                 kills++;
                 next_kill = n_events * (kills + 1) / (values[OPT_KILLS] + 1);
                 rel_log("esd killed and restarted at checkpoint %" PRIu64, last_cp);
