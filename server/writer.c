@@ -174,6 +174,11 @@ static void hold_replies(writer *w, write_job **first, write_job **last, size_t 
 static void *writer_main(void *arg)
 {
     writer *w = arg;
+    /* The thread's malloc arena (128 MiB of address space for a moment) is
+     * made now, not at the first scavenger slice or append a second later:
+     * esd's address space settles before it serves. */
+    void *volatile warm = malloc(1); /* volatile: not optimised away */
+    free(warm);
     for (;;) {
         pthread_mutex_lock(&w->mu);
         writer_wait(w);

@@ -526,6 +526,12 @@ static void *ckpt_thread(void *arg)
 {
     store *s = arg;
     journal *j = s->jr;
+    /* glibc gives a thread its malloc arena at its first malloc or free,
+     * mapping 128 MiB of address space for a moment: done here, at start,
+     * not at the first checkpoint, esd's address space settles before it
+     * serves (VmPeak then says what requests cost). */
+    void *volatile warm = malloc(1); /* volatile: not optimised away */
+    free(warm);
     pthread_mutex_lock(&j->mu);
     for (;;) {
         while (!j->in_flight && !j->stopping) {
