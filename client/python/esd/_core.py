@@ -24,12 +24,13 @@ import os
 import random
 import ssl
 import struct
+import time
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
 from . import errors
 from ._pb import pb
-from .types import END, Event, Expected
+from .types import END, Event, Expected, ServerInfo
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 7400
@@ -520,3 +521,90 @@ def resolve_start(from_start: bool, after: Optional[int], from_end: bool):
 def seed() -> random.Random:
     """A random generator for the jitter (different per client)."""
     return random.Random(int.from_bytes(os.urandom(8), "big"))
+
+
+class ClientBase:
+    """The state the blocking client (esd.Client) and the asyncio client
+    (esd.aio.Client) share: the options, the circuit breaker, request ids,
+    the frame caps and the last handshake. The keyword arguments are
+    documented on esd.Client. A subclass adds its transport's state in
+    _init_transport, which runs at the end of __init__; no I/O happens here.
+    """
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, client_name: str = "esd-python",
+                 user: Optional[str] = None, token=None, token_file: Optional[str] = None,
+                 tls: bool = False, tls_ca_file: Optional[str] = None,
+                 tls_server_name: Optional[str] = None, tls_insecure: bool = False,
+                 connect_timeout: float = 5.0, request_timeout: float = 30.0,
+                 reconnect_attempts: int = 4, backoff_initial: float = 0.1,
+                 backoff_max: float = 5.0, breaker_threshold: int = 5,
+                 breaker_reset: float = 10.0, max_in_flight: int = 0,
+                 max_frame_bytes: int = 0, max_pending: int = 65536):
+        self._o = make_options(
+            address, client_name=client_name, user=user, token=token, token_file=token_file,
+            tls=tls, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name,
+            tls_insecure=tls_insecure, connect_timeout=connect_timeout,
+            request_timeout=request_timeout, reconnect_attempts=reconnect_attempts,
+            backoff_initial=backoff_initial, backoff_max=backoff_max,
+            breaker_threshold=breaker_threshold, breaker_reset=breaker_reset,
+            max_in_flight=max_in_flight, max_frame_bytes=max_frame_bytes,
+            max_pending=max_pending)
+        self._breaker = Breaker(self._o.breaker_threshold, self._o.breaker_reset)
+        self._rng = seed()
+        self._ready = False
+        self._epoch = 0
+        self._next_id = 0
+        self._pending = {}
+        self._inflight_cap = 1
+        self._reset_limits()
+        self._out = bytearray()
+        self._subs = {}  # Subscribe request id -> Subscription
+        self._info = None
+        self.clock = time.monotonic  #: replaceable, for tests of the breaker
+        self._init_transport()
+
+    def _init_transport(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def server_info(self) -> Optional[ServerInfo]:
+        """The server's HelloOk of the last handshake (None before one)."""
+        return self._info
+
+    @property
+    def breaker_state(self) -> str:
+        """"closed", "open" or "half_open"."""
+        return self._breaker.state
+
+    def _drop(self, exc: errors.EsdError) -> None:
+        raise NotImplementedError
+
+    def _reset_limits(self) -> None:
+        """The caps before a handshake: the client's own, one request in flight."""
+        self._recv_cap = clamp_frame(self._o.max_frame_bytes)
+        self._send_cap = DEFAULT_MAX_FRAME
+        self._inflight_cap = 1
+        self._notice = ""
+
+    def _hello_error(self, e: errors.EsdError) -> errors.EsdError:
+        """What a failed Hello raises: a lost or silent connection is a
+        ConnectionError (retried); a refusal is raised as it is."""
+        if isinstance(e, (errors.ClosedError, errors.TimeoutError)):
+            return errors.ConnectionError(f"hello failed: {e.message}")
+        return e
+
+    def _accept_hello(self, ok) -> None:
+        """Check the HelloOk and take the server's limits; the connection is ready."""
+        if ok.protocol_version != PROTOCOL_VERSION:
+            self._drop(errors.ClosedError("unsupported protocol version"))
+            raise errors.UnsupportedVersionError(
+                f"the server speaks protocol version {ok.protocol_version}, this library "
+                f"{PROTOCOL_VERSION}")
+        self._info = ServerInfo(ok)
+        lim = ok.limits
+        self._send_cap = clamp_frame(lim.max_frame_bytes)
+        self._recv_cap = clamp_frame(self._o.max_frame_bytes or lim.max_frame_bytes)
+        caps = [c for c in (self._o.max_in_flight, lim.max_in_flight) if c]
+        self._inflight_cap = min(caps) if caps else DEFAULT_IN_FLIGHT
+        self._ready = True
+        self._epoch += 1

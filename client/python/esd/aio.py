@@ -29,7 +29,7 @@ from . import errors
 from ._pb import pb
 from .client import Subscription as _SyncSubscription
 from .client import _TRANSIENT, _append_result, _txn_result
-from .types import (END, AppendResult, Event, RecordedEvent, ServerInfo, Snapshot, Stats,
+from .types import (END, AppendResult, Event, RecordedEvent, Snapshot, Stats,
                     StreamDeleted, StreamInfo, StreamMetadata)
 
 __all__ = ["Client", "PendingAppend", "Subscription"]
@@ -51,47 +51,17 @@ class PendingAppend:
         return _append_result(await self._fut)
 
 
-class Client:
+class Client(core.ClientBase):
     """An asyncio connection to esd; the arguments are those of esd.Client."""
 
-    def __init__(self, address: str = core.DEFAULT_ADDRESS, *, client_name: str = "esd-python",
-                 user: Optional[str] = None, token=None, token_file: Optional[str] = None,
-                 tls: bool = False, tls_ca_file: Optional[str] = None,
-                 tls_server_name: Optional[str] = None, tls_insecure: bool = False,
-                 connect_timeout: float = 5.0, request_timeout: float = 30.0,
-                 reconnect_attempts: int = 4, backoff_initial: float = 0.1,
-                 backoff_max: float = 5.0, breaker_threshold: int = 5,
-                 breaker_reset: float = 10.0, max_in_flight: int = 0,
-                 max_frame_bytes: int = 0, max_pending: int = 65536):
-        self._o = core.make_options(
-            address, client_name=client_name, user=user, token=token, token_file=token_file,
-            tls=tls, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name,
-            tls_insecure=tls_insecure, connect_timeout=connect_timeout,
-            request_timeout=request_timeout, reconnect_attempts=reconnect_attempts,
-            backoff_initial=backoff_initial, backoff_max=backoff_max,
-            breaker_threshold=breaker_threshold, breaker_reset=breaker_reset,
-            max_in_flight=max_in_flight, max_frame_bytes=max_frame_bytes,
-            max_pending=max_pending)
-        self._breaker = core.Breaker(self._o.breaker_threshold, self._o.breaker_reset)
-        self._rng = core.seed()
+    def _init_transport(self) -> None:
+        # self._pending: id -> Future
         self._reader = None
         self._writer = None
         self._task = None
-        self._ready = False
-        self._epoch = 0
-        self._next_id = 0
-        self._pending = {}  # id -> Future
-        self._inflight_cap = 1
         self._waiters = deque()  # futures of senders waiting for room in flight
-        self._recv_cap = core.clamp_frame(self._o.max_frame_bytes)
-        self._send_cap = core.DEFAULT_MAX_FRAME
-        self._subs = {}
-        self._info = None
-        self._notice = ""
         self._lock = None
-        self._out = bytearray()
         self._flush_soon = False
-        self.clock = time.monotonic  #: replaceable, for tests of the breaker
 
     async def __aenter__(self) -> "Client":
         return self
@@ -103,16 +73,6 @@ class Client:
     def connected(self) -> bool:
         """Whether the client holds a connection that completed the Hello."""
         return self._ready and self._writer is not None
-
-    @property
-    def server_info(self) -> Optional[ServerInfo]:
-        """The server's HelloOk of the last handshake (None before one)."""
-        return self._info
-
-    @property
-    def breaker_state(self) -> str:
-        """"closed", "open" or "half_open"."""
-        return self._breaker.state
 
     @property
     def in_flight(self) -> int:
@@ -198,10 +158,7 @@ class Client:
     async def _connect_once(self) -> None:
         o = self._o
         deadline = time.monotonic() + o.connect_timeout
-        self._recv_cap = core.clamp_frame(o.max_frame_bytes)
-        self._send_cap = core.DEFAULT_MAX_FRAME
-        self._inflight_cap = 1
-        self._notice = ""
+        self._reset_limits()
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -225,22 +182,8 @@ class Client:
             ok = core.check_reply(await fut, "hello")
         except errors.EsdError as e:
             self._drop(errors.ClosedError("hello refused"))
-            if isinstance(e, (errors.ClosedError, errors.TimeoutError)):
-                raise errors.ConnectionError(f"hello failed: {e.message}") from None
-            raise
-        if ok.protocol_version != core.PROTOCOL_VERSION:
-            self._drop(errors.ClosedError("unsupported protocol version"))
-            raise errors.UnsupportedVersionError(
-                f"the server speaks protocol version {ok.protocol_version}, this library "
-                f"{core.PROTOCOL_VERSION}")
-        self._info = ServerInfo(ok)
-        lim = ok.limits
-        self._send_cap = core.clamp_frame(lim.max_frame_bytes)
-        self._recv_cap = core.clamp_frame(o.max_frame_bytes or lim.max_frame_bytes)
-        caps = [c for c in (o.max_in_flight, lim.max_in_flight) if c]
-        self._inflight_cap = min(caps) if caps else core.DEFAULT_IN_FLIGHT
-        self._ready = True
-        self._epoch += 1
+            raise self._hello_error(e) from None
+        self._accept_hello(ok)
 
     async def _read_loop(self, reader) -> None:
         buf = bytearray()
@@ -577,36 +520,17 @@ class Subscription(_SyncSubscription):
     async def _subscribe_now(self) -> None:
         c = self._c
         await c._ensure()
-        info = c.server_info
-        if self._store_id is not None and info is not None and info.store_id != self._store_id:
-            self._close(errors.IncompatibleStoreError(
-                "the server now serves another store (its store id changed): the "
-                "subscription's positions mean nothing there"))
-            raise self._closed
+        self._check_store()
         await c._room()
-        fut = c._submit(core.subscribe_request(self._target, self._name, self._seen,
-                                               self._from_end, self._batch))
+        fut = c._submit(self._request())
         rid = c._next_id
-        self._id = rid
-        self._epoch = c._epoch
-        self._discard = False
-        c._subs[rid] = self
+        self._attach(rid)
         try:
             ok = core.check_reply(await fut, "subscribe")
         except errors.EsdError as e:
-            c._subs.pop(rid, None)
-            self._id = 0
-            self._queue.clear()
-            self._queued = 0
-            if not isinstance(e, _TRANSIENT):
-                self._close(e)
+            self._refused(rid, e)
             raise
-        if self._from_end:
-            self._from_end = False
-            self._last = self._seen = ok.head_position
-        if self._store_id is None and info is not None:
-            self._store_id = info.store_id
-        self._last_rx = time.monotonic()
+        self._subscribed(ok)
 
     async def _resubscribe(self) -> None:
         c = self._c

@@ -36,7 +36,7 @@ from typing import Iterable, Iterator, List, Optional
 from . import _core as core
 from . import errors
 from ._pb import pb
-from .types import (END, AppendResult, CaughtUp, Event, RecordedEvent, ServerInfo, Snapshot,
+from .types import (END, AppendResult, CaughtUp, Event, RecordedEvent, Snapshot,
                     Stats, StreamDeleted, StreamInfo, StreamMetadata)
 
 __all__ = ["Client", "PendingAppend", "Subscription"]
@@ -81,7 +81,7 @@ class PendingAppend:
                 pass
 
 
-class Client:
+class Client(core.ClientBase):
     """A blocking connection to esd.
 
     Arguments (all keyword-only except address):
@@ -105,44 +105,14 @@ class Client:
     context manager to close it.
     """
 
-    def __init__(self, address: str = core.DEFAULT_ADDRESS, *, client_name: str = "esd-python",
-                 user: Optional[str] = None, token=None, token_file: Optional[str] = None,
-                 tls: bool = False, tls_ca_file: Optional[str] = None,
-                 tls_server_name: Optional[str] = None, tls_insecure: bool = False,
-                 connect_timeout: float = 5.0, request_timeout: float = 30.0,
-                 reconnect_attempts: int = 4, backoff_initial: float = 0.1,
-                 backoff_max: float = 5.0, breaker_threshold: int = 5,
-                 breaker_reset: float = 10.0, max_in_flight: int = 0,
-                 max_frame_bytes: int = 0, max_pending: int = 65536):
-        self._o = core.make_options(
-            address, client_name=client_name, user=user, token=token, token_file=token_file,
-            tls=tls, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name,
-            tls_insecure=tls_insecure, connect_timeout=connect_timeout,
-            request_timeout=request_timeout, reconnect_attempts=reconnect_attempts,
-            backoff_initial=backoff_initial, backoff_max=backoff_max,
-            breaker_threshold=breaker_threshold, breaker_reset=breaker_reset,
-            max_in_flight=max_in_flight, max_frame_bytes=max_frame_bytes,
-            max_pending=max_pending)
-        self._breaker = core.Breaker(self._o.breaker_threshold, self._o.breaker_reset)
-        self._rng = core.seed()
+    def _init_transport(self) -> None:
+        # self._pending: id -> _WAITING | Response | EsdError
         self._sock = None
-        self._ready = False
-        self._epoch = 0
-        self._next_id = 0
-        self._pending = {}  # id -> _WAITING | Response | EsdError
         self._deadlines = {}  # id -> monotonic deadline
         self._abandoned = set()
         self._in_flight = 0
-        self._inflight_cap = 1
-        self._recv_cap = core.clamp_frame(self._o.max_frame_bytes)
-        self._send_cap = core.DEFAULT_MAX_FRAME
-        self._out = bytearray()
         self._in = bytearray()
-        self._subs = {}  # Subscribe request id -> Subscription
-        self._info = None
-        self._notice = ""
         self.sleep = time.sleep  #: replaceable, for tests of the backoff
-        self.clock = time.monotonic  #: replaceable, for tests of the breaker
 
     # ------------------------------------------------------ the connection --
 
@@ -164,16 +134,6 @@ class Client:
     def connected(self) -> bool:
         """Whether the client holds a connection that completed the Hello."""
         return self._ready and self._sock is not None
-
-    @property
-    def server_info(self) -> Optional[ServerInfo]:
-        """The server's HelloOk of the last handshake (None before one)."""
-        return self._info
-
-    @property
-    def breaker_state(self) -> str:
-        """"closed", "open" or "half_open"."""
-        return self._breaker.state
 
     @property
     def in_flight(self) -> int:
@@ -258,11 +218,8 @@ class Client:
     def _connect_once(self) -> None:
         o = self._o
         deadline = time.monotonic() + o.connect_timeout
-        self._recv_cap = core.clamp_frame(o.max_frame_bytes)
-        self._send_cap = core.DEFAULT_MAX_FRAME
-        self._inflight_cap = 1
+        self._reset_limits()
         self._ready = False
-        self._notice = ""
         try:
             sock = socket.create_connection((o.host, o.port), timeout=o.connect_timeout)
         except OSError as e:
@@ -289,22 +246,8 @@ class Client:
         except errors.EsdError as e:
             if self._sock is not None:
                 self._drop(errors.ClosedError("hello refused"))
-            if isinstance(e, (errors.ClosedError, errors.TimeoutError)):
-                raise errors.ConnectionError(f"hello failed: {e.message}") from None
-            raise
-        if ok.protocol_version != core.PROTOCOL_VERSION:
-            self._drop(errors.ClosedError("unsupported protocol version"))
-            raise errors.UnsupportedVersionError(
-                f"the server speaks protocol version {ok.protocol_version}, this library "
-                f"{core.PROTOCOL_VERSION}")
-        self._info = ServerInfo(ok)
-        lim = ok.limits
-        self._send_cap = core.clamp_frame(lim.max_frame_bytes)
-        self._recv_cap = core.clamp_frame(o.max_frame_bytes or lim.max_frame_bytes)
-        caps = [c for c in (o.max_in_flight, lim.max_in_flight) if c]
-        self._inflight_cap = min(caps) if caps else core.DEFAULT_IN_FLIGHT
-        self._ready = True
-        self._epoch += 1
+            raise self._hello_error(e) from None
+        self._accept_hello(ok)
 
     # ----------------------------------------------------------- frames --
 
@@ -810,32 +753,51 @@ class Subscription:
     def _subscribe_now(self) -> None:
         c = self._c
         c._ensure()
-        info = c.server_info
+        self._check_store()
+        rid = c._submit(self._request())
+        self._attach(rid)
+        try:
+            ok = core.check_reply(c._wait(rid), "subscribe")
+        except errors.EsdError as e:
+            self._refused(rid, e)
+            raise
+        self._subscribed(ok)
+
+    # The steps of (re)subscribing that the asyncio Subscription shares.
+
+    def _check_store(self) -> None:
+        """Refuse to resume on a server that serves another store."""
+        info = self._c.server_info
         if self._store_id is not None and info is not None and info.store_id != self._store_id:
             self._close(errors.IncompatibleStoreError(
                 "the server now serves another store (its store id changed): the "
                 "subscription's positions mean nothing there"))
             raise self._closed
-        req = core.subscribe_request(self._target, self._name, self._seen, self._from_end,
-                                     self._batch)
-        rid = c._submit(req)
+
+    def _request(self):
+        return core.subscribe_request(self._target, self._name, self._seen, self._from_end,
+                                      self._batch)
+
+    def _attach(self, rid: int) -> None:
+        c = self._c
         self._id = rid
         self._epoch = c._epoch
         self._discard = False
         c._subs[rid] = self
-        try:
-            ok = core.check_reply(c._wait(rid), "subscribe")
-        except errors.EsdError as e:
-            c._subs.pop(rid, None)
-            self._id = 0
-            self._queue.clear()
-            self._queued = 0
-            if not isinstance(e, _TRANSIENT):
-                self._close(e)
-            raise
+
+    def _refused(self, rid: int, e: errors.EsdError) -> None:
+        self._c._subs.pop(rid, None)
+        self._id = 0
+        self._queue.clear()
+        self._queued = 0
+        if not isinstance(e, _TRANSIENT):
+            self._close(e)
+
+    def _subscribed(self, ok) -> None:
         if self._from_end:
             self._from_end = False
             self._last = self._seen = ok.head_position
+        info = self._c.server_info
         if self._store_id is None and info is not None:
             self._store_id = info.store_id
         self._last_rx = time.monotonic()
