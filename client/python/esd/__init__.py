@@ -15,18 +15,20 @@ protocol (esd.WrongExpectedRevisionError, esd.NotFoundError, ...).
 from . import errors
 from ._core import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, DEFAULT_ADDRESS
 from .client import Client, PendingAppend, Subscription
+from .group import GroupMember
 from .errors import *  # noqa: F401,F403 - one class per error code
 from .errors import Conflict, EsdError, error_for
-from .types import (ANY, END, NO_STREAM, STREAM_EXISTS, AppendResult, CaughtUp, Event, Expected,
-                    RecordedEvent, ServerInfo, Snapshot, Stats, StreamDeleted, StreamInfo,
-                    StreamMetadata, uuid7)
+from .types import (ANY, END, NO_STREAM, STREAM_EXISTS, AppendResult, CaughtUp, Erased, Event,
+                    Expected, GroupState, ParkedEvent, RecordedEvent, ServerInfo, Snapshot, Stats,
+                    StreamDeleted, StreamInfo, StreamMetadata, uuid7)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANY", "END", "NO_STREAM", "STREAM_EXISTS", "AppendResult", "BREAKER_CLOSED",
     "BREAKER_HALF_OPEN", "BREAKER_OPEN", "CaughtUp", "Client", "Conflict", "DEFAULT_ADDRESS",
-    "EsdError", "Event", "Expected", "PendingAppend", "RecordedEvent", "ServerInfo", "Snapshot",
+    "Erased", "EsdError", "Event", "Expected", "GroupMember", "GroupState", "ParkedEvent",
+    "PendingAppend", "RecordedEvent", "ServerInfo", "Snapshot",
     "Stats", "StreamDeleted", "StreamInfo", "StreamMetadata", "Subscription", "error_for",
     "uuid7",
 ] + [c for _, _, c, _ in errors.ERROR_TABLE]

@@ -44,7 +44,7 @@ TOKEN_MAX_BYTES = 1024
 #: Queued push bytes of one subscription beyond its first batch.
 SUB_QUEUE_BYTES = 4 * 1024 * 1024
 
-PUSH_KINDS = frozenset(("events", "caught_up", "dropped"))
+PUSH_KINDS = frozenset(("events", "caught_up", "dropped", "group_events", "group_left"))
 
 BREAKER_CLOSED = "closed"
 BREAKER_OPEN = "open"
@@ -59,6 +59,14 @@ TARGET_STREAM_PREFIX = 4
 _REFUSALS = (errors.UnauthenticatedError, errors.PermissionDeniedError,
              errors.UnsupportedVersionError, errors.InvalidArgumentError,
              errors.NoMemoryError)
+
+
+#: Errors after which a subscription or a group member tries again (the
+#: connection or the server's state may recover); any other ends it.
+TRANSIENT = (errors.ClosedError, errors.TimeoutError, errors.ConnectionError,
+             errors.CircuitOpenError, errors.ShuttingDownError, errors.BusyError,
+             errors.NoMemoryError, errors.TooManyRequestsError, errors.IOError,
+             errors.InternalError, errors.MalformedError, errors.TooLargeError)
 
 
 def is_refusal(exc: BaseException) -> bool:
@@ -286,10 +294,14 @@ def fill_append(a, stream: str, expected, events: Iterable[Event], limits) -> in
     return n
 
 
-def append_request(stream, expected, events, limits) -> "pb.Request":
-    """An Append request."""
+def append_request(stream, expected, events, limits, subject=None) -> "pb.Request":
+    """An Append request (``subject``: the data subject of a new stream)."""
     r = pb.Request()
     fill_append(r.append, stream, expected, events, limits)
+    if subject is not None:
+        if not isinstance(subject, str) or not subject:
+            raise errors.InvalidArgumentError("a subject is a non-empty str")
+        r.append.subject = subject.encode()
     return r
 
 
@@ -447,6 +459,133 @@ def set_metadata_request(stream: str, expected_metadata_revision, truncate_befor
     return r
 
 
+def erase_stream_request(stream: str, expected, force: bool) -> "pb.Request":
+    """An EraseStream request: the confirmation is an exact revision or
+    STREAM_EXISTS in ``expected``, or ``force``."""
+    if expected is None and not force:
+        raise errors.InvalidArgumentError(
+            "an erasure cannot be undone: give expected (the last revision you checked) "
+            "or force=True")
+    r = pb.Request()
+    m = r.erase_stream
+    m.stream = _stream_bytes(stream)
+    if expected is not None:
+        _set_expected(m.expected, expected)
+    m.force = bool(force)
+    return r
+
+
+def erase_subject_request(subject: str, force: bool) -> "pb.Request":
+    """An EraseSubject request (``force`` is the confirmation)."""
+    if not force:
+        raise errors.InvalidArgumentError("an erasure cannot be undone: give force=True")
+    if not isinstance(subject, str) or not subject:
+        raise errors.InvalidArgumentError("a subject is a non-empty str")
+    r = pb.Request()
+    r.erase_subject.subject = subject.encode()
+    r.erase_subject.force = True
+    return r
+
+
+def _group_name(name: str) -> bytes:
+    if not isinstance(name, str) or not name:
+        raise errors.InvalidArgumentError("a group name is a non-empty str")
+    return name.encode()
+
+
+def _u32(value, what: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << 32):
+        raise errors.InvalidArgumentError(f"{what} {value!r} out of range")
+    return value
+
+
+def _fill_settings(st, ack_timeout_ms, max_retries, park_blocks, max_in_flight) -> None:
+    """GroupSettings; None (or 0) leaves a field to the server's default
+    (max_retries None is 10, 0 means no retries)."""
+    st.ack_timeout_ms = _u32(ack_timeout_ms, "ack_timeout_ms")
+    st.max_retries = 10 if max_retries is None else _u32(max_retries, "max_retries")
+    st.park_blocks = bool(park_blocks)
+    st.max_in_flight = _u32(max_in_flight, "max_in_flight")
+
+
+def create_group_request(name: str, target: int, target_name: bytes, last: Optional[int],
+                         from_end: bool, settings: dict) -> "pb.Request":
+    """A CreateGroup request (start: after ``last``, from the end, or the start)."""
+    r = pb.Request()
+    m = r.create_group
+    m.name = _group_name(name)
+    m.target = target
+    m.target_name = target_name
+    if last is not None:
+        m.after = last
+    elif from_end:
+        m.from_end = True
+    else:
+        m.from_start = True
+    _fill_settings(m.settings, **settings)
+    return r
+
+
+def update_group_request(name: str, settings: dict) -> "pb.Request":
+    """An UpdateGroup request: every setting replaces the stored one."""
+    r = pb.Request()
+    r.update_group.name = _group_name(name)
+    _fill_settings(r.update_group.settings, **settings)
+    return r
+
+
+def group_name_request(kind: str, name: str) -> "pb.Request":
+    """DeleteGroup, GroupInfoRequest or ReplayParked: the name only."""
+    r = pb.Request()
+    getattr(r, kind).name = _group_name(name)
+    return r
+
+
+def list_parked_request(name: str, after: int, limit: int) -> "pb.Request":
+    """A ListParked request for one page."""
+    r = pb.Request()
+    m = r.list_parked
+    m.name = _group_name(name)
+    m.after = after
+    m.limit = _u32(limit, "limit")
+    return r
+
+
+def join_group_request(name: str, max_in_flight: int, consumer: str) -> "pb.Request":
+    """A JoinGroup request."""
+    r = pb.Request()
+    m = r.join_group
+    m.name = _group_name(name)
+    m.max_in_flight = _u32(max_in_flight, "max_in_flight")
+    m.consumer = consumer
+    return r
+
+
+NACK_ACTIONS = {"retry": 0, "park": 1, "skip": 2}
+
+
+def settle_request(join_id: int, positions: List[int], action: Optional[str],
+                   reason: str) -> "pb.Request":
+    """A GroupAck (action None) or GroupNack of the given positions."""
+    if not positions:
+        raise errors.InvalidArgumentError("give at least one position")
+    r = pb.Request()
+    if action is None:
+        m = r.group_ack
+    else:
+        if action not in NACK_ACTIONS:
+            raise errors.InvalidArgumentError(
+                f"a nack's action is one of {', '.join(NACK_ACTIONS)}, not {action!r}")
+        m = r.group_nack
+        m.action = NACK_ACTIONS[action]
+        m.reason = reason
+    m.join_id = join_id
+    m.positions.extend(positions)
+    return r
+
+
 def get_metadata_request(stream: str) -> "pb.Request":
     """A GetStreamMetadata request."""
     r = pb.Request()
@@ -463,6 +602,11 @@ REPLY_KIND = {
     "save_snapshot": "snapshot_saved", "load_snapshot": "snapshot", "stats": "stats",
     "ping": "pong", "delete_stream": "stream_deleted", "tombstone_stream": "stream_deleted",
     "set_stream_metadata": "stream_metadata", "get_stream_metadata": "stream_metadata",
+    "erase_stream": "erased", "erase_subject": "erased",
+    "create_group": "group_done", "update_group": "group_done", "delete_group": "group_done",
+    "list_groups": "groups", "group_info": "group_state", "join_group": "group_joined",
+    "group_ack": "group_done", "group_nack": "group_done", "list_parked": "parked",
+    "replay_parked": "group_done",
 }
 
 

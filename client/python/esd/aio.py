@@ -29,8 +29,8 @@ from . import errors
 from ._pb import pb
 from .client import Subscription as _SyncSubscription
 from .client import _TRANSIENT, _append_result, _txn_result
-from .types import (END, AppendResult, Event, RecordedEvent, Snapshot, Stats,
-                    StreamDeleted, StreamInfo, StreamMetadata)
+from .types import (END, AppendResult, Erased, Event, GroupState, ParkedEvent, RecordedEvent,
+                    Snapshot, Stats, StreamDeleted, StreamInfo, StreamMetadata)
 
 __all__ = ["Client", "PendingAppend", "Subscription"]
 
@@ -337,18 +337,20 @@ class Client(core.ClientBase):
         """The server's statistics."""
         return Stats(await self._call(core.simple_request("stats"), "stats"))
 
-    async def append(self, stream: str, events: Iterable[Event], expected=None) -> AppendResult:
+    async def append(self, stream: str, events: Iterable[Event], expected=None, *,
+                     subject: Optional[str] = None) -> AppendResult:
         """Append events to one stream (see esd.Client.append)."""
-        return await (await self.append_async(stream, events, expected)).result()
+        return await (await self.append_async(stream, events, expected,
+                                              subject=subject)).result()
 
     async def append_async(self, stream: str, events: Iterable[Event],
-                           expected=None) -> PendingAppend:
+                           expected=None, *, subject: Optional[str] = None) -> PendingAppend:
         """Send an append and return at once with a handle (pipelining)."""
         if len(self._pending) >= self._o.max_pending:
             raise errors.TooManyRequestsError(f"{len(self._pending)} results are not collected")
         await self._ensure()
         req = core.append_request(stream, expected, events,
-                                  self._info.limits if self._info else None)
+                                  self._info.limits if self._info else None, subject)
         fut = await self._send(req)
         return PendingAppend(self, fut)
 
@@ -417,6 +419,73 @@ class Client(core.ClientBase):
         """A stream's lifecycle state (see esd.Client.get_stream_metadata)."""
         return StreamMetadata._from(await self._call(
             core.get_metadata_request(stream), "get_stream_metadata"))
+
+    async def erase_stream(self, stream: str, expected=None, *, force: bool = False) -> Erased:
+        """Erase a stream (see esd.Client.erase_stream)."""
+        return Erased._from(await self._call(
+            core.erase_stream_request(stream, expected, force), "erase_stream"))
+
+    async def erase_subject(self, subject: str, *, force: bool = False) -> Erased:
+        """Erase every stream of a data subject (see esd.Client.erase_subject)."""
+        return Erased._from(await self._call(
+            core.erase_subject_request(subject, force), "erase_subject"))
+
+    async def create_group(self, name: str, *, stream: Optional[str] = None,
+                           category: Optional[str] = None, event_type: Optional[str] = None,
+                           stream_prefix: Optional[str] = None, from_start: bool = False,
+                           after: Optional[int] = None, from_end: bool = False,
+                           ack_timeout_ms: Optional[int] = None,
+                           max_retries: Optional[int] = None, park_blocks: bool = False,
+                           max_in_flight: Optional[int] = None) -> GroupState:
+        """Create a consumer group (see esd.Client.create_group). Members join
+        through the blocking client (esd.Client.join_group)."""
+        target, tname = core.subscribe_target(stream, category, event_type, stream_prefix)
+        last, from_end = core.resolve_start(from_start, after, from_end)
+        settings = dict(ack_timeout_ms=ack_timeout_ms, max_retries=max_retries,
+                        park_blocks=park_blocks, max_in_flight=max_in_flight)
+        await self._call(
+            core.create_group_request(name, target, tname, last, from_end, settings),
+            "create_group")
+        return await self.group_info(name)
+
+    async def update_group(self, name: str, *, ack_timeout_ms: Optional[int] = None,
+                           max_retries: Optional[int] = None, park_blocks: bool = False,
+                           max_in_flight: Optional[int] = None) -> GroupState:
+        """Replace a group's settings (see esd.Client.update_group)."""
+        settings = dict(ack_timeout_ms=ack_timeout_ms, max_retries=max_retries,
+                        park_blocks=park_blocks, max_in_flight=max_in_flight)
+        await self._call(core.update_group_request(name, settings), "update_group")
+        return await self.group_info(name)
+
+    async def delete_group(self, name: str) -> None:
+        """Delete a group (see esd.Client.delete_group)."""
+        await self._call(core.group_name_request("delete_group", name), "delete_group")
+
+    async def group_info(self, name: str) -> GroupState:
+        """A group's state (see esd.Client.group_info)."""
+        return GroupState._from(await self._call(core.group_name_request("group_info", name),
+                                                 "group_info"))
+
+    async def list_groups(self) -> List[GroupState]:
+        """Every group, by name."""
+        reply = await self._call(core.simple_request("list_groups"), "list_groups")
+        return [GroupState._from(g) for g in reply.groups]
+
+    async def list_parked(self, name: str, after: int = 0) -> AsyncIterator[ParkedEvent]:
+        """Iterate (async for) over a group's parked events in position order."""
+        while True:
+            page = await self._call(core.list_parked_request(name, after, 0), "list_parked")
+            for m in page.events:
+                after = m.position
+                yield ParkedEvent._from(m)
+            if not page.more or not page.events:
+                return
+
+    async def replay_parked(self, name: str) -> int:
+        """Deliver a group's parked events again; returns how many."""
+        reply = await self._call(core.group_name_request("replay_parked", name),
+                                 "replay_parked")
+        return reply.count
 
     def read_stream(self, stream: str, from_revision: Optional[int] = None, *,
                     backward: bool = False, max_count: Optional[int] = None,

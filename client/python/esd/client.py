@@ -36,8 +36,9 @@ from typing import Iterable, Iterator, List, Optional
 from . import _core as core
 from . import errors
 from ._pb import pb
-from .types import (END, AppendResult, CaughtUp, Event, RecordedEvent, Snapshot,
-                    Stats, StreamDeleted, StreamInfo, StreamMetadata)
+from .group import GroupMember
+from .types import (END, AppendResult, CaughtUp, Erased, Event, GroupState, ParkedEvent,
+                    RecordedEvent, Snapshot, Stats, StreamDeleted, StreamInfo, StreamMetadata)
 
 __all__ = ["Client", "PendingAppend", "Subscription"]
 
@@ -451,19 +452,23 @@ class Client(core.ClientBase):
         """The server's statistics."""
         return Stats(self._call(core.simple_request("stats"), "stats"))
 
-    def append(self, stream: str, events: Iterable[Event], expected=None) -> AppendResult:
+    def append(self, stream: str, events: Iterable[Event], expected=None, *,
+               subject: Optional[str] = None) -> AppendResult:
         """Append events to one stream, all or nothing, if the stream is in the
         expected state (esd.ANY by default, NO_STREAM, STREAM_EXISTS, or an int:
-        the exact last revision).
+        the exact last revision). ``subject`` ties a new stream to a data
+        subject (erase_subject erases all of its streams at once); an
+        existing stream must already belong to it.
 
         Raises WrongExpectedRevisionError (``.conflicts`` has the actual state),
         IdempotencyConflictError, the argument errors (InvalidStreamIdError,
         ReservedStreamError, InvalidEventTypeError, TooManyEventsError,
         TooLargeError, ...), ClosedError / TimeoutError (outcome unknown:
         append the same Event objects again, their ids make it idempotent)."""
-        return self.append_async(stream, events, expected).result()
+        return self.append_async(stream, events, expected, subject=subject).result()
 
-    def append_async(self, stream: str, events: Iterable[Event], expected=None) -> PendingAppend:
+    def append_async(self, stream: str, events: Iterable[Event], expected=None, *,
+                     subject: Optional[str] = None) -> PendingAppend:
         """Send an append without waiting for its result (pipelining): many
         may be in flight; ``.result()`` of the returned handle waits for one.
         Raises the argument errors at once; TooManyRequestsError when
@@ -473,7 +478,7 @@ class Client(core.ClientBase):
                 f"{len(self._pending)} results are not collected yet")
         self._ensure()
         req = core.append_request(stream, expected, events,
-                                  self._info.limits if self._info else None)
+                                  self._info.limits if self._info else None, subject)
         rid = self._submit(req)
         return PendingAppend(self, rid, _append_result)
 
@@ -578,6 +583,104 @@ class Client(core.ClientBase):
         NotFoundError (never existed), StreamDeletedError (tombstoned)."""
         return StreamMetadata._from(self._call(
             core.get_metadata_request(stream), "get_stream_metadata"))
+
+    # ----------------------------------------------------------- erasure --
+
+    def erase_stream(self, stream: str, expected=None, *, force: bool = False) -> Erased:
+        """Erase a stream by destroying its data key (docs/erasure.md): its
+        events' data and metadata and its snapshot can never be read again,
+        from any copy; reads and appends then raise ErasedError. Cannot be
+        undone, so a confirmation is required: ``expected`` (the exact last
+        revision you checked, or esd.STREAM_EXISTS) or ``force=True``. Needs
+        the admin role. Raises NotErasableError (stored in plain),
+        InvalidArgumentError (no confirmation; a stream of a subject: erase
+        the subject), WrongExpectedRevisionError, NotFoundError."""
+        return Erased._from(self._call(
+            core.erase_stream_request(stream, expected, force), "erase_stream"))
+
+    def erase_subject(self, subject: str, *, force: bool = False) -> Erased:
+        """Erase every stream of a data subject at once (one key; streams are
+        tied to a subject by ``append(..., subject=...)`` when created).
+        ``force=True`` is the confirmation. Needs the admin role."""
+        return Erased._from(self._call(
+            core.erase_subject_request(subject, force), "erase_subject"))
+
+    # ---------------------------------------------------- consumer groups --
+
+    def create_group(self, name: str, *, stream: Optional[str] = None,
+                     category: Optional[str] = None, event_type: Optional[str] = None,
+                     stream_prefix: Optional[str] = None, from_start: bool = False,
+                     after: Optional[int] = None, from_end: bool = False,
+                     ack_timeout_ms: Optional[int] = None, max_retries: Optional[int] = None,
+                     park_blocks: bool = False,
+                     max_in_flight: Optional[int] = None) -> GroupState:
+        """Create a consumer group over a stream, a category, an event type, a
+        stream prefix or (none given) the whole log, starting at the first
+        event (default), ``after`` a position, or ``from_end``. Settings
+        (None: the server's default): ``ack_timeout_ms`` (30,000), the
+        redeliveries before parking ``max_retries`` (10), ``park_blocks``
+        (a parked event holds its stream until replayed), ``max_in_flight``
+        per member (1,000). Needs the admin role. Raises GroupExistsError,
+        InvalidArgumentError (absurd settings). docs/groups.md."""
+        target, tname = core.subscribe_target(stream, category, event_type, stream_prefix)
+        last, from_end = core.resolve_start(from_start, after, from_end)
+        settings = dict(ack_timeout_ms=ack_timeout_ms, max_retries=max_retries,
+                        park_blocks=park_blocks, max_in_flight=max_in_flight)
+        self._call(core.create_group_request(name, target, tname, last, from_end, settings),
+                   "create_group")
+        return self.group_info(name)
+
+    def update_group(self, name: str, *, ack_timeout_ms: Optional[int] = None,
+                     max_retries: Optional[int] = None, park_blocks: bool = False,
+                     max_in_flight: Optional[int] = None) -> GroupState:
+        """Replace a group's settings (every one; None: the default). Admin role."""
+        settings = dict(ack_timeout_ms=ack_timeout_ms, max_retries=max_retries,
+                        park_blocks=park_blocks, max_in_flight=max_in_flight)
+        self._call(core.update_group_request(name, settings), "update_group")
+        return self.group_info(name)
+
+    def delete_group(self, name: str) -> None:
+        """Delete a group with its checkpoint and parked events; its members
+        get GroupNotFoundError. Admin role."""
+        self._call(core.group_name_request("delete_group", name), "delete_group")
+
+    def group_info(self, name: str) -> GroupState:
+        """A group's state: checkpoint, lag, members, in flight, parked."""
+        return GroupState._from(self._call(core.group_name_request("group_info", name),
+                                           "group_info"))
+
+    def list_groups(self) -> List[GroupState]:
+        """Every group, by name."""
+        return [GroupState._from(g) for g in
+                self._call(core.simple_request("list_groups"), "list_groups").groups]
+
+    def list_parked(self, name: str, after: int = 0) -> Iterator[ParkedEvent]:
+        """Iterate over a group's parked events in position order, strictly
+        after ``after``, paging as needed."""
+        while True:
+            page = self._call(core.list_parked_request(name, after, 0), "list_parked")
+            for m in page.events:
+                after = m.position
+                yield ParkedEvent._from(m)
+            if not page.more or not page.events:
+                return
+
+    def replay_parked(self, name: str) -> int:
+        """Deliver a group's parked events again (each with a fresh retry
+        count); returns how many were put back. Admin role."""
+        return self._call(core.group_name_request("replay_parked", name),
+                          "replay_parked").count
+
+    def join_group(self, name: str, *, max_in_flight: int = 0,
+                   consumer: str = "") -> GroupMember:
+        """Join a group as a competing consumer on this connection (read
+        role); ``max_in_flight`` caps the events it holds at once (0: the
+        group's), ``consumer`` labels it in group_info and the server's
+        logs. See GroupMember. Raises GroupNotFoundError,
+        AlreadyJoinedError (this connection is a member already)."""
+        m = GroupMember(self, name, max_in_flight, consumer)
+        m._join()
+        return m
 
     # ------------------------------------------------------------- reads --
 
@@ -974,7 +1077,4 @@ class Subscription:
         self.close()
 
 
-_TRANSIENT = (errors.ClosedError, errors.TimeoutError, errors.ConnectionError,
-              errors.CircuitOpenError, errors.ShuttingDownError, errors.BusyError,
-              errors.NoMemoryError, errors.TooManyRequestsError, errors.IOError,
-              errors.InternalError, errors.MalformedError, errors.TooLargeError)
+_TRANSIENT = core.TRANSIENT

@@ -23,8 +23,11 @@ __all__ = [
     "END",
     "AppendResult",
     "CaughtUp",
+    "Erased",
     "Event",
     "Expected",
+    "GroupState",
+    "ParkedEvent",
     "RecordedEvent",
     "ServerInfo",
     "Snapshot",
@@ -415,3 +418,72 @@ class ServerInfo(_Fields):
     (max_frame_bytes, max_events_per_append, max_event_bytes, max_page_size,
     max_in_flight, max_appends_per_transaction), sync_mode (0 full, 1 none),
     store_id (bytes), role."""
+
+
+@dataclass(frozen=True)
+class Erased:
+    """The outcome of an erasure: when the key was destroyed (µs since the
+    epoch, the first time), whether it ``already`` had been (nothing
+    changed), and how many ``streams`` went with it."""
+
+    erased_at_us: int
+    already: bool
+    streams: int
+
+    @classmethod
+    def _from(cls, m) -> "Erased":
+        return cls(m.erased_at_us, m.already, m.streams)
+
+
+_TARGETS = {0: "all", 1: "stream", 2: "category", 3: "event_type", 4: "stream_prefix"}
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """A consumer group: its target (``target`` is "all", "stream",
+    "category", "event_type" or "stream_prefix", ``target_name`` the name),
+    its settings, its ``checkpoint`` (every matching event at or below it is
+    acknowledged, skipped or parked), ``lag`` (head position - checkpoint),
+    ``members``, events ``in_flight`` and ``parked`` now, and the events
+    ``acked`` and ``retries`` since the server started."""
+
+    name: str
+    target: str
+    target_name: str
+    checkpoint: int
+    lag: int
+    head_position: int
+    members: int
+    in_flight: int
+    parked: int
+    acked: int
+    retries: int
+    ack_timeout_ms: int
+    max_retries: int
+    park_blocks: bool
+    max_in_flight: int
+
+    @classmethod
+    def _from(cls, m) -> "GroupState":
+        s = m.settings
+        return cls(m.name.decode(), _TARGETS.get(m.target, str(m.target)),
+                   m.target_name.decode(), m.checkpoint, m.lag, m.head_position, m.members,
+                   m.in_flight, m.parked, m.acked, m.retries, s.ack_timeout_ms, s.max_retries,
+                   s.park_blocks, s.max_in_flight)
+
+
+@dataclass(frozen=True)
+class ParkedEvent:
+    """An event a group parked: its position and stream, how many times it
+    was delivered (``attempts``), why, and when (µs since the epoch)."""
+
+    position: int
+    stream: str
+    attempts: int
+    reason: str
+    parked_at_us: int
+
+    @classmethod
+    def _from(cls, m) -> "ParkedEvent":
+        return cls(m.position, m.stream.decode(errors="replace"), m.attempts, m.reason,
+                   m.parked_at_us)
