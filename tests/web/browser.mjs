@@ -240,6 +240,7 @@ try {
     dialogs.length === 0, "the parked event's reason (HTML) shows as text, no element made, no script ran");
   check((await page.$("#group-replay")) !== null && (await page.$("#group-delete")) !== null, "admin: replay and delete offered");
   await shot(page, "group");
+  await page.screenshot({ path: join(env.SHOTS, "group-top.png") }); // the window only: for docs/img
   await page.click("#parked-next");
   await page.waitForFunction(() => document.getElementById("parked-title")?.textContent.includes("after position"), { timeout: 10000 });
   const page2 = await page.$$eval("#parked-body tr[data-position] td:first-child", (tds) => tds.map((t) => t.textContent));

@@ -554,7 +554,8 @@ async function pageGroup(name, params) {
     cards, actions, msg, settingsBox,
     el("h2", {}, "Members"),
     el("table", { id: "members-table" }, el("thead", {}, el("tr", {}, th("Consumer"), th("User"), th("Address"), th("Connection", true), th("In flight", true))), members),
-    el("h2", { id: "parked-title" }, "Parked events" + (after ? " after position " + after : "")),
+    el("h2", { id: "parked-title" }, "Parked events" + (after ? " after position " + after : "") +
+      " (" + fmtInt(g.parked) + " in all; oldest first)"),
     el("table", { id: "parked-table" }, el("thead", {}, el("tr", {}, th("Position", true), th("Stream"), th("Revision", true), th("Type"),
       th("Deliveries", true), th("Reason"), th("Parked at"))), parkedBody),
     pager);
