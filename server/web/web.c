@@ -732,6 +732,9 @@ static void gcalls_abandon(web *w, const webconn *wc)
             continue;
         }
         *pp = g->next;
+        /* made all the same (or refused by the store): said without the outcome */
+        log_msg(LOG_INFO, "web consumer group change left unanswered: its client went",
+                "user=%s change=delete group=\"%s\"", g->user, g->group);
         drop_req(g->req);
         webgroups_abandon(g->call);
         free(g);

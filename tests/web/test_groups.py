@@ -216,12 +216,32 @@ try:
             break
         time.sleep(0.05)
     check(names == [ODD], 'a delete whose client went is made all the same (%s)' % names)
+    # the group changes are logged with the user, answered or not
+    left = 'web consumer group change left unanswered: its client went' in esd.log_text()
+    print('the client of the short-lived delete went %s it was answered' % ('before' if left else 'after'))
     st, _, _ = admin.get('/api/groups')
     check(st == 200, 'the console still answers')
 
     log = esd.log_text()
     check('web consumer group change' in log and 'user=alice change=delete group="orders"' in log
           and 'change=replay-parked group="orders" replayed=119' in log, 'group changes are logged with the user')
+finally:
+    rc = esd.stop()
+check(rc == 0, 'esd stopped cleanly (status %s)' % rc)
+
+# ---- a follower serves no consumer group (their state is not replicated):
+# every call is 409 (port 1: nothing listens there, the follower keeps
+# trying, which is all this needs)
+esd = Esd(auth=True, args=['--follow-nats', 'nats://127.0.0.1:1'])
+try:
+    c = Client(esd)
+    c.login(ADMIN)
+    for path in ['/api/groups', '/api/group?name=orders', '/api/group/parked?name=orders']:
+        st, j, _ = c.get(path)
+        check(st == 409 and 'primary' in j['error'], 'follower: GET %s is 409 (%s)' % (path.split('?')[0], j))
+    for path in ['/api/group/replay', '/api/group/delete']:
+        st, j, _ = c.post(path, {'name': 'orders'})
+        check(st == 409 and 'primary' in j['error'], 'follower: POST %s is 409' % path)
 finally:
     rc = esd.stop()
 check(rc == 0, 'esd stopped cleanly (status %s)' % rc)

@@ -447,7 +447,17 @@ async function pageGroups() {
       th("Acked", true), th("Retries", true), th("Settings"))), body));
   let refreshes = 0;
   const refresh = async () => {
-    const r = await api("/api/groups");
+    let r;
+    try {
+      r = await api("/api/groups");
+    } catch (e) {
+      if (e.status !== 409) throw e;
+      stopPage(); // a follower: groups live on the primary
+      summary.className = "error";
+      summary.id = "groups-error";
+      summary.textContent = "No consumer groups here: " + e.message + ".";
+      return;
+    }
     body.dataset.refreshes = ++refreshes;
     const num = (v) => el("td", { class: "num" }, fmtInt(v));
     body.replaceChildren(...r.groups.map((g) => el("tr", {},
