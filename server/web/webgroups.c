@@ -55,13 +55,15 @@ static void capture(void *io, const void *data, size_t len)
                 nc *= 2;
             }
             uint8_t *p = realloc(c->buf, nc);
-            if (!p) {
-                c->overflow = true;
-                return;
+            if (p) {
+                c->buf = p;
+                c->cap = nc;
+            } else {
+                c->overflow = true; /* answered as a failure below */
             }
-            c->buf = p;
-            c->cap = nc;
         }
+    }
+    if (!c->overflow) {
         memcpy(c->buf + c->len, data, len);
         c->len += len;
         const uint8_t *body = NULL;
