@@ -221,8 +221,14 @@ try {
   const fmt = (n) => Number(n).toLocaleString("en-US");
   check(orow && orow[2] === fmt(ginfo.checkpoint) && orow[3] === fmt(ginfo.lag) && orow[4] === "1" &&
     orow[5] === "3" && orow[6] === "60", `groups page: checkpoint, lag, members, in flight, parked as esctl says (${orow})`);
-  await page.waitForFunction(() => Number(document.getElementById("groups-body").dataset.refreshes) >= 3, { timeout: 10000 });
-  check(true, "groups page refreshes itself");
+  // refreshed live: an event appended to the group's target raises its lag on the page
+  esctl("append", "load-live", "Seeded", "{}");
+  const ginfo2 = JSON.parse(esctl("--json", "group", "info", env.GROUP).split("\n")[0]);
+  const liveLag = await page.waitForFunction((name, want) => [...document.querySelectorAll("#groups-body tr")]
+    .some((r) => r.children[0].textContent === name && r.children[3].textContent === want),
+  { timeout: 10000 }, env.GROUP, fmt(ginfo2.lag)).then(() => true, () => false);
+  check(liveLag && ginfo2.lag === ginfo.lag + 1, `groups page refreshes itself: lag ${fmt(ginfo.lag)} -> ${fmt(ginfo2.lag)} after an append`);
+  Object.assign(ginfo, ginfo2);
   await shot(page, "groups");
   await page.click(`#groups-body a[href="#/group/${encodeURIComponent(env.GROUP)}"]`);
   await page.waitForSelector("#parked-body tr[data-position]");
