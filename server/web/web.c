@@ -734,7 +734,8 @@ static void gcalls_abandon(web *w, const webconn *wc)
         *pp = g->next;
         /* made all the same (or refused by the store): said without the outcome */
         log_msg(LOG_INFO, "web consumer group change left unanswered: its client went",
-                "user=%s change=delete group=\"%s\"", g->user, g->group);
+                "user=%s change=%s group=\"%s\"", g->user,
+                g->op == WEBGROUPS_DELETE ? "delete" : "replay-parked", g->group);
         drop_req(g->req);
         webgroups_abandon(g->call);
         free(g);
