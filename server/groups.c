@@ -2111,3 +2111,20 @@ void groups_stats(groups *gs, void (*visit)(void *ctx, const groups_stat *st), v
         visit(ctx, &st);
     }
 }
+
+/* --------------------------------------------------- members, for looks -- */
+
+es_err groups_members(groups *gs, const uint8_t *name, size_t name_len,
+                      void (*visit)(void *ctx, const groups_member_stat *m), void *ctx)
+{
+    group *g = gs ? find_group(gs, name, name_len) : NULL;
+    if (!g) {
+        return ES_ERR_GROUP_NOT_FOUND;
+    }
+    for (const member *m = g->members; m; m = m->next) {
+        groups_member_stat st = {m->consumer, m->sess->user, m->sess->peer_addr, m->sess->conn_id,
+                                 m->id,       m->in_flight,  m->max_in_flight};
+        visit(ctx, &st);
+    }
+    return ES_OK;
+}

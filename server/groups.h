@@ -137,4 +137,22 @@ typedef struct groups_stat {
 /** @brief Visit every group's figures. */
 void groups_stats(groups *gs, void (*visit)(void *ctx, const groups_stat *st), void *ctx);
 
+/** One member of a group, for the web console's group page. */
+typedef struct groups_member_stat {
+    const char *consumer; /* the JoinGroup label ("" when none); borrowed for the visit */
+    const char *user;     /* the member connection's user ("" without authentication) */
+    const char *peer;     /* its peer address ("" when unknown) */
+    uint64_t conn_id;
+    uint64_t join_id; /* the id of its JoinGroup request */
+    uint32_t in_flight, max_in_flight;
+} groups_member_stat;
+
+/**
+ * @brief Visit the members of the group `name` (newest first), on the loop
+ *        thread; visit must not call into groups.
+ * @return ES_OK; ES_ERR_GROUP_NOT_FOUND (no such group, or it is being deleted).
+ */
+es_err groups_members(groups *gs, const uint8_t *name, size_t name_len,
+                      void (*visit)(void *ctx, const groups_member_stat *m), void *ctx);
+
 #endif

@@ -23,6 +23,7 @@
 #include "validate.h"
 #include "web_assets.h"
 #include "webapi.h"
+#include "webgroups.h"
 #include "websess.h"
 #include "writer.h"
 
@@ -32,6 +33,7 @@ typedef struct tail tail;
 typedef struct webconn webconn;
 typedef struct qreq qreq;
 typedef struct webjob webjob;
+typedef struct gcall gcall;
 
 /* A connection, from its first request until libevent closes it. */
 struct webconn {
@@ -57,6 +59,18 @@ struct webjob {
     struct evhttp_request *req;
     char user[AUTH_NAME_MAX + 1];
     uint8_t stream[ES_MAX_NAME_BYTES];
+};
+
+/* A consumer-group change (delete) waiting for its commit (webgroups.h). */
+struct gcall {
+    web *w;
+    gcall *next;
+    webgroups_call *call;
+    webconn *wc; /* NULL once answered */
+    struct evhttp_request *req;
+    webgroups_op op;
+    char user[AUTH_NAME_MAX + 1];
+    char group[AUTH_NAME_MAX + 1]; /* for the log line, made safe */
 };
 
 struct tail {
@@ -91,6 +105,8 @@ struct web {
     qreq *q_head, *q_tail;
     size_t q_len;
     webjob *jobs;
+    gcall *gcalls;          /* group changes waiting for their answer */
+    gcall *gcalls_done;     /* answered: freed at the next tick */
     struct event *work;     /* a zero timer: the next slice */
     uint64_t tick_no;       /* tails are pumped once per tick */
     uint64_t next_slice_us; /* no slice before (monotonic): the loop's rest */
@@ -607,6 +623,125 @@ static void do_life(web *w, webconn *wc, struct evhttp_request *req, const webse
     w->jobs = j;
 }
 
+/* ------------------------------------------------------ consumer groups -- */
+
+static void drop_req(struct evhttp_request *req);
+
+static void group_log(const gcall *g, int code, json_t *out)
+{
+    if (code != 200) {
+        return;
+    }
+    if (g->op == WEBGROUPS_DELETE) {
+        log_msg(LOG_INFO, "web consumer group change", "user=%s change=delete group=\"%s\"",
+                g->user, g->group);
+    } else {
+        log_msg(LOG_INFO, "web consumer group change",
+                "user=%s change=replay-parked group=\"%s\" replayed=%lld", g->user, g->group,
+                (long long)json_integer_value(json_object_get(out, "replayed")));
+    }
+}
+
+/* A pending group change was answered (from groups_complete, after its
+ * commit): answer the client, and free the call at the next tick. */
+static void group_done(webgroups_call *c, void *owner, int code, json_t *out)
+{
+    (void)c;
+    gcall *g = owner;
+    web *w = g->w;
+    for (gcall **pp = &w->gcalls; *pp; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    }
+    g->next = w->gcalls_done;
+    w->gcalls_done = g;
+    group_log(g, code, out);
+    struct evhttp_request *req = g->req;
+    g->wc = NULL;
+    g->req = NULL;
+    send_json(w, req, code, out);
+}
+
+/*
+ * POST /api/group/delete and /api/group/replay: {"name": GROUP}. Made
+ * through groups_request (webgroups.h): a replay is answered at once, a
+ * delete once the writer committed it.
+ */
+static void do_group(web *w, webconn *wc, struct evhttp_request *req, const websess *s,
+                     webgroups_op op)
+{
+    json_t *body = body_json(req);
+    json_t *jname = body ? json_object_get(body, "name") : NULL;
+    if (!json_is_string(jname)) {
+        json_decref(body);
+        send_error(w, req, 400, "send {\"name\": GROUP}");
+        return;
+    }
+    gcall *g = calloc(1, sizeof *g);
+    if (!g) {
+        json_decref(body);
+        send_error(w, req, 500, "out of memory");
+        return;
+    }
+    g->w = w;
+    g->op = op;
+    snprintf(g->user, sizeof g->user, "%s", s ? s->user : "");
+    safe_name(json_string_value(jname), g->group, sizeof g->group);
+    webgroups_args a = {.op = op,
+                        .name = (const uint8_t *)json_string_value(jname),
+                        .name_len = json_string_length(jname)};
+    webgroups_call *pending = NULL;
+    json_t *out = NULL;
+    int code = webgroups_start(w->srv, &a, group_done, g, &pending, &out);
+    json_decref(body);
+    if (!pending) {
+        group_log(g, code, out);
+        free(g);
+        send_json(w, req, code, out);
+        return;
+    }
+    g->call = pending;
+    g->wc = wc;
+    g->req = req;
+    g->next = w->gcalls;
+    w->gcalls = g;
+}
+
+/* Calls that were answered: their sessions are no longer in any groups
+ * reply path now (a tick later). */
+static void gcalls_reap(web *w)
+{
+    while (w->gcalls_done) {
+        gcall *g = w->gcalls_done;
+        w->gcalls_done = g->next;
+        webgroups_free(g->call);
+        free(g);
+    }
+}
+
+/* The client of pending calls went (or the console stops): nobody to answer. */
+static void gcalls_abandon(web *w, const webconn *wc)
+{
+    gcall **pp = &w->gcalls;
+    while (*pp) {
+        gcall *g = *pp;
+        if (wc && g->wc != wc) {
+            pp = &g->next;
+            continue;
+        }
+        *pp = g->next;
+        /* made all the same (or refused by the store): said without the outcome */
+        log_msg(LOG_INFO, "web consumer group change left unanswered: its client went",
+                "user=%s change=%s group=\"%s\"", g->user,
+                g->op == WEBGROUPS_DELETE ? "delete" : "replay-parked", g->group);
+        drop_req(g->req);
+        webgroups_abandon(g->call);
+        free(g);
+    }
+}
+
 /* ----------------------------------------------------------------- tail -- */
 
 static void tail_unlink(tail *t)
@@ -771,6 +906,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     web *w = arg;
     uint64_t now = mono_ms();
+    gcalls_reap(w);
     if (now - w->last_sample_ms >= 1000) {
         webapi_series_sample(&w->series, w->srv, now);
         w->last_sample_ms = now;
@@ -804,6 +940,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
  *   POST stream/delete, stream/metadata                -    yes    yes
  *   POST stream/tombstone (cannot be undone)           -     -     yes
  *   GET sessions, POST sessions/end                    -     -     yes
+ *   GET groups, group, group/parked                   yes   yes    yes
+ *   POST group/delete, group/replay                    -     -     yes
+ *
+ * The group calls follow groups_required_role (groups.c): looking is read,
+ * managing (delete, replay parked) is admin.
  */
 typedef enum route_kind {
     R_READ,       /* GET, read role */
@@ -842,12 +983,17 @@ static void api(web *w, webconn *wc, struct evhttp_request *req, const char *pat
         {"/api/log", R_READ, webapi_log},
         {"/api/event", R_READ, webapi_event},
         {"/api/tail", R_READ, NULL},
+        {"/api/groups", R_READ, webgroups_list},
+        {"/api/group", R_READ, webgroups_group},
+        {"/api/group/parked", R_READ, webgroups_parked},
         {"/api/sessions", R_ADMIN_GET, NULL},
         {"/api/logout", R_POST_ANY, NULL},
         {"/api/sessions/end", R_POST_ADMIN, NULL},
         {"/api/stream/delete", R_POST_WRITE, NULL},
         {"/api/stream/metadata", R_POST_WRITE, NULL},
         {"/api/stream/tombstone", R_POST_ADMIN, NULL},
+        {"/api/group/delete", R_POST_ADMIN, NULL},
+        {"/api/group/replay", R_POST_ADMIN, NULL},
     };
     size_t i = 0;
     while (i < sizeof routes / sizeof routes[0] && strcmp(routes[i].path, path) != 0) {
@@ -924,6 +1070,12 @@ static void api(web *w, webconn *wc, struct evhttp_request *req, const char *pat
         }
     } else if (!strcmp(path, "/api/tail")) {
         do_tail(w, wc, req, s, q);
+        return;
+    } else if (!strcmp(path, "/api/group/delete")) {
+        do_group(w, wc, req, s, WEBGROUPS_DELETE);
+        return;
+    } else if (!strcmp(path, "/api/group/replay")) {
+        do_group(w, wc, req, s, WEBGROUPS_REPLAY);
         return;
     } else if (!strncmp(path, "/api/stream/", 12)) {
         do_life(w, wc, req, s, path + 12);
@@ -1014,6 +1166,7 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
             j->req = NULL;
         }
     }
+    gcalls_abandon(w, wc);
     if (wc->prev) {
         wc->prev->next = wc->next;
     } else {
@@ -1291,6 +1444,8 @@ void web_stop(web *w)
     for (webjob *j = w->jobs; j; j = j->next) {
         j->w = NULL; /* life_done frees it without answering */
     }
+    gcalls_abandon(w, NULL); /* each connection's went with it: none, normally */
+    gcalls_reap(w);
     websess_finish(&w->sessions);
     free(w);
 }

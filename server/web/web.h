@@ -19,7 +19,10 @@
  * are short read transactions inside single store.h calls. Changes
  * (stream delete, tombstone, metadata) go to the writer as WRITE_JOB_LIFE
  * jobs whose completion hook (write_job.complete, called by net.c) answers
- * the request; a job whose client went is freed unanswered.
+ * the request; a job whose client went is freed unanswered. Consumer-group
+ * calls go through groups_request() from an in-process session
+ * (webgroups.h); a group delete is answered once its commit is done, and
+ * one whose client went is detached from the groups and freed.
  *
  * Slices. The console shares the loop thread with the TCP port, so a burst
  * of console requests must not hold the port's requests up. evhttp parses a
@@ -54,7 +57,8 @@
  *     the CSRF token;
  *   - with it, every /api/ call but login and session needs the session
  *     cookie (401 otherwise), and the session's role must be at least the
- *     call's (403): read for every GET, admin for the session admin calls;
+ *     call's (403): read for every GET, admin for the session admin calls
+ *     and the consumer-group changes (delete, replay parked);
  *   - every POST needs Content-Type application/json (a cross-site form
  *     cannot send it without a CORS preflight, which is never granted), an
  *     Origin, when sent, equal to the Host, and, except login, the

@@ -43,8 +43,7 @@ int webapi_parse_uuid(const char *s, uint8_t out[16])
 
 /* ------------------------------------------------------------- encoding -- */
 
-/* Valid UTF-8 as a string, anything else as \xNN escapes (never lossy). */
-static json_t *jbytes(const uint8_t *b, size_t len)
+json_t *webapi_text_json(const uint8_t *b, size_t len)
 {
     if (es_utf8_valid(b, len)) {
         return json_stringn((const char *)b, len);
@@ -64,6 +63,11 @@ static json_t *jbytes(const uint8_t *b, size_t len)
     json_t *j = json_stringn(tmp, o);
     free(tmp);
     return j;
+}
+
+static json_t *jbytes(const uint8_t *b, size_t len)
+{
+    return webapi_text_json(b, len);
 }
 
 static json_t *juuid(const uint8_t *b, size_t len)

@@ -92,6 +92,13 @@ int webapi_parse_uuid(const char *s, uint8_t out[16]);
 struct store_stream_life;
 json_t *webapi_life_json(const struct store_stream_life *l, uint64_t last_revision);
 
+/**
+ * @brief Peer-given bytes as a JSON string: valid UTF-8 as it is, anything
+ *        else with each byte outside printable ASCII (and the backslash) as
+ *        \xNN (never lossy). @return NULL when memory ran out.
+ */
+json_t *webapi_text_json(const uint8_t *b, size_t len);
+
 /** @brief {"error": msg} */
 json_t *webapi_error(const char *msg);
 

@@ -210,12 +210,79 @@ try {
   await page.waitForSelector("#sessions-table");
   await shot(page, "sessions");
 
+  // ---- consumer groups: the list (made by esctl), a group with its
+  // member and parked events (parked by web_member), replay and delete
+  await page.goto(url + "/#/groups", { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#groups-body tr a");
+  const ginfo = JSON.parse(esctl("--json", "group", "info", env.GROUP).split("\n")[0]);
+  const grows = await page.$$eval("#groups-body tr", (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
+  const orow = grows.find((r) => r[0] === env.GROUP);
+  check(orow && grows.some((r) => r[0] === env.XSS_GROUP), `groups page lists the groups made by esctl (${grows.map((r) => r[0])})`);
+  const fmt = (n) => Number(n).toLocaleString("en-US");
+  check(orow && orow[2] === fmt(ginfo.checkpoint) && orow[3] === fmt(ginfo.lag) && orow[4] === "1" &&
+    orow[5] === "3" && orow[6] === "60", `groups page: checkpoint, lag, members, in flight, parked as esctl says (${orow})`);
+  // refreshed live: an event appended to the group's target raises its lag on the page
+  esctl("append", "load-live", "Seeded", "{}");
+  const ginfo2 = JSON.parse(esctl("--json", "group", "info", env.GROUP).split("\n")[0]);
+  const liveLag = await page.waitForFunction((name, want) => [...document.querySelectorAll("#groups-body tr")]
+    .some((r) => r.children[0].textContent === name && r.children[3].textContent === want),
+  { timeout: 10000 }, env.GROUP, fmt(ginfo2.lag)).then(() => true, () => false);
+  check(liveLag && ginfo2.lag === ginfo.lag + 1, `groups page refreshes itself: lag ${fmt(ginfo.lag)} -> ${fmt(ginfo2.lag)} after an append`);
+  Object.assign(ginfo, ginfo2);
+  await shot(page, "groups");
+  await page.click(`#groups-body a[href="#/group/${encodeURIComponent(env.GROUP)}"]`);
+  await page.waitForSelector("#parked-body tr[data-position]");
+  check((await text(page, "#group-title")) === "Group " + env.GROUP && (await text(page, "#group-lag")) === fmt(ginfo.lag),
+    "group page: title and lag");
+  const mrow = await page.$$eval("#members-body tr td", (tds) => tds.map((t) => t.textContent));
+  check(mrow[0] === "web-member-hold" && mrow[1] === env.READER_USER && mrow[4] === "3 / 3",
+    `group page: the member and its events in flight (${mrow})`);
+  const prows = await page.$$eval("#parked-body tr[data-position]", (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
+  const parkedList = JSON.parse(esctl("--json", "group", "parked", env.GROUP).split("\n")[0]);
+  check(prows.length === 50 && prows[0][0] === String(parkedList[0].position) && prows[0][1] === parkedList[0].stream &&
+    prows[0][2] === "0" && prows[0][3] === "Seeded" && prows[0][4] === "1",
+    `group page: a parked event with its position, stream, revision, type, deliveries (${prows[0]})`);
+  check(prows[0][5] === env.XSS_REASON && (await page.$$eval("#parked-body script, main img", (x) => x.length)) === 0 &&
+    dialogs.length === 0, "the parked event's reason (HTML) shows as text, no element made, no script ran");
+  check((await page.$("#group-replay")) !== null && (await page.$("#group-delete")) !== null, "admin: replay and delete offered");
+  await shot(page, "group");
+  await page.screenshot({ path: join(env.SHOTS, "group-top.png") }); // the window only: for docs/img
+  await page.click("#parked-next");
+  await page.waitForFunction(() => document.getElementById("parked-title")?.textContent.includes("after position"), { timeout: 10000 });
+  const page2 = await page.$$eval("#parked-body tr[data-position] td:first-child", (tds) => tds.map((t) => t.textContent));
+  check(page2.length === 10 && page2[0] === String(parkedList[50].position) && (await page.$("#parked-next")) === null &&
+    (await page.$("#parked-first")) !== null, `parked events: the second page holds the last 10 (${page2.length})`);
+  await page.click("#parked-body tr[data-position] td:first-child a");
+  await page.waitForFunction(() => document.querySelector("h1")?.textContent.startsWith("Event at position"), { timeout: 10000 });
+  check((await text(page, "h1")) === "Event at position " + parkedList[50].position, "a parked event links to the event");
+  await page.goto(url + "/#/group/" + encodeURIComponent(env.GROUP), { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#group-replay");
+  await page.click("#group-replay");
+  q = await confirmWith(false);
+  check(q.includes("Replay the 60 parked events of group " + env.GROUP), `replay asks first: "${q}"`);
+  await page.click("#group-replay");
+  q = await confirmWith(true);
+  await page.waitForFunction(() => document.getElementById("group-msg")?.textContent.includes("put back"), { timeout: 10000 });
+  check((await text(page, "#group-msg")) === "60 parked events put back for delivery.", `replayed: "${await text(page, "#group-msg")}"`);
+  await page.goto(url + "/#/group/" + encodeURIComponent(env.XSS_GROUP), { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#group-delete");
+  check((await text(page, "#group-title")) === "Group " + env.XSS_GROUP && dialogs.length === 0,
+    "a group named with HTML: its name as text");
+  await page.click("#group-delete");
+  q = await confirmWith(true, "confirm-group-delete");
+  check(q.includes("cannot be undone"), `group delete warns: "${q}"`);
+  await page.waitForFunction(() => location.hash === "#/groups" && document.querySelector("#groups-body tr a"), { timeout: 10000 });
+  const left = await page.$$eval("#groups-body tr td:first-child a", (as) => as.map((a) => a.textContent));
+  const esctlLeft = JSON.parse(esctl("--json", "group", "list").split("\n")[0]).map((g) => g.name);
+  check(left.join() === env.GROUP && esctlLeft.join() === env.GROUP, `deleted: the page and esctl list only ${env.GROUP} (${left}; ${esctlLeft})`);
+
   // ---- a reader: no admin action, forged request refused
   const rctx = await browser.createBrowserContext();
   const rpage = await newPage(rctx);
   await login(rpage, env.READER_USER, env.READER_TOKEN);
   check(await rpage.$eval("#nav-sessions", (e) => e.hidden), "reader: no Sessions page in the menu");
-  for (const hash of ["#/overview", "#/streams", "#/stream/" + env.NEEDLE, "#/log", "#/sessions"]) {
+  for (const hash of ["#/overview", "#/streams", "#/stream/" + env.NEEDLE, "#/log", "#/sessions", "#/groups",
+    "#/group/" + encodeURIComponent(env.GROUP)]) {
     await rpage.goto(url + "/" + hash, { waitUntil: "domcontentloaded" });
     await rpage.waitForSelector("h1");
     await rpage.waitForFunction(() => !document.querySelector("main p.muted")?.textContent.startsWith("Loading"));
@@ -232,6 +299,14 @@ try {
   const noCsrf = await rpage.evaluate(async () => (await fetch("/api/logout", { method: "POST",
     headers: { "Content-Type": "application/json" }, body: "{}" })).status);
   check(noCsrf === 403, `a POST without the CSRF token: ${noCsrf}`);
+  const gforged = await rpage.evaluate(async (name) => {
+    const s = await (await fetch("/api/session")).json();
+    const r = await fetch("/api/group/delete", { method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": s.csrf }, body: JSON.stringify({ name }) });
+    return r.status;
+  }, env.GROUP);
+  const still = JSON.parse(esctl("--json", "group", "list").split("\n")[0]).map((g) => g.name);
+  check(gforged === 403 && still.includes(env.GROUP), `reader's forged group delete: ${gforged}, the group is still there`);
 
   // ---- a writer: delete and retention, no tombstone (as on the TCP port)
   const wctx = await browser.createBrowserContext();

@@ -415,6 +415,172 @@ async function pageLog(params) {
   });
 }
 
+// ---------------------------------------------------------------- groups --
+
+function fmtMs(ms) {
+  return ms % 1000 === 0 ? fmtInt(ms / 1000) + " s" : fmtInt(ms) + " ms";
+}
+
+function targetText(g) {
+  return g.target === "all" ? "the whole log" : g.target + " " + g.target_name;
+}
+
+function settingsText(st) {
+  if (!st) return "–";
+  return "ack timeout " + fmtMs(st.ack_timeout_ms) + " · " + fmtInt(st.max_retries) + " retries · " +
+    fmtInt(st.max_in_flight) + " in flight per member" + (st.park_blocks ? " · parked events block their stream" : "");
+}
+
+const groupHref = (name) => "#/group/" + encodeURIComponent(name);
+
+function parkedPill(n, id) {
+  return el("span", { class: "pill " + (n ? "bad" : "ok"), id }, fmtInt(n));
+}
+
+async function pageGroups() {
+  const body = el("tbody", { id: "groups-body" });
+  const summary = el("p", { class: "muted", id: "groups-summary" }, "");
+  const th = (t, num) => el("th", { class: num ? "num" : null }, t);
+  show(el("h1", {}, "Consumer groups"), summary,
+    el("table", { id: "groups-table" }, el("thead", {}, el("tr", {}, th("Group"), th("Target"),
+      th("Checkpoint", true), th("Lag", true), th("Members", true), th("In flight", true), th("Parked", true),
+      th("Acked", true), th("Retries", true), th("Settings"))), body));
+  let refreshes = 0;
+  const refresh = async () => {
+    let r;
+    try {
+      r = await api("/api/groups");
+    } catch (e) {
+      if (e.status !== 409) throw e;
+      stopPage(); // a follower: groups live on the primary
+      summary.className = "error";
+      summary.id = "groups-error";
+      summary.textContent = "No consumer groups here: " + e.message + ".";
+      return;
+    }
+    body.dataset.refreshes = ++refreshes;
+    const num = (v) => el("td", { class: "num" }, fmtInt(v));
+    body.replaceChildren(...r.groups.map((g) => el("tr", {},
+      el("td", {}, el("a", { href: groupHref(g.name) }, g.name)),
+      el("td", {}, targetText(g)),
+      num(g.checkpoint), num(g.lag), num(g.members), num(g.in_flight),
+      el("td", { class: "num" }, parkedPill(g.parked)), num(g.acked), num(g.retries),
+      el("td", { class: "muted" }, settingsText(g.settings)))));
+    if (!r.groups.length) {
+      body.appendChild(el("tr", {}, el("td", { colspan: 10, class: "muted", id: "no-groups" },
+        "No consumer group yet: esctl group create NAME --category C makes one (docs/groups.md).")));
+    }
+    summary.textContent = fmtInt(r.groups.length) + (r.groups.length === 1 ? " group" : " groups") +
+      "; head position " + fmtInt(r.head) + ". Lag: events of the log above the group's checkpoint. Refreshed every second.";
+  };
+  await refresh();
+  state.timer = setInterval(() => refresh().catch(() => {}), 1000);
+}
+
+async function pageGroup(name, params) {
+  const after = params.get("after") || "";
+  let g;
+  try {
+    g = await api("/api/group" + qs({ name }));
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    show(el("h1", {}, "Group not found"),
+      el("p", { id: "not-found" }, "No consumer group is named " + name + "."),
+      el("p", {}, el("a", { href: "#/groups" }, "All groups")));
+    return;
+  }
+  const p = await api("/api/group/parked" + qs({ name, after, limit: 50 }));
+  const s = state.session;
+  const cards = el("div", { class: "cards", id: "group-cards" });
+  const members = el("tbody", { id: "members-body" });
+  const msg = el("p", { class: "muted", id: "group-msg" }, "");
+  const setting = (k, v, rid) => el("tr", {}, el("th", {}, k), el("td", { id: rid }, v));
+  const settingsBox = el("div", { class: "lifebox", id: "group-settings" }, el("h2", {}, "Settings"),
+    el("table", { class: "life" },
+      setting("Target", targetText(g), "group-target"),
+      setting("Ack timeout", fmtMs(g.settings.ack_timeout_ms), "group-ack-timeout"),
+      setting("Max retries", fmtInt(g.settings.max_retries) + " (parked after " + fmtInt(g.settings.max_retries + 1) + " deliveries)", "group-max-retries"),
+      setting("Max in flight", fmtInt(g.settings.max_in_flight) + " per member", "group-max-in-flight"),
+      setting("Parked events", g.settings.park_blocks ? "block their stream until replayed and acked" : "do not block their stream", "group-park-blocks")));
+  let cur = g; // the latest figures, for the confirmations
+  const draw = (g) => {
+    cur = g;
+    const replay = $("group-replay");
+    if (replay) replay.disabled = !g.parked;
+    cards.replaceChildren(
+      card("Checkpoint", fmtInt(g.checkpoint), "every event at or below it is done", "group-checkpoint"),
+      card("Lag", fmtInt(g.lag), "events: head " + fmtInt(g.head) + " − checkpoint", "group-lag"),
+      card("Members", fmtInt(g.members), null, "group-members"),
+      card("In flight", fmtInt(g.in_flight), "delivered, not yet acked", "group-in-flight"),
+      card("Parked", fmtInt(g.parked), g.parked ? "waiting for a replay" : "none", "group-parked"),
+      card("Acked", fmtInt(g.acked), fmtInt(g.retries) + " redeliveries (since esd started)", "group-acked"));
+    const rows = g.member_list.map((m) => el("tr", {},
+      el("td", {}, m.consumer || "(no label)"), el("td", {}, m.user || "–"), el("td", {}, m.peer || "–"),
+      el("td", { class: "num" }, String(m.connection)),
+      el("td", { class: "num" }, fmtInt(m.in_flight) + " / " + fmtInt(m.max_in_flight))));
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 5, class: "muted", id: "no-members" }, "No member is connected.")));
+    members.replaceChildren(...rows);
+  };
+  draw(g);
+  const actions = el("div", { class: "bar", id: "group-actions" });
+  const change = async (path, question, done) => {
+    if (!(await askConfirm(question))) return;
+    try {
+      done(await api(path, { name }));
+    } catch (e) {
+      msg.className = "error";
+      msg.textContent = "Not done: " + e.message;
+    }
+  };
+  if (s && s.admin) {
+    actions.append(
+      el("button", { type: "button", class: "admin-action", id: "group-replay", disabled: !g.parked, onclick: () =>
+        change("/api/group/replay", "Replay the " + fmtInt(cur.parked) + " parked events of group " + name +
+          "? They are delivered to its members again (one per stream at a time); acked, they leave the parked list.",
+          (r) => { route().then(() => { const m = $("group-msg"); if (m) m.textContent = fmtInt(r.replayed) + " parked events put back for delivery."; }); }) },
+      "Replay parked…"),
+      el("button", { type: "button", class: "danger admin-action", id: "group-delete", onclick: () =>
+        change("/api/group/delete", "Delete consumer group " + name + "? Its checkpoint and its " + fmtInt(cur.parked) +
+          " parked events are removed and its " + fmtInt(cur.members) + " members are told to leave. This cannot be undone.",
+          () => { location.hash = "#/groups"; }) },
+      "Delete group…"));
+  }
+  const prow = (e) => el("tr", { "data-position": e.position },
+    el("td", { class: "num" }, el("a", { href: "#/event/" + e.position }, String(e.position))),
+    el("td", {}, el("a", { href: "#/stream/" + encodeURIComponent(e.stream) }, e.stream)),
+    el("td", { class: "num" }, e.revision === null ? el("span", { class: "pill bad", title: "the log no longer serves this event" }, "not served") : String(e.revision)),
+    el("td", {}, e.type === null ? "–" : e.type),
+    el("td", { class: "num" }, fmtInt(e.attempts)),
+    el("td", { class: "reason" }, e.reason),
+    el("td", { class: "muted" }, fmtTime(e.parked_at_us)));
+  const parkedBody = el("tbody", { id: "parked-body" }, p.events.map(prow));
+  if (!p.events.length) parkedBody.appendChild(el("tr", {}, el("td", { colspan: 7, class: "muted", id: "no-parked" }, after ? "No more parked events." : "No parked event.")));
+  const pager = el("div", { class: "bar" });
+  if (after) pager.appendChild(el("a", { id: "parked-first", href: groupHref(name) }, "« First page"));
+  if (p.more) pager.appendChild(el("a", { id: "parked-next", href: groupHref(name) + qs({ after: p.next_after }) }, "Next page »"));
+  const th = (t, num) => el("th", { class: num ? "num" : null }, t);
+  show(el("h1", { id: "group-title" }, "Group " + g.name),
+    el("p", { class: "muted" }, el("a", { href: "#/groups" }, "All groups"), " · reads " + targetText(g) + "; figures refreshed every 2 seconds."),
+    cards, actions, msg, settingsBox,
+    el("h2", {}, "Members"),
+    el("table", { id: "members-table" }, el("thead", {}, el("tr", {}, th("Consumer"), th("User"), th("Address"), th("Connection", true), th("In flight", true))), members),
+    el("h2", { id: "parked-title" }, "Parked events" + (after ? " after position " + after : "") +
+      " (" + fmtInt(g.parked) + " in all; oldest first)"),
+    el("table", { id: "parked-table" }, el("thead", {}, el("tr", {}, th("Position", true), th("Stream"), th("Revision", true), th("Type"),
+      th("Deliveries", true), th("Reason"), th("Parked at"))), parkedBody),
+    pager);
+  let refreshes = 0;
+  state.timer = setInterval(async () => {
+    try {
+      const fresh = await api("/api/group" + qs({ name }));
+      draw(fresh);
+      cards.dataset.refreshes = ++refreshes;
+    } catch (e) {
+      if (e.status === 404) { stopPage(); msg.className = "error"; msg.textContent = "This group no longer exists."; }
+    }
+  }, 2000);
+}
+
 // --------------------------------------------------------------- sessions --
 
 async function pageSessions() {
@@ -449,7 +615,7 @@ async function route() {
   const path = q < 0 ? hash : hash.slice(0, q);
   const params = new URLSearchParams(q < 0 ? "" : hash.slice(q + 1));
   const parts = path.split("/").filter(Boolean);
-  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === parts[0]);
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === parts[0] || (a.dataset.page === "groups" && parts[0] === "group"));
   try {
     if (parts[0] === "overview") await pageOverview();
     else if (parts[0] === "streams") await pageStreams(params);
@@ -457,6 +623,8 @@ async function route() {
     else if (parts[0] === "log") await pageLog(params);
     else if (parts[0] === "event" && parts[1]) await pageEvent("position", parts[1]);
     else if (parts[0] === "find" && parts[1]) await pageEvent("id", decodeURIComponent(parts[1]));
+    else if (parts[0] === "groups") await pageGroups();
+    else if (parts[0] === "group" && parts[1]) await pageGroup(decodeURIComponent(parts.slice(1).join("/")), params);
     else if (parts[0] === "sessions") await pageSessions();
     else show(el("h1", {}, "Not found"), el("p", {}, el("a", { href: "#/overview" }, "Overview")));
   } catch (e) {
