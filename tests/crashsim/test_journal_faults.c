@@ -10,6 +10,9 @@
  *   --case 3  the journal's write fails (ENOSPC, writer thread)
  *   --case 4  LMDB's commit fails after the entry is durable (a page write to
  *             data.mdb fails with ENOSPC, writer thread): the entry is unwritten
+ *   --case 5  a checkpoint's write of its record into the journal fails (EIO)
+ *   --case 6  a checkpoint's fdatasync of its record fails (EIO): the record
+ *             stays in the page cache, and the restart reads it
  *
  * Design notes
  * ------------
@@ -19,8 +22,8 @@
  * revision, contents derived from (stream, revision) (rel.h). Then the test
  * writes the fault line and goes on appending:
  *
- *   1, 2  the append that meets the fault (case 2: the first one to fail
- *         after the checkpoint thread's sync failed; the appends before it
+ *   1, 2, 5, 6  the append that meets the fault (2, 5, 6: the first one to
+ *         fail after the checkpoint thread met it; the appends before it
  *         are acknowledged and count) gets ES_ERR_IO, and so do the next
  *         appends and a snapshot save: the journal is broken until a
  *         restart. The running esd serves exactly the acknowledged events.
@@ -37,7 +40,7 @@
  * acknowledged event at its acknowledged position with its bytes, nothing
  * else (head = acknowledged events: nothing of a failed append is
  * replayed). The failed append (cases 1, 2), sent again after the restart,
- * is new, not a duplicate, at the next position; SIGTERM ends esd with
+ * is new, not a duplicate, at the next position (cases 1, 2, 5, 6); SIGTERM ends esd with
  * exit 0 and `esctl db check` passes.
  */
 #include <errno.h>
@@ -162,7 +165,9 @@ int main(int argc, char **argv)
     uint64_t val[] = {1, 30};
     rel_args(argc, argv, "test_journal_faults", names, val);
     uint64_t which = val[0];
-    REL_CHECK(which >= 1 && which <= 4, "--case 1..4");
+    REL_CHECK(which >= 1 && which <= 6, "--case 1..6");
+    bool broken = which != 3 && which != 4; /* the journal refuses everything after the fault */
+    bool in_checkpoint = which == 2 || which >= 5;
     if (h_sanitized()) {
         rel_skip("the shim is preloaded into esd, which a sanitizer runtime must come before");
     }
@@ -175,10 +180,16 @@ int main(int argc, char **argv)
         "write journal ENOSPC esd-writer 0\n",
         /* LMDB's meta pages are 0 and 1; its commit writes its other pages first */
         "write data.mdb ENOSPC esd-writer 8192\n",
+        "write journal EIO esd-checkpoint 0\n",
+        "sync journal EIO esd-checkpoint 0\n",
     };
-    static const char *const what[] = {NULL, "journal fdatasync fails",
+    static const char *const what[] = {NULL,
+                                       "journal fdatasync fails",
                                        "checkpoint fdatasync of data.mdb fails",
-                                       "journal write fails", "LMDB commit fails after the entry"};
+                                       "journal write fails",
+                                       "LMDB commit fails after the entry",
+                                       "checkpoint record write fails",
+                                       "checkpoint record fdatasync fails"};
 
     rel_rng rng = {rel_seed()};
     run r = {.salt = rel_rand(&rng)};
@@ -211,7 +222,7 @@ int main(int argc, char **argv)
     uint32_t fn = (uint32_t)rel_range(&rng, 1, MAX_EVENTS);
     es_append_result res;
     es_err rv;
-    if (which == 2) {
+    if (in_checkpoint) {
         /* The checkpoint thread meets the fault within a second of
          * appending (CKPT_INTERVAL); appends acknowledged until then count. */
         for (;;) {
@@ -227,12 +238,12 @@ int main(int argc, char **argv)
         rv = append_one(&r, fs, fn, &res);
     }
     REL_CHECK(!exists(fault_path), "the fault never fired (append: %s)", es_strerror(rv));
-    es_err want = which <= 2 ? ES_ERR_IO : ES_ERR_STORE_FULL;
+    es_err want = broken ? ES_ERR_IO : ES_ERR_STORE_FULL;
     REL_CHECK(rv == want, "the append that met the fault: %s, expected %s", es_strerror(rv),
               es_strerror(want));
     rel_log("the append that met the fault was refused: %s", es_strerror(rv));
 
-    if (which <= 2) {
+    if (broken) {
         for (int i = 0; i < 3; i++) {
             es_append_result r2;
             uint32_t s = (uint32_t)rel_range(&rng, 0, N_STREAMS - 1);
@@ -270,7 +281,7 @@ int main(int argc, char **argv)
     verify(e.address, &r, "after the restart");
     r.c = rel_client(e.address, 30000);
     REL_CHECK(r.c, "cannot connect");
-    if (which <= 2) {
+    if (broken) {
         rv = append_one(&r, fs, fn, &res);
         REL_CHECK(rv == ES_OK, "the failed append sent after the restart: %s", es_strerror(rv));
         acked(&r, fs, fn, &res, "the failed append sent after the restart");
