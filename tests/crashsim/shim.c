@@ -33,10 +33,10 @@
  * directory; CRASHSIM_LOG is then optional) that a test writes to arm ONE
  * fault, as one line
  *
- *   OP FILE ERRNO THREAD MINOFF     e.g.  "sync journal EIO esd-writer 0"
+ *   OP FILE ERRNO THREAD MINOFF [MAXOFF]   e.g.  "sync journal EIO esd-writer 0"
  *
  * OP is `sync` (fsync, fdatasync) or `write` (write, writev, pwrite,
- * pwritev at an offset >= MINOFF); FILE a name in the watched directory;
+ * pwritev at an offset >= MINOFF, and < MAXOFF when given); FILE a name in the watched directory;
  * ERRNO `EIO`, `ENOSPC` or `EDQUOT`; THREAD the name (prctl PR_SET_NAME)
  * of the calling thread, or `*` for any. The first matching operation
  * fails with that errno without touching the file (a failed sync syncs
@@ -326,14 +326,16 @@ static int cs_fault(int fd, const char *op, uint64_t off)
     }
     line[n] = '\0';
     char w_op[16], w_file[64], w_err[16], w_thread[32];
-    unsigned long long minoff;
-    if (sscanf(line, "%15s %63s %15s %31s %llu", w_op, w_file, w_err, w_thread, &minoff) != 5) {
+    unsigned long long minoff, maxoff = ~0ull;
+    int got = sscanf(line, "%15s %63s %15s %31s %llu %llu", w_op, w_file, w_err, w_thread, &minoff,
+                     &maxoff);
+    if (got != 5 && got != 6) {
         fprintf(stderr, "crashsim: bad fault line in %s: %s\n", faults, line);
         abort();
     }
     char me[32] = "";
     prctl(PR_GET_NAME, me, 0, 0, 0);
-    if (strcmp(w_op, op) || strcmp(w_file, fds[fd].name) || off < minoff ||
+    if (strcmp(w_op, op) || strcmp(w_file, fds[fd].name) || off < minoff || off >= maxoff ||
         (strcmp(w_thread, "*") && strcmp(w_thread, me))) {
         return 0;
     }

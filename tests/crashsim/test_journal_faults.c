@@ -13,6 +13,9 @@
  *   --case 5  a checkpoint's write of its record into the journal fails (EIO)
  *   --case 6  a checkpoint's fdatasync of its record fails (EIO): the record
  *             stays in the page cache, and the restart reads it
+ *   --case 7  LMDB's commit fails writing its meta page (ENOSPC, writer
+ *             thread), after the entry is durable: LMDB refuses every later
+ *             transaction until a restart; the entry is unwritten
  *
  * Design notes
  * ------------
@@ -165,9 +168,10 @@ int main(int argc, char **argv)
     uint64_t val[] = {1, 30};
     rel_args(argc, argv, "test_journal_faults", names, val);
     uint64_t which = val[0];
-    REL_CHECK(which >= 1 && which <= 6, "--case 1..6");
+    REL_CHECK(which >= 1 && which <= 7, "--case 1..7");
     bool broken = which != 3 && which != 4; /* the journal refuses everything after the fault */
-    bool in_checkpoint = which == 2 || which >= 5;
+    bool in_checkpoint = which == 2 || which == 5 || which == 6;
+    bool lmdb_fatal = which == 7; /* LMDB refuses every transaction, reads too */
     if (h_sanitized()) {
         rel_skip("the shim is preloaded into esd, which a sanitizer runtime must come before");
     }
@@ -182,6 +186,8 @@ int main(int argc, char **argv)
         "write data.mdb ENOSPC esd-writer 8192\n",
         "write journal EIO esd-checkpoint 0\n",
         "sync journal EIO esd-checkpoint 0\n",
+        /* the meta pages: 0..8191 */
+        "write data.mdb ENOSPC esd-writer 0 8192\n",
     };
     static const char *const what[] = {NULL,
                                        "journal fdatasync fails",
@@ -189,7 +195,8 @@ int main(int argc, char **argv)
                                        "journal write fails",
                                        "LMDB commit fails after the entry",
                                        "checkpoint record write fails",
-                                       "checkpoint record fdatasync fails"};
+                                       "checkpoint record fdatasync fails",
+                                       "LMDB's meta page write fails"};
 
     rel_rng rng = {rel_seed()};
     run r = {.salt = rel_rand(&rng)};
@@ -238,7 +245,7 @@ int main(int argc, char **argv)
         rv = append_one(&r, fs, fn, &res);
     }
     REL_CHECK(!exists(fault_path), "the fault never fired (append: %s)", es_strerror(rv));
-    es_err want = broken ? ES_ERR_IO : ES_ERR_STORE_FULL;
+    es_err want = broken && !lmdb_fatal ? ES_ERR_IO : ES_ERR_STORE_FULL;
     REL_CHECK(rv == want, "the append that met the fault: %s, expected %s", es_strerror(rv),
               es_strerror(want));
     rel_log("the append that met the fault was refused: %s", es_strerror(rv));
@@ -258,11 +265,19 @@ int main(int argc, char **argv)
                   es_strerror(rv), es_strerror(ES_ERR_IO));
         es_snapshot snap;
         rv = es_snapshot_load(r.c, name, &snap);
-        REL_CHECK(rv == ES_ERR_NOT_FOUND, "the refused snapshot was stored (%s)", es_strerror(rv));
-        verify(e.address, &r, "the running esd, journal broken");
-        rel_log("later appends and a snapshot save refused with %s; reads serve the "
-                "acknowledged events",
-                es_strerror(ES_ERR_IO));
+        if (lmdb_fatal) {
+            REL_CHECK(rv == ES_ERR_IO, "a read after LMDB's fatal error: %s, expected %s",
+                      es_strerror(rv), es_strerror(ES_ERR_IO));
+            rel_log("later appends, a snapshot save and a read refused with %s",
+                    es_strerror(ES_ERR_IO));
+        } else {
+            REL_CHECK(rv == ES_ERR_NOT_FOUND, "the refused snapshot was stored (%s)",
+                      es_strerror(rv));
+            verify(e.address, &r, "the running esd, journal broken");
+            rel_log("later appends and a snapshot save refused with %s; reads serve the "
+                    "acknowledged events",
+                    es_strerror(ES_ERR_IO));
+        }
     } else {
         rv = append_one(&r, fs, fn, &res);
         REL_CHECK(rv == ES_OK, "the failed append sent again: %s", es_strerror(rv));
