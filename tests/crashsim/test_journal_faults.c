@@ -35,6 +35,8 @@
  *         later appends too (case 3: the next entry is written where the
  *         failed one was; case 4: the entry of the failed commit is not
  *         replayed).
+ *   7     the append gets ES_ERR_STORE_FULL, then appends, a snapshot save
+ *         and a read get ES_ERR_IO (LMDB's fatal error) until a restart.
  *
  * The fault file is gone once the fault fired (the shim removes it): a
  * case whose fault never fired fails rather than passing vacuously. esd is
@@ -42,11 +44,10 @@
  * the journal from the last checkpoint, and the whole log is walked: every
  * acknowledged event at its acknowledged position with its bytes, nothing
  * else (head = acknowledged events: nothing of a failed append is
- * replayed). The failed append (cases 1, 2), sent again after the restart,
- * is new, not a duplicate, at the next position (cases 1, 2, 5, 6); SIGTERM ends esd with
- * exit 0 and `esctl db check` passes.
+ * replayed). The failed append (cases 1, 2, 5, 6, 7), sent again after the
+ * restart, is new, not a duplicate, at the next position; SIGTERM ends esd
+ * with exit 0 and `esctl db check` passes.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
