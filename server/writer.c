@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -174,6 +175,9 @@ static void hold_replies(writer *w, write_job **first, write_job **last, size_t 
 static void *writer_main(void *arg)
 {
     writer *w = arg;
+    /* Named for top -H, perf, and the crash simulator's fault injection,
+     * which fails a chosen thread's operations. */
+    prctl(PR_SET_NAME, "esd-writer", 0, 0, 0);
     /* The thread's malloc arena (128 MiB of address space for a moment) is
      * made now, not at the first scavenger slice or append a second later:
      * esd's address space settles before it serves. */

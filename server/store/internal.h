@@ -225,7 +225,9 @@ size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_
  *        lifecycle changes) so that it is durable when this returns: with
  *        the journal, commit and then checkpoint; otherwise LMDB's commit.
  * @return ES_OK; the commit's error (store_commit_err); ES_ERR_IO (the
- *         checkpoint failed: the change is applied but not known durable).
+ *         journal is broken: nothing committed, the transaction aborted;
+ *         or the checkpoint failed: the change is applied but not known
+ *         durable).
  */
 es_err store_commit_durable(store *s, MDB_txn *txn);
 
@@ -280,6 +282,9 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
 
 /** @brief Cancel the entry just written (its commit failed). */
 void journal_unwrite(store *s);
+
+/** @brief True once a journal or checkpoint sync failed: nothing may commit until a restart. */
+bool journal_broken(store *s);
 
 /** @brief After a commit: start a checkpoint in the background when due. */
 void journal_committed(store *s);

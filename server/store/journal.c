@@ -78,10 +78,20 @@
  * through store_commit_durable: commit, then a checkpoint, before their
  * answer. A failed journal write fails its batch (ENOSPC, EDQUOT, EFBIG:
  * STORE_FULL) and the next entry goes to the same place. A failed
- * fdatasync, or a failed checkpoint, leaves the journal broken: every later append fails with
- * ES_ERR_IO until esd restarts and recovers (the kernel may have dropped the pages that failed, so
- * nothing written since can be trusted to be on disk). A failed LMDB commit after a durable entry
- * unwrites the entry (its header zeroed and synced) so the failed batch is not replayed.
+ * fdatasync, or a failed checkpoint, leaves the journal broken: every later
+ * append, and every commit through store_commit_durable, fails with
+ * ES_ERR_IO before anything is committed, until esd restarts and recovers
+ * (the kernel may have dropped the pages that failed, so nothing written
+ * since can be trusted to be on disk). The entry whose fdatasync failed is
+ * unwritten (its header zeroed, best effort): a restart without a power
+ * loss reads the page cache, which still holds it, and must not replay a
+ * batch whose requests failed. A failed LMDB commit after a durable entry
+ * unwrites the entry (header zeroed and synced) for the same reason. A
+ * checkpoint that fails after data.mdb's sync (its record's write or sync)
+ * may still leave its record readable; that is safe: its state's pages were
+ * synced, and the previous checkpoint's pin, still held, keeps every page
+ * freed since then from reuse. The crash simulator's shim injects each of
+ * these failures (tests/crashsim, journal-fault-*).
  *
  * Only a durable primary uses the journal (sync full, not read-only, not a
  * follower, STORE_SYNC_JOURNAL). Read-only opens (esctl db stat, check,
@@ -99,6 +109,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -526,6 +537,7 @@ static void *ckpt_thread(void *arg)
 {
     store *s = arg;
     journal *j = s->jr;
+    prctl(PR_SET_NAME, "esd-checkpoint", 0, 0, 0); /* top -H, fault injection */
     /* glibc gives a thread its malloc arena at its first malloc or free,
      * mapping 128 MiB of address space for a moment: done here, at start,
      * not at the first checkpoint, esd's address space settles before it
@@ -723,7 +735,15 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
         return errno == ENOSPC || errno == EDQUOT || errno == EFBIG ? ES_ERR_STORE_FULL : ES_ERR_IO;
     }
     if (fdatasync(j->fd) != 0) {
+        /* The entry may still reach the disk (or sit in the page cache,
+         * where a restart would read it): its header is zeroed so that it
+         * is not replayed; its requests fail. Best effort: the journal is
+         * broken from here on whatever this does. */
         atomic_store(&j->broken, true);
+        uint8_t zero[ENTRY_HDR] = {0};
+        if (full_pwrite(j->fd, zero, sizeof zero, RING_OFF + at % j->ring)) {
+            (void)fdatasync(j->fd);
+        }
         return ES_ERR_IO;
     }
     j->last_lofs = at;
@@ -735,6 +755,11 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
     atomic_fetch_add(&j->entries, 1);
     *written = true;
     return ES_OK;
+}
+
+bool journal_broken(store *s)
+{
+    return atomic_load(&s->jr->broken);
 }
 
 void journal_unwrite(store *s)

@@ -1159,6 +1159,10 @@ void store_close(store *s)
 
 es_err store_commit_durable(store *s, MDB_txn *txn)
 {
+    if (s->jr && journal_broken(s)) {
+        mdb_txn_abort(txn); /* nothing may commit until a restart recovers */
+        return ES_ERR_IO;
+    }
     int rc = mdb_txn_commit(txn); /* frees the txn, also on failure */
     if (rc) {
         return store_commit_err(s, rc);

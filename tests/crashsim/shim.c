@@ -28,6 +28,21 @@
  * files pass straight through. Without CRASHSIM_DIR and CRASHSIM_LOG the
  * shim does nothing. CRASHSIM_FAIL_DIRSYNC=1 makes an fsync of the
  * directory fail with EIO (the error path of esd's directory sync).
+ *
+ * Fault injection: CRASHSIM_FAULTS names a file (outside the watched
+ * directory; CRASHSIM_LOG is then optional) that a test writes to arm ONE
+ * fault, as one line
+ *
+ *   OP FILE ERRNO THREAD MINOFF [MAXOFF]   e.g.  "sync journal EIO esd-writer 0"
+ *
+ * OP is `sync` (fsync, fdatasync) or `write` (write, writev, pwrite,
+ * pwritev at an offset >= MINOFF, and < MAXOFF when given); FILE a name in the watched directory;
+ * ERRNO `EIO`, `ENOSPC` or `EDQUOT`; THREAD the name (prctl PR_SET_NAME)
+ * of the calling thread, or `*` for any. The first matching operation
+ * fails with that errno without touching the file (a failed sync syncs
+ * nothing, a failed write writes nothing) and the shim removes the fault
+ * file, which tells the test the fault fired. The file is read before every
+ * operation on a watched file while it exists: for tests, not benchmarks.
  */
 /* The plain and the 64-bit names are interposed separately (glibc would
  * otherwise redirect one to the other); off_t is 64 bits on LP64 anyway. */
@@ -43,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -57,13 +73,15 @@ typedef struct fd_info {
     bool dir;   /* the watched directory itself */
     bool dsync; /* O_SYNC or O_DSYNC */
     uint64_t ino;
+    char name[64]; /* its name in the directory (fault matching; renames followed) */
 } fd_info;
 
 static pthread_mutex_t cs_lock = PTHREAD_MUTEX_INITIALIZER;
 static fd_info fds[MAX_FD];
 static char watch[PATH_MAX];
 static int log_fd = -1;
-static bool fail_dirsync; /* CRASHSIM_FAIL_DIRSYNC=1: fsync of the directory fails (EIO) */
+static bool fail_dirsync;     /* CRASHSIM_FAIL_DIRSYNC=1: fsync of the directory fails (EIO) */
+static char faults[PATH_MAX]; /* CRASHSIM_FAULTS: the fault file ("" when none) */
 
 #define REAL(name) real_##name
 #define DECL_REAL(ret, name, ...)                                                                  \
@@ -99,12 +117,19 @@ __attribute__((constructor)) static void cs_init(void)
 {
     const char *d = getenv("CRASHSIM_DIR");
     const char *l = getenv("CRASHSIM_LOG");
-    if (!d || !l || !realpath(d, watch)) {
+    const char *flt = getenv("CRASHSIM_FAULTS");
+    if (!d || (!l && !flt) || !realpath(d, watch)) {
         watch[0] = '\0';
         return;
     }
     const char *f = getenv("CRASHSIM_FAIL_DIRSYNC");
     fail_dirsync = f && !strcmp(f, "1");
+    if (flt) {
+        snprintf(faults, sizeof faults, "%s", flt);
+    }
+    if (!l) {
+        return;
+    }
     log_fd = get_open()(l, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0) {
         fprintf(stderr, "crashsim: cannot open %s: %s\n", l, strerror(errno));
@@ -115,6 +140,9 @@ __attribute__((constructor)) static void cs_init(void)
 static void cs_record(uint32_t type, uint64_t ino, uint64_t a, uint64_t b, const void *p1,
                       size_t n1, const void *p2, size_t n2)
 {
+    if (log_fd < 0) {
+        return; /* faults only */
+    }
     cs_hdr h = {type, (uint32_t)(n1 + n2), ino, a, b};
     struct iovec iov[3] = {{&h, sizeof h}, {(void *)p1, n1}, {(void *)p2, n2}};
     size_t want = sizeof h + n1 + n2;
@@ -195,6 +223,7 @@ static int cs_open(int dirfd, const char *path, int flags, mode_t mode, bool at)
             f->file = true;
             f->ino = (uint64_t)st.st_ino;
             f->dsync = (flags & (O_SYNC | O_DSYNC)) != 0;
+            snprintf(f->name, sizeof f->name, "%s", name);
             if (!existed) {
                 cs_record(CS_CREATE, f->ino, 0, 0, name, strlen(name), NULL, 0);
             } else if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY) {
@@ -275,6 +304,46 @@ int close(int fd)
     return rc;
 }
 
+/*
+ * The errno to fail this operation with (0: none), from the armed fault
+ * (design notes); the lock held. op: "sync" or "write"; off: a write's
+ * offset.
+ */
+static int cs_fault(int fd, const char *op, uint64_t off)
+{
+    if (!faults[0]) {
+        return 0;
+    }
+    int ffd = get_open()(faults, O_RDONLY | O_CLOEXEC);
+    if (ffd < 0) {
+        return 0; /* not armed */
+    }
+    char line[256];
+    ssize_t n = read(ffd, line, sizeof line - 1);
+    get_close()(ffd);
+    if (n <= 0) {
+        return 0;
+    }
+    line[n] = '\0';
+    char w_op[16], w_file[64], w_err[16], w_thread[32];
+    unsigned long long minoff, maxoff = ~0ull;
+    int got = sscanf(line, "%15s %63s %15s %31s %llu %llu", w_op, w_file, w_err, w_thread, &minoff,
+                     &maxoff);
+    if (got != 5 && got != 6) {
+        fprintf(stderr, "crashsim: bad fault line in %s: %s\n", faults, line);
+        abort();
+    }
+    char me[32] = "";
+    prctl(PR_GET_NAME, me, 0, 0, 0);
+    if (strcmp(w_op, op) || strcmp(w_file, fds[fd].name) || off < minoff || off >= maxoff ||
+        (strcmp(w_thread, "*") && strcmp(w_thread, me))) {
+        return 0;
+    }
+    int e = !strcmp(w_err, "ENOSPC") ? ENOSPC : !strcmp(w_err, "EDQUOT") ? EDQUOT : EIO;
+    get_unlink()(faults); /* fired: the test sees the file gone */
+    return e;
+}
+
 /* Record n bytes of iov written at off (the lock held). */
 static void cs_record_write(int fd, const struct iovec *iov, int cnt, size_t n, off_t off)
 {
@@ -300,6 +369,12 @@ static ssize_t cs_writev_at(int fd, const struct iovec *iov, int cnt, off_t off,
 {
     pthread_mutex_lock(&cs_lock);
     off_t at = positioned ? off : lseek(fd, 0, SEEK_CUR);
+    int fault = cs_fault(fd, "write", at < 0 ? 0 : (uint64_t)at);
+    if (fault) {
+        pthread_mutex_unlock(&cs_lock);
+        errno = fault;
+        return -1;
+    }
     ssize_t n = positioned ? get_pwritev()(fd, iov, cnt, off) : get_writev()(fd, iov, cnt);
     int saved = errno;
     if (n > 0 && at >= 0) {
@@ -371,6 +446,12 @@ static int cs_sync(int fd, int (*fn)(int))
         return -1;
     }
     pthread_mutex_lock(&cs_lock);
+    int fault = fds[fd].file ? cs_fault(fd, "sync", 0) : 0;
+    if (fault) {
+        pthread_mutex_unlock(&cs_lock);
+        errno = fault;
+        return -1;
+    }
     int rc = fn(fd);
     int saved = errno;
     if (rc == 0) {
@@ -442,6 +523,11 @@ static int cs_rename(int ofd, const char *from, int nfd, const char *to, bool at
     if (rc == 0) {
         if (k1 == 1 && k2 == 1) {
             cs_record(CS_RENAME, 0, 0, 0, fname, strlen(fname) + 1, tname, strlen(tname));
+            for (int i = 0; i < MAX_FD; i++) { /* open descriptors go by the new name */
+                if (fds[i].file && !strcmp(fds[i].name, fname)) {
+                    snprintf(fds[i].name, sizeof fds[i].name, "%s", tname);
+                }
+            }
         } else if (k1 == 1) {
             cs_record(CS_UNLINK, 0, 0, 0, fname, strlen(fname), NULL, 0);
         } else {
