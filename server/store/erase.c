@@ -395,6 +395,50 @@ static uint8_t *thread_buf(size_t need)
     return pb->p;
 }
 
+/* One field of a record's tail, pbw_next's answer for the shapes the store
+ * writes taken inline (every replayed record passes here): a one-byte tag,
+ * then a varint (skipped: its value is not needed) or a length of one or
+ * two bytes. Anything else is left to pbw_next. */
+static es_err tail_next(const uint8_t **pos, const uint8_t *end, pbw_field *f)
+{
+    const uint8_t *p = *pos;
+    size_t room = (size_t)(end - p);
+    if (room >= 2 && p[0] < 0x80 && (p[0] >> 3) != 0) {
+        f->number = p[0] >> 3;
+        f->wire = p[0] & 7;
+        f->data = NULL;
+        f->len = 0;
+        f->varint = 0;
+        if (f->wire == PBW_WIRE_VARINT) {
+            for (size_t i = 1; i < room && i <= PBW_VARINT_MAX; i++) {
+                if (!(p[i] & 0x80)) {
+                    if (i == PBW_VARINT_MAX && p[i] > 1) {
+                        break; /* more than 64 bits */
+                    }
+                    *pos = p + i + 1;
+                    return ES_OK;
+                }
+            }
+        } else if (f->wire == PBW_WIRE_LEN) {
+            size_t n = p[1], hdr = 2;
+            if (n >= 0x80) {
+                if (room < 3 || p[2] >= 0x80) {
+                    return pbw_next(pos, end, f);
+                }
+                n = (n & 0x7f) | (size_t)p[2] << 7;
+                hdr = 3;
+            }
+            if (n <= room - hdr) {
+                f->data = p + hdr;
+                f->len = n;
+                *pos = p + hdr + n;
+                return ES_OK;
+            }
+        }
+    }
+    return pbw_next(pos, end, f);
+}
+
 /*
  * The sealed record's parts: its head (fields 1-5, es_record_head), then a
  * walk of the fields after the type to field 12, which must be last. Only
@@ -411,7 +455,7 @@ static es_err sealed_parts(const uint8_t *bytes, size_t len, es_record *r)
     memset(&r->sealed, 0, sizeof r->sealed);
     r->data.len = r->metadata.len = 0;
     es_err rv;
-    while ((rv = pbw_next(&p, end, &f)) == ES_OK) {
+    while ((rv = tail_next(&p, end, &f)) == ES_OK) {
         if (f.number == ES_RECORD_F_SEALED && f.wire == PBW_WIRE_LEN) {
             r->sealed.p = f.data;
             r->sealed.len = f.len;

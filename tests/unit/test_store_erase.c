@@ -672,7 +672,12 @@ static void test_interleaved_keys_and_writers_read_right_in_one_pass(void **stat
     put_other_thread(f, "person-b", "b1");
     assert_rv(ES_OK, put(f, "person-c", "carol", "c1", "m", 1));
     assert_rv(ES_OK, put(f, "person-b", NULL, "b2", "m", 1));
-    static const char *const want[] = {"a0", "b0", "c0", "a1", "a2", "b1", "c1", "b2"};
+    /* A record whose sealed field's length takes two bytes. */
+    char big[301];
+    memset(big, 'z', 300);
+    big[300] = 0;
+    assert_rv(ES_OK, put(f, "person-a", NULL, big, "m", 1));
+    const char *const want[] = {"a0", "b0", "c0", "a1", "a2", "b1", "c1", "b2", big};
     for (int pass = 0; pass < 2; pass++) {
         coll c = {0};
         read_all_fwd(f->s, NULL, pass == 0 ? 100 : 3, &c);
@@ -688,6 +693,11 @@ static void test_interleaved_keys_and_writers_read_right_in_one_pass(void **stat
     assert_one(f->s, "person-a", 2, "a2");
     assert_one(f->s, "person-c", 1, "c1");
     assert_one(f->s, "person-a", 0, "a0");
+    coll c = {0};
+    read_stream_all(f->s, "person-a", 10, &c);
+    assert_int_equal(c.n, 4);
+    assert_true(bin_is_str(c.ev[3]->data, big));
+    coll_free(&c);
 }
 
 static void test_an_erased_key_is_not_served_from_a_readers_cache(void **state)
@@ -811,12 +821,13 @@ static void test_a_tampered_sealed_record_reads_corrupt(void **state)
 {
     fx *f = *state;
     fx_open(f);
-    /* Positions 1..12, revisions 0..11 of one stream; data "dd", metadata
-     * "m": the sealed field (last) is 37 + (2 + 2) + (2 + 1) bytes:
-     * version, slot, nonce (4 fixed bytes, 8 invocation bytes), the
-     * ciphertext, the tag. */
+    /* Positions 1..13, revisions 0..12 of one stream (a stream's reads
+     * check its last record: that one stays whole); data "dd", metadata
+     * "m": the sealed field (last, its length in one byte) is 37 + (2 + 2)
+     * + (2 + 1) bytes: version, slot, nonce (4 fixed bytes, 8 invocation
+     * bytes), the ciphertext, the tag. */
     uint64_t first_id = f->next_id;
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 13; i++) {
         assert_rv(ES_OK, put(f, "person-1", NULL, "dd", "m", 1));
     }
     store_close(f->s);
@@ -826,11 +837,12 @@ static void test_a_tampered_sealed_record_reads_corrupt(void **state)
     set_id(id, first_id + 9);
     size_t sealed = size - (37 + 4 + 3);
     const size_t at[] = {
-        sealed + 9 + 1,              /* position 2: the nonce's fixed part */
-        sealed + 9 + 8,              /* position 4: its invocation part */
-        size - 16 - 2,               /* position 6: the ciphertext */
-        size - 3,                    /* position 8: the tag */
-        id_offset(rec, size, id) + 7 /* position 10: the event id (additional data) */
+        sealed + 9 + 1,               /* position 2: the nonce's fixed part */
+        sealed + 9 + 8,               /* position 4: its invocation part */
+        size - 16 - 2,                /* position 6: the ciphertext */
+        size - 3,                     /* position 8: the tag */
+        id_offset(rec, size, id) + 7, /* position 10: the event id (additional data) */
+        sealed - 1,                   /* position 12: the sealed field's length */
     };
     for (size_t i = 0; i < ARRAY_LEN(at); i++) {
         assert_int_equal(raw_record(f->path, 2 + 2 * i, rec, sizeof rec), size);
@@ -838,10 +850,10 @@ static void test_a_tampered_sealed_record_reads_corrupt(void **state)
         reseal_flip(f->path, 2 + 2 * i, at[i]);
     }
     fx_open(f);
-    for (uint64_t rev = 0; rev < 12; rev++) {
+    for (uint64_t rev = 0; rev < 13; rev++) {
         char got[16];
         es_err rv = read_one(f->s, "person-1", rev, got, sizeof got);
-        if (rev % 2 == 1 && rev < 10) {
+        if (rev % 2 == 1) {
             assert_rv(ES_ERR_CORRUPT, rv);
         } else {
             assert_rv(ES_OK, rv);
