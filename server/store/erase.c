@@ -346,6 +346,7 @@ typedef struct plain_buf {
 
 static pthread_key_t buf_key;
 static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+static _Thread_local plain_buf *tl_buf; /* this thread's, once made */
 
 static void buf_free(void *b)
 {
@@ -355,6 +356,7 @@ static void buf_free(void *b)
         free(pb->p);
         free(pb);
     }
+    tl_buf = NULL;
 }
 
 static void buf_key_create(void)
@@ -364,14 +366,18 @@ static void buf_key_create(void)
 
 static uint8_t *thread_buf(size_t need)
 {
+    plain_buf *pb = tl_buf;
+    if (pb && pb->cap >= need) {
+        return pb->p;
+    }
     pthread_once(&buf_once, buf_key_create);
-    plain_buf *pb = pthread_getspecific(buf_key);
     if (!pb) {
         pb = calloc(1, sizeof *pb);
         if (!pb || pthread_setspecific(buf_key, pb) != 0) {
             free(pb);
             return NULL;
         }
+        tl_buf = pb;
     }
     if (pb->cap < need) {
         size_t cap = need < 4096 ? 4096 : need;
@@ -387,6 +393,50 @@ static uint8_t *thread_buf(size_t need)
         pb->cap = cap;
     }
     return pb->p;
+}
+
+/* One field of a record's tail, pbw_next's answer for the shapes the store
+ * writes taken inline (every replayed record passes here): a one-byte tag,
+ * then a varint (skipped: its value is not needed) or a length of one or
+ * two bytes. Anything else is left to pbw_next. */
+static es_err tail_next(const uint8_t **pos, const uint8_t *end, pbw_field *f)
+{
+    const uint8_t *p = *pos;
+    size_t room = (size_t)(end - p);
+    if (room >= 2 && p[0] < 0x80 && (p[0] >> 3) != 0) {
+        f->number = p[0] >> 3;
+        f->wire = p[0] & 7;
+        f->data = NULL;
+        f->len = 0;
+        f->varint = 0;
+        if (f->wire == PBW_WIRE_VARINT) {
+            for (size_t i = 1; i < room && i <= PBW_VARINT_MAX; i++) {
+                if (!(p[i] & 0x80)) {
+                    if (i == PBW_VARINT_MAX && p[i] > 1) {
+                        break; /* more than 64 bits */
+                    }
+                    *pos = p + i + 1;
+                    return ES_OK;
+                }
+            }
+        } else if (f->wire == PBW_WIRE_LEN) {
+            size_t n = p[1], hdr = 2;
+            if (n >= 0x80) {
+                if (room < 3 || p[2] >= 0x80) {
+                    return pbw_next(pos, end, f);
+                }
+                n = (n & 0x7f) | (size_t)p[2] << 7;
+                hdr = 3;
+            }
+            if (n <= room - hdr) {
+                f->data = p + hdr;
+                f->len = n;
+                *pos = p + hdr + n;
+                return ES_OK;
+            }
+        }
+    }
+    return pbw_next(pos, end, f);
 }
 
 /*
@@ -405,7 +455,7 @@ static es_err sealed_parts(const uint8_t *bytes, size_t len, es_record *r)
     memset(&r->sealed, 0, sizeof r->sealed);
     r->data.len = r->metadata.len = 0;
     es_err rv;
-    while ((rv = pbw_next(&p, end, &f)) == ES_OK) {
+    while ((rv = tail_next(&p, end, &f)) == ES_OK) {
         if (f.number == ES_RECORD_F_SEALED && f.wire == PBW_WIRE_LEN) {
             r->sealed.p = f.data;
             r->sealed.len = f.len;
@@ -417,38 +467,6 @@ static es_err sealed_parts(const uint8_t *bytes, size_t len, es_record *r)
     return rv == ES_ERR_NOT_FOUND && r->sealed.len != 0 ? ES_OK : ES_ERR_CORRUPT;
 }
 
-/* The key of the last record this thread opened: a replay of one stream
- * takes it from here instead of checking its slot's CRC for every record.
- * Slots are never reused, so a slot still marked live holds the same key;
- * the store id tells the stores of one process apart. */
-typedef struct key_cache {
-    uint8_t store_id[STORE_ID_BYTES];
-    uint64_t slot;
-    bool valid;
-    uint8_t key[STORE_KEY_BYTES];
-} key_cache;
-
-static _Thread_local key_cache tl_key;
-
-static bool cached_key(store *s, uint64_t slot, uint8_t key[STORE_KEY_BYTES])
-{
-    if (tl_key.valid && tl_key.slot == slot && !memcmp(tl_key.store_id, s->id, STORE_ID_BYTES) &&
-        store_keys_marked_live(&s->keys, slot)) {
-        memcpy(key, tl_key.key, STORE_KEY_BYTES);
-        return true;
-    }
-    if (!store_keys_get(&s->keys, slot, key)) {
-        tl_key.valid = false;
-        OPENSSL_cleanse(tl_key.key, sizeof tl_key.key);
-        return false;
-    }
-    memcpy(tl_key.store_id, s->id, STORE_ID_BYTES);
-    tl_key.slot = slot;
-    memcpy(tl_key.key, key, STORE_KEY_BYTES);
-    tl_key.valid = true;
-    return true;
-}
-
 es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uint8_t **out,
                            size_t *out_len)
 {
@@ -456,13 +474,8 @@ es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uin
     if (sealed_parts(bytes, len, &r) != ES_OK) {
         return ES_ERR_CORRUPT;
     }
-    uint64_t slot;
-    if (!store_seal_slot(r.sealed.p, r.sealed.len, &slot)) {
+    if (r.sealed.len < STORE_SEAL_OVERHEAD) {
         return ES_ERR_CORRUPT;
-    }
-    uint8_t key[STORE_KEY_BYTES];
-    if (!cached_key(s, slot, key)) {
-        return ES_ERR_ERASED;
     }
     /* The record as a plain store writes it, byte for byte: fields 1-5,
      * the opened fields 6 and 7, then 8-11 (readers and clients take the
@@ -470,37 +483,43 @@ es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uin
     size_t field_hdr = 1 + pbw_varint_len(r.sealed.len);
     size_t head = (size_t)(r.type.p + r.type.len - bytes);
     if ((size_t)(r.sealed.p - bytes) < field_hdr + head) {
-        OPENSSL_cleanse(key, sizeof key);
         return ES_ERR_CORRUPT; /* not the layout the store writes */
     }
     size_t tail = (size_t)(r.sealed.p - bytes) - field_hdr - head;
     size_t plain = r.sealed.len - STORE_SEAL_OVERHEAD;
     uint8_t *buf = thread_buf(head + plain + tail);
-    es_err rv = ES_ERR_NO_MEMORY;
-    if (buf) {
-        memcpy(buf, bytes, head);
-        rv = store_unseal(key, r.sealed.p, r.sealed.len, r.position, r.id.p, buf + head);
-        memcpy(buf + head + plain, bytes + head, tail);
+    if (!buf) {
+        return ES_ERR_NO_MEMORY;
     }
-    OPENSSL_cleanse(key, sizeof key);
+    /* The key is the one of the slot the record names, checked live in the
+     * key store for every record (keys.c, "sealing"). */
+    es_err rv =
+        store_keys_unseal(&s->keys, r.sealed.p, r.sealed.len, r.position, r.id.p, buf + head);
     if (rv != ES_OK) {
         return rv;
     }
+    memcpy(buf, bytes, head);
+    memcpy(buf + head + plain, bytes + head, tail);
     *out = buf;
     *out_len = head + plain + tail;
     return ES_OK;
 }
 
-es_err store_record_open_plain(store *s, const MDB_val *v, const uint8_t **payload, size_t *len)
+es_err store_record_plain(store *s, const MDB_val *v, const uint8_t **payload, size_t *len)
 {
-    es_err rv = store_record_open(v, payload, len);
-    if (rv != ES_OK || !store_record_sealed(v)) {
-        return rv;
+    if (!store_record_sealed(v)) {
+        return ES_OK;
     }
     if (s->keys.fd < 0) {
         return ES_ERR_ERASED; /* a sealed record and no key store: unreadable */
     }
     return store_record_unseal(s, *payload, *len, payload, len);
+}
+
+es_err store_record_open_plain(store *s, const MDB_val *v, const uint8_t **payload, size_t *len)
+{
+    es_err rv = store_record_open(v, payload, len);
+    return rv == ES_OK ? store_record_plain(s, v, payload, len) : rv;
 }
 
 es_err store_crypt_stream_state(store *s, MDB_txn *txn, uint64_t number)

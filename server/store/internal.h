@@ -69,6 +69,7 @@ typedef struct store_keys {
     size_t map_len;
     _Atomic uint64_t end; /* slots in the file (readers look below it) */
     uint64_t next;        /* writer: the next unused slot of the pool */
+    uint64_t gen;         /* unique per open in this process, never 0 (keys.c "sealing") */
     bool sync;
 } store_keys;
 
@@ -105,6 +106,18 @@ bool store_seal_slot(const uint8_t *sealed, size_t len, uint64_t *slot);
  *  @return ES_OK; ES_ERR_CORRUPT (wrong key, tampered, misshapen). */
 es_err store_unseal(const uint8_t key[STORE_KEY_BYTES], const uint8_t *sealed, size_t len,
                     uint64_t position, const uint8_t *id, uint8_t *out);
+/**
+ * @brief Open a sealed field into out (len - STORE_SEAL_OVERHEAD bytes) with
+ *        the key of the slot it names, from k.
+ * @note  The thread keeps the key it last set by its key store and slot, so
+ *        consecutive records of one key read and set no key; the slot's live
+ *        marker is still checked for every record (keys.c "sealing").
+ * @return ES_OK; ES_ERR_ERASED (the slot's key is destroyed, damaged or not
+ *   in k); ES_ERR_CORRUPT (tampered, misshapen, or sealed with another key);
+ *   ES_ERR_NO_MEMORY; ES_ERR_INTERNAL (libcrypto refused the key).
+ */
+es_err store_keys_unseal(const store_keys *k, const uint8_t *sealed, size_t len, uint64_t position,
+                         const uint8_t *id, uint8_t *out);
 typedef struct journal journal;
 
 struct store {
@@ -413,6 +426,14 @@ bool store_record_sealed(const MDB_val *v);
  */
 es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uint8_t **out,
                            size_t *out_len);
+
+/**
+ * @brief The plain record of one already opened by store_record_open: in,
+ *        *payload and *len are its payload; out, the plain record (the same
+ *        when it is not sealed, else as store_record_unseal).
+ * @return ES_OK; ES_ERR_ERASED; ES_ERR_CORRUPT; ES_ERR_NO_MEMORY.
+ */
+es_err store_record_plain(store *s, const MDB_val *v, const uint8_t **payload, size_t *len);
 
 /**
  * @brief store_record_open, and a sealed record opened (store_record_unseal):

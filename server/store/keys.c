@@ -52,8 +52,11 @@
  * Readers. The file is mapped read-only (MAP_SHARED: the page cache is the
  * file, so a destroyed slot reads as zeros at once) over a fixed reservation
  * of KEYS_MAX_SLOTS slots; readers look only below `end`, which the writer
- * advances after a pool is written. Keys are copied out of the map for each
- * use, never kept.
+ * advances after a pool is written. A key is copied out of the map only to
+ * set it in a thread's cipher context, and the copy is cleansed; the context
+ * keeps its key schedule until the thread sets another key or ends (see
+ * "sealing": a reading thread sets a key once per run of records that use
+ * it, and checks the slot's live marker for every record).
  *
  * Sealing. AES-256-GCM (OpenSSL EVP). The 96-bit nonce is a random 64-bit
  * prefix per thread (RAND_bytes, drawn again every 2^32 records) and a
@@ -67,7 +70,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -110,6 +115,10 @@ static es_err sync_fd(int fd)
                ? ES_OK
                : (errno == ENOSPC || errno == EDQUOT ? ES_ERR_STORE_FULL : ES_ERR_IO);
 }
+
+/* The last generation given to an opened key store: the name under which
+ * the readers' cipher contexts know its keys (see "sealing"). */
+static _Atomic uint64_t keys_generation;
 
 static es_err keys_map(store_keys *k)
 {
@@ -203,6 +212,7 @@ es_err store_keys_open(store_keys *k, const char *dir, const uint8_t id[STORE_ID
     }
     atomic_store(&k->end, slots);
     k->next = slots; /* a new pool starts at the end: see the design notes */
+    k->gen = atomic_fetch_add(&keys_generation, 1) + 1;
     return ES_OK;
 }
 
@@ -354,18 +364,46 @@ es_err store_keys_copy(const store_keys *k, const char *dest_path)
 /* ---------------------------------------------------------------- sealing -- */
 
 /*
- * The per-thread cipher contexts: one pair per thread, set up for
- * AES-256-GCM once and reused for every record, freed by the thread-specific
- * key's destructor when the thread ends. OpenSSL 3 looks the cipher up
- * again on every init that names it (a provider fetch, microseconds), and a
- * new key costs its key schedule: so the cipher is named once, and the key
- * is set only when it differs from the previous record's (a replay of one
- * stream sets it once); each record then sets only its nonce.
+ * The per-thread cipher contexts. For records of a few hundred bytes,
+ * OpenSSL 3 spends more on the calls around AES-GCM than on AES-GCM itself
+ * (callgrind, a replay of 200-byte events: of ~3,700 instructions per
+ * record opened with an init and a ctrl per record, ~1,350 were AES, GHASH
+ * and the tag check): naming the cipher is a provider fetch, a key costs its key
+ * schedule, an init that names an IV asks the provider for the IV length
+ * through a parameter lookup, and every ctrl is translated into
+ * parameters. So:
+ *
+ *  - one pair of contexts per thread, set up for AES-256-GCM once and
+ *    reused for every record, freed by the thread-specific key's destructor
+ *    when the thread ends (the thread also keeps a plain pointer to it);
+ *  - the key is set only when it changes. Sealing compares the key's bytes
+ *    with the previous record's. Opening a record (store_keys_unseal) names
+ *    the key its context holds by the key store's open generation and the
+ *    slot, so a replay of one stream reads no key, copies none and sets none
+ *    per record; it only checks that the slot still carries its live
+ *    marker, so that a key destroyed by an erasure is refused from the next
+ *    record on (slots are never reused: a slot still marked live holds the
+ *    same key).
+ *    The generation, unique per store_keys_open in the process, tells apart
+ *    two stores that share a store id and slot numbers, as a restored backup
+ *    and its primary do (their new slots hold different keys);
+ *  - opening hands the record's 12-byte nonce to the context as GCM's fixed
+ *    field (its first 4 bytes, handed over again only when they differ from
+ *    the previous record's: records sealed by one writer thread share them)
+ *    and invocation field (the other 8), together with the expected tag, in
+ *    one parameter call instead of an init and a ctrl. It is the same nonce
+ *    in two parts, and EVP_DecryptFinal_ex checks every record's tag as
+ *    before. If the provider refuses the two parts, the thread goes back to
+ *    an init with the whole nonce for good.
  */
 typedef struct cipher_pair {
     EVP_CIPHER_CTX *enc, *dec;
-    bool enc_keyed, dec_keyed;
-    uint8_t enc_key[STORE_KEY_BYTES], dec_key[STORE_KEY_BYTES];
+    bool enc_keyed;
+    uint8_t enc_key[STORE_KEY_BYTES];
+    uint64_t dec_gen, dec_slot; /* whose key dec holds; dec_gen 0: none known */
+    bool dec_fixed_set;         /* dec holds dec_fixed as the nonce's fixed field */
+    uint8_t dec_fixed[4];
+    bool dec_whole_iv;       /* the provider refused the nonce in two parts */
     uint8_t nonce_prefix[8]; /* random, drawn again when the counter wraps */
     uint32_t nonce_count;
     unsigned nonce_fork; /* fork_generation when the prefix was drawn */
@@ -382,6 +420,7 @@ static void on_fork_child(void)
 
 static pthread_key_t ctx_key;
 static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
+static _Thread_local cipher_pair *tl_ctx; /* this thread's, once made */
 
 static void ctx_free(void *p)
 {
@@ -392,6 +431,7 @@ static void ctx_free(void *p)
         OPENSSL_cleanse(cp, sizeof *cp);
         free(cp);
     }
+    tl_ctx = NULL;
 }
 
 static void ctx_key_create(void)
@@ -402,12 +442,11 @@ static void ctx_key_create(void)
 
 static cipher_pair *cipher_ctx(void)
 {
-    pthread_once(&ctx_once, ctx_key_create);
-    cipher_pair *cp = pthread_getspecific(ctx_key);
-    if (cp) {
-        return cp;
+    if (tl_ctx) {
+        return tl_ctx;
     }
-    cp = calloc(1, sizeof *cp);
+    pthread_once(&ctx_once, ctx_key_create);
+    cipher_pair *cp = calloc(1, sizeof *cp);
     if (!cp) {
         return NULL;
     }
@@ -420,6 +459,7 @@ static cipher_pair *cipher_ctx(void)
         ctx_free(cp);
         return NULL;
     }
+    tl_ctx = cp;
     return cp;
 }
 
@@ -489,6 +529,60 @@ bool store_seal_slot(const uint8_t *sealed, size_t len, uint64_t *slot)
     return true;
 }
 
+/* Hand dec (keyed) a record's nonce and expected tag: see the notes above. */
+static bool dec_nonce_tag(cipher_pair *cp, const uint8_t *sealed, size_t clen)
+{
+    EVP_CIPHER_CTX *c = cp->dec;
+    uint8_t nonce[STORE_SEAL_NONCE], tag[STORE_SEAL_TAG];
+    memcpy(nonce, sealed + 9, sizeof nonce);
+    memcpy(tag, sealed + STORE_SEAL_HEADER + clen, sizeof tag);
+    if (!cp->dec_whole_iv) {
+        if (!cp->dec_fixed_set || memcmp(cp->dec_fixed, nonce, 4) != 0) {
+            OSSL_PARAM f[2] = {
+                OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, nonce, 4),
+                OSSL_PARAM_construct_end()};
+            cp->dec_fixed_set = EVP_CIPHER_CTX_set_params(c, f) == 1;
+            memcpy(cp->dec_fixed, nonce, 4);
+        }
+        OSSL_PARAM p[3] = {
+            OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_SET_IV_INV, nonce + 4,
+                                              STORE_SEAL_NONCE - 4),
+            OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, sizeof tag),
+            OSSL_PARAM_construct_end()};
+        if (cp->dec_fixed_set && EVP_CIPHER_CTX_set_params(c, p) == 1) {
+            return true;
+        }
+        cp->dec_whole_iv = true;
+        cp->dec_fixed_set = false;
+    }
+    return EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) == 1 &&
+           EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, STORE_SEAL_TAG, tag) == 1;
+}
+
+/* Open a sealed field (its length checked) with the key dec holds. */
+static es_err unseal_keyed(cipher_pair *cp, const uint8_t *sealed, size_t len, uint64_t position,
+                           const uint8_t *id, uint8_t *out)
+{
+    EVP_CIPHER_CTX *c = cp->dec;
+    size_t clen = len - STORE_SEAL_OVERHEAD;
+    uint8_t aad[STORE_SEAL_HEADER + 24];
+    seal_aad(aad, sealed, position, id);
+    int n = 0, fin = 0;
+    if (!dec_nonce_tag(cp, sealed, clen) ||
+        EVP_DecryptUpdate(c, NULL, &n, aad, (int)sizeof aad) != 1 ||
+        EVP_DecryptUpdate(c, out, &n, sealed + STORE_SEAL_HEADER, (int)clen) != 1 ||
+        EVP_DecryptFinal_ex(c, out + n, &fin) != 1) {
+        return ES_ERR_CORRUPT; /* the context stays keyed: a failed tag check changes no key */
+    }
+    return ES_OK;
+}
+
+static bool sealed_len_ok(const uint8_t *sealed, size_t len)
+{
+    return len >= STORE_SEAL_OVERHEAD && sealed[0] == STORE_SEAL_VERSION &&
+           len - STORE_SEAL_OVERHEAD <= INT32_MAX;
+}
+
 es_err store_unseal(const uint8_t key[STORE_KEY_BYTES], const uint8_t *sealed, size_t len,
                     uint64_t position, const uint8_t *id, uint8_t *out)
 {
@@ -496,24 +590,44 @@ es_err store_unseal(const uint8_t key[STORE_KEY_BYTES], const uint8_t *sealed, s
     if (!cp) {
         return ES_ERR_NO_MEMORY;
     }
-    EVP_CIPHER_CTX *c = cp->dec;
-    if (len < STORE_SEAL_OVERHEAD || sealed[0] != STORE_SEAL_VERSION ||
-        len - STORE_SEAL_OVERHEAD > INT32_MAX) {
+    if (!sealed_len_ok(sealed, len)) {
         return ES_ERR_CORRUPT;
     }
-    size_t clen = len - STORE_SEAL_OVERHEAD;
-    uint8_t aad[STORE_SEAL_HEADER + 24];
-    seal_aad(aad, sealed, position, id);
-    uint8_t tag[STORE_SEAL_TAG];
-    memcpy(tag, sealed + STORE_SEAL_HEADER + clen, STORE_SEAL_TAG);
-    int n = 0, fin = 0;
-    const uint8_t *k = key_for(&cp->dec_keyed, cp->dec_key, key);
-    if (EVP_DecryptInit_ex(c, NULL, NULL, k, sealed + 9) != 1 ||
-        EVP_DecryptUpdate(c, NULL, &n, aad, (int)sizeof aad) != 1 ||
-        EVP_DecryptUpdate(c, out, &n, sealed + STORE_SEAL_HEADER, (int)clen) != 1 ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, STORE_SEAL_TAG, tag) != 1 ||
-        EVP_DecryptFinal_ex(c, out + n, &fin) != 1) {
-        return ES_ERR_CORRUPT; /* the context stays keyed: a failed tag check changes no key */
+    /* A key given by its bytes: set it, and forget whose key dec held. */
+    cp->dec_gen = 0;
+    cp->dec_fixed_set = false;
+    if (EVP_DecryptInit_ex(cp->dec, NULL, NULL, key, NULL) != 1) {
+        return ES_ERR_INTERNAL;
     }
-    return ES_OK;
+    return unseal_keyed(cp, sealed, len, position, id, out);
+}
+
+es_err store_keys_unseal(const store_keys *k, const uint8_t *sealed, size_t len, uint64_t position,
+                         const uint8_t *id, uint8_t *out)
+{
+    cipher_pair *cp = cipher_ctx();
+    if (!cp) {
+        return ES_ERR_NO_MEMORY;
+    }
+    if (!sealed_len_ok(sealed, len)) {
+        return ES_ERR_CORRUPT;
+    }
+    uint64_t slot = get_u64le(sealed + 1);
+    if (cp->dec_gen == 0 || cp->dec_gen != k->gen || cp->dec_slot != slot ||
+        !store_keys_marked_live(k, slot)) {
+        uint8_t key[STORE_KEY_BYTES];
+        if (!store_keys_get(k, slot, key)) {
+            return ES_ERR_ERASED;
+        }
+        cp->dec_gen = 0;
+        cp->dec_fixed_set = false;
+        int ok = EVP_DecryptInit_ex(cp->dec, NULL, NULL, key, NULL);
+        OPENSSL_cleanse(key, sizeof key);
+        if (ok != 1) {
+            return ES_ERR_INTERNAL;
+        }
+        cp->dec_gen = k->gen;
+        cp->dec_slot = slot;
+    }
+    return unseal_keyed(cp, sealed, len, position, id, out);
 }

@@ -336,7 +336,7 @@ static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t po
         return rv;
     }
     if (store_record_sealed(&v)) {
-        rv = store_record_open_plain(s, &v, &rec.bytes, &rec.len);
+        rv = store_record_plain(s, &v, &rec.bytes, &rec.len);
         if (rv == ES_ERR_ERASED) {
             *served = false; /* erased while this read ran */
             return ES_OK;
@@ -686,7 +686,7 @@ static es_err read_all_log(store *s, MDB_txn *txn, const read_all_walk *w)
         }
         if (match && store_record_sealed(&v)) {
             /* An erased stream's events are holes, as deleted ones are. */
-            rv = store_record_open_plain(w->life->s, &v, &rec.bytes, &rec.len);
+            rv = store_record_plain(w->life->s, &v, &rec.bytes, &rec.len);
             if (rv == ES_ERR_ERASED) {
                 rv = ES_OK;
                 match = false;
@@ -838,7 +838,7 @@ es_err store_read_event_by_id(store *s, const uint8_t id[16], store_visit_fn vis
         goto out_end_txn;
     }
     if (store_record_sealed(&v) &&
-        (rv = store_record_open_plain(s, &v, &rec.bytes, &rec.len)) != ES_OK) {
+        (rv = store_record_plain(s, &v, &rec.bytes, &rec.len)) != ES_OK) {
         goto out_end_txn; /* ES_ERR_ERASED: its key was destroyed */
     }
     store_in_visitor = true;

@@ -19,6 +19,7 @@
 #include "store_fixture.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "crc32c.h"
 
 /* ---------------------------------------------------------- fault hooks -- */
 
@@ -92,9 +95,9 @@ static size_t count_in_dir(const char *dir, const char *s)
     return n;
 }
 
-/* Append n events whose data and metadata carry the markers. */
-static es_err put(fx *f, const char *stream, const char *subject, const char *data,
-                  const char *meta, size_t n)
+/* Append n events whose data and metadata carry the markers, to s. */
+static es_err put_to(fx *f, store *s, const char *stream, const char *subject, const char *data,
+                     const char *meta, size_t n)
 {
     store_event_in ev[4];
     uint8_t ids[4][16];
@@ -120,7 +123,13 @@ static es_err put(fx *f, const char *stream, const char *subject, const char *da
         a.subject_len = strlen(subject);
     }
     store_append_result res;
-    return append_one(f->s, &a, &res);
+    return append_one(s, &a, &res);
+}
+
+static es_err put(fx *f, const char *stream, const char *subject, const char *data,
+                  const char *meta, size_t n)
+{
+    return put_to(f, f->s, stream, subject, data, meta, n);
 }
 
 static es_err erase(store *s, store_erase_kind kind, const char *name, store_expect ex,
@@ -591,6 +600,274 @@ static void test_kill_during_erase_leaves_it_done_or_not_started(void **state)
     assert_rv(ES_ERR_ERASED, read_rv(f->s, "person-1"));
 }
 
+/* ------------------------------------------------------- the key cache -- */
+
+/*
+ * A reading thread keeps the key it last used (keys.c, "sealing"): these
+ * show that it never serves one stream's key for another's record, nor a
+ * destroyed key, nor one store's key for another store with the same id,
+ * and that a record sealed with a nonce of another writer, or tampered
+ * with, is still checked as a whole.
+ */
+
+/* The data of revision rev of a stream, read alone (one record). */
+static es_err read_one(store *s, const char *stream, uint64_t rev, char *data, size_t cap)
+{
+    coll c = {0};
+    store_page pg;
+    es_err rv =
+        store_read_stream(s, U8(stream), strlen(stream), rev, false, 1, coll_visit, &c, &pg);
+    if (rv == ES_OK) {
+        assert_int_equal(c.n, 1);
+        assert_true(c.ev[0]->data.len < cap);
+        memcpy(data, c.ev[0]->data.data, c.ev[0]->data.len);
+        data[c.ev[0]->data.len] = 0;
+    }
+    coll_free(&c);
+    return rv;
+}
+
+static void assert_one(store *s, const char *stream, uint64_t rev, const char *want)
+{
+    char got[128];
+    assert_rv(ES_OK, read_one(s, stream, rev, got, sizeof got));
+    assert_string_equal(got, want);
+}
+
+typedef struct put_job {
+    fx *f;
+    const char *stream, *data;
+    es_err rv;
+} put_job;
+
+static void *put_thread(void *arg)
+{
+    put_job *j = arg;
+    j->rv = put(j->f, j->stream, NULL, j->data, "m", 1);
+    return NULL;
+}
+
+/* Append one event from a thread of its own: its nonces have another
+ * random prefix than this thread's (keys.c). */
+static void put_other_thread(fx *f, const char *stream, const char *data)
+{
+    put_job j = {f, stream, data, ES_ERR_INTERNAL};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, put_thread, &j), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_rv(ES_OK, j.rv);
+}
+
+static void test_interleaved_keys_and_writers_read_right_in_one_pass(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    /* Positions 1..8: two streams with keys of their own and a subject's
+     * stream, interleaved; some sealed by another thread. */
+    assert_rv(ES_OK, put(f, "person-a", NULL, "a0", "m", 1));
+    assert_rv(ES_OK, put(f, "person-b", NULL, "b0", "m", 1));
+    assert_rv(ES_OK, put(f, "person-c", "carol", "c0", "m", 1));
+    put_other_thread(f, "person-a", "a1");
+    assert_rv(ES_OK, put(f, "person-a", NULL, "a2", "m", 1));
+    put_other_thread(f, "person-b", "b1");
+    assert_rv(ES_OK, put(f, "person-c", "carol", "c1", "m", 1));
+    assert_rv(ES_OK, put(f, "person-b", NULL, "b2", "m", 1));
+    /* A record whose sealed field's length takes two bytes. */
+    char big[301];
+    memset(big, 'z', 300);
+    big[300] = 0;
+    assert_rv(ES_OK, put(f, "person-a", NULL, big, "m", 1));
+    const char *const want[] = {"a0", "b0", "c0", "a1", "a2", "b1", "c1", "b2", big};
+    for (int pass = 0; pass < 2; pass++) {
+        coll c = {0};
+        read_all_fwd(f->s, NULL, pass == 0 ? 100 : 3, &c);
+        assert_int_equal(c.n, ARRAY_LEN(want));
+        for (size_t i = 0; i < c.n; i++) {
+            assert_true(bin_is_str(c.ev[i]->data, want[i]));
+        }
+        coll_free(&c);
+    }
+    /* Streams read alone, in an order that changes key at every record. */
+    assert_one(f->s, "person-a", 1, "a1");
+    assert_one(f->s, "person-b", 1, "b1");
+    assert_one(f->s, "person-a", 2, "a2");
+    assert_one(f->s, "person-c", 1, "c1");
+    assert_one(f->s, "person-a", 0, "a0");
+    coll c = {0};
+    read_stream_all(f->s, "person-a", 10, &c);
+    assert_int_equal(c.n, 4);
+    assert_true(bin_is_str(c.ev[3]->data, big));
+    coll_free(&c);
+}
+
+static void test_an_erased_key_is_not_served_from_a_readers_cache(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    uint64_t first_id = f->next_id;
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 3));
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    /* This thread has just opened person-1's records with its key. */
+    coll c = {0};
+    read_all_fwd(f->s, NULL, 100, &c);
+    assert_int_equal(c.n, 5);
+    assert_true(bin_is_str(c.ev[4]->data, MARK));
+    coll_free(&c);
+    store_erase_op op;
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
+    /* The log's readers see holes at once: no record is opened with the key
+     * this thread held. */
+    read_all_fwd(f->s, NULL, 100, &c);
+    assert_int_equal(c.n, 1);
+    assert_true(bin_is_str(c.ev[0]->data, CTRL_MARK));
+    coll_free(&c);
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "person-1"));
+    uint8_t id[16];
+    set_id(id, first_id);
+    assert_rv(ES_ERR_ERASED, store_read_event_by_id(f->s, id, nop_visit, NULL));
+    assert_reads(f->s, "ctrl-1", CTRL_MARK, CTRL_MARK);
+}
+
+/* A copy of a store opened beside it has its id and its slot numbers; the
+ * new streams of each take the same slot, with keys of their own. */
+static void test_two_stores_with_one_id_open_each_record_with_its_own_key(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, "old", "m", 1));
+    char copy[600];
+    snprintf(copy, sizeof copy, "%s/copy", f->root);
+    assert_rv(ES_OK, store_backup(f->s, copy));
+    fx_reopen(f); /* its next keys come after the copy's end, as the copy's do */
+    store *cs = open_at(copy, TEST_MAP_SIZE, false, false);
+    assert_rv(ES_OK, put(f, "person-p", NULL, "primary", "m", 1));
+    assert_rv(ES_OK, put_to(f, cs, "person-c", NULL, "copy", "m", 1));
+    for (int i = 0; i < 3; i++) {
+        assert_one(f->s, "person-p", 0, "primary");
+        assert_one(cs, "person-c", 0, "copy");
+        assert_one(cs, "person-1", 0, "old");
+        assert_one(f->s, "person-1", 0, "old");
+    }
+    store_close(cs);
+}
+
+/* Flip one bit at offset off of the record at pos, with its CRC made right
+ * again, as someone who can write the file would (the store is closed). */
+static void reseal_flip(const char *path, uint64_t pos, size_t off)
+{
+    MDB_env *env = raw_env(path);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "events", 0, &dbi), 0);
+    uint8_t key[8];
+    for (int i = 7; i >= 0; i--) {
+        key[i] = (uint8_t)(pos >> (8 * (7 - i)));
+    }
+    MDB_val k = {8, key}, v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    assert_true(off >= 8 && off < v.mv_size);
+    uint8_t *b = malloc(v.mv_size);
+    assert_non_null(b);
+    memcpy(b, v.mv_data, v.mv_size);
+    b[off] ^= 0x01;
+    uint32_t crc = crc32c(0, b + 8, v.mv_size - 8);
+    for (int i = 0; i < 4; i++) {
+        b[4 + i] = (uint8_t)(crc >> (8 * i));
+    }
+    MDB_val nv = {v.mv_size, b};
+    assert_int_equal(mdb_put(txn, dbi, &k, &nv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    free(b);
+    mdb_env_close(env);
+}
+
+/* The record at pos of a closed store, copied into out; its size. */
+static size_t raw_record(const char *path, uint64_t pos, uint8_t *out, size_t cap)
+{
+    MDB_env *env = raw_env(path);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "events", 0, &dbi), 0);
+    uint8_t key[8];
+    for (int i = 7; i >= 0; i--) {
+        key[i] = (uint8_t)(pos >> (8 * (7 - i)));
+    }
+    MDB_val k = {8, key}, v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    size_t n = v.mv_size;
+    assert_true(n <= cap);
+    memcpy(out, v.mv_data, n);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return n;
+}
+
+/* Where an event id is in a stored record. */
+static size_t id_offset(const uint8_t *rec, size_t len, const uint8_t id[16])
+{
+    for (size_t i = 0; i + 16 <= len; i++) {
+        if (!memcmp(rec + i, id, 16)) {
+            return i;
+        }
+    }
+    fail_msg("the event id is not in the record");
+    return 0;
+}
+
+static void test_a_tampered_sealed_record_reads_corrupt(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    /* Positions 1..13, revisions 0..12 of one stream (a stream's reads
+     * check its last record: that one stays whole); data "dd", metadata
+     * "m": the sealed field (last, its length in one byte) is 37 + (2 + 2)
+     * + (2 + 1) bytes: version, slot, nonce (4 fixed bytes, 8 invocation
+     * bytes), the ciphertext, the tag. */
+    uint64_t first_id = f->next_id;
+    for (int i = 0; i < 13; i++) {
+        assert_rv(ES_OK, put(f, "person-1", NULL, "dd", "m", 1));
+    }
+    store_close(f->s);
+    f->s = NULL;
+    uint8_t rec[512], id[16];
+    size_t size = raw_record(f->path, 10, rec, sizeof rec);
+    set_id(id, first_id + 9);
+    size_t sealed = size - (37 + 4 + 3);
+    const size_t at[] = {
+        sealed + 9 + 1,               /* position 2: the nonce's fixed part */
+        sealed + 9 + 8,               /* position 4: its invocation part */
+        size - 16 - 2,                /* position 6: the ciphertext */
+        size - 3,                     /* position 8: the tag */
+        id_offset(rec, size, id) + 7, /* position 10: the event id (additional data) */
+        sealed - 1,                   /* position 12: the sealed field's length */
+    };
+    for (size_t i = 0; i < ARRAY_LEN(at); i++) {
+        assert_int_equal(raw_record(f->path, 2 + 2 * i, rec, sizeof rec), size);
+        assert_int_equal(rec[sealed], 1); /* the sealed field's version byte */
+        reseal_flip(f->path, 2 + 2 * i, at[i]);
+    }
+    fx_open(f);
+    for (uint64_t rev = 0; rev < 13; rev++) {
+        char got[16];
+        es_err rv = read_one(f->s, "person-1", rev, got, sizeof got);
+        if (rev % 2 == 1) {
+            assert_rv(ES_ERR_CORRUPT, rv);
+        } else {
+            assert_rv(ES_OK, rv);
+            assert_string_equal(got, "dd");
+        }
+    }
+    /* A whole read stops at the first one. */
+    coll c = {0};
+    store_page pg;
+    assert_rv(ES_ERR_CORRUPT,
+              store_read_stream(f->s, U8("person-1"), 8, 0, false, 0, coll_visit, &c, &pg));
+    coll_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -602,6 +879,10 @@ int main(void)
         T(test_bad_input),
         T(test_kill_during_erase_leaves_it_done_or_not_started),
         T(test_a_full_key_store_refuses_new_streams_only),
+        T(test_interleaved_keys_and_writers_read_right_in_one_pass),
+        T(test_an_erased_key_is_not_served_from_a_readers_cache),
+        T(test_two_stores_with_one_id_open_each_record_with_its_own_key),
+        T(test_a_tampered_sealed_record_reads_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
