@@ -298,12 +298,15 @@ static key_fetch key_fetch_one(follow *f, store_key_in *k, char *why, size_t why
     int len = natsMsg_GetDataLength(m);
     key_fetch rv = KEY_FETCHED;
     if (!natsconn_parse_u64(hslot, &slot) || slot != k->slot) {
-        snprintf(why, why_len, "the keys stream's message for slot %" PRIu64
-                 " has no or another Es-Key-Slot", k->slot);
+        snprintf(why, why_len,
+                 "the keys stream's message for slot %" PRIu64 " has no or another Es-Key-Slot",
+                 k->slot);
         rv = KEY_MALFORMED;
     } else if (erased ? len != 0 : len != (int)STORE_DATA_KEY_BYTES) {
-        snprintf(why, why_len, "the keys stream's message for slot %" PRIu64
-                 " is neither a %u-byte key nor the erased marker", k->slot, STORE_DATA_KEY_BYTES);
+        snprintf(why, why_len,
+                 "the keys stream's message for slot %" PRIu64
+                 " is neither a %u-byte key nor the erased marker",
+                 k->slot, STORE_DATA_KEY_BYTES);
         rv = KEY_MALFORMED;
     } else {
         k->erased = erased;

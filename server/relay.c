@@ -377,8 +377,9 @@ static es_err key_msg_get(relay *r, uint64_t slot, natsMsg **out)
     if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
         return ES_OK;
     }
-    log_msg(LOG_WARN, "relay: cannot read the keys stream", "stream=%s slot=%" PRIu64
-            " error=\"%s\" js_code=%d", r->keys_stream, slot, natsconn_err(s), (int)jerr);
+    log_msg(LOG_WARN, "relay: cannot read the keys stream",
+            "stream=%s slot=%" PRIu64 " error=\"%s\" js_code=%d", r->keys_stream, slot,
+            natsconn_err(s), (int)jerr);
     return ES_ERR_CONNECTION;
 }
 

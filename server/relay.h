@@ -109,9 +109,9 @@
 #include "config.h"
 #include "store.h"
 
-#define RELAY_MAX_IN_FLIGHT 1024u
-#define RELAY_BATCH         256u /* events read per read transaction */
-#define RELAY_POLL_MS       5
+#define RELAY_MAX_IN_FLIGHT       1024u
+#define RELAY_BATCH               256u /* events read per read transaction */
+#define RELAY_POLL_MS             5
 #define RELAY_KEYS_STREAM_SUFFIX  "_KEYS"
 #define RELAY_KEYS_SUBJECT_SUFFIX "_keys"
 #define RELAY_KEYS_SENT_MAX       (2u * 1024u * 1024u) /* bitmap bytes: 2^24 slots */

@@ -179,8 +179,7 @@ static void life_check(check_ctx *c, MDB_txn *txn, store *s)
         uint64_t erased_slot, erased_at;
         if (mdb_get(txn, s->events, &pk, &pv) == 0 && store_record_parse(&pv, &r) == ES_OK &&
             store_erase_record((const uint8_t *)pv.mv_data + RECORD_HEADER_BYTES,
-                               pv.mv_size - RECORD_HEADER_BYTES,
-                               &erased_slot, &erased_at)) {
+                               pv.mv_size - RECORD_HEADER_BYTES, &erased_slot, &erased_at)) {
             continue; /* an erasure: no lifecycle state */
         }
         if (mdb_get(txn, s->events, &pk, &pv) != 0 || store_record_parse(&pv, &r) != ES_OK ||

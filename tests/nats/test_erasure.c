@@ -106,10 +106,10 @@ static void append(es_client *c, const char *stream, const char *subject, const 
                       .data_len = strlen(data),
                       .metadata = meta,
                       .metadata_len = strlen(meta)};
-        es_err rv = subject ? es_stream_append_subject(c, stream, subject,
-                                                       (es_expected){ES_EXPECT_ANY, 0}, &e, 1, NULL)
-                            : es_stream_append(c, stream, (es_expected){ES_EXPECT_ANY, 0}, &e, 1,
-                                               NULL);
+        es_err rv = subject
+                        ? es_stream_append_subject(c, stream, subject,
+                                                   (es_expected){ES_EXPECT_ANY, 0}, &e, 1, NULL)
+                        : es_stream_append(c, stream, (es_expected){ES_EXPECT_ANY, 0}, &e, 1, NULL);
         REL_CHECK(rv == ES_OK, "append to %s: %s", stream, es_strerror(rv));
     }
 }
@@ -265,10 +265,10 @@ int main(int argc, char **argv)
     REL_CHECK(!stats_of(f.address).follower_halted, "the follower halted after its restart");
 
     /* The plain pair: the same search finds what is stored in plain. */
-    const char *prelay_args[] = {"--relay-nats",     c.urls, "--relay-stream", "PL",
-                                 "--relay-subject",  "pl",   "--no-encryption", NULL};
+    const char *prelay_args[] = {"--relay-nats",    c.urls, "--relay-stream",  "PL",
+                                 "--relay-subject", "pl",   "--no-encryption", NULL};
     memcpy(pp.args, prelay_args, sizeof prelay_args);
-    const char *pfollow_args[] = {"--follow-nats", c.urls, "--follow-stream", "PL",
+    const char *pfollow_args[] = {"--follow-nats",   c.urls, "--follow-stream", "PL",
                                   "--no-encryption", NULL};
     memcpy(pf.args, pfollow_args, sizeof pfollow_args);
     REL_CHECK(esd_start(&pp, 10000) == 0, "plain primary did not start");

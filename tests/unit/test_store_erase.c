@@ -714,8 +714,8 @@ static void test_a_follower_stores_sealed_records_and_applies_erasures(void **st
     static const uint8_t zero[64];
     assert_true(klen >= 4 * 64 && klen2 == klen);
     assert_memory_not_equal(before + 64, zero, 64);
-    assert_memory_equal(after + 64, zero, 64); /* person-1: slot 1 */
-    assert_memory_equal(after + 128, zero, 64); /* subject-7: slot 2 */
+    assert_memory_equal(after + 64, zero, 64);      /* person-1: slot 1 */
+    assert_memory_equal(after + 128, zero, 64);     /* subject-7: slot 2 */
     assert_memory_not_equal(after + 192, zero, 64); /* ctrl-1: slot 3 */
     free(before);
     free(after);
