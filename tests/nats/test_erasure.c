@@ -22,7 +22,8 @@
  * found in each (the search finds what is there). A plain primary
  * (--no-encryption) relaying to stream PL with its own follower shows the
  * same search finding its marker in all three places: without encryption,
- * nothing of this holds.
+ * nothing of this holds. In between, the refusals of the keys stream are
+ * exercised (keys_refused).
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -190,6 +191,111 @@ static void keys_of(jsCtx *js, uint8_t keys[4][32])
     }
 }
 
+static bool log_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return false;
+    }
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        found = strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return found;
+}
+
+static void wait_log(const char *path, const char *needle)
+{
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    while (!log_has(path, needle)) {
+        REL_CHECK(h_now_ms() < deadline, "no log line '%s' in %s", needle, path);
+        h_sleep_ms(20);
+    }
+}
+
+/* Publish a message of the keys stream by hand; @return its sequence. */
+static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
+{
+    char subject[64], num[24];
+    snprintf(subject, sizeof subject, "es_keys.%" PRIu64, slot);
+    snprintf(num, sizeof num, "%" PRIu64, slot);
+    natsMsg *m = NULL;
+    natsMsg_Create(&m, subject, NULL, payload, len);
+    natsMsgHeader_Set(m, "Es-Key-Slot", num);
+    jsPubAck *pa = NULL;
+    natsStatus s = js_PublishMsg(&pa, js, m, NULL, NULL);
+    REL_CHECK(s == NATS_OK, "publish to E_KEYS: %s", natsStatus_GetText(s));
+    uint64_t seq = pa->Sequence;
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(m);
+    return seq;
+}
+
+/*
+ * What the relay and the follower refuse in the keys stream. Slot 4 is the
+ * next new stream's (three were taken, in order). A foreign key at that
+ * slot stops the relay until it is removed; a follower that finds no key
+ * imports up to the event that needs it and waits (not halted); a key
+ * message of the wrong size halts it; with the right key back, it
+ * catches up.
+ */
+static void keys_refused(esd_proc *p, esd_proc *f, jsCtx *js)
+{
+    int status;
+    REL_CHECK(esd_stop(f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
+    uint8_t foreign[32];
+    memset(foreign, 0xa5, sizeof foreign);
+    uint64_t seq = key_put(js, 4, foreign, 32);
+    es_client *pc = rel_client(p->address, 10000);
+    append(pc, "late-1", NULL, CTRL_MARK, CTRL_MARK, 1);
+    es_client_destroy(pc);
+    uint64_t head = stats_of(p->address).head_position;
+    wait_log(p->log_file, "another key at a slot");
+    REL_CHECK(stats_of(p->address).relay_acked_position < head,
+              "the relay published past a foreign key");
+    REL_CHECK(js_DeleteMsg(js, "E_KEYS", seq, NULL, NULL) == NATS_OK, "delete the foreign key");
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    while (stats_of(p->address).relay_acked_position < head) {
+        REL_CHECK(h_now_ms() < deadline, "the relay did not resume");
+        h_sleep_ms(20);
+    }
+    rel_log("a foreign key at a slot stopped the relay until it was removed");
+
+    natsMsg *m = NULL;
+    REL_CHECK(js_GetLastMsg(&m, js, "E_KEYS", "es_keys.4", NULL, NULL) == NATS_OK &&
+                  natsMsg_GetDataLength(m) == 32,
+              "the relay did not publish slot 4");
+    uint8_t key4[32];
+    memcpy(key4, natsMsg_GetData(m), 32);
+    REL_CHECK(memcmp(key4, foreign, 32) != 0, "slot 4 holds the foreign key");
+    REL_CHECK(js_EraseMsg(js, "E_KEYS", natsMsg_GetSequence(m), NULL, NULL) == NATS_OK,
+              "remove slot 4");
+    natsMsg_Destroy(m);
+    REL_CHECK(esd_start(f, 10000) == 0, "follower did not start");
+    wait_log(f->log_file, "waiting for a data key");
+    es_stats st = stats_of(f->address);
+    REL_CHECK(!st.follower_halted && st.head_position == head - 1,
+              "without its key: head %" PRIu64 " (want %" PRIu64 "), halted %d", st.head_position,
+              head - 1, (int)st.follower_halted);
+    seq = key_put(js, 4, "short", 5);
+    deadline = h_now_ms() + WAIT_MS;
+    while (!(st = stats_of(f->address)).follower_halted) {
+        REL_CHECK(h_now_ms() < deadline, "a malformed key did not halt the follower");
+        h_sleep_ms(20);
+    }
+    REL_CHECK(st.head_position == head - 1 && log_has(f->log_file, "neither a 32-byte key"),
+              "halted at %" PRIu64 " without saying why", st.head_position);
+    REL_CHECK(esd_stop(f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
+    REL_CHECK(js_DeleteMsg(js, "E_KEYS", seq, NULL, NULL) == NATS_OK, "delete the bad key");
+    key_put(js, 4, key4, 32);
+    REL_CHECK(esd_start(f, 10000) == 0, "follower did not start");
+    wait_caught_up(p, f);
+    expect_reads(f->address, "late-1", CTRL_MARK, CTRL_MARK);
+    rel_log("a missing key made the follower wait, a malformed one halted it");
+}
+
 int main(int argc, char **argv)
 {
     static const char *const names[] = {NULL};
@@ -263,6 +369,8 @@ int main(int argc, char **argv)
     expect_erased(f.address, "orders-7");
     expect_reads(f.address, "ctrl-1", CTRL_MARK, CTRL_MARK);
     REL_CHECK(!stats_of(f.address).follower_halted, "the follower halted after its restart");
+
+    keys_refused(&p, &f, js);
 
     /* The plain pair: the same search finds what is stored in plain. */
     const char *prelay_args[] = {"--relay-nats",    c.urls, "--relay-stream",  "PL",
