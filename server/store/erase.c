@@ -47,7 +47,7 @@
  *                db check, followers and projectors read without keys).
  *   subjects     subject id -> slot u64 LE
  *   erased_keys  slot u64 BE -> erased_at_us u64 LE | kind u64 LE (0 stream,
- *                1 subject)
+ *                1 subject, 2 erased before a follower copied it)
  *
  * Erasure in one durable step. store_erase writes the erased_keys entry
  * and commits it, synced (mdb_env_sync when the store runs without sync),
@@ -60,6 +60,25 @@
  * erasure completed or not started, never half. A stream whose slot is
  * zero without an erased_keys entry (a backup restored with a key store
  * newer than its data) reads as erased too.
+ *
+ * The same transaction appends an erasure record to STORE_LIFE_STREAM
+ * (layout in store.h), so that the erasure has a place in the log's order:
+ * the relay carries it (and removes the key from the JetStream keys stream
+ * before it: relay.h), and a follower that imports it writes the same
+ * erased_keys entry and destroys its copy of the key after the commit
+ * (store_erase_import, then store_crypt_recover) — a crash in between
+ * leaves the entry, and the next open finishes it, as here. An auditor
+ * reading $lifecycle sees what was erased and when.
+ *
+ * Followers. A follower stores sealed records as they are
+ * (store_crypt_import binds a new stream to the slot its first event
+ * names) and gets the keys apart, at the same slot numbers
+ * (store_keys_import, before the records are imported; relay.h and
+ * follow.h say how they travel). A key the primary destroyed before the
+ * follower copied it arrives as a marker and is recorded in erased_keys
+ * (kind 2, time 0): that slot is never written. A follower does not know
+ * which slots are subjects' (not relayed): its stream_keys entries carry
+ * flags 0; it never appends or erases on its own.
  *
  * A subject's streams share its key, so erasing the subject is one key and
  * is atomic across its streams by construction. A stream bound to a

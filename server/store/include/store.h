@@ -258,9 +258,15 @@ es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16]);
  *     causation ids 0 or 16 bytes, data + metadata within max_event_bytes;
  *   - position == head + 1 (no gap, no repeat);
  *   - revision == the stream's next revision (0 for a new stream);
- *   - the event id is not stored yet.
+ *   - the event id is not stored yet;
+ *   - a sealed record (data and metadata in field 12) is in the store's
+ *     layout, names a key slot (the stream's, for an existing stream) and
+ *     fits max_event_bytes; it is stored sealed, and needs an encrypted
+ *     store (its key comes through store_keys_import).
  * Stream records take their created/updated times from the records'
- * recorded_at, so stream info equals the primary's.
+ * recorded_at, so stream info equals the primary's. A lifecycle record is
+ * applied (store_life_import); an erasure record is recorded, and the
+ * store's copy of its key destroyed after the commit.
  *
  * @param recs n records (pointers borrowed for the call)
  * @param n 1..STORE_MAX_IMPORT_BATCH
@@ -273,8 +279,11 @@ es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16]);
  *   ES_ERR_INVALID_ARGUMENT, ES_ERR_TOO_LARGE (validation);
  *   ES_ERR_WRONG_EXPECTED_REVISION (position or revision out of sequence);
  *   ES_ERR_IDEMPOTENCY_CONFLICT (event id already stored);
- *   ES_ERR_READ_ONLY; ES_ERR_STORE_FULL; ES_ERR_IO; ES_ERR_NO_MEMORY.
- *   Nothing of the batch is stored unless ES_OK.
+ *   ES_ERR_NOT_ERASABLE (a sealed record, and this store has no key
+ *   store); ES_ERR_READ_ONLY; ES_ERR_STORE_FULL; ES_ERR_IO;
+ *   ES_ERR_NO_MEMORY. Nothing of the batch is stored unless ES_OK, except
+ *   that ES_ERR_IO after the commit means the batch is stored and an
+ *   erasure's key could not be overwritten yet (the next open does it).
  * @note One writer at a time: in a follower the importing thread is the only
  *   one that writes (appends and snapshot saves are refused).
  */
