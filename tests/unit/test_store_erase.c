@@ -630,12 +630,16 @@ static void stored_read(store *s, uint64_t from, stored_log *l)
     assert_rv(ES_OK, store_read_all(s, &stored, from, false, 64, stored_visit, l, &pg));
 }
 
-/* Copy records [from, head] of the primary into the follower as the relay
- * and the follow thread do: each record's key first, then the records. */
-static void follow_up(store *primary, store *follower, uint64_t from)
+/* Copy up to max records from position `from` of the primary into the
+ * follower as the relay and the follow thread do: each record's key
+ * first, then the records. */
+static void follow_up_n(store *primary, store *follower, uint64_t from, size_t max)
 {
     stored_log l;
     stored_read(primary, from, &l);
+    if (l.n > max) {
+        l.n = max;
+    }
     store_import_in in[64];
     for (size_t i = 0; i < l.n; i++) {
         in[i].record = l.buf + l.off[i];
@@ -658,6 +662,11 @@ static void follow_up(store *primary, store *follower, uint64_t from)
         }
     }
     free(l.buf);
+}
+
+static void follow_up(store *primary, store *follower, uint64_t from)
+{
+    follow_up_n(primary, follower, from, SIZE_MAX);
 }
 
 static store *open_follower(fx *f, const char *name, bool no_encrypt)
@@ -806,6 +815,84 @@ static void test_follower_key_errors(void **state)
     store_close(p);
 }
 
+/* Import one record (a copy) into a store; @return the import's outcome. */
+static es_err import_one_rec(store *b, const uint8_t *rec, size_t len, char *msg, size_t cap)
+{
+    store_import_in in = {rec, len};
+    size_t bad;
+    return store_import_batch(b, &in, 1, &bad, msg, cap);
+}
+
+static void test_follower_refuses_sealed_records_that_do_not_fit(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 2));
+    stored_log l;
+    stored_read(f->s, 1, &l);
+    assert_int_equal(l.n, 2);
+    store *b = open_follower(f, "follower", false);
+    char msg[200];
+    /* Revision 1 naming another slot than its stream's. */
+    follow_up_n(f->s, b, 1, 1);
+    uint8_t *bent = malloc(l.rlen[1]);
+    assert_non_null(bent);
+    memcpy(bent, l.buf + l.off[1], l.rlen[1]);
+    es_record r;
+    assert_rv(ES_OK, es_record_parse(bent, l.rlen[1], 0, &r));
+    bent[r.sealed.p - bent + 1] = 2; /* slot u64 LE after the version */
+    assert_rv(ES_ERR_MALFORMED, import_one_rec(b, bent, l.rlen[1], msg, sizeof msg));
+    assert_non_null(strstr(msg, "another key"));
+    assert_int_equal(store_head(b), 1);
+    free(bent);
+    store_close(b);
+
+    /* A sealed event in a stream the follower stores in plain: its first
+     * event came from a plain store. */
+    store *primary = f->s;
+    char ppath[1024];
+    snprintf(ppath, sizeof ppath, "%s/plain", f->root);
+    store_options o = {.path = ppath, .map_size = TEST_MAP_SIZE, .no_encrypt = true};
+    f->s = open_opts(&o);
+    f->next_id += 100;
+    assert_rv(ES_OK, put(f, "person-1", NULL, "plain", "plain", 1));
+    stored_log pl;
+    stored_read(f->s, 1, &pl);
+    /* ... and an erasure record whose data is not 16 bytes. */
+    uint8_t id[16];
+    set_id(id, f->next_id++);
+    store_event_in e = {.id = id,
+                        .type = U8(STORE_ERASE_TYPE_STREAM),
+                        .type_len = strlen(STORE_ERASE_TYPE_STREAM),
+                        .data = U8("short"),
+                        .data_len = 5};
+    store_append_in a = {.stream = U8(STORE_LIFE_STREAM),
+                         .stream_len = strlen(STORE_LIFE_STREAM),
+                         .expect = STORE_EXPECT_ANY,
+                         .events = &e,
+                         .n_events = 1,
+                         .allow_reserved = true};
+    store_append_result res;
+    assert_rv(ES_OK, append_one(f->s, &a, &res));
+    stored_log pl2;
+    stored_read(f->s, 2, &pl2);
+    store_close(f->s);
+    f->s = primary;
+    b = open_follower(f, "follower2", false);
+    assert_rv(ES_OK, import_one_rec(b, pl.buf + pl.off[0], pl.rlen[0], msg, sizeof msg));
+    assert_rv(ES_ERR_MALFORMED, import_one_rec(b, l.buf + l.off[1], l.rlen[1], msg, sizeof msg));
+    assert_non_null(strstr(msg, "stored in plain"));
+    assert_rv(ES_ERR_MALFORMED,
+              import_one_rec(b, pl2.buf + pl2.off[0], pl2.rlen[0], msg, sizeof msg));
+    assert_non_null(strstr(msg, "erasure record"));
+    assert_int_equal(store_head(b), 1);
+    assert_check_clean(b);
+    store_close(b);
+    free(pl.buf);
+    free(pl2.buf);
+    free(l.buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -820,6 +907,7 @@ int main(void)
         T(test_a_follower_stores_sealed_records_and_applies_erasures),
         T(test_a_follower_joining_after_an_erasure),
         T(test_follower_key_errors),
+        T(test_follower_refuses_sealed_records_that_do_not_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
