@@ -823,6 +823,65 @@ static es_err import_one_rec(store *b, const uint8_t *rec, size_t len, char *msg
     return store_import_batch(b, &in, 1, &bad, msg, cap);
 }
 
+/* A follower's key store that cannot grow: the copy of a key is
+ * STORE_FULL, nothing is written, and the same copy works once there is
+ * room. In a child: the file size limit is the process's. */
+static int follower_keys_full_child(fx *f)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    store *b = open_follower(f, "follower", false);
+    char keys[1024];
+    snprintf(keys, sizeof keys, "%s/follower/keys.esk", f->root);
+    struct stat st;
+    if (stat(keys, &st) != 0) {
+        return 1;
+    }
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + 1024u * 1024u;
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) {
+        return 2;
+    }
+    /* A slot 4 MiB past the end of the file. */
+    store_key_in k = {.slot = (uint64_t)st.st_size / 64u + 65536u};
+    memset(k.key, 0x42, sizeof k.key);
+    if (store_keys_import(b, &k, 1) != ES_ERR_STORE_FULL) {
+        return 3;
+    }
+    store_key_state ks;
+    if (store_key_export(b, k.slot, &ks, k.key) != ES_OK || ks != STORE_KEY_ABSENT) {
+        return 4;
+    }
+    memset(k.key, 0x42, sizeof k.key);
+    if (setrlimit(RLIMIT_FSIZE, &old) != 0 || store_keys_import(b, &k, 1) != ES_OK) {
+        return 5;
+    }
+    if (store_key_export(b, k.slot, &ks, k.key) != ES_OK || ks != STORE_KEY_LIVE ||
+        k.key[0] != 0x42) {
+        return 6;
+    }
+    store_close(b);
+    return 0;
+}
+
+static void test_a_follower_key_store_that_cannot_grow(void **state)
+{
+    fx *f = *state;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        _exit(follower_keys_full_child(f));
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fail_msg("child: %s %d", WIFEXITED(st) ? "failed at step" : "killed by signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    }
+}
+
 static void test_follower_refuses_sealed_records_that_do_not_fit(void **state)
 {
     fx *f = *state;
@@ -908,6 +967,7 @@ int main(void)
         T(test_a_follower_joining_after_an_erasure),
         T(test_follower_key_errors),
         T(test_follower_refuses_sealed_records_that_do_not_fit),
+        T(test_a_follower_key_store_that_cannot_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
