@@ -384,7 +384,7 @@ static es_err key_msg_get(relay *r, uint64_t slot, natsMsg **out)
 }
 
 /*
- * Before the first record sealed with a slot's key (in this run of the
+ * Before the first record sealed with a slot's key (since the last resume of the
  * relay): the key in the keys stream, or the erased marker when the key
  * was destroyed before it was relayed. Synchronous, so that a follower
  * never sees a record before the key it needs.
@@ -762,6 +762,11 @@ static void *relay_main(void *arg)
             while (next - 1 > cur && !atomic_compare_exchange_weak(&r->acked, &cur, next - 1)) {
             }
             store_scavenge_horizon_set(r->st, atomic_load(&r->acked));
+        }
+        /* What the keys stream holds is asked again after every resume (an
+         * operator may have removed or recreated the streams meanwhile). */
+        if (r->keys_sent) {
+            memset(r->keys_sent, 0, r->keys_sent_bytes);
         }
         atomic_store(&r->resumed, true);
         log_msg(LOG_INFO, "relay: publishing", "stream=%s from_position=%" PRIu64 " head=%" PRIu64,

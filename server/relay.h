@@ -74,7 +74,7 @@
  * by anything a consumer could rely on. Why per slot: a key is shared by
  * every stream of a subject, and the slot is what a sealed record names.
  *
- * Before publishing the first record (in this run) sealed with a slot, the
+ * Before publishing the first record (since the last resume) sealed with a slot, the
  * relay publishes that slot's message synchronously, with ExpectNoMessage
  * (Nats-Expected-Last-Subject-Sequence 0): JetStream stores at most one
  * message per slot whatever the restarts, and a refusal means it is there
