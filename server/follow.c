@@ -335,11 +335,13 @@ static key_fetch keys_for_batch(follow *f, size_t *n, char *why, size_t why_len)
     size_t nk = 0;
     key_fetch out = KEY_FETCHED;
     size_t i = 0;
+    uint64_t seen = 0; /* the previous record's slot, already looked at */
     for (; i < *n && out == KEY_FETCHED; i++) {
         uint64_t slot;
-        if (!store_record_key_slot(f->recs[i].record, f->recs[i].len, &slot)) {
+        if (!store_record_key_slot(f->recs[i].record, f->recs[i].len, &slot) || slot == seen) {
             continue;
         }
+        seen = slot;
         store_key_state st;
         uint8_t tmp[STORE_DATA_KEY_BYTES];
         es_err rv = store_key_export(f->st, slot, &st, tmp);
