@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <nats/nats.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "log.h"
 #include "natsconn.h"
 #include "record.h"
+#include "relay.h"
 #include "stopper.h"
 #include "validate.h"
 
@@ -44,6 +46,10 @@ struct follow {
     int empty_fetches; /* in a row */
     store_import_in recs[FOLLOW_BATCH];
     uint64_t seqs[FOLLOW_BATCH];
+    char keys_stream[96];  /* the stream's name and RELAY_KEYS_STREAM_SUFFIX */
+    char keys_subject[96]; /* the stream's subject prefix and RELAY_KEYS_SUBJECT_SUFFIX */
+    store_key_in keys[FOLLOW_BATCH];
+    uint64_t key_wait_log_us; /* last "waiting for a key" log line */
 };
 
 /* ------------------------------------------------------------- helpers -- */
@@ -213,11 +219,14 @@ static es_err subscribe_from(follow *f, uint64_t start)
     }
     bool one_subject = si->Config && si->Config->SubjectsLen == 1;
     jsStreamInfo_Destroy(si);
-    if (!subject[0] || !one_subject) {
+    size_t sl = strlen(subject);
+    if (!subject[0] || !one_subject || sl < 3 || strcmp(subject + sl - 2, ".>") != 0) {
         log_msg(LOG_ERROR, "follower: the stream is not an esd relay's (one subject PREFIX.>)",
                 "stream=%s", f->cfg->follow_stream);
         return ES_ERR_INVALID_ARGUMENT;
     }
+    snprintf(f->keys_subject, sizeof f->keys_subject, "%.*s%s", (int)(sl - 2), subject,
+             RELAY_KEYS_SUBJECT_SUFFIX);
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = f->cfg->follow_stream;
@@ -254,8 +263,134 @@ static void halt(follow *f, uint64_t seq, const char *what, const char *why)
     atomic_store(&f->halted, true);
 }
 
-/* Check and import one fetched batch. */
-static void import_list(follow *f, natsMsgList *list)
+/* ------------------------------------------------------------------ keys -- */
+
+/* The outcome of looking for a key in the keys stream. */
+typedef enum key_fetch {
+    KEY_FETCHED,  /* the key, or the erased marker */
+    KEY_MISSING,  /* no message for the slot (yet) */
+    KEY_RETRY,    /* a connection or API failure */
+    KEY_MALFORMED /* a message that is not a key of this slot (why set) */
+} key_fetch;
+
+static key_fetch key_fetch_one(follow *f, store_key_in *k, char *why, size_t why_len)
+{
+    char subject[128];
+    snprintf(subject, sizeof subject, "%s.%" PRIu64, f->keys_subject, k->slot);
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetLastMsg(&m, f->js, f->keys_stream, subject, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSStreamNotFoundErr) {
+        natsMsg_Destroy(m);
+        return KEY_MISSING;
+    }
+    if (s != NATS_OK) {
+        natsMsg_Destroy(m);
+        log_msg(LOG_WARN, "follower: cannot read the keys stream",
+                "stream=%s slot=%" PRIu64 " error=\"%s\" js_code=%d", f->keys_stream, k->slot,
+                natsconn_err(s), (int)jerr);
+        return KEY_RETRY;
+    }
+    const char *hslot = NULL, *herased = NULL;
+    natsMsgHeader_Get(m, "Es-Key-Slot", &hslot);
+    bool erased = natsMsgHeader_Get(m, "Es-Key-Erased", &herased) == NATS_OK;
+    uint64_t slot = 0;
+    int len = natsMsg_GetDataLength(m);
+    key_fetch rv = KEY_FETCHED;
+    if (!natsconn_parse_u64(hslot, &slot) || slot != k->slot) {
+        snprintf(why, why_len,
+                 "the keys stream's message for slot %" PRIu64 " has no or another Es-Key-Slot",
+                 k->slot);
+        rv = KEY_MALFORMED;
+    } else if (erased ? len != 0 : len != (int)STORE_DATA_KEY_BYTES) {
+        snprintf(why, why_len,
+                 "the keys stream's message for slot %" PRIu64
+                 " is neither a %u-byte key nor the erased marker",
+                 k->slot, STORE_DATA_KEY_BYTES);
+        rv = KEY_MALFORMED;
+    } else {
+        k->erased = erased;
+        if (!erased) {
+            memcpy(k->key, natsMsg_GetData(m), STORE_DATA_KEY_BYTES);
+        }
+    }
+    if (len > 0) {
+        OPENSSL_cleanse((void *)natsMsg_GetData(m), (size_t)len);
+    }
+    natsMsg_Destroy(m);
+    return rv;
+}
+
+/*
+ * The keys the records recs[0..*n) need and this store lacks, fetched from
+ * the keys stream and written (synced) before the records are imported. A
+ * key not there yet (or a failure) cuts the batch before the first record
+ * that needs it: *n shrinks.
+ * @return KEY_FETCHED (every key of recs[0..*n) is in the store);
+ *   KEY_MISSING, KEY_RETRY (*n may be less: import those, then consume
+ *   again later); KEY_MALFORMED (halt: why says which).
+ */
+static key_fetch keys_for_batch(follow *f, size_t *n, char *why, size_t why_len)
+{
+    size_t nk = 0;
+    key_fetch out = KEY_FETCHED;
+    size_t i = 0;
+    uint64_t seen = 0; /* the previous record's slot, already looked at */
+    for (; i < *n && out == KEY_FETCHED; i++) {
+        uint64_t slot;
+        if (!store_record_key_slot(f->recs[i].record, f->recs[i].len, &slot) || slot == seen) {
+            continue;
+        }
+        seen = slot;
+        store_key_state st;
+        uint8_t tmp[STORE_DATA_KEY_BYTES];
+        es_err rv = store_key_export(f->st, slot, &st, tmp);
+        OPENSSL_cleanse(tmp, sizeof tmp);
+        if (rv == ES_ERR_NOT_ERASABLE) {
+            break; /* a plain follower: the import refuses the record, and says why */
+        }
+        if (rv != ES_OK || st != STORE_KEY_ABSENT) {
+            continue; /* held, or erased here (a failed read: the import tells) */
+        }
+        bool listed = false;
+        for (size_t j = 0; j < nk && !listed; j++) {
+            listed = f->keys[j].slot == slot;
+        }
+        if (listed) {
+            continue;
+        }
+        f->keys[nk].slot = slot;
+        out = key_fetch_one(f, &f->keys[nk], why, why_len);
+        if (out == KEY_FETCHED) {
+            nk++;
+        } else if (out != KEY_MALFORMED) {
+            *n = i; /* import what precedes the record */
+        }
+    }
+    if (nk > 0) {
+        es_err rv = store_keys_import(f->st, f->keys, nk);
+        OPENSSL_cleanse(f->keys, nk * sizeof f->keys[0]);
+        if (rv != ES_OK) {
+            snprintf(why, why_len, "cannot write the keys: %s", es_errname(rv));
+            return KEY_MALFORMED;
+        }
+    }
+    if (out == KEY_MISSING) {
+        uint64_t now = store_now_us();
+        if (now - f->key_wait_log_us > 10000000u) {
+            log_msg(LOG_WARN,
+                    "follower: waiting for a data key in the keys stream (the primary's relay "
+                    "publishes it before the records that need it)",
+                    "stream=%s subject_prefix=%s", f->keys_stream, f->keys_subject);
+            f->key_wait_log_us = now;
+        }
+    }
+    return out;
+}
+
+/* Check and import one fetched batch. @return false when the consumer must
+ * be made again (a key the records need is not there yet). */
+static bool import_list(follow *f, natsMsgList *list)
 {
     uint64_t head = store_head(f->st);
     size_t n = 0;
@@ -298,6 +433,17 @@ static void import_list(follow *f, natsMsgList *list)
         f->seqs[n] = seq;
         n++;
     }
+    size_t whole = n;
+    key_fetch kf = KEY_FETCHED;
+    if (n > 0) {
+        char kwhy[256];
+        kf = keys_for_batch(f, &n, kwhy, sizeof kwhy);
+        if (kf == KEY_MALFORMED) {
+            halt(f, f->seqs[0], "KEYS", kwhy);
+            jsMsgMetaData_Destroy(last_meta);
+            return true;
+        }
+    }
     if (n > 0) {
         size_t at = n;
         char msg[256];
@@ -305,12 +451,17 @@ static void import_list(follow *f, natsMsgList *list)
         if (rv != ES_OK) {
             halt(f, at < n ? f->seqs[at] : 0, es_errname(rv), msg);
             jsMsgMetaData_Destroy(last_meta);
-            return;
+            return true;
         }
         atomic_fetch_add(&f->imported, n);
         uint64_t one = 1;
         ssize_t wr = write(f->fd, &one, sizeof one);
         (void)wr; /* an eventfd write only fails at a count near 2^64 */
+    }
+    if (n < whole) {
+        /* Not acknowledged: the next consumer starts at the new head. */
+        jsMsgMetaData_Destroy(last_meta);
+        return false;
     }
     if (bad) {
         halt(f, bad_seq, "MALFORMED", why);
@@ -321,6 +472,7 @@ static void import_list(follow *f, natsMsgList *list)
         }
     }
     jsMsgMetaData_Destroy(last_meta);
+    return true;
 }
 
 /*
@@ -395,9 +547,20 @@ static void *follow_main(void *arg)
             natsSubscription_Fetch(&list, f->sub, FOLLOW_BATCH, FOLLOW_FETCH_WAIT_MS, &jerr);
         if (list.Count > 0) {
             f->empty_fetches = 0;
-            import_list(f, &list);
+            bool whole = import_list(f, &list);
             natsMsgList_Destroy(&list);
-            backoff = BACKOFF_MIN_MS;
+            if (whole) {
+                backoff = BACKOFF_MIN_MS;
+                continue;
+            }
+            /* A record's key is not in the keys stream yet: consume again
+             * from the head after a while. */
+            drop_sub(f);
+            atomic_store(&f->connected, false);
+            if (stopper_wait_ms(&f->stop, backoff)) {
+                break;
+            }
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
         natsMsgList_Destroy(&list);
@@ -429,6 +592,8 @@ es_err follow_start(store *st, const server_config *cfg, int import_fd, follow *
     f->st = st;
     f->cfg = cfg;
     f->fd = import_fd;
+    snprintf(f->keys_stream, sizeof f->keys_stream, "%s%s", cfg->follow_stream,
+             RELAY_KEYS_STREAM_SUFFIX);
     stopper_init(&f->stop);
     if (pthread_create(&f->thread, NULL, follow_main, f) != 0) {
         stopper_destroy(&f->stop);

@@ -44,6 +44,23 @@
  * NumPending of the last message fetched (messages in the stream after
  * it), refreshed from the stream info while idle.
  *
+ * Encrypted primaries (relay.h, "Encrypted stores"): sealed records are
+ * imported sealed, byte for byte, and their keys come from the relay's keys
+ * stream (STREAM_KEYS, subject PREFIX_keys.<slot>). Before a batch is
+ * imported, every key slot its sealed records name that this store does not
+ * hold yet is read from there (js_GetLastMsg) and written into this store's
+ * own keys.esk at the same slot, synced (store_keys_import); an erased
+ * marker is recorded as an erasure. A key that is not there yet cuts the
+ * batch before the record that needs it; the rest is consumed again after
+ * a backoff (the relay publishes a key before its first record, so this
+ * only lasts while the keys stream is unreachable or was removed). An
+ * erasure record makes the store destroy its copy of the key (overwritten
+ * in place, synced) once the batch commits, and a restart finishes it if a
+ * crash came between (store_crypt_recover): reads of the stream answer
+ * ERASED. A follower created with encryption off has no key store and halts
+ * at the first sealed record, saying so. A message of the keys stream that
+ * is not a key of its slot halts the follower too.
+ *
  * Promotion is manual: stop the follower, start esd on the same data
  * directory without --follow-nats; it is then a primary (docs/replication.md).
  */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <nats/nats.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -42,6 +43,10 @@ struct relay {
     _Atomic bool failed;
     _Atomic uint64_t acked, published, errors;
     _Atomic bool connected, resumed;
+    char keys_stream[96];  /* RELAY_KEYS_STREAM_SUFFIX after the stream's name */
+    char keys_subject[96]; /* RELAY_KEYS_SUBJECT_SUFFIX after the subject prefix */
+    uint8_t *keys_sent;    /* bitmap of slots known to be in the keys stream */
+    size_t keys_sent_bytes;
     /* one batch of records copied out of a read transaction */
     uint8_t *buf;
     size_t buf_len, buf_cap;
@@ -237,6 +242,237 @@ static es_err ensure_stream(relay *r, uint64_t *last_seq, uint64_t *n_msgs)
     return ES_OK;
 }
 
+/* Make sure the keys stream exists: subjects KEYS_SUBJECT.>, file storage,
+ * the same replicas, no limits (a limit would remove keys followers need,
+ * and not securely). */
+static es_err ensure_keys_stream(relay *r)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, r->js, r->keys_stream, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+        char subject[128];
+        snprintf(subject, sizeof subject, "%s.>", r->keys_subject);
+        const char *subjects[] = {subject};
+        jsStreamConfig sc;
+        jsStreamConfig_Init(&sc);
+        sc.Name = r->keys_stream;
+        sc.Subjects = subjects;
+        sc.SubjectsLen = 1;
+        sc.Storage = js_FileStorage;
+        sc.Replicas = r->cfg->relay_replicas;
+        s = js_AddStream(&si, r->js, &sc, NULL, &jerr);
+        if (s != NATS_OK) {
+            log_msg(LOG_WARN, "relay: cannot create the keys stream",
+                    "stream=%s subjects=%s error=\"%s\" js_code=%d", r->keys_stream, subject,
+                    natsconn_err(s), (int)jerr);
+            return ES_ERR_CONNECTION;
+        }
+        log_msg(LOG_INFO, "relay: created the keys stream", "stream=%s subjects=%s replicas=%u",
+                r->keys_stream, subject, r->cfg->relay_replicas);
+    } else if (s != NATS_OK) {
+        log_msg(LOG_WARN, "relay: cannot read the keys stream's state",
+                "stream=%s error=\"%s\" js_code=%d", r->keys_stream, natsconn_err(s), (int)jerr);
+        return ES_ERR_CONNECTION;
+    }
+    jsStreamInfo_Destroy(si);
+    return ES_OK;
+}
+
+/* ------------------------------------------------------------------ keys -- */
+
+static bool key_sent(const relay *r, uint64_t slot)
+{
+    return slot / 8 < r->keys_sent_bytes && (r->keys_sent[slot / 8] & (1u << (slot % 8)));
+}
+
+static void key_mark_sent(relay *r, uint64_t slot)
+{
+    if (slot / 8 >= r->keys_sent_bytes) {
+        size_t n = r->keys_sent_bytes ? r->keys_sent_bytes : 4096;
+        while (slot / 8 >= n && n < RELAY_KEYS_SENT_MAX) {
+            n *= 2;
+        }
+        if (slot / 8 >= n) {
+            return; /* beyond the bitmap: asked again next time, still idempotent */
+        }
+        uint8_t *nb = realloc(r->keys_sent, n);
+        if (!nb) {
+            return;
+        }
+        memset(nb + r->keys_sent_bytes, 0, n - r->keys_sent_bytes);
+        r->keys_sent = nb;
+        r->keys_sent_bytes = n;
+    }
+    r->keys_sent[slot / 8] |= (uint8_t)(1u << (slot % 8));
+}
+
+/* Publish one message of the keys stream, waiting for JetStream's answer:
+ * the key itself (key != NULL) or the erased marker. ExpectNoMessage makes
+ * it idempotent without a window: a slot's subject holds one message at
+ * most. @return ES_OK (stored, or the subject had a message: *existed). */
+static es_err key_publish(relay *r, uint64_t slot, const uint8_t *key, bool *existed)
+{
+    char subject[128], msg_id[MSG_ID_MAX + 16], num[24];
+    snprintf(subject, sizeof subject, "%s.%" PRIu64, r->keys_subject, slot);
+    snprintf(msg_id, sizeof msg_id, "%s:%s:%" PRIu64, r->store_hex, key ? "key" : "erased", slot);
+    snprintf(num, sizeof num, "%" PRIu64, slot);
+    *existed = false;
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, subject, NULL, key ? (const char *)key : NULL,
+                                  key ? (int)STORE_DATA_KEY_BYTES : 0);
+    if (s == NATS_OK) {
+        s = natsMsgHeader_Set(m, "Es-Key-Slot", num);
+    }
+    if (s == NATS_OK) {
+        s = natsMsgHeader_Set(m, "Es-Store", r->store_hex);
+    }
+    if (s == NATS_OK && !key) {
+        s = natsMsgHeader_Set(m, "Es-Key-Erased", "1");
+    }
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    if (s == NATS_OK) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = msg_id;
+        po.ExpectNoMessage = true;
+        po.MaxWait = PUB_MAX_WAIT_MS;
+        s = js_PublishMsg(&pa, r->js, m, &po, &jerr);
+    }
+    if (m) {
+        /* the key's bytes were copied into the message */
+        int len = natsMsg_GetDataLength(m);
+        if (len > 0) {
+            OPENSSL_cleanse((void *)natsMsg_GetData(m), (size_t)len);
+        }
+        natsMsg_Destroy(m);
+    }
+    jsPubAck_Destroy(pa);
+    if (s == NATS_OK) {
+        return ES_OK;
+    }
+    if (jerr == JSStreamWrongLastSequenceErr) {
+        *existed = true;
+        return ES_OK;
+    }
+    log_msg(LOG_WARN, "relay: cannot publish to the keys stream",
+            "stream=%s slot=%" PRIu64 " error=\"%s\" js_code=%d", r->keys_stream, slot,
+            natsconn_err(s), (int)jerr);
+    return ES_ERR_CONNECTION;
+}
+
+/* The keys stream's message of a slot: NULL when it has none. */
+static es_err key_msg_get(relay *r, uint64_t slot, natsMsg **out)
+{
+    char subject[128];
+    snprintf(subject, sizeof subject, "%s.%" PRIu64, r->keys_subject, slot);
+    jsErrCode jerr = 0;
+    *out = NULL;
+    natsStatus s = js_GetLastMsg(out, r->js, r->keys_stream, subject, NULL, &jerr);
+    if (s == NATS_OK) {
+        return ES_OK;
+    }
+    *out = NULL;
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+        return ES_OK;
+    }
+    log_msg(LOG_WARN, "relay: cannot read the keys stream",
+            "stream=%s slot=%" PRIu64 " error=\"%s\" js_code=%d", r->keys_stream, slot,
+            natsconn_err(s), (int)jerr);
+    return ES_ERR_CONNECTION;
+}
+
+/*
+ * Before the first record sealed with a slot's key (since the last resume of the
+ * relay): the key in the keys stream, or the erased marker when the key
+ * was destroyed before it was relayed. Synchronous, so that a follower
+ * never sees a record before the key it needs.
+ * @return ES_OK; ES_ERR_CONNECTION (resume); ES_ERR_CORRUPT (the keys
+ *   stream holds another key at that slot: logged).
+ */
+static es_err key_ensure(relay *r, uint64_t slot)
+{
+    if (key_sent(r, slot)) {
+        return ES_OK;
+    }
+    uint8_t key[STORE_DATA_KEY_BYTES];
+    store_key_state state;
+    es_err rv = store_key_export(r->st, slot, &state, key);
+    if (rv != ES_OK) {
+        log_msg(LOG_ERROR, "relay: cannot read a data key", "slot=%" PRIu64 " error=%s", slot,
+                es_errname(rv));
+        return rv;
+    }
+    bool live = state == STORE_KEY_LIVE, existed = false;
+    rv = key_publish(r, slot, live ? key : NULL, &existed);
+    if (rv == ES_OK && existed && live) {
+        natsMsg *m = NULL;
+        rv = key_msg_get(r, slot, &m);
+        if (rv == ES_OK && m) {
+            const char *erased = NULL;
+            bool same = natsMsgHeader_Get(m, "Es-Key-Erased", &erased) != NATS_OK &&
+                        natsMsg_GetDataLength(m) == (int)STORE_DATA_KEY_BYTES &&
+                        CRYPTO_memcmp(natsMsg_GetData(m), key, STORE_DATA_KEY_BYTES) == 0;
+            if (!same) {
+                log_msg(LOG_ERROR,
+                        "relay: the keys stream holds another key at a slot of this store: it "
+                        "belongs to another store; nothing is published",
+                        "stream=%s slot=%" PRIu64, r->keys_stream, slot);
+                rv = ES_ERR_CORRUPT;
+            }
+        }
+        natsMsg_Destroy(m);
+    }
+    OPENSSL_cleanse(key, sizeof key);
+    if (rv == ES_OK) {
+        key_mark_sent(r, slot);
+    }
+    return rv;
+}
+
+/*
+ * An erasure record is about to be relayed: the slot's key leaves the keys
+ * stream first, by a secure erase (STREAM.MSG.DELETE without no_erase: the
+ * server overwrites the message in its block file), and the erased marker
+ * takes its place. Idempotent: a relay that resumes before the erasure
+ * record was stored does it again and finds the marker.
+ * @return ES_OK; ES_ERR_CONNECTION.
+ */
+static es_err key_erase(relay *r, uint64_t slot)
+{
+    natsMsg *m = NULL;
+    es_err rv = key_msg_get(r, slot, &m);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    const char *erased = NULL;
+    if (m && natsMsgHeader_Get(m, "Es-Key-Erased", &erased) == NATS_OK) {
+        natsMsg_Destroy(m);
+        return ES_OK; /* done before */
+    }
+    if (m) {
+        uint64_t seq = natsMsg_GetSequence(m);
+        natsMsg_Destroy(m);
+        jsErrCode jerr = 0;
+        natsStatus s = js_EraseMsg(r->js, r->keys_stream, seq, NULL, &jerr);
+        if (s != NATS_OK) {
+            log_msg(LOG_WARN, "relay: cannot erase a key from the keys stream",
+                    "stream=%s slot=%" PRIu64 " seq=%" PRIu64 " error=\"%s\" js_code=%d",
+                    r->keys_stream, slot, seq, natsconn_err(s), (int)jerr);
+            return ES_ERR_CONNECTION;
+        }
+        log_msg(LOG_INFO, "relay: erased a key from the keys stream",
+                "stream=%s slot=%" PRIu64 " seq=%" PRIu64, r->keys_stream, slot, seq);
+    }
+    bool existed;
+    rv = key_publish(r, slot, NULL, &existed);
+    if (rv == ES_OK) {
+        key_mark_sent(r, slot);
+    }
+    return rv;
+}
+
 /*
  * Where to go on: the successor of the stream's last message.
  * @return ES_OK with *next and prev (the last message id, "" for an empty
@@ -247,6 +483,9 @@ static es_err resume_point(relay *r, uint64_t *next, char *prev, size_t prev_cap
 {
     uint64_t last_seq = 0, n_msgs = 0;
     es_err rv = ensure_stream(r, &last_seq, &n_msgs);
+    if (rv == ES_OK && store_encrypted(r->st)) {
+        rv = ensure_keys_stream(r);
+    }
     if (rv != ES_OK) {
         return rv;
     }
@@ -452,9 +691,22 @@ static void publish_run(relay *r, uint64_t next, char *prev)
                 atomic_store(&r->failed, true);
                 return;
             }
+            const uint8_t *rec = r->buf + r->recs[i].off;
+            size_t rec_len = r->recs[i].len;
+            uint64_t slot, at;
+            es_err krv = ES_OK;
+            if (store_record_key_slot(rec, rec_len, &slot)) {
+                krv = key_ensure(r, slot);
+            } else if (store_erase_record(rec, rec_len, &slot, &at)) {
+                krv = key_erase(r, slot);
+            }
+            if (krv != ES_OK) {
+                atomic_store(&r->failed, true);
+                return;
+            }
             char msg_id[MSG_ID_MAX];
             natsMsg *m = NULL;
-            natsStatus s = make_msg(r, r->buf + r->recs[i].off, r->recs[i].len, next, &m, msg_id);
+            natsStatus s = make_msg(r, rec, rec_len, next, &m, msg_id);
             if (s == NATS_OK && prev[0] == '\0') {
                 s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", "0");
             }
@@ -511,6 +763,11 @@ static void *relay_main(void *arg)
             }
             store_scavenge_horizon_set(r->st, atomic_load(&r->acked));
         }
+        /* What the keys stream holds is asked again after every resume (an
+         * operator may have removed or recreated the streams meanwhile). */
+        if (r->keys_sent) {
+            memset(r->keys_sent, 0, r->keys_sent_bytes);
+        }
         atomic_store(&r->resumed, true);
         log_msg(LOG_INFO, "relay: publishing", "stream=%s from_position=%" PRIu64 " head=%" PRIu64,
                 r->cfg->relay_stream, next, store_head(r->st));
@@ -554,6 +811,10 @@ es_err relay_start(store *st, const server_config *cfg, relay **out)
     r->st = st;
     r->cfg = cfg;
     hex_of(store_id(st), STORE_ID_BYTES, r->store_hex);
+    snprintf(r->keys_stream, sizeof r->keys_stream, "%s%s", cfg->relay_stream,
+             RELAY_KEYS_STREAM_SUFFIX);
+    snprintf(r->keys_subject, sizeof r->keys_subject, "%s%s", cfg->relay_subject,
+             RELAY_KEYS_SUBJECT_SUFFIX);
     stopper_init(&r->stop);
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
         stopper_destroy(&r->stop);
@@ -575,6 +836,7 @@ void relay_stop(relay *r)
     pthread_join(r->thread, NULL);
     stopper_destroy(&r->stop);
     free(r->buf);
+    free(r->keys_sent);
     free(r);
     nats_Close();
 }

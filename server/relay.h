@@ -16,6 +16,7 @@
  *
  *   subject  PREFIX.<category>.<stream id>   each part escaped as a token
  *   payload  the packed es.v1.RecordedEvent, byte for byte as stored
+ *            (sealed records sealed: see "Encrypted stores" below)
  *   headers  Nats-Msg-Id                <store id hex>:<position>
  *            Nats-Expected-Last-Msg-Id  the previous message's id (chained)
  *            Nats-Expected-Last-Sequence 0, on the first message of an
@@ -52,6 +53,51 @@
  *
  * New events are noticed by polling store_head() every RELAY_POLL_MS while
  * caught up (an atomic load): no hook into the writer.
+ *
+ * Encrypted stores: the log is read as stored (STORE_FILTER_STORED), so a
+ * sealed record is published sealed — data and metadata in field 12,
+ * AES-256-GCM under its stream's or subject's key — and never in plain;
+ * the relay never opens a record. Erased streams' records are relayed too
+ * (still sealed): positions stay gapless. Followers need the keys, which
+ * travel apart, in a second JetStream stream of their own:
+ *
+ *   stream   STREAM_KEYS (RELAY_KEYS_STREAM_SUFFIX), subjects
+ *            PREFIX_keys.> (RELAY_KEYS_SUBJECT_SUFFIX), file storage, the
+ *            same replicas, no limits; created when missing
+ *   message  subject PREFIX_keys.<slot>, payload the 32-byte key, headers
+ *            Es-Key-Slot, Es-Store (the store id in hex); or the erased
+ *            marker: no payload, Es-Key-Erased: 1
+ *
+ * Why a stream apart: the events stream's sequence is the position (the
+ * follower and the chained expectation depend on it), and a key must be
+ * removable on its own, securely, which a message among the events is not
+ * by anything a consumer could rely on. Why per slot: a key is shared by
+ * every stream of a subject, and the slot is what a sealed record names.
+ *
+ * Before publishing the first record (since the last resume) sealed with a slot, the
+ * relay publishes that slot's message synchronously, with ExpectNoMessage
+ * (Nats-Expected-Last-Subject-Sequence 0): JetStream stores at most one
+ * message per slot whatever the restarts, and a refusal means it is there
+ * (compared with the store's key: another key is another store's stream,
+ * and the relay stops as for another history). So a follower never sees a
+ * record before its key. A key destroyed before it was relayed is published
+ * as the erased marker.
+ *
+ * An erasure is an erasure record in the log (store.h). Before publishing
+ * it, the relay reads the slot's message, removes it with js_EraseMsg
+ * (STREAM.MSG.DELETE without no_erase: nats-server overwrites the message's
+ * bytes in its block file with random data and syncs, where a plain delete
+ * only marks it deleted), then publishes the erased marker. All three are
+ * synchronous and idempotent, and the erasure record is published only
+ * after them: an erasure record in the events stream means the key is gone
+ * from the keys stream. After that, the keys stream holds no key of an
+ * erased stream, and the events stream only its ciphertext.
+ *
+ * Operators must restrict who may read STREAM_KEYS (NATS permissions on
+ * PREFIX_keys.> and on the stream's API): with the keys, the events
+ * stream's data reads in plain, as it did before encryption reached it.
+ * Plain stores (created with encryption off) relay as before: no keys
+ * stream.
  */
 #ifndef ES_RELAY_H
 #define ES_RELAY_H
@@ -63,9 +109,12 @@
 #include "config.h"
 #include "store.h"
 
-#define RELAY_MAX_IN_FLIGHT 1024u
-#define RELAY_BATCH         256u /* events read per read transaction */
-#define RELAY_POLL_MS       5
+#define RELAY_MAX_IN_FLIGHT       1024u
+#define RELAY_BATCH               256u /* events read per read transaction */
+#define RELAY_POLL_MS             5
+#define RELAY_KEYS_STREAM_SUFFIX  "_KEYS"
+#define RELAY_KEYS_SUBJECT_SUFFIX "_keys"
+#define RELAY_KEYS_SENT_MAX       (2u * 1024u * 1024u) /* bitmap bytes: 2^24 slots */
 /* The longest escaped token: every byte of a 256-byte name as %XX. */
 #define RELAY_TOKEN_MAX (3u * 256u + 1u)
 

@@ -176,6 +176,12 @@ static void life_check(check_ctx *c, MDB_txn *txn, store *s)
         size_t sid_len;
         store_stream_info si;
         MDB_val tk, tv;
+        uint64_t erased_slot, erased_at;
+        if (mdb_get(txn, s->events, &pk, &pv) == 0 && store_record_parse(&pv, &r) == ES_OK &&
+            store_erase_record((const uint8_t *)pv.mv_data + RECORD_HEADER_BYTES,
+                               pv.mv_size - RECORD_HEADER_BYTES, &erased_slot, &erased_at)) {
+            continue; /* an erasure: no lifecycle state */
+        }
         if (mdb_get(txn, s->events, &pk, &pv) != 0 || store_record_parse(&pv, &r) != ES_OK ||
             store_life_record_decode(r.data.p, r.data.len, &l, &sid, &sid_len) != ES_OK ||
             (tk = (MDB_val){sid_len, (void *)sid}, mdb_get(txn, s->streams, &tk, &tv)) != 0 ||

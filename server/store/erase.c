@@ -47,7 +47,7 @@
  *                db check, followers and projectors read without keys).
  *   subjects     subject id -> slot u64 LE
  *   erased_keys  slot u64 BE -> erased_at_us u64 LE | kind u64 LE (0 stream,
- *                1 subject)
+ *                1 subject, 2 erased before a follower copied it)
  *
  * Erasure in one durable step. store_erase writes the erased_keys entry
  * and commits it, synced (mdb_env_sync when the store runs without sync),
@@ -60,6 +60,25 @@
  * erasure completed or not started, never half. A stream whose slot is
  * zero without an erased_keys entry (a backup restored with a key store
  * newer than its data) reads as erased too.
+ *
+ * The same transaction appends an erasure record to STORE_LIFE_STREAM
+ * (layout in store.h), so that the erasure has a place in the log's order:
+ * the relay carries it (and removes the key from the JetStream keys stream
+ * before it: relay.h), and a follower that imports it writes the same
+ * erased_keys entry and destroys its copy of the key after the commit
+ * (store_erase_import, then store_crypt_recover) — a crash in between
+ * leaves the entry, and the next open finishes it, as here. An auditor
+ * reading $lifecycle sees what was erased and when.
+ *
+ * Followers. A follower stores sealed records as they are
+ * (store_crypt_import binds a new stream to the slot its first event
+ * names) and gets the keys apart, at the same slot numbers
+ * (store_keys_import, before the records are imported; relay.h and
+ * follow.h say how they travel). A key the primary destroyed before the
+ * follower copied it arrives as a marker and is recorded in erased_keys
+ * (kind 2, time 0): that slot is never written. A follower does not know
+ * which slots are subjects' (not relayed): its stream_keys entries carry
+ * flags 0; it never appends or erases on its own.
  *
  * A subject's streams share its key, so erasing the subject is one key and
  * is atomic across its streams by construction. A stream bound to a
@@ -74,8 +93,10 @@
 #include <lmdb.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "bytes.h"
 #include "internal.h"
@@ -629,6 +650,43 @@ static es_err count_bound(store *s, MDB_txn *txn, uint64_t slot, uint64_t *n)
     return rc == MDB_NOTFOUND ? ES_OK : es_err_from_mdb(rc);
 }
 
+/* The erasure's record in STORE_LIFE_STREAM, in its transaction (layout in
+ * store.h): the relay carries it to followers, which destroy their copy of
+ * the key when they import it. */
+static es_err erase_record_write(store *s, MDB_txn *txn, const store_erase_op *op, uint64_t slot,
+                                 uint64_t *head)
+{
+    uint8_t data[STORE_ERASE_RECORD_BYTES];
+    put_u64le(data, slot);
+    put_u64le(data + 8, op->erased_at_us);
+    uint8_t id[ES_EVENT_ID_BYTES];
+    if (getrandom(id, sizeof id, 0) != (ssize_t)sizeof id) {
+        return ES_ERR_IO;
+    }
+    id[6] = (uint8_t)((id[6] & 0x0f) | 0x40); /* a version-4 UUID, as clients make */
+    id[8] = (uint8_t)((id[8] & 0x3f) | 0x80);
+    const char *type =
+        op->kind == STORE_ERASE_SUBJECT ? STORE_ERASE_TYPE_SUBJECT : STORE_ERASE_TYPE_STREAM;
+    store_event_in e = {
+        .id = id,
+        .type = (const uint8_t *)type,
+        .type_len = strlen(type),
+        .data = data,
+        .data_len = sizeof data,
+        .metadata = op->name,
+        .metadata_len = op->name_len,
+    };
+    store_append_in a = {
+        .stream = (const uint8_t *)STORE_LIFE_STREAM,
+        .stream_len = strlen(STORE_LIFE_STREAM),
+        .expect = STORE_EXPECT_ANY,
+        .events = &e,
+        .n_events = 1,
+        .allow_reserved = true,
+    };
+    return store_append_own(s, txn, &a, head);
+}
+
 es_err store_erase(store *s, store_erase_op *op)
 {
     op->erased_at_us = 0;
@@ -696,10 +754,16 @@ es_err store_erase(store *s, store_erase_op *op)
         rv = es_err_from_mdb(rc);
         goto out_abort_txn;
     }
+    uint64_t head = 0;
+    rv = erase_record_write(s, txn, op, slot, &head);
+    if (rv != ES_OK) {
+        goto out_abort_txn;
+    }
     rv = store_commit_durable(s, txn); /* the journal's checkpoint, when it runs */
     if (rv != ES_OK) {
         return rv;
     }
+    atomic_store(&s->head, head);
     if (!s->sync && mdb_env_sync(s->env, 1) != 0) {
         return ES_ERR_IO; /* recorded or not: the next open finishes it if it was */
     }
@@ -708,4 +772,206 @@ es_err store_erase(store *s, store_erase_op *op)
 out_abort_txn:
     mdb_txn_abort(txn);
     return rv;
+}
+
+/* ------------------------------------------- replication: relay, follower -- */
+
+bool store_erase_record(const uint8_t *rec, size_t len, uint64_t *slot, uint64_t *erased_at_us)
+{
+    es_record r;
+    if (es_record_parse(rec, len, 0, &r) != ES_OK ||
+        !es_slice_eq(r.stream, (const uint8_t *)STORE_LIFE_STREAM, strlen(STORE_LIFE_STREAM)) ||
+        !(es_slice_eq(r.type, (const uint8_t *)STORE_ERASE_TYPE_STREAM,
+                      strlen(STORE_ERASE_TYPE_STREAM)) ||
+          es_slice_eq(r.type, (const uint8_t *)STORE_ERASE_TYPE_SUBJECT,
+                      strlen(STORE_ERASE_TYPE_SUBJECT))) ||
+        r.data.len != STORE_ERASE_RECORD_BYTES) {
+        return false;
+    }
+    *slot = get_u64le(r.data.p);
+    *erased_at_us = get_u64le(r.data.p + 8);
+    return true;
+}
+
+bool store_record_key_slot(const uint8_t *rec, size_t len, uint64_t *slot)
+{
+    es_record r;
+    return es_record_parse(rec, len, 0, &r) == ES_OK && r.sealed.len != 0 &&
+           store_seal_slot(r.sealed.p, r.sealed.len, slot);
+}
+
+STORE_GUARDED_BEGIN
+es_err store_key_export(store *s, uint64_t slot, store_key_state *state,
+                        uint8_t key[STORE_DATA_KEY_BYTES])
+{
+    *state = STORE_KEY_ABSENT;
+    if (!s->has_keys || s->keys.fd < 0) {
+        return ES_ERR_NOT_ERASABLE;
+    }
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    uint8_t kb[8];
+    put_u64be(kb, slot);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_get(txn, s->erased_keys, &k, &v);
+    if (rc == 0) {
+        *state = STORE_KEY_ERASED;
+    } else if (rc != MDB_NOTFOUND) {
+        rv = es_err_from_mdb(rc);
+    } else if (store_keys_get(&s->keys, slot, key)) {
+        *state = STORE_KEY_LIVE;
+    } else if (!s->follower && slot != 0 && slot < atomic_load(&s->keys.end)) {
+        /* A primary wrote every slot of its pools: a zero one was destroyed.
+         * A follower's may be a hole where no key was copied yet. */
+        *state = STORE_KEY_ERASED;
+    }
+    store_read_end(txn);
+    return rv;
+}
+STORE_GUARDED_END
+
+es_err store_keys_import(store *s, const store_key_in *keys, size_t n)
+{
+    if (s->read_only) {
+        return ES_ERR_READ_ONLY;
+    }
+    if (!s->has_keys || s->keys.fd < 0) {
+        return ES_ERR_NOT_ERASABLE;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    es_err rv = ES_OK;
+    uint64_t top = 0;
+    bool wrote = false, marked = false;
+    for (size_t i = 0; i < n && rv == ES_OK; i++) {
+        uint64_t slot = keys[i].slot;
+        uint8_t kb[8], vb[16];
+        put_u64be(kb, slot);
+        MDB_val k = {8, kb}, v;
+        rc = mdb_get(txn, s->erased_keys, &k, &v);
+        if (rc == 0) {
+            continue; /* erased here: never written again */
+        }
+        if (rc != MDB_NOTFOUND) {
+            rv = es_err_from_mdb(rc);
+            break;
+        }
+        if (keys[i].erased) {
+            /* Destroyed on the primary before this store copied it: record
+             * it, so that reads answer ERASED and no copy is ever written. */
+            put_u64le(vb, 0);
+            put_u64le(vb + 8, 2);
+            v = (MDB_val){16, vb};
+            rc = mdb_put(txn, s->erased_keys, &k, &v, 0);
+            rv = es_err_from_mdb(rc);
+            marked = true;
+            continue;
+        }
+        uint8_t held[STORE_KEY_BYTES];
+        if (store_keys_get(&s->keys, slot, held)) {
+            bool same = CRYPTO_memcmp(held, keys[i].key, STORE_KEY_BYTES) == 0;
+            OPENSSL_cleanse(held, sizeof held);
+            if (!same) {
+                rv = ES_ERR_CORRUPT; /* another store's key at this slot */
+            }
+            continue;
+        }
+        rv = store_keys_put(&s->keys, slot, keys[i].key);
+        wrote = rv == ES_OK || wrote;
+        if (slot + 1 > top) {
+            top = slot + 1;
+        }
+    }
+    if (rv == ES_OK && wrote) {
+        rv = store_keys_publish(&s->keys, top); /* synced before any record needs them */
+    }
+    if (rv != ES_OK || !marked) {
+        mdb_txn_abort(txn);
+        return rv;
+    }
+    rc = mdb_txn_commit(txn);
+    return rc ? store_commit_err(s, rc) : ES_OK;
+}
+
+/* The largest sealed field a record may bring: data and metadata within
+ * max_event_bytes, their two field headers, the seal's overhead. */
+#define IMPORT_SEALED_SLACK 32u
+
+es_err store_crypt_import(store *s, MDB_txn *txn, const es_record *r, const uint8_t *bytes,
+                          size_t len, bool exists, uint64_t number, char *msg, size_t msg_len)
+{
+    if (r->sealed.len == 0) {
+        return ES_OK;
+    }
+    if (!s->has_keys || s->keys.fd < 0) {
+        store_set_msg(msg, msg_len, "%s",
+                      "a sealed event, and this store has no key store: a follower of an "
+                      "encrypted primary must be created with encryption on (the default)");
+        return ES_ERR_NOT_ERASABLE;
+    }
+    es_record parts;
+    uint64_t slot = 0;
+    if (sealed_parts(bytes, len, &parts) != ES_OK ||
+        !store_seal_slot(parts.sealed.p, parts.sealed.len, &slot) || slot == 0 ||
+        parts.sealed.len > (size_t)s->max_event_bytes + STORE_SEAL_OVERHEAD + IMPORT_SEALED_SLACK) {
+        store_set_msg(msg, msg_len, "%s",
+                      "a sealed event that is not in the store's layout, names no key slot, or "
+                      "exceeds max-event-bytes");
+        return ES_ERR_MALFORMED;
+    }
+    uint64_t bound, flags;
+    es_err rv = exists ? stream_key_get(s, txn, number, &bound, &flags) : ES_ERR_NOT_FOUND;
+    if (rv == ES_OK) {
+        if (bound != slot) {
+            store_set_msg(msg, msg_len, "%s", "a sealed event names another key than its stream's");
+            return ES_ERR_MALFORMED;
+        }
+        return ES_OK;
+    }
+    if (rv != ES_ERR_NOT_FOUND) {
+        return rv;
+    }
+    if (exists) {
+        store_set_msg(msg, msg_len, "%s", "a sealed event in a stream stored in plain");
+        return ES_ERR_MALFORMED;
+    }
+    /* A new stream: bound to the key its first event names. Whether the key
+     * is a subject's is not relayed; the follower never appends. */
+    uint8_t kb[8], vb[16];
+    put_u64be(kb, number);
+    put_u64le(vb, slot);
+    put_u64le(vb + 8, 0);
+    MDB_val k = {8, kb}, v = {16, vb};
+    return es_err_from_mdb(mdb_put(txn, s->stream_keys, &k, &v, 0));
+}
+
+es_err store_erase_import(store *s, MDB_txn *txn, const es_record *r, bool *erasure)
+{
+    *erasure = false;
+    bool subject = es_slice_eq(r->type, (const uint8_t *)STORE_ERASE_TYPE_SUBJECT,
+                               strlen(STORE_ERASE_TYPE_SUBJECT));
+    if (!subject && !es_slice_eq(r->type, (const uint8_t *)STORE_ERASE_TYPE_STREAM,
+                                 strlen(STORE_ERASE_TYPE_STREAM))) {
+        return ES_OK; /* not an erasure */
+    }
+    *erasure = true;
+    if (r->data.len != STORE_ERASE_RECORD_BYTES) {
+        return ES_ERR_MALFORMED;
+    }
+    if (!s->has_keys) {
+        return ES_OK;
+    }
+    uint8_t kb[8], vb[16];
+    put_u64be(kb, get_u64le(r->data.p));
+    put_u64le(vb, get_u64le(r->data.p + 8));
+    put_u64le(vb + 8, subject ? 1 : 0);
+    MDB_val k = {8, kb}, v = {16, vb};
+    return es_err_from_mdb(mdb_put(txn, s->erased_keys, &k, &v, 0));
 }

@@ -93,6 +93,13 @@ bool store_keys_marked_live(const store_keys *k, uint64_t slot);
 es_err store_keys_destroy(store_keys *k, uint64_t slot);
 /** @brief Copy the key file to a new file (0600, fsynced). */
 es_err store_keys_copy(const store_keys *k, const char *dest_path);
+/** @brief Write a key copied from a primary at its slot, not synced yet
+ *         (a follower's importing thread). @return ES_OK; ES_ERR_CORRUPT
+ *         (slot 0 or beyond the limit); ES_ERR_IO; ES_ERR_STORE_FULL. */
+es_err store_keys_put(store_keys *k, uint64_t slot, const uint8_t key[STORE_KEY_BYTES]);
+/** @brief Sync what store_keys_put wrote, then let readers see the slots
+ *         below top. */
+es_err store_keys_publish(store_keys *k, uint64_t top);
 
 /**
  * @brief Seal plain_len bytes in place: out holds the header's room, then
@@ -441,6 +448,23 @@ es_err store_record_plain(store *s, const MDB_val *v, const uint8_t **payload, s
  * @return ES_OK; ES_ERR_ERASED; ES_ERR_CORRUPT; ES_ERR_NO_MEMORY.
  */
 es_err store_record_open_plain(store *s, const MDB_val *v, const uint8_t **payload, size_t *len);
+
+/**
+ * @brief An import's sealed record (a follower): checks its layout and size,
+ *        and binds a new stream to the key its first event names.
+ * @return ES_OK (also for a plain record); ES_ERR_NOT_ERASABLE (this store
+ *   has no key store); ES_ERR_MALFORMED (msg says why); LMDB errors.
+ */
+es_err store_crypt_import(store *s, MDB_txn *txn, const es_record *r, const uint8_t *bytes,
+                          size_t len, bool exists, uint64_t number, char *msg, size_t msg_len);
+
+/**
+ * @brief An imported lifecycle record that is an erasure (*erasure set):
+ *        its erased_keys entry, in the import's transaction. The caller
+ *        destroys the key after the commit (store_crypt_recover).
+ * @return ES_OK; ES_ERR_MALFORMED; LMDB errors.
+ */
+es_err store_erase_import(store *s, MDB_txn *txn, const es_record *r, bool *erasure);
 
 /** @brief Whether a stream's key was destroyed (ES_OK: not; ES_ERR_ERASED: it was). */
 es_err store_crypt_stream_state(store *s, MDB_txn *txn, uint64_t number);

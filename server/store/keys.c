@@ -49,6 +49,13 @@
  * the key store of the primary it was taken from). The file grows 64 bytes
  * per stream or subject, and KEYS_POOL * 64 bytes per open.
  *
+ * Copies (a follower). A follower writes the keys its primary's relay
+ * publishes at the same slot numbers (store_keys_put, then one
+ * store_keys_publish: synced before the records that need them are
+ * imported); the slots between are holes that read as zeros. It never takes
+ * keys of its own; promoted to a primary, it opens the file again and its
+ * pools start after the last slot it copied.
+ *
  * Readers. The file is mapped read-only (MAP_SHARED: the page cache is the
  * file, so a destroyed slot reads as zeros at once) over a fixed reservation
  * of KEYS_MAX_SLOTS slots; readers look only below `end`, which the writer
@@ -316,6 +323,34 @@ es_err store_keys_destroy(store_keys *k, uint64_t slot)
         return ES_ERR_IO;
     }
     return sync_fd(k->fd);
+}
+
+es_err store_keys_put(store_keys *k, uint64_t slot, const uint8_t key[STORE_KEY_BYTES])
+{
+    if (slot == 0 || slot >= KEYS_MAX_SLOTS) {
+        return ES_ERR_CORRUPT;
+    }
+    uint8_t s[STORE_KEY_SLOT_BYTES] = {0};
+    put_u32le(s, KEYS_LIVE);
+    put_u32le(s + 4, slot_crc(slot, key));
+    memcpy(s + 8, key, STORE_KEY_BYTES);
+    errno = 0;
+    ssize_t w = pwrite(k->fd, s, sizeof s, (off_t)(slot * STORE_KEY_SLOT_BYTES));
+    OPENSSL_cleanse(s, sizeof s);
+    if (w != (ssize_t)sizeof s) {
+        return (w >= 0 || errno == ENOSPC || errno == EDQUOT || errno == EFBIG) ? ES_ERR_STORE_FULL
+                                                                                : ES_ERR_IO;
+    }
+    return ES_OK;
+}
+
+es_err store_keys_publish(store_keys *k, uint64_t top)
+{
+    es_err rv = sync_fd(k->fd);
+    if (rv == ES_OK && top > atomic_load(&k->end)) {
+        atomic_store(&k->end, top);
+    }
+    return rv;
 }
 
 bool store_keys_live(const store_keys *k, uint64_t slot)

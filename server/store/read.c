@@ -684,8 +684,9 @@ static es_err read_all_log(store *s, MDB_txn *txn, const read_all_walk *w)
             match = served;
             scanned += !served && filter->kind != STORE_FILTER_STREAM_PREFIX;
         }
-        if (match && store_record_sealed(&v)) {
-            /* An erased stream's events are holes, as deleted ones are. */
+        if (match && filter->kind != STORE_FILTER_STORED && store_record_sealed(&v)) {
+            /* An erased stream's events are holes, as deleted ones are. The
+             * log as stored keeps them sealed and in place (the relay). */
             rv = store_record_plain(w->life->s, &v, &rec.bytes, &rec.len);
             if (rv == ES_ERR_ERASED) {
                 rv = ES_OK;

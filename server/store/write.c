@@ -41,7 +41,11 @@
  * records that a primary already positioned, byte for byte, in one write
  * transaction per batch, all or nothing. The same indexes are written as
  * by an append; the checks differ: position must be head + 1, revision the
- * stream's next one, the event id new. A store opened as a follower
+ * stream's next one, the event id new. A sealed record (data and
+ * metadata in field 12) is stored sealed, with its header's sealed flag; a
+ * new stream is bound to the key slot its first event names, and an
+ * erasure record destroys the store's copy of that key after the commit
+ * (erase.c). A store opened as a follower
  * refuses appends and snapshot saves (ES_ERR_FOLLOWER), so its importing
  * thread is its only writer.
  */
@@ -167,6 +171,7 @@ typedef struct batch_state {
     uint64_t next_stream;
     bool next_stream_dirty;
     uint64_t now_us;
+    bool erasure; /* an import recorded an erasure: keys to destroy after the commit */
 } batch_state;
 
 /* State of one append found by the check phase. */
@@ -936,6 +941,13 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
         si.created_us = r->recorded_at_us;
         si.first_position = r->position;
     }
+    if (!hdr) {
+        /* A sealed record stays sealed: its key comes apart (erase.c). */
+        rv = store_crypt_import(s, b->txn, r, bytes, len, exists, si.number, msg, msg_len);
+        if (rv != ES_OK) {
+            return rv;
+        }
+    }
     uint64_t pos = b->next_position++;
     uint8_t pkey[8];
     put_u64be(pkey, pos);
@@ -950,7 +962,7 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
         memcpy(rec, hdr, RECORD_HEADER_BYTES); /* a replayed value: stored as it was */
     } else {
         rec[0] = RECORD_VERSION;
-        rec[1] = 0;
+        rec[1] = r->sealed.len != 0 ? RECORD_FLAG_SEALED : 0;
         rec[2] = rec[3] = 0;
         put_u32le(rec + 4, crc32c(0, rec + RECORD_HEADER_BYTES, len));
     }
@@ -993,7 +1005,18 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
         }
     }
     if (es_slice_eq(r->stream, (const uint8_t *)STORE_LIFE_STREAM, strlen(STORE_LIFE_STREAM))) {
-        /* A lifecycle change: the follower applies it as its primary did. */
+        /* A lifecycle change or an erasure: the follower applies it as its
+         * primary did. */
+        bool erasure = false;
+        es_err erv = store_erase_import(s, b->txn, r, &erasure);
+        if (erasure || erv != ES_OK) {
+            if (erv == ES_ERR_MALFORMED) {
+                store_set_msg(msg, msg_len, "erasure record at position %llu: bad data",
+                              (unsigned long long)pos);
+            }
+            b->erasure = b->erasure || erasure;
+            return erv;
+        }
         es_err lrv = store_life_import(s, b->txn, r);
         if (lrv == ES_ERR_MALFORMED) {
             store_set_msg(msg, msg_len, "lifecycle record at position %llu: bad data",
@@ -1072,7 +1095,9 @@ static es_err import_records(store *s, const store_import_in *recs, size_t n, bo
         return store_commit_err(s, rc);
     }
     atomic_store(&s->head, head);
-    return ES_OK;
+    /* An imported erasure destroys this store's copy of the key now; a
+     * crash before that leaves it recorded, and the next open destroys it. */
+    return b.erasure ? store_crypt_recover(s) : ES_OK;
 }
 
 es_err store_import_batch(store *s, const store_import_in *recs, size_t n, size_t *bad, char *msg,

@@ -18,6 +18,8 @@
  */
 #include "store_fixture.h"
 
+#include "record.h"
+
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
@@ -266,13 +268,18 @@ static void test_erase_stream_refuses_reads_appends_and_snapshots(void **state)
     store_snapshot sn;
     assert_rv(ES_ERR_ERASED, store_load_snapshot(f->s, U8("person-1"), 8, &sn));
     assert_rv(ES_ERR_ERASED, store_save_snapshot(f->s, U8("person-1"), 8, 1, 1, U8("s"), 1));
-    /* The log keeps the positions; readers of it see holes. */
+    /* The log keeps the positions; readers of it see holes, and the
+     * erasure's own record (what the relay carries to followers). */
     coll c = {0};
     read_all_fwd(f->s, NULL, 10, &c);
-    assert_int_equal(c.n, 1);
+    assert_int_equal(c.n, 2);
     assert_true(bin_is_str(c.ev[0]->stream, "ctrl-1"));
+    assert_true(bin_is_str(c.ev[1]->stream, STORE_LIFE_STREAM));
+    assert_true(bin_is_str(c.ev[1]->type, STORE_ERASE_TYPE_STREAM));
+    assert_true(bin_is_str(c.ev[1]->metadata, "person-1"));
+    assert_int_equal(c.ev[1]->data.len, STORE_ERASE_RECORD_BYTES);
     coll_free(&c);
-    assert_int_equal(store_head(f->s), 3);
+    assert_int_equal(store_head(f->s), 4);
     assert_reads(f->s, "ctrl-1", CTRL_MARK, CTRL_MARK);
 
     /* Again: nothing changes, the first time is reported. */
@@ -717,10 +724,11 @@ static void test_an_erased_key_is_not_served_from_a_readers_cache(void **state)
     store_erase_op op;
     assert_rv(ES_OK, erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
     /* The log's readers see holes at once: no record is opened with the key
-     * this thread held. */
+     * this thread held; the erasure's own record follows. */
     read_all_fwd(f->s, NULL, 100, &c);
-    assert_int_equal(c.n, 1);
+    assert_int_equal(c.n, 2);
     assert_true(bin_is_str(c.ev[0]->data, CTRL_MARK));
+    assert_true(bin_is_str(c.ev[1]->type, STORE_ERASE_TYPE_STREAM));
     coll_free(&c);
     assert_rv(ES_ERR_ERASED, read_rv(f->s, "person-1"));
     uint8_t id[16];
@@ -868,6 +876,360 @@ static void test_a_tampered_sealed_record_reads_corrupt(void **state)
     coll_free(&c);
 }
 
+/* ------------------------------------------------------------ followers -- */
+
+/* What the relay publishes: every record as stored, in position order. */
+typedef struct stored_log {
+    uint8_t *buf;
+    size_t len, n;
+    size_t off[64], rlen[64];
+} stored_log;
+
+static int stored_visit(void *ctx, const store_record *rec)
+{
+    stored_log *l = ctx;
+    assert_true(l->n < 64);
+    uint8_t *nb = realloc(l->buf, l->len + rec->len);
+    assert_non_null(nb);
+    l->buf = nb;
+    memcpy(l->buf + l->len, rec->bytes, rec->len);
+    l->off[l->n] = l->len;
+    l->rlen[l->n] = rec->len;
+    l->len += rec->len;
+    l->n++;
+    return 0;
+}
+
+static void stored_read(store *s, uint64_t from, stored_log *l)
+{
+    static const store_filter stored = {STORE_FILTER_STORED, NULL, 0};
+    memset(l, 0, sizeof *l);
+    store_page pg;
+    assert_rv(ES_OK, store_read_all(s, &stored, from, false, 64, stored_visit, l, &pg));
+}
+
+/* Copy up to max records from position `from` of the primary into the
+ * follower as the relay and the follow thread do: each record's key
+ * first, then the records. */
+static void follow_up_n(store *primary, store *follower, uint64_t from, size_t max)
+{
+    stored_log l;
+    stored_read(primary, from, &l);
+    if (l.n > max) {
+        l.n = max;
+    }
+    store_import_in in[64];
+    for (size_t i = 0; i < l.n; i++) {
+        in[i].record = l.buf + l.off[i];
+        in[i].len = l.rlen[i];
+        uint64_t slot;
+        if (store_record_key_slot(in[i].record, in[i].len, &slot)) {
+            store_key_in k = {.slot = slot};
+            store_key_state st;
+            assert_rv(ES_OK, store_key_export(primary, slot, &st, k.key));
+            k.erased = st != STORE_KEY_LIVE;
+            assert_rv(ES_OK, store_keys_import(follower, &k, 1));
+        }
+    }
+    size_t bad;
+    char msg[200];
+    if (l.n > 0) {
+        es_err rv = store_import_batch(follower, in, l.n, &bad, msg, sizeof msg);
+        if (rv != ES_OK) {
+            fail_msg("import: %s: %s", es_errname(rv), msg);
+        }
+    }
+    free(l.buf);
+}
+
+static void follow_up(store *primary, store *follower, uint64_t from)
+{
+    follow_up_n(primary, follower, from, SIZE_MAX);
+}
+
+static store *open_follower(fx *f, const char *name, bool no_encrypt)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", f->root, name);
+    store_options o = {
+        .path = path, .map_size = TEST_MAP_SIZE, .follower = true, .no_encrypt = no_encrypt};
+    return open_opts(&o);
+}
+
+static void test_a_follower_stores_sealed_records_and_applies_erasures(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 2));
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    /* The relay's view is the stored bytes: sealed, no marker in plain. */
+    stored_log l;
+    stored_read(f->s, 1, &l);
+    assert_int_equal(l.n, 5);
+    assert_null(memmem(l.buf, l.len, "MARKER-7f3a9c", 13));
+    assert_null(memmem(l.buf, l.len, CTRL_MARK, strlen(CTRL_MARK)));
+    free(l.buf);
+
+    store *b = open_follower(f, "follower", false);
+    follow_up(f->s, b, 1);
+    assert_reads(b, "person-1", MARK, META_MARK);
+    assert_reads(b, "orders-7", MARK, META_MARK);
+    assert_reads(b, "ctrl-1", CTRL_MARK, CTRL_MARK);
+    assert_check_clean(b);
+    char bdir[900], bkeys[1024];
+    snprintf(bdir, sizeof bdir, "%s/follower", f->root);
+    snprintf(bkeys, sizeof bkeys, "%s/keys.esk", bdir);
+    assert_int_equal(count_in_dir(bdir, "MARKER-7f3a9c"), 0);
+
+    /* Erasures on the primary reach the follower as records. */
+    store_erase_op op;
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_SUBJECT, "subject-7", STORE_EXPECT_ANY, 0, &op));
+    size_t klen;
+    uint8_t *before = read_file(bkeys, &klen);
+    follow_up(f->s, b, 6);
+    assert_int_equal(store_head(b), store_head(f->s));
+    assert_rv(ES_ERR_ERASED, read_rv(b, "person-1"));
+    assert_rv(ES_ERR_ERASED, read_rv(b, "profile-7"));
+    assert_rv(ES_ERR_ERASED, read_rv(b, "orders-7"));
+    assert_reads(b, "ctrl-1", CTRL_MARK, CTRL_MARK);
+    /* The follower's copies of the two keys are zeros now, the control's not. */
+    size_t klen2;
+    uint8_t *after = read_file(bkeys, &klen2);
+    static const uint8_t zero[64];
+    assert_true(klen >= 4 * 64 && klen2 == klen);
+    assert_memory_not_equal(before + 64, zero, 64);
+    assert_memory_equal(after + 64, zero, 64);      /* person-1: slot 1 */
+    assert_memory_equal(after + 128, zero, 64);     /* subject-7: slot 2 */
+    assert_memory_not_equal(after + 192, zero, 64); /* ctrl-1: slot 3 */
+    free(before);
+    free(after);
+    assert_check_clean(b);
+    store_close(b);
+    /* A restart keeps it. */
+    b = open_follower(f, "follower", false);
+    assert_rv(ES_ERR_ERASED, read_rv(b, "person-1"));
+    assert_reads(b, "ctrl-1", CTRL_MARK, CTRL_MARK);
+    store_close(b);
+}
+
+static void test_a_follower_joining_after_an_erasure(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 2));
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    store_erase_op op;
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
+    /* The key was destroyed before it was copied: the relay sends the
+     * erased marker, the follower records it and never holds the key. */
+    store_key_in k = {.slot = 1};
+    store_key_state st;
+    assert_rv(ES_OK, store_key_export(f->s, 1, &st, k.key));
+    assert_int_equal(st, STORE_KEY_ERASED);
+    store *b = open_follower(f, "follower", false);
+    follow_up(f->s, b, 1);
+    assert_rv(ES_ERR_ERASED, read_rv(b, "person-1"));
+    assert_reads(b, "ctrl-1", CTRL_MARK, CTRL_MARK);
+    /* A key offered later for an erased slot is never written. */
+    memset(k.key, 0x5a, sizeof k.key);
+    k.erased = false;
+    assert_rv(ES_OK, store_keys_import(b, &k, 1));
+    assert_rv(ES_ERR_ERASED, read_rv(b, "person-1"));
+    assert_rv(ES_OK, store_key_export(b, 1, &st, k.key));
+    assert_int_equal(st, STORE_KEY_ERASED);
+    assert_check_clean(b);
+    store_close(b);
+}
+
+static void test_follower_key_errors(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    /* Another key at a slot already holding one: refused. */
+    store *b = open_follower(f, "follower", false);
+    follow_up(f->s, b, 1);
+    store_key_in k = {.slot = 1};
+    memset(k.key, 0x11, sizeof k.key);
+    assert_rv(ES_ERR_CORRUPT, store_keys_import(b, &k, 1));
+    k.slot = 0;
+    assert_rv(ES_ERR_CORRUPT, store_keys_import(b, &k, 1));
+    assert_reads(b, "person-1", MARK, META_MARK);
+    store_close(b);
+    /* A plain follower can hold no key: sealed records are refused. */
+    store *p = open_follower(f, "plain", true);
+    k.slot = 1;
+    assert_rv(ES_ERR_NOT_ERASABLE, store_keys_import(p, &k, 1));
+    store_key_state st;
+    assert_rv(ES_ERR_NOT_ERASABLE, store_key_export(p, 1, &st, k.key));
+    stored_log l;
+    stored_read(f->s, 1, &l);
+    store_import_in in = {l.buf + l.off[0], l.rlen[0]};
+    size_t bad;
+    char msg[200];
+    assert_rv(ES_ERR_NOT_ERASABLE, store_import_batch(p, &in, 1, &bad, msg, sizeof msg));
+    assert_int_equal(bad, 0);
+    assert_non_null(strstr(msg, "encryption"));
+    assert_int_equal(store_head(p), 0);
+    /* A sealed field that is not the store's layout: refused. */
+    store *c = open_follower(f, "other", false);
+    uint8_t *bent = malloc(l.rlen[0]);
+    assert_non_null(bent);
+    memcpy(bent, l.buf + l.off[0], l.rlen[0]);
+    uint64_t slot;
+    assert_true(store_record_key_slot(bent, l.rlen[0], &slot));
+    es_record r;
+    assert_rv(ES_OK, es_record_parse(bent, l.rlen[0], 0, &r));
+    assert_true(r.sealed.len > 0);
+    bent[r.sealed.p - bent] = 9; /* the seal's version */
+    in.record = bent;
+    assert_rv(ES_ERR_MALFORMED, store_import_batch(c, &in, 1, &bad, msg, sizeof msg));
+    free(bent);
+    free(l.buf);
+    store_close(c);
+    store_close(p);
+}
+
+/* Import one record (a copy) into a store; @return the import's outcome. */
+static es_err import_one_rec(store *b, const uint8_t *rec, size_t len, char *msg, size_t cap)
+{
+    store_import_in in = {rec, len};
+    size_t bad;
+    return store_import_batch(b, &in, 1, &bad, msg, cap);
+}
+
+/* A follower's key store that cannot grow: the copy of a key is
+ * STORE_FULL, nothing is written, and the same copy works once there is
+ * room. In a child: the file size limit is the process's. */
+static int follower_keys_full_child(fx *f)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    store *b = open_follower(f, "follower", false);
+    char keys[1024];
+    snprintf(keys, sizeof keys, "%s/follower/keys.esk", f->root);
+    struct stat st;
+    if (stat(keys, &st) != 0) {
+        return 1;
+    }
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + 1024u * 1024u;
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) {
+        return 2;
+    }
+    /* A slot 4 MiB past the end of the file. */
+    store_key_in k = {.slot = (uint64_t)st.st_size / 64u + 65536u};
+    memset(k.key, 0x42, sizeof k.key);
+    if (store_keys_import(b, &k, 1) != ES_ERR_STORE_FULL) {
+        return 3;
+    }
+    store_key_state ks;
+    if (store_key_export(b, k.slot, &ks, k.key) != ES_OK || ks != STORE_KEY_ABSENT) {
+        return 4;
+    }
+    memset(k.key, 0x42, sizeof k.key);
+    if (setrlimit(RLIMIT_FSIZE, &old) != 0 || store_keys_import(b, &k, 1) != ES_OK) {
+        return 5;
+    }
+    if (store_key_export(b, k.slot, &ks, k.key) != ES_OK || ks != STORE_KEY_LIVE ||
+        k.key[0] != 0x42) {
+        return 6;
+    }
+    store_close(b);
+    return 0;
+}
+
+static void test_a_follower_key_store_that_cannot_grow(void **state)
+{
+    fx *f = *state;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        _exit(follower_keys_full_child(f));
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fail_msg("child: %s %d", WIFEXITED(st) ? "failed at step" : "killed by signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    }
+}
+
+static void test_follower_refuses_sealed_records_that_do_not_fit(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 2));
+    stored_log l;
+    stored_read(f->s, 1, &l);
+    assert_int_equal(l.n, 2);
+    store *b = open_follower(f, "follower", false);
+    char msg[200];
+    /* Revision 1 naming another slot than its stream's. */
+    follow_up_n(f->s, b, 1, 1);
+    uint8_t *bent = malloc(l.rlen[1]);
+    assert_non_null(bent);
+    memcpy(bent, l.buf + l.off[1], l.rlen[1]);
+    es_record r;
+    assert_rv(ES_OK, es_record_parse(bent, l.rlen[1], 0, &r));
+    bent[r.sealed.p - bent + 1] = 2; /* slot u64 LE after the version */
+    assert_rv(ES_ERR_MALFORMED, import_one_rec(b, bent, l.rlen[1], msg, sizeof msg));
+    assert_non_null(strstr(msg, "another key"));
+    assert_int_equal(store_head(b), 1);
+    free(bent);
+    store_close(b);
+
+    /* A sealed event in a stream the follower stores in plain: its first
+     * event came from a plain store. */
+    store *primary = f->s;
+    char ppath[1024];
+    snprintf(ppath, sizeof ppath, "%s/plain", f->root);
+    store_options o = {.path = ppath, .map_size = TEST_MAP_SIZE, .no_encrypt = true};
+    f->s = open_opts(&o);
+    f->next_id += 100;
+    assert_rv(ES_OK, put(f, "person-1", NULL, "plain", "plain", 1));
+    stored_log pl;
+    stored_read(f->s, 1, &pl);
+    /* ... and an erasure record whose data is not 16 bytes. */
+    uint8_t id[16];
+    set_id(id, f->next_id++);
+    store_event_in e = {.id = id,
+                        .type = U8(STORE_ERASE_TYPE_STREAM),
+                        .type_len = strlen(STORE_ERASE_TYPE_STREAM),
+                        .data = U8("short"),
+                        .data_len = 5};
+    store_append_in a = {.stream = U8(STORE_LIFE_STREAM),
+                         .stream_len = strlen(STORE_LIFE_STREAM),
+                         .expect = STORE_EXPECT_ANY,
+                         .events = &e,
+                         .n_events = 1,
+                         .allow_reserved = true};
+    store_append_result res;
+    assert_rv(ES_OK, append_one(f->s, &a, &res));
+    stored_log pl2;
+    stored_read(f->s, 2, &pl2);
+    store_close(f->s);
+    f->s = primary;
+    b = open_follower(f, "follower2", false);
+    assert_rv(ES_OK, import_one_rec(b, pl.buf + pl.off[0], pl.rlen[0], msg, sizeof msg));
+    assert_rv(ES_ERR_MALFORMED, import_one_rec(b, l.buf + l.off[1], l.rlen[1], msg, sizeof msg));
+    assert_non_null(strstr(msg, "stored in plain"));
+    assert_rv(ES_ERR_MALFORMED,
+              import_one_rec(b, pl2.buf + pl2.off[0], pl2.rlen[0], msg, sizeof msg));
+    assert_non_null(strstr(msg, "erasure record"));
+    assert_int_equal(store_head(b), 1);
+    assert_check_clean(b);
+    store_close(b);
+    free(pl.buf);
+    free(pl2.buf);
+    free(l.buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -883,6 +1245,11 @@ int main(void)
         T(test_an_erased_key_is_not_served_from_a_readers_cache),
         T(test_two_stores_with_one_id_open_each_record_with_its_own_key),
         T(test_a_tampered_sealed_record_reads_corrupt),
+        T(test_a_follower_stores_sealed_records_and_applies_erasures),
+        T(test_a_follower_joining_after_an_erasure),
+        T(test_follower_key_errors),
+        T(test_follower_refuses_sealed_records_that_do_not_fit),
+        T(test_a_follower_key_store_that_cannot_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -169,6 +169,17 @@ static store *follow_copy(fx *f, const char *dir)
             off += 16 + len;
             n++;
         }
+        /* The keys first, as the relay publishes them before the records. */
+        for (size_t i = 0; i < n; i++) {
+            uint64_t slot;
+            if (store_record_key_slot(in[i].record, in[i].len, &slot)) {
+                store_key_in k = {.slot = slot};
+                store_key_state st;
+                assert_rv(ES_OK, store_key_export(f->s, slot, &st, k.key));
+                k.erased = st != STORE_KEY_LIVE;
+                assert_rv(ES_OK, store_keys_import(b, &k, 1));
+            }
+        }
         size_t bad;
         char msg[200];
         es_err rv = store_import_batch(b, in, n, &bad, msg, sizeof msg);

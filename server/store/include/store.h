@@ -258,9 +258,15 @@ es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16]);
  *     causation ids 0 or 16 bytes, data + metadata within max_event_bytes;
  *   - position == head + 1 (no gap, no repeat);
  *   - revision == the stream's next revision (0 for a new stream);
- *   - the event id is not stored yet.
+ *   - the event id is not stored yet;
+ *   - a sealed record (data and metadata in field 12) is in the store's
+ *     layout, names a key slot (the stream's, for an existing stream) and
+ *     fits max_event_bytes; it is stored sealed, and needs an encrypted
+ *     store (its key comes through store_keys_import).
  * Stream records take their created/updated times from the records'
- * recorded_at, so stream info equals the primary's.
+ * recorded_at, so stream info equals the primary's. A lifecycle record is
+ * applied (store_life_import); an erasure record is recorded, and the
+ * store's copy of its key destroyed after the commit.
  *
  * @param recs n records (pointers borrowed for the call)
  * @param n 1..STORE_MAX_IMPORT_BATCH
@@ -273,8 +279,11 @@ es_err store_event_id_at(store *s, uint64_t position, uint8_t id[16]);
  *   ES_ERR_INVALID_ARGUMENT, ES_ERR_TOO_LARGE (validation);
  *   ES_ERR_WRONG_EXPECTED_REVISION (position or revision out of sequence);
  *   ES_ERR_IDEMPOTENCY_CONFLICT (event id already stored);
- *   ES_ERR_READ_ONLY; ES_ERR_STORE_FULL; ES_ERR_IO; ES_ERR_NO_MEMORY.
- *   Nothing of the batch is stored unless ES_OK.
+ *   ES_ERR_NOT_ERASABLE (a sealed record, and this store has no key
+ *   store); ES_ERR_READ_ONLY; ES_ERR_STORE_FULL; ES_ERR_IO;
+ *   ES_ERR_NO_MEMORY. Nothing of the batch is stored unless ES_OK, except
+ *   that ES_ERR_IO after the commit means the batch is stored and an
+ *   erasure's key could not be overwritten yet (the next open does it).
  * @note One writer at a time: in a follower the importing thread is the only
  *   one that writes (appends and snapshot saves are refused).
  */
@@ -335,7 +344,8 @@ typedef enum store_filter_kind {
     STORE_FILTER_EVENT_TYPE, /* through the event-type index, never a scan */
     STORE_FILTER_STORED,     /* the whole log as stored, events that reads no longer
                                 serve included (the relay: followers apply the same
-                                lifecycle records); no name */
+                                lifecycle records), sealed records as they are
+                                (never opened, also when erased); no name */
 } store_filter_kind;
 
 typedef struct store_filter {
@@ -589,6 +599,71 @@ es_err store_erase(store *s, store_erase_op *op);
 
 /** @brief Whether new streams of this store are encrypted. */
 bool store_encrypted(const store *s);
+
+/*
+ * Erasure records and key copies (erase.c): what the relay and a follower
+ * need so that an erasure reaches them too.
+ *
+ * Every erasure that changes something also appends a record to
+ * STORE_LIFE_STREAM in its transaction: type STORE_ERASE_TYPE_STREAM or
+ * STORE_ERASE_TYPE_SUBJECT, data = the key's slot u64 LE | erased_at_us
+ * u64 LE (16 bytes: shorter than a lifecycle state, so that a reader that
+ * knows only those skips or refuses it), metadata = the stream or subject
+ * id. A follower importing one records the erasure and destroys its copy
+ * of the key.
+ */
+#define STORE_ERASE_TYPE_STREAM  "$stream-erased"
+#define STORE_ERASE_TYPE_SUBJECT "$subject-erased"
+#define STORE_ERASE_RECORD_BYTES 16u
+#define STORE_DATA_KEY_BYTES     32u
+
+/**
+ * @brief Whether a record (a packed RecordedEvent, as stored or relayed) is
+ *        an erasure record; its slot and time when it is.
+ */
+bool store_erase_record(const uint8_t *rec, size_t len, uint64_t *slot, uint64_t *erased_at_us);
+
+/**
+ * @brief Whether a record (as stored or relayed) has its data and metadata
+ *        sealed; *slot is then the slot of its key.
+ */
+bool store_record_key_slot(const uint8_t *rec, size_t len, uint64_t *slot);
+
+/** A key slot as this store holds it. */
+typedef enum store_key_state {
+    STORE_KEY_ABSENT = 0, /* never written here (a follower has not copied it yet) */
+    STORE_KEY_LIVE,
+    STORE_KEY_ERASED, /* destroyed, or its erasure recorded */
+} store_key_state;
+
+/**
+ * @brief A copy of a live data key (for the relay), or its state.
+ * @param[out] key the key when *state is STORE_KEY_LIVE (cleanse after use)
+ * @return ES_OK; ES_ERR_NOT_ERASABLE (a store without a key store); LMDB
+ *   errors as es_err.
+ */
+es_err store_key_export(store *s, uint64_t slot, store_key_state *state,
+                        uint8_t key[STORE_DATA_KEY_BYTES]);
+
+/** One key copied from a primary (a follower). */
+typedef struct store_key_in {
+    uint64_t slot;
+    bool erased; /* the primary had destroyed it: nothing is written */
+    uint8_t key[STORE_DATA_KEY_BYTES];
+} store_key_in;
+
+/**
+ * @brief Write keys copied from a primary into this store's key store at
+ *        the same slots, and sync it (one fdatasync), before the records
+ *        that need them are imported. A slot whose erasure this store
+ *        recorded is never written again; a slot that holds another live
+ *        key is refused.
+ * @return ES_OK; ES_ERR_NOT_ERASABLE (this store has no key store: it was
+ *   created with encryption off); ES_ERR_CORRUPT (another key at a slot,
+ *   slot 0 or beyond the key store's limit); ES_ERR_IO; ES_ERR_STORE_FULL.
+ * @note The importing thread only (a follower's only writer).
+ */
+es_err store_keys_import(store *s, const store_key_in *keys, size_t n);
 
 /* -------------------------------------------------------------- snapshots -- */
 
