@@ -100,7 +100,7 @@ void pnats_ack(pnats *n)
  * fields are skipped), with the names checked as the client's reads do:
  * at most ES_MAX_NAME_BYTES, no NUL. The names are copied out later. */
 static bool decode(const uint8_t *p, size_t len, es_recorded_event *e, es_slice *stream,
-                   es_slice *type, es_slice *ctype)
+                   es_slice *type, es_slice *ctype, bool *sealed)
 {
     es_record r;
     memset(e, 0, sizeof *e);
@@ -113,6 +113,7 @@ static bool decode(const uint8_t *p, size_t len, es_recorded_event *e, es_slice 
     *stream = r.stream;
     *type = r.type;
     *ctype = r.content_type;
+    *sealed = r.sealed.len > 0;
     e->revision = r.revision;
     e->position = r.position;
     e->recorded_at_us = r.recorded_at_us;
@@ -249,10 +250,11 @@ es_err pnats_fetch(pnats *n, uint64_t after, uint32_t max, int timeout_ms,
         uint32_t crc;
         es_recorded_event *e = &n->evs[k];
         es_slice stream, type, ctype;
+        bool sealed = false;
         if (len <= 0 || !data || (size_t)len > PNATS_MAX_PAYLOAD ||
             !natsconn_parse_u64(hpos, &pos) || !natsconn_parse_crc(hcrc, &crc) ||
             crc32c(0, data, (size_t)len) != crc ||
-            !decode(data, (size_t)len, e, &stream, &type, &ctype) || e->position != pos) {
+            !decode(data, (size_t)len, e, &stream, &type, &ctype, &sealed) || e->position != pos) {
             snprintf(msg, msg_len,
                      "message after position %llu of stream %s is not a valid esd event "
                      "(size, Es-Position, Es-Crc32c or payload)",
@@ -264,6 +266,19 @@ es_err pnats_fetch(pnats *n, uint64_t after, uint32_t max, int timeout_ms,
         *scanned = pos;
         if (pos <= after || !matches(n, stream, type)) {
             continue; /* a redelivery, or filtered out */
+        }
+        if (sealed) {
+            /* Encrypted at rest: the relay carries its data and metadata
+             * sealed, and only esd holds the key. Applying it without them
+             * would build a wrong read model, so the projection stops here. */
+            snprintf(msg, msg_len,
+                     "the event at position %llu (stream %.*s) is encrypted at rest: its data "
+                     "and metadata are sealed in JetStream; project from esd or a follower, "
+                     "or keep such streams in a store run with --no-encryption",
+                     (unsigned long long)pos, (int)stream.len, (const char *)stream.p);
+            pnats_reset(n);
+            *count = 0;
+            return ES_ERR_INVALID_ARGUMENT;
         }
         es_slice names[3] = {stream, type, ctype};
         const char **dst[3] = {&e->stream, &e->type, &e->content_type};

@@ -19,7 +19,11 @@
  * payload's checksum and position; the payload (a packed
  * es.v1.RecordedEvent) is decoded here with a small bounds-checked reader.
  * A message that fails makes the fetch fail with ES_ERR_MALFORMED (the
- * projector reports it and retries; it never skips it). Filters (category,
+ * projector reports it and retries; it never skips it). A matching event
+ * whose data and metadata are sealed (an encrypted store's event: the
+ * relay carries it as stored, and only esd holds its key) makes the fetch
+ * fail with ES_ERR_INVALID_ARGUMENT in the same way: applying it without its
+ * data would build a wrong read model. Filters (category,
  * event type, stream prefix) are applied to the decoded events; the events
  * they leave out still advance what was scanned (the lag figure).
  */

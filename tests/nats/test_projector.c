@@ -13,7 +13,10 @@
  * halfway while more events are appended. At the end every count equals
  * the stream's event count on the primary, the position sum is exactly
  * 1 + ... + head, and the category projector saw no "other-" stream and
- * stands at the last "acct-" position.
+ * stands at the last "acct-" position. That primary runs with
+ * --no-encryption; a second one, encrypted (the default), relays events
+ * whose data is sealed: a projector of its stream applies none of them and
+ * stops with INVALID_ARGUMENT naming the event.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -65,8 +68,8 @@ static es_err count_apply(void *ctx, MDB_txn *txn, const es_recorded_event *ev)
     return es_projector_err_from_mdb(rc);
 }
 
-static es_projector *open_model(model *m, const char *dir, const char *urls, es_sub_target t,
-                                const char *name)
+static es_projector *open_model_on(model *m, const char *dir, const char *urls, const char *stream,
+                                   es_sub_target t, const char *name)
 {
     static const es_projector_db dbs[] = {{"counts", 0}, {"sum", 0}};
     es_projector_options o;
@@ -81,13 +84,19 @@ static es_projector *open_model(model *m, const char *dir, const char *urls, es_
     o.name = name;
     o.batch_size = 300;
     o.nats_url = urls;
-    o.nats_stream = STREAM;
+    o.nats_stream = stream;
     char err[256] = "";
     o.errmsg = err;
     o.errmsg_len = sizeof err;
     es_err rv = es_projector_create(&o, &m->p);
     REL_CHECK(rv == ES_OK, "projector open: %s: %s", es_strerror(rv), err);
     return m->p;
+}
+
+static es_projector *open_model(model *m, const char *dir, const char *urls, es_sub_target t,
+                                const char *name)
+{
+    return open_model_on(m, dir, urls, STREAM, t, name);
 }
 
 /* Step until the checkpoint reaches `until`. */
@@ -196,8 +205,8 @@ int main(int argc, char **argv)
     }
     natsh_cluster c;
     natsh_start(&c, 1, p.dir);
-    const char *relay_args[] = {"--relay-nats", c.urls, "--relay-stream", STREAM, "--sync",
-                                "none",         NULL};
+    const char *relay_args[] = {"--relay-nats", c.urls, "--relay-stream",  STREAM,
+                                "--sync",       "none", "--no-encryption", NULL};
     memcpy(p.args, relay_args, sizeof relay_args);
     int status;
     REL_CHECK(esd_start(&p, 10000) == 0, "primary did not start");
@@ -248,6 +257,40 @@ int main(int argc, char **argv)
     es_projector_destroy(all.p);
     es_projector_destroy(cat.p);
     REL_CHECK(esd_stop(&p, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "primary stop");
+
+    /* An encrypted primary: its events reach JetStream sealed. */
+    esd_proc q;
+    REL_CHECK(esd_init(&q, NULL) == 0, "cannot make a temporary directory");
+    const char *sealed_args[] = {
+        "--relay-nats", c.urls,   "--relay-stream", "PE", "--relay-subject",
+        "pe",           "--sync", "none",           NULL};
+    memcpy(q.args, sealed_args, sizeof sealed_args);
+    REL_CHECK(esd_start(&q, 10000) == 0, "encrypted primary did not start");
+    memset(next_rev_acct, 0, sizeof next_rev_acct);
+    memset(next_rev_other, 0, sizeof next_rev_other);
+    append_some(q.address, 4);
+    wait_relayed(q.address);
+    char dir_sealed[600];
+    snprintf(dir_sealed, sizeof dir_sealed, "%s/model-sealed", q.dir);
+    model sealed = {0};
+    open_model_on(&sealed, dir_sealed, c.urls, "PE", ES_SUB_ALL, NULL);
+    es_err rv = es_projector_step(sealed.p, 2000);
+    es_projector_status st;
+    es_projector_status_get(sealed.p, &st);
+    REL_CHECK(rv == ES_ERR_INVALID_ARGUMENT && st.last_error == ES_ERR_INVALID_ARGUMENT &&
+                  strstr(st.last_error_msg, "position 1 ") &&
+                  strstr(st.last_error_msg, "encrypted at rest"),
+              "a sealed event: step %s, status \"%s\"", es_strerror(rv), st.last_error_msg);
+    REL_CHECK(!st.has_checkpoint && st.events_applied == 0 && model_sum(&sealed) == 0,
+              "a sealed event was applied (%" PRIu64 " events)", st.events_applied);
+    rv = es_projector_step(sealed.p, 200); /* it stays there: never skipped */
+    REL_CHECK(rv == ES_ERR_INVALID_ARGUMENT, "second step: %s", es_strerror(rv));
+    rel_log("a projector of an encrypted store's stream stops at its first event: %s",
+            st.last_error_msg);
+    es_projector_destroy(sealed.p);
+    REL_CHECK(esd_stop(&q, SIGTERM, 10000, &status, NULL) == 0 && status == 0,
+              "encrypted primary stop");
+    esd_destroy(&q);
     natsh_stop(&c);
     nats_Close();
     esd_destroy(&p);
