@@ -112,6 +112,7 @@
 #define RING_OFF         (2u * SLOT_BYTES)
 #define SLOT_MAGIC       0x534a5345u /* "ESJS" */
 #define ENTRY_MAGIC      0x454a5345u /* "ESJE" */
+#define GROUP_MAGIC      0x474a5345u /* "ESJG": a batch of group ops */
 #define JOURNAL_VERSION  1u
 #define ENTRY_HDR        40u
 #define META_COPY        256u
@@ -138,7 +139,9 @@
 
 /* Entry layout: magic u32 | crc u32 (over 8..end of payload) | seq u64 |
  * lofs u64 | first position u64 | payload bytes u32 | records u32, then
- * per record: length u32 | the stored value. */
+ * per record: length u32 | the stored value. A group entry (GROUP_MAGIC)
+ * has the same header with first position 0 and records the number of
+ * ops; its payload is store_group_ops_encode's (server/store/groups.c). */
 
 typedef struct ckpt {
     MDB_txn *pin; /* read transaction on the checkpoint's state */
@@ -737,6 +740,69 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
     return ES_OK;
 }
 
+es_err journal_write_groups(store *s, const uint8_t *ops, size_t len, uint32_t count,
+                            bool *written)
+{
+    journal *j = s->jr;
+    *written = false;
+    if (atomic_load(&j->broken)) {
+        return ES_ERR_IO;
+    }
+    size_t n = ENTRY_HDR + len;
+    if (n > j->ring / 2 || len > UINT32_MAX) {
+        return ES_OK; /* too big for the ring: the caller checkpoints instead */
+    }
+    uint64_t elen = pad8(n);
+    if (!buf_room(j, (size_t)elen)) {
+        return ES_ERR_NO_MEMORY;
+    }
+    memcpy(j->buf + ENTRY_HDR, ops, len);
+    memset(j->buf + n, 0, (size_t)(elen - n));
+    /* From here as journal_write_batch: room past the durable checkpoint,
+     * one write, one fdatasync. */
+    uint64_t at = entry_place(j, j->lofs, elen);
+    while (at + elen - atomic_load(&j->durable_lofs) > j->ring) {
+        pthread_mutex_lock(&j->mu);
+        bool busy = j->in_flight;
+        pthread_mutex_unlock(&j->mu);
+        if (busy) {
+            wait_idle(j);
+        } else {
+            es_err rv = journal_checkpoint_sync(s);
+            if (rv != ES_OK) {
+                return rv;
+            }
+        }
+        if (atomic_load(&j->broken)) {
+            return ES_ERR_IO;
+        }
+    }
+    uint8_t *h = j->buf;
+    put_u32le(h, GROUP_MAGIC);
+    put_u64le(h + 8, j->seq);
+    put_u64le(h + 16, at);
+    put_u64le(h + 24, 0);
+    put_u32le(h + 32, (uint32_t)len);
+    put_u32le(h + 36, count);
+    put_u32le(h + 4, crc32c(0, h + 8, n - 8));
+    if (!full_pwrite(j->fd, h, (size_t)elen, RING_OFF + at % j->ring)) {
+        return errno == ENOSPC || errno == EDQUOT || errno == EFBIG ? ES_ERR_STORE_FULL : ES_ERR_IO;
+    }
+    if (fdatasync(j->fd) != 0) {
+        atomic_store(&j->broken, true);
+        return ES_ERR_IO;
+    }
+    j->last_lofs = at;
+    j->last_len = elen;
+    j->lofs = at + elen;
+    j->seq++;
+    atomic_fetch_add(&j->bytes, elen);
+    atomic_fetch_add(&j->syncs, 1);
+    atomic_fetch_add(&j->entries, 1);
+    *written = true;
+    return ES_OK;
+}
+
 void journal_unwrite(store *s)
 {
     journal *j = s->jr;
@@ -769,7 +835,8 @@ static uint64_t entry_read(journal *j, uint64_t lofs, uint64_t seq, uint64_t *at
             continue;
         }
         uint8_t h[ENTRY_HDR];
-        if (!full_pread(j->fd, h, ENTRY_HDR, RING_OFF + phys) || get_u32le(h) != ENTRY_MAGIC ||
+        if (!full_pread(j->fd, h, ENTRY_HDR, RING_OFF + phys) ||
+            (get_u32le(h) != ENTRY_MAGIC && get_u32le(h) != GROUP_MAGIC) ||
             get_u64le(h + 8) != seq || get_u64le(h + 16) != lofs) {
             continue;
         }
@@ -789,6 +856,23 @@ static uint64_t entry_read(journal *j, uint64_t lofs, uint64_t seq, uint64_t *at
     return 0;
 }
 
+/* A group entry, read into j->buf (n bytes): its ops applied again. */
+static es_err replay_groups(store *s, uint64_t seq, uint64_t n, char *msg, size_t msg_len)
+{
+    journal *j = s->jr;
+    char why[256] = "";
+    es_err rv = store_group_replay(s, j->buf + ENTRY_HDR, (size_t)(n - ENTRY_HDR),
+                                   get_u32le(j->buf + 36), why, sizeof why);
+    if (rv != ES_OK) {
+        store_set_msg(msg, msg_len,
+                      "%s: journal entry %llu (consumer group state) cannot be replayed: %s (%s)",
+                      j->dir, (unsigned long long)seq, es_strerror(rv), why);
+        return rv;
+    }
+    atomic_fetch_add(&j->replayed_entries, 1);
+    return ES_OK;
+}
+
 static es_err replay(store *s, char *msg, size_t msg_len)
 {
     journal *j = s->jr;
@@ -805,6 +889,15 @@ static es_err replay(store *s, char *msg, size_t msg_len)
         }
         uint32_t count = get_u32le(j->buf + 36);
         uint64_t first = get_u64le(j->buf + 24);
+        if (get_u32le(j->buf) == GROUP_MAGIC) {
+            rv = replay_groups(s, seq, n, msg, msg_len);
+            if (rv != ES_OK) {
+                break;
+            }
+            lofs = at + n + (pad8(n) - n);
+            seq++;
+            continue;
+        }
         if (count > recs_cap) {
             store_import_in *r = realloc(recs, count * sizeof *r);
             if (!r) {
