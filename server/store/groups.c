@@ -361,7 +361,7 @@ static int apply_one(store *s, MDB_txn *txn, store_group_op *op)
  * Only ops that applied are written, with the number of the group they
  * applied to, so replaying them on the same state applies each again.
  */
-#define OP_FIXED   38u
+#define OP_FIXED   30u
 #define PARK_FIXED 24u
 
 static void put_u16(uint8_t *p, uint16_t v)
@@ -614,6 +614,11 @@ static es_err commit_journaled(store *s, MDB_txn *txn, const store_group_op *ops
         if (ops[i].rv == ES_OK) {
             p = op_encode(p, &ops[i]);
         }
+    }
+    if ((size_t)(p - buf) != len) {
+        free(buf);
+        mdb_txn_abort(txn);
+        return ES_ERR_INTERNAL;
     }
     bool written = false;
     es_err rv = journal_write_groups(s, buf, len, count, &written);
