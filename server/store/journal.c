@@ -740,8 +740,7 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
     return ES_OK;
 }
 
-es_err journal_write_groups(store *s, const uint8_t *ops, size_t len, uint32_t count,
-                            bool *written)
+es_err journal_write_groups(store *s, const uint8_t *ops, size_t len, uint32_t count, bool *written)
 {
     journal *j = s->jr;
     *written = false;
