@@ -37,6 +37,16 @@
  * checkpoint moves with the writer's transactions, never with an fsync per
  * ack. A group's checkpoint is never lowered here, whatever the caller says.
  *
+ * Durability. With the journal (journal.c), a batch of FLUSH ops only
+ * (acks, skips, parks, unparks, checkpoint moves: nearly every batch) is
+ * written as one journal group entry, the ops that applied encoded as
+ * below, and fdatasynced; LMDB then commits without a sync. Recovery
+ * replays the entry (store_group_replay) in sequence with the append
+ * entries; journal.c's design notes say why the replay gives the same
+ * state. A batch holding a create, update or delete commits and then makes
+ * a checkpoint (store_commit_durable): those use the clock and the group
+ * counter, and are rare. Without the journal, LMDB's own synced commit.
+ *
  * The tables are created at open without a format bump: a store written
  * before them simply has no groups, and a read-only open of such a store
  * (has_groups false) lists none.

@@ -14,9 +14,25 @@
  * MDB_NOSYNC (pages handed to the kernel, no sync) and the requests are
  * answered with synced = true. Every acknowledged event is therefore either
  * in the journal, synced, or in the LMDB state of a checkpoint, synced.
- * Nothing but records goes into the journal (no client request, no stream
- * record, no counter): whatever the encoder does to a record, the journal
- * holds the same.
+ * Of appends, nothing but records goes into the journal (no client request,
+ * no stream record, no counter): whatever the encoder does to a record, the
+ * journal holds the same.
+ *
+ * Group entries. The other kind of entry holds a batch of consumer-group
+ * ops (acks, skips, parks, unparks and checkpoint moves: the FLUSH ops of
+ * store_group_apply, server/store/groups.c), written and fdatasynced the
+ * same way inside the write transaction that applied them, which then
+ * commits without a sync. Recovery replays both kinds in sequence order.
+ * Replaying a group entry gives what its transaction gave because the ops
+ * are deterministic given the group tables' prior state: a FLUSH op reads
+ * and writes only the groups, group_done and group_parked tables (no clock:
+ * a park's time travels in the op; no counter); only the ops that applied
+ * are written, each with the number of the group it applied to; and those
+ * tables are changed only by store_group_apply, whose other ops (create,
+ * update, delete: a clock and the group counter) commit through a
+ * checkpoint before they are answered. So at replay the tables hold the
+ * checkpoint's state plus the earlier group entries, exactly the state the
+ * ops first met (append entries do not touch them).
  *
  * Checkpoints. Between checkpoints LMDB is never synced, so after a power
  * loss its file may hold any mix of the pages written since: its meta pages
@@ -74,9 +90,9 @@
  * (or makes one). A batch too big for half the ring is committed and then
  * checkpointed at once (LMDB's own two syncs).
  *
- * Writes that are not appends (snapshot saves, lifecycle changes) commit
- * through store_commit_durable: commit, then a checkpoint, before their
- * answer. A failed journal write fails its batch (ENOSPC, EDQUOT, EFBIG:
+ * Writes that are neither appends nor group FLUSH ops (snapshot saves,
+ * lifecycle changes, group create/update/delete) commit through
+ * store_commit_durable: commit, then a checkpoint, before their answer. A failed journal write fails its batch (ENOSPC, EDQUOT, EFBIG:
  * STORE_FULL) and the next entry goes to the same place. A failed
  * fdatasync, or a failed checkpoint, leaves the journal broken: every later append fails with
  * ES_ERR_IO until esd restarts and recovers (the kernel may have dropped the pages that failed, so
