@@ -245,8 +245,8 @@ es_err store_replay_records(store *s, const store_import_in *values, size_t n, s
 /* -------------------------------------------------------------- groups.c -- */
 
 /**
- * @brief Apply a journal group entry's ops again (store_group_ops_encode's
- *        bytes, count ops) in one write transaction. Used by journal
+ * @brief Apply a journal group entry's ops again (count ops, encoded as
+ *        drawn in groups.c) in one write transaction. Used by journal
  *        recovery; every op must apply as it did when it was journaled.
  * @return ES_OK; ES_ERR_CORRUPT (the bytes do not decode, or an op is
  *         refused: msg says which); ES_ERR_NO_MEMORY; LMDB's errors.
@@ -291,8 +291,8 @@ es_err journal_start(store *s, char *msg, size_t msg_len);
 es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last, bool *written);
 
 /**
- * @brief Write a batch of consumer-group ops (store_group_ops_encode's
- *        bytes, count ops) as one group entry and fdatasync it (writer
+ * @brief Write a batch of consumer-group ops (count ops, encoded as drawn
+ *        in groups.c) as one group entry and fdatasync it (writer
  *        thread, inside the write transaction that applied them).
  * @param[out] written false when the batch is too big for the ring (the
  *        caller commits and calls journal_checkpoint_sync instead)

@@ -90,9 +90,9 @@
  * (or makes one). A batch too big for half the ring is committed and then
  * checkpointed at once (LMDB's own two syncs).
  *
- * Writes that are neither appends nor group FLUSH ops (snapshot saves,
- * lifecycle changes, group create/update/delete) commit through
- * store_commit_durable: commit, then a checkpoint, before their answer. A failed journal write fails its batch (ENOSPC, EDQUOT, EFBIG:
+ * Other writes (snapshot saves, lifecycle changes, group admin ops) commit
+ * through store_commit_durable: commit, then a checkpoint, before their
+ * answer. A failed journal write fails its batch (ENOSPC, EDQUOT, EFBIG:
  * STORE_FULL) and the next entry goes to the same place. A failed
  * fdatasync, or a failed checkpoint, leaves the journal broken: every later append fails with
  * ES_ERR_IO until esd restarts and recovers (the kernel may have dropped the pages that failed, so
@@ -157,7 +157,7 @@
  * lofs u64 | first position u64 | payload bytes u32 | records u32, then
  * per record: length u32 | the stored value. A group entry (GROUP_MAGIC)
  * has the same header with first position 0 and records the number of
- * ops; its payload is store_group_ops_encode's (server/store/groups.c). */
+ * ops; its payload is laid out in server/store/groups.c. */
 
 typedef struct ckpt {
     MDB_txn *pin; /* read transaction on the checkpoint's state */
