@@ -9,6 +9,7 @@
  *                                            default; 2: nometasync)
  *   test_crashsim --states 40 --unsafe 1     esd --sync none: a loss MUST be found
  *   test_crashsim --dirsync-fails 1          a failing directory fsync stops the start
+ *   test_crashsim --groups 1 --rules 1       with a consumer group acking (crashsim-groups)
  *   (suite long: --states 2000)
  *
  * Design notes
