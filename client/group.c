@@ -23,7 +23,11 @@
  * Reconnection: a member lives on one connection (c->epoch). When es_group_next
  * finds the connection gone or replaced, it drops the queue (the server
  * took those events back when the connection ended) and joins again on a
- * new one, with the same name, max_in_flight and label.
+ * new one, with the same name, max_in_flight and label. It looks before
+ * handing out a queued batch, reading without waiting whatever arrived: a
+ * batch whose connection has ended may be with another member already, so
+ * handing it out would break per-stream order and deliver events after
+ * their ack.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,7 +566,13 @@ es_err es_group_next(es_group_member *m, int timeout_ms, es_recorded_event **eve
     }
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : cl_mono_us() + (uint64_t)timeout_ms * 1000u;
     for (;;) {
-        if (m->head) {
+        if (m->head && attached(m)) {
+            /* Queued pushes are handed out only while their connection
+             * lives: read what has arrived (an end of the connection
+             * included) without waiting, first. */
+            (void)conn_pump(c, 0);
+        }
+        if (m->head && attached(m)) {
             return take_batch(m, events, n);
         }
         if (!attached(m)) {

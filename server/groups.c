@@ -50,7 +50,9 @@ struct gstream {
 };
 
 struct member {
-    member *next;
+    member *next;      /* the group's members */
+    member *next_sess; /* the session's memberships (session.gmembers) */
+    struct group *g;
     session *sess;
     uint64_t id; /* of the JoinGroup request */
     uint32_t max_in_flight, in_flight;
@@ -1187,6 +1189,28 @@ auth_role groups_required_role(int kind)
     }
 }
 
+/*
+ * Memberships by connection: each session lists its own (session.gmembers),
+ * so the checks made for every request (is this id a membership's, which
+ * membership does an ack name) walk the connection's memberships, not every
+ * group's members.
+ */
+static void member_link(session *s, member *m)
+{
+    m->next_sess = s->gmembers;
+    s->gmembers = m;
+}
+
+static void member_unlink(member *m)
+{
+    for (member **pp = &m->sess->gmembers; *pp; pp = &(*pp)->next_sess) {
+        if (*pp == m) {
+            *pp = m->next_sess;
+            return;
+        }
+    }
+}
+
 static group *find_group(groups *gs, const uint8_t *name, size_t len)
 {
     for (group *g = gs->list; g; g = g->next) {
@@ -1197,10 +1221,12 @@ static group *find_group(groups *gs, const uint8_t *name, size_t len)
     return NULL;
 }
 
+/* The session's membership of g (g NULL: of any group) opened with id (0:
+ * any id). */
 static member *find_member(const group *g, const session *s, uint64_t id)
 {
-    for (member *m = g->members; m; m = m->next) {
-        if (m->sess == s && (id == 0 || m->id == id)) {
+    for (member *m = s->gmembers; m; m = m->next_sess) {
+        if ((!g || m->g == g) && (id == 0 || m->id == id)) {
             return m;
         }
     }
@@ -1209,16 +1235,7 @@ static member *find_member(const group *g, const session *s, uint64_t id)
 
 bool groups_has(const session *s, uint64_t id)
 {
-    groups *gs = s->srv->groups;
-    if (!gs) {
-        return false;
-    }
-    for (group *g = gs->list; g; g = g->next) {
-        if (find_member(g, s, id)) {
-            return true;
-        }
-    }
-    return false;
+    return find_member(NULL, s, id) != NULL;
 }
 
 /* Settings from the wire, checked; absent: the defaults. */
@@ -1382,6 +1399,7 @@ static es_err do_update_delete(groups *gs, session *s, uint64_t id, int kind,
             member *m = g->members;
             g->members = m->next;
             send_left(m->sess, m->id, ES_ERR_GROUP_NOT_FOUND, "the group was deleted");
+            member_unlink(m);
             free(m);
         }
         g->n_members = 0;
@@ -1516,9 +1534,11 @@ static es_err do_join(groups *gs, session *s, uint64_t id, const Es__V1__JoinGro
     if (r->consumer) {
         snprintf(m->consumer, sizeof m->consumer, "%s", r->consumer);
     }
+    m->g = g;
     m->next = g->members;
     g->members = m;
     g->n_members++;
+    member_link(s, m);
     Es__V1__GroupJoined j = ES__V1__GROUP_JOINED__INIT;
     j.checkpoint = g->def.checkpoint;
     j.max_in_flight = m->max_in_flight;
@@ -1547,24 +1567,28 @@ static entry *inflight_of(group *g, member *m, uint64_t pos)
     return e && e->state == E_INFLIGHT && e->m == m ? e : NULL;
 }
 
-static group *group_of_member(groups *gs, session *s, uint64_t join_id, member **out)
+static group *group_of_member(session *s, uint64_t join_id, member **out)
 {
-    for (group *g = gs->list; g; g = g->next) {
-        member *m = find_member(g, s, join_id);
-        if (m && join_id) {
-            *out = m;
-            return g;
-        }
+    member *m = join_id ? find_member(NULL, s, join_id) : NULL;
+    if (!m) {
+        return NULL;
     }
-    return NULL;
+    *out = m;
+    return m->g;
 }
 
-static es_err do_ack_nack(groups *gs, session *s, uint64_t id, uint64_t join_id,
-                          const uint64_t *pos, size_t n, int action, const char *reason,
+/* GroupAck and GroupNack: one path, the ack being the action -1. */
+static es_err do_ack_nack(groups *gs, session *s, uint64_t id, const Es__V1__Request *msg,
                           const char **why)
 {
+    bool ack = msg->kind_case == ES__V1__REQUEST__KIND_GROUP_ACK;
+    uint64_t join_id = ack ? msg->group_ack->join_id : msg->group_nack->join_id;
+    const uint64_t *pos = ack ? msg->group_ack->positions : msg->group_nack->positions;
+    size_t n = ack ? msg->group_ack->n_positions : msg->group_nack->n_positions;
+    int action = ack ? -1 : (int)msg->group_nack->action;
+    const char *reason = ack ? NULL : msg->group_nack->reason;
     member *m = NULL;
-    group *g = group_of_member(gs, s, join_id, &m);
+    group *g = group_of_member(s, join_id, &m);
     if (!g) {
         *why = "no membership with that join id on this connection";
         return ES_ERR_NOT_IN_FLIGHT;
@@ -1721,6 +1745,10 @@ typedef struct replay_ctx {
     group *g;
     uint32_t count;
     es_err rv;
+    /* The positions being replayed already (in flight or queued), sorted:
+     * the parked events come in position order, so one pass merges them. */
+    uint64_t *busy;
+    size_t n_busy, at;
 } replay_ctx;
 
 typedef struct replay_read {
@@ -1737,30 +1765,64 @@ static int replay_record_visit(void *ctx, const store_record *rec)
     return 1;
 }
 
-static bool replaying(const group *g, uint64_t pos)
+/* Collect the positions of replayed events in flight or queued, sorted
+ * (rc->busy, malloc'd). @return false: no memory. */
+static bool replaying_collect(const group *g, replay_ctx *rc)
 {
-    for (entry *x = g->fl_head; x; x = x->next_fl) {
-        if (x->replay && x->pos == pos) {
-            return true;
+    size_t n = 0, cap = 0;
+    uint64_t *a = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        for (entry *x = g->fl_head; x; x = x->next_fl) {
+            if (x->replay && a) {
+                a[n++] = x->pos;
+            } else if (x->replay) {
+                cap++;
+            }
         }
-    }
-    for (uint32_t i = 0; i < g->n_buckets; i++) {
-        for (gstream *x = g->buckets[i]; x; x = x->next_hash) {
-            for (entry *e = x->head; e; e = e->next_pending) {
-                if (e->replay && e->pos == pos) {
-                    return true;
+        for (uint32_t i = 0; i < g->n_buckets; i++) {
+            for (gstream *x = g->buckets[i]; x; x = x->next_hash) {
+                for (entry *e = x->head; e; e = e->next_pending) {
+                    if (e->replay && a) {
+                        a[n++] = e->pos;
+                    } else if (e->replay) {
+                        cap++;
+                    }
                 }
             }
         }
+        if (pass == 0) {
+            if (cap == 0) {
+                break;
+            }
+            a = malloc(cap * sizeof *a);
+            if (!a) {
+                return false;
+            }
+        }
     }
-    return false;
+    if (n > 1) {
+        qsort(a, n, sizeof *a, cmp_u64);
+    }
+    rc->busy = a;
+    rc->n_busy = n;
+    rc->at = 0;
+    return true;
+}
+
+/* Whether pos is being replayed already; positions asked in ascending order. */
+static bool replaying(replay_ctx *rc, uint64_t pos)
+{
+    while (rc->at < rc->n_busy && rc->busy[rc->at] < pos) {
+        rc->at++;
+    }
+    return rc->at < rc->n_busy && rc->busy[rc->at] == pos;
 }
 
 static int replay_visit(void *ctx, const store_group_parked *p)
 {
     replay_ctx *rc = ctx;
     group *g = rc->g;
-    if (replaying(g, p->position)) {
+    if (replaying(rc, p->position)) {
         return 0;
     }
     replay_read rr = {p->position, NULL};
@@ -1804,9 +1866,13 @@ static es_err do_replay(groups *gs, session *s, uint64_t id, const ProtobufCBina
     if (!g) {
         return ES_ERR_GROUP_NOT_FOUND;
     }
-    replay_ctx rc = {gs, g, 0, ES_OK};
+    replay_ctx rc = {gs, g, 0, ES_OK, NULL, 0, 0};
+    if (!replaying_collect(g, &rc)) {
+        return ES_ERR_NO_MEMORY;
+    }
     rv = store_group_parked_list(gs->srv->st, g->def.number, 0, GROUPS_WINDOW_EVENTS, replay_visit,
                                  &rc, NULL);
+    free(rc.busy);
     if (rv == ES_OK) {
         rv = rc.rv;
     }
@@ -1852,13 +1918,8 @@ void groups_request(session *s, uint64_t id, const Es__V1__Request *msg)
         rv = do_join(gs, s, id, msg->join_group, &why);
         break;
     case ES__V1__REQUEST__KIND_GROUP_ACK:
-        rv = do_ack_nack(gs, s, id, msg->group_ack->join_id, msg->group_ack->positions,
-                         msg->group_ack->n_positions, -1, NULL, &why);
-        break;
     case ES__V1__REQUEST__KIND_GROUP_NACK:
-        rv = do_ack_nack(gs, s, id, msg->group_nack->join_id, msg->group_nack->positions,
-                         msg->group_nack->n_positions, (int)msg->group_nack->action,
-                         msg->group_nack->reason, &why);
+        rv = do_ack_nack(gs, s, id, msg, &why);
         break;
     case ES__V1__REQUEST__KIND_LIST_PARKED:
         rv = do_list_parked(gs, s, id, msg->list_parked, &why);
@@ -1884,6 +1945,7 @@ static void member_remove(group *g, member *m, const char *reason)
         }
     }
     g->n_members--;
+    member_unlink(m);
     if (g->rr == m) {
         g->rr = NULL;
     }
@@ -1902,7 +1964,7 @@ void groups_leave(session *s, uint64_t id, uint64_t join_id)
 {
     groups *gs = s->srv->groups;
     member *m = NULL;
-    group *g = gs ? group_of_member(gs, s, join_id, &m) : NULL;
+    group *g = gs ? group_of_member(s, join_id, &m) : NULL;
     if (!g) {
         reply_send_error(s, id, ES_ERR_SUBSCRIPTION_NOT_FOUND, NULL);
         return;
@@ -1924,13 +1986,9 @@ void groups_drop_session(session *s)
     if (!gs) {
         return;
     }
-    bool changed = false;
-    for (group *g = gs->list; g; g = g->next) {
-        member *m;
-        while ((m = find_member(g, s, 0)) != NULL) {
-            member_remove(g, m, "the consumer disconnected");
-            changed = true;
-        }
+    bool changed = s->gmembers != NULL;
+    while (s->gmembers) {
+        member_remove(s->gmembers->g, s->gmembers, "the consumer disconnected");
     }
     for (waiter *w = gs->queued; w; w = w->next) {
         if (w->sess == s) {

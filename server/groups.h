@@ -45,7 +45,8 @@
  * (acked, skipped or parked). Acks, parks and checkpoint moves are gathered
  * and written by ONE writer job at a time (store_group_apply, one write
  * transaction for all groups): whatever arrives while a job runs goes into
- * the next one, so a burst of acks costs one commit. An Ack or Nack is
+ * the next one, so a burst of acks costs one commit (with the journal, one
+ * journal entry and one fdatasync; server/store/groups.c). An Ack or Nack is
  * answered (GroupDone) only after the job holding it committed: an answered
  * ack survives kill -9. The events done above the checkpoint are stored
  * too, so a restart neither redelivers an acked event nor waits for one.

@@ -51,6 +51,7 @@ typedef struct session {
     bool paused_output;      /* the memory budget paused this connection's output */
     struct sub *subs;        /* this connection's subscriptions */
     uint32_t n_subs;
+    struct member *gmembers; /* this connection's consumer-group memberships (groups.c) */
 } session;
 
 #endif

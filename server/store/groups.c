@@ -37,10 +37,21 @@
  * checkpoint moves with the writer's transactions, never with an fsync per
  * ack. A group's checkpoint is never lowered here, whatever the caller says.
  *
+ * Durability. With the journal (journal.c), a batch of FLUSH ops only
+ * (acks, skips, parks, unparks, checkpoint moves: nearly every batch) is
+ * written as one journal group entry, the ops that applied encoded as
+ * below, and fdatasynced; LMDB then commits without a sync. Recovery
+ * replays the entry (store_group_replay) in sequence with the append
+ * entries; journal.c's design notes say why the replay gives the same
+ * state. A batch holding a create, update or delete commits and then makes
+ * a checkpoint (store_commit_durable): those use the clock and the group
+ * counter, and are rare. Without the journal, LMDB's own synced commit.
+ *
  * The tables are created at open without a format bump: a store written
  * before them simply has no groups, and a read-only open of such a store
  * (has_groups false) lists none.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "bytes.h"
@@ -347,6 +358,299 @@ static int apply_one(store *s, MDB_txn *txn, store_group_op *op)
     return 0;
 }
 
+/* ------------------------------------------------ the journal's group ops -- */
+
+/*
+ * A FLUSH op in a journal group entry (integers little-endian):
+ *
+ *   name_len u16 | name | number u64 | checkpoint u64 | n_done u32 |
+ *   n_unparks u32 | n_parks u32 | done u64 x n_done | unparks u64 x
+ *   n_unparks | per park: position u64 | attempts u32 | parked_at_us u64 |
+ *   stream_len u16 | stream | reason_len u16 | reason
+ *
+ * Only ops that applied are written, with the number of the group they
+ * applied to, so replaying them on the same state applies each again.
+ */
+#define OP_FIXED   30u
+#define PARK_FIXED 24u
+
+static void put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v & 0xff);
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static size_t get_u16(const uint8_t *p)
+{
+    return (size_t)p[0] | (size_t)p[1] << 8;
+}
+
+static size_t park_stream_len(const store_group_parked *p)
+{
+    return p->stream_len > 256 ? 256 : p->stream_len;
+}
+
+static size_t park_reason_len(const store_group_parked *p)
+{
+    return p->reason_len > STORE_GROUP_REASON_MAX ? STORE_GROUP_REASON_MAX : p->reason_len;
+}
+
+static size_t op_encoded_len(const store_group_op *op)
+{
+    size_t n = OP_FIXED + op->def.name_len + 8 * (op->n_done + op->n_unparks);
+    for (size_t i = 0; i < op->n_parks; i++) {
+        n += PARK_FIXED + park_stream_len(&op->parks[i]) + park_reason_len(&op->parks[i]);
+    }
+    return n;
+}
+
+static uint8_t *op_encode(uint8_t *p, const store_group_op *op)
+{
+    put_u16(p, (uint16_t)op->def.name_len);
+    memcpy(p + 2, op->def.name, op->def.name_len);
+    p += 2 + op->def.name_len;
+    put_u64le(p, op->def.number);
+    put_u64le(p + 8, op->checkpoint);
+    put_u32le(p + 16, (uint32_t)op->n_done);
+    put_u32le(p + 20, (uint32_t)op->n_unparks);
+    put_u32le(p + 24, (uint32_t)op->n_parks);
+    p += 28;
+    for (size_t i = 0; i < op->n_done; i++, p += 8) {
+        put_u64le(p, op->done[i]);
+    }
+    for (size_t i = 0; i < op->n_unparks; i++, p += 8) {
+        put_u64le(p, op->unparks[i]);
+    }
+    for (size_t i = 0; i < op->n_parks; i++) {
+        const store_group_parked *k = &op->parks[i];
+        size_t slen = park_stream_len(k), rlen = park_reason_len(k);
+        put_u64le(p, k->position);
+        put_u32le(p + 8, k->attempts);
+        put_u64le(p + 12, k->parked_at_us);
+        put_u16(p + 20, (uint16_t)slen);
+        memcpy(p + 22, k->stream, slen);
+        p += 22 + slen;
+        put_u16(p, (uint16_t)rlen);
+        if (rlen) {
+            memcpy(p + 2, k->reason, rlen);
+        }
+        p += 2 + rlen;
+    }
+    return p;
+}
+
+/* The decoded ops of one entry; arrays malloc'd, names and parks' strings
+ * pointing into the entry's bytes. */
+typedef struct decoded_ops {
+    store_group_op *ops;
+    uint64_t *u64s; /* every op's done and unparks */
+    store_group_parked *parks;
+    size_t n;
+} decoded_ops;
+
+static void decoded_free(decoded_ops *d)
+{
+    free(d->ops);
+    free(d->u64s);
+    free(d->parks);
+}
+
+/* Bounds-checked reader over an entry's bytes. */
+typedef struct rd {
+    const uint8_t *p, *end;
+} rd;
+
+static const uint8_t *rd_take(rd *r, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n) {
+        return NULL;
+    }
+    const uint8_t *at = r->p;
+    r->p += n;
+    return at;
+}
+
+static es_err ops_decode(const uint8_t *buf, size_t len, uint32_t count, decoded_ops *d,
+                         const char **why)
+{
+    memset(d, 0, sizeof d[0]);
+    /* Every op takes OP_FIXED bytes at least, every position 8, every park
+     * PARK_FIXED: the counts are capped by the entry's length before any
+     * allocation. */
+    if (count == 0 || count > len / OP_FIXED) {
+        *why = "an op count that does not fit the entry";
+        return ES_ERR_CORRUPT;
+    }
+    d->ops = calloc(count, sizeof *d->ops);
+    d->u64s = calloc(len / 8 + 1, sizeof *d->u64s);
+    d->parks = calloc(len / PARK_FIXED + 1, sizeof *d->parks);
+    if (!d->ops || !d->u64s || !d->parks) {
+        decoded_free(d);
+        return ES_ERR_NO_MEMORY;
+    }
+    rd r = {buf, buf + len};
+    size_t nu = 0, np = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        store_group_op *op = &d->ops[i];
+        const uint8_t *h = rd_take(&r, 2);
+        size_t name_len = h ? get_u16(h) : 0;
+        const uint8_t *name = h ? rd_take(&r, name_len) : NULL;
+        const uint8_t *f = name ? rd_take(&r, 28) : NULL;
+        if (!f || name_len == 0 || name_len > sizeof op->def.name) {
+            *why = "an op's name does not decode";
+            decoded_free(d);
+            return ES_ERR_CORRUPT;
+        }
+        op->kind = STORE_GROUP_FLUSH;
+        memcpy(op->def.name, name, name_len);
+        op->def.name_len = name_len;
+        op->def.number = get_u64le(f);
+        op->checkpoint = get_u64le(f + 8);
+        uint32_t nd = get_u32le(f + 16), nun = get_u32le(f + 20), npk = get_u32le(f + 24);
+        if ((size_t)(r.end - r.p) / 8 < (size_t)nd + nun) {
+            *why = "more positions than the entry holds";
+            decoded_free(d);
+            return ES_ERR_CORRUPT;
+        }
+        op->done = d->u64s + nu;
+        op->n_done = nd;
+        for (uint32_t k = 0; k < nd; k++) {
+            d->u64s[nu++] = get_u64le(rd_take(&r, 8));
+        }
+        op->unparks = d->u64s + nu;
+        op->n_unparks = nun;
+        for (uint32_t k = 0; k < nun; k++) {
+            d->u64s[nu++] = get_u64le(rd_take(&r, 8));
+        }
+        if ((size_t)(r.end - r.p) / PARK_FIXED < npk) {
+            *why = "more parks than the entry holds";
+            decoded_free(d);
+            return ES_ERR_CORRUPT;
+        }
+        op->parks = d->parks + np;
+        op->n_parks = npk;
+        for (uint32_t k = 0; k < npk; k++) {
+            store_group_parked *pk = &d->parks[np++];
+            const uint8_t *ph = rd_take(&r, 22);
+            size_t slen = ph ? get_u16(ph + 20) : 0;
+            const uint8_t *st = ph ? rd_take(&r, slen) : NULL;
+            const uint8_t *rh = st ? rd_take(&r, 2) : NULL;
+            size_t rlen = rh ? get_u16(rh) : 0;
+            const uint8_t *rs = rh ? rd_take(&r, rlen) : NULL;
+            if (!rs || slen > 256 || rlen > STORE_GROUP_REASON_MAX) {
+                *why = "a park does not decode";
+                decoded_free(d);
+                return ES_ERR_CORRUPT;
+            }
+            pk->position = get_u64le(ph);
+            pk->attempts = get_u32le(ph + 8);
+            pk->parked_at_us = get_u64le(ph + 12);
+            pk->stream = st;
+            pk->stream_len = slen;
+            pk->reason = (const char *)rs;
+            pk->reason_len = rlen;
+        }
+    }
+    if (r.p != r.end) {
+        *why = "bytes left after the last op";
+        decoded_free(d);
+        return ES_ERR_CORRUPT;
+    }
+    d->n = count;
+    return ES_OK;
+}
+
+es_err store_group_replay(store *s, const uint8_t *ops, size_t len, uint32_t count, char *msg,
+                          size_t msg_len)
+{
+    const char *why = "";
+    decoded_ops d;
+    es_err rv = ops_decode(ops, len, count, &d, &why);
+    if (rv != ES_OK) {
+        store_set_msg(msg, msg_len, "%s", why);
+        return rv;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    for (size_t i = 0; i < d.n && rc == 0; i++) {
+        rc = apply_one(s, txn, &d.ops[i]);
+        if (rc == 0 && d.ops[i].rv != ES_OK) {
+            store_set_msg(msg, msg_len, "op %zu refused: %s", i, es_strerror(d.ops[i].rv));
+            rv = ES_ERR_CORRUPT;
+            break;
+        }
+    }
+    if (rc) {
+        store_set_msg(msg, msg_len, "%s", mdb_strerror(rc));
+        rv = es_err_from_mdb(rc);
+    }
+    if (txn && rv == ES_OK) {
+        rc = mdb_txn_commit(txn);
+        rv = rc ? store_commit_err(s, rc) : ES_OK;
+    } else if (txn) {
+        mdb_txn_abort(txn);
+    }
+    decoded_free(&d);
+    return rv;
+}
+
+/*
+ * Commit a transaction of FLUSH ops through the journal: the ops that
+ * applied written as one group entry and fdatasynced, then LMDB committed
+ * without a sync (as store_append_batch does with its records). Takes txn.
+ */
+static es_err commit_journaled(store *s, MDB_txn *txn, const store_group_op *ops, size_t n)
+{
+    size_t len = 0;
+    uint32_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].rv == ES_OK) {
+            len += op_encoded_len(&ops[i]);
+            count++;
+        }
+    }
+    if (count == 0) {
+        /* Every op refused: nothing was written. */
+        int rc = mdb_txn_commit(txn);
+        return rc ? store_commit_err(s, rc) : ES_OK;
+    }
+    uint8_t *buf = malloc(len);
+    if (!buf) {
+        mdb_txn_abort(txn);
+        return ES_ERR_NO_MEMORY;
+    }
+    uint8_t *p = buf;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].rv == ES_OK) {
+            p = op_encode(p, &ops[i]);
+        }
+    }
+    if ((size_t)(p - buf) != len) {
+        free(buf);
+        mdb_txn_abort(txn);
+        return ES_ERR_INTERNAL;
+    }
+    bool written = false;
+    es_err rv = journal_write_groups(s, buf, len, count, &written);
+    free(buf);
+    if (rv != ES_OK) {
+        mdb_txn_abort(txn);
+        return rv;
+    }
+    int rc = mdb_txn_commit(txn); /* frees the txn, also on failure */
+    if (rc) {
+        if (written) {
+            journal_unwrite(s); /* not replayed: the ops fail */
+        }
+        return store_commit_err(s, rc);
+    }
+    if (!written) {
+        return journal_checkpoint_sync(s); /* too big for the ring */
+    }
+    journal_committed(s);
+    return ES_OK;
+}
+
 es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
 {
     *synced = false;
@@ -369,10 +673,16 @@ es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
             rv = es_err_from_mdb(rc);
         }
     }
-    if (rv == ES_OK) {
-        /* Durable like an append: with the journal, LMDB commits without a
-         * sync, and only a checkpoint makes a group's state survive a
-         * power loss (the journal holds events only). */
+    bool flush_only = true;
+    for (size_t i = 0; i < n; i++) {
+        flush_only = flush_only && ops[i].kind == STORE_GROUP_FLUSH;
+    }
+    if (rv == ES_OK && s->jr && flush_only) {
+        /* Acks, parks, unparks and checkpoint moves: one journal entry and
+         * one fdatasync, like an append. */
+        rv = commit_journaled(s, txn, ops, n);
+    } else if (rv == ES_OK) {
+        /* Create, update, delete (rare): commit, then a checkpoint. */
         rv = store_commit_durable(s, txn);
     } else if (txn) {
         mdb_txn_abort(txn);

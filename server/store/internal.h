@@ -264,6 +264,18 @@ es_err store_commit_durable(store *s, MDB_txn *txn);
 es_err store_replay_records(store *s, const store_import_in *values, size_t n, size_t *bad,
                             char *msg, size_t msg_len);
 
+/* -------------------------------------------------------------- groups.c -- */
+
+/**
+ * @brief Apply a journal group entry's ops again (count ops, encoded as
+ *        drawn in groups.c) in one write transaction. Used by journal
+ *        recovery; every op must apply as it did when it was journaled.
+ * @return ES_OK; ES_ERR_CORRUPT (the bytes do not decode, or an op is
+ *         refused: msg says which); ES_ERR_NO_MEMORY; LMDB's errors.
+ */
+es_err store_group_replay(store *s, const uint8_t *ops, size_t len, uint32_t count, char *msg,
+                          size_t msg_len);
+
 /* ------------------------------------------------------------- journal.c -- */
 
 /**
@@ -299,6 +311,18 @@ es_err journal_start(store *s, char *msg, size_t msg_len);
  *         ES_ERR_CORRUPT; ES_ERR_NO_MEMORY.
  */
 es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last, bool *written);
+
+/**
+ * @brief Write a batch of consumer-group ops (count ops, encoded as drawn
+ *        in groups.c) as one group entry and fdatasync it (writer
+ *        thread, inside the write transaction that applied them).
+ * @param[out] written false when the batch is too big for the ring (the
+ *        caller commits and calls journal_checkpoint_sync instead)
+ * @return ES_OK; ES_ERR_IO (the journal is broken from now on);
+ *         ES_ERR_STORE_FULL; ES_ERR_NO_MEMORY.
+ */
+es_err journal_write_groups(store *s, const uint8_t *ops, size_t len, uint32_t count,
+                            bool *written);
 
 /** @brief Cancel the entry just written (its commit failed). */
 void journal_unwrite(store *s);

@@ -14,9 +14,25 @@
  * MDB_NOSYNC (pages handed to the kernel, no sync) and the requests are
  * answered with synced = true. Every acknowledged event is therefore either
  * in the journal, synced, or in the LMDB state of a checkpoint, synced.
- * Nothing but records goes into the journal (no client request, no stream
- * record, no counter): whatever the encoder does to a record, the journal
- * holds the same.
+ * Of appends, nothing but records goes into the journal (no client request,
+ * no stream record, no counter): whatever the encoder does to a record, the
+ * journal holds the same.
+ *
+ * Group entries. The other kind of entry holds a batch of consumer-group
+ * ops (acks, skips, parks, unparks and checkpoint moves: the FLUSH ops of
+ * store_group_apply, server/store/groups.c), written and fdatasynced the
+ * same way inside the write transaction that applied them, which then
+ * commits without a sync. Recovery replays both kinds in sequence order.
+ * Replaying a group entry gives what its transaction gave because the ops
+ * are deterministic given the group tables' prior state: a FLUSH op reads
+ * and writes only the groups, group_done and group_parked tables (no clock:
+ * a park's time travels in the op; no counter); only the ops that applied
+ * are written, each with the number of the group it applied to; and those
+ * tables are changed only by store_group_apply, whose other ops (create,
+ * update, delete: a clock and the group counter) commit through a
+ * checkpoint before they are answered. So at replay the tables hold the
+ * checkpoint's state plus the earlier group entries, exactly the state the
+ * ops first met (append entries do not touch them).
  *
  * Checkpoints. Between checkpoints LMDB is never synced, so after a power
  * loss its file may hold any mix of the pages written since: its meta pages
@@ -74,7 +90,7 @@
  * (or makes one). A batch too big for half the ring is committed and then
  * checkpointed at once (LMDB's own two syncs).
  *
- * Writes that are not appends (snapshot saves, lifecycle changes) commit
+ * Other writes (snapshot saves, lifecycle changes, group admin ops) commit
  * through store_commit_durable: commit, then a checkpoint, before their
  * answer. A failed journal write fails its batch (ENOSPC, EDQUOT, EFBIG:
  * STORE_FULL) and the next entry goes to the same place. A failed
@@ -123,6 +139,7 @@
 #define RING_OFF         (2u * SLOT_BYTES)
 #define SLOT_MAGIC       0x534a5345u /* "ESJS" */
 #define ENTRY_MAGIC      0x454a5345u /* "ESJE" */
+#define GROUP_MAGIC      0x474a5345u /* "ESJG": a batch of group ops */
 #define JOURNAL_VERSION  1u
 #define ENTRY_HDR        40u
 #define META_COPY        256u
@@ -149,7 +166,9 @@
 
 /* Entry layout: magic u32 | crc u32 (over 8..end of payload) | seq u64 |
  * lofs u64 | first position u64 | payload bytes u32 | records u32, then
- * per record: length u32 | the stored value. */
+ * per record: length u32 | the stored value. A group entry (GROUP_MAGIC)
+ * has the same header with first position 0 and records the number of
+ * ops; its payload is laid out in server/store/groups.c. */
 
 typedef struct ckpt {
     MDB_txn *pin; /* read transaction on the checkpoint's state */
@@ -648,6 +667,75 @@ static uint64_t entry_place(const journal *j, uint64_t lofs, uint64_t n)
     return phys + n > j->ring ? lofs + (j->ring - phys) : lofs;
 }
 
+/*
+ * Write the entry whose payload is in j->buf from ENTRY_HDR to n (its
+ * header is filled here): room past the durable checkpoint, one write, one
+ * fdatasync. Both kinds of entry (events, group ops) end here.
+ */
+static es_err entry_write(store *s, uint32_t magic, uint64_t first, size_t n, uint32_t count,
+                          bool *written)
+{
+    journal *j = s->jr;
+    uint64_t len = pad8(n);
+    if (!buf_room(j, (size_t)len)) {
+        return ES_ERR_NO_MEMORY;
+    }
+    memset(j->buf + n, 0, (size_t)(len - n));
+    /* Room: the ring past the durable checkpoint's position. */
+    uint64_t at = entry_place(j, j->lofs, len);
+    while (at + len - atomic_load(&j->durable_lofs) > j->ring) {
+        pthread_mutex_lock(&j->mu);
+        bool busy = j->in_flight;
+        pthread_mutex_unlock(&j->mu);
+        if (busy) {
+            wait_idle(j);
+        } else {
+            es_err rv = journal_checkpoint_sync(s);
+            if (rv != ES_OK) {
+                return rv;
+            }
+        }
+        if (atomic_load(&j->broken)) {
+            return ES_ERR_IO;
+        }
+    }
+    uint8_t *h = j->buf;
+    put_u32le(h, magic);
+    put_u64le(h + 8, j->seq);
+    put_u64le(h + 16, at);
+    put_u64le(h + 24, first);
+    put_u32le(h + 32, (uint32_t)(n - ENTRY_HDR));
+    put_u32le(h + 36, count);
+    put_u32le(h + 4, crc32c(0, h + 8, n - 8));
+    if (!full_pwrite(j->fd, h, (size_t)len, RING_OFF + at % j->ring)) {
+        /* Nothing after the last durable entry counts: the next entry is
+         * written at the same place. A file-size limit or quota refuses
+         * like a full disk. */
+        return errno == ENOSPC || errno == EDQUOT || errno == EFBIG ? ES_ERR_STORE_FULL : ES_ERR_IO;
+    }
+    if (fdatasync(j->fd) != 0) {
+        /* The entry may still reach the disk (or sit in the page cache,
+         * where a restart would read it): its header is zeroed so that it
+         * is not replayed; its requests fail. Best effort: the journal is
+         * broken from here on whatever this does. */
+        atomic_store(&j->broken, true);
+        uint8_t zero[ENTRY_HDR] = {0};
+        if (full_pwrite(j->fd, zero, sizeof zero, RING_OFF + at % j->ring)) {
+            (void)fdatasync(j->fd);
+        }
+        return ES_ERR_IO;
+    }
+    j->last_lofs = at;
+    j->last_len = len;
+    j->lofs = at + len;
+    j->seq++;
+    atomic_fetch_add(&j->bytes, len);
+    atomic_fetch_add(&j->syncs, 1);
+    atomic_fetch_add(&j->entries, 1);
+    *written = true;
+    return ES_OK;
+}
+
 es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last, bool *written)
 {
     journal *j = s->jr;
@@ -697,69 +785,30 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
     if (rv != ES_OK) {
         return rv;
     }
-    uint64_t len = pad8(n);
-    if (!buf_room(j, (size_t)len)) {
-        return ES_ERR_NO_MEMORY;
-    }
-    memset(j->buf + n, 0, (size_t)(len - n));
-    /* Room: the ring past the durable checkpoint's position. */
-    uint64_t at = entry_place(j, j->lofs, len);
-    while (at + len - atomic_load(&j->durable_lofs) > j->ring) {
-        pthread_mutex_lock(&j->mu);
-        bool busy = j->in_flight;
-        pthread_mutex_unlock(&j->mu);
-        if (busy) {
-            wait_idle(j);
-        } else {
-            rv = journal_checkpoint_sync(s);
-            if (rv != ES_OK) {
-                return rv;
-            }
-        }
-        if (atomic_load(&j->broken)) {
-            return ES_ERR_IO;
-        }
-    }
-    uint8_t *h = j->buf;
-    put_u32le(h, ENTRY_MAGIC);
-    put_u64le(h + 8, j->seq);
-    put_u64le(h + 16, at);
-    put_u64le(h + 24, first);
-    put_u32le(h + 32, (uint32_t)(n - ENTRY_HDR));
-    put_u32le(h + 36, count);
-    put_u32le(h + 4, crc32c(0, h + 8, n - 8));
-    if (!full_pwrite(j->fd, h, (size_t)len, RING_OFF + at % j->ring)) {
-        /* Nothing after the last durable entry counts: the next entry is
-         * written at the same place. A file-size limit or quota refuses
-         * like a full disk. */
-        return errno == ENOSPC || errno == EDQUOT || errno == EFBIG ? ES_ERR_STORE_FULL : ES_ERR_IO;
-    }
-    if (fdatasync(j->fd) != 0) {
-        /* The entry may still reach the disk (or sit in the page cache,
-         * where a restart would read it): its header is zeroed so that it
-         * is not replayed; its requests fail. Best effort: the journal is
-         * broken from here on whatever this does. */
-        atomic_store(&j->broken, true);
-        uint8_t zero[ENTRY_HDR] = {0};
-        if (full_pwrite(j->fd, zero, sizeof zero, RING_OFF + at % j->ring)) {
-            (void)fdatasync(j->fd);
-        }
-        return ES_ERR_IO;
-    }
-    j->last_lofs = at;
-    j->last_len = len;
-    j->lofs = at + len;
-    j->seq++;
-    atomic_fetch_add(&j->bytes, len);
-    atomic_fetch_add(&j->syncs, 1);
-    atomic_fetch_add(&j->entries, 1);
-    *written = true;
-    return ES_OK;
+    return entry_write(s, ENTRY_MAGIC, first, n, count, written);
 }
 
 bool journal_broken(store *s)
 {
     return atomic_load(&s->jr->broken);
+}
+
+es_err journal_write_groups(store *s, const uint8_t *ops, size_t len, uint32_t count, bool *written)
+{
+    journal *j = s->jr;
+    *written = false;
+    if (atomic_load(&j->broken)) {
+        return ES_ERR_IO;
+    }
+    size_t n = ENTRY_HDR + len;
+    if (n > j->ring / 2 || len > UINT32_MAX) {
+        return ES_OK; /* too big for the ring: the caller checkpoints instead */
+    }
+    if (!buf_room(j, (size_t)pad8(n))) {
+        return ES_ERR_NO_MEMORY;
+    }
+    memcpy(j->buf + ENTRY_HDR, ops, len);
+    return entry_write(s, GROUP_MAGIC, 0, n, count, written);
 }
 
 void journal_unwrite(store *s)
@@ -794,7 +843,8 @@ static uint64_t entry_read(journal *j, uint64_t lofs, uint64_t seq, uint64_t *at
             continue;
         }
         uint8_t h[ENTRY_HDR];
-        if (!full_pread(j->fd, h, ENTRY_HDR, RING_OFF + phys) || get_u32le(h) != ENTRY_MAGIC ||
+        if (!full_pread(j->fd, h, ENTRY_HDR, RING_OFF + phys) ||
+            (get_u32le(h) != ENTRY_MAGIC && get_u32le(h) != GROUP_MAGIC) ||
             get_u64le(h + 8) != seq || get_u64le(h + 16) != lofs) {
             continue;
         }
@@ -814,6 +864,23 @@ static uint64_t entry_read(journal *j, uint64_t lofs, uint64_t seq, uint64_t *at
     return 0;
 }
 
+/* A group entry, read into j->buf (n bytes): its ops applied again. */
+static es_err replay_groups(store *s, uint64_t seq, uint64_t n, char *msg, size_t msg_len)
+{
+    journal *j = s->jr;
+    char why[256] = "";
+    es_err rv = store_group_replay(s, j->buf + ENTRY_HDR, (size_t)(n - ENTRY_HDR),
+                                   get_u32le(j->buf + 36), why, sizeof why);
+    if (rv != ES_OK) {
+        store_set_msg(msg, msg_len,
+                      "%s: journal entry %llu (consumer group state) cannot be replayed: %s (%s)",
+                      j->dir, (unsigned long long)seq, es_strerror(rv), why);
+        return rv;
+    }
+    atomic_fetch_add(&j->replayed_entries, 1);
+    return ES_OK;
+}
+
 static es_err replay(store *s, char *msg, size_t msg_len)
 {
     journal *j = s->jr;
@@ -830,6 +897,15 @@ static es_err replay(store *s, char *msg, size_t msg_len)
         }
         uint32_t count = get_u32le(j->buf + 36);
         uint64_t first = get_u64le(j->buf + 24);
+        if (get_u32le(j->buf) == GROUP_MAGIC) {
+            rv = replay_groups(s, seq, n, msg, msg_len);
+            if (rv != ES_OK) {
+                break;
+            }
+            lofs = at + n + (pad8(n) - n);
+            seq++;
+            continue;
+        }
         if (count > recs_cap) {
             store_import_in *r = realloc(recs, count * sizeof *r);
             if (!r) {

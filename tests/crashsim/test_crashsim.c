@@ -9,6 +9,7 @@
  *                                            default; 2: nometasync)
  *   test_crashsim --states 40 --unsafe 1     esd --sync none: a loss MUST be found
  *   test_crashsim --dirsync-fails 1          a failing directory fsync stops the start
+ *   test_crashsim --groups 1 --rules 1       with a consumer group acking (crashsim-groups)
  *   (suite long: --states 2000)
  *
  * Design notes
@@ -40,6 +41,17 @@
  *     at its acknowledged positions, SIGTERM ends it with exit 0, and
  *     `esctl db check` passes on the directory.
  *
+ * --groups 1 adds a consumer group over the whole log (created before the
+ * first append) and one member on a second connection: after each append
+ * it takes the next batch and acknowledges it (every 8th event parked
+ * instead), then reads the group's committed checkpoint; each answer is
+ * "acknowledged at record k" as above. In every state that serves, with
+ * the creation required: the group exists, its checkpoint is at least
+ * every checkpoint read at a record <= cut, and a new member drains it:
+ * every event above the checkpoint that was never settled comes, and no
+ * event whose ack or park was answered at a record <= cut comes again
+ * (after a restart nothing is in flight).
+ *
  * --unsafe 1 records esd with --sync none (MDB_NOSYNC: nothing is ever
  * synced) and treats its acknowledgements as required anyway: the test then
  * passes only when some state lost an acknowledged append (or was found
@@ -58,6 +70,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "es/group.h"
 #include "materialise.h"
 #include "rel.h"
 #include "support.h"
@@ -78,6 +91,25 @@ typedef struct ack {
     uint64_t log_bytes;
     size_t record; /* acknowledged by this record count */
 } ack;
+
+#define GROUP "cs-group"
+
+/* What the recorded member settled. */
+typedef struct gstate {
+    bool on;
+    size_t created;     /* the creation acknowledged at this record count */
+    size_t *settled;    /* by position: the record its ack or park was answered at */
+    size_t cap;         /* positions 1..cap - 1 */
+    uint64_t *cps;      /* committed checkpoints read, in order */
+    size_t *cp_records; /* ... and the record each was read at */
+    size_t n_cps;
+    uint64_t log_bytes_created;
+    uint64_t *settled_bytes; /* by position: log size when answered */
+    uint64_t *cp_bytes;
+} gstate;
+
+static gstate grp;
+static uint64_t grp_states, grp_settled_checked, grp_delivered;
 
 static uint64_t file_size(const char *path)
 {
@@ -159,6 +191,142 @@ static void dirsync_fails(bool parent)
     esd_destroy(&e);
 }
 
+/* The recorded member's turn after append i: one batch settled (acked,
+ * every 8th position parked), then the committed checkpoint read. */
+static void member_step(es_group_member *gm, es_client *c, const char *log_path, uint64_t i)
+{
+    es_recorded_event *evs;
+    size_t ne = 0;
+    es_err rv = es_group_next(gm, 20000, &evs, &ne);
+    REL_CHECK(rv == ES_OK && ne > 0, "append %" PRIu64 ": the member got nothing: %s", i,
+              es_strerror(rv));
+    uint64_t acked[MAX_EVENTS * N_STREAMS + 1], parked[MAX_EVENTS * N_STREAMS + 1];
+    size_t na = 0, np = 0;
+    for (size_t k = 0; k < ne; k++) {
+        uint64_t pos = evs[k].position;
+        REL_CHECK(pos > 0 && pos < grp.cap, "position %" PRIu64 " out of range", pos);
+        REL_CHECK(grp.settled[pos] == SIZE_MAX, "position %" PRIu64 " delivered after its ack",
+                  pos);
+        if (pos % 8 == 0) {
+            parked[np++] = pos;
+        } else {
+            acked[na++] = pos;
+        }
+        if (na + np == sizeof acked / sizeof acked[0]) {
+            break;
+        }
+    }
+    if (na) {
+        rv = es_group_ack(gm, acked, na);
+        REL_CHECK(rv == ES_OK, "ack: %s", es_strerror(rv));
+    }
+    if (np) {
+        rv = es_group_nack(gm, parked, np, ES_NACK_PARK, "crashsim");
+        REL_CHECK(rv == ES_OK, "park: %s", es_strerror(rv));
+    }
+    uint64_t bytes = file_size(log_path);
+    for (size_t k = 0; k < na; k++) {
+        grp.settled[acked[k]] = 0;
+        grp.settled_bytes[acked[k]] = bytes;
+    }
+    for (size_t k = 0; k < np; k++) {
+        grp.settled[parked[k]] = 0;
+        grp.settled_bytes[parked[k]] = bytes;
+    }
+    es_group_info info;
+    rv = es_group_info_get(c, GROUP, &info);
+    REL_CHECK(rv == ES_OK, "group info: %s", es_strerror(rv));
+    grp.cps[grp.n_cps] = info.checkpoint;
+    grp.cp_bytes[grp.n_cps++] = file_size(log_path);
+}
+
+/*
+ * The group in a served state (design notes, --groups). @return false when
+ * an acknowledged settlement or checkpoint was lost (first_loss says how).
+ */
+static bool group_check(es_client *c, size_t cut, const char *where, char *first_loss,
+                        size_t loss_len)
+{
+    if (grp.created > cut) {
+        return true; /* its creation was never acknowledged */
+    }
+    es_group_info info;
+    es_err rv = es_group_info_get(c, GROUP, &info);
+    if (rv != ES_OK) {
+        snprintf(first_loss, loss_len, "%s: the group is gone: %s", where, es_strerror(rv));
+        return false;
+    }
+    for (size_t i = 0; i < grp.n_cps; i++) {
+        if (grp.cp_records[i] <= cut && grp.cps[i] > info.checkpoint) {
+            snprintf(first_loss, loss_len,
+                     "%s: the group's checkpoint %" PRIu64 " is below %" PRIu64
+                     " (read at record %zu)",
+                     where, info.checkpoint, grp.cps[i], grp.cp_records[i]);
+            return false;
+        }
+    }
+    uint64_t head = info.head_position;
+    REL_CHECK(head < grp.cap, "%s: head %" PRIu64 " beyond the recorded log", where, head);
+    grp_states++;
+    for (uint64_t p = 1; p < grp.cap; p++) {
+        grp_settled_checked += grp.settled[p] <= cut;
+    }
+    bool *got = calloc(grp.cap, sizeof *got);
+    REL_CHECK(got, "out of memory");
+    es_group_member *m;
+    rv = es_group_join(c, GROUP, 0, "check", &m);
+    REL_CHECK(rv == ES_OK, "%s: join: %s", where, es_strerror(rv));
+    bool ok = true;
+    for (;;) {
+        /* Done when every event above the checkpoint never settled came. */
+        uint64_t missing = 0;
+        for (uint64_t p = info.checkpoint + 1; p <= head && !missing; p++) {
+            if (!got[p] && grp.settled[p] == SIZE_MAX) {
+                missing = p;
+            }
+        }
+        if (!missing) {
+            break;
+        }
+        es_recorded_event *evs;
+        size_t ne = 0;
+        rv = es_group_next(m, 20000, &evs, &ne);
+        REL_CHECK(rv == ES_OK, "%s: next: %s", where, es_strerror(rv));
+        if (ne == 0) {
+            snprintf(first_loss, loss_len,
+                     "%s: position %" PRIu64 " (never settled) is not delivered", where, missing);
+            ok = false;
+            break;
+        }
+        uint64_t pos[MAX_EVENTS * N_STREAMS + 64];
+        size_t np = 0;
+        for (size_t k = 0; k < ne && np < sizeof pos / sizeof pos[0]; k++) {
+            uint64_t p = evs[k].position;
+            REL_CHECK(p > info.checkpoint && p <= head,
+                      "%s: position %" PRIu64 " delivered, outside %" PRIu64 "..%" PRIu64, where, p,
+                      info.checkpoint + 1, head);
+            if (grp.settled[p] <= cut && ok) {
+                snprintf(first_loss, loss_len,
+                         "%s: position %" PRIu64 " delivered again although its settlement was "
+                         "answered at record %zu",
+                         where, p, grp.settled[p]);
+                ok = false;
+            }
+            got[p] = true;
+            pos[np++] = p;
+            grp_delivered++;
+        }
+        rv = es_group_ack(m, pos, np);
+        REL_CHECK(rv == ES_OK, "%s: ack: %s", where, es_strerror(rv));
+        if (!ok) {
+            break;
+        }
+    }
+    es_group_leave(m);
+    free(got);
+    return ok;
+}
+
 /* Record the workload; returns the number of acknowledgements in *acks. */
 static const char *sync_method = "journal";
 
@@ -183,6 +351,30 @@ static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, ui
     REL_CHECK(rc == 0, "esd did not start under the shim");
     es_client *c = rel_client(e.address, 20000);
     REL_CHECK(c, "cannot connect");
+    es_client *gc = NULL;
+    es_group_member *gm = NULL;
+    if (grp.on) {
+        es_group_settings gset;
+        es_group_settings_init(&gset);
+        es_err grv = es_group_create(c, GROUP, ES_GROUP_ALL, NULL, ES_GROUP_FROM_START, 0, &gset);
+        REL_CHECK(grv == ES_OK, "create the group: %s", es_strerror(grv));
+        grp.log_bytes_created = file_size(log_path);
+        gc = rel_client(e.address, 20000);
+        REL_CHECK(gc, "cannot connect the member");
+        grv = es_group_join(gc, GROUP, 0, "crashsim", &gm);
+        REL_CHECK(grv == ES_OK, "join the group: %s", es_strerror(grv));
+        grp.cap = appends * MAX_EVENTS + 2;
+        grp.settled = calloc(grp.cap, sizeof *grp.settled);
+        grp.settled_bytes = calloc(grp.cap, sizeof *grp.settled_bytes);
+        grp.cps = calloc(appends, sizeof *grp.cps);
+        grp.cp_records = calloc(appends, sizeof *grp.cp_records);
+        grp.cp_bytes = calloc(appends, sizeof *grp.cp_bytes);
+        REL_CHECK(grp.settled && grp.settled_bytes && grp.cps && grp.cp_records && grp.cp_bytes,
+                  "out of memory");
+        for (size_t i = 0; i < grp.cap; i++) {
+            grp.settled[i] = SIZE_MAX;
+        }
+    }
     ack *acks = calloc(appends, sizeof *acks);
     uint64_t next[N_STREAMS] = {0};
     REL_CHECK(acks, "out of memory");
@@ -196,6 +388,13 @@ static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, ui
         REL_CHECK(res.synced == !unsafe, "append %" PRIu64 ": synced = %d", i, res.synced);
         acks[n++] = (ack){s, next[s], k, res.first_position, file_size(log_path), 0};
         next[s] += k;
+        if (gm) {
+            member_step(gm, c, log_path, i);
+        }
+    }
+    es_group_leave(gm);
+    if (gc) {
+        es_client_destroy(gc);
     }
     es_client_destroy(c);
     esd_end(&e, 10000);
@@ -206,13 +405,14 @@ static size_t record_run(const char *log_path, bool unsafe, uint64_t appends, ui
 int main(int argc, char **argv)
 {
     static const char *const names[] = {"states",        "rules",  "unsafe", "appends",
-                                        "dirsync-fails", "method", NULL};
-    uint64_t val[] = {120, 0, 0, 40, 0, 0};
+                                        "dirsync-fails", "method", "groups", NULL};
+    uint64_t val[] = {120, 0, 0, 40, 0, 0, 0};
     rel_args(argc, argv, "test_crashsim", names, val);
     static const char *const methods[] = {"journal", "lmdb", "nometasync"};
     REL_CHECK(val[5] < 3, "--method: 0 journal, 1 lmdb, 2 nometasync");
     sync_method = methods[val[5]];
     uint64_t states = val[0], appends = val[3];
+    grp.on = val[6] != 0;
     cs_rules rules = val[1] ? CS_RULES_POSIX : CS_RULES_EXT4;
     bool unsafe = val[2] != 0;
     if (h_sanitized()) {
@@ -238,6 +438,25 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_acks; i++) {
         acks[i].record = cs_log_records_in(&log, acks[i].log_bytes);
     }
+    /* Cut points near the group's answers too. */
+    size_t *near = calloc(n_acks + grp.cap + grp.n_cps + 1, sizeof *near);
+    size_t n_near = 0;
+    REL_CHECK(near, "out of memory");
+    for (size_t i = 0; i < n_acks; i++) {
+        near[n_near++] = acks[i].record;
+    }
+    if (grp.on) {
+        grp.created = cs_log_records_in(&log, grp.log_bytes_created);
+        for (size_t p = 0; p < grp.cap; p++) {
+            if (grp.settled[p] != SIZE_MAX) {
+                grp.settled[p] = cs_log_records_in(&log, grp.settled_bytes[p]);
+                near[n_near++] = grp.settled[p];
+            }
+        }
+        for (size_t i = 0; i < grp.n_cps; i++) {
+            grp.cp_records[i] = cs_log_records_in(&log, grp.cp_bytes[i]);
+        }
+    }
     rel_log("recorded %zu appends, %zu log records (%zu bytes), rules %s%s", n_acks, log.n, log.len,
             rules == CS_RULES_POSIX ? "posix" : "ext4", unsafe ? ", esd --sync none" : "");
 
@@ -258,7 +477,7 @@ int main(int argc, char **argv)
             /* creating the store: before the first acknowledgement */
             cut = (size_t)rel_range(&rng, 0, acks[0].record);
         } else {
-            size_t a = acks[rel_range(&rng, 0, n_acks - 1)].record;
+            size_t a = near[rel_range(&rng, 0, n_near - 1)];
             int64_t d = (int64_t)rel_range(&rng, 0, 4) - 2;
             cut = (int64_t)a + d < 0 ? 0 : (size_t)((int64_t)a + d);
             cut = cut > log.n ? log.n : cut;
@@ -335,6 +554,9 @@ int main(int argc, char **argv)
             }
         }
         rel_walk_finish(&w);
+        if (grp.on && !lost && !group_check(c, cut, where, first_loss, sizeof first_loss)) {
+            lost = true;
+        }
         es_client_destroy(c);
         lost_states += lost;
         REL_CHECK(unsafe || !lost, "%s", first_loss);
@@ -365,9 +587,20 @@ int main(int argc, char **argv)
             " entry operations; %.1f s",
             states, served, refused, lost_states, checked_acks, kept_pages, pend_pages, kept_ops,
             pend_ops, (double)ms / 1000.0);
+    if (grp.on) {
+        rel_log("group: %" PRIu64 " states checked, %" PRIu64
+                " answered acks and parks required, %" PRIu64 " events delivered after restarts",
+                grp_states, grp_settled_checked, grp_delivered);
+    }
     esd_destroy(&e);
     cs_log_free(&log);
     free(acks);
+    free(near);
+    free(grp.settled);
+    free(grp.settled_bytes);
+    free(grp.cps);
+    free(grp.cp_records);
+    free(grp.cp_bytes);
     h_rm_rf(root);
     if (unsafe) {
         REL_CHECK(lost_states > 0,

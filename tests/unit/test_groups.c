@@ -18,6 +18,13 @@
  *   commit_first a stream's next event goes out only once the ack of the
  *                previous one is committed (a kill -9 in between must not
  *                let a later event overtake a redelivered one)
+ *   memberships  one connection in two groups: each membership's events
+ *                come under its own join id and are acked through it; a
+ *                second join, another member's ack and a request reusing a
+ *                join id are refused; the connection's end hands its
+ *                events to the other member
+ *   replay_once  ReplayParked while earlier replays are still queued or in
+ *                flight delivers each parked event once
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -466,6 +473,155 @@ static void test_park_blocks(void **state)
     assert_int_equal(st->parked, 0);
 }
 
+/* Events pushed to p, counted by the join id they came under. */
+static size_t take_by_id(harness *h, peer *p, uint64_t id, uint64_t *pos, size_t *n_other)
+{
+    harness_drain(h);
+    harness_deliver(h);
+    size_t n = 0;
+    *n_other = 0;
+    Es__V1__Response *r;
+    while ((r = peer_next(p)) != NULL) {
+        assert_int_equal(r->kind_case, ES__V1__RESPONSE__KIND_GROUP_EVENTS);
+        for (size_t i = 0; i < r->group_events->n_events; i++) {
+            if (r->id == id) {
+                pos[n++] = r->group_events->events[i]->position;
+            } else {
+                (*n_other)++;
+            }
+        }
+        es__v1__response__free_unpacked(r, NULL);
+    }
+    return n;
+}
+
+static es_err join_code(harness *h, peer *p, const char *name)
+{
+    Es__V1__JoinGroup jg = ES__V1__JOIN_GROUP__INIT;
+    jg.name.data = (uint8_t *)name;
+    jg.name.len = strlen(name);
+    Es__V1__Request req = ES__V1__REQUEST__INIT;
+    req.id = next_id++;
+    req.kind_case = ES__V1__REQUEST__KIND_JOIN_GROUP;
+    req.join_group = &jg;
+    send_on(&p->sess, &req);
+    return reply_code(h, p);
+}
+
+static void test_memberships(void **state)
+{
+    fixture *f = *state;
+    append(&f->h, &f->admin, "m-1", 1);
+    assert_int_equal(create(&f->h, &f->admin, "g1", 5, 0, false), ES_OK);
+    assert_int_equal(create(&f->h, &f->admin, "g2", 5, 0, false), ES_OK);
+    uint64_t pos[4], pos2[4];
+    size_t other;
+    /* The one event comes once per group, each under its own join id. */
+    join(&f->h, &f->a, "g1", 10);
+    uint64_t j1 = f->a.join_id;
+    assert_int_equal(take_by_id(&f->h, &f->a, j1, pos, &other), 1);
+    assert_int_equal(other, 0);
+    join(&f->h, &f->a, "g2", 10);
+    uint64_t j2 = f->a.join_id;
+    assert_int_equal(take_by_id(&f->h, &f->a, j2, pos2, &other), 1);
+    assert_int_equal(other, 0);
+    assert_int_equal(pos2[0], pos[0]);
+    join(&f->h, &f->b, "g1", 10);
+    assert_int_equal(take_by_id(&f->h, &f->b, f->b.join_id, pos2, &other), 0);
+    /* Refused, nothing changed: a second join of g1 on the connection, an
+     * ack through another member's membership, a request reusing a join id. */
+    assert_int_equal(join_code(&f->h, &f->a, "g1"), ES_ERR_ALREADY_JOINED);
+    assert_int_equal(ack_nack(&f->h, &f->b, pos[0], -1, NULL), ES_ERR_NOT_IN_FLIGHT);
+    Es__V1__GroupInfoRequest gi = ES__V1__GROUP_INFO_REQUEST__INIT;
+    gi.name.data = (uint8_t *)"g1";
+    gi.name.len = 2;
+    Es__V1__Request req = ES__V1__REQUEST__INIT;
+    req.id = j1;
+    req.kind_case = ES__V1__REQUEST__KIND_GROUP_INFO;
+    req.group_info = &gi;
+    send_on(&f->a.sess, &req);
+    assert_int_equal(reply_code(&f->h, &f->a), ES_ERR_DUPLICATE_REQUEST_ID);
+    /* The ack goes through g2's membership. */
+    f->a.join_id = j2;
+    assert_int_equal(ack_nack(&f->h, &f->a, pos[0], -1, NULL), ES_OK);
+    Es__V1__GroupState *st = info(&f->h, &f->admin, "g2");
+    assert_int_equal(st->acked, 1);
+    assert_int_equal(st->checkpoint, pos[0]);
+    st = info(&f->h, &f->admin, "g1");
+    assert_int_equal(st->acked, 0);
+    assert_int_equal(st->in_flight, 1);
+    assert_int_equal(st->members, 2);
+    /* a goes: g1's event goes to b, and both groups lose a member. */
+    peer_close(&f->a);
+    assert_int_equal(take_by_id(&f->h, &f->b, f->b.join_id, pos2, &other), 1);
+    assert_int_equal(pos2[0], pos[0]);
+    assert_int_equal(ack_nack(&f->h, &f->b, pos2[0], -1, NULL), ES_OK);
+    st = info(&f->h, &f->admin, "g1");
+    assert_int_equal(st->acked, 1);
+    assert_int_equal(st->members, 1);
+    st = info(&f->h, &f->admin, "g2");
+    assert_int_equal(st->members, 0);
+}
+
+static uint32_t replay_count(harness *h, peer *p, const char *name)
+{
+    Es__V1__ReplayParked rp = ES__V1__REPLAY_PARKED__INIT;
+    rp.name.data = (uint8_t *)name;
+    rp.name.len = strlen(name);
+    Es__V1__Request req = ES__V1__REQUEST__INIT;
+    req.id = next_id++;
+    req.kind_case = ES__V1__REQUEST__KIND_REPLAY_PARKED;
+    req.replay_parked = &rp;
+    send_on(&p->sess, &req);
+    harness_drain(h);
+    Es__V1__Response *r = peer_next(p);
+    assert_non_null(r);
+    assert_int_equal(r->kind_case, ES__V1__RESPONSE__KIND_GROUP_DONE);
+    uint32_t n = r->group_done->count;
+    es__v1__response__free_unpacked(r, NULL);
+    return n;
+}
+
+static void test_replay_once(void **state)
+{
+    fixture *f = *state;
+    append(&f->h, &f->admin, "q-1", 1);
+    append(&f->h, &f->admin, "q-2", 1);
+    append(&f->h, &f->admin, "q-3", 1);
+    assert_int_equal(create(&f->h, &f->admin, "g", 5, 0, false), ES_OK);
+    join(&f->h, &f->a, "g", 2);
+    got g[8];
+    size_t parked = 0;
+    for (int round = 0; round < 2; round++) {
+        size_t n = take(&f->h, &f->a, g, 8);
+        for (size_t i = 0; i < n; i++, parked++) {
+            assert_int_equal(
+                ack_nack(&f->h, &f->a, g[i].pos, ES__V1__NACK_ACTION__NACK_ACTION_PARK, "p"),
+                ES_OK);
+        }
+    }
+    assert_int_equal(parked, 3);
+    assert_int_equal(replay_count(&f->h, &f->admin, "g"), 3);
+    /* Two of them in flight with a (max_in_flight 2), one queued: asked
+     * again, none is replayed twice. */
+    assert_int_equal(take(&f->h, &f->a, g, 8), 2);
+    assert_int_equal(replay_count(&f->h, &f->admin, "g"), 0);
+    size_t seen = 2;
+    uint64_t first = g[0].pos, second = g[1].pos;
+    assert_int_equal(ack_nack(&f->h, &f->a, first, -1, NULL), ES_OK);
+    assert_int_equal(ack_nack(&f->h, &f->a, second, -1, NULL), ES_OK);
+    size_t n = take(&f->h, &f->a, g, 8);
+    assert_int_equal(n, 1);
+    seen += n;
+    assert_true(g[0].pos != first && g[0].pos != second);
+    assert_int_equal(ack_nack(&f->h, &f->a, g[0].pos, -1, NULL), ES_OK);
+    assert_int_equal(take(&f->h, &f->a, g, 8), 0);
+    assert_int_equal(seen, 3);
+    Es__V1__GroupState *st = info(&f->h, &f->admin, "g");
+    assert_int_equal(st->parked, 0);
+    assert_int_equal(st->in_flight, 0);
+}
+
 static void test_window(void **state)
 {
     fixture *f = *state;
@@ -521,6 +677,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_park_blocks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memberships, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_once, setup, teardown),
     };
     return cmocka_run_group_tests_name("groups_unit", tests, NULL, NULL);
 }
