@@ -176,6 +176,37 @@ static bool conn_send_owned(void *io, void *data, size_t len)
     return true;
 }
 
+static void release_shared(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    reply_shared_release(arg);
+}
+
+/* A payload shared by many connections (session_send_shared_fn): each
+ * output buffer refers to the same bytes. The budget counts it in every
+ * buffer that holds it (evbuffer lengths include referenced bytes): an
+ * upper bound of what is really held, never less. */
+static bool conn_send_shared(void *io, reply_shared *sh)
+{
+    conn *c = io;
+    if (c->zombie || c->wr_shut) {
+        return false;
+    }
+    sh->refs++; /* first: the buffer owns it the moment the chain is in */
+    if (evbuffer_add_reference(c->out, sh->p, sh->len, release_shared, sh) != 0) {
+        sh->refs--; /* never the last: the caller holds one */
+        return false;
+    }
+    budget_gate(c);
+    if (!c->in_flush_list) {
+        c->in_flush_list = true;
+        c->flush_next = c->n->flush_list;
+        c->n->flush_list = c;
+    }
+    return true;
+}
+
 static void conn_send(void *io, const void *data, size_t len)
 {
     conn *c = io;
@@ -1096,6 +1127,7 @@ static void accept_one(net *n, evutil_socket_t fd, struct sockaddr *sa)
     }
     format_host(sa, c->sess.peer_addr, sizeof c->sess.peer_addr);
     c->sess.send_owned = conn_send_owned;
+    c->sess.send_shared = conn_send_shared;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evutil_make_socket_nonblocking(fd);
@@ -1379,6 +1411,18 @@ static void budget_render(FILE *f, const net *n)
             (unsigned long long)n->srv->cfg->max_memory, (unsigned long long)n->mem_out,
             (unsigned long long)n->mem_in, (unsigned long long)n->mem_pending, n->n_budget_paused,
             (unsigned long long)n->budget_pauses, (unsigned long long)n->slow_dropped);
+    uint64_t from_store = 0, shared = 0;
+    if (n->srv->subs) {
+        subs_batch_stats(n->srv->subs, &from_store, &shared);
+    }
+    fprintf(f,
+            "# HELP esd_subscription_batches_total Subscription batches delivered, by source:"
+            " read from the store, or shared with another subscription of the same target"
+            " and position.\n"
+            "# TYPE esd_subscription_batches_total counter\n"
+            "esd_subscription_batches_total{source=\"store\"} %llu\n"
+            "esd_subscription_batches_total{source=\"shared\"} %llu\n",
+            (unsigned long long)from_store, (unsigned long long)shared);
 }
 
 /* -------------------------------------------------------- completions -- */

@@ -70,6 +70,40 @@ void reply_send(session *s, Es__V1__Response *r);
  */
 void reply_send_wrapped(session *s, uint64_t id, uint32_t field, bytebuf *inner);
 
+/**
+ * A payload encoded once and sent to many connections (the same batch of
+ * events to every subscription of one target at one cursor): reference
+ * counted, each connection that sends it by reference holds one. Loop
+ * thread only (no atomics: every evbuffer is freed there).
+ */
+typedef struct reply_shared {
+    uint32_t refs;
+    size_t len;
+    uint8_t *p; /* len bytes, malloc'd; freed with the last reference */
+} reply_shared;
+
+/* Shared payloads shorter than this are copied into each connection's
+ * output (a reference costs a chain of its own, ~80 bytes, and a callback). */
+#define REPLY_SHARED_REF_MIN 1024u
+
+/**
+ * @brief Wrap inner's bytes (taken over: inner is left empty) in a shared
+ *        payload holding one reference, the caller's.
+ * @return the payload; NULL when out of memory (inner unchanged).
+ */
+reply_shared *reply_shared_create(bytebuf *inner);
+/** @brief Drop one reference; the last frees the payload. NULL is ignored. */
+void reply_shared_release(reply_shared *sh);
+
+/**
+ * @brief Send Response{id, <field>: sh's bytes}: the small head (frame
+ *        length, id, field header) is written for this session, the bytes
+ *        themselves go by reference when the session can take them
+ *        (session.send_shared, REPLY_SHARED_REF_MIN bytes at least), else
+ *        by copy. The caller keeps its own reference.
+ */
+void reply_send_shared(session *s, uint64_t id, uint32_t field, reply_shared *sh);
+
 /** @brief Send an Error response; message NULL = es_strerror(code). */
 void reply_send_error(session *s, uint64_t id, es_err code, const char *message);
 

@@ -24,6 +24,14 @@ typedef bool (*session_send_owned_fn)(void *io, void *data, size_t len);
 /** Bytes queued in the connection's output and not yet sent. */
 typedef size_t (*session_outlen_fn)(void *io);
 
+struct reply_shared;
+/**
+ * Appends a shared payload's bytes to the connection's output by reference
+ * (no copy) and takes one reference to it (reply_shared_release once sent).
+ * @return false when it did not (no reference taken; the caller sends a copy).
+ */
+typedef bool (*session_send_shared_fn)(void *io, struct reply_shared *sh);
+
 struct sub;
 
 typedef struct session {
@@ -51,6 +59,8 @@ typedef struct session {
     bool paused_output;      /* the memory budget paused this connection's output */
     struct sub *subs;        /* this connection's subscriptions */
     uint32_t n_subs;
+    /* NULL: shared payloads (reply_shared) are copied by send */
+    session_send_shared_fn send_shared;
 } session;
 
 #endif
