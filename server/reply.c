@@ -1,5 +1,6 @@
 #include "reply.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -193,6 +194,15 @@ reply_shared *reply_shared_create(bytebuf *inner)
     if (!sh) {
         return NULL;
     }
+    /* Held for as long as the slowest connection holding it: exactly its
+     * length (shrunk in place), not the capacity it grew to. */
+    if (inner->cap > inner->len && inner->len > 0) {
+        uint8_t *p = realloc(inner->p, inner->len);
+        if (p) {
+            inner->p = p;
+            inner->cap = inner->len;
+        }
+    }
     sh->refs = 1;
     sh->len = inner->len;
     sh->p = inner->p;
@@ -256,4 +266,11 @@ size_t reply_page_budget(const server_config *cfg)
 {
     size_t frame = cfg->max_frame_bytes - 1024;
     return frame < REPLY_PAGE_BYTES ? frame : REPLY_PAGE_BYTES;
+}
+
+size_t reply_session_budget(const session *s, size_t want)
+{
+    size_t room = s->room ? s->room(s->io) : SIZE_MAX;
+    size_t b = room < want ? room : want;
+    return b ? b : 1;
 }

@@ -125,4 +125,13 @@ int page_visit(void *ctx, const store_record *rec);
 /** @brief The byte budget of one page: REPLY_PAGE_BYTES, within the frame cap. */
 size_t reply_page_budget(const server_config *cfg);
 
+/**
+ * @brief The byte budget of one page or batch for this session: want, cut
+ *        to what the server's memory budget leaves it (session.room), so
+ *        that at the budget a connection overshoots its share by one record
+ *        at most, not by a whole page (a page always takes its first
+ *        record). @return at least 1.
+ */
+size_t reply_session_budget(const session *s, size_t want);
+
 #endif

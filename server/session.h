@@ -31,6 +31,13 @@ struct reply_shared;
  * @return false when it did not (no reference taken; the caller sends a copy).
  */
 typedef bool (*session_send_shared_fn)(void *io, struct reply_shared *sh);
+/**
+ * Bytes the connection may still produce under the server's memory budget:
+ * SIZE_MAX while the server is below it; at it, what is left of the
+ * connection's share, or 0 when none is left (the connection is then
+ * paused: session.paused_output, resumed by the network layer).
+ */
+typedef size_t (*session_room_fn)(void *io);
 
 struct sub;
 
@@ -61,6 +68,8 @@ typedef struct session {
     uint32_t n_subs;
     /* NULL: shared payloads (reply_shared) are copied by send */
     session_send_shared_fn send_shared;
+    /* NULL: no memory budget (pages and batches are cut only by their caps) */
+    session_room_fn room;
 } session;
 
 #endif

@@ -522,9 +522,13 @@ void subs_unsubscribe(session *s, uint64_t id, uint64_t sub_id)
     reply_send(s, &resp);
 }
 
+/* Room for a batch: below the low-water mark and not paused; at the
+ * memory budget with the connection's share used up, session.room pauses
+ * it (and the network layer resumes it, which brings it back here). */
 static bool has_room(const session *s)
 {
-    return !s->dead && !s->paused_output && s->outlen(s->io) < s->srv->cfg->max_output_bytes / 2;
+    return !s->dead && !s->paused_output && s->outlen(s->io) < s->srv->cfg->max_output_bytes / 2 &&
+           (!s->room || s->room(s->io) > 0);
 }
 
 /* A subscription may have something new: dirty, and ready when it has room. */
@@ -634,7 +638,9 @@ void subs_on_commit(subs *r)
 void subs_on_writable(session *s)
 {
     subs *r = s->srv->subs;
-    if (!r || !has_room(s)) {
+    /* has_room asks the memory budget, which may pause the connection:
+     * only for one that has something to deliver. */
+    if (!r || !s->subs || !has_room(s)) {
         return;
     }
     bool any = false;
@@ -683,11 +689,12 @@ static void shared_clear(subs *r)
 
 /* The batch this pass already read for x's target at x's cursor, if any
  * and still valid (see "Shared batches"). */
-static const shared_batch *shared_find(const subs *r, const sub *x)
+static const shared_batch *shared_find(const subs *r, const sub *x, size_t room)
 {
     for (unsigned i = 0; i < SUBS_SHARED_SLOTS; i++) {
         const shared_batch *b = &r->shared[i];
         if (b->tgt == x->tgt && b->cursor == x->cursor && b->batch == x->batch &&
+            (!b->payload || b->payload->len <= room) &&
             (!b->pg.end || b->pg.head == store_head(r->srv->st))) {
             return b;
         }
@@ -708,12 +715,15 @@ static void shared_keep(subs *r, const sub *x, reply_shared *payload, const stor
 
 /* Read the next batch of x from the store. @return ES_OK with *payload
  * (NULL for an empty page) and *pg; or the error of the read. */
-static es_err read_batch(subs *r, const sub *x, bytebuf *out, store_page *pg)
+static es_err read_batch(subs *r, const sub *x, size_t room, bytebuf *out, store_page *pg)
 {
     store *st = r->srv->st;
     page_ctx pc = {.budget = reply_page_budget(r->srv->cfg)};
     if (pc.budget > SUBS_BATCH_BYTES) {
         pc.budget = SUBS_BATCH_BYTES;
+    }
+    if (pc.budget > room) {
+        pc.budget = room; /* at the memory budget: what is left of the share */
     }
     es_err rv;
     if (x->one_stream) {
@@ -753,7 +763,8 @@ static bool deliver_one(subs *r, sub *x, bool *read_store)
         return true;
     }
     store_page pg;
-    const shared_batch *hit = shared_find(r, x);
+    size_t room = reply_session_budget(s, SUBS_BATCH_BYTES);
+    const shared_batch *hit = shared_find(r, x, room);
     if (hit) {
         pg = hit->pg;
         r->shared_hits++;
@@ -765,7 +776,7 @@ static bool deliver_one(subs *r, sub *x, bool *read_store)
         *read_store = true;
         r->store_reads++;
         bytebuf buf = {0};
-        es_err rv = read_batch(r, x, &buf, &pg);
+        es_err rv = read_batch(r, x, room, &buf, &pg);
         if (rv != ES_OK) {
             send_dropped(s, x->id, rv,
                          rv == ES_ERR_CORRUPT ? "a stored record failed its checksum"
