@@ -64,6 +64,11 @@
  * it (and by TRIM_MIN_BYTES at least): malloc_trim. */
 #define TRIM_AFTER_BYTES (32ull << 20)
 #define TRIM_MIN_BYTES   (4ull << 20)
+/* ... once the memory in use has stayed down this long: a trim returns the
+ * pages, and every page of the next large frame or page faults again
+ * (measured: a 15 MiB request then cost 0.3-1 s of loop time, most of it
+ * page faults, with a trim after each one). */
+#define TRIM_QUIET_MS 1000
 
 typedef struct conn conn;
 
@@ -127,6 +132,8 @@ struct net {
     /* The memory budget (see "Memory budget" below). */
     uint64_t mem_out, mem_in, mem_pending; /* bytes, by kind, over all connections */
     uint64_t mem_peak;                     /* since the last malloc_trim */
+    uint64_t mem_recent_high;              /* since trim_ev was armed */
+    struct event *trim_ev;                 /* a malloc_trim TRIM_QUIET_MS after a fall */
     uint32_t n_budget_paused;              /* connections paused by the budget */
     uint64_t budget_pauses;                /* ever */
     uint64_t slow_dropped;                 /* subscribers dropped (SLOW_CONSUMER), ever */
@@ -1409,16 +1416,40 @@ static size_t conn_room(void *io)
     return 0;
 }
 
+/* TRIM_QUIET_MS after the memory in use fell well below its peak: give the
+ * free pages back, unless it went up again meanwhile (large frames or
+ * pages still coming: they would fault every page in again). */
+static void trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    net *n = arg;
+    uint64_t total = mem_total(n);
+    if (n->mem_recent_high - total >= TRIM_MIN_BYTES) {
+        n->mem_recent_high = total; /* busy: look again later */
+        struct timeval tv = {0, TRIM_QUIET_MS * 1000};
+        evtimer_add(n->trim_ev, &tv);
+        return;
+    }
+    malloc_trim(0);
+    n->mem_peak = total;
+}
+
 /* After every callback (flush_all): O(1) unless something is to be done. */
 static void budget_note(net *n)
 {
     uint64_t total = mem_total(n);
+    if (total > n->mem_recent_high) {
+        n->mem_recent_high = total;
+    }
     if (total > n->mem_peak) {
         n->mem_peak = total;
     } else if (n->mem_peak - total >= TRIM_MIN_BYTES &&
-               (n->mem_peak - total >= TRIM_AFTER_BYTES || total <= n->mem_peak / 2)) {
-        malloc_trim(0);
-        n->mem_peak = total;
+               (n->mem_peak - total >= TRIM_AFTER_BYTES || total <= n->mem_peak / 2) &&
+               n->trim_ev && !evtimer_pending(n->trim_ev, NULL)) {
+        n->mem_recent_high = total;
+        struct timeval tv = {0, TRIM_QUIET_MS * 1000};
+        evtimer_add(n->trim_ev, &tv);
     }
     if (total >= n->srv->cfg->max_memory && n->budget_ev && !evtimer_pending(n->budget_ev, NULL)) {
         struct timeval now = {0, 0};
@@ -1945,10 +1976,11 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     n->shutdown_check = evtimer_new(n->base, shutdown_check_cb, n);
     n->deliver_ev = evtimer_new(n->base, deliver_cb, n);
     n->budget_ev = evtimer_new(n->base, budget_cb, n);
+    n->trim_ev = evtimer_new(n->base, trim_cb, n);
     n->cont_ev = evtimer_new(n->base, cont_cb, n);
     if (!n->accept_retry || !n->accept_resume || !n->completion_ev || !n->sigterm_ev ||
         !n->sigint_ev || !n->reader_check || !n->group_tick || !n->shutdown_check ||
-        !n->deliver_ev || !n->budget_ev || !n->cont_ev) {
+        !n->deliver_ev || !n->budget_ev || !n->cont_ev || !n->trim_ev) {
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
@@ -2054,7 +2086,8 @@ void net_destroy(net *n, write_job *leftover)
     n->srv->kick = NULL;
     struct event *evs[] = {n->accept_retry, n->accept_resume, n->completion_ev, n->import_ev,
                            n->sigterm_ev,   n->sigint_ev,     n->reader_check,  n->shutdown_check,
-                           n->deliver_ev,   n->budget_ev,     n->cont_ev,       n->group_tick};
+                           n->deliver_ev,   n->budget_ev,     n->cont_ev,       n->group_tick,
+                           n->trim_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {
             event_free(evs[i]);
