@@ -1249,10 +1249,16 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
  * SLOW_CONSUMER, a log line is written, and it is closed once its output
  * is flushed (or after another slow_consumer_timeout_s).
  *
+ * At the budget a connection produces only what is left of its share
+ * (conn_room: pages and batches are cut to it, and it is paused before
+ * producing when nothing is left), and nobody gets a page or batch past
+ * 1.5x the budget (see conn_room for why).
+ *
  * Memory returned: freed buffers stay in glibc's heap (main.c keeps large
  * blocks there on purpose); after the total has fallen TRIM_AFTER_BYTES
- * below its peak, or to half of it, malloc_trim(0) gives the free pages
- * back (at most a few times per halving: cheap).
+ * below its peak, or to half of it, and stayed down for TRIM_QUIET_MS,
+ * malloc_trim(0) gives the free pages back (at most a few times per
+ * halving: cheap).
  */
 
 static uint64_t mem_total(const net *n)
