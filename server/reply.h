@@ -6,6 +6,11 @@
  * replies are packed with protobuf-c; pages of events are assembled from
  * stored record bytes (the wire encoding of es.v1.RecordedEvent) with the
  * pbwire primitives, never decoded and re-encoded, and cut to fit one frame.
+ * A page sent to many sessions (one subscription batch for every
+ * subscription at the same position) is a reply_shared: encoded once,
+ * reference counted, with only each session's frame head written for it.
+ * At the server's memory budget a page is also cut to what the session
+ * may still hold (reply_session_budget).
  *
  * Every allocation on the request path (protobuf-c decoding included) goes
  * through reply_malloc/reply_calloc or reply_pb_allocator, so the
