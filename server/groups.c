@@ -669,7 +669,7 @@ static bool fill(groups *gs, group *g)
 /* Hand up to `max` ready events to m. @return events handed. */
 static uint32_t deliver_to(group *g, member *m, uint32_t max, uint64_t now)
 {
-    page_ctx pc = {.budget = reply_page_budget(m->sess->srv->cfg)};
+    page_ctx pc = {.budget = reply_session_budget(m->sess, reply_page_budget(m->sess->srv->cfg))};
     uint32_t n = 0;
     while (n < max) {
         gstream *x = ready_pop(g);

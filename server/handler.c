@@ -696,7 +696,7 @@ static void do_read_stream(session *s, uint64_t id, const Es__V1__ReadStream *r)
         reply_send_error(s, id, ES_ERR_INVALID_STREAM_ID, NULL);
         return;
     }
-    page_ctx pc = {.budget = reply_page_budget(s->srv->cfg)};
+    page_ctx pc = {.budget = reply_session_budget(s, reply_page_budget(s->srv->cfg))};
     store_page pg;
     rv = store_read_stream(s->srv->st, r->stream.data, r->stream.len, r->from_revision, r->backward,
                            clamp_limit(s->srv->cfg, r->limit), page_visit, &pc, &pg);
@@ -736,7 +736,7 @@ static void do_read_all(session *s, uint64_t id, const Es__V1__ReadAll *r)
             return;
         }
     }
-    page_ctx pc = {.budget = reply_page_budget(s->srv->cfg)};
+    page_ctx pc = {.budget = reply_session_budget(s, reply_page_budget(s->srv->cfg))};
     store_page pg;
     es_err rv = store_read_all(s->srv->st, &f, r->from_position, r->backward,
                                clamp_limit(s->srv->cfg, r->limit), page_visit, &pc, &pg);

@@ -64,6 +64,11 @@
  * it (and by TRIM_MIN_BYTES at least): malloc_trim. */
 #define TRIM_AFTER_BYTES (32ull << 20)
 #define TRIM_MIN_BYTES   (4ull << 20)
+/* ... once the memory in use has stayed down this long: a trim returns the
+ * pages, and every page of the next large frame or page faults again
+ * (measured: a 15 MiB request then cost 0.3-1 s of loop time, most of it
+ * page faults, with a trim after each one). */
+#define TRIM_QUIET_MS 1000
 
 typedef struct conn conn;
 
@@ -127,6 +132,8 @@ struct net {
     /* The memory budget (see "Memory budget" below). */
     uint64_t mem_out, mem_in, mem_pending; /* bytes, by kind, over all connections */
     uint64_t mem_peak;                     /* since the last malloc_trim */
+    uint64_t mem_recent_high;              /* since trim_ev was armed */
+    struct event *trim_ev;                 /* a malloc_trim TRIM_QUIET_MS after a fall */
     uint32_t n_budget_paused;              /* connections paused by the budget */
     uint64_t budget_pauses;                /* ever */
     uint64_t slow_dropped;                 /* subscribers dropped (SLOW_CONSUMER), ever */
@@ -175,6 +182,39 @@ static bool conn_send_owned(void *io, void *data, size_t len)
     }
     return true;
 }
+
+static void release_shared(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    reply_shared_release(arg);
+}
+
+/* A payload shared by many connections (session_send_shared_fn): each
+ * output buffer refers to the same bytes. The budget counts it in every
+ * buffer that holds it (evbuffer lengths include referenced bytes): an
+ * upper bound of what is really held, never less. */
+static bool conn_send_shared(void *io, reply_shared *sh)
+{
+    conn *c = io;
+    if (c->zombie || c->wr_shut) {
+        return false;
+    }
+    sh->refs++; /* first: the buffer owns it the moment the chain is in */
+    if (evbuffer_add_reference(c->out, sh->p, sh->len, release_shared, sh) != 0) {
+        sh->refs--; /* never the last: the caller holds one */
+        return false;
+    }
+    budget_gate(c);
+    if (!c->in_flush_list) {
+        c->in_flush_list = true;
+        c->flush_next = c->n->flush_list;
+        c->n->flush_list = c;
+    }
+    return true;
+}
+
+static size_t conn_room(void *io);
 
 static void conn_send(void *io, const void *data, size_t len)
 {
@@ -1096,6 +1136,8 @@ static void accept_one(net *n, evutil_socket_t fd, struct sockaddr *sa)
     }
     format_host(sa, c->sess.peer_addr, sizeof c->sess.peer_addr);
     c->sess.send_owned = conn_send_owned;
+    c->sess.send_shared = conn_send_shared;
+    c->sess.room = conn_room;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evutil_make_socket_nonblocking(fd);
@@ -1207,10 +1249,16 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
  * SLOW_CONSUMER, a log line is written, and it is closed once its output
  * is flushed (or after another slow_consumer_timeout_s).
  *
+ * At the budget a connection produces only what is left of its share
+ * (conn_room: pages and batches are cut to it, and it is paused before
+ * producing when nothing is left), and nobody gets a page or batch past
+ * 1.5x the budget (see conn_room for why).
+ *
  * Memory returned: freed buffers stay in glibc's heap (main.c keeps large
  * blocks there on purpose); after the total has fallen TRIM_AFTER_BYTES
- * below its peak, or to half of it, malloc_trim(0) gives the free pages
- * back (at most a few times per halving: cheap).
+ * below its peak, or to half of it, and stayed down for TRIM_QUIET_MS,
+ * malloc_trim(0) gives the free pages back (at most a few times per
+ * halving: cheap).
  */
 
 static uint64_t mem_total(const net *n)
@@ -1338,16 +1386,76 @@ static void budget_gate(conn *c)
     }
 }
 
+/* session_room_fn: what the connection may still produce. At the budget,
+ * pages and batches are cut to what is left of its share (reply.h,
+ * reply_session_budget), so a connection passes its share by one record,
+ * not by a whole page or batch each; with none left it is paused here,
+ * before producing, rather than by budget_gate after. The share is the
+ * budget over the connections there are now, so connections that came
+ * one by one were each given the share of their time; held by clients
+ * that never read, those shares summed to 2.5x the budget (measured:
+ * 160 MiB counted at 64 MiB). So pages and batches also stop, for
+ * everyone, at 1.5x the budget; replies that are not
+ * pages (pings, appends' acknowledgements) are never cut. */
+static size_t conn_room(void *io)
+{
+    conn *c = io;
+    net *n = c->n;
+    if (mem_total(n) < n->srv->cfg->max_memory) {
+        return SIZE_MAX;
+    }
+    uint64_t held = conn_held(c);
+    uint64_t share = budget_share(n);
+    uint64_t total = mem_total(n);
+    uint64_t ceiling = n->srv->cfg->max_memory / 2 * 3;
+    if (held < share && total < ceiling) {
+        uint64_t room = share - held < ceiling - total ? share - held : ceiling - total;
+        return (size_t)room;
+    }
+    if (!c->budget_paused && !c->zombie && !c->closing) {
+        budget_pause(c, store_now_us());
+        if (!evtimer_pending(n->budget_ev, NULL)) {
+            struct timeval tv = {0, BUDGET_TICK_MS * 1000};
+            evtimer_add(n->budget_ev, &tv);
+        }
+    }
+    return 0;
+}
+
+/* TRIM_QUIET_MS after the memory in use fell well below its peak: give the
+ * free pages back, unless it went up again meanwhile (large frames or
+ * pages still coming: they would fault every page in again). */
+static void trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    net *n = arg;
+    uint64_t total = mem_total(n);
+    if (n->mem_recent_high - total >= TRIM_MIN_BYTES) {
+        n->mem_recent_high = total; /* busy: look again later */
+        struct timeval tv = {0, TRIM_QUIET_MS * 1000};
+        evtimer_add(n->trim_ev, &tv);
+        return;
+    }
+    malloc_trim(0);
+    n->mem_peak = total;
+}
+
 /* After every callback (flush_all): O(1) unless something is to be done. */
 static void budget_note(net *n)
 {
     uint64_t total = mem_total(n);
+    if (total > n->mem_recent_high) {
+        n->mem_recent_high = total;
+    }
     if (total > n->mem_peak) {
         n->mem_peak = total;
     } else if (n->mem_peak - total >= TRIM_MIN_BYTES &&
-               (n->mem_peak - total >= TRIM_AFTER_BYTES || total <= n->mem_peak / 2)) {
-        malloc_trim(0);
-        n->mem_peak = total;
+               (n->mem_peak - total >= TRIM_AFTER_BYTES || total <= n->mem_peak / 2) &&
+               n->trim_ev && !evtimer_pending(n->trim_ev, NULL)) {
+        n->mem_recent_high = total;
+        struct timeval tv = {0, TRIM_QUIET_MS * 1000};
+        evtimer_add(n->trim_ev, &tv);
     }
     if (total >= n->srv->cfg->max_memory && n->budget_ev && !evtimer_pending(n->budget_ev, NULL)) {
         struct timeval now = {0, 0};
@@ -1379,6 +1487,18 @@ static void budget_render(FILE *f, const net *n)
             (unsigned long long)n->srv->cfg->max_memory, (unsigned long long)n->mem_out,
             (unsigned long long)n->mem_in, (unsigned long long)n->mem_pending, n->n_budget_paused,
             (unsigned long long)n->budget_pauses, (unsigned long long)n->slow_dropped);
+    uint64_t from_store = 0, shared = 0;
+    if (n->srv->subs) {
+        subs_batch_stats(n->srv->subs, &from_store, &shared);
+    }
+    fprintf(f,
+            "# HELP esd_subscription_batches_total Subscription batches delivered, by source:"
+            " read from the store, or shared with another subscription of the same target"
+            " and position.\n"
+            "# TYPE esd_subscription_batches_total counter\n"
+            "esd_subscription_batches_total{source=\"store\"} %llu\n"
+            "esd_subscription_batches_total{source=\"shared\"} %llu\n",
+            (unsigned long long)from_store, (unsigned long long)shared);
 }
 
 /* -------------------------------------------------------- completions -- */
@@ -1862,10 +1982,11 @@ es_err net_create(server_ctx *srv, const char *port_file, net **out, char *msg, 
     n->shutdown_check = evtimer_new(n->base, shutdown_check_cb, n);
     n->deliver_ev = evtimer_new(n->base, deliver_cb, n);
     n->budget_ev = evtimer_new(n->base, budget_cb, n);
+    n->trim_ev = evtimer_new(n->base, trim_cb, n);
     n->cont_ev = evtimer_new(n->base, cont_cb, n);
     if (!n->accept_retry || !n->accept_resume || !n->completion_ev || !n->sigterm_ev ||
         !n->sigint_ev || !n->reader_check || !n->group_tick || !n->shutdown_check ||
-        !n->deliver_ev || !n->budget_ev || !n->cont_ev) {
+        !n->deliver_ev || !n->budget_ev || !n->cont_ev || !n->trim_ev) {
         net_destroy(n, NULL);
         return ES_ERR_NO_MEMORY;
     }
@@ -1971,7 +2092,8 @@ void net_destroy(net *n, write_job *leftover)
     n->srv->kick = NULL;
     struct event *evs[] = {n->accept_retry, n->accept_resume, n->completion_ev, n->import_ev,
                            n->sigterm_ev,   n->sigint_ev,     n->reader_check,  n->shutdown_check,
-                           n->deliver_ev,   n->budget_ev,     n->cont_ev,       n->group_tick};
+                           n->deliver_ev,   n->budget_ev,     n->cont_ev,       n->group_tick,
+                           n->trim_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (evs[i]) {
             event_free(evs[i]);

@@ -49,12 +49,17 @@
  * more than an equal share produces nothing more (no reading, no
  * requests taken, no subscription delivery) until it drains, and a
  * subscriber that stays so past slow_consumer_timeout_s is dropped with
- * SLOW_CONSUMER and closed. Everyone else is served as usual. Large pages
+ * SLOW_CONSUMER and closed. Everyone else is served as usual. At the
+ * budget, pages and batches are cut to what is left of a connection's
+ * share (session.room), and stop for everyone at 1.5x the budget (shares
+ * given out as connections arrived would otherwise add up to several
+ * budgets). A batch shared by many subscriptions (session.send_shared)
+ * is counted in every buffer that refers to it. Large pages
  * go to the output buffer without a copy (session.send_owned), and small
  * replies are placed with evbuffer_reserve_space, never evbuffer_add,
  * which after a large chain allocates one as large again for any length.
  * Freed buffers go back to the system (malloc_trim) once the memory in
- * use has fallen well below its peak.
+ * use has fallen well below its peak and stayed there for a second.
  *
  * Fleets: at start esd raises its descriptor soft limit to the hard limit
  * and logs how many connections it can take ("capacity"). An idle

@@ -1,5 +1,6 @@
 #include "reply.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,20 +147,28 @@ void reply_send(session *s, Es__V1__Response *r)
     }
 }
 
+/* The head of Response{id, <field>: <len bytes>}: frame length, the id
+ * field, the header of the length-delimited field (protobuf lets a
+ * message be the concatenation of its encoded fields). */
+static void send_wrapped_head(session *s, uint64_t id, uint32_t field, size_t len)
+{
+    uint8_t prefix[FRAME_HEADER_BYTES + 2 * PBW_VARINT_MAX + 2 * PBW_VARINT_MAX];
+    size_t n = FRAME_HEADER_BYTES;
+    if (id) {
+        n += pbw_put_varint_field(prefix + n, 1, id);
+    }
+    n += pbw_put_len_header(prefix + n, field, len);
+    frame_write_header(prefix, (uint32_t)(n - FRAME_HEADER_BYTES + len));
+    s->send(s->io, prefix, n);
+}
+
 /* Send Response{id, <field>: <inner bytes>} where inner is already encoded. */
 void reply_send_wrapped(session *s, uint64_t id, uint32_t field, bytebuf *inner)
 {
     if (s->dead) {
         return;
     }
-    uint8_t prefix[FRAME_HEADER_BYTES + 2 * PBW_VARINT_MAX + 2 * PBW_VARINT_MAX];
-    size_t n = FRAME_HEADER_BYTES;
-    if (id) {
-        n += pbw_put_varint_field(prefix + n, 1, id);
-    }
-    n += pbw_put_len_header(prefix + n, field, inner->len);
-    frame_write_header(prefix, (uint32_t)(n - FRAME_HEADER_BYTES + inner->len));
-    s->send(s->io, prefix, n);
+    send_wrapped_head(s, id, field, inner->len);
     if (inner->len >= REPLY_OWNED_MIN && s->send_owned) {
         /* Hand the page over as it is: no second copy of it, and the
          * connection holds exactly its length (shrunk in place). */
@@ -176,6 +185,51 @@ void reply_send_wrapped(session *s, uint64_t id, uint32_t field, bytebuf *inner)
     }
     if (inner->len) {
         s->send(s->io, inner->p, inner->len);
+    }
+}
+
+reply_shared *reply_shared_create(bytebuf *inner)
+{
+    reply_shared *sh = reply_malloc(sizeof *sh);
+    if (!sh) {
+        return NULL;
+    }
+    /* Held for as long as the slowest connection holding it: exactly its
+     * length (shrunk in place), not the capacity it grew to. */
+    if (inner->cap > inner->len && inner->len > 0) {
+        uint8_t *p = realloc(inner->p, inner->len);
+        if (p) {
+            inner->p = p;
+            inner->cap = inner->len;
+        }
+    }
+    sh->refs = 1;
+    sh->len = inner->len;
+    sh->p = inner->p;
+    inner->p = NULL;
+    inner->len = inner->cap = 0;
+    return sh;
+}
+
+void reply_shared_release(reply_shared *sh)
+{
+    if (sh && --sh->refs == 0) {
+        free(sh->p);
+        free(sh);
+    }
+}
+
+void reply_send_shared(session *s, uint64_t id, uint32_t field, reply_shared *sh)
+{
+    if (s->dead) {
+        return;
+    }
+    send_wrapped_head(s, id, field, sh->len);
+    if (sh->len >= REPLY_SHARED_REF_MIN && s->send_shared && s->send_shared(s->io, sh)) {
+        return;
+    }
+    if (sh->len) {
+        s->send(s->io, sh->p, sh->len);
     }
 }
 
@@ -212,4 +266,11 @@ size_t reply_page_budget(const server_config *cfg)
 {
     size_t frame = cfg->max_frame_bytes - 1024;
     return frame < REPLY_PAGE_BYTES ? frame : REPLY_PAGE_BYTES;
+}
+
+size_t reply_session_budget(const session *s, size_t want)
+{
+    size_t room = s->room ? s->room(s->io) : SIZE_MAX;
+    size_t b = room < want ? room : want;
+    return b ? b : 1;
 }

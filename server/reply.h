@@ -6,6 +6,11 @@
  * replies are packed with protobuf-c; pages of events are assembled from
  * stored record bytes (the wire encoding of es.v1.RecordedEvent) with the
  * pbwire primitives, never decoded and re-encoded, and cut to fit one frame.
+ * A page sent to many sessions (one subscription batch for every
+ * subscription at the same position) is a reply_shared: encoded once,
+ * reference counted, with only each session's frame head written for it.
+ * At the server's memory budget a page is also cut to what the session
+ * may still hold (reply_session_budget).
  *
  * Every allocation on the request path (protobuf-c decoding included) goes
  * through reply_malloc/reply_calloc or reply_pb_allocator, so the
@@ -70,6 +75,40 @@ void reply_send(session *s, Es__V1__Response *r);
  */
 void reply_send_wrapped(session *s, uint64_t id, uint32_t field, bytebuf *inner);
 
+/**
+ * A payload encoded once and sent to many connections (the same batch of
+ * events to every subscription of one target at one cursor): reference
+ * counted, each connection that sends it by reference holds one. Loop
+ * thread only (no atomics: every evbuffer is freed there).
+ */
+typedef struct reply_shared {
+    uint32_t refs;
+    size_t len;
+    uint8_t *p; /* len bytes, malloc'd; freed with the last reference */
+} reply_shared;
+
+/* Shared payloads shorter than this are copied into each connection's
+ * output (a reference costs a chain of its own, ~80 bytes, and a callback). */
+#define REPLY_SHARED_REF_MIN 1024u
+
+/**
+ * @brief Wrap inner's bytes (taken over: inner is left empty) in a shared
+ *        payload holding one reference, the caller's.
+ * @return the payload; NULL when out of memory (inner unchanged).
+ */
+reply_shared *reply_shared_create(bytebuf *inner);
+/** @brief Drop one reference; the last frees the payload. NULL is ignored. */
+void reply_shared_release(reply_shared *sh);
+
+/**
+ * @brief Send Response{id, <field>: sh's bytes}: the small head (frame
+ *        length, id, field header) is written for this session, the bytes
+ *        themselves go by reference when the session can take them
+ *        (session.send_shared, REPLY_SHARED_REF_MIN bytes at least), else
+ *        by copy. The caller keeps its own reference.
+ */
+void reply_send_shared(session *s, uint64_t id, uint32_t field, reply_shared *sh);
+
 /** @brief Send an Error response; message NULL = es_strerror(code). */
 void reply_send_error(session *s, uint64_t id, es_err code, const char *message);
 
@@ -90,5 +129,14 @@ int page_visit(void *ctx, const store_record *rec);
 
 /** @brief The byte budget of one page: REPLY_PAGE_BYTES, within the frame cap. */
 size_t reply_page_budget(const server_config *cfg);
+
+/**
+ * @brief The byte budget of one page or batch for this session: want, cut
+ *        to what the server's memory budget leaves it (session.room), so
+ *        that at the budget a connection overshoots its share by one record
+ *        at most, not by a whole page (a page always takes its first
+ *        record). @return at least 1.
+ */
+size_t reply_session_budget(const session *s, size_t want);
 
 #endif

@@ -24,6 +24,21 @@ typedef bool (*session_send_owned_fn)(void *io, void *data, size_t len);
 /** Bytes queued in the connection's output and not yet sent. */
 typedef size_t (*session_outlen_fn)(void *io);
 
+struct reply_shared;
+/**
+ * Appends a shared payload's bytes to the connection's output by reference
+ * (no copy) and takes one reference to it (reply_shared_release once sent).
+ * @return false when it did not (no reference taken; the caller sends a copy).
+ */
+typedef bool (*session_send_shared_fn)(void *io, struct reply_shared *sh);
+/**
+ * Bytes the connection may still produce under the server's memory budget:
+ * SIZE_MAX while the server is below it; at it, what is left of the
+ * connection's share, or 0 when none is left (the connection is then
+ * paused: session.paused_output, resumed by the network layer).
+ */
+typedef size_t (*session_room_fn)(void *io);
+
 struct sub;
 
 typedef struct session {
@@ -52,6 +67,10 @@ typedef struct session {
     struct sub *subs;        /* this connection's subscriptions */
     uint32_t n_subs;
     struct member *gmembers; /* this connection's consumer-group memberships (groups.c) */
+    /* NULL: shared payloads (reply_shared) are copied by send */
+    session_send_shared_fn send_shared;
+    /* NULL: no memory budget (pages and batches are cut only by their caps) */
+    session_room_fn room;
 } session;
 
 #endif

@@ -47,6 +47,44 @@
 
 #define SUBS_SCAN_LIMIT 4096u
 
+/*
+ * Shared batches
+ * --------------
+ * A thousand subscriptions to the whole log, caught up, all want the same
+ * records after each commit. Reading them from LMDB a thousand times
+ * (checksum, lifecycle filter, copy into a page, copy into each output)
+ * made delivery the loop's whole cost. So a delivery pass keeps the
+ * batches it read, keyed by (target, cursor, batch size), in a few slots
+ * (SUBS_SHARED_SLOTS): another subscription of the same target at the same
+ * cursor gets the same encoded bytes (reply_shared, reference counted)
+ * with only its own head — frame length, its request id, the field header
+ * — written for it; the bytes themselves go into its connection's output
+ * by reference (net.c's conn_send_shared), not copied.
+ *
+ * A batch that reached the end of the log is reused only while the head
+ * is still the one its read saw (otherwise the subscription would be
+ * marked clean with records after it unsent); a batch cut by its size
+ * holds fixed positions and stays valid for the pass. The slots are
+ * emptied at the end of every pass, so nothing cached outlives a loop
+ * turn (a deletion or erasure committed later is never served from it).
+ * The registry counts both kinds (subs_batch_stats).
+ */
+#define SUBS_SHARED_SLOTS 8u
+/* A pass serves at most SUBS_PER_PASS subscriptions that read the store,
+ * and at most this many in all (shared batches cost a head and a
+ * reference each), and stops once it queued SUBS_PASS_BYTES: never more
+ * than the SUBS_PER_PASS reads of SUBS_BATCH_BYTES it queued before. */
+#define SUBS_SHARED_PER_PASS 1024u
+#define SUBS_PASS_BYTES      ((size_t)SUBS_PER_PASS * SUBS_BATCH_BYTES)
+
+typedef struct shared_batch {
+    const struct target *tgt; /* NULL: empty slot */
+    uint64_t cursor;
+    uint32_t batch;
+    reply_shared *payload; /* NULL: the page had no record */
+    store_page pg;
+} shared_batch;
+
 typedef struct target target;
 
 typedef struct sub {
@@ -94,6 +132,11 @@ struct subs {
     uint64_t gen;  /* of the current scan */
     uint64_t scan_from;
     bool scan_failed;
+    shared_batch shared[SUBS_SHARED_SLOTS]; /* this pass's batches */
+    unsigned shared_next;                   /* the slot to fill next */
+    size_t pass_bytes;                      /* queued by this pass */
+    uint64_t shared_hits;                   /* batches sent from a slot, ever */
+    uint64_t store_reads;                   /* batches read from the store, ever */
 };
 
 static uint32_t hash_key(uint8_t kind, const uint8_t *name, size_t len)
@@ -175,6 +218,11 @@ static void target_release(subs *r, target *t)
     if (t->n_subs > 0) {
         return;
     }
+    for (unsigned i = 0; i < SUBS_SHARED_SLOTS; i++) {
+        if (r->shared[i].tgt == t) {
+            r->shared[i].tgt = NULL; /* a new target could get its address */
+        }
+    }
     for (target **pp = &r->buckets[t->hash & (r->n_buckets - 1)]; *pp; pp = &(*pp)->next_hash) {
         if (*pp == t) {
             *pp = t->next_hash;
@@ -211,6 +259,9 @@ void subs_destroy(subs *r)
 {
     if (!r) {
         return;
+    }
+    for (unsigned i = 0; i < SUBS_SHARED_SLOTS; i++) {
+        reply_shared_release(r->shared[i].payload);
     }
     for (uint32_t i = 0; i < r->n_buckets; i++) {
         while (r->buckets[i]) {
@@ -471,9 +522,13 @@ void subs_unsubscribe(session *s, uint64_t id, uint64_t sub_id)
     reply_send(s, &resp);
 }
 
+/* Room for a batch: below the low-water mark and not paused; at the
+ * memory budget with the connection's share used up, session.room pauses
+ * it (and the network layer resumes it, which brings it back here). */
 static bool has_room(const session *s)
 {
-    return !s->dead && !s->paused_output && s->outlen(s->io) < s->srv->cfg->max_output_bytes / 2;
+    return !s->dead && !s->paused_output && s->outlen(s->io) < s->srv->cfg->max_output_bytes / 2 &&
+           (!s->room || s->room(s->io) > 0);
 }
 
 /* A subscription may have something new: dirty, and ready when it has room. */
@@ -583,7 +638,9 @@ void subs_on_commit(subs *r)
 void subs_on_writable(session *s)
 {
     subs *r = s->srv->subs;
-    if (!r || !has_room(s)) {
+    /* has_room asks the memory budget, which may pause the connection:
+     * only for one that has something to deliver. */
+    if (!r || !s->subs || !has_room(s)) {
         return;
     }
     bool any = false;
@@ -621,49 +678,127 @@ static void send_dropped(session *s, uint64_t id, es_err reason, const char *mes
     reply_send(s, &resp);
 }
 
-/* Read and push one batch. @return false when the subscription was dropped. */
-static bool deliver_one(subs *r, sub *x)
+static void shared_clear(subs *r)
 {
-    session *s = x->sess;
-    store *st = r->srv->st;
-    if (!x->one_stream && x->cursor > store_head(st) && x->caught_up_sent) {
-        x->dirty = false; /* nothing new anywhere: no transaction needed */
-        return true;
+    for (unsigned i = 0; i < SUBS_SHARED_SLOTS; i++) {
+        reply_shared_release(r->shared[i].payload);
+        r->shared[i] = (shared_batch){0};
     }
+    r->shared_next = 0;
+}
+
+/* The batch this pass already read for x's target at x's cursor, if any
+ * and still valid (see "Shared batches"). */
+static const shared_batch *shared_find(const subs *r, const sub *x, size_t room)
+{
+    for (unsigned i = 0; i < SUBS_SHARED_SLOTS; i++) {
+        const shared_batch *b = &r->shared[i];
+        if (b->tgt == x->tgt && b->cursor == x->cursor && b->batch == x->batch &&
+            (!b->payload || b->payload->len <= room) &&
+            (!b->pg.end || b->pg.head == store_head(r->srv->st))) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* Keep a batch for the rest of the pass (takes over the payload's
+ * reference). */
+static void shared_keep(subs *r, const sub *x, reply_shared *payload, const store_page *pg)
+{
+    shared_batch *b = &r->shared[r->shared_next];
+    r->shared_next = (r->shared_next + 1) % SUBS_SHARED_SLOTS;
+    reply_shared_release(b->payload);
+    *b = (shared_batch){
+        .tgt = x->tgt, .cursor = x->cursor, .batch = x->batch, .payload = payload, .pg = *pg};
+}
+
+/* Read the next batch of x from the store. @return ES_OK with *payload
+ * (NULL for an empty page) and *pg; or the error of the read. */
+static es_err read_batch(subs *r, const sub *x, size_t room, bytebuf *out, store_page *pg)
+{
+    store *st = r->srv->st;
     page_ctx pc = {.budget = reply_page_budget(r->srv->cfg)};
     if (pc.budget > SUBS_BATCH_BYTES) {
         pc.budget = SUBS_BATCH_BYTES;
     }
-    store_page pg;
+    if (pc.budget > room) {
+        pc.budget = room; /* at the memory budget: what is left of the share */
+    }
     es_err rv;
     if (x->one_stream) {
         rv = store_read_stream(st, x->tgt->name, x->tgt->name_len, x->cursor, false, x->batch,
-                               page_visit, &pc, &pg);
+                               page_visit, &pc, pg);
         if (rv == ES_ERR_NOT_FOUND) {
             rv = ES_OK; /* not created yet: nothing to deliver */
-            pg.end = true;
-            pg.next = x->cursor;
-            pg.head = store_head(st);
+            pg->end = true;
+            pg->next = x->cursor;
+            pg->head = store_head(st);
         }
     } else {
         store_filter f = {x->kind, x->tgt->name, x->tgt->name_len};
-        rv = store_read_all(st, &f, x->cursor, false, x->batch, page_visit, &pc, &pg);
+        rv = store_read_all(st, &f, x->cursor, false, x->batch, page_visit, &pc, pg);
     }
     if (rv == ES_OK && pc.oom) {
         rv = ES_ERR_NO_MEMORY;
     }
     if (rv != ES_OK) {
         bb_free(&pc.buf);
-        send_dropped(s, x->id, rv,
-                     rv == ES_ERR_CORRUPT ? "a stored record failed its checksum"
-                                          : es_strerror(rv));
-        sub_unlink_free(r, s, x);
-        return false;
+        return rv;
     }
-    if (pc.buf.len) {
-        reply_send_wrapped(s, x->id, ES__V1__RESPONSE__KIND_EVENTS, &pc.buf);
+    *out = pc.buf;
+    return ES_OK;
+}
+
+/* Read (or take from this pass's shared batches) and push one batch.
+ * @return false when the subscription was dropped. *read_store tells
+ * whether the store was read. */
+static bool deliver_one(subs *r, sub *x, bool *read_store)
+{
+    session *s = x->sess;
+    store *st = r->srv->st;
+    *read_store = false;
+    if (!x->one_stream && x->cursor > store_head(st) && x->caught_up_sent) {
+        x->dirty = false; /* nothing new anywhere: no transaction needed */
+        return true;
     }
-    bb_free(&pc.buf);
+    store_page pg;
+    size_t room = reply_session_budget(s, SUBS_BATCH_BYTES);
+    const shared_batch *hit = shared_find(r, x, room);
+    if (hit) {
+        pg = hit->pg;
+        r->shared_hits++;
+        if (hit->payload) {
+            reply_send_shared(s, x->id, ES__V1__RESPONSE__KIND_EVENTS, hit->payload);
+            r->pass_bytes += hit->payload->len;
+        }
+    } else {
+        *read_store = true;
+        r->store_reads++;
+        bytebuf buf = {0};
+        es_err rv = read_batch(r, x, room, &buf, &pg);
+        if (rv != ES_OK) {
+            send_dropped(s, x->id, rv,
+                         rv == ES_ERR_CORRUPT ? "a stored record failed its checksum"
+                                              : es_strerror(rv));
+            sub_unlink_free(r, s, x);
+            return false;
+        }
+        r->pass_bytes += buf.len;
+        reply_shared *payload = buf.len ? reply_shared_create(&buf) : NULL;
+        if (payload) {
+            reply_send_shared(s, x->id, ES__V1__RESPONSE__KIND_EVENTS, payload);
+            shared_keep(r, x, payload, &pg);
+        } else {
+            /* An empty page, or no memory to share it: sent as it is. */
+            if (buf.len) {
+                reply_send_wrapped(s, x->id, ES__V1__RESPONSE__KIND_EVENTS, &buf);
+            } else {
+                shared_keep(r, x, NULL, &pg);
+            }
+            bb_free(&buf);
+        }
+    }
     if (x->one_stream) {
         x->cursor = pg.next;
     } else {
@@ -683,30 +818,42 @@ static bool deliver_one(subs *r, sub *x)
 
 bool subs_deliver(subs *r)
 {
-    /* This pass serves what is ready now, SUBS_PER_PASS subscriptions at
-     * most (the others keep their place); what becomes ready meanwhile (a
-     * batch that left more) waits for the next pass. Between passes the
-     * loop polls its sockets: appends and pings are not held up by a
-     * thousand subscribers, whose next batches grow instead. */
-    sub *list = r->ready_head;
+    /* This pass serves what is ready now, within its limits (the others
+     * keep their place); what becomes ready meanwhile (a batch that left
+     * more) waits for the next pass. Between passes the loop polls its
+     * sockets: appends and pings are not held up by a thousand
+     * subscribers, whose next batches grow instead. */
     sub *stop = r->ready_tail;
-    if (!list) {
+    if (!r->ready_head) {
         return false;
     }
+    r->pass_bytes = 0;
+    unsigned reads = 0;
     for (unsigned done = 0;; done++) {
         sub *x = r->ready_head;
-        bool last = x == stop || done + 1 >= SUBS_PER_PASS;
+        bool last = x == stop;
         ready_remove(r, x);
-        if (x->dirty && has_room(x->sess) && deliver_one(r, x) && x->dirty && has_room(x->sess)) {
+        bool read_store = false;
+        if (x->dirty && has_room(x->sess) && deliver_one(r, x, &read_store) && x->dirty &&
+            has_room(x->sess)) {
             ready_push(r, x);
         }
+        reads += read_store;
         /* A subscription with no room leaves the list, still dirty:
          * subs_on_writable brings it back. */
-        if (last || !r->ready_head) {
+        if (last || !r->ready_head || reads >= SUBS_PER_PASS || done + 1 >= SUBS_SHARED_PER_PASS ||
+            r->pass_bytes >= SUBS_PASS_BYTES) {
             break;
         }
     }
+    shared_clear(r);
     return r->ready_head != NULL;
+}
+
+void subs_batch_stats(const subs *r, uint64_t *from_store, uint64_t *shared)
+{
+    *from_store = r->store_reads;
+    *shared = r->shared_hits;
 }
 
 void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out)

@@ -21,7 +21,11 @@
  * duplicate; a slow subscriber costs at most one batch of memory beyond
  * that mark and simply falls behind. One batch per subscription per pass,
  * of at most SUBS_BATCH_BYTES, keeps one busy subscriber from starving
- * the others and the loop. A session whose output is paused by the
+ * the others and the loop. Subscriptions of one target at one cursor
+ * share the batch a pass read for the first of them: encoded once,
+ * sent to each by reference with only its own frame head written for it
+ * (subs.c, "Shared batches"), so a thousand caught-up subscribers to the
+ * whole log cost one read per commit, not a thousand. A session whose output is paused by the
  * server's memory budget (session.paused_output) gets nothing until it
  * is resumed; subs_drop_slow drops its subscriptions with SLOW_CONSUMER.
  *
@@ -43,7 +47,9 @@
 
 #define SUBS_MAX_PER_SESSION 64u
 #define SUBS_DEFAULT_BATCH   256u
-/* Subscriptions served per delivery pass (one pass per loop turn). */
+/* Subscriptions that read the store per delivery pass (one pass per loop
+ * turn); those served from a batch the pass already read are counted
+ * apart (subs.c). */
 #define SUBS_PER_PASS 64u
 /* Bytes of one pushed batch at most (a slice of loop time, not a frame). */
 #define SUBS_BATCH_BYTES (1024u * 1024u)
@@ -97,9 +103,17 @@ void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out);
 
 /**
  * @brief One delivery pass: at most one batch per dirty subscription whose
- *        connection has room, for SUBS_PER_PASS subscriptions at most.
+ *        connection has room, for SUBS_PER_PASS store reads at most (and
+ *        a bounded number of shared batches and bytes, subs.c).
  * @return true when work remains for another pass.
  */
 bool subs_deliver(subs *r);
+
+/**
+ * @brief Batches delivered, ever: read from the store for a subscription
+ *        (from_store), or sent from one a pass had already read for
+ *        another subscription of the same target and cursor (shared).
+ */
+void subs_batch_stats(const subs *r, uint64_t *from_store, uint64_t *shared);
 
 #endif

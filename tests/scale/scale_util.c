@@ -1,5 +1,6 @@
 #include "scale_util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -63,4 +64,25 @@ int sc_drain(int fd, int quiet_ms)
         h_resp_free(r);
         n++;
     }
+}
+
+double sc_metric(uint16_t port, const char *key)
+{
+    int status = 0;
+    char *body = NULL;
+    if (h_http(port, "GET", "/metrics", &status, &body) != 0 || status != 200) {
+        free(body);
+        return -1;
+    }
+    double v = -1;
+    size_t kl = strlen(key);
+    for (const char *line = body; line && *line; line = strchr(line, '\n')) {
+        line += *line == '\n';
+        if (!strncmp(line, key, kl) && line[kl] == ' ') {
+            v = strtod(line + kl + 1, NULL);
+            break;
+        }
+    }
+    free(body);
+    return v;
 }

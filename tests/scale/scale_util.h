@@ -38,4 +38,11 @@ bool sc_long(void);
  */
 int sc_drain(int fd, int quiet_ms);
 
+/**
+ * @brief One sample of esd's /metrics on port, by its name and labels as
+ *        written (e.g. `esd_subscription_batches_total{source="store"}`).
+ * @return its value; -1 when the scrape failed or has no such sample.
+ */
+double sc_metric(uint16_t port, const char *key);
+
 #endif

@@ -7,7 +7,17 @@
  * unrelated commits still gets the one that matches), in order.
  *
  * PR: 20 connections x 64 idle subscriptions; long: 313 x 64 (20,032).
+ *
+ * Shared batches: many subscriptions to the whole log from its start, all
+ * at the same position, then live appends. Each gets every event exactly
+ * once, in order, with its caught-up marker; and esd reads each batch from
+ * the store once for all the subscriptions at that position, not once per
+ * subscription: esd_subscription_batches_total{source="shared"} is at
+ * least 4x {source="store"} (measured: ~30x).
+ * PR: 8 connections x 32 subscriptions over 3,000 events + 300 live;
+ * long: 16 x 64 (1,024) over 20,000 + 2,000.
  */
+#include <inttypes.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +35,7 @@
 #define REPLY_MS 10000
 
 static esd_proc g_esd;
+static uint16_t g_metrics;
 
 static int setup(void **state)
 {
@@ -36,6 +47,23 @@ static int setup(void **state)
     }
     g_esd.nofile = 4096;
     return esd_start(&g_esd, 10000);
+}
+
+static int setup_metrics(void **state)
+{
+    (void)state;
+    sc_raise_nofile(4096);
+    static const char *const args[] = {"--sync",           "none",        "--log-level", "info",
+                                       "--metrics-listen", "127.0.0.1:0", NULL};
+    if (esd_init(&g_esd, args) != 0) {
+        return -1;
+    }
+    g_esd.nofile = 4096;
+    if (esd_start(&g_esd, 10000) != 0) {
+        return -1;
+    }
+    g_metrics = esd_metrics_port(&g_esd, 10000);
+    return g_metrics ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -226,10 +254,144 @@ static void test_fanout(void **state)
     close(afd);
 }
 
+/* One subscription of the shared test: positions seen so far. */
+typedef struct shared_watch {
+    uint64_t got;
+    uint64_t last_pos;
+    bool caught_up;
+} shared_watch;
+
+/* Read what is there on the connections (each frame within 1 s of the
+ * previous one) until every subscription has reached head. */
+static void shared_collect(int *fds, int n_conns, shared_watch *w, int per_conn, uint64_t head)
+{
+    int64_t deadline = h_now_ms() + 60000;
+    for (;;) {
+        bool done = true;
+        for (int i = 0; i < n_conns * per_conn && done; i++) {
+            done = w[i].last_pos == head && w[i].caught_up;
+        }
+        if (done) {
+            return;
+        }
+        if (h_now_ms() > deadline) {
+            fail_msg("the subscriptions did not reach position %" PRIu64 " within 60 s", head);
+        }
+        struct pollfd pfd[64];
+        for (int c = 0; c < n_conns; c++) {
+            pfd[c] = (struct pollfd){.fd = fds[c], .events = POLLIN};
+        }
+        assert_true(poll(pfd, (nfds_t)n_conns, 1000) >= 0);
+        for (int c = 0; c < n_conns; c++) {
+            if (!(pfd[c].revents & (POLLIN | POLLHUP | POLLERR))) {
+                continue;
+            }
+            /* Several frames per turn: what one poll saw and more. */
+            for (int k = 0; k < 64; k++) {
+                Es__V1__Response *r = NULL;
+                int rv = h_recv(fds[c], k == 0 ? REPLY_MS : 0, &r, NULL);
+                if (rv == H_TIMEOUT) {
+                    break;
+                }
+                assert_int_equal(rv, H_OK);
+                if (r->id < 1 || r->id > (uint64_t)per_conn) {
+                    fail_msg("a push for unknown id %" PRIu64, r->id);
+                }
+                shared_watch *x = &w[c * per_conn + (int)r->id - 1];
+                if (r->kind_case == ES__V1__RESPONSE__KIND_EVENTS) {
+                    for (size_t i = 0; i < r->events->n_events; i++) {
+                        uint64_t pos = r->events->events[i]->position;
+                        if (pos != x->last_pos + 1) {
+                            fail_msg("connection %d subscription %" PRIu64 ": position %" PRIu64
+                                     " after %" PRIu64,
+                                     c, r->id, pos, x->last_pos);
+                        }
+                        x->last_pos = pos;
+                        x->got++;
+                    }
+                } else if (r->kind_case == ES__V1__RESPONSE__KIND_CAUGHT_UP) {
+                    x->caught_up = true;
+                } else if (r->kind_case != ES__V1__RESPONSE__KIND_SUBSCRIBED) {
+                    fail_msg("connection %d subscription %" PRIu64 ": %s", c, r->id, h_describe(r));
+                }
+                h_resp_free(r);
+            }
+        }
+    }
+}
+
+static void test_fanout_shared(void **state)
+{
+    (void)state;
+    int n_conns = sc_long() ? 16 : 8;
+    int per_conn = sc_long() ? 64 : 32;
+    size_t history = sc_long() ? 20000 : 3000;
+    size_t live = sc_long() ? 2000 : 300;
+    int n = n_conns * per_conn;
+
+    int afd = h_open(g_esd.port);
+    assert_true(afd >= 0);
+    append_n(afd, NULL, "Other", history, 1000);
+
+    int *fds = calloc((size_t)n_conns, sizeof *fds);
+    shared_watch *w = calloc((size_t)n, sizeof *w);
+    assert_non_null(fds);
+    assert_non_null(w);
+    for (int c = 0; c < n_conns; c++) {
+        fds[c] = h_open(g_esd.port);
+        assert_true(fds[c] >= 0);
+        hbuf b = {0};
+        for (int i = 0; i < per_conn; i++) {
+            sc_put_subscribe(&b, 1 + (uint64_t)i, ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_ALL,
+                             NULL, SC_FROM_START);
+        }
+        assert_int_equal(h_flush(fds[c], &b, REPLY_MS), H_OK);
+        hbuf_free(&b);
+    }
+    /* History: every subscription from position 1 to the head. */
+    uint64_t head = h_head(g_esd.port);
+    assert_int_equal(head, history);
+    shared_collect(fds, n_conns, w, per_conn, head);
+
+    /* Live: one-event appends in windows of 100, read as they come. */
+    for (size_t done = 0; done < live; done += 100) {
+        append_window(afd, "live-1", "Live", done, 100, 100000 + done);
+    }
+    head = h_head(g_esd.port);
+    assert_int_equal(head, history + live);
+    shared_collect(fds, n_conns, w, per_conn, head);
+    for (int c = 0; c < n_conns; c++) {
+        assert_int_equal(sc_drain(fds[c], 300), 0); /* nothing more, nothing twice */
+    }
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(w[i].got, history + live);
+    }
+
+    double from_store = sc_metric(g_metrics, "esd_subscription_batches_total{source=\"store\"}");
+    double shared = sc_metric(g_metrics, "esd_subscription_batches_total{source=\"shared\"}");
+    print_message("    %d whole-log subscriptions over %d connections: %zu + %zu events each, "
+                  "exactly once, in order; batches read from the store %.0f, shared %.0f\n",
+                  n, n_conns, history, live, from_store, shared);
+    assert_true(from_store > 0);
+    if (shared < 4 * from_store) {
+        esd_dump_log(&g_esd);
+        fail_msg("the store was read for %.0f batches and %.0f were shared: the subscriptions "
+                 "at one position should share one read",
+                 from_store, shared);
+    }
+    for (int c = 0; c < n_conns; c++) {
+        close(fds[c]);
+    }
+    close(afd);
+    free(fds);
+    free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fanout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fanout_shared, setup_metrics, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -791,6 +791,89 @@ static void test_allocation_failures(void **state)
                   (unsigned long long)(n - 1));
 }
 
+/*
+ * Subscriptions of one target at one position share the batch a delivery
+ * pass read for the first of them. Two subscriptions to the whole log from
+ * the start, delivered with the Nth allocation failing, N = 1, 2, ...:
+ * each gets its events in order from position 1 without a gap (the batch
+ * is sent unshared when the shared payload cannot be allocated), or is
+ * dropped with NO_MEMORY; and without injection both get all of them.
+ */
+static void test_shared_batch_allocation_failures(void **state)
+{
+    harness *h = *state;
+    hello(h);
+    app_req a;
+    for (int i = 0; i < 6; i++) {
+        build_append(&a, 100 + (uint64_t)i, "shared-1", ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0,
+                     1, 0);
+        harness_send(h, &a.req);
+    }
+    harness_drain(h);
+    harness_clear(h);
+    bool unhit = false;
+    for (uint64_t n = 1; n < 64 && !unhit; n++) {
+        uint64_t ids[2] = {1000 + 2 * n, 1001 + 2 * n};
+        for (int k = 0; k < 2; k++) {
+            Es__V1__Subscribe sub = ES__V1__SUBSCRIBE__INIT;
+            sub.target = ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_ALL;
+            sub.from_start = true;
+            Es__V1__Request req = ES__V1__REQUEST__INIT;
+            req.id = ids[k];
+            req.kind_case = ES__V1__REQUEST__KIND_SUBSCRIBE;
+            req.subscribe = &sub;
+            harness_send(h, &req);
+            es__v1__response__free_unpacked(
+                expect_reply(h, ids[k], ES__V1__RESPONSE__KIND_SUBSCRIBED), NULL);
+        }
+        uint64_t before = reply_injected_failures();
+        reply_fail_alloc_after(n);
+        harness_deliver(h);
+        reply_fail_alloc_after(0);
+        unhit = reply_injected_failures() == before;
+        uint64_t next[2] = {1, 1};
+        bool dropped[2] = {false, false}, caught_up[2] = {false, false};
+        Es__V1__Response *r;
+        while ((r = harness_next(h)) != NULL) {
+            int k = r->id == ids[0] ? 0 : 1;
+            assert_int_equal(r->id, ids[k]);
+            if (r->kind_case == ES__V1__RESPONSE__KIND_EVENTS) {
+                assert_false(dropped[k]);
+                for (size_t i = 0; i < r->events->n_events; i++) {
+                    assert_int_equal(r->events->events[i]->position, next[k]);
+                    next[k]++;
+                }
+            } else if (r->kind_case == ES__V1__RESPONSE__KIND_CAUGHT_UP) {
+                caught_up[k] = true;
+            } else {
+                assert_int_equal(r->kind_case, ES__V1__RESPONSE__KIND_DROPPED);
+                assert_int_equal(r->dropped->reason, ES_ERR_NO_MEMORY);
+                dropped[k] = true;
+            }
+            es__v1__response__free_unpacked(r, NULL);
+        }
+        for (int k = 0; k < 2; k++) {
+            if (!dropped[k]) {
+                assert_true(caught_up[k]);
+                assert_int_equal(next[k], 7); /* positions 1..6, each once */
+                Es__V1__Unsubscribe un = ES__V1__UNSUBSCRIBE__INIT;
+                un.subscription_id = ids[k];
+                Es__V1__Request req = ES__V1__REQUEST__INIT;
+                req.id = 5000 + n * 2 + (uint64_t)k;
+                req.kind_case = ES__V1__REQUEST__KIND_UNSUBSCRIBE;
+                req.unsubscribe = &un;
+                harness_send(h, &req);
+                es__v1__response__free_unpacked(
+                    expect_reply(h, req.id, ES__V1__RESPONSE__KIND_UNSUBSCRIBED), NULL);
+            }
+            if (unhit) {
+                assert_false(dropped[k]); /* no failure: both got everything */
+            }
+        }
+    }
+    assert_true(unhit); /* the whole path ran out of failures to inject */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -812,6 +895,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscribe_all_without_name, harness_setup,
                                         harness_teardown),
         cmocka_unit_test_setup_teardown(test_allocation_failures, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_batch_allocation_failures, harness_setup,
+                                        harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
