@@ -433,6 +433,30 @@ class Client(core.ClientBase):
         else:
             del self._pending[rid]
 
+    def _await_pushes(self, owner, deadline: Optional[float]) -> bool:
+        """One wait of a push consumer (a Subscription or a GroupMember, whose
+        ``_last_rx`` is when it last heard from the server): after
+        request_timeout without a push, a ping (a dead connection shows and
+        is dropped); else read what arrives until then or the deadline.
+        Returns False once the deadline has passed."""
+        now = time.monotonic()
+        beat = self._o.request_timeout
+        if now - owner._last_rx >= beat:
+            try:
+                self.ping()
+            except (errors.ClosedError, errors.TimeoutError):
+                pass
+            owner._last_rx = time.monotonic()
+            return True
+        until = owner._last_rx + beat
+        if deadline is not None:
+            if now >= deadline:
+                return False
+            until = min(until, deadline)
+        self._flush()
+        self._pump(until - now)
+        return True
+
     def _call(self, req, kind: str):
         self._ensure()
         rid = self._submit(req)
@@ -973,7 +997,6 @@ class Subscription:
             raise self._closed
         c = self._c
         deadline = None if timeout is None else time.monotonic() + timeout
-        beat = c._o.request_timeout
         while True:
             if self._queue:
                 self._deliver()
@@ -982,21 +1005,8 @@ class Subscription:
             if self._discard or not self._attached():
                 self._resubscribe()
                 continue
-            now = time.monotonic()
-            if now - self._last_rx >= beat:
-                try:
-                    c.ping()
-                except (errors.ClosedError, errors.TimeoutError):
-                    pass
-                self._last_rx = time.monotonic()
-                continue
-            until = self._last_rx + beat
-            if deadline is not None:
-                if now >= deadline:
-                    return False
-                until = min(until, deadline)
-            c._flush()
-            c._pump(until - now)
+            if not c._await_pushes(self, deadline):
+                return False
 
     def _deliver(self) -> None:
         """Decode the queued pushes into _ready, dropping what was seen

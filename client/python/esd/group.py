@@ -119,7 +119,6 @@ class GroupMember:
             raise self._closed
         c = self._c
         deadline = None if timeout is None else time.monotonic() + timeout
-        beat = c._o.request_timeout
         while True:
             while self._queue:
                 item = self._queue.popleft()
@@ -131,21 +130,8 @@ class GroupMember:
             if not self._attached():
                 self._join()
                 continue
-            now = time.monotonic()
-            if now - self._last_rx >= beat:
-                try:
-                    c.ping()
-                except (errors.ClosedError, errors.TimeoutError):
-                    pass
-                self._last_rx = time.monotonic()
-                continue
-            until = self._last_rx + beat
-            if deadline is not None:
-                if now >= deadline:
-                    return []
-                until = min(until, deadline)
-            c._flush()
-            c._pump(until - now)
+            if not c._await_pushes(self, deadline):
+                return []
 
     def _settle(self, items: _Positions, action: Optional[str], reason: str) -> int:
         if self._closed is not None:
