@@ -161,8 +161,7 @@ json_t *webapi_life_json(const store_stream_life *l, uint64_t last_revision)
 
 /* ----------------------------------------------------------- parameters -- */
 
-/* An unsigned decimal parameter; def when absent. @return 0, or -1 when malformed. */
-static int param_u64(webapi_param_fn param, void *ctx, const char *name, uint64_t def,
+int webapi_param_u64(webapi_param_fn param, void *ctx, const char *name, uint64_t def,
                      uint64_t *out)
 {
     const char *v = param(ctx, name);
@@ -184,7 +183,7 @@ static int param_u64(webapi_param_fn param, void *ctx, const char *name, uint64_
 static int param_limit(webapi_param_fn param, void *ctx, uint32_t def, uint32_t max, uint32_t *out)
 {
     uint64_t v;
-    if (param_u64(param, ctx, "limit", def, &v) != 0 || v == 0) {
+    if (webapi_param_u64(param, ctx, "limit", def, &v) != 0 || v == 0) {
         return -1;
     }
     *out = v > max ? max : (uint32_t)v;
@@ -480,7 +479,7 @@ int webapi_stream(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **ou
     if (!id || !*id || strlen(id) > ES_MAX_NAME_BYTES) {
         return fail(out, 400, "id: a stream id is needed");
     }
-    if (param_u64(param, ctx, "from", UINT64_MAX, &from) != 0 ||
+    if (webapi_param_u64(param, ctx, "from", UINT64_MAX, &from) != 0 ||
         param_limit(param, ctx, 20, WEBAPI_EVENTS_MAX, &limit) != 0) {
         return fail(out, 400, "from and limit must be numbers");
     }
@@ -542,7 +541,7 @@ int webapi_log(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out)
     const char *dir = param(ctx, "dir");
     bool forward = dir && !strcmp(dir, "forward");
     if ((dir && !forward && strcmp(dir, "backward")) ||
-        param_u64(param, ctx, "from", forward ? 1 : UINT64_MAX, &from) != 0 ||
+        webapi_param_u64(param, ctx, "from", forward ? 1 : UINT64_MAX, &from) != 0 ||
         param_limit(param, ctx, 50, WEBAPI_EVENTS_MAX, &limit) != 0) {
         return fail(out, 400, "from and limit must be numbers, dir forward or backward");
     }
@@ -568,7 +567,8 @@ int webapi_event(server_ctx *srv, webapi_param_fn param, void *ctx, json_t **out
 {
     const char *id = param(ctx, "id");
     uint64_t pos;
-    if (param_u64(param, ctx, "position", 0, &pos) != 0 || (pos == 0 && !id) || (pos && id)) {
+    if (webapi_param_u64(param, ctx, "position", 0, &pos) != 0 || (pos == 0 && !id) ||
+        (pos && id)) {
         return fail(out, 400, "give position (a number from 1) or id (an event id)");
     }
     if (pos) {

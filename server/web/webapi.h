@@ -99,6 +99,13 @@ json_t *webapi_life_json(const struct store_stream_life *l, uint64_t last_revisi
  */
 json_t *webapi_text_json(const uint8_t *b, size_t len);
 
+/**
+ * @brief An unsigned decimal query parameter: def when absent or empty.
+ * @return 0, or -1 when it is not a decimal number that fits 64 bits.
+ */
+int webapi_param_u64(webapi_param_fn param, void *ctx, const char *name, uint64_t def,
+                     uint64_t *out);
+
 /** @brief {"error": msg} */
 json_t *webapi_error(const char *msg);
 

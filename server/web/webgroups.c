@@ -417,26 +417,6 @@ void webgroups_free(webgroups_call *c)
 
 /* ---------------------------------------------------------- GET calls -- */
 
-/* An unsigned decimal parameter; def when absent. @return 0, or -1. */
-static int param_u64(webapi_param_fn param, void *ctx, const char *name, uint64_t def,
-                     uint64_t *out)
-{
-    const char *v = param(ctx, name);
-    if (!v || !*v) {
-        *out = def;
-        return 0;
-    }
-    uint64_t n = 0;
-    for (const char *p = v; *p; p++) {
-        if (*p < '0' || *p > '9' || n > (UINT64_MAX - 9) / 10) {
-            return -1;
-        }
-        n = n * 10 + (uint64_t)(*p - '0');
-    }
-    *out = n;
-    return 0;
-}
-
 /* A call that never waits for a commit: answered before start returns. */
 static int get_call(server_ctx *srv, const webgroups_args *a, json_t **out)
 {
@@ -485,8 +465,8 @@ int webgroups_parked(server_ctx *srv, webapi_param_fn param, void *ctx, json_t *
     if (name_arg(param, ctx, &a) != 0) {
         return fail(out, 400, "name: a group name is needed");
     }
-    if (param_u64(param, ctx, "after", 0, &a.after) != 0 ||
-        param_u64(param, ctx, "limit", WEBGROUPS_PARKED_PAGE, &limit) != 0 || limit == 0) {
+    if (webapi_param_u64(param, ctx, "after", 0, &a.after) != 0 ||
+        webapi_param_u64(param, ctx, "limit", WEBGROUPS_PARKED_PAGE, &limit) != 0 || limit == 0) {
         return fail(out, 400, "after must be a position, limit a number from 1");
     }
     a.limit = limit > WEBGROUPS_PARKED_MAX ? WEBGROUPS_PARKED_MAX : (uint32_t)limit;
