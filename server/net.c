@@ -167,6 +167,18 @@ static void free_reply(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
+/* Output was added to c: apply the memory budget and flush it at the end
+ * of this loop turn (one write per connection per turn). */
+static void queued(conn *c)
+{
+    budget_gate(c);
+    if (!c->in_flush_list) {
+        c->in_flush_list = true;
+        c->flush_next = c->n->flush_list;
+        c->n->flush_list = c;
+    }
+}
+
 /* A large page, handed over without a copy (session_send_owned_fn). */
 static bool conn_send_owned(void *io, void *data, size_t len)
 {
@@ -174,12 +186,7 @@ static bool conn_send_owned(void *io, void *data, size_t len)
     if (c->zombie || evbuffer_add_reference(c->out, data, len, free_reply, NULL) != 0) {
         return false;
     }
-    budget_gate(c);
-    if (!c->in_flush_list) {
-        c->in_flush_list = true;
-        c->flush_next = c->n->flush_list;
-        c->n->flush_list = c;
-    }
+    queued(c);
     return true;
 }
 
@@ -205,12 +212,7 @@ static bool conn_send_shared(void *io, reply_shared *sh)
         sh->refs--; /* never the last: the caller holds one */
         return false;
     }
-    budget_gate(c);
-    if (!c->in_flush_list) {
-        c->in_flush_list = true;
-        c->flush_next = c->n->flush_list;
-        c->n->flush_list = c;
-    }
+    queued(c);
     return true;
 }
 
@@ -235,12 +237,7 @@ static void conn_send(void *io, const void *data, size_t len)
     } else {
         evbuffer_add(c->out, data, len);
     }
-    budget_gate(c);
-    if (!c->in_flush_list) {
-        c->in_flush_list = true;
-        c->flush_next = c->n->flush_list;
-        c->n->flush_list = c;
-    }
+    queued(c);
 }
 
 static size_t conn_outlen(void *io)
