@@ -96,7 +96,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "bytes.h"
 #include "internal.h"
@@ -659,32 +658,9 @@ static es_err erase_record_write(store *s, MDB_txn *txn, const store_erase_op *o
     uint8_t data[STORE_ERASE_RECORD_BYTES];
     put_u64le(data, slot);
     put_u64le(data + 8, op->erased_at_us);
-    uint8_t id[ES_EVENT_ID_BYTES];
-    if (getrandom(id, sizeof id, 0) != (ssize_t)sizeof id) {
-        return ES_ERR_IO;
-    }
-    id[6] = (uint8_t)((id[6] & 0x0f) | 0x40); /* a version-4 UUID, as clients make */
-    id[8] = (uint8_t)((id[8] & 0x3f) | 0x80);
     const char *type =
         op->kind == STORE_ERASE_SUBJECT ? STORE_ERASE_TYPE_SUBJECT : STORE_ERASE_TYPE_STREAM;
-    store_event_in e = {
-        .id = id,
-        .type = (const uint8_t *)type,
-        .type_len = strlen(type),
-        .data = data,
-        .data_len = sizeof data,
-        .metadata = op->name,
-        .metadata_len = op->name_len,
-    };
-    store_append_in a = {
-        .stream = (const uint8_t *)STORE_LIFE_STREAM,
-        .stream_len = strlen(STORE_LIFE_STREAM),
-        .expect = STORE_EXPECT_ANY,
-        .events = &e,
-        .n_events = 1,
-        .allow_reserved = true,
-    };
-    return store_append_own(s, txn, &a, head);
+    return store_life_append(s, txn, type, data, sizeof data, op->name, op->name_len, head);
 }
 
 es_err store_erase(store *s, store_erase_op *op)

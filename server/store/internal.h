@@ -250,6 +250,14 @@ size_t store_name_pos_key(uint8_t *key, const uint8_t *name, size_t len, uint64_
  *         durable).
  */
 es_err store_commit_durable(store *s, MDB_txn *txn);
+/**
+ * @brief Append one record to STORE_LIFE_STREAM in txn (a lifecycle change
+ *        or an erasure: the relay carries it to followers), with a fresh
+ *        version-4 id. @param head the store's head, moved past it.
+ */
+es_err store_life_append(store *s, MDB_txn *txn, const char *type, const uint8_t *data,
+                         size_t data_len, const uint8_t *metadata, size_t metadata_len,
+                         uint64_t *head);
 
 /* -------------------------------------------------------------- write.c -- */
 

@@ -240,16 +240,10 @@ static es_err life_plan(store_life_op *op, const store_stream_info *si, store_st
     return ES_ERR_INVALID_ARGUMENT;
 }
 
-/* The record of a change in STORE_LIFE_STREAM, in the change's transaction:
- * data = the new stream_life value | the stream id (layout in open.c). */
-static es_err life_record_write(store *s, MDB_txn *txn, const store_life_op *op,
-                                const uint8_t val[STREAM_LIFE_BYTES], uint64_t *head)
+es_err store_life_append(store *s, MDB_txn *txn, const char *type, const uint8_t *data,
+                         size_t data_len, const uint8_t *metadata, size_t metadata_len,
+                         uint64_t *head)
 {
-    static const char *const types[] = {STORE_LIFE_TYPE_DELETED, STORE_LIFE_TYPE_TOMBSTONED,
-                                        STORE_LIFE_TYPE_METADATA};
-    uint8_t data[STREAM_LIFE_BYTES + ES_MAX_NAME_BYTES];
-    memcpy(data, val, STREAM_LIFE_BYTES);
-    memcpy(data + STREAM_LIFE_BYTES, op->stream, op->stream_len);
     uint8_t id[ES_EVENT_ID_BYTES];
     if (getrandom(id, sizeof id, 0) != (ssize_t)sizeof id) {
         return ES_ERR_IO;
@@ -258,10 +252,12 @@ static es_err life_record_write(store *s, MDB_txn *txn, const store_life_op *op,
     id[8] = (uint8_t)((id[8] & 0x3f) | 0x80);
     store_event_in e = {
         .id = id,
-        .type = (const uint8_t *)types[op->kind],
-        .type_len = strlen(types[op->kind]),
+        .type = (const uint8_t *)type,
+        .type_len = strlen(type),
         .data = data,
-        .data_len = STREAM_LIFE_BYTES + op->stream_len,
+        .data_len = data_len,
+        .metadata = metadata,
+        .metadata_len = metadata_len,
     };
     store_append_in a = {
         .stream = (const uint8_t *)STORE_LIFE_STREAM,
@@ -272,6 +268,20 @@ static es_err life_record_write(store *s, MDB_txn *txn, const store_life_op *op,
         .allow_reserved = true,
     };
     return store_append_own(s, txn, &a, head);
+}
+
+/* The record of a change in STORE_LIFE_STREAM, in the change's transaction:
+ * data = the new stream_life value | the stream id (layout in open.c). */
+static es_err life_record_write(store *s, MDB_txn *txn, const store_life_op *op,
+                                const uint8_t val[STREAM_LIFE_BYTES], uint64_t *head)
+{
+    static const char *const types[] = {STORE_LIFE_TYPE_DELETED, STORE_LIFE_TYPE_TOMBSTONED,
+                                        STORE_LIFE_TYPE_METADATA};
+    uint8_t data[STREAM_LIFE_BYTES + ES_MAX_NAME_BYTES];
+    memcpy(data, val, STREAM_LIFE_BYTES);
+    memcpy(data + STREAM_LIFE_BYTES, op->stream, op->stream_len);
+    return store_life_append(s, txn, types[op->kind], data, STREAM_LIFE_BYTES + op->stream_len,
+                             NULL, 0, head);
 }
 
 es_err store_life_record_decode(const uint8_t *data, size_t len, store_stream_life *l,
