@@ -574,6 +574,13 @@ static void reply_erase(session *s, uint64_t id, const write_job *job)
             why = msg;
         } else if (rv == ES_ERR_NOT_FOUND) {
             why = op->kind == STORE_ERASE_SUBJECT ? "no such subject" : "no such stream";
+        } else if (rv == ES_ERR_INVALID_ARGUMENT && op->kind == STORE_ERASE_STREAM &&
+                   op->streams > 1) {
+            snprintf(msg, sizeof msg,
+                     "the stream shares its data key with %llu streams (a data subject's): "
+                     "erasing it alone would erase them all",
+                     (unsigned long long)op->streams);
+            why = msg;
         } else if (rv == ES_ERR_INVALID_ARGUMENT && op->kind == STORE_ERASE_STREAM) {
             why = "the stream belongs to a data subject: erase the subject";
         }

@@ -78,7 +78,10 @@
  * follower copied it arrives as a marker and is recorded in erased_keys
  * (kind 2, time 0): that slot is never written. A follower does not know
  * which slots are subjects' (not relayed): its stream_keys entries carry
- * flags 0; it never appends or erases on its own.
+ * flags 0; it never appends or erases on its own. Promoted to primary, it
+ * refuses to erase a stream whose slot is bound to other streams too (a
+ * subject's: erasing it would erase them all), as the primary refuses a
+ * subject's stream by its flag.
  *
  * A subject's streams share its key, so erasing the subject is one key and
  * is atomic across its streams by construction. A stream bound to a
@@ -583,6 +586,26 @@ es_err store_crypt_snapshot_key(store *s, MDB_txn *txn, uint64_t number, bool *s
 
 /* ----------------------------------------------------------------- erase -- */
 
+/* Streams bound to a slot (a walk of stream_keys: erasure is rare). */
+static es_err count_bound(store *s, MDB_txn *txn, uint64_t slot, uint64_t *n)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->stream_keys, &cur);
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    MDB_val k, v;
+    *n = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (v.mv_size == 16 && get_u64le(v.mv_data) == slot) {
+            (*n)++;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? ES_OK : es_err_from_mdb(rc);
+}
+
 /* The checks of a stream erasure; *slot set on ES_OK. */
 static es_err erase_stream_check(store *s, MDB_txn *txn, store_erase_op *op, uint64_t *slot)
 {
@@ -621,32 +644,25 @@ static es_err erase_stream_check(store *s, MDB_txn *txn, store_erase_op *op, uin
     if (flags & KEY_FLAG_SUBJECT) {
         return ES_ERR_INVALID_ARGUMENT;
     }
+    /* A follower binds streams to the slots their records name without
+     * knowing which slots are subjects' (flags 0), and keeps that when it
+     * is promoted: a slot bound to more than one stream is a subject's,
+     * and erasing one of them alone would erase the others too. */
+    uint64_t bound;
+    rv = count_bound(s, txn, *slot, &bound);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    if (bound > 1) {
+        op->streams = bound; /* for the refusal's message */
+        return ES_ERR_INVALID_ARGUMENT;
+    }
     if (op->expect == STORE_EXPECT_EXACT && op->revision != si.last_revision) {
         op->actual_exists = true;
         op->actual_revision = si.last_revision;
         return ES_ERR_WRONG_EXPECTED_REVISION;
     }
     return ES_OK;
-}
-
-/* Streams bound to a subject's slot (a walk of stream_keys: erasure is rare). */
-static es_err count_bound(store *s, MDB_txn *txn, uint64_t slot, uint64_t *n)
-{
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, s->stream_keys, &cur);
-    if (rc) {
-        return es_err_from_mdb(rc);
-    }
-    MDB_val k, v;
-    *n = 0;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (v.mv_size == 16 && get_u64le(v.mv_data) == slot) {
-            (*n)++;
-        }
-    }
-    mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? ES_OK : es_err_from_mdb(rc);
 }
 
 /* The erasure's record in STORE_LIFE_STREAM, in its transaction (layout in
@@ -694,8 +710,8 @@ es_err store_erase(store *s, store_erase_op *op)
     uint64_t slot = 0;
     es_err rv;
     if (op->kind == STORE_ERASE_STREAM) {
-        rv = erase_stream_check(s, txn, op, &slot);
         op->streams = 1;
+        rv = erase_stream_check(s, txn, op, &slot);
     } else {
         rv = subject_get(s, txn, op->name, op->name_len, &slot);
         if (rv == ES_OK) {

@@ -1015,6 +1015,38 @@ static void test_a_follower_stores_sealed_records_and_applies_erasures(void **st
     store_close(b);
 }
 
+/* A follower does not know which slots are subjects' (that is not
+ * relayed). Promoted, it must still refuse to erase one stream of a
+ * subject alone: the key is the subject's, and the other streams would go
+ * with it. A stream with a key of its own erases as on the primary. */
+static void test_a_promoted_follower_refuses_to_erase_one_stream_of_a_subject(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 2));
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    store *b = open_follower(f, "follower", false);
+    follow_up(f->s, b, 1);
+    store_close(b);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/follower", f->root);
+    store_options o = {.path = path, .map_size = TEST_MAP_SIZE};
+    b = open_opts(&o); /* promoted: a primary on the follower's directory */
+    store_erase_op op;
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(b, STORE_ERASE_STREAM, "orders-7", STORE_EXPECT_ANY, 0, &op));
+    assert_int_equal(op.streams, 2); /* the refusal says how many share the key */
+    assert_reads(b, "orders-7", MARK, META_MARK);
+    assert_reads(b, "profile-7", MARK, META_MARK);
+    assert_rv(ES_OK, erase(b, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
+    assert_int_equal(op.streams, 1);
+    assert_rv(ES_ERR_ERASED, read_rv(b, "person-1"));
+    assert_reads(b, "profile-7", MARK, META_MARK);
+    assert_check_clean(b);
+    store_close(b);
+}
+
 static void test_a_follower_joining_after_an_erasure(void **state)
 {
     fx *f = *state;
@@ -1247,6 +1279,7 @@ int main(void)
         T(test_a_tampered_sealed_record_reads_corrupt),
         T(test_a_follower_stores_sealed_records_and_applies_erasures),
         T(test_a_follower_joining_after_an_erasure),
+        T(test_a_promoted_follower_refuses_to_erase_one_stream_of_a_subject),
         T(test_follower_key_errors),
         T(test_follower_refuses_sealed_records_that_do_not_fit),
         T(test_a_follower_key_store_that_cannot_grow),

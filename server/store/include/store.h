@@ -571,7 +571,8 @@ typedef struct store_erase_op {
     /* Results. */
     uint64_t erased_at_us; /* when the key was destroyed (the first time) */
     bool already;          /* it was erased before: nothing changed */
-    uint64_t streams;      /* subject: streams bound to it */
+    uint64_t streams;      /* subject: streams bound to it; a stream refused
+                              because its key is shared: the streams sharing it */
     bool actual_exists;    /* ES_ERR_WRONG_EXPECTED_REVISION */
     uint64_t actual_revision;
 } store_erase_op;
@@ -587,7 +588,9 @@ typedef struct store_erase_op {
  *   ES_ERR_NOT_ERASABLE (the stream's events are stored in plain: it was
  *   created while encryption was off);
  *   ES_ERR_INVALID_ARGUMENT (the stream belongs to a subject: erase the
- *   subject; a bad name; a bad expectation);
+ *   subject; its key is bound to other streams too, as on a promoted
+ *   follower, which does not know subjects by name: op->streams says how
+ *   many; a bad name; a bad expectation);
  *   ES_ERR_WRONG_EXPECTED_REVISION (actual_* set); ES_ERR_INVALID_STREAM_ID;
  *   ES_ERR_RESERVED_STREAM; ES_ERR_STREAM_DELETED (tombstoned);
  *   ES_ERR_READ_ONLY; ES_ERR_FOLLOWER; ES_ERR_STORE_FULL; ES_ERR_IO.
