@@ -1289,6 +1289,19 @@ static es_err check_name(const ProtobufCBinaryData *name, const char **why)
     return ES_OK;
 }
 
+/* The group a request names: the name checked, then found.
+ * @return ES_OK with *out; ES_ERR_INVALID_ARGUMENT (why); GROUP_NOT_FOUND. */
+static es_err named_group(groups *gs, const ProtobufCBinaryData *name, const char **why,
+                          group **out)
+{
+    es_err rv = check_name(name, why);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    *out = find_group(gs, name->data, name->len);
+    return *out ? ES_OK : ES_ERR_GROUP_NOT_FOUND;
+}
+
 static es_err do_create(groups *gs, session *s, uint64_t id, const Es__V1__CreateGroup *r,
                         const char **why)
 {
@@ -1371,13 +1384,10 @@ static es_err do_update_delete(groups *gs, session *s, uint64_t id, int kind,
                                const ProtobufCBinaryData *name,
                                const Es__V1__GroupSettings *settings, const char **why)
 {
-    es_err rv = check_name(name, why);
+    group *g;
+    es_err rv = named_group(gs, name, why, &g);
     if (rv != ES_OK) {
         return rv;
-    }
-    group *g = find_group(gs, name->data, name->len);
-    if (!g) {
-        return ES_ERR_GROUP_NOT_FOUND;
     }
     waiter *w = reply_calloc(1, sizeof *w);
     if (!w) {
@@ -1441,13 +1451,10 @@ static void state_to_pb(groups *gs, const group *g, Es__V1__GroupState *out,
 static es_err do_info(groups *gs, session *s, uint64_t id, const ProtobufCBinaryData *name,
                       const char **why)
 {
-    es_err rv = check_name(name, why);
+    group *g;
+    es_err rv = named_group(gs, name, why, &g);
     if (rv != ES_OK) {
         return rv;
-    }
-    group *g = find_group(gs, name->data, name->len);
-    if (!g) {
-        return ES_ERR_GROUP_NOT_FOUND;
     }
     Es__V1__GroupState st = ES__V1__GROUP_STATE__INIT;
     Es__V1__GroupSettings set = ES__V1__GROUP_SETTINGS__INIT;
@@ -1503,13 +1510,10 @@ static es_err do_list(groups *gs, session *s, uint64_t id)
 static es_err do_join(groups *gs, session *s, uint64_t id, const Es__V1__JoinGroup *r,
                       const char **why)
 {
-    es_err rv = check_name(&r->name, why);
+    group *g;
+    es_err rv = named_group(gs, &r->name, why, &g);
     if (rv != ES_OK) {
         return rv;
-    }
-    group *g = find_group(gs, r->name.data, r->name.len);
-    if (!g) {
-        return ES_ERR_GROUP_NOT_FOUND;
     }
     if (find_member(g, s, 0)) {
         return ES_ERR_ALREADY_JOINED;
@@ -1690,13 +1694,10 @@ static int parked_page_visit(void *ctx, const store_group_parked *p)
 static es_err do_list_parked(groups *gs, session *s, uint64_t id, const Es__V1__ListParked *r,
                              const char **why)
 {
-    es_err rv = check_name(&r->name, why);
+    group *g;
+    es_err rv = named_group(gs, &r->name, why, &g);
     if (rv != ES_OK) {
         return rv;
-    }
-    group *g = find_group(gs, r->name.data, r->name.len);
-    if (!g) {
-        return ES_ERR_GROUP_NOT_FOUND;
     }
     uint32_t limit = r->limit ? r->limit : GROUPS_PARKED_PAGE;
     if (limit > GROUPS_PARKED_PAGE_MAX) {
@@ -1858,13 +1859,10 @@ static int replay_visit(void *ctx, const store_group_parked *p)
 static es_err do_replay(groups *gs, session *s, uint64_t id, const ProtobufCBinaryData *name,
                         const char **why)
 {
-    es_err rv = check_name(name, why);
+    group *g;
+    es_err rv = named_group(gs, name, why, &g);
     if (rv != ES_OK) {
         return rv;
-    }
-    group *g = find_group(gs, name->data, name->len);
-    if (!g) {
-        return ES_ERR_GROUP_NOT_FOUND;
     }
     replay_ctx rc = {gs, g, 0, ES_OK, NULL, 0, 0};
     if (!replaying_collect(g, &rc)) {
