@@ -202,39 +202,62 @@ static es_err connect_nats(relay *r)
 
 /* ---------------------------------------------------------------- resume -- */
 
-/* Make sure the stream exists; @return its last sequence through *last_seq. */
-static es_err ensure_stream(relay *r, uint64_t *last_seq, uint64_t *n_msgs)
+/*
+ * Make sure the JetStream stream `name` exists (created when missing with
+ * subjects PREFIX.>, file storage, --relay-replicas, no limits: a limit
+ * would drop events or keys followers need, and not securely); `what`
+ * names it in the log. @return its info through *out (the caller destroys
+ * it).
+ */
+static es_err ensure_js_stream(relay *r, const char *name, const char *prefix, const char *what,
+                               jsStreamInfo **out)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, r->js, r->cfg->relay_stream, NULL, &jerr);
+    natsStatus s = js_GetStreamInfo(&si, r->js, name, NULL, &jerr);
     if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
-        char subject[80];
-        snprintf(subject, sizeof subject, "%s.>", r->cfg->relay_subject);
+        char subject[128];
+        snprintf(subject, sizeof subject, "%s.>", prefix);
         const char *subjects[] = {subject};
         jsStreamConfig sc;
         jsStreamConfig_Init(&sc);
-        sc.Name = r->cfg->relay_stream;
+        sc.Name = name;
         sc.Subjects = subjects;
         sc.SubjectsLen = 1;
         sc.Storage = js_FileStorage;
         sc.Replicas = r->cfg->relay_replicas;
         s = js_AddStream(&si, r->js, &sc, NULL, &jerr);
         if (s != NATS_OK) {
-            log_msg(LOG_WARN, "relay: cannot create the JetStream stream",
-                    "stream=%s subjects=%s replicas=%u error=\"%s\" js_code=%d",
-                    r->cfg->relay_stream, subject, r->cfg->relay_replicas, natsconn_err(s),
-                    (int)jerr);
+            char msg[80];
+            snprintf(msg, sizeof msg, "relay: cannot create the %s", what);
+            log_msg(LOG_WARN, msg, "stream=%s subjects=%s replicas=%u error=\"%s\" js_code=%d",
+                    name, subject, r->cfg->relay_replicas, natsconn_err(s), (int)jerr);
             return ES_ERR_CONNECTION;
         }
-        log_msg(LOG_INFO, "relay: created the JetStream stream",
-                "stream=%s subjects=%s replicas=%u", r->cfg->relay_stream, subject,
+        char msg[80];
+        snprintf(msg, sizeof msg, "relay: created the %s", what);
+        log_msg(LOG_INFO, msg, "stream=%s subjects=%s replicas=%u", name, subject,
                 r->cfg->relay_replicas);
     } else if (s != NATS_OK) {
-        log_msg(LOG_WARN, "relay: cannot read the JetStream stream's state",
-                "stream=%s error=\"%s\" js_code=%d", r->cfg->relay_stream, natsconn_err(s),
+        char msg[80];
+        snprintf(msg, sizeof msg, "relay: cannot read the %s's state", what);
+        log_msg(LOG_WARN, msg, "stream=%s error=\"%s\" js_code=%d", name, natsconn_err(s),
                 (int)jerr);
         return ES_ERR_CONNECTION;
+    }
+    *out = si;
+    return ES_OK;
+}
+
+/* Make sure the events stream exists; @return its last sequence and its
+ * message count. */
+static es_err ensure_stream(relay *r, uint64_t *last_seq, uint64_t *n_msgs)
+{
+    jsStreamInfo *si;
+    es_err rv =
+        ensure_js_stream(r, r->cfg->relay_stream, r->cfg->relay_subject, "JetStream stream", &si);
+    if (rv != ES_OK) {
+        return rv;
     }
     *last_seq = si->State.LastSeq;
     *n_msgs = si->State.Msgs;
@@ -242,41 +265,15 @@ static es_err ensure_stream(relay *r, uint64_t *last_seq, uint64_t *n_msgs)
     return ES_OK;
 }
 
-/* Make sure the keys stream exists: subjects KEYS_SUBJECT.>, file storage,
- * the same replicas, no limits (a limit would remove keys followers need,
- * and not securely). */
+/* Make sure the keys stream exists (subjects KEYS_SUBJECT.>). */
 static es_err ensure_keys_stream(relay *r)
 {
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, r->js, r->keys_stream, NULL, &jerr);
-    if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
-        char subject[128];
-        snprintf(subject, sizeof subject, "%s.>", r->keys_subject);
-        const char *subjects[] = {subject};
-        jsStreamConfig sc;
-        jsStreamConfig_Init(&sc);
-        sc.Name = r->keys_stream;
-        sc.Subjects = subjects;
-        sc.SubjectsLen = 1;
-        sc.Storage = js_FileStorage;
-        sc.Replicas = r->cfg->relay_replicas;
-        s = js_AddStream(&si, r->js, &sc, NULL, &jerr);
-        if (s != NATS_OK) {
-            log_msg(LOG_WARN, "relay: cannot create the keys stream",
-                    "stream=%s subjects=%s error=\"%s\" js_code=%d", r->keys_stream, subject,
-                    natsconn_err(s), (int)jerr);
-            return ES_ERR_CONNECTION;
-        }
-        log_msg(LOG_INFO, "relay: created the keys stream", "stream=%s subjects=%s replicas=%u",
-                r->keys_stream, subject, r->cfg->relay_replicas);
-    } else if (s != NATS_OK) {
-        log_msg(LOG_WARN, "relay: cannot read the keys stream's state",
-                "stream=%s error=\"%s\" js_code=%d", r->keys_stream, natsconn_err(s), (int)jerr);
-        return ES_ERR_CONNECTION;
+    jsStreamInfo *si;
+    es_err rv = ensure_js_stream(r, r->keys_stream, r->keys_subject, "keys stream", &si);
+    if (rv == ES_OK) {
+        jsStreamInfo_Destroy(si);
     }
-    jsStreamInfo_Destroy(si);
-    return ES_OK;
+    return rv;
 }
 
 /* ------------------------------------------------------------------ keys -- */
