@@ -152,6 +152,7 @@ es_err store_crypt_open(store *s, MDB_txn *txn, const char *dir, bool created, b
 
 es_err store_crypt_recover(store *s)
 {
+    STORE_FATAL_SCOPE;
     if (!s->has_keys || s->keys.fd < 0 || s->read_only) {
         return ES_OK;
     }
@@ -681,6 +682,7 @@ static es_err erase_record_write(store *s, MDB_txn *txn, const store_erase_op *o
 
 es_err store_erase(store *s, store_erase_op *op)
 {
+    STORE_FATAL_SCOPE;
     op->erased_at_us = 0;
     op->already = false;
     op->streams = 0;
@@ -828,6 +830,7 @@ STORE_GUARDED_END
 
 es_err store_keys_import(store *s, const store_key_in *keys, size_t n)
 {
+    STORE_FATAL_SCOPE;
     if (s->read_only) {
         return ES_ERR_READ_ONLY;
     }

@@ -563,6 +563,7 @@ static es_err ops_decode(const uint8_t *buf, size_t len, uint32_t count, decoded
 es_err store_group_replay(store *s, const uint8_t *ops, size_t len, uint32_t count, char *msg,
                           size_t msg_len)
 {
+    STORE_FATAL_SCOPE;
     const char *why = "";
     decoded_ops d;
     es_err rv = ops_decode(ops, len, count, &d, &why);
@@ -653,6 +654,7 @@ static es_err commit_journaled(store *s, MDB_txn *txn, const store_group_op *ops
 
 es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
 {
+    STORE_FATAL_SCOPE;
     *synced = false;
     es_err rv = ES_OK;
     if (s->read_only) {

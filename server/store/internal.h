@@ -526,6 +526,28 @@ extern _Thread_local bool store_in_visitor;
 /** @brief The LMDB assertion hook: back to the guard, or exit(STORE_EXIT_DAMAGED). */
 void store_on_lmdb_assert(MDB_env *env, const char *msg);
 
+/*
+ * The fatal scope (design notes in read.c): while a thread is inside a
+ * function that opens the store or writes it, a SIGSEGV or SIGBUS outside a
+ * guarded read ends the process with STORE_EXIT_DAMAGED and the damage
+ * message, as LMDB's assertions do there. STORE_FATAL_SCOPE at the top of
+ * such a function enters it; leaving the function, by any return, leaves it.
+ */
+extern _Thread_local unsigned store_fatal_depth;
+
+static inline unsigned store_fatal_enter(void)
+{
+    return store_fatal_depth++;
+}
+
+static inline void store_fatal_leave(const unsigned *prev)
+{
+    store_fatal_depth = *prev;
+}
+
+#define STORE_FATAL_SCOPE                                                                          \
+    unsigned store_fatal_prev_ __attribute__((cleanup(store_fatal_leave))) = store_fatal_enter()
+
 /** @brief Install the SIGBUS/SIGSEGV handlers of the guard (once per process). */
 void store_guard_install(void);
 

@@ -322,6 +322,7 @@ es_err store_life_import(store *s, MDB_txn *txn, const es_record *r)
 
 es_err store_life_apply(store *s, store_life_op *op)
 {
+    STORE_FATAL_SCOPE;
     op->actual_exists = false;
     op->actual_revision = 0;
     op->synced = false;

@@ -890,6 +890,7 @@ static es_err check_file_size(MDB_env *env, const char *path, char *msg, size_t 
 
 es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_len)
 {
+    STORE_FATAL_SCOPE;
     *out = NULL;
     if (!opts || !opts->path) {
         store_set_msg(msg, msg_len, "%s%s", "no data directory given", "");

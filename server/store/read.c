@@ -45,7 +45,14 @@
  * slot, which store_read_end releases; a cursor open at the jump is leaked
  * (a few hundred bytes per damaged read). Outside a guarded read (the
  * writer, open) the process cannot go on -- LMDB's state is undefined after
- * an assertion -- and exits with STORE_EXIT_DAMAGED.
+ * an assertion -- and exits with STORE_EXIT_DAMAGED. A fault there ends
+ * the same way: the functions that open or write the store enter the fatal
+ * scope (STORE_FATAL_SCOPE), and a SIGSEGV or SIGBUS met inside it outside a
+ * guarded read writes the damage message and exits with STORE_EXIT_DAMAGED,
+ * so a damaged page that makes LMDB dereference a wild pointer while the
+ * store opens (reading its meta database, say) is a refusal with a reason,
+ * not a crash. The message names the signal: the same exit would follow a
+ * bug in the write path, and `esctl db check` tells the two apart.
  *
  * Only the guarded functions are compiled with GCC's -Wclobbered off
  * (STORE_GUARDED_BEGIN/END): after the jump only `txn` is used, and it never
@@ -93,6 +100,8 @@ void store_on_lmdb_assert(MDB_env *env, const char *msg)
     _exit(STORE_EXIT_DAMAGED);
 }
 
+_Thread_local unsigned store_fatal_depth;
+
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     (void)si;
@@ -101,6 +110,19 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
         sigjmp_buf *jb = store_read_guard;
         store_read_guard = NULL;
         siglongjmp(*jb, 2);
+    }
+    if (store_fatal_depth && !store_in_visitor) {
+        static const char segv[] =
+            "fatal: SIGSEGV while opening or writing the store: its data file is probably "
+            "damaged (LMDB has no page checksums); run esctl db check and restore from a backup\n";
+        static const char bus[] =
+            "fatal: SIGBUS while opening or writing the store: its data file is probably "
+            "damaged or truncated; run esctl db check and restore from a backup\n";
+        const char *m = sig == SIGBUS ? bus : segv;
+        size_t n = sig == SIGBUS ? sizeof bus - 1 : sizeof segv - 1;
+        ssize_t wr = write(STDERR_FILENO, m, n);
+        (void)wr;
+        _exit(STORE_EXIT_DAMAGED);
     }
     signal(sig, SIG_DFL); /* returning re-runs the access: default action */
 }

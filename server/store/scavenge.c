@@ -433,6 +433,7 @@ static int scav_walk(scav *c, uint64_t start, uint64_t *next)
 
 es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *out)
 {
+    STORE_FATAL_SCOPE;
     memset(out, 0, sizeof *out);
     if (s->read_only) {
         return ES_ERR_READ_ONLY;

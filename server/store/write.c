@@ -684,6 +684,7 @@ uint64_t store_last_commit_call_us(const store *s)
 
 es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
 {
+    STORE_FATAL_SCOPE;
     s->last_commit_call_us = 0;
     if (s->read_only) {
         for (size_t i = 0; i < n_reqs; i++) {
@@ -1037,6 +1038,7 @@ static es_err import_one(store *s, batch_state *b, const es_record *r, const uin
 static es_err import_records(store *s, const store_import_in *recs, size_t n, bool replay,
                              size_t *bad, char *msg, size_t msg_len)
 {
+    STORE_FATAL_SCOPE;
     batch_state b = {0};
     int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
     if (rc) {
@@ -1127,6 +1129,7 @@ es_err store_replay_records(store *s, const store_import_in *values, size_t n, s
 es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, uint64_t revision,
                            uint32_t state_format, const uint8_t *data, size_t data_len)
 {
+    STORE_FATAL_SCOPE;
     if (s->read_only) {
         return ES_ERR_READ_ONLY;
     }
