@@ -10,7 +10,7 @@
  * A healthy store is written once through store.h (3,000 events in 24
  * streams over many commits, contents derived from (stream, revision) as in
  * rel.h; the map of position -> (stream, revision) is kept). Each trial
- * copies its data.mdb into a fresh directory and damages the copy in one of
+ * copies its data.mdb (and key file) into a fresh directory and damages the copy in one of
  * these ways, chosen from the trial's own seed:
  *
  *   0 flip one random bit anywhere in the file
@@ -49,6 +49,11 @@
  * intact (flips in free space or slack), reads that ended early without an
  * error (e.g. LMDB fell back to its older meta page: an older, consistent
  * state), and trials where `esctl db check` passed but a read failed.
+ *
+ * The healthy store is encrypted (esd's default), and its key file is
+ * copied beside each damaged data.mdb, undamaged. A run of 100 trials or
+ * more fails if esd refused more than 60 % of the copies: then the reads and
+ * appends did not run, and the trials proved only that esd refuses.
  *
  * A failing trial prints its number, seed and damage; rerun it alone with
  * --seed S --first-trial N --trials 1. The damaged copy of the first
@@ -135,8 +140,22 @@ static void make_store(const char *dir)
     store_close(s);
 }
 
+/*
+ * The healthy store is encrypted (the default), so its key file goes with
+ * every copy: without it esd refuses the store before reading a page, and
+ * the trial would test nothing. The key file itself is left undamaged.
+ */
+static int copy_keys(const char *from_dir, const char *to_dir)
+{
+    char from[400], to[400];
+    snprintf(from, sizeof from, "%s/keys.esk", from_dir);
+    snprintf(to, sizeof to, "%s/keys.esk", to_dir);
+    return h_copy_file(from, to);
+}
+
 typedef struct trial_result {
     bool refused;           /* esd would not open it */
+    char refused_why[200];  /* ... the last line it printed */
     bool check_failed;      /* esctl db check exited 1 */
     bool read_error;        /* some read ended in an error */
     bool corrupt_error;     /* ... ES_ERR_CORRUPT among them */
@@ -566,6 +585,7 @@ static const char *serve_trial(esd_proc *e, trial_result *tr)
             return fail;
         }
         tr->refused = true;
+        last_line(e->log_file, tr->refused_why, sizeof tr->refused_why);
         return NULL;
     }
     es_client *c = rel_client(e->address, 20000);
@@ -680,7 +700,8 @@ int main(int argc, char **argv)
         e.quiet = true; /* refusing a damaged store is an expected outcome */
         char file[400], desc[600];
         snprintf(file, sizeof file, "%s/data.mdb", e.data_dir);
-        if (mkdir(e.data_dir, 0700) != 0 || h_copy_file(healthy_file, file) != 0) {
+        if (mkdir(e.data_dir, 0700) != 0 || h_copy_file(healthy_file, file) != 0 ||
+            copy_keys(healthy, e.data_dir) != 0) {
             rel_fail("copying the healthy store: %s", strerror(errno));
         }
         /* Odd trials: damage anywhere (the regressions above replay odd
@@ -720,9 +741,10 @@ int main(int argc, char **argv)
             n_intact += intact;
             n_check_missed += !tr.check_failed && (tr.read_error || tr.short_read);
             if (val[0] <= 50) {
-                rel_log("trial %" PRIu64 ": %s -> %s%s%s%s%s", t, desc,
+                rel_log("trial %" PRIu64 ": %s -> %s%s%s%s%s%s%s", t, desc,
                         tr.check_failed ? "check found damage" : "check clean",
-                        tr.refused ? "; esd refused to open" : "",
+                        tr.refused ? "; esd refused to open: " : "",
+                        tr.refused ? tr.refused_why : "", tr.refused ? "" : "",
                         tr.corrupt_error ? "; reads: CORRUPT"
                         : tr.read_error  ? "; reads: error"
                                          : "",
@@ -754,6 +776,14 @@ int main(int argc, char **argv)
         rel_fail("%" PRIu64 " of %" PRIu64 " trials crashed, hung or served a corrupt record "
                  "(details above)",
                  failures, val[0]);
+    }
+    /* The premise: most damage leaves a store esd opens, so the reads and
+     * appends above ran. A run where esd refused nearly every copy (as it
+     * did when the copies lacked the key file) has tested only the refusal. */
+    if (val[0] >= 100 && n_refused * 10 > val[0] * 6) {
+        rel_fail("esd refused %" PRIu64 " of %" PRIu64 " damaged copies: the trials did not "
+                 "reach the reads and appends (last refusal above)",
+                 n_refused, val[0]);
     }
     h_rm_rf(base);
     rel_log("PASS damage: no crash, no corrupt record served as valid, no append landed wrong");
