@@ -12,7 +12,8 @@
  *
  * Memory is read from /proc/PID/status: VmPeak for "the declared length was
  * never allocated" (an allocation of 2 GiB shows in the virtual peak even
- * if never touched), RssAnon for buffers (the LMDB map is file-backed and
+ * if never touched; esd runs with MALLOC_ARENA_MAX=1 there, so that a
+ * thread's new 64 MiB malloc arena does not), RssAnon for buffers (the LMDB map is file-backed and
  * excluded). CPU time is utime + stime from /proc/PID/stat.
  */
 #include <stdarg.h>
@@ -85,7 +86,13 @@ static int setup_frames(void **state)
                                        "--log-level",
                                        "error",
                                        NULL};
-    return start_esd(args, 0);
+    /* One malloc arena: a thread's first allocation would otherwise reserve
+     * a 64 MiB arena at a moment of its choosing, and VmPeak below would
+     * count it as the declared length. */
+    setenv("MALLOC_ARENA_MAX", "1", 1);
+    int rv = start_esd(args, 0);
+    unsetenv("MALLOC_ARENA_MAX");
+    return rv;
 }
 
 /*
