@@ -94,6 +94,19 @@ es_err es_record_parse(const uint8_t *buf, size_t len, unsigned flags, es_record
     return ES_OK;
 }
 
+bool es_record_lacks(const uint8_t *buf, size_t len, uint32_t number)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    pbw_field f;
+    es_err rv;
+    while ((rv = pbw_next(&p, end, &f)) == ES_OK) {
+        if (f.number == number) {
+            return false;
+        }
+    }
+    return rv == ES_ERR_NOT_FOUND;
+}
+
 /* A field's tag byte (field numbers below 16). */
 #define HEAD_TAG(field, wire) ((uint8_t)((field) << 3 | (wire)))
 

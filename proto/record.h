@@ -91,6 +91,14 @@ es_err es_record_parse(const uint8_t *buf, size_t len, unsigned flags, es_record
  */
 bool es_record_head(const uint8_t *buf, size_t len, es_record *out);
 
+/**
+ * @brief Whether a record decodes as protobuf without the given field: a
+ *        walk of its tags (no other check), for a record whose header says
+ *        what it must not hold (a plain record and the sealed field).
+ * @return false when the field is there or the bytes do not decode.
+ */
+bool es_record_lacks(const uint8_t *buf, size_t len, uint32_t number);
+
 /** @brief Whether two slices hold the same bytes. */
 bool es_slice_eq(es_slice a, const uint8_t *p, size_t len);
 

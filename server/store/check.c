@@ -268,6 +268,11 @@ es_err store_check(store *s, store_check_report *report, store_check_log_fn log,
             defect(&c, pos, "record does not decode", 0, 0);
             continue;
         }
+        if ((r.sealed.len != 0) != store_record_sealed(&v)) {
+            report->crc_errors++;
+            defect(&c, pos, "record's sealed flag does not match its fields", 0, 0);
+            continue;
+        }
         const uint8_t *sid = r.stream.p, *eid = r.id.p, *type = r.type.p;
         size_t sid_len = r.stream.len, type_len = r.type.len;
         uint64_t rpos = r.position, rrev = r.revision;

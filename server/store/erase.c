@@ -31,7 +31,12 @@
  *              | u8  |   LE    |           |   (their protobuf encoding)     |        |
  *              +-----+---------+-----------+=================================+--------+
  *
- * and the record header's flags byte has RECORD_FLAG_SEALED. A read opens
+ * and the record header's flags byte has RECORD_FLAG_SEALED. The flag is
+ * outside the record's CRC, so each side of it is checked against the
+ * record: a flagged record without a well-formed field 12 fails to open
+ * (ES_ERR_CORRUPT), and a plain record in a store with keys must not hold
+ * field 12 (store_record_plain), else a damaged flag would serve a sealed
+ * event as one without data. A read opens
  * it into a per-thread buffer as exactly the bytes an unencrypted store
  * would have stored: fields 1-5, 6 and 7, then 8-11.
  *
@@ -532,6 +537,12 @@ es_err store_record_unseal(store *s, const uint8_t *bytes, size_t len, const uin
 es_err store_record_plain(store *s, const MDB_val *v, const uint8_t **payload, size_t *len)
 {
     if (!store_record_sealed(v)) {
+        /* The flag is outside the CRC: a record flagged plain that holds a
+         * sealed field lost its flag to damage, and would be served without
+         * its data. Only a store with keys holds sealed records. */
+        if (s->keys.fd >= 0 && !es_record_lacks(*payload, *len, ES_RECORD_F_SEALED)) {
+            return ES_ERR_CORRUPT;
+        }
         return ES_OK;
     }
     if (s->keys.fd < 0) {

@@ -344,8 +344,8 @@ es_err store_record_open(const MDB_val *v, const uint8_t **payload, size_t *len)
         return ES_ERR_CORRUPT;
     }
     const uint8_t *p = v->mv_data;
-    if (p[0] != RECORD_VERSION) {
-        return ES_ERR_CORRUPT;
+    if (p[0] != RECORD_VERSION || (p[1] & ~RECORD_FLAG_SEALED) || p[2] || p[3]) {
+        return ES_ERR_CORRUPT; /* a header the store never writes */
     }
     size_t n = v->mv_size - RECORD_HEADER_BYTES;
     if (crc32c(0, p + RECORD_HEADER_BYTES, n) != get_u32le(p + 4)) {

@@ -357,15 +357,13 @@ static es_err visit_position(store *s, MDB_txn *txn, pos_reader *pr, uint64_t po
     if (rv != ES_OK || !*served) {
         return rv;
     }
-    if (store_record_sealed(&v)) {
-        rv = store_record_plain(s, &v, &rec.bytes, &rec.len);
-        if (rv == ES_ERR_ERASED) {
-            *served = false; /* erased while this read ran */
-            return ES_OK;
-        }
-        if (rv != ES_OK) {
-            return rv;
-        }
+    rv = store_record_plain(s, &v, &rec.bytes, &rec.len);
+    if (rv == ES_ERR_ERASED) {
+        *served = false; /* erased while this read ran */
+        return ES_OK;
+    }
+    if (rv != ES_OK) {
+        return rv;
     }
     store_in_visitor = true;
     *verdict = visit(ctx, &rec);
@@ -706,7 +704,7 @@ static es_err read_all_log(store *s, MDB_txn *txn, const read_all_walk *w)
             match = served;
             scanned += !served && filter->kind != STORE_FILTER_STREAM_PREFIX;
         }
-        if (match && filter->kind != STORE_FILTER_STORED && store_record_sealed(&v)) {
+        if (match && filter->kind != STORE_FILTER_STORED) {
             /* An erased stream's events are holes, as deleted ones are. The
              * log as stored keeps them sealed and in place (the relay). */
             rv = store_record_plain(w->life->s, &v, &rec.bytes, &rec.len);
@@ -860,8 +858,7 @@ es_err store_read_event_by_id(store *s, const uint8_t id[16], store_visit_fn vis
         rv = ES_ERR_NOT_FOUND;
         goto out_end_txn;
     }
-    if (store_record_sealed(&v) &&
-        (rv = store_record_plain(s, &v, &rec.bytes, &rec.len)) != ES_OK) {
+    if ((rv = store_record_plain(s, &v, &rec.bytes, &rec.len)) != ES_OK) {
         goto out_end_txn; /* ES_ERR_ERASED: its key was destroyed */
     }
     store_in_visitor = true;
