@@ -50,8 +50,10 @@
  * error (e.g. LMDB fell back to its older meta page: an older, consistent
  * state), and trials where `esctl db check` passed but a read failed.
  *
- * The healthy store is encrypted (esd's default), and its key file is
- * copied beside each damaged data.mdb, undamaged. A run of 100 trials or
+ * The healthy store is encrypted and written through the journal (esd's
+ * defaults; --journal 0 writes it with LMDB alone, the layout the
+ * regressions were found on), and its key file and journal are copied
+ * beside each damaged data.mdb, undamaged. A run of 100 trials or
  * more fails if esd refused more than 60 % of the copies: then the reads and
  * appends did not run, and the trials proved only that esd refuses.
  *
@@ -84,13 +86,17 @@
 static uint64_t salt;
 /* 0: the chosen places leave the meta records alone. */
 static uint64_t meta_flips = 1;
+/* 1: the healthy store is written through the journal, as esd writes by
+ * default, and the journal is copied too; 0: LMDB alone (the page layout
+ * the regressions were found on). */
+static bool with_journal = true;
 static uint32_t orig_stream[N_EVENTS + 1];
 static uint64_t orig_rev[N_EVENTS + 1];
 
 /* Write the healthy store; remember where every event went. */
 static void make_store(const char *dir)
 {
-    store_options o = {.path = dir, .sync = false};
+    store_options o = {.path = dir, .sync = with_journal}; /* sync: the journal */
     store *s = NULL;
     char msg[256] = "";
     es_err rv = store_open(&o, &s, msg, sizeof msg);
@@ -143,14 +149,24 @@ static void make_store(const char *dir)
 /*
  * The healthy store is encrypted (the default), so its key file goes with
  * every copy: without it esd refuses the store before reading a page, and
- * the trial would test nothing. The key file itself is left undamaged.
+ * the trial would test nothing. So does its journal, whose checkpoint
+ * record holds a checked copy of a meta page: with it esd finds a meta
+ * page whose transaction id a flipped bit left consecutive with the other
+ * page's (LMDB alone would open the older state and reuse the positions of
+ * the newest commit). Both files are left undamaged.
  */
 static int copy_keys(const char *from_dir, const char *to_dir)
 {
-    char from[400], to[400];
-    snprintf(from, sizeof from, "%s/keys.esk", from_dir);
-    snprintf(to, sizeof to, "%s/keys.esk", to_dir);
-    return h_copy_file(from, to);
+    static const char *const names[] = {"keys.esk", "journal"};
+    for (size_t i = 0; i < (with_journal ? 2u : 1u); i++) {
+        char from[400], to[400];
+        snprintf(from, sizeof from, "%s/%s", from_dir, names[i]);
+        snprintf(to, sizeof to, "%s/%s", to_dir, names[i]);
+        if (h_copy_file(from, to) != 0) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 typedef struct trial_result {
@@ -659,10 +675,11 @@ static const char *serve_trial(esd_proc *e, trial_result *tr)
 int main(int argc, char **argv)
 {
     /* --meta-flips 0 leaves the meta records out of the chosen places. */
-    static const char *const names[] = {"trials", "first-trial", "meta-flips", NULL};
-    uint64_t val[] = {20, 1, 1};
+    static const char *const names[] = {"trials", "first-trial", "meta-flips", "journal", NULL};
+    uint64_t val[] = {20, 1, 1, 1};
     rel_args(argc, argv, "test_damage", names, val);
     meta_flips = val[2];
+    with_journal = val[3] != 0;
     rel_rng rng = {rel_seed()};
     salt = rel_rand(&rng);
     int64_t t0 = h_now_ms();
