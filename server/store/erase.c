@@ -716,7 +716,7 @@ es_err store_erase(store *s, store_erase_op *op)
         return op->kind == STORE_ERASE_STREAM ? ES_ERR_NOT_ERASABLE : ES_ERR_NOT_FOUND;
     }
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc = store_write_begin(s, &txn);
     if (rc) {
         return es_err_from_mdb(rc);
     }
@@ -849,7 +849,7 @@ es_err store_keys_import(store *s, const store_key_in *keys, size_t n)
         return ES_ERR_NOT_ERASABLE;
     }
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc = store_write_begin(s, &txn);
     if (rc) {
         return es_err_from_mdb(rc);
     }

@@ -572,7 +572,7 @@ es_err store_group_replay(store *s, const uint8_t *ops, size_t len, uint32_t cou
         return rv;
     }
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc = store_write_begin(s, &txn);
     for (size_t i = 0; i < d.n && rc == 0; i++) {
         rc = apply_one(s, txn, &d.ops[i]);
         if (rc == 0 && d.ops[i].rv != ES_OK) {
@@ -666,7 +666,7 @@ es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
     }
     MDB_txn *txn = NULL;
     if (rv == ES_OK) {
-        int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        int rc = store_write_begin(s, &txn);
         rv = es_err_from_mdb(rc);
     }
     for (size_t i = 0; i < n && rv == ES_OK; i++) {

@@ -148,6 +148,7 @@ struct store {
     uint64_t created_us;
     _Atomic uint64_t head;             /* last committed position */
     _Atomic uint64_t index_mismatches; /* store_damage calls (store_index_mismatches) */
+    _Atomic bool write_damaged;        /* damage met inside a write: writes refused */
     int owner_fd;                      /* esd.lock, locked (writable opens); -1: none */
     store_log_fn damage_log;           /* NULL: stderr */
     void *damage_log_ctx;
@@ -188,6 +189,9 @@ uint64_t store_last_position(MDB_txn *txn, MDB_dbi events);
  * @return ES_ERR_CORRUPT, for the caller to return.
  */
 es_err store_damage(store *s, const char *index, uint64_t pos, const char *what);
+
+/** @brief store_damage with the whole log line given. @return ES_ERR_CORRUPT. */
+es_err store_damage_line(store *s, const char *line);
 
 /**
  * @brief The stored next-stream counter and the highest stream number in
@@ -571,6 +575,45 @@ void store_read_end(MDB_txn *txn);
         return ES_ERR_CORRUPT;                                                                     \
     }                                                                                              \
     store_read_guard = &guard_jb_
+
+/*
+ * The write guard: READ_GUARD for the part of a write transaction that
+ * only builds it, before anything reaches the journal or the data file.
+ * Damage met there (a fault or an LMDB assertion) jumps back to the
+ * function, which calls store_write_damaged: the damage is logged and
+ * counted, every later write is refused, and the function answers
+ * ES_ERR_CORRUPT;
+ * the server goes on serving reads. WRITE_GUARD_DECLARE gives the function its
+ * jump buffer (write_jb_, for its sigsetjmp) and disarms the guard on every
+ * return; WRITE_GUARD_ARM() arms it after the transaction began;
+ * store_write_guard_off disarms it before the journal write or the commit,
+ * where damage stays fatal (STORE_FATAL_SCOPE).
+ */
+static inline void store_write_guard_off(void)
+{
+    store_read_guard = NULL;
+}
+
+static inline void store_write_guard_cleanup(sigjmp_buf **unused)
+{
+    (void)unused;
+    store_write_guard_off();
+}
+
+#define WRITE_GUARD_DECLARE                                                                        \
+    sigjmp_buf write_jb_;                                                                          \
+    sigjmp_buf *write_jbp_ __attribute__((cleanup(store_write_guard_cleanup))) = &write_jb_
+
+#define WRITE_GUARD_ARM() (store_read_guard = write_jbp_)
+
+/** @brief After the write guard's jump: refuse writes from now on, log, ES_ERR_CORRUPT. */
+es_err store_write_damaged(store *s, const char *what);
+
+/**
+ * @brief Begin a write transaction: mdb_txn_begin, or MDB_CORRUPTED once
+ *        damage was met inside a write (store_write_damaged).
+ */
+int store_write_begin(store *s, MDB_txn **txn);
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define STORE_GUARDED_BEGIN                                                                        \

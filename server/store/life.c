@@ -341,7 +341,7 @@ es_err store_life_apply(store *s, store_life_op *op)
         return ES_ERR_INVALID_ARGUMENT;
     }
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc = store_write_begin(s, &txn);
     if (rc) {
         return es_err_from_mdb(rc);
     }

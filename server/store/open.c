@@ -286,11 +286,16 @@ es_err store_stream_lookup(MDB_txn *txn, store *s, const uint8_t *stream, size_t
 
 es_err store_damage(store *s, const char *index, uint64_t pos, const char *what)
 {
-    atomic_fetch_add(&s->index_mismatches, 1);
     char line[256];
     snprintf(line, sizeof line,
              "store damaged: index %s, position %llu: %s; refused as CORRUPT (run esctl db check)",
              index, (unsigned long long)pos, what);
+    return store_damage_line(s, line);
+}
+
+es_err store_damage_line(store *s, const char *line)
+{
+    atomic_fetch_add(&s->index_mismatches, 1);
     if (s->damage_log) {
         bool in_visitor = store_in_visitor;
         store_in_visitor = true; /* the caller's code: its faults are its own */

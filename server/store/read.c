@@ -54,6 +54,18 @@
  * not a crash. The message names the signal: the same exit would follow a
  * bug in the write path, and `esctl db check` tells the two apart.
  *
+ * The write guard. An append batch and a scavenger slice first build their
+ * write transaction, reading the tree, and only then write the journal and
+ * commit. The building part is guarded as a read is (WRITE_GUARD_ARM): a
+ * fault or an assertion there fails the batch with ES_ERR_CORRUPT, and
+ * from then on every write is refused with ES_ERR_CORRUPT
+ * (store_write_begin) while reads go on: nothing of the transaction reached
+ * the journal or the file (its dirty pages are malloc'd), but it cannot be
+ * aborted safely (LMDB's abort frees what the interrupted call left half
+ * built) and it holds the writer lock, so it is abandoned. A restart on
+ * the same damage refuses writes again at the first one that meets it.
+ * The journal write and the commit stay in the fatal scope.
+ *
  * Only the guarded functions are compiled with GCC's -Wclobbered off
  * (STORE_GUARDED_BEGIN/END): after the jump only `txn` is used, and it never
  * changes after the setjmp; GCC cannot see that the other locals are dead
@@ -64,6 +76,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +114,31 @@ void store_on_lmdb_assert(MDB_env *env, const char *msg)
 }
 
 _Thread_local unsigned store_fatal_depth;
+
+es_err store_write_damaged(store *s, const char *what)
+{
+    /* The transaction is left as the fault left it, never aborted: LMDB's
+     * abort frees what the interrupted call was building (a free() of a
+     * damaged pointer, seen). It holds the writer lock, so no later write
+     * may begin: store_write_begin refuses them all. */
+    store_write_guard_off();
+    atomic_store(&s->write_damaged, true);
+    char line[256];
+    snprintf(line, sizeof line,
+             "store damaged: %s; this write and every later one refused as CORRUPT until esd "
+             "restarts (reads go on; run esctl db check)",
+             what);
+    return store_damage_line(s, line);
+}
+
+int store_write_begin(store *s, MDB_txn **txn)
+{
+    if (atomic_load(&s->write_damaged)) {
+        *txn = NULL;
+        return MDB_CORRUPTED;
+    }
+    return mdb_txn_begin(s->env, NULL, 0, txn);
+}
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {

@@ -431,9 +431,11 @@ static int scav_walk(scav *c, uint64_t start, uint64_t *next)
     return rc;
 }
 
+STORE_GUARDED_BEGIN
 es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *out)
 {
     STORE_FATAL_SCOPE;
+    WRITE_GUARD_DECLARE;
     memset(out, 0, sizeof *out);
     if (s->read_only) {
         return ES_ERR_READ_ONLY;
@@ -443,10 +445,15 @@ es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *ou
         return ES_OK;
     }
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc = store_write_begin(s, &txn);
     if (rc) {
         return es_err_from_mdb(rc);
     }
+    if (sigsetjmp(write_jb_, 1) != 0) {
+        memset(out, 0, sizeof *out);
+        return store_write_damaged(s, "a page the scavenger read");
+    }
+    WRITE_GUARD_ARM();
     scav c = {s, txn, false, store_now_us(), budget ? budget : 1, out};
     uint64_t start = 0, hw = 0;
     MDB_val v;
@@ -472,9 +479,10 @@ es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *ou
     if (rc) {
         mdb_txn_abort(txn);
         memset(out, 0, sizeof *out);
-        return rc == MDB_CORRUPTED ? store_damage(s, "stream_revs", 0, "met by the scavenger")
+        return rc == MDB_CORRUPTED ? store_damage(s, "stream_revs", 0, "a page the scavenger read")
                                    : es_err_from_mdb(rc);
     }
+    store_write_guard_off();
     if (next == start && !write_hw && out->events_removed == 0 && out->snapshots_removed == 0) {
         mdb_txn_abort(txn); /* nothing changed: no commit, no sync */
         return ES_OK;
@@ -486,6 +494,7 @@ es_err store_scavenge_slice(store *s, uint32_t budget, store_scavenge_result *ou
     }
     return ES_OK;
 }
+STORE_GUARDED_END
 
 void store_scavenge_horizon_set(store *s, uint64_t position)
 {

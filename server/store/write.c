@@ -682,9 +682,11 @@ uint64_t store_last_commit_call_us(const store *s)
     return s->last_commit_call_us;
 }
 
+STORE_GUARDED_BEGIN
 es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
 {
     STORE_FATAL_SCOPE;
+    WRITE_GUARD_DECLARE;
     s->last_commit_call_us = 0;
     if (s->read_only) {
         for (size_t i = 0; i < n_reqs; i++) {
@@ -706,18 +708,27 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
         reqs[i].rv = ES_OK;
         reqs[i].synced = false;
     }
+    if (sigsetjmp(write_jb_, 1) != 0) {
+        /* Damage met while building the batch (only reqs and n_reqs, never
+         * changed, are used here). */
+        es_err drv = store_write_damaged(s, "a page an append batch read");
+        fail_all(reqs, n_reqs, drv);
+        return drv;
+    }
     /* Requests excluded by an earlier attempt keep rv = STORE_FULL or
      * TOO_LARGE and are skipped; every other request is redone from scratch. */
     for (;;) {
         batch_state b = {0};
-        int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
+        int rc = store_write_begin(s, &b.txn);
         if (rc) {
             fail_all(reqs, n_reqs, es_err_from_mdb(rc));
             return es_err_from_mdb(rc);
         }
+        WRITE_GUARD_ARM();
         MDB_val v;
         rc = store_meta_get(b.txn, s->meta, "next_stream", &v);
         if (rc || v.mv_size != 8) {
+            store_write_guard_off();
             mdb_txn_abort(b.txn);
             fail_all(reqs, n_reqs, rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT);
             return rc ? es_err_from_mdb(rc) : ES_ERR_CORRUPT;
@@ -745,12 +756,14 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
             put_u64le(nbuf, b.next_stream);
             rc = store_meta_put(b.txn, s->meta, "next_stream", nbuf, 8);
             if (rc) {
+                store_write_guard_off();
                 mdb_txn_abort(b.txn);
                 fail_all(reqs, n_reqs, es_err_from_mdb(rc));
                 return es_err_from_mdb(rc);
             }
         }
         if (poisoned < n_reqs) {
+            store_write_guard_off();
             mdb_txn_abort(b.txn);
             es_err prv = es_err_from_mdb(rc);
             if (prv != ES_ERR_STORE_FULL && prv != ES_ERR_TOO_LARGE) {
@@ -773,6 +786,7 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
             }
             continue;
         }
+        store_write_guard_off(); /* the journal and the commit: damage is fatal there */
         uint64_t head = b.next_position - 1;
         struct timespec c0, c1;
         clock_gettime(CLOCK_MONOTONIC, &c0);
@@ -820,6 +834,7 @@ es_err store_append_batch(store *s, store_request *reqs, size_t n_reqs)
         return ES_OK;
     }
 }
+STORE_GUARDED_END
 
 /*
  * An append by the store itself inside a write transaction the caller
@@ -1040,7 +1055,7 @@ static es_err import_records(store *s, const store_import_in *recs, size_t n, bo
 {
     STORE_FATAL_SCOPE;
     batch_state b = {0};
-    int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
+    int rc = store_write_begin(s, &b.txn);
     if (rc) {
         return es_err_from_mdb(rc);
     }
@@ -1143,7 +1158,7 @@ es_err store_save_snapshot(store *s, const uint8_t *stream, size_t stream_len, u
         return ES_ERR_TOO_LARGE;
     }
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc = store_write_begin(s, &txn);
     if (rc) {
         return es_err_from_mdb(rc);
     }
