@@ -180,7 +180,8 @@ es_err store_crypt_recover(store *s)
             continue;
         }
         uint64_t slot = get_u64be(k.mv_data);
-        if (store_keys_live(&s->keys, slot)) {
+        /* Live, or half-zeroed by a torn erasure: not yet all zeros. */
+        if (!store_keys_blank(&s->keys, slot)) {
             rv = store_keys_destroy(&s->keys, slot);
         }
     }
@@ -234,6 +235,9 @@ static es_err slot_erased(store *s, MDB_txn *txn, uint64_t slot, bool *erased)
     }
     if (rc != MDB_NOTFOUND) {
         return es_err_from_mdb(rc);
+    }
+    if (s->keys.fd >= 0 && !store_keys_live(&s->keys, slot) && !store_keys_blank(&s->keys, slot)) {
+        return ES_ERR_CORRUPT; /* neither a key nor zeros, and no erasure recorded */
     }
     *erased = s->keys.fd < 0 || !store_keys_live(&s->keys, slot);
     return ES_OK;
@@ -589,8 +593,11 @@ es_err store_crypt_snapshot_key(store *s, MDB_txn *txn, uint64_t number, bool *s
     if (rv != ES_OK) {
         return rv;
     }
-    if (erased || !store_keys_get(&s->keys, *slot, key)) {
+    if (erased) {
         return ES_ERR_ERASED;
+    }
+    if (!store_keys_get(&s->keys, *slot, key)) {
+        return store_keys_missing(&s->keys, *slot);
     }
     *sealed = true;
     return ES_OK;
@@ -743,7 +750,7 @@ es_err store_erase(store *s, store_erase_op *op)
         op->erased_at_us = get_u64le(v.mv_data);
         mdb_txn_abort(txn);
         /* Recorded before: make sure the key is gone (a failed destroy). */
-        return store_keys_live(&s->keys, slot) ? store_keys_destroy(&s->keys, slot) : ES_OK;
+        return store_keys_blank(&s->keys, slot) ? ES_OK : store_keys_destroy(&s->keys, slot);
     }
     if (rc != MDB_NOTFOUND) {
         rv = es_err_from_mdb(rc);

@@ -86,6 +86,15 @@ es_err store_keys_take(store_keys *k, uint64_t *slot);
 /** @brief Copy a live key out; false when the slot is destroyed or unknown. */
 bool store_keys_get(const store_keys *k, uint64_t slot, uint8_t key[STORE_KEY_BYTES]);
 bool store_keys_live(const store_keys *k, uint64_t slot);
+/**
+ * @brief Why store_keys_get found no key: ES_ERR_ERASED for a slot of zeros
+ *        (destroyed) or past the end, ES_ERR_CORRUPT for a slot that is
+ *        neither zeros nor a key that passes its CRC (damage: an erasure's
+ *        torn write is finished at the next open before anything is read).
+ */
+es_err store_keys_missing(const store_keys *k, uint64_t slot);
+/** @brief Whether a slot is all zeros (destroyed or never used) or past the end. */
+bool store_keys_blank(const store_keys *k, uint64_t slot);
 /** @brief Whether a slot still carries the live marker (no CRC check: for a
  *         key already checked once, slots never being reused). */
 bool store_keys_marked_live(const store_keys *k, uint64_t slot);

@@ -35,9 +35,13 @@
  *
  * Why a crash cannot leave a torn slot that matters. A slot is 64 bytes at
  * a 64-byte offset: it never spans a sector, and sectors are written whole.
- * A torn write would still be detected by the CRC and the slot read as
- * destroyed, which is the safe reading for an erase and never happens for a
- * new key (new keys are written and synced before any record uses them).
+ * A torn write would still be detected by the CRC, and never happens for a
+ * new key (new keys are written and synced before any record uses them);
+ * a torn erasure is finished at the next open (store_crypt_recover zeroes
+ * every slot erased_keys lists) before anything is read. So at run time a
+ * slot of zeros is a destroyed key (reads answer ERASED), and a slot that
+ * is neither zeros nor a key passing its CRC is damage (CORRUPT,
+ * store_keys_missing).
  *
  * Allocation. Slots are never reused: a destroyed slot stays zero for
  * good, so no key can come back. The writer takes keys from a pool of
@@ -304,6 +308,25 @@ bool store_keys_get(const store_keys *k, uint64_t slot, uint8_t key[STORE_KEY_BY
         return false;
     }
     return true;
+}
+
+bool store_keys_blank(const store_keys *k, uint64_t slot)
+{
+    if (!k->map || slot == 0 || slot >= atomic_load(&k->end)) {
+        return true;
+    }
+    const uint8_t *s = k->map + slot * STORE_KEY_SLOT_BYTES;
+    for (size_t i = 0; i < STORE_KEY_SLOT_BYTES; i++) {
+        if (s[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+es_err store_keys_missing(const store_keys *k, uint64_t slot)
+{
+    return store_keys_blank(k, slot) ? ES_ERR_ERASED : ES_ERR_CORRUPT;
 }
 
 bool store_keys_marked_live(const store_keys *k, uint64_t slot)
@@ -652,7 +675,7 @@ es_err store_keys_unseal(const store_keys *k, const uint8_t *sealed, size_t len,
         !store_keys_marked_live(k, slot)) {
         uint8_t key[STORE_KEY_BYTES];
         if (!store_keys_get(k, slot, key)) {
-            return ES_ERR_ERASED;
+            return store_keys_missing(k, slot);
         }
         cp->dec_gen = 0;
         cp->dec_fixed_set = false;

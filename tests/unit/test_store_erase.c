@@ -775,7 +775,7 @@ static void reseal_flip(const char *path, uint64_t pos, size_t off)
     }
     MDB_val k = {8, key}, v;
     assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
-    assert_true(off >= 8 && off < v.mv_size);
+    assert_true(off < v.mv_size && (off < 4 || off >= 8)); /* never the CRC itself */
     uint8_t *b = malloc(v.mv_size);
     assert_non_null(b);
     memcpy(b, v.mv_data, v.mv_size);
@@ -874,6 +874,70 @@ static void test_a_tampered_sealed_record_reads_corrupt(void **state)
     assert_rv(ES_ERR_CORRUPT,
               store_read_stream(f->s, U8("person-1"), 8, 0, false, 0, coll_visit, &c, &pg));
     coll_free(&c);
+}
+
+/*
+ * A record's header flags are outside its CRC: a cleared sealed flag must
+ * not serve the event as one without data, and a flag or reserved bit the
+ * store never writes is damage too.
+ */
+static void test_a_damaged_record_header_reads_corrupt(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    for (int i = 0; i < 4; i++) {
+        assert_rv(ES_OK, put(f, "person-1", NULL, "dd", "m", 1));
+    }
+    store_close(f->s);
+    f->s = NULL;
+    uint8_t rec[512];
+    raw_record(f->path, 1, rec, sizeof rec);
+    assert_int_equal(rec[1], 1); /* sealed */
+    reseal_flip(f->path, 1, 1);  /* revision 0: the sealed flag cleared */
+    reseal_flip(f->path, 3, 2);  /* revision 2: a reserved bit set */
+    fx_open(f);
+    for (uint64_t rev = 0; rev < 4; rev++) {
+        char got[16];
+        es_err rv = read_one(f->s, "person-1", rev, got, sizeof got);
+        if (rev % 2 == 0) {
+            assert_rv(ES_ERR_CORRUPT, rv);
+        } else {
+            assert_rv(ES_OK, rv);
+            assert_string_equal(got, "dd");
+        }
+    }
+    store_check_report rep;
+    assert_rv(ES_ERR_CORRUPT, store_check(f->s, &rep, NULL, NULL));
+}
+
+/*
+ * A key slot that is neither a key passing its CRC nor zeros is damage
+ * (CORRUPT), not an erasure; a slot of zeros without a recorded erasure
+ * (a key store newer than its data) reads as erased.
+ */
+static void test_a_damaged_key_slot_reads_corrupt_and_a_zeroed_one_erased(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 2));
+    store_close(f->s);
+    f->s = NULL;
+    char keys[1024];
+    snprintf(keys, sizeof keys, "%s/keys.esk", f->path);
+    size_t len;
+    uint8_t *k = read_file(keys, &len);
+    assert_true(len >= 128);
+    k[64 + 8 + 3] ^= 0x10; /* slot 1 (the stream's): a bit of its key */
+    write_file(keys, k, len);
+    fx_open(f);
+    assert_rv(ES_ERR_CORRUPT, read_rv(f->s, "person-1"));
+    store_close(f->s);
+    f->s = NULL;
+    memset(k + 64, 0, 64);
+    write_file(keys, k, len);
+    free(k);
+    fx_open(f);
+    assert_rv(ES_ERR_ERASED, read_rv(f->s, "person-1"));
 }
 
 /* ------------------------------------------------------------ followers -- */
@@ -1277,6 +1341,8 @@ int main(void)
         T(test_an_erased_key_is_not_served_from_a_readers_cache),
         T(test_two_stores_with_one_id_open_each_record_with_its_own_key),
         T(test_a_tampered_sealed_record_reads_corrupt),
+        T(test_a_damaged_record_header_reads_corrupt),
+        T(test_a_damaged_key_slot_reads_corrupt_and_a_zeroed_one_erased),
         T(test_a_follower_stores_sealed_records_and_applies_erasures),
         T(test_a_follower_joining_after_an_erasure),
         T(test_a_promoted_follower_refuses_to_erase_one_stream_of_a_subject),
