@@ -8,7 +8,9 @@
  * pbwire primitives, never decoded and re-encoded, and cut to fit one frame.
  * A page sent to many sessions (one subscription batch for every
  * subscription at the same position) is a reply_shared: encoded once,
- * reference counted, with only each session's frame head written for it.
+ * reference counted, with only each session's frame head written for it;
+ * a view (reply_shared_view) sends its tail to a session that already had
+ * its first records.
  * At the server's memory budget a page is also cut to what the session
  * may still hold (reply_session_budget).
  *

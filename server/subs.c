@@ -54,12 +54,35 @@
  * records after each commit. Reading them from LMDB a thousand times
  * (checksum, lifecycle filter, copy into a page, copy into each output)
  * made delivery the loop's whole cost. So a delivery pass keeps the
- * batches it read, keyed by (target, cursor, batch size), in a few slots
- * (SUBS_SHARED_SLOTS): another subscription of the same target at the same
- * cursor gets the same encoded bytes (reply_shared, reference counted)
- * with only its own head — frame length, its request id, the field header
- * — written for it; the bytes themselves go into its connection's output
- * by reference (net.c's conn_send_shared), not copied.
+ * batches it read, keyed by (target, cursor, batch size), one slot per
+ * read (SUBS_SHARED_SLOTS, the most reads a pass makes): another
+ * subscription of the same target at the same cursor gets the same
+ * encoded bytes (reply_shared, reference counted) with only its own head
+ * — frame length, its request id, the field header — written for it; the
+ * bytes themselves go into its connection's output by reference (net.c's
+ * conn_send_shared), not copied.
+ *
+ * Subscribers that fall behind do not stay together: a connection's room
+ * runs out after some of its subscriptions were served, a slow client
+ * drains its connections one by one, and soon a thousand subscriptions of
+ * the log sit at hundreds of positions. With exact keys each read its own
+ * batch, so every record was read, checked and decrypted again for almost
+ * every subscriber. Hence, for filters over the global log (not for one
+ * stream, whose cursor is a revision):
+ *   - a read notes where each record starts in its batch and its position
+ *     (batch_visit); a subscription whose cursor falls inside a slot's
+ *     batch — between its cursor and where it stopped — gets the batch
+ *     from the first record at or after its cursor on: a view of the same
+ *     bytes (reply_shared_view), which is what its own read would have
+ *     returned, or less (protobuf's repeated field: any tail of the
+ *     records is a valid message);
+ *   - a subscription that must read stops its read at the lowest cursor
+ *     above its own where a slot begins (the records from there are read
+ *     already);
+ *   - after its batch, a subscription with room takes up to SUBS_CHAIN
+ *     more from the slots that go on from where it now is.
+ * So a pass reads each stretch of the log at most once, however scattered
+ * its subscribers are.
  *
  * A batch that reached the end of the log is reused only while the head
  * is still the one its read saw (otherwise the subscription would be
