@@ -1014,7 +1014,9 @@ static bool deliver_one(subs *r, sub *x, bool *read_store)
     }
     /* Behind the others of its target, x joins them: the batches they
      * were sent this pass follow on from where x is now. */
-    for (unsigned i = 0; i < SUBS_CHAIN && x->dirty && !x->one_stream && has_room(s); i++) {
+    for (unsigned i = 0; i < SUBS_CHAIN && x->dirty && !x->one_stream &&
+                         r->pass_bytes < SUBS_PASS_BYTES && has_room(s);
+         i++) {
         if (!serve_shared(r, x, reply_session_budget(s, SUBS_BATCH_BYTES))) {
             break;
         }
