@@ -32,7 +32,10 @@
  *                --duration seconds; reports append throughput and
  *                latency as append does, plus events delivered to the
  *                matching subscriptions and how long they took to reach
- *                the head after the appenders stopped. Compare with
+ *                the head after the appenders stopped, and esd's and
+ *                esbench's own CPU per delivered event over the whole run
+ *                (user and system time). --rate paces the appends (per
+ *                second, over all connections). Compare with
  *                --idle-subs 0 for the cost of idle subscriptions.
  *   group        a consumer group of --consumers members (default 4, one
  *                thread and connection each) over the whole log: fill a
