@@ -1491,7 +1491,7 @@ static void budget_render(FILE *f, const net *n)
     fprintf(f,
             "# HELP esd_subscription_batches_total Subscription batches delivered, by source:"
             " read from the store, or shared with another subscription of the same target"
-            " and position.\n"
+            " (the whole batch, or its part from the subscription's position on).\n"
             "# TYPE esd_subscription_batches_total counter\n"
             "esd_subscription_batches_total{source=\"store\"} %llu\n"
             "esd_subscription_batches_total{source=\"shared\"} %llu\n",

@@ -206,15 +206,34 @@ reply_shared *reply_shared_create(bytebuf *inner)
     sh->refs = 1;
     sh->len = inner->len;
     sh->p = inner->p;
+    sh->parent = NULL;
     inner->p = NULL;
     inner->len = inner->cap = 0;
+    return sh;
+}
+
+reply_shared *reply_shared_view(reply_shared *parent, size_t off)
+{
+    reply_shared *sh = reply_malloc(sizeof *sh);
+    if (!sh) {
+        return NULL;
+    }
+    parent->refs++;
+    sh->refs = 1;
+    sh->len = parent->len - off;
+    sh->p = parent->p + off;
+    sh->parent = parent;
     return sh;
 }
 
 void reply_shared_release(reply_shared *sh)
 {
     if (sh && --sh->refs == 0) {
-        free(sh->p);
+        if (sh->parent) {
+            reply_shared_release(sh->parent);
+        } else {
+            free(sh->p);
+        }
         free(sh);
     }
 }

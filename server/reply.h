@@ -8,7 +8,9 @@
  * pbwire primitives, never decoded and re-encoded, and cut to fit one frame.
  * A page sent to many sessions (one subscription batch for every
  * subscription at the same position) is a reply_shared: encoded once,
- * reference counted, with only each session's frame head written for it.
+ * reference counted, with only each session's frame head written for it;
+ * a view (reply_shared_view) sends its tail to a session that already had
+ * its first records.
  * At the server's memory budget a page is also cut to what the session
  * may still hold (reply_session_budget).
  *
@@ -85,6 +87,9 @@ typedef struct reply_shared {
     uint32_t refs;
     size_t len;
     uint8_t *p; /* len bytes, malloc'd; freed with the last reference */
+    /* A view (reply_shared_view): p points into parent's bytes, which it
+     * holds a reference to instead of owning any. NULL otherwise. */
+    struct reply_shared *parent;
 } reply_shared;
 
 /* Shared payloads shorter than this are copied into each connection's
@@ -97,6 +102,15 @@ typedef struct reply_shared {
  * @return the payload; NULL when out of memory (inner unchanged).
  */
 reply_shared *reply_shared_create(bytebuf *inner);
+/**
+ * @brief A payload made of parent's bytes from offset `off` on (a batch
+ *        whose first records another subscription has already had): no
+ *        copy; the view holds one reference to parent until its last
+ *        reference is dropped. off < parent->len.
+ * @return the view holding one reference, the caller's; NULL when out of
+ *         memory.
+ */
+reply_shared *reply_shared_view(reply_shared *parent, size_t off);
 /** @brief Drop one reference; the last frees the payload. NULL is ignored. */
 void reply_shared_release(reply_shared *sh);
 

@@ -54,12 +54,35 @@
  * records after each commit. Reading them from LMDB a thousand times
  * (checksum, lifecycle filter, copy into a page, copy into each output)
  * made delivery the loop's whole cost. So a delivery pass keeps the
- * batches it read, keyed by (target, cursor, batch size), in a few slots
- * (SUBS_SHARED_SLOTS): another subscription of the same target at the same
- * cursor gets the same encoded bytes (reply_shared, reference counted)
- * with only its own head — frame length, its request id, the field header
- * — written for it; the bytes themselves go into its connection's output
- * by reference (net.c's conn_send_shared), not copied.
+ * batches it read, keyed by (target, cursor, batch size), one slot per
+ * read (SUBS_SHARED_SLOTS, the most reads a pass makes): another
+ * subscription of the same target at the same cursor gets the same
+ * encoded bytes (reply_shared, reference counted) with only its own head
+ * — frame length, its request id, the field header — written for it; the
+ * bytes themselves go into its connection's output by reference (net.c's
+ * conn_send_shared), not copied.
+ *
+ * Subscribers that fall behind do not stay together: a connection's room
+ * runs out after some of its subscriptions were served, a slow client
+ * drains its connections one by one, and soon a thousand subscriptions of
+ * the log sit at hundreds of positions. With exact keys each read its own
+ * batch, so every record was read, checked and decrypted again for almost
+ * every subscriber. Hence, for filters over the global log (not for one
+ * stream, whose cursor is a revision):
+ *   - a read notes where each record starts in its batch and its position
+ *     (batch_visit); a subscription whose cursor falls inside a slot's
+ *     batch — between its cursor and where it stopped — gets the batch
+ *     from the first record at or after its cursor on: a view of the same
+ *     bytes (reply_shared_view), which is what its own read would have
+ *     returned, or less (protobuf's repeated field: any tail of the
+ *     records is a valid message);
+ *   - a subscription that must read stops its read at the lowest cursor
+ *     above its own where a slot begins (the records from there are read
+ *     already);
+ *   - after its batch, a subscription with room takes up to SUBS_CHAIN
+ *     more from the slots that go on from where it now is.
+ * So a pass reads each stretch of the log at most once, however scattered
+ * its subscribers are.
  *
  * A batch that reached the end of the log is reused only while the head
  * is still the one its read saw (otherwise the subscription would be
@@ -69,13 +92,15 @@
  * turn (a deletion or erasure committed later is never served from it).
  * The registry counts both kinds (subs_batch_stats).
  */
-#define SUBS_SHARED_SLOTS 8u
+#define SUBS_SHARED_SLOTS SUBS_PER_PASS
 /* A pass serves at most SUBS_PER_PASS subscriptions that read the store,
  * and at most this many in all (shared batches cost a head and a
  * reference each), and stops once it queued SUBS_PASS_BYTES: never more
  * than the SUBS_PER_PASS reads of SUBS_BATCH_BYTES it queued before. */
 #define SUBS_SHARED_PER_PASS 1024u
-#define SUBS_PASS_BYTES      ((size_t)SUBS_PER_PASS * SUBS_BATCH_BYTES)
+/* Batches a subscription may take from the shared ones after its own. */
+#define SUBS_CHAIN      16u
+#define SUBS_PASS_BYTES ((size_t)SUBS_PER_PASS * SUBS_BATCH_BYTES)
 
 typedef struct shared_batch {
     const struct target *tgt; /* NULL: empty slot */
@@ -83,6 +108,12 @@ typedef struct shared_batch {
     uint32_t batch;
     reply_shared *payload; /* NULL: the page had no record */
     store_page pg;
+    /* Where each record of payload starts, and its position (a batch of
+     * the global log read from the store; n_recs 0 otherwise). Arrays of
+     * cap_recs, kept across passes. */
+    uint64_t *rec_pos;
+    uint32_t *rec_off;
+    uint32_t n_recs, cap_recs;
 } shared_batch;
 
 typedef struct target target;
@@ -133,7 +164,9 @@ struct subs {
     uint64_t scan_from;
     bool scan_failed;
     shared_batch shared[SUBS_SHARED_SLOTS]; /* this pass's batches */
+    shared_batch scratch;                   /* record offsets of the read under way */
     unsigned shared_next;                   /* the slot to fill next */
+    unsigned shared_used;                   /* slots filled this pass (at most all) */
     size_t pass_bytes;                      /* queued by this pass */
     uint64_t shared_hits;                   /* batches sent from a slot, ever */
     uint64_t store_reads;                   /* batches read from the store, ever */
@@ -262,7 +295,11 @@ void subs_destroy(subs *r)
     }
     for (unsigned i = 0; i < SUBS_SHARED_SLOTS; i++) {
         reply_shared_release(r->shared[i].payload);
+        free(r->shared[i].rec_pos);
+        free(r->shared[i].rec_off);
     }
+    free(r->scratch.rec_pos);
+    free(r->scratch.rec_off);
     for (uint32_t i = 0; i < r->n_buckets; i++) {
         while (r->buckets[i]) {
             target *t = r->buckets[i];
@@ -678,24 +715,63 @@ static void send_dropped(session *s, uint64_t id, es_err reason, const char *mes
     reply_send(s, &resp);
 }
 
+/* Empty a slot, keeping its arrays for the next batch. */
+static void slot_empty(shared_batch *b)
+{
+    reply_shared_release(b->payload);
+    b->payload = NULL;
+    b->tgt = NULL;
+    b->n_recs = 0;
+}
+
 static void shared_clear(subs *r)
 {
-    for (unsigned i = 0; i < SUBS_SHARED_SLOTS; i++) {
-        reply_shared_release(r->shared[i].payload);
-        r->shared[i] = (shared_batch){0};
+    for (unsigned i = 0; i < r->shared_used; i++) {
+        slot_empty(&r->shared[i]);
     }
     r->shared_next = 0;
+    r->shared_used = 0;
+}
+
+/* The first position after what b has looked at: a read from anywhere in
+ * [b->cursor, that) returns b's records from there on (or fewer). */
+static uint64_t slot_covers_to(const shared_batch *b)
+{
+    return b->pg.end && b->pg.head + 1 > b->pg.next ? b->pg.head + 1 : b->pg.next;
 }
 
 /* The batch this pass already read for x's target at x's cursor, if any
- * and still valid (see "Shared batches"). */
-static const shared_batch *shared_find(const subs *r, const sub *x, size_t room)
+ * and still valid (see "Shared batches"); or one read from an earlier
+ * cursor that covers x's: *off is then where x's part starts (the first
+ * record at or after x's cursor; the payload's length when none is). */
+static const shared_batch *shared_find(const subs *r, const sub *x, size_t room, size_t *off)
 {
-    for (unsigned i = 0; i < SUBS_SHARED_SLOTS; i++) {
+    uint64_t head = store_head(r->srv->st);
+    for (unsigned i = 0; i < r->shared_used; i++) {
         const shared_batch *b = &r->shared[i];
-        if (b->tgt == x->tgt && b->cursor == x->cursor && b->batch == x->batch &&
-            (!b->payload || b->payload->len <= room) &&
-            (!b->pg.end || b->pg.head == store_head(r->srv->st))) {
+        if (b->tgt != x->tgt || b->batch != x->batch || (b->pg.end && b->pg.head != head)) {
+            continue;
+        }
+        if (b->cursor == x->cursor && (!b->payload || b->payload->len <= room)) {
+            *off = 0;
+            return b;
+        }
+        if (x->one_stream || !b->payload || b->n_recs == 0 || x->cursor < b->cursor ||
+            x->cursor >= slot_covers_to(b)) {
+            continue;
+        }
+        uint32_t lo = 0, hi = b->n_recs; /* the first record at or after the cursor */
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (b->rec_pos[mid] < x->cursor) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        size_t o = lo < b->n_recs ? b->rec_off[lo] : b->payload->len;
+        if (b->payload->len - o <= room) {
+            *off = o;
             return b;
         }
     }
@@ -703,32 +779,106 @@ static const shared_batch *shared_find(const subs *r, const sub *x, size_t room)
 }
 
 /* Keep a batch for the rest of the pass (takes over the payload's
- * reference). */
+ * reference, and the record offsets of the read in r->scratch). */
 static void shared_keep(subs *r, const sub *x, reply_shared *payload, const store_page *pg)
 {
     shared_batch *b = &r->shared[r->shared_next];
     r->shared_next = (r->shared_next + 1) % SUBS_SHARED_SLOTS;
-    reply_shared_release(b->payload);
-    *b = (shared_batch){
-        .tgt = x->tgt, .cursor = x->cursor, .batch = x->batch, .payload = payload, .pg = *pg};
+    if (r->shared_used < SUBS_SHARED_SLOTS) {
+        r->shared_used++;
+    }
+    slot_empty(b);
+    shared_batch t = *b; /* swap the arrays: the slot takes the scratch ones */
+    b->rec_pos = r->scratch.rec_pos;
+    b->rec_off = r->scratch.rec_off;
+    b->cap_recs = r->scratch.cap_recs;
+    b->n_recs = payload ? r->scratch.n_recs : 0;
+    r->scratch.rec_pos = t.rec_pos;
+    r->scratch.rec_off = t.rec_off;
+    r->scratch.cap_recs = t.cap_recs;
+    r->scratch.n_recs = 0;
+    b->tgt = x->tgt;
+    b->cursor = x->cursor;
+    b->batch = x->batch;
+    b->payload = payload;
+    b->pg = *pg;
+}
+
+/* page_visit up to a stop position, noting where each record starts in
+ * r->scratch (global-log reads; a record that does not fit the arrays ends
+ * the notes). */
+typedef struct batch_ctx {
+    page_ctx pc;
+    shared_batch *notes; /* NULL: not noted */
+    uint64_t stop;       /* the page ends before this position */
+} batch_ctx;
+
+static int batch_visit(void *ctx, const store_record *rec)
+{
+    batch_ctx *bc = ctx;
+    if (rec->position >= bc->stop) {
+        return -1; /* another batch of this pass goes on from here */
+    }
+    size_t off = bc->pc.buf.len;
+    int rv = page_visit(&bc->pc, rec);
+    shared_batch *n = bc->notes;
+    if (rv == 0 && n) {
+        if (n->n_recs < n->cap_recs && off <= UINT32_MAX) {
+            n->rec_pos[n->n_recs] = rec->position;
+            n->rec_off[n->n_recs] = (uint32_t)off;
+            n->n_recs++;
+        } else {
+            n->n_recs = 0;
+            bc->notes = NULL;
+        }
+    }
+    return rv;
+}
+
+/* Room in r->scratch for the offsets of n records; false: no memory (the
+ * batch is then shared from its cursor only). */
+static bool scratch_reserve(subs *r, uint32_t n)
+{
+    shared_batch *s = &r->scratch;
+    s->n_recs = 0;
+    if (s->cap_recs >= n) {
+        return true;
+    }
+    uint64_t *pos = reply_malloc((size_t)n * sizeof *pos);
+    uint32_t *off = pos ? reply_malloc((size_t)n * sizeof *off) : NULL;
+    if (!off) {
+        free(pos);
+        return false;
+    }
+    free(s->rec_pos);
+    free(s->rec_off);
+    s->rec_pos = pos;
+    s->rec_off = off;
+    s->cap_recs = n;
+    return true;
 }
 
 /* Read the next batch of x from the store. @return ES_OK with *payload
  * (NULL for an empty page) and *pg; or the error of the read. */
-static es_err read_batch(subs *r, const sub *x, size_t room, bytebuf *out, store_page *pg)
+static es_err read_batch(subs *r, const sub *x, size_t room, uint64_t stop, bytebuf *out,
+                         store_page *pg)
 {
     store *st = r->srv->st;
-    page_ctx pc = {.budget = reply_page_budget(r->srv->cfg)};
-    if (pc.budget > SUBS_BATCH_BYTES) {
-        pc.budget = SUBS_BATCH_BYTES;
+    batch_ctx bc = {.pc = {.budget = reply_page_budget(r->srv->cfg)}, .stop = stop};
+    page_ctx *pc = &bc.pc;
+    if (pc->budget > SUBS_BATCH_BYTES) {
+        pc->budget = SUBS_BATCH_BYTES;
     }
-    if (pc.budget > room) {
-        pc.budget = room; /* at the memory budget: what is left of the share */
+    if (pc->budget > room) {
+        pc->budget = room; /* at the memory budget: what is left of the share */
+    }
+    if (!x->one_stream && x->tgt->n_subs > 1 && scratch_reserve(r, x->batch)) {
+        bc.notes = &r->scratch;
     }
     es_err rv;
     if (x->one_stream) {
         rv = store_read_stream(st, x->tgt->name, x->tgt->name_len, x->cursor, false, x->batch,
-                               page_visit, &pc, pg);
+                               page_visit, pc, pg);
         if (rv == ES_ERR_NOT_FOUND) {
             rv = ES_OK; /* not created yet: nothing to deliver */
             pg->end = true;
@@ -737,20 +887,89 @@ static es_err read_batch(subs *r, const sub *x, size_t room, bytebuf *out, store
         }
     } else {
         store_filter f = {x->kind, x->tgt->name, x->tgt->name_len};
-        rv = store_read_all(st, &f, x->cursor, false, x->batch, page_visit, &pc, pg);
+        rv = store_read_all(st, &f, x->cursor, false, x->batch, batch_visit, &bc, pg);
     }
-    if (rv == ES_OK && pc.oom) {
+    if (rv == ES_OK && pc->oom) {
         rv = ES_ERR_NO_MEMORY;
     }
+    if (!bc.notes) {
+        r->scratch.n_recs = 0;
+    }
     if (rv != ES_OK) {
-        bb_free(&pc.buf);
+        bb_free(&pc->buf);
         return rv;
     }
-    *out = pc.buf;
+    *out = pc->buf;
     return ES_OK;
 }
 
-/* Read (or take from this pass's shared batches) and push one batch.
+/* Move x past a batch it was sent; the end of the log marks it clean (and
+ * tells it it caught up, once). */
+static void advance(sub *x, const store_page *pg)
+{
+    if (x->one_stream) {
+        x->cursor = pg->next;
+    } else {
+        /* With the whole page read in one transaction that saw `head`, a
+         * finished forward read has looked at everything up to head. */
+        x->cursor = pg->end && pg->head + 1 > pg->next ? pg->head + 1 : pg->next;
+    }
+    if (pg->end) {
+        x->dirty = false;
+        if (!x->caught_up_sent) {
+            x->caught_up_sent = true;
+            send_caught_up(x->sess, x->id, pg->head);
+        }
+    }
+}
+
+/* Push x's next batch from this pass's shared batches, if one holds it.
+ * @return false when none does (or no memory for a view of one). */
+static bool serve_shared(subs *r, sub *x, size_t room)
+{
+    size_t off = 0;
+    const shared_batch *hit = shared_find(r, x, room, &off);
+    if (!hit) {
+        return false;
+    }
+    reply_shared *part = NULL;
+    if (off > 0 && off < hit->payload->len) {
+        part = reply_shared_view(hit->payload, off);
+        if (!part) {
+            return false; /* read it instead */
+        }
+    }
+    r->shared_hits++;
+    reply_shared *p = part ? part : off == 0 ? hit->payload : NULL;
+    if (p) {
+        reply_send_shared(x->sess, x->id, ES__V1__RESPONSE__KIND_EVENTS, p);
+        r->pass_bytes += p->len;
+    }
+    reply_shared_release(part);
+    store_page pg = hit->pg;
+    advance(x, &pg);
+    return true;
+}
+
+/* The lowest cursor past x's at which this pass holds a batch for x's
+ * target (UINT64_MAX: none): x's own read stops there and goes on from
+ * that batch. */
+static uint64_t shared_next_cursor(const subs *r, const sub *x)
+{
+    uint64_t best = UINT64_MAX;
+    uint64_t head = store_head(r->srv->st);
+    for (unsigned i = 0; i < r->shared_used; i++) {
+        const shared_batch *b = &r->shared[i];
+        if (b->tgt == x->tgt && b->batch == x->batch && b->payload && b->cursor > x->cursor &&
+            b->cursor < best && (!b->pg.end || b->pg.head == head)) {
+            best = b->cursor;
+        }
+    }
+    return best;
+}
+
+/* Read (or take from this pass's shared batches) and push x's next batch,
+ * then up to SUBS_CHAIN more from the shared batches while x has room.
  * @return false when the subscription was dropped. *read_store tells
  * whether the store was read. */
 static bool deliver_one(subs *r, sub *x, bool *read_store)
@@ -762,21 +981,14 @@ static bool deliver_one(subs *r, sub *x, bool *read_store)
         x->dirty = false; /* nothing new anywhere: no transaction needed */
         return true;
     }
-    store_page pg;
     size_t room = reply_session_budget(s, SUBS_BATCH_BYTES);
-    const shared_batch *hit = shared_find(r, x, room);
-    if (hit) {
-        pg = hit->pg;
-        r->shared_hits++;
-        if (hit->payload) {
-            reply_send_shared(s, x->id, ES__V1__RESPONSE__KIND_EVENTS, hit->payload);
-            r->pass_bytes += hit->payload->len;
-        }
-    } else {
+    if (!serve_shared(r, x, room)) {
         *read_store = true;
         r->store_reads++;
         bytebuf buf = {0};
-        es_err rv = read_batch(r, x, room, &buf, &pg);
+        store_page pg;
+        uint64_t stop = x->one_stream ? UINT64_MAX : shared_next_cursor(r, x);
+        es_err rv = read_batch(r, x, room, stop, &buf, &pg);
         if (rv != ES_OK) {
             send_dropped(s, x->id, rv,
                          rv == ES_ERR_CORRUPT ? "a stored record failed its checksum"
@@ -798,19 +1010,15 @@ static bool deliver_one(subs *r, sub *x, bool *read_store)
             }
             bb_free(&buf);
         }
+        advance(x, &pg);
     }
-    if (x->one_stream) {
-        x->cursor = pg.next;
-    } else {
-        /* With the whole page read in one transaction that saw `head`, a
-         * finished forward read has looked at everything up to head. */
-        x->cursor = pg.end && pg.head + 1 > pg.next ? pg.head + 1 : pg.next;
-    }
-    if (pg.end) {
-        x->dirty = false;
-        if (!x->caught_up_sent) {
-            x->caught_up_sent = true;
-            send_caught_up(s, x->id, pg.head);
+    /* Behind the others of its target, x joins them: the batches they
+     * were sent this pass follow on from where x is now. */
+    for (unsigned i = 0; i < SUBS_CHAIN && x->dirty && !x->one_stream &&
+                         r->pass_bytes < SUBS_PASS_BYTES && has_room(s);
+         i++) {
+        if (!serve_shared(r, x, reply_session_budget(s, SUBS_BATCH_BYTES))) {
+            break;
         }
     }
     return true;

@@ -19,13 +19,17 @@
  * the low-water mark (half of max_output_bytes). Catch-up and live are the
  * same code, so the switch between them can have neither a gap nor a
  * duplicate; a slow subscriber costs at most one batch of memory beyond
- * that mark and simply falls behind. One batch per subscription per pass,
- * of at most SUBS_BATCH_BYTES, keeps one busy subscriber from starving
- * the others and the loop. Subscriptions of one target at one cursor
- * share the batch a pass read for the first of them: encoded once,
- * sent to each by reference with only its own frame head written for it
- * (subs.c, "Shared batches"), so a thousand caught-up subscribers to the
- * whole log cost one read per commit, not a thousand. A session whose output is paused by the
+ * that mark and simply falls behind. One batch read per subscription per
+ * pass, of at most SUBS_BATCH_BYTES, keeps one busy subscriber from
+ * starving the others and the loop. Subscriptions of one target share
+ * the batches a pass read: one at the same cursor gets the whole batch,
+ * one whose cursor falls inside it the batch from there on, encoded once
+ * and sent to each by reference with only its own frame head written for
+ * it; a subscription behind the others reads only up to where their
+ * batches begin and then takes those (subs.c, "Shared batches"). So a
+ * thousand caught-up subscribers to the whole log cost one read per
+ * commit, not a thousand, and scattered ones behind it one read of each
+ * stretch of the log per pass. A session whose output is paused by the
  * server's memory budget (session.paused_output) gets nothing until it
  * is resumed; subs_drop_slow drops its subscriptions with SLOW_CONSUMER.
  *
@@ -102,9 +106,10 @@ typedef struct subs_lag_stats {
 void subs_lag(const subs *r, uint64_t head, subs_lag_stats *out);
 
 /**
- * @brief One delivery pass: at most one batch per dirty subscription whose
- *        connection has room, for SUBS_PER_PASS store reads at most (and
- *        a bounded number of shared batches and bytes, subs.c).
+ * @brief One delivery pass: at most one batch read per dirty subscription
+ *        whose connection has room (and a few more that the pass read for
+ *        others), for SUBS_PER_PASS store reads at most (and a bounded
+ *        number of shared batches and bytes, subs.c).
  * @return true when work remains for another pass.
  */
 bool subs_deliver(subs *r);
@@ -112,7 +117,8 @@ bool subs_deliver(subs *r);
 /**
  * @brief Batches delivered, ever: read from the store for a subscription
  *        (from_store), or sent from one a pass had already read for
- *        another subscription of the same target and cursor (shared).
+ *        another subscription of the same target (shared: the whole batch,
+ *        or its part from the subscription's cursor on).
  */
 void subs_batch_stats(const subs *r, uint64_t *from_store, uint64_t *shared);
 

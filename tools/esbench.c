@@ -32,7 +32,10 @@
  *                --duration seconds; reports append throughput and
  *                latency as append does, plus events delivered to the
  *                matching subscriptions and how long they took to reach
- *                the head after the appenders stopped. Compare with
+ *                the head after the appenders stopped, and esd's and
+ *                esbench's own CPU per delivered event over the whole run
+ *                (user and system time). --rate paces the appends (per
+ *                second, over all connections). Compare with
  *                --idle-subs 0 for the cost of idle subscriptions.
  *   group        a consumer group of --consumers members (default 4, one
  *                thread and connection each) over the whole log: fill a
@@ -180,6 +183,7 @@ typedef struct config {
     bool events_set;        /* --events given */
     unsigned consumers;     /* group: members */
     unsigned rate;          /* group: live appends per second */
+    bool rate_set;          /* --rate given: fanout paces its appends to it */
     const char *user;       /* --user, else $ES_USER */
     const char *token_file; /* --token-file (see token.h) */
     tool_tls tls;           /* --tls, --tls-ca, --tls-insecure */
@@ -220,7 +224,9 @@ static void usage(FILE *out)
                  "                          20000)\n"
                  "  --matching-subs N       fanout: subscriptions to the whole log (default 0)\n"
                  "  --consumers N           group: members of the group (default 4)\n"
-                 "  --rate N                group: live appends per second (default 1000)\n"
+                 "  --rate N                group: live appends per second (default 1000);\n"
+                 "                          fanout: appends per second over all connections\n"
+                 "                          (default: as fast as they go)\n"
                  "  --json                  print one JSON object\n"
                  "  --user NAME             user for the hello (default $ES_USER)\n"
                  "  --token-file FILE       token for the hello (default $ES_TOKEN_FILE, else\n"
@@ -428,11 +434,30 @@ static uint64_t parse_stamp(const uint8_t *p, size_t len)
     return t;
 }
 
+/* fanout --rate: appends are due at pace_t0 + k / rate, k counted over
+ * every appender thread. */
+static _Atomic uint64_t pace_sent;
+static uint64_t pace_t0;
+
+static void pace_wait(const config *cfg)
+{
+    uint64_t k = atomic_fetch_add(&pace_sent, 1);
+    uint64_t due = pace_t0 + k * 1000000u / cfg->rate;
+    for (uint64_t now = now_us(); now < due && !atomic_load(&stop_flag); now = now_us()) {
+        uint64_t wait = due - now < 10000 ? due - now : 10000; /* stop is looked at */
+        struct timespec ts = {0, (long)(wait * 1000)};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Send the next append on a slot (a random stream; the events in evs, the
  * payload stamped when asked). @return ES_OK or the error of the send. */
 static es_err slot_send(worker *w, conn_slot *s, es_event *evs, uint8_t *payload, size_t size)
 {
     const config *cfg = w->cfg;
+    if (cfg->w == W_FANOUT && cfg->rate_set) {
+        pace_wait(cfg);
+    }
     s->sn = (unsigned)(xorshift(&w->seed) % cfg->streams);
     char stream[48];
     snprintf(stream, sizeof stream, "bench-%u", s->sn);
@@ -585,6 +610,10 @@ typedef struct result {
     double drain_seconds; /* appenders stopped -> every matching one at the head */
     bool drained;         /* they all reached it (within 60 s) */
     double server_cpu_s;  /* esd CPU time during the timed phase (-1: unknown) */
+    /* fanout, from the appenders' start to the end of the drain: esd's CPU
+     * (user, system; -1: unknown) and this process's (appenders, poller) */
+    double server_user_s, server_sys_s;
+    double client_user_s, client_sys_s;
 } result;
 
 /* Appender threads, started and stopped around a timed phase. */
@@ -1146,17 +1175,18 @@ static bool fanout_at(const fanout_set *fs, uint64_t head0, uint64_t head)
     return true;
 }
 
-/* CPU seconds (user + system) of the esd esbench started; -1 without one. */
-static double esd_cpu_s(void)
+/* CPU seconds (user, system) of the esd esbench started; -1 without one. */
+static void esd_cpu_split(double *user, double *sys)
 {
+    *user = *sys = -1;
     if (esd_pid <= 0) {
-        return -1;
+        return;
     }
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)esd_pid);
     FILE *f = fopen(path, "r");
     if (!f) {
-        return -1;
+        return;
     }
     char buf[1024];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -1166,9 +1196,25 @@ static double esd_cpu_s(void)
     unsigned long long ut = 0, st = 0;
     if (!p ||
         sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) {
-        return -1;
+        return;
     }
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    *user = (double)ut / (double)sysconf(_SC_CLK_TCK);
+    *sys = (double)st / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double esd_cpu_s(void)
+{
+    double u, s;
+    esd_cpu_split(&u, &s);
+    return u >= 0 ? u + s : -1;
+}
+
+static void self_cpu(double *user, double *sys)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    *sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static int run_fanout(const config *cfg, result *out)
@@ -1196,6 +1242,10 @@ static int run_fanout(const config *cfg, result *out)
         polling = true;
     }
     appenders a;
+    double su0, ss0, cu0, cs0;
+    esd_cpu_split(&su0, &ss0);
+    self_cpu(&cu0, &cs0);
+    pace_t0 = now_us();
     if (appenders_start(cfg, &a) != 0) {
         rc = 1;
         goto out;
@@ -1228,6 +1278,13 @@ static int run_fanout(const config *cfg, result *out)
         atomic_store(&poller.stop, true);
         pthread_join(poller.th, NULL);
         polling = false;
+        double su1, ss1, cu1, cs1;
+        esd_cpu_split(&su1, &ss1);
+        self_cpu(&cu1, &cs1);
+        out->server_user_s = su0 >= 0 && su1 >= 0 ? su1 - su0 : -1;
+        out->server_sys_s = su0 >= 0 && su1 >= 0 ? ss1 - ss0 : -1;
+        out->client_user_s = cu1 - cu0;
+        out->client_sys_s = cs1 - cs0;
         for (uint64_t i = 0; i < match.n_subs; i++) {
             out->delivered += match.seen[i].events;
             out->order_errors += match.seen[i].order_errors;
@@ -1576,6 +1633,18 @@ static void report(const config *cfg, const result *r)
                    r->events * r->matching_subs, r->drain_seconds, r->order_errors, r->server_cpu_s,
                    r->events && r->server_cpu_s >= 0 ? r->server_cpu_s * 1e6 / (double)r->events
                                                      : -1.0);
+            if (r->delivered) {
+                /* Whole run (appending and draining), per delivered event. */
+                double d = (double)r->delivered;
+                printf(",\"rate\":%u,\"server_user_s\":%.2f,\"server_sys_s\":%.2f"
+                       ",\"client_user_s\":%.2f,\"client_sys_s\":%.2f"
+                       ",\"server_ns_per_delivery\":%.0f,\"client_ns_per_delivery\":%.0f",
+                       cfg->rate_set ? cfg->rate : 0, r->server_user_s, r->server_sys_s,
+                       r->client_user_s, r->client_sys_s,
+                       r->server_user_s >= 0 ? (r->server_user_s + r->server_sys_s) * 1e9 / d
+                                             : -1.0,
+                       (r->client_user_s + r->client_sys_s) * 1e9 / d);
+            }
         }
         printf("}\n");
         return;
@@ -1594,6 +1663,17 @@ static void report(const config *cfg, const result *r)
                    "the appenders stopped\n",
                    r->delivered, r->events * r->matching_subs,
                    r->seconds > 0 ? (double)r->delivered / r->seconds : 0, r->drain_seconds);
+            if (r->delivered) {
+                double d = (double)r->delivered;
+                printf("cpu          per delivered event, appending and draining: esd %.0f ns "
+                       "(user %.2f s, system %.2f s), esbench %.0f ns (user %.2f s, system %.2f "
+                       "s)\n",
+                       r->server_user_s >= 0 ? (r->server_user_s + r->server_sys_s) * 1e9 / d
+                                             : -1.0,
+                       r->server_user_s, r->server_sys_s,
+                       (r->client_user_s + r->client_sys_s) * 1e9 / d, r->client_user_s,
+                       r->client_sys_s);
+            }
         }
     }
     printf("workload     %s (%u connection%s, batch %u, %u-byte events, %s, sync %s)\n", cfg->wname,
@@ -1730,6 +1810,7 @@ int main(int argc, char **argv)
         case 'R':
             ok = parse_uint(optarg, 1, 1000000, &v);
             cfg.rate = (unsigned)v;
+            cfg.rate_set = true;
             break;
         case 'z':
             ok = parse_uint(optarg, 0, 8u << 20, &v);

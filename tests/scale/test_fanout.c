@@ -16,6 +16,10 @@
  * least 4x {source="store"} (measured: ~30x).
  * PR: 8 connections x 32 subscriptions over 3,000 events + 300 live;
  * long: 16 x 64 (1,024) over 20,000 + 2,000.
+ *
+ * Scattered subscribers: the same, but every subscription starts at a
+ * position of its own, spread over the log; the batches are shared all
+ * the same (test_fanout_scattered).
  */
 #include <inttypes.h>
 #include <poll.h>
@@ -387,11 +391,100 @@ static void test_fanout_shared(void **state)
     free(w);
 }
 
+/*
+ * Scattered subscribers: whole-log subscriptions that start at positions
+ * spread over the log (as subscribers that fell behind end up), served in
+ * the same passes. Each gets every event from its own position on,
+ * exactly once, in order; and the batches are shared although no two
+ * subscriptions start at the same position (a subscription inside a batch
+ * read for another gets its tail; one behind reads only up to where a
+ * batch of the pass begins): shared batches are at least twice those
+ * read from the store (one read per subscription and batch before).
+ * PR: 8 connections x 32 subscriptions over 3,000 events; long: 16 x 64
+ * over 20,000.
+ */
+static void test_fanout_scattered(void **state)
+{
+    (void)state;
+    int n_conns = sc_long() ? 16 : 8;
+    int per_conn = sc_long() ? 64 : 32;
+    size_t history = sc_long() ? 20000 : 3000;
+    int n = n_conns * per_conn;
+
+    int afd = h_open(g_esd.port);
+    assert_true(afd >= 0);
+    append_n(afd, NULL, "Other", history, 1000);
+    uint64_t head = h_head(g_esd.port);
+    assert_int_equal(head, history);
+
+    int *fds = calloc((size_t)n_conns, sizeof *fds);
+    shared_watch *w = calloc((size_t)n, sizeof *w);
+    uint64_t *after = calloc((size_t)n, sizeof *after);
+    assert_non_null(fds);
+    assert_non_null(w);
+    assert_non_null(after);
+    /* Start positions: all different, neighbours on different connections. */
+    for (int i = 0; i < n; i++) {
+        int c = i % n_conns, k = i / n_conns;
+        after[c * per_conn + k] = (uint64_t)i * (history - 1) / (uint64_t)n;
+    }
+    double store0 = sc_metric(g_metrics, "esd_subscription_batches_total{source=\"store\"}");
+    double shared0 = sc_metric(g_metrics, "esd_subscription_batches_total{source=\"shared\"}");
+    for (int c = 0; c < n_conns; c++) {
+        fds[c] = h_open(g_esd.port);
+        assert_true(fds[c] >= 0);
+        hbuf b = {0};
+        for (int k = 0; k < per_conn; k++) {
+            Es__V1__Subscribe sub = ES__V1__SUBSCRIBE__INIT;
+            sub.target = ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_ALL;
+            sub.after = after[c * per_conn + k];
+            Es__V1__Request req = ES__V1__REQUEST__INIT;
+            req.id = 1 + (uint64_t)k;
+            req.kind_case = ES__V1__REQUEST__KIND_SUBSCRIBE;
+            req.subscribe = &sub;
+            h_put_req(&b, &req);
+            w[c * per_conn + k].last_pos = after[c * per_conn + k];
+        }
+        assert_int_equal(h_flush(fds[c], &b, REPLY_MS), H_OK);
+        hbuf_free(&b);
+    }
+    shared_collect(fds, n_conns, w, per_conn, head);
+    for (int c = 0; c < n_conns; c++) {
+        assert_int_equal(sc_drain(fds[c], 300), 0); /* nothing more, nothing twice */
+    }
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(w[i].got, history - after[i]);
+    }
+    double from_store =
+        sc_metric(g_metrics, "esd_subscription_batches_total{source=\"store\"}") - store0;
+    double shared =
+        sc_metric(g_metrics, "esd_subscription_batches_total{source=\"shared\"}") - shared0;
+    print_message("    %d whole-log subscriptions from %d different positions over %d "
+                  "connections, each from its own on, exactly once, in order; batches read "
+                  "from the store %.0f, shared %.0f\n",
+                  n, n, n_conns, from_store, shared);
+    assert_true(from_store > 0);
+    if (shared < 2 * from_store) {
+        esd_dump_log(&g_esd);
+        fail_msg("the store was read for %.0f batches and %.0f were shared: subscriptions "
+                 "inside a batch read this pass should get its tail",
+                 from_store, shared);
+    }
+    for (int c = 0; c < n_conns; c++) {
+        close(fds[c]);
+    }
+    close(afd);
+    free(fds);
+    free(w);
+    free(after);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fanout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fanout_shared, setup_metrics, teardown),
+        cmocka_unit_test_setup_teardown(test_fanout_scattered, setup_metrics, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -874,6 +874,119 @@ static void test_shared_batch_allocation_failures(void **state)
     assert_true(unhit); /* the whole path ran out of failures to inject */
 }
 
+/*
+ * Subscriptions of one target at different positions in the same pass:
+ * one that is behind another is sent the later part of the batch read for
+ * the other (from its own position on) and goes on with the batches read
+ * for those ahead of it; a read stops where a batch of the pass begins.
+ * Five whole-log subscriptions served in this order from positions 11, 5,
+ * 26, 1 and 13, batches of 8 (so the one at 5 reads 5-10 and goes on with
+ * the batch read at 11, the one at 1 reads 1-4 and goes on with both, the
+ * one at 13 gets the part of the one at 11 from 13 on), with the Nth
+ * allocation failing, N = 1, 2, ...: each gets every event from its
+ * position on, in order, once, or is dropped with NO_MEMORY; without
+ * injection all five get everything, and the store is read fewer times
+ * than batches are sent.
+ */
+static void test_shared_batch_parts(void **state)
+{
+    harness *h = *state;
+    hello(h);
+    app_req a;
+    for (int i = 0; i < 40; i++) {
+        build_append(&a, 100 + (uint64_t)i, "parts-1", ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0,
+                     1, 0);
+        harness_send(h, &a.req);
+    }
+    harness_drain(h);
+    harness_clear(h);
+    enum { N_SUBS = 5 };
+    const uint64_t after[N_SUBS] = {10, 4, 25, 0, 12};
+    bool unhit = false;
+    for (uint64_t n = 1; n < 200 && !unhit; n++) {
+        uint64_t ids[N_SUBS];
+        for (int k = 0; k < N_SUBS; k++) {
+            ids[k] = 10000 + n * N_SUBS + (uint64_t)k;
+            Es__V1__Subscribe sub = ES__V1__SUBSCRIBE__INIT;
+            sub.target = ES__V1__SUBSCRIBE_TARGET__SUBSCRIBE_TARGET_ALL;
+            sub.after = after[k];
+            sub.batch_size = 8;
+            Es__V1__Request req = ES__V1__REQUEST__INIT;
+            req.id = ids[k];
+            req.kind_case = ES__V1__REQUEST__KIND_SUBSCRIBE;
+            req.subscribe = &sub;
+            harness_send(h, &req);
+            es__v1__response__free_unpacked(
+                expect_reply(h, ids[k], ES__V1__RESPONSE__KIND_SUBSCRIBED), NULL);
+        }
+        uint64_t reads0, shared0;
+        subs_batch_stats(h->srv.subs, &reads0, &shared0);
+        uint64_t before = reply_injected_failures();
+        reply_fail_alloc_after(n);
+        harness_deliver(h);
+        reply_fail_alloc_after(0);
+        unhit = reply_injected_failures() == before;
+        uint64_t reads1, shared1;
+        subs_batch_stats(h->srv.subs, &reads1, &shared1);
+        uint64_t next[N_SUBS], pushes = 0;
+        bool dropped[N_SUBS] = {false}, caught_up[N_SUBS] = {false};
+        for (int k = 0; k < N_SUBS; k++) {
+            next[k] = after[k] + 1;
+        }
+        Es__V1__Response *r;
+        while ((r = harness_next(h)) != NULL) {
+            int k = 0;
+            while (k < N_SUBS && r->id != ids[k]) {
+                k++;
+            }
+            assert_true(k < N_SUBS);
+            if (r->kind_case == ES__V1__RESPONSE__KIND_EVENTS) {
+                assert_false(dropped[k]);
+                assert_false(caught_up[k]);
+                assert_true(r->events->n_events <= 8);
+                for (size_t i = 0; i < r->events->n_events; i++) {
+                    assert_int_equal(r->events->events[i]->position, next[k]);
+                    next[k]++;
+                }
+                pushes++;
+            } else if (r->kind_case == ES__V1__RESPONSE__KIND_CAUGHT_UP) {
+                caught_up[k] = true;
+            } else {
+                assert_int_equal(r->kind_case, ES__V1__RESPONSE__KIND_DROPPED);
+                assert_int_equal(r->dropped->reason, ES_ERR_NO_MEMORY);
+                dropped[k] = true;
+            }
+            es__v1__response__free_unpacked(r, NULL);
+        }
+        for (int k = 0; k < N_SUBS; k++) {
+            if (!dropped[k]) {
+                assert_true(caught_up[k]);
+                assert_int_equal(next[k], 41); /* every position from its own on, once */
+                Es__V1__Unsubscribe un = ES__V1__UNSUBSCRIBE__INIT;
+                un.subscription_id = ids[k];
+                Es__V1__Request req = ES__V1__REQUEST__INIT;
+                req.id = 50000 + n * N_SUBS + (uint64_t)k;
+                req.kind_case = ES__V1__REQUEST__KIND_UNSUBSCRIBE;
+                req.unsubscribe = &un;
+                harness_send(h, &req);
+                es__v1__response__free_unpacked(
+                    expect_reply(h, req.id, ES__V1__RESPONSE__KIND_UNSUBSCRIBED), NULL);
+            }
+            if (unhit) {
+                assert_false(dropped[k]);
+            }
+        }
+        if (unhit) {
+            /* 149 events in batches of at most 8 (20 at least), 40
+             * positions: parts of batches went to the others. */
+            assert_true(pushes >= 20);
+            assert_true(reads1 - reads0 < pushes);
+            assert_true(shared1 - shared0 > 0);
+        }
+    }
+    assert_true(unhit); /* the whole path ran out of failures to inject */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -897,6 +1010,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_allocation_failures, harness_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_shared_batch_allocation_failures, harness_setup,
                                         harness_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_batch_parts, harness_setup, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
