@@ -282,6 +282,10 @@ void metrics_render(FILE *out, server_ctx *srv)
             "Reads and writes refused as CORRUPT because an index led to a record that is not "
             "what it promised (or an insert met an existing entry).",
             store_index_mismatches(srv->st));
+    gauge(out, "esd_store_writes_refused",
+          "1 while the store refuses every write after meeting damage inside one (until "
+          "restart; reads go on), else 0.",
+          store_writes_refused(srv->st) ? 1.0 : 0.0);
     store_stats st;
     if (store_stats_get(srv->st, &st) == ES_OK) {
         gauge(out, "esd_head_position", "The last committed global position.",

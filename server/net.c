@@ -1764,7 +1764,8 @@ static int parse_listen(const char *spec, struct sockaddr_storage *ss, int *len)
  *   /metrics  Prometheus text (metrics_render)
  *   /healthz  200 while the loop turns (a scrape that gets an answer is the
  *             proof)
- *   /readyz   200 while esd serves requests; 503 once it is shutting down
+ *   /readyz   200 while esd serves requests; 503 once it is shutting down, or
+ *             while its store refuses writes after meeting damage
  */
 static void http_reply(struct evhttp_request *req, int code, const char *reason, const char *ctype,
                        const char *body, size_t len)
@@ -1799,12 +1800,10 @@ static void http_cb(struct evhttp_request *req, void *arg)
     if (!strcmp(path, "/healthz")) {
         http_reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n", 3);
     } else if (!strcmp(path, "/readyz")) {
-        if (n->srv->shutting_down) {
-            http_reply(req, 503, "Service Unavailable", "text/plain; charset=utf-8",
-                       "shutting down\n", 14);
-        } else {
-            http_reply(req, 200, "OK", "text/plain; charset=utf-8", "ready\n", 6);
-        }
+        const char *body;
+        int status = server_readiness(n->srv, &body);
+        http_reply(req, status, status == 200 ? "OK" : "Service Unavailable",
+                   "text/plain; charset=utf-8", body, strlen(body));
     } else if (!strcmp(path, "/metrics")) {
         char *text = NULL;
         size_t len = 0;

@@ -55,4 +55,24 @@ typedef struct server_ctx {
     bool shutting_down;
 } server_ctx;
 
+/*
+ * What /readyz answers (both HTTP listeners): ready, or not while esd is
+ * shutting down or its store refuses every write after meeting damage
+ * inside one (reads are still served then; the log says what was met).
+ * @return the HTTP status, 200 or 503; *body its text.
+ */
+static inline int server_readiness(const server_ctx *srv, const char **body)
+{
+    if (srv->shutting_down) {
+        *body = "shutting down\n";
+        return 503;
+    }
+    if (srv->st && store_writes_refused(srv->st)) {
+        *body = "store damaged: writes refused until restart\n";
+        return 503;
+    }
+    *body = "ready\n";
+    return 200;
+}
+
 #endif

@@ -131,6 +131,11 @@ es_err store_write_damaged(store *s, const char *what)
     return store_damage_line(s, line);
 }
 
+bool store_writes_refused(store *s)
+{
+    return atomic_load(&s->write_damaged);
+}
+
 int store_write_begin(store *s, MDB_txn **txn)
 {
     if (atomic_load(&s->write_damaged)) {

@@ -1296,11 +1296,9 @@ static void request_cb(struct evhttp_request *req, void *arg)
     if (!strcmp(path, "/healthz")) {
         send_body(w, req, 200, "text/plain; charset=utf-8", "ok\n", 3, "no-store");
     } else if (!strcmp(path, "/readyz")) {
-        if (w->srv->shutting_down) {
-            send_body(w, req, 503, "text/plain; charset=utf-8", "shutting down\n", 14, "no-store");
-        } else {
-            send_body(w, req, 200, "text/plain; charset=utf-8", "ready\n", 6, "no-store");
-        }
+        const char *body;
+        int status = server_readiness(w->srv, &body);
+        send_body(w, req, status, "text/plain; charset=utf-8", body, strlen(body), "no-store");
     } else if (!strcmp(path, "/")) {
         asset(w, req, "index.html");
     } else if (!strncmp(path, "/assets/", 8)) {

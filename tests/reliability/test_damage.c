@@ -179,6 +179,7 @@ typedef struct trial_result {
     uint64_t served;        /* events served (all checked) */
     uint64_t trial;         /* its number (in) */
     uint64_t appends_acked; /* of the appends after the reads */
+    bool writes_refused;    /* /readyz: the store refuses writes after damage */
 } trial_result;
 
 static const char *const damage_names[] = {
@@ -583,6 +584,44 @@ static const char *append_trial(es_client *c, uint64_t trial, trial_result *tr)
     return NULL;
 }
 
+/*
+ * After the appends: /readyz answers 200, or 503 "writes refused" when a
+ * write met damage, and then a new append must answer CORRUPT (the store
+ * refuses every write until restart) while reads were served above.
+ * @return NULL or a failure.
+ */
+static const char *readiness_trial(esd_proc *e, es_client *c, trial_result *tr)
+{
+    static char fail[300];
+    uint16_t mport = esd_metrics_port(e, 5000);
+    int code = 0;
+    char *body = NULL;
+    if (!mport || h_http(mport, "GET", "/readyz", &code, &body) != 0) {
+        free(body);
+        return esd_alive(e) ? "no answer from /readyz" : NULL;
+    }
+    bool refused = code == 503 && body && strstr(body, "writes refused");
+    free(body);
+    if (!refused) {
+        if (code != 200) {
+            snprintf(fail, sizeof fail, "/readyz answered %d", code);
+            return fail;
+        }
+        return NULL;
+    }
+    tr->writes_refused = true;
+    es_event ev = {.type = "Probe", .data = "p", .data_len = 1};
+    es_append_result res;
+    es_err rv =
+        es_stream_append(c, PREFIX "-probe", (es_expected){ES_EXPECT_NO_STREAM, 0}, &ev, 1, &res);
+    if (rv != ES_ERR_CORRUPT) {
+        snprintf(fail, sizeof fail, "/readyz said writes are refused, but an append answered %s",
+                 es_errname(rv));
+        return fail;
+    }
+    return NULL;
+}
+
 /* Start esd on the damaged copy and read everything. @return NULL or a failure. */
 static const char *serve_trial(esd_proc *e, trial_result *tr)
 {
@@ -640,6 +679,9 @@ static const char *serve_trial(esd_proc *e, trial_result *tr)
     if (!bad && e->pid && esd_alive(e)) {
         append_fail = append_trial(c, tr->trial, tr);
     }
+    if (!bad && !append_fail && e->pid && esd_alive(e)) {
+        append_fail = readiness_trial(e, c, tr);
+    }
     es_client_destroy(c);
     if (bad) {
         snprintf(fail, sizeof fail, "CORRUPT RECORD SERVED AS VALID (%s): %s", bad, why);
@@ -675,8 +717,9 @@ static const char *serve_trial(esd_proc *e, trial_result *tr)
 int main(int argc, char **argv)
 {
     /* --meta-flips 0 leaves the meta records out of the chosen places. */
-    static const char *const names[] = {"trials", "first-trial", "meta-flips", "journal", NULL};
-    uint64_t val[] = {20, 1, 1, 1};
+    static const char *const names[] = {"trials",  "first-trial",           "meta-flips",
+                                        "journal", "expect-writes-refused", NULL};
+    uint64_t val[] = {20, 1, 1, 1, 0};
     rel_args(argc, argv, "test_damage", names, val);
     meta_flips = val[2];
     with_journal = val[3] != 0;
@@ -706,7 +749,7 @@ int main(int argc, char **argv)
             N_STREAMS, (long long)hst.st_size, (long long)hst.st_size / PAGE);
 
     uint64_t n_refused = 0, n_check = 0, n_corrupt = 0, n_err = 0, n_short = 0, n_intact = 0;
-    uint64_t n_check_missed = 0, served = 0, failures = 0, acked = 0;
+    uint64_t n_check_missed = 0, served = 0, failures = 0, acked = 0, n_wrefused = 0;
     uint64_t per_kind[10] = {0};
     bool kept = false;
     for (uint64_t t = val[1]; t < val[1] + val[0]; t++) {
@@ -714,6 +757,9 @@ int main(int argc, char **argv)
         if (esd_init(&e, NULL) != 0) {
             rel_fail("cannot make a temporary directory");
         }
+        e.args[0] = "--metrics-listen";
+        e.args[1] = "127.0.0.1:0";
+        e.args[2] = NULL;
         e.quiet = true; /* refusing a damaged store is an expected outcome */
         char file[400], desc[600];
         snprintf(file, sizeof file, "%s/data.mdb", e.data_dir);
@@ -748,6 +794,7 @@ int main(int argc, char **argv)
             }
         } else {
             n_refused += tr.refused;
+            n_wrefused += tr.writes_refused;
             n_check += tr.check_failed;
             n_corrupt += tr.corrupt_error;
             n_err += tr.read_error && !tr.corrupt_error;
@@ -782,13 +829,15 @@ int main(int argc, char **argv)
             val[0], (double)(h_now_ms() - t0) / 1000.0, per_kind[0], per_kind[1], per_kind[2],
             per_kind[3], per_kind[4], per_kind[5], per_kind[6], per_kind[7], per_kind[8],
             per_kind[9]);
-    rel_log("outcomes: esd refused to open %" PRIu64 "; db check found damage %" PRIu64
-            "; reads answered CORRUPT %" PRIu64 ", another error %" PRIu64
-            "; ended early without an error %" PRIu64 "; check clean but reads affected %" PRIu64
-            "; nothing affected %" PRIu64 "; %" PRIu64
-            " events served, all byte-identical; %" PRIu64
-            " appends acknowledged, each found at its stream, revision and position",
-            n_refused, n_check, n_corrupt, n_err, n_short, n_check_missed, n_intact, served, acked);
+    rel_log(
+        "outcomes: esd refused to open %" PRIu64 "; db check found damage %" PRIu64
+        "; reads answered CORRUPT %" PRIu64 ", another error %" PRIu64
+        "; ended early without an error %" PRIu64 "; check clean but reads affected %" PRIu64
+        "; nothing affected %" PRIu64 "; %" PRIu64 " events served, all byte-identical; %" PRIu64
+        " appends acknowledged, each found at its stream, revision and position; writes "
+        "refused after damage met inside one %" PRIu64 " (each: /readyz 503, an append CORRUPT)",
+        n_refused, n_check, n_corrupt, n_err, n_short, n_check_missed, n_intact, served, acked,
+        n_wrefused);
     if (failures) {
         rel_fail("%" PRIu64 " of %" PRIu64 " trials crashed, hung or served a corrupt record "
                  "(details above)",
@@ -801,6 +850,11 @@ int main(int argc, char **argv)
         rel_fail("esd refused %" PRIu64 " of %" PRIu64 " damaged copies: the trials did not "
                  "reach the reads and appends (last refusal above)",
                  n_refused, val[0]);
+    }
+    if (n_wrefused < val[4]) {
+        rel_fail("writes were refused after damage in %" PRIu64
+                 " trials, expected at least %" PRIu64,
+                 n_wrefused, val[4]);
     }
     h_rm_rf(base);
     rel_log("PASS damage: no crash, no corrupt record served as valid, no append landed wrong");

@@ -116,6 +116,12 @@ es_err store_open(const store_options *opts, store **out, char *msg, size_t msg_
 uint64_t store_index_mismatches(store *s);
 
 /**
+ * @brief Whether the store refuses every write (ES_ERR_CORRUPT) since it met
+ *        damage while building one; reads go on. Until the store is closed.
+ */
+bool store_writes_refused(store *s);
+
+/**
  * @brief Whether a running process owns a data directory: a writable
  *        store_open holds an exclusive lock on DIR/esd.lock, which also
  *        holds its pid, until store_close or the process's end (kill -9
