@@ -158,6 +158,15 @@ ES_API es_err es_group_ack(es_group_member *m, const uint64_t *positions, size_t
 ES_API es_err es_group_nack(es_group_member *m, const uint64_t *positions, size_t n,
                             es_nack_action action, const char *reason);
 
+/**
+ * @brief What the server took back from this member before the library
+ *        handed it out: GroupRevoked pushes received, and the queued events
+ *        they dropped (an ack timeout that passed while the application
+ *        was busy with an earlier batch). Counted since es_group_join.
+ *        Either pointer may be NULL.
+ */
+ES_API void es_group_revoked(const es_group_member *m, uint64_t *pushes, uint64_t *dropped);
+
 /** @brief Leave the group (best effort) and free the member. Accepts NULL. */
 ES_API void es_group_leave(es_group_member *m);
 
