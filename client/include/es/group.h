@@ -141,6 +141,9 @@ ES_API es_err es_group_join(es_client *c, const char *name, uint32_t max_in_flig
  * @param[out] n events in it (0 on a timeout)
  * @return ES_OK (n may be 0); ES_ERR_GROUP_NOT_FOUND (the group was
  *   deleted); the connection errors after a failed rejoin.
+ * @note A queued batch whose events the server took back meanwhile (their
+ *   ack timeout passed while the application was busy) is not handed out:
+ *   the server's GroupRevoked push drops them here first (es_group_revoked).
  */
 ES_API es_err es_group_next(es_group_member *m, int timeout_ms, es_recorded_event **events,
                             size_t *n);
