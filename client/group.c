@@ -25,11 +25,14 @@
  * may time out, and the server gives its events to another member (which
  * may ack them before this one gets to them). The server then pushes a
  * GroupRevoked with the positions it took back from this member, after
- * everything it pushed to it before. cl_group_on_push applies it at once
- * to the pushes queued at that moment -- only those: a later push may
- * carry the same position again, delivered anew to this member -- by
- * rewriting each GroupEvents in place without the revoked events, and
- * dropping a push left empty. The batch already handed out stays with the
+ * everything it pushed to it before. (It does so too when a retry nack
+ * names an event delivered more than once: the nack may name the copy
+ * handed out before a timeout and settle a redelivery queued here; the
+ * settled positions above cover acks, skips and parks.) cl_group_on_push
+ * applies it at once to the pushes queued at that moment -- only those: a
+ * later push may carry the same position again, delivered anew to this
+ * member -- by rewriting each GroupEvents in place without the revoked
+ * events, and dropping a push left empty. The batch already handed out stays with the
  * application (its ack is answered NOT_IN_FLIGHT). A GroupRevoked that
  * cannot be decoded drops every queued batch: they are still in flight at
  * the server and come again after their ack timeout, which keeps the

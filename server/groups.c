@@ -1693,6 +1693,14 @@ static es_err do_ack_nack(groups *gs, session *s, uint64_t id, const Es__V1__Req
             settle(g, e, false, NULL);
             break;
         case ES__V1__NACK_ACTION__NACK_ACTION_RETRY:
+            /* Delivered before: the member may be nacking the copy it had
+             * handed out while a later push of it (to this member, after
+             * its ack timeout) waits in its library -- the one this nack
+             * settles. That copy is stale now: revoked (ahead of any
+             * redelivery, which comes after this request). */
+            if (e->attempts > 1) {
+                revoke_note(g, m, e->pos);
+            }
             failed(g, e, reason && *reason ? reason : "nacked");
             break;
         case ES__V1__NACK_ACTION__NACK_ACTION_PARK:
@@ -1703,6 +1711,7 @@ static es_err do_ack_nack(groups *gs, session *s, uint64_t id, const Es__V1__Req
             break;
         }
     }
+    revoke_flush(g, m);
     w->sess = s;
     w->id = id;
     w->count = count;

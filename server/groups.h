@@ -40,7 +40,11 @@
  * When the ack timeout (groups_tick) or an Unsubscribe takes events back
  * from a member whose connection stays, the member is told: one
  * GroupRevoked push per member per sweep with the positions, queued on its
- * connection before the events can be pushed to anyone else. The client
+ * connection before the events can be pushed to anyone else. A nack retry
+ * of an event delivered more than once revokes it too (in the same way):
+ * the member may have nacked the copy it handed out before the timeout
+ * while the redelivery to it, which the nack settles, waits in its
+ * library. The client
  * library drops them from the batches it has not handed out yet, so a slow
  * member never starts an event that another member may have acknowledged
  * meanwhile (events handed out stay with the application; their ack is

@@ -26,8 +26,9 @@
  *   replay_once  ReplayParked while earlier replays are still queued or in
  *                flight delivers each parked event once
  *   revoke       events taken back from a connected member (ack timeout,
- *                Unsubscribe) are named to it in one GroupRevoked per
- *                sweep, ascending, before they are pushed to anyone again
+ *                Unsubscribe, a nack retry of a redelivered event) are
+ *                named to it in one GroupRevoked per sweep, ascending,
+ *                before they are pushed to anyone again
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -409,6 +410,10 @@ static void test_retries(void **state)
         assert_int_equal(g[0].rev, 0);
         assert_int_equal(
             ack_nack(&f->h, &f->a, g[0].pos, ES__V1__NACK_ACTION__NACK_ACTION_RETRY, "bad"), ES_OK);
+        /* A retry of a redelivered event is revoked (a copy of it could be
+         * queued at the member), of a first delivery not. */
+        assert_int_equal(f->a.revokes, (unsigned)d);
+        assert_true(d == 0 || (f->a.n_revoked == 1 && f->a.revoked[0] == g[0].pos));
     }
     /* Parked after max_retries: revision 1 flows. */
     assert_int_equal(take(&f->h, &f->a, g, 4), 1);
@@ -740,6 +745,16 @@ static void test_revoke(void **state)
     assert_int_equal(f->a.n_revoked, 3);
     assert_memory_equal(f->a.revoked, pos, sizeof pos);
     assert_string_equal(f->a.order, "RE"); /* the revoke, then the one redelivery push */
+    /* a nacks the copy it had handed out before the timeout: the server
+     * settles the redelivery with it, which a may still hold queued --
+     * revoked before the reply. */
+    assert_int_equal(ack_nack(&f->h, &f->a, pos[0], ES__V1__NACK_ACTION__NACK_ACTION_RETRY, NULL),
+                     ES_OK);
+    assert_int_equal(f->a.revokes, 2);
+    assert_int_equal(f->a.n_revoked, 1);
+    assert_int_equal(f->a.revoked[0], pos[0]);
+    assert_int_equal(take(&f->h, &f->a, g, 4), 1); /* and comes again */
+    assert_int_equal(g[0].pos, pos[0]);
     /* A member that leaves with Unsubscribe is told too (before the
      * reply); its events go to b. */
     join(&f->h, &f->b, "g", 10);
@@ -751,7 +766,7 @@ static void test_revoke(void **state)
     req.unsubscribe = &un;
     send_on(&f->a.sess, &req);
     assert_int_equal(reply_code(&f->h, &f->a), ES_OK);
-    assert_int_equal(f->a.revokes, 2);
+    assert_int_equal(f->a.revokes, 3);
     assert_int_equal(f->a.n_revoked, 3);
     assert_memory_equal(f->a.revoked, pos, sizeof pos);
     assert_int_equal(take(&f->h, &f->b, g, 4), 3);
