@@ -26,7 +26,7 @@
  * may ack them before this one gets to them). The server then pushes a
  * GroupRevoked with the positions it took back from this member, after
  * everything it pushed to it before. (It does so too when a retry nack
- * names an event delivered more than once: the nack may name the copy
+ * names an event that timed out here before: the nack may name the copy
  * handed out before a timeout and settle a redelivery queued here; the
  * settled positions above cover acks, skips and parks.) cl_group_on_push
  * applies it at once to the pushes queued at that moment -- only those: a

@@ -27,7 +27,8 @@ typedef struct entry {
     struct entry *prev_fl, *next_fl; /* the group's in-flight list (delivery order) */
     member *m;
     uint64_t deadline_us;
-    uint32_t attempts; /* deliveries so far */
+    uint32_t attempts;     /* deliveries so far */
+    uint64_t timed_out_at; /* member_bit of each member its ack timeout passed at */
     uint8_t state;
     uint8_t settle; /* E_SETTLING: SETTLE_DONE or SETTLE_PARK */
     bool replay;    /* a parked event replayed: not in the window */
@@ -542,6 +543,17 @@ static void revoke_flush(const group *g, member *m)
         reply_send(m->sess, &resp);
     }
     m->n_revoked = 0;
+}
+
+/* One bit of 64 for a member (its connection and join id): a set of
+ * members in a word, where a false match only costs a needless revoke. */
+static uint64_t member_bit(const member *m)
+{
+    uint64_t h = (m->sess->conn_id * 0x9e3779b97f4a7c15u) ^ m->id;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9u;
+    h ^= h >> 32;
+    return (uint64_t)1 << (h & 63);
 }
 
 static void member_free(member *m)
@@ -1693,12 +1705,12 @@ static es_err do_ack_nack(groups *gs, session *s, uint64_t id, const Es__V1__Req
             settle(g, e, false, NULL);
             break;
         case ES__V1__NACK_ACTION__NACK_ACTION_RETRY:
-            /* Delivered before: the member may be nacking the copy it had
-             * handed out while a later push of it (to this member, after
-             * its ack timeout) waits in its library -- the one this nack
-             * settles. That copy is stale now: revoked (ahead of any
-             * redelivery, which comes after this request). */
-            if (e->attempts > 1) {
+            /* Timed out at this member before: it may be nacking the copy
+             * it had handed out then, while a later push of the event to
+             * it waits in its library -- the delivery this nack settles.
+             * That copy is stale now: revoked (ahead of any redelivery,
+             * which comes after this request). */
+            if (e->timed_out_at & member_bit(m)) {
                 revoke_note(g, m, e->pos);
             }
             failed(g, e, reason && *reason ? reason : "nacked");
@@ -2142,6 +2154,7 @@ void groups_tick(groups *gs)
             if (e->deadline_us <= now) {
                 if (e->m) {
                     revoke_note(g, e->m, e->pos);
+                    e->timed_out_at |= member_bit(e->m);
                 }
                 take_back(g, e);
                 failed(g, e, "ack timeout");

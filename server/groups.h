@@ -41,10 +41,9 @@
  * from a member whose connection stays, the member is told: one
  * GroupRevoked push per member per sweep with the positions, queued on its
  * connection before the events can be pushed to anyone else. A nack retry
- * of an event delivered more than once revokes it too (in the same way):
- * the member may have nacked the copy it handed out before the timeout
- * while the redelivery to it, which the nack settles, waits in its
- * library. The client
+ * of an event whose ack timeout passed at this member before revokes it
+ * too: the member may have nacked the copy it handed out then, while the
+ * redelivery to it, which the nack settles, waits in its library. The client
  * library drops them from the batches it has not handed out yet, so a slow
  * member never starts an event that another member may have acknowledged
  * meanwhile (events handed out stay with the application; their ack is
