@@ -265,7 +265,8 @@ es_err cl_on_frame(es_client *c, uint8_t *body, uint32_t len, uint32_t cap, bool
         cl_sub_on_push(c, id, kind, kdata, klen);
         return ES_OK;
     }
-    if (kind == ES__V1__RESPONSE__KIND_GROUP_EVENTS || kind == ES__V1__RESPONSE__KIND_GROUP_LEFT) {
+    if (kind == ES__V1__RESPONSE__KIND_GROUP_EVENTS || kind == ES__V1__RESPONSE__KIND_GROUP_LEFT ||
+        kind == ES__V1__RESPONSE__KIND_GROUP_REVOKED) {
         /* Consumer-group pushes: queued on their member (group.c). */
         cl_group_on_push(c, id, kind, kdata, klen);
         return ES_OK;

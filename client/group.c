@@ -20,6 +20,26 @@
  * left out when those pushes are decoded: nothing reaches the application
  * after its ack was answered.
  *
+ * Revoked events: the server's ack timeout runs from when it pushed a
+ * batch, so while the application works on one batch, a batch queued here
+ * may time out, and the server gives its events to another member (which
+ * may ack them before this one gets to them). The server then pushes a
+ * GroupRevoked with the positions it took back from this member, after
+ * everything it pushed to it before. (It does so too when a retry nack
+ * names an event that timed out here before: the nack may name the copy
+ * handed out before a timeout and settle a redelivery queued here; the
+ * settled positions above cover acks, skips and parks.) cl_group_on_push
+ * applies it at once to the pushes queued at that moment -- only those: a
+ * later push may carry the same position again, delivered anew to this
+ * member -- by rewriting each GroupEvents in place without the revoked
+ * events, and dropping a push left empty. The batch already handed out stays with the
+ * application (its ack is answered NOT_IN_FLIGHT). A GroupRevoked that
+ * cannot be decoded drops every queued batch: they are still in flight at
+ * the server and come again after their ack timeout, which keeps the
+ * order. es_group_next reads whatever has arrived, without waiting,
+ * before it hands out a queued batch (below), so a revoke that reached
+ * the connection is applied first.
+ *
  * Reconnection: a member lives on one connection (c->epoch). When es_group_next
  * finds the connection gone or replaced, it drops the queue (the server
  * took those events back when the connection ended) and joins again on a
@@ -37,6 +57,10 @@
 #include "es/group.h"
 #include "internal.h"
 #include "pbwire.h"
+
+/* Reads without waiting before a queued batch is handed out (each up to
+ * the connection's receive chunk). */
+#define GROUP_DRAIN_READS 64
 
 typedef struct gpush {
     struct gpush *next;
@@ -63,6 +87,7 @@ struct es_group_member {
     gpush *current;
     uint64_t *settled; /* positions settled while pushes were queued */
     size_t n_settled, cap_settled;
+    uint64_t revokes, revoked_dropped; /* GroupRevoked pushes; events they dropped */
 };
 
 void es_group_settings_init(es_group_settings *s)
@@ -360,6 +385,103 @@ static bool was_settled(const es_group_member *m, uint64_t pos)
     return false;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool pos_in(const uint64_t *sorted, size_t n, uint64_t pos)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid] == pos) {
+            return true;
+        }
+        if (sorted[mid] < pos) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return false;
+}
+
+/* Rewrite the GroupEvents p in place without the events at the revoked
+ * positions (sorted). @return the events left in it; a part that does not
+ * scan counts as one and stays (es_group_next reports it malformed). */
+static size_t push_drop(es_group_member *m, gpush *p, const uint64_t *sorted, size_t n)
+{
+    const uint8_t *q = p->data, *end = p->data + p->len;
+    uint8_t *w = p->data;
+    size_t left = 0;
+    pbw_field f;
+    for (;;) {
+        const uint8_t *start = q;
+        es_err rv = pbw_next(&q, end, &f);
+        if (rv == ES_ERR_NOT_FOUND) {
+            break;
+        }
+        if (rv != ES_OK) {
+            /* Keep the rest as it is: es_group_next reports it malformed. */
+            memmove(w, start, (size_t)(end - start));
+            w += end - start;
+            left++;
+            break;
+        }
+        if (f.number == 1 && f.wire == PBW_WIRE_LEN) {
+            uint64_t pos;
+            if (pbw_find_varint(f.data, f.len, 3, &pos) == ES_OK && pos_in(sorted, n, pos)) {
+                m->revoked_dropped++;
+                continue;
+            }
+            left++;
+        }
+        memmove(w, start, (size_t)(q - start));
+        w += q - start;
+    }
+    p->len = (size_t)(w - p->data);
+    return left;
+}
+
+/* A GroupRevoked for m: drop its positions from the pushes queued now. */
+static void revoke_apply(es_group_member *m, const uint8_t *data, size_t len)
+{
+    m->revokes++;
+    Es__V1__GroupRevoked *r = es__v1__group_revoked__unpack(NULL, len, data);
+    if (r && r->n_positions > 1) {
+        qsort(r->positions, r->n_positions, sizeof *r->positions, cmp_u64);
+    }
+    gpush **pp = &m->head;
+    gpush *last = NULL;
+    while (*pp) {
+        gpush *p = *pp;
+        if (p->kind == ES__V1__RESPONSE__KIND_GROUP_EVENTS) {
+            size_t left = 0;
+            if (r) {
+                left = push_drop(m, p, r->positions, r->n_positions);
+            }
+            if (left == 0) {
+                /* Emptied, or the revoke was unreadable: the server has
+                 * these events back, or does after their ack timeout. */
+                *pp = p->next;
+                free(p);
+                continue;
+            }
+        }
+        last = p;
+        pp = &p->next;
+    }
+    m->tail = last;
+    if (!m->head) {
+        m->n_settled = 0; /* no push left that could hold a stale copy */
+    }
+    if (r) {
+        es__v1__group_revoked__free_unpacked(r, NULL);
+    }
+}
+
 void cl_group_on_push(es_client *c, uint64_t id, uint32_t kind, const uint8_t *data, size_t len)
 {
     es_group_member *m = c->members;
@@ -367,7 +489,11 @@ void cl_group_on_push(es_client *c, uint64_t id, uint32_t kind, const uint8_t *d
         m = m->next;
     }
     if (!m) {
-        c->pushes_dropped++;
+        c->pushes_dropped++; /* a member that left (a revoke after its leave, say) */
+        return;
+    }
+    if (kind == ES__V1__RESPONSE__KIND_GROUP_REVOKED) {
+        revoke_apply(m, data, len);
         return;
     }
     gpush *p = malloc(sizeof *p + (len ? len : 1));
@@ -568,9 +694,15 @@ es_err es_group_next(es_group_member *m, int timeout_ms, es_recorded_event **eve
     for (;;) {
         if (m->head && attached(m)) {
             /* Queued pushes are handed out only while their connection
-             * lives: read what has arrived (an end of the connection
-             * included) without waiting, first. */
-            (void)conn_pump(c, 0);
+             * lives and after the revokes that reached it: read what has
+             * arrived (an end of the connection included) without
+             * waiting, first -- a bounded number of reads, in case
+             * another member or subscription of this client streams. */
+            for (int i = 0; i < GROUP_DRAIN_READS && attached(m); i++) {
+                if (conn_pump(c, 0) != ES_OK) {
+                    break;
+                }
+            }
         }
         if (m->head && attached(m)) {
             return take_batch(m, events, n);
@@ -666,6 +798,16 @@ es_err es_group_nack(es_group_member *m, const uint64_t *positions, size_t n, es
                      const char *reason)
 {
     return ack_nack(m, positions, n, false, action, reason);
+}
+
+void es_group_revoked(const es_group_member *m, uint64_t *pushes, uint64_t *dropped)
+{
+    if (pushes) {
+        *pushes = m ? m->revokes : 0;
+    }
+    if (dropped) {
+        *dropped = m ? m->revoked_dropped : 0;
+    }
 }
 
 void es_group_leave(es_group_member *m)

@@ -27,7 +27,8 @@ typedef struct entry {
     struct entry *prev_fl, *next_fl; /* the group's in-flight list (delivery order) */
     member *m;
     uint64_t deadline_us;
-    uint32_t attempts; /* deliveries so far */
+    uint32_t attempts;     /* deliveries so far */
+    uint64_t timed_out_at; /* member_bit of each member its ack timeout passed at */
     uint8_t state;
     uint8_t settle; /* E_SETTLING: SETTLE_DONE or SETTLE_PARK */
     bool replay;    /* a parked event replayed: not in the window */
@@ -57,6 +58,11 @@ struct member {
     uint64_t id; /* of the JoinGroup request */
     uint32_t max_in_flight, in_flight;
     char consumer[64];
+    /* Positions taken back from it in this sweep, told in one GroupRevoked
+     * (revoke_flush); at most its in-flight count, never above
+     * GROUPS_REVOKE_MAX. */
+    uint64_t *revoked;
+    uint32_t n_revoked, cap_revoked;
 };
 
 /* A request answered once the job holding its changes committed. */
@@ -485,6 +491,75 @@ static void take_back(group *g, entry *e)
     e->m = NULL;
     g->in_flight--;
     e->st->inflight = NULL;
+}
+
+/* ------------------------------------------------------------ revokes -- */
+
+static void revoke_flush(const group *g, member *m);
+
+/* pos, in flight with m, is being taken back while m is still connected:
+ * m is told with its next revoke_flush. Out of memory the position is not
+ * told (the library may then hand it out late, as without the push). */
+static void revoke_note(const group *g, member *m, uint64_t pos)
+{
+    if (m->n_revoked >= GROUPS_REVOKE_MAX) {
+        revoke_flush(g, m); /* not reached: a member has at most that many in flight */
+    }
+    if (m->n_revoked == m->cap_revoked) {
+        uint32_t nc = m->cap_revoked ? m->cap_revoked * 2 : 64;
+        if (nc > GROUPS_REVOKE_MAX) {
+            nc = GROUPS_REVOKE_MAX;
+        }
+        uint64_t *p = realloc(m->revoked, nc * sizeof *p);
+        if (!p) {
+            return;
+        }
+        m->revoked = p;
+        m->cap_revoked = nc;
+    }
+    m->revoked[m->n_revoked++] = pos;
+}
+
+/* Tell m, in one GroupRevoked push, the positions noted since the last
+ * flush (ascending). */
+static void revoke_flush(const group *g, member *m)
+{
+    if (!m->n_revoked) {
+        return;
+    }
+    if (m->n_revoked > 1) {
+        qsort(m->revoked, m->n_revoked, sizeof *m->revoked, cmp_u64);
+    }
+    if (!m->sess->dead) {
+        Es__V1__GroupRevoked r = ES__V1__GROUP_REVOKED__INIT;
+        r.name.data = (uint8_t *)g->def.name;
+        r.name.len = g->def.name_len;
+        r.positions = m->revoked;
+        r.n_positions = m->n_revoked;
+        Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+        resp.id = m->id;
+        resp.kind_case = ES__V1__RESPONSE__KIND_GROUP_REVOKED;
+        resp.group_revoked = &r;
+        reply_send(m->sess, &resp);
+    }
+    m->n_revoked = 0;
+}
+
+/* One bit of 64 for a member (its connection and join id): a set of
+ * members in a word, where a false match only costs a needless revoke. */
+static uint64_t member_bit(const member *m)
+{
+    uint64_t h = (m->sess->conn_id * 0x9e3779b97f4a7c15u) ^ m->id;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9u;
+    h ^= h >> 32;
+    return (uint64_t)1 << (h & 63);
+}
+
+static void member_free(member *m)
+{
+    free(m->revoked);
+    free(m);
 }
 
 /* e (in flight, taken back) is acked, skipped or parked: written by the
@@ -1001,7 +1076,7 @@ static void group_free(group *g)
     }
     for (member *m = g->members; m;) {
         member *next = m->next;
-        free(m);
+        member_free(m);
         m = next;
     }
     for (size_t i = 0; i < g->n_p_parks; i++) {
@@ -1410,7 +1485,7 @@ static es_err do_update_delete(groups *gs, session *s, uint64_t id, int kind,
             g->members = m->next;
             send_left(m->sess, m->id, ES_ERR_GROUP_NOT_FOUND, "the group was deleted");
             member_unlink(m);
-            free(m);
+            member_free(m);
         }
         g->n_members = 0;
         g->rr = NULL;
@@ -1630,6 +1705,14 @@ static es_err do_ack_nack(groups *gs, session *s, uint64_t id, const Es__V1__Req
             settle(g, e, false, NULL);
             break;
         case ES__V1__NACK_ACTION__NACK_ACTION_RETRY:
+            /* Timed out at this member before: it may be nacking the copy
+             * it had handed out then, while a later push of the event to
+             * it waits in its library -- the delivery this nack settles.
+             * That copy is stale now: revoked (ahead of any redelivery,
+             * which comes after this request). */
+            if (e->timed_out_at & member_bit(m)) {
+                revoke_note(g, m, e->pos);
+            }
             failed(g, e, reason && *reason ? reason : "nacked");
             break;
         case ES__V1__NACK_ACTION__NACK_ACTION_PARK:
@@ -1640,6 +1723,7 @@ static es_err do_ack_nack(groups *gs, session *s, uint64_t id, const Es__V1__Req
             break;
         }
     }
+    revoke_flush(g, m);
     w->sess = s;
     w->id = id;
     w->count = count;
@@ -1933,8 +2017,10 @@ void groups_request(session *s, uint64_t id, const Es__V1__Request *msg)
     }
 }
 
-/* m leaves g: its events go back (counted as a failed delivery). */
-static void member_remove(group *g, member *m, const char *reason)
+/* m leaves g: its events go back (counted as a failed delivery). tell: m's
+ * connection stays (it left with Unsubscribe): it gets a GroupRevoked of
+ * them, after anything pushed to it before. */
+static void member_remove(group *g, member *m, const char *reason, bool tell)
 {
     for (member **pp = &g->members; *pp; pp = &(*pp)->next) {
         if (*pp == m) {
@@ -1950,12 +2036,16 @@ static void member_remove(group *g, member *m, const char *reason)
     for (entry *e = g->fl_head; e;) {
         entry *next = e->next_fl;
         if (e->m == m) {
+            if (tell) {
+                revoke_note(g, m, e->pos);
+            }
             take_back(g, e);
             failed(g, e, reason);
         }
         e = next;
     }
-    free(m);
+    revoke_flush(g, m);
+    member_free(m);
 }
 
 void groups_leave(session *s, uint64_t id, uint64_t join_id)
@@ -1967,7 +2057,7 @@ void groups_leave(session *s, uint64_t id, uint64_t join_id)
         reply_send_error(s, id, ES_ERR_SUBSCRIPTION_NOT_FOUND, NULL);
         return;
     }
-    member_remove(g, m, "the consumer left");
+    member_remove(g, m, "the consumer left", true);
     Es__V1__UnsubscribeOk ok = ES__V1__UNSUBSCRIBE_OK__INIT;
     Es__V1__Response resp = ES__V1__RESPONSE__INIT;
     resp.id = id;
@@ -1986,7 +2076,7 @@ void groups_drop_session(session *s)
     }
     bool changed = s->gmembers != NULL;
     while (s->gmembers) {
-        member_remove(s->gmembers->g, s->gmembers, "the consumer disconnected");
+        member_remove(s->gmembers->g, s->gmembers, "the consumer disconnected", false);
     }
     for (waiter *w = gs->queued; w; w = w->next) {
         if (w->sess == s) {
@@ -2062,11 +2152,20 @@ void groups_tick(groups *gs)
         for (entry *e = g->fl_head; e;) {
             entry *next = e->next_fl;
             if (e->deadline_us <= now) {
+                if (e->m) {
+                    revoke_note(g, e->m, e->pos);
+                    e->timed_out_at |= member_bit(e->m);
+                }
                 take_back(g, e);
                 failed(g, e, "ack timeout");
                 changed = true;
             }
             e = next;
+        }
+        /* One GroupRevoked per member per sweep, sent before the events
+         * can go to anyone else (the next delivery pass). */
+        for (member *m = g->members; m; m = m->next) {
+            revoke_flush(g, m);
         }
     }
     bool cp_due = mono_us() - gs->last_cp_write_us >= 1000000u;

@@ -37,6 +37,19 @@
  *                  delivered again before any later event of its stream;
  *                  once it has been delivered more than 1 + max_retries
  *                  times it is parked instead, with the reason.
+ * When the ack timeout (groups_tick) or an Unsubscribe takes events back
+ * from a member whose connection stays, the member is told: one
+ * GroupRevoked push per member per sweep with the positions, queued on its
+ * connection before the events can be pushed to anyone else. A nack retry
+ * of an event whose ack timeout passed at this member before revokes it
+ * too: the member may have nacked the copy it handed out then, while the
+ * redelivery to it, which the nack settles, waits in its library. The client
+ * library drops them from the batches it has not handed out yet, so a slow
+ * member never starts an event that another member may have acknowledged
+ * meanwhile (events handed out stay with the application; their ack is
+ * then NOT_IN_FLIGHT). A disconnected member needs no push; a deleted
+ * group's members get GroupLeft instead.
+ *
  * A parked event is done for the checkpoint. With park_blocks off (the
  * default) its stream's later events flow; with park_blocks on, the stream
  * waits until the event is replayed (ReplayParked) and acked.
@@ -82,6 +95,7 @@
 #define GROUPS_MAX_TIMEOUT_MS     3600000u
 #define GROUPS_PARKED_PAGE        100u
 #define GROUPS_PARKED_PAGE_MAX    1000u
+#define GROUPS_REVOKE_MAX         GROUPS_MAX_IN_FLIGHT /* positions in one GroupRevoked */
 
 typedef struct groups groups;
 

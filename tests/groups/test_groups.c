@@ -14,6 +14,14 @@
  *   disconnect   a member's events go to another member when it leaves;
  *                after a lost connection the library joins again and the
  *                held event comes again
+ *   slow_member  a member busy with one batch past the ack timeout while its
+ *                next batch waits in the library: the server takes both
+ *                back and another member acks them; the slow member's
+ *                next batch never holds them (the GroupRevoked push), and
+ *                its late ack of the one it had is NOT_IN_FLIGHT
+ *   revoke_left  a member that leaves with events in flight: the
+ *                GroupRevoked that follows reaches a client that no longer
+ *                has the member, which goes on working
  *   restart      acked events are not delivered again after SIGTERM and
  *                after kill -9; the checkpoint never moves backwards
  *   roles        admin manages; read and write consume and look; read and
@@ -460,6 +468,128 @@ static void test_disconnect(void **state)
     assert_int_equal(esd_finish(&esd, 10000), 0);
 }
 
+/* ------------------------------------------------------------ slow member -- */
+
+/* The group's figures once in_flight reaches want (20 s at most). */
+static es_group_info wait_in_flight(es_client *c, const char *name, uint32_t want)
+{
+    int64_t deadline = h_now_ms() + 20000;
+    es_group_info info;
+    for (;;) {
+        assert_int_equal(es_group_info_get(c, name, &info), ES_OK);
+        if (info.in_flight == want || h_now_ms() >= deadline) {
+            break;
+        }
+        h_sleep_ms(10);
+    }
+    assert_int_equal(info.in_flight, want);
+    return info;
+}
+
+static void test_slow_member(void **state)
+{
+    (void)state;
+    es_client *c = start();
+    es_group_settings set;
+    es_group_settings_init(&set);
+    set.ack_timeout_ms = 300;
+    set.max_retries = 1000; /* timeouts here are the point: never parked */
+    assert_int_equal(es_group_create(c, "slow", ES_GROUP_ALL, NULL, ES_GROUP_FROM_START, 0, &set),
+                     ES_OK);
+    es_client *ca = h_client(esd.address, "slow-a");
+    es_client *cb = h_client(esd.address, "slow-b");
+    assert_non_null(ca);
+    assert_non_null(cb);
+    es_group_member *a = NULL, *b = NULL;
+    assert_int_equal(es_group_join(ca, "slow", 10, "a", &a), ES_OK);
+
+    /* a's application takes a first batch ... */
+    append_n(c, "slow-1", 1);
+    es_recorded_event *evs;
+    size_t n = next_batch(a, &evs);
+    assert_int_equal(n, 1);
+    uint64_t p1 = evs[0].position;
+    /* ... and the server pushes a second one (a is its only member),
+     * which waits in a's library: a is busy and does not read. */
+    append_n(c, "slow-2", 1);
+    es_group_info info = wait_in_flight(c, "slow", 2);
+    uint64_t p2 = info.head_position;
+    assert_int_not_equal(p1, p2);
+
+    /* a stays busy past the ack timeout: both events are taken back and
+     * come to b (maybe after going round a again), which acks them. */
+    assert_int_equal(es_group_join(cb, "slow", 10, "b", &b), ES_OK);
+    bool acked1 = false, acked2 = false;
+    while (!acked1 || !acked2) {
+        n = next_batch(b, &evs);
+        assert_true(n >= 1);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t p = evs[i].position;
+            assert_true(p == p1 || p == p2);
+            es_err rv = es_group_ack(b, &p, 1);
+            /* Refused only if b itself was slower than the ack timeout:
+             * it comes again. */
+            assert_true(rv == ES_OK || rv == ES_ERR_NOT_IN_FLIGHT);
+            if (rv == ES_OK) {
+                acked1 |= p == p1;
+                acked2 |= p == p2;
+            }
+        }
+    }
+    es_group_leave(b);
+
+    /* a's late ack of the event it had is refused; its queued second batch
+     * is gone: the next batch a's application gets is the new event only. */
+    assert_int_equal(es_group_ack(a, &p1, 1), ES_ERR_NOT_IN_FLIGHT);
+    append_n(c, "slow-2", 1);
+    assert_int_equal(es_group_info_get(c, "slow", &info), ES_OK);
+    uint64_t p3 = info.head_position;
+    n = next_batch(a, &evs);
+    assert_int_equal(n, 1);
+    assert_int_equal(evs[0].position, p3);
+    assert_int_equal(evs[0].revision, 1);
+    assert_int_equal(es_group_ack(a, &p3, 1), ES_OK);
+    uint64_t pushes = 0, dropped = 0;
+    es_group_revoked(a, &pushes, &dropped);
+    assert_true(pushes >= 1);
+    assert_true(dropped >= 1); /* p2, at least once */
+    wait_checkpoint(c, "slow", p3);
+    es_group_leave(a);
+    es_client_destroy(ca);
+    es_client_destroy(cb);
+    es_client_destroy(c);
+    assert_int_equal(esd_finish(&esd, 10000), 0);
+}
+
+static void test_revoke_left(void **state)
+{
+    (void)state;
+    es_client *c = start();
+    append_n(c, "left-1", 1);
+    assert_int_equal(es_group_create(c, "left", ES_GROUP_ALL, NULL, ES_GROUP_FROM_START, 0, NULL),
+                     ES_OK);
+    es_client *ca = h_client(esd.address, "left-a");
+    assert_non_null(ca);
+    es_group_member *a = NULL;
+    assert_int_equal(es_group_join(ca, "left", 10, "a", &a), ES_OK);
+    es_recorded_event *evs;
+    assert_int_equal(next_batch(a, &evs), 1);
+    uint64_t p = evs[0].position;
+    es_group_leave(a); /* with p in flight: the server names it in a GroupRevoked */
+    /* The client reads that push for a member it no longer has and goes
+     * on; the event is back with the group, and comes to a new member. */
+    wait_in_flight(ca, "left", 0);
+    assert_int_equal(es_client_ping(ca, NULL), ES_OK);
+    assert_int_equal(es_group_join(ca, "left", 10, "a2", &a), ES_OK);
+    assert_int_equal(next_batch(a, &evs), 1);
+    assert_int_equal(evs[0].position, p);
+    assert_int_equal(es_group_ack(a, &p, 1), ES_OK);
+    es_group_leave(a);
+    es_client_destroy(ca);
+    es_client_destroy(c);
+    assert_int_equal(esd_finish(&esd, 10000), 0);
+}
+
 /* ---------------------------------------------------------------- restart -- */
 
 /* Consume up to `want` events, acking them; record what was acked. */
@@ -654,6 +784,8 @@ int main(void)
         cmocka_unit_test_teardown(test_park_blocks, teardown),
         cmocka_unit_test_teardown(test_timeout, teardown),
         cmocka_unit_test_teardown(test_disconnect, teardown),
+        cmocka_unit_test_teardown(test_slow_member, teardown),
+        cmocka_unit_test_teardown(test_revoke_left, teardown),
         cmocka_unit_test_teardown(test_restart, teardown),
         cmocka_unit_test_teardown(test_roles, teardown),
     };

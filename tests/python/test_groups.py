@@ -192,6 +192,92 @@ class Groups(harness.EsdTestCase):
         m.ack([again])
         self.assertEqual(self.settled(name).lag, 0)
 
+    def test_slow_member_never_gets_events_taken_back(self):
+        # A member busy with one batch past the ack timeout while its next
+        # batch waits in the client: the server takes both back, another
+        # member acks them, and the slow member's next batch never holds
+        # them (the GroupRevoked push); its late ack is NotInFlightError.
+        prefix = self.stream("slow") + "-"
+        name, _ = self.group(stream_prefix=prefix, ack_timeout_ms=300, max_retries=1000)
+        a = self.member(name, max_in_flight=10, consumer="a")
+        p1 = self.c.append(prefix + "1", [esd.Event("E")]).last_position
+        (first,) = a.next_batch(timeout=20)
+        self.assertEqual(first.position, p1)
+        p2 = self.c.append(prefix + "2", [esd.Event("E")]).last_position
+        deadline = time.monotonic() + 20
+        while self.c.group_info(name).in_flight != 2:  # pushed to a, not read
+            self.assertLess(time.monotonic(), deadline, "the second batch never went out")
+            time.sleep(0.01)
+        b = self.member(name, max_in_flight=10, consumer="b")
+        acked = set()
+        deadline = time.monotonic() + 20
+        while acked != {p1, p2}:
+            self.assertLess(time.monotonic(), deadline, f"b acked only {acked}")
+            for ev in b.next_batch(timeout=0.2):
+                self.assertIn(ev.position, (p1, p2))
+                try:
+                    b.ack([ev])
+                    acked.add(ev.position)
+                except esd.NotInFlightError:
+                    pass  # b itself was slower than the timeout: it comes again
+        b.leave()
+        with self.assertRaises(esd.NotInFlightError):
+            a.ack([first])
+        p3 = self.c.append(prefix + "2", [esd.Event("E")]).last_position
+        batch = []
+        deadline = time.monotonic() + 20
+        while not batch:
+            self.assertLess(time.monotonic(), deadline, "the new event never came")
+            batch = a.next_batch(timeout=0.2)
+        self.assertEqual([(e.position, e.revision) for e in batch], [(p3, 1)])
+        a.ack(batch)
+        self.assertGreaterEqual(a.revokes, 1)
+        self.assertGreaterEqual(a.revoked_dropped, 1)
+
+    def test_revoke_for_a_left_member_is_ignored(self):
+        s = self.stream()
+        name, _ = self.group(stream=s)
+        c = esd.Client(self.server.address, request_timeout=30)
+        self.addCleanup(c.close)
+        m = c.join_group(name, consumer="w")
+        p = self.c.append(s, [esd.Event("A")]).last_position
+        (a,) = m.next_batch(timeout=5)
+        m.leave()  # with `a` in flight: a GroupRevoked for it follows
+        deadline = time.monotonic() + 20
+        while c.group_info(name).in_flight != 0:  # reads that push on c
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+        c.ping()
+        m2 = c.join_group(name, consumer="w2")
+        (again,) = m2.next_batch(timeout=10)
+        self.assertEqual(again.position, p)
+        m2.ack([again])
+
+    def test_revoke_drops_only_batches_queued_before_it(self):
+        # The member's push handling, with hand-made pushes: a revoke drops
+        # one event out of a batch and a whole batch, not a later push.
+        s = self.stream()
+        name, _ = self.group(stream=s)
+        c = esd.Client(self.server.address, request_timeout=30)
+        self.addCleanup(c.close)
+        m = c.join_group(name, consumer="w")
+        pb = esd._core.pb
+
+        def push(kind, **fields):
+            r = pb.Response(id=m._id)
+            getattr(r, kind).SetInParent()
+            for k, v in fields.items():
+                getattr(getattr(r, kind), k).extend(v)
+            m._on_push(kind, r, 0)
+
+        ev = lambda pos: pb.RecordedEvent(stream=b"x", position=pos)  # noqa: E731
+        push("group_events", events=[ev(7), ev(8)])
+        push("group_events", events=[ev(9)])
+        push("group_revoked", positions=[9, 7])
+        push("group_events", events=[ev(9)])  # delivered anew after the revoke
+        self.assertEqual([[e.position for e in item] for item in m._queue], [[8], [], [9]])
+        self.assertEqual((m.revokes, m.revoked_dropped), (1, 2))
+
     def test_asyncio_client_manages_groups(self):
         s = self.stream()
         name = self.stream("ag")

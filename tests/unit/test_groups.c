@@ -25,6 +25,10 @@
  *                events to the other member
  *   replay_once  ReplayParked while earlier replays are still queued or in
  *                flight delivers each parked event once
+ *   revoke       events taken back from a connected member (ack timeout,
+ *                Unsubscribe, a nack retry of an event that timed out at
+ *                it before) are named to it in one GroupRevoked per
+ *                sweep, ascending, before they are pushed to anyone again
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,7 +52,34 @@ typedef struct peer {
     uint8_t *out;
     size_t len, cap, pos;
     uint64_t join_id;
+    /* GroupRevoked pushes seen (take, reply_code): the last one's positions */
+    unsigned revokes;
+    uint64_t revoked[16];
+    size_t n_revoked;
+    char order[64]; /* 'E' GroupEvents, 'R' GroupRevoked, as they came */
+    size_t n_order;
 } peer;
+
+static void note_order(peer *p, char c)
+{
+    if (p->n_order + 1 < sizeof p->order) {
+        p->order[p->n_order++] = c;
+        p->order[p->n_order] = '\0';
+    }
+}
+
+/* A GroupRevoked pushed to p: under its join id, naming group "g". */
+static void note_revoked(peer *p, const Es__V1__Response *r)
+{
+    assert_int_equal(r->id, p->join_id);
+    assert_int_equal(r->group_revoked->name.len, 1);
+    assert_memory_equal(r->group_revoked->name.data, "g", 1);
+    assert_true(r->group_revoked->n_positions <= 16);
+    p->revokes++;
+    p->n_revoked = r->group_revoked->n_positions;
+    memcpy(p->revoked, r->group_revoked->positions, p->n_revoked * sizeof *p->revoked);
+    note_order(p, 'R');
+}
 
 static void peer_send(void *io, const void *data, size_t len)
 {
@@ -94,6 +125,12 @@ static void send_on(session *s, Es__V1__Request *req)
 
 static uint64_t next_id = 100;
 
+static int cmp_pos(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void peer_open(harness *h, peer *p, uint64_t conn_id)
 {
     memset(p, 0, sizeof *p);
@@ -129,6 +166,11 @@ static es_err reply_code(harness *h, peer *p)
         if (r->kind_case == ES__V1__RESPONSE__KIND_GROUP_EVENTS) {
             es__v1__response__free_unpacked(r, NULL);
             continue; /* none expected where this is used */
+        }
+        if (r->kind_case == ES__V1__RESPONSE__KIND_GROUP_REVOKED) {
+            note_revoked(p, r);
+            es__v1__response__free_unpacked(r, NULL);
+            continue;
         }
         es_err rv = r->kind_case == ES__V1__RESPONSE__KIND_ERROR ? (es_err)r->error->code : ES_OK;
         es__v1__response__free_unpacked(r, NULL);
@@ -204,8 +246,14 @@ static size_t take(harness *h, peer *p, got *out, size_t cap)
     size_t n = 0;
     Es__V1__Response *r;
     while ((r = peer_next(p)) != NULL) {
+        if (r->kind_case == ES__V1__RESPONSE__KIND_GROUP_REVOKED) {
+            note_revoked(p, r);
+            es__v1__response__free_unpacked(r, NULL);
+            continue;
+        }
         assert_int_equal(r->kind_case, ES__V1__RESPONSE__KIND_GROUP_EVENTS);
         assert_int_equal(r->id, p->join_id);
+        note_order(p, 'E');
         for (size_t i = 0; i < r->group_events->n_events; i++) {
             const Es__V1__RecordedEvent *e = r->group_events->events[i];
             assert_true(n < cap);
@@ -362,6 +410,8 @@ static void test_retries(void **state)
         assert_int_equal(g[0].rev, 0);
         assert_int_equal(
             ack_nack(&f->h, &f->a, g[0].pos, ES__V1__NACK_ACTION__NACK_ACTION_RETRY, "bad"), ES_OK);
+        /* No ack timeout passed at a: no copy of it can be stale there. */
+        assert_int_equal(f->a.revokes, 0);
     }
     /* Parked after max_retries: revision 1 flows. */
     assert_int_equal(take(&f->h, &f->a, g, 4), 1);
@@ -401,10 +451,14 @@ static void test_timeout(void **state)
     fake_now += 999 * 1000;
     groups_tick(f->h.srv.groups);
     assert_int_equal(take(&f->h, &f->a, g, 4), 0); /* not yet */
+    assert_int_equal(f->a.revokes, 0);
     fake_now += 2 * 1000;
     groups_tick(f->h.srv.groups);
     join(&f->h, &f->b, "g", 10);
     size_t na = take(&f->h, &f->a, g, 4);
+    assert_int_equal(f->a.revokes, 1); /* a is told it lost the event */
+    assert_int_equal(f->a.n_revoked, 1);
+    assert_int_equal(f->a.revoked[0], first);
     got gb[4];
     size_t nb = take(&f->h, &f->b, gb, 4);
     assert_int_equal(na + nb, 1); /* again, to either member, before revision 1 */
@@ -667,6 +721,59 @@ static void test_commit_first(void **state)
     assert_int_equal(g[0].rev, 1);
 }
 
+static void test_revoke(void **state)
+{
+    fixture *f = *state;
+    append(&f->h, &f->admin, "r-1", 1);
+    append(&f->h, &f->admin, "r-2", 1);
+    append(&f->h, &f->admin, "r-3", 1);
+    assert_int_equal(create(&f->h, &f->admin, "g", 5, 1000, false), ES_OK);
+    join(&f->h, &f->a, "g", 10);
+    got g[4];
+    assert_int_equal(take(&f->h, &f->a, g, 4), 3);
+    uint64_t pos[3] = {g[0].pos, g[1].pos, g[2].pos};
+    qsort(pos, 3, sizeof *pos, cmp_pos);
+    f->a.n_order = 0;
+    /* All three time out in one sweep: one push naming them, ascending,
+     * before they go out again (to a, the only member). */
+    fake_now += 1001 * 1000;
+    groups_tick(f->h.srv.groups);
+    assert_int_equal(take(&f->h, &f->a, g, 4), 3);
+    assert_int_equal(f->a.revokes, 1);
+    assert_int_equal(f->a.n_revoked, 3);
+    assert_memory_equal(f->a.revoked, pos, sizeof pos);
+    assert_string_equal(f->a.order, "RE"); /* the revoke, then the one redelivery push */
+    /* a nacks the copy it had handed out before the timeout: the server
+     * settles the redelivery with it, which a may still hold queued --
+     * revoked before the reply. */
+    assert_int_equal(ack_nack(&f->h, &f->a, pos[0], ES__V1__NACK_ACTION__NACK_ACTION_RETRY, NULL),
+                     ES_OK);
+    assert_int_equal(f->a.revokes, 2);
+    assert_int_equal(f->a.n_revoked, 1);
+    assert_int_equal(f->a.revoked[0], pos[0]);
+    assert_int_equal(take(&f->h, &f->a, g, 4), 1); /* and comes again */
+    assert_int_equal(g[0].pos, pos[0]);
+    /* A member that leaves with Unsubscribe is told too (before the
+     * reply); its events go to b. */
+    join(&f->h, &f->b, "g", 10);
+    Es__V1__Unsubscribe un = ES__V1__UNSUBSCRIBE__INIT;
+    un.subscription_id = f->a.join_id;
+    Es__V1__Request req = ES__V1__REQUEST__INIT;
+    req.id = next_id++;
+    req.kind_case = ES__V1__REQUEST__KIND_UNSUBSCRIBE;
+    req.unsubscribe = &un;
+    send_on(&f->a.sess, &req);
+    assert_int_equal(reply_code(&f->h, &f->a), ES_OK);
+    assert_int_equal(f->a.revokes, 3);
+    assert_int_equal(f->a.n_revoked, 3);
+    assert_memory_equal(f->a.revoked, pos, sizeof pos);
+    assert_int_equal(take(&f->h, &f->b, g, 4), 3);
+    /* A sweep with nothing due sends nothing. */
+    groups_tick(f->h.srv.groups);
+    assert_int_equal(take(&f->h, &f->b, g, 4), 0);
+    assert_int_equal(f->b.revokes, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -679,6 +786,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memberships, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
     };
     return cmocka_run_group_tests_name("groups_unit", tests, NULL, NULL);
 }

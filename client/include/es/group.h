@@ -141,6 +141,9 @@ ES_API es_err es_group_join(es_client *c, const char *name, uint32_t max_in_flig
  * @param[out] n events in it (0 on a timeout)
  * @return ES_OK (n may be 0); ES_ERR_GROUP_NOT_FOUND (the group was
  *   deleted); the connection errors after a failed rejoin.
+ * @note A queued batch whose events the server took back meanwhile (their
+ *   ack timeout passed while the application was busy) is not handed out:
+ *   the server's GroupRevoked push drops them here first (es_group_revoked).
  */
 ES_API es_err es_group_next(es_group_member *m, int timeout_ms, es_recorded_event **events,
                             size_t *n);
@@ -157,6 +160,15 @@ ES_API es_err es_group_ack(es_group_member *m, const uint64_t *positions, size_t
 /** @brief Nack events (all or none). @return as es_group_ack. */
 ES_API es_err es_group_nack(es_group_member *m, const uint64_t *positions, size_t n,
                             es_nack_action action, const char *reason);
+
+/**
+ * @brief What the server took back from this member before the library
+ *        handed it out: GroupRevoked pushes received, and the queued events
+ *        they dropped (an ack timeout that passed while the application
+ *        was busy with an earlier batch). Counted since es_group_join.
+ *        Either pointer may be NULL.
+ */
+ES_API void es_group_revoked(const es_group_member *m, uint64_t *pushes, uint64_t *dropped);
 
 /** @brief Leave the group (best effort) and free the member. Accepts NULL. */
 ES_API void es_group_leave(es_group_member *m);

@@ -44,7 +44,8 @@ TOKEN_MAX_BYTES = 1024
 #: Queued push bytes of one subscription beyond its first batch.
 SUB_QUEUE_BYTES = 4 * 1024 * 1024
 
-PUSH_KINDS = frozenset(("events", "caught_up", "dropped", "group_events", "group_left"))
+PUSH_KINDS = frozenset(("events", "caught_up", "dropped", "group_events", "group_left",
+                        "group_revoked"))
 
 BREAKER_CLOSED = "closed"
 BREAKER_OPEN = "open"

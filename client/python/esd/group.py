@@ -11,8 +11,16 @@ member's events back and delivers them again (to any member); the next
 with NotInFlightError and those events come again: at-least-once. An ack
 that is answered settles the event; a copy of it already queued (pushed
 again after its ack timeout, just before the ack arrived) is dropped, so
-nothing reaches the caller after its ack was answered. docs/groups.md has
-the group's rules.
+nothing reaches the caller after its ack was answered.
+
+A batch queued here may pass its ack timeout while the caller works on an
+earlier one; the server then gives those events to another member and
+pushes a GroupRevoked naming them. It is applied at once to the batches
+queued at that moment (not to later pushes, which may bring the same
+position again), and ``next_batch`` reads what has arrived without waiting
+before it hands out a queued batch, so a revoked event is never handed out;
+events already handed out stay with the caller (their ack then raises
+NotInFlightError). docs/groups.md has the group's rules.
 """
 
 import time
@@ -26,6 +34,9 @@ from .types import RecordedEvent
 __all__ = ["GroupMember"]
 
 _Positions = Iterable[Union[int, RecordedEvent]]
+
+#: Reads without waiting before a queued batch is handed out.
+_DRAIN_READS = 64
 
 
 def _positions(items: _Positions) -> List[int]:
@@ -67,6 +78,8 @@ class GroupMember:
         self.max_in_flight = 0  #: what the server granted at the last join
         self.checkpoint = 0  #: the group's checkpoint at the last join
         self._last_rx = time.monotonic()
+        self.revokes = 0  #: GroupRevoked pushes received since the member was made
+        self.revoked_dropped = 0  #: queued events they dropped before being handed out
 
     def __enter__(self) -> "GroupMember":
         return self
@@ -107,6 +120,9 @@ class GroupMember:
         self._last_rx = time.monotonic()
         if kind == "group_events":
             self._queue.append(resp.group_events.events)
+        elif kind == "group_revoked":
+            self.revokes += 1
+            self.revoked_dropped += self._drop_queued(set(resp.group_revoked.positions))
         elif kind == "group_left":
             self._queue.append(errors.make_error(
                 resp.group_left.reason,
@@ -120,6 +136,12 @@ class GroupMember:
         c = self._c
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self._queue and self._attached():
+                # Revokes that reached the connection come first: read what
+                # has arrived without waiting (a bounded number of reads).
+                for _ in range(_DRAIN_READS):
+                    if not c._pump(0) or not self._attached():
+                        break
             while self._queue:
                 item = self._queue.popleft()
                 if isinstance(item, errors.EsdError):
@@ -148,15 +170,19 @@ class GroupMember:
             self._drop_queued(set(positions))
         return done.count
 
-    def _drop_queued(self, settled: set) -> None:
-        """Drop queued copies of settled events (pushed again after their ack
-        timeout, before the ack was answered)."""
+    def _drop_queued(self, positions: set) -> int:
+        """Drop queued copies of these events: settled ones (pushed again
+        after their ack timeout, before the ack was answered) or revoked ones.
+        Returns how many were dropped."""
+        dropped = 0
         for i, item in enumerate(self._queue):
             if isinstance(item, errors.EsdError):
                 continue
-            keep = [m for m in item if m.position not in settled]
+            keep = [m for m in item if m.position not in positions]
             if len(keep) != len(item):
+                dropped += len(item) - len(keep)
                 self._queue[i] = keep
+        return dropped
 
     def ack(self, events: _Positions) -> int:
         """Acknowledge events (RecordedEvent objects or positions), all or
