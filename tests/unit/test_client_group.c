@@ -92,6 +92,27 @@ static bool push_one(int fd, uint64_t join_id, uint64_t pos)
     return push_batch(fd, join_id, &pos, 1);
 }
 
+/* Receive the JoinGroup and answer it (max in flight 10), without sending
+ * yet. @return its id, or 0 when the request was not a JoinGroup. */
+static uint64_t srv_join(fake *f, int fd, Es__V1__GroupJoined *j, Es__V1__Response *resp)
+{
+    Es__V1__Request *r = srv_recv(fd);
+    SRV_CHECK(f, r && r->kind_case == ES__V1__REQUEST__KIND_JOIN_GROUP);
+    if (!r || r->kind_case != ES__V1__REQUEST__KIND_JOIN_GROUP) {
+        srv_free(r);
+        return 0;
+    }
+    uint64_t join_id = r->id;
+    srv_free(r);
+    es__v1__group_joined__init(j);
+    j->max_in_flight = 10;
+    es__v1__response__init(resp);
+    resp->id = join_id;
+    resp->kind_case = ES__V1__RESPONSE__KIND_GROUP_JOINED;
+    resp->group_joined = j;
+    return join_id;
+}
+
 /* Each connection: hello, the JoinGroup answered and one event pushed
  * (position 7 on the first, 9 on the second). The first then closes; the
  * second answers acks until the client goes. */
@@ -101,20 +122,13 @@ static void script_stale(fake *f, int fd, unsigned conn_no)
     if (!srv_hello(f, fd)) {
         return;
     }
-    Es__V1__Request *r = srv_recv(fd);
-    SRV_CHECK(f, r && r->kind_case == ES__V1__REQUEST__KIND_JOIN_GROUP);
-    if (!r || r->kind_case != ES__V1__REQUEST__KIND_JOIN_GROUP) {
-        srv_free(r);
+    Es__V1__GroupJoined j;
+    Es__V1__Response resp;
+    uint64_t join_id = srv_join(f, fd, &j, &resp);
+    if (!join_id) {
         return;
     }
-    uint64_t join_id = r->id;
-    srv_free(r);
-    Es__V1__GroupJoined j = ES__V1__GROUP_JOINED__INIT;
-    j.max_in_flight = 10;
-    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
-    resp.id = join_id;
-    resp.kind_case = ES__V1__RESPONSE__KIND_GROUP_JOINED;
-    resp.group_joined = &j;
+    Es__V1__Request *r;
     /* Reply and push in one go, so the client reads both together. */
     SRV_CHECK(f, srv_send(fd, &resp));
     SRV_CHECK(f, push_one(fd, join_id, conn_no == 1 ? 7 : 9));
@@ -245,20 +259,13 @@ static void script_revoked(fake *f, int fd, unsigned conn_no)
     if (!srv_hello(f, fd)) {
         return;
     }
-    Es__V1__Request *r = srv_recv(fd);
-    SRV_CHECK(f, r && r->kind_case == ES__V1__REQUEST__KIND_JOIN_GROUP);
-    if (!r || r->kind_case != ES__V1__REQUEST__KIND_JOIN_GROUP) {
-        srv_free(r);
+    Es__V1__GroupJoined j;
+    Es__V1__Response resp;
+    uint64_t join_id = srv_join(f, fd, &j, &resp);
+    if (!join_id) {
         return;
     }
-    uint64_t join_id = r->id;
-    srv_free(r);
-    Es__V1__GroupJoined j = ES__V1__GROUP_JOINED__INIT;
-    j.max_in_flight = 10;
-    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
-    resp.id = join_id;
-    resp.kind_case = ES__V1__RESPONSE__KIND_GROUP_JOINED;
-    resp.group_joined = &j;
+    Es__V1__Request *r;
     SRV_CHECK(f, srv_send(fd, &resp));
     SRV_CHECK(f, push_batch(fd, join_id, (const uint64_t[]){7}, 1));
     SRV_CHECK(f, push_batch(fd, join_id, (const uint64_t[]){8, 10}, 2));
