@@ -791,6 +791,19 @@ static void test_allocation_failures(void **state)
                   (unsigned long long)(n - 1));
 }
 
+/* Append n single-event requests (ids 100...) to stream, drained and cleared. */
+static void append_events(harness *h, const char *stream, int n)
+{
+    app_req a;
+    for (int i = 0; i < n; i++) {
+        build_append(&a, 100 + (uint64_t)i, stream, ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0, 1,
+                     0);
+        harness_send(h, &a.req);
+    }
+    harness_drain(h);
+    harness_clear(h);
+}
+
 /*
  * Subscriptions of one target at one position share the batch a delivery
  * pass read for the first of them. Two subscriptions to the whole log from
@@ -803,14 +816,7 @@ static void test_shared_batch_allocation_failures(void **state)
 {
     harness *h = *state;
     hello(h);
-    app_req a;
-    for (int i = 0; i < 6; i++) {
-        build_append(&a, 100 + (uint64_t)i, "shared-1", ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0,
-                     1, 0);
-        harness_send(h, &a.req);
-    }
-    harness_drain(h);
-    harness_clear(h);
+    append_events(h, "shared-1", 6);
     bool unhit = false;
     for (uint64_t n = 1; n < 64 && !unhit; n++) {
         uint64_t ids[2] = {1000 + 2 * n, 1001 + 2 * n};
@@ -892,14 +898,7 @@ static void test_shared_batch_parts(void **state)
 {
     harness *h = *state;
     hello(h);
-    app_req a;
-    for (int i = 0; i < 40; i++) {
-        build_append(&a, 100 + (uint64_t)i, "parts-1", ES__V1__EXPECTED_KIND__EXPECTED_KIND_ANY, 0,
-                     1, 0);
-        harness_send(h, &a.req);
-    }
-    harness_drain(h);
-    harness_clear(h);
+    append_events(h, "parts-1", 40);
     enum { N_SUBS = 5 };
     const uint64_t after[N_SUBS] = {10, 4, 25, 0, 12};
     bool unhit = false;
