@@ -205,10 +205,16 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&w->mu);
 
-        size_t nreq = 0;
+        size_t nreq = 0, ngroup = 0;
         for (size_t i = 0; i < n; i++) {
-            if (w->batch[i]->kind == WRITE_JOB_APPEND) {
-                w->reqs[nreq++] = w->batch[i]->req;
+            write_job *j = w->batch[i];
+            if (j->kind == WRITE_JOB_APPEND) {
+                w->reqs[nreq++] = j->req;
+            } else if (j->kind == WRITE_JOB_GROUP) {
+                /* Before the appends: their entry's fdatasync then makes
+                 * the group entry durable too (writer.h). */
+                j->group.rv = store_group_apply(w->st, j->group.ops, j->group.n, &j->group.synced);
+                ngroup++;
             }
         }
         if (nreq) {
@@ -233,7 +239,9 @@ static void *writer_main(void *arg)
             } else if (j->kind == WRITE_JOB_ERASE) {
                 j->erase_rv = store_erase(w->st, &j->erase);
             } else if (j->kind == WRITE_JOB_GROUP) {
-                j->group.rv = store_group_apply(w->st, j->group.ops, j->group.n, &j->group.synced);
+                if (ngroup && j->group.rv == ES_OK && !j->group.synced) {
+                    j->group.synced = store_group_synced(w->st); /* the appends' sync */
+                }
             } else {
                 j->snapshot.rv = store_save_snapshot(
                     w->st, j->snapshot.stream, j->snapshot.stream_len, j->snapshot.revision,

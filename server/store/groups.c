@@ -597,8 +597,9 @@ es_err store_group_replay(store *s, const uint8_t *ops, size_t len, uint32_t cou
 
 /*
  * Commit a transaction of FLUSH ops through the journal: the ops that
- * applied written as one group entry and fdatasynced, then LMDB committed
- * without a sync (as store_append_batch does with its records). Takes txn.
+ * applied written as one group entry (no fdatasync of its own: design
+ * notes), then LMDB committed without a sync (as store_append_batch does
+ * with its records). Takes txn.
  */
 static es_err commit_journaled(store *s, MDB_txn *txn, const store_group_op *ops, size_t n)
 {
@@ -680,8 +681,8 @@ es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
         flush_only = flush_only && ops[i].kind == STORE_GROUP_FLUSH;
     }
     if (rv == ES_OK && s->jr && flush_only) {
-        /* Acks, parks, unparks and checkpoint moves: one journal entry and
-         * one fdatasync, like an append. */
+        /* Acks, parks, unparks and checkpoint moves: one journal entry,
+         * synced with the next append's entry (design notes). */
         rv = commit_journaled(s, txn, ops, n);
     } else if (rv == ES_OK) {
         /* Create, update, delete (rare): commit, then a checkpoint. */
@@ -695,8 +696,13 @@ es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
         }
         return rv;
     }
-    *synced = s->sync;
+    *synced = store_group_synced(s);
     return ES_OK;
+}
+
+bool store_group_synced(store *s)
+{
+    return s->sync && !(s->jr && journal_unsynced(s));
 }
 
 STORE_GUARDED_BEGIN
