@@ -364,10 +364,8 @@ static void test_replay_refuses_bad_entries(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_acks_cost_no_sync),
-        T(test_timer_syncs_group_entry),
-        T(test_crash_replays_group_entries),
-        T(test_too_big_batch_checkpoints),
+        T(test_acks_cost_no_sync),           T(test_timer_syncs_group_entry),
+        T(test_crash_replays_group_entries), T(test_too_big_batch_checkpoints),
         T(test_replay_refuses_bad_entries),
     };
     return cmocka_run_group_tests_name("store_group_journal", tests, NULL, NULL);

@@ -822,17 +822,17 @@ es_err store_stats_get(store *s, store_stats *st);
 /** The journal's figures (journal.c); all zero when there is no journal. */
 typedef struct store_journal_stats {
     bool enabled;
-    bool broken;          /* a journal write or checkpoint failed: appends fail until restart */
-    bool meta_restored;   /* the start put data.mdb's meta pages back to the checkpoint */
-    uint64_t ring_bytes;  /* size of the journal's ring */
-    uint64_t bytes;       /* entry bytes written since the start */
-    uint64_t syncs;       /* fdatasyncs: one per append entry, two per checkpoint, one per
-                             timer sync of group entries */
-    uint64_t entries;     /* entries written (one per group commit with new events, one per
-                             batch of group changes) */
+    bool broken;         /* a journal write or checkpoint failed: appends fail until restart */
+    bool meta_restored;  /* the start put data.mdb's meta pages back to the checkpoint */
+    uint64_t ring_bytes; /* size of the journal's ring */
+    uint64_t bytes;      /* entry bytes written since the start */
+    uint64_t syncs;      /* fdatasyncs: one per append entry, two per checkpoint, one per
+                            timer sync of group entries */
+    uint64_t entries;    /* entries written (one per group commit with new events, one per
+                            batch of group changes) */
     uint64_t unsynced_entries; /* group entries written without their own fdatasync */
     uint64_t timer_syncs;      /* fdatasyncs made for them by the timer (no later sync came) */
-    uint64_t checkpoints; /* made since the start (the first at the start included) */
+    uint64_t checkpoints;      /* made since the start (the first at the start included) */
     uint64_t checkpoint_last_us, checkpoint_max_us, checkpoint_total_us;
     uint64_t lag_events; /* events applied to LMDB, not yet in a durable checkpoint */
     uint64_t replayed_entries, replayed_events; /* at the start */
