@@ -32,19 +32,27 @@
  *                 | reason_len u16 | reason
  *
  * Every change arrives as a batch of ops in one write transaction
- * (store_group_apply, called by the writer thread), so one commit and one
- * fsync carry all the acks gathered while the previous one ran: the
- * checkpoint moves with the writer's transactions, never with an fsync per
- * ack. A group's checkpoint is never lowered here, whatever the caller says.
+ * (store_group_apply, called by the writer thread), so one commit carries
+ * all the acks gathered while the previous one ran: the checkpoint moves
+ * with the writer's transactions, never with an fsync per ack. A group's checkpoint is never
+ * lowered here, whatever the caller says.
  *
  * Durability. With the journal (journal.c), a batch of FLUSH ops only
  * (acks, skips, parks, unparks, checkpoint moves: nearly every batch) is
  * written as one journal group entry, the ops that applied encoded as
- * below, and fdatasynced; LMDB then commits without a sync. Recovery
+ * below, WITHOUT an fdatasync of its own; LMDB then commits without a
+ * sync. The entry is durable with the next fdatasync of the journal: the
+ * appends' entry of the same writer batch (the writer applies group jobs
+ * first), a checkpoint's, or the journal's 0.1 s timer. *synced says
+ * whether that happened already (store_group_synced; the writer asks again
+ * after the batch's appends). A kill -9 loses none of it; a power loss at
+ * most the last 0.1 s of group entries, whose events are then delivered
+ * again (at-least-once), never a later entry without them. Recovery
  * replays the entry (store_group_replay) in sequence with the append
  * entries; journal.c's design notes say why the replay gives the same
- * state. A batch holding a create, update or delete commits and then makes
- * a checkpoint (store_commit_durable): those use the clock and the group
+ * state and why a lost group entry takes every later entry with it. A
+ * batch holding a create, update or delete commits and then makes a
+ * checkpoint (store_commit_durable): those use the clock and the group
  * counter, and are rare. Without the journal, LMDB's own synced commit.
  *
  * The tables are created at open without a format bump: a store written

@@ -20,9 +20,24 @@
  *
  * Group entries. The other kind of entry holds a batch of consumer-group
  * ops (acks, skips, parks, unparks and checkpoint moves: the FLUSH ops of
- * store_group_apply, server/store/groups.c), written and fdatasynced the
- * same way inside the write transaction that applied them, which then
- * commits without a sync. Recovery replays both kinds in sequence order.
+ * store_group_apply, server/store/groups.c), written the same way inside
+ * the write transaction that applied them, which then commits without a
+ * sync, but WITHOUT an fdatasync of its own: it is answered once written
+ * (synced = false). It becomes durable with the next fdatasync of the
+ * journal file, which writes back every page of the file written before
+ * the call: the next append entry's (the writer applies a batch's group
+ * jobs before its appends, so usually the same batch's: the ack is then
+ * answered synced after all), a checkpoint record's, or the timer's: the
+ * checkpoint thread fdatasyncs the journal when LAZY_SYNC_US passed since
+ * an entry was written without a sync and no other sync came (lazy_sync).
+ * A kill -9 loses nothing of it (the bytes are in the page cache, which a
+ * restart reads); a power loss may lose the group entries of the last
+ * LAZY_SYNC_US, whose acks are then delivered again: at-least-once allows
+ * that, and since every later entry is lost with them (below), no later
+ * ack of their streams survives either, so per-stream order holds.
+ * Counters: writes (entry writes ever made) and synced_writes (how many of
+ * them a completed sync covered, the count read before the sync call).
+ * Recovery replays both kinds in sequence order.
  * Replaying a group entry gives what its transaction gave because the ops
  * are deterministic given the group tables' prior state: a FLUSH op reads
  * and writes only the groups, group_done and group_parked tables (no clock:
@@ -72,9 +87,16 @@
  * (magic, its own logical offset, the next sequence number, CRC) and
  * applied as a write transaction that checks positions (head + 1), stream
  * revisions and event ids, storing each value unchanged; it stops at the
- * first entry that fails a check. An entry is written only after the
- * previous one's fdatasync returned, so a damaged entry is an unsynced,
- * unacknowledged one and nothing after it was ever written durably. Then a
+ * first entry that fails a check. Nothing after a damaged entry was ever
+ * acknowledged as durable: an entry is written only after the previous
+ * one's write returned (and, for an append entry, its fdatasync), so every
+ * fdatasync of the journal made the entries before it durable as a whole.
+ * A damaged entry therefore saw no completed journal sync after its write:
+ * it and every entry after it are unsynced, i.e. an append entry whose
+ * requests were never answered, or a group entry answered synced = false,
+ * which a power loss may take (above). Replaying the prefix before it
+ * gives a state the server went through (group ops touch only the group
+ * tables; append entries never do). Then a
  * checkpoint makes the result durable before the first request is served.
  * A process crash (kill -9) is handled the same way: the later metas are
  * discarded, and the journal brings the same events back.
@@ -89,6 +111,10 @@
  * CKPT_INTERVAL_US has passed, and a writer that finds no room waits for it
  * (or makes one). A batch too big for half the ring is committed and then
  * checkpointed at once (LMDB's own two syncs).
+ *
+ * The checkpoint thread also runs the timer of unsynced group entries (a
+ * timed wait on its condition variable, CLOCK_MONOTONIC); a failed timer
+ * fdatasync breaks the journal like a failed append sync.
  *
  * Other writes (snapshot saves, lifecycle changes, group admin ops) commit
  * through store_commit_durable: commit, then a checkpoint, before their
