@@ -23,16 +23,17 @@
  * store_group_apply, server/store/groups.c), written the same way inside
  * the write transaction that applied them, which then commits without a
  * sync, but WITHOUT an fdatasync of its own: it is answered once written
- * (synced = false). It becomes durable with the next fdatasync of the
- * journal file, which writes back every page of the file written before
- * the call: the next append entry's (the writer applies a batch's group
- * jobs before its appends, so usually the same batch's: the ack is then
- * answered synced after all), a checkpoint record's, or the timer's: the
- * checkpoint thread fdatasyncs the journal when LAZY_SYNC_US passed since
- * an entry was written without a sync and no other sync came (lazy_sync).
+ * (synced = false; the writer hands group jobs back before the same
+ * batch's appends are written, server/writer.h). It becomes durable with
+ * the next fdatasync of the journal file, which writes back every page of
+ * the file written before the call: the next append entry's (usually the
+ * same writer batch's, right after), a checkpoint record's, or the
+ * timer's: the checkpoint thread fdatasyncs the journal when an entry
+ * written without a sync stayed uncovered (lazy_sync: every such entry is
+ * durable within 2 * LAZY_SYNC_US = 0.1 s of its write).
  * A kill -9 loses nothing of it (the bytes are in the page cache, which a
  * restart reads); a power loss may lose the group entries of the last
- * LAZY_SYNC_US, whose acks are then delivered again: at-least-once allows
+ * 0.1 s, whose acks are then delivered again: at-least-once allows
  * that, and since every later entry is lost with them (below), no later
  * ack of their streams survives either, so per-stream order holds.
  * Counters: writes (entry writes ever made) and synced_writes (how many of
@@ -174,7 +175,7 @@
 #define META_TXNID_OFF   144u
 #define LMDB_META_MAGIC  0xBEEFC0DEu
 #define CKPT_INTERVAL_US 1000000u
-#define LAZY_SYNC_US     100000u /* an unsynced group entry is synced within this */
+#define LAZY_SYNC_US     50000u /* an unsynced group entry is durable within twice this */
 #define ZERO_CHUNK       (1u << 20)
 
 /* Slot layout (little-endian): magic u32 | crc u32 (over 8..SLOT_BYTES) |
@@ -227,10 +228,11 @@ struct journal {
     bool in_flight, stopping;
     /* Group entries written without an fdatasync (design notes): entry
      * writes ever made (never decremented, unwrite included), how many of
-     * them are known durable, and since when (monotonic us, 0: none) one
-     * waits for the checkpoint thread's timer. */
+     * them are known durable, since when (monotonic us, 0: not armed) the
+     * checkpoint thread's timer runs, and the writes it waits for (mu). */
     _Atomic uint64_t writes, synced_writes;
     _Atomic uint64_t lazy_since_us;
+    uint64_t lazy_target;
     _Atomic bool broken;
     _Atomic uint64_t durable_lofs, durable_head;
     /* statistics */
@@ -603,32 +605,41 @@ static es_err ckpt_finish(store *s, ckpt *c)
 }
 
 /*
- * The timer of unsynced group entries (design notes): one fdatasync of the
- * journal when no later entry's or checkpoint's sync made them durable
- * within LAZY_SYNC_US. Called and returns with j->mu held (checkpoint
- * thread). lazy_since_us is cleared BEFORE writes is read: an entry
- * written meanwhile is either counted in w (written before the sync) or
- * sees lazy_since_us at 0 and starts the timer again (entry_write).
+ * The timer of unsynced group entries (design notes), LAZY_SYNC_US after
+ * it was armed for the writes up to lazy_target: when no later entry's or
+ * checkpoint's sync made those durable meanwhile, one fdatasync of the
+ * journal; then it is armed again for whatever is still unsynced (younger
+ * entries), or disarmed. Every entry is durable within 2 * LAZY_SYNC_US
+ * of its write, and under appends (whose syncs cover the group entries)
+ * the timer syncs nothing. Called and returns with j->mu held (checkpoint
+ * thread). lazy_since_us is cleared BEFORE writes is read, and the writer
+ * counts its write before it reads lazy_since_us: an entry written
+ * meanwhile is either seen here or arms the timer itself (entry_write).
  */
 static void lazy_sync(journal *j)
 {
+    if (atomic_load(&j->synced_writes) < j->lazy_target && !atomic_load(&j->broken)) {
+        uint64_t w = atomic_load(&j->writes);
+        pthread_mutex_unlock(&j->mu);
+        int rc = fdatasync(j->fd);
+        pthread_mutex_lock(&j->mu);
+        if (rc != 0) {
+            /* As a failed append sync: nothing written since the last
+             * good sync can be trusted to be on disk. */
+            atomic_store(&j->broken, true);
+            atomic_store(&j->lazy_since_us, 0);
+            return;
+        }
+        mark_synced(j, w);
+        atomic_fetch_add(&j->syncs, 1);
+        atomic_fetch_add(&j->lazy_syncs, 1);
+    }
     atomic_store(&j->lazy_since_us, 0);
     uint64_t w = atomic_load(&j->writes);
-    if (w <= atomic_load(&j->synced_writes) || atomic_load(&j->broken)) {
-        return; /* an append's or a checkpoint's sync came first */
+    if (w > atomic_load(&j->synced_writes) && !atomic_load(&j->broken)) {
+        j->lazy_target = w;
+        atomic_store(&j->lazy_since_us, mono_us());
     }
-    pthread_mutex_unlock(&j->mu);
-    int rc = fdatasync(j->fd);
-    pthread_mutex_lock(&j->mu);
-    if (rc != 0) {
-        /* As a failed append sync: nothing written since the last good
-         * sync can be trusted to be on disk. */
-        atomic_store(&j->broken, true);
-        return;
-    }
-    mark_synced(j, w);
-    atomic_fetch_add(&j->syncs, 1);
-    atomic_fetch_add(&j->lazy_syncs, 1);
 }
 
 static void *ckpt_thread(void *arg)
@@ -836,6 +847,7 @@ static es_err entry_write(store *s, uint32_t magic, uint64_t first, size_t n, ui
         /* Start the timer (lazy_sync says why this order is safe). */
         pthread_mutex_lock(&j->mu);
         if (atomic_load(&j->lazy_since_us) == 0) {
+            j->lazy_target = w;
             atomic_store(&j->lazy_since_us, mono_us());
             pthread_cond_broadcast(&j->cv);
         }
