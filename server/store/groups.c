@@ -43,9 +43,10 @@
  * below, WITHOUT an fdatasync of its own; LMDB then commits without a
  * sync. The entry is durable with the next fdatasync of the journal: the
  * appends' entry of the same writer batch (the writer applies group jobs
- * first), a checkpoint's, or the journal's 0.1 s timer. *synced says
- * whether that happened already (store_group_synced; the writer asks again
- * after the batch's appends). A kill -9 loses none of it; a power loss at
+ * first and answers them before writing the appends: server/writer.h), a
+ * checkpoint's, or the journal's timer (within 0.1 s). *synced says
+ * whether that happened already (store_group_synced: with the journal,
+ * almost never at the answer). A kill -9 loses none of it; a power loss at
  * most the last 0.1 s of group entries, whose events are then delivered
  * again (at-least-once), never a later entry without them. Recovery
  * replays the entry (store_group_replay) in sequence with the append

@@ -777,8 +777,8 @@ es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced);
 /**
  * @brief Whether every group change applied so far is on disk (survives a
  *        power loss): false with --sync none, and while a journaled FLUSH
- *        batch waits for a sync. The writer asks after a batch's appends,
- *        whose fdatasync makes earlier group entries durable too.
+ *        batch waits for a sync (the next append's fdatasync, a
+ *        checkpoint's or the journal's timer makes it durable).
  */
 bool store_group_synced(store *s);
 
