@@ -34,8 +34,8 @@
  * Every change arrives as a batch of ops in one write transaction
  * (store_group_apply, called by the writer thread), so one commit carries
  * all the acks gathered while the previous one ran: the checkpoint moves
- * with the writer's transactions, never with an fsync per ack. A group's checkpoint is never
- * lowered here, whatever the caller says.
+ * with the writer's transactions, never with an fsync per ack. A group's
+ * checkpoint is never lowered here, whatever the caller says.
  *
  * Durability. With the journal (journal.c), a batch of FLUSH ops only
  * (acks, skips, parks, unparks, checkpoint moves: nearly every batch) is
