@@ -59,9 +59,11 @@
  * and written by ONE writer job at a time (store_group_apply, one write
  * transaction for all groups): whatever arrives while a job runs goes into
  * the next one, so a burst of acks costs one commit (with the journal, one
- * journal entry and one fdatasync; server/store/groups.c). An Ack or Nack is
- * answered (GroupDone) only after the job holding it committed: an answered
- * ack survives kill -9. The events done above the checkpoint are stored
+ * journal entry synced by the appends' fdatasync, a checkpoint's or a
+ * 0.1 s timer's; server/store/groups.c). An Ack or Nack is answered
+ * (GroupDone) only after the job holding it committed: an answered ack
+ * survives kill -9 (and a power loss once synced; GroupDone.synced says
+ * whether it was already). The events done above the checkpoint are stored
  * too, so a restart neither redelivers an acked event nor waits for one.
  * A checkpoint moved by acks goes with the next job; moves with no ack
  * (events of the log that the target does not match) are written at most

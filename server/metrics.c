@@ -218,9 +218,18 @@ void metrics_render(FILE *out, server_ctx *srv)
                 js.bytes);
         counter(out, "esd_journal_entries_total", "Journal entries written.", js.entries);
         counter(out, "esd_journal_syncs_total",
-                "fdatasync calls of the durable path: one per journal entry, two per checkpoint "
-                "(data.mdb, then the journal's checkpoint record).",
+                "fdatasync calls of the durable path: one per append entry, two per checkpoint "
+                "(data.mdb, then the journal's checkpoint record), one per timer sync of "
+                "consumer-group entries.",
                 js.syncs);
+        counter(out, "esd_journal_unsynced_entries_total",
+                "Consumer-group entries written without their own fdatasync (made durable by "
+                "the next append's, the next checkpoint's, or the timer's).",
+                js.unsynced_entries);
+        counter(out, "esd_journal_timer_syncs_total",
+                "fdatasyncs the timer made for consumer-group entries no later sync covered "
+                "within 0.1 s.",
+                js.timer_syncs);
         counter(out, "esd_checkpoints_total", "Checkpoints made since the start.", js.checkpoints);
         gauge(out, "esd_checkpoint_last_duration_seconds",
               "Duration of the last checkpoint (pin, data.mdb fdatasync, record, sync).",

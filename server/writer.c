@@ -131,6 +131,59 @@ void writer_scavenge_set(writer *w, uint32_t slice, uint32_t interval_ms)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* Hand finished jobs first..last (linked) back to the loop thread. */
+static void writer_hand_back(writer *w, write_job *first, write_job *last)
+{
+    pthread_mutex_lock(&w->mu);
+    if (w->done_tail) {
+        w->done_tail->next = first;
+    } else {
+        w->done_head = first;
+    }
+    w->done_tail = last;
+    pthread_mutex_unlock(&w->mu);
+    uint64_t one = 1;
+    ssize_t wr = write(w->efd, &one, sizeof one);
+    (void)wr; /* an eventfd write only fails at a count near 2^64 */
+}
+
+/*
+ * The batch's group jobs, applied, handed back before its appends are
+ * written and synced (writer.h): they are taken out of w->batch[0..*n)
+ * and of the list *first..*last, which keep the other jobs in order.
+ */
+static void hand_back_groups(writer *w, size_t *n, write_job **first, write_job **last)
+{
+    write_job *g_first = NULL, *g_last = NULL, *r_first = NULL, *r_last = NULL;
+    size_t kept = 0;
+    for (size_t i = 0; i < *n; i++) {
+        write_job *j = w->batch[i];
+        j->next = NULL;
+        if (j->kind == WRITE_JOB_GROUP) {
+            if (g_last) {
+                g_last->next = j;
+            } else {
+                g_first = j;
+            }
+            g_last = j;
+            continue;
+        }
+        if (r_last) {
+            r_last->next = j;
+        } else {
+            r_first = j;
+        }
+        r_last = j;
+        w->batch[kept++] = j;
+    }
+    *n = kept;
+    *first = r_first;
+    *last = r_last;
+    if (g_first) {
+        writer_hand_back(w, g_first, g_last); /* the loop thread owns them from here */
+    }
+}
+
 /*
  * --sync-method nometasync: a commit syncs its data pages (and with them
  * the previous commit's meta page) but not its own meta page. A batch's
@@ -205,11 +258,20 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&w->mu);
 
-        size_t nreq = 0;
+        size_t nreq = 0, ngroup = 0;
         for (size_t i = 0; i < n; i++) {
-            if (w->batch[i]->kind == WRITE_JOB_APPEND) {
-                w->reqs[nreq++] = w->batch[i]->req;
+            write_job *j = w->batch[i];
+            if (j->kind == WRITE_JOB_APPEND) {
+                w->reqs[nreq++] = j->req;
+            } else if (j->kind == WRITE_JOB_GROUP) {
+                /* Before the appends: their entry's fdatasync then makes
+                 * the group entry durable too (writer.h). */
+                j->group.rv = store_group_apply(w->st, j->group.ops, j->group.n, &j->group.synced);
+                ngroup++;
             }
+        }
+        if (ngroup && nreq && !store_sync_deferred(w->st)) {
+            hand_back_groups(w, &n, &first, &last);
         }
         if (nreq) {
             uint64_t t0 = mono_us();
@@ -233,7 +295,7 @@ static void *writer_main(void *arg)
             } else if (j->kind == WRITE_JOB_ERASE) {
                 j->erase_rv = store_erase(w->st, &j->erase);
             } else if (j->kind == WRITE_JOB_GROUP) {
-                j->group.rv = store_group_apply(w->st, j->group.ops, j->group.n, &j->group.synced);
+                /* applied above */
             } else {
                 j->snapshot.rv = store_save_snapshot(
                     w->st, j->snapshot.stream, j->snapshot.stream_len, j->snapshot.revision,
@@ -246,17 +308,7 @@ static void *writer_main(void *arg)
                 continue;
             }
         }
-        pthread_mutex_lock(&w->mu);
-        if (w->done_tail) {
-            w->done_tail->next = first;
-        } else {
-            w->done_head = first;
-        }
-        w->done_tail = last;
-        pthread_mutex_unlock(&w->mu);
-        uint64_t one = 1;
-        ssize_t wr = write(w->efd, &one, sizeof one);
-        (void)wr; /* an eventfd write only fails at a count near 2^64 */
+        writer_hand_back(w, first, last);
         w->last_batch_us = mono_us();
         writer_scavenge(w);
     }

@@ -11,6 +11,18 @@
  * connection may be gone by then). Whatever arrives during a commit goes
  * into the next one: natural batching, no timers.
  *
+ * Consumer-group jobs of a batch are applied BEFORE its appends, and
+ * handed back at once (except with nometasync, whose replies wait for a
+ * sync): an ack is answered without waiting for the appends' journal
+ * write and fdatasync. With the journal a batch of group changes is an
+ * entry written without an fdatasync of its own (server/store/groups.c):
+ * it is answered synced = false, and the appends' entry that follows it
+ * in the same file is fdatasynced right after, which makes the group
+ * entry durable too. A kill -9 loses none of it (written and committed
+ * before the hand-back). The group changes do not depend on the appends
+ * of the same batch (acks name events committed earlier), so either
+ * order is a valid one.
+ *
  * The scavenger (writer_scavenge_set; server/store/scavenge.c) is the one
  * other thing the writer thread does: one slice, in its own transaction,
  * after a batch's completions are handed back, while there is work left

@@ -32,19 +32,28 @@
  *                 | reason_len u16 | reason
  *
  * Every change arrives as a batch of ops in one write transaction
- * (store_group_apply, called by the writer thread), so one commit and one
- * fsync carry all the acks gathered while the previous one ran: the
- * checkpoint moves with the writer's transactions, never with an fsync per
- * ack. A group's checkpoint is never lowered here, whatever the caller says.
+ * (store_group_apply, called by the writer thread), so one commit carries
+ * all the acks gathered while the previous one ran: the checkpoint moves
+ * with the writer's transactions, never with an fsync per ack. A group's
+ * checkpoint is never lowered here, whatever the caller says.
  *
  * Durability. With the journal (journal.c), a batch of FLUSH ops only
  * (acks, skips, parks, unparks, checkpoint moves: nearly every batch) is
  * written as one journal group entry, the ops that applied encoded as
- * below, and fdatasynced; LMDB then commits without a sync. Recovery
+ * below, WITHOUT an fdatasync of its own; LMDB then commits without a
+ * sync. The entry is durable with the next fdatasync of the journal: the
+ * appends' entry of the same writer batch (the writer applies group jobs
+ * first and answers them before writing the appends: server/writer.h), a
+ * checkpoint's, or the journal's timer (within 0.1 s). *synced says
+ * whether that happened already (store_group_synced: with the journal,
+ * almost never at the answer). A kill -9 loses none of it; a power loss at
+ * most the last 0.1 s of group entries, whose events are then delivered
+ * again (at-least-once), never a later entry without them. Recovery
  * replays the entry (store_group_replay) in sequence with the append
  * entries; journal.c's design notes say why the replay gives the same
- * state. A batch holding a create, update or delete commits and then makes
- * a checkpoint (store_commit_durable): those use the clock and the group
+ * state and why a lost group entry takes every later entry with it. A
+ * batch holding a create, update or delete commits and then makes a
+ * checkpoint (store_commit_durable): those use the clock and the group
  * counter, and are rare. Without the journal, LMDB's own synced commit.
  *
  * The tables are created at open without a format bump: a store written
@@ -597,8 +606,9 @@ es_err store_group_replay(store *s, const uint8_t *ops, size_t len, uint32_t cou
 
 /*
  * Commit a transaction of FLUSH ops through the journal: the ops that
- * applied written as one group entry and fdatasynced, then LMDB committed
- * without a sync (as store_append_batch does with its records). Takes txn.
+ * applied written as one group entry (no fdatasync of its own: design
+ * notes), then LMDB committed without a sync (as store_append_batch does
+ * with its records). Takes txn.
  */
 static es_err commit_journaled(store *s, MDB_txn *txn, const store_group_op *ops, size_t n)
 {
@@ -680,8 +690,8 @@ es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
         flush_only = flush_only && ops[i].kind == STORE_GROUP_FLUSH;
     }
     if (rv == ES_OK && s->jr && flush_only) {
-        /* Acks, parks, unparks and checkpoint moves: one journal entry and
-         * one fdatasync, like an append. */
+        /* Acks, parks, unparks and checkpoint moves: one journal entry,
+         * synced with the next append's entry (design notes). */
         rv = commit_journaled(s, txn, ops, n);
     } else if (rv == ES_OK) {
         /* Create, update, delete (rare): commit, then a checkpoint. */
@@ -695,8 +705,13 @@ es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced)
         }
         return rv;
     }
-    *synced = s->sync;
+    *synced = store_group_synced(s);
     return ES_OK;
+}
+
+bool store_group_synced(store *s)
+{
+    return s->sync && !(s->jr && journal_unsynced(s));
 }
 
 STORE_GUARDED_BEGIN

@@ -335,8 +335,10 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
 
 /**
  * @brief Write a batch of consumer-group ops (count ops, encoded as drawn
- *        in groups.c) as one group entry and fdatasync it (writer
- *        thread, inside the write transaction that applied them).
+ *        in groups.c) as one group entry, WITHOUT an fdatasync (writer
+ *        thread, inside the write transaction that applied them): the next
+ *        append entry's sync, the next checkpoint, or the timer within
+ *        LAZY_SYNC_US makes it durable (journal.c, design notes).
  * @param[out] written false when the batch is too big for the ring (the
  *        caller commits and calls journal_checkpoint_sync instead)
  * @return ES_OK; ES_ERR_IO (the journal is broken from now on);
@@ -350,6 +352,9 @@ void journal_unwrite(store *s);
 
 /** @brief True once a journal or checkpoint sync failed: nothing may commit until a restart. */
 bool journal_broken(store *s);
+
+/** @brief True while an entry written without an fdatasync is not known durable. */
+bool journal_unsynced(store *s);
 
 /** @brief After a commit: start a checkpoint in the background when due. */
 void journal_committed(store *s);

@@ -20,9 +20,25 @@
  *
  * Group entries. The other kind of entry holds a batch of consumer-group
  * ops (acks, skips, parks, unparks and checkpoint moves: the FLUSH ops of
- * store_group_apply, server/store/groups.c), written and fdatasynced the
- * same way inside the write transaction that applied them, which then
- * commits without a sync. Recovery replays both kinds in sequence order.
+ * store_group_apply, server/store/groups.c), written the same way inside
+ * the write transaction that applied them, which then commits without a
+ * sync, but WITHOUT an fdatasync of its own: it is answered once written
+ * (synced = false; the writer hands group jobs back before the same
+ * batch's appends are written, server/writer.h). It becomes durable with
+ * the next fdatasync of the journal file, which writes back every page of
+ * the file written before the call: the next append entry's (usually the
+ * same writer batch's, right after), a checkpoint record's, or the
+ * timer's: the checkpoint thread fdatasyncs the journal when an entry
+ * written without a sync stayed uncovered (lazy_sync: every such entry is
+ * durable within 2 * LAZY_SYNC_US = 0.1 s of its write).
+ * A kill -9 loses nothing of it (the bytes are in the page cache, which a
+ * restart reads); a power loss may lose the group entries of the last
+ * 0.1 s, whose acks are then delivered again: at-least-once allows
+ * that, and since every later entry is lost with them (below), no later
+ * ack of their streams survives either, so per-stream order holds.
+ * Counters: writes (entry writes ever made) and synced_writes (how many of
+ * them a completed sync covered, the count read before the sync call).
+ * Recovery replays both kinds in sequence order.
  * Replaying a group entry gives what its transaction gave because the ops
  * are deterministic given the group tables' prior state: a FLUSH op reads
  * and writes only the groups, group_done and group_parked tables (no clock:
@@ -72,9 +88,16 @@
  * (magic, its own logical offset, the next sequence number, CRC) and
  * applied as a write transaction that checks positions (head + 1), stream
  * revisions and event ids, storing each value unchanged; it stops at the
- * first entry that fails a check. An entry is written only after the
- * previous one's fdatasync returned, so a damaged entry is an unsynced,
- * unacknowledged one and nothing after it was ever written durably. Then a
+ * first entry that fails a check. Nothing after a damaged entry was ever
+ * acknowledged as durable: an entry is written only after the previous
+ * one's write returned (and, for an append entry, its fdatasync), so every
+ * fdatasync of the journal made the entries before it durable as a whole.
+ * A damaged entry therefore saw no completed journal sync after its write:
+ * it and every entry after it are unsynced, i.e. an append entry whose
+ * requests were never answered, or a group entry answered synced = false,
+ * which a power loss may take (above). Replaying the prefix before it
+ * gives a state the server went through (group ops touch only the group
+ * tables; append entries never do). Then a
  * checkpoint makes the result durable before the first request is served.
  * A process crash (kill -9) is handled the same way: the later metas are
  * discarded, and the journal brings the same events back.
@@ -89,6 +112,10 @@
  * CKPT_INTERVAL_US has passed, and a writer that finds no room waits for it
  * (or makes one). A batch too big for half the ring is committed and then
  * checkpointed at once (LMDB's own two syncs).
+ *
+ * The checkpoint thread also runs the timer of unsynced group entries (a
+ * timed wait on its condition variable, CLOCK_MONOTONIC); a failed timer
+ * fdatasync breaks the journal like a failed append sync.
  *
  * Other writes (snapshot saves, lifecycle changes, group admin ops) commit
  * through store_commit_durable: commit, then a checkpoint, before their
@@ -148,6 +175,7 @@
 #define META_TXNID_OFF   144u
 #define LMDB_META_MAGIC  0xBEEFC0DEu
 #define CKPT_INTERVAL_US 1000000u
+#define LAZY_SYNC_US     50000u /* an unsynced group entry is durable within twice this */
 #define ZERO_CHUNK       (1u << 20)
 
 /* Slot layout (little-endian): magic u32 | crc u32 (over 8..SLOT_BYTES) |
@@ -198,10 +226,18 @@ struct journal {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool in_flight, stopping;
+    /* Group entries written without an fdatasync (design notes): entry
+     * writes ever made (never decremented, unwrite included), how many of
+     * them are known durable, since when (monotonic us, 0: not armed) the
+     * checkpoint thread's timer runs, and the writes it waits for (mu). */
+    _Atomic uint64_t writes, synced_writes;
+    _Atomic uint64_t lazy_since_us;
+    uint64_t lazy_target;
     _Atomic bool broken;
     _Atomic uint64_t durable_lofs, durable_head;
     /* statistics */
     _Atomic uint64_t bytes, syncs, entries, checkpoints, ckpt_last_us, ckpt_max_us, ckpt_total_us;
+    _Atomic uint64_t lazy_entries, lazy_syncs;
     _Atomic uint64_t replayed_entries, replayed_events, recovery_us, restored;
 };
 
@@ -210,6 +246,15 @@ static uint64_t mono_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Every entry write counted in w (read before the fdatasync that made it
+ * durable) is on disk: raise synced_writes to w (any thread). */
+static void mark_synced(journal *j, uint64_t w)
+{
+    uint64_t cur = atomic_load(&j->synced_writes);
+    while (cur < w && !atomic_compare_exchange_weak(&j->synced_writes, &cur, w)) {
+    }
 }
 
 static bool full_pwrite(int fd, const void *p, size_t n, uint64_t off)
@@ -396,7 +441,11 @@ es_err journal_prepare(const char *dir, uint64_t ring_bytes, journal **out, char
         j->ring = STORE_MIN_JOURNAL_BYTES;
     }
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the timer of unsynced entries */
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
     char p[4200];
     if (!join(p, sizeof p, dir, JOURNAL_FILE)) {
         free(j);
@@ -520,9 +569,12 @@ static es_err ckpt_finish(store *s, ckpt *c)
     } else {
         uint8_t page[SLOT_BYTES];
         slot_encode(page, j, c, s->id);
+        uint64_t w = atomic_load(&j->writes); /* written before the sync: made durable */
         if (!full_pwrite(j->fd, page, SLOT_BYTES, (c->gen % 2) * SLOT_BYTES) ||
             fdatasync(j->fd) != 0) {
             rv = ES_ERR_IO;
+        } else {
+            mark_synced(j, w);
         }
     }
     if (rv != ES_OK) {
@@ -552,6 +604,44 @@ static es_err ckpt_finish(store *s, ckpt *c)
     return ES_OK;
 }
 
+/*
+ * The timer of unsynced group entries (design notes), LAZY_SYNC_US after
+ * it was armed for the writes up to lazy_target: when no later entry's or
+ * checkpoint's sync made those durable meanwhile, one fdatasync of the
+ * journal; then it is armed again for whatever is still unsynced (younger
+ * entries), or disarmed. Every entry is durable within 2 * LAZY_SYNC_US
+ * of its write, and under appends (whose syncs cover the group entries)
+ * the timer syncs nothing. Called and returns with j->mu held (checkpoint
+ * thread). lazy_since_us is cleared BEFORE writes is read, and the writer
+ * counts its write before it reads lazy_since_us: an entry written
+ * meanwhile is either seen here or arms the timer itself (entry_write).
+ */
+static void lazy_sync(journal *j)
+{
+    if (atomic_load(&j->synced_writes) < j->lazy_target && !atomic_load(&j->broken)) {
+        uint64_t w = atomic_load(&j->writes);
+        pthread_mutex_unlock(&j->mu);
+        int rc = fdatasync(j->fd);
+        pthread_mutex_lock(&j->mu);
+        if (rc != 0) {
+            /* As a failed append sync: nothing written since the last
+             * good sync can be trusted to be on disk. */
+            atomic_store(&j->broken, true);
+            atomic_store(&j->lazy_since_us, 0);
+            return;
+        }
+        mark_synced(j, w);
+        atomic_fetch_add(&j->syncs, 1);
+        atomic_fetch_add(&j->lazy_syncs, 1);
+    }
+    atomic_store(&j->lazy_since_us, 0);
+    uint64_t w = atomic_load(&j->writes);
+    if (w > atomic_load(&j->synced_writes) && !atomic_load(&j->broken)) {
+        j->lazy_target = w;
+        atomic_store(&j->lazy_since_us, mono_us());
+    }
+}
+
 static void *ckpt_thread(void *arg)
 {
     store *s = arg;
@@ -566,7 +656,18 @@ static void *ckpt_thread(void *arg)
     pthread_mutex_lock(&j->mu);
     for (;;) {
         while (!j->in_flight && !j->stopping) {
-            pthread_cond_wait(&j->cv, &j->mu);
+            uint64_t since = atomic_load(&j->lazy_since_us);
+            if (!since) {
+                pthread_cond_wait(&j->cv, &j->mu);
+                continue;
+            }
+            uint64_t due = since + LAZY_SYNC_US;
+            if (mono_us() < due) {
+                struct timespec ts = {(time_t)(due / 1000000u), (long)(due % 1000000u) * 1000};
+                pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+                continue;
+            }
+            lazy_sync(j);
         }
         if (!j->in_flight) {
             break;
@@ -669,11 +770,14 @@ static uint64_t entry_place(const journal *j, uint64_t lofs, uint64_t n)
 
 /*
  * Write the entry whose payload is in j->buf from ENTRY_HDR to n (its
- * header is filled here): room past the durable checkpoint, one write, one
- * fdatasync. Both kinds of entry (events, group ops) end here.
+ * header is filled here): room past the durable checkpoint, one write, and
+ * with sync one fdatasync (which makes every earlier entry durable too).
+ * Without sync (group entries) the entry waits for the next sync: a later
+ * entry's, a checkpoint's, or the timer's (lazy_sync). Both kinds of entry
+ * (events, group ops) end here.
  */
 static es_err entry_write(store *s, uint32_t magic, uint64_t first, size_t n, uint32_t count,
-                          bool *written)
+                          bool sync, bool *written)
 {
     journal *j = s->jr;
     uint64_t len = pad8(n);
@@ -713,7 +817,8 @@ static es_err entry_write(store *s, uint32_t magic, uint64_t first, size_t n, ui
          * like a full disk. */
         return errno == ENOSPC || errno == EDQUOT || errno == EFBIG ? ES_ERR_STORE_FULL : ES_ERR_IO;
     }
-    if (fdatasync(j->fd) != 0) {
+    uint64_t w = atomic_fetch_add(&j->writes, 1) + 1; /* this entry included */
+    if (sync && fdatasync(j->fd) != 0) {
         /* The entry may still reach the disk (or sit in the page cache,
          * where a restart would read it): its header is zeroed so that it
          * is not replayed; its requests fail. Best effort: the journal is
@@ -730,9 +835,24 @@ static es_err entry_write(store *s, uint32_t magic, uint64_t first, size_t n, ui
     j->lofs = at + len;
     j->seq++;
     atomic_fetch_add(&j->bytes, len);
-    atomic_fetch_add(&j->syncs, 1);
     atomic_fetch_add(&j->entries, 1);
     *written = true;
+    if (sync) {
+        mark_synced(j, w);
+        atomic_fetch_add(&j->syncs, 1);
+        return ES_OK;
+    }
+    atomic_fetch_add(&j->lazy_entries, 1);
+    if (atomic_load(&j->lazy_since_us) == 0) {
+        /* Start the timer (lazy_sync says why this order is safe). */
+        pthread_mutex_lock(&j->mu);
+        if (atomic_load(&j->lazy_since_us) == 0) {
+            j->lazy_target = w;
+            atomic_store(&j->lazy_since_us, mono_us());
+            pthread_cond_broadcast(&j->cv);
+        }
+        pthread_mutex_unlock(&j->mu);
+    }
     return ES_OK;
 }
 
@@ -785,12 +905,18 @@ es_err journal_write_batch(store *s, MDB_txn *txn, uint64_t first, uint64_t last
     if (rv != ES_OK) {
         return rv;
     }
-    return entry_write(s, ENTRY_MAGIC, first, n, count, written);
+    return entry_write(s, ENTRY_MAGIC, first, n, count, true, written);
 }
 
 bool journal_broken(store *s)
 {
     return atomic_load(&s->jr->broken);
+}
+
+bool journal_unsynced(store *s)
+{
+    journal *j = s->jr;
+    return atomic_load(&j->writes) > atomic_load(&j->synced_writes);
 }
 
 es_err journal_write_groups(store *s, const uint8_t *ops, size_t len, uint32_t count, bool *written)
@@ -808,18 +934,20 @@ es_err journal_write_groups(store *s, const uint8_t *ops, size_t len, uint32_t c
         return ES_ERR_NO_MEMORY;
     }
     memcpy(j->buf + ENTRY_HDR, ops, len);
-    return entry_write(s, GROUP_MAGIC, 0, n, count, written);
+    return entry_write(s, GROUP_MAGIC, 0, n, count, false, written);
 }
 
 void journal_unwrite(store *s)
 {
     journal *j = s->jr;
     uint8_t zero[ENTRY_HDR] = {0};
+    uint64_t w = atomic_load(&j->writes);
     if (!full_pwrite(j->fd, zero, sizeof zero, RING_OFF + j->last_lofs % j->ring) ||
         fdatasync(j->fd) != 0) {
         atomic_store(&j->broken, true);
         return;
     }
+    mark_synced(j, w);
     j->lofs = j->last_lofs;
     j->seq--;
 }
@@ -1107,6 +1235,8 @@ void journal_stats(store *s, store_journal_stats *st)
     st->checkpoint_last_us = atomic_load(&j->ckpt_last_us);
     st->checkpoint_max_us = atomic_load(&j->ckpt_max_us);
     st->checkpoint_total_us = atomic_load(&j->ckpt_total_us);
+    st->unsynced_entries = atomic_load(&j->lazy_entries);
+    st->timer_syncs = atomic_load(&j->lazy_syncs);
     uint64_t head = store_head(s), dh = atomic_load(&j->durable_head);
     st->lag_events = head > dh ? head - dh : 0;
     st->replayed_entries = atomic_load(&j->replayed_entries);

@@ -16,6 +16,9 @@
  *   --case 7  LMDB's commit fails writing its meta page (ENOSPC, writer
  *             thread), after the entry is durable: LMDB refuses every later
  *             transaction until a restart; the entry is unwritten
+ *   --case 8  the checkpoint thread's fdatasync of the journal fails after a
+ *             consumer group's acks were written as an entry without a sync
+ *             of its own (the timer's sync, or a checkpoint record's)
  *
  * Design notes
  * ------------
@@ -25,6 +28,14 @@
  * revision, contents derived from (stream, revision) (rel.h). Then the test
  * writes the fault line and goes on appending:
  *
+ *   8     a group over the whole log and one member (a second connection)
+ *         are made before the fault; after it the member takes every event
+ *         and acks it (answered: the entry was written), and no append
+ *         follows, so the checkpoint thread's sync meets the fault (an ack
+ *         after it gets ES_ERR_IO: the acks answered before count); the test
+ *         waits for the fault to fire, then goes on as case 1. After the
+ *         SIGKILL the restart still has the answered acks (the page cache
+ *         held the entries): a new member's first batch has none of them.
  *   1, 2, 5, 6  the append that meets the fault (2, 5, 6: the first one to
  *         fail after the checkpoint thread met it; the appends before it
  *         are acknowledged and count) gets ES_ERR_IO, and so do the next
@@ -55,8 +66,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "es/group.h"
 #include "rel.h"
 #include "support.h"
 
@@ -163,14 +176,50 @@ static bool exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+#define GROUP "jf-group"
+
+/* Case 8: the positions whose ack was answered. */
+static bool answered[MAX_EVENTS * 2000];
+
+/* Case 8: the member takes and acks every event up to r->head, or until an
+ * ack fails because the fault fired meanwhile (the journal is broken).
+ * @return the acks answered. */
+static uint64_t ack_all(es_group_member *m, const run *r, const char *fault_path)
+{
+    uint64_t done = 0;
+    while (done < r->head) {
+        es_recorded_event *evs;
+        size_t n = 0;
+        es_err rv = es_group_next(m, 30000, &evs, &n);
+        REL_CHECK(rv == ES_OK && n > 0, "the member got nothing: %s", es_strerror(rv));
+        uint64_t pos[1024];
+        REL_CHECK(n <= 1024, "a batch of %zu events", n);
+        for (size_t i = 0; i < n; i++) {
+            pos[i] = evs[i].position;
+        }
+        rv = es_group_ack(m, pos, n);
+        if (rv == ES_ERR_IO && !exists(fault_path)) {
+            break; /* the sync of the earlier acks failed: the journal is broken */
+        }
+        REL_CHECK(rv == ES_OK, "ack: %s", es_strerror(rv));
+        for (size_t i = 0; i < n; i++) {
+            REL_CHECK(pos[i] < sizeof answered, "position %" PRIu64 " out of range", pos[i]);
+            answered[pos[i]] = true;
+        }
+        done += n;
+    }
+    return done;
+}
+
 int main(int argc, char **argv)
 {
     static const char *const names[] = {"case", "appends", NULL};
     uint64_t val[] = {1, 30};
     rel_args(argc, argv, "test_journal_faults", names, val);
     uint64_t which = val[0];
-    REL_CHECK(which >= 1 && which <= 7, "--case 1..7");
+    REL_CHECK(which >= 1 && which <= 8, "--case 1..8");
     bool broken = which != 3 && which != 4; /* the journal refuses everything after the fault */
+    bool group = which == 8;
     bool in_checkpoint = which == 2 || which == 5 || which == 6;
     bool lmdb_fatal = which == 7; /* LMDB refuses every transaction, reads too */
     if (h_sanitized()) {
@@ -189,6 +238,7 @@ int main(int argc, char **argv)
         "sync journal EIO esd-checkpoint 0\n",
         /* the meta pages: 0..8191 */
         "write data.mdb ENOSPC esd-writer 0 8192\n",
+        "sync journal EIO esd-checkpoint 0\n",
     };
     static const char *const what[] = {NULL,
                                        "journal fdatasync fails",
@@ -197,7 +247,8 @@ int main(int argc, char **argv)
                                        "LMDB commit fails after the entry",
                                        "checkpoint record write fails",
                                        "checkpoint record fdatasync fails",
-                                       "LMDB's meta page write fails"};
+                                       "LMDB's meta page write fails",
+                                       "a sync of unsynced group acks fails"};
 
     rel_rng rng = {rel_seed()};
     run r = {.salt = rel_rand(&rng)};
@@ -219,6 +270,18 @@ int main(int argc, char **argv)
     REL_CHECK(rc == 0, "esd did not start under the shim");
     r.c = rel_client(e.address, 30000);
     REL_CHECK(r.c, "cannot connect");
+    es_client *gc = NULL;
+    es_group_member *gm = NULL;
+    if (group) {
+        es_group_settings gset;
+        es_group_settings_init(&gset);
+        es_err grv = es_group_create(r.c, GROUP, ES_GROUP_ALL, NULL, ES_GROUP_FROM_START, 0, &gset);
+        REL_CHECK(grv == ES_OK, "create the group: %s", es_strerror(grv));
+        gc = rel_client(e.address, 30000);
+        REL_CHECK(gc, "cannot connect");
+        grv = es_group_join(gc, GROUP, 0, "jf", &gm);
+        REL_CHECK(grv == ES_OK, "join the group: %s", es_strerror(grv));
+    }
     for (uint64_t i = 0; i < val[1]; i++) {
         append_ok(&r, &rng, "before the fault");
     }
@@ -230,7 +293,19 @@ int main(int argc, char **argv)
     uint32_t fn = (uint32_t)rel_range(&rng, 1, MAX_EVENTS);
     es_append_result res;
     es_err rv;
-    if (in_checkpoint) {
+    if (group) {
+        uint64_t n_acked = ack_all(gm, &r, fault_path);
+        REL_CHECK(n_acked > 0, "no ack was answered before the fault fired");
+        /* No append follows: the timer (0.1 s) or a checkpoint syncs. */
+        for (int i = 0; i < 60000 && exists(fault_path); i++) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        rel_log("the member's acks of %" PRIu64 " of %" PRIu64
+                " events were answered before the sync failed",
+                n_acked, r.head);
+        rv = append_one(&r, fs, fn, &res);
+    } else if (in_checkpoint) {
         /* The checkpoint thread meets the fault within a second of
          * appending (CKPT_INTERVAL); appends acknowledged until then count. */
         for (;;) {
@@ -290,6 +365,8 @@ int main(int argc, char **argv)
         rel_log("the same append sent again was stored at position %" PRIu64, res.first_position);
     }
     es_client_destroy(r.c);
+    es_group_leave(gm);
+    es_client_destroy(gc);
     int status;
     esd_stop(&e, SIGKILL, 10000, &status, NULL);
 
@@ -303,6 +380,27 @@ int main(int argc, char **argv)
         acked(&r, fs, fn, &res, "the failed append sent after the restart");
     }
     append_ok(&r, &rng, "after the restart");
+    if (group) {
+        /* The acks survived: a new member's first batch starts above them. */
+        gc = rel_client(e.address, 30000);
+        REL_CHECK(gc, "cannot connect");
+        rv = es_group_join(gc, GROUP, 0, "jf", &gm);
+        REL_CHECK(rv == ES_OK, "join after the restart: %s", es_strerror(rv));
+        es_recorded_event *evs;
+        size_t n = 0;
+        rv = es_group_next(gm, 30000, &evs, &n);
+        REL_CHECK(rv == ES_OK && n > 0, "the member got nothing after the restart: %s",
+                  es_strerror(rv));
+        for (size_t i = 0; i < n; i++) {
+            REL_CHECK(evs[i].position >= sizeof answered || !answered[evs[i].position],
+                      "position %" PRIu64 " delivered again after SIGKILL although its ack was "
+                      "answered",
+                      evs[i].position);
+        }
+        rel_log("after SIGKILL no acked event came again (first batch: %zu events)", n);
+        es_group_leave(gm);
+        es_client_destroy(gc);
+    }
     es_client_destroy(r.c);
     verify(e.address, &r, "after the restart and more appends");
     REL_CHECK(esd_stop(&e, SIGTERM, 20000, &status, NULL) == 0 && WIFEXITED(status) &&

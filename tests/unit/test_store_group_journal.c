@@ -1,8 +1,10 @@
 /*
  * test_store_group_journal — consumer-group state through the journal
  * (server/store/groups.c, journal.c): a batch of acks, parks, unparks and
- * checkpoint moves costs one journal entry and one fdatasync, not a
- * checkpoint; what a crashed process committed that way is replayed by the
+ * checkpoint moves costs one journal entry and no fdatasync of its own, not
+ * a checkpoint; the next append's fdatasync makes it durable (the store
+ * then says synced), and without appends the journal's timer does; what a
+ * crashed process committed that way is replayed by the
  * next open, in sequence with the appends around it; a batch too big for
  * the ring is made durable by a checkpoint instead; create, update and
  * delete still checkpoint; and a group entry that does not decode or does
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -107,12 +110,13 @@ static seen look(store *s)
     return out;
 }
 
-static void test_acks_cost_one_sync(void **state)
+static void test_acks_cost_no_sync(void **state)
 {
     fx *f = *state;
     f->s = jopen(f->path);
     add(f, "a-1", 10);
     create_group(f->s, "g");
+    assert_true(store_group_synced(f->s));
     store_journal_stats before, after;
     store_journal_stats_get(f->s, &before);
     uint64_t done[] = {5, 6, 7};
@@ -120,11 +124,20 @@ static void test_acks_cost_one_sync(void **state)
     bool synced;
     assert_rv(ES_OK, store_group_apply(f->s, &op, 1, &synced));
     assert_rv(ES_OK, op.rv);
-    assert_true(synced);
     store_journal_stats_get(f->s, &after);
     assert_int_equal(after.entries, before.entries + 1);
-    assert_int_equal(after.syncs, before.syncs + 1);
+    assert_int_equal(after.unsynced_entries, before.unsynced_entries + 1);
+    /* No fdatasync of its own (the timer's, 0.1 s later, if this thread
+     * was descheduled that long: only then may the store say synced). */
+    uint64_t timer = after.timer_syncs - before.timer_syncs;
+    assert_int_equal(after.syncs, before.syncs + timer);
+    assert_true(!synced || timer > 0);
     assert_int_equal(after.checkpoints, before.checkpoints);
+    /* The next append's entry is fdatasynced, and the group entry before
+     * it in the same file with it. */
+    add(f, "a-2", 1);
+    assert_true(store_group_synced(f->s));
+    store_journal_stats_get(f->s, &after);
     /* Create, update and delete keep the checkpoint. */
     store_group_op up = {.kind = STORE_GROUP_UPDATE};
     up.def.name_len = 1;
@@ -133,6 +146,7 @@ static void test_acks_cost_one_sync(void **state)
     up.def.max_retries = 1;
     up.def.max_in_flight = 5;
     assert_rv(ES_OK, store_group_apply(f->s, &up, 1, &synced));
+    assert_true(synced);
     store_journal_stats_get(f->s, &before);
     assert_int_equal(before.checkpoints, after.checkpoints + 1);
     assert_int_equal(before.entries, after.entries);
@@ -264,6 +278,36 @@ static void test_crash_replays_group_entries(void **state)
     assert_int_equal(look(f->s).cp, 4);
 }
 
+/* Without appends after it, the checkpoint thread's timer syncs the group
+ * entry (within 0.1 s; waited for here up to 60 s, not timed). */
+static void test_timer_syncs_group_entry(void **state)
+{
+    fx *f = *state;
+    f->s = jopen(f->path);
+    add(f, "a-1", 4);
+    create_group(f->s, "g");
+    store_journal_stats before, after;
+    store_journal_stats_get(f->s, &before);
+    uint64_t done[] = {2};
+    store_group_op op = flush_op("g", 1, done, 1);
+    bool synced;
+    assert_rv(ES_OK, store_group_apply(f->s, &op, 1, &synced));
+    assert_rv(ES_OK, op.rv);
+    for (int i = 0; i < 6000 && !store_group_synced(f->s); i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(store_group_synced(f->s));
+    store_journal_stats_get(f->s, &after);
+    /* Its own sync, or a periodic checkpoint's that came first. */
+    assert_true(after.timer_syncs == before.timer_syncs + 1 ||
+                after.checkpoints > before.checkpoints);
+    assert_int_equal(after.entries, before.entries + 1);
+    seen s = look(f->s);
+    assert_int_equal(s.cp, 1);
+    assert_int_equal(s.n_done, 1);
+}
+
 static void test_too_big_batch_checkpoints(void **state)
 {
     fx *f = *state;
@@ -320,9 +364,8 @@ static void test_replay_refuses_bad_entries(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_acks_cost_one_sync),
-        T(test_crash_replays_group_entries),
-        T(test_too_big_batch_checkpoints),
+        T(test_acks_cost_no_sync),           T(test_timer_syncs_group_entry),
+        T(test_crash_replays_group_entries), T(test_too_big_batch_checkpoints),
         T(test_replay_refuses_bad_entries),
     };
     return cmocka_run_group_tests_name("store_group_journal", tests, NULL, NULL);

@@ -764,17 +764,29 @@ typedef struct store_group_op {
 } store_group_op;
 
 /**
- * @brief Apply group changes in ONE write transaction (one commit, one
- *        fsync for any number of acks).
+ * @brief Apply group changes in ONE write transaction (one commit; with the
+ *        journal, a batch of FLUSH ops is one journal entry written without
+ *        an fdatasync of its own, made durable by the next append's
+ *        fdatasync, the next checkpoint or within 0.1 s by a timer).
  * Per op rv: ES_OK; ES_ERR_GROUP_EXISTS (create); ES_ERR_GROUP_NOT_FOUND
  * (update, delete, flush of a deleted group: nothing of it is written);
  * ES_ERR_INVALID_ARGUMENT (a name or target name too long).
  * @return ES_OK (committed: look at each rv) or the error that failed the
  *   whole transaction (ES_ERR_READ_ONLY, ES_ERR_FOLLOWER, ES_ERR_STORE_FULL,
- *   ES_ERR_IO), also set in every rv; *synced says whether it was fsynced.
+ *   ES_ERR_IO), also set in every rv; *synced says whether it is on disk
+ *   already (false for a journaled FLUSH batch until a later sync:
+ *   store_group_synced). Either way it survives a kill -9 of esd.
  * @note Writer thread only.
  */
 es_err store_group_apply(store *s, store_group_op *ops, size_t n, bool *synced);
+
+/**
+ * @brief Whether every group change applied so far is on disk (survives a
+ *        power loss): false with --sync none, and while a journaled FLUSH
+ *        batch waits for a sync (the next append's fdatasync, a
+ *        checkpoint's or the journal's timer makes it durable).
+ */
+bool store_group_synced(store *s);
 
 typedef int (*store_group_visit_fn)(void *ctx, const store_group_def *def);
 /** @brief Every stored group, in name order. @return ES_OK; ES_ERR_CORRUPT; ES_ERR_IO. */
@@ -816,13 +828,17 @@ es_err store_stats_get(store *s, store_stats *st);
 /** The journal's figures (journal.c); all zero when there is no journal. */
 typedef struct store_journal_stats {
     bool enabled;
-    bool broken;          /* a journal write or checkpoint failed: appends fail until restart */
-    bool meta_restored;   /* the start put data.mdb's meta pages back to the checkpoint */
-    uint64_t ring_bytes;  /* size of the journal's ring */
-    uint64_t bytes;       /* entry bytes written since the start */
-    uint64_t syncs;       /* fdatasyncs: one per entry, two per checkpoint */
-    uint64_t entries;     /* entries written (one per group commit with new events) */
-    uint64_t checkpoints; /* made since the start (the first at the start included) */
+    bool broken;         /* a journal write or checkpoint failed: appends fail until restart */
+    bool meta_restored;  /* the start put data.mdb's meta pages back to the checkpoint */
+    uint64_t ring_bytes; /* size of the journal's ring */
+    uint64_t bytes;      /* entry bytes written since the start */
+    uint64_t syncs;      /* fdatasyncs: one per append entry, two per checkpoint, one per
+                            timer sync of group entries */
+    uint64_t entries;    /* entries written (one per group commit with new events, one per
+                            batch of group changes) */
+    uint64_t unsynced_entries; /* group entries written without their own fdatasync */
+    uint64_t timer_syncs;      /* fdatasyncs made for them by the timer (no later sync came) */
+    uint64_t checkpoints;      /* made since the start (the first at the start included) */
     uint64_t checkpoint_last_us, checkpoint_max_us, checkpoint_total_us;
     uint64_t lag_events; /* events applied to LMDB, not yet in a durable checkpoint */
     uint64_t replayed_entries, replayed_events; /* at the start */
