@@ -283,7 +283,7 @@ static bool key_subject_parse(const char *hex, store_key_in *k)
     }
     for (size_t i = 0; i < n; i++) {
         char c = hex[i];
-        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
                      : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
                                             : 16u;
         if (d == 16u) {

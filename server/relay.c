@@ -317,8 +317,8 @@ static es_err key_subject_hex(relay *r, uint64_t slot, char out[RELAY_KEY_SUBJEC
         return ES_OK;
     }
     if (rv != ES_OK) {
-        log_msg(LOG_ERROR, "relay: cannot read a key's subject", "slot=%" PRIu64 " error=%s",
-                slot, es_errname(rv));
+        log_msg(LOG_ERROR, "relay: cannot read a key's subject", "slot=%" PRIu64 " error=%s", slot,
+                es_errname(rv));
         return rv;
     }
     static const char hex[] = "0123456789abcdef";

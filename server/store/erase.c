@@ -136,8 +136,7 @@ _Static_assert(STORE_SUBJECT_MAX == ES_MAX_NAME_BYTES, "a subject id is a name")
 /* ------------------------------------------------------------------ open -- */
 
 /* A slot's reverse entry: slot u64 BE -> subject id. */
-static int slot_subject_put(store *s, MDB_txn *txn, uint64_t slot, const uint8_t *name,
-                            size_t len)
+static int slot_subject_put(store *s, MDB_txn *txn, uint64_t slot, const uint8_t *name, size_t len)
 {
     uint8_t kb[8];
     put_u64be(kb, slot);

@@ -169,7 +169,7 @@ struct store {
     MDB_dbi stream_keys, subjects, erased_keys; /* when has_keys */
     MDB_dbi slot_subjects;                      /* when has_slot_subjects */
     bool has_slot_subjects; /* false: a read-only store written before the table */
-    store_keys keys;                            /* keys.fd >= 0 when encrypt */
+    store_keys keys;        /* keys.fd >= 0 when encrypt */
 };
 
 /* ---------------------------------------------------------------- open.c -- */

@@ -349,8 +349,8 @@ static void promoted_subject(esd_proc *p, esd_proc *f, jsCtx *js, uint8_t key5[3
     append(fc, "cart-9", "subject-9", SUBJ_MARK, META_MARK, 1);
     append(fc, "orders-9", "subject-9", SUBJ_MARK, META_MARK, 1);
     es_client_destroy(fc);
-    const char *subj[] = {"-s",   f->address, "--json", "subject", "erase", "subject-9",
-                          "--force", NULL};
+    const char *subj[] = {"-s",    f->address,  "--json",  "subject",
+                          "erase", "subject-9", "--force", NULL};
     REL_CHECK(h_esctl(subj, out, 30000) == 0,
               "esctl subject erase subject-9 failed on the promoted store (see %s)", out);
     REL_CHECK(log_has(out, "\"streams\": 3") || log_has(out, "\"streams\":3"),

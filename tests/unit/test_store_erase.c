@@ -1123,7 +1123,6 @@ static void test_a_promoted_follower_refuses_to_erase_one_stream_of_a_subject(vo
     store_close(b);
 }
 
-
 /* The primary names each subject's slot (what the relay puts in the key
  * message's Es-Key-Subject); a stream's own key has none. */
 static void test_a_key_names_its_subject(void **state)

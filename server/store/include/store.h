@@ -594,9 +594,10 @@ typedef struct store_erase_op {
  *   ES_ERR_NOT_ERASABLE (the stream's events are stored in plain: it was
  *   created while encryption was off);
  *   ES_ERR_INVALID_ARGUMENT (the stream belongs to a subject: erase the
- *   subject; its key is bound to other streams too, as on a promoted
- *   follower, which does not know subjects by name: op->streams says how
- *   many; a bad name; a bad expectation);
+ *   subject; or its key is bound to other streams too, as on a promoted
+ *   follower that copied a subject's key without its subject (from a
+ *   relay older than the subject header): op->streams says how many; a
+ *   bad name; a bad expectation);
  *   ES_ERR_WRONG_EXPECTED_REVISION (actual_* set); ES_ERR_INVALID_STREAM_ID;
  *   ES_ERR_RESERVED_STREAM; ES_ERR_STREAM_DELETED (tombstoned);
  *   ES_ERR_READ_ONLY; ES_ERR_FOLLOWER; ES_ERR_STORE_FULL; ES_ERR_IO.
