@@ -217,8 +217,10 @@ static void wait_log(const char *path, const char *needle)
     }
 }
 
-/* Publish a message of the keys stream by hand; @return its sequence. */
-static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
+/* Publish a message of the keys stream by hand (subject_hex: an
+ * Es-Key-Subject header, or NULL); @return its sequence. */
+static uint64_t key_put_subject(jsCtx *js, uint64_t slot, const void *payload, int len,
+                                const char *subject_hex)
 {
     char subject[64], num[24];
     snprintf(subject, sizeof subject, "es_keys.%" PRIu64, slot);
@@ -226,6 +228,9 @@ static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
     natsMsg *m = NULL;
     natsMsg_Create(&m, subject, NULL, payload, len);
     natsMsgHeader_Set(m, "Es-Key-Slot", num);
+    if (subject_hex) {
+        natsMsgHeader_Set(m, "Es-Key-Subject", subject_hex);
+    }
     jsPubAck *pa = NULL;
     natsStatus s = js_PublishMsg(&pa, js, m, NULL, NULL);
     REL_CHECK(s == NATS_OK, "publish to E_KEYS: %s", natsStatus_GetText(s));
@@ -235,13 +240,19 @@ static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
     return seq;
 }
 
+static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
+{
+    return key_put_subject(js, slot, payload, len, NULL);
+}
+
 /*
  * What the relay and the follower refuse in the keys stream. Slot 4 is the
  * next new stream's (three were taken, in order). A foreign key at that
  * slot stops the relay until it is removed; a follower that finds no key
  * imports up to the event that needs it and waits (not halted); a key
- * message of the wrong size halts it; with the right key back, it
- * catches up.
+ * message of the wrong size halts it, and so does the right key with an
+ * Es-Key-Subject that is not the hex of a subject id; with the right key
+ * back, it catches up.
  */
 static void keys_refused(esd_proc *p, esd_proc *f, jsCtx *js)
 {
@@ -291,11 +302,22 @@ static void keys_refused(esd_proc *p, esd_proc *f, jsCtx *js)
               "halted at %" PRIu64 " without saying why", st.head_position);
     REL_CHECK(esd_stop(f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
     REL_CHECK(js_DeleteMsg(js, "E_KEYS", seq, NULL, NULL) == NATS_OK, "delete the bad key");
+    seq = key_put_subject(js, 4, key4, 32, "7a7"); /* odd length: not hex of a name */
+    REL_CHECK(esd_start(f, 10000) == 0, "follower did not start");
+    deadline = h_now_ms() + WAIT_MS;
+    while (!(st = stats_of(f->address)).follower_halted) {
+        REL_CHECK(h_now_ms() < deadline, "a malformed Es-Key-Subject did not halt the follower");
+        h_sleep_ms(20);
+    }
+    REL_CHECK(st.head_position == head - 1 && log_has(f->log_file, "has an Es-Key-Subject that"),
+              "halted at %" PRIu64 " without saying why", st.head_position);
+    REL_CHECK(esd_stop(f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
+    REL_CHECK(js_EraseMsg(js, "E_KEYS", seq, NULL, NULL) == NATS_OK, "remove the bad subject");
     key_put(js, 4, key4, 32);
     REL_CHECK(esd_start(f, 10000) == 0, "follower did not start");
     wait_caught_up(p, f);
     expect_reads(f->address, "late-1", CTRL_MARK, CTRL_MARK);
-    rel_log("a missing key made the follower wait, a malformed one halted it");
+    rel_log("a missing key made the follower wait, a malformed one (or its subject) halted it");
 }
 
 /*

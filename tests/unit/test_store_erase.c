@@ -1260,6 +1260,43 @@ static void test_a_follower_joining_after_a_subject_erasure_knows_the_subject(vo
     store_close(b);
 }
 
+/* A subject learned after its streams were bound (their keys were copied
+ * without it, then offered again with it): promoted, the store takes
+ * appends naming the subject to those streams and erases them by name. */
+static void test_a_subject_learned_after_its_streams_were_bound(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    store *b = open_follower(f, "follower", false);
+    relay_subjects = false;
+    follow_up(f->s, b, 1);
+    relay_subjects = true;
+    store_key_in k = {.slot = 1};
+    store_key_state st;
+    assert_rv(ES_OK, store_key_export(f->s, 1, &st, k.key));
+    assert_rv(ES_OK, store_key_subject(f->s, 1, k.subject, &k.subject_len));
+    assert_rv(ES_OK, store_keys_import(b, &k, 1));
+    store_close(b);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/follower", f->root);
+    store_options o = {.path = path, .map_size = TEST_MAP_SIZE};
+    b = open_opts(&o);
+    assert_rv(ES_OK, put_to(f, b, "orders-7", "subject-7", MARK, META_MARK, 1));
+    store_erase_op op;
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(b, STORE_ERASE_STREAM, "orders-7", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_OK, erase(b, STORE_ERASE_SUBJECT, "subject-7", STORE_EXPECT_ANY, 0, &op));
+    assert_int_equal(op.streams, 2);
+    assert_rv(ES_ERR_ERASED, read_rv(b, "profile-7"));
+    assert_rv(ES_ERR_ERASED, read_rv(b, "orders-7"));
+    assert_reads(b, "person-1", MARK, META_MARK);
+    assert_check_clean(b);
+    store_close(b);
+}
+
 /* A key message's subject is checked: a name that is not valid, a subject
  * the follower binds to another slot, a slot bound to another subject. */
 static void test_follower_subject_errors(void **state)
@@ -1541,6 +1578,7 @@ int main(void)
         T(test_a_promoted_follower_erases_a_subject_by_name),
         T(test_a_follower_joining_after_a_subject_erasure_knows_the_subject),
         T(test_follower_subject_errors),
+        T(test_a_subject_learned_after_its_streams_were_bound),
         T(test_follower_key_errors),
         T(test_follower_refuses_sealed_records_that_do_not_fit),
         T(test_a_follower_key_store_that_cannot_grow),
