@@ -178,8 +178,11 @@ static int slot_subjects_open(store *s, MDB_txn *txn, unsigned flags)
     int prc = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && prc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        prc = v.mv_size != 8 ? MDB_CORRUPTED
-                             : slot_subject_put(s, txn, get_u64le(v.mv_data), k.mv_data, k.mv_size);
+        /* A damaged entry is left to the reads that meet it (subject_get
+         * answers ES_ERR_CORRUPT): the store still opens. */
+        if (v.mv_size == 8 && k.mv_size != 0 && k.mv_size <= STORE_SUBJECT_MAX) {
+            prc = slot_subject_put(s, txn, get_u64le(v.mv_data), k.mv_data, k.mv_size);
+        }
     }
     mdb_cursor_close(cur);
     return prc ? prc : rc == MDB_NOTFOUND ? 0 : rc;
