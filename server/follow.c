@@ -273,6 +273,32 @@ typedef enum key_fetch {
     KEY_MALFORMED /* a message that is not a key of this slot (why set) */
 } key_fetch;
 
+/* Es-Key-Subject's value (lower-case hex of a subject id, relay.h) into
+ * k->subject. @return false when it is not that, or not a valid name. */
+static bool key_subject_parse(const char *hex, store_key_in *k)
+{
+    size_t n = strlen(hex);
+    if (n == 0 || n % 2 != 0 || n / 2 > STORE_SUBJECT_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = hex[i];
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                                            : 16u;
+        if (d == 16u) {
+            return false;
+        }
+        if (i % 2 == 0) {
+            k->subject[i / 2] = (uint8_t)(d << 4);
+        } else {
+            k->subject[i / 2] |= (uint8_t)d;
+        }
+    }
+    k->subject_len = n / 2;
+    return es_validate_name(k->subject, k->subject_len) == ES_OK;
+}
+
 static key_fetch key_fetch_one(follow *f, store_key_in *k, char *why, size_t why_len)
 {
     char subject[128];
@@ -291,9 +317,11 @@ static key_fetch key_fetch_one(follow *f, store_key_in *k, char *why, size_t why
                 natsconn_err(s), (int)jerr);
         return KEY_RETRY;
     }
-    const char *hslot = NULL, *herased = NULL;
+    const char *hslot = NULL, *herased = NULL, *hsubject = NULL;
     natsMsgHeader_Get(m, "Es-Key-Slot", &hslot);
     bool erased = natsMsgHeader_Get(m, "Es-Key-Erased", &herased) == NATS_OK;
+    bool has_subject = natsMsgHeader_Get(m, "Es-Key-Subject", &hsubject) == NATS_OK;
+    k->subject_len = 0;
     uint64_t slot = 0;
     int len = natsMsg_GetDataLength(m);
     key_fetch rv = KEY_FETCHED;
@@ -307,6 +335,12 @@ static key_fetch key_fetch_one(follow *f, store_key_in *k, char *why, size_t why
                  "the keys stream's message for slot %" PRIu64
                  " is neither a %u-byte key nor the erased marker",
                  k->slot, STORE_DATA_KEY_BYTES);
+        rv = KEY_MALFORMED;
+    } else if (has_subject && !key_subject_parse(hsubject, k)) {
+        snprintf(why, why_len,
+                 "the keys stream's message for slot %" PRIu64
+                 " has an Es-Key-Subject that is not the hex of a subject id of at most %u bytes",
+                 k->slot, STORE_SUBJECT_MAX);
         rv = KEY_MALFORMED;
     } else {
         k->erased = erased;
@@ -370,6 +404,12 @@ static key_fetch keys_for_batch(follow *f, size_t *n, char *why, size_t why_len)
     if (nk > 0) {
         es_err rv = store_keys_import(f->st, f->keys, nk);
         OPENSSL_cleanse(f->keys, nk * sizeof f->keys[0]);
+        if (rv == ES_ERR_MALFORMED) {
+            snprintf(why, why_len,
+                     "cannot write the keys: a subject in the keys stream is bound to another "
+                     "slot here, or its slot to another subject");
+            return KEY_MALFORMED;
+        }
         if (rv != ES_OK) {
             snprintf(why, why_len, "cannot write the keys: %s", es_errname(rv));
             return KEY_MALFORMED;

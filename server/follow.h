@@ -50,7 +50,11 @@
  * imported, every key slot its sealed records name that this store does not
  * hold yet is read from there (js_GetLastMsg) and written into this store's
  * own keys.esk at the same slot, synced (store_keys_import); an erased
- * marker is recorded as an erasure. A key that is not there yet cuts the
+ * marker is recorded as an erasure. A key message with Es-Key-Subject (a
+ * data subject's key) binds the subject to the slot in the same call, and
+ * the streams the records then bind to that slot are the subject's: so a
+ * promoted follower erases a subject, and takes appends naming it, as the
+ * primary does. A key that is not there yet cuts the
  * batch before the record that needs it; the rest is consumed again after
  * a backoff (the relay publishes a key before its first record, so this
  * only lasts while the keys stream is unreachable or was removed). An
@@ -59,7 +63,9 @@
  * crash came between (store_crypt_recover): reads of the stream answer
  * ERASED. A follower created with encryption off has no key store and halts
  * at the first sealed record, saying so. A message of the keys stream that
- * is not a key of its slot halts the follower too.
+ * is not a key of its slot, or whose Es-Key-Subject is not the hex of a
+ * valid subject id (or names a subject bound here to another slot, or a
+ * slot bound to another subject), halts the follower too.
  *
  * Promotion is manual: stop the follower, start esd on the same data
  * directory without --follow-nats; it is then a primary (docs/replication.md).

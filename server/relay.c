@@ -304,11 +304,39 @@ static void key_mark_sent(relay *r, uint64_t slot)
     r->keys_sent[slot / 8] |= (uint8_t)(1u << (slot % 8));
 }
 
+/* The Es-Key-Subject header's value: the data subject of a slot's key, in
+ * lower-case hex ("" when the key is one stream's). @return ES_OK (also
+ * for none); LMDB errors as es_err (logged). */
+static es_err key_subject_hex(relay *r, uint64_t slot, char out[RELAY_KEY_SUBJECT_HEX_MAX])
+{
+    uint8_t name[STORE_SUBJECT_MAX];
+    size_t len = 0;
+    out[0] = '\0';
+    es_err rv = store_key_subject(r->st, slot, name, &len);
+    if (rv == ES_ERR_NOT_FOUND) {
+        return ES_OK;
+    }
+    if (rv != ES_OK) {
+        log_msg(LOG_ERROR, "relay: cannot read a key's subject", "slot=%" PRIu64 " error=%s", slot,
+                es_errname(rv));
+        return rv;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = hex[name[i] >> 4];
+        out[2 * i + 1] = hex[name[i] & 15];
+    }
+    out[2 * len] = '\0';
+    return ES_OK;
+}
+
 /* Publish one message of the keys stream, waiting for JetStream's answer:
- * the key itself (key != NULL) or the erased marker. ExpectNoMessage makes
- * it idempotent without a window: a slot's subject holds one message at
- * most. @return ES_OK (stored, or the subject had a message: *existed). */
-static es_err key_publish(relay *r, uint64_t slot, const uint8_t *key, bool *existed)
+ * the key itself (key != NULL) or the erased marker, with the slot's
+ * subject (subject_hex, "" for none). ExpectNoMessage makes it idempotent
+ * without a window: a slot's subject holds one message at most.
+ * @return ES_OK (stored, or the subject had a message: *existed). */
+static es_err key_publish(relay *r, uint64_t slot, const uint8_t *key, const char *subject_hex,
+                          bool *existed)
 {
     char subject[128], msg_id[MSG_ID_MAX + 16], num[24];
     snprintf(subject, sizeof subject, "%s.%" PRIu64, r->keys_subject, slot);
@@ -326,6 +354,9 @@ static es_err key_publish(relay *r, uint64_t slot, const uint8_t *key, bool *exi
     }
     if (s == NATS_OK && !key) {
         s = natsMsgHeader_Set(m, "Es-Key-Erased", "1");
+    }
+    if (s == NATS_OK && subject_hex[0] != '\0') {
+        s = natsMsgHeader_Set(m, "Es-Key-Subject", subject_hex);
     }
     jsPubAck *pa = NULL;
     jsErrCode jerr = 0;
@@ -402,7 +433,11 @@ static es_err key_ensure(relay *r, uint64_t slot)
         return rv;
     }
     bool live = state == STORE_KEY_LIVE, existed = false;
-    rv = key_publish(r, slot, live ? key : NULL, &existed);
+    char subject_hex[RELAY_KEY_SUBJECT_HEX_MAX];
+    rv = key_subject_hex(r, slot, subject_hex);
+    if (rv == ES_OK) {
+        rv = key_publish(r, slot, live ? key : NULL, subject_hex, &existed);
+    }
     if (rv == ES_OK && existed && live) {
         natsMsg *m = NULL;
         rv = key_msg_get(r, slot, &m);
@@ -463,7 +498,11 @@ static es_err key_erase(relay *r, uint64_t slot)
                 "stream=%s slot=%" PRIu64 " seq=%" PRIu64, r->keys_stream, slot, seq);
     }
     bool existed;
-    rv = key_publish(r, slot, NULL, &existed);
+    char subject_hex[RELAY_KEY_SUBJECT_HEX_MAX];
+    rv = key_subject_hex(r, slot, subject_hex);
+    if (rv == ES_OK) {
+        rv = key_publish(r, slot, NULL, subject_hex, &existed);
+    }
     if (rv == ES_OK) {
         key_mark_sent(r, slot);
     }

@@ -66,7 +66,16 @@
  *            same replicas, no limits; created when missing
  *   message  subject PREFIX_keys.<slot>, payload the 32-byte key, headers
  *            Es-Key-Slot, Es-Store (the store id in hex); or the erased
- *            marker: no payload, Es-Key-Erased: 1
+ *            marker: no payload, Es-Key-Erased: 1. Either has
+ *            Es-Key-Subject when the slot is a data subject's key: the
+ *            subject id (at most STORE_SUBJECT_MAX bytes) in lower-case
+ *            hex, so that any name is a safe header value. The relay reads
+ *            it from the store's slot_subjects (erase.c); a follower binds
+ *            the subject to the slot when it imports the key, so that,
+ *            promoted, it erases and appends to the subject as the primary
+ *            does (follow.h). A slot's message published by a relay older
+ *            than this header stays as it is (one message per slot): its
+ *            subject is not known to followers that copy it.
  *
  * Why a stream apart: the events stream's sequence is the position (the
  * follower and the chained expectation depend on it), and a key must be
@@ -115,6 +124,8 @@
 #define RELAY_KEYS_STREAM_SUFFIX  "_KEYS"
 #define RELAY_KEYS_SUBJECT_SUFFIX "_keys"
 #define RELAY_KEYS_SENT_MAX       (2u * 1024u * 1024u) /* bitmap bytes: 2^24 slots */
+/* Es-Key-Subject: a subject id (at most STORE_SUBJECT_MAX bytes) in hex. */
+#define RELAY_KEY_SUBJECT_HEX_MAX (2u * STORE_SUBJECT_MAX + 1u)
 /* The longest escaped token: every byte of a 256-byte name as %XX. */
 #define RELAY_TOKEN_MAX (3u * 256u + 1u)
 

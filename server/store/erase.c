@@ -51,8 +51,21 @@
  *                own $-streams (the lifecycle records: stream states that
  *                db check, followers and projectors read without keys).
  *   subjects     subject id -> slot u64 LE
+ *   slot_subjects slot u64 BE -> subject id: the reverse of subjects,
+ *                written in the same transaction (the stream's creation
+ *                that makes the subject, or a follower's key import), so
+ *                that the relay can name a key's subject. A store written
+ *                before this table has none: it is filled once at open
+ *                from subjects (an empty slot_subjects beside a non-empty
+ *                subjects is only that case); a read-only open of such a
+ *                store goes without it.
  *   erased_keys  slot u64 BE -> erased_at_us u64 LE | kind u64 LE (0 stream,
  *                1 subject, 2 erased before a follower copied it)
+ *
+ * Named LMDB tables in use: 17 of the 32 mdb_env_set_maxdbs allows (meta,
+ * events, streams, stream_revs, event_ids, categories, types, snapshots,
+ * removed_ids, stream_life, groups, group_done, group_parked, stream_keys,
+ * subjects, slot_subjects, erased_keys).
  *
  * Erasure in one durable step. store_erase writes the erased_keys entry
  * and commits it, synced (mdb_env_sync when the store runs without sync),
@@ -81,12 +94,19 @@
  * (store_keys_import, before the records are imported; relay.h and
  * follow.h say how they travel). A key the primary destroyed before the
  * follower copied it arrives as a marker and is recorded in erased_keys
- * (kind 2, time 0): that slot is never written. A follower does not know
- * which slots are subjects' (not relayed): its stream_keys entries carry
- * flags 0; it never appends or erases on its own. Promoted to primary, it
- * refuses to erase a stream whose slot is bound to other streams too (a
- * subject's: erasing it would erase them all), as the primary refuses a
- * subject's stream by its flag.
+ * (kind 2, time 0): that slot is never written. The key message of a
+ * subject's slot names the subject (relay.h); store_keys_import binds it
+ * (subjects and slot_subjects, validated: a malformed or conflicting
+ * subject is ES_ERR_MALFORMED, and the follower halts), and the streams
+ * bound to that slot afterwards get the subject flag. So a follower
+ * promoted to primary knows its subjects as the primary did: `subject
+ * erase` erases all a subject's streams, an append naming the subject
+ * binds to it, and a stream of a subject cannot be erased alone. The
+ * follower itself never appends or erases on its own. A key copied from a
+ * relay older than the subject header leaves its streams with flags 0 and
+ * no subject: promoted, the store still refuses to erase a stream whose
+ * slot is bound to other streams too (a subject's: erasing it would erase
+ * them all), but cannot erase that subject by name.
  *
  * A subject's streams share its key, so erasing the subject is one key and
  * is atomic across its streams by construction. A stream bound to a
@@ -111,7 +131,62 @@
 
 #define KEY_FLAG_SUBJECT 1u
 
+_Static_assert(STORE_SUBJECT_MAX == ES_MAX_NAME_BYTES, "a subject id is a name");
+
 /* ------------------------------------------------------------------ open -- */
+
+/* A slot's reverse entry: slot u64 BE -> subject id. */
+static int slot_subject_put(store *s, MDB_txn *txn, uint64_t slot, const uint8_t *name, size_t len)
+{
+    uint8_t kb[8];
+    put_u64be(kb, slot);
+    MDB_val k = {8, kb}, v = {len, (void *)name};
+    return mdb_put(txn, s->slot_subjects, &k, &v, 0);
+}
+
+/* slot_subjects, created at open; a store written before it has subjects
+ * and no reverse entries: filled once from subjects (an empty table beside
+ * a non-empty subjects is only that case, as both are written in one
+ * transaction since). */
+static int slot_subjects_open(store *s, MDB_txn *txn, unsigned flags)
+{
+    int rc = mdb_dbi_open(txn, "slot_subjects", flags, &s->slot_subjects);
+    if (rc == MDB_NOTFOUND && s->read_only) {
+        return 0; /* read as it is: no subject is relayed from it */
+    }
+    if (rc) {
+        return rc;
+    }
+    s->has_slot_subjects = true;
+    if (s->read_only) {
+        return 0;
+    }
+    MDB_stat rs, ss;
+    rc = mdb_stat(txn, s->slot_subjects, &rs);
+    if (rc == 0) {
+        rc = mdb_stat(txn, s->subjects, &ss);
+    }
+    if (rc || rs.ms_entries != 0 || ss.ms_entries == 0) {
+        return rc;
+    }
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, s->subjects, &cur);
+    if (rc) {
+        return rc;
+    }
+    MDB_val k, v;
+    int prc = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && prc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        /* A damaged entry is left to the reads that meet it (subject_get
+         * answers ES_ERR_CORRUPT): the store still opens. */
+        if (v.mv_size == 8 && k.mv_size != 0 && k.mv_size <= STORE_SUBJECT_MAX) {
+            prc = slot_subject_put(s, txn, get_u64le(v.mv_data), k.mv_data, k.mv_size);
+        }
+    }
+    mdb_cursor_close(cur);
+    return prc ? prc : rc == MDB_NOTFOUND ? 0 : rc;
+}
 
 es_err store_crypt_open(store *s, MDB_txn *txn, const char *dir, bool created, bool want_encrypt,
                         char *msg, size_t msg_len)
@@ -133,6 +208,12 @@ es_err store_crypt_open(store *s, MDB_txn *txn, const char *dir, bool created, b
         return es_err_from_mdb(rc);
     }
     s->has_keys = true;
+    rc = slot_subjects_open(s, txn, flags);
+    if (rc) {
+        store_set_msg(msg, msg_len, "%s: cannot open the table slot_subjects: %s", dir,
+                      mdb_strerror(rc));
+        return es_err_from_mdb(rc);
+    }
     MDB_val v;
     if (created && want_encrypt) {
         uint8_t one = 1;
@@ -260,6 +341,33 @@ static es_err subject_get(store *s, MDB_txn *txn, const uint8_t *name, size_t le
     return ES_OK;
 }
 
+/* The subject a slot is bound to; @return ES_OK (*len set, name may be
+ * NULL), ES_ERR_NOT_FOUND (none, or no table). */
+static es_err slot_subject_get(store *s, MDB_txn *txn, uint64_t slot, uint8_t *name, size_t *len)
+{
+    if (!s->has_slot_subjects) {
+        return ES_ERR_NOT_FOUND;
+    }
+    uint8_t kb[8];
+    put_u64be(kb, slot);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_get(txn, s->slot_subjects, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        return ES_ERR_NOT_FOUND;
+    }
+    if (rc) {
+        return es_err_from_mdb(rc);
+    }
+    if (v.mv_size == 0 || v.mv_size > STORE_SUBJECT_MAX) {
+        return ES_ERR_CORRUPT;
+    }
+    if (name) {
+        memcpy(name, v.mv_data, v.mv_size);
+    }
+    *len = v.mv_size;
+    return ES_OK;
+}
+
 es_err store_crypt_plan(store *s, MDB_txn *txn, const store_append_in *a, bool exists,
                         uint64_t number, store_key_plan *kp)
 {
@@ -287,12 +395,14 @@ es_err store_crypt_plan(store *s, MDB_txn *txn, const store_append_in *a, bool e
         if (rv != ES_OK) {
             return rv;
         }
-        if (a->subject_len != 0 &&
-            (!(flags & KEY_FLAG_SUBJECT) || !subject_known || subject_slot != kp->slot)) {
+        /* The subject's slot is what makes a stream the subject's (a
+         * follower's streams bound before it knew the subject carry no
+         * flag). */
+        if (a->subject_len != 0 && (!subject_known || subject_slot != kp->slot)) {
             return ES_ERR_INVALID_ARGUMENT;
         }
         kp->sealed = true;
-        kp->subject = flags & KEY_FLAG_SUBJECT;
+        kp->subject = (flags & KEY_FLAG_SUBJECT) || a->subject_len != 0;
     } else {
         /* The store's own $-streams (the lifecycle records) carry stream
          * states, not personal data, and are read by db check, followers
@@ -345,6 +455,9 @@ int store_crypt_bind(store *s, MDB_txn *txn, const store_append_in *a, uint64_t 
             put_u64le(sv, kp->slot);
             MDB_val k = {a->subject_len, (void *)a->subject}, v = {8, sv};
             int rc = mdb_put(txn, s->subjects, &k, &v, MDB_NOOVERWRITE);
+            if (rc == 0) {
+                rc = slot_subject_put(s, txn, kp->slot, a->subject, a->subject_len);
+            }
             if (rc) {
                 return rc;
             }
@@ -660,13 +773,19 @@ static es_err erase_stream_check(store *s, MDB_txn *txn, store_erase_op *op, uin
     if (rv != ES_OK) {
         return rv;
     }
-    if (flags & KEY_FLAG_SUBJECT) {
-        return ES_ERR_INVALID_ARGUMENT;
+    size_t sl;
+    rv = slot_subject_get(s, txn, *slot, NULL, &sl);
+    if ((flags & KEY_FLAG_SUBJECT) || rv == ES_OK) {
+        return ES_ERR_INVALID_ARGUMENT; /* the subject's key */
     }
-    /* A follower binds streams to the slots their records name without
-     * knowing which slots are subjects' (flags 0), and keeps that when it
-     * is promoted: a slot bound to more than one stream is a subject's,
-     * and erasing one of them alone would erase the others too. */
+    if (rv != ES_ERR_NOT_FOUND) {
+        return rv;
+    }
+    /* A follower that copied a subject's key without its subject (from a
+     * relay older than the subject header) binds the subject's streams to
+     * the slot with flags 0, and keeps that when it is promoted: a slot
+     * bound to more than one stream is a subject's, and erasing one of
+     * them alone would erase the others too. */
     uint64_t bound;
     rv = count_bound(s, txn, *slot, &bound);
     if (rv != ES_OK) {
@@ -846,6 +965,64 @@ es_err store_key_export(store *s, uint64_t slot, store_key_state *state,
 }
 STORE_GUARDED_END
 
+STORE_GUARDED_BEGIN
+es_err store_key_subject(store *s, uint64_t slot, uint8_t out[STORE_SUBJECT_MAX], size_t *len)
+{
+    *len = 0;
+    if (!s->has_slot_subjects) {
+        return ES_ERR_NOT_FOUND;
+    }
+    MDB_txn *txn;
+    es_err rv = store_read_txn(s, &txn);
+    if (rv != ES_OK) {
+        return rv;
+    }
+    READ_GUARD(txn);
+    rv = slot_subject_get(s, txn, slot, out, len);
+    store_read_end(txn);
+    return rv;
+}
+STORE_GUARDED_END
+
+/* A copied key's subject: bound to the slot as on the primary (subjects and
+ * slot_subjects), in the import's transaction. Bound before to the same
+ * slot: nothing to write. @return ES_OK; ES_ERR_MALFORMED (not a name, or
+ * bound to another slot, or the slot to another subject); LMDB errors. */
+static es_err import_subject(store *s, MDB_txn *txn, const store_key_in *k, bool *wrote)
+{
+    if (k->subject_len == 0) {
+        return ES_OK;
+    }
+    if (k->subject_len > STORE_SUBJECT_MAX ||
+        es_validate_name(k->subject, k->subject_len) != ES_OK || !s->has_slot_subjects) {
+        return ES_ERR_MALFORMED;
+    }
+    uint64_t bound;
+    es_err rv = subject_get(s, txn, k->subject, k->subject_len, &bound);
+    if (rv == ES_OK) {
+        return bound == k->slot ? ES_OK : ES_ERR_MALFORMED;
+    }
+    if (rv != ES_ERR_NOT_FOUND) {
+        return rv;
+    }
+    size_t other;
+    rv = slot_subject_get(s, txn, k->slot, NULL, &other);
+    if (rv != ES_ERR_NOT_FOUND) {
+        return rv == ES_OK ? ES_ERR_MALFORMED : rv;
+    }
+    uint8_t sv[8];
+    put_u64le(sv, k->slot);
+    MDB_val key = {k->subject_len, (void *)k->subject}, v = {8, sv};
+    int rc = mdb_put(txn, s->subjects, &key, &v, MDB_NOOVERWRITE);
+    if (rc == 0) {
+        rc = slot_subject_put(s, txn, k->slot, k->subject, k->subject_len);
+    }
+    if (rc == 0) {
+        *wrote = true;
+    }
+    return es_err_from_mdb(rc);
+}
+
 es_err store_keys_import(store *s, const store_key_in *keys, size_t n)
 {
     STORE_FATAL_SCOPE;
@@ -869,12 +1046,16 @@ es_err store_keys_import(store *s, const store_key_in *keys, size_t n)
         put_u64be(kb, slot);
         MDB_val k = {8, kb}, v;
         rc = mdb_get(txn, s->erased_keys, &k, &v);
-        if (rc == 0) {
-            continue; /* erased here: never written again */
-        }
-        if (rc != MDB_NOTFOUND) {
+        if (rc != 0 && rc != MDB_NOTFOUND) {
             rv = es_err_from_mdb(rc);
             break;
+        }
+        rv = import_subject(s, txn, &keys[i], &marked);
+        if (rv != ES_OK) {
+            break;
+        }
+        if (rc == 0) {
+            continue; /* erased here: never written again */
         }
         if (keys[i].erased) {
             /* Destroyed on the primary before this store copied it: record
@@ -955,12 +1136,18 @@ es_err store_crypt_import(store *s, MDB_txn *txn, const es_record *r, const uint
         store_set_msg(msg, msg_len, "%s", "a sealed event in a stream stored in plain");
         return ES_ERR_MALFORMED;
     }
-    /* A new stream: bound to the key its first event names. Whether the key
-     * is a subject's is not relayed; the follower never appends. */
+    /* A new stream: bound to the key its first event names, and the
+     * subject's when the key came with one (store_keys_import, before the
+     * records): as the primary bound it, for a promotion. */
+    size_t sl;
+    rv = slot_subject_get(s, txn, slot, NULL, &sl);
+    if (rv != ES_OK && rv != ES_ERR_NOT_FOUND) {
+        return rv;
+    }
     uint8_t kb[8], vb[16];
     put_u64be(kb, number);
     put_u64le(vb, slot);
-    put_u64le(vb + 8, 0);
+    put_u64le(vb + 8, rv == ES_OK ? KEY_FLAG_SUBJECT : 0);
     MDB_val k = {8, kb}, v = {16, vb};
     return es_err_from_mdb(mdb_put(txn, s->stream_keys, &k, &v, 0));
 }

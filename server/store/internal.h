@@ -167,7 +167,9 @@ struct store {
     bool encrypt;                               /* new streams get a data key */
     bool has_keys;                              /* the key tables exist */
     MDB_dbi stream_keys, subjects, erased_keys; /* when has_keys */
-    store_keys keys;                            /* keys.fd >= 0 when encrypt */
+    MDB_dbi slot_subjects;                      /* when has_slot_subjects */
+    bool has_slot_subjects; /* false: a read-only store written before the table */
+    store_keys keys;        /* keys.fd >= 0 when encrypt */
 };
 
 /* ---------------------------------------------------------------- open.c -- */

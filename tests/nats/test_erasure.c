@@ -23,7 +23,8 @@
  * (--no-encryption) relaying to stream PL with its own follower shows the
  * same search finding its marker in all three places: without encryption,
  * nothing of this holds. In between, the refusals of the keys stream are
- * exercised (keys_refused).
+ * exercised (keys_refused), and a subject bound before a promotion of the
+ * follower is erased by name on the promoted store (promoted_subject).
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "natsh.h"
 #include "rel.h"
@@ -215,8 +217,10 @@ static void wait_log(const char *path, const char *needle)
     }
 }
 
-/* Publish a message of the keys stream by hand; @return its sequence. */
-static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
+/* Publish a message of the keys stream by hand (subject_hex: an
+ * Es-Key-Subject header, or NULL); @return its sequence. */
+static uint64_t key_put_subject(jsCtx *js, uint64_t slot, const void *payload, int len,
+                                const char *subject_hex)
 {
     char subject[64], num[24];
     snprintf(subject, sizeof subject, "es_keys.%" PRIu64, slot);
@@ -224,6 +228,9 @@ static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
     natsMsg *m = NULL;
     natsMsg_Create(&m, subject, NULL, payload, len);
     natsMsgHeader_Set(m, "Es-Key-Slot", num);
+    if (subject_hex) {
+        natsMsgHeader_Set(m, "Es-Key-Subject", subject_hex);
+    }
     jsPubAck *pa = NULL;
     natsStatus s = js_PublishMsg(&pa, js, m, NULL, NULL);
     REL_CHECK(s == NATS_OK, "publish to E_KEYS: %s", natsStatus_GetText(s));
@@ -233,13 +240,19 @@ static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
     return seq;
 }
 
+static uint64_t key_put(jsCtx *js, uint64_t slot, const void *payload, int len)
+{
+    return key_put_subject(js, slot, payload, len, NULL);
+}
+
 /*
  * What the relay and the follower refuse in the keys stream. Slot 4 is the
  * next new stream's (three were taken, in order). A foreign key at that
  * slot stops the relay until it is removed; a follower that finds no key
  * imports up to the event that needs it and waits (not halted); a key
- * message of the wrong size halts it; with the right key back, it
- * catches up.
+ * message of the wrong size halts it, and so does the right key with an
+ * Es-Key-Subject that is not the hex of a subject id; with the right key
+ * back, it catches up.
  */
 static void keys_refused(esd_proc *p, esd_proc *f, jsCtx *js)
 {
@@ -289,11 +302,87 @@ static void keys_refused(esd_proc *p, esd_proc *f, jsCtx *js)
               "halted at %" PRIu64 " without saying why", st.head_position);
     REL_CHECK(esd_stop(f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
     REL_CHECK(js_DeleteMsg(js, "E_KEYS", seq, NULL, NULL) == NATS_OK, "delete the bad key");
+    seq = key_put_subject(js, 4, key4, 32, "7a7"); /* odd length: not hex of a name */
+    REL_CHECK(esd_start(f, 10000) == 0, "follower did not start");
+    deadline = h_now_ms() + WAIT_MS;
+    while (!(st = stats_of(f->address)).follower_halted) {
+        REL_CHECK(h_now_ms() < deadline, "a malformed Es-Key-Subject did not halt the follower");
+        h_sleep_ms(20);
+    }
+    REL_CHECK(st.head_position == head - 1 && log_has(f->log_file, "has an Es-Key-Subject that"),
+              "halted at %" PRIu64 " without saying why", st.head_position);
+    REL_CHECK(esd_stop(f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
+    REL_CHECK(js_EraseMsg(js, "E_KEYS", seq, NULL, NULL) == NATS_OK, "remove the bad subject");
     key_put(js, 4, key4, 32);
     REL_CHECK(esd_start(f, 10000) == 0, "follower did not start");
     wait_caught_up(p, f);
     expect_reads(f->address, "late-1", CTRL_MARK, CTRL_MARK);
-    rel_log("a missing key made the follower wait, a malformed one halted it");
+    rel_log("a missing key made the follower wait, a malformed one (or its subject) halted it");
+}
+
+/*
+ * A subject bound before a promotion. Its key message names the subject
+ * (Es-Key-Subject, the id in hex); the follower, promoted to primary (esd
+ * on its data directory without --follow-nats), erases it by name with
+ * esctl as the primary would: all its streams, also one appended to after
+ * the promotion; one stream of it alone is refused. The subject's key is
+ * then gone from the promoted store's directory (and still in the
+ * primary's, where it was not erased: the search is not blind). Slot 5 is
+ * the subject's (four were taken before, in order). @param key5 the
+ * subject's key, for the final search.
+ */
+static void promoted_subject(esd_proc *p, esd_proc *f, jsCtx *js, uint8_t key5[32])
+{
+    es_client *pc = rel_client(p->address, 10000);
+    append(pc, "profile-9", "subject-9", SUBJ_MARK, META_MARK, 1);
+    append(pc, "orders-9", "subject-9", SUBJ_MARK, META_MARK, 2);
+    es_client_destroy(pc);
+    wait_caught_up(p, f);
+    expect_reads(f->address, "orders-9", SUBJ_MARK, META_MARK);
+    natsMsg *m = NULL;
+    REL_CHECK(js_GetLastMsg(&m, js, "E_KEYS", "es_keys.5", NULL, NULL) == NATS_OK &&
+                  natsMsg_GetDataLength(m) == 32,
+              "no key for slot 5 in E_KEYS");
+    const char *hsub = NULL;
+    REL_CHECK(natsMsgHeader_Get(m, "Es-Key-Subject", &hsub) == NATS_OK &&
+                  strcmp(hsub, "7375626a6563742d39") == 0, /* "subject-9" */
+              "slot 5: Es-Key-Subject is '%s', expected the hex of subject-9",
+              hsub ? hsub : "(none)");
+    memcpy(key5, natsMsg_GetData(m), 32);
+    natsMsg_Destroy(m);
+    REL_CHECK(js_GetLastMsg(&m, js, "E_KEYS", "es_keys.3", NULL, NULL) == NATS_OK,
+              "no key for slot 3");
+    REL_CHECK(natsMsgHeader_Get(m, "Es-Key-Subject", &hsub) != NATS_OK,
+              "a stream's own key names a subject");
+    natsMsg_Destroy(m);
+
+    int status;
+    REL_CHECK(esd_stop(f, SIGTERM, 10000, &status, NULL) == 0 && status == 0, "follower stop");
+    f->args[0] = NULL; /* promoted: a primary on the follower's data directory */
+    REL_CHECK(esd_start(f, 10000) == 0, "the promoted follower did not start");
+    char out[512];
+    snprintf(out, sizeof out, "%s/esctl.out", f->dir);
+    const char *one[] = {"-s", f->address, "stream", "erase", "orders-9", "--force", NULL};
+    int ws = h_esctl(one, out, 30000);
+    REL_CHECK(ws > 0 && WIFEXITED(ws) && WEXITSTATUS(ws) == 1 && log_has(out, "INVALID_ARGUMENT"),
+              "the promoted store erased one stream of a subject alone (see %s)", out);
+    expect_reads(f->address, "orders-9", SUBJ_MARK, META_MARK);
+    es_client *fc = rel_client(f->address, 10000);
+    append(fc, "cart-9", "subject-9", SUBJ_MARK, META_MARK, 1);
+    append(fc, "orders-9", "subject-9", SUBJ_MARK, META_MARK, 1);
+    es_client_destroy(fc);
+    const char *subj[] = {"-s",    f->address,  "--json",  "subject",
+                          "erase", "subject-9", "--force", NULL};
+    REL_CHECK(h_esctl(subj, out, 30000) == 0,
+              "esctl subject erase subject-9 failed on the promoted store (see %s)", out);
+    REL_CHECK(log_has(out, "\"streams\": 3") || log_has(out, "\"streams\":3"),
+              "subject-9: not 3 streams erased (see %s)", out);
+    expect_erased(f->address, "profile-9");
+    expect_erased(f->address, "orders-9");
+    expect_erased(f->address, "cart-9");
+    expect_reads(f->address, "ctrl-1", CTRL_MARK, CTRL_MARK);
+    expect_reads(p->address, "orders-9", SUBJ_MARK, META_MARK);
+    rel_log("promoted, the follower erased subject-9 by name: 3 streams");
 }
 
 int main(int argc, char **argv)
@@ -371,6 +460,8 @@ int main(int argc, char **argv)
     REL_CHECK(!stats_of(f.address).follower_halted, "the follower halted after its restart");
 
     keys_refused(&p, &f, js);
+    uint8_t key5[32];
+    promoted_subject(&p, &f, js, key5);
 
     /* The plain pair: the same search finds what is stored in plain. */
     const char *prelay_args[] = {"--relay-nats",    c.urls, "--relay-stream",  "PL",
@@ -415,6 +506,12 @@ int main(int argc, char **argv)
         REL_CHECK(count_str(dirs[i], CTRL_MARK) == 0, "%s: the control marker is in plain",
                   what[i]);
     }
+    /* subject-9: erased on the promoted follower only. */
+    size_t k5p = count_in_dir(p.data_dir, key5, 32), k5f = count_in_dir(f.data_dir, key5, 32);
+    rel_log("subject-9's key: primary %zu, promoted follower %zu", k5p, k5f);
+    REL_CHECK(k5f == 0, "subject-9's key is still in the promoted store's %s", f.data_dir);
+    REL_CHECK(k5p >= 1, "subject-9's key is not found in the primary's %s: the search is blind",
+              p.data_dir);
     const char *pdirs[] = {pp.data_dir, pf.data_dir, nats_dir};
     for (int i = 0; i < 3; i++) {
         size_t m = count_str(pdirs[i], PLAIN_MARK);

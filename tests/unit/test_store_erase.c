@@ -972,9 +972,13 @@ static void stored_read(store *s, uint64_t from, stored_log *l)
     assert_rv(ES_OK, store_read_all(s, &stored, from, false, 64, stored_visit, l, &pg));
 }
 
+/* Whether follow_up carries each key's subject, as the relay does (false:
+ * as a relay older than the subject header did). */
+static bool relay_subjects = true;
+
 /* Copy up to max records from position `from` of the primary into the
  * follower as the relay and the follow thread do: each record's key
- * first, then the records. */
+ * first, with its subject, then the records. */
 static void follow_up_n(store *primary, store *follower, uint64_t from, size_t max)
 {
     stored_log l;
@@ -992,6 +996,11 @@ static void follow_up_n(store *primary, store *follower, uint64_t from, size_t m
             store_key_state st;
             assert_rv(ES_OK, store_key_export(primary, slot, &st, k.key));
             k.erased = st != STORE_KEY_LIVE;
+            es_err srv = store_key_subject(primary, slot, k.subject, &k.subject_len);
+            assert_true(srv == ES_OK || srv == ES_ERR_NOT_FOUND);
+            if (!relay_subjects) {
+                k.subject_len = 0;
+            }
             assert_rv(ES_OK, store_keys_import(follower, &k, 1));
         }
     }
@@ -1079,10 +1088,11 @@ static void test_a_follower_stores_sealed_records_and_applies_erasures(void **st
     store_close(b);
 }
 
-/* A follower does not know which slots are subjects' (that is not
- * relayed). Promoted, it must still refuse to erase one stream of a
- * subject alone: the key is the subject's, and the other streams would go
- * with it. A stream with a key of its own erases as on the primary. */
+/* A follower that copied the keys without their subjects (from a relay
+ * older than the subject header) does not know which slots are subjects'.
+ * Promoted, it must still refuse to erase one stream of a subject alone:
+ * the key is the subject's, and the other streams would go with it. A
+ * stream with a key of its own erases as on the primary. */
 static void test_a_promoted_follower_refuses_to_erase_one_stream_of_a_subject(void **state)
 {
     fx *f = *state;
@@ -1091,7 +1101,9 @@ static void test_a_promoted_follower_refuses_to_erase_one_stream_of_a_subject(vo
     assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 2));
     assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
     store *b = open_follower(f, "follower", false);
+    relay_subjects = false;
     follow_up(f->s, b, 1);
+    relay_subjects = true;
     store_close(b);
     char path[1024];
     snprintf(path, sizeof path, "%s/follower", f->root);
@@ -1106,6 +1118,231 @@ static void test_a_promoted_follower_refuses_to_erase_one_stream_of_a_subject(vo
     assert_rv(ES_OK, erase(b, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
     assert_int_equal(op.streams, 1);
     assert_rv(ES_ERR_ERASED, read_rv(b, "person-1"));
+    assert_reads(b, "profile-7", MARK, META_MARK);
+    assert_check_clean(b);
+    store_close(b);
+}
+
+/* The primary names each subject's slot (what the relay puts in the key
+ * message's Es-Key-Subject); a stream's own key has none. */
+static void test_a_key_names_its_subject(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 1));
+    uint8_t name[STORE_SUBJECT_MAX];
+    size_t len = 99;
+    assert_rv(ES_ERR_NOT_FOUND, store_key_subject(f->s, 1, name, &len));
+    assert_rv(ES_OK, store_key_subject(f->s, 2, name, &len));
+    assert_int_equal(len, 9);
+    assert_memory_equal(name, "subject-7", 9);
+    assert_rv(ES_ERR_NOT_FOUND, store_key_subject(f->s, 3, name, &len)); /* never made */
+    /* Erased, the subject is still named (the erased marker carries it). */
+    store_erase_op op;
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_SUBJECT, "subject-7", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_OK, store_key_subject(f->s, 2, name, &len));
+    assert_memory_equal(name, "subject-7", 9);
+    assert_check_clean(f->s);
+}
+
+/* A store written before slot_subjects has subjects and no reverse
+ * entries: the next open fills them from subjects. */
+static void test_an_older_store_gets_its_slot_subjects_at_open(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "profile-8", "subject-8", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    store_close(f->s);
+    f->s = NULL;
+    /* Empty the table, as in a store from before it. */
+    MDB_env *env = raw_env(f->path);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "slot_subjects", 0, &dbi), 0);
+    assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    /* A damaged subjects entry is skipped: the store still opens. */
+    raw_put(f->path, "subjects", "subject-bad", 11, "abc", 3);
+    fx_open(f);
+    uint8_t name[STORE_SUBJECT_MAX];
+    size_t len;
+    assert_rv(ES_OK, store_key_subject(f->s, 1, name, &len));
+    assert_int_equal(len, 9);
+    assert_memory_equal(name, "subject-7", 9);
+    assert_rv(ES_OK, store_key_subject(f->s, 2, name, &len));
+    assert_memory_equal(name, "subject-8", 9);
+    assert_rv(ES_ERR_NOT_FOUND, store_key_subject(f->s, 3, name, &len));
+    assert_rv(ES_ERR_CORRUPT, put(f, "profile-x", "subject-bad", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 1));
+    store_close(f->s);
+    f->s = NULL;
+    /* Filled once: a later open finds it full and leaves it. */
+    raw_del(f->path, "slot_subjects", "\0\0\0\0\0\0\0\2", 8);
+    fx_open(f);
+    assert_rv(ES_ERR_NOT_FOUND, store_key_subject(f->s, 2, name, &len));
+    assert_rv(ES_OK, store_key_subject(f->s, 1, name, &len));
+}
+
+/* The key messages carry the subjects: a follower binds them, and promoted
+ * it erases a subject by name (all its streams, as on the primary), binds
+ * appends naming the subject to it, and still refuses to erase one of the
+ * subject's streams alone, even a subject's only stream. */
+static void test_a_promoted_follower_erases_a_subject_by_name(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 2));
+    assert_rv(ES_OK, put(f, "profile-9", "subject-9", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "ctrl-1", NULL, CTRL_MARK, CTRL_MARK, 1));
+    store *b = open_follower(f, "follower", false);
+    follow_up(f->s, b, 1);
+    /* A follower does not erase on its own. */
+    store_erase_op op;
+    assert_rv(ES_ERR_FOLLOWER,
+              erase(b, STORE_ERASE_SUBJECT, "subject-7", STORE_EXPECT_ANY, 0, &op));
+    store_close(b);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/follower", f->root);
+    store_options o = {.path = path, .map_size = TEST_MAP_SIZE};
+    b = open_opts(&o); /* promoted */
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(b, STORE_ERASE_STREAM, "orders-7", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(b, STORE_ERASE_STREAM, "profile-9", STORE_EXPECT_ANY, 0, &op));
+    /* Appends naming the subject: to its streams, and a new one bound to it. */
+    assert_rv(ES_OK, put_to(f, b, "orders-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put_to(f, b, "cart-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, put_to(f, b, "orders-7", "subject-9", MARK, META_MARK, 1));
+    assert_rv(ES_ERR_INVALID_ARGUMENT, put_to(f, b, "person-1", "subject-7", MARK, META_MARK, 1));
+    assert_reads(b, "cart-7", MARK, META_MARK);
+    assert_rv(ES_OK, erase(b, STORE_ERASE_SUBJECT, "subject-7", STORE_EXPECT_ANY, 0, &op));
+    assert_false(op.already);
+    assert_int_equal(op.streams, 3);
+    assert_rv(ES_ERR_ERASED, read_rv(b, "profile-7"));
+    assert_rv(ES_ERR_ERASED, read_rv(b, "orders-7"));
+    assert_rv(ES_ERR_ERASED, read_rv(b, "cart-7"));
+    assert_rv(ES_ERR_ERASED, put_to(f, b, "new-7", "subject-7", MARK, META_MARK, 1));
+    assert_reads(b, "profile-9", MARK, META_MARK);
+    assert_reads(b, "person-1", MARK, META_MARK);
+    assert_reads(b, "ctrl-1", CTRL_MARK, CTRL_MARK);
+    assert_rv(ES_OK, erase(b, STORE_ERASE_SUBJECT, "subject-9", STORE_EXPECT_ANY, 0, &op));
+    assert_int_equal(op.streams, 1);
+    assert_rv(ES_ERR_ERASED, read_rv(b, "profile-9"));
+    assert_rv(ES_OK, erase(b, STORE_ERASE_STREAM, "person-1", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_ERR_NOT_FOUND,
+              erase(b, STORE_ERASE_SUBJECT, "subject-0", STORE_EXPECT_ANY, 0, &op));
+    assert_check_clean(b);
+    store_close(b);
+}
+
+/* A subject erased on the primary before the follower copied its key:
+ * the erased marker names it, so the promoted store knows the subject as
+ * erased. */
+static void test_a_follower_joining_after_a_subject_erasure_knows_the_subject(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 1));
+    store_erase_op op;
+    assert_rv(ES_OK, erase(f->s, STORE_ERASE_SUBJECT, "subject-7", STORE_EXPECT_ANY, 0, &op));
+    store *b = open_follower(f, "follower", false);
+    follow_up(f->s, b, 1);
+    assert_rv(ES_ERR_ERASED, read_rv(b, "orders-7"));
+    store_close(b);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/follower", f->root);
+    store_options o = {.path = path, .map_size = TEST_MAP_SIZE};
+    b = open_opts(&o);
+    assert_rv(ES_OK, erase(b, STORE_ERASE_SUBJECT, "subject-7", STORE_EXPECT_ANY, 0, &op));
+    assert_true(op.already);
+    assert_int_equal(op.streams, 2);
+    assert_rv(ES_ERR_ERASED, put_to(f, b, "new-7", "subject-7", MARK, META_MARK, 1));
+    assert_check_clean(b);
+    store_close(b);
+}
+
+/* A subject learned after its streams were bound (their keys were copied
+ * without it, then offered again with it): promoted, the store takes
+ * appends naming the subject to those streams and erases them by name. */
+static void test_a_subject_learned_after_its_streams_were_bound(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "orders-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    store *b = open_follower(f, "follower", false);
+    relay_subjects = false;
+    follow_up(f->s, b, 1);
+    relay_subjects = true;
+    store_key_in k = {.slot = 1};
+    store_key_state st;
+    assert_rv(ES_OK, store_key_export(f->s, 1, &st, k.key));
+    assert_rv(ES_OK, store_key_subject(f->s, 1, k.subject, &k.subject_len));
+    assert_rv(ES_OK, store_keys_import(b, &k, 1));
+    store_close(b);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/follower", f->root);
+    store_options o = {.path = path, .map_size = TEST_MAP_SIZE};
+    b = open_opts(&o);
+    assert_rv(ES_OK, put_to(f, b, "orders-7", "subject-7", MARK, META_MARK, 1));
+    store_erase_op op;
+    assert_rv(ES_ERR_INVALID_ARGUMENT,
+              erase(b, STORE_ERASE_STREAM, "orders-7", STORE_EXPECT_ANY, 0, &op));
+    assert_rv(ES_OK, erase(b, STORE_ERASE_SUBJECT, "subject-7", STORE_EXPECT_ANY, 0, &op));
+    assert_int_equal(op.streams, 2);
+    assert_rv(ES_ERR_ERASED, read_rv(b, "profile-7"));
+    assert_rv(ES_ERR_ERASED, read_rv(b, "orders-7"));
+    assert_reads(b, "person-1", MARK, META_MARK);
+    assert_check_clean(b);
+    store_close(b);
+}
+
+/* A key message's subject is checked: a name that is not valid, a subject
+ * the follower binds to another slot, a slot bound to another subject. */
+static void test_follower_subject_errors(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    assert_rv(ES_OK, put(f, "profile-7", "subject-7", MARK, META_MARK, 1));
+    assert_rv(ES_OK, put(f, "person-1", NULL, MARK, META_MARK, 1));
+    store *b = open_follower(f, "follower", false);
+    follow_up(f->s, b, 1);
+    store_key_in k = {.slot = 3};
+    memset(k.key, 0x33, sizeof k.key);
+    memcpy(k.subject, "bad\x01", 4);
+    k.subject_len = 4;
+    assert_rv(ES_ERR_MALFORMED, store_keys_import(b, &k, 1));
+    k.subject_len = STORE_SUBJECT_MAX + 1;
+    assert_rv(ES_ERR_MALFORMED, store_keys_import(b, &k, 1));
+    memcpy(k.subject, "subject-7", 9); /* bound to slot 1 here */
+    k.subject_len = 9;
+    assert_rv(ES_ERR_MALFORMED, store_keys_import(b, &k, 1));
+    k.slot = 1; /* bound to subject-7 */
+    memcpy(k.subject, "subject-8", 9);
+    assert_rv(ES_ERR_MALFORMED, store_keys_import(b, &k, 1));
+    /* Nothing of the refused imports was written. */
+    uint8_t name[STORE_SUBJECT_MAX];
+    size_t len;
+    assert_rv(ES_ERR_NOT_FOUND, store_key_subject(b, 3, name, &len));
+    store_key_state st;
+    assert_rv(ES_OK, store_key_export(b, 3, &st, k.key));
+    assert_int_equal(st, STORE_KEY_ABSENT);
+    /* The same binding again: accepted, nothing changes. */
+    assert_rv(ES_OK, store_key_export(f->s, 1, &st, k.key));
+    memcpy(k.subject, "subject-7", 9);
+    assert_rv(ES_OK, store_keys_import(b, &k, 1));
+    assert_rv(ES_OK, store_key_subject(b, 1, name, &len));
+    assert_memory_equal(name, "subject-7", 9);
     assert_reads(b, "profile-7", MARK, META_MARK);
     assert_check_clean(b);
     store_close(b);
@@ -1346,6 +1583,12 @@ int main(void)
         T(test_a_follower_stores_sealed_records_and_applies_erasures),
         T(test_a_follower_joining_after_an_erasure),
         T(test_a_promoted_follower_refuses_to_erase_one_stream_of_a_subject),
+        T(test_a_key_names_its_subject),
+        T(test_an_older_store_gets_its_slot_subjects_at_open),
+        T(test_a_promoted_follower_erases_a_subject_by_name),
+        T(test_a_follower_joining_after_a_subject_erasure_knows_the_subject),
+        T(test_follower_subject_errors),
+        T(test_a_subject_learned_after_its_streams_were_bound),
         T(test_follower_key_errors),
         T(test_follower_refuses_sealed_records_that_do_not_fit),
         T(test_a_follower_key_store_that_cannot_grow),

@@ -594,9 +594,10 @@ typedef struct store_erase_op {
  *   ES_ERR_NOT_ERASABLE (the stream's events are stored in plain: it was
  *   created while encryption was off);
  *   ES_ERR_INVALID_ARGUMENT (the stream belongs to a subject: erase the
- *   subject; its key is bound to other streams too, as on a promoted
- *   follower, which does not know subjects by name: op->streams says how
- *   many; a bad name; a bad expectation);
+ *   subject; or its key is bound to other streams too, as on a promoted
+ *   follower that copied a subject's key without its subject (from a
+ *   relay older than the subject header): op->streams says how many; a
+ *   bad name; a bad expectation);
  *   ES_ERR_WRONG_EXPECTED_REVISION (actual_* set); ES_ERR_INVALID_STREAM_ID;
  *   ES_ERR_RESERVED_STREAM; ES_ERR_STREAM_DELETED (tombstoned);
  *   ES_ERR_READ_ONLY; ES_ERR_FOLLOWER; ES_ERR_STORE_FULL; ES_ERR_IO.
@@ -654,11 +655,25 @@ typedef enum store_key_state {
 es_err store_key_export(store *s, uint64_t slot, store_key_state *state,
                         uint8_t key[STORE_DATA_KEY_BYTES]);
 
+/** The longest data subject id (the store's name cap, ES_MAX_NAME_BYTES). */
+#define STORE_SUBJECT_MAX 256u
+
+/**
+ * @brief The data subject a slot's key belongs to, for the relay's key
+ *        message (a subject's streams share its key).
+ * @param out room for STORE_SUBJECT_MAX bytes; *len set on ES_OK
+ * @return ES_OK; ES_ERR_NOT_FOUND (the key of one stream, or a store
+ *   without the table); LMDB errors as es_err.
+ */
+es_err store_key_subject(store *s, uint64_t slot, uint8_t out[STORE_SUBJECT_MAX], size_t *len);
+
 /** One key copied from a primary (a follower). */
 typedef struct store_key_in {
     uint64_t slot;
     bool erased; /* the primary had destroyed it: nothing is written */
     uint8_t key[STORE_DATA_KEY_BYTES];
+    size_t subject_len; /* 0: the key of one stream; else the data subject's id */
+    uint8_t subject[STORE_SUBJECT_MAX];
 } store_key_in;
 
 /**
@@ -666,10 +681,16 @@ typedef struct store_key_in {
  *        the same slots, and sync it (one fdatasync), before the records
  *        that need them are imported. A slot whose erasure this store
  *        recorded is never written again; a slot that holds another live
- *        key is refused.
+ *        key is refused. A key with a subject (live or erased) also binds
+ *        the subject to the slot, as on the primary (subjects and
+ *        slot_subjects, erase.c), in the same call: streams bound to the
+ *        slot later are the subject's.
  * @return ES_OK; ES_ERR_NOT_ERASABLE (this store has no key store: it was
  *   created with encryption off); ES_ERR_CORRUPT (another key at a slot,
- *   slot 0 or beyond the key store's limit); ES_ERR_IO; ES_ERR_STORE_FULL.
+ *   slot 0 or beyond the key store's limit); ES_ERR_MALFORMED (a subject
+ *   id that is not a valid name, or a subject already bound to another
+ *   slot, or a slot bound to another subject); ES_ERR_IO;
+ *   ES_ERR_STORE_FULL.
  * @note The importing thread only (a follower's only writer).
  */
 es_err store_keys_import(store *s, const store_key_in *keys, size_t n);
