@@ -566,7 +566,8 @@ static inline void store_fatal_leave(const unsigned *prev)
 }
 
 #define STORE_FATAL_SCOPE                                                                          \
-    unsigned store_fatal_prev_ __attribute__((cleanup(store_fatal_leave))) = store_fatal_enter()
+    unsigned store_fatal_prev_ __attribute__((cleanup(store_fatal_leave), unused)) =               \
+        store_fatal_enter()
 
 /** @brief Install the SIGBUS/SIGSEGV handlers of the guard (once per process). */
 void store_guard_install(void);
@@ -618,7 +619,7 @@ static inline void store_write_guard_cleanup(sigjmp_buf **unused)
 
 #define WRITE_GUARD_DECLARE                                                                        \
     sigjmp_buf write_jb_;                                                                          \
-    sigjmp_buf *write_jbp_ __attribute__((cleanup(store_write_guard_cleanup))) = &write_jb_
+    sigjmp_buf *write_jbp_ __attribute__((cleanup(store_write_guard_cleanup), unused)) = &write_jb_
 
 #define WRITE_GUARD_ARM() (store_read_guard = write_jbp_)
 

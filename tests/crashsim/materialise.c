@@ -331,7 +331,7 @@ static int step(replay *r, const cs_hdr *h, cs_rules rules)
         if (!inode_get(r, h->ino, true)) {
             return fail(r, "too many files");
         }
-        /* fall through */
+        __attribute__((fallthrough)); /* a created name is entered like the others */
     case CS_RENAME:
     case CS_UNLINK:
         if (dir_apply(&r->cur, h) != 0) {
