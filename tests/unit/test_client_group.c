@@ -92,10 +92,26 @@ static bool push_one(int fd, uint64_t join_id, uint64_t pos)
     return push_batch(fd, join_id, &pos, 1);
 }
 
-/* Receive the JoinGroup and answer it (max in flight 10), without sending
- * yet. @return its id, or 0 when the request was not a JoinGroup. */
-static uint64_t srv_join(fake *f, int fd, Es__V1__GroupJoined *j, Es__V1__Response *resp)
+/* A GroupDone (synced) answering request id. */
+static bool send_done(int fd, uint64_t id, uint32_t count)
 {
+    Es__V1__GroupDone d = ES__V1__GROUP_DONE__INIT;
+    d.synced = true;
+    d.count = count;
+    Es__V1__Response ok = ES__V1__RESPONSE__INIT;
+    ok.id = id;
+    ok.kind_case = ES__V1__RESPONSE__KIND_GROUP_DONE;
+    ok.group_done = &d;
+    return srv_send(fd, &ok);
+}
+
+/* The hello, then the JoinGroup, answered (max in flight 10).
+ * @return its id, or 0 when either went wrong. */
+static uint64_t srv_join(fake *f, int fd)
+{
+    if (!srv_hello(f, fd)) {
+        return 0;
+    }
     Es__V1__Request *r = srv_recv(fd);
     SRV_CHECK(f, r && r->kind_case == ES__V1__REQUEST__KIND_JOIN_GROUP);
     if (!r || r->kind_case != ES__V1__REQUEST__KIND_JOIN_GROUP) {
@@ -104,12 +120,13 @@ static uint64_t srv_join(fake *f, int fd, Es__V1__GroupJoined *j, Es__V1__Respon
     }
     uint64_t join_id = r->id;
     srv_free(r);
-    es__v1__group_joined__init(j);
-    j->max_in_flight = 10;
-    es__v1__response__init(resp);
-    resp->id = join_id;
-    resp->kind_case = ES__V1__RESPONSE__KIND_GROUP_JOINED;
-    resp->group_joined = j;
+    Es__V1__GroupJoined j = ES__V1__GROUP_JOINED__INIT;
+    j.max_in_flight = 10;
+    Es__V1__Response resp = ES__V1__RESPONSE__INIT;
+    resp.id = join_id;
+    resp.kind_case = ES__V1__RESPONSE__KIND_GROUP_JOINED;
+    resp.group_joined = &j;
+    SRV_CHECK(f, srv_send(fd, &resp));
     return join_id;
 }
 
@@ -119,18 +136,12 @@ static uint64_t srv_join(fake *f, int fd, Es__V1__GroupJoined *j, Es__V1__Respon
 static void script_stale(fake *f, int fd, unsigned conn_no)
 {
     script_ctx *sc = f->ctx;
-    if (!srv_hello(f, fd)) {
-        return;
-    }
-    Es__V1__GroupJoined j;
-    Es__V1__Response resp;
-    uint64_t join_id = srv_join(f, fd, &j, &resp);
+    uint64_t join_id = srv_join(f, fd);
     if (!join_id) {
         return;
     }
     Es__V1__Request *r;
-    /* Reply and push in one go, so the client reads both together. */
-    SRV_CHECK(f, srv_send(fd, &resp));
+    /* Reply and push back to back, so the client reads both together. */
     SRV_CHECK(f, push_one(fd, join_id, conn_no == 1 ? 7 : 9));
     if (conn_no == 1) {
         shutdown(fd, SHUT_RDWR);
@@ -141,14 +152,7 @@ static void script_stale(fake *f, int fd, unsigned conn_no)
         if (r->kind_case == ES__V1__REQUEST__KIND_GROUP_ACK && r->group_ack->n_positions == 1) {
             sc->acked_pos = r->group_ack->positions[0];
             atomic_fetch_add(&sc->acks_second, 1);
-            Es__V1__GroupDone d = ES__V1__GROUP_DONE__INIT;
-            d.synced = true;
-            d.count = 1;
-            Es__V1__Response ok = ES__V1__RESPONSE__INIT;
-            ok.id = r->id;
-            ok.kind_case = ES__V1__RESPONSE__KIND_GROUP_DONE;
-            ok.group_done = &d;
-            SRV_CHECK(f, srv_send(fd, &ok));
+            SRV_CHECK(f, send_done(fd, r->id, 1));
         }
         srv_free(r);
     }
@@ -216,18 +220,6 @@ static bool send_revoked(int fd, uint64_t join_id, const uint64_t *pos, size_t n
     return srv_send(fd, &resp);
 }
 
-static bool send_done(int fd, uint64_t id, uint32_t count)
-{
-    Es__V1__GroupDone d = ES__V1__GROUP_DONE__INIT;
-    d.synced = true;
-    d.count = count;
-    Es__V1__Response ok = ES__V1__RESPONSE__INIT;
-    ok.id = id;
-    ok.kind_case = ES__V1__RESPONSE__KIND_GROUP_DONE;
-    ok.group_done = &d;
-    return srv_send(fd, &ok);
-}
-
 /* The next request, which must be a GroupAck of exactly pos; NULL otherwise. */
 static Es__V1__Request *recv_ack_of(fake *f, int fd, uint64_t pos)
 {
@@ -256,17 +248,11 @@ static Es__V1__Request *recv_ack_of(fake *f, int fd, uint64_t pos)
 static void script_revoked(fake *f, int fd, unsigned conn_no)
 {
     (void)conn_no;
-    if (!srv_hello(f, fd)) {
-        return;
-    }
-    Es__V1__GroupJoined j;
-    Es__V1__Response resp;
-    uint64_t join_id = srv_join(f, fd, &j, &resp);
+    uint64_t join_id = srv_join(f, fd);
     if (!join_id) {
         return;
     }
     Es__V1__Request *r;
-    SRV_CHECK(f, srv_send(fd, &resp));
     SRV_CHECK(f, push_batch(fd, join_id, (const uint64_t[]){7}, 1));
     SRV_CHECK(f, push_batch(fd, join_id, (const uint64_t[]){8, 10}, 2));
     SRV_CHECK(f, push_batch(fd, join_id, (const uint64_t[]){11}, 1));
