@@ -317,10 +317,11 @@ static es_err slot_erased(store *s, MDB_txn *txn, uint64_t slot, bool *erased)
     if (rc != MDB_NOTFOUND) {
         return es_err_from_mdb(rc);
     }
-    if (s->keys.fd >= 0 && !store_keys_live(&s->keys, slot) && !store_keys_blank(&s->keys, slot)) {
+    bool live = s->keys.fd >= 0 && store_keys_live(&s->keys, slot);
+    if (s->keys.fd >= 0 && !live && !store_keys_blank(&s->keys, slot)) {
         return ES_ERR_CORRUPT; /* neither a key nor zeros, and no erasure recorded */
     }
-    *erased = s->keys.fd < 0 || !store_keys_live(&s->keys, slot);
+    *erased = !live;
     return ES_OK;
 }
 
